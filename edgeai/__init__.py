@@ -1,0 +1,41 @@
+"""edgeai: PyTorch models exported to ONNX, optimized, quantized, and run offline.
+
+    import edgeai
+    clf = edgeai.load("efficientnet-lite0")      # or a package directory
+    clf.predict("photo.jpg")["top_k"][0]         # {"index", "label", "score"}
+    clf.provider, clf.variant                    # what runs
+
+The runtime needs numpy, onnx, onnxruntime, pillow, tokenizers and typer; it never imports torch.
+Heavy modules load on first use, so ``import edgeai`` is cheap.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .errors import DependencyError, EdgeAIError, ExportError, InputError, PackageError, ProviderError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DependencyError",
+    "EdgeAIError",
+    "ExportError",
+    "InputError",
+    "PackageError",
+    "Pipeline",
+    "ProviderError",
+    "__version__",
+    "load",
+]
+
+if TYPE_CHECKING:
+    from .pipeline import Pipeline, load
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("load", "Pipeline"):
+        from . import pipeline
+
+        return getattr(pipeline, name)
+    raise AttributeError(f"module 'edgeai' has no attribute {name!r}")

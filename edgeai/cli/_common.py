@@ -1,0 +1,88 @@
+"""What every command shares: consoles, the one error handler, stage progress."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import time
+from typing import Any, Callable
+
+import numpy as np
+import typer
+from rich.console import Console
+
+from edgeai.errors import EdgeAIError
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def handle_errors(fn: Callable) -> Callable:
+    """EdgeAIError -> one sentence on stderr and exit 1; anything else is a bug (traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except EdgeAIError as e:
+            _plain_error(str(e))
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            _plain_error("interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _plain_error(message: str) -> None:
+    # Messages carry paths and user text: print them literally, never as rich markup.
+    err.print("[bold red]error:[/] ", end="")
+    err.print(message, markup=False)
+
+
+class Stages:
+    """Progress for long builds: a spinner with the current stage, a line per finished stage."""
+
+    def __init__(self, title: str):
+        self.title = title
+        self.t0 = time.perf_counter()
+        self.status = err.status(title)
+        self.last: str | None = None
+        self.t_last = self.t0
+
+    def __enter__(self) -> "Stages":
+        self.status.__enter__()
+        return self
+
+    def __call__(self, stage: str) -> None:
+        self._close_stage()
+        self.last, self.t_last = stage, time.perf_counter()
+        self.status.update(f"{self.title}: {stage}")
+
+    def _close_stage(self) -> None:
+        if self.last is not None:
+            err.print(f"  [green]✓[/] {self.last} [dim]({time.perf_counter() - self.t_last:.1f}s)[/]", markup=True)
+
+    def __exit__(self, exc_type, *rest: Any) -> None:
+        self.status.__exit__(exc_type, *rest)
+        if exc_type is None:
+            self._close_stage()
+            err.print(f"[bold]{self.title}[/]: done in {time.perf_counter() - self.t0:.1f}s")
+
+
+def to_jsonable(x: Any) -> Any:
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, dict):
+        return {k: to_jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [to_jsonable(v) for v in x]
+    return x
+
+
+def print_json(doc: Any) -> None:
+    sys.stdout.write(json.dumps(to_jsonable(doc), indent=2) + "\n")
+    sys.stdout.flush()

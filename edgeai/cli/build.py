@@ -1,0 +1,83 @@
+"""``edgeai export``, ``optimize``, ``quantize``: the stages that write packages."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from edgeai.errors import DependencyError
+
+from ._common import Stages, handle_errors, out
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    int8 = "int8"
+
+
+class Method(str, Enum):
+    auto = "auto"
+    static = "static"
+    dynamic = "dynamic"
+
+
+def _export_module():
+    try:
+        import edgeai.export as export
+        import torch  # noqa: F401  (fail here, with the fix, rather than mid-export)
+    except ImportError as e:
+        raise DependencyError(f"edgeai export needs the export extra ({e.name} is missing): pip install 'edgeai[export]'.") from None
+    return export
+
+
+def _variants_line(pkg) -> str:
+    parts = []
+    for name, v in pkg.variants.items():
+        acc = v.get("accuracy", {})
+        fig = f", top-1 agreement {acc['top1_agreement']:.3f}" if "top1_agreement" in acc else ""
+        parts.append(f"{name} ({v['size'] / 1e6:.1f} MB{fig})")
+    return "; ".join(parts)
+
+
+@handle_errors
+def export(
+    name: Annotated[str, typer.Argument(help="Built-in model: efficientnet-lite0 (alias cnn).", show_default=False)],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Package directory [default: ./NAME/].")] = None,
+    precision: Annotated[Precision, typer.Option(help="int8 runs the whole chain; fp32 stops before quantization.")] = Precision.int8,
+) -> None:
+    """Export a model to a validated package: ONNX fp32, optimized and (by default) int8."""
+    export_mod = _export_module()
+    with Stages(f"exporting {name}") as stages:
+        pkg = export_mod.export_model(name, output, precision=precision.value, progress=stages)
+    out.print(f"wrote {pkg.path}: {_variants_line(pkg)}", markup=False)
+
+
+@handle_errors
+def optimize(
+    package: Annotated[Path, typer.Argument(help="Package directory, or a plain .onnx file to wrap.", show_default=False)],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Where to write the package when wrapping a .onnx file.")] = None,
+) -> None:
+    """Add the 'optimized' variant (ONNX Runtime offline graph optimization)."""
+    from edgeai.quantize import optimize as _optimize
+
+    with Stages(f"optimizing {package}") as stages:
+        pkg = _optimize(package, out=output, progress=stages)
+    out.print(f"updated {pkg.path}: {_variants_line(pkg)}", markup=False)
+
+
+@handle_errors
+def quantize(
+    package: Annotated[Path, typer.Argument(help="Package directory, or a plain .onnx file to wrap.", show_default=False)],
+    method: Annotated[Method, typer.Option(help="static (calibrated QDQ), dynamic, or auto (static when calibration inputs exist).")] = Method.auto,
+    calibration: Annotated[Optional[Path], typer.Option(help="Directory of calibration images (image models) or .npy/.npz feeds.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Where to write the package when wrapping a .onnx file.")] = None,
+) -> None:
+    """Add the 'int8' variant, with its agreement with fp32 and its CPU latency recorded."""
+    from edgeai.quantize import quantize as _quantize
+
+    with Stages(f"quantizing {package}") as stages:
+        pkg = _quantize(package, method=method.value, calibration=calibration, out=output, progress=stages)
+    out.print(f"updated {pkg.path}: {_variants_line(pkg)}", markup=False)

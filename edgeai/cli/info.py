@@ -1,0 +1,104 @@
+"""``edgeai inspect`` and ``edgeai models``: what a package holds, what is cached."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from ._common import err, handle_errors, out, print_json
+
+
+def _histogram(path: Path) -> dict[str, int]:
+    import collections
+
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return dict(collections.Counter(n.op_type for n in model.graph.node).most_common())
+
+
+@handle_errors
+def inspect(
+    package: Annotated[str, typer.Argument(help="Package directory or built-in name.", show_default=False)],
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
+) -> None:
+    """Show a package: manifest, variants with their measurements, inputs, outputs, operators."""
+    from edgeai.pipeline import open_package
+
+    pkg = open_package(package)
+    ops = {name: _histogram(pkg.variant_path(name)) for name in pkg.variants}
+    if json_:
+        print_json({"path": str(pkg.path), "manifest": pkg.manifest, "operators": ops})
+        return
+    m = pkg.manifest
+    out.print(Text.assemble((m["name"], "bold"), f"  {m['family']} / {m['task']}  (schema v{m['schema_version']})  {pkg.path}"))
+    if m.get("description"):
+        out.print(m["description"], markup=False)
+    io = Table("", "name", "dtype", "shape", box=None, pad_edge=False, title="inputs / outputs", title_justify="left")
+    for kind in ("inputs", "outputs"):
+        for t in m[kind]:
+            io.add_row(kind[:-1], t["name"], t["dtype"], Text(str(t["shape"])))
+    out.print(io)
+    pre = m.get("preprocess", {})
+    if pre.get("type") == "image":
+        out.print(
+            f"preprocess: resize short side to {pre['resize_shorter']} ({pre['interpolation']}), centre crop "
+            f"{pre['crop'][0]}x{pre['crop'][1]}, x*{pre['scale']:.6g}, mean {pre['mean']}, std {pre['std']}, "
+            f"{pre['channel_order']} {pre['layout']}",
+            markup=False,
+        )
+    if "budget" in m:
+        b = m["budget"]
+        out.print(f"accuracy budget: {b['metric']} >= {b['min']} ({b.get('description', '')})", markup=False)
+    vt = Table("variant", "file", "MB", "from", "accuracy", "CPU p50 ms", "nodes", box=None, pad_edge=False,
+               title="variants", title_justify="left")
+    for name, v in m["variants"].items():
+        acc = ", ".join(f"{k} {val:.4g}" for k, val in v.get("accuracy", {}).items())
+        lat = ", ".join(f"{e['p50_ms']:.2f} (b{e.get('batch', 1)}, {e.get('threads') or 'default'} thr)" for e in v.get("latency", {}).values())
+        vt.add_row(name, Text(v["file"]), f"{v['size'] / 1e6:.1f}", v.get("made_from") or "-", Text(acc), lat,
+                   str(sum(ops[name].values())))
+    out.print(vt)
+    for name, v in m["variants"].items():
+        recipe = v.get("recipe")
+        if recipe:
+            out.print(Text.assemble((f"{name} recipe: ", "dim"), str(recipe)))
+    for name, hist in ops.items():
+        top = ", ".join(f"{op} {n}" for op, n in list(hist.items())[:12])
+        out.print(Text.assemble((f"{name} operators: ", "dim"), top))
+    p = m["provenance"]
+    out.print(Text.assemble(("provenance: ", "dim"), f"{p.get('source', '?')}; created {p['created']} by edgeai {p['edgeai']}; "
+                            f"opset {p.get('opset', '?')}; {p.get('versions', {})}"))
+
+
+@handle_errors
+def models(
+    clear: Annotated[bool, typer.Option("--clear", help="Empty the package cache ($EDGEAI_HOME).")] = False,
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
+) -> None:
+    """List the built-in models and the packages cached in $EDGEAI_HOME."""
+    from edgeai import home
+
+    if clear:
+        n = home.clear()
+        err.print(f"removed {n} cached package(s) from {home.home()}", markup=False)
+        return
+    cached = {p.name: str(p) for p in home.cached_packages()}
+    rows = []
+    for b in home.BUILTINS.values():
+        d = home.builtin_dir(b.name)
+        rows.append({"name": b.name, "aliases": list(b.aliases), "family": b.family, "task": b.task,
+                     "description": b.description, "cached": str(d) if d.name in cached else None})
+    if json_:
+        print_json({"home": str(home.home()), "builtins": rows, "cached": list(cached.values())})
+        return
+    t = Table("name", "aliases", "family", "task", "cached", box=None, pad_edge=False, title="built-in models", title_justify="left")
+    for r in rows:
+        t.add_row(r["name"], ", ".join(r["aliases"]), r["family"], r["task"], Text(r["cached"] or "not built yet"))
+    out.print(t)
+    out.print(Text(f"cache: {home.home()} ({len(cached)} package(s))"))
+    for path in cached.values():
+        out.print(Text(f"  {path}"))

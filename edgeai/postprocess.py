@@ -1,0 +1,43 @@
+"""Turn raw outputs into the result dicts of the Contracts (DESIGN.md)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=-1, keepdims=True)
+    return z
+
+
+def activate(scores: np.ndarray, activation: str) -> np.ndarray:
+    scores = scores.astype(np.float32, copy=True)
+    if activation == "softmax":
+        return softmax(scores)
+    if activation == "sigmoid":
+        return 1.0 / (1.0 + np.exp(-scores))
+    return scores
+
+
+def top_k(probs: np.ndarray, k: int, labels: list[str] | None) -> list[dict]:
+    """``(n, classes)`` scores -> per row ``{"top_k": [{"index", "label", "score"}, ...]}``."""
+    k = max(1, min(k, probs.shape[-1]))
+    idx = np.argpartition(-probs, k - 1, axis=-1)[:, :k]
+    results = []
+    for row, cand in zip(probs, idx):
+        order = cand[np.argsort(-row[cand], kind="stable")]
+        results.append(
+            {
+                "top_k": [
+                    {
+                        "index": int(i),
+                        "label": labels[i] if labels and i < len(labels) else str(int(i)),
+                        "score": float(row[i]),
+                    }
+                    for i in order
+                ]
+            }
+        )
+    return results

@@ -1,0 +1,141 @@
+"""Image preprocessing that the manifest describes, so ``run`` needs no user code.
+
+Pillow does decoding, resizing and cropping; numpy does the normalisation. The same function
+prepares the validation and calibration images at export time, so what was measured is what runs.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import InputError
+
+# Pillow warns above MAX_IMAGE_PIXELS and raises above twice that. edgeai refuses anything above
+# this many pixels outright: a 16k x 16k photo is already 256 MP.
+MAX_PIXELS = 16384 * 16384
+_INTERP = {
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+    "nearest": Image.Resampling.NEAREST,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+
+def _describe(x: Any) -> str:
+    if isinstance(x, np.ndarray):
+        return f"a {x.dtype} array of shape {tuple(x.shape)}"
+    return f"a {type(x).__name__}"
+
+
+def open_image(source: str | os.PathLike) -> Image.Image:
+    """Open and fully decode an image file, turning every failure into one InputError sentence."""
+    path = Path(source)
+    if not path.exists():
+        raise InputError(f"Image file {path} does not exist.")
+    if path.is_dir():
+        raise InputError(f"{path} is a directory; expected an image file.")
+    if path.stat().st_size == 0:
+        raise InputError(f"Image file {path} is empty (0 bytes).")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(path)
+            w, h = im.size
+            if w * h > MAX_PIXELS:
+                raise InputError(f"Image {path} is {w}x{h} pixels, above the {MAX_PIXELS // 10**6} MP limit (a decompression bomb?).")
+            im.load()
+    except InputError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InputError(f"Image {path} declares more pixels than Pillow's decompression-bomb limit; refusing to decode it.") from None
+    except UnidentifiedImageError:
+        raise InputError(f"{path} is not an image file Pillow can read (its contents are not a known image format).") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise InputError(f"Image {path} could not be decoded: {e}.") from None
+    return im
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Any Pillow mode (L, P, RGBA, CMYK, I;16, ...) to 8-bit RGB, EXIF orientation applied."""
+    im = ImageOps.exif_transpose(im) or im
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        a = np.asarray(im, dtype=np.float64)
+        hi = a.max() if a.size and a.max() > 255 else 255.0
+        im = Image.fromarray((a * (255.0 / hi)).clip(0, 255).astype(np.uint8), "L")
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        im = im.convert("RGBA")
+        bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(bg, im)
+    return im.convert("RGB") if im.mode != "RGB" else im
+
+
+def from_array(frame: np.ndarray) -> Image.Image:
+    """A raw HxWx3 (or HxW, HxWx4) uint8 RGB frame as a Pillow image."""
+    if frame.dtype != np.uint8:
+        raise InputError(
+            f"An image array must be uint8 HxWx3 RGB; got {_describe(frame)}. "
+            "Pass ready NCHW float tensors to Pipeline.run({input_name: tensor}) instead."
+        )
+    if frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] in (1, 3, 4)):
+        if frame.shape[0] == 0 or frame.shape[1] == 0:
+            raise InputError(f"An image array must have at least one pixel; got {_describe(frame)}.")
+        mode = {1: "L", 3: "RGB", 4: "RGBA"}[frame.shape[2] if frame.ndim == 3 else 1]
+        return Image.fromarray(np.ascontiguousarray(frame.reshape(frame.shape[:2]) if mode == "L" else frame), mode)
+    raise InputError(f"An image array must have shape HxW, HxWx3 or HxWx4; got {_describe(frame)}.")
+
+
+def as_image(x: Any) -> Image.Image:
+    if isinstance(x, Image.Image):
+        return x
+    if isinstance(x, np.ndarray):
+        return from_array(x)
+    if isinstance(x, (str, os.PathLike)):
+        return open_image(x)
+    raise InputError(f"Expected an image path, a PIL image or an HxWx3 uint8 array; got {_describe(x)}.")
+
+
+class ImagePreprocessor:
+    """Resize the short side, centre-crop, scale, normalise, lay out as the model wants."""
+
+    def __init__(self, cfg: dict):
+        self.resize_shorter = int(cfg.get("resize_shorter", cfg["crop"][0]))
+        self.crop_h, self.crop_w = cfg["crop"]
+        self.interp = _INTERP[cfg.get("interpolation", "bilinear")]
+        self.scale = np.float32(cfg.get("scale", 1 / 255))
+        mean = np.asarray(cfg.get("mean", [0.0, 0.0, 0.0]), np.float32)
+        std = np.asarray(cfg.get("std", [1.0, 1.0, 1.0]), np.float32)
+        # (x * scale - mean) / std == x * a + b, one fused pass over the pixels
+        self._a = (self.scale / std).astype(np.float32)
+        self._b = (-mean / std).astype(np.float32)
+        self.bgr = cfg.get("channel_order", "RGB") == "BGR"
+        self.nchw = cfg.get("layout", "NCHW") == "NCHW"
+
+    def resize_crop(self, im: Image.Image) -> Image.Image:
+        im = to_rgb(im)
+        w, h = im.size
+        s = self.resize_shorter / min(w, h)
+        nw, nh = max(self.crop_w, round(w * s)), max(self.crop_h, round(h * s))
+        if (nw, nh) != (w, h):
+            im = im.resize((nw, nh), self.interp)
+        left, top = (nw - self.crop_w) // 2, (nh - self.crop_h) // 2
+        return im.crop((left, top, left + self.crop_w, top + self.crop_h))
+
+    def normalize(self, im: Image.Image) -> np.ndarray:
+        a = np.asarray(im, dtype=np.float32)
+        if self.bgr:
+            a = a[..., ::-1]
+        a = a * self._a + self._b
+        return np.ascontiguousarray(a.transpose(2, 0, 1)) if self.nchw else a
+
+    def __call__(self, x: Any) -> np.ndarray:
+        """One input (path, PIL image, uint8 frame) -> one CHW (or HWC) float32 tensor."""
+        return self.normalize(self.resize_crop(as_image(x)))
+
+    def batch(self, items: list[Any]) -> np.ndarray:
+        return np.stack([self(x) for x in items])

@@ -1,0 +1,172 @@
+"""Execution-provider choice: TensorRT, then CUDA, then CPU, keeping the first that really works.
+
+ONNX Runtime lists providers it was built with, not providers that can start: the GPU build on a
+machine without CUDA lists TensorRT and CUDA, prints red library errors, and quietly creates the
+session on CPU. So edgeai (1) asks the dynamic loader whether the provider's own library and its
+CUDA/TensorRT dependencies load, which names the missing library in one line, and (2) compares
+``session.get_providers()`` with what it asked for after creating the session.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import onnxruntime as ort
+
+from .errors import ProviderError
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+TENSORRT = "TensorrtExecutionProvider"
+AUTO_ORDER = (TENSORRT, CUDA, CPU)
+ALIASES = {
+    "cpu": CPU,
+    "cuda": CUDA,
+    "gpu": CUDA,
+    "tensorrt": TENSORRT,
+    "trt": TENSORRT,
+}
+SHORT = {CPU: "cpu", CUDA: "cuda", TENSORRT: "tensorrt"}
+_PROVIDER_LIBS = {CUDA: "onnxruntime_providers_cuda", TENSORRT: "onnxruntime_providers_tensorrt"}
+
+# ONNX Runtime's own log would print red lines for every provider that cannot load; edgeai
+# reports those in one sentence of its own instead. 3 = errors only.
+ort.set_default_logger_severity(3)
+
+
+def canonical(name: str) -> str:
+    """``"cuda"`` -> ``"CUDAExecutionProvider"``; ONNX Runtime's own names pass through."""
+    key = name.strip()
+    if key.lower() in ALIASES:
+        return ALIASES[key.lower()]
+    if key in ort.get_all_providers():
+        return key
+    choices = ", ".join(["auto", *ALIASES])
+    raise ProviderError(f"Unknown execution provider {name!r}; choose one of: {choices}, or an ONNX Runtime provider name.")
+
+
+def short_name(provider: str) -> str:
+    return SHORT.get(provider, provider)
+
+
+@lru_cache(maxsize=None)
+def _preload_cuda_libraries() -> None:
+    # pip-installed CUDA/cuDNN (the `cuda` extra) live in site-packages/nvidia/*; ONNX Runtime
+    # finds them only after preload_dlls() loads them into the process.
+    if hasattr(ort, "preload_dlls") and importlib.util.find_spec("nvidia") is not None:
+        ort.preload_dlls()
+
+
+@lru_cache(maxsize=None)
+def unavailable_reason(provider: str) -> str | None:
+    """Why ``provider`` cannot start on this machine, or None when it looks startable."""
+    if provider == CPU:
+        return None
+    if provider not in ort.get_available_providers():
+        return f"this ONNX Runtime build ({ort.get_device()}) does not include it; install onnxruntime-gpu"
+    lib = _PROVIDER_LIBS.get(provider)
+    if lib is None:
+        return None
+    _preload_cuda_libraries()
+    capi = Path(ort.__file__).parent / "capi"
+    candidates = [p for p in capi.iterdir() if p.name.startswith(lib) or p.name.startswith("lib" + lib)]
+    if not candidates:
+        return f"{lib} is missing from the ONNX Runtime installation"
+    try:
+        ctypes.CDLL(str(candidates[0]), mode=getattr(os, "RTLD_LAZY", 0) | getattr(os, "RTLD_LOCAL", 0))
+    except OSError as e:
+        if "cannot open shared object" in str(e):
+            return f"{str(e).split(':')[0].strip()} not found (install the CUDA{'/TensorRT' if provider == TENSORRT else ''} libraries, e.g. pip install 'edgeai[cuda]')"
+        return str(e)
+    return None
+
+
+@dataclass
+class ProviderChoice:
+    """What was asked for, what runs, and why anything else was skipped."""
+
+    requested: str
+    provider: str
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def fell_back(self) -> bool:
+        return bool(self.notes)
+
+    def summary(self) -> str:
+        if not self.notes:
+            return f"running on {short_name(self.provider)}"
+        return f"running on {short_name(self.provider)}; skipped {'; '.join(self.notes)}"
+
+
+def provider_options(provider: str, device_id: int = 0) -> dict:
+    if provider == CUDA:
+        return {"device_id": device_id}
+    if provider == TENSORRT:
+        from .home import cache_dir
+
+        cache = cache_dir() / "tensorrt"
+        cache.mkdir(parents=True, exist_ok=True)
+        return {
+            "device_id": device_id,
+            "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": str(cache),
+            "trt_timing_cache_enable": True,
+            "trt_timing_cache_path": str(cache),
+        }
+    return {}
+
+
+def candidates(provider: str) -> list[str]:
+    if provider == "auto":
+        return list(AUTO_ORDER)
+    return [canonical(provider)]
+
+
+def create_session(
+    model: str | os.PathLike,
+    options: ort.SessionOptions,
+    provider: str = "auto",
+    strict: bool | None = None,
+    device_id: int = 0,
+) -> tuple[ort.InferenceSession, ProviderChoice]:
+    """Create an InferenceSession on the first provider that really starts.
+
+    ``strict`` (default: True for a named provider, False for ``auto``) turns any fallback into
+    a :class:`ProviderError` whose message says what is missing.
+    """
+    strict = (provider != "auto") if strict is None else strict
+    wanted = candidates(provider)
+    choice = ProviderChoice(requested=provider, provider="")
+    for cand in wanted:
+        reason = unavailable_reason(cand)
+        if reason is None:
+            providers = [(cand, provider_options(cand, device_id))]
+            if cand != CPU and not strict:
+                providers.append((CPU, {}))
+            try:
+                session = ort.InferenceSession(str(model), options, providers=providers)
+            except Exception as e:  # ORT raises bare RuntimeError/Fail subclasses
+                if cand == CPU:
+                    raise
+                reason = f"session creation failed: {str(e).splitlines()[0][:200]}"
+            else:
+                used = session.get_providers()[0]
+                if used == cand:
+                    choice.provider = cand
+                    return session, choice
+                reason = f"ONNX Runtime fell back to {short_name(used)} at session creation"
+        note = f"{short_name(cand)}: {reason}"
+        if strict:
+            raise ProviderError(f"Execution provider {short_name(cand)} was requested but cannot start: {reason}.")
+        choice.notes.append(note)
+    if CPU not in wanted:
+        session, _ = create_session(model, options, "cpu", strict=True)
+        choice.provider = CPU
+        return session, choice
+    raise ProviderError(f"No execution provider could start ({'; '.join(choice.notes)}).")

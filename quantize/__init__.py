@@ -1,0 +1,327 @@
+"""ONNX -> optimized / INT8 variants of a model package (``edgeai.quantize``).
+
+Uses ONNX Runtime's own tools: offline graph optimization (saved at the portable *extended*
+level) and ``onnxruntime.quantization`` (static QDQ with calibration, or dynamic). Each new
+variant is compared with fp32 on held-out inputs and timed on this CPU before it is recorded.
+
+    from edgeai.quantize import optimize, quantize
+    optimize("pkg/")                    # adds the "optimized" variant
+    quantize("pkg/", method="static")   # adds the "int8" variant
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import onnx
+
+from edgeai import __version__
+from edgeai.errors import ExportError, InputError, PackageError
+from edgeai.package import _TMP_MARK, Package, now, sha256_file, staging_dir, write_manifest
+
+from . import measure
+
+Progress = Callable[[str], None]
+__all__ = ["optimize", "quantize", "wrap_onnx", "record_latencies"]
+
+
+def _say(progress: Progress | None, msg: str) -> None:
+    if progress:
+        progress(msg)
+
+
+def _tmp_file(pkg: Package, stem: str) -> Path:
+    return pkg.path / f"{stem}{_TMP_MARK}{os.getpid()}.onnx"
+
+
+def op_histogram(model: onnx.ModelProto | str | os.PathLike) -> dict[str, int]:
+    if not isinstance(model, onnx.ModelProto):
+        model = onnx.load(str(model), load_external_data=False)
+    return dict(collections.Counter(n.op_type for n in model.graph.node).most_common())
+
+
+# -- packages from plain .onnx files ---------------------------------------------------------
+_ONNX_DTYPES = {1: "float32", 10: "float16", 7: "int64", 6: "int32", 2: "uint8", 3: "int8", 9: "bool"}
+
+
+def _tensor_specs(values) -> list[dict]:
+    specs = []
+    for v in values:
+        t = v.type.tensor_type
+        if t.elem_type not in _ONNX_DTYPES:
+            raise ExportError(f"Tensor {v.name!r} has ONNX element type {t.elem_type}, which edgeai does not support.")
+        shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or f"dim{i}") for i, d in enumerate(t.shape.dim)]
+        specs.append({"name": v.name, "dtype": _ONNX_DTYPES[t.elem_type], "shape": shape})
+    return specs
+
+
+def wrap_onnx(path: str | os.PathLike, out: str | os.PathLike | None = None) -> Package:
+    """Wrap a plain ``.onnx`` file in a package (task ``tensor``) at ``out`` (default: beside it)."""
+    src = Path(path)
+    try:
+        model = onnx.load(str(src))
+        onnx.checker.check_model(model)
+    except Exception as e:  # onnx raises DecodeError, ValidationError, OSError...
+        raise PackageError(f"{src} is not a valid ONNX model: {str(e).splitlines()[0] if str(e) else type(e).__name__}.") from None
+    target = Path(out) if out else src.with_suffix("")
+    graph_inputs = {i.name for i in model.graph.initializer}
+    with staging_dir(target) as tmp:
+        onnx.save(model, str(tmp / "model.onnx"))
+        manifest = {
+            "schema_version": 1,
+            "name": src.stem,
+            "family": "custom",
+            "task": "tensor",
+            "inputs": _tensor_specs([i for i in model.graph.input if i.name not in graph_inputs]),
+            "outputs": _tensor_specs(model.graph.output),
+            "preprocess": {"type": "none"},
+            "postprocess": {"type": "none"},
+            "assets": {},
+            "variants": {},
+            "provenance": {"source": str(src.resolve()), "created": now(), "edgeai": __version__,
+                           "opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)},
+        }
+        manifest["variants"] = {"fp32": _variant_entry(tmp / "model.onnx", "model.onnx", None, {})}
+        write_manifest(tmp, manifest)
+    return Package.open(target)
+
+
+def _variant_entry(path: Path, rel: str, made_from: str | None, extra: dict) -> dict:
+    return {"file": rel, "sha256": sha256_file(path), "size": path.stat().st_size, "made_from": made_from,
+            "created": now(), **extra}
+
+
+def as_package(x: str | os.PathLike | Package, out: str | os.PathLike | None = None) -> Package:
+    if isinstance(x, Package):
+        return x
+    path = Path(x)
+    if path.suffix == ".onnx" and path.is_file():
+        return wrap_onnx(path, out)
+    return Package.open(path)
+
+
+# -- sample inputs ---------------------------------------------------------------------------
+def _image_feeds(pkg: Package, images, batch: int = 16) -> list[dict[str, np.ndarray]]:
+    from edgeai.preprocess import ImagePreprocessor
+
+    pre = ImagePreprocessor(pkg.manifest["preprocess"])
+    name = pkg.manifest["inputs"][0]["name"]
+    arrays = [pre(im) for im in images]
+    return [{name: np.stack(arrays[i : i + batch])} for i in range(0, len(arrays), batch)]
+
+
+def _random_feeds(pkg: Package, n: int, seed: int) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    feeds = []
+    for _ in range(n):
+        feed = {}
+        for spec in pkg.manifest["inputs"]:
+            shape = [d if isinstance(d, int) else 2 for d in spec["shape"]]
+            if spec["dtype"].startswith("float"):
+                feed[spec["name"]] = rng.standard_normal(shape).astype(spec["dtype"])
+            else:
+                feed[spec["name"]] = rng.integers(0, 2, size=shape).astype(spec["dtype"])
+        feeds.append(feed)
+    return feeds
+
+
+def held_out_feeds(pkg: Package, per_photo: int = 9) -> list[dict[str, np.ndarray]]:
+    """Inputs never used for calibration: held-out photos for image models, seeded noise otherwise."""
+    if pkg.manifest.get("preprocess", {}).get("type") == "image":
+        from .photos import HELD_OUT, image_set
+
+        images = [im for _, im in image_set(HELD_OUT, per_photo, seed=1000)]
+        if images:
+            return _image_feeds(pkg, images)
+    return _random_feeds(pkg, 8, seed=1000)
+
+
+def calibration_feeds(pkg: Package, calibration: str | os.PathLike | None, per_photo: int = 7) -> list[dict[str, np.ndarray]]:
+    if calibration is not None:
+        return _feeds_from_dir(pkg, Path(calibration))
+    if pkg.manifest.get("preprocess", {}).get("type") == "image":
+        from .photos import CALIBRATION, image_set
+
+        images = [im for _, im in image_set(CALIBRATION, per_photo, seed=0)]
+        if images:
+            return _image_feeds(pkg, images, batch=1)
+    raise InputError(
+        f"Static quantization of {pkg.name!r} needs calibration inputs: pass --calibration DIR "
+        "(images for image models, .npy arrays or .npz feeds otherwise), or use --method dynamic."
+    )
+
+
+def _feeds_from_dir(pkg: Package, folder: Path) -> list[dict[str, np.ndarray]]:
+    if not folder.is_dir():
+        raise InputError(f"Calibration directory {folder} does not exist or is not a directory.")
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    if pkg.manifest.get("preprocess", {}).get("type") == "image":
+        from edgeai.preprocess import open_image
+
+        images = [open_image(p) for p in files if p.suffix.lower() not in (".npy", ".npz", ".txt", ".md")]
+        if not images:
+            raise InputError(f"Calibration directory {folder} holds no images.")
+        return _image_feeds(pkg, images, batch=1)
+    names = [s["name"] for s in pkg.manifest["inputs"]]
+    feeds = []
+    for p in files:
+        if p.suffix == ".npz":
+            feeds.append(dict(np.load(p)))
+        elif p.suffix == ".npy" and len(names) == 1:
+            feeds.append({names[0]: np.load(p, allow_pickle=False)})
+    if not feeds:
+        raise InputError(f"Calibration directory {folder} holds no .npy (single-input models) or .npz files.")
+    return feeds
+
+
+# -- running variants on CPU -----------------------------------------------------------------
+def _cpu_runner(pkg: Package, path: Path):
+    from edgeai.session import Session
+
+    m = pkg.manifest
+    return Session(path, m["inputs"], m["outputs"], provider="cpu").run
+
+
+def _agreement(pkg: Package, reference: Path, candidate: Path, feeds) -> dict[str, float]:
+    ref = measure.run_batches(_cpu_runner(pkg, reference), feeds)
+    out = measure.run_batches(_cpu_runner(pkg, candidate), feeds)
+    figures = measure.compare(ref, out, pkg.task == "image-classification" or pkg.task == "text-classification")
+    figures["samples"] = float(next(iter(ref.values())).shape[0])
+    return figures
+
+
+# -- optimize --------------------------------------------------------------------------------
+def optimize(pkg: str | os.PathLike | Package, out: str | os.PathLike | None = None, progress: Progress | None = None) -> Package:
+    """Add the ``optimized`` variant: ONNX Runtime's offline graph optimization, extended level.
+
+    The extended level (constant folding, Conv+BN/activation fusions, transformer fusions) is
+    portable across CPUs; the layout transforms of the *all* level are hardware specific and are
+    applied at load time instead (see DESIGN.md, variant choice).
+    """
+    import onnxruntime as ort
+
+    pkg = as_package(pkg, out)
+    src = pkg.variant_path("fp32")
+    tmp = _tmp_file(pkg, "model.optimized")
+    _say(progress, "optimizing the graph (ONNX Runtime, extended level)")
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    so.optimized_model_filepath = str(tmp)
+    try:
+        ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
+        _say(progress, "checking the optimized graph against fp32")
+        acc = _agreement(pkg, src, tmp, held_out_feeds(pkg, per_photo=2))
+        before, after = op_histogram(src), op_histogram(tmp)
+        recipe = {
+            "tool": f"onnxruntime {ort.__version__}",
+            "level": "extended",
+            "nodes_before": sum(before.values()),
+            "nodes_after": sum(after.values()),
+            "fusions": sorted(k for k in after if k not in before),
+        }
+        pkg.add_variant("optimized", tmp, {"made_from": "fp32", "recipe": recipe, "accuracy": acc})
+    finally:
+        tmp.unlink(missing_ok=True)
+    return pkg
+
+
+# -- quantize --------------------------------------------------------------------------------
+def quantize(
+    pkg: str | os.PathLike | Package,
+    method: str = "auto",
+    calibration: str | os.PathLike | None = None,
+    out: str | os.PathLike | None = None,
+    per_channel: bool = True,
+    measure_latency: bool = True,
+    progress: Progress | None = None,
+) -> Package:
+    """Add the ``int8`` variant and record its accuracy against fp32 and its CPU latency.
+
+    ``method``: ``static`` (QDQ, per-channel int8 weights, uint8 activations calibrated on real
+    inputs), ``dynamic`` (int8 weights, activations quantized at run time), or ``auto``: static
+    when calibration inputs exist for the package (images), dynamic otherwise.
+    """
+    pkg = as_package(pkg, out)
+    if method not in ("auto", "static", "dynamic"):
+        raise InputError(f"Unknown quantization method {method!r}; choose static, dynamic or auto.")
+    is_image = pkg.manifest.get("preprocess", {}).get("type") == "image"
+    if method == "auto":
+        method = "static" if (calibration is not None or is_image) else "dynamic"
+    src = pkg.variant_path("fp32")
+    tmp = _tmp_file(pkg, "model.int8")
+    try:
+        with tempfile.TemporaryDirectory(prefix="edgeai-quant-") as work:
+            if method == "static":
+                feeds = calibration_feeds(pkg, calibration)
+                _say(progress, f"calibrating static INT8 (QDQ, per-channel) on {len(feeds)} inputs")
+                recipe = _static(src, Path(work), tmp, feeds, per_channel)
+            else:
+                _say(progress, "quantizing weights to INT8 (dynamic)")
+                recipe = _dynamic(src, Path(work), tmp, per_channel)
+        _say(progress, "measuring INT8 agreement with fp32 on held-out inputs")
+        acc = _agreement(pkg, src, tmp, held_out_feeds(pkg))
+        pkg.add_variant("int8", tmp, {"made_from": "fp32", "recipe": recipe, "accuracy": acc})
+    finally:
+        tmp.unlink(missing_ok=True)
+    if measure_latency:
+        record_latencies(pkg, progress=progress)
+    return pkg
+
+
+def _static(src: Path, work: Path, dest: Path, feeds, per_channel: bool) -> dict:
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it = iter(feeds)
+
+        def get_next(self):
+            return next(self._it, None)
+
+    pre = work / "pre.onnx"
+    quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+    options = {"CalibPercentile": 99.999}
+    with contextlib.redirect_stdout(io.StringIO()):  # the calibrators print progress to stdout
+        quantize_static(
+            str(pre), str(dest), Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=per_channel,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.Percentile,
+            extra_options=options,
+        )
+    return {
+        "method": "static", "format": "QDQ", "per_channel": per_channel, "activations": "uint8", "weights": "int8",
+        "calibration": {"method": "percentile", "percentile": options["CalibPercentile"], "samples": len(feeds)},
+    }
+
+
+def _dynamic(src: Path, work: Path, dest: Path, per_channel: bool) -> dict:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(src), str(dest), per_channel=per_channel, weight_type=QuantType.QInt8,
+                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    return {"method": "dynamic", "per_channel": per_channel, "weights": "int8"}
+
+
+def record_latencies(pkg: Package, batch: int = 1, threads: int | None = None, progress: Progress | None = None) -> None:
+    """Time every variant on this CPU (own process each, alternating) and record it."""
+    _say(progress, "timing every variant on this CPU (own process each, alternating rounds)")
+    feed = {k: v[:batch] for k, v in held_out_feeds(pkg, per_photo=0)[0].items()}
+    paths = {name: pkg.variant_path(name) for name in pkg.variants}
+    figures = measure.latencies(paths, feed, threads=threads)
+    variants = {}
+    for name, info in pkg.variants.items():
+        entry = figures[name]
+        variants[name] = {**info, "latency": {**info.get("latency", {}), measure.latency_key(entry): entry}}
+    pkg.update(variants=variants)

@@ -81,7 +81,7 @@ def unavailable_reason(provider: str) -> str | None:
         ctypes.CDLL(str(candidates[0]), mode=getattr(os, "RTLD_LAZY", 0) | getattr(os, "RTLD_LOCAL", 0))
     except OSError as e:
         if "cannot open shared object" in str(e):
-            return f"{str(e).split(':')[0].strip()} not found (install the CUDA{'/TensorRT' if provider == TENSORRT else ''} libraries, e.g. pip install 'edgeai[cuda]')"
+            return f"{str(e).split(':')[0].strip()} not found"
         return str(e)
     return None
 
@@ -101,7 +101,7 @@ class ProviderChoice:
     def summary(self) -> str:
         if not self.notes:
             return f"running on {short_name(self.provider)}"
-        return f"running on {short_name(self.provider)}; skipped {'; '.join(self.notes)}"
+        return f"running on {short_name(self.provider)} ({'; '.join(self.notes)})"
 
 
 def provider_options(provider: str, device_id: int = 0) -> dict:
@@ -163,7 +163,8 @@ def create_session(
                 reason = f"ONNX Runtime fell back to {short_name(used)} at session creation"
         note = f"{short_name(cand)}: {reason}"
         if strict:
-            raise ProviderError(f"Execution provider {short_name(cand)} was requested but cannot start: {reason}.")
+            hint = " (install CUDA 13 and cuDNN 9, e.g. pip install 'edgeai[cuda]')" if "not found" in reason else ""
+            raise ProviderError(f"Execution provider {short_name(cand)} was requested but cannot start: {reason}{hint}.")
         choice.notes.append(note)
     if CPU not in wanted:
         session, _ = create_session(model, options, "cpu", strict=True)

@@ -1,0 +1,106 @@
+"""Shared fixtures: a temporary $EDGEAI_HOME, a tiny image-classifier package made here, and the
+real EfficientNet-Lite0 package built once per session through `edgeai run` (first use)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "samples"
+CAT = SAMPLES / "cat.jpg"
+COFFEE = SAMPLES / "coffee.jpg"
+CAT_CLASSES = {281, 282, 283, 284, 285, 286, 287}  # tabby, tiger cat, Persian, Siamese, Egyptian cat, cougar, lynx
+
+
+@pytest.fixture(scope="session", autouse=True)
+def edgeai_home(tmp_path_factory) -> Path:
+    home = tmp_path_factory.mktemp("edgeai-home")
+    os.environ["EDGEAI_HOME"] = str(home)
+    return home
+
+
+def cli(*args: str, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
+    """The real `edgeai` console script in a fresh process."""
+    exe = Path(sys.executable).with_name("edgeai")
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
+
+
+def tiny_classifier(path: Path, classes: int = 4, seed: int = 0) -> None:
+    """pixel_values [batch,3,8,8] -> GlobalAveragePool -> Flatten -> Gemm -> logits [batch,classes]."""
+    rng = np.random.default_rng(seed)
+    w = numpy_helper.from_array(rng.standard_normal((classes, 3)).astype(np.float32), "W")
+    b = numpy_helper.from_array(rng.standard_normal(classes).astype(np.float32), "B")
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["pixel_values"], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "W", "B"], ["logits"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny",
+        [helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, ["batch", 3, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", classes])],
+        [w, b],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
+def make_tiny_package(root: Path) -> Path:
+    """A complete image-classification package around the tiny model (fp32 only)."""
+    from edgeai.package import file_entry, now, write_manifest
+
+    root.mkdir(parents=True)
+    tiny_classifier(root / "model.onnx")
+    (root / "labels.txt").write_text("red\ngreen\nblue\ngray\n")
+    manifest = {
+        "schema_version": 1, "name": "tiny", "family": "cnn", "task": "image-classification",
+        "inputs": [{"name": "pixel_values", "dtype": "float32", "shape": ["batch", 3, 8, 8]}],
+        "outputs": [{"name": "logits", "dtype": "float32", "shape": ["batch", 4]}],
+        "preprocess": {"type": "image", "resize_shorter": 8, "crop": [8, 8], "interpolation": "bilinear",
+                       "scale": 1 / 255, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5],
+                       "channel_order": "RGB", "layout": "NCHW"},
+        "postprocess": {"type": "classification", "output": "logits", "labels": "labels.txt",
+                        "activation": "softmax", "top_k": 3},
+        "budget": {"metric": "top1_agreement", "min": 0.99},
+        "assets": {"labels.txt": file_entry(root / "labels.txt")},
+        "variants": {"fp32": {"file": "model.onnx", "made_from": None, **file_entry(root / "model.onnx")}},
+        "provenance": {"created": now(), "edgeai": "test"},
+    }
+    write_manifest(root, manifest)
+    return root
+
+
+@pytest.fixture
+def tiny_pkg(tmp_path) -> Path:
+    return make_tiny_package(tmp_path / "tiny")
+
+
+def edit_manifest(pkg: Path, fn) -> None:
+    m = json.loads((pkg / "manifest.json").read_text())
+    fn(m)
+    (pkg / "manifest.json").write_text(json.dumps(m))
+
+
+@pytest.fixture(scope="session")
+def first_run(edgeai_home) -> subprocess.CompletedProcess:
+    """`edgeai run samples/cat.jpg` on an empty $EDGEAI_HOME: builds the default package."""
+    return cli("run", str(CAT), "--json")
+
+
+@pytest.fixture(scope="session")
+def cnn_pkg(first_run) -> Path:
+    from edgeai.home import builtin_dir
+
+    assert first_run.returncode == 0, first_run.stderr[-3000:]
+    return builtin_dir("efficientnet-lite0")

@@ -1,0 +1,63 @@
+"""Stages write atomically: a run killed half-way leaves the previous package intact."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import edgeai
+from conftest import CAT, cli, make_tiny_package
+from edgeai.package import Package
+
+pytestmark = pytest.mark.slow
+
+
+def _spawn(*args: str) -> subprocess.Popen:
+    exe = Path(sys.executable).with_name("edgeai")
+    return subprocess.Popen([str(exe), *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def _snapshot(pkg: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(pkg.iterdir()) if p.is_file() and "edgeai-tmp" not in p.name}
+
+
+@pytest.mark.parametrize("delay", [2.5, 6.0, 12.0])
+def test_export_killed_half_way_keeps_the_old_package(tmp_path, delay):
+    target = make_tiny_package(tmp_path / "pkg")
+    before = _snapshot(target)
+    proc = _spawn("export", "cnn", "-o", str(target), "--precision", "fp32")
+    time.sleep(delay)
+    if proc.poll() is not None:
+        pytest.skip("export finished before the kill point on this machine")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert _snapshot(target) == before
+    edgeai.load(target).predict(str(CAT))
+    debris = [p for p in tmp_path.iterdir() if "edgeai-tmp" in p.name]
+    from edgeai.package import clean_debris
+
+    clean_debris(target)  # what the next run does first
+    assert not [p for p in tmp_path.iterdir() if "edgeai-tmp" in p.name], debris
+
+
+def test_quantize_killed_half_way_keeps_the_package_loadable(cnn_pkg, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(cnn_pkg, copy)
+    before = (copy / "manifest.json").read_bytes()
+    proc = _spawn("quantize", str(copy))
+    time.sleep(8)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert (copy / "manifest.json").read_bytes() == before
+    pkg = Package.open(copy)
+    for name in pkg.variants:
+        pkg.variant_path(name)  # every hash still matches
+    assert edgeai.load(copy, variant="int8").predict(str(CAT))["top_k"]

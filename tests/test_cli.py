@@ -1,0 +1,120 @@
+"""The CLI as a user meets it: real `edgeai` processes, exit codes, stdout/stderr."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from PIL import Image
+
+from conftest import CAT, cli, edit_manifest
+
+TRACEBACK = "Traceback (most recent call last)"
+
+
+def test_version_and_help():
+    out = cli("--version")
+    assert out.returncode == 0 and out.stdout.strip().startswith("edgeai ")
+    out = cli("--help")
+    for command in ("run", "export", "optimize", "quantize", "inspect", "models"):
+        assert command in out.stdout
+
+
+def test_run_json_is_one_document_on_stdout(tiny_pkg):
+    out = cli("run", str(CAT), str(CAT), "--model", str(tiny_pkg), "--json", "--top-k", "2")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert set(doc) == {"model", "variant", "provider", "results"}
+    assert doc["variant"] == "fp32" and doc["provider"] == "CPUExecutionProvider"
+    assert [r["input"] for r in doc["results"]] == [str(CAT)] * 2
+    assert len(doc["results"][0]["top_k"]) == 2
+
+
+def _bad_inputs(tmp_path):
+    (tmp_path / "notes.png").write_text("just text")
+    (tmp_path / "zero.png").write_bytes(b"")
+    Image.open(CAT).save(tmp_path / "full.png")
+    data = (tmp_path / "full.png").read_bytes()
+    (tmp_path / "truncated.png").write_bytes(data[: len(data) // 2])
+    Image.new("1", (20000, 20000)).save(tmp_path / "bomb.png")
+    return {
+        "missing.jpg": "does not exist",
+        "notes.png": "not an image",
+        "zero.png": "empty (0 bytes)",
+        "truncated.png": "could not be decoded",
+        "bomb.png": "decompression-bomb",
+    }
+
+
+def test_bad_inputs_give_one_sentence_and_nonzero_exit(tiny_pkg, tmp_path):
+    for name, message in _bad_inputs(tmp_path).items():
+        out = cli("run", str(tmp_path / name), "--model", str(tiny_pkg))
+        assert out.returncode == 1, (name, out.stdout, out.stderr)
+        assert message in out.stderr, (name, out.stderr)
+        assert TRACEBACK not in out.stderr
+        assert out.stderr.count("error:") == 1
+
+
+def test_good_and_bad_inputs_together(tiny_pkg, tmp_path):
+    out = cli("run", str(CAT), str(tmp_path / "missing.jpg"), "--model", str(tiny_pkg), "--json")
+    assert out.returncode == 1
+    doc = json.loads(out.stdout)
+    assert "top_k" in doc["results"][0] and "does not exist" in doc["results"][1]["error"]
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda p: open(p / "model.onnx", "ab").write(b"x"), "does not match the sha256"),
+        (lambda p: edit_manifest(p, lambda m: m["variants"]["fp32"].update(file="../../etc/passwd")), "leaves the package"),
+        (lambda p: (p / "manifest.json").write_text("{not json"), "not valid JSON"),
+        (lambda p: edit_manifest(p, lambda m: m.update(schema_version=7)), "schema_version 7"),
+        (lambda p: shutil.rmtree(p), "No model package at"),
+    ],
+)
+def test_damaged_packages(tiny_pkg, damage, message):
+    damage(tiny_pkg)
+    out = cli("run", str(CAT), "--model", str(tiny_pkg))
+    assert out.returncode == 1 and message in out.stderr and TRACEBACK not in out.stderr, out.stderr
+
+
+def test_unknown_model_name_and_provider(tiny_pkg):
+    out = cli("run", str(CAT), "--model", "resnet-9000")
+    assert out.returncode == 1 and "no built-in model" in out.stderr and TRACEBACK not in out.stderr
+    out = cli("run", str(CAT), "--model", str(tiny_pkg), "--provider", "cuda")
+    from edgeai.providers import CUDA, unavailable_reason
+
+    if unavailable_reason(CUDA) is not None:
+        assert out.returncode == 1 and "cuda was requested but cannot start" in out.stderr
+        assert TRACEBACK not in out.stderr
+
+
+def test_inspect_and_models(tiny_pkg):
+    out = cli("inspect", str(tiny_pkg))
+    assert out.returncode == 0, out.stderr
+    for text in ("tiny", "pixel_values", "fp32", "Gemm", "GlobalAveragePool"):
+        assert text in out.stdout
+    doc = json.loads(cli("inspect", str(tiny_pkg), "--json").stdout)
+    assert doc["manifest"]["name"] == "tiny" and doc["operators"]["fp32"]["Gemm"] == 1
+    out = cli("models", "--json")
+    assert out.returncode == 0 and json.loads(out.stdout)["builtins"][0]["name"] == "efficientnet-lite0"
+
+
+def test_quantize_and_optimize_wrap_a_plain_onnx_file(tmp_path):
+    from conftest import tiny_classifier
+    from edgeai.package import Package
+
+    tiny_classifier(tmp_path / "plain.onnx")
+    out = cli("optimize", str(tmp_path / "plain.onnx"))
+    assert out.returncode == 0, out.stderr
+    out = cli("quantize", str(tmp_path / "plain"), "--method", "dynamic")
+    assert out.returncode == 0, out.stderr
+    pkg = Package.open(tmp_path / "plain")
+    assert set(pkg.variants) == {"fp32", "optimized", "int8"} and pkg.task == "tensor"
+    assert pkg.variants["int8"]["made_from"] == "fp32"
+    assert all(e["p50_ms"] > 0 for v in pkg.variants.values() for e in v["latency"].values())
+    out = cli("quantize", str(tmp_path / "plain"), "--method", "static")
+    assert out.returncode == 1 and "needs calibration inputs" in out.stderr and TRACEBACK not in out.stderr
+    out = cli("optimize", str(tmp_path / "notes.onnx"))
+    assert out.returncode == 1 and TRACEBACK not in out.stderr

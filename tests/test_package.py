@@ -1,0 +1,115 @@
+"""The model package: schema, hashes, safe paths, atomic writes."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from conftest import edit_manifest
+from edgeai.errors import PackageError
+from edgeai.package import Package, load_schema, staging_dir
+from edgeai import _schema
+
+
+def test_tiny_package_opens_and_verifies(tiny_pkg):
+    pkg = Package.open(tiny_pkg)
+    assert pkg.name == "tiny"
+    assert pkg.variant_path("fp32").name == "model.onnx"
+    assert pkg.labels == ["red", "green", "blue", "gray"]
+
+
+@pytest.mark.parametrize("rel", ["../outside.onnx", "/etc/passwd", "sub/../../x.onnx", "C:\\model.onnx"])
+def test_paths_that_leave_the_package_are_refused(tiny_pkg, rel):
+    edit_manifest(tiny_pkg, lambda m: m["variants"]["fp32"].update(file=rel))
+    with pytest.raises(PackageError, match="leaves the package|not a relative path"):
+        Package.open(tiny_pkg)
+
+
+def test_symlink_pointing_out_is_refused(tiny_pkg, tmp_path):
+    outside = tmp_path / "outside.onnx"
+    outside.write_bytes((tiny_pkg / "model.onnx").read_bytes())
+    os.symlink(outside, tiny_pkg / "link.onnx")
+    edit_manifest(tiny_pkg, lambda m: m["variants"]["fp32"].update(file="link.onnx"))
+    with pytest.raises(PackageError, match="outside the package"):
+        Package.open(tiny_pkg)
+
+
+def test_tampered_model_fails_its_hash(tiny_pkg):
+    with open(tiny_pkg / "model.onnx", "ab") as f:
+        f.write(b"\0")
+    pkg = Package.open(tiny_pkg)
+    with pytest.raises(PackageError, match="does not match the sha256"):
+        pkg.variant_path("fp32")
+
+
+def test_tampered_labels_fail_their_hash(tiny_pkg):
+    (tiny_pkg / "labels.txt").write_text("cat\ndog\nbird\nfish\n")
+    with pytest.raises(PackageError, match="labels.txt.*sha256"):
+        Package.open(tiny_pkg).labels
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda m: m.update(schema_version=99), "schema_version 99"),
+        (lambda m: m.update(surprise=1), "unknown field 'surprise'"),
+        (lambda m: m["variants"]["fp32"].update(sha256="abc"), "does not match"),
+        (lambda m: m.update(family="rnn"), "family"),
+        (lambda m: m.pop("inputs"), "missing 'inputs'"),
+        (lambda m: m["variants"].update(int4=m["variants"]["fp32"]), "int4"),
+    ],
+)
+def test_invalid_manifests_are_rejected(tiny_pkg, change, message):
+    edit_manifest(tiny_pkg, change)
+    with pytest.raises(PackageError, match=message):
+        Package.open(tiny_pkg)
+
+
+def test_corrupt_and_oversized_manifests(tiny_pkg):
+    (tiny_pkg / "manifest.json").write_text('{"schema_version": 1,')
+    with pytest.raises(PackageError, match="not valid JSON"):
+        Package.open(tiny_pkg)
+    (tiny_pkg / "manifest.json").write_text(" " * (2 << 20))
+    with pytest.raises(PackageError, match="far larger"):
+        Package.open(tiny_pkg)
+
+
+def test_not_a_package(tmp_path):
+    with pytest.raises(PackageError, match="does not exist"):
+        Package.open(tmp_path / "nope")
+    with pytest.raises(PackageError, match="no manifest.json"):
+        Package.open(tmp_path)
+
+
+def test_own_validator_agrees_with_jsonschema(tiny_pkg):
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = load_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    good = json.loads((tiny_pkg / "manifest.json").read_text())
+    assert _schema.validate(good, schema) == []
+    jsonschema.validate(good, schema)
+    for bad in ({**good, "extra": 1}, {**good, "family": "x"}, {**good, "variants": {}},
+                {**good, "inputs": [{"name": "x", "dtype": "float64", "shape": [1]}]}):
+        assert _schema.validate(bad, schema)
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, schema)
+
+
+def test_staging_dir_keeps_the_old_package_on_failure(tiny_pkg):
+    before = (tiny_pkg / "manifest.json").read_bytes()
+    with pytest.raises(RuntimeError):
+        with staging_dir(tiny_pkg) as tmp:
+            (tmp / "half.onnx").write_bytes(b"partial")
+            raise RuntimeError("killed half-way")
+    assert (tiny_pkg / "manifest.json").read_bytes() == before
+    assert not [p for p in tiny_pkg.parent.iterdir() if "edgeai-tmp" in p.name]
+    Package.open(tiny_pkg).variant_path("fp32")
+
+
+def test_staging_dir_replaces_a_package_whole(tiny_pkg):
+    with staging_dir(tiny_pkg) as tmp:
+        (tmp / "new.txt").write_text("new")
+    assert (tiny_pkg / "new.txt").exists() and not (tiny_pkg / "model.onnx").exists()
+    assert sorted(p.name for p in tiny_pkg.parent.iterdir()) == ["tiny"]

@@ -1,0 +1,184 @@
+"""The runtime on a tiny model: inputs, results, providers, variant choice, no torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import edgeai
+from conftest import CAT, COFFEE, edit_manifest
+from edgeai import providers
+from edgeai.errors import InputError, PackageError, ProviderError
+from edgeai.pipeline import choose_variant
+from edgeai.package import Package
+
+
+def test_predict_one_and_many(tiny_pkg):
+    pipe = edgeai.load(tiny_pkg)
+    one = pipe.predict(str(CAT))
+    assert set(one) == {"top_k"} and len(one["top_k"]) == 3
+    assert {"index", "label", "score"} == set(one["top_k"][0])
+    assert one["top_k"][0]["label"] in {"red", "green", "blue", "gray"}
+    scores = [c["score"] for c in one["top_k"]]
+    assert scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1 + 1e-6
+    frame = np.asarray(Image.open(CAT).convert("RGB"))
+    many = pipe.predict([str(CAT), Image.open(COFFEE), frame])
+    assert isinstance(many, list) and len(many) == 3
+    assert many[0]["top_k"][0]["index"] == one["top_k"][0]["index"]
+    np.testing.assert_allclose(many[0]["top_k"][0]["score"], one["top_k"][0]["score"], rtol=1e-5)
+    np.testing.assert_allclose(many[2]["top_k"][0]["score"], one["top_k"][0]["score"], rtol=1e-5)
+
+
+def test_run_checks_feeds_against_the_manifest(tiny_pkg):
+    pipe = edgeai.load(tiny_pkg)
+    x = np.zeros((2, 3, 8, 8), np.float32)
+    assert pipe.run({"pixel_values": x})["logits"].shape == (2, 4)
+    assert pipe.run({"pixel_values": x.astype(np.float64)})["logits"].dtype == np.float32  # safe cast
+    bad = [
+        ({"pixel": x}, "missing \\['pixel_values'\\]"),
+        ({"pixel_values": x[0]}, "must have 4 dimensions"),
+        ({"pixel_values": np.zeros((1, 3, 9, 8), np.float32)}, "size 8 on axis 2"),
+        ({"pixel_values": x.astype(np.complex64)}, "cannot be cast safely"),
+        ({"pixel_values": np.full((1, 3, 8, 8), np.nan, np.float32)}, "NaN"),
+        ({"pixel_values": np.zeros((0, 3, 8, 8), np.float32)}, "empty dimension 0"),
+        ({"pixel_values": [[1.0]]}, "numpy array"),
+        ([x], "dict of input name"),
+    ]
+    for feed, message in bad:
+        with pytest.raises(InputError, match=message):
+            pipe.run(feed)
+
+
+def test_bad_image_inputs_raise_one_error_type(tiny_pkg, tmp_path):
+    pipe = edgeai.load(tiny_pkg)
+    (tmp_path / "text.png").write_text("not an image")
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    data = CAT.read_bytes()
+    (tmp_path / "truncated.jpg").write_bytes(data[: len(data) // 3])
+    cases = {
+        str(tmp_path / "missing.jpg"): "does not exist",
+        str(tmp_path / "text.png"): "not an image",
+        str(tmp_path / "empty.jpg"): "empty",
+        str(tmp_path / "truncated.jpg"): "could not be decoded",
+        str(tmp_path): "is a directory",
+    }
+    for path, message in cases.items():
+        with pytest.raises(InputError, match=message):
+            pipe.predict(path)
+    for arr, message in [(np.zeros((8, 8, 3), np.float32), "uint8"), (np.zeros((1, 3, 8, 8), np.uint8), "shape"),
+                         (np.zeros((0, 5, 3), np.uint8), "at least one pixel")]:
+        with pytest.raises(InputError, match=message):
+            pipe.predict(arr)
+    with pytest.raises(InputError, match="empty list"):
+        pipe.predict([])
+    with pytest.raises(InputError, match="Expected an image path"):
+        pipe.predict(42)
+
+
+def test_decompression_bomb_is_refused(tiny_pkg, tmp_path):
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (20000, 20000)).save(bomb)  # 400 MP that compresses to ~50 KB
+    with pytest.raises(InputError, match="decompression|MP limit"):
+        edgeai.load(tiny_pkg).predict(str(bomb))
+
+
+def test_auto_provider_runs_on_cpu_and_says_why(tiny_pkg):
+    if providers.unavailable_reason(providers.CUDA) is None:
+        pytest.skip("CUDA works on this machine")
+    pipe = edgeai.load(tiny_pkg)
+    assert pipe.provider == "CPUExecutionProvider"
+    assert pipe.session._session.get_providers() == ["CPUExecutionProvider"]
+    if providers.CUDA in __import__("onnxruntime").get_available_providers():
+        assert "cuda:" in pipe.provider_note and "not found" in pipe.provider_note
+
+
+def test_named_provider_is_strict(tiny_pkg):
+    reason = providers.unavailable_reason(providers.CUDA)
+    if reason is None:
+        pytest.skip("CUDA works on this machine")
+    with pytest.raises(ProviderError, match="cuda was requested but cannot start") as e:
+        edgeai.load(tiny_pkg, provider="cuda")
+    assert reason.split()[0] in str(e.value)  # names the missing library
+    pipe = edgeai.load(tiny_pkg, provider="cuda", strict=False)
+    assert pipe.provider == "CPUExecutionProvider" and "cuda" in pipe.provider_note
+    with pytest.raises(ProviderError, match="Unknown execution provider"):
+        edgeai.load(tiny_pkg, provider="tpu")
+
+
+def test_variant_choice_is_measured_not_assumed(tiny_pkg):
+    from edgeai.machine import machine_id
+
+    pkg = Package.open(tiny_pkg)
+    fp32 = pkg.variants["fp32"]
+    lat = lambda ms: {"k": {"provider": "CPUExecutionProvider", "machine": machine_id(), "p50_ms": ms}}
+    pkg.manifest["variants"] = {
+        "fp32": {**fp32, "latency": lat(10.0)},
+        "optimized": {**fp32, "accuracy": {"top1_agreement": 1.0}, "latency": lat(9.0)},
+        "int8": {**fp32, "accuracy": {"top1_agreement": 0.999}, "latency": lat(11.0)},
+    }
+    assert choose_variant(pkg, "CPUExecutionProvider")[0] == "optimized"  # int8 slower here
+    pkg.manifest["variants"]["int8"]["latency"] = lat(5.0)
+    assert choose_variant(pkg, "CPUExecutionProvider")[0] == "int8"
+    pkg.manifest["variants"]["int8"]["accuracy"] = {"top1_agreement": 0.9}  # misses the budget
+    assert choose_variant(pkg, "CPUExecutionProvider")[0] == "optimized"
+    for v in pkg.manifest["variants"].values():
+        v.pop("latency")
+    pkg.manifest["variants"]["int8"]["accuracy"] = {"top1_agreement": 0.995}
+    assert choose_variant(pkg, "CPUExecutionProvider")[0] == "int8"  # no figures: int8 on CPU
+    assert choose_variant(pkg, "CUDAExecutionProvider")[0] == "fp32"  # no figures: fp16 then fp32 on GPU
+
+
+def test_unknown_variant_and_missing_variant(tiny_pkg):
+    with pytest.raises(InputError, match="Unknown variant"):
+        edgeai.load(tiny_pkg, variant="int4")
+    with pytest.raises(PackageError, match="no 'int8' variant"):
+        edgeai.load(tiny_pkg, variant="int8")
+
+
+def test_unknown_model_name():
+    with pytest.raises(PackageError, match="no built-in model"):
+        edgeai.load("resnet-9000")
+
+
+def test_truncated_model_file_is_a_package_error(tiny_pkg):
+    data = (tiny_pkg / "model.onnx").read_bytes()
+    (tiny_pkg / "model.onnx").write_bytes(data[:50])
+    from edgeai.package import sha256_file
+
+    edit_manifest(tiny_pkg, lambda m: m["variants"]["fp32"].update(sha256=sha256_file(tiny_pkg / "model.onnx"), size=50))
+    with pytest.raises(PackageError, match="ONNX Runtime could not load"):
+        edgeai.load(tiny_pkg)
+
+
+def test_submit_and_context_manager(tiny_pkg):
+    with edgeai.load(tiny_pkg) as pipe:
+        futures = [pipe.submit(str(CAT)) for _ in range(4)]
+        results = [f.result(timeout=30) for f in futures]
+        assert all(r == results[0] for r in results)
+        bad = pipe.submit("does-not-exist.png")
+        with pytest.raises(InputError):
+            bad.result(timeout=30)
+
+
+def test_runtime_imports_no_torch(tiny_pkg):
+    code = (
+        "import sys, edgeai\n"
+        f"p = edgeai.load({str(tiny_pkg)!r})\n"
+        f"p.predict({str(CAT)!r})\n"
+        "from edgeai.cli import app\n"
+        f"app(['run', {str(CAT)!r}, '--model', {str(tiny_pkg)!r}, '--json'], standalone_mode=False)\n"
+        "bad = sorted(m for m in ('torch', 'transformers', 'optimum') if m in sys.modules)\n"
+        "assert not bad, bad\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+
+
+def test_public_api():
+    assert set(edgeai.__all__) <= set(dir(edgeai)) | {"load", "Pipeline"}
+    for name in edgeai.__all__:
+        assert getattr(edgeai, name) is not None

@@ -82,7 +82,8 @@ class Pipeline:
         m = package.manifest
         if variant == "auto":
             expected = next(
-                (p for p in providers.candidates(provider) if providers.unavailable_reason(p) is None), providers.CPU
+                (p for p in providers.candidates(provider, strict is not False) if providers.unavailable_reason(p) is None),
+                providers.CPU,
             )
             variant, self.variant_reason = choose_variant(package, expected)
         else:

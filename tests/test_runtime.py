@@ -86,6 +86,18 @@ def test_decompression_bomb_is_refused(tiny_pkg, tmp_path):
         edgeai.load(tiny_pkg).predict(str(bomb))
 
 
+@pytest.mark.gpu
+def test_auto_prefers_a_working_gpu(tiny_pkg):
+    if providers.unavailable_reason(providers.CUDA) is not None:
+        pytest.skip("no working CUDA here")
+    pipe = edgeai.load(tiny_pkg)
+    assert pipe.provider in (providers.TENSORRT, providers.CUDA)
+    assert pipe.session._session.get_providers()[0] == pipe.provider
+    cpu = edgeai.load(tiny_pkg, provider="cpu")
+    x = np.random.default_rng(0).standard_normal((4, 3, 8, 8)).astype(np.float32)
+    np.testing.assert_allclose(pipe.run({"pixel_values": x})["logits"], cpu.run({"pixel_values": x})["logits"], rtol=1e-4, atol=1e-5)
+
+
 def test_auto_provider_runs_on_cpu_and_says_why(tiny_pkg):
     if providers.unavailable_reason(providers.CUDA) is None:
         pytest.skip("CUDA works on this machine")
@@ -105,6 +117,12 @@ def test_named_provider_is_strict(tiny_pkg):
     assert reason.split()[0] in str(e.value)  # names the missing library
     pipe = edgeai.load(tiny_pkg, provider="cuda", strict=False)
     assert pipe.provider == "CPUExecutionProvider" and "cuda" in pipe.provider_note
+    if providers.unavailable_reason(providers.TENSORRT) is not None:
+        with pytest.raises(ProviderError, match="tensorrt was requested"):
+            edgeai.load(tiny_pkg, provider="tensorrt")
+        pipe = edgeai.load(tiny_pkg, provider="tensorrt", strict=False)  # falls back along TRT -> CUDA -> CPU
+        assert "tensorrt:" in pipe.provider_note and "cuda:" in pipe.provider_note
+        assert pipe.provider == "CPUExecutionProvider"
     with pytest.raises(ProviderError, match="Unknown execution provider"):
         edgeai.load(tiny_pkg, provider="tpu")
 

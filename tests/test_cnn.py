@@ -37,7 +37,11 @@ def test_manifest_records_the_measurements(cnn_pkg):
     int8 = v["int8"]
     assert int8["recipe"]["method"] == "static" and int8["recipe"]["per_channel"] is True
     assert int8["recipe"]["calibration"]["samples"] >= 100
-    assert 0.5 <= int8["accuracy"]["top1_agreement"] <= 1.0 and int8["accuracy"]["samples"] >= 50
+    assert int8["recipe"]["calibration"]["method"] == "minmax" and int8["recipe"]["float_nodes"] == ["/_conv_stem/Conv"]
+    # The AVX2 int16-saturation guard finds the layers that overflow and gives them 7-bit weights;
+    # without it agreement was 0.85-0.87 (benchmarks/results/cnn.md).
+    assert "/_blocks.0/_project_conv/Conv" in int8["recipe"]["reduce_range_nodes"]
+    assert 0.93 <= int8["accuracy"]["top1_agreement"] <= 1.0 and int8["accuracy"]["samples"] >= 150
     assert int8["size"] < v["fp32"]["size"] / 3
     for info in v.values():
         (entry,) = info["latency"].values()

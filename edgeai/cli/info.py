@@ -54,13 +54,14 @@ def inspect(
     if "budget" in m:
         b = m["budget"]
         out.print(f"accuracy budget: {b['metric']} >= {b['min']} ({b.get('description', '')})", markup=False)
-    vt = Table("variant", "file", "MB", "from", "accuracy", "CPU p50 ms", "nodes", box=None, pad_edge=False,
-               title="variants", title_justify="left")
+    vt = Table("variant", "file", "MB", "from", "top-1 agree", "max abs diff", "samples", "CPU p50 ms", "nodes",
+               box=None, pad_edge=False, title="variants (accuracy vs PyTorch for fp32, vs fp32 otherwise)", title_justify="left")
     for name, v in m["variants"].items():
-        acc = ", ".join(f"{k} {val:.4g}" for k, val in v.get("accuracy", {}).items())
-        lat = ", ".join(f"{e['p50_ms']:.2f} (b{e.get('batch', 1)}, {e.get('threads') or 'default'} thr)" for e in v.get("latency", {}).values())
-        vt.add_row(name, Text(v["file"]), f"{v['size'] / 1e6:.1f}", v.get("made_from") or "-", Text(acc), lat,
-                   str(sum(ops[name].values())))
+        acc = v.get("accuracy", {})
+        fmt = lambda key, f: format(acc[key], f) if key in acc else "-"
+        lat = ", ".join(f"{e['p50_ms']:.2f}" for e in v.get("latency", {}).values()) or "-"
+        vt.add_row(name, Text(v["file"]), f"{v['size'] / 1e6:.1f}", v.get("made_from") or "-", fmt("top1_agreement", ".3f"),
+                   fmt("max_abs_diff", ".2g"), fmt("samples", ".0f"), lat, str(sum(ops[name].values())))
     out.print(vt)
     for name, v in m["variants"].items():
         recipe = v.get("recipe")

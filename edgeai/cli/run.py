@@ -72,6 +72,8 @@ def _is_path(name: str) -> bool:
 
 
 def _print_human(pipe, doc: dict) -> None:
+    if all("error" in r for r in doc["results"]):
+        return
     out.print(
         f"[bold]{pipe.name}[/] · variant [cyan]{pipe.variant}[/] · provider [cyan]{pipe.provider}[/]",
         markup=True,

@@ -201,6 +201,11 @@ def file_entry(path: Path) -> dict:
     return {"sha256": sha256_file(path), "size": path.stat().st_size}
 
 
+def variant_entry(root: Path, rel: str, **info: Any) -> dict:
+    """The manifest entry of a variant file already inside the package at ``root``."""
+    return {"file": rel, **file_entry(root / rel), "created": now(), **info}
+
+
 @contextlib.contextmanager
 def staging_dir(final: Path) -> Iterator[Path]:
     """Build a package in a temporary sibling of ``final``; rename it into place on success.

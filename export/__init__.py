@@ -19,7 +19,7 @@ import numpy as np
 from edgeai import __version__
 from edgeai.errors import ExportError, InputError
 from edgeai.home import resolve_builtin
-from edgeai.package import Package, file_entry, now, staging_dir, write_manifest
+from edgeai.package import Package, file_entry, now, staging_dir, variant_entry, write_manifest
 
 Progress = Callable[[str], None]
 __all__ = ["export_model"]
@@ -102,9 +102,8 @@ def _export_cnn(target: Path, precision: str, progress: Progress | None) -> Pack
         }
         _say(progress, "validating ONNX fp32 against PyTorch on real photos")
         accuracy = _validate_cnn(module, tmp / "model.onnx", manifest)
-        manifest["variants"]["fp32"] = {**file_entry(tmp / "model.onnx"), "file": "model.onnx", "made_from": None,
-                                        "created": now(), "recipe": {"exporter": "torchscript", "opset": OPSET},
-                                        "accuracy": accuracy}
+        manifest["variants"]["fp32"] = variant_entry(tmp, "model.onnx", made_from=None, accuracy=accuracy,
+                                                     recipe={"exporter": "torchscript", "opset": OPSET})
         write_manifest(tmp, manifest)
         del module
         _finish(Package.open(tmp), precision, progress)

@@ -24,7 +24,7 @@ import onnx
 
 from edgeai import __version__
 from edgeai.errors import ExportError, InputError, PackageError
-from edgeai.package import _TMP_MARK, Package, now, sha256_file, staging_dir, write_manifest
+from edgeai.package import _TMP_MARK, Package, now, staging_dir, variant_entry, write_manifest
 
 from . import measure
 
@@ -88,14 +88,9 @@ def wrap_onnx(path: str | os.PathLike, out: str | os.PathLike | None = None) -> 
             "provenance": {"source": str(src.resolve()), "created": now(), "edgeai": __version__,
                            "opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)},
         }
-        manifest["variants"] = {"fp32": _variant_entry(tmp / "model.onnx", "model.onnx", None, {})}
+        manifest["variants"] = {"fp32": variant_entry(tmp, "model.onnx", made_from=None)}
         write_manifest(tmp, manifest)
     return Package.open(target)
-
-
-def _variant_entry(path: Path, rel: str, made_from: str | None, extra: dict) -> dict:
-    return {"file": rel, "sha256": sha256_file(path), "size": path.stat().st_size, "made_from": made_from,
-            "created": now(), **extra}
 
 
 def as_package(x: str | os.PathLike | Package, out: str | os.PathLike | None = None) -> Package:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import edgeai
-from conftest import CAT, cli, make_tiny_package
+from conftest import CAT, make_tiny_package
 from edgeai.package import Package
 
 pytestmark = pytest.mark.slow

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -12,15 +11,6 @@ from rich.text import Text
 from ._common import err, handle_errors, out, print_json
 
 
-def _histogram(path: Path) -> dict[str, int]:
-    import collections
-
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    return dict(collections.Counter(n.op_type for n in model.graph.node).most_common())
-
-
 @handle_errors
 def inspect(
     package: Annotated[str, typer.Argument(help="Package directory or built-in name.", show_default=False)],
@@ -28,9 +18,10 @@ def inspect(
 ) -> None:
     """Show a package: manifest, variants with their measurements, inputs, outputs, operators."""
     from edgeai.pipeline import open_package
+    from edgeai.quantize import op_histogram
 
     pkg = open_package(package)
-    ops = {name: _histogram(pkg.variant_path(name)) for name in pkg.variants}
+    ops = {name: op_histogram(pkg.variant_path(name)) for name in pkg.variants}
     if json_:
         print_json({"path": str(pkg.path), "manifest": pkg.manifest, "operators": ops})
         return

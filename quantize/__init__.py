@@ -24,7 +24,7 @@ import onnx
 
 from edgeai import __version__
 from edgeai.errors import ExportError, InputError, PackageError
-from edgeai.package import _TMP_MARK, Package, now, staging_dir, variant_entry, write_manifest
+from edgeai.package import _TMP_MARK, SCHEMA_VERSION, Package, now, staging_dir, variant_entry, write_manifest
 
 from . import measure
 
@@ -75,7 +75,7 @@ def wrap_onnx(path: str | os.PathLike, out: str | os.PathLike | None = None) -> 
     with staging_dir(target) as tmp:
         onnx.save(model, str(tmp / "model.onnx"))
         manifest = {
-            "schema_version": 1,
+            "schema_version": SCHEMA_VERSION,
             "name": src.stem,
             "family": "custom",
             "task": "tensor",
@@ -127,8 +127,31 @@ def _random_feeds(pkg: Package, n: int, seed: int) -> list[dict[str, np.ndarray]
     return feeds
 
 
+def _is_text(pkg: Package) -> bool:
+    return pkg.manifest.get("preprocess", {}).get("type") == "text"
+
+
+def text_feeds(pkg: Package, texts: list[str], batch: int = 8, max_length: int | None = None) -> list[dict[str, np.ndarray]]:
+    """Tokenized batches (padded to each batch's longest text), with the package's own tokenizer."""
+    import warnings
+
+    from edgeai.text import TextPreprocessor
+
+    pre = dict(pkg.manifest["preprocess"])
+    if max_length:
+        pre["max_length"] = max_length
+    tok = TextPreprocessor(pkg.asset_path(pre["tokenizer"]), pre, [i["name"] for i in pkg.manifest["inputs"]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # truncating the long test sentences is intended
+        return [tok.batch(texts[i : i + batch]) for i in range(0, len(texts), batch)]
+
+
 def held_out_feeds(pkg: Package, per_photo: int = 30) -> list[dict[str, np.ndarray]]:
-    """Inputs never used for calibration: held-out photos for image models, seeded noise otherwise."""
+    """Inputs never used for calibration: held-out photos or sentences, seeded noise otherwise."""
+    if _is_text(pkg):
+        from .texts import HELD_OUT
+
+        return text_feeds(pkg, HELD_OUT)
     if pkg.manifest.get("preprocess", {}).get("type") == "image":
         from .photos import HELD_OUT, image_set
 
@@ -187,7 +210,7 @@ def _cpu_runner(pkg: Package, path: Path):
 def _agreement(pkg: Package, reference: Path, candidate: Path, feeds) -> dict[str, float]:
     ref = measure.run_batches(_cpu_runner(pkg, reference), feeds)
     out = measure.run_batches(_cpu_runner(pkg, candidate), feeds)
-    figures = measure.compare(ref, out, pkg.task == "image-classification" or pkg.task == "text-classification")
+    figures = measure.compare(ref, out, pkg.task)
     figures["samples"] = float(next(iter(ref.values())).shape[0])
     return figures
 
@@ -203,6 +226,8 @@ def optimize(pkg: str | os.PathLike | Package, out: str | os.PathLike | None = N
     import onnxruntime as ort
 
     pkg = as_package(pkg, out)
+    if pkg.manifest["family"] == "transformer":
+        return _optimize_transformer(pkg, progress)
     src = pkg.variant_path("fp32")
     tmp = _tmp_file(pkg, "model.optimized")
     _say(progress, "optimizing the graph (ONNX Runtime, extended level)")
@@ -224,6 +249,49 @@ def optimize(pkg: str | os.PathLike | Package, out: str | os.PathLike | None = N
         }
         pkg.add_variant("optimized", tmp, {"made_from": "fp32", "recipe": recipe, "accuracy": acc})
     finally:
+        tmp.unlink(missing_ok=True)
+    return pkg
+
+
+def _optimize_transformer(pkg: Package, progress: Progress | None) -> Package:
+    """ONNX Runtime's transformer optimizer (model type bert): one Attention per layer,
+    SkipLayerNormalization, EmbedLayerNormalization and BiasGelu. Its fused ops are ONNX Runtime
+    contrib ops that both the CPU and CUDA providers run; no hardware-specific layout is saved.
+    """
+    import logging
+
+    import onnxruntime as ort
+    from onnxruntime.transformers.fusion_options import FusionOptions
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    src = pkg.variant_path("fp32")
+    tmp = _tmp_file(pkg, "model.optimized")
+    _say(progress, "fusing Attention, LayerNorm and GELU (ONNX Runtime transformer optimizer, model type bert)")
+    logger = logging.getLogger("onnxruntime.transformers")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            # The fuser cannot always read num_heads/hidden_size off the graph; the exporter records them.
+            arch = pkg.manifest["provenance"].get("architecture", {})
+            model = optimize_model(str(src), model_type="bert", num_heads=int(arch.get("num_heads", 0)),
+                                   hidden_size=int(arch.get("hidden_size", 0)),
+                                   optimization_options=FusionOptions("bert"), opt_level=0, use_gpu=False)
+        fusions = {k: int(v) for k, v in model.get_fused_operator_statistics().items() if v}
+        model.save_model_to_file(str(tmp))
+        _say(progress, "checking the fused graph against fp32 on held-out sentences")
+        acc = _agreement(pkg, src, tmp, held_out_feeds(pkg))
+        before, after = op_histogram(src), op_histogram(tmp)
+        recipe = {
+            "tool": f"onnxruntime.transformers.optimizer {ort.__version__}",
+            "model_type": "bert",
+            "nodes_before": sum(before.values()),
+            "nodes_after": sum(after.values()),
+            "fusions": fusions,
+        }
+        pkg.add_variant("optimized", tmp, {"made_from": "fp32", "recipe": recipe, "accuracy": acc})
+    finally:
+        logger.setLevel(level)
         tmp.unlink(missing_ok=True)
     return pkg
 
@@ -251,10 +319,16 @@ def quantize(
     if method == "auto":
         method = "static" if (calibration is not None or is_image) else "dynamic"
     src = pkg.variant_path("fp32")
+    made_from = "fp32"
     tmp = _tmp_file(pkg, "model.int8")
     try:
         with tempfile.TemporaryDirectory(prefix="edgeai-quant-") as work:
-            if method == "static":
+            if method == "dynamic" and _is_text(pkg):
+                # Quantize the fused graph when there is one (QAttention); keep the layers whose
+                # quantization costs most in float until the budget holds on the tuning sentences.
+                made_from = "optimized" if "optimized" in pkg.variants else "fp32"
+                recipe = _dynamic_within_budget(pkg, pkg.variant_path(made_from), src, Path(work), tmp, per_channel, progress)
+            elif method == "static":
                 feeds = calibration_feeds(pkg, calibration)
                 _say(progress, f"calibrating static INT8 (QDQ, per-channel) on {len(feeds)} inputs")
                 recipe = _static(src, Path(work), tmp, feeds, per_channel)
@@ -263,7 +337,7 @@ def quantize(
                 recipe = _dynamic(src, Path(work), tmp, per_channel)
         _say(progress, "measuring INT8 agreement with fp32 on held-out inputs")
         acc = _agreement(pkg, src, tmp, held_out_feeds(pkg))
-        pkg.add_variant("int8", tmp, {"made_from": "fp32", "recipe": recipe, "accuracy": acc})
+        pkg.add_variant("int8", tmp, {"made_from": made_from, "recipe": recipe, "accuracy": acc})
     finally:
         tmp.unlink(missing_ok=True)
     if measure_latency:
@@ -326,18 +400,83 @@ def _static(src: Path, work: Path, dest: Path, feeds, per_channel: bool) -> dict
     }
 
 
-def _dynamic(src: Path, work: Path, dest: Path, per_channel: bool) -> dict:
+def _dynamic(src: Path, work: Path, dest: Path, per_channel: bool, exclude: list[str] | None = None) -> dict:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(src), str(dest), per_channel=per_channel, weight_type=QuantType.QInt8,
-                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
-    return {"method": "dynamic", "per_channel": per_channel, "weights": "int8"}
+    import logging
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantizer logs a generic "consider pre-processing" on the root logger
+    try:
+        # DefaultTensorType: the fused contrib ops have no type inference in the quantizer (FACTS.md).
+        quantize_dynamic(str(src), str(dest), per_channel=per_channel, weight_type=QuantType.QInt8,
+                         nodes_to_exclude=list(exclude or []), extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    finally:
+        root.setLevel(level)
+    return {"method": "dynamic", "per_channel": per_channel, "weights": "int8", "activations": "uint8 (per call)",
+            "float_nodes": list(exclude or [])}
+
+
+def _dynamic_within_budget(pkg: Package, src: Path, reference: Path, work: Path, dest: Path, per_channel: bool,
+                           progress: Progress | None) -> dict:
+    """Dynamic INT8; if the budget is missed on the tuning sentences, keep the most sensitive
+    layers in float, a few more each round, until it holds.
+
+    Sensitivity (see sensitivity.py) is measured by simulating the quantization of one layer at a
+    time, which takes seconds per layer instead of a full quantizer run; every candidate model is
+    then made by the real quantizer and measured. Held-out sentences are never looked at here.
+    """
+    from .sensitivity import rank_layers
+    from .texts import TUNING
+
+    budget = pkg.manifest.get("budget", {"metric": "cosine_min", "min": 0.98})
+    tuning = text_feeds(pkg, TUNING)
+    ref = measure.run_batches(_cpu_runner(pkg, reference), tuning)
+
+    def meets(path: Path) -> tuple[bool, dict]:
+        figs = measure.compare(ref, measure.run_batches(_cpu_runner(pkg, path), tuning), pkg.task)
+        ok = figs.get(budget["metric"], -1.0) >= budget["min"] and (pkg.task != "text-embedding" or figs["cosine_mean"] >= 0.99)
+        return ok, figs
+
+    _say(progress, "quantizing weights to INT8 (dynamic, per-channel)")
+    recipe = _dynamic(src, work, dest, per_channel)
+    ok, figs = meets(dest)
+    if ok:
+        return {**recipe, "tuning": figs}
+    _say(progress, f"INT8 misses the budget on tuning sentences ({budget['metric']} {figs.get(budget['metric'], 0):.4f}); "
+         "ranking layers by sensitivity")
+    ranked = rank_layers(src, tuning, ref, pkg.task)
+    for k in [2, 4, 6, 8, 10, 12, 16, 24, 32]:
+        if k > len(ranked):
+            break
+        _say(progress, f"quantizing with the {k} most sensitive of {len(ranked)} layers kept in float")
+        recipe = _dynamic(src, work, dest, per_channel, ranked[:k])
+        ok, figs = meets(dest)
+        if ok:
+            break
+    return {**recipe, "tuning": figs, "budget_met_on_tuning": ok}
+
+
+# Sequence length the text latencies are recorded at (the benchmark's length too).
+TEXT_LATENCY_TOKENS = 128
+
+
+def latency_feed(pkg: Package, batch: int = 1) -> dict[str, np.ndarray]:
+    """A typical input of ``batch`` items: a photo crop, or a text of 128 tokens."""
+    if _is_text(pkg):
+        from .texts import HELD_OUT
+
+        longest = max(HELD_OUT, key=len)
+        one = text_feeds(pkg, [longest], max_length=TEXT_LATENCY_TOKENS)[0]
+        return {k: np.repeat(v, batch, axis=0) for k, v in one.items()}
+    return {k: np.repeat(v[:1], batch, axis=0) for k, v in held_out_feeds(pkg, per_photo=0)[0].items()}
 
 
 def record_latencies(pkg: Package, batch: int = 1, threads: int | None = None, progress: Progress | None = None) -> None:
     """Time every variant on this CPU (own process each, alternating) and record it."""
     _say(progress, "timing every variant on this CPU (own process each, alternating rounds)")
-    feed = {k: v[:batch] for k, v in held_out_feeds(pkg, per_photo=0)[0].items()}
+    feed = latency_feed(pkg, batch)
     paths = {name: pkg.variant_path(name) for name in pkg.variants}
     figures = measure.latencies(paths, feed, threads=threads)
     variants = {}

@@ -19,18 +19,29 @@ from edgeai.machine import machine_id
 from edgeai.package import now
 
 
-def compare(reference: dict[str, np.ndarray], other: dict[str, np.ndarray], classification: bool) -> dict[str, float]:
-    """Max/mean abs difference per output, and top-1 agreement for classifiers."""
+def compare(reference: dict[str, np.ndarray], other: dict[str, np.ndarray], task: str) -> dict[str, float]:
+    """Max/mean abs difference per output; top-1 agreement for classifiers; cosine for embeddings."""
     figures: dict[str, float] = {}
     for name, ref in reference.items():
         diff = np.abs(ref.astype(np.float64) - other[name].astype(np.float64))
         figures["max_abs_diff"] = max(figures.get("max_abs_diff", 0.0), float(diff.max()))
         figures["mean_abs_diff"] = max(figures.get("mean_abs_diff", 0.0), float(diff.mean()))
-    if classification:
-        ref = next(iter(reference.values()))
-        oth = other[next(iter(reference))]
+    ref = next(iter(reference.values())).astype(np.float64)
+    oth = other[next(iter(reference))].astype(np.float64)
+    if task in ("image-classification", "text-classification"):
         figures["top1_agreement"] = float((ref.argmax(-1) == oth.argmax(-1)).mean())
+    if task == "text-embedding":
+        cos = cosine(ref, oth)
+        figures["cosine_min"] = float(cos.min())
+        figures["cosine_mean"] = float(cos.mean())
     return figures
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity."""
+    a = a.reshape(len(a), -1)
+    b = b.reshape(len(b), -1)
+    return (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
 
 
 def run_batches(session_run, feeds: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

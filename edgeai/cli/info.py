@@ -45,17 +45,20 @@ def inspect(
     if "budget" in m:
         b = m["budget"]
         out.print(f"accuracy budget: {b['metric']} >= {b['min']} ({b.get('description', '')})", markup=False)
-    vt = Table("variant", "file", "MB", "from", "top-1 agree", "max abs diff", "samples", "CPU p50 ms", "nodes",
+    metric = m.get("budget", {}).get("metric", "top1_agreement")
+    vt = Table("variant", "file", "MB", "from", metric.replace("_", " "), "max abs diff", "samples", "CPU p50 ms", "nodes",
                box=None, pad_edge=False, title="variants (accuracy vs PyTorch for fp32, vs fp32 otherwise)", title_justify="left")
     for name, v in m["variants"].items():
         acc = v.get("accuracy", {})
         fmt = lambda key, f: format(acc[key], f) if key in acc else "-"
         lat = ", ".join(f"{e['p50_ms']:.2f}" for e in v.get("latency", {}).values()) or "-"
-        vt.add_row(name, Text(v["file"]), f"{v['size'] / 1e6:.1f}", v.get("made_from") or "-", fmt("top1_agreement", ".3f"),
+        vt.add_row(name, Text(v["file"]), f"{v['size'] / 1e6:.1f}", v.get("made_from") or "-", fmt(metric, ".4f"),
                    fmt("max_abs_diff", ".2g"), fmt("samples", ".0f"), lat, str(sum(ops[name].values())))
     out.print(vt)
     for name, v in m["variants"].items():
         recipe = v.get("recipe")
+        if recipe and isinstance(recipe.get("fusions"), dict):
+            out.print(Text.assemble((f"{name} fusions: ", "dim"), ", ".join(f"{k} x{n}" for k, n in recipe["fusions"].items())))
         if recipe:
             out.print(Text.assemble((f"{name} recipe: ", "dim"), str(recipe)))
     for name, hist in ops.items():

@@ -16,7 +16,7 @@ from ._common import Stages, err, handle_errors, out, print_json
 
 @handle_errors
 def run(
-    inputs: Annotated[list[str], typer.Argument(help="Image files to classify.", show_default=False)],
+    inputs: Annotated[list[str], typer.Argument(help="Image files, or texts for a text model.", show_default=False)],
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Package directory or built-in name [default: efficientnet-lite0].")] = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="How many classes to show.")] = 5,
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
@@ -24,7 +24,8 @@ def run(
     variant: Annotated[str, typer.Option(help="auto, fp32, optimized, int8 or fp16.")] = "auto",
     threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads [default: ONNX Runtime's choice].")] = None,
 ) -> None:
-    """Run a model on INPUTS and print the top classes, the variant and the provider used."""
+    """Run a model on INPUTS: top classes for classifiers, dimension and cosine similarities for
+    embedding models; says which variant and provider ran."""
     import edgeai
     from edgeai.home import DEFAULT_MODEL, builtin_dir, resolve_builtin
 
@@ -39,18 +40,7 @@ def run(
     if pipe.session.choice.fell_back:
         err.print(f"note: {pipe.provider_note}", markup=False)
 
-    results: list[dict] = [{} for _ in inputs]
-    good, feeds = [], []
-    for i, x in enumerate(inputs):
-        try:
-            feeds.append(pipe.preprocess([x]))
-            good.append(i)
-        except EdgeAIError as e:
-            results[i] = {"input": x, "error": str(e)}
-    if good:
-        feed = {k: np.concatenate([f[k] for f in feeds]) for k in feeds[0]}
-        for i, r in zip(good, pipe.postprocess(pipe.run(feed), top_k)):
-            results[i] = {"input": inputs[i], **r}
+    results = _run_texts(pipe, inputs, top_k) if pipe.is_text else _run_images(pipe, inputs, top_k)
 
     doc = {"model": name, "variant": pipe.variant, "provider": pipe.provider, "results": results}
     if json_:
@@ -63,6 +53,48 @@ def run(
         err.print(r["error"], markup=False)
     if failed:
         raise typer.Exit(1)
+
+
+def _run_images(pipe, inputs: list[str], top_k: int) -> list[dict]:
+    results: list[dict] = [{} for _ in inputs]
+    good, feeds = [], []
+    for i, x in enumerate(inputs):
+        try:
+            feeds.append(pipe.preprocess([x]))
+            good.append(i)
+        except EdgeAIError as e:
+            results[i] = {"input": x, "error": str(e)}
+    if good:
+        feed = {k: np.concatenate([f[k] for f in feeds]) for k in feeds[0]}
+        for i, r in zip(good, pipe.postprocess(pipe.run(feed), top_k)):
+            results[i] = {"input": inputs[i], **r}
+    return results
+
+
+def _run_texts(pipe, inputs: list[str], top_k: int) -> list[dict]:
+    """One batch for all good texts; an empty text fails alone; truncation is a warning line."""
+    import warnings
+
+    from edgeai.text import check_texts
+
+    results: list[dict] = [{} for _ in inputs]
+    good = []
+    for i, x in enumerate(inputs):
+        try:
+            check_texts([x])
+            good.append(i)
+        except EdgeAIError as e:
+            results[i] = {"input": x, "error": str(e)}
+    if good:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            got = pipe.predict([inputs[i] for i in good], top_k=top_k)
+        for w in caught:
+            err.print("[yellow]warning:[/] ", end="")
+            err.print(str(w.message), markup=False)
+        for i, r in zip(good, got):
+            results[i] = {"input": inputs[i], **r}
+    return results
 
 
 def _is_path(name: str) -> bool:
@@ -78,6 +110,10 @@ def _print_human(pipe, doc: dict) -> None:
         f"[bold]{pipe.name}[/] · variant [cyan]{pipe.variant}[/] · provider [cyan]{pipe.provider}[/]",
         markup=True,
     )
+    ok = [r for r in doc["results"] if "error" not in r]
+    if ok and "embedding" in ok[0]:
+        _print_similarities(ok)
+        return
     for r in doc["results"]:
         if "error" in r:
             continue
@@ -89,3 +125,29 @@ def _print_human(pipe, doc: dict) -> None:
         for rank, c in enumerate(r["top_k"], 1):
             table.add_row(str(rank), Text(c["label"]), f"{c['score']:.3f}", str(c["index"]))
         out.print(table)
+
+
+def _short(text: str, n: int = 48) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _print_similarities(results: list[dict]) -> None:
+    """Embedding dimension, then the pairwise cosine-similarity table of the texts."""
+    vectors = np.stack([r["embedding"] for r in results]).astype(np.float64)
+    norms = np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    unit = vectors / norms
+    sim = unit @ unit.T
+    out.print(f"{len(results)} text(s) -> {vectors.shape[1]}-dimensional embeddings", markup=False)
+    if len(results) == 1:
+        out.print("give two or more texts to see their cosine similarities (--json prints the vectors)", markup=False)
+        return
+    table = Table(title="cosine similarity", title_justify="left", show_edge=False, pad_edge=False, box=None)
+    table.add_column("#", justify="right", style="dim")
+    table.add_column("text")
+    for j in range(len(results)):
+        table.add_column(str(j + 1), justify="right")
+    for i, r in enumerate(results):
+        cells = [("[dim]1.000[/]" if i == j else f"{sim[i, j]:.3f}") for j in range(len(results))]
+        table.add_row(str(i + 1), Text(_short(r["input"])), *[Text.from_markup(c) for c in cells])
+    out.print(table)

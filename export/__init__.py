@@ -182,7 +182,9 @@ def _export_transformer(target: Path, precision: str, progress: Progress | None,
         example = tokenize(["edgeai exports this sentence to ONNX, with padding.", "short"])
         axes = {n: {0: "batch_size", 1: "sequence_length"} for n in input_names}
         if ck.task == "text-embedding":
-            out_name, out_shape = "sentence_embedding", ["batch_size", int(ck.config.get("hidden_size", 0)) or "dim"]
+            with torch.inference_mode():
+                dim = int(module(*[torch.from_numpy(example[n]) for n in input_names]).shape[-1])
+            out_name, out_shape = "sentence_embedding", ["batch_size", dim]
         else:
             out_name, out_shape = "logits", ["batch_size", len(ck.labels)]
         axes[out_name] = {0: "batch_size"}

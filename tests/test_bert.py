@@ -233,3 +233,57 @@ def test_text_classification_checkpoint_exports_with_its_labels(tmp_path):
     for r, p in zip(got, ref):
         assert r["top_k"][0]["label"] == labels[int(p.argmax())]
         assert abs(r["top_k"][0]["score"] - float(p.max())) < 1e-4
+
+
+def test_hub_id_resolves_from_the_local_cache_only(tmp_path, monkeypatch):
+    """A hub id works when its snapshot is in the local Hugging Face cache, and is never fetched."""
+    from edgeai.export import transformer as tr
+
+    cache = tmp_path / "hub"
+    snap = cache / "models--acme--mini-bert" / "snapshots" / ("0" * 40)
+    snap.mkdir(parents=True)
+    (cache / "models--acme--mini-bert" / "refs").mkdir()
+    (cache / "models--acme--mini-bert" / "refs" / "main").write_text("0" * 40)
+    for f in ("config.json", "tokenizer.json"):
+        shutil.copy(minilm.get_model_path() / f, snap / f)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as hc
+
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(cache))
+    path, source = tr.resolve("acme/mini-bert")
+    assert path == snap and "local Hugging Face cache" in source
+    with pytest.raises(InputError, match="does not download"):
+        tr.resolve("acme/not-cached")
+
+
+@pytest.mark.parametrize("kind", ["distilbert", "roberta"])
+def test_other_bert_family_encoders_export_fuse_and_match(tmp_path, kind):
+    """DistilBERT (no token types) and RoBERTa (positions offset by the pad id) take the same path.
+
+    No such checkpoint ships offline, so these are small seeded random models saved the way
+    transformers saves any checkpoint, with MiniLM's tokenizer; the export itself is compared
+    with PyTorch as always.
+    """
+    from edgeai.export import export_model
+
+    if kind == "distilbert":
+        cfg = transformers.DistilBertConfig(vocab_size=30522, dim=64, n_layers=2, n_heads=4, hidden_dim=128,
+                                            max_position_embeddings=128)
+    else:
+        cfg = transformers.RobertaConfig(vocab_size=30522, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                         intermediate_size=128, max_position_embeddings=130, pad_token_id=0)
+    torch.manual_seed(0)
+    ck = tmp_path / kind
+    transformers.AutoModel.from_config(cfg).save_pretrained(ck)
+    shutil.copy(minilm.get_model_path() / "tokenizer.json", ck / "tokenizer.json")
+    pkg = export_model("bert", tmp_path / "pkg", precision="fp32", model=str(ck))
+    names = [i["name"] for i in pkg.manifest["inputs"]]
+    assert names == (["input_ids", "attention_mask"] if kind == "distilbert" else ["input_ids", "attention_mask", "token_type_ids"])
+    assert pkg.manifest["preprocess"]["max_length"] == (128 if kind == "distilbert" else 129)
+    assert pkg.variants["fp32"]["accuracy"]["cosine_min"] >= 0.9999
+    assert pkg.variants["optimized"]["accuracy"]["cosine_min"] >= 0.9999
+    assert pkg.variants["optimized"]["recipe"]["fusions"]["Attention"] == 2  # one per layer
+    with edgeai.load(pkg.path, variant="optimized", provider="cpu") as pipe, warnings.catch_warnings():
+        warnings.simplefilter("ignore", TruncationWarning)
+        assert pipe.embed(HELD_OUT[:5]).shape == (5, 64)

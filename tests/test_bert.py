@@ -253,6 +253,7 @@ def test_hub_id_resolves_from_the_local_cache_only(tmp_path, monkeypatch):
     monkeypatch.setattr(hc, "HF_HUB_CACHE", str(cache))
     path, source = tr.resolve("acme/mini-bert")
     assert path == snap and "local Hugging Face cache" in source
+    assert tr.Checkpoint(path, source, None, {}, "text-embedding", 128).name == "mini-bert"
     with pytest.raises(InputError, match="does not download"):
         tr.resolve("acme/not-cached")
 

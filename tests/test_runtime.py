@@ -202,3 +202,10 @@ def test_public_api():
     assert set(edgeai.__all__) <= set(dir(edgeai)) | {"load", "Pipeline"}
     for name in edgeai.__all__:
         assert getattr(edgeai, name) is not None
+
+
+def test_text_given_to_an_image_model_gets_a_hint():
+    from edgeai.preprocess import open_image
+
+    with pytest.raises(InputError, match="for text, use a text model: --model bert"):
+        open_image("a photo of a cat")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -24,6 +23,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _report  # noqa: E402  (benchmarks/ is a folder of scripts, not a package)
 SEQ = 128
 
 
@@ -163,7 +164,7 @@ def main() -> None:
         "",
         f"Command: `python benchmarks/bert.py --rounds {args.rounds} --runs {args.runs} --threads {args.threads}"
         f"{' --optimum-python PY' if args.optimum_python else ''}`  ",
-        f"Machine: {_machine()}, {os.cpu_count()} cores, {args.threads} threads; Python {platform.python_version()}; {_versions()}  ",
+        _report.machine_line(args.threads),
         f"Date: {time.strftime('%Y-%m-%d')}. Each engine in its own process, order alternating, "
         f"{args.rounds} rounds x {args.runs} timed calls; medians. Ratios are to PyTorch eager in the same run.",
         "",
@@ -180,32 +181,8 @@ def main() -> None:
     if args.optimum_python:
         lines.append("| edgeai default / Optimum fp32 | " + " | ".join(f"{results[b][0]['edgeai:'] / results[b][0]['optimum:fp32']:.3f}" for b in batches) + " | <= 1.0 |")
     lines.append("")
-    text = "\n".join(lines)
-    print(text)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
+    _report.write("\n".join(lines), args.out)
 
-
-def _machine() -> str:
-    from edgeai.machine import machine_id
-
-    return machine_id()
-
-
-def _versions() -> str:
-    from importlib.metadata import version
-
-    return ", ".join(f"{p} {version(p)}" for p in ("onnxruntime-gpu", "torch", "transformers") if _has(p))
-
-
-def _has(dist: str) -> bool:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        version(dist)
-        return True
-    except PackageNotFoundError:
-        return False
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -22,6 +21,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _report  # noqa: E402  (benchmarks/ is a folder of scripts, not a package)
 PHOTO = ROOT / "samples" / "cat.jpg"
 
 
@@ -175,8 +176,7 @@ def main() -> None:
         "# EfficientNet-Lite0 on CPU (batch 1, 224x224)",
         "",
         f"Command: `python benchmarks/cnn.py --rounds {args.rounds} --runs {args.runs} --threads {args.threads}`  ",
-        f"Machine: {_cpu()}, {os.cpu_count()} cores, {args.threads} threads; "
-        f"Python {platform.python_version()}; {_versions()}  ",
+        _report.machine_line(args.threads),
         f"Date: {time.strftime('%Y-%m-%d')}. Each engine in its own process, order alternating, "
         f"{args.rounds} rounds x {args.runs} timed calls; medians.",
         "",
@@ -193,28 +193,8 @@ def main() -> None:
         f"the same classification through PyTorch (import torch, load weights, preprocess, forward) {wall_torch:.2f} s.",
         "",
     ]
-    text = "\n".join(lines)
-    print(text)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
+    _report.write("\n".join(lines), args.out)
 
-
-def _cpu() -> str:
-    from edgeai.machine import machine_id
-
-    return machine_id()
-
-
-def _versions() -> str:
-    import onnxruntime
-
-    try:
-        from importlib.metadata import version
-
-        torch_v = version("torch")
-    except Exception:
-        torch_v = "?"
-    return f"onnxruntime {onnxruntime.__version__}, torch {torch_v}"
 
 
 if __name__ == "__main__":

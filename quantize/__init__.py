@@ -237,20 +237,20 @@ def optimize(pkg: str | os.PathLike | Package, out: str | os.PathLike | None = N
     so.optimized_model_filepath = str(tmp)
     try:
         ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
-        _say(progress, "checking the optimized graph against fp32")
-        acc = _agreement(pkg, src, tmp, held_out_feeds(pkg))
-        before, after = op_histogram(src), op_histogram(tmp)
-        recipe = {
-            "tool": f"onnxruntime {ort.__version__}",
-            "level": "extended",
-            "nodes_before": sum(before.values()),
-            "nodes_after": sum(after.values()),
-            "fusions": sorted(k for k in after if k not in before),
-        }
-        pkg.add_variant("optimized", tmp, {"made_from": "fp32", "recipe": recipe, "accuracy": acc})
+        _add_optimized(pkg, src, tmp, {"tool": f"onnxruntime {ort.__version__}", "level": "extended"}, progress)
     finally:
         tmp.unlink(missing_ok=True)
     return pkg
+
+
+def _add_optimized(pkg: Package, src: Path, tmp: Path, recipe: dict, progress: Progress | None) -> None:
+    """Check an optimized graph against fp32 on held-out inputs, then record it."""
+    _say(progress, "checking the optimized graph against fp32 on held-out inputs")
+    acc = _agreement(pkg, src, tmp, held_out_feeds(pkg))
+    before, after = op_histogram(src), op_histogram(tmp)
+    recipe = {**recipe, "nodes_before": sum(before.values()), "nodes_after": sum(after.values())}
+    recipe.setdefault("fusions", sorted(k for k in after if k not in before))
+    pkg.add_variant("optimized", tmp, {"made_from": "fp32", "recipe": recipe, "accuracy": acc})
 
 
 def _optimize_transformer(pkg: Package, progress: Progress | None) -> Package:
@@ -279,17 +279,8 @@ def _optimize_transformer(pkg: Package, progress: Progress | None) -> Package:
                                    optimization_options=FusionOptions("bert"), opt_level=0, use_gpu=False)
         fusions = {k: int(v) for k, v in model.get_fused_operator_statistics().items() if v}
         model.save_model_to_file(str(tmp))
-        _say(progress, "checking the fused graph against fp32 on held-out sentences")
-        acc = _agreement(pkg, src, tmp, held_out_feeds(pkg))
-        before, after = op_histogram(src), op_histogram(tmp)
-        recipe = {
-            "tool": f"onnxruntime.transformers.optimizer {ort.__version__}",
-            "model_type": "bert",
-            "nodes_before": sum(before.values()),
-            "nodes_after": sum(after.values()),
-            "fusions": fusions,
-        }
-        pkg.add_variant("optimized", tmp, {"made_from": "fp32", "recipe": recipe, "accuracy": acc})
+        recipe = {"tool": f"onnxruntime.transformers.optimizer {ort.__version__}", "model_type": "bert", "fusions": fusions}
+        _add_optimized(pkg, src, tmp, recipe, progress)
     finally:
         logger.setLevel(level)
         tmp.unlink(missing_ok=True)

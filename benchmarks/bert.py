@@ -28,19 +28,6 @@ import _report  # noqa: E402  (benchmarks/ is a folder of scripts, not a package
 SEQ = 128
 
 
-def _timeit(fn, runs: int) -> dict:
-    import numpy as np
-
-    for _ in range(max(5, runs // 5)):
-        fn()
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1e3)
-    return {"p50_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90))}
-
-
 def worker(engine: str, pkg: str, feed_file: str, threads: int, runs: int) -> dict:
     import numpy as np
 
@@ -61,7 +48,7 @@ def worker(engine: str, pkg: str, feed_file: str, threads: int, runs: int) -> di
             return torch.nn.functional.normalize((h * m).sum(1) / m.sum(1), dim=1)
 
         with torch.inference_mode():
-            return _timeit(embed, runs)
+            return _report.timeit(embed, runs)
     if engine.startswith("optimum"):
         import onnxruntime as ort
         from optimum.onnxruntime import ORTModelForFeatureExtraction
@@ -76,7 +63,7 @@ def worker(engine: str, pkg: str, feed_file: str, threads: int, runs: int) -> di
             e = (h * mask).sum(1) / mask.sum(1)
             return e / np.linalg.norm(e, axis=1, keepdims=True)
 
-        return _timeit(embed, runs)
+        return _report.timeit(embed, runs)
     import onnxruntime as ort
 
     import edgeai
@@ -87,9 +74,9 @@ def worker(engine: str, pkg: str, feed_file: str, threads: int, runs: int) -> di
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads
         session = ort.InferenceSession(str(Package.open(pkg).variant_path("fp32")), so, providers=["CPUExecutionProvider"])
-        return _timeit(lambda: session.run(None, feed), runs)
+        return _report.timeit(lambda: session.run(None, feed), runs)
     pipe = edgeai.load(pkg, variant=variant or "auto", provider="cpu", threads=threads)
-    return {"variant": pipe.variant, **_timeit(lambda: pipe.run(feed), runs)}
+    return {"variant": pipe.variant, **_report.timeit(lambda: pipe.run(feed), runs)}
 
 
 def optimum_export(out: str) -> None:

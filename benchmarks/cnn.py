@@ -27,19 +27,6 @@ PHOTO = ROOT / "samples" / "cat.jpg"
 
 
 # -- workers (each runs alone in a fresh process) ----------------------------------------------
-def _timeit(fn, runs: int) -> dict:
-    import numpy as np
-
-    for _ in range(max(10, runs // 5)):
-        fn()
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1e3)
-    return {"p50_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90))}
-
-
 def _feed(pkg: str):
     import edgeai
 
@@ -56,7 +43,7 @@ def worker(engine: str, pkg: str, threads: int, runs: int) -> dict:
         model = cnn.build_module()
         x = torch.from_numpy(_feed(pkg)["pixel_values"])
         with torch.inference_mode():
-            return _timeit(lambda: model(x), runs)
+            return _report.timeit(lambda: model(x), runs, warmup=10)
     import onnxruntime as ort
 
     import edgeai
@@ -68,19 +55,19 @@ def worker(engine: str, pkg: str, threads: int, runs: int) -> dict:
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads
         session = ort.InferenceSession(str(Package.open(pkg).variant_path(variant)), so, providers=["CPUExecutionProvider"])
-        return _timeit(lambda: session.run(None, feed), runs)
+        return _report.timeit(lambda: session.run(None, feed), runs, warmup=10)
     pipe = edgeai.load(pkg, variant=variant or "auto", provider="cpu", threads=threads)
     result = {"variant": pipe.variant}
     if kind == "edgeai":
-        result.update(_timeit(lambda: pipe.run(feed), runs))
+        result.update(_report.timeit(lambda: pipe.run(feed), runs, warmup=10))
     elif kind == "raw":  # the same session edgeai built, called directly
         session = pipe.session._session
-        result.update(_timeit(lambda: session.run(None, feed), runs))
+        result.update(_report.timeit(lambda: session.run(None, feed), runs, warmup=10))
     elif kind == "predict":
         path = str(PHOTO)
-        result["predict"] = _timeit(lambda: pipe.predict(path), runs)
-        result["preprocess"] = _timeit(lambda: pipe.preprocess([path]), runs)
-        result["run"] = _timeit(lambda: pipe.run(feed), runs)
+        result["predict"] = _report.timeit(lambda: pipe.predict(path), runs, warmup=10)
+        result["preprocess"] = _report.timeit(lambda: pipe.preprocess([path]), runs, warmup=10)
+        result["run"] = _report.timeit(lambda: pipe.run(feed), runs, warmup=10)
         result.update(p50_ms=result["predict"]["p50_ms"])
     return result
 

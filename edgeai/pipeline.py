@@ -187,7 +187,7 @@ class Pipeline:
         """Texts -> ``(n, dim)`` float32 embeddings (L2-normalized when the package says so)."""
         if self._post["type"] != "embedding":
             raise InputError(f"embed() needs an embedding model; {self.name!r} is a {self.task} model (use predict).")
-        items = [texts] if isinstance(texts, str) else list(texts)
+        items = [texts] if isinstance(texts, (str, bytes, bytearray)) or not hasattr(texts, "__iter__") else list(texts)
         if not items:
             raise InputError("embed() was given no texts; pass at least one string.")
         out = self._run_texts(self.preprocess(items))

@@ -38,7 +38,7 @@ def open_image(source: str | os.PathLike) -> Image.Image:
     path = Path(source)
     if not path.exists():
         hint = " (for text, use a text model: --model bert)" if " " in str(path) and not Path(path).suffix else ""
-        raise InputError(f"Image file {path} does not exist{hint}.")
+        raise InputError(f"Image file '{path}' does not exist{hint}.")
     if path.is_dir():
         raise InputError(f"{path} is a directory; expected an image file.")
     if path.stat().st_size == 0:

@@ -24,17 +24,22 @@ class TruncationWarning(UserWarning):
     """A text was longer than the model's maximum length and was cut."""
 
 
+def check_text(t: Any, index: int = 0, total: int = 1) -> str:
+    """A non-empty string, or an InputError that says which text (``index`` of ``total``) is wrong."""
+    where = f"Text {index + 1} of {total}" if total > 1 else "The text"
+    if not isinstance(t, str):
+        kind = type(t).__name__
+        article = "an" if kind[:1].lower() in "aeiou" else "a"
+        hint = " (decode bytes first, e.g. data.decode('utf-8'))" if isinstance(t, (bytes, bytearray)) else ""
+        raise InputError(f"{where} is {article} {kind} object, not a string; this model takes text{hint}.")
+    if not t.strip():
+        raise InputError(f"{where} is empty; give at least one non-space character.")
+    return t
+
+
 def check_texts(items: Sequence[Any]) -> list[str]:
     """Every item must be a non-empty string; the message names the first one that is not."""
-    texts = []
-    for i, t in enumerate(items):
-        where = f"Text {i + 1} of {len(items)}" if len(items) > 1 else "The text"
-        if not isinstance(t, str):
-            raise InputError(f"{where} is a {type(t).__name__}, not a string; this model takes text.")
-        if not t.strip():
-            raise InputError(f"{where} is empty; give at least one non-space character.")
-        texts.append(t)
-    return texts
+    return [check_text(t, i, len(items)) for i, t in enumerate(items)]
 
 
 class TextPreprocessor:

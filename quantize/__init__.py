@@ -146,12 +146,16 @@ def text_feeds(pkg: Package, texts: list[str], batch: int = 8, max_length: int |
         return [tok.batch(texts[i : i + batch]) for i in range(0, len(texts), batch)]
 
 
-def held_out_feeds(pkg: Package, per_photo: int = 30) -> list[dict[str, np.ndarray]]:
-    """Inputs never used for calibration: held-out photos or sentences, seeded noise otherwise."""
+def held_out_feeds(pkg: Package, per_photo: int = 30, texts: list[str] | None = None) -> list[dict[str, np.ndarray]]:
+    """Inputs never used for calibration: held-out photos or sentences, seeded noise otherwise.
+
+    ``texts``: the held-out texts of a text model (an exporter's test split); by default the
+    varied sentences of texts.HELD_OUT.
+    """
     if _is_text(pkg):
         from .texts import HELD_OUT
 
-        return text_feeds(pkg, HELD_OUT)
+        return text_feeds(pkg, texts or HELD_OUT)
     if pkg.manifest.get("preprocess", {}).get("type") == "image":
         from .photos import HELD_OUT, image_set
 
@@ -216,7 +220,8 @@ def _agreement(pkg: Package, reference: Path, candidate: Path, feeds) -> dict[st
 
 
 # -- optimize --------------------------------------------------------------------------------
-def optimize(pkg: str | os.PathLike | Package, out: str | os.PathLike | None = None, progress: Progress | None = None) -> Package:
+def optimize(pkg: str | os.PathLike | Package, out: str | os.PathLike | None = None, progress: Progress | None = None,
+             held_out: list[str] | None = None) -> Package:
     """Add the ``optimized`` variant: ONNX Runtime's offline graph optimization, extended level.
 
     The extended level (constant folding, Conv+BN/activation fusions, transformer fusions) is
@@ -227,7 +232,7 @@ def optimize(pkg: str | os.PathLike | Package, out: str | os.PathLike | None = N
 
     pkg = as_package(pkg, out)
     if pkg.manifest["family"] == "transformer":
-        return _optimize_transformer(pkg, progress)
+        return _optimize_transformer(pkg, progress, held_out)
     src = pkg.variant_path("fp32")
     tmp = _tmp_file(pkg, "model.optimized")
     _say(progress, "optimizing the graph (ONNX Runtime, extended level)")
@@ -237,23 +242,24 @@ def optimize(pkg: str | os.PathLike | Package, out: str | os.PathLike | None = N
     so.optimized_model_filepath = str(tmp)
     try:
         ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
-        _add_optimized(pkg, src, tmp, {"tool": f"onnxruntime {ort.__version__}", "level": "extended"}, progress)
+        _add_optimized(pkg, src, tmp, {"tool": f"onnxruntime {ort.__version__}", "level": "extended"}, progress, held_out)
     finally:
         tmp.unlink(missing_ok=True)
     return pkg
 
 
-def _add_optimized(pkg: Package, src: Path, tmp: Path, recipe: dict, progress: Progress | None) -> None:
+def _add_optimized(pkg: Package, src: Path, tmp: Path, recipe: dict, progress: Progress | None,
+                   held_out: list[str] | None) -> None:
     """Check an optimized graph against fp32 on held-out inputs, then record it."""
     _say(progress, "checking the optimized graph against fp32 on held-out inputs")
-    acc = _agreement(pkg, src, tmp, held_out_feeds(pkg))
+    acc = _agreement(pkg, src, tmp, held_out_feeds(pkg, texts=held_out))
     before, after = op_histogram(src), op_histogram(tmp)
     recipe = {**recipe, "nodes_before": sum(before.values()), "nodes_after": sum(after.values())}
     recipe.setdefault("fusions", sorted(k for k in after if k not in before))
     pkg.add_variant("optimized", tmp, {"made_from": "fp32", "recipe": recipe, "accuracy": acc})
 
 
-def _optimize_transformer(pkg: Package, progress: Progress | None) -> Package:
+def _optimize_transformer(pkg: Package, progress: Progress | None, held_out: list[str] | None) -> Package:
     """ONNX Runtime's transformer optimizer (model type bert): one Attention per layer,
     SkipLayerNormalization, EmbedLayerNormalization and BiasGelu. Its fused ops are ONNX Runtime
     contrib ops that both the CPU and CUDA providers run; no hardware-specific layout is saved.
@@ -280,7 +286,7 @@ def _optimize_transformer(pkg: Package, progress: Progress | None) -> Package:
         fusions = {k: int(v) for k, v in model.get_fused_operator_statistics().items() if v}
         model.save_model_to_file(str(tmp))
         recipe = {"tool": f"onnxruntime.transformers.optimizer {ort.__version__}", "model_type": "bert", "fusions": fusions}
-        _add_optimized(pkg, src, tmp, recipe, progress)
+        _add_optimized(pkg, src, tmp, recipe, progress, held_out)
     finally:
         logger.setLevel(level)
         tmp.unlink(missing_ok=True)
@@ -296,8 +302,14 @@ def quantize(
     per_channel: bool = True,
     measure_latency: bool = True,
     progress: Progress | None = None,
+    held_out: list[str] | None = None,
+    tuning: list[str] | None = None,
 ) -> Package:
     """Add the ``int8`` variant and record its accuracy against fp32 and its CPU latency.
+
+    For text models ``tuning``/``held_out`` replace the built-in sentence sets (texts.py):
+    the search for layers to keep in float looks only at ``tuning``, the recorded accuracy
+    only at ``held_out``.
 
     ``method``: ``static`` (QDQ, per-channel int8 weights, uint8 activations calibrated on real
     inputs), ``dynamic`` (int8 weights, activations quantized at run time), or ``auto``: static
@@ -318,7 +330,8 @@ def quantize(
                 # Quantize the fused graph when there is one (QAttention); keep the layers whose
                 # quantization costs most in float until the budget holds on the tuning sentences.
                 made_from = "optimized" if "optimized" in pkg.variants else "fp32"
-                recipe = _dynamic_within_budget(pkg, pkg.variant_path(made_from), src, Path(work), tmp, per_channel, progress)
+                recipe = _dynamic_within_budget(pkg, pkg.variant_path(made_from), src, Path(work), tmp, per_channel, progress,
+                                                tuning)
             elif method == "static":
                 feeds = calibration_feeds(pkg, calibration)
                 _say(progress, f"calibrating static INT8 (QDQ, per-channel) on {len(feeds)} inputs")
@@ -327,7 +340,7 @@ def quantize(
                 _say(progress, "quantizing weights to INT8 (dynamic)")
                 recipe = _dynamic(src, Path(work), tmp, per_channel)
         _say(progress, "measuring INT8 agreement with fp32 on held-out inputs")
-        acc = _agreement(pkg, src, tmp, held_out_feeds(pkg))
+        acc = _agreement(pkg, src, tmp, held_out_feeds(pkg, texts=held_out))
         pkg.add_variant("int8", tmp, {"made_from": made_from, "recipe": recipe, "accuracy": acc})
     finally:
         tmp.unlink(missing_ok=True)
@@ -410,7 +423,7 @@ def _dynamic(src: Path, work: Path, dest: Path, per_channel: bool, exclude: list
 
 
 def _dynamic_within_budget(pkg: Package, src: Path, reference: Path, work: Path, dest: Path, per_channel: bool,
-                           progress: Progress | None) -> dict:
+                           progress: Progress | None, tuning_texts: list[str] | None = None) -> dict:
     """Dynamic INT8; if the budget is missed on the tuning sentences, keep the most sensitive
     layers in float, a few more each round, until it holds.
 
@@ -422,7 +435,7 @@ def _dynamic_within_budget(pkg: Package, src: Path, reference: Path, work: Path,
     from .texts import TUNING
 
     budget = pkg.manifest.get("budget", {"metric": "cosine_min", "min": 0.98})
-    tuning = text_feeds(pkg, TUNING)
+    tuning = text_feeds(pkg, tuning_texts or TUNING)
     ref = measure.run_batches(_cpu_runner(pkg, reference), tuning)
 
     def meets(path: Path) -> tuple[bool, dict]:
@@ -435,8 +448,8 @@ def _dynamic_within_budget(pkg: Package, src: Path, reference: Path, work: Path,
     ok, figs = meets(dest)
     if ok:
         return {**recipe, "tuning": figs}
-    _say(progress, f"INT8 misses the budget on tuning sentences ({budget['metric']} {figs.get(budget['metric'], 0):.4f}); "
-         "ranking layers by sensitivity")
+    _say(progress, f"ranking layers by sensitivity (all-INT8 {budget['metric']} on the tuning texts is "
+         f"{figs.get(budget['metric'], 0):.4f}, budget {budget['min']})")
     ranked = rank_layers(src, tuning, ref, pkg.task)
     for k in [2, 4, 6, 8, 10, 12, 16, 24, 32]:
         if k > len(ranked):

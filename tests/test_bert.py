@@ -142,8 +142,10 @@ def test_bad_text_inputs_get_one_clear_sentence(bert_pkg):
             pipe.predict("")
         with pytest.raises(InputError, match="empty"):
             pipe.predict(["fine", "   "])
-        with pytest.raises(InputError, match="not a string"):
+        with pytest.raises(InputError, match="Text 2 of 2 is an int object, not a string"):
             pipe.predict(["fine", 3])
+        with pytest.raises(InputError, match="bytes object, not a string.*decode"):
+            pipe.embed(b"raw bytes")
         with pytest.raises(InputError, match="empty list"):
             pipe.predict([])
         with pytest.raises(InputError, match="no texts"):
@@ -182,7 +184,7 @@ def test_cli_empty_text_fails_alone_with_one_line(bert_pkg):
     r = cli("run", "--model", str(bert_pkg), "--json", "", "fine text")
     assert r.returncode == 1
     doc = json.loads(r.stdout)
-    assert "empty" in doc["results"][0]["error"] and len(doc["results"][1]["embedding"]) == 384
+    assert "Text 1 of 2 is empty" in doc["results"][0]["error"] and len(doc["results"][1]["embedding"]) == 384
     assert "Traceback" not in r.stderr
 
 

@@ -118,3 +118,9 @@ def test_quantize_and_optimize_wrap_a_plain_onnx_file(tmp_path):
     assert out.returncode == 1 and "needs calibration inputs" in out.stderr and TRACEBACK not in out.stderr
     out = cli("optimize", str(tmp_path / "notes.onnx"))
     assert out.returncode == 1 and TRACEBACK not in out.stderr
+
+
+def test_text_for_the_image_model_fails_before_any_build(tmp_path):
+    r = cli("run", "hello world", env={"EDGEAI_HOME": str(tmp_path / "home")})
+    assert r.returncode == 1 and "for text, use a text model: --model bert" in r.stderr
+    assert "First use" not in r.stderr and not (tmp_path / "home").exists()

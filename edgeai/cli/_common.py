@@ -56,8 +56,11 @@ class Stages:
         return self
 
     def __call__(self, stage: str) -> None:
-        self._close_stage()
-        self.last, self.t_last = stage, time.perf_counter()
+        """A new stage; the same stage with new details in parentheses only updates the line."""
+        if self.last is None or stage.split(" (")[0] != self.last.split(" (")[0]:
+            self._close_stage()
+            self.t_last = time.perf_counter()
+        self.last = stage
         self.status.update(f"{self.title}: {stage}")
 
     def _close_stage(self) -> None:

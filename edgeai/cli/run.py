@@ -18,7 +18,7 @@ from ._common import Stages, err, handle_errors, out, print_json
 def run(
     inputs: Annotated[list[str], typer.Argument(help="Image files, or texts for a text model.", show_default=False)],
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Package directory or built-in name [default: efficientnet-lite0].")] = None,
-    top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="How many classes to show.")] = 5,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="How many classes to show (classifiers).")] = 5,
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
     provider: Annotated[str, typer.Option(help="auto, cpu, cuda or tensorrt.")] = "auto",
     variant: Annotated[str, typer.Option(help="auto, fp32, optimized, int8 or fp16.")] = "auto",
@@ -31,6 +31,11 @@ def run(
 
     name = model or DEFAULT_MODEL
     b = resolve_builtin(name) if not _is_path(name) else None
+    if b is not None and b.task == "image-classification" and not any(_is_path(x) for x in inputs):
+        # Say so before a first-use build that could take a minute.
+        from edgeai.preprocess import open_image
+
+        open_image(inputs[0])  # raises the one-sentence error (with a hint when it looks like text)
     if b is not None and not (builtin_dir(b.name) / "manifest.json").is_file():
         err.print(f"First use of {b.name}: building its package in {builtin_dir(b.name)} (later runs reuse it).")
         with Stages(f"building {b.name}") as stages:
@@ -75,13 +80,13 @@ def _run_texts(pipe, inputs: list[str], top_k: int) -> list[dict]:
     """One batch for all good texts; an empty text fails alone; truncation is a warning line."""
     import warnings
 
-    from edgeai.text import check_texts
+    from edgeai.text import check_text
 
     results: list[dict] = [{} for _ in inputs]
     good = []
     for i, x in enumerate(inputs):
         try:
-            check_texts([x])
+            check_text(x, i, len(inputs))
             good.append(i)
         except EdgeAIError as e:
             results[i] = {"input": x, "error": str(e)}

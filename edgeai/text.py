@@ -64,6 +64,11 @@ class TextPreprocessor:
     def batch(self, items: Sequence[Any]) -> dict[str, np.ndarray]:
         texts = check_texts(items)
         encodings = self.tokenizer.encode_batch(texts)
+        for i, e in enumerate(encodings):
+            if not any(e.attention_mask):
+                where = f"Text {i + 1} of {len(texts)}" if len(texts) > 1 else "The text"
+                raise InputError(f"{where} has no characters this model's tokenizer keeps ({texts[i][:40]!r}); "
+                                 "give some words.")
         cut = [i for i, e in enumerate(encodings) if e.overflowing]
         if cut:
             first = texts[cut[0]]

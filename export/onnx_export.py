@@ -28,5 +28,33 @@ def to_onnx(module, args: tuple, path: Path, input_names: list[str], output_name
                 dynamic_axes=dynamic_axes, opset_version=opset, do_constant_folding=True, dynamo=False,
             )
     except Exception as e:  # torch raises many types (OnnxExporterError, RuntimeError, TypeError...)
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ExportError(f"torch.onnx.export failed: {first[:300]}") from None
+        lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()] or [type(e).__name__]
+        # The exporter often appends the whole traced graph; the sentence that matters names the op.
+        key = next((ln for ln in lines if "not supported" in ln or "Exporting the operator" in ln), lines[0])
+        raise ExportError(f"torch.onnx.export failed: {key[:300]}") from None
+
+
+def to_onnx_dynamo(module, args: tuple, path: Path, input_names: list[str], output_names: list[str],
+                   dynamic: dict[str, dict[int, str]], opset: int) -> None:
+    """Export with the dynamo exporter (torch.export), for graphs the TorchScript tracer freezes.
+
+    Measured on nn.TransformerEncoder: the TorchScript trace of nn.MultiheadAttention bakes the
+    batch size into a Reshape, while torch.export keeps it symbolic. Axes sharing a label share
+    one ``torch.export.Dim``.
+    """
+    import torch
+
+    dims: dict[str, object] = {}
+    shapes = {}
+    for name in input_names:
+        shapes[name] = {axis: dims.setdefault(label, torch.export.Dim(label)) for axis, label in dynamic.get(name, {}).items()} or None
+    try:
+        with warnings.catch_warnings(), redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(module, args, None, input_names=input_names, output_names=output_names,
+                                        dynamic_shapes=tuple(shapes[n] for n in input_names), opset_version=opset,
+                                        dynamo=True, optimize=True, verbose=False)
+            program.save(str(path))
+    except Exception as e:
+        lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()] or [type(e).__name__]
+        raise ExportError(f"torch.onnx.export (dynamo) failed: {lines[0][:300]}") from None

@@ -30,7 +30,7 @@ def compare(reference: dict[str, np.ndarray], other: dict[str, np.ndarray], task
     oth = other[next(iter(reference))].astype(np.float64)
     if task in ("image-classification", "text-classification"):
         figures["top1_agreement"] = float((ref.argmax(-1) == oth.argmax(-1)).mean())
-    if task == "text-embedding":
+    if task in ("text-embedding", "tensor"):
         cos = cosine(ref, oth)
         figures["cosine_min"] = float(cos.min())
         figures["cosine_mean"] = float(cos.mean())

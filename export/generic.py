@@ -1,0 +1,173 @@
+"""Bring your own model: any ``nn.Module`` -> a package with the generic ``tensor`` task.
+
+    from edgeai.export import export_module
+    export_module(model, {"x": torch.randn(1, 3, 32, 32)}, "mymodel/", dynamic={"x": {0: "batch"}})
+
+or from the command line, with a factory function in a Python file:
+
+    edgeai export path/to/file.py:make_model --input x:1,3,32,32:float32 --dynamic x:0:batch
+
+A factory that loads weights should use :func:`load_weights` (safetensors, or ``torch.load``
+with ``weights_only=True``): edgeai never unpickles arbitrary objects.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgeai.errors import ExportError, InputError
+
+TOLERANCE = 1e-4  # |onnx - torch| <= TOLERANCE * (1 + |torch|), element-wise
+DTYPES = ("float32", "float16", "int64", "int32", "bool")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+    @classmethod
+    def parse(cls, text: str) -> "InputSpec":
+        """``NAME:SHAPE:DTYPE``, e.g. ``x:1,3,32,32:float32``."""
+        m = re.fullmatch(r"([A-Za-z_][\w.]*):(\d+(?:,\d+)*):(\w+)", text.strip())
+        if not m:
+            raise InputError(f"--input {text!r} should look like NAME:SHAPE:DTYPE, e.g. x:1,3,32,32:float32.")
+        if m.group(3) not in DTYPES:
+            raise InputError(f"--input {text!r} has dtype {m.group(3)!r}; choose one of {', '.join(DTYPES)}.")
+        shape = tuple(int(d) for d in m.group(2).split(","))
+        if 0 in shape:
+            raise InputError(f"--input {text!r} has a zero-sized dimension.")
+        return cls(m.group(1), shape, m.group(3))
+
+
+def parse_dynamic(items: list[str], names: list[str]) -> dict[str, dict[int, str]]:
+    """``NAME:AXIS:LABEL`` entries -> ``{name: {axis: label}}``."""
+    axes: dict[str, dict[int, str]] = {}
+    for text in items:
+        m = re.fullmatch(r"([A-Za-z_][\w.]*):(\d+):([A-Za-z_]\w*)", text.strip())
+        if not m:
+            raise InputError(f"--dynamic {text!r} should look like NAME:AXIS:LABEL, e.g. x:0:batch.")
+        if m.group(1) not in names:
+            raise InputError(f"--dynamic {text!r} names input {m.group(1)!r}; the inputs are {names}.")
+        axes.setdefault(m.group(1), {})[int(m.group(2))] = m.group(3)
+    return axes
+
+
+def load_factory(ref: str):
+    """``path/to/file.py:factory`` -> the module the factory returns."""
+    import torch
+
+    path_text, _, attr = ref.rpartition(":")
+    path = Path(path_text)
+    if not path_text.endswith(".py") or not attr:
+        raise InputError(f"{ref!r} should be FILE.py:FACTORY, e.g. models/net.py:make_model.")
+    if not path.is_file():
+        raise InputError(f"The model file {path} does not exist.")
+    spec = importlib.util.spec_from_file_location(f"edgeai_user_{path.stem}", path)
+    mod = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(mod)
+    except Exception as e:
+        raise ExportError(f"Importing {path} failed: {type(e).__name__}: {_first_line(e)}") from None
+    factory = getattr(mod, attr, None)
+    if not callable(factory):
+        raise InputError(f"{path} has no function {attr!r}.")
+    try:
+        module = factory()
+    except Exception as e:
+        raise ExportError(f"The factory {attr}() in {path} raised {type(e).__name__}: {_first_line(e)}") from None
+    if not isinstance(module, torch.nn.Module):
+        raise ExportError(f"The factory {attr}() in {path} returned a {type(module).__name__}, not a torch.nn.Module.")
+    return module
+
+
+def load_weights(module, path: str | os.PathLike, strict: bool = True):
+    """Load a state dict from ``.safetensors`` or a ``torch.save`` file (``weights_only=True``)."""
+    import torch
+
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    module.load_state_dict(state, strict=strict)
+    return module
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return (text.splitlines()[0] if text else type(e).__name__)[:300]
+
+
+def example_tensors(specs: list[InputSpec], seed: int = 0) -> dict:
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for s in specs:
+        if s.dtype.startswith("float"):
+            out[s.name] = torch.randn(s.shape, generator=g).to(getattr(torch, s.dtype))
+        elif s.dtype == "bool":
+            out[s.name] = torch.rand(s.shape, generator=g) > 0.5
+        else:  # token ids / indices: small non-negative values stay valid for embeddings
+            out[s.name] = torch.randint(0, 10, s.shape, generator=g).to(getattr(torch, s.dtype))
+    return out
+
+
+def resized(example: dict, dynamic: dict[str, dict[int, str]], grow: int, seed: int) -> dict:
+    """The example with every dynamic axis ``grow`` longer (same label -> same size), new values."""
+    import torch
+
+    sizes: dict[str, int] = {}
+    for name, axes in dynamic.items():
+        for axis, label in axes.items():
+            sizes.setdefault(label, example[name].shape[axis] + grow)
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, t in example.items():
+        shape = list(t.shape)
+        for axis, label in dynamic.get(name, {}).items():
+            shape[axis] = sizes[label]
+        if t.dtype.is_floating_point:
+            out[name] = torch.randn(shape, generator=g).to(t.dtype)
+        elif t.dtype == torch.bool:
+            out[name] = torch.rand(shape, generator=g) > 0.5
+        else:
+            hi = int(t.max()) + 1 if t.numel() else 1
+            out[name] = torch.randint(int(t.min()) if t.numel() else 0, max(hi, 1), shape, generator=g).to(t.dtype)
+    return out
+
+
+def torch_outputs(module, feed: dict) -> list[np.ndarray]:
+    import torch
+
+    with torch.inference_mode():
+        out = module(*feed.values())
+    if isinstance(out, torch.Tensor):
+        out = (out,)
+    if not isinstance(out, (tuple, list)) or not all(isinstance(o, torch.Tensor) for o in out):
+        raise ExportError("The module must return a tensor or a tuple of tensors.")
+    return [o.float().numpy() if o.dtype == torch.float16 else o.numpy() for o in out]
+
+
+def check_close(ref: list[np.ndarray], got: list[np.ndarray], what: str) -> float:
+    worst = 0.0
+    for r, g in zip(ref, got):
+        if r.shape != g.shape:
+            raise ExportError(f"The ONNX export gives shape {list(g.shape)} where PyTorch gives {list(r.shape)} {what}; "
+                              "a size was probably frozen during export (mark it with --dynamic, or avoid shape-dependent code).")
+        if r.size:
+            err = np.abs(r.astype(np.float64) - g.astype(np.float64)) / (1 + np.abs(r.astype(np.float64)))
+            worst = max(worst, float(err.max()))
+    if worst > TOLERANCE:
+        raise ExportError(f"The ONNX export differs from PyTorch by {worst:.2e} (relative) {what}; tolerance {TOLERANCE:.0e}.")
+    return worst

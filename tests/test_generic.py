@@ -1,0 +1,183 @@
+"""Bring your own model: export_module / `edgeai export FILE.py:FACTORY` on small CNN, LSTM and
+Transformer-encoder modules, checked against PyTorch at sizes other than the example's."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import numpy as np
+import pytest
+
+import edgeai
+from conftest import cli
+from edgeai.errors import EdgeAIError
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+
+
+class TinyCNN(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 16, 3, stride=2),
+                                  nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 5))
+
+    def forward(self, x):
+        return self.body(x)
+
+
+class TinyLSTM(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(50, 16)
+        self.lstm = nn.LSTM(16, 24, num_layers=2, batch_first=True)
+        self.head = nn.Linear(24, 3)
+
+    def forward(self, ids):
+        h, _ = self.lstm(self.emb(ids))
+        return self.head(h[:, -1])
+
+
+class TinyEncoder(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(d_model=32, nhead=4, dim_feedforward=64, dropout=0.0, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, num_layers=2, enable_nested_tensor=False)
+        self.proj = nn.Linear(32, 8)
+
+    def forward(self, x):
+        return self.proj(self.encoder(x)).mean(1)
+
+
+def _randomize_bn(m: nn.Module) -> nn.Module:
+    for b in m.modules():
+        if isinstance(b, nn.BatchNorm2d):
+            b.running_mean.uniform_(-0.5, 0.5)
+            b.running_var.uniform_(0.5, 2.0)
+    return m.eval()
+
+
+CASES = {
+    "cnn": (TinyCNN, {"x": (1, 3, 16, 16)}, {"x": {0: "batch"}}, {"x": (3, 3, 16, 16)}),
+    "lstm": (TinyLSTM, {"ids": (1, 5)}, {"ids": {0: "batch", 1: "length"}}, {"ids": (4, 9)}),
+    "encoder": (TinyEncoder, {"x": (1, 6, 32)}, {"x": {0: "batch", 1: "length"}}, {"x": (3, 11, 32)}),
+}
+
+
+@pytest.mark.parametrize("kind", list(CASES))
+def test_generic_export_matches_pytorch_at_other_batch_sizes_and_lengths(tmp_path, kind):
+    from edgeai.export import export_module
+
+    cls, example_shapes, dynamic, other_shapes = CASES[kind]
+    torch.manual_seed(0)
+    module = _randomize_bn(cls())
+
+    def make(shapes, seed):
+        g = torch.Generator().manual_seed(seed)
+        if kind == "lstm":
+            return {k: torch.randint(0, 50, s, generator=g) for k, s in shapes.items()}
+        return {k: torch.randn(s, generator=g) for k, s in shapes.items()}
+
+    pkg = export_module(module, make(example_shapes, 0), tmp_path / kind, dynamic=dynamic, precision="int8")
+    assert pkg.task == "tensor" and pkg.manifest["family"] == "custom"
+    assert set(pkg.variants) == {"fp32", "optimized", "int8"}
+    assert pkg.variants["int8"]["recipe"]["method"] == "dynamic"
+    # nn.MultiheadAttention's TorchScript trace freezes the batch size; the dynamo exporter does not.
+    assert pkg.variants["fp32"]["recipe"]["exporter"] == ("dynamo" if kind == "encoder" else "torchscript")
+    other = make(other_shapes, 1)
+    with torch.inference_mode():
+        ref = module(*other.values()).numpy()
+    for variant in ("fp32", "optimized"):
+        with edgeai.load(pkg.path, variant=variant, provider="cpu") as pipe:
+            got = pipe.predict({k: v.numpy() for k, v in other.items()})["outputs"]["output"]
+        assert got.shape == ref.shape
+        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_predict_takes_a_bare_array_for_single_input_models(tmp_path):
+    from edgeai.export import export_module
+
+    module = _randomize_bn(TinyCNN())
+    pkg = export_module(module, {"x": torch.randn(1, 3, 16, 16)}, tmp_path / "m", dynamic={"x": {0: "batch"}})
+    x = np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    with edgeai.load(pkg.path, provider="cpu") as pipe:
+        out = pipe.predict(x)["outputs"]["output"]
+    with torch.inference_mode():
+        np.testing.assert_allclose(out, module(torch.from_numpy(x)).numpy(), rtol=1e-4, atol=1e-4)
+
+
+FACTORY = textwrap.dedent('''
+    import torch
+    from torch import nn
+
+    def make():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)).eval()
+
+    def frozen():
+        class Frozen(nn.Module):
+            def forward(self, x):
+                return x + torch.ones(int(x.shape[0]), x.shape[1])  # int() freezes the traced size
+        return Frozen()
+
+    def unsupported():
+        class Svd(nn.Module):
+            def forward(self, x):
+                return torch.linalg.svd(x)[1]
+        return Svd()
+
+    def broken():
+        raise ValueError("weights file not found")
+
+    def not_a_module():
+        return 42
+''')
+
+
+def test_cli_exports_a_factory_and_runs_npy_inputs(tmp_path):
+    (tmp_path / "net.py").write_text(FACTORY)
+    r = cli("export", f"{tmp_path / 'net.py'}:make", "--input", "x:1,3,8,8:float32", "--dynamic", "x:0:batch",
+            "-o", str(tmp_path / "pkg"))
+    assert r.returncode == 0, r.stderr
+    x = np.random.default_rng(0).standard_normal((3, 3, 8, 8)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    np.savez(tmp_path / "x.npz", x=x[:2])
+    r = cli("run", "--model", str(tmp_path / "pkg"), str(tmp_path / "x.npy"), str(tmp_path / "x.npz"), "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert [np.asarray(res["outputs"]["output"]).shape for res in doc["results"]] == [(3, 2), (2, 2)]
+    r = cli("run", "--model", str(tmp_path / "pkg"), str(tmp_path / "x.npy"))
+    assert r.returncode == 0 and "output: shape [3, 2] float32" in r.stdout
+
+
+@pytest.mark.parametrize("factory, args, message", [
+    ("frozen", ["--input", "x:1,4:float32", "--dynamic", "x:0:batch"], "frozen during export"),
+    ("unsupported", ["--input", "x:1,4,4:float32"], "torch.onnx.export failed"),
+    ("broken", ["--input", "x:1,4:float32"], "raised ValueError: weights file not found"),
+    ("not_a_module", ["--input", "x:1,4:float32"], "returned a int, not a torch.nn.Module"),
+    ("make", ["--input", "x:1,3,8:float32"], "fails on the example inputs"),
+    ("make", ["--input", "x:1,3,8,8:float99"], "has dtype 'float99'"),
+    ("make", ["--input", "x:1,3,8,8:float32", "--dynamic", "y:0:batch"], "names input 'y'"),
+    ("make", [], "needs the example inputs"),
+    ("missing", ["--input", "x:1,3,8,8:float32"], "has no function 'missing'"),
+])
+def test_failed_exports_are_one_sentence_and_write_nothing(tmp_path, factory, args, message):
+    (tmp_path / "net.py").write_text(FACTORY)
+    r = cli("export", f"{tmp_path / 'net.py'}:{factory}", *args, "-o", str(tmp_path / "out"))
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert message in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "out").exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("__")) == ["net.py"]
+
+
+def test_load_weights_refuses_pickled_objects(tmp_path):
+    from edgeai.export import load_weights
+
+    m = nn.Linear(2, 2)
+    torch.save(m.state_dict(), tmp_path / "ok.pt")
+    load_weights(nn.Linear(2, 2), tmp_path / "ok.pt")
+    torch.save({"weight": m.weight, "evil": object()}, tmp_path / "bad.pt")
+    with pytest.raises(Exception, match="[Ww]eights only load failed|weights_only"):
+        load_weights(nn.Linear(2, 2), tmp_path / "bad.pt")
+    assert issubclass(type(EdgeAIError("x")), Exception)

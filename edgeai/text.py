@@ -24,9 +24,14 @@ class TruncationWarning(UserWarning):
     """A text was longer than the model's maximum length and was cut."""
 
 
+def _which(index: int, total: int) -> str:
+    """How an error names a text: "Text 2 of 3", or "The text" when there is only one."""
+    return f"Text {index + 1} of {total}" if total > 1 else "The text"
+
+
 def check_text(t: Any, index: int = 0, total: int = 1) -> str:
     """A non-empty string, or an InputError that says which text (``index`` of ``total``) is wrong."""
-    where = f"Text {index + 1} of {total}" if total > 1 else "The text"
+    where = _which(index, total)
     if not isinstance(t, str):
         kind = type(t).__name__
         article = "an" if kind[:1].lower() in "aeiou" else "a"
@@ -66,8 +71,7 @@ class TextPreprocessor:
         encodings = self.tokenizer.encode_batch(texts)
         for i, e in enumerate(encodings):
             if not any(e.attention_mask):
-                where = f"Text {i + 1} of {len(texts)}" if len(texts) > 1 else "The text"
-                raise InputError(f"{where} has no characters this model's tokenizer keeps ({texts[i][:40]!r}); "
+                raise InputError(f"{_which(i, len(texts))} has no characters this model's tokenizer keeps ({texts[i][:40]!r}); "
                                  "give some words.")
         cut = [i for i, e in enumerate(encodings) if e.overflowing]
         if cut:

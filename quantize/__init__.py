@@ -451,9 +451,8 @@ def _dynamic_within_budget(pkg: Package, src: Path, reference: Path, work: Path,
     _say(progress, f"ranking layers by sensitivity (all-INT8 {budget['metric']} on the tuning texts is "
          f"{figs.get(budget['metric'], 0):.4f}, budget {budget['min']})")
     ranked = rank_layers(src, tuning, ref, pkg.task)
-    for k in [2, 4, 6, 8, 10, 12, 16, 24, 32]:
-        if k > len(ranked):
-            break
+    # 2, 4, 6, ... and, if still missed, every candidate: a short ranking is tried to its end.
+    for k in sorted({min(k, len(ranked)) for k in (2, 4, 6, 8, 10, 12, 16, 24, 32)} - {0}):
         _say(progress, f"quantizing with the {k} most sensitive of {len(ranked)} layers kept in float")
         recipe = _dynamic(src, work, dest, per_channel, ranked[:k])
         ok, figs = meets(dest)

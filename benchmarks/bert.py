@@ -117,7 +117,7 @@ def main() -> None:
     import numpy as np
 
     from edgeai.package import Package
-    from edgeai.quantize import latency_feed
+    from edgeai.benchmark import bench_feed
 
     if args.package is None:
         from edgeai.home import ensure_builtin
@@ -132,7 +132,7 @@ def main() -> None:
     results = {}
     for batch in [int(b) for b in args.batches.split(",")]:
         feed_file = work / f"feed-b{batch}.npz"
-        np.savez(feed_file, **latency_feed(pkg, batch))
+        np.savez(feed_file, **bench_feed(pkg, batch))
         figures: dict[str, list[dict]] = {e: [] for _, e, _ in engines}
         for r in range(args.rounds):
             for python, engine, target in engines if r % 2 == 0 else list(reversed(engines)):

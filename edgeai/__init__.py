@@ -26,10 +26,12 @@ __all__ = [
     "Pipeline",
     "ProviderError",
     "__version__",
+    "bench",
     "load",
 ]
 
 if TYPE_CHECKING:
+    from .benchmark import bench
     from .pipeline import Pipeline, load
 
 
@@ -38,4 +40,12 @@ def __getattr__(name: str) -> Any:
         from . import pipeline
 
         return getattr(pipeline, name)
+    if name == "bench":
+        from .benchmark import bench
+
+        return bench
     raise AttributeError(f"module 'edgeai' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | {"load", "Pipeline", "bench"})

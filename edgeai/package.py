@@ -24,8 +24,8 @@ from . import _schema
 from .errors import PackageError
 
 MANIFEST = "manifest.json"
-SCHEMA_VERSION = 2
-KNOWN_SCHEMA_VERSIONS = (1, 2)
+SCHEMA_VERSION = 3
+KNOWN_SCHEMA_VERSIONS = (1, 2, 3)
 MAX_MANIFEST_BYTES = 1 << 20  # a real manifest is a few KB; refuse to parse megabytes of JSON
 VARIANTS = ("fp32", "optimized", "int8", "fp16")
 _TMP_MARK = ".edgeai-tmp-"
@@ -172,7 +172,7 @@ class Package:
         _fsync_file(dest)
         old = self.variants.get(name)
         entry = {"file": rel, "sha256": digest, "size": dest.stat().st_size, "created": now(), **info}
-        manifest = dict(self.manifest)
+        manifest = {**self.manifest, "schema_version": SCHEMA_VERSION}  # each version reads as the next
         manifest["variants"] = {**self.variants, name: entry}
         write_manifest(self.path, manifest)
         self.manifest = manifest
@@ -182,7 +182,7 @@ class Package:
         return entry
 
     def update(self, **fields: Any) -> None:
-        manifest = {**self.manifest, **fields}
+        manifest = {**self.manifest, "schema_version": SCHEMA_VERSION, **fields}
         write_manifest(self.path, manifest)
         self.manifest = manifest
 

@@ -49,10 +49,12 @@ def meets_budget(pkg: Package, name: str) -> bool:
     return value is not None and value >= budget["min"]
 
 
-def recorded_latency(info: dict, provider: str, machine: str | None = None) -> float | None:
+def recorded_latency(info: dict, provider: str, machine: str | None = None, batch: int = 1) -> float | None:
+    """The recorded p50 of a variant for this provider, kind of machine and batch size."""
     machine = machine or machine_id()
     figures = [
-        e["p50_ms"] for e in info.get("latency", {}).values() if e["provider"] == provider and e.get("machine") == machine
+        e["p50_ms"] for e in info.get("latency", {}).values()
+        if e["provider"] == provider and e.get("machine") == machine and e.get("batch", 1) == batch
     ]
     return min(figures) if figures else None
 

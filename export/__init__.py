@@ -128,11 +128,18 @@ def _export_cnn(target: Path, precision: str, progress: Progress | None) -> Pack
         _say(progress, "validating ONNX fp32 against PyTorch on real photos")
         accuracy = _validate_cnn(module, tmp / "model.onnx", manifest)
         manifest["variants"]["fp32"] = variant_entry(tmp, "model.onnx", made_from=None, accuracy=accuracy,
+                                                     accuracy_details=_vs_pytorch(manifest, accuracy),
                                                      recipe={"exporter": "torchscript", "opset": OPSET})
         write_manifest(tmp, manifest)
         del module
         _finish(Package.open(tmp), precision, progress)
     return Package.open(target)
+
+
+def _vs_pytorch(manifest: dict, accuracy: dict) -> dict:
+    """fp32's ``accuracy_details``: what it was compared with, per output (these models have one)."""
+    (out,) = [o["name"] for o in manifest["outputs"]]
+    return {"vs": "pytorch", "outputs": {out: {k: accuracy[k] for k in ("max_abs_diff", "mean_abs_diff")}}}
 
 
 def _finish(pkg: Package, precision: str, progress: Progress | None, held_out: list[str] | None = None,
@@ -167,7 +174,8 @@ def _validate_cnn(module, onnx_path: Path, manifest: dict) -> dict[str, float]:
     diff = float(np.abs(ref - got).max())
     if diff > FP32_TOLERANCE:
         raise ExportError(f"The ONNX export differs from PyTorch by {diff:.2e} (tolerance {FP32_TOLERANCE:.0e}); not writing it.")
-    return {"max_abs_diff": diff, "top1_agreement": float((ref.argmax(1) == got.argmax(1)).mean()), "samples": float(len(x))}
+    return {"max_abs_diff": diff, "mean_abs_diff": float(np.abs(ref - got).mean()),
+            "top1_agreement": float((ref.argmax(1) == got.argmax(1)).mean()), "samples": float(len(x))}
 
 
 # -- Transformers ------------------------------------------------------------------------------
@@ -242,6 +250,7 @@ def _export_transformer(target: Path, precision: str, progress: Progress | None,
         _say(progress, "validating ONNX fp32 against PyTorch on padded batches of real sentences")
         accuracy = _validate_transformer(module, tmp / "model.onnx", manifest, tokenize)
         manifest["variants"]["fp32"] = variant_entry(tmp, "model.onnx", made_from=None, accuracy=accuracy,
+                                                     accuracy_details=_vs_pytorch(manifest, accuracy),
                                                      recipe={"exporter": "torchscript", "opset": OPSET, "attention": "eager"})
         write_manifest(tmp, manifest)
         del module
@@ -349,6 +358,7 @@ def _export_lstm(target: Path, precision: str, progress: Progress | None, data, 
         _say(progress, "validating ONNX fp32 against PyTorch at several batch sizes and lengths")
         accuracy = _validate_lstm(model, tmp / "model.onnx", manifest, tokenize, test_texts)
         manifest["variants"]["fp32"] = variant_entry(tmp, "model.onnx", made_from=None, accuracy=accuracy,
+                                                     accuracy_details=_vs_pytorch(manifest, accuracy),
                                                      recipe={"exporter": "torchscript", "opset": OPSET})
         write_manifest(tmp, manifest)
         del model
@@ -367,7 +377,7 @@ def _validate_lstm(model, onnx_path: Path, manifest: dict, tokenize, texts: list
     from edgeai.session import Session
 
     session = Session(onnx_path, manifest["inputs"], manifest["outputs"], provider="cpu")
-    worst, n, start = 0.0, 0, 0
+    worst, total, count, n, start = 0.0, 0.0, 0, 0, 0
     with torch.inference_mode():
         for size in (1, 3, 16, 64, 1, 7):
             batch = texts[start : start + size]
@@ -376,11 +386,12 @@ def _validate_lstm(model, onnx_path: Path, manifest: dict, tokenize, texts: list
             feed = tokenize(batch)
             start += size
             ref = model(*[torch.from_numpy(feed[k]) for k in ("input_ids", "attention_mask")]).numpy()
-            worst = max(worst, float(np.abs(ref - session.run(feed)["logits"]).max()))
+            diff = np.abs(ref - session.run(feed)["logits"])
+            worst, total, count = max(worst, float(diff.max())), total + float(diff.sum()), count + diff.size
             n += len(batch)  # the last batch of a small test split can be short
     if worst > LSTM_TOLERANCE:
         raise ExportError(f"The ONNX export differs from PyTorch by {worst:.2e} in the logits (tolerance {LSTM_TOLERANCE:.0e}); not writing it.")
-    return {"max_abs_diff": worst, "samples": float(n)}
+    return {"max_abs_diff": worst, "mean_abs_diff": total / max(count, 1), "samples": float(n)}
 
 
 def record_test_accuracy(pkg: Package, texts: list[str], labels: np.ndarray, train_labels: np.ndarray) -> None:
@@ -509,6 +520,7 @@ def export_module(
         }
         manifest["variants"]["fp32"] = variant_entry(tmp, "model.onnx", made_from=None,
                                                      accuracy={"max_rel_diff": worst, "samples": float(checked)},
+                                                     accuracy_details={"vs": "pytorch"},
                                                      recipe={"exporter": exporter, "opset": opset})
         write_manifest(tmp, manifest)
         _finish(Package.open(tmp), precision, progress, calibration=calibration)

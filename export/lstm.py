@@ -207,3 +207,8 @@ def load_trained(pkg):
     model = build_module(int(arch["vocab_size"]), int(arch["classes"]), cfg)
     model.load_state_dict(load_file(str(pkg.asset_path(WEIGHTS))), strict=True)
     return model.eval()
+
+
+def reference(pkg):
+    """The trained PyTorch LSTM, from the weights the package carries."""
+    return load_trained(pkg)

@@ -131,7 +131,7 @@ def inspect_checkpoint(model: str | os.PathLike | None, task: str | None) -> Che
     return Checkpoint(path, source, lic, config, task_name, min(limits), pooling, labels)
 
 
-def load_module(ck: Checkpoint):
+def load_module(ck: Checkpoint, attention: str = "eager"):
     """The PyTorch model wrapped to take token tensors and return what the package outputs."""
     import torch
 
@@ -146,7 +146,7 @@ def load_module(ck: Checkpoint):
     try:
         # Eager attention: ONNX Runtime's transformer optimizer fuses its pattern into one
         # Attention op per layer; SDPA exports get no attention fusion (FACTS.md).
-        model = cls.from_pretrained(str(ck.path), attn_implementation="eager", dtype=torch.float32, local_files_only=True)
+        model = cls.from_pretrained(str(ck.path), attn_implementation=attention, dtype=torch.float32, local_files_only=True)
     except Exception as e:  # transformers raises OSError/ValueError/KeyError for bad checkpoints
         raise ExportError(f"transformers could not load {ck.path}: {str(e).strip().splitlines()[0][:300]}") from None
     model.eval()
@@ -213,3 +213,20 @@ def write_tokenizer(ck: Checkpoint, dest: Path) -> tuple[int, str]:
             return int(tok.token_to_id(token)), token
     pid = ck.config.get("pad_token_id")
     return int(pid or 0), str(tok.id_to_token(int(pid or 0)) or "[PAD]")
+
+
+def reference(pkg):
+    """The checkpoint a package was exported from, with transformers' default attention (what a
+    PyTorch user runs), wrapped to take the package's inputs and give its output."""
+    source = pkg.manifest["provenance"].get("source", "")
+    if source == DEFAULT_SOURCE:
+        model = None
+    elif source.endswith(CACHE_NOTE):
+        model = source[: -len(CACHE_NOTE)]
+    else:
+        model = source
+        if not Path(model).is_dir():
+            raise InputError(f"{pkg.name} was exported from {source}, which is not on this machine any more.")
+    task = "text-classification" if pkg.task == "text-classification" else "feature-extraction"
+    module, _ = load_module(inspect_checkpoint(model, task), attention="sdpa")
+    return module

@@ -211,12 +211,13 @@ def _cpu_runner(pkg: Package, path: Path):
     return Session(path, m["inputs"], m["outputs"], provider="cpu").run
 
 
-def _agreement(pkg: Package, reference: Path, candidate: Path, feeds) -> dict[str, float]:
+def _agreement(pkg: Package, reference: Path, candidate: Path, feeds) -> dict[str, dict]:
+    """``accuracy`` (the worst figures) and ``accuracy_details`` (per output) of a new variant."""
     ref = measure.run_batches(_cpu_runner(pkg, reference), feeds)
     out = measure.run_batches(_cpu_runner(pkg, candidate), feeds)
     figures = measure.compare(ref, out, pkg.task)
     figures["samples"] = float(next(iter(ref.values())).shape[0])
-    return figures
+    return {"accuracy": figures, "accuracy_details": {"vs": "fp32", "outputs": measure.per_output(ref, out)}}
 
 
 # -- optimize --------------------------------------------------------------------------------
@@ -252,11 +253,11 @@ def _add_optimized(pkg: Package, src: Path, tmp: Path, recipe: dict, progress: P
                    held_out: list[str] | None) -> None:
     """Check an optimized graph against fp32 on held-out inputs, then record it."""
     _say(progress, "checking the optimized graph against fp32 on held-out inputs")
-    acc = _agreement(pkg, src, tmp, held_out_feeds(pkg, texts=held_out))
+    agreement = _agreement(pkg, src, tmp, held_out_feeds(pkg, texts=held_out))
     before, after = op_histogram(src), op_histogram(tmp)
     recipe = {**recipe, "nodes_before": sum(before.values()), "nodes_after": sum(after.values())}
     recipe.setdefault("fusions", sorted(k for k in after if k not in before))
-    pkg.add_variant("optimized", tmp, {"made_from": "fp32", "recipe": recipe, "accuracy": acc})
+    pkg.add_variant("optimized", tmp, {"made_from": "fp32", "recipe": recipe, **agreement})
 
 
 def _optimize_transformer(pkg: Package, progress: Progress | None, held_out: list[str] | None) -> Package:
@@ -340,8 +341,8 @@ def quantize(
                 _say(progress, "quantizing weights to INT8 (dynamic)")
                 recipe = _dynamic(src, Path(work), tmp, per_channel)
         _say(progress, "measuring INT8 agreement with fp32 on held-out inputs")
-        acc = _agreement(pkg, src, tmp, held_out_feeds(pkg, texts=held_out))
-        pkg.add_variant("int8", tmp, {"made_from": made_from, "recipe": recipe, "accuracy": acc})
+        agreement = _agreement(pkg, src, tmp, held_out_feeds(pkg, texts=held_out))
+        pkg.add_variant("int8", tmp, {"made_from": made_from, "recipe": recipe, **agreement})
     finally:
         tmp.unlink(missing_ok=True)
     if measure_latency:
@@ -461,29 +462,11 @@ def _dynamic_within_budget(pkg: Package, src: Path, reference: Path, work: Path,
     return {**recipe, "tuning": figs, "budget_met_on_tuning": ok}
 
 
-# Sequence length the text latencies are recorded at (the benchmark's length too).
-TEXT_LATENCY_TOKENS = 128
-
-
-def latency_feed(pkg: Package, batch: int = 1) -> dict[str, np.ndarray]:
-    """A typical input of ``batch`` items: a photo crop, or a text of 128 tokens."""
-    if _is_text(pkg):
-        from .texts import HELD_OUT
-
-        longest = max(HELD_OUT, key=len)
-        one = text_feeds(pkg, [longest], max_length=TEXT_LATENCY_TOKENS)[0]
-        return {k: np.repeat(v, batch, axis=0) for k, v in one.items()}
-    return {k: np.repeat(v[:1], batch, axis=0) for k, v in held_out_feeds(pkg, per_photo=0)[0].items()}
-
-
 def record_latencies(pkg: Package, batch: int = 1, threads: int | None = None, progress: Progress | None = None) -> None:
-    """Time every variant on this CPU (own process each, alternating) and record it."""
-    _say(progress, "timing every variant on this CPU (own process each, alternating rounds)")
-    feed = latency_feed(pkg, batch)
-    paths = {name: pkg.variant_path(name) for name in pkg.variants}
-    figures = measure.latencies(paths, feed, threads=threads)
-    variants = {}
-    for name, info in pkg.variants.items():
-        entry = figures[name]
-        variants[name] = {**info, "latency": {**info.get("latency", {}), measure.latency_key(entry): entry}}
-    pkg.update(variants=variants)
+    """Time every variant on this CPU (a fresh process each, alternating rounds) and record it."""
+    from edgeai.benchmark import bench
+
+    def step(done: int, total: int, label: str) -> None:
+        _say(progress, f"timing every variant on this CPU, a fresh process each ({done}/{total})")
+
+    bench(pkg, providers="cpu", batches=(batch,), threads=threads, min_time=0.5, record=True, on_step=step, source="quantize")

@@ -290,3 +290,26 @@ def test_other_bert_family_encoders_export_fuse_and_match(tmp_path, kind):
     with edgeai.load(pkg.path, variant="optimized", provider="cpu") as pipe, warnings.catch_warnings():
         warnings.simplefilter("ignore", TruncationWarning)
         assert pipe.embed(HELD_OUT[:5]).shape == (5, 64)
+
+
+def test_bench_against_torch_runs_the_same_checkpoint(bert_pkg, tmp_path):
+    """The PyTorch reference of `bench --against torch` (transformers' default attention) gives
+    the fp32 variant's embeddings; the report shows each variant's recorded cosine figures."""
+    from edgeai.benchmark import bench_feed
+    from edgeai.export.reference import reference_module
+    from edgeai.quantize.measure import cosine
+
+    pkg = Package.open(bert_pkg)
+    feed = bench_feed(pkg, 2, tokens=64)
+    with torch.inference_mode():
+        ref = reference_module(pkg)(*[torch.from_numpy(feed[i["name"]]) for i in pkg.manifest["inputs"]]).numpy()
+    got = edgeai.load(bert_pkg, variant="fp32", provider="cpu").run(feed)["sentence_embedding"]
+    assert cosine(ref, got).min() > 0.9999
+    doc = edgeai.bench(bert_pkg, variants="optimized", rounds=1, runs=5, against="torch", tokens=64)
+    assert [r["engine"] for r in doc["results"]] == ["onnxruntime", "pytorch"] and doc["results"][0]["vs_torch"] > 0
+
+    r = cli("report", str(bert_pkg), "-o", str(tmp_path / "bert.html"))
+    assert r.returncode == 0, r.stderr
+    page = (tmp_path / "bert.html").read_text()
+    for name, v in pkg.variants.items():
+        assert f'data-value="{v["accuracy"]["cosine_min"]!r}"' in page, name

@@ -141,3 +141,27 @@ def test_the_trained_pytorch_model_travels_as_safetensors_and_matches(lstm_pkg, 
     with torch.inference_mode():
         ref = model(torch.from_numpy(feed["input_ids"]), torch.from_numpy(feed["attention_mask"])).numpy()
     np.testing.assert_allclose(got, ref, atol=1e-4)
+
+
+def test_bench_against_torch_runs_the_trained_weights(lstm_pkg, tmp_path):
+    """`bench --against torch` rebuilds the PyTorch LSTM from the package's own weights; its output
+    is the fp32 variant's, and the report shows test accuracy beside the majority baseline."""
+    from edgeai.benchmark import bench_feed
+    from edgeai.export.reference import reference_module
+
+    pkg = Package.open(lstm_pkg)
+    feed = bench_feed(pkg, 3, tokens=40)
+    with torch.inference_mode():
+        ref = reference_module(pkg)(*[torch.from_numpy(feed[i["name"]]) for i in pkg.manifest["inputs"]]).numpy()
+    got = edgeai.load(lstm_pkg, variant="fp32", provider="cpu").run(feed)["logits"]
+    assert np.abs(ref - got).max() < 1e-4
+    doc = edgeai.bench(lstm_pkg, variants="int8", rounds=1, runs=10, against="torch")
+    (int8, pt) = doc["results"]
+    assert pt["engine"] == "pytorch" and int8["vs_torch"] == pytest.approx(int8["p50_ms"] / pt["p50_ms"], rel=1e-2)
+
+    r = cli("report", str(lstm_pkg), "-o", str(tmp_path / "lstm.html"))
+    assert r.returncode == 0, r.stderr
+    page = (tmp_path / "lstm.html").read_text()
+    for name, v in pkg.variants.items():
+        assert f'data-value="{v["accuracy"]["test_accuracy"]!r}"' in page
+    assert f'{pkg.variants["fp32"]["accuracy"]["baseline_accuracy"]:.4f}' in page

@@ -8,7 +8,7 @@ import typer
 
 from edgeai import __version__
 
-from . import build, info
+from . import build, info, perf
 from . import run as run_mod
 
 app = typer.Typer(
@@ -40,6 +40,8 @@ app.command("optimize")(build.optimize)
 app.command("quantize")(build.quantize)
 app.command("inspect")(info.inspect)
 app.command("models")(info.models)
+app.command("bench")(perf.bench)
+app.command("report")(perf.report)
 
 
 def main() -> None:

@@ -74,6 +74,19 @@ class Stages:
             err.print(f"[bold]{self.title}[/]: done in {time.perf_counter() - self.t0:.1f}s")
 
 
+def print_wide(renderable: Any) -> None:
+    """Print a table whole: a console that is not a terminal (a pipe, a file) has a nominal
+    width of 80 and rich would squeeze figures into "…"; there, use the width the table needs."""
+    if out.is_terminal:
+        out.print(renderable)
+        return
+    from rich.measure import Measurement
+
+    wide = Console(highlight=False, soft_wrap=True, width=1000, file=out.file)
+    need = Measurement.get(wide, wide.options, renderable).maximum
+    Console(highlight=False, soft_wrap=True, width=max(80, need), file=out.file).print(renderable)
+
+
 def to_jsonable(x: Any) -> Any:
     if isinstance(x, np.ndarray):
         return x.tolist()

@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from ._common import err, handle_errors, out, print_json
+from ._common import err, handle_errors, print_wide, out, print_json
 
 
 @handle_errors
@@ -33,7 +33,7 @@ def inspect(
     for kind in ("inputs", "outputs"):
         for t in m[kind]:
             io.add_row(kind[:-1], t["name"], t["dtype"], Text(str(t["shape"])))
-    out.print(io)
+    _wide(io)
     pre = m.get("preprocess", {})
     if pre.get("type") == "image":
         out.print(
@@ -46,15 +46,15 @@ def inspect(
         b = m["budget"]
         out.print(f"accuracy budget: {b['metric']} >= {b['min']} ({b.get('description', '')})", markup=False)
     metric = m.get("budget", {}).get("metric", "top1_agreement")
-    vt = Table("variant", "file", "MB", "from", metric.replace("_", " "), "max abs diff", "samples", "CPU p50 ms", "nodes",
+    vt = Table("variant", "file", "MB", "from", metric.replace("_", " "), "max abs diff", "samples", "nodes",
                box=None, pad_edge=False, title="variants (accuracy vs PyTorch for fp32, vs fp32 otherwise)", title_justify="left")
     for name, v in m["variants"].items():
         acc = v.get("accuracy", {})
         fmt = lambda key, f: format(acc[key], f) if key in acc else "-"
-        lat = ", ".join(f"{e['p50_ms']:.2f}" for e in v.get("latency", {}).values()) or "-"
         vt.add_row(name, Text(v["file"]), f"{v['size'] / 1e6:.1f}", v.get("made_from") or "-", fmt(metric, ".4f"),
-                   fmt("max_abs_diff", ".2g"), fmt("samples", ".0f"), lat, str(sum(ops[name].values())))
-    out.print(vt)
+                   fmt("max_abs_diff", ".2g"), fmt("samples", ".0f"), str(sum(ops[name].values())))
+    _wide(vt)
+    _print_latencies(m)
     for name, v in m["variants"].items():
         recipe = v.get("recipe")
         if recipe and isinstance(recipe.get("fusions"), dict):
@@ -67,6 +67,32 @@ def inspect(
     p = m["provenance"]
     out.print(Text.assemble(("provenance: ", "dim"), f"{p.get('source', '?')}; created {p['created']} by edgeai {p['edgeai']}; "
                             f"opset {p.get('opset', '?')}; {p.get('versions', {})}"))
+
+
+def _wide(table: Table) -> None:
+    print_wide(table)
+
+
+def _print_latencies(m: dict) -> None:
+    """Every recorded latency (quantize and bench --record), this machine's first."""
+    from edgeai.machine import machine_id
+    from edgeai.providers import short_name
+
+    here = machine_id()
+    rows = [(name, e) for name, v in m["variants"].items() for e in v.get("latency", {}).values()]
+    rows += [("PyTorch", e) for e in (m.get("reference") or {}).get("latency", {}).values()]
+    if not rows:
+        out.print(Text("latency: none recorded (edgeai bench PKG --record)", style="dim"))
+        return
+    f = lambda e, k, d: format(e[k], d) if e.get(k) is not None else "-"
+    t = Table("engine", "provider", "batch", "threads", "p50", "p90", "p99", "session", "first", "items/s", "RSS MB", "by",
+              "measured", "machine", box=None, pad_edge=False, title="recorded latency (ms)", title_justify="left")
+    for name, e in sorted(rows, key=lambda r: (r[1].get("machine") != here, r[1]["provider"], r[1].get("batch", 1))):
+        t.add_row(name, short_name(e["provider"]), str(e.get("batch", 1)), str(e.get("threads") or "default"),
+                  f(e, "p50_ms", ".3f"), f(e, "p90_ms", ".3f"), f(e, "p99_ms", ".3f"), f(e, "session_ms", ".1f"),
+                  f(e, "first_ms", ".1f"), f(e, "throughput", ".1f"), f(e, "peak_rss_mb", ".0f"), e.get("source", "quantize"),
+                  e.get("measured", "-")[:16].replace("T", " "), "this one" if e.get("machine") == here else e.get("machine", "?"))
+    _wide(t)
 
 
 @handle_errors

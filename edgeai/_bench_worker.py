@@ -1,0 +1,115 @@
+"""One measurement of :func:`edgeai.benchmark.bench`, alone in a fresh process; prints one JSON line.
+
+    python -m edgeai._bench_worker CASE.json
+
+Creates the session (or loads the PyTorch model), times the first inference, warms up, then
+times calls until it has ``runs`` of them or ``min_time`` seconds have passed (at least
+MIN_RUNS). An edgeai error is printed as ``{"error", "kind"}`` so the parent can re-raise it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import numpy as np
+
+MIN_RUNS = 30  # enough for a p90; a p99 comes from the runs of all rounds together
+MAX_RUNS = 5000
+WARMUP_S = 0.2
+
+
+def _peak_rss_mb() -> float | None:
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
+
+
+def _time(call, runs: int | None, min_time: float, sync=lambda: None) -> list[float]:
+    start = time.perf_counter()
+    n = 0
+    while n < 5 or (time.perf_counter() - start < WARMUP_S and n < 50):
+        call()
+        n += 1
+    sync()
+    times: list[float] = []
+    start = time.perf_counter()
+    while True:
+        t = time.perf_counter()
+        call()
+        sync()
+        times.append((time.perf_counter() - t) * 1e3)
+        if runs is not None:
+            if len(times) >= runs:
+                break
+        elif (len(times) >= MIN_RUNS and time.perf_counter() - start >= min_time) or len(times) >= MAX_RUNS:
+            break
+    return times
+
+
+def _onnxruntime(spec: dict, feed: dict) -> dict:
+    from edgeai.session import Session
+
+    t = time.perf_counter()
+    session = Session(spec["model"], spec["inputs"], spec["outputs"], provider=spec["provider"], strict=True,
+                      threads=spec["threads"])
+    session_ms = (time.perf_counter() - t) * 1e3
+    t = time.perf_counter()
+    session.run(feed)
+    first_ms = (time.perf_counter() - t) * 1e3
+    times = _time(lambda: session.run(feed), spec["runs"], spec["min_time"])
+    return {"provider": session.provider, "threads": spec["threads"], "session_ms": session_ms, "first_ms": first_ms,
+            "times_ms": times}
+
+
+def _pytorch(spec: dict, feed: dict) -> dict:
+    import torch
+
+    from edgeai.export.reference import reference_module
+    from edgeai.package import Package
+
+    if spec["threads"]:
+        torch.set_num_threads(int(spec["threads"]))
+    device = spec["device"]
+    if device == "cuda" and not torch.cuda.is_available():
+        from edgeai.errors import ProviderError
+
+        raise ProviderError("PyTorch here has no CUDA device to compare with; compare on the CPU (--provider cpu).")
+    pkg = Package.open(spec["package"])
+    t = time.perf_counter()
+    module = reference_module(pkg, spec.get("factory")).to(device)
+    args = [torch.from_numpy(feed[i["name"]]).to(device) for i in pkg.manifest["inputs"]]
+    session_ms = (time.perf_counter() - t) * 1e3
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    with torch.inference_mode():
+        t = time.perf_counter()
+        module(*args)
+        sync()
+        first_ms = (time.perf_counter() - t) * 1e3
+        times = _time(lambda: module(*args), spec["runs"], spec["min_time"], sync)
+    return {"provider": f"torch-{device}", "threads": torch.get_num_threads(), "session_ms": session_ms,
+            "first_ms": first_ms, "times_ms": times}
+
+
+def main(argv: list[str]) -> int:
+    from edgeai.errors import EdgeAIError
+
+    spec = json.loads(open(argv[0], encoding="utf-8").read())
+    with np.load(spec["feed"], allow_pickle=False) as z:
+        feed = {k: z[k] for k in z.files}
+    try:
+        result = _pytorch(spec, feed) if spec["engine"] == "pytorch" else _onnxruntime(spec, feed)
+    except EdgeAIError as e:
+        print(json.dumps({"error": str(e), "kind": type(e).__name__}))
+        return 2
+    result["peak_rss_mb"] = _peak_rss_mb()
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,336 @@
+"""How fast a package runs here: ``edgeai.bench(pkg, ...)`` and ``edgeai bench PKG``.
+
+For each variant, execution provider and batch size: session creation time, first-inference
+time, p50/p90/p99 latency, throughput and peak resident memory; optionally PyTorch eager on the
+same weights (``against="torch"``), with ratios.
+
+Timing is done the way FACTS.md says it must be on a small shared machine:
+
+- every measurement runs in a fresh process (``edgeai._bench_worker``), so no other thread
+  pool (PyTorch's OpenMP, another session's) spins on the same cores and memory figures are
+  the variant's own;
+- rounds alternate the order of the cases (forward, then backward), so drift in the machine's
+  load hits every case alike;
+- each process warms up before it times, and times until it has enough runs for a p99
+  (``runs``) or has run ``min_time`` seconds; the percentiles pool the runs of all rounds.
+
+The parent never imports torch; a PyTorch case imports it in its own child process.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from . import providers as _providers
+from .errors import DependencyError, EdgeAIError, InputError, PackageError, ProviderError
+from .machine import machine_id
+from .package import Package, now
+
+__all__ = ["bench", "bench_feed", "latency_key", "BENCH_TOKENS"]
+
+# Texts are timed at this many tokens (or the model's maximum, if lower).
+BENCH_TOKENS = 128
+# Symbolic axes other than the batch axis of a tensor model get this size unless --input is given.
+OTHER_AXIS = 16
+Step = Callable[[int, int, str], None]
+
+
+@dataclass(frozen=True)
+class Case:
+    engine: str  # "onnxruntime" (through edgeai's Session) or "pytorch"
+    variant: str  # a variant name, or "pytorch"
+    provider: str  # ONNX Runtime provider name; for PyTorch "torch-cpu" / "torch-cuda"
+    batch: int
+
+    @property
+    def label(self) -> str:
+        where = _providers.short_name(self.provider)
+        return f"{self.variant} on {where}, batch {self.batch}"
+
+
+def latency_key(entry: dict) -> str:
+    """Where a latency entry lives in a variant's ``latency`` map: provider, machine, batch."""
+    return f"{entry['provider']}|{entry['machine']}|b{entry['batch']}"
+
+
+# -- inputs ------------------------------------------------------------------------------------
+def bench_feed(pkg: Package, batch: int, tokens: int = BENCH_TOKENS, inputs: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """A typical input of ``batch`` items: the user's arrays (rows repeated to the batch size), a
+    text of ``tokens`` tokens, or seeded noise of the model's input shape."""
+    if inputs is not None:
+        return {k: np.take(v, np.arange(batch) % len(v), axis=0) for k, v in inputs.items()}
+    pre = pkg.manifest.get("preprocess", {})
+    if pre.get("type") == "text":
+        from edgeai.quantize.texts import HELD_OUT
+        from edgeai.text import TextPreprocessor
+
+        length = min(tokens, int(pre["max_length"]))
+        tok = TextPreprocessor(pkg.asset_path(pre["tokenizer"]), {**pre, "max_length": length},
+                               [i["name"] for i in pkg.manifest["inputs"]])
+        text = " ".join([max(HELD_OUT, key=len)] * 8)  # long enough to fill ``length`` tokens
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # truncated on purpose
+            one = tok.batch([text])
+        return {k: np.repeat(v, batch, axis=0) for k, v in one.items()}
+    rng = np.random.default_rng(0)
+    sizes: dict[str, int] = {}
+    feed = {}
+    for spec in pkg.manifest["inputs"]:
+        shape = []
+        for axis, d in enumerate(spec["shape"]):
+            if isinstance(d, int):
+                shape.append(d)
+            else:
+                shape.append(sizes.setdefault(d, batch if axis == 0 else OTHER_AXIS))
+        if spec["dtype"].startswith("float"):
+            feed[spec["name"]] = rng.standard_normal(shape).astype(spec["dtype"])
+        elif spec["dtype"] == "bool":
+            feed[spec["name"]] = rng.random(shape) > 0.5
+        else:  # token ids / indices: small non-negative values are valid for any embedding
+            feed[spec["name"]] = rng.integers(0, 10, size=shape).astype(spec["dtype"])
+    return feed
+
+
+def load_inputs(path: str | os.PathLike, pkg: Package) -> dict[str, np.ndarray]:
+    """``--input``: a .npz of named arrays, or a .npy for a single-input model (no pickles)."""
+    p = Path(path)
+    names = [i["name"] for i in pkg.manifest["inputs"]]
+    try:
+        if p.suffix == ".npz":
+            with np.load(p, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        elif p.suffix == ".npy" and len(names) == 1:
+            arrays = {names[0]: np.load(p, allow_pickle=False)}
+        else:
+            raise InputError(f"--input takes a .npz of named arrays ({', '.join(names)})"
+                             f"{' or a .npy' if len(names) == 1 else ''}; got {p.name}.")
+    except (OSError, ValueError) as e:
+        if isinstance(e, InputError):
+            raise
+        raise InputError(f"{p} cannot be read as a numpy file ({str(e).splitlines()[0][:200]}).") from None
+    if set(arrays) != set(names):
+        raise InputError(f"{p} holds arrays {sorted(arrays)}; the model takes {names}.")
+    if any(a.ndim == 0 or len(a) == 0 for a in arrays.values()):
+        raise InputError(f"{p} holds an empty or zero-dimensional array; benchmarks need at least one item.")
+    return arrays
+
+
+# -- the run -----------------------------------------------------------------------------------
+def _resolve_providers(requested: str | Sequence[str]) -> list[str]:
+    names = [requested] if isinstance(requested, str) else list(requested)
+    names = [n.strip() for part in names for n in part.split(",") if n.strip()] or ["auto"]
+    resolved: list[str] = []
+    for name in names:
+        if name == "auto":
+            p = next((c for c in _providers.AUTO_ORDER if _providers.unavailable_reason(c) is None), _providers.CPU)
+        else:
+            p = _providers.canonical(name)
+            reason = _providers.unavailable_reason(p)
+            if reason:
+                raise ProviderError(f"{_providers.short_name(p)} cannot run on this machine: {reason}.")
+        if p not in resolved:
+            resolved.append(p)
+    return resolved
+
+
+def _parse_variants(pkg: Package, variants: str | Sequence[str]) -> list[str]:
+    if variants in ("all", None) or variants == ["all"]:
+        return list(pkg.variants)
+    names = [variants] if isinstance(variants, str) else list(variants)
+    names = [n.strip() for part in names for n in part.split(",") if n.strip()]
+    if not names:
+        raise InputError("No variant named; use --variant all or e.g. --variant fp32,int8.")
+    for n in names:
+        pkg.variant(n)  # a clear error for a variant the package lacks
+    return list(dict.fromkeys(names))
+
+
+def _torch_cases(pkg: Package, against: str | None, factory: str | None, devices: list[str]) -> list[str]:
+    if against is None:
+        if factory is not None:
+            raise InputError("--factory names the PyTorch code to compare with; use it with --against torch.")
+        return []
+    if against != "torch":
+        raise InputError(f"Unknown reference {against!r}; edgeai compares with torch (PyTorch eager).")
+    if importlib.util.find_spec("torch") is None:
+        raise DependencyError("--against torch needs PyTorch: pip install 'edgeai[export]'.")
+    if factory is None and pkg.manifest["family"] == "custom":
+        raise InputError(
+            f"{pkg.name} is a custom model: name the PyTorch code that builds it with --factory FILE.py:FN "
+            "(a package never runs code by itself)."
+        )
+    return [f"torch-{d}" for d in devices]
+
+
+def bench(
+    package: str | os.PathLike | Package,
+    variants: str | Sequence[str] = "all",
+    providers: str | Sequence[str] = "auto",
+    batches: Sequence[int] = (1,),
+    threads: int | None = None,
+    rounds: int = 3,
+    runs: int | None = None,
+    min_time: float = 1.0,
+    against: str | None = None,
+    factory: str | None = None,
+    inputs: str | os.PathLike | dict[str, np.ndarray] | None = None,
+    tokens: int = BENCH_TOKENS,
+    record: bool = False,
+    on_step: Step | None = None,
+    source: str = "bench",
+) -> dict[str, Any]:
+    """Measure the package's variants; returns ``{"model", "machine", ..., "results": [row, ...]}``.
+
+    A row: ``engine, variant, provider, batch, session_ms, first_ms, p50_ms, p90_ms, p99_ms,
+    mean_ms, throughput`` (items/s), ``peak_rss_mb, runs, rounds, threads`` and ``vs_torch``
+    (p50 over PyTorch's p50 on the same device and batch, when ``against="torch"``).
+    ``record=True`` stores the figures in the manifest (the PyTorch ones under ``reference``),
+    where ``edgeai inspect``, ``edgeai report`` and ``variant="auto"`` read them.
+    """
+    from .pipeline import open_package
+
+    pkg = package if isinstance(package, Package) else open_package(package)
+    names = _parse_variants(pkg, variants)
+    provs = _resolve_providers(providers)
+    if not batches or any(not isinstance(b, int) or b < 1 for b in batches):
+        raise InputError(f"Batch sizes must be positive integers; got {list(batches)}.")
+    if rounds < 1 or (runs is not None and runs < 1) or (threads is not None and threads < 1):
+        raise InputError("rounds, runs and threads must be positive.")
+    torch_provs = _torch_cases(pkg, against, factory, sorted({"cuda" if p != _providers.CPU else "cpu" for p in provs}))
+    arrays = load_inputs(inputs, pkg) if isinstance(inputs, (str, os.PathLike)) else inputs
+    cases = [Case("onnxruntime", v, p, b) for p in provs for b in batches for v in names]
+    cases += [Case("pytorch", "pytorch", p, b) for p in torch_provs for b in batches]
+    per: dict[Case, list[dict]] = {c: [] for c in cases}
+    total, done = len(cases) * rounds, 0
+    with tempfile.TemporaryDirectory(prefix="edgeai-bench-") as work:
+        feeds = {}
+        for b in batches:
+            feeds[b] = Path(work) / f"feed-b{b}.npz"
+            np.savez(feeds[b], **bench_feed(pkg, b, tokens, arrays))
+        for r in range(rounds):
+            for case in cases if r % 2 == 0 else list(reversed(cases)):
+                if on_step:
+                    on_step(done, total, case.label)
+                per[case].append(_run_worker(pkg, case, feeds[case.batch], threads, runs, min_time, factory, Path(work)))
+                done += 1
+        if on_step:
+            on_step(done, total, "done")
+    rows = [_aggregate(c, per[c], rounds) for c in cases]
+    for row in rows:
+        ref = next((t for t in rows if t["engine"] == "pytorch" and t["batch"] == row["batch"]
+                    and (t["provider"] == "torch-cpu") == (row["provider"] == _providers.CPU)), None)
+        row["vs_torch"] = round(row["p50_ms"] / ref["p50_ms"], 3) if ref and row["engine"] != "pytorch" else None
+    if record:
+        _record(pkg, rows, source)
+    return {
+        "model": pkg.name,
+        "package": str(pkg.path),
+        "machine": machine_id(),
+        "cores": os.cpu_count(),
+        "threads": threads,
+        "rounds": rounds,
+        "runs": runs,
+        "min_time_s": None if runs else min_time,
+        "inputs": _describe_inputs(pkg, inputs, tokens),
+        "recorded": record,
+        "results": rows,
+    }
+
+
+def _describe_inputs(pkg: Package, inputs: Any, tokens: int) -> str:
+    if isinstance(inputs, (str, os.PathLike)):
+        return f"arrays from {inputs}"
+    if inputs is not None:
+        return "given arrays"
+    pre = pkg.manifest.get("preprocess", {})
+    if pre.get("type") == "text":
+        return f"a text of {min(tokens, int(pre['max_length']))} tokens per item"
+    return "seeded random inputs of the model's input shape"
+
+
+def _run_worker(pkg: Package, case: Case, feed: Path, threads: int | None, runs: int | None, min_time: float,
+                factory: str | None, work: Path) -> dict:
+    spec = {
+        "engine": case.engine,
+        "package": str(pkg.path),
+        "feed": str(feed),
+        "threads": threads,
+        "runs": runs,
+        "min_time": min_time,
+    }
+    if case.engine == "pytorch":
+        spec.update(device=case.provider.removeprefix("torch-"), factory=factory)
+    else:
+        spec.update(model=str(pkg.variant_path(case.variant)), inputs=pkg.manifest["inputs"],
+                    outputs=pkg.manifest["outputs"], provider=case.provider)
+    spec_file = work / "case.json"
+    spec_file.write_text(json.dumps(spec))
+    proc = subprocess.run([sys.executable, "-m", "edgeai._bench_worker", str(spec_file)], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, check=False)
+    lines = proc.stdout.strip().splitlines()
+    try:
+        result = json.loads(lines[-1]) if lines else None
+    except json.JSONDecodeError:
+        result = None
+    if isinstance(result, dict) and "error" in result:
+        cls = {"ProviderError": ProviderError, "DependencyError": DependencyError, "InputError": InputError}.get(
+            result.get("kind"), PackageError)
+        raise cls(result["error"])
+    if proc.returncode != 0 or not isinstance(result, dict):
+        tail = proc.stderr.strip().splitlines()[-1:] or [f"exit code {proc.returncode}"]
+        raise EdgeAIError(f"Measuring {case.label} failed in its process: {tail[0][:300]}")
+    return result
+
+
+def _aggregate(case: Case, results: list[dict], rounds: int) -> dict:
+    times = np.concatenate([np.asarray(r["times_ms"], dtype=np.float64) for r in results])
+    mean = float(times.mean())
+    rss = [r["peak_rss_mb"] for r in results if r.get("peak_rss_mb") is not None]
+    return {
+        "engine": case.engine,
+        "variant": case.variant,
+        "provider": results[0]["provider"],
+        "batch": case.batch,
+        "session_ms": round(float(np.median([r["session_ms"] for r in results])), 3),
+        "first_ms": round(float(np.median([r["first_ms"] for r in results])), 3),
+        "p50_ms": round(float(np.percentile(times, 50)), 4),
+        "p90_ms": round(float(np.percentile(times, 90)), 4),
+        "p99_ms": round(float(np.percentile(times, 99)), 4),
+        "mean_ms": round(mean, 4),
+        "throughput": round(case.batch * 1000.0 / mean, 2),
+        "peak_rss_mb": round(max(rss), 1) if rss else None,
+        "runs": int(times.size),
+        "rounds": rounds,
+        "threads": results[0]["threads"],
+    }
+
+
+def _record(pkg: Package, rows: list[dict], source: str) -> None:
+    """Store the figures under each variant's ``latency`` (PyTorch's under ``reference``)."""
+    machine, measured = machine_id(), now()
+    fields = ("provider", "batch", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "session_ms", "first_ms", "throughput",
+              "runs", "rounds", "threads")
+    variants = {k: dict(v) for k, v in pkg.variants.items()}
+    reference = dict(pkg.manifest.get("reference") or {"engine": "pytorch eager"})
+    for row in rows:
+        entry = {k: row[k] for k in fields}
+        entry.update(machine=machine, measured=measured, source=source)
+        if row["peak_rss_mb"] is not None:
+            entry["peak_rss_mb"] = row["peak_rss_mb"]
+        target = reference if row["engine"] == "pytorch" else variants[row["variant"]]
+        target["latency"] = {**target.get("latency", {}), latency_key(entry): entry}
+    fields_ = {"variants": variants}
+    if any(r["engine"] == "pytorch" for r in rows):
+        fields_["reference"] = reference
+    pkg.update(**fields_)

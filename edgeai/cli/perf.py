@@ -1,0 +1,120 @@
+"""``edgeai bench`` and ``edgeai report``: measured speed, and the parity ladder as a web page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from edgeai.errors import InputError
+
+from ._common import err, handle_errors, print_wide, out, print_json
+
+
+def _int_list(text: str, what: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        values = []
+    if not values or any(v < 1 for v in values):
+        raise InputError(f"{what} takes positive integers separated by commas, e.g. 1,8; got {text!r}.")
+    return values
+
+
+def _fmt(x: float | None, digits: int = 2) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+@handle_errors
+def bench(
+    package: Annotated[str, typer.Argument(help="Package directory or built-in name.", show_default=False)],
+    variant: Annotated[str, typer.Option(help="all, or variants separated by commas (fp32,int8).")] = "all",
+    provider: Annotated[str, typer.Option(help="auto, cpu, cuda or tensorrt; several separated by commas.")] = "auto",
+    batch: Annotated[str, typer.Option(help="Batch sizes separated by commas.")] = "1",
+    threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads [default: ONNX Runtime's and PyTorch's own choice].")] = None,
+    rounds: Annotated[int, typer.Option(min=1, help="Fresh processes per case, in alternating order.")] = 3,
+    runs: Annotated[Optional[int], typer.Option(min=1, help="Timed calls per process [default: at least 30, for at least --min-time seconds].")] = None,
+    min_time: Annotated[float, typer.Option(min=0.0, help="Seconds each process times for, when --runs is not given.")] = 1.0,
+    against: Annotated[Optional[str], typer.Option(help="torch: also measure PyTorch eager on the same weights (needs the export extra).")] = None,
+    factory: Annotated[Optional[str], typer.Option(help="FILE.py:FN that builds the PyTorch model of a custom package (with --against torch).")] = None,
+    input_: Annotated[Optional[Path], typer.Option("--input", help=".npz (or .npy) to time on instead of edgeai's typical input.")] = None,
+    tokens: Annotated[int, typer.Option(min=1, help="Text models: tokens per text.")] = 128,
+    record: Annotated[bool, typer.Option("--record", help="Store the figures in the manifest (inspect, report and variant=auto use them).")] = False,
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
+) -> None:
+    """Measure a package: session creation, first inference, p50/p90/p99 latency, throughput and
+    peak memory of each variant, each case in its own process, rounds alternating."""
+    from edgeai.benchmark import bench as run_bench
+
+    batches = _int_list(batch, "--batch")
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    bar = Progress(*columns, console=err, transient=True)
+    tasks: list = []
+
+    def step(done: int, total: int, label: str) -> None:
+        if not tasks:  # started by the first measurement, so argument errors print without a bar
+            bar.start()
+            tasks.append(bar.add_task("benchmarking", total=total))
+        bar.update(tasks[0], completed=done, description=f"benchmarking: {label}")
+
+    try:
+        doc = run_bench(package, variants=variant, providers=provider, batches=batches, threads=threads, rounds=rounds,
+                        runs=runs, min_time=min_time, against=against, factory=factory, inputs=input_, tokens=tokens,
+                        record=record, on_step=step)
+    finally:
+        if tasks:
+            bar.stop()
+    if json_:
+        print_json(doc)
+        return
+    _print_table(doc)
+
+
+def _print_table(doc: dict) -> None:
+    from edgeai.providers import short_name
+
+    rows = doc["results"]
+    has_torch = any(r["vs_torch"] is not None for r in rows)
+    t = Table("variant", "provider", "batch", "session", "first", "p50", "p90", "p99", "items/s", "RSS MB",
+              *(["x PyTorch"] if has_torch else []), box=None, pad_edge=False,
+              title=f"{doc['model']} ({doc['package']}): times in ms", title_justify="left")
+    for r in rows:
+        name = "PyTorch eager" if r["engine"] == "pytorch" else r["variant"]
+        ratio = [_fmt(r["vs_torch"]) if r["vs_torch"] is not None else ("1.00" if r["engine"] == "pytorch" else "-")]
+        t.add_row(name, short_name(r["provider"]), str(r["batch"]), _fmt(r["session_ms"], 1), _fmt(r["first_ms"], 1),
+                  _fmt(r["p50_ms"], 3), _fmt(r["p90_ms"], 3), _fmt(r["p99_ms"], 3), _fmt(r["throughput"], 1),
+                  _fmt(r["peak_rss_mb"], 0), *(ratio if has_torch else []))
+    print_wide(t)
+    threads = doc["threads"] or "default (ONNX Runtime: one per physical core)"
+    torch_threads = {r["threads"] for r in rows if r["engine"] == "pytorch"}
+    if torch_threads and not doc["threads"]:
+        threads = f"{threads}; PyTorch {', '.join(map(str, sorted(torch_threads)))}"
+    runs = f"{doc['runs']} timed calls" if doc["runs"] else f"at least 30 timed calls and {doc['min_time_s']:g} s"
+    out.print(Text(f"threads: {threads}; {doc['rounds']} rounds of fresh processes, alternating order, {runs} each; "
+                   f"inputs: {doc['inputs']}; machine: {doc['machine']}, {doc['cores']} cores", style="dim"))
+    out.print(Text("session: creating it (PyTorch: loading the model); first: the first call after that; both medians "
+                   "over rounds. p50/p90/p99 pool the timed calls of all rounds; items/s = batch / mean latency; "
+                   "RSS MB: the measuring process's peak resident memory.", style="dim"))
+    if doc["recorded"]:
+        out.print(Text(f"recorded in {doc['package']}/manifest.json", style="dim"))
+
+
+@handle_errors
+def report(
+    package: Annotated[str, typer.Argument(help="Package directory or built-in name.", show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The HTML file to write.")] = Path("report.html"),
+    png: Annotated[bool, typer.Option("--png", help="Also write the charts as PNG files beside the page.")] = False,
+) -> None:
+    """Write one self-contained HTML page: the parity ladder PyTorch -> fp32 -> optimized -> int8
+    (-> fp16) with differences, task metrics, sizes and recorded latencies, and charts."""
+    from edgeai.pipeline import open_package
+    from edgeai.report import write_report
+
+    pkg = open_package(package)
+    written = write_report(pkg, output, png=png, warn=lambda msg: err.print(f"note: {msg}", markup=False))
+    for path in written:
+        out.print(Text(f"wrote {path}"))

@@ -1,0 +1,288 @@
+"""``edgeai report``: one self-contained HTML page about a package, from its manifest.
+
+The parity ladder PyTorch -> fp32 -> optimized -> int8 (-> fp16): what each rung was compared
+with, per-output max/mean absolute difference, the task metric, file size and latency. Every
+number is read from the manifest (export, optimize, quantize and ``bench --record`` put them
+there), so the page and ``edgeai inspect`` agree; nothing is measured here. The figures are
+also embedded as JSON (``<script type="application/json" id="edgeai-data">``) for tools.
+
+Charts use matplotlib (the ``report`` extra), imported only here, drawn as inline SVG so the
+page loads no network assets.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+from . import __version__
+from .errors import DependencyError, InputError
+from .machine import machine_id
+from .package import VARIANTS, Package, now
+from .providers import CPU, short_name
+
+# Task metrics, in the order the page shows them, with their headings.
+METRICS = {
+    "top1_agreement": "top-1 agreement",
+    "cosine_min": "cosine min",
+    "cosine_mean": "cosine mean",
+    "test_accuracy": "test accuracy",
+    "max_rel_diff": "max rel diff",
+}
+
+
+def _headline_key(pkg: Package) -> tuple[str, str, int] | None:
+    """The (provider, machine, batch) most rows can be compared at: CPU, this machine, batch 1 first."""
+    keys = [(e["provider"], e.get("machine", "?"), e.get("batch", 1))
+            for v in pkg.variants.values() for e in v.get("latency", {}).values()]
+    if not keys:
+        return None
+    here = machine_id()
+    return max(set(keys), key=lambda k: (k[1] == here, k[0] == CPU, k[2] == 1, keys.count(k)))
+
+
+def _entry(latency: dict, key: tuple[str, str, int] | None, torch: bool = False) -> dict | None:
+    if key is None:
+        return None
+    provider = ("torch-cpu" if key[0] == CPU else "torch-cuda") if torch else key[0]
+    return next((e for e in latency.values()
+                 if e["provider"] == provider and e.get("machine", "?") == key[1] and e.get("batch", 1) == key[2]), None)
+
+
+def ladder(pkg: Package) -> dict[str, Any]:
+    """The page's figures: one rung per engine/variant, and every recorded latency entry."""
+    key = _headline_key(pkg)
+    ref = pkg.manifest.get("reference") or {}
+    rungs = [{"rung": "PyTorch", "variant": None, "made_from": None, "compared_with": None, "outputs": {}, "metrics": {},
+              "size_mb": None, "latency": _entry(ref.get("latency", {}), key, torch=True)}]
+    for name in VARIANTS:
+        if name not in pkg.variants:
+            continue
+        v = pkg.variants[name]
+        acc = v.get("accuracy", {})
+        details = v.get("accuracy_details", {})
+        vs = details.get("vs") or ("fp32" if name != "fp32" else ("pytorch" if acc else None))
+        outputs = details.get("outputs")
+        if not outputs and ("max_abs_diff" in acc or "mean_abs_diff" in acc):
+            outputs = {"all outputs": {k: acc[k] for k in ("max_abs_diff", "mean_abs_diff") if k in acc}}
+        rungs.append({
+            "rung": name, "variant": name, "made_from": v.get("made_from"), "compared_with": vs,
+            "outputs": outputs or {}, "metrics": {k: acc[k] for k in METRICS if k in acc},
+            "samples": acc.get("samples"), "baseline_accuracy": acc.get("baseline_accuracy"),
+            "size_mb": v["size"] / 1e6, "latency": _entry(v.get("latency", {}), key),
+        })
+    entries = [{"engine": name, **e} for name, v in pkg.variants.items() for e in v.get("latency", {}).values()]
+    entries += [{"engine": "PyTorch", **e} for e in ref.get("latency", {}).values()]
+    return {
+        "model": pkg.name, "family": pkg.manifest["family"], "task": pkg.task, "package": str(pkg.path),
+        "budget": pkg.manifest.get("budget"), "headline": dict(zip(("provider", "machine", "batch"), key)) if key else None,
+        "rungs": rungs, "latencies": entries, "this_machine": machine_id(),
+    }
+
+
+# -- charts ------------------------------------------------------------------------------------
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
+
+
+def _charts(data: dict, plt) -> dict[str, Any]:
+    """Two figures: latency per rung (p50 bar, p99 tick) and the largest difference per rung."""
+    figs = {}
+    timed = [r for r in data["rungs"] if r["latency"]]
+    if timed:
+        fig, ax = plt.subplots(figsize=(6.4, 0.5 + 0.45 * len(timed)))
+        names = [r["rung"] for r in timed]
+        p50 = [r["latency"]["p50_ms"] for r in timed]
+        p99 = [r["latency"].get("p99_ms") for r in timed]
+        from matplotlib.lines import Line2D
+        from matplotlib.patches import Patch
+
+        ax.barh(names, p50, color=["#8c8c8c" if n == "PyTorch" else "#2b6cb0" for n in names])
+        for i, v in enumerate(p99):
+            if v is not None:
+                ax.plot([v, v], [i - 0.35, i + 0.35], color="#c53030", lw=2)
+        handles = [Patch(color="#2b6cb0", label="p50, ONNX Runtime")]
+        if "PyTorch" in names:
+            handles.append(Patch(color="#8c8c8c", label="p50, PyTorch eager"))
+        handles.append(Line2D([], [], color="#c53030", lw=2, label="p99"))
+        h = data["headline"]
+        ax.set_xlabel(f"latency, ms ({short_name(h['provider'])}, batch {h['batch']})")
+        ax.invert_yaxis()
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+        ax.set_title("Latency per variant", fontsize=10)
+        fig.tight_layout()
+        figs["latency"] = fig
+    diffs = [(r["rung"], max(o.get("max_abs_diff", 0.0) for o in r["outputs"].values()), r["compared_with"])
+             for r in data["rungs"] if r["outputs"] and any("max_abs_diff" in o for o in r["outputs"].values())]
+    if diffs:
+        fig, ax = plt.subplots(figsize=(6.4, 0.5 + 0.45 * len(diffs)))
+        floor = min([d for _, d, _ in diffs if d > 0] or [1e-7]) / 10  # where "identical" (0) is drawn
+        bars = ax.barh([f"{n} vs {vs}" for n, _, vs in diffs], [max(d, floor) for _, d, _ in diffs], color="#dd6b20")
+        ax.bar_label(bars, labels=[f"{d:.1e}" if d > 0 else "identical" for _, d, _ in diffs], fontsize=8, padding=3)
+        ax.set_xscale("log")
+        ax.set_xlim(floor / 2, max(d for _, d, _ in diffs + [("", floor, "")]) * 30)
+        ax.set_xlabel("max abs difference of the outputs (log scale)")
+        ax.invert_yaxis()
+        ax.set_title("Error per variant", fontsize=10)
+        fig.tight_layout()
+        figs["error"] = fig
+    return figs
+
+
+def _svg(fig) -> str:
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", metadata={"Date": None})
+    text = buf.getvalue()
+    return text[text.index("<svg"):]  # drop the XML prolog and DOCTYPE: inline SVG needs neither
+
+
+# -- page --------------------------------------------------------------------------------------
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:72rem;padding:0 1rem;color:#1a202c}
+h1{font-size:1.5rem;margin-bottom:.2rem}h2{font-size:1.15rem;margin-top:2rem}
+.sub{color:#4a5568}table{border-collapse:collapse;margin:.5rem 0 1rem}th,td{padding:.3rem .6rem;border-bottom:1px solid #e2e8f0;text-align:right;vertical-align:top}
+th:first-child,td:first-child{text-align:left}th{background:#f7fafc;font-weight:600}td.l{text-align:left}
+.charts{display:flex;flex-wrap:wrap;gap:1rem}.charts svg{max-width:100%;height:auto}.note{color:#718096;font-size:.9em}
+"""
+
+
+def _num(x: Any, fmt: str) -> str:
+    if x is None:
+        return "<td>-</td>"
+    return f'<td data-value="{x!r}">{format(x, fmt)}</td>'
+
+
+def render(data: dict, charts: dict[str, str] | None, chart_note: str | None = None) -> str:
+    e = html.escape
+    metrics = [k for k in METRICS if any(k in r["metrics"] for r in data["rungs"])]
+    h = data["headline"]
+    where = f"{short_name(h['provider'])}, batch {h['batch']}, machine {h['machine']}" if h else "none recorded"
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>edgeai report: {e(data['model'])}</title>",
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>{e(data['model'])}</h1>",
+        f'<p class="sub">{e(data["family"])} / {e(data["task"])} &middot; {e(data["package"])} &middot; '
+        f"edgeai {e(__version__)}, {e(now())}</p>",
+    ]
+    if data["budget"]:
+        b = data["budget"]
+        parts.append(f'<p>Accuracy budget: <b>{e(b["metric"])} &ge; {b["min"]}</b> {e(b.get("description", ""))}</p>')
+    parts += [
+        "<h2>Parity ladder</h2>",
+        '<p class="note">Each rung is compared with the one it names (fp32 with PyTorch at export; the others with fp32 on '
+        f"held-out inputs). Latency: {e(where)}.</p>",
+        '<table id="ladder"><thead><tr><th>rung</th><th>made from</th><th>compared with</th><th>output</th>'
+        "<th>max abs diff</th><th>mean abs diff</th>"
+        + "".join(f"<th>{e(METRICS[m])}</th>" for m in metrics)
+        + "<th>samples</th><th>size MB</th><th>p50 ms</th><th>p99 ms</th><th>x PyTorch</th></tr></thead><tbody>",
+    ]
+    torch_p50 = (data["rungs"][0]["latency"] or {}).get("p50_ms")
+    for r in data["rungs"]:
+        outputs = list(r["outputs"].items()) or [("-", {})]
+        lat = r["latency"] or {}
+        for i, (out_name, d) in enumerate(outputs):
+            first = i == 0
+            cells = [f'<td class="l">{e(r["rung"]) if first else ""}</td>',
+                     f'<td class="l">{e(r["made_from"] or "-") if first else ""}</td>',
+                     f'<td class="l">{e(r["compared_with"] or "-") if first else ""}</td>',
+                     f'<td class="l">{e(out_name)}</td>',
+                     _num(d.get("max_abs_diff"), ".2e"), _num(d.get("mean_abs_diff"), ".2e")]
+            cells += [_num(r["metrics"].get(m), ".4f") if first else "<td></td>" for m in metrics]
+            if first:
+                ratio = lat["p50_ms"] / torch_p50 if torch_p50 and lat.get("p50_ms") is not None else None
+                cells += [_num(r.get("samples"), ".0f"), _num(r["size_mb"], ".2f"),
+                          _num(lat.get("p50_ms"), ".3f"), _num(lat.get("p99_ms"), ".3f"), _num(ratio, ".2f")]
+            else:
+                cells += ["<td></td>"] * 5
+            row_attr = f' class="rung" data-rung="{e(r["rung"])}"' if first else ' class="more"'
+            parts.append(f"<tr{row_attr}>{''.join(cells)}</tr>")
+    parts.append("</tbody></table>")
+    baseline = next((r["baseline_accuracy"] for r in data["rungs"] if r.get("baseline_accuracy") is not None), None)
+    if baseline is not None:
+        parts.append(f'<p class="note">Test accuracy of always predicting the most common class: {baseline:.4f}.</p>')
+    parts.append("<h2>Charts</h2>")
+    if charts:
+        parts.append('<div class="charts">' + "".join(f'<figure id="chart-{e(k)}">{svg}</figure>' for k, svg in charts.items())
+                     + "</div>")
+    else:
+        parts.append(f'<p class="note">{e(chart_note or "No figures to chart.")}</p>')
+    parts += [
+        "<h2>Every recorded latency</h2>",
+        '<table id="latencies"><thead><tr><th>engine</th><th>provider</th><th>machine</th><th>batch</th><th>threads</th>'
+        "<th>p50 ms</th><th>p90 ms</th><th>p99 ms</th><th>session ms</th><th>first ms</th><th>items/s</th>"
+        "<th>peak RSS MB</th><th>source</th><th>measured</th></tr></thead><tbody>",
+    ]
+    for x in data["latencies"]:
+        parts.append(
+            f'<tr><td class="l">{e(x["engine"])}</td><td class="l">{e(short_name(x["provider"]))}</td>'
+            f'<td class="l">{e(x.get("machine", "?"))}</td><td>{x.get("batch", 1)}</td><td>{x.get("threads") or "default"}</td>'
+            + _num(x["p50_ms"], ".3f") + _num(x.get("p90_ms"), ".3f") + _num(x.get("p99_ms"), ".3f")
+            + _num(x.get("session_ms"), ".1f") + _num(x.get("first_ms"), ".1f") + _num(x.get("throughput"), ".1f")
+            + _num(x.get("peak_rss_mb"), ".0f")
+            + f'<td class="l">{e(x.get("source", "quantize"))}</td><td class="l">{e(x.get("measured", "?")[:16].replace("T", " "))}</td></tr>'
+        )
+    if not data["latencies"]:
+        parts.append('<tr><td class="l" colspan="14">none: run <code>edgeai bench PKG --record</code></td></tr>')
+    parts.append("</tbody></table>")
+    parts.append('<p class="note">Latencies are measured by <code>edgeai quantize</code> or <code>edgeai bench --record</code>, '
+                 "each variant in its own process; compare figures taken on the same machine only.</p>")
+    blob = json.dumps(data).replace("</", "<\\/")  # a string in the data cannot close the script element
+    parts.append(f'<script type="application/json" id="edgeai-data">{blob}</script>')
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_report(pkg: Package, output: str | os.PathLike, png: bool = False,
+                 warn: Callable[[str], None] | None = None) -> list[Path]:
+    """Write the page (and with ``png`` the charts as ``<stem>-latency.png``/``-error.png``)."""
+    output = Path(output)
+    if output.is_dir():
+        raise InputError(f"{output} is a directory; give the report's file name, e.g. {output / 'report.html'}.")
+    if not output.parent.is_dir():
+        raise InputError(f"The directory {output.parent} does not exist.")
+    data = ladder(pkg)
+    plt = _pyplot()
+    if plt is None and png:
+        raise DependencyError("--png draws the charts with matplotlib: pip install 'edgeai[report]'.")
+    note, svgs, written = None, {}, []
+    if plt is None:
+        note = "Charts need matplotlib: pip install 'edgeai[report]'."
+        if warn:
+            warn(f"{note} The page has the tables only.")
+    else:
+        figs = _charts(data, plt)
+        for name, fig in figs.items():
+            svgs[name] = _svg(fig)
+            if png:
+                buf = io.BytesIO()
+                fig.savefig(buf, format="png", dpi=150)
+                target = output.with_name(f"{output.stem}-{name}.png")
+                _atomic_write(target, buf.getvalue())
+                written.append(target)
+            plt.close(fig)
+    _atomic_write(output, render(data, svgs, note).encode("utf-8"))
+    return [output, *written]

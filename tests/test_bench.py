@@ -1,0 +1,312 @@
+"""`edgeai bench` and `edgeai report` on a small model exported from PyTorch (seconds), and the
+report of the real EfficientNet-Lite0 package; the page is parsed, and rendered by a headless
+browser where one is installed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import edgeai
+from conftest import cli
+from edgeai.errors import EdgeAIError
+from edgeai.package import Package
+
+FIELDS = ("session_ms", "first_ms", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "throughput", "peak_rss_mb", "runs", "threads")
+
+FACTORY = textwrap.dedent("""
+    import torch
+
+    def make():
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(16, 16, 3),
+                                   torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(16, 5))
+""")
+
+
+@pytest.fixture(scope="module")
+def factory(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("factory") / "small_net.py"
+    path.write_text(FACTORY)
+    return f"{path}:make"
+
+
+@pytest.fixture(scope="module")
+def small_pkg(tmp_path_factory, factory) -> Path:
+    """fp32 + optimized + int8 of a small CNN, with latencies recorded by quantize."""
+    pytest.importorskip("torch")
+    out = tmp_path_factory.mktemp("bench") / "small"
+    r = cli("export", factory, "--input", "x:2,3,16,16:float32", "--dynamic", "x:0:batch", "--precision", "int8", "-o", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    return out
+
+
+def _check_row(row: dict, batch: int) -> None:
+    for key in FIELDS:
+        assert key in row, key
+    assert row["batch"] == batch
+    assert 0 < row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"]
+    assert row["session_ms"] > 0 and row["first_ms"] > 0
+    assert row["throughput"] == pytest.approx(batch * 1000 / row["mean_ms"], rel=1e-3)
+    assert row["peak_rss_mb"] is None or row["peak_rss_mb"] > 10
+
+
+def test_bench_measures_every_variant_and_batch_in_its_own_processes(small_pkg):
+    doc = edgeai.bench(small_pkg, batches=(1, 3), rounds=2, runs=25)
+    rows = doc["results"]
+    assert [(r["variant"], r["batch"]) for r in rows] == [(v, b) for b in (1, 3) for v in ("fp32", "optimized", "int8")]
+    for r in rows:
+        _check_row(r, r["batch"])
+        assert r["provider"] == "CPUExecutionProvider" and r["engine"] == "onnxruntime"
+        assert r["runs"] == 50 and r["rounds"] == 2 and r["vs_torch"] is None
+    print(f"\nbench rows: {len(rows)}; fp32 b1 p50 {rows[0]['p50_ms']:.3f} ms")
+
+
+def test_bench_cli_table_and_json(small_pkg):
+    r = cli("bench", str(small_pkg), "--variant", "fp32,int8", "--batch", "1,2", "--rounds", "1", "--runs", "20", "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert [(x["variant"], x["batch"]) for x in doc["results"]] == [("fp32", 1), ("int8", 1), ("fp32", 2), ("int8", 2)]
+    for x in doc["results"]:
+        _check_row(x, x["batch"])
+    r = cli("bench", str(small_pkg), "--variant", "int8", "--rounds", "1", "--runs", "20", "--threads", "1")
+    assert r.returncode == 0, r.stderr
+    assert "int8" in r.stdout and "p99" in r.stdout and "threads: 1" in r.stdout and "…" not in r.stdout
+
+
+def test_bench_against_torch_with_a_factory_gives_ratios(small_pkg, factory):
+    doc = edgeai.bench(small_pkg, variants="fp32", rounds=1, runs=20, against="torch", factory=factory)
+    ort_row, torch_row = doc["results"]
+    assert torch_row["engine"] == "pytorch" and torch_row["provider"] == "torch-cpu"
+    _check_row(torch_row, 1)
+    assert ort_row["vs_torch"] == pytest.approx(ort_row["p50_ms"] / torch_row["p50_ms"], rel=1e-2)
+    r = cli("bench", str(small_pkg), "--variant", "fp32", "--rounds", "1", "--runs", "10", "--against", "torch",
+            "--factory", factory)
+    assert r.returncode == 0, r.stderr
+    assert "PyTorch eager" in r.stdout and "x PyTorch" in r.stdout
+
+
+def test_recorded_figures_reach_inspect_auto_and_report(small_pkg, tmp_path, factory):
+    pkg_dir = tmp_path / "pkg"
+    shutil.copytree(small_pkg, pkg_dir)
+    r = cli("bench", str(pkg_dir), "--rounds", "2", "--runs", "30", "--record", "--against", "torch", "--factory", factory)
+    assert r.returncode == 0, r.stderr
+    pkg = Package.open(pkg_dir)
+    assert pkg.manifest["schema_version"] == 3
+    entries = {name: [e for e in v["latency"].values() if e["source"] == "bench"] for name, v in pkg.variants.items()}
+    assert all(len(e) == 1 and e[0]["p99_ms"] >= e[0]["p50_ms"] > 0 for e in entries.values()), entries
+    (ref,) = pkg.manifest["reference"]["latency"].values()
+    assert ref["provider"] == "torch-cpu" and ref["source"] == "bench"
+
+    # inspect shows them
+    r = cli("inspect", str(pkg_dir))
+    assert r.returncode == 0 and "recorded latency" in r.stdout and "bench" in r.stdout and "PyTorch" in r.stdout
+
+    # auto picks from them: the fastest, unless an exact variant is within 5% of it
+    p50 = {name: e[0]["p50_ms"] for name, e in entries.items()}
+    fastest = min(p50.values())
+    expected = min(p50, key=lambda v: (p50[v] > fastest * 1.05, v == "int8", p50[v]))
+    pipe = edgeai.load(pkg_dir, provider="cpu")
+    assert pipe.variant == expected, (p50, pipe.variant_reason)
+
+    # the report shows the same numbers
+    html_file = tmp_path / "r.html"
+    r = cli("report", str(pkg_dir), "-o", str(html_file))
+    assert r.returncode == 0, r.stderr
+    page = Page.parse(html_file)
+    for name, e in entries.items():
+        assert page.rung(name)["p50 ms"] == pytest.approx(e[0]["p50_ms"])
+        assert page.rung(name)["p99 ms"] == pytest.approx(e[0]["p99_ms"])
+    assert page.rung("PyTorch")["p50 ms"] == pytest.approx(ref["p50_ms"])
+
+
+def test_bench_errors_are_one_sentence(small_pkg, tmp_path):
+    bad_npz = tmp_path / "bad.npz"
+    np.savez(bad_npz, y=np.zeros((1, 3, 16, 16), np.float32))
+    cases = [
+        (["--variant", "fp16"], "no 'fp16' variant"),
+        (["--batch", "0"], "positive integers"),
+        (["--batch", "one"], "positive integers"),
+        (["--against", "torch"], "--factory FILE.py:FN"),
+        (["--factory", "x.py:f"], "with --against torch"),
+        (["--against", "tensorflow"], "Unknown reference"),
+        (["--input", str(bad_npz)], "the model takes ['x']"),
+        (["--input", str(tmp_path / "missing.npz")], "cannot be read"),
+        (["--provider", "npu"], "Unknown execution provider"),
+    ]
+    from edgeai.providers import CUDA, unavailable_reason
+
+    if unavailable_reason(CUDA):
+        cases.append((["--provider", "cuda"], "cuda cannot run on this machine"))
+    for args, expected in cases:
+        r = cli("bench", str(small_pkg), "--runs", "5", "--rounds", "1", *args)
+        assert r.returncode == 1, (args, r.stdout, r.stderr)
+        assert expected in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+        assert r.stderr.strip().count("\n") == 0, (args, r.stderr)  # one line
+    with pytest.raises(EdgeAIError, match="no 'fp16' variant"):
+        edgeai.bench(small_pkg, variants="fp16")
+
+
+def test_bench_and_report_do_not_import_torch(small_pkg, tmp_path):
+    code = (
+        "import sys, edgeai\n"
+        f"edgeai.bench({str(small_pkg)!r}, variants='int8', rounds=1, runs=5)\n"
+        "from edgeai.report import write_report\nfrom edgeai.package import Package\n"
+        f"write_report(Package.open({str(small_pkg)!r}), {str(tmp_path / 'r.html')!r})\n"
+        "bad = [m for m in ('torch', 'transformers') if m in sys.modules]\n"
+        "sys.exit(str(bad) if bad else 0)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr + r.stdout
+
+
+# -- report ------------------------------------------------------------------------------------
+class Page(HTMLParser):
+    """The ladder table's rows (by column heading), the embedded JSON, and every URL the page loads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: dict[str, list[list[tuple[str, str | None]]]] = {}
+        self.heads: dict[str, list[str]] = {}
+        self.urls: list[str] = []
+        self.data_json = ""
+        self._table: str | None = None
+        self._cell: list[str] | None = None
+        self._value: str | None = None
+        self._in_th = self._in_json = False
+        self._row: list | None = None
+
+    @classmethod
+    def parse(cls, path: Path) -> "Page":
+        p = cls()
+        p.feed(path.read_text(encoding="utf-8"))
+        return p
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        for key in ("src", "href"):
+            if key in a:
+                self.urls.append(a[key])
+        if tag == "table":
+            self._table = a.get("id")
+            self.tables[self._table] = []
+            self.heads[self._table] = []
+        elif tag == "tr" and self._table:
+            self._row = [] if "rung" in (a.get("class") or "") or self._table == "latencies" else None
+        elif tag in ("td", "th") and self._table:
+            self._cell, self._value, self._in_th = [], a.get("data-value"), tag == "th"
+        elif tag == "script" and a.get("id") == "edgeai-data":
+            self._in_json = True
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            text = " ".join("".join(self._cell).split())
+            if self._in_th:
+                self.heads[self._table].append(text)
+            elif self._row is not None:
+                self._row.append((text, self._value))
+            self._cell = None
+        elif tag == "tr" and self._row:
+            self.tables[self._table].append(self._row)
+            self._row = None
+        elif tag == "table":
+            self._table = None
+        elif tag == "script":
+            self._in_json = False
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+        if self._in_json:
+            self.data_json += data
+
+    def rung(self, name: str) -> dict[str, float | str | None]:
+        for row in self.tables["ladder"]:
+            if row[0][0] == name:
+                return {h: (float(v) if v is not None else (t if t != "-" else None)) for h, (t, v) in zip(self.heads["ladder"], row)}
+        raise KeyError(name)
+
+
+@pytest.fixture(scope="module")
+def cnn_report(cnn_pkg, tmp_path_factory) -> tuple[Path, Page]:
+    out = tmp_path_factory.mktemp("report") / "effnet.html"
+    r = cli("report", str(cnn_pkg), "-o", str(out), "--png")
+    assert r.returncode == 0, r.stderr
+    return out, Page.parse(out)
+
+
+def test_report_ladder_has_one_row_per_variant_and_agrees_with_the_manifest(cnn_pkg, cnn_report):
+    out, page = cnn_report
+    pkg = Package.open(cnn_pkg)
+    names = [row[0][0] for row in page.tables["ladder"]]
+    assert names == ["PyTorch", "fp32", "optimized", "int8"]
+    for name, v in pkg.variants.items():
+        row = page.rung(name)
+        acc, details = v["accuracy"], v["accuracy_details"]
+        assert row["compared with"] == details["vs"] == ("pytorch" if name == "fp32" else "fp32")
+        assert row["max abs diff"] == pytest.approx(details["outputs"]["logits"]["max_abs_diff"])
+        assert row["mean abs diff"] == pytest.approx(details["outputs"]["logits"]["mean_abs_diff"])
+        assert row["top-1 agreement"] == pytest.approx(acc["top1_agreement"])
+        assert row["size MB"] == pytest.approx(v["size"] / 1e6)
+        (entry,) = [e for e in v["latency"].values() if e["batch"] == 1]
+        assert row["p50 ms"] == pytest.approx(entry["p50_ms"])
+        assert row["p99 ms"] == pytest.approx(entry["p99_ms"])
+    data = json.loads(page.data_json)
+    assert [r["rung"] for r in data["rungs"]] == names
+    assert len(page.tables["latencies"]) == sum(len(v["latency"]) for v in pkg.variants.values())
+    # self-contained: nothing to fetch
+    assert page.urls == [] and "<link" not in out.read_text() and "<img" not in out.read_text()
+    assert '<figure id="chart-latency">' in out.read_text() and '<figure id="chart-error">' in out.read_text()
+    from PIL import Image
+
+    for chart in ("latency", "error"):
+        with Image.open(out.with_name(f"effnet-{chart}.png")) as im:
+            assert im.format == "PNG" and im.width > 300
+
+
+def _browser() -> str | None:
+    return next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome", "chrome") if shutil.which(b)), None)
+
+
+@pytest.mark.skipif(_browser() is None, reason="no headless browser (Debian's chromium) installed")
+def test_a_headless_browser_renders_the_report(cnn_report, tmp_path):
+    from PIL import Image, ImageStat
+
+    out, _ = cnn_report
+    shot = tmp_path / "shot.png"
+    r = subprocess.run([_browser(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1280,1800",
+                        f"--screenshot={shot}", out.resolve().as_uri()], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    with Image.open(shot) as im:
+        assert im.size == (1280, 1800)
+        spread = ImageStat.Stat(im.convert("L")).stddev[0]
+    assert spread > 10, "the screenshot is blank"
+    print(f"\nheadless {Path(_browser()).name}: rendered the report to a {shot.stat().st_size}-byte PNG")
+
+
+def test_report_without_matplotlib_writes_tables_and_says_so(small_pkg, tmp_path):
+    code = ("import sys; sys.modules['matplotlib'] = None\n"
+            "from edgeai.cli import main\nsys.argv = ['edgeai'] + sys.argv[1:]\nmain()\n")
+    out = tmp_path / "plain.html"
+    r = subprocess.run([sys.executable, "-c", code, "report", str(small_pkg), "-o", str(out)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "pip install 'edgeai[report]'" in r.stderr and "<svg" not in out.read_text()
+    assert [row[0][0] for row in Page.parse(out).tables["ladder"]] == ["PyTorch", "fp32", "optimized", "int8"]
+    r = subprocess.run([sys.executable, "-c", code, "report", str(small_pkg), "-o", str(out), "--png"], capture_output=True, text=True)
+    assert r.returncode == 1 and "matplotlib" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_report_errors(small_pkg, tmp_path):
+    r = cli("report", str(small_pkg), "-o", str(tmp_path))
+    assert r.returncode == 1 and "is a directory" in r.stderr
+    r = cli("report", str(small_pkg), "-o", str(tmp_path / "missing" / "r.html"))
+    assert r.returncode == 1 and "does not exist" in r.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing half-written

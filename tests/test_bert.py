@@ -18,7 +18,7 @@ import pytest
 import edgeai
 from conftest import cli
 from edgeai.errors import InputError
-from edgeai.package import Package
+from edgeai.package import SCHEMA_VERSION, Package
 from edgeai.quantize import op_histogram
 from edgeai.quantize.texts import DOCUMENTS, HELD_OUT, QUERIES
 from edgeai.text import TruncationWarning
@@ -118,7 +118,7 @@ def test_int8_is_dynamic_per_channel_with_recorded_cosine(bert_pkg):
     assert ops.get("MatMulInteger", 0) + ops.get("QAttention", 0) > 0
     # Layers kept in float are named, and really are float in the graph.
     assert ops.get("MatMul", 0) >= len([n for n in int8["recipe"]["float_nodes"] if "MatMul" in n])
-    assert pkg.manifest["schema_version"] == 2
+    assert pkg.manifest["schema_version"] == SCHEMA_VERSION
     assert "tokenizer.json" in pkg.manifest["assets"]
 
 

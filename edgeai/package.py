@@ -13,6 +13,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import re
 import shutil
 import uuid
 from functools import cached_property
@@ -29,6 +30,8 @@ KNOWN_SCHEMA_VERSIONS = (1, 2, 3)
 MAX_MANIFEST_BYTES = 1 << 20  # a real manifest is a few KB; refuse to parse megabytes of JSON
 VARIANTS = ("fp32", "optimized", "int8", "fp16")
 _TMP_MARK = ".edgeai-tmp-"
+# The names add_variant gives variant files (fp32: model.<sha12>.onnx).
+_VARIANT_FILE = re.compile(r"model(\.(optimized|int8|fp16))?\.[0-9a-f]{12}\.onnx")
 
 
 def load_schema() -> dict:
@@ -36,11 +39,25 @@ def load_schema() -> dict:
 
 
 def sha256_file(path: str | os.PathLike) -> str:
+    return _hash_and_scan(path)[0]
+
+
+# An ONNX file can only refer to external data through a StringStringEntryProto whose key is
+# "location", so a file without these bytes has none, and the full parse can be skipped.
+_EXTERNAL_KEY = b"location"
+
+
+def _hash_and_scan(path: str | os.PathLike) -> tuple[str, bool]:
+    """sha256 of a file, and whether the bytes ``location`` occur in it (in the same one read)."""
     digest = hashlib.sha256()
+    found, tail = False, b""
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
-    return digest.hexdigest()
+            if not found:
+                found = _EXTERNAL_KEY in tail + chunk
+                tail = chunk[-len(_EXTERNAL_KEY) :]
+    return digest.hexdigest(), found
 
 
 def now() -> str:
@@ -128,22 +145,50 @@ class Package:
             raise PackageError(f"The package {self.path} has no {name!r} variant; it has {sorted(self.variants)}.")
         return self.variants[name]
 
-    def verified_file(self, rel: str, sha256: str) -> Path:
-        """The absolute path of ``rel`` after checking that it exists and matches ``sha256``."""
+    def verified_file(self, rel: str, sha256: str, onnx_model: bool = False) -> Path:
+        """The absolute path of ``rel`` after checking that it exists and matches ``sha256``;
+        for a model, also that any external data it names is a listed, verified file of the package."""
         path = safe_path(self.path, rel)
         if not path.is_file():
             raise PackageError(f"The package {self.path} is missing its file {rel}.")
-        actual = sha256_file(path)
+        actual, maybe_external = _hash_and_scan(path)
         if actual != sha256:
             raise PackageError(
                 f"The file {rel} in {self.path} does not match the sha256 in its manifest "
                 f"(expected {sha256[:12]}..., found {actual[:12]}...): it was changed or damaged after packaging."
             )
+        if onnx_model and maybe_external:
+            self._check_external_data(path, rel)
         return path
+
+    def _check_external_data(self, path: Path, rel: str) -> None:
+        """Every external-data file of the model must be inside the package and listed (with its
+        hash) under assets; ONNX Runtime would otherwise read whatever file the model names."""
+        import onnx
+
+        try:
+            model = onnx.load(str(path), load_external_data=False)
+        except Exception as e:  # DecodeError and friends: a damaged file that still matched its hash
+            raise PackageError(f"The model file {rel} in {self.path} is not a valid ONNX file ({type(e).__name__}).") from None
+        base = Path(rel).parent
+        for tensor in _all_tensors(model.graph):
+            if tensor.data_location != onnx.TensorProto.EXTERNAL:
+                continue
+            location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+            data_rel = (base / location).as_posix() if location and not os.path.isabs(location) else location
+            safe_path(self.path, data_rel)  # refuses absolute paths, "..", symlinks out
+            assets = self.manifest.get("assets", {})
+            key = os.path.normpath(data_rel).replace(os.sep, "/")
+            if key not in assets:
+                raise PackageError(
+                    f"The model file {rel} in {self.path} reads external data from {location!r}, "
+                    "which the manifest does not list (with its hash) under assets."
+                )
+            self.verified_file(key, assets[key]["sha256"])
 
     def variant_path(self, name: str) -> Path:
         info = self.variant(name)
-        return self.verified_file(info["file"], info["sha256"])
+        return self.verified_file(info["file"], info["sha256"], onnx_model=True)
 
     def asset_path(self, rel: str) -> Path:
         assets = self.manifest.get("assets", {})
@@ -187,11 +232,28 @@ class Package:
         self.manifest = manifest
 
 
+def _all_tensors(graph) -> Iterator:
+    """Every tensor a graph stores: initializers, constant attributes, and those of subgraphs."""
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield sparse.values
+        yield sparse.indices
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            if attr.HasField("g"):
+                yield from _all_tensors(attr.g)
+            for sub in attr.graphs:
+                yield from _all_tensors(sub)
+
+
 def write_manifest(root: Path, manifest: dict) -> None:
     problems = _schema.validate(manifest, load_schema())
     if problems:  # a bug in edgeai, not a user error: keep the traceback
         raise AssertionError(f"refusing to write an invalid manifest: {problems}")
-    tmp = root / f"{MANIFEST}{_TMP_MARK}{uuid.uuid4().hex[:8]}"
+    tmp = root / f"{MANIFEST}{_TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(manifest, f, indent=2, sort_keys=False)
         f.write("\n")
@@ -257,8 +319,34 @@ def clean_debris(final: Path) -> None:
             os.replace(entry, final)
         else:
             shutil.rmtree(entry, ignore_errors=True)
-    for entry in final.glob(f"*{_TMP_MARK}*") if final.is_dir() else ():
-        entry.unlink(missing_ok=True)
+    if final.is_dir():
+        remove_stale_files(final)
+
+
+def remove_stale_files(root: Path) -> list[str]:
+    """Inside a package: temporary files of runs that were killed, and variant files that no
+    manifest names (a run killed after writing its file, before replacing the manifest)."""
+    removed: list[str] = []
+    live = False
+    for entry in root.iterdir():
+        if _TMP_MARK in entry.name and entry.is_file():
+            pid = entry.name.split(_TMP_MARK, 1)[1].split("-")[0].split(".")[0]
+            if pid.isdigit() and _alive(int(pid)):
+                live = True  # another process is writing this package right now
+                continue
+            entry.unlink(missing_ok=True)
+            removed.append(entry.name)
+    try:
+        manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
+        named = {v["file"] for v in manifest["variants"].values()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return removed  # not a readable package: leave its files alone
+    if not live:
+        for entry in root.iterdir():
+            if _VARIANT_FILE.fullmatch(entry.name) and entry.name not in named and entry.is_file():
+                entry.unlink(missing_ok=True)
+                removed.append(entry.name)
+    return removed
 
 
 def _alive(pid: int) -> bool:

@@ -39,6 +39,10 @@ def check_text(t: Any, index: int = 0, total: int = 1) -> str:
         raise InputError(f"{where} is {article} {kind} object, not a string; this model takes text{hint}.")
     if not t.strip():
         raise InputError(f"{where} is empty; give at least one non-space character.")
+    try:
+        t.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: undecodable bytes from argv or a file read with errors="surrogateescape"
+        raise InputError(f"{where} holds bytes that are not valid UTF-8; read the file with its real encoding.") from None
     return t
 
 

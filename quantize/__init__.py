@@ -24,7 +24,16 @@ import onnx
 
 from edgeai import __version__
 from edgeai.errors import ExportError, InputError, PackageError
-from edgeai.package import _TMP_MARK, SCHEMA_VERSION, Package, now, staging_dir, variant_entry, write_manifest
+from edgeai.package import (
+    _TMP_MARK,
+    SCHEMA_VERSION,
+    Package,
+    now,
+    remove_stale_files,
+    staging_dir,
+    variant_entry,
+    write_manifest,
+)
 
 from . import measure
 
@@ -94,12 +103,15 @@ def wrap_onnx(path: str | os.PathLike, out: str | os.PathLike | None = None) -> 
 
 
 def as_package(x: str | os.PathLike | Package, out: str | os.PathLike | None = None) -> Package:
+    """The package to add a variant to, with the debris of earlier killed runs removed."""
     if isinstance(x, Package):
-        return x
-    path = Path(x)
-    if path.suffix == ".onnx" and path.is_file():
-        return wrap_onnx(path, out)
-    return Package.open(path)
+        pkg = x
+    elif Path(x).suffix == ".onnx" and Path(x).is_file():
+        return wrap_onnx(x, out)
+    else:
+        pkg = Package.open(x)
+    remove_stale_files(pkg.path)
+    return pkg
 
 
 # -- sample inputs ---------------------------------------------------------------------------

@@ -1,0 +1,117 @@
+"""Stages killed at a few dozen points (SIGKILL, in a subprocess) across export, optimize and
+quantize of a small model: the previous package stays intact and loadable, and a rerun cleans up
+and completes. The figures are printed for the README's "Reliability" section."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import edgeai
+from edgeai.package import Package
+
+pytestmark = pytest.mark.slow
+torch = pytest.importorskip("torch")
+
+FACTORY = textwrap.dedent("""
+    import torch
+
+    def make():
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                   torch.nn.Flatten(), torch.nn.Linear(8, 4))
+""")
+POINTS = {"export": 12, "optimize": 8, "quantize": 12}
+
+
+def _edgeai(*args: str) -> subprocess.Popen:
+    exe = Path(sys.executable).with_name("edgeai")
+    return subprocess.Popen([str(exe), *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+def _files(pkg: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(pkg.iterdir()) if p.is_file()}
+
+
+def _complete(pkg: Path) -> None:
+    """Every variant the manifest names is there, matches its hash, and runs."""
+    p = Package.open(pkg)
+    x = np.ones((2, 3, 12, 12), np.float32)
+    for name in p.variants:
+        assert edgeai.load(pkg, variant=name, provider="cpu").run({"x": x})["output"].shape == (2, 4)
+
+
+def _debris(folder: Path) -> list[str]:
+    """Temporary siblings and files of killed runs, and files the manifest does not name."""
+    found = [p.name for p in folder.parent.iterdir() if p.name.startswith(f".{folder.name}.edgeai-tmp-")]
+    m = Package.open(folder).manifest
+    named = {"manifest.json", *(v["file"] for v in m["variants"].values()), *m.get("assets", {})}
+    return found + [p.name for p in folder.iterdir() if p.name not in named]
+
+
+def _timed(*args: str) -> float:
+    t = time.perf_counter()
+    proc = _edgeai(*args)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    return time.perf_counter() - t
+
+
+def _kill_at(args: tuple[str, ...], delay: float) -> bool:
+    """Run, SIGKILL the whole process group after ``delay`` s; False if it finished first."""
+    proc = _edgeai(*args)
+    try:
+        proc.wait(timeout=delay)
+        return False
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        return True
+
+
+def test_stages_killed_at_a_few_dozen_points_leave_the_package_intact(tmp_path, capsys):
+    (tmp_path / "net.py").write_text(FACTORY)
+    pkg = tmp_path / "pkg"
+    export = ("export", f"{tmp_path / 'net.py'}:make", "--input", "x:2,3,12,12:float32", "--dynamic", "x:0:batch",
+              "--precision", "int8", "-o", str(pkg))
+    durations = {"export": _timed(*export)}
+    _complete(pkg)
+    stages = {"export": export, "optimize": ("optimize", str(pkg)), "quantize": ("quantize", str(pkg), "--method", "dynamic")}
+    durations["optimize"] = _timed(*stages["optimize"])
+    durations["quantize"] = _timed(*stages["quantize"])
+    rng = np.random.default_rng(0)
+    killed = {s: 0 for s in stages}
+    for stage, args in stages.items():
+        d = durations[stage]
+        # spread over the whole run (imports, export, validation, quantization, timing, writing)
+        for delay in np.linspace(0.15, 0.97, POINTS[stage]) * d + rng.uniform(-0.02, 0.02, POINTS[stage]) * d:
+            before = _files(pkg)
+            if not _kill_at(args, max(0.05, float(delay))):
+                continue
+            killed[stage] += 1
+            after = {k: v for k, v in _files(pkg).items() if ".edgeai-tmp-" not in k}
+            if after.get("manifest.json") == before["manifest.json"]:
+                # the old manifest: every file it names is unchanged
+                m = Package.open(pkg).manifest
+                for v in m["variants"].values():
+                    assert after[v["file"]] == before[v["file"]], (stage, delay)
+            _complete(pkg)  # old or new, the package is whole and loadable
+        # a rerun removes what the kills left and completes
+        _timed(*args)
+        _complete(pkg)
+        assert _debris(pkg) == [], (stage, _debris(pkg))
+    total = sum(killed.values())
+    assert total >= 24, killed
+    with capsys.disabled():
+        print(f"\n[reliability] kills: {total} SIGKILLs survived (export {killed['export']}, optimize {killed['optimize']}, "
+              f"quantize {killed['quantize']}; full runs {durations['export']:.1f}/{durations['optimize']:.1f}/"
+              f"{durations['quantize']:.1f} s): previous package intact and loadable each time, reruns completed, no debris")

@@ -1,0 +1,522 @@
+"""Reliability: bad input everywhere a user can give some, hostile packages, load, faults.
+
+Small models keep this quick: the tiny image classifier of conftest and a tiny text classifier
+made here (a real tokenizers tokenizer and an ONNX graph, no torch). The tests that produce the
+README's "Reliability" figures print them (shown in CI's log).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from onnx import TensorProto, helper, numpy_helper
+from PIL import Image, features
+
+import edgeai
+from conftest import CAT, cli, edit_manifest
+from edgeai import providers
+from edgeai.errors import EdgeAIError, InputError, PackageError, ProviderError
+from edgeai.package import file_entry, now, write_manifest
+from edgeai.text import TruncationWarning
+
+TRACEBACK = "Traceback (most recent call last)"
+WORDS = "good bad great awful fine terrible love hate ok movie film food service day night".split()
+
+
+def report(capsys, line: str) -> None:
+    with capsys.disabled():
+        print(f"\n[reliability] {line}")
+
+
+# -- a tiny text classifier, no torch ---------------------------------------------------------
+def make_text_package(root: Path) -> Path:
+    """WordLevel tokenizer (lowercase, whitespace) + mean of masked embeddings -> Gemm -> 3 logits."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+
+    root.mkdir(parents=True)
+    vocab = {"[PAD]": 0, "[UNK]": 1, **{w: i + 2 for i, w in enumerate(WORDS)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.save(str(root / "tokenizer.json"))
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((len(vocab), 8)).astype(np.float32), "E"),
+             numpy_helper.from_array(rng.standard_normal((3, 8)).astype(np.float32), "W"),
+             numpy_helper.from_array(np.zeros(3, np.float32), "B"),
+             numpy_helper.from_array(np.array([1], np.int64), "axis1"),
+             numpy_helper.from_array(np.array([-1], np.int64), "last")]
+    nodes = [
+        helper.make_node("Gather", ["E", "input_ids"], ["emb"]),
+        helper.make_node("Cast", ["attention_mask"], ["maskf"], to=TensorProto.FLOAT),
+        helper.make_node("Unsqueeze", ["maskf", "last"], ["mask3"]),
+        helper.make_node("Mul", ["emb", "mask3"], ["masked"]),
+        helper.make_node("ReduceSum", ["masked", "axis1"], ["summed"], keepdims=0),
+        helper.make_node("ReduceSum", ["mask3", "axis1"], ["count"], keepdims=0),
+        helper.make_node("Div", ["summed", "count"], ["mean"]),
+        helper.make_node("Gemm", ["mean", "W", "B"], ["logits"], transB=1),
+    ]
+    ins = [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch_size", "sequence_length"]) for n in ("input_ids", "attention_mask")]
+    graph = helper.make_graph(nodes, "tiny_text", ins, [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch_size", 3])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(root / "model.onnx"))
+    (root / "labels.txt").write_text("negative\nneutral\npositive\n")
+    manifest = {
+        "schema_version": 3, "name": "tiny-text", "family": "custom", "task": "text-classification",
+        "inputs": [{"name": n, "dtype": "int64", "shape": ["batch_size", "sequence_length"]} for n in ("input_ids", "attention_mask")],
+        "outputs": [{"name": "logits", "dtype": "float32", "shape": ["batch_size", 3]}],
+        "preprocess": {"type": "text", "tokenizer": "tokenizer.json", "max_length": 32, "pad_id": 0, "pad_token": "[PAD]"},
+        "postprocess": {"type": "classification", "output": "logits", "labels": "labels.txt", "activation": "softmax", "top_k": 3},
+        "assets": {"tokenizer.json": file_entry(root / "tokenizer.json"), "labels.txt": file_entry(root / "labels.txt")},
+        "variants": {"fp32": {"file": "model.onnx", "made_from": None, **file_entry(root / "model.onnx")}},
+        "provenance": {"created": now(), "edgeai": "test"},
+    }
+    write_manifest(root, manifest)
+    return root
+
+
+@pytest.fixture(scope="module")
+def text_pkg(tmp_path_factory) -> Path:
+    return make_text_package(tmp_path_factory.mktemp("text") / "tiny-text")
+
+
+@pytest.fixture(scope="module")
+def image_pkg(tmp_path_factory) -> Path:
+    from conftest import make_tiny_package
+
+    return make_tiny_package(tmp_path_factory.mktemp("img") / "tiny")
+
+
+# -- images ------------------------------------------------------------------------------------
+def _photo(size=(64, 48)) -> Image.Image:
+    with Image.open(CAT) as im:
+        return im.convert("RGB").resize(size)
+
+
+def valid_images(folder: Path) -> dict[str, Path]:
+    """Every format Pillow writes here, in every mode a user meets, plus odd sizes and EXIF rotation."""
+    base = _photo()
+    out = {}
+
+    def save(name: str, im: Image.Image, **kw) -> None:
+        p = folder / name
+        im.save(p, **kw)
+        out[name] = p
+
+    save("rgb.png", base)
+    save("gray.png", base.convert("L"))
+    save("palette.png", base.convert("P"))
+    save("rgba.png", base.convert("RGBA"))
+    save("gray-alpha.png", base.convert("LA"))
+    save("16bit.png", Image.fromarray((np.asarray(base.convert("L"), np.uint16) * 257)))
+    save("rgb.jpg", base, quality=90)
+    save("gray.jpg", base.convert("L"))
+    save("cmyk.jpg", base.convert("CMYK"))
+    save("palette.gif", base.convert("P"))
+    save("rgb.bmp", base)
+    save("rgb.tiff", base)
+    save("cmyk.tiff", base.convert("CMYK"))
+    save("16bit.tiff", Image.fromarray((np.asarray(base.convert("L"), np.uint16) * 257)))
+    if features.check("webp"):
+        save("rgb.webp", base)
+        save("rgba.webp", base.convert("RGBA"))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    save("exif-rotated.jpg", base, exif=exif)
+    save("1x1.png", Image.new("RGB", (1, 1), (200, 10, 10)))
+    save("very-wide.png", _photo((4000, 3)))
+    save("very-tall.jpg", _photo((3, 3000)))
+    return out
+
+
+def invalid_images(folder: Path) -> dict[str, tuple[Path, str]]:
+    buf = io.BytesIO()
+    _photo().save(buf, "JPEG")
+    data = buf.getvalue()
+    png = io.BytesIO()
+    _photo().save(png, "PNG")
+    cases = {
+        "truncated.jpg": (data[: len(data) // 3], "could not be decoded"),
+        "truncated.png": (png.getvalue()[: len(png.getvalue()) // 2], "could not be decoded"),
+        "zero.jpg": (b"", "empty"),
+        "text.png": (b"this is not an image\n", "not an image"),
+        "random.bin": (np.random.default_rng(0).bytes(4096), "not an image"),
+        "header-only.gif": (b"GIF89a\x10\x00\x10\x00", "not an image|could not be decoded"),
+    }
+    out = {}
+    for name, (content, msg) in cases.items():
+        (folder / name).write_bytes(content)
+        out[name] = (folder / name, msg)
+    bomb = folder / "bomb.png"
+    Image.new("1", (20000, 20000)).save(bomb)
+    out["bomb.png"] = (bomb, "decompression|MP limit")
+    (folder / "a-directory").mkdir()
+    out["a-directory"] = (folder / "a-directory", "is a directory")
+    out["missing.jpg"] = (folder / "missing.jpg", "does not exist")
+    return out
+
+
+def test_every_image_format_and_mode_classifies_and_bad_files_get_one_sentence(image_pkg, tmp_path, capsys):
+    pipe = edgeai.load(image_pkg)
+    good = valid_images(tmp_path)
+    for name, path in good.items():
+        result = pipe.predict(str(path))
+        assert len(result["top_k"]) == 3 and abs(sum(t["score"] for t in result["top_k"]) - 1) < 0.2, name
+    bad = invalid_images(tmp_path)
+    for name, (path, msg) in bad.items():
+        with pytest.raises(InputError, match=msg):
+            pipe.predict(str(path))
+    # and through the CLI: every bad file one line on stderr, exit 1, good ones still answered
+    r = cli("run", "--model", str(image_pkg), "--json", *[str(p) for p in good.values()], *[str(p) for p, _ in bad.values()])
+    assert r.returncode == 1 and TRACEBACK not in r.stderr
+    doc = json.loads(r.stdout)
+    assert sum("top_k" in x for x in doc["results"]) == len(good) and sum("error" in x for x in doc["results"]) == len(bad)
+    report(capsys, f"images: {len(good)} valid files classified ({', '.join(sorted({p.suffix for p in good.values()}))}), "
+                   f"{len(bad)} invalid ones refused in one sentence")
+
+
+def test_exif_orientation_is_applied(image_pkg, tmp_path):
+    from edgeai.preprocess import open_image, to_rgb
+
+    base = _photo((64, 48))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    base.save(tmp_path / "r.jpg", exif=exif)
+    assert to_rgb(open_image(tmp_path / "r.jpg")).size == (48, 64)
+
+
+def test_16_bit_images_are_scaled_not_clipped(tmp_path):
+    from edgeai.preprocess import open_image, to_rgb
+
+    gray = np.linspace(0, 65535, 64 * 48).reshape(48, 64).astype(np.uint16)
+    Image.fromarray(gray).save(tmp_path / "g16.png")
+    rgb = np.asarray(to_rgb(open_image(tmp_path / "g16.png")))
+    assert rgb.min() == 0 and rgb.max() == 255 and len(np.unique(rgb)) > 200  # not a white image
+
+
+# -- arrays ------------------------------------------------------------------------------------
+def test_array_inputs_checked_against_the_manifest(image_pkg, tmp_path):
+    pipe = edgeai.load(image_pkg)
+    ok = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    ref = pipe.run({"pixel_values": ok})["logits"]
+    # safe casts are accepted and give the same answer
+    for cast in (np.float64, np.float16):
+        np.testing.assert_allclose(pipe.run({"pixel_values": ok.astype(cast)})["logits"], ref, rtol=1e-2, atol=1e-2)
+    assert pipe.run({"pixel_values": np.ones((1, 3, 8, 8), np.int32)})["logits"].shape == (1, 4)
+    bad = {
+        "wrong rank": (ok[0], "4 dimensions"),
+        "wrong size": (np.zeros((2, 3, 9, 8), np.float32), "size 8 on axis 2"),
+        "complex": (ok.astype(np.complex64), "cannot be cast safely"),
+        "bool": (ok > 0, "cannot be cast safely"),
+        "string": (np.array([["a"]]), "cannot be cast safely"),
+        "nan": (np.where(ok > 1, np.nan, ok).astype(np.float32), "NaN or infinite"),
+        "inf": (np.where(ok > 1, np.inf, ok).astype(np.float32), "NaN or infinite"),
+        "empty batch": (np.zeros((0, 3, 8, 8), np.float32), "empty dimension"),
+        "a list": (ok.tolist(), "numpy array"),
+    }
+    for name, (x, msg) in bad.items():
+        with pytest.raises(InputError, match=msg):
+            pipe.run({"pixel_values": x})
+    with pytest.raises(InputError, match="missing"):
+        pipe.run({"pixels": ok})
+    # a fixed batch axis: batch 2 where the manifest says 1
+    fixed = tmp_path / "fixed"
+    shutil.copytree(image_pkg, fixed)
+    edit_manifest(fixed, lambda m: m["inputs"][0].update(shape=[1, 3, 8, 8]))
+    with pytest.raises(InputError, match="size 1 on axis 0"):
+        edgeai.load(fixed).run({"pixel_values": ok})
+    with pytest.raises(InputError, match="size 1 on axis 0"):
+        edgeai.load(fixed).predict([np.zeros((8, 8, 3), np.uint8)] * 2)
+
+
+# -- text --------------------------------------------------------------------------------------
+def test_text_inputs(text_pkg, tmp_path):
+    pipe = edgeai.load(text_pkg)
+    assert pipe.predict("good movie")["top_k"][0]["label"] in ("negative", "neutral", "positive")
+    bad = {
+        "": "empty", "   \n\t ": "empty", "\u3000": "empty",  # ideographic space is whitespace too
+        b"good movie": "decode bytes", "caf\udcc3\udca9": "not valid UTF-8", None: "NoneType",
+    }
+    for text, msg in bad.items():
+        with pytest.raises(InputError, match=msg):
+            pipe.predict(text)
+    with pytest.warns(TruncationWarning):
+        long = pipe.predict(" ".join(["good"] * 100_000))
+    assert long["top_k"]
+    assert pipe.predict("good\x00movie\x07\x1b[31m")["top_k"]  # control characters: a result, not a crash
+    # invalid UTF-8 read from a file, as a user might: errors="surrogateescape" keeps the bytes
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9 good".encode("latin-1"))
+    text = (tmp_path / "latin1.txt").read_text(encoding="utf-8", errors="surrogateescape")
+    with pytest.raises(InputError, match="not valid UTF-8"):
+        pipe.predict(text)
+    # the same bytes as a command-line argument
+    exe = Path(sys.executable).with_name("edgeai")
+    r = subprocess.run([str(exe), "run", "--model", str(text_pkg), b"caf\xe9 good"], capture_output=True, text=True)
+    assert r.returncode == 1 and "not valid UTF-8" in r.stderr and TRACEBACK not in r.stderr
+
+
+# -- property-based: only edgeai's own error ever escapes ---------------------------------------
+FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                         HealthCheck.too_slow])
+
+dtypes = st.sampled_from([np.uint8, np.int8, np.int32, np.int64, np.float16, np.float32, np.float64, np.bool_, np.complex64])
+shapes = st.lists(st.integers(0, 12), min_size=0, max_size=5)
+
+
+@st.composite
+def arrays(draw):
+    shape = draw(shapes)
+    dtype = draw(dtypes)
+    size = int(np.prod(shape)) if shape else 1
+    values = draw(st.lists(st.floats(allow_nan=True, allow_infinity=True, width=32), min_size=size, max_size=size)) if size <= 2000 else [0.0] * size
+    with np.errstate(all="ignore"):
+        return np.asarray(values, dtype=np.float64).reshape(shape).astype(dtype)
+
+
+@FUZZ
+@given(x=st.one_of(arrays(), st.none(), st.integers(), st.text(max_size=20), st.lists(arrays(), max_size=3)))
+def test_fuzz_images_and_feeds_only_raise_edgeai_errors(image_pkg, x):
+    pipe = _pipe(image_pkg)
+    for call in (lambda: pipe.predict(x), lambda: pipe.run({"pixel_values": x}), lambda: pipe.run(x)):
+        try:
+            call()
+        except EdgeAIError:
+            pass
+
+
+@FUZZ
+@given(t=st.one_of(st.text(alphabet=st.characters(codec=None, exclude_categories=()), max_size=300),
+                   st.binary(max_size=50), st.lists(st.text(max_size=30), max_size=5)))
+def test_fuzz_texts_only_raise_edgeai_errors(text_pkg, t):
+    pipe = _pipe(text_pkg)
+    try:
+        out = pipe.predict(t)
+        assert out is not None
+    except EdgeAIError:
+        pass
+
+
+_PIPES: dict[Path, edgeai.Pipeline] = {}
+
+
+def _pipe(pkg: Path):
+    if pkg not in _PIPES:
+        _PIPES[pkg] = edgeai.load(pkg)
+    return _PIPES[pkg]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(args=st.lists(st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\x00"), max_size=20), min_size=1, max_size=3))
+def test_fuzz_cli_never_prints_a_traceback(text_pkg, image_pkg, args):
+    from typer.testing import CliRunner
+
+    from edgeai.cli import app
+
+    runner = CliRunner()
+    for model in (text_pkg, image_pkg):
+        r = runner.invoke(app, ["run", "--model", str(model), *args])
+        assert r.exit_code in (0, 1, 2), (args, r.output)
+        assert r.exception is None or isinstance(r.exception, SystemExit), (args, repr(r.exception))
+        assert TRACEBACK not in r.output
+
+
+# -- hostile and damaged packages ---------------------------------------------------------------
+def _with_external_data(pkg: Path, location: str, listed: bool) -> None:
+    """Turn the model's weight W into external data at ``location`` (relative to the model file)."""
+    model = onnx.load(str(pkg / "model.onnx"))
+    w = next(i for i in model.graph.initializer if i.name == "W")
+    raw = numpy_helper.to_array(w).tobytes()
+    target = (pkg / location) if not os.path.isabs(location) else Path(location)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(raw)
+    w.ClearField("float_data")
+    w.ClearField("raw_data")
+    w.data_location = TensorProto.EXTERNAL
+    for k, v in (("location", location), ("offset", "0"), ("length", str(len(raw)))):
+        e = w.external_data.add()
+        e.key, e.value = k, v
+    onnx.save(model, str(pkg / "model.onnx"))
+
+    def fix(m):
+        m["variants"]["fp32"].update(file_entry(pkg / "model.onnx"))
+        if listed and not os.path.isabs(location) and ".." not in location:
+            m["assets"][location] = file_entry(target)
+    edit_manifest(pkg, fix)
+
+
+def test_external_data_must_stay_inside_and_be_listed(image_pkg, tmp_path):
+    ok = tmp_path / "ok"
+    shutil.copytree(image_pkg, ok)
+    _with_external_data(ok, "weights/w.bin", listed=True)
+    x = np.zeros((1, 3, 8, 8), np.float32)
+    assert edgeai.load(ok).run({"pixel_values": x})["logits"].shape == (1, 4)
+    (ok / "weights" / "w.bin").write_bytes(b"\0" * 48)  # tampered external data
+    with pytest.raises(PackageError, match="does not match the sha256"):
+        edgeai.load(ok)
+    secret = tmp_path / "secret.bin"
+    cases = {"../secret.bin": "leaves the package", str(secret): "not a relative path", "unlisted.bin": "does not list"}
+    for i, (location, msg) in enumerate(cases.items()):
+        pkg = tmp_path / f"bad{i}"
+        shutil.copytree(image_pkg, pkg)
+        _with_external_data(pkg, location, listed=False)
+        with pytest.raises(PackageError, match=msg):
+            edgeai.load(pkg)
+        r = cli("run", str(CAT), "--model", str(pkg))
+        assert r.returncode == 1 and msg.split()[0] in r.stderr and TRACEBACK not in r.stderr
+    link = tmp_path / "bad-link"
+    shutil.copytree(image_pkg, link)
+    _with_external_data(link, "w.bin", listed=True)
+    (link / "w.bin").unlink()
+    (link / "w.bin").symlink_to(secret)
+    with pytest.raises(PackageError, match="outside the package"):
+        edgeai.load(link)
+
+
+def test_damaged_packages_are_refused_in_one_sentence(image_pkg, tmp_path):
+    def variant(name, fn):
+        pkg = tmp_path / name
+        shutil.copytree(image_pkg, pkg)
+        fn(pkg)
+        return pkg
+
+    cases = {
+        "truncated model": (lambda p: (p / "model.onnx").write_bytes((p / "model.onnx").read_bytes()[:100]), "sha256"),
+        "truncated, hash updated": (lambda p: ((p / "model.onnx").write_bytes((p / "model.onnx").read_bytes()[:100]),
+                                               edit_manifest(p, lambda m: m["variants"]["fp32"].update(file_entry(p / "model.onnx")))),
+                                    "could not load"),
+        "old schema": (lambda p: edit_manifest(p, lambda m: m.update(schema_version=0)), "schema_version 0"),
+        "future schema": (lambda p: edit_manifest(p, lambda m: m.update(schema_version=4)), "schema_version 4"),
+        "unknown top-level field": (lambda p: edit_manifest(p, lambda m: m.update(run_this="rm -rf /")), "run_this"),
+        "unknown variant field": (lambda p: edit_manifest(p, lambda m: m["variants"]["fp32"].update(loader="pickle")), "loader"),
+        "huge manifest": (lambda p: (p / "manifest.json").write_text(json.dumps({"x": "a" * (2 << 20)})), "far larger"),
+        "manifest is a list": (lambda p: (p / "manifest.json").write_text("[]"), "JSON object"),
+        "not JSON": (lambda p: (p / "manifest.json").write_bytes(b"\x80\x04\x95pickle"), "not valid JSON"),
+    }
+    n = 0
+    for name, (damage, msg) in cases.items():
+        pkg = variant(name.replace(" ", "-").replace(",", ""), damage)
+        with pytest.raises(PackageError, match=msg):
+            edgeai.load(pkg)
+        r = cli("run", str(CAT), "--model", str(pkg))
+        assert r.returncode == 1 and TRACEBACK not in r.stderr and r.stderr.count("error:") == 1, (name, r.stderr)
+        n += 1
+    assert n >= 9
+
+
+def test_a_pickle_where_the_tokenizer_should_be_is_never_unpickled(text_pkg, tmp_path):
+    import pickle
+
+    pkg = tmp_path / "pkl"
+    shutil.copytree(text_pkg, pkg)
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    (pkg / "tokenizer.json").write_bytes(pickle.dumps(Evil()))
+    edit_manifest(pkg, lambda m: m["assets"].update({"tokenizer.json": file_entry(pkg / "tokenizer.json")}))
+    with pytest.raises(PackageError, match="tokenizer"):
+        edgeai.load(pkg)
+    assert not marker.exists()
+
+
+def test_the_runtime_has_no_way_to_unpickle_or_run_package_code():
+    """Static check of the runtime's sources: no pickle, no eval/exec, no pickled numpy loads."""
+    root = Path(edgeai.__file__).parent
+    banned = ("import pickle", "pickle.load", "allow_pickle=True", "eval(", "exec(", "torch.load", "__import__(", "marshal")
+    for path in root.rglob("*.py"):
+        text = path.read_text()
+        for word in banned:
+            assert word not in text, f"{path.name} contains {word!r}"
+
+
+# -- load: threads, memory ----------------------------------------------------------------------
+def test_one_pipeline_shared_by_16_threads(image_pkg, capsys):
+    pipe = edgeai.load(image_pkg)
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, size=(int(rng.integers(8, 40)), int(rng.integers(8, 40)), 3), dtype=np.uint8) for _ in range(64)]
+    expected = [pipe.predict(f)["top_k"] for f in frames]
+    threads, calls = 16, 5000
+    errors: list[str] = []
+    counted = [0] * threads
+
+    def check(got, want) -> bool:
+        return [t["index"] for t in got] == [t["index"] for t in want] and np.allclose(
+            [t["score"] for t in got], [t["score"] for t in want], rtol=1e-5, atol=1e-7)
+
+    def worker(k: int) -> None:
+        r = np.random.default_rng(k)
+        done = 0
+        while done < calls:
+            if k % 2:  # mixed batch sizes through predict(list)
+                idx = r.integers(0, len(frames), size=int(r.integers(1, 9))).tolist()
+                outs = pipe.predict([frames[i] for i in idx])
+                ok = all(check(o["top_k"], expected[i]) for o, i in zip(outs, idx))
+                done += len(idx)
+            else:
+                i = int(r.integers(0, len(frames)))
+                ok = check(pipe.predict(frames[i])["top_k"], expected[i])
+                done += 1
+            if not ok:
+                errors.append(f"thread {k}: result differs")
+                return
+        counted[k] = done
+
+    with ThreadPoolExecutor(threads) as ex:
+        for f in [ex.submit(worker, k) for k in range(threads)]:
+            f.result()
+    assert not errors, errors[:3]
+    assert all(c >= calls for c in counted)
+    report(capsys, f"threads: {threads} threads x {calls} predictions on one pipeline ({sum(counted)} in all, "
+                   "half single, half lists of 1-8): every result equal to the single-threaded one (rtol 1e-5)")
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="reads resident memory from /proc")
+def test_memory_is_flat_over_10000_predictions(image_pkg, text_pkg, capsys):
+    img, txt = edgeai.load(image_pkg), edgeai.load(text_pkg)
+    frame = np.random.default_rng(0).integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
+    for _ in range(1000):
+        img.predict(frame)
+        txt.predict("good movie, bad service")
+    before = _rss_mb()
+    for i in range(10_000):
+        img.predict(frame)
+        txt.predict(["good movie", "awful food " * (i % 5 + 1)])
+    growth = (_rss_mb() - before) / before
+    assert growth < 0.05, f"resident memory grew {growth:.1%}"
+    report(capsys, f"memory: 10,000 image + 10,000 text predictions after warm-up, resident memory {before:.0f} MB -> "
+                   f"{before * (1 + growth):.0f} MB ({growth:+.1%}; limit +5%)")
+
+
+# -- faults: providers that cannot start ----------------------------------------------------------
+@pytest.mark.parametrize("name", [providers.CUDA, providers.TENSORRT])
+def test_a_provider_that_cannot_start_falls_back_or_errors_as_strict_says(image_pkg, name):
+    reason = providers.unavailable_reason(name)
+    if reason is None:
+        pytest.skip(f"{name} starts on this machine")
+    short = providers.short_name(name)
+    with pytest.raises(ProviderError) as e:
+        edgeai.load(image_pkg, provider=short)  # named: strict by default
+    assert reason.split()[0] in str(e.value)
+    pipe = edgeai.load(image_pkg, provider=short, strict=False)
+    assert pipe.provider == providers.CPU and reason.split()[0] in pipe.provider_note
+    r = cli("run", str(CAT), "--model", str(image_pkg), "--provider", short)
+    assert r.returncode == 1 and reason.split()[0] in r.stderr and TRACEBACK not in r.stderr

@@ -40,7 +40,7 @@ def open_image(source: str | os.PathLike) -> Image.Image:
         hint = " (for text, use a text model: --model bert)" if " " in str(path) and not Path(path).suffix else ""
         raise InputError(f"Image file '{path}' does not exist{hint}.")
     if path.is_dir():
-        raise InputError(f"{path} is a directory; expected an image file.")
+        raise InputError(f"{path} is a directory; expected an image file (edgeai run DIR --out results.jsonl runs a folder).")
     if path.stat().st_size == 0:
         raise InputError(f"Image file {path} is empty (0 bytes).")
     try:

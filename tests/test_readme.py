@@ -13,7 +13,7 @@ def _commands() -> list[str]:
 
 def test_ci_runs_the_readme_test_command():
     first, second = _commands()[:2]
-    assert "pytest" in second and "[export,dev,report]" in second
+    assert "pytest" in second and "[export,dev,report,ray]" in second
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert second in ci
 

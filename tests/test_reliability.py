@@ -21,70 +21,22 @@ import onnx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, numpy_helper
 from PIL import Image, features
 
 import edgeai
-from conftest import CAT, cli, edit_manifest
+from conftest import CAT, cli, edit_manifest, make_text_package
 from edgeai import providers
 from edgeai.errors import EdgeAIError, InputError, PackageError, ProviderError
-from edgeai.package import file_entry, now, write_manifest
+from edgeai.package import file_entry
 from edgeai.text import TruncationWarning
 
 TRACEBACK = "Traceback (most recent call last)"
-WORDS = "good bad great awful fine terrible love hate ok movie film food service day night".split()
 
 
 def report(capsys, line: str) -> None:
     with capsys.disabled():
         print(f"\n[reliability] {line}")
-
-
-# -- a tiny text classifier, no torch ---------------------------------------------------------
-def make_text_package(root: Path) -> Path:
-    """WordLevel tokenizer (lowercase, whitespace) + mean of masked embeddings -> Gemm -> 3 logits."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
-
-    root.mkdir(parents=True)
-    vocab = {"[PAD]": 0, "[UNK]": 1, **{w: i + 2 for i, w in enumerate(WORDS)}}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.save(str(root / "tokenizer.json"))
-    rng = np.random.default_rng(0)
-    inits = [numpy_helper.from_array(rng.standard_normal((len(vocab), 8)).astype(np.float32), "E"),
-             numpy_helper.from_array(rng.standard_normal((3, 8)).astype(np.float32), "W"),
-             numpy_helper.from_array(np.zeros(3, np.float32), "B"),
-             numpy_helper.from_array(np.array([1], np.int64), "axis1"),
-             numpy_helper.from_array(np.array([-1], np.int64), "last")]
-    nodes = [
-        helper.make_node("Gather", ["E", "input_ids"], ["emb"]),
-        helper.make_node("Cast", ["attention_mask"], ["maskf"], to=TensorProto.FLOAT),
-        helper.make_node("Unsqueeze", ["maskf", "last"], ["mask3"]),
-        helper.make_node("Mul", ["emb", "mask3"], ["masked"]),
-        helper.make_node("ReduceSum", ["masked", "axis1"], ["summed"], keepdims=0),
-        helper.make_node("ReduceSum", ["mask3", "axis1"], ["count"], keepdims=0),
-        helper.make_node("Div", ["summed", "count"], ["mean"]),
-        helper.make_node("Gemm", ["mean", "W", "B"], ["logits"], transB=1),
-    ]
-    ins = [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch_size", "sequence_length"]) for n in ("input_ids", "attention_mask")]
-    graph = helper.make_graph(nodes, "tiny_text", ins, [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch_size", 3])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(root / "model.onnx"))
-    (root / "labels.txt").write_text("negative\nneutral\npositive\n")
-    manifest = {
-        "schema_version": 3, "name": "tiny-text", "family": "custom", "task": "text-classification",
-        "inputs": [{"name": n, "dtype": "int64", "shape": ["batch_size", "sequence_length"]} for n in ("input_ids", "attention_mask")],
-        "outputs": [{"name": "logits", "dtype": "float32", "shape": ["batch_size", 3]}],
-        "preprocess": {"type": "text", "tokenizer": "tokenizer.json", "max_length": 32, "pad_id": 0, "pad_token": "[PAD]"},
-        "postprocess": {"type": "classification", "output": "logits", "labels": "labels.txt", "activation": "softmax", "top_k": 3},
-        "assets": {"tokenizer.json": file_entry(root / "tokenizer.json"), "labels.txt": file_entry(root / "labels.txt")},
-        "variants": {"fp32": {"file": "model.onnx", "made_from": None, **file_entry(root / "model.onnx")}},
-        "provenance": {"created": now(), "edgeai": "test"},
-    }
-    write_manifest(root, manifest)
-    return root
 
 
 @pytest.fixture(scope="module")

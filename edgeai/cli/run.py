@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from typing import Annotated, Optional
 
 import numpy as np
@@ -23,15 +25,24 @@ def run(
     provider: Annotated[str, typer.Option(help="auto, cpu, cuda or tensorrt.")] = "auto",
     variant: Annotated[str, typer.Option(help="auto, fp32, optimized, int8 or fp16.")] = "auto",
     threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads [default: ONNX Runtime's choice].")] = None,
+    out_file: Annotated[Optional[Path], typer.Option("--out", help="Bulk: write one JSON line per input to this file (resumable); INPUTS may be folders and list files.")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Bulk: inputs per model call.")] = 16,
+    workers: Annotated[Optional[int], typer.Option(min=1, help="Bulk: image decoding threads [default: up to 4].")] = None,
+    ray_address: Annotated[Optional[str], typer.Option("--ray", help="Bulk on Ray: 'local' starts a local instance, or a cluster address (needs the ray extra).")] = None,
 ) -> None:
     """Run a model on INPUTS: top classes for classifiers, dimension and cosine similarities for
-    embedding models; says which variant and provider ran."""
+    embedding models; says which variant and provider ran. With --out, every image under the
+    folders (or text line of the .txt files) given, as JSON lines."""
     import edgeai
     from edgeai.home import DEFAULT_MODEL, builtin_dir, resolve_builtin
 
+    if ray_address is not None and out_file is None:
+        raise InputError("--ray runs a bulk job: add --out results.jsonl.")
+    if out_file is None and all(Path(x).is_dir() for x in inputs):
+        raise InputError(f"{inputs[0]} is a folder: add --out results.jsonl to run every input in it.")
     name = model or DEFAULT_MODEL
     b = resolve_builtin(name) if not _is_path(name) else None
-    if b is not None and b.task == "image-classification" and not any(_is_path(x) for x in inputs):
+    if b is not None and b.task == "image-classification" and not any(_is_path(x) for x in inputs) and out_file is None:
         # Say so before a first-use build that could take a minute.
         from edgeai.preprocess import open_image
 
@@ -44,6 +55,9 @@ def run(
         pipe = edgeai.load(name, provider=provider, variant=variant, threads=threads)
     if pipe.session.choice.fell_back:
         err.print(f"note: {pipe.provider_note}", markup=False)
+    if out_file is not None:
+        _run_bulk(pipe, inputs, out_file, batch_size, workers, top_k, ray_address, provider)
+        return
 
     if pipe.is_text:
         results = _run_texts(pipe, inputs, top_k)
@@ -65,6 +79,43 @@ def run(
         raise typer.Exit(1)
 
 
+def _run_bulk(pipe, inputs: list[str], out_file: Path, batch_size: int, workers: int | None, top_k: int,
+              ray_address: str | None = None, provider: str = "auto") -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
+    from edgeai.bulk import list_inputs, run_bulk
+
+    items = list_inputs(inputs, pipe.is_text)
+    if not items:
+        raise InputError(f"No {'text lines' if pipe.is_text else 'images'} found in {', '.join(inputs)}.")
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+               TextColumn("{task.fields[rate]}"), TextColumn("ETA"), TimeRemainingColumn())
+    t0 = time.perf_counter()
+    with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
+        task = bar.add_task(f"{pipe.name} ({pipe.variant}, {pipe.provider})", total=None, rate="")
+
+        def step(done: int, total: int) -> None:
+            rate = done / max(time.perf_counter() - t0, 1e-9)
+            bar.update(task, completed=done, total=total, rate=f"{rate:.1f}/s" if done else "")
+
+        if ray_address is None:
+            stats = run_bulk(pipe, items, out_file, batch_size=batch_size, workers=workers, top_k=top_k, progress=step)
+        else:
+            from edgeai.integrations.ray import run_ray
+
+            stats = run_ray(pipe.package.path, items, out_file, address=ray_address, batch_size=batch_size,
+                            provider=provider, variant=pipe.variant, top_k=top_k, progress=step)
+    new = stats["done"]
+    rate = f" at {new / stats['seconds']:.1f}/s" if new and stats["seconds"] > 0 else ""
+    skipped = f"; {stats['skipped']} already there, skipped" if stats["skipped"] else ""
+    errors = f", {stats['errors']} of them errors" if stats["errors"] else ""
+    err.print(f"{out_file}: {new} new result line(s){errors}{rate}{skipped} ({pipe.variant}, {pipe.provider}).", markup=False)
+    if stats["errors"]:
+        err.print("[bold red]error:[/] ", end="")
+        err.print(f"{stats['errors']} input(s) failed (their lines say why); the first: {stats['first_error']}", markup=False)
+        raise typer.Exit(1)
+
+
 def _run_images(pipe, inputs: list[str], top_k: int) -> list[dict]:
     results: list[dict] = [{} for _ in inputs]
     good, feeds = [], []
@@ -83,8 +134,6 @@ def _run_images(pipe, inputs: list[str], top_k: int) -> list[dict]:
 
 def _run_tensors(pipe, inputs: list[str]) -> list[dict]:
     """Each .npy (single-input models) or .npz (arrays by input name) file is one run."""
-    from pathlib import Path
-
     results = []
     for x in inputs:
         path = Path(x)
@@ -131,8 +180,6 @@ def _run_texts(pipe, inputs: list[str], top_k: int) -> list[dict]:
 
 
 def _is_path(name: str) -> bool:
-    from pathlib import Path
-
     return Path(name).exists()
 
 

@@ -1,0 +1,173 @@
+"""Scale-out on Ray: the same package over a Ray Dataset, the same JSON lines as ``edgeai run --out``.
+
+    from edgeai.integrations.ray import run_ray
+    run_ray("pkg/", ["a.jpg", "b.jpg", ...], "results.jsonl", address="local")   # or "ray://host:10001"
+
+    edgeai run --model pkg/ photos/ --out results.jsonl --ray local
+
+Each Ray actor loads the package once (one pipeline per actor) and answers batches with the
+code of a single-machine bulk run (``edgeai.bulk``), so lines, error lines and resuming are the
+same; the driver writes the lines in input order. The package reaches the workers by path (a
+shared filesystem, or one machine) or, with ``ship="object_store"``, through Ray's object store.
+Actors that die are restarted and their batches retried by Ray Data; each input is written once.
+Ray is the optional ``ray`` extra.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from edgeai.errors import DependencyError, InputError
+
+__all__ = ["run_ray"]
+
+
+def _ray():
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise DependencyError("Running on Ray needs the ray extra: pip install 'edgeai[ray]'.") from None
+    return ray
+
+
+class _Worker:
+    """One pipeline per Ray actor; a batch of inputs in, their JSON lines out."""
+
+    def __init__(self, source: dict, top_k: int | None, provider: str, variant: str) -> None:
+        import edgeai
+
+        path = source.get("path")
+        if path is None:  # shipped through the object store: {relative path: bytes}
+            import ray
+
+            files = ray.get(source["ref"])
+            self._tmp = tempfile.TemporaryDirectory(prefix="edgeai-ray-")
+            for rel, data in files.items():
+                target = Path(self._tmp.name, rel)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data)
+            path = self._tmp.name
+        self.pipe = edgeai.load(path, provider=provider, variant=variant)
+        self.top_k = top_k
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from edgeai.bulk import _dumps, _image_batches, _text_batches
+
+        items = [str(x) for x in batch["input"]]
+        gen = (_text_batches(self.pipe, items, len(items), self.top_k) if self.pipe.is_text
+               else _image_batches(self.pipe, items, len(items), 1, self.top_k))
+        tail = {"variant": self.pipe.variant, "provider": self.pipe.provider}
+        lines = [_dumps(r if "error" in r else {**r, **tail}) for records in gen for r in records]
+        return {"index": batch["index"], "line": np.array(lines, dtype=object)}
+
+
+def _package_files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def run_ray(
+    package: str | os.PathLike,
+    items: list[str],
+    out: str | os.PathLike,
+    address: str = "local",
+    batch_size: int = 16,
+    actors: int | None = None,
+    ship: str = "path",
+    num_cpus: int | None = None,
+    provider: str = "cpu",
+    variant: str = "auto",
+    top_k: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Answer every item not yet in ``out`` on Ray; returns the same figures as ``run_bulk``.
+
+    ``address``: ``"local"`` starts a local Ray instance (``num_cpus``), anything else is passed
+    to ``ray.init(address=...)``; an already initialised Ray is used as it is.
+    """
+    import json
+    import time
+
+    from edgeai.bulk import done_inputs
+    from edgeai.pipeline import open_package
+
+    ray = _ray()
+    if ship not in ("path", "object_store"):
+        raise InputError(f"ship is 'path' or 'object_store', not {ship!r}.")
+    if batch_size < 1:
+        raise InputError("--batch-size must be at least 1.")
+    pkg = open_package(package)
+    out = Path(out)
+    if not out.parent.is_dir():
+        raise InputError(f"The directory of --out ({out.parent}) does not exist.")
+    already = done_inputs(out)
+    todo = []
+    for item in items:
+        if already[item] > 0:
+            already[item] -= 1
+        else:
+            todo.append(item)
+    stats: dict[str, Any] = {"total": len(items), "skipped": len(items) - len(todo), "done": 0, "errors": 0,
+                             "first_error": None}
+    t0 = time.perf_counter()
+    started = False
+    import logging
+
+    for name in ("ray", "ray.data"):  # Ray Data logs every dataset it runs at INFO; keep stderr for edgeai
+        logging.getLogger(name).setLevel(logging.WARNING)
+    if not ray.is_initialized():
+        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
+        kwargs = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+        try:
+            if address == "local":
+                ray.init(num_cpus=num_cpus, **kwargs)
+            else:
+                ray.init(address=address, **kwargs)
+        except Exception as e:  # ConnectionError, ValueError, RuntimeError from Ray itself
+            raise InputError(f"Could not reach Ray at {address!r}: {str(e).strip().splitlines()[0][:200]}") from None
+        started = True
+    try:
+        if todo:
+            ctx = ray.data.DataContext.get_current()
+            ctx.execution_options.preserve_order = True  # lines in input order, as a single machine writes them
+            ctx.enable_progress_bars = False
+            source = {"path": str(pkg.path.resolve())} if ship == "path" else {"ref": ray.put(_package_files(pkg.path))}
+            n = actors or max(1, int(ray.available_resources().get("CPU", 1)) // 2)
+            ds = ray.data.from_items([{"index": i, "input": x} for i, x in enumerate(todo)])
+            ds = ds.map_batches(_Worker, batch_size=batch_size, batch_format="numpy", concurrency=n,
+                                fn_constructor_kwargs={"source": source, "top_k": top_k, "provider": provider,
+                                                       "variant": variant})
+            # Ray Data restarts dead actors and retries their batches by default (max_restarts=-1);
+            # the index column below makes sure a retried batch is written once.
+            if progress:
+                progress(0, len(todo))
+            seen: set[int] = set()
+            with open(out, "a", encoding="utf-8") as f:
+                for batch in ds.iter_batches(batch_size=batch_size, batch_format="numpy"):
+                    lines = []
+                    for i, line in zip(batch["index"], batch["line"]):
+                        if int(i) in seen:  # a retried batch cannot write an input twice
+                            continue
+                        seen.add(int(i))
+                        lines.append(str(line))
+                        if '"error"' in line:
+                            rec = json.loads(line)
+                            if "error" in rec and len(rec) == 2:
+                                stats["errors"] += 1
+                                stats["first_error"] = stats["first_error"] or rec["error"]
+                    f.write("".join(x + "\n" for x in lines))
+                    f.flush()
+                    stats["done"] += len(lines)
+                    if progress:
+                        progress(stats["done"], len(todo))
+                os.fsync(f.fileno())
+    finally:
+        if started:
+            ray.shutdown()
+    stats["seconds"] = time.perf_counter() - t0
+    return stats

@@ -1,0 +1,167 @@
+"""Bulk runs: a folder or a list file -> JSON lines, resumable after a crash, bad inputs as lines."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import edgeai
+from conftest import CAT, cli, make_text_package, make_tiny_package
+from edgeai.bulk import list_inputs, run_bulk
+from edgeai.errors import InputError
+
+
+@pytest.fixture(scope="module")
+def pkgs(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("bulk")
+    return {"image": make_tiny_package(root / "img"), "text": make_text_package(root / "txt")}
+
+
+def photo_folder(folder: Path, n: int, scale: int = 1) -> list[Path]:
+    """Real photo (samples/cat.jpg) at mixed sizes and formats, in nested folders, plus bad files."""
+    with Image.open(CAT) as im:
+        base = im.convert("RGB")
+    paths = []
+    for i in range(n):
+        sub = folder / f"set{i % 3}"
+        sub.mkdir(parents=True, exist_ok=True)
+        p = sub / f"{i:04d}.{('jpg', 'png', 'webp')[i % 3]}"
+        base.resize(((40 + 7 * (i % 23)) * scale, (30 + 5 * (i % 17)) * scale)).save(p)
+        paths.append(p)
+    (folder / "set0" / "broken.jpg").write_bytes(b"not a jpeg")
+    (folder / "set1" / "notes.md").write_text("not listed: not an image suffix")
+    return paths
+
+
+def read_lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_a_folder_gives_one_line_per_image_equal_to_predict(pkgs, tmp_path):
+    paths = photo_folder(tmp_path / "photos", 40)
+    out = tmp_path / "out.jsonl"
+    r = cli("run", "--model", str(pkgs["image"]), str(tmp_path / "photos"), "--out", str(out), "--batch-size", "7", "--workers", "2")
+    assert r.returncode == 1 and "1 input(s) failed" in r.stderr and "broken.jpg" in r.stderr and "Traceback" not in r.stderr
+    lines = read_lines(out)
+    assert len(lines) == 41
+    pipe = edgeai.load(pkgs["image"])
+    by_input = {x["input"]: x for x in lines}
+    assert "not an image" in by_input[str(tmp_path / "photos" / "set0" / "broken.jpg")]["error"]
+    for p in paths:
+        got = by_input[str(p)]
+        assert got["variant"] == pipe.variant and got["provider"] == pipe.provider
+        want = pipe.predict(str(p), top_k=5)["top_k"]
+        assert [t["index"] for t in got["top_k"]] == [t["index"] for t in want]
+        np.testing.assert_allclose([t["score"] for t in got["top_k"]], [t["score"] for t in want], rtol=1e-5)
+
+
+def test_resume_after_sigkill_and_a_torn_line(pkgs, tmp_path):
+    photo_folder(tmp_path / "photos", 300, scale=6)
+    args = ("run", "--model", str(pkgs["image"]), str(tmp_path / "photos"), "--batch-size", "4", "--workers", "1")
+    full = tmp_path / "full.jsonl"
+    t = time.perf_counter()
+    assert cli(*args, "--out", str(full)).returncode == 1  # the broken file
+    took = time.perf_counter() - t
+    expected = {x["input"]: x for x in read_lines(full)}
+
+    out = tmp_path / "out.jsonl"
+    exe = Path(sys.executable).with_name("edgeai")
+    for delay in (0.45 * took, 0.4 * took):  # the second run resumes, then is killed too
+        proc = subprocess.Popen([str(exe), *args, "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        time.sleep(delay)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    partial = out.read_text().count("\n")
+    assert 0 < partial < len(expected), partial
+    with open(out, "a") as f:
+        f.write('{"input": "' + str(tmp_path))  # a torn last line, as a crash mid-write would leave
+    r = cli(*args, "--out", str(out))
+    assert f"{len(expected) - partial} new result line(s)" in r.stderr, r.stderr
+    lines = read_lines(out)
+    assert len(lines) == len(expected) and {x["input"] for x in lines} == set(expected)  # none lost, none twice
+    for x in lines:
+        assert x.get("top_k") == expected[x["input"]].get("top_k") or np.allclose(
+            [t["score"] for t in x["top_k"]], [t["score"] for t in expected[x["input"]]["top_k"]], rtol=1e-5)
+    r = cli(*args, "--out", str(out))
+    assert r.returncode == 0 and "0 new result line(s)" in r.stderr and f"{len(expected)} already there" in r.stderr
+
+
+def test_ctrl_c_leaves_whole_lines(pkgs, tmp_path):
+    photo_folder(tmp_path / "photos", 300, scale=6)
+    out = tmp_path / "out.jsonl"
+    exe = Path(sys.executable).with_name("edgeai")
+    proc = subprocess.Popen([str(exe), "run", "--model", str(pkgs["image"]), str(tmp_path / "photos"), "--out", str(out),
+                             "--batch-size", "2", "--workers", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    text = out.read_text()
+    assert text.endswith("\n") and all(json.loads(line) for line in text.splitlines())
+
+
+def test_text_lines_from_a_list_file_and_a_folder(pkgs, tmp_path):
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    (folder / "a.txt").write_text("good movie\n\nbad food\ngood movie\n")  # blank lines are skipped; repeats kept
+    # a latin-1 line (not UTF-8), a line of ideographic space (blank, skipped)
+    (folder / "b.txt").write_bytes(b"caf\xe9 service\n" + "\u3000\n".encode() + b"love it\n")
+    items = list_inputs([str(folder)], text=True)
+    assert items[:3] == ["good movie", "bad food", "good movie"] and len(items) == 5
+    out = tmp_path / "t.jsonl"
+    pipe = edgeai.load(pkgs["text"])
+    stats = run_bulk(pipe, items, out, batch_size=4)
+    assert stats["done"] == 5 and stats["errors"] == 1, stats
+    lines = read_lines(out)
+    assert [x["input"] for x in lines] == items
+    assert "not valid UTF-8" in lines[3]["error"] and "top_k" in lines[4]
+    assert lines[0]["top_k"] == pipe.predict("good movie", top_k=3)["top_k"] == lines[2]["top_k"]
+    # resuming with repeated texts redoes only the missing repeat
+    out.write_text("\n".join(out.read_text().splitlines()[:2]) + "\n")
+    stats = run_bulk(pipe, items, out, batch_size=4)
+    assert stats["skipped"] == 2 and stats["done"] == 3 and len(read_lines(out)) == 5
+    # a list file of texts through the CLI
+    (tmp_path / "list.txt").write_text("good day\nawful night\n")
+    r = cli("run", "--model", str(pkgs["text"]), str(tmp_path / "list.txt"), "--out", str(tmp_path / "l.jsonl"))
+    assert r.returncode == 0, r.stderr
+    assert [x["input"] for x in read_lines(tmp_path / "l.jsonl")] == ["good day", "awful night"]
+
+
+def test_a_list_file_of_image_paths(pkgs, tmp_path):
+    paths = photo_folder(tmp_path / "photos", 5)
+    lst = tmp_path / "photos" / "list.txt"
+    lst.write_text("\n".join([str(paths[0]), os.path.relpath(paths[1], lst.parent), "missing.jpg"]) + "\n")
+    out = tmp_path / "o.jsonl"
+    stats = run_bulk(edgeai.load(pkgs["image"]), list_inputs([str(lst)], text=False), out)
+    lines = read_lines(out)
+    assert stats["errors"] == 1 and "does not exist" in lines[2]["error"] and "top_k" in lines[1]
+
+
+def test_bulk_errors(pkgs, tmp_path):
+    photo_folder(tmp_path / "photos", 2)
+    (tmp_path / "garbage.jsonl").write_text("this is not json\n")
+    cases = [
+        (["--out", str(tmp_path)], "is a directory"),
+        (["--out", str(tmp_path / "no" / "o.jsonl")], "does not exist"),
+        (["--out", str(tmp_path / "garbage.jsonl")], "not an edgeai result"),
+    ]
+    for extra, msg in cases:
+        r = cli("run", "--model", str(pkgs["image"]), str(tmp_path / "photos"), *extra)
+        assert r.returncode == 1 and msg in r.stderr and "Traceback" not in r.stderr, (extra, r.stderr)
+    r = cli("run", "--model", str(pkgs["image"]), str(tmp_path / "photos"))
+    assert r.returncode == 1 and "add --out" in r.stderr
+    (tmp_path / "empty").mkdir()
+    r = cli("run", "--model", str(pkgs["image"]), str(tmp_path / "empty"), "--out", str(tmp_path / "e.jsonl"))
+    assert r.returncode == 1 and "No images found" in r.stderr
+    with pytest.raises(InputError, match="batch-size"):
+        run_bulk(edgeai.load(pkgs["image"]), [], tmp_path / "x.jsonl", batch_size=0)

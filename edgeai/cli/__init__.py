@@ -42,6 +42,7 @@ app.command("inspect")(info.inspect)
 app.command("models")(info.models)
 app.command("bench")(perf.bench)
 app.command("report")(perf.report)
+app.command("doctor")(info.doctor)
 
 
 def main() -> None:

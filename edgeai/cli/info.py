@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from ._common import err, handle_errors, print_wide, out, print_json
+from ._common import err, handle_errors, out, print_json, print_wide
 
 
 @handle_errors
@@ -123,3 +123,37 @@ def models(
     out.print(Text(f"cache: {home.home()} ({len(cached)} package(s))"))
     for path in cached.values():
         out.print(Text(f"  {path}"))
+
+
+@handle_errors
+def doctor(
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
+) -> None:
+    """What this machine can run: the ONNX Runtime build, each provider tried on a one-node session,
+    the CUDA/cuDNN/TensorRT libraries found, the GPU and driver. Run it first for GPU problems."""
+    from edgeai.doctor import diagnose
+
+    d = diagnose()
+    if json_:
+        print_json(d)
+        return
+    o = d["onnxruntime"]
+    out.print(Text(f"edgeai {d['edgeai']}, Python {d['python']}, {d['platform']} ({d['machine']})"))
+    out.print(Text(f"ONNX Runtime {o['version']} ({o['package']}, {o['device']} build); compiled in: {', '.join(o['compiled_in'])}"))
+    t = Table("provider", "starts", "why not", box=None, pad_edge=False, title="providers (a one-node session on each)",
+              title_justify="left")
+    for p in d["providers"]:
+        t.add_row(p["name"], Text("yes", style="green") if p["starts"] else Text("no", style="red"), Text(p["reason"] or ""))
+    print_wide(t)
+    if d["libraries"]:
+        lt = Table("library", "file", "found", box=None, pad_edge=False, title="GPU libraries (dynamic loader)",
+                   title_justify="left")
+        for lib in d["libraries"]:
+            lt.add_row(lib["library"], lib["file"], Text("yes", style="green") if lib["found"] else Text("no", style="red"))
+        print_wide(lt)
+    if d["gpus"]:
+        for g in d["gpus"]:
+            out.print(Text(f"GPU: {g['name']}, driver {g['driver']}, {g['memory']}"))
+    else:
+        out.print(Text(f"GPU: none found: {d['gpu_note']}"))
+    out.print(Text(f"provider=\"auto\" runs on: {d['auto']}", style="bold"))

@@ -1,0 +1,96 @@
+"""A game loop that classifies what is on screen every tick without ever waiting for the model.
+
+    python samples/game_loop.py [--model cnn] [--frames 0] [--fps 60] [--screenshot shot.png]
+
+The scene pans and zooms across a photo. Each tick the loop draws the frame and, if the
+previous inference has finished, hands the new frame to ``Pipeline.submit`` (a Future) and
+moves on; the last label and the inference time are drawn on screen. The frame rate is the
+game's, never the model's. Headless: ``SDL_VIDEODRIVER=dummy``. Needs pygame.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pygame
+
+import edgeai
+
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="efficientnet-lite0", help="package directory or built-in name")
+    ap.add_argument("--photo", default=str(HERE / "cat.jpg"))
+    ap.add_argument("--frames", type=int, default=0, help="stop after this many frames (0: until the window closes)")
+    ap.add_argument("--fps", type=int, default=60)
+    ap.add_argument("--screenshot", default=None, help="save the last frame to this PNG")
+    ap.add_argument("--stats", action="store_true", help="print frame/inference figures as JSON at the end")
+    args = ap.parse_args()
+
+    pipe = edgeai.load(args.model)  # once, at start-up
+    pygame.init()
+    screen = pygame.display.set_mode((640, 480))
+    pygame.display.set_caption(f"edgeai · {pipe.name} · {pipe.provider}")
+    photo = pygame.image.load(args.photo).convert()
+    font = pygame.font.Font(None, 28)
+    clock = pygame.time.Clock()
+
+    pending = None  # the Future of the inference in flight
+    label, infer_ms, submitted_at = "…", 0.0, 0.0
+    frames = inferences = frames_while_pending = 0
+    work_ms: list[float] = []
+    running = True
+    while running:
+        t0 = time.perf_counter()
+        for event in pygame.event.get():
+            if event.type == pygame.QUIT:
+                running = False
+        # the "game": pan and zoom over the photo
+        t = frames / args.fps
+        zoom = 1.0 + 0.3 * np.sin(t * 0.7)
+        w, h = int(photo.get_width() / zoom), int(photo.get_height() / zoom)
+        x = int((photo.get_width() - w) * (0.5 + 0.5 * np.sin(t * 0.5)))
+        y = int((photo.get_height() - h) * (0.5 + 0.5 * np.cos(t * 0.3)))
+        view = pygame.transform.smoothscale(photo.subsurface((x, y, w, h)), screen.get_size())
+        screen.blit(view, (0, 0))
+
+        # inference: collect a finished result, start a new one, never wait
+        if pending is not None and pending.done():
+            top = pending.result()["top_k"][0]
+            label, infer_ms = f"{top['label']} {top['score']:.2f}", (time.perf_counter() - submitted_at) * 1e3
+            pending = None
+            inferences += 1
+        if pending is None:
+            frame = pygame.surfarray.array3d(view).swapaxes(0, 1)  # HxWx3 uint8 RGB
+            pending, submitted_at = pipe.submit(np.ascontiguousarray(frame)), time.perf_counter()
+        else:
+            frames_while_pending += 1
+
+        banner = font.render(f"{label}   inference {infer_ms:.0f} ms   {clock.get_fps():.0f} fps", True, (255, 255, 255))
+        screen.fill((0, 0, 0), (0, 0, 640, 34))
+        screen.blit(banner, (10, 8))
+        pygame.display.flip()
+        work_ms.append((time.perf_counter() - t0) * 1e3)
+        frames += 1
+        if args.frames and frames >= args.frames:
+            running = False
+        clock.tick(args.fps)
+
+    if args.screenshot:
+        pygame.image.save(screen, args.screenshot)
+    pipe.close()
+    pygame.quit()
+    if args.stats:
+        print(json.dumps({"frames": frames, "inferences": inferences, "frames_while_pending": frames_while_pending,
+                          "frame_work_ms_p50": float(np.median(work_ms)), "frame_work_ms_max": float(np.max(work_ms)),
+                          "last_label": label, "provider": pipe.provider}))
+
+
+if __name__ == "__main__":
+    main()

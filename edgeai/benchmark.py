@@ -213,6 +213,7 @@ def bench(
     cases += [Case("pytorch", "pytorch", p, b) for p in torch_provs for b in batches]
     per: dict[Case, list[dict]] = {c: [] for c in cases}
     total, done = len(cases) * rounds, 0
+    models = {v: pkg.variant_path(v) for v in names}  # each file's hash checked once, not per case and round
     with tempfile.TemporaryDirectory(prefix="edgeai-bench-") as work:
         feeds = {}
         for b in batches:
@@ -222,7 +223,8 @@ def bench(
             for case in cases if r % 2 == 0 else list(reversed(cases)):
                 if on_step:
                     on_step(done, total, case.label)
-                per[case].append(_run_worker(pkg, case, feeds[case.batch], threads, runs, min_time, factory, Path(work)))
+                per[case].append(_run_worker(pkg, case, models.get(case.variant), feeds[case.batch], threads, runs,
+                                             min_time, factory, Path(work)))
                 done += 1
         if on_step:
             on_step(done, total, "done")
@@ -259,7 +261,7 @@ def _describe_inputs(pkg: Package, inputs: Any, tokens: int) -> str:
     return "seeded random inputs of the model's input shape"
 
 
-def _run_worker(pkg: Package, case: Case, feed: Path, threads: int | None, runs: int | None, min_time: float,
+def _run_worker(pkg: Package, case: Case, model: Path | None, feed: Path, threads: int | None, runs: int | None, min_time: float,
                 factory: str | None, work: Path) -> dict:
     spec = {
         "engine": case.engine,
@@ -272,7 +274,7 @@ def _run_worker(pkg: Package, case: Case, feed: Path, threads: int | None, runs:
     if case.engine == "pytorch":
         spec.update(device=case.provider.removeprefix("torch-"), factory=factory)
     else:
-        spec.update(model=str(pkg.variant_path(case.variant)), inputs=pkg.manifest["inputs"],
+        spec.update(model=str(model), inputs=pkg.manifest["inputs"],
                     outputs=pkg.manifest["outputs"], provider=case.provider)
     spec_file = work / "case.json"
     spec_file.write_text(json.dumps(spec))

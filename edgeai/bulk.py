@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from .errors import EdgeAIError, InputError
+from .postprocess import to_jsonable
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jfif"}
 LIST_SUFFIXES = {".txt", ".lst", ".list"}
@@ -109,21 +110,9 @@ def _cut_torn_tail(out: Path) -> None:
             f.truncate(end)
 
 
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    return x
-
-
 def _dumps(record: dict) -> str:
     # ensure_ascii keeps undecodable input names (surrogates) writable; json reads them back alike
-    return json.dumps(_jsonable(record), ensure_ascii=True)
+    return json.dumps(to_jsonable(record), ensure_ascii=True)
 
 
 # -- the run -------------------------------------------------------------------------------------

@@ -2,7 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+
+
+def to_jsonable(x: Any) -> Any:
+    """Results (arrays, numpy scalars, nested dicts and lists) as plain JSON values."""
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, dict):
+        return {k: to_jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [to_jsonable(v) for v in x]
+    return x
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -8,11 +8,11 @@ import sys
 import time
 from typing import Any, Callable
 
-import numpy as np
 import typer
 from rich.console import Console
 
 from edgeai.errors import EdgeAIError
+from edgeai.postprocess import to_jsonable
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -85,18 +85,6 @@ def print_wide(renderable: Any) -> None:
     wide = Console(highlight=False, soft_wrap=True, width=1000, file=out.file)
     need = Measurement.get(wide, wide.options, renderable).maximum
     Console(highlight=False, soft_wrap=True, width=max(80, need), file=out.file).print(renderable)
-
-
-def to_jsonable(x: Any) -> Any:
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, dict):
-        return {k: to_jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [to_jsonable(v) for v in x]
-    return x
 
 
 def print_json(doc: Any) -> None:

@@ -56,14 +56,15 @@ def _onnxruntime(spec: dict, feed: dict) -> dict:
 
     t = time.perf_counter()
     session = Session(spec["model"], spec["inputs"], spec["outputs"], provider=spec["provider"], strict=True,
-                      threads=spec["threads"])
+                      threads=spec["threads"], device_id=spec.get("device_id", 0), model_sha256=spec.get("sha256"),
+                      tensorrt=spec.get("tensorrt"))
     session_ms = (time.perf_counter() - t) * 1e3
     t = time.perf_counter()
     session.run(feed)
     first_ms = (time.perf_counter() - t) * 1e3
     times = _time(lambda: session.run(feed), spec["runs"], spec["min_time"])
     return {"provider": session.provider, "threads": spec["threads"], "session_ms": session_ms, "first_ms": first_ms,
-            "times_ms": times}
+            "times_ms": times, "placement": session.choice.placement}
 
 
 def _pytorch(spec: dict, feed: dict) -> dict:
@@ -81,17 +82,19 @@ def _pytorch(spec: dict, feed: dict) -> dict:
         raise ProviderError("PyTorch here has no CUDA device to compare with; compare on the CPU (--provider cpu).")
     pkg = Package.open(spec["package"])
     t = time.perf_counter()
+    if device == "cuda":
+        device = f"cuda:{spec.get('device_id', 0)}"
     module = reference_module(pkg, spec.get("factory")).to(device)
     args = [torch.from_numpy(feed[i["name"]]).to(device) for i in pkg.manifest["inputs"]]
     session_ms = (time.perf_counter() - t) * 1e3
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    sync = (lambda: torch.cuda.synchronize(device)) if device.startswith("cuda") else (lambda: None)
     with torch.inference_mode():
         t = time.perf_counter()
         module(*args)
         sync()
         first_ms = (time.perf_counter() - t) * 1e3
         times = _time(lambda: module(*args), spec["runs"], spec["min_time"], sync)
-    return {"provider": f"torch-{device}", "threads": torch.get_num_threads(), "session_ms": session_ms,
+    return {"provider": f"torch-{spec['device']}", "threads": torch.get_num_threads(), "session_ms": session_ms,
             "first_ms": first_ms, "times_ms": times}
 
 

@@ -34,7 +34,7 @@ import numpy as np
 
 from . import providers as _providers
 from .errors import DependencyError, EdgeAIError, InputError, PackageError, ProviderError
-from .machine import machine_id
+from .machine import machine_id, machine_key
 from .package import Package, now
 
 __all__ = ["bench", "bench_feed", "latency_key", "BENCH_TOKENS"]
@@ -189,6 +189,7 @@ def bench(
     record: bool = False,
     on_step: Step | None = None,
     source: str = "bench",
+    device_id: int = 0,
 ) -> dict[str, Any]:
     """Measure the package's variants; returns ``{"model", "machine", ..., "results": [row, ...]}``.
 
@@ -196,7 +197,8 @@ def bench(
     mean_ms, throughput`` (items/s), ``peak_rss_mb, runs, rounds, threads`` and ``vs_torch``
     (p50 over PyTorch's p50 on the same device and batch, when ``against="torch"``).
     ``record=True`` stores the figures in the manifest (the PyTorch ones under ``reference``),
-    where ``edgeai inspect``, ``edgeai report`` and ``variant="auto"`` read them.
+    where ``edgeai inspect``, ``edgeai report`` and ``variant="auto"`` read them. GPU rows also
+    carry ``placement`` (nodes per provider) and are recorded under this CPU + the GPU's name.
     """
     from .pipeline import open_package
 
@@ -224,7 +226,7 @@ def bench(
                 if on_step:
                     on_step(done, total, case.label)
                 per[case].append(_run_worker(pkg, case, models.get(case.variant), feeds[case.batch], threads, runs,
-                                             min_time, factory, Path(work)))
+                                             min_time, factory, Path(work), device_id))
                 done += 1
         if on_step:
             on_step(done, total, "done")
@@ -232,14 +234,15 @@ def bench(
     for row in rows:
         ref = next((t for t in rows if t["engine"] == "pytorch" and t["batch"] == row["batch"]
                     and (t["provider"] == "torch-cpu") == (row["provider"] == _providers.CPU)), None)
-        row["vs_torch"] = round(row["p50_ms"] / ref["p50_ms"], 3) if ref and row["engine"] != "pytorch" else None
+        row["vs_torch"] = float(f"{row['p50_ms'] / ref['p50_ms']:.4g}") if ref and row["engine"] != "pytorch" else None
     if record:
-        _record(pkg, rows, source)
+        _record(pkg, rows, source, device_id)
     return {
         "model": pkg.name,
         "package": str(pkg.path),
         "machine": machine_id(),
         "cores": os.cpu_count(),
+        "device_id": device_id,
         "threads": threads,
         "rounds": rounds,
         "runs": runs,
@@ -262,8 +265,9 @@ def _describe_inputs(pkg: Package, inputs: Any, tokens: int) -> str:
 
 
 def _run_worker(pkg: Package, case: Case, model: Path | None, feed: Path, threads: int | None, runs: int | None, min_time: float,
-                factory: str | None, work: Path) -> dict:
+                factory: str | None, work: Path, device_id: int = 0) -> dict:
     spec = {
+        "device_id": device_id,
         "engine": case.engine,
         "package": str(pkg.path),
         "feed": str(feed),
@@ -274,8 +278,9 @@ def _run_worker(pkg: Package, case: Case, model: Path | None, feed: Path, thread
     if case.engine == "pytorch":
         spec.update(device=case.provider.removeprefix("torch-"), factory=factory)
     else:
-        spec.update(model=str(model), inputs=pkg.manifest["inputs"],
-                    outputs=pkg.manifest["outputs"], provider=case.provider)
+        spec.update(model=str(model), inputs=pkg.manifest["inputs"], outputs=pkg.manifest["outputs"],
+                    provider=case.provider, sha256=pkg.variants[case.variant]["sha256"],
+                    tensorrt=_providers.tensorrt_flags(case.variant, pkg.variants[case.variant]))
     spec_file = work / "case.json"
     spec_file.write_text(json.dumps(spec))
     proc = subprocess.run([sys.executable, "-m", "edgeai._bench_worker", str(spec_file)], capture_output=True, text=True,
@@ -315,19 +320,21 @@ def _aggregate(case: Case, results: list[dict], rounds: int) -> dict:
         "runs": int(times.size),
         "rounds": rounds,
         "threads": results[0]["threads"],
+        "placement": results[0].get("placement") or {},
     }
 
 
-def _record(pkg: Package, rows: list[dict], source: str) -> None:
+def _record(pkg: Package, rows: list[dict], source: str, device_id: int = 0) -> None:
     """Store the figures under each variant's ``latency`` (PyTorch's under ``reference``)."""
-    machine, measured = machine_id(), now()
+    measured = now()
     fields = ("provider", "batch", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "session_ms", "first_ms", "throughput",
               "runs", "rounds", "threads")
     variants = {k: dict(v) for k, v in pkg.variants.items()}
     reference = dict(pkg.manifest.get("reference") or {"engine": "pytorch eager"})
     for row in rows:
         entry = {k: row[k] for k in fields}
-        entry.update(machine=machine, measured=measured, source=source)
+        gpu = row["provider"] == "torch-cuda" or row["provider"] in (_providers.CUDA, _providers.TENSORRT)
+        entry.update(machine=machine_key(_providers.CUDA if gpu else _providers.CPU, device_id), measured=measured, source=source)
         if row["peak_rss_mb"] is not None:
             entry["peak_rss_mb"] = row["peak_rss_mb"]
         target = reference if row["engine"] == "pytorch" else variants[row["variant"]]

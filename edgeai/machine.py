@@ -31,3 +31,19 @@ def machine_id() -> str:
     best = [f for f in _FLAGS if f in flags][:2]
     cores = os.cpu_count() or 0
     return " ".join([platform.machine(), model, *best, f"{cores}cpu"]).strip()
+
+
+def machine_key(provider: str, device_id: int = 0) -> str:
+    """The key latencies are recorded under: the CPU kind, plus the GPU's name for GPU providers
+    (an fp16 engine's speed is a property of the GPU, not of the host CPU)."""
+    if provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
+        from .gpu import gpu_name
+
+        return f"{machine_id()} + {gpu_name(device_id) or 'unknown GPU'}"
+    return machine_id()
+
+
+def is_this_machine(key: str | None) -> bool:
+    """A recorded figure from this kind of machine (its CPU, with or without a GPU part)."""
+    here = machine_id()
+    return key == here or bool(key and key.startswith(here + " + "))

@@ -12,7 +12,7 @@ import numpy as np
 
 from . import home, providers
 from .errors import InputError, PackageError
-from .machine import machine_id
+from .machine import machine_key
 from .package import VARIANTS, Package
 from .postprocess import activate, top_k
 from .preprocess import ImagePreprocessor
@@ -49,9 +49,10 @@ def meets_budget(pkg: Package, name: str) -> bool:
     return value is not None and value >= budget["min"]
 
 
-def recorded_latency(info: dict, provider: str, machine: str | None = None, batch: int = 1) -> float | None:
-    """The recorded p50 of a variant for this provider, kind of machine and batch size."""
-    machine = machine or machine_id()
+def recorded_latency(info: dict, provider: str, machine: str | None = None, batch: int = 1,
+                     device_id: int = 0) -> float | None:
+    """The recorded p50 of a variant for this provider, kind of machine (and GPU) and batch size."""
+    machine = machine or machine_key(provider, device_id)
     figures = [
         e["p50_ms"] for e in info.get("latency", {}).values()
         if e["provider"] == provider and e.get("machine") == machine and e.get("batch", 1) == batch
@@ -63,10 +64,17 @@ LOSSY = ("int8", "fp16")
 LOSSY_MARGIN = 0.05  # run-to-run noise of the recorded medians on a shared 2-core machine is ~5%
 
 
-def choose_variant(pkg: Package, provider: str) -> tuple[str, str]:
+def for_provider(pkg: Package, name: str, provider: str) -> bool:
+    """An int8 made for TensorRT (symmetric QDQ, accuracy measured as TensorRT computes) is
+    chosen only on TensorRT: ONNX Runtime's CPU kernels compute it differently (see quantize)."""
+    recipe = pkg.variants[name].get("recipe") or {}
+    return recipe.get("preset", "cpu") != "tensorrt" or provider == providers.TENSORRT
+
+
+def choose_variant(pkg: Package, provider: str, device_id: int = 0) -> tuple[str, str]:
     """Contracts, variant choice: the fastest variant within budget, measured on this kind of machine."""
-    eligible = [v for v in VARIANTS if v in pkg.variants and meets_budget(pkg, v)]
-    timed = [(t, v) for v in eligible if (t := recorded_latency(pkg.variants[v], provider)) is not None]
+    eligible = [v for v in VARIANTS if v in pkg.variants and meets_budget(pkg, v) and for_provider(pkg, v, provider)]
+    timed = [(t, v) for v in eligible if (t := recorded_latency(pkg.variants[v], provider, device_id=device_id)) is not None]
     if timed:
         fastest = min(t for t, _ in timed)
         # A reduced-precision variant has to be measurably faster to be worth its accuracy cost:
@@ -77,6 +85,8 @@ def choose_variant(pkg: Package, provider: str) -> tuple[str, str]:
             why = f"exact, and within {LOSSY_MARGIN:.0%} of the fastest within budget"
         return v, f"{why} ({t:.2f} ms recorded)"
     order = ("int8", "optimized", "fp32") if provider == providers.CPU else ("fp16", "fp32", "optimized")
+    if provider == providers.TENSORRT and (pkg.variants.get("int8", {}).get("recipe") or {}).get("preset") == "tensorrt":
+        order = ("int8", *order)
     for v in order:
         if v in eligible:
             return v, f"no latency recorded for {providers.short_name(provider)} on this machine; default order {'/'.join(order)}"
@@ -102,13 +112,15 @@ class Pipeline:
                 (p for p in providers.candidates(provider, strict is not False) if providers.unavailable_reason(p) is None),
                 providers.CPU,
             )
-            variant, self.variant_reason = choose_variant(package, expected)
+            variant, self.variant_reason = choose_variant(package, expected, device_id)
         else:
             package.variant(variant)  # raises a clear error for a variant the package lacks
             self.variant_reason = "requested"
         self.variant = variant
         self.session = Session(
-            package.variant_path(variant), m["inputs"], m["outputs"], provider, strict, threads, device_id
+            package.variant_path(variant), m["inputs"], m["outputs"], provider, strict, threads, device_id,
+            model_sha256=package.variants[variant]["sha256"],
+            tensorrt=providers.tensorrt_flags(variant, package.variants[variant]),
         )
         self.provider = self.session.provider
         pre = m.get("preprocess", {"type": "none"})
@@ -136,13 +148,27 @@ class Pipeline:
         """One line: which provider runs and why any preferred one was skipped."""
         return self.session.choice.summary()
 
+    @property
+    def placement(self) -> dict[str, int]:
+        """Nodes per provider as ONNX Runtime placed them (GPU sessions; empty on CPU, where all are)."""
+        return dict(self.session.choice.placement)
+
+    @property
+    def placement_note(self) -> str | None:
+        """``"cuda 340 of 402 nodes (85%), cpu 62 (15%)"`` when not every node runs on the provider, else None."""
+        return self.session.choice.placement_line()
+
     def __repr__(self) -> str:
         return f"Pipeline({self.name!r}, variant={self.variant!r}, provider={self.provider!r})"
 
     # -- running -----------------------------------------------------------------------------
-    def run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Ready tensors in (checked against the manifest), raw outputs out, by name."""
-        return self.session.run(feed)
+    def run(self, feed: Mapping[str, Any], device_outputs: bool = False) -> dict[str, Any]:
+        """Ready tensors in (checked against the manifest), raw outputs out, by name.
+
+        Inputs are numpy arrays or ``onnxruntime.OrtValue`` (e.g. already on the GPU, bound
+        without a copy). ``device_outputs=True`` returns OrtValues left where the provider made
+        them (on the GPU for CUDA/TensorRT) instead of numpy arrays."""
+        return self.session.run(feed, device_outputs)
 
     @property
     def is_text(self) -> bool:
@@ -258,7 +284,8 @@ def load(
     ``provider``: ``"auto"`` (TensorRT, then CUDA, then CPU; the first that really starts),
     ``"cpu"``, ``"cuda"`` or ``"tensorrt"``. ``strict`` defaults to True for a named provider
     (raise rather than fall back) and False for ``"auto"``. ``variant``: ``"auto"`` (the fastest
-    variant whose recorded accuracy meets the package's budget), or ``fp32``/``optimized``/``int8``.
+    variant whose recorded accuracy meets the package's budget), or ``fp32``/``optimized``/``int8``/``fp16``.
+    ``device_id`` picks the GPU for CUDA and TensorRT.
     """
     if variant != "auto" and variant not in VARIANTS:
         raise InputError(f"Unknown variant {variant!r}; choose auto or one of {', '.join(VARIANTS)}.")

@@ -9,9 +9,14 @@ CUDA/TensorRT dependencies load, which names the missing library in one line, an
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import importlib.util
 import os
+import re
+import sys
+import tempfile
+import threading
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -93,6 +98,12 @@ class ProviderChoice:
     requested: str
     provider: str
     notes: list[str] = field(default_factory=list)
+    # Nodes per provider as ONNX Runtime placed them (its verbose placement log); filled for GPU
+    # sessions, where ONNX Runtime may quietly leave nodes it has no GPU kernel for on the CPU.
+    placement: dict[str, int] = field(default_factory=dict)
+    # TensorRT: this model's engine directory, and whether an engine was already cached there.
+    engine_cache: str | None = None
+    engine_cached: bool = True
 
     @property
     def fell_back(self) -> bool:
@@ -103,24 +114,89 @@ class ProviderChoice:
             return f"running on {short_name(self.provider)}"
         return f"running on {short_name(self.provider)} ({'; '.join(self.notes)})"
 
+    def placement_line(self) -> str | None:
+        """``"cuda 340 of 402 nodes (85%), cpu 62 (15%)"`` when some nodes left the provider, else None."""
+        return placement_line(self.placement, self.provider)
 
-def provider_options(provider: str, device_id: int = 0) -> dict:
+
+PLACED = re.compile(r"(?:Node\(s\)|All nodes) placed on \[(\w+)\]\. Number of nodes: (\d+)")
+
+
+def parse_placement(log: str) -> dict[str, int]:
+    """Nodes per provider from ONNX Runtime's verbose log ("Node(s) placed on [X]. Number of nodes: N")."""
+    return {m.group(1): int(m.group(2)) for m in PLACED.finditer(log)}
+
+
+def placement_line(placement: dict[str, int], provider: str) -> str | None:
+    others = {p: n for p, n in placement.items() if p != provider and n}
+    if not others:
+        return None
+    total = sum(placement.values())
+    ordered = sorted(placement.items(), key=lambda pn: (pn[0] != provider, -pn[1]))
+    parts = [f"{short_name(p)} {n} of {total} nodes ({n / total:.0%})" if i == 0 else f"{short_name(p)} {n} ({n / total:.0%})"
+             for i, (p, n) in enumerate(ordered)]
+    note = "; TensorRT counts each subgraph it compiles as one node" if TENSORRT in placement else ""
+    return ", ".join(parts) + note
+
+
+_STDERR_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _verbose_log(options: ort.SessionOptions):
+    """Route this session's verbose ONNX Runtime log into a buffer for the block's duration.
+
+    ONNX Runtime writes its log to the C stderr and has no Python log callback, so file
+    descriptor 2 is pointed at a temporary file while the session is created (this also keeps
+    the GPU libraries' own loading chatter off the user's terminal). Yields a list that holds
+    the log text afterwards.
+    """
+    captured: list[str] = []
+    level = options.log_severity_level
+    with _STDERR_LOCK, tempfile.TemporaryFile() as buf:
+        options.log_severity_level = 0
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(buf.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            options.log_severity_level = level
+            buf.seek(0)
+            captured.append(buf.read().decode(errors="replace"))
+
+
+def tensorrt_flags(variant: str, info: dict) -> dict:
+    """TensorRT builder flags for a variant. Precision lives in the graph, but ONNX Runtime builds
+    weakly typed TensorRT networks, where float16 (and int8) layers are allowed only with their
+    builder flag: without it an fp16 graph would run in fp32 kernels between casts."""
+    if variant == "fp16":
+        return {"trt_fp16_enable": True}
+    if variant == "int8" and (info.get("recipe") or {}).get("preset") == "tensorrt":
+        return {"trt_int8_enable": True, "trt_fp16_enable": True}
+    return {}
+
+
+def provider_options(provider: str, device_id: int = 0, engine_cache: str | os.PathLike | None = None,
+                     flags: dict | None = None) -> dict:
     if provider == CUDA:
         # fp32 means fp32: TF32 matmuls change results by ~1e-4 relative (seen on an H100);
         # speed on GPU comes from the fp16 variant instead.
         return {"device_id": device_id, "use_tf32": 0}
     if provider == TENSORRT:
-        from .home import cache_dir
-
-        cache = cache_dir() / "tensorrt"
-        cache.mkdir(parents=True, exist_ok=True)
-        return {
-            "device_id": device_id,
-            "trt_engine_cache_enable": True,
-            "trt_engine_cache_path": str(cache),
-            "trt_timing_cache_enable": True,
-            "trt_timing_cache_path": str(cache),
-        }
+        opts: dict = {"device_id": device_id}
+        if engine_cache is not None:
+            Path(engine_cache).mkdir(parents=True, exist_ok=True)
+            opts.update({
+                "trt_engine_cache_enable": True,
+                "trt_engine_cache_path": str(engine_cache),
+                "trt_timing_cache_enable": True,
+                "trt_timing_cache_path": str(engine_cache),
+            })
+        opts.update(flags or {})
+        return opts
     return {}
 
 
@@ -140,12 +216,19 @@ def create_session(
     provider: str = "auto",
     strict: bool | None = None,
     device_id: int = 0,
+    model_sha256: str | None = None,
+    placement: bool | None = None,
+    tensorrt: dict | None = None,
 ) -> tuple[ort.InferenceSession, ProviderChoice]:
     """Create an InferenceSession on the first provider that really starts.
 
     ``strict`` (default True) makes a named provider raise a :class:`ProviderError` that says
     what is missing instead of falling back; with ``strict=False`` a named provider falls back
     along TensorRT -> CUDA -> CPU. ``auto`` always falls back (that is what it means).
+
+    ``placement`` (default: on for GPU providers) reads ONNX Runtime's verbose placement log into
+    ``choice.placement``. ``model_sha256`` keys the TensorRT engine cache (hashed here if None);
+    ``tensorrt`` adds TensorRT options (:func:`tensorrt_flags`).
     """
     strict = False if provider == "auto" else (True if strict is None else strict)
     wanted = candidates(provider, strict)
@@ -153,11 +236,21 @@ def create_session(
     for cand in wanted:
         reason = unavailable_reason(cand)
         if reason is None:
-            providers = [(cand, provider_options(cand, device_id))]
+            engine_cache = None
+            if cand == TENSORRT:
+                from . import gpu
+                from .package import sha256_file
+
+                engine_cache = gpu.engine_cache_dir(model_sha256 or sha256_file(model), device_id)
+                choice.engine_cache, choice.engine_cached = str(engine_cache), gpu.has_engine(engine_cache)
+            providers = [(cand, provider_options(cand, device_id, engine_cache, tensorrt))]
             if cand != CPU and not strict:
                 providers.append((CPU, {}))  # ORT places nodes the GPU provider lacks on CPU
+            capture = (cand != CPU) if placement is None else placement
+            log: list[str] = []
             try:
-                session = ort.InferenceSession(str(model), options, providers=providers)
+                with (_verbose_log(options) if capture else contextlib.nullcontext(log)) as log:
+                    session = ort.InferenceSession(str(model), options, providers=providers)
             except Exception as e:  # ORT raises bare RuntimeError/Fail subclasses
                 if cand == CPU:
                     raise
@@ -166,6 +259,7 @@ def create_session(
                 used = session.get_providers()[0]
                 if used == cand:
                     choice.provider = cand
+                    choice.placement = parse_placement(log[0]) if log else {}
                     return session, choice
                 reason = f"ONNX Runtime fell back to {short_name(used)} at session creation"
         note = f"{short_name(cand)}: {reason}"
@@ -178,7 +272,7 @@ def create_session(
             raise ProviderError(f"Execution provider {short_name(cand)} was requested but cannot start: {reason}{hint}.")
         choice.notes.append(note)
     if CPU not in wanted:
-        session, _ = create_session(model, options, "cpu", strict=True)
+        session, _ = create_session(model, options, "cpu", strict=True, placement=placement)
         choice.provider = CPU
         return session, choice
     raise ProviderError(f"No execution provider could start ({'; '.join(choice.notes)}).")

@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from . import __version__
 from .errors import DependencyError, InputError
-from .machine import machine_id
+from .machine import is_this_machine, machine_id
 from .package import VARIANTS, Package, now
 from .providers import CPU, short_name
 
@@ -42,8 +42,7 @@ def _headline_key(pkg: Package) -> tuple[str, str, int] | None:
             for v in pkg.variants.values() for e in v.get("latency", {}).values()]
     if not keys:
         return None
-    here = machine_id()
-    return max(set(keys), key=lambda k: (k[1] == here, k[0] == CPU, k[2] == 1, keys.count(k)))
+    return max(set(keys), key=lambda k: (is_this_machine(k[1]), k[0] == CPU, k[2] == 1, keys.count(k)))
 
 
 def _entry(latency: dict, key: tuple[str, str, int] | None, torch: bool = False) -> dict | None:

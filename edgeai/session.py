@@ -7,7 +7,11 @@ is needed) so ``Pipeline.run`` costs what ``InferenceSession.run`` costs.
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
+import time
+from pathlib import Path
 from typing import Mapping
 
 import numpy as np
@@ -15,6 +19,8 @@ import onnxruntime as ort
 
 from . import providers as _providers
 from .errors import InputError, PackageError
+
+log = logging.getLogger("edgeai")
 
 _DTYPES = {
     "float32": np.float32,
@@ -51,7 +57,9 @@ class _Spec:
         dims = ", ".join(str(s) for s in self.shape)
         return f"{self.dtype} [{dims}]"
 
-    def check(self, value: object) -> np.ndarray:
+    def check(self, value: object) -> np.ndarray | ort.OrtValue:
+        if isinstance(value, ort.OrtValue):
+            return self._check_ortvalue(value)
         if not isinstance(value, np.ndarray):
             raise InputError(f"Input {self.name!r} must be a numpy array of {self.describe()}; got a {type(value).__name__}.")
         if value.dtype != self.dtype:
@@ -73,9 +81,31 @@ class _Spec:
             raise InputError(f"Input {self.name!r} contains NaN or infinite values.")
         return value
 
+    def _check_ortvalue(self, value: ort.OrtValue) -> ort.OrtValue:
+        """An OrtValue (e.g. already on the GPU) is bound as it is: its dtype and shape are
+        checked, its values are not (reading them would copy them back to the host)."""
+        dtype = _ORT_TYPES.get(value.data_type())
+        shape = tuple(value.shape())
+        if dtype != self.dtype:
+            raise InputError(f"Input {self.name!r} must be {self.describe()}; got an OrtValue of {value.data_type()}.")
+        if len(shape) != len(self.shape) or any(isinstance(w, int) and w != g for w, g in zip(self.shape, shape)) or 0 in shape:
+            raise InputError(f"Input {self.name!r} must be {self.describe()}; got an OrtValue of shape {shape}.")
+        return value
+
+
+_ORT_TYPES = {f"tensor({k})": np.dtype(v) for k, v in
+              {"float": np.float32, "float16": np.float16, "int64": np.int64, "int32": np.int32,
+               "uint8": np.uint8, "int8": np.int8, "bool": np.bool_}.items()}
+
 
 class Session:
-    """One model file on one provider. Safe to call from many threads (ONNX Runtime's run is)."""
+    """One model file on one provider. Safe to call from many threads (ONNX Runtime's run is).
+
+    On CUDA and TensorRT every call goes through IO binding: inputs are bound where they are (a
+    numpy array is copied to the GPU once, an ``OrtValue`` already on the GPU is not copied at
+    all), outputs are allocated on the GPU and copied to the host once, into the arrays returned.
+    ``run(feed, device_outputs=True)`` leaves them on the GPU as OrtValues for a next model.
+    """
 
     def __init__(
         self,
@@ -86,23 +116,51 @@ class Session:
         strict: bool | None = None,
         threads: int | None = None,
         device_id: int = 0,
+        model_sha256: str | None = None,
+        io_binding: bool | None = None,
+        placement: bool | None = None,
+        tensorrt: dict | None = None,
     ):
         self.inputs = [_Spec(d) for d in inputs]
         self._names = {s.name for s in self.inputs}
         self.output_names = [d["name"] for d in outputs]
+        self.device_id = device_id
+        started = time.perf_counter()
         try:
             self._session, self.choice = _providers.create_session(
-                model, session_options(threads), provider, strict, device_id
+                model, session_options(threads), provider, strict, device_id, model_sha256, placement, tensorrt
             )
         except _providers.ProviderError:
             raise
         except Exception as e:  # ONNX Runtime's own errors for unreadable or invalid models
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise PackageError(f"ONNX Runtime could not load {model}: {first[:300]}") from None
+        gpu = self.provider in (_providers.CUDA, _providers.TENSORRT)
+        self.io_binding = gpu if io_binding is None else bool(io_binding)
+        self._device = ("cuda", device_id) if gpu else ("cpu", 0)
+        self._building: float | None = None  # TensorRT: start of a first build not yet reported
+        self._build_lock = threading.Lock()
+        if self.provider == _providers.TENSORRT and not self.choice.engine_cached:
+            self._building = started
+            log.warning("Building a TensorRT engine for %s (none cached for this model, ONNX Runtime, TensorRT and GPU); "
+                        "the first call waits for it, later runs load it from %s", os.path.basename(str(model)),
+                        self.choice.engine_cache)
+            self._report_build()
 
     @property
     def provider(self) -> str:
         return self.choice.provider
+
+    def _report_build(self) -> None:
+        """Say once how long the TensorRT build took (ONNX Runtime builds at session creation for
+        fixed shapes, at the first call for dynamic ones)."""
+        from .gpu import has_engine
+
+        with self._build_lock:
+            if self._building is not None and self.choice.engine_cache and has_engine(Path(self.choice.engine_cache)):
+                log.warning("Built the TensorRT engine in %.1f s (cached in %s)", time.perf_counter() - self._building,
+                            self.choice.engine_cache)
+                self._building = None
 
     def check(self, feed: Mapping[str, object]) -> dict[str, np.ndarray]:
         if not isinstance(feed, Mapping):
@@ -112,7 +170,7 @@ class Session:
             unknown = sorted(set(feed) - self._names)
             raise InputError(f"Inputs do not match the model: missing {missing}, unknown {unknown}; expected {self._expected()}.")
         checked = {s.name: s.check(feed[s.name]) for s in self.inputs}
-        batch = {v.shape[0] for v in checked.values()}
+        batch = {(v.shape() if isinstance(v, ort.OrtValue) else v.shape)[0] for v in checked.values()}
         if len(batch) > 1:
             raise InputError(f"All inputs must have the same batch size; got {sorted(batch)}.")
         return checked
@@ -120,9 +178,31 @@ class Session:
     def _expected(self) -> str:
         return ", ".join(f"{s.name}: {s.describe()}" for s in self.inputs)
 
-    def run(self, feed: Mapping[str, object]) -> dict[str, np.ndarray]:
-        outs = self._session.run(self.output_names, self.check(feed))
+    def run(self, feed: Mapping[str, object], device_outputs: bool = False) -> dict[str, np.ndarray]:
+        checked = self.check(feed)
+        if self.io_binding or device_outputs or any(isinstance(v, ort.OrtValue) for v in checked.values()):
+            outs = self._run_bound(checked, device_outputs)
+        else:
+            outs = self._session.run(self.output_names, checked)
+        if self._building is not None:
+            self._report_build()
         return dict(zip(self.output_names, outs))
+
+    def _run_bound(self, feed: dict, device_outputs: bool) -> list:
+        # One binding per call: bindings are not shared between threads.
+        binding = self._session.io_binding()
+        for name, value in feed.items():
+            if isinstance(value, ort.OrtValue):
+                binding.bind_ortvalue_input(name, value)
+            else:
+                binding.bind_cpu_input(name, value)
+        for name in self.output_names:
+            binding.bind_output(name, *self._device)
+        binding.synchronize_inputs()
+        self._session.run_with_iobinding(binding)
+        if device_outputs:
+            return binding.get_outputs()
+        return binding.copy_outputs_to_cpu()
 
     def close(self) -> None:
         self._session = None  # type: ignore[assignment]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
@@ -15,6 +15,8 @@ from ._common import err, handle_errors, out, print_json, print_wide
 def inspect(
     package: Annotated[str, typer.Argument(help="Package directory or built-in name.", show_default=False)],
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
+    provider: Annotated[Optional[str], typer.Option(help="Also load each variant on this provider (cpu, cuda, tensorrt) and show where ONNX Runtime places its nodes.")] = None,
+    device_id: Annotated[int, typer.Option("--device-id", min=0, help="Which GPU, with --provider.")] = 0,
 ) -> None:
     """Show a package: manifest, variants with their measurements, inputs, outputs, operators."""
     from edgeai.pipeline import open_package
@@ -22,8 +24,12 @@ def inspect(
 
     pkg = open_package(package)
     ops = {name: op_histogram(pkg.variant_path(name)) for name in pkg.variants}
+    placement = _placements(pkg, provider, device_id) if provider else None
     if json_:
-        print_json({"path": str(pkg.path), "manifest": pkg.manifest, "operators": ops})
+        doc = {"path": str(pkg.path), "manifest": pkg.manifest, "operators": ops}
+        if placement is not None:
+            doc["placement"] = placement
+        print_json(doc)
         return
     m = pkg.manifest
     out.print(Text.assemble((m["name"], "bold"), f"  {m['family']} / {m['task']}  (schema v{m['schema_version']})  {pkg.path}"))
@@ -64,9 +70,39 @@ def inspect(
     for name, hist in ops.items():
         top = ", ".join(f"{op} {n}" for op, n in list(hist.items())[:12])
         out.print(Text.assemble((f"{name} operators: ", "dim"), top))
+    if placement is not None:
+        _print_placement(placement)
     p = m["provenance"]
     out.print(Text.assemble(("provenance: ", "dim"), f"{p.get('source', '?')}; created {p['created']} by edgeai {p['edgeai']}; "
                             f"opset {p.get('opset', '?')}; {p.get('versions', {})}"))
+
+
+def _placements(pkg, provider: str, device_id: int) -> dict[str, dict]:
+    """Each variant loaded on ``provider`` (strict): ONNX Runtime's nodes per provider."""
+    from edgeai.providers import tensorrt_flags
+    from edgeai.session import Session
+
+    m, found = pkg.manifest, {}
+    for name in pkg.variants:
+        s = Session(pkg.variant_path(name), m["inputs"], m["outputs"], provider, strict=True, device_id=device_id,
+                    model_sha256=pkg.variants[name]["sha256"], placement=True,
+                    tensorrt=tensorrt_flags(name, pkg.variants[name]))
+        found[name] = {"provider": s.provider, "nodes": s.choice.placement}
+        s.close()
+    return found
+
+
+def _print_placement(placement: dict[str, dict]) -> None:
+    from edgeai.providers import placement_line, short_name
+
+    t = Table("variant", "provider", "nodes per provider (after ONNX Runtime's own optimizations)", box=None, pad_edge=False,
+              title="placement", title_justify="left")
+    for name, p in placement.items():
+        nodes = p["nodes"]
+        line = placement_line(nodes, p["provider"]) or (
+            f"all {sum(nodes.values())} on {short_name(p['provider'])}" if nodes else "not reported")
+        t.add_row(name, short_name(p["provider"]), line)
+    _wide(t)
 
 
 def _wide(table: Table) -> None:
@@ -75,7 +111,7 @@ def _wide(table: Table) -> None:
 
 def _print_latencies(m: dict) -> None:
     """Every recorded latency (quantize and bench --record), this machine's first."""
-    from edgeai.machine import machine_id
+    from edgeai.machine import is_this_machine, machine_id
     from edgeai.providers import short_name
 
     here = machine_id()
@@ -87,12 +123,20 @@ def _print_latencies(m: dict) -> None:
     f = lambda e, k, d: format(e[k], d) if e.get(k) is not None else "-"
     t = Table("engine", "provider", "batch", "threads", "p50", "p90", "p99", "session", "first", "items/s", "RSS MB", "by",
               "measured", "machine", box=None, pad_edge=False, title="recorded latency (ms)", title_justify="left")
-    for name, e in sorted(rows, key=lambda r: (r[1].get("machine") != here, r[1]["provider"], r[1].get("batch", 1))):
+    for name, e in sorted(rows, key=lambda r: (not is_this_machine(r[1].get("machine")), r[1]["provider"], r[1].get("batch", 1))):
         t.add_row(name, short_name(e["provider"]), str(e.get("batch", 1)), str(e.get("threads") or "default"),
                   f(e, "p50_ms", ".3f"), f(e, "p90_ms", ".3f"), f(e, "p99_ms", ".3f"), f(e, "session_ms", ".1f"),
                   f(e, "first_ms", ".1f"), f(e, "throughput", ".1f"), f(e, "peak_rss_mb", ".0f"), e.get("source", "quantize"),
-                  e.get("measured", "-")[:16].replace("T", " "), "this one" if e.get("machine") == here else e.get("machine", "?"))
+                  e.get("measured", "-")[:16].replace("T", " "), _machine_cell(e.get("machine"), here))
     _wide(t)
+
+
+def _machine_cell(key: str | None, here: str) -> str:
+    if key == here:
+        return "this one"
+    if key and key.startswith(here + " + "):
+        return "this one + " + key[len(here) + 3:]
+    return key or "?"
 
 
 @handle_errors

@@ -43,6 +43,7 @@ def bench(
     factory: Annotated[Optional[str], typer.Option(help="FILE.py:FN that builds the PyTorch model of a custom package (with --against torch).")] = None,
     input_: Annotated[Optional[Path], typer.Option("--input", help=".npz (or .npy) to time on instead of edgeai's typical input.")] = None,
     tokens: Annotated[int, typer.Option(min=1, help="Text models: tokens per text.")] = 128,
+    device_id: Annotated[int, typer.Option("--device-id", min=0, help="Which GPU (CUDA/TensorRT and PyTorch on CUDA).")] = 0,
     record: Annotated[bool, typer.Option("--record", help="Store the figures in the manifest (inspect, report and variant=auto use them).")] = False,
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
 ) -> None:
@@ -64,7 +65,7 @@ def bench(
     try:
         doc = run_bench(package, variants=variant, providers=provider, batches=batches, threads=threads, rounds=rounds,
                         runs=runs, min_time=min_time, against=against, factory=factory, inputs=input_, tokens=tokens,
-                        record=record, on_step=step)
+                        record=record, on_step=step, device_id=device_id)
     finally:
         if tasks:
             bar.stop()
@@ -99,6 +100,12 @@ def _print_table(doc: dict) -> None:
     out.print(Text("session: creating it (PyTorch: loading the model); first: the first call after that; both medians "
                    "over rounds. p50/p90/p99 pool the timed calls of all rounds; items/s = batch / mean latency; "
                    "RSS MB: the measuring process's peak resident memory.", style="dim"))
+    from edgeai.providers import placement_line
+
+    for r in rows:
+        line = placement_line(r.get("placement") or {}, r["provider"])
+        if line:
+            out.print(Text(f"{r['variant']} on {short_name(r['provider'])}: not every node runs there: {line}", style="yellow"))
     if doc["recorded"]:
         out.print(Text(f"recorded in {doc['package']}/manifest.json", style="dim"))
 

@@ -25,6 +25,7 @@ def run(
     provider: Annotated[str, typer.Option(help="auto, cpu, cuda or tensorrt.")] = "auto",
     variant: Annotated[str, typer.Option(help="auto, fp32, optimized, int8 or fp16.")] = "auto",
     threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads [default: ONNX Runtime's choice].")] = None,
+    device_id: Annotated[int, typer.Option("--device-id", min=0, help="Which GPU (CUDA/TensorRT), as nvidia-smi numbers them.")] = 0,
     out_file: Annotated[Optional[Path], typer.Option("--out", help="Bulk: write one JSON line per input to this file (resumable); INPUTS may be folders and list files.")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Bulk: inputs per model call.")] = 16,
     workers: Annotated[Optional[int], typer.Option(min=1, help="Bulk: image decoding threads [default: up to 4].")] = None,
@@ -50,11 +51,13 @@ def run(
     if b is not None and not (builtin_dir(b.name) / "manifest.json").is_file():
         err.print(f"First use of {b.name}: building its package in {builtin_dir(b.name)} (later runs reuse it).")
         with Stages(f"building {b.name}") as stages:
-            pipe = edgeai.load(name, provider=provider, variant=variant, threads=threads, progress=stages)
+            pipe = edgeai.load(name, provider=provider, variant=variant, threads=threads, device_id=device_id, progress=stages)
     else:
-        pipe = edgeai.load(name, provider=provider, variant=variant, threads=threads)
+        pipe = edgeai.load(name, provider=provider, variant=variant, threads=threads, device_id=device_id)
     if pipe.session.choice.fell_back:
         err.print(f"note: {pipe.provider_note}", markup=False)
+    if pipe.placement_note:
+        err.print(f"note: not every node runs on {pipe.provider}: {pipe.placement_note}", markup=False)
     if out_file is not None:
         _run_bulk(pipe, inputs, out_file, batch_size, workers, top_k, ray_address, provider)
         return

@@ -18,6 +18,21 @@ class Precision(str, Enum):
     int8 = "int8"
 
 
+class QuantPrecision(str, Enum):
+    int8 = "int8"
+    fp16 = "fp16"
+
+
+class Preset(str, Enum):
+    cpu = "cpu"
+    tensorrt = "tensorrt"
+
+
+class Source(str, Enum):
+    fp32 = "fp32"
+    optimized = "optimized"
+
+
 class Task(str, Enum):
     feature_extraction = "feature-extraction"
     text_classification = "text-classification"
@@ -47,8 +62,10 @@ def _variants_line(pkg) -> str:
             fig += f", test accuracy {acc['test_accuracy']:.3f} (majority baseline {acc['baseline_accuracy']:.3f})"
         if "cosine_min" in acc:
             fig = f", cosine min {acc['cosine_min']:.4f} / mean {acc['cosine_mean']:.4f}"
-        method = v.get("recipe", {}).get("method")
-        parts.append(f"{name} ({v['size'] / 1e6:.1f} MB{f', {method} INT8' if method else ''}{fig})")
+        recipe = v.get("recipe", {})
+        method = recipe.get("method")
+        kind = f", {method} INT8{' for TensorRT' if recipe.get('preset') == 'tensorrt' else ''}" if method else ""
+        parts.append(f"{name} ({v['size'] / 1e6:.1f} MB{kind}{fig})")
     return "; ".join(parts)
 
 
@@ -106,10 +123,17 @@ def quantize(
     method: Annotated[Method, typer.Option(help="static (calibrated QDQ), dynamic, or auto (static when calibration inputs exist).")] = Method.auto,
     calibration: Annotated[Optional[Path], typer.Option(help="Directory of calibration images (image models) or .npy/.npz feeds.")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Where to write the package when wrapping a .onnx file.")] = None,
+    precision: Annotated[QuantPrecision, typer.Option(help="int8, or fp16 (the graph converted to float16 for GPUs; inputs and outputs stay float32).")] = QuantPrecision.int8,
+    preset: Annotated[Preset, typer.Option(help="int8 for: cpu (ONNX Runtime's CPU kernels) or tensorrt (static, symmetric int8 QDQ, which TensorRT requires).")] = Preset.cpu,
+    from_: Annotated[Optional[Source], typer.Option("--from", help="fp16 only: convert fp32 (what TensorRT compiles whole) or optimized (fused ONNX Runtime ops, for CUDA) [default: fp32].", show_default=False)] = None,
 ) -> None:
-    """Add the 'int8' variant, with its agreement with fp32 and its CPU latency recorded."""
+    """Add the 'int8' (or, with --precision fp16, the 'fp16') variant, with its agreement with
+    fp32 and its CPU latency recorded."""
     from edgeai.quantize import quantize as _quantize
 
-    with Stages(f"quantizing {package}") as stages:
-        pkg = _quantize(package, method=method.value, calibration=calibration, out=output, progress=stages)
+    if from_ is not None and precision is not QuantPrecision.fp16:
+        raise InputError("--from applies to --precision fp16.")
+    with Stages(f"{'converting' if precision is QuantPrecision.fp16 else 'quantizing'} {package}") as stages:
+        pkg = _quantize(package, method=method.value, calibration=calibration, out=output, progress=stages,
+                        precision=precision.value, preset=preset.value, made_from=from_.value if from_ else None)
     out.print(f"updated {pkg.path}: {_variants_line(pkg)}", markup=False)

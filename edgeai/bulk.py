@@ -10,6 +10,9 @@
 - Resumable: inputs already in the output are skipped and the rest appended. Every batch is
   written with one ``write`` and flushed, so a crash can tear at most the last line, and that
   line is cut off (and its input redone) on the next run.
+- ``--out results.parquet``: the same lines go to the journal ``results.parquet.jsonl`` (which
+  keeps the run resumable: a Parquet file cannot be appended to), and the Parquet file is
+  written from the whole journal at the end, atomically.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from .errors import EdgeAIError, InputError
+from .errors import DependencyError, EdgeAIError, InputError
 from .postprocess import to_jsonable
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jfif"}
@@ -113,6 +116,37 @@ def _cut_torn_tail(out: Path) -> None:
 def _dumps(record: dict) -> str:
     # ensure_ascii keeps undecodable input names (surrogates) writable; json reads them back alike
     return json.dumps(to_jsonable(record), ensure_ascii=True)
+
+
+def journal_for(out: str | os.PathLike) -> Path:
+    """Where the JSON lines go: ``out`` itself, or ``out.jsonl`` beside a ``.parquet`` output."""
+    out = Path(out)
+    return out.with_name(out.name + ".jsonl") if out.suffix.lower() == ".parquet" else out
+
+
+def write_parquet(journal: str | os.PathLike, out: str | os.PathLike) -> int:
+    """Every line of the journal as one Parquet row (written to a temporary name, then renamed).
+
+    Columns are the union of the lines' keys, so error lines (``input``, ``error``) and result
+    lines share one table; ``top_k`` becomes a list of structs and ``embedding`` a list of floats.
+    """
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DependencyError("Writing Parquet needs pyarrow (pip install pyarrow; the ray extra includes it), "
+                              "or write JSON lines with --out FILE.jsonl.") from None
+    rows = [json.loads(line) for line in _lines(Path(journal))] if Path(journal).exists() else []
+    keys = list(dict.fromkeys(k for r in rows for k in r)) or ["input"]
+    table = pa.table({k: [r.get(k) for r in rows] for k in keys})
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return table.num_rows
 
 
 # -- the run -------------------------------------------------------------------------------------

@@ -165,3 +165,22 @@ def test_bulk_errors(pkgs, tmp_path):
     assert r.returncode == 1 and "No images found" in r.stderr
     with pytest.raises(InputError, match="batch-size"):
         run_bulk(edgeai.load(pkgs["image"]), [], tmp_path / "x.jsonl", batch_size=0)
+
+
+def test_parquet_output_equals_the_json_lines_and_resumes(pkgs, tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet")
+    photo_folder(tmp_path / "photos", 12)
+    out = tmp_path / "out.parquet"
+    r = cli("run", "--model", str(pkgs["image"]), str(tmp_path / "photos"), "--out", str(out), "--batch-size", "5")
+    assert r.returncode == 1 and "13 rows" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    journal = tmp_path / "out.parquet.jsonl"
+    lines = read_lines(journal)
+    rows = pq.read_table(out).to_pylist()
+    assert len(rows) == len(lines) == 13
+    for row, line in zip(rows, lines):
+        assert {k: v for k, v in row.items() if v is not None} == line  # error rows have no top_k, results no error
+    # A second run over more photos answers only the new ones and rewrites the whole table.
+    (tmp_path / "photos" / "set2" / "extra.png").write_bytes((tmp_path / "photos" / "set2" / "0002.webp").read_bytes())
+    r = cli("run", "--model", str(pkgs["image"]), str(tmp_path / "photos"), "--out", str(out))
+    assert "1 new result line(s)" in r.stderr and "14 rows" in r.stderr, r.stderr
+    assert pq.read_table(out).num_rows == 14 and not list(tmp_path.glob(".out.parquet.*"))

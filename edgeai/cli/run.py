@@ -26,7 +26,7 @@ def run(
     variant: Annotated[str, typer.Option(help="auto, fp32, optimized, int8 or fp16.")] = "auto",
     threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads [default: ONNX Runtime's choice].")] = None,
     device_id: Annotated[int, typer.Option("--device-id", min=0, help="Which GPU (CUDA/TensorRT), as nvidia-smi numbers them.")] = 0,
-    out_file: Annotated[Optional[Path], typer.Option("--out", help="Bulk: write one JSON line per input to this file (resumable); INPUTS may be folders and list files.")] = None,
+    out_file: Annotated[Optional[Path], typer.Option("--out", help="Bulk: write one JSON line per input to this file (resumable), or a .parquet file; INPUTS may be folders and list files.")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Bulk: inputs per model call.")] = 16,
     workers: Annotated[Optional[int], typer.Option(min=1, help="Bulk: image decoding threads [default: up to 4].")] = None,
     ray_address: Annotated[Optional[str], typer.Option("--ray", help="Bulk on Ray: 'local' starts a local instance, or a cluster address (needs the ray extra).")] = None,
@@ -86,8 +86,14 @@ def _run_bulk(pipe, inputs: list[str], out_file: Path, batch_size: int, workers:
               ray_address: str | None = None, provider: str = "auto") -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
-    from edgeai.bulk import list_inputs, run_bulk
+    from edgeai.bulk import journal_for, list_inputs, run_bulk, write_parquet
 
+    parquet, out_file = (out_file, journal_for(out_file)) if journal_for(out_file) != out_file else (None, out_file)
+    if parquet is not None:
+        import importlib.util
+
+        if importlib.util.find_spec("pyarrow") is None:
+            write_parquet(out_file, parquet)  # raises the one-sentence DependencyError before any work
     items = list_inputs(inputs, pipe.is_text)
     if not items:
         raise InputError(f"No {'text lines' if pipe.is_text else 'images'} found in {', '.join(inputs)}.")
@@ -113,6 +119,9 @@ def _run_bulk(pipe, inputs: list[str], out_file: Path, batch_size: int, workers:
     skipped = f"; {stats['skipped']} already there, skipped" if stats["skipped"] else ""
     errors = f", {stats['errors']} of them errors" if stats["errors"] else ""
     err.print(f"{out_file}: {new} new result line(s){errors}{rate}{skipped} ({pipe.variant}, {pipe.provider}).", markup=False)
+    if parquet is not None:
+        rows = write_parquet(out_file, parquet)
+        err.print(f"{parquet}: {rows} rows (from {out_file}, which keeps the run resumable).", markup=False)
     if stats["errors"]:
         err.print("[bold red]error:[/] ", end="")
         err.print(f"{stats['errors']} input(s) failed (their lines say why); the first: {stats['first_error']}", markup=False)

@@ -124,6 +124,17 @@ def journal_for(out: str | os.PathLike) -> Path:
     return out.with_name(out.name + ".jsonl") if out.suffix.lower() == ".parquet" else out
 
 
+def _printable(value: Any) -> Any:
+    """Parquet strings are UTF-8: an undecodable file name (kept as surrogates) becomes \\xNN text."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    if isinstance(value, dict):
+        return {k: _printable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_printable(v) for v in value]
+    return value
+
+
 def write_parquet(journal: str | os.PathLike, out: str | os.PathLike) -> int:
     """Every line of the journal as one Parquet row (written to a temporary name, then renamed).
 
@@ -136,9 +147,13 @@ def write_parquet(journal: str | os.PathLike, out: str | os.PathLike) -> int:
     except ImportError:
         raise DependencyError("Writing Parquet needs pyarrow (pip install pyarrow; the ray extra includes it), "
                               "or write JSON lines with --out FILE.jsonl.") from None
-    rows = [json.loads(line) for line in _lines(Path(journal))] if Path(journal).exists() else []
+    rows = [_printable(json.loads(line)) for line in _lines(Path(journal))] if Path(journal).exists() else []
     keys = list(dict.fromkeys(k for r in rows for k in r)) or ["input"]
-    table = pa.table({k: [r.get(k) for r in rows] for k in keys})
+    try:
+        table = pa.table({k: [r.get(k) for r in rows] for k in keys})
+    except pa.ArrowException as e:
+        raise InputError(f"The results in {journal} do not fit one Parquet table ({str(e).splitlines()[0][:200]}); "
+                         "keep the JSON lines.") from None
     out = Path(out)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:

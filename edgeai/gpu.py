@@ -13,6 +13,7 @@ driver installs), with ``nvidia-smi`` as a second source: no CUDA toolkit or tor
 from __future__ import annotations
 
 import ctypes
+import os
 import re
 import shutil
 import subprocess
@@ -39,7 +40,9 @@ def gpu_name(device_id: int = 0) -> str | None:
     except (OSError, AttributeError):
         pass
     exe = shutil.which("nvidia-smi")
-    if exe:
+    # nvidia-smi numbers GPUs in PCI order and ignores CUDA_VISIBLE_DEVICES; CUDA's numbering
+    # differs on mixed machines, so it is asked only where the two must agree.
+    if exe and not os.environ.get("CUDA_VISIBLE_DEVICES"):
         try:
             out = subprocess.run([exe, "--query-gpu=name", "--format=csv,noheader", "-i", str(device_id)],
                                  capture_output=True, text=True, timeout=20)

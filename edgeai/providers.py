@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import importlib.util
+import logging
 import os
 import re
 import sys
@@ -24,6 +25,8 @@ from pathlib import Path
 import onnxruntime as ort
 
 from .errors import ProviderError
+
+log = logging.getLogger("edgeai")
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -140,6 +143,8 @@ def placement_line(placement: dict[str, int], provider: str) -> str | None:
 
 
 _STDERR_LOCK = threading.Lock()
+# One line of ONNX Runtime's own log: "2026-11-23 17:56:04.048 [V:onnxruntime:, file.cc:12 Fn] text".
+_ORT_LINE = re.compile(r"^\d{4}-\d\d-\d\d [\d:.]+ \[([VIWEF]):onnxruntime:[^\]]*\] ?(.*)$")
 
 
 @contextlib.contextmanager
@@ -147,25 +152,48 @@ def _verbose_log(options: ort.SessionOptions):
     """Route this session's verbose ONNX Runtime log into a buffer for the block's duration.
 
     ONNX Runtime writes its log to the C stderr and has no Python log callback, so file
-    descriptor 2 is pointed at a temporary file while the session is created (this also keeps
-    the GPU libraries' own loading chatter off the user's terminal). Yields a list that holds
-    the log text afterwards.
+    descriptor 2 is pointed at a temporary file while the session is created. Yields a list
+    that holds the log text afterwards. Whatever else the process wrote to stderr meanwhile
+    (other threads, a library's own messages) is written back to the real stderr; ONNX
+    Runtime's own lines are not (edgeai reports what matters in its own words). Where stderr
+    cannot be redirected (a windowed app without one), nothing is captured and placement stays
+    unknown rather than failing the session.
     """
     captured: list[str] = []
-    level = options.log_severity_level
-    with _STDERR_LOCK, tempfile.TemporaryFile() as buf:
-        options.log_severity_level = 0
-        sys.stderr.flush()
+    try:
+        if sys.stderr is not None:
+            sys.stderr.flush()
         saved = os.dup(2)
-        os.dup2(buf.fileno(), 2)
-        try:
-            yield captured
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            options.log_severity_level = level
-            buf.seek(0)
-            captured.append(buf.read().decode(errors="replace"))
+    except (OSError, AttributeError, ValueError):
+        yield captured
+        return
+    level = options.log_severity_level
+    try:
+        with _STDERR_LOCK, tempfile.TemporaryFile() as buf:
+            try:
+                options.log_severity_level = 0
+                os.dup2(buf.fileno(), 2)
+                yield captured
+            finally:
+                os.dup2(saved, 2)
+                options.log_severity_level = level
+                buf.seek(0)
+                text = buf.read().decode(errors="replace")
+                captured.append(text)
+                others = [line for line in text.splitlines() if line.strip() and not _ORT_LINE.match(line)]
+                if others:
+                    os.write(2, ("\n".join(others) + "\n").encode(errors="replace"))
+    finally:
+        os.close(saved)
+
+
+def first_error(log: str) -> str | None:
+    """The first error line of a captured ONNX Runtime log, without its prefix."""
+    for line in log.splitlines():
+        m = _ORT_LINE.match(line)
+        if m and m.group(1) in "EF":
+            return m.group(2).strip()[:200]
+    return None
 
 
 def tensorrt_flags(variant: str, info: dict) -> dict:
@@ -244,22 +272,33 @@ def create_session(
                 engine_cache = gpu.engine_cache_dir(model_sha256 or sha256_file(model), device_id)
                 choice.engine_cache, choice.engine_cached = str(engine_cache), gpu.has_engine(engine_cache)
             providers = [(cand, provider_options(cand, device_id, engine_cache, tensorrt))]
+            if cand == TENSORRT and unavailable_reason(CUDA) is None:
+                providers.append((CUDA, provider_options(CUDA, device_id)))  # nodes TensorRT rejects run on CUDA
             if cand != CPU and not strict:
                 providers.append((CPU, {}))  # ORT places nodes the GPU provider lacks on CPU
+            if cand == TENSORRT and not choice.engine_cached:
+                log.warning("Building a TensorRT engine for %s (none cached for this model, ONNX Runtime, TensorRT and "
+                            "GPU); this takes a while once, later loads read it from %s", Path(str(model)).name, engine_cache)
             capture = (cand != CPU) if placement is None else placement
-            log: list[str] = []
-            try:
-                with (_verbose_log(options) if capture else contextlib.nullcontext(log)) as log:
+            captured: list[str] = []
+            error: Exception | None = None
+            with (_verbose_log(options) if capture else contextlib.nullcontext(captured)) as captured:
+                try:
                     session = ort.InferenceSession(str(model), options, providers=providers)
-            except Exception as e:  # ORT raises bare RuntimeError/Fail subclasses
+                except Exception as e:  # ORT raises bare RuntimeError/Fail subclasses
+                    error = e
+            if error is not None:
                 if cand == CPU:
-                    raise
-                reason = f"session creation failed: {str(e).splitlines()[0][:200]}"
+                    raise error
+                reason = f"session creation failed: {(str(error).strip().splitlines() or [type(error).__name__])[0][:200]}"
+                detail = first_error(captured[0]) if captured else None
+                if detail and detail not in reason:
+                    reason += f" ({detail})"
             else:
                 used = session.get_providers()[0]
                 if used == cand:
                     choice.provider = cand
-                    choice.placement = parse_placement(log[0]) if log else {}
+                    choice.placement = parse_placement(captured[0]) if captured else {}
                     return session, choice
                 reason = f"ONNX Runtime fell back to {short_name(used)} at session creation"
         note = f"{short_name(cand)}: {reason}"

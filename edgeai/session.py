@@ -142,25 +142,27 @@ class Session:
         self._build_lock = threading.Lock()
         if self.provider == _providers.TENSORRT and not self.choice.engine_cached:
             self._building = started
-            log.warning("Building a TensorRT engine for %s (none cached for this model, ONNX Runtime, TensorRT and GPU); "
-                        "the first call waits for it, later runs load it from %s", os.path.basename(str(model)),
-                        self.choice.engine_cache)
-            self._report_build()
+            self._report_build(final=False)  # fixed shapes: ONNX Runtime built the engine at creation
 
     @property
     def provider(self) -> str:
         return self.choice.provider
 
-    def _report_build(self) -> None:
-        """Say once how long the TensorRT build took (ONNX Runtime builds at session creation for
-        fixed shapes, at the first call for dynamic ones)."""
+    def _report_build(self, final: bool = True) -> None:
+        """Say once how long the TensorRT build took: ONNX Runtime builds at session creation for
+        fixed shapes, at the first call for dynamic ones. Checked at creation and after the first
+        call, then never again (no directory listing per call)."""
         from .gpu import has_engine
 
         with self._build_lock:
-            if self._building is not None and self.choice.engine_cache and has_engine(Path(self.choice.engine_cache)):
+            if self._building is None:
+                return
+            if self.choice.engine_cache and has_engine(Path(self.choice.engine_cache)):
                 log.warning("Built the TensorRT engine in %.1f s (cached in %s)", time.perf_counter() - self._building,
                             self.choice.engine_cache)
                 self._building = None
+            elif final:
+                self._building = None  # TensorRT took no subgraph, or the cache is not writable: nothing to say
 
     def check(self, feed: Mapping[str, object]) -> dict[str, np.ndarray]:
         if not isinstance(feed, Mapping):

@@ -507,8 +507,9 @@ def to_fp16(pkg: str | os.PathLike | Package, made_from: str = "fp32", out: str 
     """Add the ``fp16`` variant: the graph's weights and arithmetic converted to float16, its
     inputs and outputs kept float32 (callers feed and read what they always did).
 
-    Precision lives in the graph, so CUDA runs fp16 kernels and TensorRT builds an fp16 engine
-    from it without a provider flag. The converter is ONNX Runtime's own
+    Precision lives in the graph: CUDA runs fp16 kernels from it, and TensorRT builds an fp16
+    engine (edgeai turns on its fp16 builder flag for this variant, see
+    ``providers.tensorrt_flags``, which ONNX Runtime's weakly typed networks need). The converter is ONNX Runtime's own
     (``onnxruntime.transformers.float16``), which keeps ops that misbehave in float16 (its
     default block list) in float32 and clamps weights to the float16 range. Made from ``fp32``
     by default: the portable graph that TensorRT compiles whole; ``made_from="optimized"`` keeps

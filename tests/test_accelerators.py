@@ -91,6 +91,35 @@ def test_placement_is_read_from_onnx_runtimes_own_log(tiny_pkg):
     assert choice.placement_line() is None
 
 
+def test_the_log_capture_passes_other_stderr_through_and_survives_a_missing_stderr(tiny_pkg, capfd, monkeypatch):
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    with providers._verbose_log(so) as captured:
+        assert so.log_severity_level == 0
+        import os
+
+        os.write(2, b"2026-11-23 10:00:00.1 [V:onnxruntime:, x.cc:1 F] verbose chatter\n")
+        os.write(2, b"2026-11-23 10:00:00.2 [E:onnxruntime:, x.cc:2 F] libfoo.so: cannot open\n")
+        os.write(2, b"a line another thread wrote\n")
+    assert so.log_severity_level == 3 and "verbose chatter" in captured[0]
+    assert providers.first_error(captured[0]) == "libfoo.so: cannot open"
+    err = capfd.readouterr().err
+    assert "a line another thread wrote" in err and "onnxruntime" not in err
+    # A windowed program may have no sys.stderr, or no file descriptor 2 at all: the session is
+    # still created; without fd 2 the placement stays unknown.
+    monkeypatch.setattr("sys.stderr", None)
+    _, choice = providers.create_session(tiny_pkg / "model.onnx", ort.SessionOptions(), "cpu", placement=True)
+    assert choice.provider == providers.CPU and choice.placement[providers.CPU] > 0
+
+    def no_fd(fd):
+        raise OSError(9, "Bad file descriptor")
+
+    with monkeypatch.context() as m:  # undone before capfd's own teardown needs os.dup
+        m.setattr(providers.os, "dup", no_fd)
+        _, choice = providers.create_session(tiny_pkg / "model.onnx", ort.SessionOptions(), "cpu", placement=True)
+    assert choice.provider == providers.CPU and choice.placement == {}
+
+
 def test_inspect_shows_placement_on_a_named_provider(tiny_pkg):
     r = cli("inspect", str(tiny_pkg), "--provider", "cpu", "--json")
     assert r.returncode == 0, r.stderr
@@ -182,18 +211,32 @@ def test_tensorrt_preset_is_static_symmetric_qdq(tiny_pkg):
     qs = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
     dqs = [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
     assert qs and dqs
-    for n in qs + dqs:  # int8 with zero points of 0 (TensorRT refuses anything else), biases left in float
+    for n in qs + dqs:  # int8 with zero points of 0 (TensorRT refuses anything else)
         zp = inits[n.input[2]]
         assert zp.dtype == np.int8 and not zp.any(), n.name
+    # Biases stay float: a TensorRT DequantizeLayer takes no int32.
+    assert not [n.name for n in dqs if n.input[0] in inits and inits[n.input[0]].dtype == np.int32]
+    gemm = next(n for n in model.graph.node if n.op_type == "Gemm")
+    assert inits[gemm.input[2]].dtype == np.float32
     # Measured as TensorRT computes (Q/DQ simulated), and never chosen off TensorRT.
     assert "simulated" in info["recipe"]["accuracy_measured_on"]
     assert choose_variant(pkg, providers.CPU)[0] != "int8"
     assert choose_variant(pkg, providers.CUDA)[0] != "int8"
-    if info["accuracy"]["top1_agreement"] >= pkg.manifest["budget"]["min"]:
-        assert choose_variant(pkg, providers.TENSORRT)[0] == "int8"
+    from edgeai.pipeline import meets_budget
+
+    assert (choose_variant(pkg, providers.TENSORRT)[0] == "int8") == meets_budget(pkg, "int8")
 
 
 # -- on a GPU ----------------------------------------------------------------------------------
+@pytest.mark.gpu
+def test_the_gpu_is_named_for_the_engine_key():
+    _needs(providers.CUDA)
+    name = gpu.gpu_name(0)
+    assert name and "unknown" not in gpu.engine_key("0" * 64).split("-trt")[1]
+    if providers.unavailable_reason(providers.TENSORRT) is None:
+        assert gpu.tensorrt_version() and "trtunknown" not in gpu.engine_key("0" * 64)
+
+
 @pytest.mark.gpu
 def test_cuda_io_binding_placement_and_fp16(tiny_pkg):
     _needs(providers.CUDA)
@@ -211,8 +254,9 @@ def test_cuda_io_binding_placement_and_fp16(tiny_pkg):
 
 
 @pytest.mark.gpu
-def test_tensorrt_builds_once_and_says_so(tiny_pkg, caplog):
+def test_tensorrt_builds_once_and_says_so(tiny_pkg, caplog, monkeypatch, tmp_path):
     _needs(providers.TENSORRT)
+    monkeypatch.setenv("EDGEAI_HOME", str(tmp_path / "home"))  # no engine from an earlier test
     x = _x()
     with caplog.at_level(logging.WARNING, logger="edgeai"):
         first = edgeai.load(tiny_pkg, provider="tensorrt", variant="fp32")

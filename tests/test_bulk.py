@@ -184,3 +184,20 @@ def test_parquet_output_equals_the_json_lines_and_resumes(pkgs, tmp_path):
     r = cli("run", "--model", str(pkgs["image"]), str(tmp_path / "photos"), "--out", str(out))
     assert "1 new result line(s)" in r.stderr and "14 rows" in r.stderr, r.stderr
     assert pq.read_table(out).num_rows == 14 and not list(tmp_path.glob(".out.parquet.*"))
+
+
+def test_parquet_keeps_undecodable_names_and_refuses_mixed_columns_in_one_sentence(tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet")
+    from edgeai.bulk import write_parquet
+    from edgeai.errors import EdgeAIError
+
+    journal = tmp_path / "r.parquet.jsonl"
+    bad_name = "photos/caf" + b"\xe9".decode("utf-8", "surrogateescape") + ".jpg"  # a Latin-1 file name
+    journal.write_text(json.dumps({"input": bad_name, "error": "not an image"}, ensure_ascii=True) + "\n"
+                       + json.dumps({"input": "ok.jpg", "top_k": [{"index": 1, "label": "x", "score": 0.5}]}) + "\n")
+    assert write_parquet(journal, tmp_path / "r.parquet") == 2
+    assert pq.read_table(tmp_path / "r.parquet").column("input").to_pylist() == ["photos/caf\\xe9.jpg", "ok.jpg"]
+    journal.write_text('{"input": "a", "score": 1.0}\n{"input": "b", "score": "high"}\n')
+    with pytest.raises(EdgeAIError, match="do not fit one Parquet table"):
+        write_parquet(journal, tmp_path / "m.parquet")
+    assert not (tmp_path / "m.parquet").exists()

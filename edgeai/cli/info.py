@@ -16,7 +16,7 @@ def inspect(
     package: Annotated[str, typer.Argument(help="Package directory or built-in name.", show_default=False)],
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
     provider: Annotated[Optional[str], typer.Option(help="Also load each variant on this provider (cpu, cuda, tensorrt) and show where ONNX Runtime places its nodes.")] = None,
-    device_id: Annotated[int, typer.Option("--device-id", min=0, help="Which GPU, with --provider.")] = 0,
+    device_id: Annotated[int, typer.Option("--device-id", min=0, help="CUDA device index (as CUDA_VISIBLE_DEVICES leaves them), with --provider.")] = 0,
 ) -> None:
     """Show a package: manifest, variants with their measurements, inputs, outputs, operators."""
     from edgeai.pipeline import open_package
@@ -79,14 +79,21 @@ def inspect(
 
 def _placements(pkg, provider: str, device_id: int) -> dict[str, dict]:
     """Each variant loaded on ``provider`` (strict): ONNX Runtime's nodes per provider."""
-    from edgeai.providers import tensorrt_flags
+    from edgeai.errors import EdgeAIError
+    from edgeai.providers import canonical, tensorrt_flags
     from edgeai.session import Session
 
     m, found = pkg.manifest, {}
     for name in pkg.variants:
-        s = Session(pkg.variant_path(name), m["inputs"], m["outputs"], provider, strict=True, device_id=device_id,
-                    model_sha256=pkg.variants[name]["sha256"], placement=True,
-                    tensorrt=tensorrt_flags(name, pkg.variants[name]))
+        try:
+            s = Session(pkg.variant_path(name), m["inputs"], m["outputs"], provider, strict=True, device_id=device_id,
+                        model_sha256=pkg.variants[name]["sha256"], placement=True,
+                        tensorrt=tensorrt_flags(name, pkg.variants[name]))
+        except EdgeAIError as e:
+            if "cannot start" in str(e) or "Unknown execution provider" in str(e):
+                raise  # the provider itself is missing: one sentence for the whole command
+            found[name] = {"provider": canonical(provider), "nodes": {}, "error": str(e)}
+            continue
         found[name] = {"provider": s.provider, "nodes": s.choice.placement}
         s.close()
     return found
@@ -99,7 +106,7 @@ def _print_placement(placement: dict[str, dict]) -> None:
               title="placement", title_justify="left")
     for name, p in placement.items():
         nodes = p["nodes"]
-        line = placement_line(nodes, p["provider"]) or (
+        line = p.get("error") or placement_line(nodes, p["provider"]) or (
             f"all {sum(nodes.values())} on {short_name(p['provider'])}" if nodes else "not reported")
         t.add_row(name, short_name(p["provider"]), line)
     _wide(t)

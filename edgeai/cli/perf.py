@@ -43,7 +43,7 @@ def bench(
     factory: Annotated[Optional[str], typer.Option(help="FILE.py:FN that builds the PyTorch model of a custom package (with --against torch).")] = None,
     input_: Annotated[Optional[Path], typer.Option("--input", help=".npz (or .npy) to time on instead of edgeai's typical input.")] = None,
     tokens: Annotated[int, typer.Option(min=1, help="Text models: tokens per text.")] = 128,
-    device_id: Annotated[int, typer.Option("--device-id", min=0, help="Which GPU (CUDA/TensorRT and PyTorch on CUDA).")] = 0,
+    device_id: Annotated[int, typer.Option("--device-id", min=0, help="CUDA device index for CUDA/TensorRT and PyTorch on CUDA.")] = 0,
     record: Annotated[bool, typer.Option("--record", help="Store the figures in the manifest (inspect, report and variant=auto use them).")] = False,
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
 ) -> None:

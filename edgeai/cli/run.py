@@ -25,7 +25,7 @@ def run(
     provider: Annotated[str, typer.Option(help="auto, cpu, cuda or tensorrt.")] = "auto",
     variant: Annotated[str, typer.Option(help="auto, fp32, optimized, int8 or fp16.")] = "auto",
     threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads [default: ONNX Runtime's choice].")] = None,
-    device_id: Annotated[int, typer.Option("--device-id", min=0, help="Which GPU (CUDA/TensorRT), as nvidia-smi numbers them.")] = 0,
+    device_id: Annotated[int, typer.Option("--device-id", min=0, help="CUDA device index for CUDA/TensorRT (as CUDA_VISIBLE_DEVICES leaves them).")] = 0,
     out_file: Annotated[Optional[Path], typer.Option("--out", help="Bulk: write one JSON line per input to this file (resumable), or a .parquet file; INPUTS may be folders and list files.")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Bulk: inputs per model call.")] = 16,
     workers: Annotated[Optional[int], typer.Option(min=1, help="Bulk: image decoding threads [default: up to 4].")] = None,
@@ -57,7 +57,9 @@ def run(
     if pipe.session.choice.fell_back:
         err.print(f"note: {pipe.provider_note}", markup=False)
     if pipe.placement_note:
-        err.print(f"note: not every node runs on {pipe.provider}: {pipe.placement_note}", markup=False)
+        from edgeai.providers import short_name
+
+        err.print(f"note: not every node runs on {short_name(pipe.provider)}: {pipe.placement_note}", markup=False)
     if out_file is not None:
         _run_bulk(pipe, inputs, out_file, batch_size, workers, top_k, ray_address, provider)
         return

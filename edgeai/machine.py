@@ -39,11 +39,21 @@ def machine_key(provider: str, device_id: int = 0) -> str:
     if provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
         from .gpu import gpu_name
 
-        return f"{machine_id()} + {gpu_name(device_id) or 'unknown GPU'}"
+        return f"{machine_id()}{_GPU_SEP}{gpu_name(device_id) or 'unknown GPU'}"
     return machine_id()
+
+
+_GPU_SEP = " + "
 
 
 def is_this_machine(key: str | None) -> bool:
     """A recorded figure from this kind of machine (its CPU, with or without a GPU part)."""
     here = machine_id()
-    return key == here or bool(key and key.startswith(here + " + "))
+    return key == here or bool(key and key.startswith(here + _GPU_SEP))
+
+
+def describe_machine(key: str | None) -> str:
+    """``"this one"`` (``"this one + NVIDIA L4"``) for this kind of machine, else the key itself."""
+    if not is_this_machine(key):
+        return key or "?"
+    return "this one" + key[len(machine_id()):]

@@ -410,18 +410,18 @@ def quantize(
     return pkg
 
 
-def _static(src: Path, work: Path, dest: Path, feeds, per_channel: bool) -> dict:
-    """Static QDQ: MinMax calibration, per-channel int8 weights, uint8 activations.
-
-    Measured on EfficientNet-Lite0 (benchmarks/results/cnn.md): MinMax beat Percentile and Entropy
-    (the outliers of the linear projection convs matter) and calibrates 6x faster; keeping the
-    first conv in float lowers the error further at no measurable cost; layers whose products
-    overflow int16 on AVX2 get 7-bit weights (see saturation.py).
-    """
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+def _preprocessed(src: Path, work: Path) -> Path:
+    """ONNX Runtime's quantization pre-processing (shape inference; also folds static Pads into Conv)."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from .saturation import saturated_layers
+    pre = work / "pre.onnx"
+    quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+    return pre
+
+
+def _calibrated_qdq(pre: Path, out: Path, feeds, per_channel: bool, activations: str, **options) -> None:
+    """``quantize_static`` to QDQ with int8 weights and MinMax calibration on ``feeds``."""
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -430,23 +430,35 @@ def _static(src: Path, work: Path, dest: Path, feeds, per_channel: bool) -> dict
         def get_next(self):
             return next(self._it, None)
 
-    pre = work / "pre.onnx"
-    quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)  # also folds static Pads into Conv
+    with contextlib.redirect_stdout(io.StringIO()):  # the calibrators print progress to stdout
+        quantize_static(
+            str(pre), str(out), Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=per_channel,
+            activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+            **options,
+        )
+
+
+def _static(src: Path, work: Path, dest: Path, feeds, per_channel: bool) -> dict:
+    """Static QDQ: MinMax calibration, per-channel int8 weights, uint8 activations.
+
+    Measured on EfficientNet-Lite0 (benchmarks/results/cnn.md): MinMax beat Percentile and Entropy
+    (the outliers of the linear projection convs matter) and calibrates 6x faster; keeping the
+    first conv in float lowers the error further at no measurable cost; layers whose products
+    overflow int16 on AVX2 get 7-bit weights (see saturation.py).
+    """
+    from .saturation import saturated_layers
+
+    pre = _preprocessed(src, work)
     convs = [n for n in onnx.load(str(pre), load_external_data=False).graph.node if n.op_type in ("Conv", "Gemm")]
     exclude = [convs[0].name] if convs and convs[0].op_type == "Conv" else []
 
     def run(out: Path, overrides: dict) -> None:
-        with contextlib.redirect_stdout(io.StringIO()):  # the calibrators print progress to stdout
-            quantize_static(
-                str(pre), str(out), Reader(),
-                quant_format=QuantFormat.QDQ,
-                per_channel=per_channel,
-                activation_type=QuantType.QUInt8,
-                weight_type=QuantType.QInt8,
-                calibrate_method=CalibrationMethod.MinMax,
-                nodes_to_exclude=exclude,
-                extra_options={"TensorQuantOverrides": overrides} if overrides else {},
-            )
+        _calibrated_qdq(pre, out, feeds, per_channel, "uint8", nodes_to_exclude=exclude,
+                        extra_options={"TensorQuantOverrides": overrides} if overrides else {})
 
     first = work / "first.onnx"
     run(first, {})
@@ -472,28 +484,8 @@ def _static_tensorrt(src: Path, work: Path, dest: Path, feeds, per_channel: bool
     to), and Q/DQ around every quantized op so TensorRT, not ONNX Runtime, decides what to fuse.
     Nothing is excluded and nothing gets 7-bit weights: those fixes are for ONNX Runtime's AVX2
     CPU kernels (_static)."""
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self._it = iter(feeds)
-
-        def get_next(self):
-            return next(self._it, None)
-
-    pre = work / "pre.onnx"
-    quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-    with contextlib.redirect_stdout(io.StringIO()):
-        quantize_static(
-            str(pre), str(dest), Reader(),
-            quant_format=QuantFormat.QDQ,
-            per_channel=per_channel,
-            activation_type=QuantType.QInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax,
-            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
-        )
+    _calibrated_qdq(_preprocessed(src, work), dest, feeds, per_channel, "int8",
+                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False})
     return {
         "method": "static", "preset": "tensorrt", "format": "QDQ", "per_channel": per_channel, "symmetric": True,
         "bias": "float",

@@ -118,10 +118,9 @@ def _wide(table: Table) -> None:
 
 def _print_latencies(m: dict) -> None:
     """Every recorded latency (quantize and bench --record), this machine's first."""
-    from edgeai.machine import is_this_machine, machine_id
+    from edgeai.machine import describe_machine, is_this_machine
     from edgeai.providers import short_name
 
-    here = machine_id()
     rows = [(name, e) for name, v in m["variants"].items() for e in v.get("latency", {}).values()]
     rows += [("PyTorch", e) for e in (m.get("reference") or {}).get("latency", {}).values()]
     if not rows:
@@ -134,16 +133,8 @@ def _print_latencies(m: dict) -> None:
         t.add_row(name, short_name(e["provider"]), str(e.get("batch", 1)), str(e.get("threads") or "default"),
                   f(e, "p50_ms", ".3f"), f(e, "p90_ms", ".3f"), f(e, "p99_ms", ".3f"), f(e, "session_ms", ".1f"),
                   f(e, "first_ms", ".1f"), f(e, "throughput", ".1f"), f(e, "peak_rss_mb", ".0f"), e.get("source", "quantize"),
-                  e.get("measured", "-")[:16].replace("T", " "), _machine_cell(e.get("machine"), here))
+                  e.get("measured", "-")[:16].replace("T", " "), describe_machine(e.get("machine")))
     _wide(t)
-
-
-def _machine_cell(key: str | None, here: str) -> str:
-    if key == here:
-        return "this one"
-    if key and key.startswith(here + " + "):
-        return "this one + " + key[len(here) + 3:]
-    return key or "?"
 
 
 @handle_errors

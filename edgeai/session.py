@@ -93,9 +93,8 @@ class _Spec:
         return value
 
 
-_ORT_TYPES = {f"tensor({k})": np.dtype(v) for k, v in
-              {"float": np.float32, "float16": np.float16, "int64": np.int64, "int32": np.int32,
-               "uint8": np.uint8, "int8": np.int8, "bool": np.bool_}.items()}
+# OrtValue.data_type() names: "tensor(float)" for float32, "tensor(<name>)" for the rest.
+_ORT_TYPES = {f"tensor({'float' if k == 'float32' else k})": np.dtype(v) for k, v in _DTYPES.items()}
 
 
 class Session:
@@ -124,7 +123,6 @@ class Session:
         self.inputs = [_Spec(d) for d in inputs]
         self._names = {s.name for s in self.inputs}
         self.output_names = [d["name"] for d in outputs]
-        self.device_id = device_id
         started = time.perf_counter()
         try:
             self._session, self.choice = _providers.create_session(

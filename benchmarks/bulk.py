@@ -28,7 +28,7 @@ def make_folder(folder: Path, n: int) -> list[Path]:
     import numpy as np
     from PIL import Image
 
-    from edgeai.quantize.photos import CALIBRATION, HELD_OUT, image_set
+    from edgeai.data.photos import CALIBRATION, HELD_OUT, image_set
 
     photos = [im for _, im in image_set(CALIBRATION + HELD_OUT, per_photo=0, seed=0)]
     if not photos:

@@ -74,7 +74,7 @@ def main() -> None:
 
     from edgeai.package import Package
     from edgeai.quantize import text_feeds
-    from edgeai.quantize.texts import HELD_OUT
+    from edgeai.data.texts import HELD_OUT
 
     if args.package is None:
         from edgeai.home import ensure_builtin

@@ -72,7 +72,7 @@ def bench_feed(pkg: Package, batch: int, tokens: int = BENCH_TOKENS, inputs: dic
         return {k: np.take(v, np.arange(batch) % len(v), axis=0) for k, v in inputs.items()}
     pre = pkg.manifest.get("preprocess", {})
     if pre.get("type") == "text":
-        from edgeai.quantize.texts import HELD_OUT
+        from edgeai.data.texts import HELD_OUT
         from edgeai.text import TextPreprocessor
 
         length = min(tokens, int(pre["max_length"]))

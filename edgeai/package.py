@@ -25,8 +25,8 @@ from . import _schema
 from .errors import PackageError
 
 MANIFEST = "manifest.json"
-SCHEMA_VERSION = 3
-KNOWN_SCHEMA_VERSIONS = (1, 2, 3)
+SCHEMA_VERSION = 4
+KNOWN_SCHEMA_VERSIONS = (1, 2, 3, 4)
 MAX_MANIFEST_BYTES = 1 << 20  # a real manifest is a few KB; refuse to parse megabytes of JSON
 VARIANTS = ("fp32", "optimized", "int8", "fp16")
 _TMP_MARK = ".edgeai-tmp-"

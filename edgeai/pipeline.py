@@ -31,10 +31,9 @@ def open_package(path_or_name: str | os.PathLike, progress: Callable[[str], None
         return Package.open(path)
     if isinstance(path_or_name, str) and home.resolve_builtin(path_or_name):
         return Package.open(home.ensure_builtin(path_or_name, progress=progress))
-    raise PackageError(
-        f"No model package at {path_or_name} and no built-in model of that name "
-        f"(built-in: {', '.join(home.BUILTINS)}; aliases: {', '.join(a for b in home.BUILTINS.values() for a in b.aliases)})."
-    )
+    from .families import names_line
+
+    raise PackageError(f"No model package at {path_or_name} and no built-in model of that name (built-in: {names_line()}).")
 
 
 def meets_budget(pkg: Package, name: str) -> bool:

@@ -59,23 +59,23 @@ def export_model(
     """
     b = resolve_builtin(name)
     if b is None:
-        from edgeai.home import BUILTINS
+        from edgeai.families import names_line
 
-        raise InputError(f"Unknown model {name!r}; built-in models: {', '.join(BUILTINS)}.")
+        raise InputError(f"Unknown model {name!r}; built-in models: {names_line()}.")
     if precision not in ("fp32", "int8"):
         raise InputError(f"Unknown precision {precision!r}; choose fp32 or int8.")
-    if (model is not None or task is not None) and b.family != "transformer":
-        raise InputError(f"--model and --task apply to bert; {b.name} is a fixed built-in model.")
-    if data is not None and b.family != "lstm":
-        raise InputError(f"--data applies to lstm (the model edgeai trains); {b.name} is a pretrained model.")
-    target = Path(out) if out is not None else Path(b.name)
-    if b.family == "cnn":
+    if (model is not None or task is not None) and b.name != "transformer":
+        raise InputError(f"--model and --task apply to bert; {b.model} is a fixed built-in model.")
+    if data is not None and b.name != "lstm":
+        raise InputError(f"--data applies to lstm (the model edgeai trains); {b.model} is a pretrained model.")
+    target = Path(out) if out is not None else Path(b.model)
+    if b.name == "cnn":
         return _export_cnn(target, precision, progress)
-    if b.family == "transformer":
+    if b.name == "transformer":
         return _export_transformer(target, precision, progress, model, task)
-    if b.family == "lstm":
+    if b.name == "lstm":
         return _export_lstm(target, precision, progress, data, text_column, label_column)
-    raise ExportError(f"No exporter for family {b.family!r} yet.")  # pragma: no cover
+    raise ExportError(f"No exporter for family {b.name!r} yet.")  # pragma: no cover
 
 
 def _versions(*extra: str) -> dict[str, str]:
@@ -158,7 +158,7 @@ def _validate_cnn(module, onnx_path: Path, manifest: dict) -> dict[str, float]:
     import torch
 
     from edgeai.preprocess import ImagePreprocessor
-    from edgeai.quantize.photos import CALIBRATION, HELD_OUT, image_set
+    from edgeai.data.photos import CALIBRATION, HELD_OUT, image_set
     from edgeai.session import Session
 
     pre = ImagePreprocessor(manifest["preprocess"])
@@ -264,8 +264,8 @@ def _validate_transformer(module, onnx_path: Path, manifest: dict, tokenize) -> 
 
     import torch
 
-    from edgeai.quantize.measure import compare
-    from edgeai.quantize.texts import HELD_OUT, TUNING
+    from edgeai.data.compare import compare
+    from edgeai.data.texts import HELD_OUT, TUNING
     from edgeai.session import Session
 
     texts = TUNING + HELD_OUT

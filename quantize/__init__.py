@@ -37,7 +37,7 @@ from edgeai.package import (
     write_manifest,
 )
 
-from . import measure
+from edgeai.data import compare as measure
 
 Progress = Callable[[str], None]
 __all__ = ["optimize", "quantize", "to_fp16", "wrap_onnx", "record_latencies"]
@@ -60,18 +60,7 @@ def op_histogram(model: onnx.ModelProto | str | os.PathLike) -> dict[str, int]:
 
 
 # -- packages from plain .onnx files ---------------------------------------------------------
-_ONNX_DTYPES = {1: "float32", 10: "float16", 7: "int64", 6: "int32", 2: "uint8", 3: "int8", 9: "bool"}
-
-
-def _tensor_specs(values) -> list[dict]:
-    specs = []
-    for v in values:
-        t = v.type.tensor_type
-        if t.elem_type not in _ONNX_DTYPES:
-            raise ExportError(f"Tensor {v.name!r} has ONNX element type {t.elem_type}, which edgeai does not support.")
-        shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or f"dim{i}") for i, d in enumerate(t.shape.dim)]
-        specs.append({"name": v.name, "dtype": _ONNX_DTYPES[t.elem_type], "shape": shape})
-    return specs
+from edgeai.data.dtypes import tensor_specs as _tensor_specs  # noqa: E402
 
 
 def wrap_onnx(path: str | os.PathLike, out: str | os.PathLike | None = None) -> Package:
@@ -117,109 +106,12 @@ def as_package(x: str | os.PathLike | Package, out: str | os.PathLike | None = N
     return pkg
 
 
-# -- sample inputs ---------------------------------------------------------------------------
-def _image_feeds(pkg: Package, images, batch: int = 16) -> list[dict[str, np.ndarray]]:
-    from edgeai.preprocess import ImagePreprocessor
-
-    pre = ImagePreprocessor(pkg.manifest["preprocess"])
-    name = pkg.manifest["inputs"][0]["name"]
-    arrays = [pre(im) for im in images]
-    return [{name: np.stack(arrays[i : i + batch])} for i in range(0, len(arrays), batch)]
-
-
-def _random_feeds(pkg: Package, n: int, seed: int) -> list[dict[str, np.ndarray]]:
-    rng = np.random.default_rng(seed)
-    feeds = []
-    for _ in range(n):
-        feed = {}
-        for spec in pkg.manifest["inputs"]:
-            shape = [d if isinstance(d, int) else 2 for d in spec["shape"]]
-            if spec["dtype"].startswith("float"):
-                feed[spec["name"]] = rng.standard_normal(shape).astype(spec["dtype"])
-            else:
-                feed[spec["name"]] = rng.integers(0, 2, size=shape).astype(spec["dtype"])
-        feeds.append(feed)
-    return feeds
+# -- sample inputs: the shared layer (edgeai.data.feeds)
+from edgeai.data.feeds import calibration_feeds, held_out_feeds, text_feeds  # noqa: E402
 
 
 def _is_text(pkg: Package) -> bool:
     return pkg.manifest.get("preprocess", {}).get("type") == "text"
-
-
-def text_feeds(pkg: Package, texts: list[str], batch: int = 8, max_length: int | None = None) -> list[dict[str, np.ndarray]]:
-    """Tokenized batches (padded to each batch's longest text), with the package's own tokenizer."""
-    import warnings
-
-    from edgeai.text import TextPreprocessor
-
-    pre = dict(pkg.manifest["preprocess"])
-    if max_length:
-        pre["max_length"] = max_length
-    tok = TextPreprocessor(pkg.asset_path(pre["tokenizer"]), pre, [i["name"] for i in pkg.manifest["inputs"]])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # truncating the long test sentences is intended
-        return [tok.batch(texts[i : i + batch]) for i in range(0, len(texts), batch)]
-
-
-def held_out_feeds(pkg: Package, per_photo: int = 30, texts: list[str] | None = None) -> list[dict[str, np.ndarray]]:
-    """Inputs never used for calibration: held-out photos or sentences, seeded noise otherwise.
-
-    ``texts``: the held-out texts of a text model (an exporter's test split); by default the
-    varied sentences of texts.HELD_OUT.
-    """
-    if _is_text(pkg):
-        from .texts import HELD_OUT
-
-        return text_feeds(pkg, texts or HELD_OUT)
-    if pkg.manifest.get("preprocess", {}).get("type") == "image":
-        from .photos import HELD_OUT, image_set
-
-        images = [im for _, im in image_set(HELD_OUT, per_photo, seed=1000)]
-        if images:
-            return _image_feeds(pkg, images)
-    return _random_feeds(pkg, 8, seed=1000)
-
-
-def calibration_feeds(pkg: Package, calibration: str | os.PathLike | None, per_photo: int = 7) -> list[dict[str, np.ndarray]]:
-    if calibration is not None:
-        return _feeds_from_dir(pkg, Path(calibration))
-    if pkg.manifest.get("preprocess", {}).get("type") == "image":
-        from .photos import CALIBRATION, image_set
-
-        images = [im for _, im in image_set(CALIBRATION, per_photo, seed=0)]
-        if images:
-            return _image_feeds(pkg, images, batch=1)
-    if _is_text(pkg):
-        from .texts import TUNING
-
-        return text_feeds(pkg, TUNING, batch=1)  # never the held-out sentences accuracy is measured on
-    raise InputError(
-        f"Static quantization of {pkg.name!r} needs calibration inputs: pass --calibration DIR "
-        "(images for image models, .npy arrays or .npz feeds otherwise), or use --method dynamic."
-    )
-
-
-def _feeds_from_dir(pkg: Package, folder: Path) -> list[dict[str, np.ndarray]]:
-    if not folder.is_dir():
-        raise InputError(f"Calibration directory {folder} does not exist or is not a directory.")
-    files = sorted(p for p in folder.iterdir() if p.is_file())
-    if pkg.manifest.get("preprocess", {}).get("type") == "image":
-        from edgeai.preprocess import open_image
-
-        images = [open_image(p) for p in files if p.suffix.lower() not in (".npy", ".npz", ".txt", ".md")]
-        if not images:
-            raise InputError(f"Calibration directory {folder} holds no images.")
-        return _image_feeds(pkg, images, batch=1)
-    names = [s["name"] for s in pkg.manifest["inputs"]]
-    feeds = []
-    for p in files:
-        if p.suffix == ".npz":
-            feeds.append(dict(np.load(p)))
-        elif p.suffix == ".npy" and len(names) == 1:
-            feeds.append({names[0]: np.load(p, allow_pickle=False)})
-    if not feeds:
-        raise InputError(f"Calibration directory {folder} holds no .npy (single-input models) or .npz files.")
-    return feeds
 
 
 # -- running variants on CPU -----------------------------------------------------------------
@@ -568,7 +460,7 @@ def _dynamic_within_budget(pkg: Package, src: Path, reference: Path, work: Path,
     then made by the real quantizer and measured. Held-out sentences are never looked at here.
     """
     from .sensitivity import rank_layers
-    from .texts import TUNING
+    from edgeai.data.texts import TUNING
 
     budget = pkg.manifest.get("budget", {"metric": "cosine_min", "min": 0.98})
     tuning = text_feeds(pkg, tuning_texts or TUNING)

@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from . import measure
+from edgeai.data import compare as measure
 
 # What quantize_dynamic turns into integer kernels and what has a weight we can round.
 CANDIDATE_OPS = ("MatMul", "Attention", "Gemm")

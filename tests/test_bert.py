@@ -20,7 +20,7 @@ from conftest import cli
 from edgeai.errors import InputError
 from edgeai.package import SCHEMA_VERSION, Package
 from edgeai.quantize import op_histogram
-from edgeai.quantize.texts import DOCUMENTS, HELD_OUT, QUERIES
+from edgeai.data.texts import DOCUMENTS, HELD_OUT, QUERIES
 from edgeai.text import TruncationWarning
 
 pytestmark = pytest.mark.slow
@@ -297,7 +297,7 @@ def test_bench_against_torch_runs_the_same_checkpoint(bert_pkg, tmp_path):
     the fp32 variant's embeddings; the report shows each variant's recorded cosine figures."""
     from edgeai.benchmark import bench_feed
     from edgeai.export.reference import reference_module
-    from edgeai.quantize.measure import cosine
+    from edgeai.data.compare import cosine
 
     pkg = Package.open(bert_pkg)
     feed = bench_feed(pkg, 2, tokens=64)

@@ -144,6 +144,7 @@ def models(
 ) -> None:
     """List the built-in models and the packages cached in $EDGEAI_HOME."""
     from edgeai import home
+    from edgeai.families import builtin_models
 
     if clear:
         n = home.clear()
@@ -151,9 +152,9 @@ def models(
         return
     cached = {p.name: str(p) for p in home.cached_packages()}
     rows = []
-    for b in home.BUILTINS.values():
-        d = home.builtin_dir(b.name)
-        rows.append({"name": b.name, "aliases": list(b.aliases), "family": b.family, "task": b.task,
+    for b in builtin_models().values():
+        d = home.builtin_dir(b.model)
+        rows.append({"name": b.model, "aliases": list(b.aliases), "family": b.name, "task": b.task,
                      "description": b.description, "cached": str(d) if d.name in cached else None})
     if json_:
         print_json({"home": str(home.home()), "builtins": rows, "cached": list(cached.values())})

@@ -48,9 +48,9 @@ def run(
         from edgeai.preprocess import open_image
 
         open_image(inputs[0])  # raises the one-sentence error (with a hint when it looks like text)
-    if b is not None and not (builtin_dir(b.name) / "manifest.json").is_file():
-        err.print(f"First use of {b.name}: building its package in {builtin_dir(b.name)} (later runs reuse it).")
-        with Stages(f"building {b.name}") as stages:
+    if b is not None and not (builtin_dir(b.model) / "manifest.json").is_file():
+        err.print(f"First use of {b.model}: building its package in {builtin_dir(b.model)} (later runs reuse it).")
+        with Stages(f"building {b.model}") as stages:
             pipe = edgeai.load(name, provider=provider, variant=variant, threads=threads, device_id=device_id, progress=stages)
     else:
         pipe = edgeai.load(name, provider=provider, variant=variant, threads=threads, device_id=device_id)

@@ -1,0 +1,78 @@
+"""Output agreement: between variants (recorded in the manifest), and between ONNX and PyTorch
+at export time. Latency is edgeai.bench's."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from edgeai.errors import ExportError
+
+# The figure each task's budget is judged by (a variant's ``accuracy`` holds it).
+CLASSIFICATION_TASKS = ("image-classification", "text-classification")
+
+
+def compare(reference: dict[str, np.ndarray], other: dict[str, np.ndarray], task: str) -> dict[str, float]:
+    """Max/mean abs difference per output; top-1 agreement for classifiers; row cosine for every other task."""
+    figures: dict[str, float] = {}
+    for diffs in per_output(reference, other).values():
+        figures["max_abs_diff"] = max(figures.get("max_abs_diff", 0.0), diffs["max_abs_diff"])
+        figures["mean_abs_diff"] = max(figures.get("mean_abs_diff", 0.0), diffs["mean_abs_diff"])
+    ref = next(iter(reference.values())).astype(np.float64)
+    oth = other[next(iter(reference))].astype(np.float64)
+    if task in CLASSIFICATION_TASKS:
+        figures["top1_agreement"] = float((ref.argmax(-1) == oth.argmax(-1)).mean())
+    else:  # embeddings, tensors, and any task a plugin family adds
+        cos = cosine(ref, oth)
+        figures["cosine_min"] = float(cos.min())
+        figures["cosine_mean"] = float(cos.mean())
+    return figures
+
+
+def per_output(reference: dict[str, np.ndarray], other: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """Max and mean absolute difference of each output (``compare`` keeps the worst of them)."""
+    figures = {}
+    for name, ref in reference.items():
+        diff = np.abs(ref.astype(np.float64) - other[name].astype(np.float64))
+        figures[name] = {"max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean())}
+    return figures
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity."""
+    a = a.reshape(len(a), -1)
+    b = b.reshape(len(b), -1)
+    return (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+
+
+def run_batches(session_run, feeds: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    outs: dict[str, list[np.ndarray]] = {}
+    for feed in feeds:
+        for k, v in session_run(feed).items():
+            outs.setdefault(k, []).append(v)
+    return {k: np.concatenate(v) for k, v in outs.items()}
+
+
+def budget_met(budget: Mapping | None, accuracy: Mapping) -> bool:
+    """The one budget rule: ``accuracy[metric] >= min``, and every further minimum in ``also``
+    (e.g. an embedding's mean cosine). No budget: anything goes; a missing figure: not met."""
+    if not budget:
+        return True
+    floors = {budget["metric"]: budget["min"], **budget.get("also", {})}
+    return all(accuracy.get(k) is not None and accuracy[k] >= v for k, v in floors.items())
+
+
+def check_close(ref: list[np.ndarray], got: list[np.ndarray], what: str, tolerance: float) -> float:
+    """Worst element-wise ``|got - ref| / (1 + |ref|)``; an ExportError past ``tolerance`` or on a shape mismatch."""
+    worst = 0.0
+    for r, g in zip(ref, got):
+        if r.shape != g.shape:
+            raise ExportError(f"The ONNX export gives shape {list(g.shape)} where PyTorch gives {list(r.shape)} {what}; "
+                              "a size was probably frozen during export (mark it with --dynamic, or avoid shape-dependent code).")
+        if r.size:
+            r64 = r.astype(np.float64)
+            worst = max(worst, float((np.abs(r64 - g.astype(np.float64)) / (1 + np.abs(r64))).max()))
+    if worst > tolerance:
+        raise ExportError(f"The ONNX export differs from PyTorch by {worst:.2e} (relative) {what}; tolerance {tolerance:.0e}.")
+    return worst

@@ -1,0 +1,159 @@
+"""Model inputs ("feeds": ``{input name: array}``), made one way for every stage.
+
+- :func:`random_feed`: seeded values of the model's input shapes (tensor models, benchmarks);
+- :func:`load_arrays`: ``.npy`` (single-input models) or ``.npz`` (arrays by input name), never pickles;
+- :func:`image_feeds` / :func:`text_feeds`: photos or texts through the package's own preprocessing;
+- :func:`held_out_feeds` / :func:`calibration_feeds`: the inputs accuracy is measured on, and the
+  disjoint ones quantization may look at (DESIGN.md, accuracy claims).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from edgeai.errors import InputError
+
+from .dtypes import numpy_dtype
+
+Feed = dict[str, np.ndarray]
+# A symbolic axis other than the batch axis gets this size in random feeds.
+OTHER_AXIS = 16
+
+
+def random_feed(inputs: Sequence[Mapping[str, Any]], batch: int = 2, seed: int = 0, other_axis: int = OTHER_AXIS,
+                high: int = 10) -> Feed:
+    """Seeded values for tensor specs: normal floats, random booleans, small non-negative integers
+    (valid token ids / indices for any embedding). Axes with the same name get the same size."""
+    rng = np.random.default_rng(seed)
+    sizes: dict[str, int] = {}
+    feed = {}
+    for spec in inputs:
+        shape = [d if isinstance(d, int) else sizes.setdefault(d, batch if axis == 0 else other_axis)
+                 for axis, d in enumerate(spec["shape"])]
+        dtype = numpy_dtype(spec["dtype"])
+        if dtype.kind == "f":
+            feed[spec["name"]] = rng.standard_normal(shape).astype(dtype)
+        elif dtype.kind == "b":
+            feed[spec["name"]] = rng.random(shape) > 0.5
+        else:
+            feed[spec["name"]] = rng.integers(0, high, size=shape).astype(dtype)
+    return feed
+
+
+def load_arrays(path: str | os.PathLike, names: Sequence[str]) -> Feed:
+    """A ``.npz`` of arrays named after the inputs, or a ``.npy`` for a single-input model."""
+    p = Path(path)
+    names = list(names)
+    if p.suffix not in (".npy", ".npz") or (p.suffix == ".npy" and len(names) != 1):
+        raise InputError(f"{p.name}: this model takes .npz files of arrays named {', '.join(names)}"
+                         f"{' or .npy arrays' if len(names) == 1 else ''}.")
+    if not p.is_file():
+        raise InputError(f"The array file {p} does not exist.")
+    try:
+        if p.suffix == ".npz":
+            with np.load(p, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        else:
+            arrays = {names[0]: np.load(p, allow_pickle=False)}
+    except (OSError, ValueError) as e:
+        raise InputError(f"{p} is not a readable numpy file ({str(e).splitlines()[0][:200] if str(e) else type(e).__name__}).") from None
+    if set(arrays) != set(names):
+        raise InputError(f"{p} holds arrays {sorted(arrays)}; the model takes {names}.")
+    return arrays
+
+
+def feeds_from_dir(folder: str | os.PathLike, names: Sequence[str]) -> list[Feed]:
+    """Every ``.npz`` (and, for single-input models, ``.npy``) file of a folder, in name order."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"Directory {folder} does not exist or is not a directory.")
+    files = [p for p in sorted(folder.iterdir()) if p.suffix == ".npz" or (p.suffix == ".npy" and len(names) == 1)]
+    if not files:
+        raise InputError(f"{folder} holds no .npy (single-input models) or .npz files.")
+    return [load_arrays(p, names) for p in files]
+
+
+def batched(arrays: Sequence[np.ndarray], name: str, batch: int) -> list[Feed]:
+    return [{name: np.stack(arrays[i : i + batch])} for i in range(0, len(arrays), batch)]
+
+
+def image_feeds(pkg, images: Sequence[Any], batch: int = 16) -> list[Feed]:
+    """Images (paths, PIL images, frames) through the package's preprocessing, in batches."""
+    from edgeai.preprocess import ImagePreprocessor
+
+    pre = ImagePreprocessor(pkg.manifest["preprocess"])
+    return batched([pre(im) for im in images], pkg.manifest["inputs"][0]["name"], batch)
+
+
+def text_feeds(pkg, texts: Sequence[str], batch: int = 8, max_length: int | None = None) -> list[Feed]:
+    """Tokenized batches (each padded to its longest text), with the package's own tokenizer."""
+    from edgeai.text import TextPreprocessor
+
+    pre = dict(pkg.manifest["preprocess"])
+    if max_length:
+        pre["max_length"] = max_length
+    tok = TextPreprocessor(pkg.asset_path(pre["tokenizer"]), pre, [i["name"] for i in pkg.manifest["inputs"]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # truncating the long test sentences is intended
+        return [tok.batch(texts[i : i + batch]) for i in range(0, len(texts), batch)]
+
+
+def input_kind(pkg) -> str:
+    """``image``, ``text`` or ``tensor``: what the package's preprocessing takes."""
+    kind = pkg.manifest.get("preprocess", {}).get("type", "none")
+    return kind if kind in ("image", "text") else "tensor"
+
+
+def held_out_feeds(pkg, texts: Sequence[str] | None = None, per_photo: int = 30) -> list[Feed]:
+    """Inputs never used for calibration or tuning: held-out photos or sentences (``texts``: an
+    exporter's own test split), seeded noise of the input shapes for tensor models."""
+    kind = input_kind(pkg)
+    if kind == "text":
+        from .texts import HELD_OUT
+
+        return text_feeds(pkg, list(texts or HELD_OUT))
+    if kind == "image":
+        from .photos import HELD_OUT, image_set
+
+        images = [im for _, im in image_set(HELD_OUT, per_photo, seed=1000)]
+        if images:
+            return image_feeds(pkg, images)
+    return [random_feed(pkg.manifest["inputs"], batch=2, seed=1000 + i, high=2) for i in range(8)]
+
+
+def calibration_feeds(pkg, folder: str | os.PathLike | None = None, per_photo: int = 7) -> list[Feed]:
+    """What static quantization calibrates on: ``folder`` (images for image models, .npy/.npz
+    otherwise), else the calibration photos or the tuning sentences, never the held-out ones."""
+    kind = input_kind(pkg)
+    if folder is not None:
+        if kind != "image":
+            return feeds_from_dir(folder, [s["name"] for s in pkg.manifest["inputs"]])
+        from edgeai.preprocess import open_image
+
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise InputError(f"Calibration directory {folder} does not exist or is not a directory.")
+        images = [open_image(p) for p in sorted(folder.iterdir())
+                  if p.is_file() and p.suffix.lower() not in (".npy", ".npz", ".txt", ".md")]
+        if not images:
+            raise InputError(f"Calibration directory {folder} holds no images.")
+        return image_feeds(pkg, images, batch=1)
+    if kind == "image":
+        from .photos import CALIBRATION, image_set
+
+        images = [im for _, im in image_set(CALIBRATION, per_photo, seed=0)]
+        if images:
+            return image_feeds(pkg, images, batch=1)
+    if kind == "text":
+        from .texts import TUNING
+
+        return text_feeds(pkg, TUNING, batch=1)
+    raise InputError(
+        f"Static quantization of {pkg.name!r} needs calibration inputs: pass --calibration DIR "
+        "(images for image models, .npy arrays or .npz feeds otherwise), or use --method dynamic."
+    )

@@ -1,0 +1,72 @@
+"""Pre- and post-processors, looked up by the manifest's ``preprocess.type`` / ``postprocess.type``.
+
+A new task is one module here (or in a plugin family, see :mod:`edgeai.families`) with a class
+registered under its type name:
+
+- a pre-processor: ``Cls(pkg, input_names)`` with ``kind`` (``"image"``/``"text"``) and
+  ``batch(items) -> {input name: array}``;
+- a post-processor: ``Cls(spec, pkg)`` with ``__call__(outputs, top_k=None) -> [result dict per item]``
+  (the result shapes of DESIGN.md's Contracts).
+
+Entries are ``"module:Class"`` strings, imported on first use, so ``import edgeai`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from edgeai.errors import PackageError
+
+_PRE: dict[str, Any] = {
+    "image": "edgeai.tasks.image:ImageInput",
+    "text": "edgeai.tasks.text:TextInput",
+}
+_POST: dict[str, Any] = {
+    "classification": "edgeai.tasks.classification:Classification",
+    "embedding": "edgeai.tasks.embedding:Embedding",
+    "none": "edgeai.tasks.tensor:Tensors",
+}
+_LOCK = threading.Lock()
+
+
+def register_preprocessor(kind: str, cls: Any) -> None:
+    with _LOCK:
+        _PRE[kind] = cls
+
+
+def register_postprocessor(kind: str, cls: Any) -> None:
+    with _LOCK:
+        _POST[kind] = cls
+
+
+def _resolve(table: dict[str, Any], kind: str, what: str) -> Any:
+    entry = table.get(kind)
+    if entry is None:
+        from edgeai import families
+
+        families.families()  # plugin families register their processors when loaded
+        entry = table.get(kind)
+    if entry is None:
+        raise PackageError(f"The package's {what} type {kind!r} is not known to this edgeai "
+                           f"(known: {', '.join(sorted(table))}); install the package that provides it.")
+    if isinstance(entry, str):
+        from edgeai.families import load_object
+
+        entry = load_object(entry)
+        with _LOCK:
+            table[kind] = entry
+    return entry
+
+
+def preprocessor(pkg, input_names: list[str]):
+    """The package's pre-processor, or None when it takes ready tensors (``type: none``)."""
+    kind = pkg.manifest.get("preprocess", {"type": "none"})["type"]
+    if kind == "none":
+        return None
+    return _resolve(_PRE, kind, "preprocess")(pkg, input_names)
+
+
+def postprocessor(pkg):
+    spec = pkg.manifest.get("postprocess", {"type": "none"})
+    return _resolve(_POST, spec["type"], "postprocess")(spec, pkg)

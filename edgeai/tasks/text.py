@@ -1,0 +1,20 @@
+"""``preprocess.type: text``: the package's own tokenizer (HF ``tokenizers``), padded per batch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from edgeai.text import TextPreprocessor
+
+
+class TextInput:
+    kind = "text"
+
+    def __init__(self, pkg, input_names: list[str]):
+        spec = pkg.manifest["preprocess"]
+        self.tokenizer = TextPreprocessor(pkg.asset_path(spec["tokenizer"]), spec, input_names)
+
+    def batch(self, items: list[Any]) -> dict[str, np.ndarray]:
+        return self.tokenizer.batch(items)

@@ -17,9 +17,9 @@ Built-in families and third-party ones register the same way, through the entry-
     [project.entry-points."edgeai.families"]
     regressor = "my_package.family:FAMILY"
 
-A family may also name post-processors for new manifest ``postprocess.type`` values
-(``processors={"regression": "my_package.family:Regression"}``); they are registered with the
-family. :func:`register` adds one in-process (tests, notebooks).
+A family may also bring pre- and post-processors for new manifest ``preprocess.type`` /
+``postprocess.type`` values (``postprocessors={"regression": "my_package.family:Regression"}``);
+they are registered with the family (see edgeai.tasks for their interface). :func:`register` adds one in-process (tests, notebooks).
 """
 
 from __future__ import annotations
@@ -82,7 +82,8 @@ class Family:
     build: str | None = None
     example: str | None = None
     reference: str | None = None
-    processors: Mapping[str, str] = field(default_factory=dict)  # postprocess type -> "module:Class"
+    preprocessors: Mapping[str, str] = field(default_factory=dict)  # preprocess type -> "module:Class" (edgeai.tasks)
+    postprocessors: Mapping[str, str] = field(default_factory=dict)  # postprocess type -> "module:Class"
     rank: int = 100  # listing order (edgeai's own families come first)
 
     def hook(self, which: str) -> Callable:
@@ -121,10 +122,12 @@ def register(family: Family, replace: bool = False) -> Family:
         if clash:
             raise ValueError(f"Family {family.name!r} names {clash[0]!r}, which family {taken[clash[0]]!r} already uses.")
         _REGISTRY[family.name] = family
-    if family.processors:
+    if family.preprocessors or family.postprocessors:
         from . import tasks
 
-        for kind, ref in family.processors.items():
+        for kind, ref in family.preprocessors.items():
+            tasks.register_preprocessor(kind, ref)
+        for kind, ref in family.postprocessors.items():
             tasks.register_postprocessor(kind, ref)
     return family
 

@@ -13,25 +13,29 @@ import datetime as _dt
 import hashlib
 import json
 import os
-import re
-import shutil
 import uuid
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from . import _schema
+from .atomic import (  # noqa: F401  (re-exported: the writing side of a package)
+    _TMP_MARK,
+    MANIFEST,
+    _fsync_dir,
+    _fsync_file,
+    clean_debris,
+    package_lock,
+    remove_stale_files,
+    staging_dir,
+)
 from .errors import PackageError
 
-MANIFEST = "manifest.json"
 SCHEMA_VERSION = 4
 KNOWN_SCHEMA_VERSIONS = (1, 2, 3, 4)
 MAX_MANIFEST_BYTES = 1 << 20  # a real manifest is a few KB; refuse to parse megabytes of JSON
 VARIANTS = ("fp32", "optimized", "int8", "fp16")
-_TMP_MARK = ".edgeai-tmp-"
-# The names add_variant gives variant files (fp32: model.<sha12>.onnx).
-_VARIANT_FILE = re.compile(r"model(\.(optimized|int8|fp16))?\.[0-9a-f]{12}\.onnx")
 
 
 def load_schema() -> dict:
@@ -97,15 +101,7 @@ class Package:
         mpath = root / MANIFEST
         if not mpath.is_file():
             raise PackageError(f"{root} is not a model package: it has no {MANIFEST}.")
-        size = mpath.stat().st_size
-        if size > MAX_MANIFEST_BYTES:
-            raise PackageError(f"The manifest {mpath} is {size} bytes, far larger than a manifest can be (limit {MAX_MANIFEST_BYTES}).")
-        try:
-            manifest = json.loads(mpath.read_bytes().decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise PackageError(f"The manifest {mpath} is not valid JSON ({e}).") from None
-        if not isinstance(manifest, dict):
-            raise PackageError(f"The manifest {mpath} should hold a JSON object, not {type(manifest).__name__}.")
+        manifest = _read_manifest_file(mpath)
         version = manifest.get("schema_version")
         if version not in KNOWN_SCHEMA_VERSIONS:
             raise PackageError(
@@ -204,6 +200,21 @@ class Package:
         return self.asset_path(rel).read_text(encoding="utf-8").splitlines()
 
     # -- writing ---------------------------------------------------------------------------
+    def locked(self, timeout: float | None = None) -> "contextlib.AbstractContextManager[None]":
+        """Hold the package's write lock (see :func:`package_lock`)."""
+        return package_lock(self.path, timeout)
+
+    def edit(self, change: Callable[[dict], dict]) -> dict:
+        """Read-modify-write of ``manifest.json`` under the package's lock: ``change`` gets the
+        manifest as it is on disk now (another process may have added a variant since this
+        object read it) and returns the new one, which replaces the file atomically."""
+        with self.locked():
+            current = _read_manifest_file(self.path / MANIFEST)
+            manifest = {**change(current), "schema_version": SCHEMA_VERSION}  # each version reads as the next
+            write_manifest(self.path, manifest)
+        self.manifest = manifest
+        return manifest
+
     def add_variant(self, name: str, src: Path, info: dict[str, Any]) -> dict:
         """Move ``src`` into the package as variant ``name`` and update the manifest atomically.
 
@@ -215,21 +226,40 @@ class Package:
         dest = self.path / rel
         os.replace(src, dest)
         _fsync_file(dest)
-        old = self.variants.get(name)
         entry = {"file": rel, "sha256": digest, "size": dest.stat().st_size, "created": now(), **info}
-        manifest = {**self.manifest, "schema_version": SCHEMA_VERSION}  # each version reads as the next
-        manifest["variants"] = {**self.variants, name: entry}
-        write_manifest(self.path, manifest)
-        self.manifest = manifest
+        replaced: list[dict] = []
+
+        def change(m: dict) -> dict:
+            replaced.extend(v for v in [m["variants"].get(name)] if v)
+            return {**m, "variants": {**m["variants"], name: entry}}
+
+        try:
+            self.edit(change)
+        except BaseException:
+            dest.unlink(missing_ok=True)  # not named by any manifest: never leave it orphaned
+            raise
+        old = replaced[0] if replaced else None
         if old and old["file"] != rel and old["file"] not in self._all_paths():
             with contextlib.suppress(OSError):
                 safe_path(self.path, old["file"]).unlink()
         return entry
 
     def update(self, **fields: Any) -> None:
-        manifest = {**self.manifest, "schema_version": SCHEMA_VERSION, **fields}
-        write_manifest(self.path, manifest)
-        self.manifest = manifest
+        """Replace top-level manifest fields (under the lock; use :meth:`edit` to merge)."""
+        self.edit(lambda m: {**m, **fields})
+
+
+def _read_manifest_file(mpath: Path) -> dict:
+    size = mpath.stat().st_size
+    if size > MAX_MANIFEST_BYTES:
+        raise PackageError(f"The manifest {mpath} is {size} bytes, far larger than a manifest can be (limit {MAX_MANIFEST_BYTES}).")
+    try:
+        manifest = json.loads(mpath.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PackageError(f"The manifest {mpath} is not valid JSON ({e}).") from None
+    if not isinstance(manifest, dict):
+        raise PackageError(f"The manifest {mpath} should hold a JSON object, not {type(manifest).__name__}.")
+    return manifest
 
 
 def _all_tensors(graph) -> Iterator:
@@ -272,105 +302,3 @@ def variant_entry(root: Path, rel: str, **info: Any) -> dict:
     return {"file": rel, **file_entry(root / rel), "created": now(), **info}
 
 
-@contextlib.contextmanager
-def staging_dir(final: Path) -> Iterator[Path]:
-    """Build a package in a temporary sibling of ``final``; rename it into place on success.
-
-    An existing package at ``final`` stays intact until the new one is complete; if the process
-    dies, the temporary directory is left behind and removed by the next run.
-    """
-    final = Path(final).absolute()
-    final.parent.mkdir(parents=True, exist_ok=True)
-    clean_debris(final)
-    tmp = final.parent / f".{final.name}{_TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    tmp.mkdir()
-    try:
-        yield tmp
-        _fsync_dir(tmp)
-        if final.exists():
-            if not (final / MANIFEST).is_file() and any(final.iterdir()):
-                raise PackageError(f"{final} exists and is not a model package; refusing to replace it.")
-            old = final.parent / f".{final.name}{_TMP_MARK}old-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-        _fsync_dir(final.parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def clean_debris(final: Path) -> None:
-    """Remove temporary siblings of ``final`` left by killed runs (their process is gone).
-
-    A killed swap (old package moved aside, new one not yet in place) is completed backwards:
-    the old package is put back.
-    """
-    prefix = f".{final.name}{_TMP_MARK}"
-    for entry in final.parent.glob(prefix + "*"):
-        rest = entry.name[len(prefix):]
-        is_old = rest.startswith("old-")
-        pid = rest.removeprefix("old-").split("-")[0]
-        if pid.isdigit() and _alive(int(pid)):
-            continue
-        if is_old and not final.exists():
-            os.replace(entry, final)
-        else:
-            shutil.rmtree(entry, ignore_errors=True)
-    if final.is_dir():
-        remove_stale_files(final)
-
-
-def remove_stale_files(root: Path) -> list[str]:
-    """Inside a package: temporary files of runs that were killed, and variant files that no
-    manifest names (a run killed after writing its file, before replacing the manifest)."""
-    removed: list[str] = []
-    live = False
-    for entry in root.iterdir():
-        if _TMP_MARK in entry.name and entry.is_file():
-            pid = entry.name.split(_TMP_MARK, 1)[1].split("-")[0].split(".")[0]
-            if pid.isdigit() and _alive(int(pid)):
-                live = True  # another process is writing this package right now
-                continue
-            entry.unlink(missing_ok=True)
-            removed.append(entry.name)
-    try:
-        manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
-        named = {v["file"] for v in manifest["variants"].values()}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return removed  # not a readable package: leave its files alone
-    if not live:
-        for entry in root.iterdir():
-            if _VARIANT_FILE.fullmatch(entry.name) and entry.name not in named and entry.is_file():
-                entry.unlink(missing_ok=True)
-                removed.append(entry.name)
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    if os.name != "posix":
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -1,0 +1,170 @@
+"""Writing packages without ever leaving one half-written (DESIGN.md, "Writing packages").
+
+A new package is built in a temporary sibling directory and renamed into place; a new variant
+writes its file first and replaces ``manifest.json`` last; every writer holds the package's
+lock for its whole read-modify-write; the debris of killed runs is removed by the next one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+from .errors import PackageError
+
+MANIFEST = "manifest.json"
+_TMP_MARK = ".edgeai-tmp-"
+# The names add_variant gives variant files (fp32: model.<sha12>.onnx).
+_VARIANT_FILE = re.compile(r"model(\.(optimized|int8|fp16))?\.[0-9a-f]{12}\.onnx")
+
+
+# How long a writer waits for another one before giving up with a sentence (seconds).
+LOCK_TIMEOUT = float(os.environ.get("EDGEAI_LOCK_TIMEOUT", "600"))
+
+
+@contextlib.contextmanager
+def package_lock(root: Path, timeout: float | None = None) -> Iterator[None]:
+    """An exclusive lock held by every writer of the package at ``root`` for its whole
+    read-modify-write; readers take none (they read a manifest that is replaced atomically).
+
+    The lock is ``flock`` on the package directory itself rather than on a file inside it: the
+    directory's inode outlives every manifest replacement, and no extra file appears in the
+    package for listings, hashes and clean-ups to know about. (Windows: a ``.lock`` file.)
+    """
+    import time
+
+    timeout = LOCK_TIMEOUT if timeout is None else timeout
+    if os.name == "nt":  # pragma: no cover - exercised on Windows only
+        import msvcrt
+
+        with open(root / ".lock", "a+b") as f:
+            msvcrt.locking(f.fileno(), msvcrt.LK_LOCK, 1)
+            yield
+        return
+    import fcntl
+
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        start = time.monotonic()
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() - start > timeout:
+                    raise PackageError(f"Another edgeai process has been writing the package {root} for over {timeout:.0f} s; "
+                                       "wait for it to finish (or stop it) and rerun.") from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+@contextlib.contextmanager
+def staging_dir(final: Path) -> Iterator[Path]:
+    """Build a package in a temporary sibling of ``final``; rename it into place on success.
+
+    An existing package at ``final`` stays intact until the new one is complete; if the process
+    dies, the temporary directory is left behind and removed by the next run.
+    """
+    final = Path(final).absolute()
+    final.parent.mkdir(parents=True, exist_ok=True)
+    clean_debris(final)
+    tmp = final.parent / f".{final.name}{_TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        _fsync_dir(tmp)
+        if final.exists():
+            if not (final / MANIFEST).is_file() and any(final.iterdir()):
+                raise PackageError(f"{final} exists and is not a model package; refusing to replace it.")
+            old = final.parent / f".{final.name}{_TMP_MARK}old-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+        _fsync_dir(final.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def clean_debris(final: Path) -> None:
+    """Remove temporary siblings of ``final`` left by killed runs (their process is gone).
+
+    A killed swap (old package moved aside, new one not yet in place) is completed backwards:
+    the old package is put back.
+    """
+    prefix = f".{final.name}{_TMP_MARK}"
+    for entry in final.parent.glob(prefix + "*"):
+        rest = entry.name[len(prefix):]
+        is_old = rest.startswith("old-")
+        pid = rest.removeprefix("old-").split("-")[0]
+        if pid.isdigit() and _alive(int(pid)):
+            continue
+        if is_old and not final.exists():
+            os.replace(entry, final)
+        else:
+            shutil.rmtree(entry, ignore_errors=True)
+    if final.is_dir():
+        remove_stale_files(final)
+
+
+def remove_stale_files(root: Path) -> list[str]:
+    """Inside a package: temporary files of runs that were killed, and variant files that no
+    manifest names (a run killed after writing its file, before replacing the manifest)."""
+    removed: list[str] = []
+    live = False
+    for entry in root.iterdir():
+        if _TMP_MARK in entry.name and entry.is_file():
+            pid = entry.name.split(_TMP_MARK, 1)[1].split("-")[0].split(".")[0]
+            if pid.isdigit() and _alive(int(pid)):
+                live = True  # another process is writing this package right now
+                continue
+            entry.unlink(missing_ok=True)
+            removed.append(entry.name)
+    try:
+        manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
+        named = {v["file"] for v in manifest["variants"].values()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return removed  # not a readable package: leave its files alone
+    if not live:
+        for entry in root.iterdir():
+            if _VARIANT_FILE.fullmatch(entry.name) and entry.name not in named and entry.is_file():
+                entry.unlink(missing_ok=True)
+                removed.append(entry.name)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    if os.name != "posix":
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -6,6 +6,7 @@ import contextlib
 import importlib.util
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -78,8 +79,20 @@ def _locked(path: Path) -> Iterator[None]:
         yield
 
 
+def stderr_progress(stage: str) -> None:
+    """The default progress of a first-use build from Python: one stderr line per stage (a
+    stage repeated with new details in parentheses is not printed again)."""
+    head = stage.split(" (")[0]
+    if head != getattr(stderr_progress, "_last", None):
+        stderr_progress._last = head  # type: ignore[attr-defined]
+        print(f"edgeai: {stage}", file=sys.stderr, flush=True)
+
+
 def ensure_builtin(name: str, progress: Callable[[str], None] | None = None) -> Path:
-    """The directory of built-in package ``name``, building it under a lock on first use."""
+    """The directory of built-in package ``name``, building it under a lock on first use.
+
+    ``progress`` receives each stage of a build as a short sentence; by default the stages are
+    printed to stderr (a build takes a minute or two), ``progress=lambda stage: None`` is silent."""
     fam = resolve_builtin(name)
     if fam is None:
         raise PackageError(f"Unknown model {name!r}: not a package directory and not a built-in name ({families.names_line()}).")
@@ -95,5 +108,8 @@ def ensure_builtin(name: str, progress: Callable[[str], None] | None = None) -> 
         if not (target / MANIFEST).is_file():  # another process may have built it meanwhile
             from edgeai.export import export_model
 
+            if progress is None:
+                progress = stderr_progress
+                progress(f"building {fam.model} into {target} on first use (later loads reuse it)")
             export_model(fam.model, target, progress=progress)
     return target

@@ -20,7 +20,14 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import _report  # noqa: E402  (benchmarks/ is a folder of scripts, not a package)
 
-MODELS = [("cnn", "efficientnet-lite0"), ("lstm", "lstm"), ("transformer", "bert")]
+
+def models() -> list[tuple[str, str]]:
+    """(family, model) for every family that builds a model by name, as the registry lists them."""
+    from edgeai.families import builtin_models
+
+    return [(fam.name, name) for name, fam in builtin_models().items()]
+
+
 VARIANTS = ("fp32", "optimized", "int8")
 START, END = "<!-- run_all:start -->", "<!-- run_all:end -->"
 
@@ -33,7 +40,7 @@ def measure(rounds: int, threads: int | None, batch: int) -> list[dict]:
     from edgeai.providers import CPU
 
     rows = []
-    for family, name in MODELS:
+    for family, name in models():
         pkg_dir = ensure_builtin(name, progress=lambda m: print(f"building {name}: {m}", file=sys.stderr))
         doc = bench(pkg_dir, batches=(batch,), threads=threads, rounds=rounds, against="torch",
                     on_step=lambda d, t, label: print(f"{name}: {d}/{t} {label}", file=sys.stderr))

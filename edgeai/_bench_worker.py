@@ -21,6 +21,18 @@ WARMUP_S = 0.2
 
 
 def _peak_rss_mb() -> float | None:
+    """This process's own peak resident memory.
+
+    Linux: ``VmHWM`` of /proc/self/status, the high-water mark of this process's address space.
+    Not ``getrusage``'s ``ru_maxrss``: Linux carries it across fork + exec, so a worker started by
+    a parent holding 1.2 GB (torch loaded, at export time) reported the parent's 1.2 GB."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except (OSError, ValueError):
+        pass
     try:
         import resource
     except ImportError:  # Windows

@@ -25,7 +25,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -33,6 +32,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from . import providers as _providers
+from .data.feeds import OTHER_AXIS, input_kind, load_arrays, random_feed, text_feeds
 from .errors import DependencyError, EdgeAIError, InputError, PackageError, ProviderError
 from .machine import machine_id, machine_key
 from .package import Package, now
@@ -41,8 +41,6 @@ __all__ = ["bench", "bench_feed", "latency_key", "BENCH_TOKENS"]
 
 # Texts are timed at this many tokens (or the model's maximum, if lower).
 BENCH_TOKENS = 128
-# Symbolic axes other than the batch axis of a tensor model get this size unless --input is given.
-OTHER_AXIS = 16
 Step = Callable[[int, int, str], None]
 
 
@@ -70,59 +68,29 @@ def bench_feed(pkg: Package, batch: int, tokens: int = BENCH_TOKENS, inputs: dic
     text of ``tokens`` tokens, or seeded noise of the model's input shape."""
     if inputs is not None:
         return {k: np.take(v, np.arange(batch) % len(v), axis=0) for k, v in inputs.items()}
-    pre = pkg.manifest.get("preprocess", {})
-    if pre.get("type") == "text":
-        from edgeai.data.texts import HELD_OUT
-        from edgeai.text import TextPreprocessor
+    if input_kind(pkg) == "text":
+        return _text_feed(pkg, batch, tokens)
+    return random_feed(pkg.manifest["inputs"], batch=batch, seed=0, other_axis=OTHER_AXIS)
 
-        length = min(tokens, int(pre["max_length"]))
-        tok = TextPreprocessor(pkg.asset_path(pre["tokenizer"]), {**pre, "max_length": length},
-                               [i["name"] for i in pkg.manifest["inputs"]])
-        text = " ".join([max(HELD_OUT, key=len)] * 8)  # long enough to fill ``length`` tokens
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # truncated on purpose
-            one = tok.batch([text])
-        return {k: np.repeat(v, batch, axis=0) for k, v in one.items()}
-    rng = np.random.default_rng(0)
-    sizes: dict[str, int] = {}
-    feed = {}
-    for spec in pkg.manifest["inputs"]:
-        shape = []
-        for axis, d in enumerate(spec["shape"]):
-            if isinstance(d, int):
-                shape.append(d)
-            else:
-                shape.append(sizes.setdefault(d, batch if axis == 0 else OTHER_AXIS))
-        if spec["dtype"].startswith("float"):
-            feed[spec["name"]] = rng.standard_normal(shape).astype(spec["dtype"])
-        elif spec["dtype"] == "bool":
-            feed[spec["name"]] = rng.random(shape) > 0.5
-        else:  # token ids / indices: small non-negative values are valid for any embedding
-            feed[spec["name"]] = rng.integers(0, 10, size=shape).astype(spec["dtype"])
-    return feed
+
+def _text_feed(pkg: Package, batch: int, tokens: int) -> dict[str, np.ndarray]:
+    """``batch`` copies of one held-out text, tokenized to ``tokens`` tokens."""
+    from edgeai.data.texts import HELD_OUT
+
+    text = " ".join([max(HELD_OUT, key=len)] * 8)  # long enough to fill ``tokens`` tokens
+    [one] = text_feeds(pkg, [text], batch=1, max_length=_text_tokens(pkg, tokens))
+    return {k: np.repeat(v, batch, axis=0) for k, v in one.items()}
+
+
+def _text_tokens(pkg: Package, tokens: int) -> int:
+    return min(tokens, int(pkg.manifest["preprocess"]["max_length"]))
 
 
 def load_inputs(path: str | os.PathLike, pkg: Package) -> dict[str, np.ndarray]:
     """``--input``: a .npz of named arrays, or a .npy for a single-input model (no pickles)."""
-    p = Path(path)
-    names = [i["name"] for i in pkg.manifest["inputs"]]
-    try:
-        if p.suffix == ".npz":
-            with np.load(p, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-        elif p.suffix == ".npy" and len(names) == 1:
-            arrays = {names[0]: np.load(p, allow_pickle=False)}
-        else:
-            raise InputError(f"--input takes a .npz of named arrays ({', '.join(names)})"
-                             f"{' or a .npy' if len(names) == 1 else ''}; got {p.name}.")
-    except (OSError, ValueError) as e:
-        if isinstance(e, InputError):
-            raise
-        raise InputError(f"{p} cannot be read as a numpy file ({str(e).splitlines()[0][:200]}).") from None
-    if set(arrays) != set(names):
-        raise InputError(f"{p} holds arrays {sorted(arrays)}; the model takes {names}.")
+    arrays = load_arrays(path, [i["name"] for i in pkg.manifest["inputs"]])
     if any(a.ndim == 0 or len(a) == 0 for a in arrays.values()):
-        raise InputError(f"{p} holds an empty or zero-dimensional array; benchmarks need at least one item.")
+        raise InputError(f"{path} holds an empty or zero-dimensional array; benchmarks need at least one item.")
     return arrays
 
 
@@ -165,12 +133,20 @@ def _torch_cases(pkg: Package, against: str | None, factory: str | None, devices
         raise InputError(f"Unknown reference {against!r}; edgeai compares with torch (PyTorch eager).")
     if importlib.util.find_spec("torch") is None:
         raise DependencyError("--against torch needs PyTorch: pip install 'edgeai[export]'.")
-    if factory is None and pkg.manifest["family"] == "custom":
+    if factory is None and not _has_reference(pkg.manifest["family"]):
         raise InputError(
-            f"{pkg.name} is a custom model: name the PyTorch code that builds it with --factory FILE.py:FN "
+            f"{pkg.name} is a {pkg.manifest['family']} model: name the PyTorch code that builds it with --factory FILE.py:FN "
             "(a package never runs code by itself)."
         )
     return [f"torch-{d}" for d in devices]
+
+
+def _has_reference(family: str) -> bool:
+    """Whether the package's family can rebuild its PyTorch model (an unknown family cannot)."""
+    from edgeai import families
+
+    fam = families.families().get(family)
+    return fam is not None and fam.has_hook("reference")
 
 
 def bench(
@@ -258,9 +234,8 @@ def _describe_inputs(pkg: Package, inputs: Any, tokens: int) -> str:
         return f"arrays from {inputs}"
     if inputs is not None:
         return "given arrays"
-    pre = pkg.manifest.get("preprocess", {})
-    if pre.get("type") == "text":
-        return f"a text of {min(tokens, int(pre['max_length']))} tokens per item"
+    if input_kind(pkg) == "text":
+        return f"a text of {_text_tokens(pkg, tokens)} tokens per item"
     return "seeded random inputs of the model's input shape"
 
 
@@ -325,21 +300,28 @@ def _aggregate(case: Case, results: list[dict], rounds: int) -> dict:
 
 
 def _record(pkg: Package, rows: list[dict], source: str, device_id: int = 0) -> None:
-    """Store the figures under each variant's ``latency`` (PyTorch's under ``reference``)."""
+    """Store the figures under each variant's ``latency`` (PyTorch's under ``reference``), merged
+    into the manifest as it is on disk under the package's lock (another writer may have added a
+    variant meanwhile)."""
     measured = now()
     fields = ("provider", "batch", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "session_ms", "first_ms", "throughput",
               "runs", "rounds", "threads")
-    variants = {k: dict(v) for k, v in pkg.variants.items()}
-    reference = dict(pkg.manifest.get("reference") or {"engine": "pytorch eager"})
+    entries: list[tuple[str, dict]] = []  # (variant name or "pytorch", latency entry)
     for row in rows:
         entry = {k: row[k] for k in fields}
         gpu = row["provider"] == "torch-cuda" or row["provider"] in (_providers.CUDA, _providers.TENSORRT)
         entry.update(machine=machine_key(_providers.CUDA if gpu else _providers.CPU, device_id), measured=measured, source=source)
         if row["peak_rss_mb"] is not None:
             entry["peak_rss_mb"] = row["peak_rss_mb"]
-        target = reference if row["engine"] == "pytorch" else variants[row["variant"]]
-        target["latency"] = {**target.get("latency", {}), latency_key(entry): entry}
-    fields_ = {"variants": variants}
-    if any(r["engine"] == "pytorch" for r in rows):
-        fields_["reference"] = reference
-    pkg.update(**fields_)
+        entries.append(("pytorch" if row["engine"] == "pytorch" else row["variant"], entry))
+
+    def merge(m: dict) -> dict:
+        variants = {k: dict(v) for k, v in m["variants"].items()}
+        reference = dict(m.get("reference") or {"engine": "pytorch eager"})
+        for name, entry in entries:
+            target = reference if name == "pytorch" else variants.get(name)
+            if target is not None:  # a variant removed meanwhile keeps no figures
+                target["latency"] = {**target.get("latency", {}), latency_key(entry): entry}
+        return {**m, "variants": variants, **({"reference": reference} if any(n == "pytorch" for n, _ in entries) else {})}
+
+    pkg.edit(merge)

@@ -91,6 +91,22 @@ def done_inputs(out: Path) -> collections.Counter:
     return done
 
 
+def pending(items: list[str], out: Path) -> tuple[list[str], dict[str, Any]]:
+    """The items ``out`` does not answer yet, and the run's opening figures (``total``, ``skipped``)."""
+    if not out.parent.is_dir():
+        raise InputError(f"The directory of --out ({out.parent}) does not exist.")
+    already = done_inputs(out)
+    todo: list[str] = []
+    for item in items:
+        if already[item] > 0:
+            already[item] -= 1
+        else:
+            todo.append(item)
+    stats: dict[str, Any] = {"total": len(items), "skipped": len(items) - len(todo), "done": 0, "errors": 0,
+                             "first_error": None}
+    return todo, stats
+
+
 def _cut_torn_tail(out: Path) -> None:
     with open(out, "rb+") as f:
         f.seek(0, os.SEEK_END)
@@ -181,17 +197,7 @@ def run_bulk(
     if pipe.task == "tensor":
         raise InputError("Bulk runs take images or texts; a tensor model is run with Pipeline.run or .npz files.")
     out = Path(out)
-    if not out.parent.is_dir():
-        raise InputError(f"The directory of --out ({out.parent}) does not exist.")
-    already = done_inputs(out)
-    todo: list[str] = []
-    for item in items:
-        if already[item] > 0:
-            already[item] -= 1
-        else:
-            todo.append(item)
-    skipped = len(items) - len(todo)
-    stats: dict[str, Any] = {"total": len(items), "skipped": skipped, "done": 0, "errors": 0, "first_error": None}
+    todo, stats = pending(items, out)
     t0 = time.perf_counter()
     tail = {"variant": pipe.variant, "provider": pipe.provider}
     with open(out, "a", encoding="utf-8") as f:
@@ -218,12 +224,9 @@ def run_bulk(
 
 def _image_batches(pipe, todo: list[str], batch_size: int, workers: int | None, top_k: int | None) -> Iterator[list[dict]]:
     """Preprocess on ``workers`` threads, a few batches ahead; run each batch as it is ready."""
-    pre = pipe._pre
-    name = pipe.session.inputs[0].name
-
     def prepare(item: str):
         try:
-            return pre(item)
+            return pipe.preprocess([item])  # the feed of one item; a batch joins them
         except EdgeAIError as e:
             return e
 
@@ -252,7 +255,8 @@ def _image_batches(pipe, todo: list[str], batch_size: int, workers: int | None, 
                     arrays.append(x)
                     good.append(i)
             if good:
-                results = pipe.postprocess(pipe.run({name: np.stack(arrays)}), top_k)
+                feed = {k: np.concatenate([a[k] for a in arrays]) for k in arrays[0]}
+                results = pipe.postprocess(pipe.run(feed), top_k)
                 for i, r in zip(good, results):
                     records[i] = {"input": batch[i][0], **r}
             yield records

@@ -11,6 +11,9 @@ alone may import torch:
 - ``example(pkg) -> dict[str, np.ndarray]``: a typical input of the package (benchmarks, checks);
 - ``reference(pkg) -> torch.nn.Module``: the PyTorch model on the package's weights (``bench --against torch``).
 
+``hooks="module"`` names a module whose functions of those names are the hooks; ``build=`` etc.
+point at one elsewhere.
+
 Built-in families and third-party ones register the same way, through the entry-point group
 ``edgeai.families`` (see pyproject.toml and the README, "Architecture")::
 
@@ -79,19 +82,33 @@ class Family:
     budget: Budget | None = None
     tolerance: float = 1e-4  # fp32 ONNX vs PyTorch, relative (|a - b| / (1 + |b|))
     options: tuple[Option, ...] = ()
-    build: str | None = None
+    hooks: str | None = None  # a module whose build/example/reference functions are the hooks
+    build: str | None = None  # "module:function", where a hook lives elsewhere
     example: str | None = None
     reference: str | None = None
     preprocessors: Mapping[str, str] = field(default_factory=dict)  # preprocess type -> "module:Class" (edgeai.tasks)
     postprocessors: Mapping[str, str] = field(default_factory=dict)  # postprocess type -> "module:Class"
     rank: int = 100  # listing order (edgeai's own families come first)
 
+    def __post_init__(self) -> None:
+        if not self.tasks:
+            object.__setattr__(self, "tasks", (self.task,))
+
     def hook(self, which: str) -> Callable:
         """The ``build``/``example``/``reference`` function, imported now (it may import torch)."""
-        ref = getattr(self, which)
-        if ref is None:
+        fn = self._hook(which)
+        if fn is None:
             raise InputError(f"The {self.name} family has no {which} step.")
-        return load_object(ref)
+        return fn
+
+    def has_hook(self, which: str) -> bool:
+        return self._hook(which) is not None
+
+    def _hook(self, which: str) -> Callable | None:
+        ref = getattr(self, which)
+        if ref is not None:
+            return load_object(ref)
+        return getattr(importlib.import_module(self.hooks), which, None) if self.hooks else None
 
     @property
     def names(self) -> tuple[str, ...]:

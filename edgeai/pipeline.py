@@ -10,14 +10,12 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from . import home, providers
-from .errors import InputError, PackageError
+from . import home, providers, tasks
+from .data.compare import budget_met
+from .errors import EdgeAIError, InputError, PackageError
 from .machine import machine_key
 from .package import VARIANTS, Package
-from .postprocess import activate, top_k
-from .preprocess import ImagePreprocessor
 from .session import Session
-from .text import TextPreprocessor
 
 # Texts run in chunks of this many, grouped by length so little padding is computed; one batch
 # of thousands of texts padded to the longest would need gigabytes for attention scores.
@@ -38,14 +36,7 @@ def open_package(path_or_name: str | os.PathLike, progress: Callable[[str], None
 
 def meets_budget(pkg: Package, name: str) -> bool:
     """fp32 is the reference; other variants need a recorded figure that meets the budget."""
-    if name == "fp32":
-        return True
-    budget = pkg.manifest.get("budget")
-    accuracy = pkg.variants[name].get("accuracy", {})
-    if budget is None:
-        return True
-    value = accuracy.get(budget["metric"])
-    return value is not None and value >= budget["min"]
+    return name == "fp32" or budget_met(pkg.manifest.get("budget"), pkg.variants[name].get("accuracy", {}))
 
 
 def recorded_latency(info: dict, provider: str, machine: str | None = None, batch: int = 1,
@@ -122,13 +113,10 @@ class Pipeline:
             tensorrt=providers.tensorrt_flags(variant, package.variants[variant]),
         )
         self.provider = self.session.provider
-        pre = m.get("preprocess", {"type": "none"})
-        self._pre: ImagePreprocessor | TextPreprocessor | None = None
-        if pre["type"] == "image":
-            self._pre = ImagePreprocessor(pre)
-        elif pre["type"] == "text":
-            self._pre = TextPreprocessor(package.asset_path(pre["tokenizer"]), pre, [t["name"] for t in m["inputs"]])
-        self._post = m.get("postprocess", {"type": "none"})
+        # Pre- and post-processing come from edgeai.tasks, looked up by the manifest's types.
+        self._pre = tasks.preprocessor(package, [t["name"] for t in m["inputs"]])
+        self._post_spec = m.get("postprocess", {"type": "none"})
+        self._post = tasks.postprocessor(package)
         self.labels = package.labels
         self._executor: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
@@ -171,25 +159,17 @@ class Pipeline:
 
     @property
     def is_text(self) -> bool:
-        return isinstance(self._pre, TextPreprocessor)
+        return self._pre is not None and self._pre.kind == "text"
 
     def preprocess(self, items: list[Any]) -> dict[str, np.ndarray]:
         """Raw inputs (images or texts) -> the feed dict, padded to the batch's longest text."""
         if self._pre is None:
             raise InputError(f"The {self.task} model {self.name!r} takes ready tensors: use Pipeline.run(feed).")
-        if isinstance(self._pre, TextPreprocessor):
-            return self._pre.batch(items)
-        return {self.session.inputs[0].name: self._pre.batch(items)}
+        return self._pre.batch(items)
 
     def postprocess(self, outputs: dict[str, np.ndarray], k: int | None = None) -> list[dict]:
-        post = self._post
-        if post["type"] == "classification":
-            scores = activate(outputs[post.get("output", self.session.output_names[0])], post.get("activation", "softmax"))
-            return top_k(scores, k or post.get("top_k", 5), self.labels)
-        if post["type"] == "embedding":
-            return [{"embedding": e} for e in outputs[post.get("output", self.session.output_names[0])]]
-        n = next(iter(outputs.values())).shape[0]
-        return [{"outputs": {k2: v[i] for k2, v in outputs.items()}} for i in range(n)]
+        """Raw outputs of a batch -> one result dict per item (the package's postprocess type)."""
+        return self._post(outputs, k)
 
     def _run_texts(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run a tokenized batch in length-sorted chunks, each cut to its own longest text."""
@@ -212,13 +192,13 @@ class Pipeline:
 
     def embed(self, texts: str | list[str]) -> np.ndarray:
         """Texts -> ``(n, dim)`` float32 embeddings (L2-normalized when the package says so)."""
-        if self._post["type"] != "embedding":
+        if self._post_spec["type"] != "embedding":
             raise InputError(f"embed() needs an embedding model; {self.name!r} is a {self.task} model (use predict).")
         items = [texts] if isinstance(texts, (str, bytes, bytearray)) or not hasattr(texts, "__iter__") else list(texts)
         if not items:
             raise InputError("embed() was given no texts; pass at least one string.")
         out = self._run_texts(self.preprocess(items))
-        return np.ascontiguousarray(out[self._post.get("output", self.session.output_names[0])], dtype=np.float32)
+        return np.ascontiguousarray(out[self._post.output], dtype=np.float32)
 
     def _predict_tensor(self, x: Any) -> dict:
         """A ``tensor`` model: an array (single-input models) or a dict of arrays -> raw outputs."""
@@ -235,7 +215,7 @@ class Pipeline:
         """One input -> one result; a list -> a list of results, run as one batch.
 
         For a ``tensor`` model, an array or a dict of arrays is one input (a whole batch)."""
-        if self._pre is None and self._post["type"] == "none":
+        if self._pre is None and self._post_spec["type"] == "none":
             if isinstance(x, (list, tuple)):
                 return [self._predict_tensor(item) for item in x]
             return self._predict_tensor(x)
@@ -247,6 +227,53 @@ class Pipeline:
         outputs = self._run_texts(feed) if self.is_text else self.run(feed)
         results = self.postprocess(outputs, top_k)
         return results[0] if single else results
+
+    def predict_each(self, inputs: list[Any], top_k: int | None = None) -> list[dict]:
+        """Each input on its own account: one result per input, in order, as ``edgeai run`` prints them.
+
+        A result is ``{"input": <the path or text, or "array[i]">, ...predict's fields}``, or
+        ``{"input", "error": "<one sentence>"}`` for an input that cannot run (a missing or corrupt
+        image, an empty text, an unreadable array file); the others still run. Images and texts
+        that pass their checks run as one batch; a ``tensor`` model runs each input alone, a path
+        read with :func:`edgeai.data.feeds.load_arrays` (``.npy`` for single-input models, ``.npz``
+        of arrays by input name). Text truncation is reported with ``warnings.warn`` (the CLI
+        prints each as a ``warning:`` line)."""
+        labels = [str(x) if isinstance(x, (str, os.PathLike)) else f"array[{i}]" for i, x in enumerate(inputs)]
+        if self._pre is None:
+            return [self._each_tensor(x, label, top_k) for x, label in zip(inputs, labels)]
+        results: list[dict] = [{} for _ in inputs]
+        good, feeds = [], []
+        for i, x in enumerate(inputs):
+            try:
+                feeds.append(self._checked(x, i, len(inputs)))
+                good.append(i)
+            except EdgeAIError as e:
+                results[i] = {"input": labels[i], "error": str(e)}
+        if good:
+            if self.is_text:
+                got = self.predict(feeds, top_k=top_k)  # tokenized together, in length-sorted chunks
+            else:
+                got = self.postprocess(self.run({k: np.concatenate([f[k] for f in feeds]) for k in feeds[0]}), top_k)
+            for i, r in zip(good, got):
+                results[i] = {"input": labels[i], **r}
+        return results
+
+    def _checked(self, x: Any, index: int, total: int) -> Any:
+        """A text checked alone (the message says which one), or an image's one-item feed."""
+        if self.is_text:
+            from .text import check_text
+
+            return check_text(x, index, total)
+        return self.preprocess([x])
+
+    def _each_tensor(self, x: Any, label: str, top_k: int | None) -> dict:
+        from .data.feeds import load_arrays
+
+        try:
+            feed = load_arrays(x, [i.name for i in self.session.inputs]) if isinstance(x, (str, os.PathLike)) else x
+            return {"input": label, **self.predict(feed, top_k=top_k)}
+        except EdgeAIError as e:
+            return {"input": label, "error": str(e)}
 
     def submit(self, x: Any, top_k: int | None = None) -> Future:
         """``predict`` on a worker thread; the Future holds the same result (or error)."""

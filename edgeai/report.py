@@ -164,10 +164,16 @@ def _num(x: Any, fmt: str) -> str:
 
 
 def render(data: dict, charts: dict[str, str] | None, chart_note: str | None = None) -> str:
+    """The page: header, the parity ladder, the charts, every recorded latency, and the data as JSON."""
+    parts = [*_header(data), *_ladder_table(data), *_charts_section(charts, chart_note), *_latency_table(data)]
+    blob = json.dumps(data).replace("</", "<\\/")  # a string in the data cannot close the script element
+    parts.append(f'<script type="application/json" id="edgeai-data">{blob}</script>')
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def _header(data: dict) -> list[str]:
     e = html.escape
-    metrics = [k for k in METRICS if any(k in r["metrics"] for r in data["rungs"])]
-    h = data["headline"]
-    where = f"{short_name(h['provider'])}, batch {h['batch']}, machine {h['machine']}" if h else "none recorded"
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -181,7 +187,16 @@ def render(data: dict, charts: dict[str, str] | None, chart_note: str | None = N
     if data["budget"]:
         b = data["budget"]
         parts.append(f'<p>Accuracy budget: <b>{e(b["metric"])} &ge; {b["min"]}</b> {e(b.get("description", ""))}</p>')
-    parts += [
+    return parts
+
+
+def _ladder_table(data: dict) -> list[str]:
+    """One row per rung and output: differences, the budget's metrics, size and latency."""
+    e = html.escape
+    metrics = [k for k in METRICS if any(k in r["metrics"] for r in data["rungs"])]
+    h = data["headline"]
+    where = f"{short_name(h['provider'])}, batch {h['batch']}, machine {h['machine']}" if h else "none recorded"
+    parts = [
         "<h2>Parity ladder</h2>",
         '<p class="note">Each rung is compared with the one it names (fp32 with PyTorch at export; the others with fp32 on '
         f"held-out inputs). Latency: {e(where)}.</p>",
@@ -192,35 +207,48 @@ def render(data: dict, charts: dict[str, str] | None, chart_note: str | None = N
     ]
     torch_p50 = (data["rungs"][0]["latency"] or {}).get("p50_ms")
     for r in data["rungs"]:
-        outputs = list(r["outputs"].items()) or [("-", {})]
-        lat = r["latency"] or {}
-        for i, (out_name, d) in enumerate(outputs):
-            first = i == 0
-            cells = [f'<td class="l">{e(r["rung"]) if first else ""}</td>',
-                     f'<td class="l">{e(r["made_from"] or "-") if first else ""}</td>',
-                     f'<td class="l">{e(r["compared_with"] or "-") if first else ""}</td>',
-                     f'<td class="l">{e(out_name)}</td>',
-                     _num(d.get("max_abs_diff"), ".2e"), _num(d.get("mean_abs_diff"), ".2e")]
-            cells += [_num(r["metrics"].get(m), ".4f") if first else "<td></td>" for m in metrics]
-            if first:
-                ratio = lat["p50_ms"] / torch_p50 if torch_p50 and lat.get("p50_ms") is not None else None
-                cells += [_num(r.get("samples"), ".0f"), _num(r["size_mb"], ".2f"),
-                          _num(lat.get("p50_ms"), ".3f"), _num(lat.get("p99_ms"), ".3f"), _num(ratio, ".2f")]
-            else:
-                cells += ["<td></td>"] * 5
-            row_attr = f' class="rung" data-rung="{e(r["rung"])}"' if first else ' class="more"'
-            parts.append(f"<tr{row_attr}>{''.join(cells)}</tr>")
+        parts += _rung_rows(r, metrics, torch_p50)
     parts.append("</tbody></table>")
     baseline = next((r["baseline_accuracy"] for r in data["rungs"] if r.get("baseline_accuracy") is not None), None)
     if baseline is not None:
         parts.append(f'<p class="note">Test accuracy of always predicting the most common class: {baseline:.4f}.</p>')
-    parts.append("<h2>Charts</h2>")
+    return parts
+
+
+def _rung_rows(r: dict, metrics: list[str], torch_p50: float | None) -> list[str]:
+    e = html.escape
+    rows = []
+    lat = r["latency"] or {}
+    for i, (out_name, d) in enumerate(list(r["outputs"].items()) or [("-", {})]):
+        first = i == 0
+        cells = [f'<td class="l">{e(r["rung"]) if first else ""}</td>',
+                 f'<td class="l">{e(r["made_from"] or "-") if first else ""}</td>',
+                 f'<td class="l">{e(r["compared_with"] or "-") if first else ""}</td>',
+                 f'<td class="l">{e(out_name)}</td>',
+                 _num(d.get("max_abs_diff"), ".2e"), _num(d.get("mean_abs_diff"), ".2e")]
+        cells += [_num(r["metrics"].get(m), ".4f") if first else "<td></td>" for m in metrics]
+        if first:
+            ratio = lat["p50_ms"] / torch_p50 if torch_p50 and lat.get("p50_ms") is not None else None
+            cells += [_num(r.get("samples"), ".0f"), _num(r["size_mb"], ".2f"),
+                      _num(lat.get("p50_ms"), ".3f"), _num(lat.get("p99_ms"), ".3f"), _num(ratio, ".2f")]
+        else:
+            cells += ["<td></td>"] * 5
+        row_attr = f' class="rung" data-rung="{e(r["rung"])}"' if first else ' class="more"'
+        rows.append(f"<tr{row_attr}>{''.join(cells)}</tr>")
+    return rows
+
+
+def _charts_section(charts: dict[str, str] | None, chart_note: str | None) -> list[str]:
+    e = html.escape
     if charts:
-        parts.append('<div class="charts">' + "".join(f'<figure id="chart-{e(k)}">{svg}</figure>' for k, svg in charts.items())
-                     + "</div>")
-    else:
-        parts.append(f'<p class="note">{e(chart_note or "No figures to chart.")}</p>')
-    parts += [
+        return ["<h2>Charts</h2>", '<div class="charts">'
+                + "".join(f'<figure id="chart-{e(k)}">{svg}</figure>' for k, svg in charts.items()) + "</div>"]
+    return ["<h2>Charts</h2>", f'<p class="note">{e(chart_note or "No figures to chart.")}</p>']
+
+
+def _latency_table(data: dict) -> list[str]:
+    e = html.escape
+    parts = [
         "<h2>Every recorded latency</h2>",
         '<table id="latencies"><thead><tr><th>engine</th><th>provider</th><th>machine</th><th>batch</th><th>threads</th>'
         "<th>p50 ms</th><th>p90 ms</th><th>p99 ms</th><th>session ms</th><th>first ms</th><th>items/s</th>"
@@ -240,10 +268,7 @@ def render(data: dict, charts: dict[str, str] | None, chart_note: str | None = N
     parts.append("</tbody></table>")
     parts.append('<p class="note">Latencies are measured by <code>edgeai quantize</code> or <code>edgeai bench --record</code>, '
                  "each variant in its own process; compare figures taken on the same machine only.</p>")
-    blob = json.dumps(data).replace("</", "<\\/")  # a string in the data cannot close the script element
-    parts.append(f'<script type="application/json" id="edgeai-data">{blob}</script>')
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
+    return parts
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

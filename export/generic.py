@@ -1,4 +1,4 @@
-"""Bring your own model: any ``nn.Module`` -> a package with the generic ``tensor`` task.
+"""Bring your own model: the sources of the ``custom`` family (export/families/custom.py).
 
     from edgeai.export import export_module
     export_module(model, {"x": torch.randn(1, 3, 32, 32)}, "mymodel/", dynamic={"x": {0: "batch"}})
@@ -19,11 +19,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from edgeai.errors import ExportError, InputError
 
-TOLERANCE = 1e-4  # |onnx - torch| <= TOLERANCE * (1 + |torch|), element-wise
 DTYPES = ("float32", "float16", "int64", "int32", "bool")
 
 
@@ -146,28 +143,3 @@ def resized(example: dict, dynamic: dict[str, dict[int, str]], grow: int, seed: 
             out[name] = torch.randint(int(t.min()) if t.numel() else 0, max(hi, 1), shape, generator=g).to(t.dtype)
     return out
 
-
-def torch_outputs(module, feed: dict) -> list[np.ndarray]:
-    import torch
-
-    with torch.inference_mode():
-        out = module(*feed.values())
-    if isinstance(out, torch.Tensor):
-        out = (out,)
-    if not isinstance(out, (tuple, list)) or not all(isinstance(o, torch.Tensor) for o in out):
-        raise ExportError("The module must return a tensor or a tuple of tensors.")
-    return [o.float().numpy() if o.dtype == torch.float16 else o.numpy() for o in out]
-
-
-def check_close(ref: list[np.ndarray], got: list[np.ndarray], what: str) -> float:
-    worst = 0.0
-    for r, g in zip(ref, got):
-        if r.shape != g.shape:
-            raise ExportError(f"The ONNX export gives shape {list(g.shape)} where PyTorch gives {list(r.shape)} {what}; "
-                              "a size was probably frozen during export (mark it with --dynamic, or avoid shape-dependent code).")
-        if r.size:
-            err = np.abs(r.astype(np.float64) - g.astype(np.float64)) / (1 + np.abs(r.astype(np.float64)))
-            worst = max(worst, float(err.max()))
-    if worst > TOLERANCE:
-        raise ExportError(f"The ONNX export differs from PyTorch by {worst:.2e} (relative) {what}; tolerance {TOLERANCE:.0e}.")
-    return worst

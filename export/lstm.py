@@ -208,7 +208,3 @@ def load_trained(pkg):
     model.load_state_dict(load_file(str(pkg.asset_path(WEIGHTS))), strict=True)
     return model.eval()
 
-
-def reference(pkg):
-    """The trained PyTorch LSTM, from the weights the package carries."""
-    return load_trained(pkg)

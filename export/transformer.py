@@ -152,8 +152,9 @@ def load_module(ck: Checkpoint, attention: str = "eager"):
     model.eval()
     takes_types = "token_type_ids" in inspect.signature(model.forward).parameters
 
-    class Embedder(torch.nn.Module):
-        """Token states -> one L2-normalized vector (sentence-transformers' mean or CLS pooling)."""
+    class Wrapped(torch.nn.Module):
+        """Token tensors in, what the package outputs out: a classifier's logits, or one
+        L2-normalized vector per text (sentence-transformers' mean or CLS pooling)."""
 
         def __init__(self) -> None:
             super().__init__()
@@ -161,7 +162,10 @@ def load_module(ck: Checkpoint, attention: str = "eager"):
 
         def forward(self, input_ids, attention_mask, token_type_ids=None):
             kw = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
-            h = self.model(input_ids=input_ids, attention_mask=attention_mask, **kw).last_hidden_state
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask, **kw)
+            if ck.task == "text-classification":
+                return out.logits
+            h = out.last_hidden_state
             if ck.pooling == "cls":
                 e = h[:, 0]
             else:
@@ -169,24 +173,15 @@ def load_module(ck: Checkpoint, attention: str = "eager"):
                 e = (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
             return torch.nn.functional.normalize(e, p=2.0, dim=1)
 
-    class Classifier(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, input_ids, attention_mask, token_type_ids=None):
-            kw = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
-            return self.model(input_ids=input_ids, attention_mask=attention_mask, **kw).logits
-
-    wrapper = Classifier() if ck.task == "text-classification" else Embedder()
+    wrapper = Wrapped()
     inputs = ["input_ids", "attention_mask"] + (["token_type_ids"] if takes_types else [])
     return wrapper.eval(), inputs
 
 
-def write_tokenizer(ck: Checkpoint, dest: Path) -> tuple[int, str]:
-    """Copy the fast tokenizer as plain ``tokenizer.json`` without fixed padding/truncation.
+def load_tokenizer(ck: Checkpoint):
+    """The fast tokenizer without fixed padding/truncation (saved as the package's ``tokenizer.json``).
 
-    Returns the pad id and token. A checkpoint without tokenizer.json is converted once here
+    Returns it with the pad id and token. A checkpoint without tokenizer.json is converted once here
     with transformers (export time only); the runtime then needs only ``tokenizers``.
     """
     from tokenizers import Tokenizer
@@ -205,28 +200,11 @@ def write_tokenizer(ck: Checkpoint, dest: Path) -> tuple[int, str]:
     pad = tok.padding
     tok.no_padding()
     tok.no_truncation()
-    tok.save(str(dest))
     if pad:
-        return int(pad["pad_id"]), str(pad["pad_token"])
+        return tok, int(pad["pad_id"]), str(pad["pad_token"])
     for token in ("[PAD]", "<pad>"):
         if tok.token_to_id(token) is not None:
-            return int(tok.token_to_id(token)), token
+            return tok, int(tok.token_to_id(token)), token
     pid = ck.config.get("pad_token_id")
-    return int(pid or 0), str(tok.id_to_token(int(pid or 0)) or "[PAD]")
+    return tok, int(pid or 0), str(tok.id_to_token(int(pid or 0)) or "[PAD]")
 
-
-def reference(pkg):
-    """The checkpoint a package was exported from, with transformers' default attention (what a
-    PyTorch user runs), wrapped to take the package's inputs and give its output."""
-    source = pkg.manifest["provenance"].get("source", "")
-    if source == DEFAULT_SOURCE:
-        model = None
-    elif source.endswith(CACHE_NOTE):
-        model = source[: -len(CACHE_NOTE)]
-    else:
-        model = source
-        if not Path(model).is_dir():
-            raise InputError(f"{pkg.name} was exported from {source}, which is not on this machine any more.")
-    task = "text-classification" if pkg.task == "text-classification" else "feature-extraction"
-    module, _ = load_module(inspect_checkpoint(model, task), attention="sdpa")
-    return module

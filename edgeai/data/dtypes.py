@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeai.errors import ExportError
-
 # manifest dtype name -> (numpy dtype, ONNX TensorProto element type)
 DTYPES: dict[str, tuple[np.dtype, int]] = {
     "float32": (np.dtype(np.float32), 1),
@@ -23,21 +21,3 @@ ORT_TO_NUMPY = {f"tensor({'float' if k == 'float32' else k})": v[0] for k, v in 
 
 def numpy_dtype(name: str) -> np.dtype:
     return DTYPES[name][0]
-
-
-def tensor_specs(values) -> list[dict]:
-    """ONNX graph inputs/outputs (``ValueInfoProto``) -> manifest tensor specs, named axes kept."""
-    specs = []
-    for v in values:
-        t = v.type.tensor_type
-        if t.elem_type not in ONNX_TO_NAME:
-            raise ExportError(f"Tensor {v.name!r} has ONNX element type {t.elem_type}, which edgeai does not support.")
-        shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or f"dim{i}") for i, d in enumerate(t.shape.dim)]
-        specs.append({"name": v.name, "dtype": ONNX_TO_NAME[t.elem_type], "shape": shape})
-    return specs
-
-
-def graph_specs(model) -> tuple[list[dict], list[dict]]:
-    """(inputs, outputs) specs of an ONNX model; initializers listed as inputs are not inputs."""
-    inits = {i.name for i in model.graph.initializer}
-    return tensor_specs([i for i in model.graph.input if i.name not in inits]), tensor_specs(model.graph.output)

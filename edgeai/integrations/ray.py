@@ -90,10 +90,9 @@ def run_ray(
     ``address``: ``"local"`` starts a local Ray instance (``num_cpus``), anything else is passed
     to ``ray.init(address=...)``; an already initialised Ray is used as it is.
     """
-    import json
     import time
 
-    from edgeai.bulk import done_inputs
+    from edgeai.bulk import pending
     from edgeai.pipeline import open_package
 
     ray = _ray()
@@ -103,71 +102,77 @@ def run_ray(
         raise InputError("--batch-size must be at least 1.")
     pkg = open_package(package)
     out = Path(out)
-    if not out.parent.is_dir():
-        raise InputError(f"The directory of --out ({out.parent}) does not exist.")
-    already = done_inputs(out)
-    todo = []
-    for item in items:
-        if already[item] > 0:
-            already[item] -= 1
-        else:
-            todo.append(item)
-    stats: dict[str, Any] = {"total": len(items), "skipped": len(items) - len(todo), "done": 0, "errors": 0,
-                             "first_error": None}
+    todo, stats = pending(items, out)
     t0 = time.perf_counter()
-    started = False
-    import logging
-
-    for name in ("ray", "ray.data"):  # Ray Data logs every dataset it runs at INFO; keep stderr for edgeai
-        logging.getLogger(name).setLevel(logging.WARNING)
-    if not ray.is_initialized():
-        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
-        kwargs = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
-        try:
-            if address == "local":
-                ray.init(num_cpus=num_cpus, **kwargs)
-            else:
-                ray.init(address=address, **kwargs)
-        except Exception as e:  # ConnectionError, ValueError, RuntimeError from Ray itself
-            raise InputError(f"Could not reach Ray at {address!r}: {str(e).strip().splitlines()[0][:200]}") from None
-        started = True
+    started = _start(ray, address, num_cpus)
     try:
         if todo:
-            ctx = ray.data.DataContext.get_current()
-            ctx.execution_options.preserve_order = True  # lines in input order, as a single machine writes them
-            ctx.enable_progress_bars = False
             source = {"path": str(pkg.path.resolve())} if ship == "path" else {"ref": ray.put(_package_files(pkg.path))}
-            n = actors or max(1, int(ray.available_resources().get("CPU", 1)) // 2)
-            ds = ray.data.from_items([{"index": i, "input": x} for i, x in enumerate(todo)])
-            ds = ds.map_batches(_Worker, batch_size=batch_size, batch_format="numpy", concurrency=n,
-                                fn_constructor_kwargs={"source": source, "top_k": top_k, "provider": provider,
-                                                       "variant": variant})
-            # Ray Data restarts dead actors and retries their batches by default (max_restarts=-1);
-            # the index column below makes sure a retried batch is written once.
-            if progress:
-                progress(0, len(todo))
-            seen: set[int] = set()
-            with open(out, "a", encoding="utf-8") as f:
-                for batch in ds.iter_batches(batch_size=batch_size, batch_format="numpy"):
-                    lines = []
-                    for i, line in zip(batch["index"], batch["line"]):
-                        if int(i) in seen:  # a retried batch cannot write an input twice
-                            continue
-                        seen.add(int(i))
-                        lines.append(str(line))
-                        if '"error"' in line:
-                            rec = json.loads(line)
-                            if "error" in rec and len(rec) == 2:
-                                stats["errors"] += 1
-                                stats["first_error"] = stats["first_error"] or rec["error"]
-                    f.write("".join(x + "\n" for x in lines))
-                    f.flush()
-                    stats["done"] += len(lines)
-                    if progress:
-                        progress(stats["done"], len(todo))
-                os.fsync(f.fileno())
+            worker = {"source": source, "top_k": top_k, "provider": provider, "variant": variant}
+            _write(_dataset(ray, todo, batch_size, actors, worker), out, batch_size, len(todo), stats, progress)
     finally:
         if started:
             ray.shutdown()
     stats["seconds"] = time.perf_counter() - t0
     return stats
+
+
+def _start(ray, address: str, num_cpus: int | None) -> bool:
+    """Connect to (or start) Ray unless this process already has; True when this call started it."""
+    import logging
+
+    for name in ("ray", "ray.data"):  # Ray Data logs every dataset it runs at INFO; keep stderr for edgeai
+        logging.getLogger(name).setLevel(logging.WARNING)
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
+    kwargs = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+    try:
+        if address == "local":
+            ray.init(num_cpus=num_cpus, **kwargs)
+        else:
+            ray.init(address=address, **kwargs)
+    except Exception as e:  # ConnectionError, ValueError, RuntimeError from Ray itself
+        raise InputError(f"Could not reach Ray at {address!r}: {str(e).strip().splitlines()[0][:200]}") from None
+    return True
+
+
+def _dataset(ray, todo: list[str], batch_size: int, actors: int | None, worker: dict):
+    """The items as a Ray dataset answered by ``actors`` :class:`_Worker` actors, in input order."""
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True  # lines in input order, as a single machine writes them
+    ctx.enable_progress_bars = False
+    n = actors or max(1, int(ray.available_resources().get("CPU", 1)) // 2)
+    ds = ray.data.from_items([{"index": i, "input": x} for i, x in enumerate(todo)])
+    return ds.map_batches(_Worker, batch_size=batch_size, batch_format="numpy", concurrency=n,
+                          fn_constructor_kwargs=worker)
+
+
+def _write(ds, out: Path, batch_size: int, total: int, stats: dict, progress: Callable[[int, int], None] | None) -> None:
+    """Append the answered lines to ``out`` as they come, counting errors into ``stats``."""
+    import json
+
+    # Ray Data restarts dead actors and retries their batches by default (max_restarts=-1);
+    # the index column makes sure a retried batch is written once.
+    if progress:
+        progress(0, total)
+    seen: set[int] = set()
+    with open(out, "a", encoding="utf-8") as f:
+        for batch in ds.iter_batches(batch_size=batch_size, batch_format="numpy"):
+            lines = []
+            for i, line in zip(batch["index"], batch["line"]):
+                if int(i) in seen:  # a retried batch cannot write an input twice
+                    continue
+                seen.add(int(i))
+                lines.append(str(line))
+                if '"error"' in line:
+                    rec = json.loads(line)
+                    if "error" in rec and len(rec) == 2:
+                        stats["errors"] += 1
+                        stats["first_error"] = stats["first_error"] or rec["error"]
+            f.write("".join(x + "\n" for x in lines))
+            f.flush()
+            stats["done"] += len(lines)
+            if progress:
+                progress(stats["done"], total)
+        os.fsync(f.fileno())

@@ -1,24 +1,152 @@
-"""``custom``: any ``torch.nn.Module`` (``edgeai export FILE.py:FACTORY``, ``export_module``) or a plain .onnx file."""
+"""``custom``: any ``torch.nn.Module`` (``edgeai export FILE.py:FACTORY``, ``export_module``) or a plain .onnx file.
+
+    from edgeai.export import export_module
+    export_module(model, {"x": torch.randn(1, 3, 32, 32)}, "mymodel/", dynamic={"x": {0: "batch"}})
+
+The package's task is ``tensor``: arrays in, arrays out, no pre- or post-processing.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+from edgeai.errors import ExportError, InputError
 from edgeai.families import Budget, Family, Option
 
 FAMILY = Family(
-    name="custom",
-    task="tensor",
-    tasks=("tensor",),
+    "custom", "tensor", hooks=__name__, rank=3,
     description="Your own nn.Module (FILE.py:FACTORY) or .onnx file: arrays in, arrays out",
     budget=Budget("cosine_min", 0.999, "lowest cosine similarity of each sample's outputs to fp32 on seeded random inputs"),
-    tolerance=1e-4,
+    tolerance=1e-4,  # |onnx - torch| <= tolerance * (1 + |torch|), element-wise, on every validation feed
     options=(
         Option("input", "Example input NAME:SHAPE:DTYPE, e.g. x:1,3,32,32:float32 (repeat for several).", multiple=True),
         Option("dynamic", "NAME:AXIS:LABEL of an axis that may change size, e.g. x:0:batch.", multiple=True),
         Option("calibration", "With --precision int8: directory of .npy/.npz feeds for static INT8 (dynamic INT8 without it).",
                kind=Path),
     ),
-    build="edgeai.export:export_factory",
-    rank=3,
 )
+
+
+def build(out=None, precision: str = "fp32", progress=None, factory: str | None = None, input=(), dynamic=(),
+          calibration=None):
+    """``edgeai export FILE.py:FACTORY --input NAME:SHAPE:DTYPE ... --dynamic NAME:AXIS:LABEL``:
+    the module ``factory`` (``FILE.py:FUNCTION``) returns, traced on seeded example inputs."""
+    from edgeai.export import generic
+    from edgeai.export.exporter import say
+
+    if not factory:
+        raise InputError("The custom family exports what a factory returns: name it as FILE.py:FACTORY.")
+    if not input:
+        raise InputError("Exporting FILE.py:FACTORY needs the example inputs: --input NAME:SHAPE:DTYPE (e.g. x:1,3,32,32:float32).")
+    specs = [generic.InputSpec.parse(t) for t in input]
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise InputError(f"Input names repeat: {names}.")
+    axes = generic.parse_dynamic(list(dynamic or []), names)
+    say(progress, f"building the module from {factory}")
+    module = generic.load_factory(factory)
+    stem = Path(factory.rpartition(":")[0]).stem
+    return export_module(module, generic.example_tensors(specs), out or Path(stem), axes, precision=precision,
+                         calibration=calibration, name=stem, source=factory, progress=progress)
+
+
+def export_factory(ref: str, inputs: list[str], dynamic: list[str] | None = None, out: str | os.PathLike | None = None,
+                   precision: str = "fp32", calibration: str | os.PathLike | None = None, progress=None):
+    """The CLI's ``edgeai export FILE.py:FACTORY --input NAME:SHAPE:DTYPE ... --dynamic NAME:AXIS:LABEL``."""
+    return build(out, precision, progress, factory=ref, input=inputs, dynamic=dynamic, calibration=calibration)
+
+
+def export_module(module, example_inputs: dict, out: str | os.PathLike, dynamic: dict[str, dict[int, str]] | None = None,
+                  output_names: list[str] | None = None, precision: str = "fp32", calibration: str | os.PathLike | None = None,
+                  name: str | None = None, source: str | None = None, progress=None):
+    """Export any ``nn.Module`` into a ``tensor``-task package, validated against PyTorch.
+
+    ``example_inputs`` maps input names to example tensors, in the order ``forward`` takes
+    them; ``dynamic`` names the axes that may change size (``{"x": {0: "batch"}}``). The export
+    is compared with PyTorch on the example and on inputs whose dynamic axes are one and two
+    longer, so an example batch of 1 cannot silently freeze the batch axis. ``precision="int8"``
+    adds an int8 variant: static QDQ when ``calibration`` (a directory of .npy/.npz feeds) is
+    given, dynamic otherwise; the recipe says which.
+    """
+    from edgeai.export.exporter import Source, Tolerance, check_precision, export
+
+    check_precision(precision)
+    _check_module(module)
+    dynamic = _check_dynamic(example_inputs, dynamic)
+    module = module.eval()
+    shapes = ", ".join(f"{n} {list(t.shape)} {str(t.dtype).replace('torch.', '')}" for n, t in example_inputs.items())
+    outputs = _output_names(output_names, _outputs_on_example(module, example_inputs, shapes))
+    src = Source(
+        module=module, name=name or Path(out).name,
+        description=f"{type(module).__name__} exported by edgeai.export_module; inputs {shapes}.",
+        example=_trace_example(example_inputs, dynamic), batches=_validation_feeds(example_inputs, dynamic),
+        labels=["on the example"], tolerance=Tolerance(FAMILY.tolerance, "max_rel_diff"),
+        checked_on="on the example and at other sizes of the dynamic axes", output_names=outputs, dynamic=dynamic,
+        provenance={"source": source or type(module).__name__}, dynamo_fallback=True, calibration=calibration,
+    )
+    return export(FAMILY, src, out, precision, progress)
+
+
+def _check_module(module) -> None:
+    import torch
+
+    if not isinstance(module, torch.nn.Module):
+        raise InputError(f"export_module needs a torch.nn.Module, not {type(module).__name__}.")
+
+
+def _check_dynamic(example: dict, dynamic: dict | None) -> dict[str, dict[int, str]]:
+    """A copy of ``dynamic`` whose every axis exists in the example."""
+    dynamic = {n: dict(a) for n, a in (dynamic or {}).items()}
+    for n, axes in dynamic.items():
+        if n not in example:
+            raise InputError(f"Dynamic axes name input {n!r}; the inputs are {list(example)}.")
+        for axis in axes:
+            if axis >= example[n].dim():
+                raise InputError(f"Input {n!r} has {example[n].dim()} dimensions; there is no axis {axis} to make dynamic.")
+    return dynamic
+
+
+def _outputs_on_example(module, example: dict, shapes: str) -> int:
+    """How many outputs the module gives; one sentence when it fails on its own example."""
+    from edgeai.export.exporter import torch_outputs
+    from edgeai.export.generic import _first_line
+
+    try:
+        return len(torch_outputs(module, example))
+    except ExportError:
+        raise
+    except Exception as e:
+        raise ExportError(f"The module fails on the example inputs ({shapes}): {type(e).__name__}: {_first_line(e)}") from None
+
+
+def _output_names(names: list[str] | None, count: int) -> list[str]:
+    names = names or (["output"] if count == 1 else [f"output_{i}" for i in range(count)])
+    if len(names) != count:
+        raise InputError(f"{len(names)} output names for {count} outputs.")
+    return list(names)
+
+
+def _trace_example(example: dict, dynamic: dict) -> dict:
+    """A dynamic axis of size 1 in the example is traced at size 2 instead: code paths that
+    special-case 1 (squeeze, broadcasting, nn.MultiheadAttention's reshapes) would otherwise
+    freeze it. The user's own example is still one of the validation inputs."""
+    from edgeai.export.generic import resized
+
+    if any(example[n].shape[a] == 1 for n, axes in dynamic.items() for a in axes):
+        return resized(example, dynamic, grow=1, seed=0)
+    return example
+
+
+def _validation_feeds(example: dict, dynamic: dict) -> list[dict]:
+    """The example, then (with dynamic axes) new values with every dynamic axis one and two longer."""
+    from edgeai.export.generic import resized
+
+    return [example] + [resized(example, dynamic, grow, seed=grow) for grow in ((1, 2) if dynamic else ())]
+
+
+def example(pkg) -> dict:
+    """Seeded values of the package's input shapes (batch of 1)."""
+    from edgeai.data.feeds import random_feed
+
+    return random_feed(pkg.manifest["inputs"], batch=1)

@@ -1,0 +1,307 @@
+"""The one export path every family takes: PyTorch module -> validated ONNX model package.
+
+A family's build hook gathers what is specific to it into a :class:`Source` (the module, its
+tensor specs, pre/post-processing, assets, validation inputs, provenance); :func:`export` does
+the rest the same way for all: stage the package in a temporary sibling directory, export with
+TorchScript (dynamo as the fallback a source may allow), write the manifest, compare the fp32
+ONNX model with PyTorch within the source's :class:`Tolerance`, add the optimized and int8
+variants, and rename the package into place.
+
+Importing this module does not import torch; only the functions that export do.
+"""
+
+from __future__ import annotations
+
+import importlib
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from edgeai import __version__
+from edgeai.errors import ExportError, InputError
+from edgeai.families import Family
+from edgeai.package import (
+    SCHEMA_VERSION,
+    Package,
+    file_entry,
+    now,
+    staging_dir,
+    variant_entry,
+    write_manifest,
+)
+
+Progress = Callable[[str], None]
+Feed = dict[str, Any]  # input name -> numpy array or torch tensor
+OPSET = 17
+OPSET_DYNAMO = 18  # the dynamo exporter's lowest opset
+PRECISIONS = ("fp32", "int8")
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How close the fp32 ONNX model must stay to PyTorch on the validation batches.
+
+    ``max_abs_diff`` / ``cosine_min`` judge all batches together (``edgeai.data.compare.compare``);
+    ``max_rel_diff`` judges each batch on its own (``check_close``), for models whose batches differ
+    in more than the batch axis.
+    """
+
+    limit: float
+    metric: str = "max_abs_diff"  # max_abs_diff (a ceiling), cosine_min (a floor) or max_rel_diff (a ceiling)
+
+
+@dataclass
+class Source:
+    """What a family knows about one model; :func:`export` does everything they share.
+
+    ``example`` and ``batches`` may be callables of the staging directory, for inputs that need
+    an asset written first (a tokenizer). Empty ``inputs``/``outputs`` specs are read from the
+    exported graph (then ``output_names`` and ``dynamic`` name what the specs would).
+    """
+
+    module: Any  # torch.nn.Module in eval mode; forward takes the inputs in order
+    name: str
+    description: str
+    example: Feed | Callable[[Path], Feed]  # what is traced
+    batches: list[Feed] | Callable[[Path], list[Feed]]  # what is compared with PyTorch
+    tolerance: Tolerance
+    checked_on: str = ""  # for the progress line: "on real photos"
+    task: str | None = None  # None: the family's default task
+    inputs: Sequence[Mapping] = ()
+    outputs: Sequence[Mapping] = ()
+    output_names: list[str] = field(default_factory=list)
+    dynamic: dict[str, dict[int, str]] | None = None  # None: the named axes of the specs
+    preprocess: Mapping = field(default_factory=lambda: {"type": "none"})
+    postprocess: Mapping = field(default_factory=lambda: {"type": "none"})
+    assets: dict[str, bytes | Callable[[Path], None]] = field(default_factory=dict)
+    provenance: dict = field(default_factory=dict)  # source, license, architecture (None values are left out)
+    versions: tuple[str, ...] = ()  # further modules whose versions the provenance records
+    exporter_note: str = ""  # appended to the provenance's exporter, e.g. ", attn_implementation=eager"
+    recipe: dict = field(default_factory=dict)
+    budget: dict | None = None  # None: the family's
+    labels: list[str] = field(default_factory=list)  # how error sentences name each batch (max_rel_diff)
+    dynamo_fallback: bool = False  # export again with dynamo when the TorchScript trace froze a size
+    held_out: list[str] | None = None  # for optimize/quantize: an exporter's own test texts
+    tuning: list[str] | None = None
+    calibration: Any = None
+    after: Callable[[Package], None] | None = None  # a last step on the finished package
+
+
+def say(progress: Progress | None, msg: str) -> None:
+    if progress:
+        progress(msg)
+
+
+def check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise InputError(f"Unknown precision {precision!r}; choose fp32 or int8.")
+
+
+def export(family: Family, src: Source, out, precision: str = "int8", progress: Progress | None = None) -> Package:
+    """Write ``src`` as a validated package at ``out``; nothing is left behind on failure."""
+    check_precision(precision)
+    src.task = src.task or family.task
+    target = Path(out)
+    with staging_dir(target) as tmp:
+        assets = _write_assets(tmp, src.assets)
+        src.example, src.batches = _at(src.example, tmp), _at(src.batches, tmp)
+        accuracy, details, exporter, opset = _onnx(src, tmp / "model.onnx", progress)
+        manifest = _manifest(family, src, tmp, assets, exporter, opset)
+        manifest["variants"]["fp32"] = variant_entry(tmp, "model.onnx", made_from=None, accuracy=accuracy,
+                                                     accuracy_details=details,
+                                                     recipe={"exporter": exporter, "opset": opset, **src.recipe})
+        write_manifest(tmp, manifest)
+        src.module = None  # free the PyTorch model before quantizing
+        pkg = Package.open(tmp)
+        _finish(pkg, precision, progress, src.held_out, src.tuning, src.calibration)
+        if src.after:
+            src.after(pkg)
+    return Package.open(target)
+
+
+def _at(value, stage: Path):
+    return value(stage) if callable(value) else value
+
+
+def _write_assets(tmp: Path, assets: Mapping[str, bytes | Callable[[Path], None]]) -> dict:
+    for name, content in assets.items():
+        if callable(content):
+            content(tmp / name)
+        else:
+            (tmp / name).write_bytes(content)
+    return {name: file_entry(tmp / name) for name in assets}
+
+
+def _names(specs: Sequence[Mapping]) -> list[str]:
+    return [s["name"] for s in specs]
+
+
+def _axes(specs: Sequence[Mapping]) -> dict[str, dict[int, str]]:
+    """Named dynamic axes of tensor specs: the dims given as labels rather than sizes."""
+    axes = {s["name"]: {i: d for i, d in enumerate(s.get("shape") or []) if isinstance(d, str)} for s in specs}
+    return {n: a for n, a in axes.items() if a}
+
+
+def _onnx(src: Source, path: Path, progress: Progress | None) -> tuple[dict, dict, str, int]:
+    """Export with TorchScript and validate; with ``dynamo_fallback``, export again with dynamo
+    when the trace froze a size. Returns (accuracy, accuracy_details, exporter, opset)."""
+    from .onnx_export import to_onnx, to_onnx_dynamo
+
+    names = _names(src.inputs) or list(src.example)
+    outputs = _names(src.outputs) or src.output_names
+    dynamic = src.dynamic if src.dynamic is not None else _axes([*src.inputs, *src.outputs])
+    args = tuple(_torch(src.example[n]) for n in names)
+    labels = sorted({label for axes in dynamic.values() for label in axes.values()})
+    say(progress, f"exporting to ONNX (TorchScript exporter{src.exporter_note}; dynamic {'/'.join(labels) or 'nothing'})")
+    # Traced with autograd on: under no_grad/inference_mode PyTorch takes fused "fast paths"
+    # (e.g. nn.TransformerEncoderLayer's native kernel) that have no ONNX form.
+    to_onnx(src.module, args, path, names, outputs, dynamic, OPSET)
+    say(progress, f"validating ONNX fp32 against PyTorch {src.checked_on}".rstrip())
+    try:
+        return (*validate(src, path), "torchscript", OPSET)
+    except ExportError as first:
+        if not (src.dynamo_fallback and dynamic):
+            raise
+        # The TorchScript trace froze a size; torch.export keeps symbolic sizes (FACTS.md: it
+        # can also fold less, e.g. LSTM weights, so it is the second choice, not the first).
+        say(progress, "the TorchScript trace froze a dynamic size; exporting again with the dynamo exporter")
+        try:
+            to_onnx_dynamo(src.module, args, path, names, outputs, dynamic, OPSET_DYNAMO)
+            return (*validate(src, path), "dynamo", OPSET_DYNAMO)
+        except ExportError:
+            raise first from None
+
+
+def _torch(value):
+    import torch
+
+    return torch.from_numpy(value) if isinstance(value, np.ndarray) else value
+
+
+def _numpy(value) -> np.ndarray:
+    return value if isinstance(value, np.ndarray) else value.numpy()
+
+
+def _shapes(feed: Feed) -> str:
+    return ", ".join(f"{k} {list(v.shape)}" for k, v in feed.items())
+
+
+def torch_outputs(module, feed: Feed) -> list[np.ndarray]:
+    """The module's outputs on ``feed`` (inputs in forward's order), as float32/int numpy arrays."""
+    import torch
+
+    with torch.inference_mode():
+        out = module(*[_torch(v) for v in feed.values()])
+    if isinstance(out, torch.Tensor):
+        out = (out,)
+    if not isinstance(out, (tuple, list)) or not all(isinstance(o, torch.Tensor) for o in out):
+        raise ExportError("The module must return a tensor or a tuple of tensors.")
+    return [o.float().numpy() if o.dtype == torch.float16 else o.numpy() for o in out]
+
+
+def onnx_runner(path: Path) -> tuple[list[str], Callable[[Feed], list[np.ndarray]]]:
+    """(output names, run(feed) -> outputs) on ONNX Runtime's CPU provider, errors as one sentence."""
+    import onnxruntime as ort
+
+    from edgeai.session import session_options
+
+    session = ort.InferenceSession(str(path), session_options(None), providers=["CPUExecutionProvider"])
+    out_names = [o.name for o in session.get_outputs()]
+
+    def run(feed: Feed) -> list[np.ndarray]:
+        arrays = {k: _numpy(v) for k, v in feed.items()}
+        try:
+            return session.run(out_names, arrays)
+        except Exception as e:  # ONNX Runtime raises its own Fail/InvalidArgument types
+            text = str(e).strip()
+            first = (text.splitlines()[0] if text else type(e).__name__)[:300]
+            raise ExportError(f"The ONNX export fails at {_shapes(arrays)}: {first} "
+                              "(a size was probably frozen during export; mark it with --dynamic).") from None
+
+    return out_names, run
+
+
+def validate(src: Source, path: Path) -> tuple[dict, dict]:
+    """fp32 ONNX vs PyTorch on ``src.batches``: (accuracy, accuracy_details), or an ExportError."""
+    import warnings
+
+    from edgeai.data.compare import check_close, compare, per_output
+
+    out_names, run = onnx_runner(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer and truncation warnings are expected here
+        pairs = [(torch_outputs(src.module, feed), run(feed)) for feed in src.batches]
+    tol = src.tolerance
+    if tol.metric == "max_rel_diff":
+        labels = [*src.labels, *(f"at {_shapes(feed)}" for feed in src.batches[len(src.labels):])]
+        worst = max(check_close(r, g, label, tol.limit) for (r, g), label in zip(pairs, labels))
+        return {"max_rel_diff": worst, "samples": float(len(pairs))}, {"vs": "pytorch"}
+    ref = {n: np.concatenate([r[i] for r, _ in pairs]) for i, n in enumerate(out_names)}
+    got = {n: np.concatenate([g[i] for _, g in pairs]) for i, n in enumerate(out_names)}
+    figures = compare(ref, got, src.task)
+    if tol.metric == "cosine_min" and figures["cosine_min"] < tol.limit:
+        raise ExportError(f"The ONNX export differs from PyTorch: lowest embedding cosine {figures['cosine_min']:.6f} "
+                          f"(needed >= {tol.limit}); not writing it.")
+    if tol.metric == "max_abs_diff" and figures["max_abs_diff"] > tol.limit:
+        raise ExportError(f"The ONNX export differs from PyTorch by {figures['max_abs_diff']:.2e} in the "
+                          f"{' and '.join(out_names)} (tolerance {tol.limit:.0e}); not writing it.")
+    figures["samples"] = float(len(next(iter(ref.values()))))
+    return figures, {"vs": "pytorch", "outputs": per_output(ref, got)}
+
+
+def _specs(src: Source, path: Path) -> tuple[list[dict], list[dict]]:
+    """The source's tensor specs, or, where it leaves them out, the exported graph's."""
+    if src.inputs and src.outputs:
+        return [dict(s) for s in src.inputs], [dict(s) for s in src.outputs]
+    from edgeai.data.graphs import graph_specs
+
+    return graph_specs(path)
+
+
+def _manifest(family: Family, src: Source, tmp: Path, assets: dict, exporter: str, opset: int) -> dict:
+    inputs, outputs = _specs(src, tmp / "model.onnx")
+    provenance = {k: v for k, v in src.provenance.items() if v is not None}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "name": src.name,
+        "family": family.name,
+        "task": src.task,
+        "description": src.description,
+        "inputs": inputs,
+        "outputs": outputs,
+        "preprocess": dict(src.preprocess),
+        "postprocess": dict(src.postprocess),
+        "budget": src.budget or family.budget.as_manifest(),
+        "assets": assets,
+        "variants": {},
+        "provenance": {**provenance, "created": now(), "edgeai": __version__, "opset": opset,
+                       "exporter": f"torch.onnx.export ({'TorchScript' if exporter == 'torchscript' else exporter})"
+                                   f"{src.exporter_note}",
+                       "versions": _versions(*src.versions)},
+    }
+
+
+def _versions(*extra: str) -> dict[str, str]:
+    import onnx
+    import onnxruntime
+    import torch
+
+    v = {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
+         "python": platform.python_version()}
+    for mod in extra:
+        v[mod] = importlib.import_module(mod).__version__
+    return v
+
+
+def _finish(pkg: Package, precision: str, progress: Progress | None, held_out: list[str] | None = None,
+            tuning: list[str] | None = None, calibration=None) -> None:
+    from edgeai.quantize import optimize, quantize, record_latencies
+
+    optimize(pkg, progress=progress, held_out=held_out)
+    if precision == "int8":
+        quantize(pkg, method="auto", calibration=calibration, measure_latency=False, progress=progress,
+                 held_out=held_out, tuning=tuning)
+    record_latencies(pkg, progress=progress)

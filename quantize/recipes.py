@@ -1,0 +1,100 @@
+"""``quantize()`` and ``to_fp16()``: check the arguments, look the step up, hand it to the runner."""
+
+from __future__ import annotations
+
+import os
+
+from edgeai.data.feeds import input_kind
+from edgeai.errors import InputError
+from edgeai.package import Package
+
+from . import FP16_SOURCES, METHODS, PRECISIONS, PRESETS
+from .runner import Context, Progress, Step, open_package, run_step
+from .steps.budget_search import BudgetSearch
+from .steps.dynamic import Dynamic
+from .steps.fp16 import Float16
+from .steps.static_qdq import StaticQDQ
+from .steps.tensorrt import TensorRTQDQ
+
+# (precision, preset, method, input kind) -> step; "*" matches any input kind.
+STEPS: dict[tuple[str, str, str, str], Step] = {
+    ("int8", "cpu", "static", "*"): StaticQDQ(),
+    ("int8", "cpu", "dynamic", "*"): Dynamic(),
+    ("int8", "cpu", "dynamic", "text"): BudgetSearch(),
+    ("int8", "tensorrt", "static", "*"): TensorRTQDQ(),
+    ("fp16", "cpu", "auto", "*"): Float16(),
+}
+
+
+def quantize(
+    pkg: str | os.PathLike | Package,
+    method: str = "auto",
+    calibration: str | os.PathLike | None = None,
+    out: str | os.PathLike | None = None,
+    per_channel: bool = True,
+    measure_latency: bool = True,
+    progress: Progress | None = None,
+    held_out: list[str] | None = None,
+    tuning: list[str] | None = None,
+    precision: str = "int8",
+    preset: str = "cpu",
+    made_from: str | None = None,
+) -> Package:
+    """Add the ``int8`` variant and record its accuracy against fp32 and its CPU latency.
+
+    ``precision="fp16"`` adds the ``fp16`` variant instead (see :func:`to_fp16`; ``made_from``
+    picks its source). ``preset="tensorrt"`` makes the int8 variant TensorRT accepts: static
+    QDQ with symmetric int8 weights *and* activations (ONNX Runtime's CPU default, uint8
+    activations with a zero point, is refused by TensorRT).
+
+    For text models ``tuning``/``held_out`` replace the built-in sentence sets (edgeai.data.texts):
+    the search for layers to keep in float looks only at ``tuning``, the recorded accuracy
+    only at ``held_out``.
+
+    ``method``: ``static`` (QDQ, per-channel int8 weights, uint8 activations calibrated on real
+    inputs), ``dynamic`` (int8 weights, activations quantized at run time), or ``auto``: static
+    when calibration inputs exist for the package (images), dynamic otherwise.
+    """
+    _check(precision, preset, method)
+    if precision == "fp16":
+        if method != "auto" or calibration is not None or preset != "cpu":
+            raise InputError("fp16 is a conversion of the graph: --method, --calibration and --preset apply to int8 only.")
+        return to_fp16(pkg, made_from=made_from or "fp32", out=out, measure_latency=measure_latency, progress=progress,
+                       held_out=held_out)
+    if made_from is not None:
+        raise InputError("made_from applies to fp16; int8 is made from the graph its method needs.")
+    pkg = open_package(pkg, out)
+    kind = input_kind(pkg)
+    if preset == "tensorrt":
+        if method == "dynamic":
+            raise InputError("TensorRT runs only static INT8 (calibrated QDQ); use --method static or auto with --preset tensorrt.")
+        method = "static"
+    if method == "auto":
+        method = "static" if (calibration is not None or kind == "image") else "dynamic"
+    ctx = Context(progress=progress, held_out=held_out, tuning=tuning, calibration=calibration, per_channel=per_channel)
+    return run_step(_step(precision, preset, method, kind), pkg, ctx, measure_latency)
+
+
+def to_fp16(pkg: str | os.PathLike | Package, made_from: str = "fp32", out: str | os.PathLike | None = None,
+            measure_latency: bool = True, progress: Progress | None = None, held_out: list[str] | None = None) -> Package:
+    """Add the ``fp16`` variant: the graph converted to float16, its inputs and outputs kept
+    float32 (see steps/fp16.py). ``made_from``: ``fp32`` (what TensorRT compiles whole) or
+    ``optimized`` (ONNX Runtime's fused ops, for CUDA)."""
+    pkg = open_package(pkg, out)
+    if made_from not in FP16_SOURCES:
+        raise InputError(f"fp16 is made from {' or '.join(FP16_SOURCES)}; got {made_from!r}.")
+    ctx = Context(progress=progress, held_out=held_out, made_from=made_from)
+    return run_step(_step("fp16", "cpu", "auto", input_kind(pkg)), pkg, ctx, measure_latency)
+
+
+def _check(precision: str, preset: str, method: str) -> None:
+    if precision not in PRECISIONS:
+        raise InputError(f"Unknown precision {precision!r}; choose {' or '.join(PRECISIONS)}.")
+    if preset not in PRESETS:
+        raise InputError(f"Unknown preset {preset!r}; choose {' or '.join(PRESETS)}.")
+    if method not in METHODS:
+        raise InputError(f"Unknown quantization method {method!r}; choose static, dynamic or auto.")
+
+
+def _step(precision: str, preset: str, method: str, kind: str) -> Step:
+    return STEPS.get((precision, preset, method, kind)) or STEPS[(precision, preset, method, "*")]

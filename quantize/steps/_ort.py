@@ -1,0 +1,63 @@
+"""ONNX Runtime tooling the steps share: quieting its tools, quantization pre-processing and
+calibrated QDQ."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def quiet(logger: str | None = None) -> Iterator[None]:
+    """Keep a tool's chatter out of the user's terminal: ``logger`` (default: the root logger) at
+    ERROR, stdout swallowed."""
+    log = logging.getLogger(logger)
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        log.setLevel(level)
+
+
+def preprocessed(src: Path, work: Path) -> Path:
+    """ONNX Runtime's quantization pre-processing (shape inference; also folds static Pads into Conv)."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    pre = work / "pre.onnx"
+    quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+    return pre
+
+
+def calibrated_qdq(pre: Path, out: Path, feeds, per_channel: bool, activations: str, **options) -> None:
+    """``quantize_static`` to QDQ with int8 weights and MinMax calibration on ``feeds``."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it = iter(feeds)
+
+        def get_next(self):
+            return next(self._it, None)
+
+    with contextlib.redirect_stdout(io.StringIO()):  # the calibrators print progress to stdout
+        quantize_static(
+            str(pre), str(out), Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=per_channel,
+            activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+            **options,
+        )
+

@@ -1,0 +1,34 @@
+"""``int8`` by dynamic quantization: int8 weights, activations quantized at run time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+
+from edgeai.package import Package
+
+from ..runner import Context, Step
+from ._ort import quiet
+
+
+def dynamic_int8(src: Path, dest: Path, per_channel: bool, exclude: list[str] | None = None) -> dict:
+    """``quantize_dynamic`` of ``src`` to ``dest``, the nodes named in ``exclude`` kept in float; its recipe."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    # The quantizer logs a generic "consider pre-processing" on the root logger.
+    with quiet():
+        # DefaultTensorType: the fused contrib ops have no type inference in the quantizer (FACTS.md).
+        quantize_dynamic(str(src), str(dest), per_channel=per_channel, weight_type=QuantType.QInt8,
+                         nodes_to_exclude=list(exclude or []), extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    return {"method": "dynamic", "per_channel": per_channel, "weights": "int8", "activations": "uint8 (per call)",
+            "float_nodes": list(exclude or [])}
+
+
+class Dynamic(Step):
+    name = "dynamic"
+    variant = "int8"
+
+    def run(self, pkg: Package, src: Path, dest: Path, work: Path, ctx: Context) -> dict:
+        ctx.say("quantizing weights to INT8 (dynamic)")
+        return dynamic_int8(src, dest, ctx.per_channel)

@@ -1,0 +1,50 @@
+"""Plain ``.onnx`` files: wrapping one in a package, and counting a graph's operators."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import onnx
+
+from edgeai import __version__
+from edgeai.data.graphs import graph_specs
+from edgeai.errors import PackageError
+from edgeai.package import (
+    SCHEMA_VERSION,
+    Package,
+    now,
+    staging_dir,
+    variant_entry,
+    write_manifest,
+)
+
+
+def wrap_onnx(path: str | os.PathLike, out: str | os.PathLike | None = None) -> Package:
+    """Wrap a plain ``.onnx`` file in a package (task ``tensor``) at ``out`` (default: beside it)."""
+    src = Path(path)
+    try:
+        model = onnx.load(str(src))
+        onnx.checker.check_model(model)
+    except Exception as e:  # noqa: BLE001 -- onnx raises DecodeError, ValidationError, OSError...
+        raise PackageError(f"{src} is not a valid ONNX model: {str(e).splitlines()[0] if str(e) else type(e).__name__}.") from None
+    target = Path(out) if out else src.with_suffix("")
+    inputs, outputs = graph_specs(model)
+    with staging_dir(target) as tmp:
+        onnx.save(model, str(tmp / "model.onnx"))
+        manifest = {
+            "schema_version": SCHEMA_VERSION,
+            "name": src.stem,
+            "family": "custom",
+            "task": "tensor",
+            "inputs": inputs,
+            "outputs": outputs,
+            "preprocess": {"type": "none"},
+            "postprocess": {"type": "none"},
+            "assets": {},
+            "variants": {"fp32": variant_entry(tmp, "model.onnx", made_from=None)},
+            "provenance": {"source": str(src.resolve()), "created": now(), "edgeai": __version__,
+                           "opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)},
+        }
+        write_manifest(tmp, manifest)
+    return Package.open(target)

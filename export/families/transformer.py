@@ -14,7 +14,7 @@ FAMILY = Family(
     # fp32 ONNX vs PyTorch logits (absolute); embeddings are judged by cosine instead (EMBEDDING_COSINE_MIN).
     tolerance=1e-3,
     options=(
-        Option("model", "Local Hugging Face directory or cached hub id [default: all-MiniLM-L6-v2]."),
+        Option("model", "a local Hugging Face directory or cached hub id [default: all-MiniLM-L6-v2]."),
         Option("task", "feature-extraction or text-classification [default: inferred from the checkpoint].",
                choices=("feature-extraction", "text-classification")),
     ),

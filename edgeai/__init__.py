@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .errors import DependencyError, EdgeAIError, ExportError, InputError, PackageError, ProviderError
+from .errors import DependencyError, EdgeAIError, ExportError, InputError, PackageError, PipelineClosedError, ProviderError
 
 __version__ = "0.1.0"
 
@@ -24,6 +24,7 @@ __all__ = [
     "InputError",
     "PackageError",
     "Pipeline",
+    "PipelineClosedError",
     "ProviderError",
     "__version__",
     "bench",

@@ -30,3 +30,7 @@ class ExportError(EdgeAIError):
 
 class DependencyError(EdgeAIError):
     """An optional extra (e.g. ``edgeai[export]``) that a command needs is not installed."""
+
+
+class PipelineClosedError(EdgeAIError, RuntimeError):
+    """A call on a :class:`edgeai.Pipeline` after its ``close()``."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -12,7 +14,7 @@ import numpy as np
 
 from . import home, providers, tasks
 from .data.compare import budget_met
-from .errors import EdgeAIError, InputError, PackageError
+from .errors import EdgeAIError, InputError, PackageError, PipelineClosedError
 from .machine import machine_key
 from .package import VARIANTS, Package
 from .session import Session
@@ -43,10 +45,8 @@ def recorded_latency(info: dict, provider: str, machine: str | None = None, batc
                      device_id: int = 0) -> float | None:
     """The recorded p50 of a variant for this provider, kind of machine (and GPU) and batch size."""
     machine = machine or machine_key(provider, device_id)
-    figures = [
-        e["p50_ms"] for e in info.get("latency", {}).values()
-        if e["provider"] == provider and e.get("machine") == machine and e.get("batch", 1) == batch
-    ]
+    figures = [e["p50_ms"] for e in info.get("latency", {}).values()
+               if e["provider"] == provider and e.get("machine") == machine and e.get("batch", 1) == batch]
     return min(figures) if figures else None
 
 
@@ -83,6 +83,33 @@ def choose_variant(pkg: Package, provider: str, device_id: int = 0) -> tuple[str
     return "fp32", "the reference variant"
 
 
+def resolve_variant(pkg: Package, provider: str = "auto", variant: str = "auto", strict: bool | None = None,
+                    device_id: int = 0) -> tuple[str, str]:
+    """The variant a pipeline loads and why: a named one (checked), or the choice for the first
+    provider of ``provider`` that can start here."""
+    if variant != "auto":
+        pkg.variant(variant)  # raises a clear error for a variant the package lacks
+        return variant, "requested"
+    expected = next((p for p in providers.candidates(provider, strict is not False)
+                     if providers.unavailable_reason(p) is None), providers.CPU)
+    return choose_variant(pkg, expected, device_id)
+
+
+CLOSED = "The pipeline is closed; load the model again with edgeai.load(...)."
+
+
+def _guarded(method: Callable) -> Callable:
+    """A public call: refused with :class:`PipelineClosedError` once the pipeline is closed, and
+    waited for by ``close()`` while it runs."""
+
+    @functools.wraps(method)
+    def call(self: "Pipeline", *args: Any, **kwargs: Any) -> Any:
+        with self._in_call():
+            return method(self, *args, **kwargs)
+
+    return call
+
+
 class Pipeline:
     """A loaded model: ``predict`` for raw inputs, ``run`` for ready tensors, ``submit`` for futures."""
 
@@ -97,15 +124,7 @@ class Pipeline:
     ):
         self.package = package
         m = package.manifest
-        if variant == "auto":
-            expected = next(
-                (p for p in providers.candidates(provider, strict is not False) if providers.unavailable_reason(p) is None),
-                providers.CPU,
-            )
-            variant, self.variant_reason = choose_variant(package, expected, device_id)
-        else:
-            package.variant(variant)  # raises a clear error for a variant the package lacks
-            self.variant_reason = "requested"
+        variant, self.variant_reason = resolve_variant(package, provider, variant, strict, device_id)
         self.variant = variant
         self.session = Session(
             package.variant_path(variant), m["inputs"], m["outputs"], provider, strict, threads, device_id,
@@ -119,7 +138,10 @@ class Pipeline:
         self._post = tasks.postprocessor(package)
         self.labels = package.labels
         self._executor: ThreadPoolExecutor | None = None
-        self._lock = threading.Lock()
+        self._cond = threading.Condition()  # guards _busy, _closed and _executor
+        self._busy = 0  # calls in flight (outermost ones) and submitted jobs not finished
+        self._closed = False
+        self._local = threading.local()  # this thread's call depth: inner calls are not refused
 
     # -- description -------------------------------------------------------------------------
     @property
@@ -149,6 +171,7 @@ class Pipeline:
         return f"Pipeline({self.name!r}, variant={self.variant!r}, provider={self.provider!r})"
 
     # -- running -----------------------------------------------------------------------------
+    @_guarded
     def run(self, feed: Mapping[str, Any], device_outputs: bool = False) -> dict[str, Any]:
         """Ready tensors in (checked against the manifest), raw outputs out, by name.
 
@@ -161,12 +184,14 @@ class Pipeline:
     def is_text(self) -> bool:
         return self._pre is not None and self._pre.kind == "text"
 
+    @_guarded
     def preprocess(self, items: list[Any]) -> dict[str, np.ndarray]:
         """Raw inputs (images or texts) -> the feed dict, padded to the batch's longest text."""
         if self._pre is None:
             raise InputError(f"The {self.task} model {self.name!r} takes ready tensors: use Pipeline.run(feed).")
         return self._pre.batch(items)
 
+    @_guarded
     def postprocess(self, outputs: dict[str, np.ndarray], k: int | None = None) -> list[dict]:
         """Raw outputs of a batch -> one result dict per item (the package's postprocess type)."""
         return self._post(outputs, k)
@@ -190,6 +215,7 @@ class Pipeline:
         inverse[order] = np.arange(n)
         return {k: np.concatenate(v)[inverse] for k, v in parts.items()}
 
+    @_guarded
     def embed(self, texts: str | list[str]) -> np.ndarray:
         """Texts -> ``(n, dim)`` float32 embeddings (L2-normalized when the package says so)."""
         if self._post_spec["type"] != "embedding":
@@ -211,6 +237,7 @@ class Pipeline:
             raise InputError(f"The model {self.name!r} takes {len(names)} inputs {names}; pass a dict of arrays.")
         return {"outputs": self.run(feed)}
 
+    @_guarded
     def predict(self, x: Any, top_k: int | None = None) -> dict | list[dict]:
         """One input -> one result; a list -> a list of results, run as one batch.
 
@@ -228,19 +255,24 @@ class Pipeline:
         results = self.postprocess(outputs, top_k)
         return results[0] if single else results
 
+    @_guarded
     def predict_each(self, inputs: list[Any], top_k: int | None = None) -> list[dict]:
         """Each input on its own account: one result per input, in order, as ``edgeai run`` prints them.
 
-        A result is ``{"input": <the path or text, or "array[i]">, ...predict's fields}``, or
+        A result is ``{"input": <the path or text, or "array[i]">, ...predict's fields}`` (a line read
+        from a file, a :class:`edgeai.text.TextLine`, is ``{"input": "<path>:<line>", "text", ...}``), or
         ``{"input", "error": "<one sentence>"}`` for an input that cannot run (a missing or corrupt
         image, an empty text, an unreadable array file); the others still run. Images and texts
         that pass their checks run as one batch; a ``tensor`` model runs each input alone, a path
         read with :func:`edgeai.data.feeds.load_arrays` (``.npy`` for single-input models, ``.npz``
         of arrays by input name). Text truncation is reported with ``warnings.warn`` (the CLI
         prints each as a ``warning:`` line)."""
+        from .text import input_fields
+
         labels = [str(x) if isinstance(x, (str, os.PathLike)) else f"array[{i}]" for i, x in enumerate(inputs)]
         if self._pre is None:
             return [self._each_tensor(x, label, top_k) for x, label in zip(inputs, labels)]
+        heads = [input_fields(x, label) for x, label in zip(inputs, labels)]
         results: list[dict] = [{} for _ in inputs]
         good, feeds = [], []
         for i, x in enumerate(inputs):
@@ -248,14 +280,14 @@ class Pipeline:
                 feeds.append(self._checked(x, i, len(inputs)))
                 good.append(i)
             except EdgeAIError as e:
-                results[i] = {"input": labels[i], "error": str(e)}
+                results[i] = {**heads[i], "error": str(e)}
         if good:
             if self.is_text:
                 got = self.predict(feeds, top_k=top_k)  # tokenized together, in length-sorted chunks
             else:
                 got = self.postprocess(self.run({k: np.concatenate([f[k] for f in feeds]) for k in feeds[0]}), top_k)
             for i, r in zip(good, got):
-                results[i] = {"input": labels[i], **r}
+                results[i] = {**heads[i], **r}
         return results
 
     def _checked(self, x: Any, index: int, total: int) -> Any:
@@ -276,17 +308,61 @@ class Pipeline:
             return {"input": label, "error": str(e)}
 
     def submit(self, x: Any, top_k: int | None = None) -> Future:
-        """``predict`` on a worker thread; the Future holds the same result (or error)."""
-        with self._lock:
+        """``predict`` on a worker thread; the Future holds the same result (or error). A Future
+        submitted before ``close()`` still completes: close waits for it."""
+        with self._cond:
+            if self._closed:
+                raise PipelineClosedError(CLOSED)
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgeai")
-            return self._executor.submit(self.predict, x, top_k)
+            future = self._executor.submit(self._job, x, top_k)
+            self._busy += 1  # the job's _finished() waits for this lock, so it counts after this
+            return future
+
+    def _job(self, x: Any, top_k: int | None) -> Any:
+        self._local.depth = 1  # counted in _busy by submit: runs even when close() has begun
+        try:
+            return self.predict(x, top_k)
+        finally:
+            self._local.depth = 0
+            self._finished()
+
+    @contextlib.contextmanager
+    def _in_call(self):
+        depth = getattr(self._local, "depth", 0)
+        if depth == 0:
+            with self._cond:
+                if self._closed:
+                    raise PipelineClosedError(CLOSED)
+                self._busy += 1
+        self._local.depth = depth + 1
+        try:
+            yield
+        finally:
+            self._local.depth = depth
+            if depth == 0:
+                self._finished()
+
+    def _finished(self) -> None:
+        with self._cond:
+            self._busy -= 1
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def close(self) -> None:
-        with self._lock:
-            if self._executor is not None:
-                self._executor.shutdown(wait=True)
-                self._executor = None
+        """Refuse new calls, wait for those in flight and the submitted Futures, free the session; twice is fine."""
+        inside = 1 if getattr(self._local, "depth", 0) else 0  # close() called from within a call
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            self._cond.wait_for(lambda: self._busy <= inside)
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=not inside)
         self.session.close()
 
     def __enter__(self) -> "Pipeline":

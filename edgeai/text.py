@@ -8,6 +8,7 @@ runs it. Each batch is padded to its longest item; longer texts are cut to the p
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
@@ -30,8 +31,9 @@ def _which(index: int, total: int) -> str:
 
 
 def check_text(t: Any, index: int = 0, total: int = 1) -> str:
-    """A non-empty string, or an InputError that says which text (``index`` of ``total``) is wrong."""
-    where = _which(index, total)
+    """A non-empty string, or an InputError that says which text (``index`` of ``total``, or the
+    file line it came from) is wrong."""
+    where = t.input if isinstance(t, TextLine) else _which(index, total)
     if not isinstance(t, str):
         kind = type(t).__name__
         article = "an" if kind[:1].lower() in "aeiou" else "a"
@@ -90,3 +92,113 @@ class TextPreprocessor:
         return {
             name: np.asarray([getattr(e, _FIELDS[name]) for e in encodings], dtype=np.int64) for name in self.input_names
         }
+
+
+# -- which arguments are texts and which are files of texts ----------------------------------------
+TEXT_SUFFIXES = (".txt", ".lst", ".list")
+
+# First bytes of files that are surely not text, for the message that says what the file looks like.
+_MAGIC = (
+    (b"\xff\xd8\xff", "a JPEG image"), (b"\x89PNG\r\n\x1a\n", "a PNG image"), (b"GIF8", "a GIF image"),
+    (b"RIFF", "a RIFF (WebP/WAV) file"), (b"II*\x00", "a TIFF image"), (b"MM\x00*", "a TIFF image"),
+    (b"%PDF", "a PDF document"), (b"PK\x03\x04", "a ZIP archive"), (b"\x1f\x8b", "a gzip archive"),
+    (b"\x93NUMPY", "a NumPy array file"), (b"BM", "a BMP image"),
+)
+
+
+class TextLine(str):
+    """A text read from a file: the string is the line, ``input`` says where it came from
+    (``"reviews.txt:3"``, 1-based line numbers), and results name it that way."""
+
+    input: str
+
+    def __new__(cls, text: str, input: str) -> "TextLine":
+        self = super().__new__(cls, text)
+        self.input = input
+        return self
+
+    def __reduce__(self):  # pickles (thread pools, Ray) keep where it came from
+        return (TextLine, (str(self), self.input))
+
+
+def input_fields(x: Any, label: str | None = None) -> dict:
+    """The fields a result starts with: ``{"input": <text or path>}``, or for a line read from a
+    file ``{"input": "path:line", "text": <the line>}``."""
+    if isinstance(x, TextLine):
+        return {"input": x.input, "text": str(x)}
+    return {"input": label if label is not None else str(x)}
+
+
+def _looks_binary(head: bytes) -> str | None:
+    """What a file that is not text looks like (from its first bytes), or None for text."""
+    for magic, kind in _MAGIC:
+        if head.startswith(magic) and (magic != b"BM" or b"\x00" in head):
+            return kind
+    return "a binary file" if b"\x00" in head else None
+
+
+def read_text_lines(path: str | os.PathLike, show: str | None = None) -> list[TextLine]:
+    """Every non-blank line of a text file, each a :class:`TextLine` named ``"<path>:<n>"``.
+
+    A file that is not text (an image, an archive, anything with NUL bytes) is an InputError;
+    a line that is not valid UTF-8 is kept (as surrogates), and :func:`check_text` refuses it
+    alone, so the other lines still run."""
+    show = show if show is not None else str(path)
+    try:
+        with open(path, "rb") as f:
+            kind = _looks_binary(f.read(8192))
+    except OSError as e:
+        raise InputError(f"{show} cannot be read ({e.strerror or e}); give a readable text file.") from None
+    if kind is not None:
+        raise InputError(f"{show} is not a text file (it looks like {kind}); this model takes text: give a text file "
+                         "(one input per line), or pass --text to use the argument's words themselves as the input.")
+    found = []
+    with open(path, encoding="utf-8", errors="surrogateescape", newline=None) as f:
+        for n, line in enumerate(f, 1):
+            line = line.rstrip("\n")
+            if line.strip():
+                found.append(TextLine(line, f"{show}:{n}"))
+    return found
+
+
+def _existing(arg: str) -> Path | None:
+    """The path an argument names, if it names an existing file or folder (an empty or blank
+    argument is a text: ``Path("")`` would be the current directory)."""
+    if not arg.strip():
+        return None
+    try:
+        path = Path(arg)
+        return path if path.exists() else None
+    except (OSError, ValueError):  # a name too long for the filesystem, a NUL byte: a text
+        return None
+
+
+def expand_text_inputs(args: Sequence[Any], literal: bool = False) -> list[str]:
+    """The texts a text model runs on, from command-line style arguments.
+
+    ``literal=True``: every argument is a text as it is. Otherwise an argument that names an
+    existing file is read as input lines (every non-blank line is one input; see
+    :func:`read_text_lines`), a folder gives the lines of every ``.txt``/``.lst``/``.list`` file
+    under it (sorted, recursively), and anything else is a text as it is (so an empty argument
+    is an empty text, refused by :func:`check_text`). Lines read from files are
+    :class:`TextLine` strings whose results say ``"input": "<path>:<line>"``."""
+    if literal:
+        return list(args)
+    texts: list[str] = []
+    for arg in args:
+        path = _existing(arg) if isinstance(arg, (str, os.PathLike)) else None
+        if path is None:
+            texts.append(arg)
+        elif path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
+            if not files:
+                raise InputError(f"{arg} is a folder with no .txt files in it; a text model reads the lines of .txt files "
+                                 "(or pass --text to use the words themselves).")
+            for f in files:
+                texts.extend(read_text_lines(f))
+        else:
+            lines = read_text_lines(path, str(arg))
+            if not lines:
+                raise InputError(f"{arg} has no text in it (it is empty or blank); give a file with one input per line.")
+            texts.extend(lines)
+    return texts

@@ -123,8 +123,10 @@ def test_text_lines_from_a_list_file_and_a_folder(pkgs, tmp_path):
     stats = run_bulk(pipe, items, out, batch_size=4)
     assert stats["done"] == 5 and stats["errors"] == 1, stats
     lines = read_lines(out)
-    assert [x["input"] for x in lines] == items
-    assert "not valid UTF-8" in lines[3]["error"] and "top_k" in lines[4]
+    a, b = folder / "a.txt", folder / "b.txt"
+    assert [x["input"] for x in lines] == [f"{a}:1", f"{a}:3", f"{a}:4", f"{b}:1", f"{b}:3"]  # where each came from
+    assert [x["text"] for x in lines] == items
+    assert "not valid UTF-8" in lines[3]["error"] and f"{b}:1" in lines[3]["error"] and "top_k" in lines[4]
     assert lines[0]["top_k"] == pipe.predict("good movie", top_k=3)["top_k"] == lines[2]["top_k"]
     # resuming with repeated texts redoes only the missing repeat
     out.write_text("\n".join(out.read_text().splitlines()[:2]) + "\n")
@@ -134,7 +136,12 @@ def test_text_lines_from_a_list_file_and_a_folder(pkgs, tmp_path):
     (tmp_path / "list.txt").write_text("good day\nawful night\n")
     r = cli("run", "--model", str(pkgs["text"]), str(tmp_path / "list.txt"), "--out", str(tmp_path / "l.jsonl"))
     assert r.returncode == 0, r.stderr
-    assert [x["input"] for x in read_lines(tmp_path / "l.jsonl")] == ["good day", "awful night"]
+    got = read_lines(tmp_path / "l.jsonl")
+    assert [(x["input"], x["text"]) for x in got] == [(f"{tmp_path / 'list.txt'}:1", "good day"), (f"{tmp_path / 'list.txt'}:2", "awful night")]
+    # --text: every argument is one text, the file name included
+    r = cli("run", "--model", str(pkgs["text"]), "--text", str(tmp_path / "list.txt"), "love it", "--out", str(tmp_path / "lit.jsonl"))
+    assert r.returncode == 0, r.stderr
+    assert [x["input"] for x in read_lines(tmp_path / "lit.jsonl")] == [str(tmp_path / "list.txt"), "love it"]
 
 
 def test_a_list_file_of_image_paths(pkgs, tmp_path):
@@ -201,3 +208,83 @@ def test_parquet_keeps_undecodable_names_and_refuses_mixed_columns_in_one_senten
     with pytest.raises(EdgeAIError, match="do not fit one Parquet table"):
         write_parquet(journal, tmp_path / "m.parquet")
     assert not (tmp_path / "m.parquet").exists()
+
+
+def two_variant_package(root: Path) -> Path:
+    """The tiny package plus an "int8" variant whose file differs (another seed): two model ids."""
+    from conftest import tiny_classifier
+    from edgeai.package import Package
+
+    pkg = make_tiny_package(root)
+    tiny_classifier(root.parent / f"{root.name}-other.onnx", seed=1)
+    Package.open(pkg).add_variant("int8", root.parent / f"{root.name}-other.onnx", {"made_from": "fp32"})
+    return pkg
+
+
+def test_resuming_into_another_models_file_is_refused(tmp_path):
+    pkg = two_variant_package(tmp_path / "pkg")
+    photo_folder(tmp_path / "photos", 6)
+    out = tmp_path / "results.jsonl"
+    run = lambda model, *extra: cli("run", "--model", str(model), str(tmp_path / "photos"), "--out", str(out), *extra)
+    assert run(pkg, "--variant", "fp32").returncode == 1  # broken.jpg
+    lines = read_lines(out)
+    sha = {v: edgeai.load(pkg, variant=v).package.variants[v]["sha256"][:12] for v in ("fp32", "int8")}
+    assert len(lines) == 7 and {x["model"] for x in lines} == {f"tiny@{sha['fp32']}"}  # error lines too
+    with open(out, "a") as f:
+        f.write('{"input": "torn')  # even a torn tail stays as it is when the file is refused
+    before = out.read_bytes()
+
+    r = run(pkg, "--variant", "int8")
+    assert r.returncode == 1 and r.stderr.count("error:") == 1 and "Traceback" not in r.stderr, r.stderr
+    sentence = r.stderr.split("error:")[1]
+    for part in (f"tiny@{sha['fp32']} (fp32)", f"tiny@{sha['int8']} (int8)", "--out", "--new-file", "results.tiny-int8.jsonl"):
+        assert part in sentence, (part, sentence)
+    assert out.read_bytes() == before
+
+    other = make_tiny_package(tmp_path / "other")  # the same weights under another package name
+    edit = json.loads((other / "manifest.json").read_text())
+    edit["name"] = "other"
+    (other / "manifest.json").write_text(json.dumps(edit))
+    r = run(other)
+    assert r.returncode == 1 and f"other@{sha['fp32']}" in r.stderr and f"tiny@{sha['fp32']}" in r.stderr, r.stderr
+    assert out.read_bytes() == before
+    with pytest.raises(InputError, match="holds results of"):
+        run_bulk(edgeai.load(pkg, variant="int8"), list_inputs([str(tmp_path / "photos")], text=False), out)
+    assert out.read_bytes() == before
+
+    r = run(pkg, "--variant", "int8", "--new-file")
+    side = tmp_path / "results.tiny-int8.jsonl"
+    assert r.returncode == 1 and str(side) in r.stderr and "1 input(s) failed" in r.stderr, r.stderr
+    got = read_lines(side)
+    assert len(got) == 7 and {x["model"] for x in got} == {f"tiny@{sha['int8']}"}
+    assert {x["variant"] for x in got if "error" not in x} == {"int8"} and out.read_bytes() == before
+    r = run(pkg, "--variant", "int8", "--new-file")  # the same command again resumes its own file
+    assert "0 new result line(s)" in r.stderr and "7 already there" in r.stderr and len(read_lines(side)) == 7
+
+    old = tmp_path / "old.jsonl"  # written before lines said which model made them
+    old.write_text("".join(json.dumps({k: v for k, v in x.items() if k != "model"}) + "\n" for x in lines))
+    r = cli("run", "--model", str(pkg), str(tmp_path / "photos"), "--out", str(old), "--variant", "fp32")
+    assert r.returncode == 1 and "cannot be checked" in r.stderr and "--new-file" in r.stderr and r.stderr.count("error:") == 1
+
+
+def test_retry_errors_redoes_the_failed_inputs_once(pkgs, tmp_path):
+    paths = photo_folder(tmp_path / "photos", 5)
+    out = tmp_path / "r.jsonl"
+    args = ("run", "--model", str(pkgs["image"]), str(tmp_path / "photos"), "--out", str(out))
+    assert cli(*args).returncode == 1
+    broken = str(tmp_path / "photos" / "set0" / "broken.jpg")
+    assert "error" in {x["input"]: x for x in read_lines(out)}[broken]
+    (tmp_path / "photos" / "set0" / "broken.jpg").write_bytes(CAT.read_bytes())  # the input is fixed
+    r = cli(*args)
+    assert r.returncode == 0 and "0 new result line(s)" in r.stderr  # a plain resume keeps the error line
+    r = cli(*args, "--retry-errors")
+    assert r.returncode == 0 and "1 new result line(s)" in r.stderr and "1 error line(s) retried" in r.stderr, r.stderr
+    lines = read_lines(out)
+    assert len(lines) == len(paths) + 1 and len({x["input"] for x in lines}) == len(lines)  # no duplicates
+    fixed = {x["input"]: x for x in lines}[broken]
+    assert "error" not in fixed and fixed["top_k"] == edgeai.load(pkgs["image"]).predict(broken, top_k=5)["top_k"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photos", "r.jsonl"]  # no temporary file left
+    r = cli(*args, "--retry-errors")
+    assert r.returncode == 0 and "0 new result line(s)" in r.stderr and len(read_lines(out)) == len(lines)
+    r = cli("run", "--model", str(pkgs["image"]), str(CAT), "--retry-errors")
+    assert r.returncode == 1 and "--retry-errors is for a bulk run" in r.stderr

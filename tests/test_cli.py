@@ -101,6 +101,36 @@ def test_inspect_and_models(tiny_pkg):
     assert out.returncode == 0 and json.loads(out.stdout)["builtins"][0]["name"] == "efficientnet-lite0"
 
 
+def test_inspect_shows_a_package_with_a_damaged_variant_and_fails(tiny_pkg, tmp_path):
+    from conftest import tiny_classifier
+    from edgeai.package import Package
+
+    tiny_classifier(tmp_path / "other.onnx", seed=1)
+    entry = Package.open(tiny_pkg).add_variant("int8", tmp_path / "other.onnx", {"made_from": "fp32"})
+    target = tiny_pkg / entry["file"]
+    target.write_bytes(target.read_bytes()[:-1] + b"x")  # one byte changed
+    from edgeai.package import sha256_file
+
+    found = sha256_file(target)
+    out = cli("inspect", str(tiny_pkg))
+    assert out.returncode == 1 and TRACEBACK not in out.stderr, out.stderr
+    assert "Gemm" in out.stdout and "pixel_values" in out.stdout  # the package is still shown
+    row = next(line for line in out.stdout.splitlines() if line.startswith("int8"))
+    assert "DAMAGED" in row and found[:12] in row and entry["sha256"][:12] in row
+    assert "DAMAGED" not in next(line for line in out.stdout.splitlines() if line.startswith("fp32 "))
+    assert out.stderr.count("error:") == 1 and "1 damaged variant(s): int8 (" in out.stderr
+    doc_run = cli("inspect", str(tiny_pkg), "--json")
+    doc = json.loads(doc_run.stdout)
+    assert doc_run.returncode == 1 and doc["damaged"] == {"int8": {"expected": entry["sha256"], "found": found}}
+    assert set(doc["operators"]) == {"fp32"}
+    target.unlink()
+    out = cli("inspect", str(tiny_pkg), "--json")
+    assert out.returncode == 1 and json.loads(out.stdout)["damaged"]["int8"]["found"] is None
+    out = cli("inspect", str(tiny_pkg))
+    assert out.returncode == 1 and "missing" in out.stdout and "is missing" in out.stderr
+    assert cli("run", str(CAT), "--model", str(tiny_pkg), "--variant", "fp32").returncode == 0  # the rest still runs
+
+
 def test_quantize_and_optimize_wrap_a_plain_onnx_file(tmp_path):
     from conftest import tiny_classifier
     from edgeai.package import Package

@@ -222,7 +222,8 @@ def test_bulk_run_writes_a_line_per_input(plugin_env, regressor_pkg, tmp_path):
     r = cli("run", "--model", str(regressor_pkg), str(lines), "--out", str(tmp_path / "out.jsonl"), env=plugin_env)
     assert r.returncode == 1 and "1 input(s) failed" in r.stderr  # the bad line, and only it
     records = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
-    assert [r["input"] for r in records] == LINES + ["not numbers"]
+    assert [r["text"] for r in records] == LINES + ["not numbers"]
+    assert [r["input"] for r in records] == [f"{lines}:{i}" for i in range(1, 5)]
     assert all("value" in r for r in records[:3]) and "error" in records[3]
 
 

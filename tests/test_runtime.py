@@ -184,6 +184,54 @@ def test_submit_and_context_manager(tiny_pkg):
             bad.result(timeout=30)
 
 
+def test_a_closed_pipeline_refuses_every_call_in_one_sentence(tiny_pkg):
+    import threading
+    import time
+
+    from edgeai import PipelineClosedError
+
+    pipe = edgeai.load(tiny_pkg)
+    want = pipe.predict(str(CAT))
+    gate = threading.Event()
+    slow = pipe.preprocess  # a job that is still running when close() starts
+
+    def held(items):
+        gate.wait(10)
+        return slow(items)
+
+    pipe.preprocess = held  # instance attribute: predict's own call goes through it
+    futures = [pipe.submit(str(CAT)) for _ in range(3)]
+    closer = threading.Thread(target=pipe.close)
+    closer.start()
+    time.sleep(0.3)
+    assert closer.is_alive() and not any(f.done() for f in futures)  # close waits for the submitted work
+    with pytest.raises(PipelineClosedError):  # ... and takes no new work meanwhile
+        pipe.submit(str(CAT))
+    gate.set()
+    closer.join(30)
+    assert not closer.is_alive()
+    assert all(f.result(timeout=30)["top_k"] == want["top_k"] for f in futures)
+    del pipe.preprocess
+    pipe.close()  # twice is fine
+    x = np.zeros((1, 3, 8, 8), np.float32)
+    calls = {
+        "predict": lambda: pipe.predict(str(CAT)), "predict_each": lambda: pipe.predict_each([str(CAT)]),
+        "run": lambda: pipe.run({"pixel_values": x}), "embed": lambda: pipe.embed("text"),
+        "submit": lambda: pipe.submit(str(CAT)), "preprocess": lambda: pipe.preprocess([str(CAT)]),
+        "postprocess": lambda: pipe.postprocess({"logits": np.zeros((1, 4), np.float32)}),
+    }
+    for name, call in calls.items():
+        with pytest.raises(edgeai.EdgeAIError) as e:
+            call()
+        assert str(e.value) == "The pipeline is closed; load the model again with edgeai.load(...).", name
+    caught = []
+    t = threading.Thread(target=lambda: caught.append(pytest.raises(PipelineClosedError, pipe.predict, str(CAT))))
+    t.start()
+    t.join(30)
+    assert len(caught) == 1  # from another thread too
+    assert pipe.closed and pipe.variant == "fp32"  # what it was stays readable
+
+
 def test_runtime_imports_no_torch(tiny_pkg):
     code = (
         "import sys, edgeai\n"

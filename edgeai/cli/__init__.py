@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated, Optional
 
 import typer
@@ -15,16 +14,20 @@ from . import build, info, perf
 from . import run as run_mod
 from ._common import plain_error
 
-class _Interrupted(Exception):
-    """Ctrl-C in a command: Typer would turn a KeyboardInterrupt into a silent exit 130."""
-
-
 class _Group(TyperGroup):
+    """Every command runs through this group's ``invoke``: the one place errors are caught. A
+    user error (EdgeAIError) is one sentence and exit 1, Ctrl-C exit 130; anything else is a bug
+    and keeps its traceback. Click's own outcomes (help, usage errors, typer.Exit) pass through."""
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except EdgeAIError as e:
+            plain_error(str(e))
+            raise typer.Exit(1) from None
         except KeyboardInterrupt:
-            raise _Interrupted() from None
+            plain_error("interrupted")
+            raise typer.Exit(130) from None
 
 
 app = typer.Typer(
@@ -61,24 +64,4 @@ app.command("doctor")(info.doctor)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """The one place errors are caught: a user error is one sentence and exit 1, Ctrl-C exit 130,
-    anything else a bug that keeps its traceback. Click's own outcomes (help, usage errors with
-    exit 2, ``typer.Exit``) keep their messages and exit codes."""
-    # Typer carries its own copy of click (typer._click); its exceptions are the ones raised here.
-    from typer._click.exceptions import ClickException
-
-    try:
-        code = app(args=argv, standalone_mode=False)
-    except EdgeAIError as e:
-        plain_error(str(e))
-        code = 1
-    except (_Interrupted, KeyboardInterrupt):
-        plain_error("interrupted")
-        code = 130
-    except ClickException as e:
-        e.show()
-        code = e.exit_code
-    except typer.Abort:
-        plain_error("aborted")
-        code = 1
-    sys.exit(code if isinstance(code, int) else 0)
+    app(args=argv)

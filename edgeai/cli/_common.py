@@ -97,3 +97,8 @@ def print_wide(renderable: Any) -> None:
 def print_json(doc: Any) -> None:
     sys.stdout.write(json.dumps(to_jsonable(doc), indent=2) + "\n")
     sys.stdout.flush()
+
+
+def size_text(nbytes: int) -> str:
+    """A file size for people: KB under 0.1 MB (where "0.0 MB" would say nothing), else MB."""
+    return f"{nbytes / 1e3:.1f} KB" if nbytes < 1e5 else f"{nbytes / 1e6:.1f} MB"

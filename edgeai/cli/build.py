@@ -12,7 +12,7 @@ import typer
 
 from edgeai.errors import DependencyError, InputError
 
-from ._common import Stages, choice_enum, lazy_command, out, single_command
+from ._common import Stages, choice_enum, lazy_command, out, single_command, size_text
 
 
 def _export_module():
@@ -22,6 +22,18 @@ def _export_module():
     except ImportError as e:
         raise DependencyError(f"edgeai export needs the export extra ({e.name} is missing): pip install 'edgeai[export]'.") from None
     return export
+
+
+def _budget_note(pkg, name: str, acc: dict) -> str:
+    """For a variant auto will not choose because it misses the package's budget, why."""
+    from edgeai.data.compare import budget_met
+
+    budget = pkg.manifest.get("budget")
+    if name == "fp32" or budget_met(budget, acc):  # fp32 is the reference: always eligible
+        return ""
+    floors = {budget["metric"]: budget["min"], **budget.get("also", {})}
+    rule = " and ".join(f"{k} >= {v:g}" for k, v in floors.items())
+    return f" \N{EM DASH} misses the budget {rule}, so auto will not choose it"
 
 
 def _variants_line(pkg) -> str:
@@ -36,7 +48,7 @@ def _variants_line(pkg) -> str:
         recipe = v.get("recipe", {})
         method = recipe.get("method")
         kind = f", {method} INT8{' for TensorRT' if recipe.get('preset') == 'tensorrt' else ''}" if method else ""
-        parts.append(f"{name} ({v['size'] / 1e6:.1f} MB{kind}{fig})")
+        parts.append(f"{name} ({size_text(v['size'])}{kind}{fig}{_budget_note(pkg, name, acc)})")
     return "; ".join(parts)
 
 
@@ -73,7 +85,8 @@ def export(name: str, output: Optional[Path] = None, precision: Optional[Enum] =
     with Stages(f"exporting {name}") as stages:
         if _is_factory(name):
             pkg = export_mod.export_factory(name, inputs=given.pop("input", []), dynamic=given.pop("dynamic", None), out=output,
-                                            precision=precision.value if precision else "fp32", progress=stages, **given)
+                                            precision=precision.value if precision else "fp32", progress=stages,
+                                            name=given.pop("name_", None), **given)
         else:
             pkg = export_mod.export_model(name, output, precision=precision.value if precision else "int8", progress=stages, **given)
     out.print(f"wrote {pkg.path}: {_variants_line(pkg)}", markup=False)

@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from ._common import err, out, print_json, print_wide
+from ._common import err, out, plain_error, print_json, print_wide, size_text
 
 
 def inspect(
@@ -17,19 +17,58 @@ def inspect(
     provider: Annotated[Optional[str], typer.Option(help="Also load each variant on this provider (cpu, cuda, tensorrt) and show where ONNX Runtime places its nodes.")] = None,
     device_id: Annotated[int, typer.Option("--device-id", min=0, help="CUDA device index (as CUDA_VISIBLE_DEVICES leaves them), with --provider.")] = 0,
 ) -> None:
-    """Show a package: manifest, variants with their measurements, inputs, outputs, operators."""
-    from edgeai.data.graphs import op_histogram
+    """Show a package: manifest, variants with their measurements, inputs, outputs, operators.
+    A variant whose file is damaged or missing is marked as such, the others are still shown,
+    and the command ends with an error line (exit code 1)."""
     from edgeai.pipeline import open_package
 
     pkg = open_package(package)
-    ops = {name: op_histogram(pkg.variant_path(name)) for name in pkg.variants}
-    placement = _placements(pkg, provider, device_id) if provider else None
+    ops, damaged = _check_variants(pkg)
+    placement = _placements(pkg, provider, device_id, skip=damaged) if provider else None
     if json_:
         doc = {"path": str(pkg.path), "manifest": pkg.manifest, "operators": ops}
         if placement is not None:
             doc["placement"] = placement
+        if damaged:
+            doc["damaged"] = damaged
         print_json(doc)
-        return
+    else:
+        _print_package(pkg, ops, damaged, placement)
+    if damaged:
+        plain_error(_damage_sentence(pkg, damaged))
+        raise typer.Exit(1)
+
+
+def _check_variants(pkg) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Each variant's operator histogram, or, for a file that is missing or does not match its
+    sha256, ``{"expected": sha256, "found": sha256 or None}``."""
+    from edgeai.data.graphs import op_histogram
+    from edgeai.errors import PackageError
+    from edgeai.package import safe_path, sha256_file
+
+    ops, damaged = {}, {}
+    for name, v in pkg.variants.items():
+        try:
+            ops[name] = op_histogram(pkg.variant_path(name))
+        except PackageError:
+            path = safe_path(pkg.path, v["file"])
+            found = sha256_file(path) if path.is_file() else None
+            if found == v["sha256"]:
+                raise  # the file is intact: its external data is at fault, and the sentence says so
+            damaged[name] = {"expected": v["sha256"], "found": found}
+    return ops, damaged
+
+
+def _damage_sentence(pkg, damaged: dict[str, dict]) -> str:
+    parts = [f"{name} ({pkg.variants[name]['file']} " + ("is missing)" if d["found"] is None else
+             f"has sha256 {d['found'][:12]}, the manifest expects {d['expected'][:12]})") for name, d in damaged.items()]
+    others = [n for n in pkg.variants if n not in damaged]
+    rest = f"; the other variants ({', '.join(others)}) are intact" if others else ""
+    return (f"The package {pkg.path} has {len(damaged)} damaged variant(s): {', '.join(parts)}{rest}; "
+            "rebuild the damaged ones (edgeai optimize/quantize) or copy the package again.")
+
+
+def _print_package(pkg, ops: dict[str, dict], damaged: dict[str, dict], placement: dict | None) -> None:
     m = pkg.manifest
     out.print(Text.assemble((m["name"], "bold"), f"  {m['family']} / {m['task']}  (schema v{m['schema_version']})  {pkg.path}"))
     if m.get("description"):
@@ -51,13 +90,14 @@ def inspect(
         b = m["budget"]
         out.print(f"accuracy budget: {b['metric']} >= {b['min']} ({b.get('description', '')})", markup=False)
     metric = m.get("budget", {}).get("metric", "top1_agreement")
-    vt = Table("variant", "file", "MB", "from", metric.replace("_", " "), "max abs diff", "samples", "nodes",
+    vt = Table("variant", "file", "size", "from", metric.replace("_", " "), "max abs diff", "samples", "nodes", "file check",
                box=None, pad_edge=False, title="variants (accuracy vs PyTorch for fp32, vs fp32 otherwise)", title_justify="left")
     for name, v in m["variants"].items():
         acc = v.get("accuracy", {})
         fmt = lambda key, f: format(acc[key], f) if key in acc else "-"
-        vt.add_row(name, Text(v["file"]), f"{v['size'] / 1e6:.1f}", v.get("made_from") or "-", fmt(metric, ".4f"),
-                   fmt("max_abs_diff", ".2g"), fmt("samples", ".0f"), str(sum(ops[name].values())))
+        vt.add_row(name, Text(v["file"]), size_text(v["size"]), v.get("made_from") or "-", fmt(metric, ".4f"),
+                   fmt("max_abs_diff", ".2g"), fmt("samples", ".0f"), str(sum(ops[name].values())) if name in ops else "-",
+                   _file_check(damaged.get(name)))
     _wide(vt)
     _print_latencies(m)
     for name, v in m["variants"].items():
@@ -76,14 +116,22 @@ def inspect(
                             f"opset {p.get('opset', '?')}; {p.get('versions', {})}"))
 
 
-def _placements(pkg, provider: str, device_id: int) -> dict[str, dict]:
+def _file_check(d: dict | None) -> Text:
+    if d is None:
+        return Text("ok", style="green")
+    if d["found"] is None:
+        return Text("DAMAGED: missing", style="bold red")
+    return Text(f"DAMAGED: sha256 {d['found'][:12]}, expected {d['expected'][:12]}", style="bold red")
+
+
+def _placements(pkg, provider: str, device_id: int, skip: dict | None = None) -> dict[str, dict]:
     """Each variant loaded on ``provider`` (strict): ONNX Runtime's nodes per provider."""
     from edgeai.errors import EdgeAIError
     from edgeai.providers import canonical, tensorrt_flags
     from edgeai.session import Session
 
     m, found = pkg.manifest, {}
-    for name in pkg.variants:
+    for name in (n for n in pkg.variants if n not in (skip or {})):
         try:
             s = Session(pkg.variant_path(name), m["inputs"], m["outputs"], provider, strict=True, device_id=device_id,
                         model_sha256=pkg.variants[name]["sha256"], placement=True,

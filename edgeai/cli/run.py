@@ -18,7 +18,7 @@ from ._common import Stages, err, out, plain_error, print_json
 
 
 def run(
-    inputs: Annotated[list[str], typer.Argument(help="Image files, or texts for a text model.", show_default=False)],
+    inputs: Annotated[list[str], typer.Argument(help="Image files; for a text model, texts, or text files read line by line (a folder: its .txt files).", show_default=False)],
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Package directory or built-in name [default: efficientnet-lite0].")] = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="How many classes to show (classifiers).")] = 5,
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
@@ -30,19 +30,27 @@ def run(
     batch_size: Annotated[int, typer.Option(min=1, help="Bulk: inputs per model call.")] = 16,
     workers: Annotated[Optional[int], typer.Option(min=1, help="Bulk: image decoding threads [default: up to 4].")] = None,
     ray_address: Annotated[Optional[str], typer.Option("--ray", help="Bulk on Ray: 'local' starts a local instance, or a cluster address (needs the ray extra).")] = None,
+    literal: Annotated[bool, typer.Option("--text", help="Text models: every argument is a text as it is, even one that names a file.")] = False,
+    new_file: Annotated[bool, typer.Option("--new-file", help="Bulk: write RESULTS.<model>-<variant>.jsonl beside --out instead (when --out holds another model's or variant's results).")] = False,
+    retry_errors: Annotated[bool, typer.Option("--retry-errors", help="Bulk: run again the inputs whose lines in --out are errors (their error lines are replaced).")] = False,
 ) -> None:
     """Run a model on INPUTS: top classes for classifiers, dimension and cosine similarities for
-    embedding models; says which variant and provider ran. With --out, every image under the
-    folders (or text line of the .txt files) given, as JSON lines."""
+    embedding models; says which variant and provider ran.
+
+    For a text model, an argument that names an existing file is read as inputs, one per
+    non-blank line (a folder: the lines of every .txt file under it), and its results say
+    "input": "FILE:LINE" and "text"; any other argument is one text. --text makes every
+    argument a text. With --out, every image under the folders (or every text line) given,
+    as JSON lines, resumable."""
     import edgeai
     from edgeai.home import DEFAULT_MODEL, builtin_dir, resolve_builtin
+    from edgeai.text import expand_text_inputs
 
-    if ray_address is not None and out_file is None:
-        raise InputError("--ray runs a bulk job: add --out results.jsonl.")
-    if out_file is None and all(Path(x).is_dir() for x in inputs):
-        raise InputError(f"{inputs[0]} is a folder: add --out results.jsonl to run every input in it.")
+    _check_options(out_file, ray_address, new_file, retry_errors)
     name = model or DEFAULT_MODEL
     b = resolve_builtin(name) if not _is_path(name) else None
+    if b is not None and b.task == "image-classification" and out_file is None:
+        _folders_need_out(inputs)
     if b is not None and b.task == "image-classification" and not any(_is_path(x) for x in inputs) and out_file is None:
         # Say so before a first-use build that could take a minute.
         from edgeai.preprocess import open_image
@@ -60,13 +68,18 @@ def run(
         from edgeai.providers import short_name
 
         err.print(f"note: not every node runs on {short_name(pipe.provider)}: {pipe.placement_note}", markup=False)
+    if literal and not pipe.is_text:
+        raise InputError(f"--text is for text models; {pipe.name} is a model for {pipe.task}.")
     if out_file is not None:
-        _run_bulk(pipe, inputs, out_file, batch_size, workers, top_k, ray_address, provider)
+        _run_bulk(pipe, inputs, out_file, batch_size, workers, top_k, ray_address, provider,
+                  {"literal": literal, "new_file": new_file, "retry_errors": retry_errors})
         return
-
+    if not pipe.is_text:
+        _folders_need_out(inputs)
+    items = expand_text_inputs(inputs, literal) if pipe.is_text else inputs
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        results = pipe.predict_each(inputs, top_k=top_k)
+        results = pipe.predict_each(items, top_k=top_k)
     for w in caught:  # text truncation: a warning line each, the results still count
         err.print("[yellow]warning:[/] ", end="")
         err.print(str(w.message), markup=False)
@@ -83,19 +96,37 @@ def run(
         raise typer.Exit(1)
 
 
+def _check_options(out_file: Path | None, ray_address: str | None, new_file: bool, retry_errors: bool) -> None:
+    if out_file is None:
+        for flag, given in (("--ray", ray_address is not None), ("--new-file", new_file), ("--retry-errors", retry_errors)):
+            if given:
+                raise InputError(f"{flag} is for a bulk run: add --out results.jsonl.")
+
+
+def _folders_need_out(inputs: list[str]) -> None:
+    """An image model given only folders (not empty arguments: Path("") is the current folder)."""
+    if all(x.strip() and Path(x).is_dir() for x in inputs):
+        raise InputError(f"{inputs[0]} is a folder: add --out results.jsonl to run every input in it.")
+
+
 def _run_bulk(pipe, inputs: list[str], out_file: Path, batch_size: int, workers: int | None, top_k: int,
-              ray_address: str | None = None, provider: str = "auto") -> None:
+              ray_address: str | None = None, provider: str = "auto", opts: dict | None = None) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
-    from edgeai.bulk import journal_for, list_inputs, run_bulk, write_parquet
+    from edgeai.bulk import journal_for, list_inputs, new_file_for, run_bulk, write_parquet
 
+    opts = opts or {}
+    if opts.get("new_file"):
+        out_file = new_file_for(out_file, pipe.name, pipe.variant)
+        err.print(f"--new-file: writing {out_file}", markup=False)
+    again = {"retry_errors": opts.get("retry_errors", False), "new_file": not opts.get("new_file")}
     parquet, out_file = (out_file, journal_for(out_file)) if journal_for(out_file) != out_file else (None, out_file)
     if parquet is not None:
         import importlib.util
 
         if importlib.util.find_spec("pyarrow") is None:
             write_parquet(out_file, parquet)  # raises the one-sentence DependencyError before any work
-    items = list_inputs(inputs, pipe.is_text)
+    items = list_inputs(inputs, pipe.is_text, opts.get("literal", False))
     if not items:
         raise InputError(f"No {'text lines' if pipe.is_text else 'images'} found in {', '.join(inputs)}.")
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
@@ -109,15 +140,16 @@ def _run_bulk(pipe, inputs: list[str], out_file: Path, batch_size: int, workers:
             bar.update(task, completed=done, total=total, rate=f"{rate:.1f}/s" if done else "")
 
         if ray_address is None:
-            stats = run_bulk(pipe, items, out_file, batch_size=batch_size, workers=workers, top_k=top_k, progress=step)
+            stats = run_bulk(pipe, items, out_file, batch_size=batch_size, workers=workers, top_k=top_k, progress=step, **again)
         else:
             from edgeai.integrations.ray import run_ray
 
             stats = run_ray(pipe.package.path, items, out_file, address=ray_address, batch_size=batch_size,
-                            provider=provider, variant=pipe.variant, top_k=top_k, progress=step)
+                            provider=provider, variant=pipe.variant, top_k=top_k, progress=step, **again)
     new = stats["done"]
     rate = f" at {new / stats['seconds']:.1f}/s" if new and stats["seconds"] > 0 else ""
     skipped = f"; {stats['skipped']} already there, skipped" if stats["skipped"] else ""
+    skipped += f"; {stats['retried']} error line(s) retried" if stats.get("retried") else ""
     errors = f", {stats['errors']} of them errors" if stats["errors"] else ""
     err.print(f"{out_file}: {new} new result line(s){errors}{rate}{skipped} ({pipe.variant}, {pipe.provider}).", markup=False)
     if parquet is not None:
@@ -156,7 +188,8 @@ def _print_human(pipe, doc: dict) -> None:
     for r in doc["results"]:
         if "error" in r:
             continue
-        table = Table(title=Text(r["input"], style="bold"), title_justify="left", show_edge=False, pad_edge=False, box=None)
+        title = r["input"] + (f" · {_short(r['text'], 60)}" if "text" in r else "")
+        table = Table(title=Text(title, style="bold"), title_justify="left", show_edge=False, pad_edge=False, box=None)
         table.add_column("#", justify="right", style="dim")
         table.add_column("class")
         table.add_column("probability", justify="right")
@@ -188,5 +221,5 @@ def _print_similarities(results: list[dict]) -> None:
         table.add_column(str(j + 1), justify="right")
     for i, r in enumerate(results):
         cells = [("[dim]1.000[/]" if i == j else f"{sim[i, j]:.3f}") for j in range(len(results))]
-        table.add_row(str(i + 1), Text(_short(r["input"])), *[Text.from_markup(c) for c in cells])
+        table.add_row(str(i + 1), Text(_short(r.get("text", r["input"]))), *[Text.from_markup(c) for c in cells])
     out.print(table)

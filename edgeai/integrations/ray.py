@@ -57,13 +57,15 @@ class _Worker:
         self.top_k = top_k
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from edgeai.bulk import _dumps, _image_batches, _text_batches
+        from edgeai.bulk import _image_batches, _text_batches, record_line, stamp
+        from edgeai.text import TextLine
 
-        items = [str(x) for x in batch["input"]]
+        # a text line read from a file travels with where it came from ("at"), so its line says so
+        items = [TextLine(str(x), str(at)) if at else str(x) for x, at in zip(batch["input"], batch["at"])]
         gen = (_text_batches(self.pipe, items, len(items), self.top_k) if self.pipe.is_text
                else _image_batches(self.pipe, items, len(items), 1, self.top_k))
-        tail = {"variant": self.pipe.variant, "provider": self.pipe.provider}
-        lines = [_dumps(r if "error" in r else {**r, **tail}) for records in gen for r in records]
+        tail = stamp(self.pipe)
+        lines = [record_line(r, tail) for records in gen for r in records]
         return {"index": batch["index"], "line": np.array(lines, dtype=object)}
 
 
@@ -84,16 +86,20 @@ def run_ray(
     variant: str = "auto",
     top_k: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    retry_errors: bool = False,
+    new_file: bool = True,
 ) -> dict[str, Any]:
     """Answer every item not yet in ``out`` on Ray; returns the same figures as ``run_bulk``.
 
     ``address``: ``"local"`` starts a local Ray instance (``num_cpus``), anything else is passed
-    to ``ray.init(address=...)``; an already initialised Ray is used as it is.
+    to ``ray.init(address=...)``; an already initialised Ray is used as it is. ``variant="auto"``
+    is chosen once, here, for ``provider``, so every actor runs the same variant; ``out`` is
+    checked (and ``retry_errors`` applied) as ``run_bulk`` does.
     """
     import time
 
-    from edgeai.bulk import pending
-    from edgeai.pipeline import open_package
+    from edgeai.bulk import model_id, pending
+    from edgeai.pipeline import open_package, resolve_variant
 
     ray = _ray()
     if ship not in ("path", "object_store"):
@@ -101,8 +107,9 @@ def run_ray(
     if batch_size < 1:
         raise InputError("--batch-size must be at least 1.")
     pkg = open_package(package)
+    variant, _ = resolve_variant(pkg, provider, variant)
     out = Path(out)
-    todo, stats = pending(items, out)
+    todo, stats = pending(items, out, model_id(pkg, variant), variant, retry_errors, new_file)
     t0 = time.perf_counter()
     started = _start(ray, address, num_cpus)
     try:
@@ -143,7 +150,7 @@ def _dataset(ray, todo: list[str], batch_size: int, actors: int | None, worker: 
     ctx.execution_options.preserve_order = True  # lines in input order, as a single machine writes them
     ctx.enable_progress_bars = False
     n = actors or max(1, int(ray.available_resources().get("CPU", 1)) // 2)
-    ds = ray.data.from_items([{"index": i, "input": x} for i, x in enumerate(todo)])
+    ds = ray.data.from_items([{"index": i, "input": str(x), "at": getattr(x, "input", "")} for i, x in enumerate(todo)])
     return ds.map_batches(_Worker, batch_size=batch_size, batch_format="numpy", concurrency=n,
                           fn_constructor_kwargs=worker)
 
@@ -167,7 +174,7 @@ def _write(ds, out: Path, batch_size: int, total: int, stats: dict, progress: Ca
                 lines.append(str(line))
                 if '"error"' in line:
                     rec = json.loads(line)
-                    if "error" in rec and len(rec) == 2:
+                    if "error" in rec:
                         stats["errors"] += 1
                         stats["first_error"] = stats["first_error"] or rec["error"]
             f.write("".join(x + "\n" for x in lines))

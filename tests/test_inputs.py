@@ -1,0 +1,93 @@
+"""What a text model reads: a file argument is its lines, any other argument a text, --text makes
+every argument a text; the same rule for `edgeai run`, bulk runs and the API."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import edgeai
+from conftest import CAT, cli, make_text_package, make_tiny_package
+from edgeai.errors import InputError
+from edgeai.text import TextLine, expand_text_inputs
+
+TRACEBACK = "Traceback (most recent call last)"
+
+
+@pytest.fixture(scope="module")
+def text_pkg(tmp_path_factory) -> Path:
+    return make_text_package(tmp_path_factory.mktemp("inputs") / "txt")
+
+
+def run_json(*args: str):
+    r = cli("run", *args, "--json")
+    return r, (json.loads(r.stdout) if r.stdout.strip() else None)
+
+
+def test_a_file_argument_is_its_lines_and_any_other_argument_a_text(text_pkg, tmp_path):
+    reviews = tmp_path / "reviews.txt"
+    reviews.write_text("good movie\n\n  \nawful food\n")
+    r, doc = run_json("--model", str(text_pkg), str(reviews), "love it")
+    assert r.returncode == 0, r.stderr
+    got = [(x["input"], x.get("text")) for x in doc["results"]]
+    assert got == [(f"{reviews}:1", "good movie"), (f"{reviews}:4", "awful food"), ("love it", None)]
+    pipe = edgeai.load(text_pkg)
+    for x, text in zip(doc["results"], ["good movie", "awful food", "love it"]):
+        assert x["top_k"] == json.loads(json.dumps(pipe.predict(text, top_k=5)["top_k"]))
+    # --text: the file's name is the text
+    r, doc = run_json("--model", str(text_pkg), "--text", str(reviews))
+    assert r.returncode == 0 and [x["input"] for x in doc["results"]] == [str(reviews)]
+    assert "text" not in doc["results"][0]
+    assert doc["results"][0]["top_k"] == json.loads(json.dumps(pipe.predict(str(reviews), top_k=5)["top_k"]))
+    # a folder: the lines of every .txt under it, without --out too
+    (tmp_path / "more").mkdir()
+    (tmp_path / "more" / "b.txt").write_text("fine day\n")
+    (tmp_path / "more" / "skip.md").write_text("not read\n")
+    r, doc = run_json("--model", str(text_pkg), str(tmp_path / "more"))
+    assert r.returncode == 0 and [x["input"] for x in doc["results"]] == [f"{tmp_path / 'more' / 'b.txt'}:1"]
+
+
+@pytest.mark.parametrize("arg, message", [
+    (str(CAT), "is not a text file (it looks like a JPEG image); this model takes text"),
+    ("", "The text is empty"),
+    ("   ", "The text is empty"),
+])
+def test_what_is_not_text_says_so_in_one_sentence(text_pkg, arg, message):
+    r = cli("run", "--model", str(text_pkg), arg)
+    assert r.returncode == 1 and message in r.stderr and TRACEBACK not in r.stderr, r.stderr
+    assert r.stderr.count("error:") == 1 and "folder" not in r.stderr and not r.stdout.strip()
+    if arg == str(CAT):
+        assert "--text" in r.stderr
+
+
+def test_empty_files_folders_without_text_and_text_for_an_image_model(text_pkg, tmp_path):
+    (tmp_path / "empty.txt").write_text("\n \n")
+    (tmp_path / "nothing").mkdir()
+    for arg, message in ((tmp_path / "empty.txt", "has no text in it"), (tmp_path / "nothing", "no .txt files")):
+        r = cli("run", "--model", str(text_pkg), str(arg))
+        assert r.returncode == 1 and message in r.stderr and TRACEBACK not in r.stderr, r.stderr
+    image_pkg = make_tiny_package(tmp_path / "img")
+    r = cli("run", "--model", str(image_pkg), "--text", "hello")
+    assert r.returncode == 1 and "--text is for text models" in r.stderr
+    r = cli("run", "--model", str(image_pkg), str(tmp_path / "nothing"))
+    assert r.returncode == 1 and "is a folder: add --out" in r.stderr
+
+
+def test_the_rule_in_the_api(text_pkg, tmp_path):
+    f = tmp_path / "r.txt"
+    f.write_bytes(b"good movie\ncaf\xe9 night\n\nbad day\n")  # the second line is Latin-1, not UTF-8
+    items = expand_text_inputs([str(f), "ok film", ""])
+    assert items == ["good movie", "caf\udce9 night", "bad day", "ok film", ""]
+    assert [getattr(x, "input", None) for x in items] == [f"{f}:1", f"{f}:2", f"{f}:4", None, None]
+    assert all(isinstance(x, TextLine) for x in items[:3]) and not isinstance(items[3], TextLine)
+    assert expand_text_inputs([str(f), "ok film"], literal=True) == [str(f), "ok film"]
+    results = edgeai.load(text_pkg).predict_each(items)
+    assert [x["input"] for x in results] == [f"{f}:1", f"{f}:2", f"{f}:4", "ok film", ""]
+    assert "top_k" in results[0] and results[0]["text"] == "good movie"
+    assert f"{f}:2 holds bytes that are not valid UTF-8" in results[1]["error"]
+    assert "is empty" in results[4]["error"] and "top_k" in results[3]
+    with pytest.raises(InputError, match="looks like a JPEG image"):
+        expand_text_inputs([str(CAT)])
+    assert expand_text_inputs(["x" * 5000]) == ["x" * 5000]  # too long for a file name: a text

@@ -16,6 +16,8 @@ import html
 import io
 import json
 import os
+import re
+import shlex
 import uuid
 from pathlib import Path
 from typing import Any, Callable
@@ -24,6 +26,7 @@ from . import __version__
 from .errors import DependencyError, InputError
 from .machine import is_this_machine, machine_id
 from .package import VARIANTS, Package, now
+from .pipeline import choose_variant, meets_budget
 from .providers import CPU, short_name
 
 # Task metrics, in the order the page shows them, with their headings.
@@ -58,7 +61,7 @@ def ladder(pkg: Package) -> dict[str, Any]:
     key = _headline_key(pkg)
     ref = pkg.manifest.get("reference") or {}
     rungs = [{"rung": "PyTorch", "variant": None, "made_from": None, "compared_with": None, "outputs": {}, "metrics": {},
-              "size_mb": None, "latency": _entry(ref.get("latency", {}), key, torch=True)}]
+              "size_mb": None, "latency": _entry(ref.get("latency", {}), key, torch=True), "meets_budget": None}]
     for name in VARIANTS:
         if name not in pkg.variants:
             continue
@@ -74,14 +77,35 @@ def ladder(pkg: Package) -> dict[str, Any]:
             "outputs": outputs or {}, "metrics": {k: acc[k] for k in METRICS if k in acc},
             "samples": acc.get("samples"), "baseline_accuracy": acc.get("baseline_accuracy"),
             "size_mb": v["size"] / 1e6, "latency": _entry(v.get("latency", {}), key),
+            "meets_budget": meets_budget(pkg, name),
         })
     entries = [{"engine": name, **e} for name, v in pkg.variants.items() for e in v.get("latency", {}).values()]
     entries += [{"engine": "PyTorch", **e} for e in ref.get("latency", {}).values()]
     return {
         "model": pkg.name, "family": pkg.manifest["family"], "task": pkg.task, "package": str(pkg.path),
         "budget": pkg.manifest.get("budget"), "headline": dict(zip(("provider", "machine", "batch"), key)) if key else None,
-        "rungs": rungs, "latencies": entries, "this_machine": machine_id(),
+        "rungs": rungs, "latencies": entries, "this_machine": machine_id(), "auto": _auto(pkg),
+        "torch_hint": None if rungs[0]["latency"] else _torch_hint(pkg),
     }
+
+
+def _auto(pkg: Package) -> dict[str, str]:
+    """What ``edgeai.load(pkg)`` runs on this machine's CPU, and why (edgeai.pipeline's own rule)."""
+    variant, reason = choose_variant(pkg, CPU)
+    return {"provider": CPU, "variant": variant, "reason": reason}
+
+
+def _torch_hint(pkg: Package) -> str:
+    """The command that fills the PyTorch row: bench against torch, recorded (a family that cannot
+    rebuild its PyTorch model needs the user's factory, which the provenance may name)."""
+    from .families import families
+
+    family = families().get(pkg.manifest["family"])
+    factory = ""
+    if family is None or not family.has_hook("reference"):
+        source = str((pkg.manifest.get("provenance") or {}).get("source") or "")
+        factory = " --factory " + (shlex.quote(source) if re.fullmatch(r".+[.]py:\w+", source) else "FILE.py:FN")
+    return f"edgeai bench {shlex.quote(str(pkg.path))} --against torch{factory} --record"
 
 
 # -- charts ------------------------------------------------------------------------------------
@@ -203,7 +227,8 @@ def _ladder_table(data: dict) -> list[str]:
         '<table id="ladder"><thead><tr><th>rung</th><th>made from</th><th>compared with</th><th>output</th>'
         "<th>max abs diff</th><th>mean abs diff</th>"
         + "".join(f"<th>{e(METRICS[m])}</th>" for m in metrics)
-        + "<th>samples</th><th>size MB</th><th>p50 ms</th><th>p99 ms</th><th>x PyTorch</th></tr></thead><tbody>",
+        + "<th>samples</th><th>within budget</th><th>size MB</th><th>p50 ms</th><th>p99 ms</th><th>x PyTorch</th>"
+        "</tr></thead><tbody>",
     ]
     torch_p50 = (data["rungs"][0]["latency"] or {}).get("p50_ms")
     for r in data["rungs"]:
@@ -212,6 +237,24 @@ def _ladder_table(data: dict) -> list[str]:
     baseline = next((r["baseline_accuracy"] for r in data["rungs"] if r.get("baseline_accuracy") is not None), None)
     if baseline is not None:
         parts.append(f'<p class="note">Test accuracy of always predicting the most common class: {baseline:.4f}.</p>')
+    return parts + _choice_notes(data)
+
+
+def _choice_notes(data: dict) -> list[str]:
+    """Which variants meet the budget, what ``auto`` runs here, and how to fill an empty PyTorch row."""
+    e = html.escape
+    named = [r for r in data["rungs"] if r["variant"]]
+    within = ", ".join(r["rung"] for r in named if r["meets_budget"]) or "none"
+    missing = ", ".join(r["rung"] for r in named if not r["meets_budget"]) or "none"
+    auto = data["auto"]
+    verdict = (f'<p id="budget-verdict">Within the accuracy budget: <b>{e(within)}</b>; missing it: <b>{e(missing)}</b> '
+               '(a variant missing it is never chosen by <code>variant="auto"</code>).</p>')
+    choice = (f'<p id="auto-choice">On this machine, <code>variant="auto"</code> with provider {e(short_name(auto["provider"]))} '
+              f'runs <b>{e(auto["variant"])}</b>: {e(auto["reason"])}.</p>')
+    parts = [verdict, choice]
+    if data.get("torch_hint"):
+        parts.append(f'<p class="note" id="torch-hint">The PyTorch row has no figures for this machine: run '
+                     f'<code>{e(data["torch_hint"])}</code> to fill it.</p>')
     return parts
 
 
@@ -229,10 +272,11 @@ def _rung_rows(r: dict, metrics: list[str], torch_p50: float | None) -> list[str
         cells += [_num(r["metrics"].get(m), ".4f") if first else "<td></td>" for m in metrics]
         if first:
             ratio = lat["p50_ms"] / torch_p50 if torch_p50 and lat.get("p50_ms") is not None else None
-            cells += [_num(r.get("samples"), ".0f"), _num(r["size_mb"], ".2f"),
+            within = {True: "yes", False: "no"}.get(r["meets_budget"], "-")
+            cells += [_num(r.get("samples"), ".0f"), f'<td class="l">{within}</td>', _num(r["size_mb"], ".2f"),
                       _num(lat.get("p50_ms"), ".3f"), _num(lat.get("p99_ms"), ".3f"), _num(ratio, ".2f")]
         else:
-            cells += ["<td></td>"] * 5
+            cells += ["<td></td>"] * 6
         row_attr = f' class="rung" data-rung="{e(r["rung"])}"' if first else ' class="more"'
         rows.append(f"<tr{row_attr}>{''.join(cells)}</tr>")
     return rows

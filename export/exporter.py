@@ -208,7 +208,11 @@ def onnx_runner(path: Path) -> tuple[list[str], Callable[[Feed], list[np.ndarray
 
     from edgeai.session import session_options
 
-    session = ort.InferenceSession(str(path), session_options(None), providers=["CPUExecutionProvider"])
+    options = session_options(None)
+    # A failed run becomes the ExportError sentence below (and may only mean "export again with
+    # dynamo"); at the usual severity ONNX Runtime would also log it in red on stderr.
+    options.log_severity_level = 4
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     out_names = [o.name for o in session.get_outputs()]
 
     def run(feed: Feed) -> list[np.ndarray]:

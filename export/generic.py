@@ -14,6 +14,7 @@ with ``weights_only=True``): edgeai never unpickles arbitrary objects.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import os
 import re
 from dataclasses import dataclass
@@ -83,6 +84,39 @@ def load_factory(ref: str):
     if not isinstance(module, torch.nn.Module):
         raise ExportError(f"The factory {attr}() in {path} returned a {type(module).__name__}, not a torch.nn.Module.")
     return module
+
+
+def in_forward_order(module, example: dict) -> dict:
+    """``example`` reordered as ``module.forward`` takes its parameters (the export passes inputs
+    by position); one sentence when the names do not fit forward's parameters. A forward with
+    ``*args``/``**kwargs`` takes any names: those naming its parameters come first, in its order;
+    a forward of one parameter takes one input of any name."""
+    try:
+        params = list(inspect.signature(module.forward).parameters.values())
+    except (TypeError, ValueError):  # no Python signature (a scripted or C++ forward): trust the order given
+        return dict(example)
+    P = inspect.Parameter
+    positional = [p for p in params if p.kind in (P.POSITIONAL_ONLY, P.POSITIONAL_OR_KEYWORD)]
+    if len(example) == 1 and len(params) == len(positional) == 1:
+        return dict(example)  # one input, one parameter: nothing to misplace (nn.Sequential's is "input")
+    order = [p.name for p in positional if p.name in example]
+    if any(p.kind in (P.VAR_POSITIONAL, P.VAR_KEYWORD) for p in params):
+        return {n: example[n] for n in [*order, *(n for n in example if n not in order)]}
+    required = [p.name for p in params if p.default is P.empty]
+    unknown = [n for n in example if n not in order]
+    if unknown or any(n not in example for n in required):
+        raise InputError(f"forward() takes {_params_text(params)}, but the inputs given are named {', '.join(example)}: "
+                         "name each input after one of forward's parameters, and give every parameter without a default.")
+    given_last = max(i for i, p in enumerate(positional) if p.name in example) if example else -1
+    skipped = [p.name for p in positional[:given_last] if p.name not in example]
+    if skipped:
+        raise InputError(f"forward() takes {_params_text(params)}, and the inputs are passed in that order: give "
+                         f"{', '.join(skipped)} too, since {positional[given_last].name} comes after.")
+    return {n: example[n] for n in order}
+
+
+def _params_text(params: list) -> str:
+    return "(" + ", ".join(p.name + ("=..." if p.default is not p.empty else "") for p in params) + ")"
 
 
 def load_weights(module, path: str | os.PathLike, strict: bool = True):

@@ -3,11 +3,28 @@
 from __future__ import annotations
 
 import io
+import logging
 import warnings
-from contextlib import redirect_stdout
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 
 from edgeai.errors import ExportError
+
+
+@contextmanager
+def _quiet():
+    """The exporters' chatter silenced at its sources: Python warnings (tracer, deprecation),
+    prints to stdout (the dynamo exporter's progress), and log records, which torch's own handlers
+    write to stderr (e.g. "torchvision is not installed. Skipping torchvision::nms" from
+    torch.onnx's op registry). A failure still raises, and becomes one sentence."""
+    before = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        with warnings.catch_warnings(), redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(before)
 
 
 def to_onnx(module, args: tuple, path: Path, input_names: list[str], output_names: list[str],
@@ -21,8 +38,7 @@ def to_onnx(module, args: tuple, path: Path, input_names: list[str], output_name
     import torch
 
     try:
-        with warnings.catch_warnings(), redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
+        with _quiet():
             torch.onnx.export(
                 module, args, str(path), input_names=input_names, output_names=output_names,
                 dynamic_axes=dynamic_axes, opset_version=opset, do_constant_folding=True, dynamo=False,
@@ -49,8 +65,7 @@ def to_onnx_dynamo(module, args: tuple, path: Path, input_names: list[str], outp
     for name in input_names:
         shapes[name] = {axis: dims.setdefault(label, torch.export.Dim(label)) for axis, label in dynamic.get(name, {}).items()} or None
     try:
-        with warnings.catch_warnings(), redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
+        with _quiet():
             program = torch.onnx.export(module, args, None, input_names=input_names, output_names=output_names,
                                         dynamic_shapes=tuple(shapes[n] for n in input_names), opset_version=opset,
                                         dynamo=True, optimize=True, verbose=False)

@@ -126,6 +126,15 @@ def test_recorded_figures_reach_inspect_auto_and_report(small_pkg, tmp_path, fac
         assert page.rung(name)["p50 ms"] == pytest.approx(e[0]["p50_ms"])
         assert page.rung(name)["p99 ms"] == pytest.approx(e[0]["p99_ms"])
     assert page.rung("PyTorch")["p50 ms"] == pytest.approx(ref["p50_ms"])
+    # ... which variants meet the budget, and what auto runs here (the choice load just made)
+    from edgeai.pipeline import meets_budget
+
+    text = html_file.read_text()
+    within = [n for n in entries if meets_budget(pkg, n)]
+    assert f"Within the accuracy budget: <b>{', '.join(within)}</b>" in text
+    assert all(page.rung(n)["within budget"] == ("yes" if n in within else "no") for n in entries)
+    assert f"runs <b>{pipe.variant}</b>: {pipe.variant_reason}." in text
+    assert 'id="torch-hint"' not in text  # the PyTorch row has its figures
 
 
 def test_bench_errors_are_one_sentence(small_pkg, tmp_path):
@@ -244,6 +253,9 @@ def cnn_report(cnn_pkg, tmp_path_factory) -> tuple[Path, Page]:
 
 
 def test_report_ladder_has_one_row_per_variant_and_agrees_with_the_manifest(cnn_pkg, cnn_report):
+    from edgeai.pipeline import choose_variant, meets_budget
+    from edgeai.providers import CPU
+
     out, page = cnn_report
     pkg = Package.open(cnn_pkg)
     names = [row[0][0] for row in page.tables["ladder"]]
@@ -255,12 +267,16 @@ def test_report_ladder_has_one_row_per_variant_and_agrees_with_the_manifest(cnn_
         assert row["max abs diff"] == pytest.approx(details["outputs"]["logits"]["max_abs_diff"])
         assert row["mean abs diff"] == pytest.approx(details["outputs"]["logits"]["mean_abs_diff"])
         assert row["top-1 agreement"] == pytest.approx(acc["top1_agreement"])
+        assert row["within budget"] == ("yes" if meets_budget(pkg, name) else "no")
         assert row["size MB"] == pytest.approx(v["size"] / 1e6)
         (entry,) = [e for e in v["latency"].values() if e["batch"] == 1]
         assert row["p50 ms"] == pytest.approx(entry["p50_ms"])
         assert row["p99 ms"] == pytest.approx(entry["p99_ms"])
     data = json.loads(page.data_json)
     assert [r["rung"] for r in data["rungs"]] == names
+    variant, reason = choose_variant(pkg, CPU)
+    assert data["auto"] == {"provider": CPU, "variant": variant, "reason": reason}
+    assert f"runs <b>{variant}</b>: {reason}." in out.read_text()
     assert len(page.tables["latencies"]) == sum(len(v["latency"]) for v in pkg.variants.values())
     # self-contained: nothing to fetch
     assert page.urls == [] and "<link" not in out.read_text() and "<img" not in out.read_text()
@@ -299,6 +315,10 @@ def test_report_without_matplotlib_writes_tables_and_says_so(small_pkg, tmp_path
     r = subprocess.run([sys.executable, "-c", code, "report", str(small_pkg), "-o", str(out)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "pip install 'edgeai[report]'" in r.stderr and "<svg" not in out.read_text()
+    # no PyTorch figures recorded: the page says how to get them (a custom model needs its factory)
+    source = Package.open(small_pkg).manifest["provenance"]["source"]
+    assert Page.parse(out).rung("PyTorch")["p50 ms"] is None
+    assert f"run <code>edgeai bench {small_pkg} --against torch --factory {source} --record</code>" in out.read_text()
     assert [row[0][0] for row in Page.parse(out).tables["ladder"]] == ["PyTorch", "fp32", "optimized", "int8"]
     r = subprocess.run([sys.executable, "-c", code, "report", str(small_pkg), "-o", str(out), "--png"], capture_output=True, text=True)
     assert r.returncode == 1 and "matplotlib" in r.stderr and "Traceback" not in r.stderr

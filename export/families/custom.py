@@ -9,6 +9,7 @@ The package's task is ``tensor``: arrays in, arrays out, no pre- or post-process
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from edgeai.errors import ExportError, InputError
@@ -24,12 +25,14 @@ FAMILY = Family(
         Option("dynamic", "NAME:AXIS:LABEL of an axis that may change size, e.g. x:0:batch.", multiple=True),
         Option("calibration", "with --precision int8: directory of .npy/.npz feeds for static INT8 (dynamic INT8 without it).",
                kind=Path),
+        # name_: the flag is --name; the CLI's own NAME argument already takes the keyword name.
+        Option("name_", "the package's name in its manifest [default: the file's stem]; also the default -o DIR."),
     ),
 )
 
 
 def build(out=None, precision: str = "fp32", progress=None, factory: str | None = None, input=(), dynamic=(),
-          calibration=None):
+          calibration=None, name_: str | None = None):
     """``edgeai export FILE.py:FACTORY --input NAME:SHAPE:DTYPE ... --dynamic NAME:AXIS:LABEL``:
     the module ``factory`` (``FILE.py:FUNCTION``) returns, traced on seeded example inputs."""
     from edgeai.export import generic
@@ -45,16 +48,25 @@ def build(out=None, precision: str = "fp32", progress=None, factory: str | None 
         raise InputError(f"Input names repeat: {names}.")
     axes = generic.parse_dynamic(list(dynamic or []), names)
     say(progress, f"building the module from {factory}")
+    name = _check_name(name_) if name_ is not None else Path(factory.rpartition(":")[0]).stem
     module = generic.load_factory(factory)
-    stem = Path(factory.rpartition(":")[0]).stem
-    return export_module(module, generic.example_tensors(specs), out or Path(stem), axes, precision=precision,
-                         calibration=calibration, name=stem, source=factory, progress=progress)
+    return export_module(module, generic.example_tensors(specs), out or Path(name), axes, precision=precision,
+                         calibration=calibration, name=name, source=factory, progress=progress)
 
 
 def export_factory(ref: str, inputs: list[str], dynamic: list[str] | None = None, out: str | os.PathLike | None = None,
-                   precision: str = "fp32", calibration: str | os.PathLike | None = None, progress=None):
-    """The CLI's ``edgeai export FILE.py:FACTORY --input NAME:SHAPE:DTYPE ... --dynamic NAME:AXIS:LABEL``."""
-    return build(out, precision, progress, factory=ref, input=inputs, dynamic=dynamic, calibration=calibration)
+                   precision: str = "fp32", calibration: str | os.PathLike | None = None, progress=None,
+                   name: str | None = None):
+    """The CLI's ``edgeai export FILE.py:FACTORY --input NAME:SHAPE:DTYPE ... --dynamic NAME:AXIS:LABEL [--name NAME]``."""
+    return build(out, precision, progress, factory=ref, input=inputs, dynamic=dynamic, calibration=calibration, name_=name)
+
+
+def _check_name(name: str) -> str:
+    """A package name that is also a usable directory name (it is the default -o DIR)."""
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][\w.+-]{0,199}", name):
+        raise InputError(f"The package name {name!r} should be 1-200 letters, digits, '.', '_', '+' or '-', "
+                         "starting with a letter or digit.")
+    return name
 
 
 def export_module(module, example_inputs: dict, out: str | os.PathLike, dynamic: dict[str, dict[int, str]] | None = None,
@@ -62,17 +74,22 @@ def export_module(module, example_inputs: dict, out: str | os.PathLike, dynamic:
                   name: str | None = None, source: str | None = None, progress=None):
     """Export any ``nn.Module`` into a ``tensor``-task package, validated against PyTorch.
 
-    ``example_inputs`` maps input names to example tensors, in the order ``forward`` takes
-    them; ``dynamic`` names the axes that may change size (``{"x": {0: "batch"}}``). The export
-    is compared with PyTorch on the example and on inputs whose dynamic axes are one and two
-    longer, so an example batch of 1 cannot silently freeze the batch axis. ``precision="int8"``
-    adds an int8 variant: static QDQ when ``calibration`` (a directory of .npy/.npz feeds) is
-    given, dynamic otherwise; the recipe says which.
+    ``example_inputs`` maps input names to example tensors; each name is one of ``forward``'s
+    parameters, and they are passed in ``forward``'s order whatever their order here (a forward
+    of one parameter takes one input of any name). ``dynamic`` names the axes that may change
+    size (``{"x": {0: "batch"}}``). The export is compared with PyTorch on the example and on
+    inputs whose dynamic axes are one and two longer, so an example batch of 1 cannot silently
+    freeze the batch axis. ``precision="int8"`` adds an int8 variant: static QDQ when
+    ``calibration`` (a directory of .npy/.npz feeds) is given, dynamic otherwise; the recipe
+    says which. ``name`` is the manifest's (default: the directory's name).
     """
     from edgeai.export.exporter import Source, Tolerance, check_precision, export
+    from edgeai.export.generic import in_forward_order
 
     check_precision(precision)
     _check_module(module)
+    name = _check_name(name) if name is not None else None  # None: the directory's name
+    example_inputs = in_forward_order(module, example_inputs)
     dynamic = _check_dynamic(example_inputs, dynamic)
     module = module.eval()
     shapes = ", ".join(f"{n} {list(t.shape)} {str(t.dtype).replace('torch.', '')}" for n, t in example_inputs.items())

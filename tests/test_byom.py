@@ -1,0 +1,139 @@
+"""Bring your own model, as a user meets it: `--name`, a quiet dynamo fallback, the summary line
+(sizes in KB, an int8 that misses the budget says so), and `--input` names matched to forward()."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+import textwrap
+
+import numpy as np
+import pytest
+
+import edgeai
+from conftest import cli, edit_manifest
+from edgeai.package import Package
+
+torch = pytest.importorskip("torch")
+from test_generic import TinyEncoder  # after the skip: it needs torch
+
+# The Transformer encoder of test_generic (nn.MultiheadAttention: its TorchScript trace freezes the batch).
+FACTORIES = "import torch\nfrom torch import nn\n\n" + inspect.getsource(TinyEncoder) + textwrap.dedent('''
+
+    class Pair(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 3)
+
+        def forward(self, a, b):
+            return torch.cat([self.lin(a) * 2, b], 1)  # a and b swapped would give other numbers
+
+    def encoder():
+        torch.manual_seed(0)
+        return TinyEncoder().eval()
+
+    def pair():
+        torch.manual_seed(0)
+        return Pair().eval()
+
+    def linear():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 4)).eval()
+''')
+
+PROGRESS = re.compile(r"  ✓ .+ \(\d+\.\ds\)|exporting .+: done in \d+\.\ds")
+
+
+@pytest.fixture(scope="module")
+def factories(tmp_path_factory):
+    path = tmp_path_factory.mktemp("byom") / "nets.py"
+    path.write_text(FACTORIES)
+    return path
+
+
+def test_dynamo_fallback_is_one_progress_line_and_name_sets_the_manifest(factories, tmp_path):
+    out = tmp_path / "enc"
+    r = cli("export", f"{factories}:encoder", "--input", "x:1,6,32:float32", "--dynamic", "x:0:batch",
+            "--dynamic", "x:1:length", "--name", "my-encoder", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    fallback = [ln for ln in lines if "dynamo" in ln or "froze" in ln]
+    assert len(fallback) == 1, r.stderr
+    for leak in ("Traceback", "[E:onnxruntime", "Warning", "torchvision", "Skipping"):
+        assert leak not in r.stderr, r.stderr
+    assert all(PROGRESS.fullmatch(ln) for ln in lines), r.stderr  # nothing but edgeai's own progress
+    pkg = Package.open(out)
+    assert pkg.name == "my-encoder" and pkg.variants["fp32"]["recipe"]["exporter"] == "dynamo"
+    assert r.stdout.startswith(f"wrote {out}: fp32 (")
+
+
+def test_name_is_checked_and_applies_to_factories_only(factories, tmp_path):
+    r = cli("export", f"{factories}:linear", "--input", "x:1,16:float32", "--name", "../up", "-o", str(tmp_path / "o"))
+    assert r.returncode == 1 and "The package name '../up'" in r.stderr and "Traceback" not in r.stderr
+    r = cli("export", "lstm", "--name", "mine", "-o", str(tmp_path / "o"))
+    assert r.returncode == 1 and "--name apply to FILE.py:FACTORY" in r.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_int8_missing_the_budget_says_so_and_small_sizes_are_in_kb(factories, tmp_path):
+    from edgeai.export import export_factory
+
+    pkg = export_factory(f"{factories}:linear", ["x:1,16:float32"], ["x:0:batch"], out=tmp_path / "lin")
+    # optimized differs from fp32 by float rounding (cosine ~1 - 1e-7), dynamic int8 by ~1e-4
+    edit_manifest(pkg.path, lambda m: m["budget"].update(min=0.99999))
+    r = cli("quantize", str(pkg.path), "--method", "dynamic")
+    assert r.returncode == 0, r.stderr
+    line = r.stdout.strip()
+    assert re.search(r"fp32 \(\d+\.\d KB\)", line), line
+    int8 = re.search(r"int8 \(\d+\.\d KB, dynamic INT8, cosine min (0\.\d{4}) / mean \d\.\d{4} — misses the budget "
+                     r"cosine_min >= 0.99999, so auto will not choose it\)", line)
+    assert int8 and float(int8.group(1)) < 0.99999, line
+    assert "optimized (" in line and line.count("misses the budget") == 1, line  # optimized is exact: it meets it
+    assert edgeai.load(pkg.path, provider="cpu").variant != "int8"
+    # the report says the same, names auto's choice and says how to fill the empty PyTorch row
+    html_file = tmp_path / "r.html"
+    r = cli("report", str(pkg.path), "-o", str(html_file))
+    assert r.returncode == 0, r.stderr
+    page = html_file.read_text()
+    assert "Within the accuracy budget: <b>fp32, optimized</b>; missing it: <b>int8</b>" in page
+    from edgeai.pipeline import choose_variant
+    from edgeai.providers import CPU
+
+    variant, reason = choose_variant(Package.open(pkg.path), CPU)
+    assert f"runs <b>{variant}</b>: {reason}." in page
+    assert f"edgeai bench {pkg.path} --against torch --factory {factories}:linear --record" in page
+    data = json.loads(page.split('id="edgeai-data">')[1].split("</script>")[0])
+    assert [r["meets_budget"] for r in data["rungs"]] == [None, True, True, False]
+
+
+def test_input_names_must_be_forwards_parameters(factories, tmp_path):
+    for given in (["a:1,4:float32", "c:1,3:float32"], ["a:1,4:float32"], ["a:1,4:float32", "b:1,3:float32", "c:1:float32"]):
+        r = cli("export", f"{factories}:pair", *[x for g in given for x in ("--input", g)], "-o", str(tmp_path / "o"))
+        assert r.returncode == 1, r.stdout
+        names = ", ".join(g.split(":")[0] for g in given)
+        assert f"error: forward() takes (a, b), but the inputs given are named {names}:" in r.stderr, r.stderr
+        assert "exporting to ONNX" not in r.stderr and "Traceback" not in r.stderr
+        assert r.stderr.strip().splitlines()[-1].startswith("error:")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_inputs_in_another_order_are_passed_in_forwards_order(factories, tmp_path, monkeypatch):
+    from edgeai.export import export_factory
+
+    monkeypatch.chdir(tmp_path)
+    pkg = export_factory(f"{factories}:pair", ["b:1,3:float32", "a:1,4:float32"], ["b:0:batch", "a:0:batch"], name="pair2")
+    assert pkg.path.resolve() == (tmp_path / "pair2").resolve() and pkg.name == "pair2"  # --name is the default -o DIR
+    assert [t["name"] for t in pkg.manifest["inputs"]] == ["a", "b"]
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((2, 4)).astype(np.float32), rng.standard_normal((2, 3)).astype(np.float32)
+    with edgeai.load(pkg.path, provider="cpu", variant="fp32") as pipe:
+        got = pipe.predict({"b": b, "a": a})["outputs"]["output"]
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("nets_for_test", factories)
+    nets = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(nets)
+    with torch.inference_mode():
+        ref = nets.pair()(torch.from_numpy(a), torch.from_numpy(b)).numpy()
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)

@@ -147,7 +147,9 @@ class Package:
         path = safe_path(self.path, rel)
         if not path.is_file():
             raise PackageError(f"The package {self.path} is missing its file {rel}.")
-        actual, maybe_external = _hash_and_scan(path)
+        from ._stamps import remembered
+
+        actual, maybe_external = remembered(path, _hash_and_scan)
         if actual != sha256:
             raise PackageError(
                 f"The file {rel} in {self.path} does not match the sha256 in its manifest "

@@ -264,43 +264,9 @@ def create_session(
     for cand in wanted:
         reason = unavailable_reason(cand)
         if reason is None:
-            engine_cache = None
-            if cand == TENSORRT:
-                from . import gpu
-                from .package import sha256_file
-
-                engine_cache = gpu.engine_cache_dir(model_sha256 or sha256_file(model), device_id)
-                choice.engine_cache, choice.engine_cached = str(engine_cache), gpu.has_engine(engine_cache)
-            providers = [(cand, provider_options(cand, device_id, engine_cache, tensorrt))]
-            if cand == TENSORRT and unavailable_reason(CUDA) is None:
-                providers.append((CUDA, provider_options(CUDA, device_id)))  # nodes TensorRT rejects run on CUDA
-            if cand != CPU and not strict:
-                providers.append((CPU, {}))  # ORT places nodes the GPU provider lacks on CPU
-            if cand == TENSORRT and not choice.engine_cached:
-                log.warning("Building a TensorRT engine for %s (none cached for this model, ONNX Runtime, TensorRT and "
-                            "GPU); this takes a while once, later loads read it from %s", Path(str(model)).name, engine_cache)
-            capture = (cand != CPU) if placement is None else placement
-            captured: list[str] = []
-            error: Exception | None = None
-            with (_verbose_log(options) if capture else contextlib.nullcontext(captured)) as captured:
-                try:
-                    session = ort.InferenceSession(str(model), options, providers=providers)
-                except Exception as e:  # ORT raises bare RuntimeError/Fail subclasses
-                    error = e
-            if error is not None:
-                if cand == CPU:
-                    raise error
-                reason = f"session creation failed: {(str(error).strip().splitlines() or [type(error).__name__])[0][:200]}"
-                detail = first_error(captured[0]) if captured else None
-                if detail and detail not in reason:
-                    reason += f" ({detail})"
-            else:
-                used = session.get_providers()[0]
-                if used == cand:
-                    choice.provider = cand
-                    choice.placement = parse_placement(captured[0]) if captured else {}
-                    return session, choice
-                reason = f"ONNX Runtime fell back to {short_name(used)} at session creation"
+            session, reason = _start(cand, model, options, strict, device_id, model_sha256, placement, tensorrt, choice)
+            if session is not None:
+                return session, choice
         note = f"{short_name(cand)}: {reason}"
         if strict:
             hint = ""
@@ -311,7 +277,52 @@ def create_session(
             raise ProviderError(f"Execution provider {short_name(cand)} was requested but cannot start: {reason}{hint}.")
         choice.notes.append(note)
     if CPU not in wanted:
-        session, _ = create_session(model, options, "cpu", strict=True, placement=placement)
+        session, _ = create_session(model, options, "cpu", strict=True, model_sha256=model_sha256, placement=placement)
         choice.provider = CPU
         return session, choice
     raise ProviderError(f"No execution provider could start ({'; '.join(choice.notes)}).")
+
+
+def _start(cand: str, model, options: ort.SessionOptions, strict: bool, device_id: int, model_sha256: str | None,
+           placement: bool | None, tensorrt: dict | None, choice: ProviderChoice) -> tuple[ort.InferenceSession | None, str]:
+    """A session on ``cand`` (filling ``choice``), or None and why it did not start."""
+    engine_cache = None
+    if cand == TENSORRT:
+        from . import gpu
+        from .package import sha256_file
+
+        engine_cache = gpu.engine_cache_dir(model_sha256 or sha256_file(model), device_id)
+        choice.engine_cache, choice.engine_cached = str(engine_cache), gpu.has_engine(engine_cache)
+    providers = [(cand, provider_options(cand, device_id, engine_cache, tensorrt))]
+    if cand == TENSORRT and unavailable_reason(CUDA) is None:
+        providers.append((CUDA, provider_options(CUDA, device_id)))  # nodes TensorRT rejects run on CUDA
+    if cand != CPU and not strict:
+        providers.append((CPU, {}))  # ORT places nodes the GPU provider lacks on CPU
+    if cand == TENSORRT and not choice.engine_cached:
+        log.warning("Building a TensorRT engine for %s (none cached for this model, ONNX Runtime, TensorRT and "
+                    "GPU); this takes a while once, later loads read it from %s", Path(str(model)).name, engine_cache)
+    capture = (cand != CPU) if placement is None else placement
+    captured: list[str] = []
+    error: Exception | None = None
+    with (_verbose_log(options) if capture else contextlib.nullcontext(captured)) as captured:
+        try:
+            if cand == CPU:
+                from ._ortcache import cpu_session
+
+                session = cpu_session(model, options, model_sha256)
+            else:
+                session = ort.InferenceSession(str(model), options, providers=providers)
+        except Exception as e:  # ORT raises bare RuntimeError/Fail subclasses
+            error = e
+    if error is not None:
+        if cand == CPU:
+            raise error
+        reason = f"session creation failed: {(str(error).strip().splitlines() or [type(error).__name__])[0][:200]}"
+        detail = first_error(captured[0]) if captured else None
+        return None, reason + (f" ({detail})" if detail and detail not in reason else "")
+    used = session.get_providers()[0]
+    if used != cand:
+        return None, f"ONNX Runtime fell back to {short_name(used)} at session creation"
+    choice.provider = cand
+    choice.placement = parse_placement(captured[0]) if captured else {}
+    return session, ""

@@ -113,3 +113,31 @@ def test_staging_dir_replaces_a_package_whole(tiny_pkg):
         (tmp / "new.txt").write_text("new")
     assert (tiny_pkg / "new.txt").exists() and not (tiny_pkg / "model.onnx").exists()
     assert sorted(p.name for p in tiny_pkg.parent.iterdir()) == ["tiny"]
+
+
+def test_a_remembered_hash_is_not_trusted_after_the_file_changes(tmp_path, monkeypatch):
+    """Large model files are hashed once (edgeai/_stamps.py); changing the bytes, even with the
+    size and mtime put back, is still caught because the ctime moves."""
+    import os
+
+    from edgeai import _stamps
+    from edgeai.package import _hash_and_scan
+
+    monkeypatch.setenv("EDGEAI_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(_stamps, "MIN_BYTES", 0)
+    monkeypatch.setattr(_stamps, "SETTLED_NS", 0)
+    f = tmp_path / "model.onnx"
+    f.write_bytes(b"a" * 1000)
+    calls = []
+
+    def compute(p):
+        calls.append(p)
+        return _hash_and_scan(p)
+
+    first = _stamps.remembered(f, compute)
+    assert _stamps.remembered(f, compute) == first and len(calls) == 1  # remembered
+    st = os.stat(f)
+    f.write_bytes(b"b" * 1000)
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))  # same size, same mtime: only the ctime tells
+    second = _stamps.remembered(f, compute)
+    assert len(calls) == 2 and second != first

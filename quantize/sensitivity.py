@@ -53,8 +53,14 @@ def fake_quantized(model: onnx.ModelProto, name: str) -> onnx.ModelProto:
     return m
 
 
-def rank_layers(src: Path, feeds: list[dict[str, np.ndarray]], reference: dict[str, np.ndarray], task: str) -> list[str]:
-    """Candidate layer names, most sensitive first."""
+def rank_layers(src: Path, feeds: list[dict[str, np.ndarray]], reference: dict[str, np.ndarray], task: str,
+                per_cost: bool = True) -> list[str]:
+    """Candidate layer names, the best to keep in float first.
+
+    ``per_cost``: by accuracy lost per unit of work, the loss of quantizing the layer alone
+    divided by its weight's size (multiply-adds per token), so that a small layer that costs
+    a little accuracy stays float before a large one that costs a little more: MiniLM's FFN
+    matmuls are 4x the size of its attention projections and carry most of its time."""
     import onnxruntime as ort
 
     model = onnx.load(str(src))
@@ -69,4 +75,12 @@ def rank_layers(src: Path, feeds: list[dict[str, np.ndarray]], reference: dict[s
             scores[name] = (1 - figs["cosine_min"]) + (1 - figs["cosine_mean"])
         else:
             scores[name] = figs["mean_abs_diff"]
+    if per_cost:
+        size = {n.name: _weight_size(model, n) for n in model.graph.node if n.name in scores}
+        scores = {k: v / max(size[k], 1) for k, v in scores.items()}
     return sorted(scores, key=scores.get, reverse=True)
+
+
+def _weight_size(model: onnx.ModelProto, node) -> int:
+    init = next((i for i in model.graph.initializer if i.name == node.input[1]), None)
+    return int(np.prod(init.dims)) if init is not None else 0

@@ -111,7 +111,9 @@ def test_int8_is_dynamic_per_channel_with_recorded_cosine(bert_pkg):
     pkg = Package.open(bert_pkg)
     int8 = pkg.variants["int8"]
     assert int8["recipe"]["method"] == "dynamic" and int8["recipe"]["per_channel"] is True
-    assert int8["made_from"] == "optimized"
+    # made from the graph that was fastest once quantized, timed on this CPU (quantize/steps/budget_search.py)
+    timed = int8["recipe"]["int8_ms_by_graph"]
+    assert set(timed) == {"fp32", "optimized"} and int8["made_from"] == min(timed, key=timed.get)
     acc = int8["accuracy"]
     assert acc["cosine_min"] >= 0.98 and acc["cosine_mean"] >= 0.99 and acc["samples"] >= 50
     ops = op_histogram(pkg.variant_path("int8"))

@@ -76,6 +76,7 @@ def ladder(pkg: Package) -> dict[str, Any]:
             "rung": name, "variant": name, "made_from": v.get("made_from"), "compared_with": vs,
             "outputs": outputs or {}, "metrics": {k: acc[k] for k in METRICS if k in acc},
             "samples": acc.get("samples"), "baseline_accuracy": acc.get("baseline_accuracy"),
+            **_held_out_figures(acc),
             "size_mb": v["size"] / 1e6, "latency": _entry(v.get("latency", {}), key),
             "meets_budget": meets_budget(pkg, name),
         })
@@ -269,7 +270,7 @@ def _rung_rows(r: dict, metrics: list[str], torch_p50: float | None) -> list[str
                  f'<td class="l">{e(r["compared_with"] or "-") if first else ""}</td>',
                  f'<td class="l">{e(out_name)}</td>',
                  _num(d.get("max_abs_diff"), ".2e"), _num(d.get("mean_abs_diff"), ".2e")]
-        cells += [_num(r["metrics"].get(m), ".4f") if first else "<td></td>" for m in metrics]
+        cells += [_metric_cell(r, m) if first else "<td></td>" for m in metrics]
         if first:
             ratio = lat["p50_ms"] / torch_p50 if torch_p50 and lat.get("p50_ms") is not None else None
             within = {True: "yes", False: "no"}.get(r["meets_budget"], "-")
@@ -280,6 +281,21 @@ def _rung_rows(r: dict, metrics: list[str], torch_p50: float | None) -> list[str
         row_attr = f' class="rung" data-rung="{e(r["rung"])}"' if first else ' class="more"'
         rows.append(f"<tr{row_attr}>{''.join(cells)}</tr>")
     return rows
+
+
+def _held_out_figures(acc: dict) -> dict:
+    """A rung's 95% intervals (``{metric: [low, high]}``) and the held-out set it was measured on."""
+    return {"intervals": {k: acc[f"{k}_ci95"] for k in METRICS if f"{k}_ci95" in acc}, "held_out": acc.get("held_out")}
+
+
+def _metric_cell(r: dict, metric: str) -> str:
+    """The figure with its 95% interval beside it, e.g. ``0.9944 [0.983, 0.998]`` (sample count: its own column)."""
+    cell = _num(r["metrics"].get(metric), ".4f")
+    ci = r.get("intervals", {}).get(metric)
+    if ci is None or cell == "<td>-</td>":
+        return cell
+    note = f"95% confidence interval, {r.get('samples') or 0:.0f} samples of {r.get('held_out') or 'held-out inputs'}"
+    return cell.replace("</td>", f' <span class="ci" title="{html.escape(note)}">[{ci[0]:.3f}, {ci[1]:.3f}]</span></td>')
 
 
 def _charts_section(charts: dict[str, str] | None, chart_note: str | None) -> list[str]:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from edgeai.data import compare as measure
-from edgeai.data.feeds import held_out_feeds
+from edgeai.data.feeds import held_out_inputs
 from edgeai.errors import InputError
 from edgeai.package import _TMP_MARK, Package, remove_stale_files
 
@@ -109,7 +109,9 @@ def run_step(step: Step, pkg: Package, ctx: Context, measure_latency: bool = Fal
             recipe = step.run(pkg, src, tmp, Path(work), ctx)
         ctx.say(CHECKS.get(step.variant, f"measuring {step.variant} agreement with fp32 on held-out inputs"))
         fp32 = src if made_from == "fp32" else pkg.variant_path("fp32")
-        agreement = _agreement(pkg, fp32, tmp, held_out_feeds(pkg, texts=ctx.held_out), step.simulate_qdq)
+        held_out, feeds = held_out_inputs(pkg, texts=ctx.held_out)
+        agreement = _agreement(pkg, fp32, tmp, feeds, step.simulate_qdq)
+        agreement["accuracy"]["held_out"] = held_out  # which set: edgeai.data.feeds.held_out_inputs
         pkg.add_variant(step.variant, tmp, {"made_from": made_from, "recipe": recipe, **agreement})
     finally:
         tmp.unlink(missing_ok=True)

@@ -3,7 +3,7 @@ at export time. Latency is edgeai.bench's."""
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -13,21 +13,51 @@ from edgeai.errors import ExportError
 CLASSIFICATION_TASKS = ("image-classification", "text-classification")
 
 
-def compare(reference: dict[str, np.ndarray], other: dict[str, np.ndarray], task: str) -> dict[str, float]:
-    """Max/mean abs difference per output; top-1 agreement for classifiers; row cosine for every other task."""
-    figures: dict[str, float] = {}
+# z of a two-sided 95% interval.
+Z95 = 1.959963984540054
+
+
+def compare(reference: dict[str, np.ndarray], other: dict[str, np.ndarray], task: str) -> dict[str, Any]:
+    """Max/mean abs difference per output; top-1 agreement for classifiers; row cosine for every
+    other task; ``samples`` (rows compared) and a 95% interval beside each agreement figure."""
+    figures: dict[str, Any] = {}
     for diffs in per_output(reference, other).values():
         figures["max_abs_diff"] = max(figures.get("max_abs_diff", 0.0), diffs["max_abs_diff"])
         figures["mean_abs_diff"] = max(figures.get("mean_abs_diff", 0.0), diffs["mean_abs_diff"])
     first = next(iter(reference))
     if task in CLASSIFICATION_TASKS:
         ref, oth = reference[first], other[first]
-        figures["top1_agreement"] = float((ref.argmax(-1) == oth.argmax(-1)).mean())
+        same = ref.argmax(-1) == oth.argmax(-1)
+        figures["top1_agreement"] = float(same.mean())
+        figures["top1_agreement_ci95"] = wilson_interval(int(same.sum()), same.size)
+        figures["samples"] = float(same.size)
     else:  # embeddings, tensors, and any task a plugin family adds: each sample's outputs as one vector
         cos = cosine(_rows(reference), _rows({k: other[k] for k in reference}))
         figures["cosine_min"] = float(cos.min())
         figures["cosine_mean"] = float(cos.mean())
+        figures["cosine_mean_ci95"] = mean_interval(cos, bounds=(-1.0, 1.0))
+        figures["samples"] = float(len(cos))
     return figures
+
+
+def wilson_interval(successes: int, n: int, z: float = Z95) -> list[float]:
+    """The Wilson score interval of a proportion (95% by default): unlike the normal one it stays
+    inside [0, 1] and is not zero-width at 0/n or n/n, where agreement figures usually sit."""
+    if n <= 0:
+        return [0.0, 1.0]
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [max(0.0, float(centre - half)), min(1.0, float(centre + half))]
+
+
+def mean_interval(values: np.ndarray, z: float = Z95, bounds: tuple[float, float] = (-np.inf, np.inf)) -> list[float]:
+    """The normal-approximation interval of a mean (95% by default): mean +- z * s / sqrt(n),
+    clipped to ``bounds``; a single value gives a zero-width interval."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    mean = float(v.mean())
+    half = z * float(v.std(ddof=1)) / np.sqrt(len(v)) if len(v) > 1 else 0.0
+    return [float(max(bounds[0], mean - half)), float(min(bounds[1], mean + half))]
 
 
 def _rows(outputs: dict[str, np.ndarray]) -> np.ndarray:
@@ -67,6 +97,19 @@ def budget_met(budget: Mapping | None, accuracy: Mapping) -> bool:
         return True
     floors = {budget["metric"]: budget["min"], **budget.get("also", {})}
     return all(accuracy.get(k) is not None and accuracy[k] >= v for k, v in floors.items())
+
+
+def with_budget(budget: Mapping, minimum: float | None) -> dict:
+    """``budget`` with the user's threshold for its metric (``--budget``), checked: agreement and
+    cosine figures live in (0, 1]."""
+    budget = dict(budget)
+    if minimum is None:
+        return budget
+    from edgeai.errors import InputError
+
+    if not 0 < minimum <= 1:
+        raise InputError(f"--budget is a threshold for {budget['metric']}, between 0 and 1; got {minimum}.")
+    return {**budget, "min": float(minimum), "set_by": "user"}
 
 
 def check_close(ref: list[np.ndarray], got: list[np.ndarray], what: str, tolerance: float) -> float:

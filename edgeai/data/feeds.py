@@ -112,18 +112,24 @@ def input_kind(pkg) -> str:
 def held_out_feeds(pkg, texts: Sequence[str] | None = None, per_photo: int = 30) -> list[Feed]:
     """Inputs never used for calibration or tuning: held-out photos or sentences (``texts``: an
     exporter's own test split), seeded noise of the input shapes for tensor models."""
+    return held_out_inputs(pkg, texts, per_photo)[1]
+
+
+def held_out_inputs(pkg, texts: Sequence[str] | None = None, per_photo: int = 30) -> tuple[str, list[Feed]]:
+    """``(set name, feeds)`` of :func:`held_out_feeds`; the name goes into a variant's
+    ``accuracy.held_out`` (for photos: edgeai.data.photos.held_out_images)."""
     kind = input_kind(pkg)
     if kind == "text":
         from .texts import HELD_OUT
 
-        return text_feeds(pkg, list(texts or HELD_OUT))
+        return ("given-texts", text_feeds(pkg, list(texts))) if texts else ("edgeai-texts", text_feeds(pkg, list(HELD_OUT)))
     if kind == "image":
-        from .photos import HELD_OUT, image_set
+        from .photos import held_out_images
 
-        images = [im for _, im in image_set(HELD_OUT, per_photo, seed=1000)]
+        name, images = held_out_images(per_photo)
         if images:
-            return image_feeds(pkg, images)
-    return [random_feed(pkg.manifest["inputs"], batch=2, seed=1000 + i, high=2) for i in range(8)]
+            return name, image_feeds(pkg, images)
+    return "seeded-noise", [random_feed(pkg.manifest["inputs"], batch=2, seed=1000 + i, high=2) for i in range(8)]
 
 
 def calibration_feeds(pkg, folder: str | os.PathLike | None = None, per_photo: int = 7) -> list[Feed]:

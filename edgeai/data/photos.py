@@ -1,9 +1,11 @@
 """Real photographs that installed packages ship, for validation and calibration.
 
 scikit-image and scikit-learn carry a few dozen public-domain / CC0 photos in their wheels.
-edgeai reads them by path (it never imports those packages) and splits them once and for all
-into a calibration set and a held-out set, so accuracy is measured on photos that calibration
-never saw (DESIGN.md, Accuracy claims).
+edgeai reads them by path (it never imports those packages). Their calibration split is what
+static quantization calibrates on. Accuracy is measured on photos that calibration never sees
+(DESIGN.md, Accuracy claims): the held-out photo set of :mod:`edgeai.data.photo_set` (355
+distinct scenes from Debian packages, one view each) when it is installed, else the few
+held-out wheel photos below with seeded crops of each (:func:`held_out_images` says which).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from PIL import Image
 
 from edgeai.preprocess import open_image, to_rgb
 
+from .photo_set import MIN_PHOTOS, SET_NAME, held_out_photos
+
 # Photographs only (no synthetic test patterns). Licenses: see samples/LICENSES.md.
 CALIBRATION = (
     "skimage:astronaut.png", "skimage:motorcycle_left.png", "skimage:hubble_deep_field.jpg",
@@ -24,6 +28,7 @@ CALIBRATION = (
     "skimage:brick.png", "skimage:grass.png", "skimage:gravel.png", "skimage:cell.png",
     "skimage:clock_motion.png", "skimage:page.png", "skimage:text.png", "sklearn:china.jpg",
 )
+# Held out from calibration; accuracy is measured on them (with crops) without the photo set.
 HELD_OUT = (
     "skimage:chelsea.png", "skimage:coffee.png", "skimage:rocket.jpg", "skimage:camera.png",
     "skimage:motorcycle_right.png", "sklearn:flower.jpg",
@@ -68,3 +73,17 @@ def image_set(keys: tuple[str, ...], per_photo: int, seed: int = 0) -> list[tupl
         for j, im in enumerate(views(path, per_photo, seed + i)):
             out.append((f"{path.name}#{j}", im))
     return out
+
+
+# What a variant's ``accuracy.held_out`` says when the wheel photos (and their crops) were used.
+WHEEL_SET_NAME = "package-photos-crops"
+
+
+def held_out_images(per_photo: int, seed: int = 1000) -> tuple[str, list]:
+    """``(set name, images)`` accuracy is measured on: the installed photo set's paths (one view
+    per photo, opened one at a time by the preprocessor) when at least ``MIN_PHOTOS`` are
+    installed, else the held-out wheel photos with ``per_photo`` seeded crops each."""
+    installed = held_out_photos()
+    if len(installed) >= MIN_PHOTOS:
+        return SET_NAME, installed
+    return WHEEL_SET_NAME, [im for _, im in image_set(HELD_OUT, per_photo, seed=seed)]

@@ -10,27 +10,40 @@ import os
 import platform
 from functools import lru_cache
 
-_FLAGS = ("avx512_vnni", "avx_vnni", "avx512f", "amx_int8", "avx2", "asimddp", "i8mm")
+# The CPU flags that change which INT8 (and fp32) kernels ONNX Runtime runs: VNNI accumulates
+# u8 x s8 products in int32 where AVX2 alone saturates int16 pairs (quantize/saturation.py), AMX
+# tiles, AVX-512; asimddp / i8mm on ARM. Two CPUs under one "AMD EPYC avx2" label measured INT8
+# 1.2-1.7x and 1.0x of fp32 (FACTS.md): the family/model numbers tell their generations apart.
+_FLAGS = ("amx_int8", "avx512_vnni", "avx_vnni", "avx512f", "avx2", "asimddp", "i8mm")
 
 
 @lru_cache(maxsize=1)
 def machine_id() -> str:
-    model, flags = platform.processor() or platform.machine(), set()
+    """``x86_64 AMD EPYC fam25/m17 avx512_vnni avx512f avx2 2cpu``: the CPU's name, its generation
+    (family/model) and its INT8-relevant flags, and the cores this process may use."""
+    info = _cpuinfo()
+    model = info.get("model name") or info.get("Hardware") or platform.processor() or platform.machine()
+    generation = f"fam{info['cpu family']}/m{info['model']}" if "cpu family" in info and "model" in info else ""
+    flags = set((info.get("flags") or info.get("Features") or "").split())
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 0)
+    return " ".join(p for p in [platform.machine(), model, generation, *[f for f in _FLAGS if f in flags], f"{cores}cpu"] if p)
+
+
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo (empty elsewhere)."""
+    found: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
             for line in f:
+                if not line.strip():
+                    if found:
+                        break
+                    continue
                 key, _, value = line.partition(":")
-                key = key.strip()
-                if key in ("model name", "Hardware") and model in ("", platform.machine(), platform.processor()):
-                    model = value.strip()
-                elif key in ("flags", "Features"):
-                    flags = set(value.split())
-                    break
+                found.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    best = [f for f in _FLAGS if f in flags][:2]
-    cores = os.cpu_count() or 0
-    return " ".join([platform.machine(), model, *best, f"{cores}cpu"]).strip()
+    return found
 
 
 def machine_key(provider: str, device_id: int = 0) -> str:

@@ -77,8 +77,14 @@ def choose_variant(pkg: Package, provider: str, device_id: int = 0) -> tuple[str
     order = ("int8", "optimized", "fp32") if provider == providers.CPU else ("fp16", "fp32", "optimized")
     if provider == providers.TENSORRT and (pkg.variants.get("int8", {}).get("recipe") or {}).get("preset") == "tensorrt":
         order = ("int8", *order)
+    elsewhere = sorted({e.get("machine", "?") for v in eligible for e in pkg.variants[v].get("latency", {}).values()
+                        if e["provider"] == provider})
     for v in order:
         if v in eligible:
+            if elsewhere:  # figures of another CPU say nothing about this one (machine.py)
+                return v, (f"the latencies in this package were measured on another CPU ({elsewhere[0]}), not this one "
+                           f"({machine_key(provider, device_id)}); default order {'/'.join(order)} until "
+                           f"`edgeai bench {pkg.path} --record` measures them here")
             return v, f"no latency recorded for {providers.short_name(provider)} on this machine; default order {'/'.join(order)}"
     return "fp32", "the reference variant"
 

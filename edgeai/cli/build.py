@@ -62,7 +62,8 @@ def _is_factory(name: str) -> bool:
     return ":" in name and name.rpartition(":")[0].endswith(".py")
 
 
-def export(name: str, output: Optional[Path] = None, precision: Optional[Enum] = None, **options) -> None:
+def export(name: str, output: Optional[Path] = None, precision: Optional[Enum] = None, budget: Optional[float] = None,
+           **options) -> None:
     """Export a model to a validated package: ONNX fp32, optimized and (by default) int8.
 
     NAME is a built-in model, or FILE.py:FACTORY for any torch.nn.Module a function returns
@@ -86,9 +87,10 @@ def export(name: str, output: Optional[Path] = None, precision: Optional[Enum] =
         if _is_factory(name):
             pkg = export_mod.export_factory(name, inputs=given.pop("input", []), dynamic=given.pop("dynamic", None), out=output,
                                             precision=precision.value if precision else "fp32", progress=stages,
-                                            name=given.pop("name_", None), **given)
+                                            name=given.pop("name_", None), budget=budget, **given)
         else:
-            pkg = export_mod.export_model(name, output, precision=precision.value if precision else "int8", progress=stages, **given)
+            pkg = export_mod.export_model(name, output, precision=precision.value if precision else "int8", progress=stages,
+                                          budget=budget, **given)
     out.print(f"wrote {pkg.path}: {_variants_line(pkg)}", markup=False)
 
 
@@ -132,6 +134,10 @@ def _option_parameter(opt, fam) -> inspect.Parameter:
     return inspect.Parameter(opt.name, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[hint, info], default=opt.default)
 
 
+BUDGET_HELP = ("The accuracy a lossy variant must keep, as the threshold of the family's metric (top-1 agreement "
+               "or lowest cosine to fp32, e.g. 0.99); recorded in the package, variant=auto obeys it [default: the family's].")
+
+
 def export_command():
     """The full ``edgeai export`` command, its family options read from the registry."""
     from edgeai import families
@@ -145,6 +151,8 @@ def export_command():
         inspect.Parameter("precision", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=Annotated[Optional[precision], typer.Option(
             help="int8 runs the whole chain; fp32 stops before quantization [default: int8 for built-ins, fp32 for FILE.py:FACTORY].",
             show_default=False)]),
+        inspect.Parameter("budget", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=Annotated[Optional[float], typer.Option(
+            help=BUDGET_HELP, show_default=False)]),
         *[_option_parameter(opt, fam) for opt, fam in _family_options()],
     ]
 
@@ -186,6 +194,7 @@ def quantize_command():
         precision: Annotated[precision_, typer.Option(help="int8, or fp16 (the graph converted to float16 for GPUs; inputs and outputs stay float32).")] = "int8",
         preset: Annotated[preset_, typer.Option(help="int8 for: cpu (ONNX Runtime's CPU kernels) or tensorrt (static, symmetric int8 QDQ, which TensorRT requires).")] = "cpu",
         from_: Annotated[Optional[source_], typer.Option("--from", help="fp16 only: convert fp32 (what TensorRT compiles whole) or optimized (fused ONNX Runtime ops, for CUDA) [default: fp32].", show_default=False)] = None,
+        budget: Annotated[Optional[float], typer.Option(help=BUDGET_HELP.replace("the family's]", "the package's]"), show_default=False)] = None,
     ) -> None:
         """Add the 'int8' (or, with --precision fp16, the 'fp16') variant, with its agreement with
         fp32 and its CPU latency recorded."""
@@ -196,7 +205,7 @@ def quantize_command():
             raise InputError("--from applies to --precision fp16.")
         with Stages(f"{'converting' if precision == 'fp16' else 'quantizing'} {package}") as stages:
             pkg = _quantize(package, method=method, calibration=calibration, out=output, progress=stages,
-                            precision=precision, preset=preset, made_from=from_.value if from_ else None)
+                            precision=precision, preset=preset, made_from=from_.value if from_ else None, budget=budget)
         out.print(f"updated {pkg.path}: {_variants_line(pkg)}", markup=False)
 
     # The annotations name this function's own Enums: resolve them here, where they are in scope.

@@ -64,6 +64,8 @@ def run(
         pipe = edgeai.load(name, provider=provider, variant=variant, threads=threads, device_id=device_id)
     if pipe.session.choice.fell_back:
         err.print(f"note: {pipe.provider_note}", markup=False)
+    if "another CPU" in pipe.variant_reason:
+        err.print(f"note: running {pipe.variant}: {pipe.variant_reason}.", markup=False)
     if pipe.placement_note:
         from edgeai.providers import short_name
 

@@ -56,9 +56,14 @@ def build(out=None, precision: str = "fp32", progress=None, factory: str | None 
 
 def export_factory(ref: str, inputs: list[str], dynamic: list[str] | None = None, out: str | os.PathLike | None = None,
                    precision: str = "fp32", calibration: str | os.PathLike | None = None, progress=None,
-                   name: str | None = None):
-    """The CLI's ``edgeai export FILE.py:FACTORY --input NAME:SHAPE:DTYPE ... --dynamic NAME:AXIS:LABEL [--name NAME]``."""
-    return build(out, precision, progress, factory=ref, input=inputs, dynamic=dynamic, calibration=calibration, name_=name)
+                   name: str | None = None, budget: float | None = None):
+    """The CLI's ``edgeai export FILE.py:FACTORY --input NAME:SHAPE:DTYPE ... --dynamic NAME:AXIS:LABEL [--name NAME]``;
+    ``budget`` replaces the family's threshold (lowest cosine to fp32)."""
+    from edgeai.export.exporter import user_budget
+
+    with user_budget(FAMILY, budget):
+        return build(out, precision, progress, factory=ref, input=inputs, dynamic=dynamic, calibration=calibration,
+                     name_=name)
 
 
 def _check_name(name: str) -> str:

@@ -41,7 +41,13 @@ def test_manifest_records_the_measurements(cnn_pkg):
     # The AVX2 int16-saturation guard finds the layers that overflow and gives them 7-bit weights;
     # without it agreement was 0.85-0.87 (benchmarks/results/cnn.md).
     assert "/_blocks.0/_project_conv/Conv" in int8["recipe"]["reduce_range_nodes"]
-    assert 0.93 <= int8["accuracy"]["top1_agreement"] <= 1.0 and int8["accuracy"]["samples"] >= 150
+    # Measured on 355 distinct photos (edgeai.data.photo_set): 0.89 [0.85, 0.92] on an AVX-512 VNNI
+    # EPYC; post-training recipes stay near 0.90 (README, "INT8"), below the 0.99 budget, so auto
+    # keeps fp32 for this model until a recipe reaches it.
+    acc = int8["accuracy"]
+    assert 0.8 <= acc["top1_agreement"] <= 1.0 and acc["samples"] >= 200 and acc["held_out"] == "debian-photos-v1"
+    lo, hi = acc["top1_agreement_ci95"]
+    assert lo <= acc["top1_agreement"] <= hi
     assert int8["size"] < v["fp32"]["size"] / 3
     for info in v.values():
         (entry,) = info["latency"].values()

@@ -10,9 +10,10 @@ from typer.core import TyperGroup
 from edgeai import __version__
 from edgeai.errors import EdgeAIError
 
-from . import build, info, perf
+from . import build
 from . import run as run_mod
-from ._common import plain_error
+from ._common import lazy_command, plain_error, single_command
+
 
 class _Group(TyperGroup):
     """Every command runs through this group's ``invoke``: the one place errors are caught. A
@@ -56,11 +57,28 @@ def _root(
 
 app.command("run")(run_mod.run)
 build.register(app)
-app.command("inspect")(info.inspect)
-app.command("models")(info.models)
-app.command("bench")(perf.bench)
-app.command("report")(perf.report)
-app.command("doctor")(info.doctor)
+# The other commands are built when they run (or show their help): importing their modules, with
+# every option's declaration, is time `edgeai run` does not need to spend (the first minute).
+_LAZY = {
+    "inspect": ("info", "Show a package: manifest, variants with their measurements, inputs, outputs, operators."),
+    "models": ("info", "List the built-in models and the packages cached in $EDGEAI_HOME."),
+    "bench": ("perf", "Measure a package: start-up, first call, p50/p90/p99, throughput, peak memory."),
+    "report": ("perf", "Write one self-contained HTML page: the parity ladder and charts."),
+    "doctor": ("info", "What this machine can run: ONNX Runtime build, providers, GPU libraries."),
+}
+
+
+def _builder(name: str, module: str):
+    def build_command():
+        import importlib
+
+        return single_command(getattr(importlib.import_module(f"{__name__}.{module}"), name), name)
+
+    return build_command
+
+
+for _name, (_module, _help) in _LAZY.items():
+    lazy_command(app, _name, _help, _builder(_name, _module))
 
 
 def main(argv: list[str] | None = None) -> None:

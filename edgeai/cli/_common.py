@@ -13,8 +13,8 @@ from rich.console import Console
 
 from edgeai.postprocess import to_jsonable
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True, emoji=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 
 def plain_error(message: str) -> None:

@@ -59,13 +59,13 @@ app.command("run")(run_mod.run)
 build.register(app)
 # The other commands are built when they run (or show their help): importing their modules, with
 # every option's declaration, is time `edgeai run` does not need to spend (the first minute).
-_LAZY = {
-    "inspect": ("info", "Show a package: manifest, variants with their measurements, inputs, outputs, operators."),
-    "models": ("info", "List the built-in models and the packages cached in $EDGEAI_HOME."),
-    "bench": ("perf", "Measure a package: start-up, first call, p50/p90/p99, throughput, peak memory."),
-    "report": ("perf", "Write one self-contained HTML page: the parity ladder and charts."),
-    "doctor": ("info", "What this machine can run: ONNX Runtime build, providers, GPU libraries."),
-}
+_LAZY = [
+    ("inspect", "info", "Show a package: manifest, variants with their measurements, inputs, outputs, operators."),
+    ("models", "info", "List the built-in models and the packages cached in $EDGEAI_HOME."),
+    ("bench", "perf", "Measure a package: start-up, first call, p50/p90/p99, throughput, peak memory."),
+    ("report", "perf", "Write one self-contained HTML page: the parity ladder and charts."),
+    ("doctor", "info", "What this machine can run: ONNX Runtime build, providers, GPU libraries."),
+]
 
 
 def _builder(name: str, module: str):
@@ -77,7 +77,7 @@ def _builder(name: str, module: str):
     return build_command
 
 
-for _name, (_module, _help) in _LAZY.items():
+for _name, _module, _help in _LAZY:
     lazy_command(app, _name, _help, _builder(_name, _module))
 
 

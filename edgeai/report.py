@@ -121,50 +121,6 @@ def _pyplot():
     return plt
 
 
-def _charts(data: dict, plt) -> dict[str, Any]:
-    """Two figures: latency per rung (p50 bar, p99 tick) and the largest difference per rung."""
-    figs = {}
-    timed = [r for r in data["rungs"] if r["latency"]]
-    if timed:
-        fig, ax = plt.subplots(figsize=(6.4, 0.5 + 0.45 * len(timed)))
-        names = [r["rung"] for r in timed]
-        p50 = [r["latency"]["p50_ms"] for r in timed]
-        p99 = [r["latency"].get("p99_ms") for r in timed]
-        from matplotlib.lines import Line2D
-        from matplotlib.patches import Patch
-
-        ax.barh(names, p50, color=["#8c8c8c" if n == "PyTorch" else "#2b6cb0" for n in names])
-        for i, v in enumerate(p99):
-            if v is not None:
-                ax.plot([v, v], [i - 0.35, i + 0.35], color="#c53030", lw=2)
-        handles = [Patch(color="#2b6cb0", label="p50, ONNX Runtime")]
-        if "PyTorch" in names:
-            handles.append(Patch(color="#8c8c8c", label="p50, PyTorch eager"))
-        handles.append(Line2D([], [], color="#c53030", lw=2, label="p99"))
-        h = data["headline"]
-        ax.set_xlabel(f"latency, ms ({short_name(h['provider'])}, batch {h['batch']})")
-        ax.invert_yaxis()
-        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
-        ax.set_title("Latency per variant", fontsize=10)
-        fig.tight_layout()
-        figs["latency"] = fig
-    diffs = [(r["rung"], max(o.get("max_abs_diff", 0.0) for o in r["outputs"].values()), r["compared_with"])
-             for r in data["rungs"] if r["outputs"] and any("max_abs_diff" in o for o in r["outputs"].values())]
-    if diffs:
-        fig, ax = plt.subplots(figsize=(6.4, 0.5 + 0.45 * len(diffs)))
-        floor = min([d for _, d, _ in diffs if d > 0] or [1e-7]) / 10  # where "identical" (0) is drawn
-        bars = ax.barh([f"{n} vs {vs}" for n, _, vs in diffs], [max(d, floor) for _, d, _ in diffs], color="#dd6b20")
-        ax.bar_label(bars, labels=[f"{d:.1e}" if d > 0 else "identical" for _, d, _ in diffs], fontsize=8, padding=3)
-        ax.set_xscale("log")
-        ax.set_xlim(floor / 2, max(d for _, d, _ in diffs + [("", floor, "")]) * 30)
-        ax.set_xlabel("max abs difference of the outputs (log scale)")
-        ax.invert_yaxis()
-        ax.set_title("Error per variant", fontsize=10)
-        fig.tight_layout()
-        figs["error"] = fig
-    return figs
-
-
 def _svg(fig) -> str:
     buf = io.StringIO()
     fig.savefig(buf, format="svg", metadata={"Date": None})
@@ -358,6 +314,8 @@ def write_report(pkg: Package, output: str | os.PathLike, png: bool = False,
         if warn:
             warn(f"{note} The page has the tables only.")
     else:
+        from ._charts import charts as _charts
+
         figs = _charts(data, plt)
         for name, fig in figs.items():
             svgs[name] = _svg(fig)

@@ -281,9 +281,11 @@ def test_report_ladder_has_one_row_per_variant_and_agrees_with_the_manifest(cnn_
     # self-contained: nothing to fetch
     assert page.urls == [] and "<link" not in out.read_text() and "<img" not in out.read_text()
     assert '<figure id="chart-latency">' in out.read_text() and '<figure id="chart-error">' in out.read_text()
+    # every variant a point of latency against the budget metric, with the budget line's label
+    assert '<figure id="chart-tradeoff">' in out.read_text() and "budget: top1_agreement" in out.read_text()
     from PIL import Image
 
-    for chart in ("latency", "error"):
+    for chart in ("latency", "error", "tradeoff"):
         with Image.open(out.with_name(f"effnet-{chart}.png")) as im:
             assert im.format == "PNG" and im.width > 300
 

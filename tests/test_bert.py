@@ -31,13 +31,6 @@ VARIANTS = ("fp32", "optimized", "int8")
 
 
 @pytest.fixture(scope="module")
-def bert_pkg(tmp_path_factory):
-    from edgeai.export import export_model
-
-    return export_model("bert", tmp_path_factory.mktemp("bert") / "minilm").path
-
-
-@pytest.fixture(scope="module")
 def torch_embed():
     """Reference embeddings straight from transformers (sentence-transformers' recipe)."""
     path = str(minilm.get_model_path())

@@ -20,13 +20,6 @@ torch = pytest.importorskip("torch")
 
 
 @pytest.fixture(scope="module")
-def lstm_pkg(tmp_path_factory):
-    from edgeai.export import export_model
-
-    return export_model("lstm", tmp_path_factory.mktemp("lstm") / "sentiment").path
-
-
-@pytest.fixture(scope="module")
 def test_split():
     from edgeai.export import lstm
 

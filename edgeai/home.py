@@ -10,10 +10,14 @@ import sys
 from pathlib import Path
 from typing import Callable, Iterator
 
-from . import __version__, families
+from typing import TYPE_CHECKING
+
+from . import __version__
 from .errors import DependencyError, PackageError
-from .families import Family
 from .package import MANIFEST
+
+if TYPE_CHECKING:
+    from .families import Family
 
 
 DEFAULT_MODEL = "efficientnet-lite0"
@@ -21,6 +25,8 @@ DEFAULT_MODEL = "efficientnet-lite0"
 
 def resolve_builtin(name: str) -> Family | None:
     """The family that builds the built-in model ``name`` (or an alias of it), else None."""
+    from . import families  # the registry reads entry points: only when a name is looked up
+
     return families.resolve(name)
 
 
@@ -95,7 +101,9 @@ def ensure_builtin(name: str, progress: Callable[[str], None] | None = None) -> 
     printed to stderr (a build takes a minute or two), ``progress=lambda stage: None`` is silent."""
     fam = resolve_builtin(name)
     if fam is None:
-        raise PackageError(f"Unknown model {name!r}: not a package directory and not a built-in name ({families.names_line()}).")
+        from .families import names_line
+
+        raise PackageError(f"Unknown model {name!r}: not a package directory and not a built-in name ({names_line()}).")
     target = builtin_dir(fam.model)
     if (target / MANIFEST).is_file():
         return target

@@ -13,7 +13,6 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from . import home, providers, tasks
-from .data.compare import budget_met
 from .errors import EdgeAIError, InputError, PackageError, PipelineClosedError
 from .machine import machine_key
 from .package import VARIANTS, Package
@@ -38,6 +37,8 @@ def open_package(path_or_name: str | os.PathLike, progress: Callable[[str], None
 
 def meets_budget(pkg: Package, name: str) -> bool:
     """fp32 is the reference; other variants need a recorded figure that meets the budget."""
+    from .data.compare import budget_met
+
     return name == "fp32" or budget_met(pkg.manifest.get("budget"), pkg.variants[name].get("accuracy", {}))
 
 

@@ -50,10 +50,11 @@ def _resolve(table: dict[str, Any], kind: str, what: str) -> Any:
     if entry is None:
         raise PackageError(f"The package's {what} type {kind!r} is not known to this edgeai "
                            f"(known: {', '.join(sorted(table))}); install the package that provides it.")
-    if isinstance(entry, str):
-        from edgeai.families import load_object
+    if isinstance(entry, str):  # "module:Class"; not through edgeai.families, which run need not import
+        import importlib
 
-        entry = load_object(entry)
+        module, _, attr = entry.partition(":")
+        entry = getattr(importlib.import_module(module), attr)
         with _LOCK:
             table[kind] = entry
     return entry

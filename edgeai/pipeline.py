@@ -14,8 +14,8 @@ import numpy as np
 
 from . import home, providers, tasks
 from .errors import EdgeAIError, InputError, PackageError, PipelineClosedError
-from .machine import machine_key
 from .package import VARIANTS, Package
+from .choice import LOSSY, LOSSY_MARGIN, choose_variant, for_provider, meets_budget, recorded_latency, resolve_variant  # noqa: F401  (re-exported)
 from .session import Session
 
 # Texts run in chunks of this many, grouped by length so little padding is computed; one batch
@@ -33,73 +33,6 @@ def open_package(path_or_name: str | os.PathLike, progress: Callable[[str], None
     from .families import names_line
 
     raise PackageError(f"No model package at {path_or_name} and no built-in model of that name (built-in: {names_line()}).")
-
-
-def meets_budget(pkg: Package, name: str) -> bool:
-    """fp32 is the reference; other variants need a recorded figure that meets the budget."""
-    from .data.compare import budget_met
-
-    return name == "fp32" or budget_met(pkg.manifest.get("budget"), pkg.variants[name].get("accuracy", {}))
-
-
-def recorded_latency(info: dict, provider: str, machine: str | None = None, batch: int = 1,
-                     device_id: int = 0) -> float | None:
-    """The recorded p50 of a variant for this provider, kind of machine (and GPU) and batch size."""
-    machine = machine or machine_key(provider, device_id)
-    figures = [e["p50_ms"] for e in info.get("latency", {}).values()
-               if e["provider"] == provider and e.get("machine") == machine and e.get("batch", 1) == batch]
-    return min(figures) if figures else None
-
-
-LOSSY = ("int8", "fp16")
-LOSSY_MARGIN = 0.05  # run-to-run noise of the recorded medians on a shared 2-core machine is ~5%
-
-
-def for_provider(pkg: Package, name: str, provider: str) -> bool:
-    """An int8 made for TensorRT (symmetric QDQ, accuracy measured as TensorRT computes) is
-    chosen only on TensorRT: ONNX Runtime's CPU kernels compute it differently (see quantize)."""
-    recipe = pkg.variants[name].get("recipe") or {}
-    return recipe.get("preset", "cpu") != "tensorrt" or provider == providers.TENSORRT
-
-
-def choose_variant(pkg: Package, provider: str, device_id: int = 0) -> tuple[str, str]:
-    """Contracts, variant choice: the fastest variant within budget, measured on this kind of machine."""
-    eligible = [v for v in VARIANTS if v in pkg.variants and meets_budget(pkg, v) and for_provider(pkg, v, provider)]
-    timed = [(t, v) for v in eligible if (t := recorded_latency(pkg.variants[v], provider, device_id=device_id)) is not None]
-    if timed:
-        fastest = min(t for t, _ in timed)
-        # A reduced-precision variant has to be measurably faster to be worth its accuracy cost:
-        # within LOSSY_MARGIN of the fastest, the exact variants (fp32, optimized) win.
-        t, v = min(timed, key=lambda tv: (tv[0] > fastest * (1 + LOSSY_MARGIN), tv[1] in LOSSY, tv[0]))
-        why = "fastest within the accuracy budget on this machine"
-        if t > fastest:
-            why = f"exact, and within {LOSSY_MARGIN:.0%} of the fastest within budget"
-        return v, f"{why} ({t:.2f} ms recorded)"
-    order = ("int8", "optimized", "fp32") if provider == providers.CPU else ("fp16", "fp32", "optimized")
-    if provider == providers.TENSORRT and (pkg.variants.get("int8", {}).get("recipe") or {}).get("preset") == "tensorrt":
-        order = ("int8", *order)
-    elsewhere = sorted({e.get("machine", "?") for v in eligible for e in pkg.variants[v].get("latency", {}).values()
-                        if e["provider"] == provider})
-    for v in order:
-        if v in eligible:
-            if elsewhere:  # figures of another CPU say nothing about this one (machine.py)
-                return v, (f"the latencies in this package were measured on another CPU ({elsewhere[0]}), not this one "
-                           f"({machine_key(provider, device_id)}); default order {'/'.join(order)} until "
-                           f"`edgeai bench {pkg.path} --record` measures them here")
-            return v, f"no latency recorded for {providers.short_name(provider)} on this machine; default order {'/'.join(order)}"
-    return "fp32", "the reference variant"
-
-
-def resolve_variant(pkg: Package, provider: str = "auto", variant: str = "auto", strict: bool | None = None,
-                    device_id: int = 0) -> tuple[str, str]:
-    """The variant a pipeline loads and why: a named one (checked), or the choice for the first
-    provider of ``provider`` that can start here."""
-    if variant != "auto":
-        pkg.variant(variant)  # raises a clear error for a variant the package lacks
-        return variant, "requested"
-    expected = next((p for p in providers.candidates(provider, strict is not False)
-                     if providers.unavailable_reason(p) is None), providers.CPU)
-    return choose_variant(pkg, expected, device_id)
 
 
 CLOSED = "The pipeline is closed; load the model again with edgeai.load(...)."

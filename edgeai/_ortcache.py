@@ -26,6 +26,12 @@ import onnxruntime as ort
 MAX_BYTES = 1 << 30
 
 
+def _has_external_data(model) -> bool:
+    """Graphs with external weights are not cached (saving them would need their data files)."""
+    folder = Path(model).parent
+    return any(folder.glob("*.data")) or any(folder.glob("*.onnx_data"))
+
+
 def _cache_file(model_sha256: str) -> Path:
     from .home import home
     from .machine import machine_id
@@ -35,9 +41,11 @@ def _cache_file(model_sha256: str) -> Path:
 
 
 def _saved_ok(path: Path) -> bool:
-    from ._stamps import remembered
+    from ._stamps import owned, remembered
     from .package import _hash_and_scan
 
+    if not (owned(path.parent) and owned(path) and owned(path.with_suffix(".json"))):
+        return False
     try:
         expected = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))["sha256"]
         return path.is_file() and remembered(path, _hash_and_scan)[0] == expected
@@ -50,7 +58,7 @@ def cpu_session(model: str | os.PathLike, options: ort.SessionOptions, model_sha
     providers = ["CPUExecutionProvider"]
     wanted = options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if (not model_sha256 or not wanted or os.environ.get("EDGEAI_ORT_CACHE") == "0"
-            or os.path.getsize(model) > MAX_BYTES):
+            or os.path.getsize(model) > MAX_BYTES or _has_external_data(model)):
         return ort.InferenceSession(str(model), options, providers=providers)
     cache = _cache_file(model_sha256)
     if _saved_ok(cache):
@@ -64,15 +72,18 @@ def cpu_session(model: str | os.PathLike, options: ort.SessionOptions, model_sha
 
 
 def _create_and_save(model, options: ort.SessionOptions, cache: Path) -> ort.InferenceSession:
+    from ._stamps import private_dir
     from .package import sha256_file
 
     tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
     try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(cache.parent)
         options.optimized_model_filepath = str(tmp)
-    except OSError:
+        session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    except Exception:  # ONNX Runtime fails the session when it cannot write the file: load plainly
+        Path(tmp).unlink(missing_ok=True)
+        options.optimized_model_filepath = ""
         return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
-    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
     try:  # best effort, atomic: the sidecar last, so a saved graph without one is never trusted
         if tmp.is_file():
             os.replace(tmp, cache)

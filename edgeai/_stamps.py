@@ -38,6 +38,8 @@ def remembered(path: Path, compute: Callable[[Path], tuple[str, bool]]) -> tuple
     state = [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
     stamp = _stamp_dir() / (hashlib.sha256(os.fsencode(path.resolve())).hexdigest()[:32] + ".json")
     try:
+        if not (owned(stamp.parent) and owned(stamp)):
+            raise ValueError("not ours")  # a stamp another user could have written proves nothing
         saved = json.loads(stamp.read_text(encoding="utf-8"))
         if saved["state"] == state:
             return str(saved["sha256"]), bool(saved["scan"])
@@ -47,10 +49,26 @@ def remembered(path: Path, compute: Callable[[Path], tuple[str, bool]]) -> tuple
     if time.time_ns() - st.st_ctime_ns < SETTLED_NS:
         return digest, scan
     try:  # best effort: a read-only cache only costs the next run a hash
-        stamp.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(stamp.parent)
         tmp = stamp.with_name(f"{stamp.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps({"path": str(path), "state": state, "sha256": digest, "scan": scan}), encoding="utf-8")
         os.replace(tmp, stamp)
     except OSError:
         pass
     return digest, scan
+
+
+def private_dir(path: Path) -> None:
+    """Create ``path`` (mode 0o700) for remembered results that only this user may write."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
+def owned(path: Path) -> bool:
+    """Whether ``path`` belongs to this user and no one else can write it (POSIX; True elsewhere)."""
+    if not hasattr(os, "getuid"):  # pragma: no cover - Windows
+        return True
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return st.st_uid == os.getuid() and not st.st_mode & 0o022

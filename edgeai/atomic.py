@@ -135,12 +135,28 @@ def remove_stale_files(root: Path) -> list[str]:
         named = {v["file"] for v in manifest["variants"].values()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return removed  # not a readable package: leave its files alone
-    if not live:
+    if not live and not _busy(root):
         for entry in root.iterdir():
             if _VARIANT_FILE.fullmatch(entry.name) and entry.name not in named and entry.is_file():
                 entry.unlink(missing_ok=True)
                 removed.append(entry.name)
     return removed
+
+
+def _busy(root: Path) -> bool:
+    """Whether another process holds the package's write lock (it may be adding a variant file)."""
+    if os.name == "nt":  # pragma: no cover - exercised on Windows only
+        return False
+    import fcntl
+
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
 
 
 def _alive(pid: int) -> bool:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import importlib
 import threading
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -160,18 +161,20 @@ def _load_entry_points() -> None:
         try:
             family = ep.load()
         except Exception as e:  # a broken plugin must not take the built-ins down with it
-            import warnings
-
             warnings.warn(f"edgeai: the family {ep.name!r} ({ep.value}) could not be loaded: {type(e).__name__}: {e}",
                           stacklevel=2)
             continue
         if not isinstance(family, Family):
-            import warnings
-
             warnings.warn(f"edgeai: the entry point {ep.name!r} ({ep.value}) is not an edgeai.families.Family.", stacklevel=2)
             continue
-        if _REGISTRY.get(family.name) is not family:
-            register(family, replace=True)
+        if family.name in _REGISTRY and _REGISTRY[family.name] is not family:
+            warnings.warn(f"edgeai: the family {family.name!r} of entry point {ep.value} is already registered; "
+                          "keeping the first.", stacklevel=2)
+            continue
+        try:
+            register(family)
+        except ValueError as e:  # a name or alias another family uses: skip this one, keep the rest
+            warnings.warn(f"edgeai: the family of entry point {ep.value} was not registered: {e}", stacklevel=2)
     _loaded = True
 
 

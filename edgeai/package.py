@@ -211,9 +211,12 @@ class Package:
         manifest as it is on disk now (another process may have added a variant since this
         object read it) and returns the new one, which replaces the file atomically."""
         with self.locked():
-            current = _read_manifest_file(self.path / MANIFEST)
-            manifest = {**change(current), "schema_version": SCHEMA_VERSION}  # each version reads as the next
-            write_manifest(self.path, manifest)
+            return self._edit_locked(change)
+
+    def _edit_locked(self, change: Callable[[dict], dict]) -> dict:
+        current = _read_manifest_file(self.path / MANIFEST)
+        manifest = {**change(current), "schema_version": SCHEMA_VERSION}  # each version reads as the next
+        write_manifest(self.path, manifest)
         self.manifest = manifest
         return manifest
 
@@ -226,20 +229,26 @@ class Package:
         digest = sha256_file(src)
         rel = f"model.{name}.{digest[:12]}.onnx" if name != "fp32" else f"model.{digest[:12]}.onnx"
         dest = self.path / rel
-        os.replace(src, dest)
-        _fsync_file(dest)
-        entry = {"file": rel, "sha256": digest, "size": dest.stat().st_size, "created": now(), **info}
+        entry: dict[str, Any] = {}
         replaced: list[dict] = []
 
         def change(m: dict) -> dict:
             replaced.extend(v for v in [m["variants"].get(name)] if v)
             return {**m, "variants": {**m["variants"], name: entry}}
 
-        try:
-            self.edit(change)
-        except BaseException:
-            dest.unlink(missing_ok=True)  # not named by any manifest: never leave it orphaned
-            raise
+        # The file is moved in under the lock too: another writer's clean-up (remove_stale_files)
+        # would otherwise see a variant file no manifest names yet, and delete it.
+        with self.locked():
+            existed = dest.exists()  # the same bytes as a variant already there: never delete that one
+            os.replace(src, dest)
+            _fsync_file(dest)
+            entry.update({"file": rel, "sha256": digest, "size": dest.stat().st_size, "created": now(), **info})
+            try:
+                self._edit_locked(change)
+            except BaseException:
+                if not existed:
+                    dest.unlink(missing_ok=True)  # not named by any manifest: never leave it orphaned
+                raise
         old = replaced[0] if replaced else None
         if old and old["file"] != rel and old["file"] not in self._all_paths():
             with contextlib.suppress(OSError):

@@ -140,6 +140,13 @@ def export(family: Family, src: Source, out, precision: str = "int8", progress: 
     return Package.open(target)
 
 
+def _budget(family: Family, src: Source) -> dict:
+    """The manifest's ``budget`` entry: the source's or the family's, with the user's threshold;
+    none for a family without an accuracy metric."""
+    budget = src.budget or (family.budget.as_manifest() if family.budget else None)
+    return {"budget": with_budget(budget, BUDGET.get())} if budget else {}
+
+
 def _at(value, stage: Path):
     return value(stage) if callable(value) else value
 
@@ -296,7 +303,7 @@ def _manifest(family: Family, src: Source, tmp: Path, assets: dict, exporter: st
         "outputs": outputs,
         "preprocess": dict(src.preprocess),
         "postprocess": dict(src.postprocess),
-        "budget": with_budget(src.budget or family.budget.as_manifest(), BUDGET.get()),
+        **_budget(family, src),
         "assets": assets,
         "variants": {},
         "provenance": {**provenance, "created": now(), "edgeai": __version__, "opset": opset,

@@ -59,8 +59,9 @@ def quantize(
     when calibration inputs exist for the package (images), dynamic otherwise.
     """
     _check(precision, preset, method)
+    pkg = open_package(pkg, out)  # once: a plain .onnx file is wrapped here, not again below
     if budget is not None:
-        set_budget(open_package(pkg, out), budget)
+        set_budget(pkg, budget)
     if precision == "fp16":
         if method != "auto" or calibration is not None or preset != "cpu":
             raise InputError("fp16 is a conversion of the graph: --method, --calibration and --preset apply to int8 only.")
@@ -68,7 +69,6 @@ def quantize(
                        held_out=held_out)
     if made_from is not None:
         raise InputError("made_from applies to fp16; int8 is made from the graph its method needs.")
-    pkg = open_package(pkg, out)
     kind = input_kind(pkg)
     if preset == "tensorrt":
         if method == "dynamic":
@@ -100,6 +100,8 @@ def set_budget(pkg: Package, minimum: float) -> None:
     budget = pkg.manifest.get("budget")
     if budget is None:  # a wrapped .onnx file: its family's metric
         family = families.families().get(pkg.manifest.get("family", "custom")) or families.get("custom")
+        if family.budget is None:
+            raise InputError(f"The {family.name} family has no accuracy metric, so --budget has nothing to set.")
         budget = family.budget.as_manifest()
     new = with_budget(budget, minimum)
     pkg.edit(lambda m: {**m, "budget": new})

@@ -26,7 +26,7 @@ class _Group(TyperGroup):
         except EdgeAIError as e:
             plain_error(str(e))
             raise typer.Exit(1) from None
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, typer.Abort):  # a lazily built command sees Ctrl-C as click's Abort
             plain_error("interrupted")
             raise typer.Exit(130) from None
 

@@ -71,6 +71,7 @@ def per_output(reference: dict[str, np.ndarray], other: dict[str, np.ndarray]) -
     figures = {}
     for name, ref in reference.items():
         diff = np.abs(ref.astype(np.float64) - other[name].astype(np.float64))
+        diff[~np.isfinite(diff)] = np.inf  # a NaN in either output is an infinite difference, never a pass
         figures[name] = {"max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean())}
     return figures
 
@@ -121,7 +122,8 @@ def check_close(ref: list[np.ndarray], got: list[np.ndarray], what: str, toleran
                               "a size was probably frozen during export (mark it with --dynamic, or avoid shape-dependent code).")
         if r.size:
             r64 = r.astype(np.float64)
-            worst = max(worst, float((np.abs(r64 - g.astype(np.float64)) / (1 + np.abs(r64))).max()))
+            rel = np.abs(r64 - g.astype(np.float64)) / (1 + np.abs(r64))
+            worst = max(worst, float(np.where(np.isfinite(rel), rel, np.inf).max()))
     if worst > tolerance:
         raise ExportError(f"The ONNX export differs from PyTorch by {worst:.2e} (relative) {what}; tolerance {tolerance:.0e}.")
     return worst

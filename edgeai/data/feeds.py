@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -60,7 +61,7 @@ def load_arrays(path: str | os.PathLike, names: Sequence[str]) -> Feed:
                 arrays = {k: z[k] for k in z.files}
         else:
             arrays = {names[0]: np.load(p, allow_pickle=False)}
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise InputError(f"{p} is not a readable numpy file ({str(e).splitlines()[0][:200] if str(e) else type(e).__name__}).") from None
     if set(arrays) != set(names):
         raise InputError(f"{p} holds arrays {sorted(arrays)}; the model takes {names}.")

@@ -54,7 +54,10 @@ def _resolve(table: dict[str, Any], kind: str, what: str) -> Any:
         import importlib
 
         module, _, attr = entry.partition(":")
-        entry = getattr(importlib.import_module(module), attr)
+        try:
+            entry = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as e:
+            raise PackageError(f"The {what} type {kind!r} is provided by {entry!r}, which cannot be loaded ({e}).") from None
         with _LOCK:
             table[kind] = entry
     return entry

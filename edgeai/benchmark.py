@@ -275,6 +275,10 @@ def _run_worker(pkg: Package, case: Case, model: Path | None, feed: Path, thread
     return result
 
 
+def _sig(x: float, digits: int = 6) -> float:
+    return float(f"{x:.{digits}g}")
+
+
 def _aggregate(case: Case, results: list[dict], rounds: int) -> dict:
     times = np.concatenate([np.asarray(r["times_ms"], dtype=np.float64) for r in results])
     mean = float(times.mean())
@@ -286,11 +290,13 @@ def _aggregate(case: Case, results: list[dict], rounds: int) -> dict:
         "batch": case.batch,
         "session_ms": round(float(np.median([r["session_ms"] for r in results])), 3),
         "first_ms": round(float(np.median([r["first_ms"] for r in results])), 3),
-        "p50_ms": round(float(np.percentile(times, 50)), 4),
-        "p90_ms": round(float(np.percentile(times, 90)), 4),
-        "p99_ms": round(float(np.percentile(times, 99)), 4),
-        "mean_ms": round(mean, 4),
-        "throughput": round(case.batch * 1000.0 / mean, 2),
+        # Significant digits, not decimals: a tiny model's 0.0373 ms kept to 4 decimals was 0.13% off,
+        # and its throughput no longer matched batch / mean.
+        "p50_ms": _sig(float(np.percentile(times, 50))),
+        "p90_ms": _sig(float(np.percentile(times, 90))),
+        "p99_ms": _sig(float(np.percentile(times, 99))),
+        "mean_ms": _sig(mean),
+        "throughput": _sig(case.batch * 1000.0 / mean),
         "peak_rss_mb": round(max(rss), 1) if rss else None,
         "runs": int(times.size),
         "rounds": rounds,

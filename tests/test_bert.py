@@ -106,7 +106,8 @@ def test_int8_is_dynamic_per_channel_with_recorded_cosine(bert_pkg):
     assert int8["recipe"]["method"] == "dynamic" and int8["recipe"]["per_channel"] is True
     # made from the graph that was fastest once quantized, timed on this CPU (quantize/steps/budget_search.py)
     timed = int8["recipe"]["int8_ms_by_graph"]
-    assert set(timed) == {"fp32", "optimized"} and int8["made_from"] == min(timed, key=timed.get)
+    faster_fused = timed["optimized"] < timed["fp32"] * (1 - 0.10)  # the fused graph only when clearly faster
+    assert set(timed) == {"fp32", "optimized"} and int8["made_from"] == ("optimized" if faster_fused else "fp32")
     acc = int8["accuracy"]
     assert acc["cosine_min"] >= 0.98 and acc["cosine_mean"] >= 0.99 and acc["samples"] >= 50
     ops = op_histogram(pkg.variant_path("int8"))

@@ -19,6 +19,13 @@ from edgeai.package import Package
 from ..runner import Context, Step, cpu_runner
 from .dynamic import dynamic_int8
 
+# The fused graph must be this much faster to be chosen (see source()).
+TIE = 0.10
+# The search stops when the tuning texts meet the budget with this share of the remaining
+# headroom to spare: 30 tuning sentences met a cosine_min of 0.98 exactly where the held-out
+# ones gave 0.978 and a quarter of the headroom still left the held-out ones at 0.980 against
+# PyTorch (measured); the held-out figure, not the tuning one, is what is recorded.
+MARGIN = 0.5
 # How many of the most sensitive layers each round keeps in float.
 ROUNDS = (2, 4, 6, 8, 10, 12, 16, 24, 32)
 
@@ -40,8 +47,10 @@ class BudgetSearch(Step):
         if len(graphs) == 1:
             return graphs[0]
         ctx.say("timing all-INT8 forms of the plain and the fused graph on this CPU")
-        ctx.graph_ms = _int8_timings(pkg, graphs, ctx.per_channel)  # type: ignore[attr-defined]  (read by run)
-        return min(ctx.graph_ms, key=ctx.graph_ms.get)  # type: ignore[attr-defined]
+        ms = ctx.graph_ms = _int8_timings(pkg, graphs, ctx.per_channel)  # type: ignore[attr-defined]  (read by run)
+        # The plain graph unless the fused one is clearly faster: within the noise of these
+        # timings (~5%) the choice would flip from run to run, and with it the layers kept float.
+        return "optimized" if ms["optimized"] < ms["fp32"] * (1 - TIE) else "fp32"
 
     def run(self, pkg: Package, src: Path, dest: Path, work: Path, ctx: Context) -> dict:
         from edgeai.data.texts import TUNING
@@ -54,9 +63,11 @@ class BudgetSearch(Step):
         tuning = text_feeds(pkg, ctx.tuning or TUNING)
         ref = measure.run_batches(cpu_runner(pkg, pkg.variant_path("fp32")), tuning)
 
+        strict = _with_margin(budget)
+
         def meets(path: Path) -> tuple[bool, dict]:
             figs = measure.compare(ref, measure.run_batches(cpu_runner(pkg, path), tuning), pkg.task)
-            return measure.budget_met(budget, figs), figs
+            return measure.budget_met(strict, figs), figs
 
         ctx.say("quantizing weights to INT8 (dynamic, per-channel)")
         recipe = dynamic_int8(src, dest, ctx.per_channel)
@@ -64,7 +75,7 @@ class BudgetSearch(Step):
         timed = {"int8_ms_by_graph": getattr(ctx, "graph_ms", {})}
         if ok:
             return {**recipe, "tuning": figs, **timed}
-        metric, floor = _missed(budget, figs)
+        metric, floor = _missed(strict, figs)
         ctx.say(f"ranking layers by sensitivity (all-INT8 {metric} on the tuning texts is "
                 f"{figs.get(metric, 0):.4f}, budget {floor})")
         ranked = rank_layers(src, tuning, ref, pkg.task)
@@ -76,6 +87,16 @@ class BudgetSearch(Step):
             if ok:
                 break
         return {**recipe, "tuning": figs, "budget_met_on_tuning": ok, **timed}
+
+
+def _with_margin(budget: dict | None) -> dict | None:
+    if not budget:
+        return budget
+    # Only minimums over the texts (cosine_min) swing with a small tuning set; means and
+    # agreement rates over hundreds of texts do not, and keep their floors.
+    lift = lambda key, floor: floor + (1.0 - floor) * MARGIN if key.endswith("_min") else floor  # noqa: E731
+    return {**budget, "min": lift(budget["metric"], budget["min"]),
+            "also": {k: lift(k, v) for k, v in budget.get("also", {}).items()}}
 
 
 def _missed(budget: dict, figs: dict) -> tuple[str, float]:

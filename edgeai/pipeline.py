@@ -6,9 +6,8 @@ import contextlib
 import functools
 import os
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 
@@ -17,6 +16,9 @@ from .errors import EdgeAIError, InputError, PackageError, PipelineClosedError
 from .package import VARIANTS, Package
 from .choice import LOSSY, LOSSY_MARGIN, choose_variant, for_provider, meets_budget, recorded_latency, resolve_variant  # noqa: F401  (re-exported)
 from .session import Session
+
+if TYPE_CHECKING:  # concurrent.futures is imported by submit(), not by every start-up
+    from concurrent.futures import Future, ThreadPoolExecutor
 
 # Texts run in chunks of this many, grouped by length so little padding is computed; one batch
 # of thousands of texts padded to the longest would need gigabytes for attention scores.
@@ -254,6 +256,8 @@ class Pipeline:
             if self._closed:
                 raise PipelineClosedError(CLOSED)
             if self._executor is None:
+                from concurrent.futures import ThreadPoolExecutor
+
                 self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgeai")
             future = self._executor.submit(self._job, x, top_k)
             self._busy += 1  # the job's _finished() waits for this lock, so it counts after this

@@ -82,4 +82,30 @@ for _name, _module, _help in _LAZY:
 
 
 def main(argv: list[str] | None = None) -> None:
-    app(args=argv)
+    """The console script. Once a command is done, the process ends without the interpreter's
+    teardown (freeing ~400 modules and ONNX Runtime's environment: 50-100 ms of a ~0.4 s cold
+    `edgeai run` here, that nobody waits for usefully). The streams are flushed and the atexit
+    handlers run first; with any other thread still alive, Python exits the usual way."""
+    try:
+        app(args=argv)
+        code = 0
+    except SystemExit as e:  # click ends every command, help and usage error included, with SystemExit
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    _fast_exit(code)
+
+
+def _fast_exit(code: int) -> None:
+    import atexit
+    import os
+    import sys
+    import threading
+
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (BrokenPipeError, ValueError):  # a reader that went away: nothing more to say
+        code = code or 1
+    if threading.active_count() > 1:
+        sys.exit(code)
+    atexit._run_exitfuncs()
+    os._exit(code)

@@ -9,18 +9,40 @@ from enum import Enum
 from typing import Any, Callable, Sequence
 
 import typer
-from rich.console import Console
 
 from edgeai.postprocess import to_jsonable
 
-out = Console(highlight=False, soft_wrap=True, emoji=False)
-err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+from ._plain import style
+
+
+class _LazyConsole:
+    """A rich Console made on first use: ``edgeai run`` prints without rich (see _plain.py)
+    and so never pays for importing it."""
+
+    def __init__(self, **options: Any):
+        self._options = options
+        self._console = None
+
+    @property
+    def console(self):
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(highlight=False, soft_wrap=True, emoji=False, **self._options)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.console, name)
+
+
+out = _LazyConsole()
+err = _LazyConsole(stderr=True)
 
 
 def plain_error(message: str) -> None:
-    # Messages carry paths and user text: print them literally, never as rich markup.
-    err.print("[bold red]error:[/] ", end="")
-    err.print(message, markup=False)
+    # Messages carry paths and user text: print them literally, never as markup.
+    sys.stderr.write(style("error:", "bold", "red", stream=sys.stderr) + " " + message + "\n")
+    sys.stderr.flush()
 
 
 def choice_enum(name: str, values: Sequence[str]) -> type[Enum]:
@@ -87,6 +109,7 @@ def print_wide(renderable: Any) -> None:
     if out.is_terminal:
         out.print(renderable)
         return
+    from rich.console import Console
     from rich.measure import Measurement
 
     wide = Console(highlight=False, soft_wrap=True, width=1000, file=out.file)

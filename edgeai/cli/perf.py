@@ -52,7 +52,7 @@ def bench(
 
     batches = _int_list(batch, "--batch")
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    bar = Progress(*columns, console=err, transient=True, disable=not err.is_terminal)
+    bar = Progress(*columns, console=err.console, transient=True, disable=not err.is_terminal)
     tasks: list = []
 
     def step(done: int, total: int, label: str) -> None:

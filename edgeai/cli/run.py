@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -9,12 +10,11 @@ from typing import Annotated, Optional
 
 import numpy as np
 import typer
-from rich.table import Table
-from rich.text import Text
 
 from edgeai.errors import InputError
 
-from ._common import Stages, err, out, plain_error, print_json
+from ._common import Stages, err, plain_error, print_json
+from ._plain import note, say, style, table
 
 
 def run(
@@ -57,19 +57,19 @@ def run(
 
         open_image(inputs[0])  # raises the one-sentence error (with a hint when it looks like text)
     if b is not None and not (builtin_dir(b.model) / "manifest.json").is_file():
-        err.print(f"First use of {b.model}: building its package in {builtin_dir(b.model)} (later runs reuse it).")
+        note(f"First use of {b.model}: building its package in {builtin_dir(b.model)} (later runs reuse it).")
         with Stages(f"building {b.model}") as stages:
             pipe = edgeai.load(name, provider=provider, variant=variant, threads=threads, device_id=device_id, progress=stages)
     else:
         pipe = edgeai.load(name, provider=provider, variant=variant, threads=threads, device_id=device_id)
     if pipe.session.choice.fell_back:
-        err.print(f"note: {pipe.provider_note}", markup=False)
+        note(f"note: {pipe.provider_note}")
     if "another CPU" in pipe.variant_reason:
-        err.print(f"note: running {pipe.variant}: {pipe.variant_reason}.", markup=False)
+        note(f"note: running {pipe.variant}: {pipe.variant_reason}.")
     if pipe.placement_note:
         from edgeai.providers import short_name
 
-        err.print(f"note: not every node runs on {short_name(pipe.provider)}: {pipe.placement_note}", markup=False)
+        note(f"note: not every node runs on {short_name(pipe.provider)}: {pipe.placement_note}")
     if literal and not pipe.is_text:
         raise InputError(f"--text is for text models; {pipe.name} is a model for {pipe.task}.")
     if out_file is not None:
@@ -83,8 +83,7 @@ def run(
         warnings.simplefilter("always")
         results = pipe.predict_each(items, top_k=top_k)
     for w in caught:  # text truncation: a warning line each, the results still count
-        err.print("[yellow]warning:[/] ", end="")
-        err.print(str(w.message), markup=False)
+        note(style("warning:", "yellow", stream=sys.stderr) + " " + str(w.message))
 
     doc = {"model": name, "variant": pipe.variant, "provider": pipe.provider, "results": results}
     if json_:
@@ -134,7 +133,7 @@ def _run_bulk(pipe, inputs: list[str], out_file: Path, batch_size: int, workers:
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
                TextColumn("{task.fields[rate]}"), TextColumn("ETA"), TimeRemainingColumn())
     t0 = time.perf_counter()
-    with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
+    with Progress(*columns, console=err.console, transient=True, disable=not err.is_terminal) as bar:
         task = bar.add_task(f"{pipe.name} ({pipe.variant}, {pipe.provider})", total=None, rate="")
 
         def step(done: int, total: int) -> None:
@@ -169,36 +168,26 @@ def _is_path(name: str) -> bool:
 def _print_human(pipe, doc: dict) -> None:
     if all("error" in r for r in doc["results"]):
         return
-    out.print(
-        f"[bold]{pipe.name}[/] · variant [cyan]{pipe.variant}[/] · provider [cyan]{pipe.provider}[/]",
-        markup=True,
-    )
+    say(f"{style(pipe.name, 'bold')} · variant {style(pipe.variant, 'cyan')} · provider {style(pipe.provider, 'cyan')}")
     ok = [r for r in doc["results"] if "error" not in r]
     if ok and "embedding" in ok[0]:
         _print_similarities(ok)
         return
     if ok and "outputs" in ok[0]:
         for r in ok:
-            out.print(Text(r["input"], style="bold"))
+            say(style(r["input"], "bold"))
             for name, a in r["outputs"].items():
                 a = np.asarray(a)
                 flat = a.reshape(-1)
                 head = np.array2string(flat[:8], precision=4, separator=", ")
                 more = f" ... (min {flat.min():.4g}, max {flat.max():.4g}, mean {flat.mean():.4g})" if flat.size > 8 else ""
-                out.print(f"  {name}: shape {list(a.shape)} {a.dtype}  {head}{more}", markup=False)
+                say(f"  {name}: shape {list(a.shape)} {a.dtype}  {head}{more}")
         return
-    for r in doc["results"]:
-        if "error" in r:
-            continue
-        title = r["input"] + (f" · {_short(r['text'], 60)}" if "text" in r else "")
-        table = Table(title=Text(title, style="bold"), title_justify="left", show_edge=False, pad_edge=False, box=None)
-        table.add_column("#", justify="right", style="dim")
-        table.add_column("class")
-        table.add_column("probability", justify="right")
-        table.add_column("index", justify="right", style="dim")
-        for rank, c in enumerate(r["top_k"], 1):
-            table.add_row(str(rank), Text(c["label"]), f"{c['score']:.3f}", str(c["index"]))
-        out.print(table)
+    for r in ok:
+        say(style(r["input"] + (f" · {_short(r['text'], 60)}" if "text" in r else ""), "bold"))
+        rows = [(str(rank), c["label"], f"{c['score']:.3f}", str(c["index"])) for rank, c in enumerate(r["top_k"], 1)]
+        for line in table(rows, ("#", "class", "probability", "index"), right={0, 2, 3}, dim={0, 3}):
+            say(line)
 
 
 def _short(text: str, n: int = 48) -> str:
@@ -212,16 +201,12 @@ def _print_similarities(results: list[dict]) -> None:
     norms = np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     unit = vectors / norms
     sim = unit @ unit.T
-    out.print(f"{len(results)} text(s) -> {vectors.shape[1]}-dimensional embeddings", markup=False)
+    say(f"{len(results)} text(s) -> {vectors.shape[1]}-dimensional embeddings")
     if len(results) == 1:
-        out.print("give two or more texts to see their cosine similarities (--json prints the vectors)", markup=False)
+        say("give two or more texts to see their cosine similarities (--json prints the vectors)")
         return
-    table = Table(title="cosine similarity", title_justify="left", show_edge=False, pad_edge=False, box=None)
-    table.add_column("#", justify="right", style="dim")
-    table.add_column("text")
-    for j in range(len(results)):
-        table.add_column(str(j + 1), justify="right")
-    for i, r in enumerate(results):
-        cells = [("[dim]1.000[/]" if i == j else f"{sim[i, j]:.3f}") for j in range(len(results))]
-        table.add_row(str(i + 1), Text(_short(r.get("text", r["input"]))), *[Text.from_markup(c) for c in cells])
-    out.print(table)
+    say(style("cosine similarity", "bold"))
+    n = len(results)
+    rows = [(str(i + 1), _short(r.get("text", r["input"])), *(f"{sim[i, j]:.3f}" for j in range(n))) for i, r in enumerate(results)]
+    for line in table(rows, ("#", "text", *(str(j + 1) for j in range(n))), right={0, *range(2, n + 2)}, dim={0}):
+        say(line)

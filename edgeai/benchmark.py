@@ -70,7 +70,8 @@ def bench_feed(pkg: Package, batch: int, tokens: int = BENCH_TOKENS, inputs: dic
         return {k: np.take(v, np.arange(batch) % len(v), axis=0) for k, v in inputs.items()}
     if input_kind(pkg) == "text":
         return _text_feed(pkg, batch, tokens)
-    return random_feed(pkg.manifest["inputs"], batch=batch, seed=0, other_axis=OTHER_AXIS)
+    # Integers 0/1: valid for any index input (token type ids of a 2-row table, masks, ids).
+    return random_feed(pkg.manifest["inputs"], batch=batch, seed=0, other_axis=OTHER_AXIS, high=2)
 
 
 def _text_feed(pkg: Package, batch: int, tokens: int) -> dict[str, np.ndarray]:

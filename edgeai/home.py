@@ -27,7 +27,8 @@ def resolve_builtin(name: str) -> Family | None:
     """The family that builds the built-in model ``name`` (or an alias of it), else None."""
     from . import families  # the registry reads entry points: only when a name is looked up
 
-    return families.resolve(name)
+    family = families.resolve(name)
+    return family if family is not None and family.model else None  # hf builds nothing by name
 
 
 def home() -> Path:

@@ -15,6 +15,7 @@ from . import home, providers, tasks
 from .errors import EdgeAIError, InputError, PackageError, PipelineClosedError
 from .package import VARIANTS, Package
 from .choice import LOSSY, LOSSY_MARGIN, choose_variant, for_provider, meets_budget, recorded_latency, resolve_variant  # noqa: F401  (re-exported)
+from .data.compare import stack
 from .session import Session
 
 if TYPE_CHECKING:  # concurrent.futures is imported by submit(), not by every start-up
@@ -134,8 +135,13 @@ class Pipeline:
         return self._pre.batch(items)
 
     @_guarded
-    def postprocess(self, outputs: dict[str, np.ndarray], k: int | None = None) -> list[dict]:
-        """Raw outputs of a batch -> one result dict per item (the package's postprocess type)."""
+    def postprocess(self, outputs: dict[str, np.ndarray], k: int | None = None, items: list[Any] | None = None) -> list[dict]:
+        """Raw outputs of a batch -> one result dict per item (the package's postprocess type;
+        token classification also needs the batch's ``items``, the texts)."""
+        if getattr(self._post, "needs_inputs", False):
+            if items is None:
+                raise InputError(f"postprocess() of the {self.task} model {self.name!r} needs the batch's texts: pass items=.")
+            return self._post(outputs, k, items=items)
         return self._post(outputs, k)
 
     def _run_texts(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -155,7 +161,7 @@ class Pipeline:
                 parts.setdefault(k, []).append(v)
         inverse = np.empty_like(order)
         inverse[order] = np.arange(n)
-        return {k: np.concatenate(v)[inverse] for k, v in parts.items()}
+        return {k: stack(v)[inverse] for k, v in parts.items()}  # per-token outputs: padded to the longest chunk
 
     @_guarded
     def embed(self, texts: str | list[str]) -> np.ndarray:
@@ -194,7 +200,7 @@ class Pipeline:
             raise InputError("predict() was given an empty list; pass at least one input.")
         feed = self.preprocess(items)
         outputs = self._run_texts(feed) if self.is_text else self.run(feed)
-        results = self.postprocess(outputs, top_k)
+        results = self.postprocess(outputs, top_k, items)
         return results[0] if single else results
 
     @_guarded

@@ -105,8 +105,14 @@ class ImagePreprocessor:
     """Resize the short side, centre-crop, scale, normalise, lay out as the model wants."""
 
     def __init__(self, cfg: dict):
-        self.resize_shorter = int(cfg.get("resize_shorter", cfg["crop"][0]))
-        self.crop_h, self.crop_w = cfg["crop"]
+        # "resize": [h, w] resizes to exactly that size (Hugging Face's ViT-style processors);
+        # otherwise the shorter side goes to resize_shorter, the aspect ratio kept.
+        self.resize = tuple(cfg["resize"]) if cfg.get("resize") else None
+        crop = cfg.get("crop") or self.resize
+        self.crop_h, self.crop_w = crop
+        self.resize_shorter = int(cfg.get("resize_shorter", crop[0]))
+        self.floor = cfg.get("rounding") == "floor"  # how Hugging Face sizes the longer side
+        self.cropped = bool(cfg.get("crop"))
         self.interp = _INTERP[cfg.get("interpolation", "bilinear")]
         self.scale = np.float32(cfg.get("scale", 1 / 255))
         mean = np.asarray(cfg.get("mean", [0.0, 0.0, 0.0]), np.float32)
@@ -117,13 +123,25 @@ class ImagePreprocessor:
         self.bgr = cfg.get("channel_order", "RGB") == "BGR"
         self.nchw = cfg.get("layout", "NCHW") == "NCHW"
 
+    def _size(self, w: int, h: int) -> tuple[int, int]:
+        if self.resize:
+            return self.resize[1], self.resize[0]
+        if self.floor:  # the shorter side exactly, the longer one truncated (transformers' rule)
+            s = self.resize_shorter
+            return (s, int(s * h / w)) if w <= h else (int(s * w / h), s)
+        s = self.resize_shorter / min(w, h)
+        return round(w * s), round(h * s)
+
     def resize_crop(self, im: Image.Image) -> Image.Image:
         im = to_rgb(im)
         w, h = im.size
-        s = self.resize_shorter / min(w, h)
-        nw, nh = max(self.crop_w, round(w * s)), max(self.crop_h, round(h * s))
+        nw, nh = self._size(w, h)
+        if self.cropped or not self.resize:
+            nw, nh = max(self.crop_w, nw), max(self.crop_h, nh)
         if (nw, nh) != (w, h):
             im = im.resize((nw, nh), self.interp)
+        if (nw, nh) == (self.crop_w, self.crop_h):
+            return im
         left, top = (nw - self.crop_w) // 2, (nh - self.crop_h) // 2
         return im.crop((left, top, left + self.crop_w, top + self.crop_h))
 

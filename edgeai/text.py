@@ -32,8 +32,11 @@ def _which(index: int, total: int) -> str:
 
 def check_text(t: Any, index: int = 0, total: int = 1) -> str:
     """A non-empty string, or an InputError that says which text (``index`` of ``total``, or the
-    file line it came from) is wrong."""
+    file line it came from) is wrong. A sentence pair ``{"text": a, "text_pair": b}`` (for
+    models trained on pairs) gives the tuple ``(a, b)``, which the tokenizer encodes as a pair."""
     where = t.input if isinstance(t, TextLine) else _which(index, total)
+    if isinstance(t, dict) and set(t) == {"text", "text_pair"}:  # a sentence pair, as transformers takes it
+        return (check_text(t["text"], index, total), check_text(t["text_pair"], index, total))  # type: ignore[return-value]
     if not isinstance(t, str):
         kind = type(t).__name__
         article = "an" if kind[:1].lower() in "aeiou" else "a"

@@ -49,7 +49,8 @@ def export_model(name: str, out: str | os.PathLike | None = None, precision: str
         raise InputError(f"Unknown model {name!r}; built-in models: {registry.names_line()}.")
     check_precision(precision)
     given = _family_options(family, options)
-    target = Path(out) if out is not None else Path(family.model)
+    # A family without a built-in model (hf) names the directory after what it exports.
+    target = Path(out) if out is not None else (Path(family.model) if family.model else None)
     with user_budget(family, budget):
         return family.hook("build")(target, precision=precision, progress=progress, **given)
 
@@ -60,7 +61,10 @@ def _family_options(family: registry.Family, options: dict[str, Any]) -> dict[st
     Another family's option left unset (None or its default) is dropped: the CLI passes every
     option it has.
     """
-    owners = {o.name: (f, o) for f in registry.families().values() for o in f.options}
+    owners: dict[str, tuple] = {}
+    for f in registry.families().values():  # rank order: a built-in model's family names the option first
+        for o in f.options:
+            owners.setdefault(o.name, (f, o))
     takes = {o.name for o in family.options}
     given, wrong = {}, []
     for key, value in options.items():
@@ -75,9 +79,11 @@ def _family_options(family: registry.Family, options: dict[str, Any]) -> dict[st
     if wrong:
         owner = wrong[0][0]
         mine = [o for f, o in wrong if f is owner]
-        rest = f": {_flags(owner.options)} to {owner.model} only" if len(mine) < len(owner.options) else ""
-        raise InputError(f"{_flags(mine)} to {owner.model}, not {family.model}{rest}; "
-                         f"{family.model} takes {_flags(family.options, verb=False) or 'no options'}.")
+        rest = f": {_flags(owner.options)} to {owner.model or owner.name} only" if len(mine) < len(owner.options) else ""
+        this = family.model or family.name
+        hf = " (without NAME, --model DIR --task TASK exports any Hugging Face checkpoint)" if "model" in {o.name for o in mine} else ""
+        raise InputError(f"{_flags(mine)} to {owner.model or owner.name}, not {this}{rest}; "
+                         f"{this} takes {_flags(family.options, verb=False) or 'no options'}{hf}.")
     return given
 
 

@@ -94,6 +94,9 @@ class Source:
     tuning: list[str] | None = None
     calibration: Any = None
     after: Callable[[Package], None] | None = None  # a last step on the finished package
+    # Another exporter (Optimum's): writes the fp32 graph at the path and returns (exporter, opset);
+    # the graph is then validated against ``module`` like a traced one.
+    write_onnx: Callable[[Path], tuple[str, int]] | None = None
 
 
 @contextmanager
@@ -175,6 +178,10 @@ def _onnx(src: Source, path: Path, progress: Progress | None) -> tuple[dict, dic
     when the trace froze a size. Returns (accuracy, accuracy_details, exporter, opset)."""
     from .onnx_export import to_onnx, to_onnx_dynamo
 
+    if src.write_onnx is not None:
+        exporter, opset = src.write_onnx(path)
+        say(progress, f"validating ONNX fp32 against PyTorch {src.checked_on}".rstrip())
+        return (*validate(src, path), exporter, opset)
     names = _names(src.inputs) or list(src.example)
     outputs = _names(src.outputs) or src.output_names
     dynamic = src.dynamic if src.dynamic is not None else _axes([*src.inputs, *src.outputs])
@@ -257,7 +264,7 @@ def validate(src: Source, path: Path) -> tuple[dict, dict]:
     """fp32 ONNX vs PyTorch on ``src.batches``: (accuracy, accuracy_details), or an ExportError."""
     import warnings
 
-    from edgeai.data.compare import check_close, compare, per_output
+    from edgeai.data.compare import check_close, compare, per_output, stack
 
     out_names, run = onnx_runner(path)
     with warnings.catch_warnings():
@@ -268,8 +275,8 @@ def validate(src: Source, path: Path) -> tuple[dict, dict]:
         labels = [*src.labels, *(f"at {_shapes(feed)}" for feed in src.batches[len(src.labels):])]
         worst = max(check_close(r, g, label, tol.limit) for (r, g), label in zip(pairs, labels))
         return {"max_rel_diff": worst, "samples": float(len(pairs))}, {"vs": "pytorch"}
-    ref = {n: np.concatenate([r[i] for r, _ in pairs]) for i, n in enumerate(out_names)}
-    got = {n: np.concatenate([g[i] for _, g in pairs]) for i, n in enumerate(out_names)}
+    ref = {n: stack([r[i] for r, _ in pairs]) for i, n in enumerate(out_names)}
+    got = {n: stack([g[i] for _, g in pairs]) for i, n in enumerate(out_names)}
     figures = compare(ref, got, src.task)
     if tol.metric == "cosine_min" and figures["cosine_min"] < tol.limit:
         raise ExportError(f"The ONNX export differs from PyTorch: lowest embedding cosine {figures['cosine_min']:.6f} "
@@ -307,10 +314,17 @@ def _manifest(family: Family, src: Source, tmp: Path, assets: dict, exporter: st
         "assets": assets,
         "variants": {},
         "provenance": {**provenance, "created": now(), "edgeai": __version__, "opset": opset,
-                       "exporter": f"torch.onnx.export ({'TorchScript' if exporter == 'torchscript' else exporter})"
-                                   f"{src.exporter_note}",
+                       "exporter": _exporter_line(exporter) + src.exporter_note,
                        "versions": _versions(*src.versions)},
     }
+
+
+def _exporter_line(exporter: str) -> str:
+    if exporter == "optimum":
+        from importlib.metadata import version
+
+        return f"Optimum's ONNX exporter (optimum-onnx {version('optimum-onnx')}, torch.onnx.export)"
+    return f"torch.onnx.export ({'TorchScript' if exporter == 'torchscript' else exporter})"
 
 
 def _versions(*extra: str) -> dict[str, str]:
@@ -321,7 +335,12 @@ def _versions(*extra: str) -> dict[str, str]:
     v = {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
          "python": platform.python_version()}
     for mod in extra:
-        v[mod] = importlib.import_module(mod).__version__
+        version = getattr(importlib.import_module(mod), "__version__", None)
+        if version is None:  # a namespace package (optimum): its distribution's version
+            from importlib.metadata import version as dist_version
+
+            version = dist_version(mod)
+        v[mod] = version
     return v
 
 

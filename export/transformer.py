@@ -105,7 +105,8 @@ def inspect_checkpoint(model: str | os.PathLike | None, task: str | None) -> Che
     elif task in TASKS:
         task_name = TASKS[task]
     else:
-        raise InputError(f"Unknown task {task!r}; choose feature-extraction or text-classification.")
+        raise InputError(f"Unknown task {task!r} for bert; choose feature-extraction or text-classification "
+                         "(for other tasks, leave out NAME: edgeai export --model DIR --task TASK uses Optimum's exporter).")
     if task_name == "text-classification" and not has_head:
         raise InputError(
             f"{path} has no sequence-classification head (architectures: {archs or 'not given'}); "
@@ -117,18 +118,24 @@ def inspect_checkpoint(model: str | os.PathLike | None, task: str | None) -> Che
         n = len(id2label)
         labels = [str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(n)]
     st = _read_json(path / "sentence_bert_config.json")
+    pooling_cfg = _read_json(path / "1_Pooling" / "config.json")
+    pooling = "cls" if pooling_cfg.get("pooling_mode_cls_token") and not pooling_cfg.get("pooling_mode_mean_tokens") else "mean"
+    lic = DEFAULT_LICENSE if source == DEFAULT_SOURCE else None
+    return Checkpoint(path, source, lic, config, task_name, max_length(path, config, st), pooling, labels)
+
+
+def max_length(path: Path, config: dict, st: dict | None = None) -> int:
+    """The most tokens the checkpoint takes: its positions (fewer where they start after the
+    padding index), its tokenizer's and sentence-transformers' limits."""
     tok_cfg = _read_json(path / "tokenizer_config.json")
     limits = [int(config.get("max_position_embeddings", 512))]
     if config.get("model_type") in _POSITION_OFFSET:
         limits[0] -= int(config.get("pad_token_id", 1)) + 1
     if isinstance(tok_cfg.get("model_max_length"), int) and tok_cfg["model_max_length"] < 100_000:
         limits.append(tok_cfg["model_max_length"])
-    if isinstance(st.get("max_seq_length"), int):
+    if isinstance((st or {}).get("max_seq_length"), int):
         limits.append(st["max_seq_length"])
-    pooling_cfg = _read_json(path / "1_Pooling" / "config.json")
-    pooling = "cls" if pooling_cfg.get("pooling_mode_cls_token") and not pooling_cfg.get("pooling_mode_mean_tokens") else "mean"
-    lic = DEFAULT_LICENSE if source == DEFAULT_SOURCE else None
-    return Checkpoint(path, source, lic, config, task_name, min(limits), pooling, labels)
+    return min(limits)
 
 
 def load_module(ck: Checkpoint, attention: str = "eager"):

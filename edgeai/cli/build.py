@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import typing
 from enum import Enum
@@ -62,16 +63,22 @@ def _is_factory(name: str) -> bool:
     return ":" in name and name.rpartition(":")[0].endswith(".py")
 
 
-def export(name: str, output: Optional[Path] = None, precision: Optional[Enum] = None, budget: Optional[float] = None,
-           **options) -> None:
+def export(name: Optional[str] = None, output: Optional[Path] = None, precision: Optional[Enum] = None,
+           budget: Optional[float] = None, **options) -> None:
     """Export a model to a validated package: ONNX fp32, optimized and (by default) int8.
 
     NAME is a built-in model, or FILE.py:FACTORY for any torch.nn.Module a function returns
-    (then --input is required and --precision defaults to fp32)."""
+    (then --input is required and --precision defaults to fp32). Without NAME, --model
+    DIR_OR_ID [--task TASK] exports any Hugging Face checkpoint with Optimum's exporter."""
     from edgeai import families
 
-    export_mod = _export_module()
     given = _given_options(options)
+    if name is None:
+        if "model" not in given:
+            raise InputError(f"Name a model to export ({families.names_line()}, or FILE.py:FACTORY), "
+                             "or give --model DIR_OR_ID for a Hugging Face checkpoint.")
+        name = "hf"
+    export_mod = _export_module()
     factory_options = {o.name: o for o in families.get("custom").options}
     if _is_factory(name):
         stray = [o.flag for o, _ in _family_options() if o.name in given and o.name not in factory_options]
@@ -83,7 +90,7 @@ def export(name: str, output: Optional[Path] = None, precision: Optional[Enum] =
         if any(o.name in given for o in factory_only):
             flags = [o.flag for o in factory_only]
             raise InputError(f"{', '.join(flags[:-1])} and {flags[-1]} apply to FILE.py:FACTORY exports.")
-    with Stages(f"exporting {name}") as stages:
+    with Stages(f"exporting {given['model'] if name == 'hf' else name}") as stages:
         if _is_factory(name):
             pkg = export_mod.export_factory(name, inputs=given.pop("input", []), dynamic=given.pop("dynamic", None), out=output,
                                             precision=precision.value if precision else "fp32", progress=stages,
@@ -121,15 +128,31 @@ def _family_options() -> list[tuple]:
     seen: dict[str, tuple] = {}
     for fam in families.families().values():
         for opt in fam.options:
+            if opt.name in seen and seen[opt.name][0].choices != opt.choices:
+                # Families that share an option but not its choices (bert's --task and hf's): the
+                # CLI takes any value, and the family given it says in one sentence what it takes.
+                first, owner = seen[opt.name]
+                seen[opt.name] = (dataclasses.replace(first, choices=()), owner)
             seen.setdefault(opt.name, (opt, fam))
     return list(seen.values())
+
+
+def _who(option: str) -> str:
+    """Which exports take an option: ``bert only``, ``bert, or no NAME (Hugging Face)``..."""
+    from edgeai import families
+
+    takers = []
+    for fam in families.families().values():
+        if any(o.name == option for o in fam.options):
+            takers.append(fam.model or ("no NAME (any Hugging Face checkpoint)" if fam.name == "hf" else "FILE.py:FACTORY"))
+    return f"{takers[0]} only" if len(takers) == 1 else ", or ".join(takers)
 
 
 def _option_parameter(opt, fam) -> inspect.Parameter:
     """An ``edgeai export`` option from a family's :class:`edgeai.families.Option`."""
     kind = choice_enum(opt.name.title().replace("_", ""), opt.choices) if opt.choices else opt.kind
     hint = Optional[list[kind]] if opt.multiple else (kind if opt.default is not None else Optional[kind])
-    who = f"{fam.model} only" if fam.model else "FILE.py:FACTORY only"
+    who = _who(opt.name)
     info = typer.Option(opt.flag, help=f"{who}: {opt.help}", show_default=opt.default is not None)
     return inspect.Parameter(opt.name, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[hint, info], default=opt.default)
 
@@ -144,8 +167,9 @@ def export_command():
 
     precision = choice_enum("Precision", EXPORT_PRECISIONS)
     params = [
-        inspect.Parameter("name", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Annotated[str, typer.Argument(
-            help=f"Built-in model: {families.names_line()}; or FILE.py:FACTORY.", show_default=False)]),
+        inspect.Parameter("name", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=Annotated[Optional[str], typer.Argument(
+            help=f"Built-in model: {families.names_line()}; or FILE.py:FACTORY; or leave it out and give "
+                 "--model DIR_OR_ID [--task T] for any Hugging Face checkpoint (Optimum's exporter).", show_default=False)]),
         inspect.Parameter("output", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=Annotated[Optional[Path], typer.Option(
             "--output", "-o", help="Package directory [default: ./NAME/].")]),
         inspect.Parameter("precision", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=Annotated[Optional[precision], typer.Option(

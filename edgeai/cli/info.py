@@ -80,12 +80,15 @@ def _print_package(pkg, ops: dict[str, dict], damaged: dict[str, dict], placemen
     _wide(io)
     pre = m.get("preprocess", {})
     if pre.get("type") == "image":
-        out.print(
-            f"preprocess: resize short side to {pre['resize_shorter']} ({pre['interpolation']}), centre crop "
-            f"{pre['crop'][0]}x{pre['crop'][1]}, x*{pre['scale']:.6g}, mean {pre['mean']}, std {pre['std']}, "
-            f"{pre['channel_order']} {pre['layout']}",
-            markup=False,
-        )
+        out.print(f"preprocess: {_image_steps(pre)}", markup=False)
+    elif pre.get("type") == "text":
+        out.print(f"preprocess: {pre['tokenizer']} (HF tokenizers), at most {pre['max_length']} tokens, "
+                  f"padded per batch with {pre.get('pad_token', '?')}", markup=False)
+    post = m.get("postprocess", {})
+    if post.get("type") not in (None, "none"):
+        extra = {k: v for k, v in post.items() if k not in ("type", "output", "labels")}
+        out.print(f"postprocess: {post['type']} of {post.get('output', 'the output')}"
+                  + (f" ({', '.join(f'{k} {v}' for k, v in extra.items())})" if extra else ""), markup=False)
     if "budget" in m:
         b = m["budget"]
         out.print(f"accuracy budget: {b['metric']} >= {b['min']} ({b.get('description', '')})", markup=False)
@@ -259,3 +262,21 @@ def doctor(
     else:
         out.print(Text(f"GPU: none found: {d['gpu_note']}"))
     out.print(Text(f"provider=\"auto\" runs on: {d['auto']}", style="bold"))
+
+
+def _image_steps(pre: dict) -> str:
+    """What the runtime does to a photo, in order, as the manifest says."""
+    interp = pre.get("interpolation", "bilinear")
+    if pre.get("resize"):
+        steps = [f"resize to {pre['resize'][0]}x{pre['resize'][1]} ({interp})"]
+    else:
+        steps = [f"resize short side to {pre['resize_shorter']} ({interp}{', longer side floored' if pre.get('rounding') == 'floor' else ''})"]
+    if pre.get("crop"):
+        steps.append(f"centre crop {pre['crop'][0]}x{pre['crop'][1]}")
+    steps.append(f"x*{pre.get('scale', 1 / 255):.6g}")
+    if "mean" in pre:
+        steps.append(f"mean {pre['mean']}, std {pre['std']}")
+    steps.append(f"{pre.get('channel_order', 'RGB')} {pre.get('layout', 'NCHW')}")
+    if pre.get("source"):
+        steps.append(f"from {pre['source']}")
+    return ", ".join(steps)

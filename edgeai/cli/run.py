@@ -185,6 +185,11 @@ def _print_human(pipe, doc: dict) -> None:
         return
     for r in ok:
         say(style(r["input"] + (f" · {_short(r['text'], 60)}" if "text" in r else ""), "bold"))
+        if "entities" in r:
+            rows = [(e["entity_group"], e["word"], f"{e['score']:.3f}", f"{e['start']}-{e['end']}") for e in r["entities"]]
+            for line in table(rows, ("entity", "word", "score", "chars"), right={2, 3}, dim={3}) if rows else ["(no entities)"]:
+                say(line)
+            continue
         rows = [(str(rank), c["label"], f"{c['score']:.3f}", str(c["index"])) for rank, c in enumerate(r["top_k"], 1)]
         for line in table(rows, ("#", "class", "probability", "index"), right={0, 2, 3}, dim={0, 3}):
             say(line)

@@ -10,7 +10,7 @@ import numpy as np
 from edgeai.errors import ExportError
 
 # The figure each task's budget is judged by (a variant's ``accuracy`` holds it).
-CLASSIFICATION_TASKS = ("image-classification", "text-classification")
+CLASSIFICATION_TASKS = ("image-classification", "text-classification", "token-classification")
 
 
 # z of a two-sided 95% interval.
@@ -27,7 +27,8 @@ def compare(reference: dict[str, np.ndarray], other: dict[str, np.ndarray], task
     first = next(iter(reference))
     if task in CLASSIFICATION_TASKS:
         ref, oth = reference[first], other[first]
-        same = ref.argmax(-1) == oth.argmax(-1)
+        real = ~np.isnan(ref).any(-1)  # token outputs: the padding of shorter batches (stack) is NaN
+        same = (np.nan_to_num(ref).argmax(-1) == np.nan_to_num(oth).argmax(-1))[real]
         figures["top1_agreement"] = float(same.mean())
         figures["top1_agreement_ci95"] = wilson_interval(int(same.sum()), same.size)
         figures["samples"] = float(same.size)
@@ -70,8 +71,10 @@ def per_output(reference: dict[str, np.ndarray], other: dict[str, np.ndarray]) -
     """Max and mean absolute difference of each output (``compare`` keeps the worst of them)."""
     figures = {}
     for name, ref in reference.items():
-        diff = np.abs(ref.astype(np.float64) - other[name].astype(np.float64))
+        ref64, oth64 = ref.astype(np.float64), other[name].astype(np.float64)
+        diff = np.abs(ref64 - oth64)
         diff[~np.isfinite(diff)] = np.inf  # a NaN in either output is an infinite difference, never a pass
+        diff[np.isnan(ref64) & np.isnan(oth64)] = 0.0  # ...except where stack() padded both
         figures[name] = {"max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean())}
     return figures
 
@@ -88,7 +91,22 @@ def run_batches(session_run, feeds: list[dict[str, np.ndarray]]) -> dict[str, np
     for feed in feeds:
         for k, v in session_run(feed).items():
             outs.setdefault(k, []).append(v)
-    return {k: np.concatenate(v) for k, v in outs.items()}
+    return {k: stack(v) for k, v in outs.items()}
+
+
+def stack(arrays: list[np.ndarray]) -> np.ndarray:
+    """Batches joined on the batch axis. Per-token outputs of text batches padded to different
+    lengths are padded to the longest with NaN (float outputs), which ``compare`` leaves out."""
+    shapes = {a.shape[1:] for a in arrays}
+    if len(shapes) <= 1 or not all(np.issubdtype(a.dtype, np.floating) and a.ndim == arrays[0].ndim for a in arrays):
+        return np.concatenate(arrays)
+    full = tuple(max(a.shape[i] for a in arrays) for i in range(1, arrays[0].ndim))
+    out = np.full((sum(len(a) for a in arrays), *full), np.nan, dtype=arrays[0].dtype)
+    start = 0
+    for a in arrays:
+        out[(slice(start, start + len(a)), *(slice(0, d) for d in a.shape[1:]))] = a
+        start += len(a)
+    return out
 
 
 def budget_met(budget: Mapping | None, accuracy: Mapping) -> bool:

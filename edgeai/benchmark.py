@@ -70,6 +70,11 @@ def bench_feed(pkg: Package, batch: int, tokens: int = BENCH_TOKENS, inputs: dic
         return {k: np.take(v, np.arange(batch) % len(v), axis=0) for k, v in inputs.items()}
     if input_kind(pkg) == "text":
         return _text_feed(pkg, batch, tokens)
+    if input_kind(pkg) == "generation":  # one decode step after ``tokens`` cached positions
+        from .data.feeds import decoder_feed
+
+        past = min(tokens, int(pkg.manifest["generation"]["max_length"]) - 1)
+        return decoder_feed(pkg, np.full((batch, 1), 1, dtype=np.int64), past=past)
     # Integers 0/1: valid for any index input (token type ids of a 2-row table, masks, ids).
     return random_feed(pkg.manifest["inputs"], batch=batch, seed=0, other_axis=OTHER_AXIS, high=2)
 

@@ -24,7 +24,7 @@ def recorded_latency(info: dict, provider: str, machine: str | None = None, batc
     return min(figures) if figures else None
 
 
-LOSSY = ("int8", "fp16")
+LOSSY = ("int8", "fp16", "int4")
 LOSSY_MARGIN = 0.05  # run-to-run noise of the recorded medians on a shared 2-core machine is ~5%
 
 

@@ -32,10 +32,10 @@ from .atomic import (  # noqa: F401  (re-exported: the writing side of a package
 )
 from .errors import PackageError
 
-SCHEMA_VERSION = 4
-KNOWN_SCHEMA_VERSIONS = (1, 2, 3, 4)
+SCHEMA_VERSION = 5
+KNOWN_SCHEMA_VERSIONS = (1, 2, 3, 4, 5)
 MAX_MANIFEST_BYTES = 1 << 20  # a real manifest is a few KB; refuse to parse megabytes of JSON
-VARIANTS = ("fp32", "optimized", "int8", "fp16")
+VARIANTS = ("fp32", "optimized", "int8", "fp16", "int4")
 
 
 def load_schema() -> dict:

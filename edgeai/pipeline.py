@@ -85,6 +85,8 @@ class Pipeline:
         self._busy = 0  # calls in flight (outermost ones) and submitted jobs not finished
         self._closed = False
         self._local = threading.local()  # this thread's call depth: inner calls are not refused
+        self._gen = None  # the generation loop of a text-generation package, made on first use
+        self._requests: set = set()  # generations in flight, for cancel()
 
     # -- description -------------------------------------------------------------------------
     @property
@@ -190,6 +192,8 @@ class Pipeline:
         """One input -> one result; a list -> a list of results, run as one batch.
 
         For a ``tensor`` model, an array or a dict of arrays is one input (a whole batch)."""
+        if "generation" in self.package.manifest:  # a text-generation package: predict is generate
+            return self.generate(x)
         if self._pre is None and self._post_spec["type"] == "none":
             if isinstance(x, (list, tuple)):
                 return [self._predict_tensor(item) for item in x]
@@ -218,6 +222,8 @@ class Pipeline:
         from .text import input_fields
 
         labels = [str(x) if isinstance(x, (str, os.PathLike)) else f"array[{i}]" for i, x in enumerate(inputs)]
+        if "generation" in self.package.manifest:
+            return [self._each_prompt(x, label) for x, label in zip(inputs, labels)]
         if self._pre is None:
             return [self._each_tensor(x, label, top_k) for x, label in zip(inputs, labels)]
         heads = [input_fields(x, label) for x, label in zip(inputs, labels)]
@@ -238,6 +244,14 @@ class Pipeline:
                 results[i] = {**heads[i], **r}
         return results
 
+    def _each_prompt(self, x: Any, label: str) -> dict:
+        from .text import input_fields
+
+        try:
+            return {**input_fields(x, label), **self.generate(x)}
+        except EdgeAIError as e:
+            return {**input_fields(x, label), "error": str(e)}
+
     def _checked(self, x: Any, index: int, total: int) -> Any:
         """A text checked alone (the message says which one), or an image's one-item feed."""
         if self.is_text:
@@ -255,9 +269,50 @@ class Pipeline:
         except EdgeAIError as e:
             return {"input": label, "error": str(e)}
 
-    def submit(self, x: Any, top_k: int | None = None) -> Future:
-        """``predict`` on a worker thread; the Future holds the same result (or error). A Future
-        submitted before ``close()`` still completes: close waits for it."""
+    # -- text generation (edgeai.generation) -----------------------------------------------------
+    @_guarded
+    def generate(self, prompt: Any, max_new_tokens: int = 64, temperature: float = 0.0, top_k: int | None = None,
+                 top_p: float | None = None, repetition_penalty: float = 1.0, seed: int | None = None,
+                 stop: str | list[str] | None = None, stream: bool = False, cancel: threading.Event | None = None,
+                 stats: dict | None = None) -> Any:
+        """A text-generation package's continuation of ``prompt`` (a list: one result each):
+        ``{"text", "prompt_tokens", "new_tokens", "finish_reason", "ttft_ms", "tokens_per_s"}``.
+        Greedy at temperature 0, else sampled (top_k, top_p, repetition_penalty, seed as in
+        transformers); stops at EOS, a ``stop`` string (left out), max_new_tokens, or when
+        ``cancel`` (a threading.Event) is set or :meth:`cancel` is called, from any thread.
+        ``stream=True`` returns an iterator of text pieces whose concatenation is the text
+        (``stats``, a dict, receives the result when it ends)."""
+        from .generation import generate
+
+        return generate(self, prompt, stream=stream, cancel=cancel, stats=stats, max_new_tokens=max_new_tokens,
+                        temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
+                        seed=seed, stop=stop)
+
+    def _generator(self):
+        from .generation import generator_for
+
+        return generator_for(self)
+
+    def cancel(self) -> None:
+        """Stop every generation in flight at its next step (finish_reason "cancelled")."""
+        with self._cond:
+            for req in self._requests:
+                req.cancel.set()
+
+    @contextlib.contextmanager
+    def _track(self, req):
+        with self._cond:
+            self._requests.add(req)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._requests.discard(req)
+
+    def submit(self, x: Any, top_k: int | None = None, generate: bool = False, **options: Any) -> Future:
+        """``predict`` (or, with ``generate=True``, ``generate(x, **options)``) on a worker thread;
+        the Future holds the same result (or error). A Future submitted before ``close()`` still
+        completes: close waits for it."""
         with self._cond:
             if self._closed:
                 raise PipelineClosedError(CLOSED)
@@ -265,14 +320,14 @@ class Pipeline:
                 from concurrent.futures import ThreadPoolExecutor
 
                 self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgeai")
-            future = self._executor.submit(self._job, x, top_k)
+            future = self._executor.submit(self._job, x, top_k, options if generate else None)
             self._busy += 1  # the job's _finished() waits for this lock, so it counts after this
             return future
 
-    def _job(self, x: Any, top_k: int | None) -> Any:
+    def _job(self, x: Any, top_k: int | None, generate: dict | None = None) -> Any:
         self._local.depth = 1  # counted in _busy by submit: runs even when close() has begun
         try:
-            return self.predict(x, top_k)
+            return self.generate(x, **generate) if generate is not None else self.predict(x, top_k)
         finally:
             self._local.depth = 0
             self._finished()

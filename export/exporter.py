@@ -97,6 +97,9 @@ class Source:
     # Another exporter (Optimum's): writes the fp32 graph at the path and returns (exporter, opset);
     # the graph is then validated against ``module`` like a traced one.
     write_onnx: Callable[[Path], tuple[str, int]] | None = None
+    # A validation of its own (generation: step by step with the cache): (accuracy, details).
+    validate: Callable[[Path], tuple[dict, dict]] | None = None
+    manifest_extra: Callable[[Path], dict] | None = None  # further manifest fields, read from the exported graph
 
 
 @contextmanager
@@ -131,6 +134,8 @@ def export(family: Family, src: Source, out, precision: str = "int8", progress: 
         src.example, src.batches = _at(src.example, tmp), _at(src.batches, tmp)
         accuracy, details, exporter, opset = _onnx(src, tmp / "model.onnx", progress)
         manifest = _manifest(family, src, tmp, assets, exporter, opset)
+        if src.manifest_extra is not None:
+            manifest.update(src.manifest_extra(tmp / "model.onnx"))
         manifest["variants"]["fp32"] = variant_entry(tmp, "model.onnx", made_from=None, accuracy=accuracy,
                                                      accuracy_details=details,
                                                      recipe={"exporter": exporter, "opset": opset, **src.recipe})
@@ -181,7 +186,7 @@ def _onnx(src: Source, path: Path, progress: Progress | None) -> tuple[dict, dic
     if src.write_onnx is not None:
         exporter, opset = src.write_onnx(path)
         say(progress, f"validating ONNX fp32 against PyTorch {src.checked_on}".rstrip())
-        return (*validate(src, path), exporter, opset)
+        return (*(src.validate or (lambda p: validate(src, p)))(path), exporter, opset)
     names = _names(src.inputs) or list(src.example)
     outputs = _names(src.outputs) or src.output_names
     dynamic = src.dynamic if src.dynamic is not None else _axes([*src.inputs, *src.outputs])
@@ -352,4 +357,6 @@ def _finish(pkg: Package, precision: str, progress: Progress | None, held_out: l
     if precision == "int8":
         quantize(pkg, method="auto", calibration=calibration, measure_latency=False, progress=progress,
                  held_out=held_out, tuning=tuning)
+        if "generation" in pkg.manifest:  # a decoder's speed is bound by its weights: 4-bit too
+            quantize(pkg, precision="int4", measure_latency=False, progress=progress, held_out=held_out, tuning=tuning)
     record_latencies(pkg, progress=progress)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from edgeai.errors import DependencyError, ExportError, InputError
 
-from .transformer import _read_json, max_length, resolve
+from .transformer import _read_json, resolve
 
 # Tasks with a runtime pre/post-processing of their own; any other task Optimum exports becomes a
 # ``tensor`` package (raw inputs and outputs), with a note saying so.
@@ -91,9 +91,13 @@ def inspect(model: str | os.PathLike, task: str | None) -> HFCheckpoint:
     task = tm.map_from_synonym(task)
     if task not in supported:
         raise InputError(f"Optimum cannot export a {model_type} model for {task}; for {model_type} it can: {', '.join(supported)}.")
-    if task in GENERATION:
-        raise InputError(f"{task} needs a generation loop, which edgeai does not have yet; "
-                         f"other tasks for {model_type}: {', '.join(t for t in supported if t not in GENERATION)}.")
+    if task.startswith("text2text-generation"):
+        raise InputError(f"edgeai generates with decoder-only models so far; {model_type} is an encoder-decoder "
+                         f"(other tasks for it: {', '.join(t for t in supported if t not in GENERATION)}).")
+    if task.startswith("text-generation"):  # always with the cache: edgeai's loop needs it
+        if "text-generation-with-past" not in supported:
+            raise InputError(f"Optimum cannot export {model_type} with a KV cache, which edgeai's generation loop needs.")
+        task = "text-generation"
     labels: list[str] = []
     if task in ("image-classification", "text-classification", "token-classification"):
         id2label = config.get("id2label") or {}
@@ -114,14 +118,12 @@ def _infer_task(tm, config: dict) -> str:
 
 def load(ck: HFCheckpoint):
     """The PyTorch model for the task, from the local files only."""
-    import torch
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the files are local; never reach for the hub
     try:
-        model = _tasks_manager().get_model_from_task(ck.task, str(ck.path), framework="pt", library_name="transformers",
-                                                     torch_dtype=torch.float32)
+        model = _tasks_manager().get_model_from_task(ck.task, str(ck.path), framework="pt", library_name="transformers")
     except Exception as e:  # transformers raises OSError/ValueError/KeyError for bad checkpoints
         raise ExportError(f"transformers could not load {ck.path} for {ck.task}: {str(e).strip().splitlines()[0][:300]}") from None
     return model.eval()

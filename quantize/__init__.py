@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import importlib
 
-PRECISIONS = ("int8", "fp16")
+PRECISIONS = ("int8", "fp16", "int4")  # int4: weight-only, for text-generation packages
 METHODS = ("auto", "static", "dynamic")
 PRESETS = ("cpu", "tensorrt")
 FP16_SOURCES = ("fp32", "optimized")  # what an fp16 variant may be made from

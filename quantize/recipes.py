@@ -13,6 +13,7 @@ from .runner import Context, Progress, Step, open_package, run_step
 from .steps.budget_search import BudgetSearch
 from .steps.dynamic import Dynamic
 from .steps.fp16 import Float16
+from .steps.int4 import Int4
 from .steps.static_qdq import StaticQDQ
 from .steps.tensorrt import TensorRTQDQ
 
@@ -23,6 +24,7 @@ STEPS: dict[tuple[str, str, str, str], Step] = {
     ("int8", "cpu", "dynamic", "text"): BudgetSearch(),
     ("int8", "tensorrt", "static", "*"): TensorRTQDQ(),
     ("fp16", "cpu", "auto", "*"): Float16(),
+    ("int4", "cpu", "auto", "*"): Int4(),
 }
 
 
@@ -69,6 +71,11 @@ def quantize(
                        held_out=held_out)
     if made_from is not None:
         raise InputError("made_from applies to fp16; int8 is made from the graph its method needs.")
+    if precision == "int4":
+        if method != "auto" or calibration is not None or preset != "cpu":
+            raise InputError("int4 is weight-only: --method, --calibration and --preset apply to int8 only.")
+        ctx = Context(progress=progress, held_out=held_out, tuning=tuning)
+        return run_step(_step("int4", "cpu", "auto", input_kind(pkg)), pkg, ctx, measure_latency)
     kind = input_kind(pkg)
     if preset == "tensorrt":
         if method == "dynamic":

@@ -29,6 +29,7 @@ Progress = Callable[[str], None]
 CHECKS = {
     "optimized": "checking the optimized graph against fp32 on held-out inputs",
     "int8": "measuring INT8 agreement with fp32 on held-out inputs",
+    "int4": "measuring int4 agreement with fp32 on held-out inputs",
 }
 
 

@@ -282,7 +282,11 @@ def test_other_bert_family_encoders_export_fuse_and_match(tmp_path, kind):
     assert pkg.manifest["preprocess"]["max_length"] == (128 if kind == "distilbert" else 129)
     assert pkg.variants["fp32"]["accuracy"]["cosine_min"] >= 0.9999
     assert pkg.variants["optimized"]["accuracy"]["cosine_min"] >= 0.9999
-    assert pkg.variants["optimized"]["recipe"]["fusions"]["Attention"] == 2  # one per layer
+    fusions = pkg.variants["optimized"]["recipe"]["fusions"]
+    if kind == "roberta":
+        assert fusions["Attention"] == 2  # one per layer
+    else:  # transformers 4.57's DistilBERT masks with masked_fill (Where), a pattern the optimizer does not fuse
+        assert fusions["SkipLayerNormalization"] == 4 and "Attention" not in fusions
     with edgeai.load(pkg.path, variant="optimized", provider="cpu") as pipe, warnings.catch_warnings():
         warnings.simplefilter("ignore", TruncationWarning)
         assert pipe.embed(HELD_OUT[:5]).shape == (5, 64)

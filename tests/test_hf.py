@@ -12,8 +12,6 @@ the same checkpoint: labels equal, scores within 1e-4, entity spans equal.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np

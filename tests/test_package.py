@@ -58,7 +58,7 @@ def test_tampered_labels_fail_their_hash(tiny_pkg):
         (lambda m: m["variants"]["fp32"].update(sha256="abc"), "does not match"),
         (lambda m: m.update(family="Not a family!"), "family"),
         (lambda m: m.pop("inputs"), "missing 'inputs'"),
-        (lambda m: m["variants"].update(int4=m["variants"]["fp32"]), "int4"),
+        (lambda m: m["variants"].update(int2=m["variants"]["fp32"]), "int2"),
     ],
 )
 def test_invalid_manifests_are_rejected(tiny_pkg, change, message):

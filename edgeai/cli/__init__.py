@@ -65,6 +65,7 @@ _LAZY = [
     ("bench", "perf", "Measure a package: start-up, first call, p50/p90/p99, throughput, peak memory."),
     ("report", "perf", "Write one self-contained HTML page: the parity ladder and charts."),
     ("doctor", "info", "What this machine can run: ONNX Runtime build, providers, GPU libraries."),
+    ("generate", "generate", "Continue prompts with a text-generation package, streamed, with tokens/s."),
 ]
 
 

@@ -49,6 +49,8 @@ def _variants_line(pkg) -> str:
         recipe = v.get("recipe", {})
         method = recipe.get("method")
         kind = f", {method} INT8{' for TensorRT' if recipe.get('preset') == 'tensorrt' else ''}" if method else ""
+        if method == "weight-only":
+            kind = f", 4-bit weight-only (block {recipe.get('block_size')})"
         parts.append(f"{name} ({size_text(v['size'])}{kind}{fig}{_budget_note(pkg, name, acc)})")
     return "; ".join(parts)
 

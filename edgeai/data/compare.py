@@ -10,7 +10,8 @@ import numpy as np
 from edgeai.errors import ExportError
 
 # The figure each task's budget is judged by (a variant's ``accuracy`` holds it).
-CLASSIFICATION_TASKS = ("image-classification", "text-classification", "token-classification")
+# text-generation: next-token agreement at every position of the held-out texts
+CLASSIFICATION_TASKS = ("image-classification", "text-classification", "token-classification", "text-generation")
 
 
 # z of a two-sided 95% interval.

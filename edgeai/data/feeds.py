@@ -104,8 +104,42 @@ def text_feeds(pkg, texts: Sequence[str], batch: int = 8, max_length: int | None
         return [tok.batch(texts[i : i + batch]) for i in range(0, len(texts), batch)]
 
 
+def generation_feeds(pkg, texts: Sequence[str], limit: int = 64) -> list[Feed]:
+    """One prompt feed per text (an empty cache), cut to ``limit`` tokens: what the next-token
+    agreement of a generation package's variants is measured on."""
+    from tokenizers import Tokenizer
+
+    spec = pkg.manifest["generation"]
+    tok = Tokenizer.from_file(str(pkg.asset_path(spec["tokenizer"])))
+    tok.no_padding()
+    feeds = []
+    for text in texts:
+        ids = tok.encode(text).ids[:limit]
+        if ids:
+            feeds.append(decoder_feed(pkg, np.asarray([ids], dtype=np.int64), past=0))
+    return feeds
+
+
+def decoder_feed(pkg, ids: np.ndarray, past: int, seed: int = 0) -> Feed:
+    """A decoder step: ``ids`` (batch x new tokens) after ``past`` cached positions (seeded noise;
+    none on a prompt's first step), with its attention mask and position ids."""
+    spec = pkg.manifest["generation"]
+    batch, n = ids.shape
+    heads, size = spec["kv_shape"]
+    rng = np.random.default_rng(seed)
+    feed: Feed = {"input_ids": ids, "attention_mask": np.ones((batch, past + n), dtype=np.int64),
+                  "position_ids": np.tile(np.arange(past, past + n, dtype=np.int64), (batch, 1))}
+    for p in spec["past"]:
+        feed[p["input"]] = rng.standard_normal((batch, heads, past, size)).astype(np.float32)
+    names = {i["name"] for i in pkg.manifest["inputs"]}
+    return {k: v for k, v in feed.items() if k in names}
+
+
 def input_kind(pkg) -> str:
-    """``image``, ``text`` or ``tensor``: what the package's preprocessing takes."""
+    """``image``, ``text``, ``generation`` (a decoder with its KV cache) or ``tensor``: what the
+    package's preprocessing takes."""
+    if "generation" in pkg.manifest:
+        return "generation"
     kind = pkg.manifest.get("preprocess", {}).get("type", "none")
     return kind if kind in ("image", "text") else "tensor"
 
@@ -120,6 +154,13 @@ def held_out_inputs(pkg, texts: Sequence[str] | None = None, per_photo: int = 30
     """``(set name, feeds)`` of :func:`held_out_feeds`; the name goes into a variant's
     ``accuracy.held_out`` (for photos: edgeai.data.photos.held_out_images)."""
     kind = input_kind(pkg)
+    if kind == "generation":  # next-token logits at every position of each held-out text
+        from .texts import held_out_texts
+
+        name, texts = ("given-texts", list(texts)) if texts else held_out_texts()
+        # every third text, 24 tokens each: the logits of all positions are compared at once
+        # (vocabulary-sized rows), so the set is thinned to keep that in memory
+        return name, generation_feeds(pkg, list(texts)[::3], limit=24)
     if kind == "text":
         from .texts import held_out_texts
 

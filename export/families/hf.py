@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from edgeai.families import Budget, Family, Option
 
-TASKS = ("image-classification", "text-classification", "token-classification", "tensor")
+TASKS = ("image-classification", "text-classification", "token-classification", "text-generation", "tensor")
 FAMILY = Family(
     "hf", "image-classification", aliases=("hf",), hooks=__name__, rank=3, tasks=TASKS,
     description="any Hugging Face checkpoint (a directory, or a hub id in the local cache), exported by Optimum",
@@ -23,6 +23,7 @@ FAMILY = Family(
     ),
 )
 TOKEN_BUDGET = Budget("top1_agreement", 0.99, "per-token label agreement with fp32 on held-out sentences")
+GENERATION_BUDGET = Budget("top1_agreement", 0.99, "next-token top-1 agreement with fp32 over the held-out texts")
 TENSOR_BUDGET = Budget("cosine_min", 0.99, "lowest cosine similarity of the outputs to fp32's on held-out inputs")
 
 
@@ -39,6 +40,8 @@ def build(out, precision: str = "int8", progress=None, model=None, task=None):
     out = out if out is not None else ck.name  # ./NAME/, like the built-ins
     say(progress, f"loading {ck.name} from {ck.path} (PyTorch, {ck.task})")
     torch_model = hf.load(ck)
+    if ck.task == "text-generation":
+        return _generation(out, precision, progress, ck, torch_model)
     config = hf.onnx_config(torch_model, ck)
     names, outputs = list(config.inputs), list(config.outputs)
     src = Source(
@@ -60,6 +63,42 @@ def build(out, precision: str = "int8", progress=None, model=None, task=None):
         _text(src, ck, names)
     else:
         _tensor(src, ck, config)
+    return export(FAMILY, src, out, precision, progress)
+
+
+def _generation(out, precision, progress, ck, torch_model):
+    """A decoder-only model with its KV cache (edgeai.generation runs it), validated step by step."""
+    from edgeai.data.texts import HELD_OUT
+    from edgeai.export import generation, hf
+    from edgeai.export import transformer as tr
+    from edgeai.export.exporter import Source, Tolerance, export, say
+
+    config = generation.onnx_config(torch_model, ck)
+    tok, _, _ = tr.load_tokenizer(ck)
+    tolerance = max(float(config.ATOL_FOR_VALIDATION), FAMILY.tolerance)
+    max_length = tr.max_length(ck.path, ck.config)
+    state: dict = {}
+
+    def write(path):
+        say(progress, f"exporting to ONNX (Optimum's exporter, {type(config).__name__} with the KV cache as inputs and outputs)")
+        opset = hf.write_onnx(torch_model, config, path)
+        state["spec"] = generation.spec(torch_model, config, path, tok, max_length)
+        return "optimum", opset
+
+    def validate(path):
+        prompts = [t for t in HELD_OUT if len(t) > 3][:8]
+        return generation.validate(torch_model, path, state["spec"], path.parent / "tokenizer.json", prompts, tolerance)
+
+    src = Source(
+        module=None, name=ck.name, task="text-generation", example={}, batches=[], tolerance=Tolerance(tolerance),
+        description=f"{ck.name} ({ck.model_type}): text generation with a KV cache (edgeai generate); exported with Optimum.",
+        checked_on=f"(the logits of the prompt and of {generation.VALIDATION_STEPS} cached steps, 8 sentences)",
+        provenance={"source": ck.source, "architecture": ck.architecture}, versions=("transformers", "optimum"),
+        recipe={"optimum_task": "text-generation-with-past"}, write_onnx=write, validate=validate,
+        budget=GENERATION_BUDGET.as_manifest(),
+        manifest_extra=lambda path: {"generation": state["spec"]},
+        assets={"tokenizer.json": lambda path: tok.save(str(path))},
+    )
     return export(FAMILY, src, out, precision, progress)
 
 
@@ -137,6 +176,9 @@ def reference(pkg):
     if not source.endswith(" (local Hugging Face cache)") and not Path(model).is_dir():
         raise InputError(f"{pkg.name} was exported from {source}, which is not on this machine any more.")
     ck = hf.inspect(model, pkg.manifest["variants"]["fp32"].get("recipe", {}).get("optimum_task"))
+    if ck.task == "text-generation":
+        raise InputError("bench --against torch times one call; for text generation, benchmarks/generate.py "
+                         "compares whole generations with transformers' generate.")
     torch_model = hf.load(ck)
     config = hf.onnx_config(torch_model, ck)
     return hf.outputs_module(torch_model, list(config.inputs), list(config.outputs))

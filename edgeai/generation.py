@@ -1,0 +1,335 @@
+"""Text generation on ONNX Runtime: a decoder-only model's loop with its KV cache, torch-free.
+
+The package's graph (Optimum's ``text-generation-with-past`` export) takes ``input_ids``,
+``attention_mask``, optionally ``position_ids``, and one ``past_key_values.N.key/value`` pair per
+layer; it returns ``logits`` and the ``present.N.key/value`` cache. The first step runs the
+whole prompt with an empty cache (length 0); each later step runs one token. The cache stays in
+ONNX Runtime values that are bound, not copied, from one step's outputs to the next step's
+inputs (IO binding, on the CPU or the GPU); only the last position's logits come back to numpy.
+
+Decoding follows transformers' ``generate``: the repetition penalty first, then temperature,
+top-k and top-p; greedy when the temperature is 0. Text is decoded incrementally and a piece is
+given out only when it does not end in an incomplete UTF-8 sequence (U+FFFD), and, with stop
+strings, only once it can no longer be the start of one.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from .errors import InputError
+
+FINISH = ("eos", "length", "stop", "cancelled")
+
+
+@dataclass
+class Sampling:
+    max_new_tokens: int = 64
+    temperature: float = 0.0  # 0: greedy
+    top_k: int | None = None
+    top_p: float | None = None
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+    def check(self) -> None:
+        if self.max_new_tokens < 1:
+            raise InputError(f"max_new_tokens must be at least 1; got {self.max_new_tokens}.")
+        if self.temperature < 0:
+            raise InputError(f"temperature must be 0 (greedy) or more; got {self.temperature}.")
+        if self.top_k is not None and self.top_k < 1:
+            raise InputError(f"top_k must be at least 1; got {self.top_k}.")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise InputError(f"top_p must be in (0, 1]; got {self.top_p}.")
+        if self.repetition_penalty <= 0:
+            raise InputError(f"repetition_penalty must be positive; got {self.repetition_penalty}.")
+
+
+@dataclass(eq=False)  # compared and hashed by identity: a pipeline keeps the ones in flight in a set
+class Request:
+    """One prompt's generation: the tokens so far and what the caller sees."""
+
+    prompt_ids: list[int]
+    sampling: Sampling
+    cancel: threading.Event = field(default_factory=threading.Event)
+    ids: list[int] = field(default_factory=list)
+    finish_reason: str | None = None
+    ttft_ms: float = 0.0
+    decode_s: float = 0.0
+
+
+def pick(logits: np.ndarray, seen: Sequence[int], s: Sampling, rng: np.random.Generator) -> int:
+    """The next token from the last position's logits, as transformers' processors would pick it."""
+    scores = logits.astype(np.float64)
+    if s.repetition_penalty != 1.0 and len(seen):
+        idx = np.unique(np.asarray(seen, dtype=np.int64))
+        vals = scores[idx]
+        scores[idx] = np.where(vals < 0, vals * s.repetition_penalty, vals / s.repetition_penalty)
+    if s.temperature == 0:
+        return int(scores.argmax())
+    scores = scores / s.temperature
+    if s.top_k is not None and s.top_k < len(scores):
+        kth = np.partition(scores, -s.top_k)[-s.top_k]
+        scores = np.where(scores < kth, -np.inf, scores)
+    if s.top_p is not None and s.top_p < 1.0:
+        order = np.argsort(scores)  # ascending, as transformers' TopPLogitsWarper
+        probs = _softmax(scores[order])
+        remove = np.cumsum(probs) <= (1 - s.top_p)
+        remove[-1] = False  # keep at least the most likely token
+        scores[order[remove]] = -np.inf
+    probs = _softmax(scores)
+    return int(rng.choice(len(probs), p=probs))
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - np.max(x))
+    return e / e.sum()
+
+
+class Generator:
+    """The loop over one ONNX Runtime session of a ``text-generation`` package."""
+
+    def __init__(self, session, spec: dict, tokenizer_file, device: str = "cpu", device_id: int = 0):
+        from tokenizers import Tokenizer
+
+        self.session = session
+        self.spec = spec
+        self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        self.tokenizer.no_padding()
+        self.tokenizer.no_truncation()
+        self.device, self.device_id = device, device_id
+        self.inputs = [i.name for i in session.get_inputs()]
+        self.past = [(p["input"], p["output"]) for p in spec["past"]]
+        self.kv_heads, self.head_dim = spec["kv_shape"]
+        self.eos = set(spec.get("eos_token_ids") or [])
+        self.max_length = int(spec["max_length"])
+        self.dtype = np.float16 if spec.get("kv_dtype") == "float16" else np.float32
+
+    # -- tokens ------------------------------------------------------------------------------
+    def encode(self, prompt: str) -> list[int]:
+        ids = self.tokenizer.encode(prompt).ids
+        if not ids:
+            raise InputError("The prompt has no characters this model's tokenizer keeps; give some words.")
+        return ids
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+    # -- the loop -----------------------------------------------------------------------------
+    def run(self, req: Request, on_text: Callable[[str], None] | None = None) -> str:
+        """Generate for ``req`` until EOS, a stop string, max_new_tokens or cancel; ``on_text``
+        receives each new piece of text. Returns the whole text."""
+        s = req.sampling
+        if len(req.prompt_ids) >= self.max_length:
+            raise InputError(f"The prompt is {len(req.prompt_ids)} tokens; this model takes at most {self.max_length} in all.")
+        budget = min(s.max_new_tokens, self.max_length - len(req.prompt_ids))
+        rng = np.random.default_rng(s.seed)
+        stream = _Stream(self, s.stop, on_text)
+        past = None
+        step_ids = req.prompt_ids
+        t0 = time.perf_counter()
+        while True:
+            if req.cancel.is_set():
+                req.finish_reason = "cancelled"
+                break
+            logits, past = self._step(step_ids, len(req.prompt_ids) + len(req.ids) - len(step_ids), past)
+            token = pick(logits, req.prompt_ids + req.ids, s, rng)
+            if not req.ids:
+                req.ttft_ms = (time.perf_counter() - t0) * 1e3
+                t_first = time.perf_counter()
+            if token in self.eos:
+                req.finish_reason = "eos"
+                break
+            req.ids.append(token)
+            if stream.add(req.ids):
+                req.finish_reason = "stop"
+                break
+            if len(req.ids) >= budget:
+                req.finish_reason = "length"
+                break
+            step_ids = [token]
+        if req.ids and len(req.ids) > 1:
+            req.decode_s = time.perf_counter() - t_first
+        return stream.finish(req.ids)
+
+    def _step(self, ids: list[int], start: int, past):
+        """One forward pass: ``ids`` at positions ``start...``, the cache ``past`` (None: empty).
+        Returns the last position's logits and the new cache as bound ONNX Runtime values."""
+        n = len(ids)
+        total = start + n
+        io = self.session.io_binding()
+        feeds = {"input_ids": np.asarray([ids], dtype=np.int64),
+                 "attention_mask": np.ones((1, total), dtype=np.int64),
+                 "position_ids": np.arange(start, total, dtype=np.int64)[None]}
+        for name in self.inputs:
+            if name in feeds:
+                io.bind_cpu_input(name, feeds[name])
+        if past is None:
+            empty = np.zeros((1, self.kv_heads, 0, self.head_dim), dtype=self.dtype)
+            for name, _ in self.past:
+                io.bind_cpu_input(name, empty)
+        else:
+            for (name, _), value in zip(self.past, past):
+                io.bind_ortvalue_input(name, value)
+        io.bind_output("logits", "cpu")
+        for _, out in self.past:
+            io.bind_output(out, self.device, self.device_id)
+        self.session.run_with_iobinding(io)
+        outs = io.get_outputs()
+        names = ["logits", *(o for _, o in self.past)]
+        got = dict(zip(names, outs)) if len(outs) == len(names) else None
+        if got is None:
+            raise RuntimeError("unexpected outputs")  # pragma: no cover (the graph was validated at export)
+        logits = got["logits"].numpy()[0, -1]
+        return logits, [got[o] for _, o in self.past]
+
+
+class _Stream:
+    """Incremental decoding: text pieces that never end inside a UTF-8 character or a possible
+    stop string; ``add`` says when a stop string has appeared."""
+
+    def __init__(self, gen: Generator, stop: Sequence[str], on_text: Callable[[str], None] | None):
+        self.gen, self.stop, self.on_text = gen, tuple(x for x in stop if x), on_text
+        self.sent = 0
+        self.text = ""
+        self.hold = max((len(x) for x in self.stop), default=1) - 1
+
+    def add(self, ids: list[int]) -> bool:
+        self.text = self.gen.decode(ids)
+        cut = self._stop_at()
+        if cut is not None:
+            self.text = self.text[:cut]
+            return True
+        if self.text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for its next byte
+            return False
+        self._send(len(self.text) - self.hold)
+        return False
+
+    def _stop_at(self) -> int | None:
+        hits = [i for i in (self.text.find(x, max(0, self.sent - len(x))) for x in self.stop) if i >= 0]
+        return min(hits) if hits else None
+
+    def _send(self, upto: int) -> None:
+        if upto > self.sent:
+            piece = self.text[self.sent:upto]
+            self.sent = upto
+            if self.on_text:
+                self.on_text(piece)
+
+    def finish(self, ids: list[int]) -> str:
+        if not self.stop:
+            self.text = self.gen.decode(ids)
+        self.text = self.text.rstrip("\ufffd") if self.text.endswith("\ufffd") else self.text
+        self._send(len(self.text))
+        return self.text
+
+
+def result(req: Request, text: str) -> dict[str, Any]:
+    """The contract's result dict of one finished request."""
+    new = len(req.ids)
+    rate = (new - 1) / req.decode_s if new > 1 and req.decode_s > 0 else 0.0
+    return {"text": text, "prompt_tokens": len(req.prompt_ids), "new_tokens": new, "finish_reason": req.finish_reason,
+            "ttft_ms": round(req.ttft_ms, 3), "tokens_per_s": round(rate, 3)}
+
+
+def stream_pieces(run: Callable[[Callable[[str], None]], Any], cancel: threading.Event | None = None) -> Iterator[str]:
+    """Run ``run(on_text)`` on a thread and yield its pieces as they come (a generator the caller
+    may stop early; the thread is then cancelled through the request it closes over)."""
+    import queue
+
+    # A short queue: the loop runs at most a piece ahead of the reader, so a cancel lands within
+    # a step of what the reader has seen; a reader that is gone (cancelled) is not waited for.
+    q: queue.Queue = queue.Queue(maxsize=1)
+    done = object()
+    error: list[BaseException] = []
+    gone = cancel if cancel is not None else threading.Event()
+
+    def put(item: Any) -> None:
+        while True:
+            try:
+                q.put(item, timeout=0.05)
+                return
+            except queue.Full:
+                if gone.is_set():
+                    return
+
+    def work() -> None:
+        try:
+            run(put)
+        except BaseException as e:  # handed to the consumer, raised there
+            error.append(e)
+        finally:
+            put(done)
+
+    t = threading.Thread(target=work, name="edgeai-generate", daemon=True)
+    t.start()
+    while True:
+        piece = q.get()
+        if piece is done:
+            break
+        if cancel is not None and cancel.is_set():  # cancelled: nothing more, not even pieces already made
+            continue
+        yield piece
+    t.join()
+    if error:
+        raise error[0]
+
+
+# -- Pipeline.generate ------------------------------------------------------------------------------
+def generator_for(pipe) -> Generator:
+    """The pipeline's generation loop (made on first use), or one sentence for other models."""
+    spec = pipe.package.manifest.get("generation")
+    if spec is None:
+        raise InputError(f"generate() needs a text-generation model; {pipe.name!r} is a {pipe.task} model (use predict).")
+    gen = getattr(pipe, "_gen", None)
+    if gen is None:
+        device, device_id = pipe.session._device  # where the cache stays between steps
+        gen = Generator(pipe.session._session, spec, pipe.package.asset_path(spec["tokenizer"]), device, device_id)
+        pipe._gen = gen
+    return gen
+
+
+def generate(pipe, prompt: Any, stream: bool = False, cancel: threading.Event | None = None,
+             stats: dict | None = None, **options: Any) -> Any:
+    """What ``Pipeline.generate`` does (see there); ``pipe`` counts a streamed request as a call
+    in flight until its last piece, so ``close()`` waits for it."""
+    from .text import check_text
+
+    stop = options.pop("stop", None)
+    s = Sampling(stop=(stop,) if isinstance(stop, str) else tuple(stop or ()), **options)
+    s.check()
+    gen = generator_for(pipe)
+    if isinstance(prompt, (list, tuple)):
+        if stream:
+            raise InputError("stream=True takes one prompt; call generate once per prompt.")
+        if not prompt:
+            raise InputError("generate() was given an empty list; pass at least one prompt.")
+        return [generate(pipe, p, cancel=cancel, stop=stop, **options) for p in prompt]
+    req = Request(gen.encode(check_text(prompt)), s, cancel if cancel is not None else threading.Event())
+    if not stream:
+        with pipe._track(req):
+            r = result(req, gen.run(req))
+        if stats is not None:
+            stats.update(r)
+        return r
+
+    def run(on_text: Callable[[str], None]) -> None:
+        with pipe._in_call(), pipe._track(req):
+            r = result(req, gen.run(req, on_text))
+        if stats is not None:
+            stats.update(r)
+
+    return _closing(stream_pieces(run, req.cancel), req)
+
+
+def _closing(pieces: Iterator[str], req: Request) -> Iterator[str]:
+    """The pieces; a caller that stops reading early cancels the request."""
+    try:
+        yield from pieces
+    finally:
+        req.cancel.set()

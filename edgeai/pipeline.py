@@ -127,7 +127,7 @@ class Pipeline:
 
     @property
     def is_text(self) -> bool:
-        return self._pre is not None and self._pre.kind == "text"
+        return (self._pre is not None and self._pre.kind == "text") or "generation" in self.package.manifest
 
     @_guarded
     def preprocess(self, items: list[Any]) -> dict[str, np.ndarray]:

@@ -185,6 +185,20 @@ def test_cli_streams_and_json(packages):
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
 
 
+def test_bulk_prompts_to_jsonl_resumable(packages, tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("Hello there\nOnce upon a time\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    first = cli("run", "--model", str(packages["gpt2"]), "--out", str(out), str(prompts))
+    assert first.returncode == 0, first.stderr
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [r["input"] for r in lines] == [f"{prompts}:1", f"{prompts}:2"] and all("finish_reason" in r for r in lines)
+    with prompts.open("a", encoding="utf-8") as f:
+        f.write("A third one\n")
+    again = cli("run", "--model", str(packages["gpt2"]), "--out", str(out), str(prompts))
+    assert again.returncode == 0 and "1 new result line(s)" in again.stderr and "2 already there" in again.stderr
+
+
 def test_int8_variant_measured_by_next_token_agreement(checkpoints, tmp_path):
     from edgeai.export import export_model
 

@@ -42,6 +42,9 @@ def build(out, precision: str = "int8", progress=None, model=None, task=None):
     torch_model = hf.load(ck)
     if ck.task == "text-generation":
         return _generation(out, precision, progress, ck, torch_model)
+    if ck.labels == [] and ck.task in hf.RUNTIME_TASKS:  # config.json leaves transformers' default labels out
+        id2label = torch_model.config.id2label
+        ck.labels = [str(id2label[i]) for i in range(torch_model.config.num_labels)]
     config = hf.onnx_config(torch_model, ck)
     names, outputs = list(config.inputs), list(config.outputs)
     src = Source(

@@ -148,7 +148,7 @@ def _agreement(pkg: Package, reference: Path, candidate: Path, feeds, simulate_q
     """``accuracy`` (the worst figures) and ``accuracy_details`` (per output) of a new variant."""
     ref = measure.run_batches(cpu_runner(pkg, reference), feeds)
     out = measure.run_batches(cpu_runner(pkg, candidate, simulate_qdq), feeds)
-    figures = measure.compare(ref, out, pkg.task)  # samples: rows, or real tokens for token classification
+    figures = measure.compare(ref, out, pkg.task, pkg.labels)  # samples: rows, or real tokens for token classification
     return {"accuracy": figures, "accuracy_details": {"vs": "fp32", "outputs": measure.per_output(ref, out)}}
 
 

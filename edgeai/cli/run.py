@@ -23,7 +23,7 @@ def run(
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="How many classes to show (classifiers).")] = 5,
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
     provider: Annotated[str, typer.Option(help="auto, cpu, cuda or tensorrt.")] = "auto",
-    variant: Annotated[str, typer.Option(help="auto, fp32, optimized, int8 or fp16.")] = "auto",
+    variant: Annotated[str, typer.Option(help="auto, fp32, optimized, int8, fp16 or int4.")] = "auto",
     threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads [default: ONNX Runtime's choice].")] = None,
     device_id: Annotated[int, typer.Option("--device-id", min=0, help="CUDA device index for CUDA/TensorRT (as CUDA_VISIBLE_DEVICES leaves them).")] = 0,
     out_file: Annotated[Optional[Path], typer.Option("--out", help="Bulk: write one JSON line per input to this file (resumable), or a .parquet file; INPUTS may be folders and list files.")] = None,

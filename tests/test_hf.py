@@ -261,3 +261,10 @@ def test_errors_are_one_sentence(checkpoints, tmp_path):
     out = cli("export", "--task", "image-classification")
     assert out.returncode == 1 and "give --model DIR_OR_ID" in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_bench_against_torch(packages):
+    """`bench --against torch` rebuilds the checkpoint's PyTorch model from the package's provenance."""
+    out = cli("bench", str(packages["vit"]), "--against", "torch", "--rounds", "1", "--runs", "5")
+    assert out.returncode == 0, out.stderr
+    assert "PyTorch eager" in out.stdout and "fp32" in out.stdout

@@ -170,16 +170,11 @@ def _tensor(src, ck, config) -> None:
 
 def reference(pkg):
     """The checkpoint a package was exported from, as the graph sees it (``bench --against torch``)."""
-    from pathlib import Path
-
     from edgeai.errors import InputError
     from edgeai.export import hf
+    from edgeai.export.transformer import source_model
 
-    source = pkg.manifest["provenance"].get("source", "")
-    model = source[: -len(" (local Hugging Face cache)")] if source.endswith(" (local Hugging Face cache)") else source
-    if not source.endswith(" (local Hugging Face cache)") and not Path(model).is_dir():
-        raise InputError(f"{pkg.name} was exported from {source}, which is not on this machine any more.")
-    ck = hf.inspect(model, pkg.manifest["variants"]["fp32"].get("recipe", {}).get("optimum_task"))
+    ck = hf.inspect(source_model(pkg), pkg.manifest["variants"]["fp32"].get("recipe", {}).get("optimum_task"))
     if ck.task == "text-generation":
         raise InputError("bench --against torch times one call; for text generation, benchmarks/generate.py "
                          "compares whole generations with transformers' generate.")

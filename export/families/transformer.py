@@ -92,21 +92,9 @@ def _output_dim(module, names: list[str]) -> int:
 def reference(pkg):
     """The checkpoint a package was exported from, with transformers' default attention (what a
     PyTorch user runs), wrapped to take the package's inputs and give its output."""
-    from pathlib import Path
-
     from edgeai.export import transformer as tr
 
-    from edgeai.errors import InputError
-
-    source = pkg.manifest["provenance"].get("source", "")
-    if source == tr.DEFAULT_SOURCE:
-        model = None
-    elif source.endswith(tr.CACHE_NOTE):
-        model = source[: -len(tr.CACHE_NOTE)]
-    else:
-        model = source
-        if not Path(model).is_dir():
-            raise InputError(f"{pkg.name} was exported from {source}, which is not on this machine any more.")
+    model = tr.source_model(pkg)
     task = "text-classification" if pkg.task == "text-classification" else "feature-extraction"
     module, _ = tr.load_module(tr.inspect_checkpoint(model, task), attention="sdpa")
     return module

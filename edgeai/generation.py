@@ -180,13 +180,8 @@ class Generator:
         for _, out in self.past:
             io.bind_output(out, self.device, self.device_id)
         self.session.run_with_iobinding(io)
-        outs = io.get_outputs()
-        names = ["logits", *(o for _, o in self.past)]
-        got = dict(zip(names, outs)) if len(outs) == len(names) else None
-        if got is None:
-            raise RuntimeError("unexpected outputs")  # pragma: no cover (the graph was validated at export)
-        logits = got["logits"].numpy()[0, -1]
-        return logits, [got[o] for _, o in self.past]
+        logits, *cache = io.get_outputs()  # in the order bound: logits, then the cache as self.past
+        return logits.numpy()[0, -1], cache
 
 
 class _Stream:
@@ -224,7 +219,7 @@ class _Stream:
     def finish(self, ids: list[int]) -> str:
         if not self.stop:
             self.text = self.gen.decode(ids)
-        self.text = self.text.rstrip("\ufffd") if self.text.endswith("\ufffd") else self.text
+        self.text = self.text.rstrip("\ufffd")
         self._send(len(self.text))
         return self.text
 

@@ -28,7 +28,6 @@ from edgeai.errors import InputError  # noqa: E402
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 PHOTOS = [str(CAT), str(COFFEE), *sorted(str(p) for p in SAMPLES.glob("*.jpg") if p != CAT and p != COFFEE)][:4]
-LABELS = {i: f"class{i}" for i in range(6)}
 NER = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"]
 TEXTS = ["John Smith lives in New York and works for Acme Corp.", "Paris is lovely in the spring",
          "Ünïcode wörds like Zürich and São Paulo!", "ok", "@united my bag never arrived #fail http://t.co/x"]
@@ -62,12 +61,7 @@ def _vision(root: Path) -> dict[str, Path]:
                                                        layer_type="basic", **_labels()))
     # microsoft/resnet-50's processor: shortest edge 224 / crop_pct 0.875, bicubic (smaller here)
     out["resnet"] = (resnet, ConvNextImageProcessor(size={"shortest_edge": 56}, crop_pct=0.875, resample=3))
-    paths = {}
-    for name, (model, processor) in out.items():
-        model.eval().save_pretrained(root / name)
-        processor.save_pretrained(root / name)
-        paths[name] = root / name
-    return paths
+    return _save(root, out)
 
 
 def _bpe_tokenizer():
@@ -106,12 +100,15 @@ def _text(root: Path) -> dict[str, Path]:
     paths["pair"] = (pair, wordpiece)
     torch.manual_seed(6)
     paths["fillmask"] = (BertForMaskedLM(BertConfig(vocab_size=wordpiece.vocab_size, **small)), wordpiece)
-    out = {}
-    for name, (model, tok) in paths.items():
+    return _save(root, paths)
+
+
+def _save(root: Path, made: dict) -> dict[str, Path]:
+    """Each (model, processor or tokenizer) saved as transformers saves a checkpoint, in root/NAME."""
+    for name, (model, processor) in made.items():
         model.eval().save_pretrained(root / name)
-        tok.save_pretrained(root / name)
-        out[name] = root / name
-    return out
+        processor.save_pretrained(root / name)
+    return {name: root / name for name in made}
 
 
 @pytest.fixture(scope="module")

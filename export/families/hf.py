@@ -107,6 +107,9 @@ def _generation(out, precision, progress, ck, torch_model):
 
 
 def _labels(src, ck) -> None:
+    """labels.txt, the description, and a classifier's post-processing (token classification replaces it)."""
+    src.postprocess = {"type": "classification", "output": "logits", "labels": "labels.txt",
+                       "activation": "sigmoid" if ck.multi_label else "softmax", "top_k": min(5, len(ck.labels))}
     src.assets["labels.txt"] = ("\n".join(ck.labels) + "\n").encode("utf-8")
     shown = ", ".join(ck.labels[:6]) + ("..." if len(ck.labels) > 6 else "")
     src.description = f"{ck.name} ({ck.model_type}): {ck.task} ({shown}); exported with Optimum."
@@ -118,8 +121,6 @@ def _image(src, ck, names: list[str]) -> None:
     from edgeai.preprocess import ImagePreprocessor
 
     src.preprocess = hf.image_preprocess(ck.path)
-    src.postprocess = {"type": "classification", "output": "logits", "labels": "labels.txt",
-                       "activation": "sigmoid" if ck.multi_label else "softmax", "top_k": min(5, len(ck.labels))}
     _labels(src, ck)
     prep = ImagePreprocessor(src.preprocess)
     # Optimum leaves channels and size dynamic; the package takes what its processing makes.
@@ -146,9 +147,6 @@ def _text(src, ck, names: list[str]) -> None:
         src.postprocess = {"type": "token-classification", "output": "logits", "labels": "labels.txt",
                            "aggregation": "simple", "ignore": ["O"]}
         src.budget = TOKEN_BUDGET.as_manifest()
-    else:
-        src.postprocess = {"type": "classification", "output": "logits", "labels": "labels.txt",
-                           "activation": "sigmoid" if ck.multi_label else "softmax", "top_k": min(5, len(ck.labels))}
     pre = src.preprocess
     texts = TUNING + HELD_OUT
     src.example = lambda stage: text.tokenizer(stage, pre, names)(["edgeai exports this sentence to ONNX, with padding.", "short"])

@@ -3,7 +3,10 @@
 The package's graph (Optimum's ``text-generation-with-past`` export) takes ``input_ids``,
 ``attention_mask``, optionally ``position_ids``, and one ``past_key_values.N.key/value`` pair per
 layer; it returns ``logits`` and the ``present.N.key/value`` cache. The first step runs the
-whole prompt with an empty cache (length 0); each later step runs one token. The cache stays in
+whole prompt with an empty cache (length 0); each later step runs one token. An encoder-decoder
+(``generation.encoder``) first runs the prompt through ``encoder.onnx``, which returns the
+cross-attention cache; the decoder then starts from its start token with an empty cache of its
+own and reads the cross-attention cache, bound once, at every step. The cache stays in
 ONNX Runtime values that are bound, not copied, from one step's outputs to the next step's
 inputs (IO binding, on the CPU or the GPU); only the last position's logits come back to numpy.
 
@@ -94,10 +97,14 @@ def _softmax(x: np.ndarray) -> np.ndarray:
 class Generator:
     """The loop over one ONNX Runtime session of a ``text-generation`` package."""
 
-    def __init__(self, session, spec: dict, tokenizer_file, device: str = "cpu", device_id: int = 0):
+    def __init__(self, session, spec: dict, tokenizer_file, device: str = "cpu", device_id: int = 0, encoder=None):
         from tokenizers import Tokenizer
 
         self.session = session
+        self.encoder = encoder  # an encoder-decoder's encoder.onnx session; None for a decoder-only model
+        self.cross = [(c["input"], c["output"]) for c in spec.get("cross", [])]
+        self.start = spec.get("decoder_start_token_id")
+        self.forced_bos, self.forced_eos = spec.get("forced_bos_token_id"), spec.get("forced_eos_token_id")
         self.spec = spec
         self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
         self.tokenizer.no_padding()
@@ -127,18 +134,22 @@ class Generator:
         s = req.sampling
         if len(req.prompt_ids) >= self.max_length:
             raise InputError(f"The prompt is {len(req.prompt_ids)} tokens; this model takes at most {self.max_length} in all.")
-        budget = min(s.max_new_tokens, self.max_length - len(req.prompt_ids))
+        # The decoder's own sequence: the prompt, or an encoder-decoder's start token.
+        t0 = time.perf_counter()
+        prefix, cross = (req.prompt_ids, None) if self.encoder is None else ([self.start], self._encode(req.prompt_ids))
+        budget = min(s.max_new_tokens, self.max_length - len(prefix))
         rng = np.random.default_rng(s.seed)
         stream = _Stream(self, s.stop, on_text)
         past = None
-        step_ids = req.prompt_ids
-        t0 = time.perf_counter()
+        step_ids = prefix
         while True:
             if req.cancel.is_set():
                 req.finish_reason = "cancelled"
                 break
-            logits, past = self._step(step_ids, len(req.prompt_ids) + len(req.ids) - len(step_ids), past)
-            token = pick(logits, req.prompt_ids + req.ids, s, rng)
+            logits, past = self._step(step_ids, len(prefix) + len(req.ids) - len(step_ids), past, cross)
+            # transformers' forced tokens: an encoder-decoder's first (mBART's language), and EOS last
+            forced = self.forced_bos if not req.ids else self.forced_eos if len(req.ids) == budget - 1 else None
+            token = forced if forced is not None else pick(logits, prefix + req.ids, s, rng)
             if not req.ids:
                 req.ttft_ms = (time.perf_counter() - t0) * 1e3
                 t_first = time.perf_counter()
@@ -157,15 +168,32 @@ class Generator:
             req.decode_s = time.perf_counter() - t_first
         return stream.finish(req.ids)
 
-    def _step(self, ids: list[int], start: int, past):
-        """One forward pass: ``ids`` at positions ``start...``, the cache ``past`` (None: empty).
-        Returns the last position's logits and the new cache as bound ONNX Runtime values."""
+    def _encode(self, prompt_ids: list[int]) -> tuple[list, int]:
+        """An encoder-decoder's prompt through encoder.onnx: the cross-attention cache, as bound
+        values, and the prompt's length (the decoder's encoder_attention_mask)."""
+        io = self.encoder.io_binding()
+        io.bind_cpu_input("input_ids", np.asarray([prompt_ids], dtype=np.int64))
+        io.bind_cpu_input("attention_mask", np.ones((1, len(prompt_ids)), dtype=np.int64))
+        io.bind_cpu_input("decoder_input_ids", np.asarray([[self.start]], dtype=np.int64))
+        for _, out in self.cross:
+            io.bind_output(out, self.device, self.device_id)
+        self.encoder.run_with_iobinding(io)
+        return io.get_outputs(), len(prompt_ids)
+
+    def _step(self, ids: list[int], start: int, past, cross: tuple[list, int] | None = None):
+        """One forward pass: ``ids`` at positions ``start...``, the cache ``past`` (None: empty),
+        an encoder-decoder's ``cross`` (from _encode). Returns the last position's logits and the
+        new cache as bound ONNX Runtime values."""
         n = len(ids)
         total = start + n
         io = self.session.io_binding()
         feeds = {"input_ids": np.asarray([ids], dtype=np.int64),
                  "attention_mask": np.ones((1, total), dtype=np.int64),
                  "position_ids": np.arange(start, total, dtype=np.int64)[None]}
+        if cross is not None:
+            feeds["encoder_attention_mask"] = np.ones((1, cross[1]), dtype=np.int64)
+            for (name, _), value in zip(self.cross, cross[0]):
+                io.bind_ortvalue_input(name, value)
         for name in self.inputs:
             if name in feeds:
                 io.bind_cpu_input(name, feeds[name])
@@ -285,7 +313,15 @@ def generator_for(pipe) -> Generator:
     gen = getattr(pipe, "_gen", None)
     if gen is None:
         device, device_id = pipe.session._device  # where the cache stays between steps
-        gen = Generator(pipe.session._session, spec, pipe.package.asset_path(spec["tokenizer"]), device, device_id)
+        session = pipe.session._session
+        encoder = None
+        if "encoder" in spec:  # an encoder-decoder: its encoder runs on the decoder's providers and threads
+            import onnxruntime as ort
+
+            providers, options = session.get_providers(), session.get_provider_options()
+            encoder = ort.InferenceSession(str(pipe.package.asset_path(spec["encoder"])), session.get_session_options(),
+                                           providers=providers, provider_options=[options[p] for p in providers])
+        gen = Generator(session, spec, pipe.package.asset_path(spec["tokenizer"]), device, device_id, encoder)
         pipe._gen = gen
     return gen
 

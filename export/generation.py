@@ -1,10 +1,18 @@
-"""Decoder-only checkpoints for text generation: Optimum's export with a KV cache, validated step by step.
+"""Checkpoints for text generation: Optimum's export with a KV cache, validated step by step.
 
-Optimum's ``text-generation-with-past`` config, built with ``use_past_in_inputs=True``, gives one
-graph that takes the cache of the previous steps (empty on the first) and returns the new one:
-what edgeai's generation loop (edgeai.generation) runs. Validation runs that loop's own step
-function on ONNX Runtime beside PyTorch with its cache: the logits of the prompt and of each
-cached step must stay within the tolerance, on real sentences.
+Decoder-only: Optimum's ``text-generation-with-past`` config, built with
+``use_past_in_inputs=True``, gives one graph that takes the cache of the previous steps (empty on
+the first) and returns the new one: what edgeai's generation loop (edgeai.generation) runs.
+
+Encoder-decoder (T5, BART, ...): the package's ``model.onnx`` is Optimum's decoder *with past*,
+which also runs the first step, from an empty self-attention cache. What it needs besides is the
+cross-attention cache, the keys and values of the encoder's output; ``encoder.onnx`` computes
+them: Optimum's encoder joined to Optimum's first-step decoder, kept only as far as those
+outputs (onnx.compose). Optimum's own runtime uses the encoder plus a decoder merged with an If
+node; two plain graphs keep the per-step decoder quantizable by ONNX Runtime's quantizers.
+
+Validation runs the loop's own step function on ONNX Runtime beside PyTorch: the logits of the
+prompt and of each cached step must stay within the tolerance, on real sentences.
 """
 
 from __future__ import annotations
@@ -19,47 +27,114 @@ VALIDATION_STEPS = 6
 
 
 def onnx_config(model, ck):
+    """Optimum's config for the graph run at every step: the decoder, taking its cache as inputs."""
     from .hf import _tasks_manager
 
     tasks = _tasks_manager().get_supported_tasks_for_model_type(ck.model_type.replace("_", "-"), "onnx", library_name="transformers")
     model.config.use_cache = True
+    if ck.task == "text2text-generation":
+        config = tasks["text2text-generation-with-past"](model.config, task="text2text-generation", use_past_in_inputs=True)
+        return config.with_behavior("decoder", use_past=True, use_past_in_inputs=True)
     return tasks["text-generation-with-past"](model.config, use_past_in_inputs=True)
 
 
+def write_seq2seq(model, config, path: Path) -> int:
+    """An encoder-decoder's two graphs: the decoder with past at ``path`` and the cross-attention
+    cache's graph beside it (ENCODER). Returns the opset."""
+    import tempfile
+
+    import onnx
+    from onnx import compose
+    from optimum.exporters.utils import get_encoder_decoder_models_for_export
+
+    from .hf import write_onnx
+
+    parts = get_encoder_decoder_models_for_export(model, config)  # encoder, first-step decoder, decoder with past
+    opset = write_onnx(*parts["decoder_with_past_model"], path)
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        write_onnx(*parts["encoder_model"], Path(tmp) / "encoder.onnx")
+        write_onnx(*parts["decoder_model"], Path(tmp) / "first.onnx")
+        encoder, first = onnx.load(str(Path(tmp) / "encoder.onnx")), onnx.load(str(Path(tmp) / "first.onnx"))
+    cross = [o.name for o in first.graph.output if o.name.startswith("present.") and ".encoder." in o.name]
+    # The first-step decoder reads the encoder's mask and output; its own input is the start token.
+    first = compose.add_prefix(first, "first/")
+    encoder.graph.node.append(onnx.helper.make_node("Identity", ["attention_mask"], ["attention_mask_out"]))
+    encoder.graph.output.append(onnx.helper.make_tensor_value_info("attention_mask_out", onnx.TensorProto.INT64, ["batch_size", "encoder_sequence_length"]))
+    first.ir_version = encoder.ir_version
+    joined = compose.merge_models(
+        encoder, first, io_map=[("last_hidden_state", "first/encoder_hidden_states"), ("attention_mask_out", "first/encoder_attention_mask")],
+        outputs=[f"first/{n}" for n in cross])
+    for out in joined.graph.output:  # present.N.encoder.key: the names the decoder's cache inputs take
+        joined.graph.node.append(onnx.helper.make_node("Identity", [out.name], [out.name.removeprefix("first/")]))
+        out.name = out.name.removeprefix("first/")
+    for inp in joined.graph.input:
+        if inp.name == "first/input_ids":
+            inp.name = "decoder_input_ids"
+            for node in joined.graph.node:
+                node.input[:] = ["decoder_input_ids" if i == "first/input_ids" else i for i in node.input]
+    onnx.checker.check_model(joined)
+    onnx.save(joined, str(path.parent / ENCODER))
+    return opset
+
+
+ENCODER = "encoder.onnx"
+
+
 def spec(model, config, path: Path, tok, max_length: int) -> dict:
-    """The manifest's ``generation`` entry: cache names and shape, EOS ids, limits."""
+    """The manifest's ``generation`` entry: cache names and shape, EOS ids, limits; for an
+    encoder-decoder also the cross-attention cache, its graph and the decoder's start token."""
     import onnx
 
     graph = onnx.load(str(path), load_external_data=False).graph
     inputs = {i.name: i for i in graph.input}
-    past = [{"input": n, "output": n.replace("past_key_values", "present")} for n in inputs if n.startswith("past_key_values.")]
+    caches = [{"input": n, "output": n.replace("past_key_values", "present")} for n in inputs if n.startswith("past_key_values.")]
+    past = [c for c in caches if ".encoder." not in c["input"]]
     dims = inputs[past[0]["input"]].type.tensor_type.shape.dim
     kv_heads, head_dim = int(dims[1].dim_value), int(dims[3].dim_value)
     gen_cfg = getattr(model, "generation_config", None)
     eos = getattr(gen_cfg, "eos_token_id", None) if gen_cfg is not None else None
     eos = eos if eos is not None else model.config.eos_token_id
     eos = [int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos]) if e is not None]
-    return {"tokenizer": "tokenizer.json", "past": past, "kv_shape": [kv_heads, head_dim], "kv_dtype": "float32",
-            "eos_token_ids": eos, "max_length": int(max_length)}
+    out = {"tokenizer": "tokenizer.json", "past": past, "kv_shape": [kv_heads, head_dim], "kv_dtype": "float32",
+           "eos_token_ids": eos, "max_length": int(max_length)}
+    if len(caches) > len(past):
+        out.update(encoder=ENCODER, cross=[c for c in caches if ".encoder." in c["input"]],
+                   decoder_start_token_id=int(_setting(model, gen_cfg, "decoder_start_token_id")))
+    for name in ("forced_bos_token_id", "forced_eos_token_id") if len(caches) > len(past) else ("forced_eos_token_id",):
+        value = _setting(model, gen_cfg, name)
+        if isinstance(value, int):
+            out[name] = value
+    return out
+
+
+def _setting(model, gen_cfg, name: str):
+    """A generation setting: the generation config's, else the model config's."""
+    value = getattr(gen_cfg, name, None) if gen_cfg is not None else None
+    return value if value is not None else getattr(model.config, name, None)
 
 
 def validate(model, path: Path, gen_spec: dict, tokenizer_file: Path, prompts: list[str], tolerance: float) -> tuple[dict, dict]:
-    """PyTorch and the ONNX graph, greedy, side by side: the prompt's logits and VALIDATION_STEPS
-    cached steps for each prompt. (accuracy, details) or an ExportError."""
+    """PyTorch and the ONNX graph(s), greedy, side by side: the first step's logits and
+    VALIDATION_STEPS cached steps for each prompt. (accuracy, details) or an ExportError."""
     import onnxruntime as ort
-    import torch
 
     from edgeai.generation import Generator
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    gen = Generator(session, gen_spec, tokenizer_file)
+    encoder = (ort.InferenceSession(str(path.parent / gen_spec["encoder"]), providers=["CPUExecutionProvider"])
+               if "encoder" in gen_spec else None)
+    gen = Generator(session, gen_spec, tokenizer_file, encoder=encoder)
+    reference = _seq2seq_reference if encoder is not None else _decoder_reference
     worst, steps, agree = 0.0, 0, 0
     for prompt in prompts:
         ids = gen.encode(prompt)[: gen.max_length - VALIDATION_STEPS - 1]
-        with torch.inference_mode():
-            out = model(input_ids=torch.tensor([ids]), use_cache=True)
-        ref_logits, cache = out.logits[0, -1].numpy(), out.past_key_values
-        got_logits, past = gen._step(ids, 0, None)
+        ref = reference(model, ids, gen_spec)
+        ref_logits = next(ref)
+        if encoder is not None:
+            prefix, cross = [gen.start], gen._encode(ids)
+        else:
+            prefix, cross = ids, None
+        got_logits, past = gen._step(prefix, 0, None, cross)
         for step in range(VALIDATION_STEPS + 1):
             diff = float(np.abs(ref_logits.astype(np.float64) - got_logits).max())
             if not np.isfinite(diff) or diff > tolerance:
@@ -69,11 +144,41 @@ def validate(model, path: Path, gen_spec: dict, tokenizer_file: Path, prompts: l
             worst, steps = max(worst, diff), steps + 1
             token = int(ref_logits.argmax())
             agree += int(token == int(got_logits.argmax()))
-            position = len(ids) + step
-            with torch.inference_mode():
-                out = model(input_ids=torch.tensor([[token]]), past_key_values=cache, use_cache=True,
-                            attention_mask=torch.ones(1, position + 1, dtype=torch.long))
-            ref_logits, cache = out.logits[0, -1].numpy(), out.past_key_values
-            got_logits, past = gen._step([token], position, past)
+            if step == VALIDATION_STEPS:
+                break
+            ref_logits = ref.send(token)
+            got_logits, past = gen._step([token], len(prefix) + step, past, cross)
     return ({"max_abs_diff": worst, "top1_agreement": agree / steps, "samples": float(steps)},
-            {"vs": "pytorch", "checked": f"{len(prompts)} prompts, the prompt and {VALIDATION_STEPS} cached steps each"})
+            {"vs": "pytorch", "checked": f"{len(prompts)} prompts, the first step and {VALIDATION_STEPS} cached steps each"})
+
+
+def _decoder_reference(model, ids: list[int], gen_spec: dict):
+    """PyTorch's last-position logits: of the prompt, then of each token sent, with its cache."""
+    import torch
+
+    with torch.inference_mode():
+        out = model(input_ids=torch.tensor([ids]), use_cache=True)
+    position = len(ids)
+    while True:
+        token = yield out.logits[0, -1].numpy()
+        with torch.inference_mode():
+            out = model(input_ids=torch.tensor([[token]]), past_key_values=out.past_key_values, use_cache=True,
+                        attention_mask=torch.ones(1, position + 1, dtype=torch.long))
+        position += 1
+
+
+def _seq2seq_reference(model, ids: list[int], gen_spec: dict):
+    """An encoder-decoder's logits in PyTorch: the decoder's start token, then each token sent."""
+    import torch
+
+    import inspect
+
+    decoder = [int(gen_spec["decoder_start_token_id"])]
+    encoder = model.get_encoder()
+    # T5's encoder takes use_cache (and its config may say True after the export); BART's does not.
+    no_cache = {"use_cache": False} if "use_cache" in inspect.signature(encoder.forward).parameters else {}
+    with torch.inference_mode():
+        encoded = encoder(input_ids=torch.tensor([ids]), **no_cache)
+        while True:
+            out = model(encoder_outputs=encoded, decoder_input_ids=torch.tensor([decoder]), use_cache=False)
+            decoder.append((yield out.logits[0, -1].numpy()))

@@ -24,7 +24,6 @@ from .transformer import _read_json, resolve
 # Tasks with a runtime pre/post-processing of their own; any other task Optimum exports becomes a
 # ``tensor`` package (raw inputs and outputs), with a note saying so.
 RUNTIME_TASKS = ("image-classification", "text-classification", "token-classification")
-GENERATION = ("text-generation", "text-generation-with-past", "text2text-generation", "text2text-generation-with-past")
 _RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic"}  # PIL's numbers, as processors store them
 # Image-processor settings this translation understands; another one set to change the pixels
 # (e.g. do_pad) is refused rather than silently ignored.
@@ -91,13 +90,11 @@ def inspect(model: str | os.PathLike, task: str | None) -> HFCheckpoint:
     task = tm.map_from_synonym(task)
     if task not in supported:
         raise InputError(f"Optimum cannot export a {model_type} model for {task}; for {model_type} it can: {', '.join(supported)}.")
-    if task.startswith("text2text-generation"):
-        raise InputError(f"edgeai generates with decoder-only models so far; {model_type} is an encoder-decoder "
-                         f"(other tasks for it: {', '.join(t for t in supported if t not in GENERATION)}).")
-    if task.startswith("text-generation"):  # always with the cache: edgeai's loop needs it
-        if "text-generation-with-past" not in supported:
-            raise InputError(f"Optimum cannot export {model_type} with a KV cache, which edgeai's generation loop needs.")
-        task = "text-generation"
+    for gen_task in ("text-generation", "text2text-generation"):
+        if task.startswith(gen_task):  # always with the cache: edgeai's loop needs it
+            if f"{gen_task}-with-past" not in supported:
+                raise InputError(f"Optimum cannot export {model_type} with a KV cache, which edgeai's generation loop needs.")
+            task = gen_task
     labels: list[str] = []
     if task in ("image-classification", "text-classification", "token-classification"):
         id2label = config.get("id2label") or {}

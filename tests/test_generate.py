@@ -24,6 +24,7 @@ import edgeai  # noqa: E402
 from edgeai.errors import InputError  # noqa: E402
 
 NEW = 12
+SEQ2SEQ = ("t5", "bart")
 
 
 def _prompts() -> list[str]:
@@ -46,7 +47,8 @@ def _tokenizer():
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
-    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+    from transformers import (BartConfig, BartForConditionalGeneration, GPT2Config, GPT2LMHeadModel, LlamaConfig,
+                              LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM, T5Config, T5ForConditionalGeneration)
 
     root = tmp_path_factory.mktemp("gen-checkpoints")
     tok = _tokenizer()
@@ -57,6 +59,15 @@ def checkpoints(tmp_path_factory):
         "gpt2": lambda: GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=2, n_head=2, n_positions=256, **common)),
         "llama": lambda: LlamaForCausalLM(LlamaConfig(**small, **common)),
         "qwen2": lambda: Qwen2ForCausalLM(Qwen2Config(**small, **common)),
+        # encoder-decoders: T5 as t5-small is set up (pad and start 0, EOS 1; untied head), BART
+        # with its forced EOS at the length limit
+        "t5": lambda: T5ForConditionalGeneration(T5Config(
+            d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, tie_word_embeddings=False,
+            **{**common, "eos_token_id": 1, "decoder_start_token_id": 0})),
+        "bart": lambda: BartForConditionalGeneration(BartConfig(
+            d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4,
+            encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=256, decoder_start_token_id=0,
+            forced_eos_token_id=0, **common)),
     }
     out = {}
     for i, (name, make) in enumerate(makers.items()):
@@ -73,7 +84,8 @@ def packages(checkpoints, tmp_path_factory):
     from edgeai.export import export_model
 
     root = tmp_path_factory.mktemp("gen-packages")
-    return {name: export_model("hf", root / name, precision="fp32", model=str(path), task="text-generation").path
+    return {name: export_model("hf", root / name, precision="fp32", model=str(path),
+                               task="text2text-generation" if name in SEQ2SEQ else "text-generation").path
             for name, path in checkpoints.items()}
 
 
@@ -98,6 +110,35 @@ def test_greedy_equals_transformers_generate(name, checkpoints, packages):
                 # the same tokens decoded; an incomplete UTF-8 sequence at the very end is left out
                 assert got["text"] == pipe._generator().decode(ref).rstrip("\ufffd"), (name, variant, prompt)
                 assert got["finish_reason"] == ("eos" if len(ref) < NEW else "length")
+
+
+@pytest.mark.parametrize("name", SEQ2SEQ)
+def test_encoder_decoder_greedy_equals_transformers_generate(name, checkpoints, packages):
+    """The prompt goes through encoder.onnx once (the cross-attention cache); the decoder starts
+    from its start token with an empty cache of its own."""
+    from transformers import AutoModelForSeq2SeqLM
+
+    model = AutoModelForSeq2SeqLM.from_pretrained(str(checkpoints[name])).eval()
+    m = json.loads((packages[name] / "manifest.json").read_text())
+    spec = m["generation"]
+    assert m["task"] == "text2text-generation" and spec["cross"] and (packages[name] / spec["encoder"]).is_file()
+    assert m["variants"]["fp32"]["accuracy"]["max_abs_diff"] <= 1e-4  # first and cached steps vs PyTorch
+    assert spec.get("forced_eos_token_id") == (0 if name == "bart" else None)
+    eos = spec["eos_token_ids"][0]
+    lengths = set()
+    for variant in ("fp32", "optimized"):
+        with edgeai.load(packages[name], variant=variant) as pipe:
+            for prompt in _prompts():
+                ids = pipe._generator().encode(prompt)
+                with torch.inference_mode():
+                    ref = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                                         max_new_tokens=NEW, do_sample=False)[0, 1:].tolist()  # after the start token
+                ref = ref[: ref.index(eos)] if eos in ref else ref
+                got = pipe.generate(prompt, max_new_tokens=NEW)
+                assert got["new_tokens"] == len(ref) and got["prompt_tokens"] == len(ids), (name, variant, prompt)
+                assert got["text"] == pipe._generator().decode(ref).rstrip("\ufffd"), (name, variant, prompt)
+                lengths.add(len(ref))
+    assert max(lengths) >= NEW - 1  # generations that ran to the limit, not an EOS at once
 
 
 def test_streaming_joins_to_the_same_text_and_sampling_is_seeded(packages):

@@ -26,8 +26,9 @@ def generate(
     variant: Annotated[str, typer.Option(help="auto, fp32, optimized, int8, int4 or fp16.")] = "auto",
     threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads [default: ONNX Runtime's choice].")] = None,
 ) -> None:
-    """Continue each PROMPT with a text-generation package, streaming the text as it is decoded;
-    tokens/s and the time to the first token follow on stderr. Greedy unless --temperature is given."""
+    """Continue each PROMPT with a text-generation package (or answer it, with an encoder-decoder
+    such as T5), streaming the text as it is decoded; tokens/s and the time to the first token
+    follow on stderr. Greedy unless --temperature is given."""
     import edgeai
 
     pipe = edgeai.load(model, provider=provider, variant=variant, threads=threads)
@@ -41,7 +42,7 @@ def generate(
         print_json({"model": model, "variant": pipe.variant, "provider": pipe.provider, "results": results})
         return
     for p in prompts:
-        sys.stdout.write(style(p, "bold"))
+        sys.stdout.write(style(p, "bold") + (" → " if pipe.task == "text2text-generation" else ""))  # an answer, not a continuation
         sys.stdout.flush()
         stats = {}
         for piece in pipe.generate(p, stream=True, stats=stats, **options):

@@ -184,8 +184,8 @@ def _print_human(pipe, doc: dict) -> None:
                 say(f"  {name}: shape {list(a.shape)} {a.dtype}  {head}{more}")
         return
     for r in ok:
-        if "finish_reason" in r:  # a text-generation package: the prompt, then its continuation
-            say(style(r["input"], "bold") + r["text"])
+        if "finish_reason" in r:  # a text-generation package: the prompt, then its continuation (or answer)
+            say(style(r["input"], "bold") + (" → " if pipe.task == "text2text-generation" else "") + r["text"])
             continue
         say(style(r["input"] + (f" · {_short(r['text'], 60)}" if "text" in r else ""), "bold"))
         if "entities" in r:

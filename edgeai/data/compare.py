@@ -11,7 +11,8 @@ from edgeai.errors import ExportError
 
 # The figure each task's budget is judged by (a variant's ``accuracy`` holds it).
 # text-generation: next-token agreement at every position of the held-out texts
-CLASSIFICATION_TASKS = ("image-classification", "text-classification", "token-classification", "text-generation")
+CLASSIFICATION_TASKS = ("image-classification", "text-classification", "token-classification", "text-generation",
+                        "text2text-generation")
 
 
 # z of a two-sided 95% interval.

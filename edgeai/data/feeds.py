@@ -106,31 +106,59 @@ def text_feeds(pkg, texts: Sequence[str], batch: int = 8, max_length: int | None
 
 def generation_feeds(pkg, texts: Sequence[str], limit: int = 64) -> list[Feed]:
     """One prompt feed per text (an empty cache), cut to ``limit`` tokens: what the next-token
-    agreement of a generation package's variants is measured on."""
+    agreement of a generation package's variants is measured on. An encoder-decoder reads each
+    text through its encoder (fp32) and is fed the same text after its start token."""
     from tokenizers import Tokenizer
 
     spec = pkg.manifest["generation"]
     tok = Tokenizer.from_file(str(pkg.asset_path(spec["tokenizer"])))
     tok.no_padding()
+    encoder = _encoder(pkg)
     feeds = []
     for text in texts:
         ids = tok.encode(text).ids[:limit]
-        if ids:
+        if not ids:
+            continue
+        if encoder is None:
             feeds.append(decoder_feed(pkg, np.asarray([ids], dtype=np.int64), past=0))
+            continue
+        source = np.asarray([ids], dtype=np.int64)
+        cross = encoder.run([c["output"] for c in spec["cross"]], {
+            "input_ids": source, "attention_mask": np.ones_like(source),
+            "decoder_input_ids": np.asarray([[spec["decoder_start_token_id"]]], dtype=np.int64)})
+        target = np.asarray([[spec["decoder_start_token_id"], *ids[: limit - 1]]], dtype=np.int64)
+        feed = decoder_feed(pkg, target, past=0, encoded=len(ids))
+        feed.update({c["input"]: value for c, value in zip(spec["cross"], cross)})
+        feeds.append(feed)
     return feeds
 
 
-def decoder_feed(pkg, ids: np.ndarray, past: int, seed: int = 0) -> Feed:
+def _encoder(pkg):
+    """An encoder-decoder's encoder graph on the CPU (None for a decoder-only package)."""
+    spec = pkg.manifest["generation"]
+    if "encoder" not in spec:
+        return None
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(pkg.asset_path(spec["encoder"])), providers=["CPUExecutionProvider"])
+
+
+def decoder_feed(pkg, ids: np.ndarray, past: int, seed: int = 0, encoded: int | None = None) -> Feed:
     """A decoder step: ``ids`` (batch x new tokens) after ``past`` cached positions (seeded noise;
-    none on a prompt's first step), with its attention mask and position ids."""
+    none on a prompt's first step), with its attention mask and position ids; an encoder-decoder's
+    cross-attention cache is noise for ``encoded`` prompt tokens (default: as many as ``past``)."""
     spec = pkg.manifest["generation"]
     batch, n = ids.shape
     heads, size = spec["kv_shape"]
+    encoded = encoded if encoded is not None else max(past, 1)
     rng = np.random.default_rng(seed)
     feed: Feed = {"input_ids": ids, "attention_mask": np.ones((batch, past + n), dtype=np.int64),
-                  "position_ids": np.tile(np.arange(past, past + n, dtype=np.int64), (batch, 1))}
+                  "position_ids": np.tile(np.arange(past, past + n, dtype=np.int64), (batch, 1)),
+                  "encoder_attention_mask": np.ones((batch, encoded), dtype=np.int64)}
     for p in spec["past"]:
         feed[p["input"]] = rng.standard_normal((batch, heads, past, size)).astype(np.float32)
+    for p in spec.get("cross", []):
+        feed[p["input"]] = rng.standard_normal((batch, heads, encoded, size)).astype(np.float32)
     names = {i["name"] for i in pkg.manifest["inputs"]}
     return {k: v for k, v in feed.items() if k in names}
 

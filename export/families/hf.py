@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from edgeai.families import Budget, Family, Option
 
-TASKS = ("image-classification", "text-classification", "token-classification", "text-generation", "tensor")
+TASKS = ("image-classification", "text-classification", "token-classification", "text-generation", "text2text-generation",
+         "tensor")
 FAMILY = Family(
     "hf", "image-classification", aliases=("hf",), hooks=__name__, rank=3, tasks=TASKS,
     description="any Hugging Face checkpoint (a directory, or a hub id in the local cache), exported by Optimum",
@@ -41,7 +42,7 @@ def build(out, precision: str = "int8", progress=None, model=None, task=None):
     out = out if out is not None else ck.name  # ./NAME/, like the built-ins
     say(progress, f"loading {ck.name} from {ck.path} (PyTorch, {ck.task})")
     torch_model = hf.load(ck)
-    if ck.task == "text-generation":
+    if ck.task in ("text-generation", "text2text-generation"):
         return _generation(out, precision, progress, ck, torch_model)
     if ck.labels == [] and ck.task in hf.RUNTIME_TASKS:  # config.json leaves transformers' default labels out
         id2label = torch_model.config.id2label
@@ -83,25 +84,41 @@ def _generation(out, precision, progress, ck, torch_model):
     max_length = tr.max_length(ck.path, ck.config)
     state: dict = {}
 
+    seq2seq = ck.task == "text2text-generation"
+    assets = {"tokenizer.json": lambda path: tok.save(str(path))}
+
     def write(path):
+        if seq2seq:  # written with the encoder's graph, an asset (below)
+            return "optimum", state["opset"]
         say(progress, f"exporting to ONNX (Optimum's exporter, {type(config).__name__} with the KV cache as inputs and outputs)")
         opset = hf.write_onnx(torch_model, config, path)
         state["spec"] = generation.spec(torch_model, config, path, tok, max_length)
         return "optimum", opset
 
+    def write_both(path):
+        say(progress, f"exporting to ONNX (Optimum's exporter, {type(config).__name__}: the decoder with the KV cache "
+                      "as inputs and outputs, and the encoder with the cross-attention cache)")
+        model_path = path.parent / "model.onnx"
+        state["opset"] = generation.write_seq2seq(torch_model, config, model_path)
+        state["spec"] = generation.spec(torch_model, config, model_path, tok, max_length)
+
+    if seq2seq:
+        assets[generation.ENCODER] = write_both
+
     def validate(path):
         prompts = [t for t in HELD_OUT if len(t) > 3][:8]
         return generation.validate(torch_model, path, state["spec"], path.parent / "tokenizer.json", prompts, tolerance)
 
+    what = "text-to-text generation (an encoder-decoder)" if seq2seq else "text generation"
     src = Source(
-        module=None, name=ck.name, task="text-generation", example={}, batches=[], tolerance=Tolerance(tolerance),
-        description=f"{ck.name} ({ck.model_type}): text generation with a KV cache (edgeai generate); exported with Optimum.",
-        checked_on=f"(the logits of the prompt and of {generation.VALIDATION_STEPS} cached steps, 8 sentences)",
+        module=None, name=ck.name, task=ck.task, example={}, batches=[], tolerance=Tolerance(tolerance),
+        description=f"{ck.name} ({ck.model_type}): {what} with a KV cache (edgeai generate); exported with Optimum.",
+        checked_on=f"(the logits of the first step and of {generation.VALIDATION_STEPS} cached steps, 8 sentences)",
         provenance={"source": ck.source, "architecture": ck.architecture}, versions=("transformers", "optimum"),
-        recipe={"optimum_task": "text-generation-with-past"}, write_onnx=write, validate=validate,
+        recipe={"optimum_task": f"{ck.task}-with-past"}, write_onnx=write, validate=validate,
         budget=GENERATION_BUDGET.as_manifest(),
         manifest_extra=lambda path: {"generation": state["spec"]},
-        assets={"tokenizer.json": lambda path: tok.save(str(path))},
+        assets=assets,
     )
     return export(FAMILY, src, out, precision, progress)
 
@@ -173,7 +190,7 @@ def reference(pkg):
     from edgeai.export.transformer import source_model
 
     ck = hf.inspect(source_model(pkg), pkg.manifest["variants"]["fp32"].get("recipe", {}).get("optimum_task"))
-    if ck.task == "text-generation":
+    if ck.task in ("text-generation", "text2text-generation"):
         raise InputError("bench --against torch times one call; for text generation, benchmarks/generate.py "
                          "compares whole generations with transformers' generate.")
     torch_model = hf.load(ck)

@@ -118,8 +118,9 @@ class Generator:
         self.dtype = np.float16 if spec.get("kv_dtype") == "float16" else np.float32
 
     # -- tokens ------------------------------------------------------------------------------
-    def encode(self, prompt: str) -> list[int]:
-        ids = self.tokenizer.encode(prompt).ids
+    def encode(self, prompt: str, special: bool = True) -> list[int]:
+        """The prompt's ids; ``special=False`` for a rendered chat, whose template wrote them."""
+        ids = self.tokenizer.encode(prompt, add_special_tokens=special).ids
         if not ids:
             raise InputError("The prompt has no characters this model's tokenizer keeps; give some words.")
         return ids
@@ -330,19 +331,24 @@ def generate(pipe, prompt: Any, stream: bool = False, cancel: threading.Event | 
              stats: dict | None = None, **options: Any) -> Any:
     """What ``Pipeline.generate`` does (see there); ``pipe`` counts a streamed request as a call
     in flight until its last piece, so ``close()`` waits for it."""
+    from . import chat
     from .text import check_text
 
     stop = options.pop("stop", None)
     s = Sampling(stop=(stop,) if isinstance(stop, str) else tuple(stop or ()), **options)
     s.check()
     gen = generator_for(pipe)
-    if isinstance(prompt, (list, tuple)):
+    if chat.is_conversation(prompt):  # one chat: the model's template makes the prompt
+        ids = gen.encode(chat.render(gen.spec, prompt), special=False)
+    elif isinstance(prompt, (list, tuple)):
         if stream:
             raise InputError("stream=True takes one prompt; call generate once per prompt.")
         if not prompt:
             raise InputError("generate() was given an empty list; pass at least one prompt.")
         return [generate(pipe, p, cancel=cancel, stop=stop, **options) for p in prompt]
-    req = Request(gen.encode(check_text(prompt)), s, cancel if cancel is not None else threading.Event())
+    else:
+        ids = gen.encode(check_text(prompt))
+    req = Request(ids, s, cancel if cancel is not None else threading.Event())
     if not stream:
         with pipe._track(req):
             r = result(req, gen.run(req))

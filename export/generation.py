@@ -107,6 +107,24 @@ def spec(model, config, path: Path, tok, max_length: int) -> dict:
     return out
 
 
+def chat_settings(path: Path) -> dict:
+    """The tokenizer's chat template (Jinja source) and the special tokens it may name, for the
+    runtime's renderer (edgeai.chat); empty when the checkpoint has none."""
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except Exception:  # no tokenizer transformers can load: no template either
+        return {}
+    template = getattr(tok, "chat_template", None)
+    if isinstance(template, dict):  # named templates: the default one
+        template = template.get("default")
+    if not isinstance(template, str) or not template:
+        return {}
+    tokens = {k: v for k, v in tok.special_tokens_map.items() if isinstance(v, str)}
+    return {"chat_template": template, "chat_tokens": tokens}
+
+
 def _setting(model, gen_cfg, name: str):
     """A generation setting: the generation config's, else the model config's."""
     value = getattr(gen_cfg, name, None) if gen_cfg is not None else None

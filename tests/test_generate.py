@@ -25,6 +25,8 @@ from edgeai.errors import InputError  # noqa: E402
 
 NEW = 12
 SEQ2SEQ = ("t5", "bart")
+CHATML = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] | trim + '<|im_end|>' + '\n' }}"
+          "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
 
 
 def _prompts() -> list[str]:
@@ -74,6 +76,7 @@ def checkpoints(tmp_path_factory):
         torch.manual_seed(i)
         model = make().eval()
         model.save_pretrained(root / name)
+        tok.chat_template = CHATML if name == "qwen2" else None  # Qwen2's own kind of template
         tok.save_pretrained(root / name)
         out[name] = root / name
     return out
@@ -139,6 +142,42 @@ def test_encoder_decoder_greedy_equals_transformers_generate(name, checkpoints, 
                 assert got["text"] == pipe._generator().decode(ref).rstrip("\ufffd"), (name, variant, prompt)
                 lengths.add(len(ref))
     assert max(lengths) >= NEW - 1  # generations that ran to the limit, not an EOS at once
+
+
+def test_chat_template_renders_and_generates_as_transformers(checkpoints, packages):
+    """A chat goes through the checkpoint's template (copied into the manifest, rendered torch-free
+    with jinja2) to the same ids as transformers' apply_chat_template, and generates the same."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from edgeai.chat import render
+
+    hf_tok = AutoTokenizer.from_pretrained(str(checkpoints["qwen2"]))
+    model = AutoModelForCausalLM.from_pretrained(str(checkpoints["qwen2"])).eval()
+    chats = [[{"role": "user", "content": p}] for p in _prompts()[:6]]
+    chats.append([{"role": "system", "content": "Answer briefly. "}, {"role": "user", "content": "Where is Zürich?"},
+                  {"role": "assistant", "content": "In Switzerland."}, {"role": "user", "content": "And Lusaka?"}])
+    with edgeai.load(packages["qwen2"], variant="fp32") as pipe:
+        gen = pipe._generator()
+        for messages in chats:
+            ids = hf_tok.apply_chat_template(messages, add_generation_prompt=True)
+            assert gen.encode(render(gen.spec, messages), special=False) == ids
+            with torch.inference_mode():
+                ref = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                                     max_new_tokens=NEW, do_sample=False, pad_token_id=0)[0, len(ids):].tolist()
+            ref = ref[: ref.index(0)] if 0 in ref else ref
+            got = pipe.generate(messages, max_new_tokens=NEW)
+            assert got["prompt_tokens"] == len(ids) and got["text"] == gen.decode(ref).rstrip("\ufffd")
+        with pytest.raises(InputError, match="no role or content"):
+            pipe.generate([{"content": "hi"}])
+    with edgeai.load(packages["llama"]) as pipe, pytest.raises(InputError, match="no chat template"):
+        pipe.generate([{"role": "user", "content": "hi"}])
+    r = cli("generate", "--model", str(packages["qwen2"]), "--chat", "--system", "Be brief.", "Hello there", "--json",
+            "--max-new-tokens", "4")
+    assert r.returncode == 0, r.stderr
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello there"}]
+    assert json.loads(r.stdout)["results"][0]["prompt_tokens"] == len(hf_tok.apply_chat_template(messages, add_generation_prompt=True))
+    r = cli("generate", "--model", str(packages["llama"]), "--chat", "hi")
+    assert r.returncode != 0 and "no chat template" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_streaming_joins_to_the_same_text_and_sampling_is_seeded(packages):

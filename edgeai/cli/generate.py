@@ -21,6 +21,8 @@ def generate(
     repetition_penalty: Annotated[float, typer.Option(min=0.0, help="Above 1 discourages repeating tokens (transformers' rule).")] = 1.0,
     seed: Annotated[Optional[int], typer.Option(help="Seed for sampling (same seed, same text).")] = None,
     stop: Annotated[Optional[list[str]], typer.Option(help="Stop when this text appears (it is left out); may be repeated.")] = None,
+    chat: Annotated[bool, typer.Option("--chat", help="Send each PROMPT as a user message through the model's chat template.")] = False,
+    system: Annotated[Optional[str], typer.Option(help="With --chat: a system message first.", show_default=False)] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON document: text, token counts, timings.")] = False,
     provider: Annotated[str, typer.Option(help="auto, cpu, cuda or tensorrt.")] = "auto",
     variant: Annotated[str, typer.Option(help="auto, fp32, optimized, int8, int4 or fp16.")] = "auto",
@@ -30,22 +32,32 @@ def generate(
     such as T5), streaming the text as it is decoded; tokens/s and the time to the first token
     follow on stderr. Greedy unless --temperature is given."""
     import edgeai
+    from edgeai.errors import InputError
 
+    if system is not None and not chat:
+        raise InputError("--system goes with --chat.")
     pipe = edgeai.load(model, provider=provider, variant=variant, threads=threads)
-    pipe._generator()  # a package that cannot generate says so before any prompt is printed
+    gen = pipe._generator()  # a package that cannot generate says so before any prompt is printed
+    if chat and not gen.spec.get("chat_template"):
+        raise InputError(f"{pipe.name}'s tokenizer has no chat template; leave out --chat.")
     if pipe.session.choice.fell_back:
         note(f"note: {pipe.provider_note}")
     options = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_k": top_k, "top_p": top_p,
                "repetition_penalty": repetition_penalty, "seed": seed, "stop": stop or None}
+    answer = chat or pipe.task == "text2text-generation"  # the output is an answer, not a continuation
+
+    def message(p: str):  # what generate() takes for PROMPT
+        return ([{"role": "system", "content": system}] if system is not None else []) + [{"role": "user", "content": p}] if chat else p
+
     if json_:
-        results = [{"input": p, **pipe.generate(p, **options)} for p in prompts]
+        results = [{"input": p, **pipe.generate(message(p), **options)} for p in prompts]
         print_json({"model": model, "variant": pipe.variant, "provider": pipe.provider, "results": results})
         return
     for p in prompts:
-        sys.stdout.write(style(p, "bold") + (" → " if pipe.task == "text2text-generation" else ""))  # an answer, not a continuation
+        sys.stdout.write(style(p, "bold") + (" → " if answer else ""))
         sys.stdout.flush()
         stats = {}
-        for piece in pipe.generate(p, stream=True, stats=stats, **options):
+        for piece in pipe.generate(message(p), stream=True, stats=stats, **options):
             sys.stdout.write(piece)
             sys.stdout.flush()
         sys.stdout.write("\n")

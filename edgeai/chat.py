@@ -1,0 +1,71 @@
+"""Chat templates: a conversation rendered to the prompt text the checkpoint was trained on.
+
+A checkpoint's tokenizer carries its chat template as Jinja source (``tokenizer_config.json`` or
+``chat_template.jinja``); the export copies it and the special tokens it names into the
+manifest's ``generation``. This renders it the way transformers' ``apply_chat_template`` does:
+a sandboxed Jinja environment with ``trim_blocks`` and ``lstrip_blocks``, loop controls, a
+``tojson`` that does not escape HTML, ``raise_exception`` and ``strftime_now``, the special
+tokens as variables. Written here rather than imported because that renderer lives in
+transformers, which needs torch; jinja2 alone is small and the runtime stays torch-free.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from functools import lru_cache
+from typing import Any, Sequence
+
+from .errors import DependencyError, InputError
+
+ROLES_HINT = 'a list of {"role": ..., "content": ...} messages'
+
+
+def is_conversation(prompt: Any) -> bool:
+    """A list of message dicts (one conversation), as opposed to a list of prompts."""
+    return isinstance(prompt, (list, tuple)) and bool(prompt) and all(isinstance(m, dict) for m in prompt)
+
+
+def check(messages: Sequence[Any]) -> list[dict]:
+    if not is_conversation(messages):
+        raise InputError(f"A chat is {ROLES_HINT}; got {type(messages).__name__}.")
+    for i, m in enumerate(messages):
+        if not isinstance(m.get("role"), str) or "content" not in m:
+            raise InputError(f"Message {i} of the chat has no role or content; each message is {ROLES_HINT.split(' of ', 1)[1]}.")
+    return [dict(m) for m in messages]
+
+
+def render(spec: dict, messages: Sequence[Any], add_generation_prompt: bool = True) -> str:
+    """The prompt text of ``messages`` under the package's chat template."""
+    source = spec.get("chat_template")
+    if not source:
+        raise InputError("This model's tokenizer has no chat template; give it a plain prompt.")
+    try:
+        import jinja2
+    except ImportError:
+        raise DependencyError("Chat templates need jinja2: pip install jinja2.") from None
+    template = _compile(source)
+    try:
+        return template.render(messages=check(messages), add_generation_prompt=add_generation_prompt,
+                               **spec.get("chat_tokens", {}))
+    except jinja2.exceptions.TemplateError as e:
+        raise InputError(f"The model's chat template refused this chat: {e}") from None
+
+
+@lru_cache(maxsize=8)
+def _compile(source: str):
+    import jinja2
+    import jinja2.ext
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message: str):
+        raise jinja2.exceptions.TemplateError(message)
+
+    def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols])
+    env.filters["tojson"] = tojson
+    env.globals["raise_exception"] = raise_exception
+    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+    return env.from_string(source)

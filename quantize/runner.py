@@ -146,9 +146,12 @@ def cpu_runner(pkg: Package, path: Path, simulate_qdq: bool = False) -> Callable
 
 def _agreement(pkg: Package, reference: Path, candidate: Path, feeds, simulate_qdq: bool = False) -> dict[str, dict]:
     """``accuracy`` (the worst figures) and ``accuracy_details`` (per output) of a new variant."""
+    from edgeai.data.feeds import next_tokens
+
     ref = measure.run_batches(cpu_runner(pkg, reference), feeds)
     out = measure.run_batches(cpu_runner(pkg, candidate, simulate_qdq), feeds)
-    figures = measure.compare(ref, out, pkg.task, pkg.labels)  # samples: rows, or real tokens for token classification
+    targets = next_tokens(feeds) if "generation" in pkg.manifest else None  # generation: perplexity too
+    figures = measure.compare(ref, out, pkg.task, pkg.labels, targets)  # samples: rows, or real tokens for token classification
     return {"accuracy": figures, "accuracy_details": {"vs": "fp32", "outputs": measure.per_output(ref, out)}}
 
 

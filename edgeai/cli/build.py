@@ -33,7 +33,8 @@ def _budget_note(pkg, name: str, acc: dict) -> str:
     if name == "fp32" or budget_met(budget, acc):  # fp32 is the reference: always eligible
         return ""
     floors = {budget["metric"]: budget["min"], **budget.get("also", {})}
-    rule = " and ".join(f"{k} >= {v:g}" for k, v in floors.items())
+    missed = {k: v for k, v in floors.items() if not budget_met({"metric": k, "min": v}, acc)}
+    rule = " and ".join(f"{k} >= {v:g}" for k, v in (missed or floors).items())
     return f" \N{EM DASH} misses the budget {rule}, so auto will not choose it"
 
 

@@ -130,7 +130,10 @@ def _print_agreement_intervals(m: dict) -> None:
         if figures:
             vs = v.get("accuracy_details", {}).get("vs", "fp32" if name != "fp32" else "pytorch")
             on = f" on {acc['held_out']}" if "held_out" in acc else ""
-            out.print(Text.assemble((f"{name} vs {vs}{on}: ", "dim"), f"{', '.join(figures)}, n={acc.get('samples', 0):.0f} (95% intervals)"))
+            ppl = (f"; perplexity {acc['perplexity']:.4g} (fp32 {acc['perplexity_fp32']:.4g}, kept {acc['perplexity_kept']:.3f})"
+                   if "perplexity_kept" in acc else "")
+            out.print(Text.assemble((f"{name} vs {vs}{on}: ", "dim"),
+                                    f"{', '.join(figures)}, n={acc.get('samples', 0):.0f} (95% intervals){ppl}"))
 
 
 def _file_check(d: dict | None) -> Text:

@@ -20,11 +20,12 @@ Z95 = 1.959963984540054
 
 
 def compare(reference: dict[str, np.ndarray], other: dict[str, np.ndarray], task: str,
-            labels: list[str] | None = None) -> dict[str, Any]:
+            labels: list[str] | None = None, targets: list[np.ndarray] | None = None) -> dict[str, Any]:
     """Max/mean abs difference per output; top-1 agreement for classifiers; row cosine for every
     other task; ``samples`` (rows compared) and a 95% interval beside each agreement figure. For
     token classification with ``labels``, also ``entity_f1``: the entities (B-/I- runs of one
-    type, as the runtime groups them) found in ``other`` scored against those of ``reference``."""
+    type, as the runtime groups them) found in ``other`` scored against those of ``reference``.
+    For generation with ``targets`` (each text's next tokens), also the perplexities."""
     figures: dict[str, Any] = {}
     for diffs in per_output(reference, other).values():
         figures["max_abs_diff"] = max(figures.get("max_abs_diff", 0.0), diffs["max_abs_diff"])
@@ -39,6 +40,8 @@ def compare(reference: dict[str, np.ndarray], other: dict[str, np.ndarray], task
         figures["samples"] = float(same.size)
         if task == "token-classification" and labels:
             figures["entity_f1"] = entity_f1(np.nan_to_num(ref).argmax(-1), np.nan_to_num(oth).argmax(-1), real, labels)
+        if targets is not None:
+            figures.update(perplexities(ref, oth, targets))
     else:  # embeddings, tensors, and any task a plugin family adds: each sample's outputs as one vector
         cos = cosine(_rows(reference), _rows({k: other[k] for k in reference}))
         figures["cosine_min"] = float(cos.min())
@@ -46,6 +49,24 @@ def compare(reference: dict[str, np.ndarray], other: dict[str, np.ndarray], task
         figures["cosine_mean_ci95"] = mean_interval(cos, bounds=(-1.0, 1.0))
         figures["samples"] = float(len(cos))
     return figures
+
+
+def perplexities(reference: np.ndarray, other: np.ndarray, targets: list[np.ndarray]) -> dict[str, float]:
+    """Perplexity of the texts' real next tokens under both logits (texts x positions x vocabulary;
+    ``targets[i][j]`` follows position j of text i), and ``perplexity_kept``, the reference's over
+    the other's: 1.0 is no change, 0.95 a perplexity about 5% higher."""
+    def mean_nll(logits: np.ndarray) -> float:
+        total, count = 0.0, 0
+        for row, t in enumerate(targets):
+            x = logits[row, : len(t)].astype(np.float64)
+            top = x.max(-1)
+            log_z = top + np.log(np.exp(x - top[:, None]).sum(-1))
+            total += float((log_z - x[np.arange(len(t)), t]).sum())
+            count += len(t)
+        return total / max(count, 1)
+
+    ref, got = float(np.exp(mean_nll(reference))), float(np.exp(mean_nll(other)))
+    return {"perplexity": got, "perplexity_fp32": ref, "perplexity_kept": ref / got}
 
 
 def entity_f1(ref: np.ndarray, got: np.ndarray, real: np.ndarray, labels: list[str]) -> float:

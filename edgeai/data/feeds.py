@@ -133,6 +133,11 @@ def generation_feeds(pkg, texts: Sequence[str], limit: int = 64) -> list[Feed]:
     return feeds
 
 
+def next_tokens(feeds: list[Feed]) -> list[np.ndarray]:
+    """Each generation feed's real next token after every position but the last (perplexity)."""
+    return [f["input_ids"][0, 1:] for f in feeds]
+
+
 def _encoder(pkg):
     """An encoder-decoder's encoder graph on the CPU (None for a decoder-only package)."""
     spec = pkg.manifest["generation"]

@@ -25,7 +25,9 @@ FAMILY = Family(
 )
 TOKEN_BUDGET = Budget("entity_f1", 0.98, "entity-level F1 against fp32's entities on held-out sentences",
                       also={"top1_agreement": 0.99})
-GENERATION_BUDGET = Budget("top1_agreement", 0.99, "next-token top-1 agreement with fp32 over the held-out texts")
+GENERATION_BUDGET = Budget("top1_agreement", 0.99, "next-token top-1 agreement with fp32 over the held-out texts, "
+                           "and a perplexity of their real next tokens at most ~5% above fp32's",
+                           also={"perplexity_kept": 0.95})
 TENSOR_BUDGET = Budget("cosine_min", 0.99, "lowest cosine similarity of the outputs to fp32's on held-out inputs")
 
 

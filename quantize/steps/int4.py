@@ -68,7 +68,7 @@ class Int4(Step):
         return "fp32"
 
     def run(self, pkg: Package, src: Path, dest: Path, work: Path, ctx: Context) -> dict:
-        from edgeai.data.feeds import generation_feeds
+        from edgeai.data.feeds import generation_feeds, next_tokens
         from edgeai.data.texts import TUNING
 
         tuning = generation_feeds(pkg, ctx.tuning or TUNING)
@@ -78,8 +78,9 @@ class Int4(Step):
             ctx.say(f"quantizing MatMul weights to 4 bits (block {block}) and timing a decode step")
             path = work / f"int4-b{block}.onnx"
             int4_weights(src, path, block)
-            figs = compare(ref, run_batches(cpu_runner(pkg, path), tuning), pkg.task)
+            figs = compare(ref, run_batches(cpu_runner(pkg, path), tuning), pkg.task, targets=next_tokens(tuning))
             tried[block] = {"ms": round(_decode_ms(pkg, path), 3), "top1_agreement": figs["top1_agreement"],
+                            "perplexity_kept": round(figs["perplexity_kept"], 4),
                             "meets_budget": budget_met(pkg.manifest.get("budget"), figs)}
         ok = [b for b, t in tried.items() if t["meets_budget"]]
         block = min(ok, key=lambda b: tried[b]["ms"]) if ok else max(tried, key=lambda b: tried[b]["top1_agreement"])

@@ -190,7 +190,8 @@ class Generator:
         io = self.session.io_binding()
         feeds = {"input_ids": np.asarray([ids], dtype=np.int64),
                  "attention_mask": np.ones((1, total), dtype=np.int64),
-                 "position_ids": np.arange(start, total, dtype=np.int64)[None]}
+                 "position_ids": np.arange(start, total, dtype=np.int64)[None],
+                 "logits_to_keep": np.ones(1, dtype=np.int64)}  # the head on the last position only
         if cross is not None:
             feeds["encoder_attention_mask"] = np.ones((1, cross[1]), dtype=np.int64)
             for (name, _), value in zip(self.cross, cross[0]):

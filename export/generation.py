@@ -51,6 +51,7 @@ def write_seq2seq(model, config, path: Path) -> int:
 
     parts = get_encoder_decoder_models_for_export(model, config)  # encoder, first-step decoder, decoder with past
     opset = write_onnx(*parts["decoder_with_past_model"], path)
+    keep_last_logits(path)
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         write_onnx(*parts["encoder_model"], Path(tmp) / "encoder.onnx")
         write_onnx(*parts["decoder_model"], Path(tmp) / "first.onnx")
@@ -78,6 +79,42 @@ def write_seq2seq(model, config, path: Path) -> int:
 
 
 ENCODER = "encoder.onnx"
+KEEP = "logits_to_keep"
+
+
+def keep_last_logits(path: Path) -> bool:
+    """Give the graph a ``logits_to_keep`` input (transformers' name): the language-model head
+    runs on that many last positions only. The prompt's step needs one row of logits, and the
+    head is a fifth of a small model's prompt time (SmolLM-135M: 576 x 49,152 of ~135M weights);
+    transformers' generate skips it the same way. Optimum's graphs compute it for every position
+    and no ONNX tool adds the cut, hence this edit. The held-out comparison keeps every position.
+    False when the head is not a MatMul on the logits (the graph is left as it is)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    model = onnx.load(str(path), load_external_data=False)  # weights stay where they are
+    graph = model.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    head = producer.get("logits")
+    if head is not None and head.op_type == "Add":  # a biased head: MatMul then Add
+        head = next((producer[i] for i in head.input if i in producer and producer[i].op_type == "MatMul"), None)
+    if head is None or head.op_type != "MatMul":
+        return False
+    graph.input.append(helper.make_tensor_value_info(KEEP, TensorProto.INT64, [1]))
+    graph.initializer.extend([onnx.numpy_helper.from_array(np.array([np.iinfo(np.int64).max]), "/edgeai/keep_end"),
+                              onnx.numpy_helper.from_array(np.array([1]), "/edgeai/keep_axis")])
+    cut = [helper.make_node("Neg", [KEEP], ["/edgeai/keep_start"], name="/edgeai/KeepStart"),
+           helper.make_node("Slice", [head.input[0], "/edgeai/keep_start", "/edgeai/keep_end", "/edgeai/keep_axis"],
+                            ["/edgeai/kept"], name="/edgeai/KeepLast")]
+    at = list(graph.node).index(head)
+    head.input[0] = "/edgeai/kept"
+    for i, node in enumerate(cut):
+        graph.node.insert(at + i, node)
+    for out in graph.output:
+        if out.name == "logits":
+            out.type.tensor_type.shape.dim[1].dim_param = "kept_positions"
+    onnx.save(model, str(path))
+    return True
 
 
 def spec(model, config, path: Path, tok, max_length: int) -> dict:

@@ -159,7 +159,8 @@ def decoder_feed(pkg, ids: np.ndarray, past: int, seed: int = 0, encoded: int | 
     rng = np.random.default_rng(seed)
     feed: Feed = {"input_ids": ids, "attention_mask": np.ones((batch, past + n), dtype=np.int64),
                   "position_ids": np.tile(np.arange(past, past + n, dtype=np.int64), (batch, 1)),
-                  "encoder_attention_mask": np.ones((batch, encoded), dtype=np.int64)}
+                  "encoder_attention_mask": np.ones((batch, encoded), dtype=np.int64),
+                  "logits_to_keep": np.asarray([n], dtype=np.int64)}  # every new position's logits
     for p in spec["past"]:
         feed[p["input"]] = rng.standard_normal((batch, heads, past, size)).astype(np.float32)
     for p in spec.get("cross", []):

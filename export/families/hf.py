@@ -94,6 +94,7 @@ def _generation(out, precision, progress, ck, torch_model):
             return "optimum", state["opset"]
         say(progress, f"exporting to ONNX (Optimum's exporter, {type(config).__name__} with the KV cache as inputs and outputs)")
         opset = hf.write_onnx(torch_model, config, path)
+        generation.keep_last_logits(path)
         state["spec"] = generation.spec(torch_model, config, path, tok, max_length)
         return "optimum", opset
 

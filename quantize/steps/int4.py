@@ -86,4 +86,5 @@ class Int4(Step):
         block = min(ok, key=lambda b: tried[b]["ms"]) if ok else max(tried, key=lambda b: tried[b]["top1_agreement"])
         (work / f"int4-b{block}.onnx").replace(dest)
         return {"method": "weight-only", "weights": "int4 (symmetric, per block)", "block_size": block,
-                "kernel": "MatMulNBits", "activations": "int8 per block at compute (accuracy level 4)", "block_sizes_tried": {str(b): t for b, t in tried.items()}}
+                "kernel": "MatMulNBits", "activations": "int8 per block at compute (accuracy level 4)",
+                "block_sizes_tried": {str(b): t for b, t in tried.items()}}

@@ -7,18 +7,19 @@ import os
 from edgeai.package import Package
 
 from .runner import Context, Progress, Step, open_package, run_step
+from .steps.fuse_decoder import FuseDecoder
 from .steps.fuse_transformer import FuseTransformer
 from .steps.optimize import Optimize
 
 # Most specific first: a step applies when its ``requires`` passes; the generic one always does.
-OPTIMIZERS: tuple[Step, ...] = (FuseTransformer(), Optimize())
+OPTIMIZERS: tuple[Step, ...] = (FuseTransformer(), FuseDecoder(), Optimize())
 
 
 def optimize(pkg: str | os.PathLike | Package, out: str | os.PathLike | None = None, progress: Progress | None = None,
              held_out: list[str] | None = None) -> Package:
     """Add the ``optimized`` variant: ONNX Runtime's offline graph optimization, extended level
-    (for transformer packages, its transformer optimizer). See steps/optimize.py and
-    steps/fuse_transformer.py."""
+    (for transformer and text-generation packages, its transformer optimizer). See
+    steps/optimize.py, steps/fuse_transformer.py and steps/fuse_decoder.py."""
     pkg = open_package(pkg, out)
     step = next(s for s in OPTIMIZERS if s.applies(pkg))
     return run_step(step, pkg, Context(progress=progress, held_out=held_out))

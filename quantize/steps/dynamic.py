@@ -29,6 +29,11 @@ class Dynamic(Step):
     name = "dynamic"
     variant = "int8"
 
+    def source(self, pkg: Package, ctx: Context) -> str:
+        from .fuse_decoder import decoder_source
+
+        return decoder_source(pkg)  # the fused decoder of a generation package, else fp32
+
     def run(self, pkg: Package, src: Path, dest: Path, work: Path, ctx: Context) -> dict:
         ctx.say("quantizing weights to INT8 (dynamic)")
         return dynamic_int8(src, dest, ctx.per_channel)

@@ -64,8 +64,11 @@ class Int4(Step):
                              "use int8 for this model.")
 
     def source(self, pkg: Package, ctx: Context) -> str:
-        # fp32: the optimized graph has fused MatMul+Add into Gemm, which MatMulNBits does not take
-        return "fp32"
+        # The decoder fusions form no Gemm; ONNX Runtime's extended level fuses MatMul+Add into
+        # Gemm, which MatMulNBits does not take, so that graph is not used.
+        from .fuse_decoder import decoder_source
+
+        return decoder_source(pkg)
 
     def run(self, pkg: Package, src: Path, dest: Path, work: Path, ctx: Context) -> dict:
         from edgeai.data.feeds import generation_feeds, next_tokens

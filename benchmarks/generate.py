@@ -1,4 +1,4 @@
-"""Text generation: edgeai fp32 / int8 / int4 against transformers' generate (PyTorch eager, KV cache)
+"""Text generation: edgeai fp32 / optimized / int8 / int4 against transformers' generate (PyTorch eager, KV cache)
 and, with --genai-python, against onnxruntime-genai running its model builder's output.
 
     python benchmarks/generate.py [--rounds 3] [--prompt-tokens 128] [--new-tokens 128] [--work DIR]
@@ -33,7 +33,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import _report  # noqa: E402  (benchmarks/ is a folder of scripts, not a package)
 
-ENGINES = ("pytorch", "edgeai fp32", "edgeai int8", "edgeai int4")
+ENGINES = ("pytorch", "edgeai fp32", "edgeai optimized", "edgeai int8", "edgeai int4")
 THREADS = 2
 SMOLLM = {"hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30, "num_attention_heads": 9,
           "num_key_value_heads": 3, "vocab_size": 49152, "max_position_embeddings": 2048, "tie_word_embeddings": True,

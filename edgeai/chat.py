@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 from .errors import DependencyError, InputError
 
-ROLES_HINT = 'a list of {"role": ..., "content": ...} messages'
+MESSAGE = '{"role": ..., "content": ...}'
 
 
 def is_conversation(prompt: Any) -> bool:
@@ -28,10 +28,10 @@ def is_conversation(prompt: Any) -> bool:
 
 def check(messages: Sequence[Any]) -> list[dict]:
     if not is_conversation(messages):
-        raise InputError(f"A chat is {ROLES_HINT}; got {type(messages).__name__}.")
+        raise InputError(f"A chat is a list of {MESSAGE} messages; got {type(messages).__name__}.")
     for i, m in enumerate(messages):
         if not isinstance(m.get("role"), str) or "content" not in m:
-            raise InputError(f"Message {i} of the chat has no role or content; each message is {ROLES_HINT.split(' of ', 1)[1]}.")
+            raise InputError(f"Message {i} of the chat has no role or content; each message is {MESSAGE}.")
     return [dict(m) for m in messages]
 
 

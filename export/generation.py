@@ -24,6 +24,8 @@ import numpy as np
 from edgeai.errors import ExportError
 
 VALIDATION_STEPS = 6
+ENCODER = "encoder.onnx"  # an encoder-decoder's second graph: the prompt to the cross-attention cache
+KEEP = "logits_to_keep"
 
 
 def onnx_config(model, ck):
@@ -78,10 +80,6 @@ def write_seq2seq(model, config, path: Path) -> int:
     return opset
 
 
-ENCODER = "encoder.onnx"
-KEEP = "logits_to_keep"
-
-
 def keep_last_logits(path: Path) -> bool:
     """Give the graph a ``logits_to_keep`` input (transformers' name): the language-model head
     runs on that many last positions only. The prompt's step needs one row of logits, and the
@@ -129,8 +127,7 @@ def spec(model, config, path: Path, tok, max_length: int) -> dict:
     dims = inputs[past[0]["input"]].type.tensor_type.shape.dim
     kv_heads, head_dim = int(dims[1].dim_value), int(dims[3].dim_value)
     gen_cfg = getattr(model, "generation_config", None)
-    eos = getattr(gen_cfg, "eos_token_id", None) if gen_cfg is not None else None
-    eos = eos if eos is not None else model.config.eos_token_id
+    eos = _setting(model, gen_cfg, "eos_token_id")
     eos = [int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos]) if e is not None]
     out = {"tokenizer": "tokenizer.json", "past": past, "kv_shape": [kv_heads, head_dim], "kv_dtype": "float32",
            "eos_token_ids": eos, "max_length": int(max_length)}

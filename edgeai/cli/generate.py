@@ -47,7 +47,9 @@ def generate(
     answer = chat or pipe.task == "text2text-generation"  # the output is an answer, not a continuation
 
     def message(p: str):  # what generate() takes for PROMPT
-        return ([{"role": "system", "content": system}] if system is not None else []) + [{"role": "user", "content": p}] if chat else p
+        if not chat:
+            return p
+        return ([{"role": "system", "content": system}] if system is not None else []) + [{"role": "user", "content": p}]
 
     if json_:
         results = [{"input": p, **pipe.generate(message(p), **options)} for p in prompts]

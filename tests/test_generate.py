@@ -100,19 +100,29 @@ def test_greedy_equals_transformers_generate(name, checkpoints, packages):
     m = json.loads((packages[name] / "manifest.json").read_text())
     assert m["task"] == "text-generation" and m["generation"]["past"]
     assert m["variants"]["fp32"]["accuracy"]["max_abs_diff"] <= 1e-4  # prompt and cached steps vs PyTorch
+    for variant, prompt, ids, ref, got, text in _greedy_runs(model, packages[name], m["generation"], skip_prompt=True):
+        assert got["new_tokens"] == len(ref), (name, variant, prompt)
+        assert got["text"] == text, (name, variant, prompt)
+        assert got["finish_reason"] == ("eos" if len(ref) < NEW else "length")
+
+
+def _greedy_runs(model, package, spec: dict, skip_prompt: bool):
+    """For fp32 and optimized, each prompt: ``(variant, prompt, ids, ref, got, text)``, where ref
+    is transformers' greedy continuation up to EOS (after the prompt, or after an encoder-decoder's
+    start token), got edgeai's result, and text ref decoded without a trailing incomplete UTF-8
+    sequence (which edgeai leaves out)."""
+    eos = spec["eos_token_ids"][0]
     for variant in ("fp32", "optimized"):
-        with edgeai.load(packages[name], variant=variant) as pipe:
+        with edgeai.load(package, variant=variant) as pipe:
+            gen = pipe._generator()
             for prompt in _prompts():
-                ids = pipe._generator().encode(prompt)
+                ids = gen.encode(prompt)
                 with torch.inference_mode():
-                    ref = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                                         max_new_tokens=NEW, do_sample=False, pad_token_id=0)[0, len(ids):].tolist()
-                ref = ref[: ref.index(0)] if 0 in ref else ref  # generate pads after EOS
-                got = pipe.generate(prompt, max_new_tokens=NEW)
-                assert got["new_tokens"] == len(ref), (name, variant, prompt)
-                # the same tokens decoded; an incomplete UTF-8 sequence at the very end is left out
-                assert got["text"] == pipe._generator().decode(ref).rstrip("\ufffd"), (name, variant, prompt)
-                assert got["finish_reason"] == ("eos" if len(ref) < NEW else "length")
+                    out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                                         max_new_tokens=NEW, do_sample=False, pad_token_id=0)[0].tolist()
+                ref = out[len(ids) if skip_prompt else 1:]
+                ref = ref[: ref.index(eos)] if eos in ref else ref  # generate pads after EOS
+                yield variant, prompt, ids, ref, pipe.generate(prompt, max_new_tokens=NEW), gen.decode(ref).rstrip("\ufffd")
 
 
 @pytest.mark.parametrize("name", SEQ2SEQ)
@@ -127,20 +137,11 @@ def test_encoder_decoder_greedy_equals_transformers_generate(name, checkpoints, 
     assert m["task"] == "text2text-generation" and spec["cross"] and (packages[name] / spec["encoder"]).is_file()
     assert m["variants"]["fp32"]["accuracy"]["max_abs_diff"] <= 1e-4  # first and cached steps vs PyTorch
     assert spec.get("forced_eos_token_id") == (0 if name == "bart" else None)
-    eos = spec["eos_token_ids"][0]
     lengths = set()
-    for variant in ("fp32", "optimized"):
-        with edgeai.load(packages[name], variant=variant) as pipe:
-            for prompt in _prompts():
-                ids = pipe._generator().encode(prompt)
-                with torch.inference_mode():
-                    ref = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                                         max_new_tokens=NEW, do_sample=False)[0, 1:].tolist()  # after the start token
-                ref = ref[: ref.index(eos)] if eos in ref else ref
-                got = pipe.generate(prompt, max_new_tokens=NEW)
-                assert got["new_tokens"] == len(ref) and got["prompt_tokens"] == len(ids), (name, variant, prompt)
-                assert got["text"] == pipe._generator().decode(ref).rstrip("\ufffd"), (name, variant, prompt)
-                lengths.add(len(ref))
+    for variant, prompt, ids, ref, got, text in _greedy_runs(model, packages[name], spec, skip_prompt=False):
+        assert got["new_tokens"] == len(ref) and got["prompt_tokens"] == len(ids), (name, variant, prompt)
+        assert got["text"] == text, (name, variant, prompt)
+        lengths.add(len(ref))
     assert max(lengths) >= NEW - 1  # generations that ran to the limit, not an EOS at once
 
 

@@ -6,9 +6,15 @@ layer; it returns ``logits`` and the ``present.N.key/value`` cache. The first st
 whole prompt with an empty cache (length 0); each later step runs one token. An encoder-decoder
 (``generation.encoder``) first runs the prompt through ``encoder.onnx``, which returns the
 cross-attention cache; the decoder then starts from its start token with an empty cache of its
-own and reads the cross-attention cache, bound once, at every step. The cache stays in
-ONNX Runtime values that are bound, not copied, from one step's outputs to the next step's
-inputs (IO binding, on the CPU or the GPU); only the last position's logits come back to numpy.
+own and reads the cross-attention cache, bound once, at every step.
+
+The cache lives in buffers (``KVCache``): two per layer and key/value, on the session's device,
+each long enough for the prompt and every new token. A step reads the past from one and the graph
+writes its present (past + new token, the graph's Concat) straight into the other, both bound by
+IO binding; the next step swaps them. So nothing is copied between steps and ONNX Runtime
+allocates no cache of its own; only the last position's logits come back to numpy. A request
+takes its buffers at the start, allocating them only when the one kept from an earlier request
+is too short or in use, and gives them back at the end, so a loop of requests allocates once.
 
 Decoding follows transformers' ``generate``: the repetition penalty first, then temperature,
 top-k and top-p; greedy when the temperature is 0. Text is decoded incrementally and a piece is
@@ -116,6 +122,8 @@ class Generator:
         self.eos = set(spec.get("eos_token_ids") or [])
         self.max_length = int(spec["max_length"])
         self.dtype = np.float16 if spec.get("kv_dtype") == "float16" else np.float32
+        self._idle: KVCache | None = None  # the cache of the last request, kept for the next one
+        self._idle_lock = threading.Lock()
 
     # -- tokens ------------------------------------------------------------------------------
     def encode(self, prompt: str, special: bool = True) -> list[int]:
@@ -139,18 +147,23 @@ class Generator:
         t0 = time.perf_counter()
         prefix, cross = (req.prompt_ids, None) if self.encoder is None else ([self.start], self._encode(req.prompt_ids))
         budget = min(s.max_new_tokens, self.max_length - len(prefix))
-        rng = np.random.default_rng(s.seed)
-        stream = _Stream(self, s.stop, on_text)
-        past = None
+        cache = self._take_cache(len(prefix) + budget)
+        try:
+            return self._loop(req, prefix, cross, budget, cache, _Stream(self, s.stop, on_text), t0)
+        finally:
+            self._give_back(cache)
+
+    def _loop(self, req: Request, prefix: list[int], cross, budget: int, cache: "KVCache", stream: "_Stream", t0: float) -> str:
+        rng = np.random.default_rng(req.sampling.seed)
         step_ids = prefix
         while True:
             if req.cancel.is_set():
                 req.finish_reason = "cancelled"
                 break
-            logits, past = self._step(step_ids, len(prefix) + len(req.ids) - len(step_ids), past, cross)
+            logits = self._step(step_ids, len(prefix) + len(req.ids) - len(step_ids), cache, cross)
             # transformers' forced tokens: an encoder-decoder's first (mBART's language), and EOS last
             forced = self.forced_bos if not req.ids else self.forced_eos if len(req.ids) == budget - 1 else None
-            token = forced if forced is not None else pick(logits, prefix + req.ids, s, rng)
+            token = forced if forced is not None else pick(logits, prefix + req.ids, req.sampling, rng)
             if not req.ids:
                 req.ttft_ms = (time.perf_counter() - t0) * 1e3
                 t_first = time.perf_counter()
@@ -169,6 +182,19 @@ class Generator:
             req.decode_s = time.perf_counter() - t_first
         return stream.finish(req.ids)
 
+    def _take_cache(self, length: int) -> "KVCache":
+        with self._idle_lock:
+            cache, self._idle = self._idle, None
+        if cache is None or cache.length < length:
+            # rounded up, so that a slightly longer next request finds it long enough
+            cache = KVCache(self, min(self.max_length, -(-length // 256) * 256))
+        return cache
+
+    def _give_back(self, cache: "KVCache") -> None:
+        with self._idle_lock:  # keep the longer one; requests in parallel made their own
+            if self._idle is None or self._idle.length < cache.length:
+                self._idle = cache
+
     def _encode(self, prompt_ids: list[int]) -> tuple[list, int]:
         """An encoder-decoder's prompt through encoder.onnx: the cross-attention cache, as bound
         values, and the prompt's length (the decoder's encoder_attention_mask)."""
@@ -181,10 +207,10 @@ class Generator:
         self.encoder.run_with_iobinding(io)
         return io.get_outputs(), len(prompt_ids)
 
-    def _step(self, ids: list[int], start: int, past, cross: tuple[list, int] | None = None):
-        """One forward pass: ``ids`` at positions ``start...``, the cache ``past`` (None: empty),
-        an encoder-decoder's ``cross`` (from _encode). Returns the last position's logits and the
-        new cache as bound ONNX Runtime values."""
+    def _step(self, ids: list[int], start: int, cache: "KVCache", cross: tuple[list, int] | None = None):
+        """One forward pass: ``ids`` at positions ``start...``, reading the first ``start``
+        positions of ``cache`` and writing ``start + len(ids)`` into it; an encoder-decoder's
+        ``cross`` (from _encode). Returns the last position's logits."""
         n = len(ids)
         total = start + n
         io = self.session.io_binding()
@@ -199,19 +225,41 @@ class Generator:
         for name in self.inputs:
             if name in feeds:
                 io.bind_cpu_input(name, feeds[name])
-        if past is None:
-            empty = np.zeros((1, self.kv_heads, 0, self.head_dim), dtype=self.dtype)
-            for name, _ in self.past:
-                io.bind_cpu_input(name, empty)
-        else:
-            for (name, _), value in zip(self.past, past):
-                io.bind_ortvalue_input(name, value)
-        io.bind_output("logits", "cpu")
-        for _, out in self.past:
-            io.bind_output(out, self.device, self.device_id)
+        io.bind_output("logits", "cpu")  # first: get_outputs() follows the binding order
+        cache.bind(io, start, total)
         self.session.run_with_iobinding(io)
-        logits, *cache = io.get_outputs()  # in the order bound: logits, then the cache as self.past
-        return logits.numpy()[0, -1], cache
+        cache.swap()
+        return io.get_outputs()[0].numpy()[0, -1]
+
+
+class KVCache:
+    """A request's KV cache: per layer and key/value, two flat buffers on the session's device,
+    allocated once for ``length`` positions. The past is read from one (as its first positions,
+    shaped (1, heads, past, head_dim): a contiguous prefix) while the graph writes its present
+    into the other; then they swap. Written here because ONNX Runtime's Python API offers the
+    pieces (IO binding to a device pointer) but no cache manager for Optimum's graphs."""
+
+    def __init__(self, gen: Generator, length: int):
+        import onnxruntime as ort
+
+        self.names, self.dtype = gen.past, gen.dtype
+        self.heads, self.dim, self.length = gen.kv_heads, gen.head_dim, length
+        self.device, self.device_id = gen.device, gen.device_id
+        size = self.heads * length * self.dim
+        self.buffers = [[ort.OrtValue.ortvalue_from_shape_and_type([size], self.dtype, self.device, self.device_id)
+                         for _ in range(2)] for _ in self.names]
+        self.read = 0  # which of the two holds the past
+
+    def bind(self, io, past: int, total: int) -> None:
+        if past == 0:
+            self.read = 0
+        for (name_in, name_out), pair in zip(self.names, self.buffers):
+            src, dst = pair[self.read], pair[1 - self.read]
+            io.bind_input(name_in, self.device, self.device_id, self.dtype, [1, self.heads, past, self.dim], src.data_ptr())
+            io.bind_output(name_out, self.device, self.device_id, self.dtype, [1, self.heads, total, self.dim], dst.data_ptr())
+
+    def swap(self) -> None:
+        self.read = 1 - self.read
 
 
 class _Stream:

@@ -170,7 +170,7 @@ def validate(model, path: Path, gen_spec: dict, tokenizer_file: Path, prompts: l
     VALIDATION_STEPS cached steps for each prompt. (accuracy, details) or an ExportError."""
     import onnxruntime as ort
 
-    from edgeai.generation import Generator
+    from edgeai.generation import Generator, KVCache
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     encoder = (ort.InferenceSession(str(path.parent / gen_spec["encoder"]), providers=["CPUExecutionProvider"])
@@ -186,7 +186,8 @@ def validate(model, path: Path, gen_spec: dict, tokenizer_file: Path, prompts: l
             prefix, cross = [gen.start], gen._encode(ids)
         else:
             prefix, cross = ids, None
-        got_logits, past = gen._step(prefix, 0, None, cross)
+        cache = KVCache(gen, len(prefix) + VALIDATION_STEPS + 1)
+        got_logits = gen._step(prefix, 0, cache, cross)
         for step in range(VALIDATION_STEPS + 1):
             diff = float(np.abs(ref_logits.astype(np.float64) - got_logits).max())
             if not np.isfinite(diff) or diff > tolerance:
@@ -199,7 +200,7 @@ def validate(model, path: Path, gen_spec: dict, tokenizer_file: Path, prompts: l
             if step == VALIDATION_STEPS:
                 break
             ref_logits = ref.send(token)
-            got_logits, past = gen._step([token], len(prefix) + step, past, cross)
+            got_logits = gen._step([token], len(prefix) + step, cache, cross)
     return ({"max_abs_diff": worst, "top1_agreement": agree / steps, "samples": float(steps)},
             {"vs": "pytorch", "checked": f"{len(prompts)} prompts, the first step and {VALIDATION_STEPS} cached steps each"})
 

@@ -195,6 +195,40 @@ def test_streaming_joins_to_the_same_text_and_sampling_is_seeded(packages):
             "text", "prompt_tokens", "new_tokens", "finish_reason", "ttft_ms", "tokens_per_s"}
 
 
+def test_cache_is_allocated_once_and_shared_safely(packages):
+    """The KV cache buffers of one request serve the next (none allocated per step or request);
+    requests in parallel get their own, and every one gives the text it gives alone."""
+    from edgeai.generation import KVCache
+
+    made = []
+    real_init = KVCache.__init__
+
+    def counting_init(self, *args, **kwargs):
+        made.append(self)
+        real_init(self, *args, **kwargs)
+
+    prompts = _prompts()[:6]
+    with edgeai.load(packages["llama"]) as pipe:
+        alone = [pipe.generate(p, max_new_tokens=NEW)["text"] for p in prompts]
+        KVCache.__init__ = counting_init
+        try:
+            again = [pipe.generate(p, max_new_tokens=NEW)["text"] for p in prompts]
+            assert again == alone and made == []  # the first request's buffers, reused
+            parallel: list = [None] * len(prompts)
+
+            def one(i: int) -> None:
+                parallel[i] = pipe.generate(prompts[i], max_new_tokens=NEW)["text"]
+
+            threads = [threading.Thread(target=one, args=(i,)) for i in range(len(prompts))]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        finally:
+            KVCache.__init__ = real_init
+        assert parallel == alone and len(made) < len(prompts)  # at least one request reused the kept buffers
+
+
 def test_streaming_never_splits_a_utf8_character():
     """Byte-level tokens split multi-byte characters; a piece is given out only when whole."""
     from edgeai.generation import _Stream

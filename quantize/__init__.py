@@ -21,7 +21,7 @@ from __future__ import annotations
 import importlib
 
 PRECISIONS = ("int8", "fp16", "int4")  # int4: weight-only, for text-generation packages
-METHODS = ("auto", "static", "dynamic")
+METHODS = ("auto", "static", "dynamic", "qat")  # qat: image models with a PyTorch reference
 PRESETS = ("cpu", "tensorrt")
 FP16_SOURCES = ("fp32", "optimized")  # what an fp16 variant may be made from
 

@@ -14,12 +14,14 @@ from .steps.budget_search import BudgetSearch
 from .steps.dynamic import Dynamic
 from .steps.fp16 import Float16
 from .steps.int4 import Int4
+from .steps.qat import QuantizationAware
 from .steps.static_qdq import StaticQDQ
 from .steps.tensorrt import TensorRTQDQ
 
 # (precision, preset, method, input kind) -> step; "*" matches any input kind.
 STEPS: dict[tuple[str, str, str, str], Step] = {
     ("int8", "cpu", "static", "*"): StaticQDQ(),
+    ("int8", "cpu", "qat", "*"): QuantizationAware(),
     ("int8", "cpu", "dynamic", "*"): Dynamic(),
     ("int8", "cpu", "dynamic", "text"): BudgetSearch(),
     ("int8", "tensorrt", "static", "*"): TensorRTQDQ(),
@@ -42,6 +44,7 @@ def quantize(
     preset: str = "cpu",
     made_from: str | None = None,
     budget: float | None = None,
+    qat_steps: int | None = None,
 ) -> Package:
     """Add the ``int8`` variant and record its accuracy against fp32 and its CPU latency.
 
@@ -57,10 +60,15 @@ def quantize(
     ``budget`` sets the package's accuracy threshold for its metric first (``--budget``).
 
     ``method``: ``static`` (QDQ, per-channel int8 weights, uint8 activations calibrated on real
-    inputs), ``dynamic`` (int8 weights, activations quantized at run time), or ``auto``: static
-    when calibration inputs exist for the package (images), dynamic otherwise.
+    inputs), ``dynamic`` (int8 weights, activations quantized at run time), ``qat`` (image models
+    with a PyTorch reference: ``qat_steps`` of quantization-aware fine-tuning distilled from fp32
+    on the calibration photos, then static; see steps/qat.py), or ``auto``: static when
+    calibration inputs exist for the package (images), dynamic otherwise.
     """
     _check(precision, preset, method)
+    if qat_steps is not None and (method != "qat" or qat_steps < 1):
+        raise InputError("qat_steps applies to method qat and must be at least 1." if method == "qat"
+                         else "qat_steps applies to --method qat.")
     pkg = open_package(pkg, out)  # once: a plain .onnx file is wrapped here, not again below
     if budget is not None:
         set_budget(pkg, budget)
@@ -78,12 +86,14 @@ def quantize(
         return run_step(_step("int4", "cpu", "auto", input_kind(pkg)), pkg, ctx, measure_latency)
     kind = input_kind(pkg)
     if preset == "tensorrt":
-        if method == "dynamic":
+        if method in ("dynamic", "qat"):
             raise InputError("TensorRT runs only static INT8 (calibrated QDQ); use --method static or auto with --preset tensorrt.")
         method = "static"
     if method == "auto":
         method = "static" if (calibration is not None or kind == "image") else "dynamic"
     ctx = Context(progress=progress, held_out=held_out, tuning=tuning, calibration=calibration, per_channel=per_channel)
+    if qat_steps is not None:
+        ctx.qat_steps = qat_steps
     return run_step(_step(precision, preset, method, kind), pkg, ctx, measure_latency)
 
 
@@ -120,7 +130,7 @@ def _check(precision: str, preset: str, method: str) -> None:
     if preset not in PRESETS:
         raise InputError(f"Unknown preset {preset!r}; choose {' or '.join(PRESETS)}.")
     if method not in METHODS:
-        raise InputError(f"Unknown quantization method {method!r}; choose static, dynamic or auto.")
+        raise InputError(f"Unknown quantization method {method!r}; choose {', '.join(METHODS[1:])} or auto.")
 
 
 def _step(precision: str, preset: str, method: str, kind: str) -> Step:

@@ -43,6 +43,7 @@ class Context:
     calibration: str | os.PathLike | None = None
     per_channel: bool = True
     made_from: str | None = None
+    qat_steps: int = 300  # --method qat: fine-tuning steps
 
     def say(self, msg: str) -> None:
         if self.progress:

@@ -215,13 +215,14 @@ def quantize_command():
 
     def quantize(
         package: Annotated[Path, typer.Argument(help="Package directory, or a plain .onnx file to wrap.", show_default=False)],
-        method: Annotated[method_, typer.Option(help="static (calibrated QDQ), dynamic, or auto (static when calibration inputs exist).")] = "auto",
+        method: Annotated[method_, typer.Option(help="static (calibrated QDQ), dynamic, qat (image models: a quantization-aware fine-tune distilled from fp32, minutes), or auto (static when calibration inputs exist).")] = "auto",
         calibration: Annotated[Optional[Path], typer.Option(help="Directory of calibration images (image models) or .npy/.npz feeds.")] = None,
         output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Where to write the package when wrapping a .onnx file.")] = None,
         precision: Annotated[precision_, typer.Option(help="int8, or fp16 (the graph converted to float16 for GPUs; inputs and outputs stay float32).")] = "int8",
         preset: Annotated[preset_, typer.Option(help="int8 for: cpu (ONNX Runtime's CPU kernels) or tensorrt (static, symmetric int8 QDQ, which TensorRT requires).")] = "cpu",
         from_: Annotated[Optional[source_], typer.Option("--from", help="fp16 only: convert fp32 (what TensorRT compiles whole) or optimized (fused ONNX Runtime ops, for CUDA) [default: fp32].", show_default=False)] = None,
         budget: Annotated[Optional[float], typer.Option(help=BUDGET_HELP.replace("the family's]", "the package's]"), show_default=False)] = None,
+        qat_steps: Annotated[Optional[int], typer.Option(help="--method qat: fine-tuning steps of 16 photos [default: 300].", show_default=False)] = None,
     ) -> None:
         """Add the 'int8' (or, with --precision fp16, the 'fp16') variant, with its agreement with
         fp32 and its CPU latency recorded."""
@@ -232,7 +233,8 @@ def quantize_command():
             raise InputError("--from applies to --precision fp16.")
         with Stages(f"{'converting' if precision == 'fp16' else 'quantizing'} {package}") as stages:
             pkg = _quantize(package, method=method, calibration=calibration, out=output, progress=stages,
-                            precision=precision, preset=preset, made_from=from_.value if from_ else None, budget=budget)
+                            precision=precision, preset=preset, made_from=from_.value if from_ else None, budget=budget,
+                            qat_steps=qat_steps)
         out.print(f"updated {pkg.path}: {_variants_line(pkg)}", markup=False)
 
     # The annotations name this function's own Enums: resolve them here, where they are in scope.

@@ -100,5 +100,12 @@ def test_qat_refuses_in_one_sentence(tiny_pkg, cnn_pkg, tmp_path):
         quantize(cnn_pkg, method="static", qat_steps=5)
     with pytest.raises(InputError, match="TensorRT"):
         quantize(cnn_pkg, method="qat", preset="tensorrt")
+    from edgeai.cli.build import _variants_line
+    from edgeai.data.compare import budget_met
+    from edgeai.package import Package
+
+    pkg = Package.open(cnn_pkg)
+    if not budget_met(pkg.manifest["budget"], pkg.variants["int8"]["accuracy"]):  # the summary names the way on
+        assert f"`edgeai quantize {pkg.path} --method qat`" in _variants_line(pkg)
     out = cli("quantize", str(cnn_pkg), "--method", "qat", "--qat-steps", "0")
     assert out.returncode != 0 and "Traceback" not in out.stderr and "at least 1" in out.stderr

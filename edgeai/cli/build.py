@@ -35,7 +35,18 @@ def _budget_note(pkg, name: str, acc: dict) -> str:
     floors = {budget["metric"]: budget["min"], **budget.get("also", {})}
     missed = {k: v for k, v in floors.items() if not budget_met({"metric": k, "min": v}, acc)}
     rule = " and ".join(f"{k} >= {v:g}" for k, v in (missed or floors).items())
-    return f" \N{EM DASH} misses the budget {rule}, so auto will not choose it"
+    hint = ""
+    recipe = pkg.variants.get(name, {}).get("recipe", {})
+    if recipe.get("method") == "static" and pkg.manifest.get("preprocess", {}).get("type") == "image" and _has_reference(pkg):
+        hint = f"; `edgeai quantize {pkg.path} --method qat` fine-tunes the weights for INT8 (minutes)"
+    return f" \N{EM DASH} misses the budget {rule}, so auto will not choose it{hint}"
+
+
+def _has_reference(pkg) -> bool:
+    from edgeai import families
+
+    family = families.families().get(pkg.manifest.get("family", ""))
+    return family is not None and family.has_hook("reference")
 
 
 def _variants_line(pkg) -> str:

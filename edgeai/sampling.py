@@ -1,0 +1,63 @@
+"""Picking the next token from a step's logits, torch-free, as transformers' ``generate`` does:
+the repetition penalty first, then temperature, top-k and top-p; greedy when the temperature is 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from .errors import InputError
+
+
+@dataclass
+class Sampling:
+    max_new_tokens: int = 64
+    temperature: float = 0.0  # 0: greedy
+    top_k: int | None = None
+    top_p: float | None = None
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+    def check(self) -> None:
+        if self.max_new_tokens < 1:
+            raise InputError(f"max_new_tokens must be at least 1; got {self.max_new_tokens}.")
+        if self.temperature < 0:
+            raise InputError(f"temperature must be 0 (greedy) or more; got {self.temperature}.")
+        if self.top_k is not None and self.top_k < 1:
+            raise InputError(f"top_k must be at least 1; got {self.top_k}.")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise InputError(f"top_p must be in (0, 1]; got {self.top_p}.")
+        if self.repetition_penalty <= 0:
+            raise InputError(f"repetition_penalty must be positive; got {self.repetition_penalty}.")
+
+
+def pick(logits: np.ndarray, seen: Sequence[int], s: Sampling, rng: np.random.Generator) -> int:
+    """The next token from the last position's logits, as transformers' processors would pick it."""
+    scores = logits.astype(np.float64)
+    if s.repetition_penalty != 1.0 and len(seen):
+        idx = np.unique(np.asarray(seen, dtype=np.int64))
+        vals = scores[idx]
+        scores[idx] = np.where(vals < 0, vals * s.repetition_penalty, vals / s.repetition_penalty)
+    if s.temperature == 0:
+        return int(scores.argmax())
+    scores = scores / s.temperature
+    if s.top_k is not None and s.top_k < len(scores):
+        kth = np.partition(scores, -s.top_k)[-s.top_k]
+        scores = np.where(scores < kth, -np.inf, scores)
+    if s.top_p is not None and s.top_p < 1.0:
+        order = np.argsort(scores)  # ascending, as transformers' TopPLogitsWarper
+        probs = _softmax(scores[order])
+        remove = np.cumsum(probs) <= (1 - s.top_p)
+        remove[-1] = False  # keep at least the most likely token
+        scores[order[remove]] = -np.inf
+    probs = _softmax(scores)
+    return int(rng.choice(len(probs), p=probs))
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - np.max(x))
+    return e / e.sum()

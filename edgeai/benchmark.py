@@ -176,7 +176,7 @@ def bench(
     """Measure the package's variants; returns ``{"model", "machine", ..., "results": [row, ...]}``.
 
     A row: ``engine, variant, provider, batch, session_ms, first_ms, p50_ms, p90_ms, p99_ms,
-    mean_ms, throughput`` (items/s), ``peak_rss_mb, runs, rounds, threads`` and ``vs_torch``
+    mean_ms, throughput`` (items/s), ``peak_rss_mb, runs, rounds, threads``, ``p50_by_round_ms`` and ``vs_torch``
     (p50 over PyTorch's p50 on the same device and batch, when ``against="torch"``).
     ``record=True`` stores the figures in the manifest (the PyTorch ones under ``reference``),
     where ``edgeai inspect``, ``edgeai report`` and ``variant="auto"`` read them. GPU rows also
@@ -259,9 +259,10 @@ def _run_worker(pkg: Package, case: Case, model: Path | None, feed: Path, thread
     if case.engine == "pytorch":
         spec.update(device=case.provider.removeprefix("torch-"), factory=factory)
     else:
+        # A graph that is not (yet) one of the package's variants (a quantizer's candidate) has no hash to check.
+        info = pkg.variants.get(case.variant, {})
         spec.update(model=str(model), inputs=pkg.manifest["inputs"], outputs=pkg.manifest["outputs"],
-                    provider=case.provider, sha256=pkg.variants[case.variant]["sha256"],
-                    tensorrt=_providers.tensorrt_flags(case.variant, pkg.variants[case.variant]))
+                    provider=case.provider, sha256=info.get("sha256"), tensorrt=_providers.tensorrt_flags(case.variant, info))
     spec_file = work / "case.json"
     spec_file.write_text(json.dumps(spec))
     proc = subprocess.run([sys.executable, "-m", "edgeai._bench_worker", str(spec_file)], capture_output=True, text=True,
@@ -299,6 +300,9 @@ def _aggregate(case: Case, results: list[dict], rounds: int) -> dict:
         # Significant digits, not decimals: a tiny model's 0.0373 ms kept to 4 decimals was 0.13% off,
         # and its throughput no longer matched batch / mean.
         "p50_ms": _sig(float(np.percentile(times, 50))),
+        # Each round's own median, in the order run: a ratio to another engine's same round is what
+        # a shared machine's drift affects least (benchmarks/run_all.py reports the median and best).
+        "p50_by_round_ms": [_sig(float(np.percentile(r["times_ms"], 50))) for r in results],
         "p90_ms": _sig(float(np.percentile(times, 90))),
         "p99_ms": _sig(float(np.percentile(times, 99))),
         "mean_ms": _sig(mean),

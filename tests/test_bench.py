@@ -67,6 +67,7 @@ def test_bench_measures_every_variant_and_batch_in_its_own_processes(small_pkg):
         _check_row(r, r["batch"])
         assert r["provider"] == "CPUExecutionProvider" and r["engine"] == "onnxruntime"
         assert r["runs"] == 50 and r["rounds"] == 2 and r["vs_torch"] is None
+        assert len(r["p50_by_round_ms"]) == 2 and min(r["p50_by_round_ms"]) <= r["p50_ms"] * 1.001 <= max(r["p50_by_round_ms"]) * 1.002
     print(f"\nbench rows: {len(rows)}; fp32 b1 p50 {rows[0]['p50_ms']:.3f} ms")
 
 

@@ -70,15 +70,18 @@ def rank_layers(src: Path, feeds: list[dict[str, np.ndarray]], reference: dict[s
     for name in candidates(model):
         session = ort.InferenceSession(fake_quantized(model, name).SerializeToString(), so, providers=["CPUExecutionProvider"])
         out = measure.run_batches(lambda f: dict(zip([o.name for o in session.get_outputs()], session.run(None, f))), feeds)
-        figs = measure.compare(reference, out, task)
-        if task == "text-embedding":
-            scores[name] = (1 - figs["cosine_min"]) + (1 - figs["cosine_mean"])
-        else:
-            scores[name] = figs["mean_abs_diff"]
+        scores[name] = loss(measure.compare(reference, out, task), task)
     if per_cost:
         size = {n.name: _weight_size(model, n) for n in model.graph.node if n.name in scores}
         scores = {k: v / max(size[k], 1) for k, v in scores.items()}
     return sorted(scores, key=scores.get, reverse=True)
+
+
+def loss(figs: dict, task: str) -> float:
+    """One number for how far a variant's outputs are from fp32's, lower is better."""
+    if task == "text-embedding":
+        return (1 - figs["cosine_min"]) + (1 - figs["cosine_mean"])
+    return figs["mean_abs_diff"]
 
 
 def _weight_size(model: onnx.ModelProto, node) -> int:

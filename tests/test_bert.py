@@ -13,6 +13,7 @@ import sys
 import warnings
 
 import numpy as np
+import onnx
 import pytest
 
 import edgeai
@@ -112,10 +113,51 @@ def test_int8_is_dynamic_per_channel_with_recorded_cosine(bert_pkg):
     assert acc["cosine_min"] >= 0.98 and acc["cosine_mean"] >= 0.99 and acc["samples"] >= 50
     ops = op_histogram(pkg.variant_path("int8"))
     assert ops.get("MatMulInteger", 0) + ops.get("QAttention", 0) > 0
+    # Smoothing (quantize/smooth.py) was tried before keeping layers in float, and the graph shows the alpha chosen.
+    smoothing = int8["recipe"].get("smoothing")
+    if smoothing is not None:
+        assert set(smoothing["tuning_loss"]) == {"none", "0.5", "0.6", "0.7", "0.8"}
+        muls = [n for n in onnx.load(str(pkg.variant_path("int8")), load_external_data=False).graph.node
+                if n.name.endswith("/SmoothMul")]
+        assert len(muls) == (0 if smoothing["alpha"] is None else smoothing["activations"])
+        assert smoothing["alpha"] is None or smoothing["tuning_loss"][str(smoothing["alpha"])] == min(smoothing["tuning_loss"].values())
     # Layers kept in float are named, and really are float in the graph.
     assert ops.get("MatMul", 0) >= len([n for n in int8["recipe"]["float_nodes"] if "MatMul" in n])
     assert pkg.manifest["schema_version"] == SCHEMA_VERSION
     assert "tokenizer.json" in pkg.manifest["assets"]
+
+
+def test_smoothing_keeps_the_float_result_and_makes_int8_closer(bert_pkg, tmp_path):
+    """quantize/smooth.py: dividing activations by s and multiplying weights by s changes nothing
+    in float, and evens out what dynamic INT8's per-call activation scale sees."""
+    import onnxruntime as ort
+
+    from edgeai.data import compare
+    from edgeai.data.feeds import text_feeds
+    from edgeai.data.texts import TUNING
+    from edgeai.quantize.sensitivity import loss
+    from edgeai.quantize.smooth import activation_maxima, groups, smoothed
+    from edgeai.quantize.steps.dynamic import dynamic_int8
+
+    pkg = Package.open(bert_pkg)
+    model = onnx.load(str(pkg.variant_path("fp32")))
+    feeds = text_feeds(pkg, TUNING)
+    maxima = activation_maxima(model, feeds)
+    assert len(maxima) == len(groups(model)) == 24  # per layer: q/k/v input, attention output, FFN in, FFN out
+    onnx.save(smoothed(model, maxima, 0.6), str(tmp_path / "smoothed.onnx"))
+
+    def outputs(path):
+        s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return compare.run_batches(lambda f: dict(zip([o.name for o in s.get_outputs()], s.run(None, f))), feeds)
+
+    ref = outputs(pkg.variant_path("fp32"))
+    same = compare.compare(ref, outputs(tmp_path / "smoothed.onnx"), pkg.task)
+    assert same["cosine_min"] > 0.99999
+    losses = {}
+    for name, graph in (("plain", pkg.variant_path("fp32")), ("smoothed", tmp_path / "smoothed.onnx")):
+        dynamic_int8(graph, tmp_path / f"{name}.int8.onnx", per_channel=True)
+        losses[name] = loss(compare.compare(ref, outputs(tmp_path / f"{name}.int8.onnx"), pkg.task), pkg.task)
+    assert losses["smoothed"] < 0.8 * losses["plain"], losses
 
 
 def test_predict_embed_and_chunking_agree(bert_pkg):

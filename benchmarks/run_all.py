@@ -63,6 +63,25 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def ratio(a: dict, b: dict) -> tuple[float, float]:
+    """Median and best of the per-round ratios of ``a`` to ``b`` (the same round of each: the
+    order alternates, so a round's neighbours load both alike)."""
+    import statistics
+
+    per = [x / y for x, y in zip(a["p50_by_round_ms"], b["p50_by_round_ms"])]
+    return statistics.median(per), min(per)
+
+
+def targets(rows: list[dict]) -> str:
+    """INT8 against fp32 and the default against PyTorch eager, per round: median and best."""
+    lines = ["| model | int8 / fp32, median (best round) | edgeai default / PyTorch eager, median (best round) |",
+             "|---|---|---|"]
+    for r in rows:
+        i8 = "%.2f (%.2f)" % ratio(r["int8"], r["fp32"]) if "int8" in r else "-"
+        lines.append(f"| {r['model']} | {i8} | {'%.2f (%.2f)' % ratio(r[r['default']], r['torch'])} |")
+    return "\n".join(lines)
+
+
 def chart(rows: list[dict], out: Path) -> None:
     import matplotlib
 
@@ -100,7 +119,9 @@ def main() -> None:
             "edgeai's latency over PyTorch eager's on the same weights (p50, lower is better), measured by "
             "`edgeai.bench(..., against=\"torch\")` in one run, every engine in its own process.  \n"
             + _report.machine_line(args.threads or "default") + "\n"
-            + "Inputs: " + "; ".join(f"{r['family']}: {r['inputs']}" for r in rows) + ".\n\n" + table(rows) + "\n")
+            + "Inputs: " + "; ".join(f"{r['family']}: {r['inputs']}" for r in rows) + ".\n\n" + table(rows) + "\n\n"
+            + f"Ratios round by round ({args.rounds} rounds, each engine's round median against the same round of "
+            "the other):\n\n" + targets(rows) + "\n")
     _report.write(f"# All families vs PyTorch eager\n\n`python benchmarks/run_all.py --rounds {args.rounds}`\n\n{body}",
                   str(HERE / "results" / "run_all.md"))
     readme = Path(args.readme)

@@ -105,7 +105,8 @@ def _smoothing(src: Path, dest: Path, work: Path, ctx: Context, tuning: list, me
     from ..smooth import ALPHAS, activation_maxima, groups, smoothed
 
     model = onnx.load(str(src))
-    if not groups(model):
+    # The smoothed copies are run from memory, and one protobuf holds at most 2 GB.
+    if not groups(model) or model.ByteSize() > 1.5e9:
         return src, None, False, figs
     ctx.say(f"smoothing activation outliers into the weights (alpha {', '.join(map(str, ALPHAS))})")
     maxima = activation_maxima(model, tuning)

@@ -82,7 +82,10 @@ def smoothed(model: onnx.ModelProto, maxima: dict[str, np.ndarray], alpha: float
         for n, w in zip(readers, ws):
             # A weight shared by two MatMuls would be scaled twice: give each reader its own.
             name = f"{n.input[1]}/smoothed"
-            m.graph.initializer.append(numpy_helper.from_array(w * s[:, None], name))
+            while name in weights:
+                name += "_"
+            weights[name] = numpy_helper.from_array(w * s[:, None], name)
+            m.graph.initializer.append(weights[name])
             n.input[1] = name
         inv, out = f"{act}/smooth_scale", f"{act}/smoothed"
         m.graph.initializer.append(numpy_helper.from_array(1.0 / s, inv))

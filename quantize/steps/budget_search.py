@@ -111,18 +111,19 @@ def _smoothing(src: Path, dest: Path, work: Path, ctx: Context, tuning: list, me
     ctx.say(f"smoothing activation outliers into the weights (alpha {', '.join(map(str, ALPHAS))})")
     maxima = activation_maxima(model, tuning)
     losses = {"none": loss(figs, task)}
-    best = ("none", src, False, figs)
+    tried = [("none", src, False, figs)]
     for alpha in ALPHAS:
         path = work / f"smoothed-{alpha}.onnx"
         onnx.save(smoothed(model, maxima, alpha), str(path))
         dynamic_int8(path, dest, ctx.per_channel)
         ok, got = meets(dest)
         losses[str(alpha)] = loss(got, task)
-        if losses[str(alpha)] < losses[best[0]]:
-            best = (str(alpha), path, ok, got)
-    alpha, path, ok, got = best
+        tried.append((str(alpha), path, ok, got))
+    # One that meets the budget if any does, the smallest loss among those.
+    alpha, path, ok, got = min(tried, key=lambda t: (not t[2], losses[t[0]]))
     record = {"alpha": None if alpha == "none" else float(alpha), "activations": len(maxima),
               "tuning_loss": {k: round(v, 5) for k, v in losses.items()},
+              "tuning_met": [t[0] for t in tried if t[2]],
               "loss": "(1 - cosine_min) + (1 - cosine_mean)" if task == "text-embedding" else "mean_abs_diff"}
     return path, record, ok, got
 

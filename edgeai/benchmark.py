@@ -58,8 +58,10 @@ class Case:
 
 
 def latency_key(entry: dict) -> str:
-    """Where a latency entry lives in a variant's ``latency`` map: provider, machine, batch."""
-    return f"{entry['provider']}|{entry['machine']}|b{entry['batch']}"
+    """Where a latency entry lives in a variant's ``latency`` map: provider, machine, batch, and
+    the thread count when one was set (ONNX Runtime's default has none)."""
+    threads = f"|t{entry['threads']}" if entry.get("threads") else ""
+    return f"{entry['provider']}|{entry['machine']}|b{entry['batch']}{threads}"
 
 
 # -- inputs ------------------------------------------------------------------------------------

@@ -24,6 +24,29 @@ def recorded_latency(info: dict, provider: str, machine: str | None = None, batc
     return min(figures) if figures else None
 
 
+def recorded_threads(info: dict, provider: str, batch: int = 1, device_id: int = 0) -> int | None:
+    """The thread count of a variant's fastest recorded figure for this provider, kind of machine
+    and batch size; None for ONNX Runtime's default (one per physical core) or no figure."""
+    machine = machine_key(provider, device_id)
+    entries = [e for e in info.get("latency", {}).values()
+               if e["provider"] == provider and e.get("machine") == machine and e.get("batch", 1) == batch]
+    return min(entries, key=lambda e: e["p50_ms"]).get("threads") if entries else None
+
+
+def resolve_threads(pkg: Package, variant: str, provider: str = "auto", strict: bool | None = None,
+                    device_id: int = 0, threads: int | None = None) -> tuple[int | None, str]:
+    """CPU threads for a pipeline, and a note for its variant reason: ``threads`` when given,
+    else those of the variant's fastest figure recorded on this CPU (None: ONNX Runtime's
+    default). A model of a millisecond runs faster on one thread than on two, whose hand-off
+    costs more than the work it splits (quantize/runner.py times both for such models)."""
+    if threads is not None:
+        return threads, ""
+    expected = next((p for p in providers.candidates(provider, strict is not False)
+                     if providers.unavailable_reason(p) is None), providers.CPU)
+    best = recorded_threads(pkg.variants[variant], expected, device_id=device_id) if expected == providers.CPU else None
+    return best, (f"; {best} thread{'s' if best > 1 else ''}, the fastest recorded" if best else "")
+
+
 LOSSY = ("int8", "fp16", "int4")
 LOSSY_MARGIN = 0.05  # run-to-run noise of the recorded medians on a shared 2-core machine is ~5%
 

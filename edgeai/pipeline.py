@@ -14,7 +14,7 @@ import numpy as np
 from . import home, providers, tasks
 from .errors import EdgeAIError, InputError, PackageError, PipelineClosedError
 from .package import VARIANTS, Package
-from .choice import LOSSY, LOSSY_MARGIN, choose_variant, for_provider, meets_budget, recorded_latency, resolve_variant  # noqa: F401  (re-exported)
+from .choice import LOSSY, LOSSY_MARGIN, choose_variant, for_provider, meets_budget, recorded_latency, resolve_threads, resolve_variant  # noqa: F401  (re-exported)
 from .data.compare import stack
 from .session import Session
 
@@ -69,14 +69,15 @@ class Pipeline:
         m = package.manifest
         variant, self.variant_reason = resolve_variant(package, provider, variant, strict, device_id)
         self.variant = variant
+        self.threads, note = resolve_threads(package, variant, provider, strict, device_id, threads)  # None: ORT's default
+        self.variant_reason += note
         self.session = Session(
-            package.variant_path(variant), m["inputs"], m["outputs"], provider, strict, threads, device_id,
+            package.variant_path(variant), m["inputs"], m["outputs"], provider, strict, self.threads, device_id,
             model_sha256=package.variants[variant]["sha256"],
             tensorrt=providers.tensorrt_flags(variant, package.variants[variant]),
         )
         self.provider = self.session.provider
-        # Pre- and post-processing come from edgeai.tasks, looked up by the manifest's types.
-        self._pre = tasks.preprocessor(package, [t["name"] for t in m["inputs"]])
+        self._pre = tasks.preprocessor(package, [t["name"] for t in m["inputs"]])  # edgeai.tasks, by the manifest's types
         self._post_spec = m.get("postprocess", {"type": "none"})
         self._post = tasks.postprocessor(package)
         self.labels = package.labels
@@ -392,8 +393,8 @@ def load(
     ``"cpu"``, ``"cuda"`` or ``"tensorrt"``. ``strict`` defaults to True for a named provider
     (raise rather than fall back) and False for ``"auto"``. ``variant``: ``"auto"`` (the fastest
     variant whose recorded accuracy meets the package's budget), or ``fp32``/``optimized``/``int8``/``fp16``.
-    ``device_id`` picks the GPU for CUDA and TensorRT.
-    """
+    ``threads``: CPU threads; by default those of the variant's fastest figure recorded on this
+    CPU, else ONNX Runtime's default. ``device_id`` picks the GPU for CUDA and TensorRT."""
     if variant != "auto" and variant not in VARIANTS:
         raise InputError(f"Unknown variant {variant!r}; choose auto or one of {', '.join(VARIANTS)}.")
     return Pipeline(open_package(path_or_name, progress), provider, variant, strict, threads, device_id)

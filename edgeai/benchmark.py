@@ -50,11 +50,13 @@ class Case:
     variant: str  # a variant name, or "pytorch"
     provider: str  # ONNX Runtime provider name; for PyTorch "torch-cpu" / "torch-cuda"
     batch: int
+    threads: int | None = None  # this case's own thread count (auto's), instead of the run's
 
     @property
     def label(self) -> str:
         where = _providers.short_name(self.provider)
-        return f"{self.variant} on {where}, batch {self.batch}"
+        own = f", {self.threads} thread{'s' if self.threads > 1 else ''}" if self.threads else ""
+        return f"{self.variant} on {where}, batch {self.batch}{own}"
 
 
 def latency_key(entry: dict) -> str:
@@ -174,12 +176,15 @@ def bench(
     on_step: Step | None = None,
     source: str = "bench",
     device_id: int = 0,
+    auto: bool = False,
 ) -> dict[str, Any]:
     """Measure the package's variants; returns ``{"model", "machine", ..., "results": [row, ...]}``.
 
     A row: ``engine, variant, provider, batch, session_ms, first_ms, p50_ms, p90_ms, p99_ms,
     mean_ms, throughput`` (items/s), ``peak_rss_mb, runs, rounds, threads``, ``p50_by_round_ms`` and ``vs_torch``
     (p50 over PyTorch's p50 on the same device and batch, when ``against="torch"``).
+    ``auto=True`` (with no ``threads``) also times what ``edgeai.load`` runs on the CPU when that
+    differs from the rows above: the chosen variant on its recorded thread count.
     ``record=True`` stores the figures in the manifest (the PyTorch ones under ``reference``),
     where ``edgeai inspect``, ``edgeai report`` and ``variant="auto"`` read them. GPU rows also
     carry ``placement`` (nodes per provider) and are recorded under this CPU + the GPU's name.
@@ -196,10 +201,17 @@ def bench(
     torch_provs = _torch_cases(pkg, against, factory, sorted({"cuda" if p != _providers.CPU else "cpu" for p in provs}))
     arrays = load_inputs(inputs, pkg) if isinstance(inputs, (str, os.PathLike)) else inputs
     cases = [Case("onnxruntime", v, p, b) for p in provs for b in batches for v in names]
+    if auto and threads is None and _providers.CPU in provs:
+        from .choice import choose_variant, resolve_threads
+
+        chosen = choose_variant(pkg, _providers.CPU, device_id)[0]
+        own = resolve_threads(pkg, chosen, _providers.CPU, device_id=device_id)[0]
+        cases += [Case("onnxruntime", chosen, _providers.CPU, b, own) for b in batches if own]
     cases += [Case("pytorch", "pytorch", p, b) for p in torch_provs for b in batches]
     per: dict[Case, list[dict]] = {c: [] for c in cases}
     total, done = len(cases) * rounds, 0
-    models = {v: pkg.variant_path(v) for v in names}  # each file's hash checked once, not per case and round
+    # each file's hash checked once, not per case and round
+    models = {c.variant: pkg.variant_path(c.variant) for c in cases if c.engine == "onnxruntime"}
     with tempfile.TemporaryDirectory(prefix="edgeai-bench-") as work:
         feeds = {}
         for b in batches:
@@ -209,7 +221,7 @@ def bench(
             for case in cases if r % 2 == 0 else list(reversed(cases)):
                 if on_step:
                     on_step(done, total, case.label)
-                per[case].append(_run_worker(pkg, case, models.get(case.variant), feeds[case.batch], threads, runs,
+                per[case].append(_run_worker(pkg, case, models.get(case.variant), feeds[case.batch], case.threads or threads, runs,
                                              min_time, factory, Path(work), device_id))
                 done += 1
         if on_step:

@@ -71,6 +71,16 @@ def test_bench_measures_every_variant_and_batch_in_its_own_processes(small_pkg):
     print(f"\nbench rows: {len(rows)}; fp32 b1 p50 {rows[0]['p50_ms']:.3f} ms")
 
 
+def test_bench_auto_times_what_load_runs(small_pkg):
+    """auto=True adds the variant edgeai.load picks on its recorded thread count, when that is
+    not ONNX Runtime's default (a model this small is recorded on one thread too by quantize)."""
+    pipe = edgeai.load(small_pkg, provider="cpu")
+    doc = edgeai.bench(small_pkg, variants="fp32", rounds=1, runs=5, auto=True)
+    own = [(r["variant"], r["threads"]) for r in doc["results"] if r["threads"]]
+    assert own == ([(pipe.variant, pipe.threads)] if pipe.threads else [])
+    assert [r["variant"] for r in doc["results"] if not r["threads"]] == ["fp32"]
+
+
 def test_bench_cli_table_and_json(small_pkg):
     r = cli("bench", str(small_pkg), "--variant", "fp32,int8", "--batch", "1,2", "--rounds", "1", "--runs", "20", "--json")
     assert r.returncode == 0, r.stderr

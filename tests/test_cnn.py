@@ -49,9 +49,9 @@ def test_manifest_records_the_measurements(cnn_pkg):
     lo, hi = acc["top1_agreement_ci95"]
     assert lo <= acc["top1_agreement"] <= hi
     assert int8["size"] < v["fp32"]["size"] / 3
-    for info in v.values():
-        (entry,) = info["latency"].values()
-        assert entry["provider"] == "CPUExecutionProvider" and entry["p50_ms"] > 0
+    for info in v.values():  # the default thread count, and one thread too where the model is that quick
+        assert 1 <= len(info["latency"]) <= 2 and any(not e["threads"] for e in info["latency"].values())
+        assert all(e["provider"] == "CPUExecutionProvider" and e["p50_ms"] > 0 for e in info["latency"].values())
     assert len(pkg.labels) == 1000 and pkg.labels[281] == "tabby" and pkg.labels[967] == "espresso"
 
 
@@ -69,7 +69,7 @@ def test_auto_chooses_int8_only_within_budget(cnn_pkg):
     within = pkg.variants["int8"]["accuracy"]["top1_agreement"] >= pkg.manifest["budget"]["min"]
     if not within:
         assert pipe.variant != "int8"
-    lat = {n: next(iter(v["latency"].values()))["p50_ms"] for n, v in pkg.variants.items()}
+    lat = {n: min(e["p50_ms"] for e in v["latency"].values()) for n, v in pkg.variants.items()}
     eligible = [n for n in lat if n != "int8" or within]
     assert pipe.variant == min(eligible, key=lat.get)
 

@@ -97,10 +97,11 @@ def test_an_int8_missing_the_budget_says_so_and_small_sizes_are_in_kb(factories,
     assert r.returncode == 0, r.stderr
     page = html_file.read_text()
     assert "Within the accuracy budget: <b>fp32, optimized</b>; missing it: <b>int8</b>" in page
-    from edgeai.pipeline import choose_variant
+    from edgeai.pipeline import choose_variant, resolve_threads
     from edgeai.providers import CPU
 
     variant, reason = choose_variant(Package.open(pkg.path), CPU)
+    reason += resolve_threads(Package.open(pkg.path), variant, CPU)[1]  # and its thread count, when recorded faster
     assert f"runs <b>{variant}</b>: {reason}." in page
     assert f"edgeai bench {pkg.path} --against torch --factory {factories}:linear --record" in page
     data = json.loads(page.split('id="edgeai-data">')[1].split("</script>")[0])

@@ -57,6 +57,10 @@ def _variants_line(pkg) -> str:
         recipe = v.get("recipe", {})
         method = recipe.get("method")
         kind = f", {method} INT8{' for TensorRT' if recipe.get('preset') == 'tensorrt' else ''}" if method else ""
+        if method == "dynamic":  # what the budget search did (quantize/steps/budget_search.py)
+            smoothed = (recipe.get("smoothing") or {}).get("alpha")
+            kept = len(recipe.get("float_nodes") or [])
+            kind += (f", smoothed (alpha {smoothed:g})" if smoothed else "") + (f", {kept} layers kept float" if kept else "")
         if method == "weight-only":
             kind = f", 4-bit weight-only (block {recipe.get('block_size')})"
         parts.append(f"{name} ({size_text(v['size'])}{kind}{fig}{_budget_note(pkg, name, acc)})")

@@ -15,22 +15,27 @@ def meets_budget(pkg: Package, name: str) -> bool:
     return name == "fp32" or budget_met(pkg.manifest.get("budget"), pkg.variants[name].get("accuracy", {}))
 
 
+def fastest_recorded(info: dict, provider: str, machine: str | None = None, batch: int = 1,
+                     device_id: int = 0) -> dict | None:
+    """A variant's fastest latency entry for this provider, kind of machine (and GPU) and batch
+    size, whatever thread count it was measured on; None without one."""
+    machine = machine or machine_key(provider, device_id)
+    entries = [e for e in info.get("latency", {}).values()
+               if e["provider"] == provider and e.get("machine", "?") == machine and e.get("batch", 1) == batch]
+    return min(entries, key=lambda e: e["p50_ms"]) if entries else None
+
+
 def recorded_latency(info: dict, provider: str, machine: str | None = None, batch: int = 1,
                      device_id: int = 0) -> float | None:
     """The recorded p50 of a variant for this provider, kind of machine (and GPU) and batch size."""
-    machine = machine or machine_key(provider, device_id)
-    figures = [e["p50_ms"] for e in info.get("latency", {}).values()
-               if e["provider"] == provider and e.get("machine") == machine and e.get("batch", 1) == batch]
-    return min(figures) if figures else None
+    best = fastest_recorded(info, provider, machine, batch, device_id)
+    return best["p50_ms"] if best else None
 
 
-def recorded_threads(info: dict, provider: str, batch: int = 1, device_id: int = 0) -> int | None:
-    """The thread count of a variant's fastest recorded figure for this provider, kind of machine
-    and batch size; None for ONNX Runtime's default (one per physical core) or no figure."""
-    machine = machine_key(provider, device_id)
-    entries = [e for e in info.get("latency", {}).values()
-               if e["provider"] == provider and e.get("machine") == machine and e.get("batch", 1) == batch]
-    return min(entries, key=lambda e: e["p50_ms"]).get("threads") if entries else None
+def expected_provider(provider: str = "auto", strict: bool | None = None) -> str:
+    """The first provider of ``provider`` that can start here (the CPU when none can)."""
+    return next((p for p in providers.candidates(provider, strict is not False)
+                 if providers.unavailable_reason(p) is None), providers.CPU)
 
 
 def resolve_threads(pkg: Package, variant: str, provider: str = "auto", strict: bool | None = None,
@@ -39,11 +44,9 @@ def resolve_threads(pkg: Package, variant: str, provider: str = "auto", strict: 
     else those of the variant's fastest figure recorded on this CPU (None: ONNX Runtime's
     default). A model of a millisecond runs faster on one thread than on two, whose hand-off
     costs more than the work it splits (quantize/runner.py times both for such models)."""
-    if threads is not None:
+    if threads is not None or expected_provider(provider, strict) != providers.CPU:
         return threads, ""
-    expected = next((p for p in providers.candidates(provider, strict is not False)
-                     if providers.unavailable_reason(p) is None), providers.CPU)
-    best = recorded_threads(pkg.variants[variant], expected, device_id=device_id) if expected == providers.CPU else None
+    best = (fastest_recorded(pkg.variants[variant], providers.CPU, device_id=device_id) or {}).get("threads")
     return best, (f"; {best} thread{'s' if best > 1 else ''}, the fastest recorded" if best else "")
 
 
@@ -93,6 +96,4 @@ def resolve_variant(pkg: Package, provider: str = "auto", variant: str = "auto",
     if variant != "auto":
         pkg.variant(variant)  # raises a clear error for a variant the package lacks
         return variant, "requested"
-    expected = next((p for p in providers.candidates(provider, strict is not False)
-                     if providers.unavailable_reason(p) is None), providers.CPU)
-    return choose_variant(pkg, expected, device_id)
+    return choose_variant(pkg, expected_provider(provider, strict), device_id)

@@ -26,6 +26,7 @@ from . import __version__
 from .errors import DependencyError, InputError
 from .machine import is_this_machine, machine_id
 from .package import VARIANTS, Package, now
+from .choice import fastest_recorded
 from .pipeline import choose_variant, meets_budget, resolve_threads
 from .providers import CPU, short_name
 
@@ -53,9 +54,7 @@ def _entry(latency: dict, key: tuple[str, str, int] | None, torch: bool = False)
         return None
     provider = ("torch-cpu" if key[0] == CPU else "torch-cuda") if torch else key[0]
     # The fastest figure at this key (a small model may be recorded on one thread and on the default), as auto uses.
-    found = [e for e in latency.values()
-             if e["provider"] == provider and e.get("machine", "?") == key[1] and e.get("batch", 1) == key[2]]
-    return min(found, key=lambda e: e["p50_ms"]) if found else None
+    return fastest_recorded({"latency": latency}, provider, key[1], key[2])
 
 
 def ladder(pkg: Package) -> dict[str, Any]:

@@ -76,7 +76,8 @@ def ratio(a: dict, b: dict) -> tuple[float, float]:
 
 
 def targets(rows: list[dict]) -> str:
-    """INT8 against fp32 and the default against PyTorch eager, per round: median and best."""
+    """INT8 against fp32, and the default (as edgeai.load runs it) against fp32 and PyTorch eager,
+    per round: median and best."""
     lines = ["| model | int8 / fp32, median (best round) | edgeai default / edgeai fp32 | edgeai default / PyTorch eager |",
              "|---|---|---|---|"]
     for r in rows:

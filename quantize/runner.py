@@ -77,7 +77,8 @@ class Step:
         return "fp32"
 
     def run(self, pkg: Package, src: Path, dest: Path, work: Path, ctx: Context) -> dict:
-        """Write the new graph to ``dest`` (``work`` is scratch space); return its recipe."""
+        """Write the new graph to ``dest`` (``work`` is scratch space); return its recipe (with
+        ``made_from`` when the step chose a source other than ``source()``'s)."""
         raise NotImplementedError
 
 
@@ -109,6 +110,8 @@ def run_step(step: Step, pkg: Package, ctx: Context, measure_latency: bool = Fal
     try:
         with tempfile.TemporaryDirectory(prefix="edgeai-quant-") as work:
             recipe = step.run(pkg, src, tmp, Path(work), ctx)
+        # A step that chose among sources by measurement (budget_search.py) says which.
+        made_from = recipe.pop("made_from", made_from)
         ctx.say(CHECKS.get(step.variant, f"measuring {step.variant} agreement with fp32 on held-out inputs"))
         fp32 = src if made_from == "fp32" else pkg.variant_path("fp32")
         held_out, feeds = held_out_inputs(pkg, texts=ctx.held_out)

@@ -74,6 +74,7 @@ class BudgetSearch(Step):
         timed = {"int8_ms_by_graph": graph_ms}
         recipe = _search(src, dest, work, ctx, pkg.task, strict, tuning, ref, meets)
         first = next((g for g in graph_ms if pkg.variant_path(g) == src), None)
+        # _search records "smoothing" (None where nothing could be smoothed) once all-INT8 missed.
         if len(graph_ms) < 2 or first is None or "smoothing" not in recipe:
             return {**recipe, **timed}
         # All-INT8 missed the budget, and what the search added (smoothing Muls, layers kept in
@@ -89,9 +90,9 @@ class BudgetSearch(Step):
             return {**recipe, **timed, "searched_by_graph": _summary({first: (dest, recipe)}, ms)}
         ctx.say(f"searching the {_GRAPH[other]} graph too (all-INT8 {graph_ms[other]:.1f} ms, "
                 f"below the {_GRAPH[first]} result's {ms[first]:.1f} ms)")
-        results = {first: (dest, recipe), other: (work / f"{other}.int8.onnx", None)}
-        results[other] = (results[other][0], _search(pkg.variant_path(other), results[other][0], work, ctx, pkg.task,
-                                                     strict, tuning, ref, meets))
+        other_dest = work / f"{other}.int8.onnx"
+        results = {first: (dest, recipe),
+                   other: (other_dest, _search(pkg.variant_path(other), other_dest, work, ctx, pkg.task, strict, tuning, ref, meets))}
         ctx.say("timing both results")
         ms = _timings(pkg, {g: path for g, (path, _) in results.items()})
         met = [g for g, (_, r) in results.items() if r["budget_met_on_tuning"]] or list(results)

@@ -54,6 +54,8 @@ def validate(value: Any, schema: dict, root: dict | None = None, where: str = "m
             errors.append(f"{where} is below {schema['minimum']}")
         if "exclusiveMinimum" in schema and value <= schema["exclusiveMinimum"]:
             errors.append(f"{where} must be above {schema['exclusiveMinimum']}")
+        if "maximum" in schema and value > schema["maximum"]:
+            errors.append(f"{where} is above {schema['maximum']}")
     if isinstance(value, list):
         if not schema.get("minItems", 0) <= len(value) <= schema.get("maxItems", 1 << 62):
             errors.append(f"{where} has {len(value)} items, outside the allowed range")

@@ -73,7 +73,11 @@ def choose_variant(pkg: Package, provider: str, device_id: int = 0) -> tuple[str
         why = "fastest within the accuracy budget on this machine"
         if t > fastest:
             why = f"exact, and within {LOSSY_MARGIN:.0%} of the fastest within budget"
-        return v, f"{why} ({t:.2f} ms recorded)"
+        # Faster variants that the budget rules out: say so, or "fastest" reads as the fastest of all.
+        missed = [w for w in VARIANTS if w in pkg.variants and w not in eligible and for_provider(pkg, w, provider)
+                  and (r := recorded_latency(pkg.variants[w], provider, device_id=device_id)) is not None and r < t]
+        but = f"; {' and '.join(missed)} {'is' if len(missed) == 1 else 'are'} faster but miss{'es' if len(missed) == 1 else ''} the budget" if missed else ""
+        return v, f"{why} ({t:.2f} ms recorded{but})"
     order = ("int8", "optimized", "fp32") if provider == providers.CPU else ("fp16", "fp32", "optimized")
     if provider == providers.TENSORRT and (pkg.variants.get("int8", {}).get("recipe") or {}).get("preset") == "tensorrt":
         order = ("int8", *order)
@@ -95,5 +99,7 @@ def resolve_variant(pkg: Package, provider: str = "auto", variant: str = "auto",
     provider of ``provider`` that can start here."""
     if variant != "auto":
         pkg.variant(variant)  # raises a clear error for a variant the package lacks
+        if not meets_budget(pkg, variant):
+            return variant, "requested; it misses the package's accuracy budget, so auto would not run it"
         return variant, "requested"
     return choose_variant(pkg, expected_provider(provider, strict), device_id)

@@ -57,8 +57,23 @@ def _entry(latency: dict, key: tuple[str, str, int] | None, torch: bool = False)
     return fastest_recorded({"latency": latency}, provider, key[1], key[2])
 
 
-def ladder(pkg: Package) -> dict[str, Any]:
+def damaged_variants(pkg: Package) -> dict[str, str]:
+    """Variant name -> why its file cannot run (missing, or changed since packaging), as
+    ``edgeai inspect`` finds them; the page marks these rather than vouching for their figures."""
+    from .errors import PackageError
+
+    bad = {}
+    for name, v in pkg.variants.items():
+        try:
+            pkg.verified_file(v["file"], v["sha256"])
+        except PackageError as e:
+            bad[name] = str(e)
+    return bad
+
+
+def ladder(pkg: Package, damaged: dict[str, str] | None = None) -> dict[str, Any]:
     """The page's figures: one rung per engine/variant, and every recorded latency entry."""
+    damaged = damaged_variants(pkg) if damaged is None else damaged
     key = _headline_key(pkg)
     ref = pkg.manifest.get("reference") or {}
     rungs = [{"rung": "PyTorch", "variant": None, "made_from": None, "compared_with": None, "outputs": {}, "metrics": {},
@@ -79,7 +94,7 @@ def ladder(pkg: Package) -> dict[str, Any]:
             "samples": acc.get("samples"), "baseline_accuracy": acc.get("baseline_accuracy"),
             **_held_out_figures(acc),
             "size_mb": v["size"] / 1e6, "latency": _entry(v.get("latency", {}), key),
-            "meets_budget": meets_budget(pkg, name),
+            "meets_budget": meets_budget(pkg, name), "damaged": name in damaged,
         })
     entries = [{"engine": name, **e} for name, v in pkg.variants.items() for e in v.get("latency", {}).values()]
     entries += [{"engine": "PyTorch", **e} for e in ref.get("latency", {}).values()]
@@ -87,7 +102,7 @@ def ladder(pkg: Package) -> dict[str, Any]:
         "model": pkg.name, "family": pkg.manifest["family"], "task": pkg.task, "package": str(pkg.path),
         "budget": pkg.manifest.get("budget"), "headline": dict(zip(("provider", "machine", "batch"), key)) if key else None,
         "rungs": rungs, "latencies": entries, "this_machine": machine_id(), "auto": _auto(pkg),
-        "torch_hint": None if rungs[0]["latency"] else _torch_hint(pkg),
+        "torch_hint": None if rungs[0]["latency"] else _torch_hint(pkg), "damaged": damaged,
     }
 
 
@@ -203,14 +218,18 @@ def _choice_notes(data: dict) -> list[str]:
     """Which variants meet the budget, what ``auto`` runs here, and how to fill an empty PyTorch row."""
     e = html.escape
     named = [r for r in data["rungs"] if r["variant"]]
-    within = ", ".join(r["rung"] for r in named if r["meets_budget"]) or "none"
-    missing = ", ".join(r["rung"] for r in named if not r["meets_budget"]) or "none"
+    within = ", ".join(r["rung"] for r in named if r["meets_budget"] and not r.get("damaged")) or "none"
+    missing = ", ".join(r["rung"] for r in named if not r["meets_budget"] and not r.get("damaged")) or "none"
     auto = data["auto"]
     verdict = (f'<p id="budget-verdict">Within the accuracy budget: <b>{e(within)}</b>; missing it: <b>{e(missing)}</b> '
                '(a variant missing it is never chosen by <code>variant="auto"</code>).</p>')
     choice = (f'<p id="auto-choice">On this machine, <code>variant="auto"</code> with provider {e(short_name(auto["provider"]))} '
               f'runs <b>{e(auto["variant"])}</b>: {e(auto["reason"])}.</p>')
     parts = [verdict, choice]
+    if data.get("damaged"):
+        parts.insert(0, f'<p class="note" id="damaged"><b>Damaged, cannot run:</b> {e(", ".join(data["damaged"]))} '
+                        '(the file is missing or changed since packaging; its figures are those recorded before). '
+                        'Rebuild it with <code>edgeai optimize</code>/<code>quantize</code> or copy the package again.</p>')
     if data.get("torch_hint"):
         parts.append(f'<p class="note" id="torch-hint">The PyTorch row has no figures for this machine: run '
                      f'<code>{e(data["torch_hint"])}</code> to fill it.</p>')
@@ -231,7 +250,7 @@ def _rung_rows(r: dict, metrics: list[str], torch_p50: float | None) -> list[str
         cells += [_metric_cell(r, m) if first else "<td></td>" for m in metrics]
         if first:
             ratio = lat["p50_ms"] / torch_p50 if torch_p50 and lat.get("p50_ms") is not None else None
-            within = {True: "yes", False: "no"}.get(r["meets_budget"], "-")
+            within = "damaged" if r.get("damaged") else {True: "yes", False: "no"}.get(r["meets_budget"], "-")
             cells += [_num(r.get("samples"), ".0f"), f'<td class="l">{within}</td>', _num(r["size_mb"], ".2f"),
                       _num(lat.get("p50_ms"), ".3f"), _num(lat.get("p99_ms"), ".3f"), _num(ratio, ".2f")]
         else:
@@ -299,14 +318,15 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 def write_report(pkg: Package, output: str | os.PathLike, png: bool = False,
-                 warn: Callable[[str], None] | None = None) -> list[Path]:
-    """Write the page (and with ``png`` the charts as ``<stem>-latency.png``/``-error.png``)."""
+                 warn: Callable[[str], None] | None = None, damaged: dict[str, str] | None = None) -> list[Path]:
+    """Write the page (and with ``png`` the charts as ``<stem>-latency.png``/``-error.png``);
+    ``damaged``: :func:`damaged_variants`, when the caller has it already."""
     output = Path(output)
     if output.is_dir():
         raise InputError(f"{output} is a directory; give the report's file name, e.g. {output / 'report.html'}.")
     if not output.parent.is_dir():
         raise InputError(f"The directory {output.parent} does not exist.")
-    data = ladder(pkg)
+    data = ladder(pkg, damaged)
     plt = _pyplot()
     if plt is None and png:
         raise DependencyError("--png draws the charts with matplotlib: pip install 'edgeai[report]'.")

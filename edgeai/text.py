@@ -205,3 +205,15 @@ def expand_text_inputs(args: Sequence[Any], literal: bool = False) -> list[str]:
                 raise InputError(f"{arg} has no text in it (it is empty or blank); give a file with one input per line.")
             texts.extend(lines)
     return texts
+
+
+def looks_like_a_missing_file(arg: str) -> bool:
+    """An argument that reads as a file name (one word that starts like a path or ends in a text
+    file's suffix) but names no file: most likely a typo, though it is run as a text."""
+    text = str(arg)
+    if not text or any(c.isspace() for c in text) or _existing(text) is not None:
+        return False
+    if "://" in text:
+        return False  # a URL is a text
+    return (text.startswith(("/", "./", "../", "~/")) or text.endswith("/")
+            or os.path.splitext(text)[1].lower() in (*TEXT_SUFFIXES, ".csv", ".json", ".jsonl", ".md"))

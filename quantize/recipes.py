@@ -45,6 +45,7 @@ def quantize(
     made_from: str | None = None,
     budget: float | None = None,
     qat_steps: int | None = None,
+    replace: bool = False,
 ) -> Package:
     """Add the ``int8`` variant and record its accuracy against fp32 and its CPU latency.
 
@@ -58,6 +59,9 @@ def quantize(
     only at ``held_out``.
 
     ``budget`` sets the package's accuracy threshold for its metric first (``--budget``).
+
+    A new variant that misses the budget does not replace one within it (an InputError says
+    so, and nothing is written) unless ``replace``.
 
     ``method``: ``static`` (QDQ, per-channel int8 weights, uint8 activations calibrated on real
     inputs), ``dynamic`` (int8 weights, activations quantized at run time), ``qat`` (image models
@@ -76,13 +80,13 @@ def quantize(
         if method != "auto" or calibration is not None or preset != "cpu":
             raise InputError("fp16 is a conversion of the graph: --method, --calibration and --preset apply to int8 only.")
         return to_fp16(pkg, made_from=made_from or "fp32", out=out, measure_latency=measure_latency, progress=progress,
-                       held_out=held_out)
+                       held_out=held_out, replace=replace)
     if made_from is not None:
         raise InputError("made_from applies to fp16; int8 is made from the graph its method needs.")
     if precision == "int4":
         if method != "auto" or calibration is not None or preset != "cpu":
             raise InputError("int4 is weight-only: --method, --calibration and --preset apply to int8 only.")
-        ctx = Context(progress=progress, held_out=held_out, tuning=tuning)
+        ctx = Context(progress=progress, held_out=held_out, tuning=tuning, replace=replace)
         return run_step(_step("int4", "cpu", "auto", input_kind(pkg)), pkg, ctx, measure_latency)
     kind = input_kind(pkg)
     if preset == "tensorrt":
@@ -91,21 +95,23 @@ def quantize(
         method = "static"
     if method == "auto":
         method = "static" if (calibration is not None or kind == "image") else "dynamic"
-    ctx = Context(progress=progress, held_out=held_out, tuning=tuning, calibration=calibration, per_channel=per_channel)
+    ctx = Context(progress=progress, held_out=held_out, tuning=tuning, calibration=calibration, per_channel=per_channel,
+                  replace=replace)
     if qat_steps is not None:
         ctx.qat_steps = qat_steps
     return run_step(_step(precision, preset, method, kind), pkg, ctx, measure_latency)
 
 
 def to_fp16(pkg: str | os.PathLike | Package, made_from: str = "fp32", out: str | os.PathLike | None = None,
-            measure_latency: bool = True, progress: Progress | None = None, held_out: list[str] | None = None) -> Package:
+            measure_latency: bool = True, progress: Progress | None = None, held_out: list[str] | None = None,
+            replace: bool = False) -> Package:
     """Add the ``fp16`` variant: the graph converted to float16, its inputs and outputs kept
     float32 (see steps/fp16.py). ``made_from``: ``fp32`` (what TensorRT compiles whole) or
     ``optimized`` (ONNX Runtime's fused ops, for CUDA)."""
     pkg = open_package(pkg, out)
     if made_from not in FP16_SOURCES:
         raise InputError(f"fp16 is made from {' or '.join(FP16_SOURCES)}; got {made_from!r}.")
-    ctx = Context(progress=progress, held_out=held_out, made_from=made_from)
+    ctx = Context(progress=progress, held_out=held_out, made_from=made_from, replace=replace)
     return run_step(_step("fp16", "cpu", "auto", input_kind(pkg)), pkg, ctx, measure_latency)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import CAT, cli, make_tiny_package
+from conftest import CAT, cli, edit_manifest, make_tiny_package
 
 
 def test_quantize_budget_is_recorded_and_obeyed(tmp_path):
@@ -26,7 +26,7 @@ def test_a_budget_outside_0_1_is_one_sentence(tmp_path):
     pkg = make_tiny_package(tmp_path / "tiny")
     before = (pkg / "manifest.json").read_text()
     r = cli("quantize", str(pkg), "--budget", "1.5")
-    assert r.returncode == 1 and "--budget is a threshold for top1_agreement, between 0 and 1; got 1.5." in r.stderr
+    assert r.returncode == 1 and "--budget is a threshold for top1_agreement, above 0 and at most 1; got 1.5." in r.stderr
     assert (pkg / "manifest.json").read_text() == before
 
 
@@ -39,7 +39,7 @@ def test_export_budget_is_recorded(tmp_path):
     m = json.loads((tmp_path / "p" / "manifest.json").read_text())
     assert m["budget"]["min"] == 0.995 and m["budget"]["set_by"] == "user"
     r = cli("export", "lstm", "--budget", "2", "-o", str(tmp_path / "q"))
-    assert r.returncode == 1 and "between 0 and 1" in r.stderr and not (tmp_path / "q").exists()
+    assert r.returncode == 1 and "above 0 and at most 1" in r.stderr and not (tmp_path / "q").exists()
 
 
 def test_budget_on_a_plain_onnx_file_is_kept(tmp_path):
@@ -80,3 +80,111 @@ def test_an_empty_or_corrupt_array_file_is_one_sentence(tmp_path):
     for f, names in (("e.npy", ["x"]), ("c.npz", ["x", "y"])):
         with pytest.raises(InputError, match="not a readable numpy file"):
             load_arrays(tmp_path / f, names)
+
+
+class _Negated:
+    """A real recipe that misses any budget: the tiny classifier with its weights and bias negated
+    (logits negated: the top class becomes the last), written as the int8 variant."""
+
+    name, variant, simulate_qdq = "negated", "int8", False
+
+    def requires(self, pkg):
+        pass
+
+    def source(self, pkg, ctx):
+        return "fp32"
+
+    def run(self, pkg, src, dest, work, ctx):
+        import onnx
+        from onnx import numpy_helper
+
+        m = onnx.load(str(src))
+        for init in m.graph.initializer:
+            if init.name in ("W", "B"):
+                init.CopyFrom(numpy_helper.from_array(-numpy_helper.to_array(init), init.name))
+        onnx.save(m, str(dest))
+        return {"method": "negated"}
+
+
+def test_a_new_variant_that_misses_the_budget_does_not_replace_one_that_meets_it(tmp_path):
+    import pytest
+
+    from edgeai.errors import InputError
+    from edgeai.package import Package
+    from edgeai.quantize import quantize
+    from edgeai.quantize.runner import Context, run_step
+
+    pkg = make_tiny_package(tmp_path / "tiny")
+    quantize(pkg, method="dynamic", measure_latency=False, budget=0.5)
+    before = json.loads((pkg / "manifest.json").read_text())
+    old = before["variants"]["int8"]
+    assert old["accuracy"]["top1_agreement"] >= 0.5
+    with pytest.raises(InputError) as e:
+        run_step(_Negated(), Package.open(pkg), Context())
+    msg = str(e.value)
+    assert "misses the accuracy budget (top1_agreement 0." in msg and "< 0.5)" in msg and "--replace" in msg
+    assert json.loads((pkg / "manifest.json").read_text()) == before and (pkg / old["file"]).is_file()
+    assert sorted(p.name for p in pkg.glob("*.onnx")) == sorted(["model.onnx", old["file"]])  # nothing half-written
+    # --replace: the user's word
+    run_step(_Negated(), Package.open(pkg), Context(replace=True))
+    new = json.loads((pkg / "manifest.json").read_text())["variants"]["int8"]
+    assert new["recipe"]["method"] == "negated" and new["accuracy"]["top1_agreement"] < 0.5
+    assert not (pkg / old["file"]).exists()
+    # auto says why it runs fp32: the faster-or-not int8 misses the budget; asked for by name, it runs, with a note
+    import edgeai
+
+    assert "requested; it misses the package's accuracy budget" in edgeai.load(pkg, variant="int8").variant_reason
+    r = cli("run", "--model", str(pkg), "--variant", "int8", str(CAT))
+    assert r.returncode == 0 and "note: running int8: requested; it misses" in r.stderr
+
+
+def test_auto_says_when_a_faster_variant_misses_the_budget(tmp_path):
+    from edgeai.choice import choose_variant
+    from edgeai.machine import machine_key
+    from edgeai.package import Package
+    from edgeai.quantize import quantize
+
+    pkg = make_tiny_package(tmp_path / "tiny")
+    quantize(pkg, method="dynamic", measure_latency=False, budget=0.5)
+    key = machine_key("CPUExecutionProvider")
+
+    def timed(m):
+        for name, ms in (("fp32", 2.0), ("int8", 1.0)):
+            m["variants"][name]["latency"] = {"x": {"provider": "CPUExecutionProvider", "machine": key, "batch": 1, "p50_ms": ms}}
+        m["variants"]["int8"]["accuracy"]["top1_agreement"] = 0.2
+
+    edit_manifest(pkg, timed)
+    variant, reason = choose_variant(Package.open(pkg), "CPUExecutionProvider")
+    assert variant == "fp32" and reason.endswith("(2.00 ms recorded; int8 is faster but misses the budget)"), reason
+
+
+def test_a_cosine_budget_of_1_and_a_budget_the_schema_cannot_hold_are_refused(tmp_path):
+    import pytest
+
+    from edgeai.data.compare import with_budget
+    from edgeai.errors import InputError, PackageError
+    from edgeai.package import Package
+
+    with pytest.raises(InputError, match="allows no difference at all"):
+        with_budget({"metric": "cosine_min", "min": 0.98}, 1.0)
+    assert with_budget({"metric": "top1_agreement", "min": 0.99}, 1.0)["min"] == 1.0  # the same answer everywhere: fine
+    for bad, says in (({"metric": "top1_agreement", "min": 7}, "above 1"), ({"metric": "top1", "min": 0.9}, "expected one of"),
+                      ({"metric": "cosine_min", "min": 0.9, "also": {"cosine_mean": 0}}, "must be above 0")):
+        pkg = make_tiny_package(tmp_path / f"p{len(list(tmp_path.iterdir()))}")
+        edit_manifest(pkg, lambda m, bad=bad: m.update(budget=bad))
+        with pytest.raises(PackageError, match=says):
+            Package.open(pkg)
+
+
+def test_report_marks_a_damaged_variant_and_fails(tmp_path):
+    from edgeai.quantize import quantize
+
+    pkg = make_tiny_package(tmp_path / "tiny")
+    quantize(pkg, method="dynamic", measure_latency=False, budget=0.5)
+    int8 = pkg / json.loads((pkg / "manifest.json").read_text())["variants"]["int8"]["file"]
+    int8.write_bytes(int8.read_bytes()[:100])
+    page = tmp_path / "r.html"
+    r = cli("report", str(pkg), "-o", str(page))
+    assert r.returncode == 1 and "1 damaged variant(s), marked on the page: int8:" in r.stderr and "Traceback" not in r.stderr
+    html = page.read_text()
+    assert 'id="damaged"' in html and "Damaged, cannot run:</b> int8" in html

@@ -288,3 +288,16 @@ def test_retry_errors_redoes_the_failed_inputs_once(pkgs, tmp_path):
     assert r.returncode == 0 and "0 new result line(s)" in r.stderr and len(read_lines(out)) == len(lines)
     r = cli("run", "--model", str(pkgs["image"]), str(CAT), "--retry-errors")
     assert r.returncode == 1 and "--retry-errors is for a bulk run" in r.stderr
+
+
+def test_a_mistyped_file_name_is_run_as_text_with_a_warning(pkgs, tmp_path):
+    from edgeai.text import looks_like_a_missing_file
+
+    assert looks_like_a_missing_file("reviews.txt") and looks_like_a_missing_file("./data/") and looks_like_a_missing_file("/no/such")
+    assert not any(looks_like_a_missing_file(t) for t in ("good movie", "and/or", "https://example.com/a.txt", "ok", ""))
+    missing = tmp_path / "reviews.txt"
+    r = cli("run", "--model", str(pkgs["text"]), str(missing), "good movie", "--json")
+    assert r.returncode == 0 and f"warning: no file named {str(missing)!r}; running it as a text" in r.stderr
+    assert r.stderr.count("warning:") == 1 and len(json.loads(r.stdout)["results"]) == 2
+    r = cli("run", "--model", str(pkgs["text"]), str(missing), "--text", "--json")
+    assert r.returncode == 0 and "warning" not in r.stderr

@@ -60,7 +60,9 @@ def _variants_line(pkg) -> str:
         if method == "dynamic":  # what the budget search did (quantize/steps/budget_search.py)
             smoothed = (recipe.get("smoothing") or {}).get("alpha")
             kept = len(recipe.get("float_nodes") or [])
-            kind += (f", smoothed (alpha {smoothed:g})" if smoothed else "") + (f", {kept} layers kept float" if kept else "")
+            graph = {"fp32": "the plain graph", "optimized": "the fused graph"}.get(v.get("made_from") or "")
+            kind += (f" of {graph}" if graph and len(recipe.get("int8_ms_by_graph") or {}) > 1 else "")  # chosen between two
+            kind += (f", smoothed (alpha {smoothed:g})" if smoothed else "") + (f", {kept} layer{'s' if kept > 1 else ''} kept float" if kept else "")
         if method == "weight-only":
             kind = f", 4-bit weight-only (block {recipe.get('block_size')})"
         parts.append(f"{name} ({size_text(v['size'])}{kind}{fig}{_budget_note(pkg, name, acc)})")
@@ -172,7 +174,8 @@ def _option_parameter(opt, fam) -> inspect.Parameter:
 
 
 BUDGET_HELP = ("The accuracy a lossy variant must keep, as the threshold of the family's metric (top-1 agreement "
-               "or lowest cosine to fp32, e.g. 0.99); recorded in the package, variant=auto obeys it [default: the family's].")
+               "or lowest cosine to fp32, e.g. 0.99; above 0, at most 1); recorded in the package, variant=auto obeys it. "
+               "Further floors of the family's budget (an embedding's mean cosine >= 0.99) stay [default: the family's].")
 
 
 def export_command():
@@ -229,11 +232,12 @@ def quantize_command():
         method: Annotated[method_, typer.Option(help="static (calibrated QDQ), dynamic, qat (image models: a quantization-aware fine-tune distilled from fp32, minutes), or auto (static when calibration inputs exist).")] = "auto",
         calibration: Annotated[Optional[Path], typer.Option(help="Directory of calibration images (image models) or .npy/.npz feeds.")] = None,
         output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Where to write the package when wrapping a .onnx file.")] = None,
-        precision: Annotated[precision_, typer.Option(help="int8, or fp16 (the graph converted to float16 for GPUs; inputs and outputs stay float32).")] = "int8",
+        precision: Annotated[precision_, typer.Option(help="int8; fp16 (the graph converted to float16 for GPUs; inputs and outputs stay float32); or int4 (weight-only, text-generation packages).")] = "int8",
         preset: Annotated[preset_, typer.Option(help="int8 for: cpu (ONNX Runtime's CPU kernels) or tensorrt (static, symmetric int8 QDQ, which TensorRT requires).")] = "cpu",
         from_: Annotated[Optional[source_], typer.Option("--from", help="fp16 only: convert fp32 (what TensorRT compiles whole) or optimized (fused ONNX Runtime ops, for CUDA) [default: fp32].", show_default=False)] = None,
         budget: Annotated[Optional[float], typer.Option(help=BUDGET_HELP.replace("the family's]", "the package's]"), show_default=False)] = None,
         qat_steps: Annotated[Optional[int], typer.Option(help="--method qat: fine-tuning steps of 16 photos [default: 300].", show_default=False)] = None,
+        replace: Annotated[bool, typer.Option("--replace", help="Replace the variant already there even when the new one misses the budget and the old one meets it (by default the old one is kept and the command fails).")] = False,
     ) -> None:
         """Add the 'int8' (or, with --precision fp16, the 'fp16') variant, with its agreement with
         fp32 and its CPU latency recorded."""
@@ -245,7 +249,7 @@ def quantize_command():
         with Stages(f"{'converting' if precision == 'fp16' else 'quantizing'} {package}") as stages:
             pkg = _quantize(package, method=method, calibration=calibration, out=output, progress=stages,
                             precision=precision, preset=preset, made_from=from_.value if from_ else None, budget=budget,
-                            qat_steps=qat_steps)
+                            qat_steps=qat_steps, replace=replace)
         out.print(f"updated {pkg.path}: {_variants_line(pkg)}", markup=False)
 
     # The annotations name this function's own Enums: resolve them here, where they are in scope.

@@ -12,7 +12,7 @@ from rich.text import Text
 
 from edgeai.errors import InputError
 
-from ._common import err, print_wide, out, print_json
+from ._common import err, out, plain_error, print_json, print_wide
 
 
 def _int_list(text: str, what: str) -> list[int]:
@@ -117,9 +117,14 @@ def report(
     """Write one self-contained HTML page: the parity ladder PyTorch -> fp32 -> optimized -> int8
     (-> fp16) with differences, task metrics, sizes and recorded latencies, and charts."""
     from edgeai.pipeline import open_package
-    from edgeai.report import write_report
+    from edgeai.report import damaged_variants, write_report
 
     pkg = open_package(package)
-    written = write_report(pkg, output, png=png, warn=lambda msg: err.print(f"note: {msg}", markup=False))
+    damaged = damaged_variants(pkg)
+    written = write_report(pkg, output, png=png, warn=lambda msg: err.print(f"note: {msg}", markup=False), damaged=damaged)
     for path in written:
         out.print(Text(f"wrote {path}"))
+    if damaged:  # the page is written, with those variants marked; the exit code says so too, as inspect's does
+        plain_error(f"The package {pkg.path} has {len(damaged)} damaged variant(s), marked on the page: "
+                    f"{'; '.join(f'{n}: {why}' for n, why in damaged.items())}")
+        raise typer.Exit(1)

@@ -64,7 +64,7 @@ def run(
         pipe = edgeai.load(name, provider=provider, variant=variant, threads=threads, device_id=device_id)
     if pipe.session.choice.fell_back:
         note(f"note: {pipe.provider_note}")
-    if "another CPU" in pipe.variant_reason:
+    if "another CPU" in pipe.variant_reason or ("misses" in pipe.variant_reason and variant != "auto"):
         note(f"note: running {pipe.variant}: {pipe.variant_reason}.")
     if pipe.placement_note:
         from edgeai.providers import short_name
@@ -79,6 +79,11 @@ def run(
     if not pipe.is_text:
         _folders_need_out(inputs)
     items = expand_text_inputs(inputs, literal) if pipe.is_text else inputs
+    if pipe.is_text and not literal:
+        from edgeai.text import looks_like_a_missing_file
+
+        for x in (x for x in inputs if looks_like_a_missing_file(x)):
+            note(style("warning:", "yellow", stream=sys.stderr) + f" no file named {x!r}; running it as a text (--text silences this).")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         results = pipe.predict_each(items, top_k=top_k)

@@ -170,14 +170,19 @@ def budget_met(budget: Mapping | None, accuracy: Mapping) -> bool:
 
 def with_budget(budget: Mapping, minimum: float | None) -> dict:
     """``budget`` with the user's threshold for its metric (``--budget``), checked: agreement and
-    cosine figures live in (0, 1]."""
+    cosine figures live in (0, 1], and a cosine budget of 1 is refused."""
     budget = dict(budget)
     if minimum is None:
         return budget
     from edgeai.errors import InputError
 
     if not 0 < minimum <= 1:
-        raise InputError(f"--budget is a threshold for {budget['metric']}, between 0 and 1; got {minimum}.")
+        raise InputError(f"--budget is a threshold for {budget['metric']}, above 0 and at most 1; got {minimum}.")
+    if minimum == 1 and budget["metric"].startswith("cosine"):
+        # Agreement of 1 is a real demand (the same answer on every input); a cosine of exactly 1
+        # is met by no lossy variant, not even the fused float graph (0.9999999999).
+        raise InputError(f"--budget 1 for {budget['metric']} allows no difference at all, which no variant but fp32 "
+                         "meets; give a threshold below 1, e.g. 0.999.")
     return {**budget, "min": float(minimum), "set_by": "user"}
 
 

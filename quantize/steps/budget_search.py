@@ -135,7 +135,7 @@ def _search(src: Path, dest: Path, work: Path, ctx: Context, task: str, strict: 
                 "smoothing": smoothing}
     metric, floor = _missed(strict, figs)
     ctx.say(f"ranking layers by sensitivity (all-INT8 {metric} on the tuning texts is "
-            f"{figs.get(metric, 0):.4f}, budget {floor})")
+            f"{figs.get(metric, 0):.4f}, below the search's target {floor:g}: the budget with a margin)")
     ranked = rank_layers(src, tuning, ref, task)
     # 2, 4, 6, ... and, if still missed, every candidate: a short ranking is tried to its end.
     for k in sorted({min(k, len(ranked)) for k in ROUNDS} - {0}):

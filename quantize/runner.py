@@ -133,17 +133,17 @@ def _keep_a_better_variant(pkg: Package, step: Step, recipe: dict, accuracy: dic
     budget and the one it would replace (intact) meets it: re-quantizing a text model with
     ``--method static`` (cosine min 0.22 on MiniLM) would otherwise delete a dynamic INT8 at 0.99
     that took minutes to search for."""
-    from edgeai.package import safe_path, sha256_file
+    from edgeai.errors import PackageError
 
     old, budget = pkg.variants.get(step.variant), pkg.manifest.get("budget")
-    if not old or measure.budget_met(budget, accuracy) or not measure.budget_met(budget, old.get("accuracy", {})):
+    missed = measure.missed_floors(budget, accuracy)
+    if not old or not missed or measure.missed_floors(budget, old.get("accuracy", {})):
         return
-    path = safe_path(pkg.path, old["file"])
-    if not path.is_file() or sha256_file(path) != old["sha256"]:
+    try:
+        pkg.verified_file(old["file"], old["sha256"])
+    except PackageError:
         return  # a damaged variant is always replaced
-    floors = {budget["metric"]: budget["min"], **budget.get("also", {})}
-    missed = ", ".join(f"{k} {accuracy.get(k, float('nan')):.4f} < {v:g}" for k, v in floors.items()
-                       if not measure.budget_met({"metric": k, "min": v}, accuracy))
+    missed = ", ".join(f"{k} {accuracy.get(k, float('nan')):.4f} < {v:g}" for k, v in missed.items())
     new_kind = " ".join(x for x in (recipe.get("method"), recipe.get("preset")) if x) or step.name
     old_kind = (old.get("recipe") or {}).get("method") or "existing"
     raise InputError(f"The new {step.variant} ({new_kind}) misses the accuracy budget ({missed}), so the {old_kind} "

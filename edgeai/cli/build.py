@@ -27,14 +27,12 @@ def _export_module():
 
 def _budget_note(pkg, name: str, acc: dict) -> str:
     """For a variant auto will not choose because it misses the package's budget, why."""
-    from edgeai.data.compare import budget_met
+    from edgeai.data.compare import missed_floors
 
-    budget = pkg.manifest.get("budget")
-    if name == "fp32" or budget_met(budget, acc):  # fp32 is the reference: always eligible
+    missed = missed_floors(pkg.manifest.get("budget"), acc)
+    if name == "fp32" or not missed:  # fp32 is the reference: always eligible
         return ""
-    floors = {budget["metric"]: budget["min"], **budget.get("also", {})}
-    missed = {k: v for k, v in floors.items() if not budget_met({"metric": k, "min": v}, acc)}
-    rule = " and ".join(f"{k} >= {v:g}" for k, v in (missed or floors).items())
+    rule = " and ".join(f"{k} >= {v:g}" for k, v in missed.items())
     hint = ""
     recipe = pkg.variants.get(name, {}).get("recipe", {})
     if recipe.get("method") == "static":

@@ -162,10 +162,16 @@ def stack(arrays: list[np.ndarray]) -> np.ndarray:
 def budget_met(budget: Mapping | None, accuracy: Mapping) -> bool:
     """The one budget rule: ``accuracy[metric] >= min``, and every further minimum in ``also``
     (e.g. an embedding's mean cosine). No budget: anything goes; a missing figure: not met."""
+    return not missed_floors(budget, accuracy)
+
+
+def missed_floors(budget: Mapping | None, accuracy: Mapping) -> dict[str, float]:
+    """The minimums of ``budget`` (its metric first, then ``also``) that ``accuracy`` falls short
+    of or lacks, with their values; empty when the budget is met (or there is none)."""
     if not budget:
-        return True
+        return {}
     floors = {budget["metric"]: budget["min"], **budget.get("also", {})}
-    return all(accuracy.get(k) is not None and accuracy[k] >= v for k, v in floors.items())
+    return {k: v for k, v in floors.items() if accuracy.get(k) is None or not accuracy[k] >= v}
 
 
 def with_budget(budget: Mapping, minimum: float | None) -> dict:

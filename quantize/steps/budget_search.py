@@ -193,8 +193,7 @@ def _with_margin(budget: dict | None) -> dict | None:
 
 def _missed(budget: dict, figs: dict) -> tuple[str, float]:
     """The budget's figure that ``figs`` falls short of (its main metric first) and its minimum."""
-    floors = {budget["metric"]: budget["min"], **budget.get("also", {})}
-    return next(((k, v) for k, v in floors.items() if figs.get(k, -1.0) < v), (budget["metric"], budget["min"]))
+    return next(iter(measure.missed_floors(budget, figs).items()), (budget["metric"], budget["min"]))
 
 
 def _int8_timings(pkg: Package, graphs: list[str], per_channel: bool) -> dict[str, float]:

@@ -33,7 +33,13 @@ def three_photos(tmp_path_factory):
 
 def test_fake_quantization_is_onnx_runtimes_grid(cnn_pkg, three_photos, tmp_path):
     """Calibrated on the same inputs, the fake-quantized PyTorch model and ONNX Runtime's static
-    QDQ graph use the same scales and agree far closer than either does with fp32."""
+    QDQ graph use the same scales and agree far closer than either does with fp32.
+
+    The QDQ graph runs as written (quantize, dequantize, float op): what is compared is the grid.
+    Through the fused int8 kernels of an AVX2 CPU without VNNI, int16 pair sums saturate in the
+    layers the static recipe gives 7-bit weights (quantize/saturation.py), which this raw
+    ``calibrated_qdq`` call does not: measured on a Zen 3 EPYC, that moved ONNX Runtime's
+    logits 1.2 from the fake-quantized ones, against 1.7 from fp32."""
     import onnx
     import onnxruntime as ort
 
@@ -55,7 +61,9 @@ def test_fake_quantization_is_onnx_runtimes_grid(cnn_pkg, three_photos, tmp_path
     calibrated_qdq(pre, tmp_path / "q.onnx", cal, True, "uint8", nodes_to_exclude=[convs[0].name])
 
     x = np.concatenate([f["pixel_values"] for f in image_feeds(pkg, [im for _, im in image_set(HELD_OUT, 2, seed=3)], batch=1)])
-    ours = ort.InferenceSession(str(tmp_path / "q.onnx"), providers=["CPUExecutionProvider"]).run(None, {"pixel_values": x})[0]
+    so = ort.SessionOptions()
+    so.add_session_config_entry("session.disable_quant_qdq", "1")
+    ours = ort.InferenceSession(str(tmp_path / "q.onnx"), so, providers=["CPUExecutionProvider"]).run(None, {"pixel_values": x})[0]
     with torch.no_grad():
         fake, fp32 = student(torch.from_numpy(x)).numpy(), teacher(torch.from_numpy(x)).numpy()
 

@@ -1,12 +1,14 @@
 """The three model families against PyTorch eager, in one run.
 
-    python benchmarks/run_all.py [--rounds 5] [--threads 2] [--batch 1]
+    python benchmarks/run_all.py [--rounds 5] [--threads 2] [--batch 1] [--out run_all-HOST.md]
 
 For each built-in model (EfficientNet-Lite0, the sentiment LSTM, all-MiniLM-L6-v2; built into
 $EDGEAI_HOME on first use) it calls ``edgeai.bench(..., against="torch")``: every variant and
 PyTorch eager on the same weights, each in its own fresh process, rounds alternating. Writes
 benchmarks/results/run_all.md, the table between the run_all markers in benchmarks/README.md,
-and the chart benchmarks/run_all.png beside it (needs the report extra, matplotlib).
+and the chart benchmarks/run_all.png beside it (needs the report extra, matplotlib). With
+``--out NAME`` it writes benchmarks/results/NAME only and leaves the README and chart alone: figures
+from a second kind of CPU sit beside the first instead of replacing them.
 """
 
 from __future__ import annotations
@@ -117,6 +119,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--readme", default=str(HERE / "README.md"))
+    ap.add_argument("--out", default=None, help="a results file name for another host's figures (README untouched)")
     args = ap.parse_args()
     rows = measure(args.rounds, args.threads, args.batch)
     threads = args.threads or "default"
@@ -127,8 +130,11 @@ def main() -> None:
             + "Inputs: " + "; ".join(f"{r['family']}: {r['inputs']}" for r in rows) + ".\n\n" + table(rows) + "\n\n"
             + f"Ratios round by round ({args.rounds} rounds, each engine's round median against the same round of "
             "the other):\n\n" + targets(rows) + "\n")
-    _report.write(f"# All families vs PyTorch eager\n\n`python benchmarks/run_all.py --rounds {args.rounds}`\n\n{body}",
-                  str(HERE / "results" / "run_all.md"))
+    out = f" --out {args.out}" if args.out else ""
+    _report.write(f"# All families vs PyTorch eager\n\n`python benchmarks/run_all.py --rounds {args.rounds}{out}`\n\n{body}",
+                  str(HERE / "results" / (args.out or "run_all.md")))
+    if args.out:
+        return
     readme = Path(args.readme)
     text = readme.read_text()
     block = f"{START}\n{body}\n![latency / PyTorch eager per family and variant](run_all.png)\n{END}"

@@ -12,16 +12,20 @@ from ..runner import Context, Step
 from ._ort import quiet
 
 
-def dynamic_int8(src: Path, dest: Path, per_channel: bool, exclude: list[str] | None = None) -> dict:
-    """``quantize_dynamic`` of ``src`` to ``dest``, the nodes named in ``exclude`` kept in float; its recipe."""
+def dynamic_int8(src: Path, dest: Path, per_channel: bool, exclude: list[str] | None = None,
+                 reduce_range: bool = False) -> dict:
+    """``quantize_dynamic`` of ``src`` to ``dest``, the nodes named in ``exclude`` kept in float; its recipe.
+
+    ``reduce_range``: 7-bit weights, so that AVX2's u8 x s8 kernel (no VNNI) cannot saturate its
+    int16 pair sums (see saturation.py)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     # The quantizer logs a generic "consider pre-processing" on the root logger.
     with quiet():
         # DefaultTensorType: the fused contrib ops have no type inference in the quantizer (FACTS.md).
-        quantize_dynamic(str(src), str(dest), per_channel=per_channel, weight_type=QuantType.QInt8,
+        quantize_dynamic(str(src), str(dest), per_channel=per_channel, weight_type=QuantType.QInt8, reduce_range=reduce_range,
                          nodes_to_exclude=list(exclude or []), extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
-    return {"method": "dynamic", "per_channel": per_channel, "weights": "int8", "activations": "uint8 (per call)",
+    return {"method": "dynamic", "per_channel": per_channel, "weights": "int8 (7-bit range)" if reduce_range else "int8", "activations": "uint8 (per call)",
             "float_nodes": list(exclude or [])}
 
 

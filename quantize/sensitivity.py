@@ -32,8 +32,9 @@ def candidates(model: onnx.ModelProto) -> list[str]:
             if n.name and n.op_type in CANDIDATE_OPS and len(n.input) > 1 and n.input[1] in weights]
 
 
-def fake_quantized(model: onnx.ModelProto, name: str) -> onnx.ModelProto:
-    """A copy of ``model`` with node ``name``'s weight and activation input int8-rounded."""
+def fake_quantized(model: onnx.ModelProto, name: str, reduce_range: bool = False) -> onnx.ModelProto:
+    """A copy of ``model`` with node ``name``'s weight and activation input int8-rounded; the
+    weight to [-64, 63] with ``reduce_range``, as the quantizer's 7-bit weights."""
     m = copy.deepcopy(model)
     nodes = list(m.graph.node)
     idx = next(i for i, n in enumerate(nodes) if n.name == name)
@@ -42,9 +43,10 @@ def fake_quantized(model: onnx.ModelProto, name: str) -> onnx.ModelProto:
     w = numpy_helper.to_array(init).astype(np.float32)
     axis = 0 if node.op_type == "Gemm" and any(a.name == "transB" and a.i for a in node.attribute) else w.ndim - 1
     reduce = tuple(d for d in range(w.ndim) if d != axis)
-    scale = np.abs(w).max(axis=reduce, keepdims=True) / 127.0
+    lo, hi = (-64, 63) if reduce_range else (-127, 127)
+    scale = np.abs(w).max(axis=reduce, keepdims=True) / ((hi - lo) / 2)
     scale[scale == 0] = 1.0
-    init.CopyFrom(numpy_helper.from_array((np.clip(np.round(w / scale), -127, 127) * scale).astype(np.float32), init.name))
+    init.CopyFrom(numpy_helper.from_array((np.clip(np.round(w / scale), lo, hi) * scale).astype(np.float32), init.name))
     q = [f"{name}/edgeai_fq_{s}" for s in ("y", "scale", "zp", "x")]
     sim = [helper.make_node("DynamicQuantizeLinear", [node.input[0]], q[:3]), helper.make_node("DequantizeLinear", q[:3], [q[3]])]
     node.input[0] = q[3]
@@ -54,13 +56,14 @@ def fake_quantized(model: onnx.ModelProto, name: str) -> onnx.ModelProto:
 
 
 def rank_layers(src: Path, feeds: list[dict[str, np.ndarray]], reference: dict[str, np.ndarray], task: str,
-                per_cost: bool = True) -> list[str]:
+                per_cost: bool = True, reduce_range: bool = False) -> list[str]:
     """Candidate layer names, the best to keep in float first.
 
     ``per_cost``: by accuracy lost per unit of work, the loss of quantizing the layer alone
     divided by its weight's size (multiply-adds per token), so that a small layer that costs
     a little accuracy stays float before a large one that costs a little more: MiniLM's FFN
-    matmuls are 4x the size of its attention projections and carry most of its time."""
+    matmuls are 4x the size of its attention projections and carry most of its time.
+    ``reduce_range``: the weights as the quantizer's 7-bit ones (see fake_quantized)."""
     import onnxruntime as ort
 
     model = onnx.load(str(src))
@@ -68,7 +71,7 @@ def rank_layers(src: Path, feeds: list[dict[str, np.ndarray]], reference: dict[s
     so.log_severity_level = 3
     scores = {}
     for name in candidates(model):
-        session = ort.InferenceSession(fake_quantized(model, name).SerializeToString(), so, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(fake_quantized(model, name, reduce_range).SerializeToString(), so, providers=["CPUExecutionProvider"])
         out = measure.run_batches(lambda f: dict(zip([o.name for o in session.get_outputs()], session.run(None, f))), feeds)
         scores[name] = loss(measure.compare(reference, out, task), task)
     if per_cost:

@@ -127,13 +127,15 @@ def test_int8_is_dynamic_per_channel_with_recorded_cosine(bert_pkg):
     # Smoothing (quantize/smooth.py) was tried before keeping layers in float, and the graph shows the alpha chosen.
     smoothing = int8["recipe"].get("smoothing")
     if smoothing is not None:
-        assert set(smoothing["tuning_loss"]) == {"none", "0.5", "0.6", "0.7", "0.8"}
+        # every alpha, and no smoothing, each with 8-bit and with 7-bit weights
+        assert set(smoothing["tuning_loss"]) == {a + r for a in ("none", "0.5", "0.6", "0.7", "0.8") for r in ("", " 7-bit")}
+        assert (int8["recipe"]["weights"] == "int8 (7-bit range)") == smoothing["reduce_range"]
         muls = [n for n in onnx.load(str(pkg.variant_path("int8")), load_external_data=False).graph.node
                 if n.name.endswith("/SmoothMul")]
         assert len(muls) == (0 if smoothing["alpha"] is None else smoothing["activations"])
         # The smallest tuning loss among the graphs that meet the budget, or among all when none does.
         among = {k: v for k, v in smoothing["tuning_loss"].items() if k in smoothing["tuning_met"]} or smoothing["tuning_loss"]
-        assert str(smoothing["alpha"] or "none") == min(among, key=among.get)
+        assert str(smoothing["alpha"] or "none") + (" 7-bit" if smoothing["reduce_range"] else "") == min(among, key=among.get)
     # Layers kept in float are named, and really are float in the graph.
     assert ops.get("MatMul", 0) >= len([n for n in int8["recipe"]["float_nodes"] if "MatMul" in n])
     assert pkg.manifest["schema_version"] == SCHEMA_VERSION

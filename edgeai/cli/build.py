@@ -60,7 +60,8 @@ def _variants_line(pkg) -> str:
             kept = len(recipe.get("float_nodes") or [])
             graph = {"fp32": "the plain graph", "optimized": "the fused graph"}.get(v.get("made_from") or "")
             kind += (f" of {graph}" if graph and len(recipe.get("int8_ms_by_graph") or {}) > 1 else "")  # chosen between two
-            kind += (f", smoothed (alpha {smoothed:g})" if smoothed else "") + (f", {kept} layer{'s' if kept > 1 else ''} kept float" if kept else "")
+            kind += (f", smoothed (alpha {smoothed:g})" if smoothed else "") + (", 7-bit weights" if "7-bit" in recipe.get("weights", "") else "")
+            kind += f", {kept} layer{'s' if kept > 1 else ''} kept float" if kept else ""
         if method == "weight-only":
             kind = f", 4-bit weight-only (block {recipe.get('block_size')})"
         parts.append(f"{name} ({size_text(v['size'])}{kind}{fig}{_budget_note(pkg, name, acc)})")

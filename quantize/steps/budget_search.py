@@ -5,9 +5,10 @@ the weights (smooth.py; the alpha, and 8-bit or 7-bit weights, chosen on the tun
 if it is still missed, the most sensitive layers are kept in float, a few more each round,
 until it holds. Sensitivity (see sensitivity.py) is measured by simulating the quantization
 of one layer at a time, which takes seconds per layer instead of a full quantizer run; every
-candidate model is then made by the real quantizer and measured. The search starts from whichever graph, plain or fused, is
-faster all-INT8 on this CPU; when it had to do more than quantize, it searches the other graph
-too and keeps the faster result (timed in processes of their own).
+candidate model is then made by the real quantizer and measured. The search starts from
+whichever graph, plain or fused, is faster all-INT8 on this CPU; when it had to do more than
+quantize, it searches the other graph too and keeps the faster result (timed in processes of
+their own).
 Held-out sentences are never looked at here: the runner records accuracy on those.
 """
 

@@ -34,7 +34,8 @@ def candidates(model: onnx.ModelProto) -> list[str]:
 
 def fake_quantized(model: onnx.ModelProto, name: str, reduce_range: bool = False) -> onnx.ModelProto:
     """A copy of ``model`` with node ``name``'s weight and activation input int8-rounded; the
-    weight to [-64, 63] with ``reduce_range``, as the quantizer's 7-bit weights."""
+    weight to [-64, 64] with ``reduce_range``, the quantizer's symmetric 7-bit range
+    (onnxruntime.quantization.quant_utils.get_qmin_qmax_for_qType)."""
     m = copy.deepcopy(model)
     nodes = list(m.graph.node)
     idx = next(i for i, n in enumerate(nodes) if n.name == name)
@@ -43,7 +44,7 @@ def fake_quantized(model: onnx.ModelProto, name: str, reduce_range: bool = False
     w = numpy_helper.to_array(init).astype(np.float32)
     axis = 0 if node.op_type == "Gemm" and any(a.name == "transB" and a.i for a in node.attribute) else w.ndim - 1
     reduce = tuple(d for d in range(w.ndim) if d != axis)
-    lo, hi = (-64, 63) if reduce_range else (-127, 127)
+    lo, hi = (-64, 64) if reduce_range else (-127, 127)
     scale = np.abs(w).max(axis=reduce, keepdims=True) / ((hi - lo) / 2)
     scale[scale == 0] = 1.0
     init.CopyFrom(numpy_helper.from_array((np.clip(np.round(w / scale), lo, hi) * scale).astype(np.float32), init.name))

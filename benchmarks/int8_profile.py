@@ -8,7 +8,8 @@ included), attention's own products (scores and context), and everything else. F
 weight products' shapes it gives each kind's speed in multiply-adds per second, and from those
 roughly the most INT8 can give on this CPU: the fp32 run with every weight product at the INT8
 kernels' measured speed and the rest as it is, as a ratio to fp32. A target that asks much more of
-INT8 than that cannot be met by choosing which layers stay float. Default package: the built-in all-MiniLM-L6-v2 (built on first use).
+INT8 than that cannot be met by choosing which layers stay float. A fused graph's Attention nodes
+(QKV products inside) count as attention products; the split is meant for the plain graph. Default package: the built-in all-MiniLM-L6-v2 (built on first use).
 
 Why a profile of our own and not ``onnxruntime.tools``' profile summary: that one sums by op
 type, and the question here needs MACs per product (from each node's input shapes).
@@ -49,6 +50,7 @@ print(json.dumps([e for e in events if e.get("cat") in ("Node", "Session")]))
 
 INT8_PRODUCTS = {"DynamicQuantizeMatMul", "MatMulIntegerToFloat", "MatMulInteger", "QLinearMatMul"}
 FLOAT_PRODUCTS = {"MatMul", "FusedMatMul", "Gemm"}
+FUSED_ATTENTION = {"Attention", "QAttention", "MultiHeadAttention"}
 # Ops that quantize an activation for the INT8 products above (a shared input is quantized once).
 QUANTIZERS = {"DynamicQuantizeLinear", "QuantizeLinear"}
 
@@ -69,7 +71,9 @@ def classify(events: list[dict], warm: int) -> dict:
         # a product with a weight shows one matrix input, attention's products show two.
         shapes = [next(iter(d.values())) for d in e["args"].get("input_type_shape", [])]
         matrices = [s for s in shapes if len(s) >= 2]
-        if op in INT8_PRODUCTS or op in QUANTIZERS:
+        if op in FUSED_ATTENTION:  # the fused graph: QKV products and attention in one node, not split
+            kind = "attention products"
+        elif op in INT8_PRODUCTS or op in QUANTIZERS:
             kind = "weight products, int8"
         elif op in FLOAT_PRODUCTS:
             kind = "weight products, float" if len(matrices) == 1 else "attention products"

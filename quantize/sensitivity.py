@@ -88,6 +88,12 @@ def loss(figs: dict, task: str) -> float:
     return figs["mean_abs_diff"]
 
 
+def weight_sizes(src: Path, names: list[str]) -> dict[str, int]:
+    """Weight elements (multiply-adds per token) of each named layer of the graph at ``src``."""
+    model = onnx.load(str(src), load_external_data=False)
+    return {n.name: _weight_size(model, n) for n in model.graph.node if n.name in names}
+
+
 def _weight_size(model: onnx.ModelProto, node) -> int:
     init = next((i for i in model.graph.initializer if i.name == node.input[1]), None)
     return int(np.prod(init.dims)) if init is not None else 0

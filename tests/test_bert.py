@@ -377,3 +377,32 @@ def test_bench_against_torch_runs_the_same_checkpoint(bert_pkg, tmp_path):
     page = (tmp_path / "bert.html").read_text()
     for name, v in pkg.variants.items():
         assert f'data-value="{v["accuracy"]["cosine_min"]!r}"' in page, name
+
+
+def test_int8_profile_finds_every_weight_product(bert_pkg, tmp_path):
+    """benchmarks/int8_profile.py splits a profiled run by kind of product: in the int8 variant
+    its weight products' multiply-adds are those of the graph's 36 weighted MatMuls, and the
+    float ones exactly those of the layers the recipe kept float (ONNX Runtime's profile lists
+    run-time inputs only, the weights not: a change there would break the split)."""
+    from pathlib import Path
+
+    from edgeai.benchmark import bench_feed
+    from edgeai.quantize.sensitivity import candidates, weight_sizes
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import int8_profile
+
+    pkg = Package.open(bert_pkg)
+    if pkg.variants["int8"].get("made_from") != "fp32":
+        pytest.skip("int8 was made from the fused graph on this CPU: its Attention products are not split out")
+    feed = bench_feed(pkg, 1)
+    np.savez(tmp_path / "feed.npz", **feed)
+    doc = int8_profile.profile(pkg.variant_path("int8"), tmp_path / "feed.npz", 1, 5, tmp_path)
+    tokens = feed["input_ids"].shape[1]
+    fp32 = pkg.variant_path("fp32")
+    every = weight_sizes(fp32, candidates(onnx.load(str(fp32), load_external_data=False)))
+    kept = pkg.variants["int8"]["recipe"]["float_nodes"]
+    macs = doc["macs"]
+    assert len(every) == 36 and macs["weight products, float"] + macs["weight products, int8"] == tokens * sum(every.values())
+    assert macs["weight products, float"] == tokens * sum(every[n] for n in kept)
+    assert doc["ms"]["weight products, int8"] > 0 and doc["run_ms"] > 0

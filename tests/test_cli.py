@@ -154,3 +154,15 @@ def test_text_for_the_image_model_fails_before_any_build(tmp_path):
     r = cli("run", "hello world", env={"EDGEAI_HOME": str(tmp_path / "home")})
     assert r.returncode == 1 and "for text, use a text model: --model bert" in r.stderr
     assert "First use" not in r.stderr and not (tmp_path / "home").exists()
+
+
+def test_inspect_prints_a_recipe_as_one_readable_line():
+    from edgeai.cli.info import recipe_text
+
+    recipe = {"method": "dynamic", "fusions": {"Attention": 6}, "float_nodes": [f"/l{i}/MatMul" for i in range(8)],
+              "tuning": {"cosine_min": 0.991109150247468, "samples": 30.0}, "smoothing": {"alpha": None, "tuning_met": [],
+              "tuning_loss": {"none": 0.069161, "0.5": 0.13127, "0.6": 0.12394, "0.7": 0.13696}}, "reduce_range_nodes": {"/c/Conv": 0.0777}}
+    assert recipe_text(recipe) == (
+        "method=dynamic; float_nodes=8 items; tuning.cosine_min=0.9911; tuning.samples=30; smoothing.alpha=-; "
+        "smoothing.tuning_met=-; smoothing.tuning_loss=none 0.06916, 0.5 0.1313, 0.6 0.1239, 0.7 0.137; "
+        "reduce_range_nodes./c/Conv=0.0777")

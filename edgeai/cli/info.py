@@ -109,7 +109,7 @@ def _print_package(pkg, ops: dict[str, dict], damaged: dict[str, dict], placemen
         if recipe and isinstance(recipe.get("fusions"), dict):
             out.print(Text.assemble((f"{name} fusions: ", "dim"), ", ".join(f"{k} x{n}" for k, n in recipe["fusions"].items())))
         if recipe:
-            out.print(Text.assemble((f"{name} recipe: ", "dim"), str(recipe)))
+            out.print(Text.assemble((f"{name} recipe: ", "dim"), recipe_text(recipe)))
     for name, hist in ops.items():
         top = ", ".join(f"{op} {n}" for op, n in list(hist.items())[:12])
         out.print(Text.assemble((f"{name} operators: ", "dim"), top))
@@ -118,6 +118,26 @@ def _print_package(pkg, ops: dict[str, dict], damaged: dict[str, dict], placemen
     p = m["provenance"]
     out.print(Text.assemble(("provenance: ", "dim"), f"{p.get('source', '?')}; created {p['created']} by edgeai {p['edgeai']}; "
                             f"opset {p.get('opset', '?')}; {p.get('versions', {})}"))
+
+
+def recipe_text(recipe: dict, prefix: str = "") -> str:
+    """A recipe on one readable line: nested keys dotted, figures to 4 digits, long lists
+    counted (``inspect --json`` has them whole)."""
+    parts = []
+    for key, value in recipe.items():
+        if key == "fusions" and not prefix:
+            continue  # its own line above
+        if isinstance(value, dict) and value and all(isinstance(v, (int, float)) for v in value.values()) and len(value) > 3:
+            value = ", ".join(f"{k} {v:.4g}" for k, v in value.items())  # a table of figures, e.g. a loss per trial
+        elif isinstance(value, dict):
+            parts.append(recipe_text(value, f"{prefix}{key}.") if value else f"{prefix}{key}=-")
+            continue
+        if isinstance(value, float):
+            value = f"{value:.4g}"
+        elif isinstance(value, list):
+            value = (", ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in value) or "-") if len(value) <= 3 else f"{len(value)} items"
+        parts.append(f"{prefix}{key}={'-' if value is None else value}")
+    return "; ".join(p for p in parts if p)
 
 
 def _print_agreement_intervals(m: dict) -> None:

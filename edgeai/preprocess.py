@@ -43,14 +43,20 @@ def open_image(source: str | os.PathLike) -> Image.Image:
         raise InputError(f"{path} is a directory; expected an image file (edgeai run DIR --out results.jsonl runs a folder).")
     if path.stat().st_size == 0:
         raise InputError(f"Image file {path} is empty (0 bytes).")
+    im = None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(path)
-            w, h = im.size
-            if w * h > MAX_PIXELS:
-                raise InputError(f"Image {path} is {w}x{h} pixels, above the {MAX_PIXELS // 10**6} MP limit (a decompression bomb?).")
-            im.load()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                im = Image.open(path)
+                w, h = im.size
+                if w * h > MAX_PIXELS:
+                    raise InputError(f"Image {path} is {w}x{h} pixels, above the {MAX_PIXELS // 10**6} MP limit (a decompression bomb?).")
+                im.load()
+        except BaseException:
+            if im is not None:
+                im.close()  # Pillow keeps the file open when decoding fails: a ResourceWarning line later
+            raise
     except InputError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):

@@ -308,7 +308,7 @@ def generator_for(pipe) -> Generator:
     spec = pipe.package.manifest.get("generation")
     if spec is None:
         article = "an" if pipe.task[:1] in "aeiou" else "a"
-        raise InputError(f"generate() needs a text-generation model; {pipe.name!r} is {article} {pipe.task} model (use predict).")
+        raise InputError(f"generate() needs a text-generation model; {pipe.name!r} is {article} {pipe.task} model (use predict, or `edgeai run`).")
     gen = getattr(pipe, "_gen", None)
     if gen is None:
         device, device_id = pipe.session._device  # where the cache stays between steps

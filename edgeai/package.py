@@ -138,7 +138,7 @@ class Package:
 
     def variant(self, name: str) -> dict:
         if name not in self.variants:
-            raise PackageError(f"The package {self.path} has no {name!r} variant; it has {sorted(self.variants)}.")
+            raise PackageError(f"The package {self.path} has no {name!r} variant; it has {', '.join(sorted(self.variants))}.")
         return self.variants[name]
 
     def verified_file(self, rel: str, sha256: str, onnx_model: bool = False) -> Path:

@@ -170,7 +170,7 @@ class Pipeline:
     def embed(self, texts: str | list[str]) -> np.ndarray:
         """Texts -> ``(n, dim)`` float32 embeddings (L2-normalized when the package says so)."""
         if self._post_spec["type"] != "embedding":
-            raise InputError(f"embed() needs an embedding model; {self.name!r} is a {self.task} model (use predict).")
+            raise InputError(f"embed() needs an embedding model; {self.name!r} is a {self.task} model (use predict, or `edgeai run`).")
         items = [texts] if isinstance(texts, (str, bytes, bytearray)) or not hasattr(texts, "__iter__") else list(texts)
         if not items:
             raise InputError("embed() was given no texts; pass at least one string.")

@@ -76,7 +76,7 @@ def _print_package(pkg, ops: dict[str, dict], damaged: dict[str, dict], placemen
     io = Table("", "name", "dtype", "shape", box=None, pad_edge=False, title="inputs / outputs", title_justify="left")
     for kind in ("inputs", "outputs"):
         for t in m[kind]:
-            io.add_row(kind[:-1], t["name"], t["dtype"], Text(str(t["shape"])))
+            io.add_row(kind[:-1], t["name"], t["dtype"], Text(f"[{', '.join(map(str, t['shape']))}]"))
     _wide(io)
     pre = m.get("preprocess", {})
     if pre.get("type") == "image":
@@ -102,6 +102,11 @@ def _print_package(pkg, ops: dict[str, dict], damaged: dict[str, dict], placemen
                    fmt("max_abs_diff", ".2g"), fmt("samples", ".0f"), str(sum(ops[name].values())) if name in ops else "-",
                    _file_check(damaged.get(name)))
     _wide(vt)
+    from .build import _budget_note
+
+    for name, v in m["variants"].items():
+        if note := _budget_note(pkg, name, v.get("accuracy", {})):
+            out.print(f"{name}{note}.", markup=False)
     _print_agreement_intervals(m)
     _print_latencies(m)
     for name, v in m["variants"].items():
@@ -109,15 +114,21 @@ def _print_package(pkg, ops: dict[str, dict], damaged: dict[str, dict], placemen
         if recipe and isinstance(recipe.get("fusions"), dict):
             out.print(Text.assemble((f"{name} fusions: ", "dim"), ", ".join(f"{k} x{n}" for k, n in recipe["fusions"].items())))
         if recipe:
-            out.print(Text.assemble((f"{name} recipe: ", "dim"), recipe_text(recipe)))
+            # what was done on one line, then each record of how it was chosen on its own
+            sub = {k: v for k, v in recipe.items() if isinstance(v, dict) and v and k != "fusions" and not _figures(v)}
+            out.print(Text.assemble((f"{name} recipe: ", "dim"), recipe_text({k: v for k, v in recipe.items() if k not in sub})))
+            for key, value in sub.items():
+                out.print(Text.assemble((f"  {key}: ", "dim"), recipe_text(value)))
     for name, hist in ops.items():
         top = ", ".join(f"{op} {n}" for op, n in list(hist.items())[:12])
+        rest = list(hist.values())[12:]
+        top += f", and {len(rest)} more type{'s' if len(rest) > 1 else ''} ({sum(rest)} nodes)" if rest else ""
         out.print(Text.assemble((f"{name} operators: ", "dim"), top))
     if placement is not None:
         _print_placement(placement)
     p = m["provenance"]
     out.print(Text.assemble(("provenance: ", "dim"), f"{p.get('source', '?')}; created {p['created']} by edgeai {p['edgeai']}; "
-                            f"opset {p.get('opset', '?')}; {p.get('versions', {})}"))
+                            f"opset {p.get('opset', '?')}; " + ", ".join(f"{k} {v}" for k, v in p.get("versions", {}).items())))
 
 
 def recipe_text(recipe: dict, prefix: str = "") -> str:
@@ -127,7 +138,7 @@ def recipe_text(recipe: dict, prefix: str = "") -> str:
     for key, value in recipe.items():
         if key == "fusions" and not prefix:
             continue  # its own line above
-        if isinstance(value, dict) and value and all(isinstance(v, (int, float)) for v in value.values()) and len(value) > 3:
+        if isinstance(value, dict) and _figures(value):
             value = ", ".join(f"{k} {v:.4g}" for k, v in value.items())  # a table of figures, e.g. a loss per trial
         elif isinstance(value, dict):
             parts.append(recipe_text(value, f"{prefix}{key}.") if value else f"{prefix}{key}=-")
@@ -138,6 +149,11 @@ def recipe_text(recipe: dict, prefix: str = "") -> str:
             value = (", ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in value) or "-") if len(value) <= 3 else f"{len(value)} items"
         parts.append(f"{prefix}{key}={'-' if value is None else value}")
     return "; ".join(p for p in parts if p)
+
+
+def _figures(d: dict) -> bool:
+    """A table of figures (a loss per trial, a share per layer), printed as ``key value, ...``."""
+    return len(d) > 3 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in d.values())
 
 
 def _print_agreement_intervals(m: dict) -> None:
@@ -248,7 +264,7 @@ def models(
     t = Table("name", "aliases", "family", "task", "cached", box=None, pad_edge=False, title="built-in models", title_justify="left")
     for r in rows:
         t.add_row(r["name"], ", ".join(r["aliases"]), r["family"], r["task"], Text(r["cached"] or "not built yet"))
-    out.print(t)
+    print_wide(t)
     out.print(Text(f"cache: {home.home()} ({len(cached)} package(s))"))
     for path in cached.values():
         out.print(Text(f"  {path}"))

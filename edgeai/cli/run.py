@@ -156,7 +156,7 @@ def _run_bulk(pipe, inputs: list[str], out_file: Path, batch_size: int, workers:
     rate = f" at {new / stats['seconds']:.1f}/s" if new and stats["seconds"] > 0 else ""
     skipped = f"; {stats['skipped']} already there, skipped" if stats["skipped"] else ""
     skipped += f"; {stats['retried']} error line(s) retried" if stats.get("retried") else ""
-    errors = f", {stats['errors']} of them errors" if stats["errors"] else ""
+    errors = f", {stats['errors']} of them {'an error' if stats['errors'] == 1 else 'errors'}" if stats["errors"] else ""
     err.print(f"{out_file}: {new} new result line(s){errors}{rate}{skipped} ({pipe.variant}, {pipe.provider}).", markup=False)
     if parquet is not None:
         rows = write_parquet(out_file, parquet)

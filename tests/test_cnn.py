@@ -107,3 +107,7 @@ def test_inspect_shows_variants_and_operators(cnn_pkg):
         assert text in out.stdout, text
     doc = json.loads(cli("inspect", "cnn", "--json").stdout)
     assert doc["operators"]["int8"]["DequantizeLinear"] > 50
+    # a variant auto will not choose for its accuracy says so, and why
+    pkg = Package.open(cnn_pkg)
+    missed = pkg.variants["int8"]["accuracy"]["top1_agreement"] < pkg.manifest["budget"]["min"]
+    assert ("int8 \N{EM DASH} misses the budget top1_agreement >= 0.99, so auto will not choose it" in out.stdout) == missed, out.stdout

@@ -93,13 +93,13 @@ def _print_package(pkg, ops: dict[str, dict], damaged: dict[str, dict], placemen
         b = m["budget"]
         out.print(f"accuracy budget: {b['metric']} >= {b['min']} ({b.get('description', '')})", markup=False)
     metric = m.get("budget", {}).get("metric", "top1_agreement")
-    vt = Table("variant", "file", "size", "from", metric.replace("_", " "), "max abs diff", "samples", "nodes", "file check",
+    vt = Table("variant", "file", "size", "from", metric.replace("_", " "), "max diff", "samples", "nodes", "file check",
                box=None, pad_edge=False, title="variants (accuracy vs PyTorch for fp32, vs fp32 otherwise)", title_justify="left")
     for name, v in m["variants"].items():
         acc = v.get("accuracy", {})
         fmt = lambda key, f: format(acc[key], f) if key in acc else "-"
         vt.add_row(name, Text(v["file"]), size_text(v["size"]), v.get("made_from") or "-", fmt(metric, ".4f"),
-                   fmt("max_abs_diff", ".2g"), fmt("samples", ".0f"), str(sum(ops[name].values())) if name in ops else "-",
+                   fmt("max_abs_diff", ".2g") if "max_rel_diff" not in acc else f"{acc['max_rel_diff']:.2g} (relative)", fmt("samples", ".0f"), str(sum(ops[name].values())) if name in ops else "-",
                    _file_check(damaged.get(name)))
     _wide(vt)
     from .build import _budget_note

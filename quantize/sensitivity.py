@@ -76,7 +76,7 @@ def rank_layers(src: Path, feeds: list[dict[str, np.ndarray]], reference: dict[s
         out = measure.run_batches(lambda f: dict(zip([o.name for o in session.get_outputs()], session.run(None, f))), feeds)
         scores[name] = loss(measure.compare(reference, out, task), task)
     if per_cost:
-        size = {n.name: _weight_size(model, n) for n in model.graph.node if n.name in scores}
+        size = weight_sizes(model, scores)
         scores = {k: v / max(size[k], 1) for k, v in scores.items()}
     return sorted(scores, key=scores.get, reverse=True)
 
@@ -88,9 +88,8 @@ def loss(figs: dict, task: str) -> float:
     return figs["mean_abs_diff"]
 
 
-def weight_sizes(src: Path, names: list[str]) -> dict[str, int]:
-    """Weight elements (multiply-adds per token) of each named layer of the graph at ``src``."""
-    model = onnx.load(str(src), load_external_data=False)
+def weight_sizes(model: onnx.ModelProto, names) -> dict[str, int]:
+    """Weight elements (multiply-adds per token) of each named layer."""
     return {n.name: _weight_size(model, n) for n in model.graph.node if n.name in names}
 
 

@@ -399,8 +399,8 @@ def test_int8_profile_finds_every_weight_product(bert_pkg, tmp_path):
     np.savez(tmp_path / "feed.npz", **feed)
     doc = int8_profile.profile(pkg.variant_path("int8"), tmp_path / "feed.npz", 1, 5, tmp_path)
     tokens = feed["input_ids"].shape[1]
-    fp32 = pkg.variant_path("fp32")
-    every = weight_sizes(fp32, candidates(onnx.load(str(fp32), load_external_data=False)))
+    graph = onnx.load(str(pkg.variant_path("fp32")), load_external_data=False)
+    every = weight_sizes(graph, candidates(graph))
     kept = pkg.variants["int8"]["recipe"]["float_nodes"]
     macs = doc["macs"]
     assert len(every) == 36 and macs["weight products, float"] + macs["weight products, int8"] == tokens * sum(every.values())

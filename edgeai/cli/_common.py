@@ -125,21 +125,3 @@ def print_json(doc: Any) -> None:
 def size_text(nbytes: int) -> str:
     """A file size for people: KB under 0.1 MB (where "0.0 MB" would say nothing), else MB."""
     return f"{nbytes / 1e3:.1f} KB" if nbytes < 1e5 else f"{nbytes / 1e6:.1f} MB"
-
-
-def budget_note(pkg, name: str, acc: dict) -> str:
-    """For a variant auto will not choose because it misses the package's budget, why."""
-    from edgeai.data.compare import missed_floors
-
-    missed = missed_floors(pkg.manifest.get("budget"), acc)
-    if name == "fp32" or not missed:  # fp32 is the reference: always eligible
-        return ""
-    rule = " and ".join(f"{k} >= {v:g}" for k, v in missed.items())
-    hint = ""
-    recipe = pkg.variants.get(name, {}).get("recipe", {})
-    if recipe.get("method") == "static":
-        from edgeai.quantize.steps.qat import QuantizationAware
-
-        if QuantizationAware().applies(pkg):
-            hint = f"; `edgeai quantize {pkg.path} --method qat` fine-tunes the weights for INT8 (minutes)"
-    return f" \N{EM DASH} misses the budget {rule}, so auto will not choose it{hint}"

@@ -13,7 +13,7 @@ import typer
 
 from edgeai.errors import DependencyError, InputError
 
-from ._common import Stages, budget_note, choice_enum, lazy_command, out, single_command, size_text
+from ._common import Stages, choice_enum, lazy_command, out, single_command, size_text
 
 
 def _export_module():
@@ -23,6 +23,24 @@ def _export_module():
     except ImportError as e:
         raise DependencyError(f"edgeai export needs the export extra ({e.name} is missing): pip install 'edgeai[export]'.") from None
     return export
+
+
+def budget_note(pkg, name: str, acc: dict) -> str:
+    """For a variant auto will not choose because it misses the package's budget, why."""
+    from edgeai.data.compare import missed_floors
+
+    missed = missed_floors(pkg.manifest.get("budget"), acc)
+    if name == "fp32" or not missed:  # fp32 is the reference: always eligible
+        return ""
+    rule = " and ".join(f"{k} >= {v:g}" for k, v in missed.items())
+    hint = ""
+    recipe = pkg.variants.get(name, {}).get("recipe", {})
+    if recipe.get("method") == "static":
+        from edgeai.quantize.steps.qat import QuantizationAware
+
+        if QuantizationAware().applies(pkg):
+            hint = f"; `edgeai quantize {pkg.path} --method qat` fine-tunes the weights for INT8 (minutes)"
+    return f" \N{EM DASH} misses the budget {rule}, so auto will not choose it{hint}"
 
 
 def _variants_line(pkg) -> str:

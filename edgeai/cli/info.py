@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from ._common import budget_note, err, out, plain_error, print_json, print_wide, size_text
+from ._common import err, out, plain_error, print_json, print_wide, size_text
 
 
 def inspect(
@@ -102,6 +102,8 @@ def _print_package(pkg, ops: dict[str, dict], damaged: dict[str, dict], placemen
                    fmt("max_abs_diff", ".2g") if "max_rel_diff" not in acc else f"{acc['max_rel_diff']:.2g} (relative)", fmt("samples", ".0f"), str(sum(ops[name].values())) if name in ops else "-",
                    _file_check(damaged.get(name)))
     _wide(vt)
+    from .build import budget_note  # build's module: it may reach the quantizer, for the --method qat hint
+
     for name, v in m["variants"].items():
         if note := budget_note(pkg, name, v.get("accuracy", {})):
             out.print(f"{name}{note}.", markup=False)

@@ -19,6 +19,14 @@ from edgeai.package import Package
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture(autouse=True)
+def _own_tmpdir(tmp_path, monkeypatch):
+    """A SIGKILLed stage leaves its temporary files (a quantizer's 23 MB of graphs) where it put
+    them: in the test's folder, not the machine's /tmp."""
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+
+
 def _spawn(*args: str) -> subprocess.Popen:
     exe = Path(sys.executable).with_name("edgeai")
     return subprocess.Popen([str(exe), *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -134,6 +134,16 @@ def make_text_package(root: Path) -> Path:
 
 
 @pytest.fixture
+def own_tmpdir(tmp_path, monkeypatch) -> Path:
+    """$TMPDIR inside the test's folder: a SIGKILLed stage leaves its temporary files (`bench`'s
+    feeds, a quantizer's 23 MB of graphs) where it put them, and they must not pile up in /tmp."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    return tmp
+
+
+@pytest.fixture
 def tiny_pkg(tmp_path) -> Path:
     return make_tiny_package(tmp_path / "tiny")
 

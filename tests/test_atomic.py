@@ -16,15 +16,7 @@ import edgeai
 from conftest import CAT, make_tiny_package
 from edgeai.package import Package
 
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(autouse=True)
-def _own_tmpdir(tmp_path, monkeypatch):
-    """A SIGKILLed stage leaves its temporary files (a quantizer's 23 MB of graphs) where it put
-    them: in the test's folder, not the machine's /tmp."""
-    (tmp_path / "tmp").mkdir()
-    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("own_tmpdir")]
 
 
 def _spawn(*args: str) -> subprocess.Popen:

@@ -78,11 +78,7 @@ def _kill_at(args: tuple[str, ...], delay: float) -> bool:
         return True
 
 
-def test_stages_killed_at_a_few_dozen_points_leave_the_package_intact(tmp_path, capsys, monkeypatch):
-    # A SIGKILL leaves the killed run's temporary files (`bench`'s feeds, ...) where it put them:
-    # in the test's folder, not the machine's /tmp.
-    (tmp_path / "tmp").mkdir()
-    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+def test_stages_killed_at_a_few_dozen_points_leave_the_package_intact(tmp_path, capsys, own_tmpdir):
     (tmp_path / "net.py").write_text(FACTORY)
     pkg = tmp_path / "pkg"
     export = ("export", f"{tmp_path / 'net.py'}:make", "--input", "x:2,3,12,12:float32", "--dynamic", "x:0:batch",

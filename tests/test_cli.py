@@ -167,4 +167,4 @@ def test_inspect_prints_a_recipe_as_one_readable_line():
     assert recipe_text(recipe) == (
         "method=dynamic; float_nodes=8 items; tuning.cosine_min=0.9911; tuning.samples=30; smoothing.alpha=-; "
         "smoothing.tuning_met=-; smoothing.tuning_loss=none 0.06916, 0.5 0.1313, 0.6 0.1239, 0.7 0.137; "
-        "reduce_range_nodes./c/Conv=0.0777")
+        "reduce_range_nodes=/c/Conv 0.0777")

@@ -115,10 +115,11 @@ def _print_package(pkg, ops: dict[str, dict], damaged: dict[str, dict], placemen
             out.print(Text.assemble((f"{name} fusions: ", "dim"), ", ".join(f"{k} x{n}" for k, n in recipe["fusions"].items())))
         if recipe:
             # what was done on one line, then each record of how it was chosen on its own
-            sub = {k: v for k, v in recipe.items() if isinstance(v, dict) and v and k != "fusions" and not _figures(v)}
+            sub = {k: v for k, v in recipe.items() if isinstance(v, dict) and v and k != "fusions" and (k in MEANING or not _figures(v))}
             out.print(Text.assemble((f"{name} recipe: ", "dim"), recipe_text({k: v for k, v in recipe.items() if k not in sub})))
             for key, value in sub.items():
-                out.print(Text.assemble((f"  {key}: ", "dim"), recipe_text(value)))
+                text = _figure_table(value) if key in MEANING else recipe_text(value)
+                out.print(Text.assemble((f"  {key}" + (f" ({MEANING[key]})" if key in MEANING else "") + ": ", "dim"), text))
     for name, hist in ops.items():
         top = ", ".join(f"{op} {n}" for op, n in list(hist.items())[:12])
         rest = list(hist.values())[12:]
@@ -138,8 +139,8 @@ def recipe_text(recipe: dict, prefix: str = "") -> str:
     for key, value in recipe.items():
         if key == "fusions" and not prefix:
             continue  # its own line above
-        if isinstance(value, dict) and _figures(value):
-            value = ", ".join(f"{k} {v:.4g}" for k, v in value.items())  # a table of figures, e.g. a loss per trial
+        if isinstance(value, dict) and value and (_figures(value) or key in MEANING):
+            value = _figure_table(value)  # e.g. a loss per trial
         elif isinstance(value, dict):
             parts.append(recipe_text(value, f"{prefix}{key}.") if value else f"{prefix}{key}=-")
             continue
@@ -149,6 +150,14 @@ def recipe_text(recipe: dict, prefix: str = "") -> str:
             value = (", ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in value) or "-") if len(value) <= 3 else f"{len(value)} items"
         parts.append(f"{prefix}{key}={'-' if value is None else value}")
     return "; ".join(p for p in parts if p)
+
+
+# Recipe records whose figures do not say what they are on their own.
+MEANING = {"reduce_range_nodes": "7-bit weights here: share of outputs whose int16 pair sums saturate on AVX2 without VNNI"}
+
+
+def _figure_table(d: dict) -> str:
+    return ", ".join(f"{k} {v:.4g}" for k, v in d.items())
 
 
 def _figures(d: dict) -> bool:

@@ -53,6 +53,12 @@ def open_image(source: str | os.PathLike) -> Image.Image:
                 if w * h > MAX_PIXELS:
                     raise InputError(f"Image {path} is {w}x{h} pixels, above the {MAX_PIXELS // 10**6} MP limit (a decompression bomb?).")
                 im.load()
+                if getattr(im, "n_frames", 1) > 1:
+                    # Pillow keeps a multi-frame file (GIF, TIFF pages) open to seek in it: the
+                    # first frame is what runs, so keep that and close the file.
+                    first = im.copy()
+                    im.close()
+                    im = first
         except BaseException:
             if im is not None:
                 im.close()  # Pillow keeps the file open when decoding fails: a ResourceWarning line later
@@ -71,10 +77,18 @@ def open_image(source: str | os.PathLike) -> Image.Image:
 def to_rgb(im: Image.Image) -> Image.Image:
     """Any Pillow mode (L, P, RGBA, CMYK, I;16, ...) to 8-bit RGB, EXIF orientation applied."""
     im = ImageOps.exif_transpose(im) or im
-    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        # 16-bit files span 0..65535 (as image viewers show them), float images 0..1 or 0..255;
+        # Pillow's own convert would clip them to 0..255 instead
         a = np.asarray(im, dtype=np.float64)
-        hi = a.max() if a.size and a.max() > 255 else 255.0
-        im = Image.fromarray((a * (255.0 / hi)).clip(0, 255).astype(np.uint8), "L")
+        hi = float(a.max()) if a.size else 0.0
+        if im.mode.startswith("I;16") or (im.mode == "I" and 255 < hi <= 65535):
+            a = a / 257.0
+        elif im.mode == "F" and hi <= 1.0:
+            a = a * 255.0
+        elif hi > 255:  # wider than 16 bits: nothing says its range, so its own maximum is white
+            a = a * (255.0 / hi)
+        im = Image.fromarray(a.round().clip(0, 255).astype(np.uint8), "L")
     if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
         im = im.convert("RGBA")
         bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
@@ -99,6 +113,12 @@ def from_array(frame: np.ndarray) -> Image.Image:
 
 def as_image(x: Any) -> Image.Image:
     if isinstance(x, Image.Image):
+        try:
+            x.load()  # Pillow decodes on first use: a damaged or already-closed file fails here
+        except Exception as e:
+            why = str(e) or ("its file was closed before the pixels were read: load() it inside the `with Image.open(...)` block"
+                             if getattr(x, "fp", None) is None else type(e).__name__)
+            raise InputError(f"The PIL image could not be decoded: {why}.") from None
         return x
     if isinstance(x, np.ndarray):
         return from_array(x)

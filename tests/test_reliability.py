@@ -156,6 +156,16 @@ def test_16_bit_images_are_scaled_not_clipped(tmp_path):
     Image.fromarray(gray).save(tmp_path / "g16.png")
     rgb = np.asarray(to_rgb(open_image(tmp_path / "g16.png")))
     assert rgb.min() == 0 and rgb.max() == 255 and len(np.unique(rgb)) > 200  # not a white image
+    # a 16-bit file is read on its full 0..65535 range, not stretched to its own maximum; a float
+    # image in 0..1 is the same picture as its 8-bit form, not black
+    Image.fromarray((gray // 256).astype(np.uint16)).save(tmp_path / "dark16.png")  # 0..255 of 65535
+    assert np.asarray(to_rgb(open_image(tmp_path / "dark16.png"))).max() <= 1
+    eight = np.asarray(Image.open(CAT).convert("L").resize((64, 48)))
+    Image.fromarray(eight.astype(np.float32) / 255).save(tmp_path / "f01.tiff")
+    Image.fromarray(eight.astype(np.float32)).save(tmp_path / "f255.tiff")
+    for name in ("f01.tiff", "f255.tiff"):
+        got = np.asarray(to_rgb(open_image(tmp_path / name)))[..., 0].astype(int)
+        assert np.abs(got - eight).max() <= 1, name
 
 
 # -- arrays ------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 import edgeai
-from conftest import CAT, COFFEE, edit_manifest
+from conftest import CAT, COFFEE, cli, edit_manifest
 from edgeai import providers
 from edgeai.errors import InputError, PackageError, ProviderError
 from edgeai.pipeline import choose_variant
@@ -77,6 +77,35 @@ def test_bad_image_inputs_raise_one_error_type(tiny_pkg, tmp_path):
         pipe.predict([])
     with pytest.raises(InputError, match="Expected an image path"):
         pipe.predict(42)
+
+
+def test_a_pil_image_that_cannot_decode_is_an_input_error(tiny_pkg, tmp_path):
+    # Pillow decodes on first use: a closed or truncated file fails inside predict, not at open
+    data = CAT.read_bytes()
+    (tmp_path / "truncated.jpg").write_bytes(data[: len(data) // 3])
+    with Image.open(CAT) as closed:
+        pass
+    truncated = Image.open(tmp_path / "truncated.jpg")
+    pipe = edgeai.load(tiny_pkg)
+    with pytest.raises(InputError, match="file was closed"):
+        pipe.predict(closed)
+    with pytest.raises(InputError, match="could not be decoded: image file is truncated"):
+        pipe.predict(truncated)
+    each = pipe.predict_each([closed, str(CAT)])
+    assert "file was closed" in each[0]["error"] and "top_k" in each[1]
+    truncated.close()
+
+
+def test_an_animated_gif_runs_its_first_frame_and_closes_the_file(tiny_pkg, tmp_path):
+    frames = [Image.open(CAT).convert("RGB"), Image.open(COFFEE).convert("RGB")]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    pipe = edgeai.load(tiny_pkg)
+    with Image.open(tmp_path / "anim.gif") as im:
+        assert pipe.predict(str(tmp_path / "anim.gif")) == pipe.predict(im.convert("RGB"))
+    # Pillow keeps a multi-frame file open to seek in it: left open, the CLI printed a
+    # "warning: unclosed file" line above the result
+    out = cli("run", str(tmp_path / "anim.gif"), "--model", str(tiny_pkg))
+    assert out.returncode == 0 and [x for x in out.stderr.splitlines() if x and not x.startswith("note:")] == [], out.stderr
 
 
 def test_decompression_bomb_is_refused(tiny_pkg, tmp_path):

@@ -51,18 +51,23 @@ def load_arrays(path: str | os.PathLike, names: Sequence[str]) -> Feed:
     p = Path(path)
     names = list(names)
     if p.suffix not in (".npy", ".npz") or (p.suffix == ".npy" and len(names) != 1):
-        raise InputError(f"{p.name}: this model takes .npz files of arrays named {', '.join(names)}"
+        raise InputError(f"{p}: this model takes .npz files of arrays named {', '.join(names)}"
                          f"{' or .npy arrays' if len(names) == 1 else ''}.")
     if not p.is_file():
         raise InputError(f"The array file {p} does not exist.")
     try:
-        if p.suffix == ".npz":
-            with np.load(p, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-        else:
-            arrays = {names[0]: np.load(p, allow_pickle=False)}
+        # opened here, not by np.load: numpy leaves its own handle open when a .npz is damaged
+        with open(p, "rb") as f:
+            if p.suffix == ".npz":
+                with np.load(f, allow_pickle=False) as z:
+                    arrays = {k: z[k] for k in z.files}
+            else:
+                arrays = {names[0]: np.load(f, allow_pickle=False)}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise InputError(f"{p} is not a readable numpy file ({str(e).splitlines()[0][:200] if str(e) else type(e).__name__}).") from None
+        why = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        if "pickled" in why:  # numpy's words for "no .npy header", which suggest unpickling an unknown file
+            why = "no numpy header: not a .npy file, or pickled Python objects, which edgeai never loads"
+        raise InputError(f"{p} is not a readable numpy file ({why}).") from None
     if set(arrays) != set(names):
         raise InputError(f"{p} holds arrays {sorted(arrays)}; the model takes {names}.")
     return arrays

@@ -57,7 +57,8 @@ def list_inputs(sources: Iterable[str], text: bool, literal: bool = False) -> li
 
     Image models: a folder gives every image file under it (sorted, recursively); a ``.txt``/
     ``.lst`` file is a list of image paths, one per line (relative ones are relative to the
-    list); anything else is one image path. Text models: :func:`edgeai.text.expand_text_inputs`
+    list; spaces around a path are ignored, and so are lines starting with ``#``); anything else
+    is one image path. Text models: :func:`edgeai.text.expand_text_inputs`
     (a file gives its lines, a folder the lines of its ``.txt`` files, anything else is one text;
     ``literal=True``: every source is a text).
     """
@@ -69,7 +70,8 @@ def list_inputs(sources: Iterable[str], text: bool, literal: bool = False) -> li
         if path.is_dir():
             items.extend(str(p) for p in sorted(path.rglob("*")) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         elif path.is_file() and path.suffix.lower() in LIST_SUFFIXES:
-            items.extend(line if os.path.isabs(line) else str(path.parent / line) for line in _lines(path))
+            paths = [line.strip() for line in _lines(path) if not line.lstrip().startswith("#")]
+            items.extend(line if os.path.isabs(line) else str(path.parent / line) for line in paths)
         else:
             items.append(src)
     return items

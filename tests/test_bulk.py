@@ -147,11 +147,14 @@ def test_text_lines_from_a_list_file_and_a_folder(pkgs, tmp_path):
 def test_a_list_file_of_image_paths(pkgs, tmp_path):
     paths = photo_folder(tmp_path / "photos", 5)
     lst = tmp_path / "photos" / "list.txt"
-    lst.write_text("\n".join([str(paths[0]), os.path.relpath(paths[1], lst.parent), "missing.jpg"]) + "\n")
+    # spaces around a path and comment lines are not part of any path
+    lst.write_text("\n".join(["# the first photos", str(paths[0]), f"  {os.path.relpath(paths[1], lst.parent)}  ", "missing.jpg"]) + "\n")
     out = tmp_path / "o.jsonl"
     stats = run_bulk(edgeai.load(pkgs["image"]), list_inputs([str(lst)], text=False), out)
     lines = read_lines(out)
-    assert stats["errors"] == 1 and "does not exist" in lines[2]["error"] and "top_k" in lines[1]
+    assert stats["errors"] == 1 and "does not exist" in lines[2]["error"] and "top_k" in lines[1] and len(lines) == 3
+    r = cli("run", "--model", str(pkgs["image"]), str(lst))  # without --out: says what to add
+    assert r.returncode == 1 and "is a list of image paths: add --out results.jsonl" in r.stderr, r.stderr
 
 
 def test_bulk_errors(pkgs, tmp_path):

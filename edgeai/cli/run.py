@@ -110,9 +110,14 @@ def _check_options(out_file: Path | None, ray_address: str | None, new_file: boo
 
 
 def _folders_need_out(inputs: list[str]) -> None:
-    """An image model given only folders (not empty arguments: Path("") is the current folder)."""
+    """An image model given only folders or list files (not empty arguments: Path("") is the
+    current folder)."""
+    from edgeai.bulk import LIST_SUFFIXES
+
     if all(x.strip() and Path(x).is_dir() for x in inputs):
         raise InputError(f"{inputs[0]} is a folder: add --out results.jsonl to run every input in it.")
+    if lists := [x for x in inputs if Path(x).suffix.lower() in LIST_SUFFIXES and Path(x).is_file()]:
+        raise InputError(f"{lists[0]} is a list of image paths: add --out results.jsonl to run every input in it.")
 
 
 def _run_bulk(pipe, inputs: list[str], out_file: Path, batch_size: int, workers: int | None, top_k: int,

@@ -212,7 +212,7 @@ class Pipeline:
     def predict_each(self, inputs: list[Any], top_k: int | None = None) -> list[dict]:
         """Each input on its own account: one result per input, in order, as ``edgeai run`` prints them.
 
-        A result is ``{"input": <the path or text, or "array[i]">, ...predict's fields}`` (a line read
+        A result is ``{"input": <the path or text, "array[i]" or "input[i]">, ...predict's fields}`` (a line read
         from a file, a :class:`edgeai.text.TextLine`, is ``{"input": "<path>:<line>", "text", ...}``), or
         ``{"input", "error": "<one sentence>"}`` for an input that cannot run (a missing or corrupt
         image, an empty text, an unreadable array file); the others still run. Images and texts
@@ -222,7 +222,8 @@ class Pipeline:
         prints each as a ``warning:`` line)."""
         from .text import input_fields
 
-        labels = [str(x) if isinstance(x, (str, os.PathLike)) else f"array[{i}]" for i, x in enumerate(inputs)]
+        labels = [str(x) if isinstance(x, (str, os.PathLike)) else f"{'array' if isinstance(x, np.ndarray) else 'input'}[{i}]"
+                  for i, x in enumerate(inputs)]
         if "generation" in self.package.manifest:
             return [self._each_prompt(x, label) for x, label in zip(inputs, labels)]
         if self._pre is None:
@@ -313,7 +314,10 @@ class Pipeline:
     def submit(self, x: Any, top_k: int | None = None, generate: bool = False, **options: Any) -> Future:
         """``predict`` (or, with ``generate=True``, ``generate(x, **options)``) on a worker thread;
         the Future holds the same result (or error). A Future submitted before ``close()`` still
-        completes: close waits for it."""
+        completes: close waits for it. Arrays are copied here, so a loop may reuse its frame buffer
+        as soon as ``submit`` returns."""
+        if isinstance(x, (np.ndarray, list, tuple)):
+            x = x.copy() if isinstance(x, np.ndarray) else type(x)(v.copy() if isinstance(v, np.ndarray) else v for v in x)
         with self._cond:
             if self._closed:
                 raise PipelineClosedError(CLOSED)

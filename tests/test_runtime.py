@@ -211,6 +211,14 @@ def test_submit_and_context_manager(tiny_pkg):
         bad = pipe.submit("does-not-exist.png")
         with pytest.raises(InputError):
             bad.result(timeout=30)
+        # a loop may reuse its frame buffer once submit returns: the job runs on a copy
+        frame = np.asarray(Image.open(CAT).convert("RGB")).copy()
+        expected = pipe.predict(frame)
+        gate = pipe.submit(str(CAT))  # one worker: the frame's job waits behind this one
+        job = pipe.submit(frame)
+        frame[:] = 0
+        gate.result(timeout=30)
+        assert job.result(timeout=30) == expected != pipe.predict(frame)
 
 
 def test_a_closed_pipeline_refuses_every_call_in_one_sentence(tiny_pkg):

@@ -15,16 +15,10 @@ from . import home, providers, tasks
 from .errors import EdgeAIError, InputError, PackageError, PipelineClosedError
 from .package import VARIANTS, Package
 from .choice import LOSSY, LOSSY_MARGIN, choose_variant, for_provider, meets_budget, recorded_latency, resolve_threads, resolve_variant  # noqa: F401  (re-exported)
-from .data.compare import stack
 from .session import Session
 
 if TYPE_CHECKING:  # concurrent.futures is imported by submit(), not by every start-up
     from concurrent.futures import Future, ThreadPoolExecutor
-
-# Texts run in chunks of this many, grouped by length so little padding is computed; one batch
-# of thousands of texts padded to the longest would need gigabytes for attention scores.
-TEXT_CHUNK = 32
-
 
 def open_package(path_or_name: str | os.PathLike, progress: Callable[[str], None] | None = None) -> Package:
     """A package directory (or its manifest.json), or a built-in name built on first use."""
@@ -148,23 +142,12 @@ class Pipeline:
         return self._post(outputs, k)
 
     def _run_texts(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run a tokenized batch in length-sorted chunks, each cut to its own longest text."""
-        lengths = feed["attention_mask"].sum(1) if "attention_mask" in feed else None
-        n = next(iter(feed.values())).shape[0]
-        if lengths is None or n <= TEXT_CHUNK:
-            if lengths is not None:
-                feed = {k: v[:, : int(lengths.max())] for k, v in feed.items()}
-            return self.run(feed)
-        order = np.argsort(lengths, kind="stable")
-        parts: dict[str, list[np.ndarray]] = {}
-        for start in range(0, n, TEXT_CHUNK):
-            idx = order[start : start + TEXT_CHUNK]
-            width = int(lengths[idx].max())
-            for k, v in self.run({k: v[idx, :width] for k, v in feed.items()}).items():
-                parts.setdefault(k, []).append(v)
-        inverse = np.empty_like(order)
-        inverse[order] = np.arange(n)
-        return {k: stack(v)[inverse] for k, v in parts.items()}  # per-token outputs: padded to the longest chunk
+        from .text import TEXT_CHUNK, run_in_chunks
+
+        # Dynamic INT8 picks its activation scales per call, over the whole batch, padding included:
+        # there each text runs alone, so that its result does not depend on the texts beside it.
+        per_row = self.package.variants[self.variant].get("recipe", {}).get("method") == "dynamic"
+        return run_in_chunks(self.run, feed, 1 if per_row else TEXT_CHUNK)
 
     @_guarded
     def embed(self, texts: str | list[str]) -> np.ndarray:

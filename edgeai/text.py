@@ -217,3 +217,28 @@ def looks_like_a_missing_file(arg: str) -> bool:
         return False  # a URL is a text
     return (text.startswith(("/", "./", "../", "~/")) or text.endswith("/")
             or os.path.splitext(text)[1].lower() in (*TEXT_SUFFIXES, ".csv", ".json", ".jsonl", ".md"))
+
+
+# Texts run in chunks of this many, grouped by length so little padding is computed; one batch
+# of thousands of texts padded to the longest would need gigabytes for attention scores.
+TEXT_CHUNK = 32
+
+
+def run_in_chunks(run, feed: dict[str, np.ndarray], size: int = TEXT_CHUNK) -> dict[str, np.ndarray]:
+    """Run a tokenized batch in length-sorted chunks of ``size``, each cut to its own longest text."""
+    from .data.compare import stack
+
+    lengths = feed["attention_mask"].sum(1) if "attention_mask" in feed else None
+    n = next(iter(feed.values())).shape[0]
+    if n <= size:
+        return run({k: v[:, : int(lengths.max())] for k, v in feed.items()} if lengths is not None else feed)
+    order = np.argsort(lengths, kind="stable") if lengths is not None else np.arange(n)
+    parts: dict[str, list[np.ndarray]] = {}
+    for start in range(0, n, size):
+        idx = order[start : start + size]
+        width = int(lengths[idx].max()) if lengths is not None else None
+        for k, v in run({k: v[idx, :width] for k, v in feed.items()}).items():
+            parts.setdefault(k, []).append(v)
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(n)
+    return {k: stack(v)[inverse] for k, v in parts.items()}  # per-token outputs: padded to the longest chunk

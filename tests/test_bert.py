@@ -196,6 +196,18 @@ def test_predict_embed_and_chunking_agree(bert_pkg):
     np.testing.assert_allclose(np.linalg.norm(batch, axis=1), 1.0, rtol=1e-5)
 
 
+def test_dynamic_int8_results_do_not_depend_on_the_batch(bert_pkg):
+    # dynamic INT8 scales activations over a whole call: each text runs alone, so a text's
+    # embedding is the same in any batch (CLI, API and bulk files agree)
+    texts = ["what a great day", "this is awful", "the cat sat on the mat " * 20]
+    with edgeai.load(bert_pkg, variant="int8", provider="cpu") as pipe:
+        assert pipe.package.variants["int8"]["recipe"]["method"] == "dynamic"
+        alone = np.stack([pipe.embed(t)[0] for t in texts])
+        np.testing.assert_array_equal(pipe.embed(texts), alone)
+        np.testing.assert_array_equal(pipe.embed(texts[:2]), alone[:2])
+        np.testing.assert_array_equal(pipe.predict(texts)[1]["embedding"], alone[1])
+
+
 def test_bad_text_inputs_get_one_clear_sentence(bert_pkg):
     with edgeai.load(bert_pkg, provider="cpu") as pipe:
         with pytest.raises(InputError, match="empty"):

@@ -65,6 +65,10 @@ def test_padding_and_batch_size_do_not_change_results(lstm_pkg, test_split):
         batch = pipe.run(pipe.preprocess(texts))["logits"]
         alone = np.concatenate([pipe.run(pipe.preprocess([t]))["logits"] for t in texts])
     np.testing.assert_allclose(batch, alone, rtol=1e-5, atol=1e-5)
+    # the dynamic INT8 variant runs each text alone: the same scores in any batch
+    with edgeai.load(lstm_pkg, variant="int8", provider="cpu") as pipe:
+        together = [r["top_k"] for r in pipe.predict(texts[:5] + ["what a great day " * 40])[:5]]
+        assert together == [pipe.predict(t)["top_k"] for t in texts[:5]]
 
 
 def test_cli_run_prints_labels_and_scores_without_torch(lstm_pkg):

@@ -96,8 +96,11 @@ def image_feeds(pkg, images: Sequence[Any], batch: int = 16) -> list[Feed]:
     return batched([pre(im) for im in images], pkg.manifest["inputs"][0]["name"], batch)
 
 
-def text_feeds(pkg, texts: Sequence[str], batch: int = 8, max_length: int | None = None) -> list[Feed]:
-    """Tokenized batches (each padded to its longest text), with the package's own tokenizer."""
+def text_feeds(pkg, texts: Sequence[str], batch: int = 1, max_length: int | None = None) -> list[Feed]:
+    """Tokenized batches (each padded to its longest text), with the package's own tokenizer.
+
+    One text per feed by default: that is how the runtime runs a dynamic INT8 variant (its
+    activation scales are per call), so the figures tuned and recorded are the ones users get."""
     from edgeai.text import TextPreprocessor
 
     pre = dict(pkg.manifest["preprocess"])

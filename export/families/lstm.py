@@ -100,7 +100,7 @@ def record_test_accuracy(pkg, texts: list[str], labels, train_labels) -> None:
                          "test_samples": float(len(labels))}
         if name != "fp32":
             # Dynamic INT8 quantizes activations per call, so agreement depends on how texts are
-            # batched: record it as the runtime batches them (quantize measured batches of 8).
+            # batched: record it as the runtime runs them (one text per call, as quantize measured).
             figures[name]["top1_agreement"] = float((preds[name] == preds["fp32"]).mean())
 
     def merge(m: dict) -> dict:  # into the manifest as it is now, under the package's lock

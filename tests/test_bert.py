@@ -243,6 +243,14 @@ def test_cli_run_prints_dimension_and_similarity_table(bert_pkg):
     assert r.returncode == 0, r.stderr
     assert "384-dimensional" in r.stdout and "cosine similarity" in r.stdout
     assert "provider CPUExecutionProvider" in r.stdout or "provider" in r.stdout
+    # more texts than a terminal can show as a table: each one's nearest other text, one line each
+    texts = [*(q for q, _ in QUERIES[:5]), *DOCUMENTS[:5], "猫が窓のそばで眠っている。"]
+    r = cli("run", "--model", str(bert_pkg), *texts)
+    lines = r.stdout.splitlines()
+    assert r.returncode == 0 and "most similar other text" in r.stdout and len(lines) == 3 + 1 + len(texts), r.stdout
+    from edgeai.cli._plain import _width
+
+    assert lines[-1].startswith("11") and len({_width(x) for x in lines[-len(texts) - 1:]}) == 1  # CJK is two columns wide
     r = cli("run", "--model", str(bert_pkg), "--json", "--variant", "fp32", "hello there", "word " * 400)
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)

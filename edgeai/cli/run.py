@@ -213,6 +213,9 @@ def _short(text: str, n: int = 48) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
+MATRIX_TEXTS = 8  # more texts than this: no n x n table
+
+
 def _print_similarities(results: list[dict]) -> None:
     """Embedding dimension, then the pairwise cosine-similarity table of the texts."""
     vectors = np.stack([r["embedding"] for r in results]).astype(np.float64)
@@ -223,8 +226,16 @@ def _print_similarities(results: list[dict]) -> None:
     if len(results) == 1:
         say("give two or more texts to see their cosine similarities (--json prints the vectors)")
         return
-    say(style("cosine similarity", "bold"))
     n = len(results)
-    rows = [(str(i + 1), _short(r.get("text", r["input"])), *(f"{sim[i, j]:.3f}" for j in range(n))) for i, r in enumerate(results)]
-    for line in table(rows, ("#", "text", *(str(j + 1) for j in range(n))), right={0, *range(2, n + 2)}, dim={0}):
+    if n > MATRIX_TEXTS:  # a table n columns wide no terminal shows: each text's nearest other one
+        np.fill_diagonal(sim, -np.inf)
+        best = sim.argmax(1)
+        say(style(f"most similar other text (the whole table up to {MATRIX_TEXTS} texts; --json prints the vectors)", "bold"))
+        rows = [(str(i + 1), _short(r.get("text", r["input"])), str(best[i] + 1), f"{sim[i, best[i]]:.3f}") for i, r in enumerate(results)]
+        header: tuple = ("#", "text", "nearest", "cosine")
+    else:
+        say(style("cosine similarity", "bold"))
+        rows = [(str(i + 1), _short(r.get("text", r["input"])), *(f"{sim[i, j]:.3f}" for j in range(n))) for i, r in enumerate(results)]
+        header = ("#", "text", *(str(j + 1) for j in range(n)))
+    for line in table(rows, header, right={0, *range(2, len(header))}, dim={0}):
         say(line)

@@ -20,6 +20,7 @@ from .session import Session
 if TYPE_CHECKING:  # concurrent.futures is imported by submit(), not by every start-up
     from concurrent.futures import Future, ThreadPoolExecutor
 
+
 def open_package(path_or_name: str | os.PathLike, progress: Callable[[str], None] | None = None) -> Package:
     """A package directory (or its manifest.json), or a built-in name built on first use."""
     path = Path(path_or_name)

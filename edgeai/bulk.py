@@ -45,7 +45,7 @@ Progress = Callable[[int, int], None]
 
 # -- what to run on ------------------------------------------------------------------------------
 def _lines(path: Path) -> Iterator[str]:
-    with open(path, encoding="utf-8", errors="surrogateescape", newline=None) as f:
+    with open(path, encoding="utf-8-sig", errors="surrogateescape", newline=None) as f:  # -sig: a BOM is not text
         for line in f:
             line = line.rstrip("\n")
             if line.strip():

@@ -156,7 +156,7 @@ def read_text_lines(path: str | os.PathLike, show: str | None = None) -> list[Te
         raise InputError(f"{show} is not a text file (it looks like {kind}); this model takes text: give a text file "
                          "(one input per line), or pass --text to use the argument's words themselves as the input.")
     found = []
-    with open(path, encoding="utf-8", errors="surrogateescape", newline=None) as f:
+    with open(path, encoding="utf-8-sig", errors="surrogateescape", newline=None) as f:  # -sig: a BOM is not text
         for n, line in enumerate(f, 1):
             line = line.rstrip("\n")
             if line.strip():

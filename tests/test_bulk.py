@@ -147,8 +147,8 @@ def test_text_lines_from_a_list_file_and_a_folder(pkgs, tmp_path):
 def test_a_list_file_of_image_paths(pkgs, tmp_path):
     paths = photo_folder(tmp_path / "photos", 5)
     lst = tmp_path / "photos" / "list.txt"
-    # spaces around a path and comment lines are not part of any path
-    lst.write_text("\n".join(["# the first photos", str(paths[0]), f"  {os.path.relpath(paths[1], lst.parent)}  ", "missing.jpg"]) + "\n")
+    # a byte-order mark, spaces around a path and comment lines are not part of any path
+    lst.write_text("\n".join(["\ufeff# the first photos", str(paths[0]), f"  {os.path.relpath(paths[1], lst.parent)}  ", "missing.jpg"]) + "\n")
     out = tmp_path / "o.jsonl"
     stats = run_bulk(edgeai.load(pkgs["image"]), list_inputs([str(lst)], text=False), out)
     lines = read_lines(out)

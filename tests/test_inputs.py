@@ -28,7 +28,7 @@ def run_json(*args: str):
 
 def test_a_file_argument_is_its_lines_and_any_other_argument_a_text(text_pkg, tmp_path):
     reviews = tmp_path / "reviews.txt"
-    reviews.write_text("good movie\n\n  \nawful food\n")
+    reviews.write_text("\ufeffgood movie\n\n  \nawful food\n")  # a byte-order mark (Notepad's UTF-8) is not text
     r, doc = run_json("--model", str(text_pkg), str(reviews), "love it")
     assert r.returncode == 0, r.stderr
     got = [(x["input"], x.get("text")) for x in doc["results"]]

@@ -276,7 +276,9 @@ def _run_worker(pkg: Package, case: Case, model: Path | None, feed: Path, thread
         # A graph that is not (yet) one of the package's variants (a quantizer's candidate) has no hash to check.
         info = pkg.variants.get(case.variant, {})
         spec.update(model=str(model), inputs=pkg.manifest["inputs"], outputs=pkg.manifest["outputs"],
-                    provider=case.provider, sha256=info.get("sha256"), tensorrt=_providers.tensorrt_flags(case.variant, info))
+                    provider=case.provider, sha256=info.get("sha256"), tensorrt=_providers.tensorrt_flags(case.variant, info),
+                    # timed as Pipeline runs it: dynamic INT8 one text per call (edgeai.pipeline)
+                    per_row=input_kind(pkg) == "text" and info.get("recipe", {}).get("method") == "dynamic")
     spec_file = work / "case.json"
     spec_file.write_text(json.dumps(spec))
     proc = subprocess.run([sys.executable, "-m", "edgeai._bench_worker", str(spec_file)], capture_output=True, text=True,

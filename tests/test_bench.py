@@ -365,3 +365,22 @@ def test_peak_memory_is_the_workers_own_not_its_parents():
     child = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
     assert 5 < child < 300, child
     del parent
+
+
+def test_the_worker_times_dynamic_int8_text_one_row_per_call(tmp_path):
+    """Pipeline runs a dynamic INT8 text variant one text per call (its activation scales are per
+    call), so bench times a batch as that many calls. Shown with a graph that takes exactly one
+    row: a batch of 3 runs when timed per row, and is refused as one call."""
+    from conftest import tiny_classifier
+
+    tiny_classifier(tmp_path / "m.onnx")
+    np.savez(tmp_path / "feed.npz", pixel_values=np.zeros((3, 3, 8, 8), np.float32))
+    spec = {"engine": "onnxruntime", "model": str(tmp_path / "m.onnx"), "feed": str(tmp_path / "feed.npz"),
+            "inputs": [{"name": "pixel_values", "dtype": "float32", "shape": [1, 3, 8, 8]}],
+            "outputs": [{"name": "logits", "dtype": "float32", "shape": [1, 4]}],
+            "provider": "cpu", "threads": 1, "runs": 5, "min_time": 0}
+    for per_row in (True, False):
+        (tmp_path / "case.json").write_text(json.dumps({**spec, "per_row": per_row}))
+        r = subprocess.run([sys.executable, "-m", "edgeai._bench_worker", str(tmp_path / "case.json")], capture_output=True, text=True)
+        result = json.loads(r.stdout.splitlines()[-1])
+        assert ("times_ms" in result) == per_row and ("error" in result) != per_row, (per_row, r.stdout, r.stderr)

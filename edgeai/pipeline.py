@@ -174,7 +174,8 @@ class Pipeline:
 
     @_guarded
     def predict(self, x: Any, top_k: int | None = None) -> dict | list[dict]:
-        """One input -> one result; a list -> a list of results, run as one batch.
+        """One input -> one result; a list -> a list of results, run as one batch (texts: in
+        length-sorted chunks, and one per call for a dynamic INT8 variant).
 
         For a ``tensor`` model, an array or a dict of arrays is one input (a whole batch)."""
         if "generation" in self.package.manifest:  # a text-generation package: predict is generate

@@ -33,6 +33,7 @@ import numpy as np
 
 from . import providers as _providers
 from .data.feeds import OTHER_AXIS, input_kind, load_arrays, random_feed, text_feeds
+from .text import one_text_per_call
 from .errors import DependencyError, EdgeAIError, InputError, PackageError, ProviderError
 from .machine import machine_id, machine_key
 from .package import Package, now
@@ -277,8 +278,7 @@ def _run_worker(pkg: Package, case: Case, model: Path | None, feed: Path, thread
         info = pkg.variants.get(case.variant, {})
         spec.update(model=str(model), inputs=pkg.manifest["inputs"], outputs=pkg.manifest["outputs"],
                     provider=case.provider, sha256=info.get("sha256"), tensorrt=_providers.tensorrt_flags(case.variant, info),
-                    # timed as Pipeline runs it: dynamic INT8 one text per call (edgeai.pipeline)
-                    per_row=input_kind(pkg) == "text" and info.get("recipe", {}).get("method") == "dynamic")
+                    per_row=input_kind(pkg) == "text" and one_text_per_call(info))  # timed as Pipeline runs it
     spec_file = work / "case.json"
     spec_file.write_text(json.dumps(spec))
     proc = subprocess.run([sys.executable, "-m", "edgeai._bench_worker", str(spec_file)], capture_output=True, text=True,

@@ -143,12 +143,9 @@ class Pipeline:
         return self._post(outputs, k)
 
     def _run_texts(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from .text import TEXT_CHUNK, run_in_chunks
+        from .text import TEXT_CHUNK, one_text_per_call, run_in_chunks
 
-        # Dynamic INT8 picks its activation scales per call, over the whole batch, padding included:
-        # there each text runs alone, so that its result does not depend on the texts beside it.
-        per_row = self.package.variants[self.variant].get("recipe", {}).get("method") == "dynamic"
-        return run_in_chunks(self.run, feed, 1 if per_row else TEXT_CHUNK)
+        return run_in_chunks(self.run, feed, 1 if one_text_per_call(self.package.variants[self.variant]) else TEXT_CHUNK)
 
     @_guarded
     def embed(self, texts: str | list[str]) -> np.ndarray:

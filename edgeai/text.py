@@ -224,6 +224,13 @@ def looks_like_a_missing_file(arg: str) -> bool:
 TEXT_CHUNK = 32
 
 
+def one_text_per_call(variant: dict) -> bool:
+    """Whether a variant (its manifest entry) runs texts one per call: dynamic INT8 picks its
+    activation scales per call, over the whole batch, padding included, so batched there a
+    text's result would depend on the texts beside it."""
+    return variant.get("recipe", {}).get("method") == "dynamic"
+
+
 def run_in_chunks(run, feed: dict[str, np.ndarray], size: int = TEXT_CHUNK) -> dict[str, np.ndarray]:
     """Run a tokenized batch in length-sorted chunks of ``size``, each cut to its own longest text."""
     from .data.compare import stack

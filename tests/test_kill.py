@@ -115,3 +115,31 @@ def test_stages_killed_at_a_few_dozen_points_leave_the_package_intact(tmp_path, 
         print(f"\n[reliability] kills: {total} SIGKILLs survived (export {killed['export']}, optimize {killed['optimize']}, "
               f"quantize {killed['quantize']}; full runs {durations['export']:.1f}/{durations['optimize']:.1f}/"
               f"{durations['quantize']:.1f} s): previous package intact and loadable each time, reruns completed, no debris")
+
+
+def test_sigterm_cleans_up_on_the_way_out(tmp_path, own_tmpdir):
+    """SIGTERM (``kill``, ``timeout``, a service stopping) is not SIGKILL: the command says so,
+    exits 143, and takes its staging folder and temporary files with it, nothing left to clean."""
+    (tmp_path / "net.py").write_text(FACTORY)
+    pkg = tmp_path / "pkg"
+    _timed("export", f"{tmp_path / 'net.py'}:make", "--input", "x:2,3,12,12:float32", "--dynamic", "x:0:batch", "-o", str(pkg))
+    args = ("quantize", str(pkg), "--method", "dynamic")
+    before = {p.name for p in own_tmpdir.iterdir()}
+    duration = _timed(*args)
+    terminated = 0
+    for share in (0.5, 0.7, 0.9):  # past the imports (the handler is set first thing in main)
+        proc = _edgeai(*args, "--replace")
+        try:
+            proc.wait(timeout=share * duration)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGTERM)  # the process only, as `kill PID` does
+        _, err = proc.communicate(timeout=60)
+        if proc.returncode == 0:
+            continue
+        terminated += 1
+        assert proc.returncode == 143, err.decode()[-2000:]
+        assert err.decode().strip().splitlines()[-1].endswith("terminated")
+        assert {p.name for p in own_tmpdir.iterdir()} == before, share
+        assert _debris(pkg) == [], share
+        _complete(pkg)
+    assert terminated >= 2

@@ -87,12 +87,31 @@ def main(argv: list[str] | None = None) -> None:
     teardown (freeing ~400 modules and ONNX Runtime's environment: 50-100 ms of a ~0.4 s cold
     `edgeai run` here, that nobody waits for usefully). The streams are flushed and the atexit
     handlers run first; with any other thread still alive, Python exits the usual way."""
+    _terminate_in_order()
     try:
         app(args=argv)
         code = 0
     except SystemExit as e:  # click ends every command, help and usage error included, with SystemExit
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     _fast_exit(code)
+
+
+def _terminate_in_order() -> None:
+    """SIGTERM (``kill``, ``timeout``, a service manager stopping us) ends the command the way
+    Ctrl-C does: as an exception, so that staging folders, temporary directories and benchmark
+    workers are cleaned up on the way out. By default it would end the process on the spot, and
+    leave a quantizer's temporary graphs in /tmp. Exit status 143 (128 + 15), as the shell's."""
+    import signal
+
+    def terminated(signum, frame):
+        signal.signal(signum, signal.SIG_DFL)  # a second SIGTERM ends it at once, cleanup or not
+        plain_error("terminated")
+        raise SystemExit(128 + signum)
+
+    try:
+        signal.signal(signal.SIGTERM, terminated)
+    except (ValueError, OSError):  # not the main thread (an embedding program): leave its handlers alone
+        pass
 
 
 def _fast_exit(code: int) -> None:

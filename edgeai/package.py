@@ -97,6 +97,9 @@ class Package:
         if not root.exists():
             raise PackageError(f"No model package at {root}: the path does not exist.")
         if not root.is_dir():
+            if root.suffix == ".onnx":  # wrapping writes files: a stage does it (quantize/wrap.py), not a reader
+                raise PackageError(f"{root} is a plain ONNX file, not a package: `edgeai optimize {root}` wraps it in the "
+                                   f"package {root.with_suffix('')} (and adds its optimized graph); run that.")
             raise PackageError(f"{root} is a file, not a model package directory (a directory with {MANIFEST}).")
         mpath = root / MANIFEST
         if not mpath.is_file():

@@ -16,6 +16,7 @@ from typing import Mapping
 
 import numpy as np
 import onnxruntime as ort
+from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
 
 from . import providers as _providers
 from .errors import InputError, PackageError
@@ -136,6 +137,8 @@ class Session:
         gpu = self.provider in (_providers.CUDA, _providers.TENSORRT)
         self.io_binding = gpu if io_binding is None else bool(io_binding)
         self._device = ("cuda", device_id) if gpu else ("cpu", 0)
+        self._run_options = ort.RunOptions()
+        self._run_options.log_severity_level = 4  # a failed run raises (see run); its C++ log line would say it twice
         self._building: float | None = None  # TensorRT: start of a first build not yet reported
         self._build_lock = threading.Lock()
         if self.provider == _providers.TENSORRT and not self.choice.engine_cached:
@@ -180,10 +183,16 @@ class Session:
 
     def run(self, feed: Mapping[str, object], device_outputs: bool = False) -> dict[str, np.ndarray]:
         checked = self.check(feed)
-        if self.io_binding or device_outputs or any(isinstance(v, ort.OrtValue) for v in checked.values()):
-            outs = self._run_bound(checked, device_outputs)
-        else:
-            outs = self._session.run(self.output_names, checked)
+        try:
+            if self.io_binding or device_outputs or any(isinstance(v, ort.OrtValue) for v in checked.values()):
+                outs = self._run_bound(checked, device_outputs)
+            else:
+                outs = self._session.run(self.output_names, checked, self._run_options)
+        except (_ort_state.InvalidArgument, _ort_state.Fail, _ort_state.RuntimeException) as e:
+            # Names, dtypes and shapes were checked above; what ONNX Runtime still refuses is in the
+            # values or in a node's own rule (token ids past the vocabulary, a Reshape that fits
+            # only the traced shape): one sentence naming the node, not a C++ status dump.
+            raise InputError(run_failure(e)) from None
         if self._building is not None:
             self._report_build()
         return dict(zip(self.output_names, outs))
@@ -199,10 +208,28 @@ class Session:
         for name in self.output_names:
             binding.bind_output(name, *self._device)
         binding.synchronize_inputs()
-        self._session.run_with_iobinding(binding)
+        self._session.run_with_iobinding(binding, self._run_options)
         if device_outputs:
             return binding.get_outputs()
         return binding.copy_outputs_to_cpu()
 
     def close(self) -> None:
         self._session = None  # type: ignore[assignment]
+
+
+def run_failure(error: Exception) -> str:
+    """ONNX Runtime's run-time status as one sentence: "[ONNXRuntimeError] : 2 : INVALID_ARGUMENT :
+    Non-zero status code returned while running Gather node. Name:'/e/Gather' Status Message: idx=50
+    ..." becomes "The model could not run on this input: node /e/Gather (Gather): idx=50 ..."."""
+    import re
+
+    text = str(error).strip()
+    m = re.search(r"while running (\w+) node\. Name:'([^']*)' Status Message: (.*)", text, re.S)
+    if m:
+        op, node, detail = m.groups()
+        where = f"node {node} ({op})" if node else f"a {op} node"
+        text = f"{where}: {detail.strip()}"
+    else:
+        text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", text)
+    text = " ".join(text.split())
+    return f"The model could not run on this input: {text.rstrip('.')}."

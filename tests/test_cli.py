@@ -168,3 +168,47 @@ def test_inspect_prints_a_recipe_as_one_readable_line():
         "method=dynamic; float_nodes=8 items; tuning.cosine_min=0.9911; tuning.samples=30; smoothing.alpha=-; "
         "smoothing.tuning_met=-; smoothing.tuning_loss=none 0.06916, 0.5 0.1313, 0.6 0.1239, 0.7 0.137; "
         "reduce_range_nodes=/c/Conv 0.0777")
+
+
+def _lookup_table(path):
+    """A 10-row embedding lookup: token ids past row 9 are values ONNX Runtime refuses at run time."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    table = numpy_helper.from_array(np.arange(20, dtype=np.float32).reshape(10, 2), "E")
+    graph = helper.make_graph([helper.make_node("Gather", ["E", "ids"], ["out"], name="lookup")], "g",
+                              [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", 3])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", 3, 2])], [table])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
+def test_a_run_onnx_runtime_refuses_is_one_sentence_naming_the_node(tmp_path):
+    import numpy as np
+
+    import edgeai
+    from edgeai.errors import InputError
+    from quantize.wrap import wrap_onnx
+
+    _lookup_table(tmp_path / "lookup.onnx")
+    out = cli("run", "--model", str(tmp_path / "lookup.onnx"), "x.npy")  # a plain file: say how to wrap it
+    assert out.returncode == 1 and f"edgeai optimize {tmp_path / 'lookup.onnx'}" in out.stderr
+    pkg = wrap_onnx(tmp_path / "lookup.onnx").path
+    np.save(tmp_path / "ids.npy", np.array([[1, 2, 50]], np.int64))
+    with edgeai.load(pkg, provider="cpu") as pipe:
+        with pytest.raises(InputError, match=r"node lookup \(Gather\): .*idx=50"):
+            pipe.predict({"ids": np.array([[1, 2, 50]])})
+        assert pipe.predict({"ids": np.array([[1, 2, 3]])})["outputs"]["out"][0, 2].tolist() == [6.0, 7.0]  # the session still runs
+    out = cli("run", "--model", str(pkg), str(tmp_path / "ids.npy"))
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 1 and TRACEBACK not in out.stderr and "onnxruntime:" not in out.stderr, out.stderr
+    assert lines[-1].startswith("error: The model could not run on this input: node lookup (Gather)")
+
+
+def test_a_model_given_where_the_inputs_go_says_to_use_model(tiny_pkg):
+    out = cli("run", str(tiny_pkg), str(CAT))  # as `edgeai inspect PKG` is written
+    assert out.returncode == 1 and f"edgeai run --model {tiny_pkg} {CAT}" in out.stderr, out.stderr
+    out = cli("run", "bert", "a text")
+    assert out.returncode == 1 and "edgeai run --model bert 'a text'" in out.stderr and "First use" not in out.stderr

@@ -47,6 +47,8 @@ def run(
     from edgeai.text import expand_text_inputs
 
     _check_options(out_file, ray_address, new_file, retry_errors)
+    if model is None:
+        _model_named_as_input(inputs, resolve_builtin)
     name = model or DEFAULT_MODEL
     b = resolve_builtin(name) if not _is_path(name) else None
     if b is not None and b.task == "image-classification" and out_file is None:
@@ -107,6 +109,19 @@ def _check_options(out_file: Path | None, ray_address: str | None, new_file: boo
         for flag, given in (("--ray", ray_address is not None), ("--new-file", new_file), ("--retry-errors", retry_errors)):
             if given:
                 raise InputError(f"{flag} is for a bulk run: add --out results.jsonl.")
+
+
+def _model_named_as_input(inputs: list[str], resolve_builtin) -> None:
+    """``edgeai run PKG x.npz``, as ``inspect PKG`` and ``bench PKG`` are written: the first
+    argument is a package folder or a built-in name (and no file of that name), not an input."""
+    import shlex
+
+    first = inputs[0]
+    path = Path(first)
+    if (path / "manifest.json").is_file() or (first.strip() and not path.exists() and resolve_builtin(first) is not None):
+        rest = " ".join(shlex.quote(x) for x in inputs[1:]) or "INPUTS..."
+        raise InputError(f"{first} is a model, and edgeai run takes inputs: name the model with --model, "
+                         f"as in edgeai run --model {shlex.quote(first)} {rest}")
 
 
 def _folders_need_out(inputs: list[str]) -> None:

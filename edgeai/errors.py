@@ -34,3 +34,9 @@ class DependencyError(EdgeAIError):
 
 class PipelineClosedError(EdgeAIError, RuntimeError):
     """A call on a :class:`edgeai.Pipeline` after its ``close()``."""
+
+
+class TraceWarning(UserWarning):
+    """The export's trace turned a tensor of the user's own model into a Python value (an ``if``
+    on a tensor, ``.item()``): the ONNX graph keeps what the example computed there. Said with
+    ``warnings.warn``; the CLI prints it as a ``warning:`` line."""

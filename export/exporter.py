@@ -195,13 +195,16 @@ def _onnx(src: Source, path: Path, progress: Progress | None) -> tuple[dict, dic
     say(progress, f"exporting to ONNX (TorchScript exporter{src.exporter_note}; dynamic {'/'.join(labels) or 'nothing'})")
     # Traced with autograd on: under no_grad/inference_mode PyTorch takes fused "fast paths"
     # (e.g. nn.TransformerEncoderLayer's native kernel) that have no ONNX form.
-    to_onnx(src.module, args, path, names, outputs, dynamic, OPSET)
+    traced = to_onnx(src.module, args, path, names, outputs, dynamic, OPSET)
     say(progress, f"validating ONNX fp32 against PyTorch {src.checked_on}".rstrip())
     try:
-        return (*validate(src, path), "torchscript", OPSET)
+        found = validate(src, path)
     except ExportError as first:
+        if traced:  # the likely cause, named: the line in the user's code
+            first = ExportError(f"{str(first).rstrip('.')}; at {', '.join(traced)} the model turns a tensor into a Python "
+                                "value (int(), .item(), an if on a tensor), which the trace freezes to the example's.")
         if not (src.dynamo_fallback and dynamic):
-            raise
+            raise first from None
         # The TorchScript trace froze a size; torch.export keeps symbolic sizes (FACTS.md: it
         # can also fold less, e.g. LSTM weights, so it is the second choice, not the first).
         say(progress, "the TorchScript trace froze a dynamic size; exporting again with the dynamo exporter")
@@ -210,6 +213,16 @@ def _onnx(src: Source, path: Path, progress: Progress | None) -> tuple[dict, dic
             return (*validate(src, path), "dynamo", OPSET_DYNAMO)
         except ExportError:
             raise first from None
+    if traced:
+        import warnings
+
+        from edgeai.errors import TraceWarning
+
+        warnings.warn(TraceWarning(
+            f"at {', '.join(traced)} the model turns a tensor into a Python value (int(), .item(), an if on a "
+            "tensor): the ONNX graph keeps what the example computed there, whatever the input; it matched PyTorch on the "
+            "validation inputs, so check it on inputs that take the other path."), stacklevel=2)
+    return (*found, "torchscript", OPSET)
 
 
 def _torch(value):

@@ -154,6 +154,34 @@ def example_tensors(specs: list[InputSpec], seed: int = 0) -> dict:
     return out
 
 
+def fresh_values(example: dict, seed: int | None) -> dict:
+    """The example's shapes with other values, each within its own tensor's range (a model fed
+    positive pixels or valid token ids gets such values again): what catches a trace frozen to the
+    example's values rather than to its sizes. ``seed=None`` mirrors the example instead: ``-x``
+    where it holds both signs, else ``lo + hi - x``, which turns every sum or mean of it to the
+    other side of its middle (an ``if x.sum() > 0`` takes its other branch); a seed draws new
+    values uniformly over the range."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed) if seed is not None else None
+    out = {}
+    for name, t in example.items():
+        if not t.numel():
+            out[name] = t.clone()
+        elif t.dtype == torch.bool:
+            out[name] = ~t if g is None else torch.rand(t.shape, generator=g) > 0.5
+        elif t.dtype.is_floating_point:
+            lo, hi = float(t.min()), float(t.max())
+            if g is None:
+                out[name] = -t if lo < 0 < hi else (lo + hi) - t
+            else:
+                out[name] = (lo + (hi - lo) * torch.rand(t.shape, generator=g)).to(t.dtype)
+        else:
+            lo, hi = int(t.min()), int(t.max())
+            out[name] = (lo + hi) - t if g is None else torch.randint(lo, hi + 1, t.shape, generator=g).to(t.dtype)
+    return out
+
+
 def resized(example: dict, dynamic: dict[str, dict[int, str]], grow: int, seed: int) -> dict:
     """The example with every dynamic axis ``grow`` longer (same label -> same size), new values."""
     import torch

@@ -5,31 +5,54 @@ from __future__ import annotations
 import io
 import logging
 import warnings
-from contextlib import contextmanager, redirect_stdout
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 
 from edgeai.errors import ExportError
 
 
+def _value_traces(caught: list) -> list[str]:
+    """The tracer's "might cause the trace to be incorrect" warnings raised in the user's own
+    code ("net.py:9"): a Python ``if`` or ``.item()`` on a tensor, which the trace freezes to the
+    example's branch. Library files (torch, transformers: in site-packages) do this on purpose
+    for shape checks and are left out."""
+    import sysconfig
+
+    libraries = {sysconfig.get_paths()[k] for k in ("purelib", "platlib", "stdlib")}
+    libraries.add(str(Path(__file__).resolve().parent))  # the built-in families' own modules
+    found: list[str] = []
+    for w in caught:
+        where = f"{Path(w.filename).name}:{w.lineno}"
+        if (w.category.__name__ == "TracerWarning" and "trace to be incorrect" in str(w.message)
+                and not any(str(w.filename).startswith(lib) for lib in libraries) and where not in found):
+            found.append(where)
+    return found
+
+
 @contextmanager
-def _quiet():
-    """The exporters' chatter silenced at its sources: Python warnings (tracer, deprecation),
-    prints to stdout (the dynamo exporter's progress), and log records, which torch's own handlers
-    write to stderr (e.g. "torchvision is not installed. Skipping torchvision::nms" from
-    torch.onnx's op registry). A failure still raises, and becomes one sentence."""
+def _quiet(caught: list | None = None):
+    """The exporters' chatter silenced at its sources: Python warnings (tracer, deprecation;
+    recorded into ``caught`` when given), prints to stdout (the dynamo exporter's progress) and to
+    stderr (its dump of a graph it cannot export, for data-dependent control flow), and log
+    records, which torch's own handlers write to stderr (e.g. "torchvision is not installed.
+    Skipping torchvision::nms" from torch.onnx's op registry). A failure still raises, and
+    becomes one sentence."""
     before = logging.root.manager.disable
     logging.disable(logging.WARNING)
     try:
-        with warnings.catch_warnings(), redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
+        with warnings.catch_warnings(record=True) as seen, redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
+            warnings.simplefilter("always")
             yield
+            if caught is not None:
+                caught.extend(seen)
     finally:
         logging.disable(before)
 
 
 def to_onnx(module, args: tuple, path: Path, input_names: list[str], output_names: list[str],
-            dynamic_axes: dict, opset: int) -> None:
-    """Export with the TorchScript exporter.
+            dynamic_axes: dict, opset: int) -> list[str]:
+    """Export with the TorchScript exporter; returns where the user's code made the trace follow
+    the example's values (see ``_value_traces``).
 
     FACTS.md: both exporters match PyTorch on these models, but the dynamo exporter can
     specialise a dynamic batch axis to the example's size and leaves LSTM weights as run-time
@@ -37,8 +60,9 @@ def to_onnx(module, args: tuple, path: Path, input_names: list[str], output_name
     """
     import torch
 
+    caught: list = []
     try:
-        with _quiet():
+        with _quiet(caught):
             torch.onnx.export(
                 module, args, str(path), input_names=input_names, output_names=output_names,
                 dynamic_axes=dynamic_axes, opset_version=opset, do_constant_folding=True, dynamo=False,
@@ -48,6 +72,7 @@ def to_onnx(module, args: tuple, path: Path, input_names: list[str], output_name
         # The exporter often appends the whole traced graph; the sentence that matters names the op.
         key = next((ln for ln in lines if "not supported" in ln or "Exporting the operator" in ln), lines[0])
         raise ExportError(f"torch.onnx.export failed: {key[:300]}") from None
+    return _value_traces(caught)
 
 
 def to_onnx_dynamo(module, args: tuple, path: Path, input_names: list[str], output_names: list[str],

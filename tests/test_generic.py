@@ -127,6 +127,22 @@ FACTORY = textwrap.dedent('''
                 return torch.linalg.svd(x)[1]
         return Svd()
 
+    def branchy():
+        class Branchy(nn.Module):
+            def forward(self, x):
+                if x.sum() > 0:  # the trace keeps the example's branch
+                    return x * 2
+                return x - 1
+        return Branchy()
+
+    def always():
+        class Always(nn.Module):
+            def forward(self, x):
+                if x.abs().sum() >= 0:  # read on every call; the same branch for every input
+                    return x * 2
+                return x - 1
+        return Always()
+
     def broken():
         raise ValueError("weights file not found")
 
@@ -154,6 +170,8 @@ def test_cli_exports_a_factory_and_runs_npy_inputs(tmp_path):
 @pytest.mark.parametrize("factory, args, message", [
     ("frozen", ["--input", "x:1,4:float32", "--dynamic", "x:0:batch"], "frozen during export"),
     ("unsupported", ["--input", "x:1,4,4:float32"], "torch.onnx.export failed"),
+    ("branchy", ["--input", "x:1,4:float32"], "net.py:24 the model turns a tensor into a Python value"),
+    ("branchy", ["--input", "x:1,4:float32", "--dynamic", "x:0:batch"], "net.py:24 the model turns a tensor"),
     ("broken", ["--input", "x:1,4:float32"], "raised ValueError: weights file not found"),
     ("not_a_module", ["--input", "x:1,4:float32"], "returned a int, not a torch.nn.Module"),
     ("make", ["--input", "x:1,3,8:float32"], "fails on the example inputs"),
@@ -169,6 +187,15 @@ def test_failed_exports_are_one_sentence_and_write_nothing(tmp_path, factory, ar
     assert message in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "out").exists()
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("__")) == ["net.py"]
+
+
+def test_a_value_read_during_the_trace_is_named_when_the_export_passes(tmp_path):
+    (tmp_path / "net.py").write_text(FACTORY)
+    r = cli("export", f"{tmp_path / 'net.py'}:always", "--input", "x:1,4:float32", "-o", str(tmp_path / "out"))
+    assert r.returncode == 0, r.stderr
+    assert "warning: at net.py:32 the model turns a tensor into a Python value" in r.stderr, r.stderr
+    r = cli("export", f"{tmp_path / 'net.py'}:make", "--input", "x:1,3,8,8:float32", "-o", str(tmp_path / "plain"))
+    assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
 
 
 def test_load_weights_refuses_pickled_objects(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import sys
 import typing
 from enum import Enum
 from pathlib import Path
@@ -14,6 +15,7 @@ import typer
 from edgeai.errors import DependencyError, InputError
 
 from ._common import Stages, choice_enum, lazy_command, out, single_command, size_text
+from ._plain import note, style
 
 
 def _export_module():
@@ -105,7 +107,13 @@ def export(name: Optional[str] = None, output: Optional[Path] = None, precision:
         if any(o.name in given for o in factory_only):
             flags = [o.flag for o in factory_only]
             raise InputError(f"{', '.join(flags[:-1])} and {flags[-1]} apply to FILE.py:FACTORY exports.")
-    with Stages(f"exporting {given['model'] if name == 'hf' else name}") as stages:
+    import warnings
+
+    from edgeai.errors import TraceWarning
+
+    with Stages(f"exporting {given['model'] if name == 'hf' else name}") as stages, \
+            warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", TraceWarning)
         if _is_factory(name):
             pkg = export_mod.export_factory(name, inputs=given.pop("input", []), dynamic=given.pop("dynamic", None), out=output,
                                             precision=precision.value if precision else "fp32", progress=stages,
@@ -113,6 +121,9 @@ def export(name: Optional[str] = None, output: Optional[Path] = None, precision:
         else:
             pkg = export_mod.export_model(name, output, precision=precision.value if precision else "int8", progress=stages,
                                           budget=budget, **given)
+    for w in caught:
+        if issubclass(w.category, TraceWarning):
+            note(style("warning:", "yellow", stream=sys.stderr) + f" {w.message}")
     out.print(f"wrote {pkg.path}: {_variants_line(pkg)}", markup=False)
 
 

@@ -82,9 +82,10 @@ def export_module(module, example_inputs: dict, out: str | os.PathLike, dynamic:
     ``example_inputs`` maps input names to example tensors; each name is one of ``forward``'s
     parameters, and they are passed in ``forward``'s order whatever their order here (a forward
     of one parameter takes one input of any name). ``dynamic`` names the axes that may change
-    size (``{"x": {0: "batch"}}``). The export is compared with PyTorch on the example and on
-    inputs whose dynamic axes are one and two longer, so an example batch of 1 cannot silently
-    freeze the batch axis. ``precision="int8"`` adds an int8 variant: static QDQ when
+    size (``{"x": {0: "batch"}}``). The export is compared with PyTorch on the example, on new
+    values of its shapes, and on inputs whose dynamic axes are one and two longer, so an example
+    batch of 1 cannot silently freeze the batch axis, nor an ``if`` on a tensor its branch
+    (where the trace saw one in the module's code, a ``TraceWarning`` names the line). ``precision="int8"`` adds an int8 variant: static QDQ when
     ``calibration`` (a directory of .npy/.npz feeds) is given, dynamic otherwise; the recipe
     says which. ``name`` is the manifest's (default: the directory's name).
     """
@@ -103,8 +104,9 @@ def export_module(module, example_inputs: dict, out: str | os.PathLike, dynamic:
         module=module, name=name or Path(out).name,
         description=f"{type(module).__name__} exported by edgeai.export_module; inputs {shapes}.",
         example=_trace_example(example_inputs, dynamic), batches=_validation_feeds(example_inputs, dynamic),
-        labels=["on the example"], tolerance=Tolerance(FAMILY.tolerance, "max_rel_diff"),
-        checked_on="on the example and at other sizes of the dynamic axes", output_names=outputs, dynamic=dynamic,
+        labels=["on the example", "on the example mirrored", "on new values of the example's shapes"],
+        tolerance=Tolerance(FAMILY.tolerance, "max_rel_diff"),
+        checked_on="on the example, on new values, and at other sizes of the dynamic axes", output_names=outputs, dynamic=dynamic,
         provenance={"source": source or type(module).__name__}, dynamo_fallback=True, calibration=calibration,
     )
     return export(FAMILY, src, out, precision, progress)
@@ -161,10 +163,12 @@ def _trace_example(example: dict, dynamic: dict) -> dict:
 
 
 def _validation_feeds(example: dict, dynamic: dict) -> list[dict]:
-    """The example, then (with dynamic axes) new values with every dynamic axis one and two longer."""
-    from edgeai.export.generic import resized
+    """The example, new values of its shapes (within each tensor's range), then (with dynamic
+    axes) new values with every dynamic axis one and two longer."""
+    from edgeai.export.generic import fresh_values, resized
 
-    return [example] + [resized(example, dynamic, grow, seed=grow) for grow in ((1, 2) if dynamic else ())]
+    return [example, fresh_values(example, seed=None), fresh_values(example, seed=1)] + [
+        resized(example, dynamic, grow, seed=grow) for grow in ((1, 2) if dynamic else ())]
 
 
 def example(pkg) -> dict:

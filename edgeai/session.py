@@ -122,7 +122,6 @@ class Session:
         tensorrt: dict | None = None,
     ):
         self.inputs = [_Spec(d) for d in inputs]
-        self._names = {s.name for s in self.inputs}
         self.output_names = [d["name"] for d in outputs]
         started = time.perf_counter()
         try:
@@ -166,20 +165,7 @@ class Session:
                 self._building = None  # TensorRT took no subgraph, or the cache is not writable: nothing to say
 
     def check(self, feed: Mapping[str, object]) -> dict[str, np.ndarray]:
-        if not isinstance(feed, Mapping):
-            raise InputError(f"Expected a dict of input name -> array ({self._expected()}); got a {type(feed).__name__}.")
-        if feed.keys() != self._names:
-            missing = sorted(self._names - set(feed))
-            unknown = sorted(set(feed) - self._names)
-            raise InputError(f"Inputs do not match the model: missing {missing}, unknown {unknown}; expected {self._expected()}.")
-        checked = {s.name: s.check(feed[s.name]) for s in self.inputs}
-        batch = {(v.shape() if isinstance(v, ort.OrtValue) else v.shape)[0] for v in checked.values()}
-        if len(batch) > 1:
-            raise InputError(f"All inputs must have the same batch size; got {sorted(batch)}.")
-        return checked
-
-    def _expected(self) -> str:
-        return ", ".join(f"{s.name}: {s.describe()}" for s in self.inputs)
+        return check_feed(self.inputs, feed)
 
     def run(self, feed: Mapping[str, object], device_outputs: bool = False) -> dict[str, np.ndarray]:
         checked = self.check(feed)
@@ -215,6 +201,41 @@ class Session:
 
     def close(self) -> None:
         self._session = None  # type: ignore[assignment]
+
+
+def check_feed(inputs: list[_Spec] | list[dict], feed: Mapping[str, object]) -> dict[str, np.ndarray]:
+    """``feed`` checked against the model's inputs (names, dtypes cast where safe, ranks, fixed
+    sizes, finite values, first axes that share a name agreeing): the arrays to run, or one
+    InputError sentence. ``inputs``: specs, or the manifest's input dicts."""
+    inputs = [s if isinstance(s, _Spec) else _Spec(s) for s in inputs]
+    names = {s.name for s in inputs}
+    if not isinstance(feed, Mapping):
+        raise InputError(f"Expected a dict of input name -> array ({_expected(inputs)}); got a {type(feed).__name__}.")
+    if feed.keys() != names:
+        missing = sorted(names - set(feed))
+        unknown = sorted(set(feed) - names)
+        raise InputError(f"Inputs do not match the model: {_mismatch(missing, unknown)}; expected {_expected(inputs)}.")
+    checked = {s.name: s.check(feed[s.name]) for s in inputs}
+    # Inputs whose first axis has the same name must agree on its size (a batch of ids and
+    # its mask); a fixed first axis (a [2, E] edge list, a [8] scale) is checked by its spec.
+    sizes: dict[str, dict[str, int]] = {}
+    for s in inputs:
+        if s.shape and isinstance(s.shape[0], str):
+            v = checked[s.name]
+            sizes.setdefault(s.shape[0], {})[s.name] = (v.shape() if isinstance(v, ort.OrtValue) else v.shape)[0]
+    for label, got in sizes.items():
+        if len(set(got.values())) > 1:
+            shown = ", ".join(f"{n} {k}" for n, k in got.items())
+            raise InputError(f"The inputs sharing the axis {label!r} must agree on its size; got {shown}.")
+    return checked
+
+
+def _mismatch(missing: list[str], unknown: list[str]) -> str:
+    return "; ".join([*([f"missing {missing}"] if missing else []), *([f"unknown {unknown}"] if unknown else [])])
+
+
+def _expected(inputs: list[_Spec]) -> str:
+    return ", ".join(f"{s.name}: {s.describe()}" for s in inputs)
 
 
 def run_failure(error: Exception) -> str:

@@ -17,6 +17,7 @@ import importlib.util
 import inspect
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,19 +71,30 @@ def load_factory(ref: str):
         raise InputError(f"The model file {path} does not exist.")
     spec = importlib.util.spec_from_file_location(f"edgeai_user_{path.stem}", path)
     mod = importlib.util.module_from_spec(spec)
+    # As `python FILE.py` would: the file's folder is on sys.path, so that a model split over
+    # several files (`from layers import Block`) imports its neighbours.
+    folder = str(path.resolve().parent)
+    added = folder not in sys.path
+    if added:
+        sys.path.insert(0, folder)
     try:
-        spec.loader.exec_module(mod)
-    except Exception as e:
-        raise ExportError(f"Importing {path} failed: {type(e).__name__}: {_first_line(e)}") from None
-    factory = getattr(mod, attr, None)
-    if not callable(factory):
-        raise InputError(f"{path} has no function {attr!r}.")
-    try:
-        module = factory()
-    except Exception as e:
-        raise ExportError(f"The factory {attr}() in {path} raised {type(e).__name__}: {_first_line(e)}") from None
+        try:
+            spec.loader.exec_module(mod)
+        except (Exception, SystemExit) as e:  # a script's sys.exit() at import time too
+            raise ExportError(f"Importing {path} failed: {type(e).__name__}: {_first_line(e)}") from None
+        factory = getattr(mod, attr, None)
+        if not callable(factory):
+            raise InputError(f"{path} has no function {attr!r}.")
+        try:
+            module = factory()
+        except (Exception, SystemExit) as e:
+            raise ExportError(f"The factory {attr}() in {path} raised {type(e).__name__}: {_first_line(e)}") from None
+    finally:
+        if added and folder in sys.path:
+            sys.path.remove(folder)
     if not isinstance(module, torch.nn.Module):
-        raise ExportError(f"The factory {attr}() in {path} returned a {type(module).__name__}, not a torch.nn.Module.")
+        raise ExportError(f"The factory {attr}() in {path} returned an object of type {type(module).__name__}, "
+                          "not a torch.nn.Module.")
     return module
 
 
@@ -135,8 +147,14 @@ def load_weights(module, path: str | os.PathLike, strict: bool = True):
 
 
 def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return (text.splitlines()[0] if text else type(e).__name__)[:300]
+    """The error's first line; where it ends in ":" (load_state_dict's "Error(s) in loading
+    state_dict for Linear:"), the lines that say what, joined. Terminal colour codes removed."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()] or [type(e).__name__]
+    first = lines[0]
+    if first.endswith(":") and len(lines) > 1:
+        first = " ".join(lines[:6])
+    return first[:400]
 
 
 def example_tensors(specs: list[InputSpec], seed: int = 0) -> dict:

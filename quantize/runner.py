@@ -115,7 +115,7 @@ def run_step(step: Step, pkg: Package, ctx: Context, measure_latency: bool = Fal
         made_from = recipe.pop("made_from", made_from)
         ctx.say(CHECKS.get(step.variant, f"measuring {step.variant} agreement with fp32 on held-out inputs"))
         fp32 = src if made_from == "fp32" else pkg.variant_path("fp32")
-        held_out, feeds = held_out_inputs(pkg, texts=ctx.held_out)
+        held_out, feeds = held_out_inputs(pkg, texts=ctx.held_out, arrays=ctx.calibration)
         agreement = _agreement(pkg, fp32, tmp, feeds, step.simulate_qdq)
         agreement["accuracy"]["held_out"] = held_out  # which set: edgeai.data.feeds.held_out_inputs
         if not ctx.replace:

@@ -13,6 +13,8 @@ import edgeai
 from conftest import cli
 from edgeai.errors import EdgeAIError
 
+TRACEBACK = "Traceback (most recent call last)"
+
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
@@ -173,7 +175,7 @@ def test_cli_exports_a_factory_and_runs_npy_inputs(tmp_path):
     ("branchy", ["--input", "x:1,4:float32"], "net.py:24 the model turns a tensor into a Python value"),
     ("branchy", ["--input", "x:1,4:float32", "--dynamic", "x:0:batch"], "net.py:24 the model turns a tensor"),
     ("broken", ["--input", "x:1,4:float32"], "raised ValueError: weights file not found"),
-    ("not_a_module", ["--input", "x:1,4:float32"], "returned a int, not a torch.nn.Module"),
+    ("not_a_module", ["--input", "x:1,4:float32"], "returned an object of type int, not a torch.nn.Module"),
     ("make", ["--input", "x:1,3,8:float32"], "fails on the example inputs"),
     ("make", ["--input", "x:1,3,8,8:float99"], "has dtype 'float99'"),
     ("make", ["--input", "x:1,3,8,8:float32", "--dynamic", "y:0:batch"], "names input 'y'"),
@@ -208,3 +210,43 @@ def test_load_weights_refuses_pickled_objects(tmp_path):
     with pytest.raises(Exception, match="[Ww]eights only load failed|weights_only"):
         load_weights(nn.Linear(2, 2), tmp_path / "bad.pt")
     assert issubclass(type(EdgeAIError("x")), Exception)
+
+
+def test_a_factory_imports_its_neighbours_and_inputs_may_differ_in_first_axis(tmp_path):
+    """A model split over files (`from layers import Scale`), with a [1, 8] input beside an [8]
+    one: inputs whose first axes are fixed, or named apart, need not agree on it."""
+    (tmp_path / "layers.py").write_text("import torch\n\nclass Scale(torch.nn.Module):\n"
+                                        "    def forward(self, x, s):\n        return x * s\n")
+    (tmp_path / "net.py").write_text("from layers import Scale\n\ndef make():\n    return Scale()\n")
+    pkg = tmp_path / "pkg"
+    r = cli("export", f"{tmp_path / 'net.py'}:make", "--input", "x:1,8:float32", "--input", "s:8:float32",
+            "--dynamic", "x:0:batch", "-o", str(pkg))
+    assert r.returncode == 0, r.stderr
+    x, s = np.ones((3, 8), np.float32), np.arange(8, dtype=np.float32)
+    with edgeai.load(pkg, provider="cpu") as pipe:
+        assert np.array_equal(pipe.predict({"x": x, "s": s})["outputs"]["output"], x * s)
+
+
+def test_calibration_arrays_are_checked_and_measure_the_int8(tmp_path):
+    """Bad calibration arrays are one sentence naming the file (not an ONNX Runtime traceback);
+    good ones are also what a tensor model's int8 is measured on, instead of seeded noise."""
+    from edgeai.package import Package
+
+    (tmp_path / "net.py").write_text(FACTORY)
+    pkg = tmp_path / "pkg"
+    r = cli("export", f"{tmp_path / 'net.py'}:make", "--input", "x:1,3,8,8:float32", "--dynamic", "x:0:batch", "-o", str(pkg))
+    assert r.returncode == 0, r.stderr
+    rng = np.random.default_rng(0)
+    bad = {"rank": rng.random((3, 8, 8)), "nan": np.full((2, 3, 8, 8), np.nan), "size": rng.random((2, 3, 4, 4))}
+    for name, array in bad.items():
+        (tmp_path / name).mkdir()
+        np.save(tmp_path / name / "0.npy", array.astype(np.float32))
+        r = cli("quantize", str(pkg), "--method", "static", "--calibration", str(tmp_path / name))
+        assert r.returncode == 1 and TRACEBACK not in r.stderr and f"{tmp_path / name / '0.npy'}: Input 'x'" in r.stderr, r.stderr
+    (tmp_path / "good").mkdir()
+    for i in range(3):
+        np.save(tmp_path / "good" / f"{i}.npy", rng.random((2, 3, 8, 8)))  # float64: cast, as `edgeai run` does
+    r = cli("quantize", str(pkg), "--method", "static", "--calibration", str(tmp_path / "good"))
+    assert r.returncode == 0, r.stderr
+    accuracy = Package.open(pkg).variants["int8"]["accuracy"]
+    assert accuracy["held_out"] == "calibration-arrays" and accuracy["samples"] == 6

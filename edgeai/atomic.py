@@ -74,7 +74,11 @@ def staging_dir(final: Path) -> Iterator[Path]:
     dies, the temporary directory is left behind and removed by the next run.
     """
     final = Path(final).absolute()
-    final.parent.mkdir(parents=True, exist_ok=True)
+    _check_target(final)  # before any work: a build of minutes must not end in "refusing to replace it"
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise PackageError(f"Cannot make the folder {final.parent}: part of that path is a file.") from None
     clean_debris(final)
     tmp = final.parent / f".{final.name}{_TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:6]}"
     tmp.mkdir()
@@ -94,6 +98,13 @@ def staging_dir(final: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _check_target(final: Path) -> None:
+    if final.exists() and not final.is_dir():
+        raise PackageError(f"{final} is a file; a package is a folder: give a new folder or an existing package.")
+    if final.is_dir() and not (final / MANIFEST).is_file() and any(final.iterdir()):
+        raise PackageError(f"{final} exists and is not a model package; refusing to replace it.")
 
 
 def clean_debris(final: Path) -> None:

@@ -77,6 +77,7 @@ class Source:
     checked_on: str = ""  # for the progress line: "on real photos"
     task: str | None = None  # None: the family's default task
     inputs: Sequence[Mapping] = ()
+    input_examples: dict | None = None  # name -> the user's example tensor, recorded as example_shape/range
     outputs: Sequence[Mapping] = ()
     output_names: list[str] = field(default_factory=list)
     dynamic: dict[str, dict[int, str]] | None = None  # None: the named axes of the specs
@@ -252,6 +253,20 @@ def torch_outputs(module, feed: Feed) -> list[np.ndarray]:
     return [o.float().numpy() if o.dtype == torch.float16 else o.numpy() for o in out]
 
 
+def _reference(module, feed: Feed) -> list[np.ndarray]:
+    """PyTorch's outputs on a validation input; the module itself failing at another size of a
+    --dynamic axis (a Linear over it) is one sentence, not its traceback."""
+    try:
+        return torch_outputs(module, feed)
+    except ExportError:
+        raise
+    except Exception as e:
+        text = str(e).strip()
+        first = (text.splitlines()[0] if text else type(e).__name__)[:300]
+        raise ExportError(f"The module itself fails at {_shapes(feed)}: {type(e).__name__}: {first} (is every --dynamic "
+                          "axis one the model accepts at any size?).") from None
+
+
 def onnx_runner(path: Path) -> tuple[list[str], Callable[[Feed], list[np.ndarray]]]:
     """(output names, run(feed) -> outputs) on ONNX Runtime's CPU provider, errors as one sentence."""
     import onnxruntime as ort
@@ -287,7 +302,7 @@ def validate(src: Source, path: Path) -> tuple[dict, dict]:
     out_names, run = onnx_runner(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer and truncation warnings are expected here
-        pairs = [(torch_outputs(src.module, feed), run(feed)) for feed in src.batches]
+        pairs = [(_reference(src.module, feed), run(feed)) for feed in src.batches]
     tol = src.tolerance
     if tol.metric == "max_rel_diff":
         labels = [*src.labels, *(f"at {_shapes(feed)}" for feed in src.batches[len(src.labels):])]
@@ -317,6 +332,10 @@ def _specs(src: Source, path: Path) -> tuple[list[dict], list[dict]]:
 
 def _manifest(family: Family, src: Source, tmp: Path, assets: dict, exporter: str, opset: int) -> dict:
     inputs, outputs = _specs(src, tmp / "model.onnx")
+    for spec in inputs:  # a user model's example: what seeded inputs of it should look like (data/feeds.random_feed)
+        if (t := (src.input_examples or {}).get(spec["name"])) is not None and t.numel():
+            lo, hi = (float(t.min()), float(t.max())) if t.dtype.is_floating_point else (int(t.min()), int(t.max()))
+            spec.update(example_shape=list(t.shape), example_range=[lo, hi])
     provenance = {k: v for k, v in src.provenance.items() if v is not None}
     return {
         "schema_version": SCHEMA_VERSION,

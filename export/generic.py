@@ -201,7 +201,8 @@ def fresh_values(example: dict, seed: int | None) -> dict:
 
 
 def resized(example: dict, dynamic: dict[str, dict[int, str]], grow: int, seed: int) -> dict:
-    """The example with every dynamic axis ``grow`` longer (same label -> same size), new values."""
+    """The example with every dynamic axis ``grow`` longer (same label -> same size), new values
+    within the example's range."""
     import torch
 
     sizes: dict[str, int] = {}
@@ -214,7 +215,10 @@ def resized(example: dict, dynamic: dict[str, dict[int, str]], grow: int, seed: 
         shape = list(t.shape)
         for axis, label in dynamic.get(name, {}).items():
             shape[axis] = sizes[label]
-        if t.dtype.is_floating_point:
+        if t.dtype.is_floating_point and t.numel() and float(t.max()) > float(t.min()):
+            lo, hi = float(t.min()), float(t.max())  # the example's range: positive stays positive (log, sqrt)
+            out[name] = (lo + (hi - lo) * torch.rand(shape, generator=g)).to(t.dtype)
+        elif t.dtype.is_floating_point:
             out[name] = torch.randn(shape, generator=g).to(t.dtype)
         elif t.dtype == torch.bool:
             out[name] = torch.rand(shape, generator=g) > 0.5

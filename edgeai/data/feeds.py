@@ -29,20 +29,25 @@ OTHER_AXIS = 16
 def random_feed(inputs: Sequence[Mapping[str, Any]], batch: int = 2, seed: int = 0, other_axis: int = OTHER_AXIS,
                 high: int = 10) -> Feed:
     """Seeded values for tensor specs: normal floats, random booleans, small non-negative integers
-    (valid token ids / indices for any embedding). Axes with the same name get the same size."""
+    (valid token ids / indices for any embedding). Axes with the same name get the same size.
+    Where a spec records its export example (``example_shape``, ``example_range``), named axes
+    other than the first take the example's size and values are drawn within its range."""
     rng = np.random.default_rng(seed)
     sizes: dict[str, int] = {}
     feed = {}
     for spec in inputs:
-        shape = [d if isinstance(d, int) else sizes.setdefault(d, batch if axis == 0 else other_axis)
+        example = spec.get("example_shape")  # a user model's own example (export/families/custom.py)
+        shape = [d if isinstance(d, int) else sizes.setdefault(d, batch if axis == 0 else (example[axis] if example else other_axis))
                  for axis, d in enumerate(spec["shape"])]
         dtype = numpy_dtype(spec["dtype"])
+        lo, hi = spec.get("example_range") or (None, None)
         if dtype.kind == "f":
-            feed[spec["name"]] = rng.standard_normal(shape).astype(dtype)
+            feed[spec["name"]] = (rng.standard_normal(shape) if lo is None or hi <= lo else rng.uniform(lo, hi, shape)).astype(dtype)
         elif dtype.kind == "b":
             feed[spec["name"]] = rng.random(shape) > 0.5
         else:
-            feed[spec["name"]] = rng.integers(0, high, size=shape).astype(dtype)
+            low, top = (0, high) if lo is None else (int(lo), int(hi) + 1)
+            feed[spec["name"]] = rng.integers(low, top, size=shape).astype(dtype)
     return feed
 
 

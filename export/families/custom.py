@@ -108,6 +108,7 @@ def export_module(module, example_inputs: dict, out: str | os.PathLike, dynamic:
         tolerance=Tolerance(FAMILY.tolerance, "max_rel_diff"),
         checked_on="on the example, on new values, and at other sizes of the dynamic axes", output_names=outputs, dynamic=dynamic,
         provenance={"source": source or type(module).__name__}, dynamo_fallback=True, calibration=calibration,
+        input_examples=example_inputs,
     )
     return export(FAMILY, src, out, precision, progress)
 

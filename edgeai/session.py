@@ -216,13 +216,15 @@ def check_feed(inputs: list[_Spec] | list[dict], feed: Mapping[str, object]) -> 
         unknown = sorted(set(feed) - names)
         raise InputError(f"Inputs do not match the model: {_mismatch(missing, unknown)}; expected {_expected(inputs)}.")
     checked = {s.name: s.check(feed[s.name]) for s in inputs}
-    # Inputs whose first axis has the same name must agree on its size (a batch of ids and
-    # its mask); a fixed first axis (a [2, E] edge list, a [8] scale) is checked by its spec.
+    # Axes with the same name must agree on their size (a batch of ids and its mask, their
+    # sequence length); a fixed axis (a [2, E] edge list, a [8] scale) is checked by its spec.
     sizes: dict[str, dict[str, int]] = {}
     for s in inputs:
-        if s.shape and isinstance(s.shape[0], str):
-            v = checked[s.name]
-            sizes.setdefault(s.shape[0], {})[s.name] = (v.shape() if isinstance(v, ort.OrtValue) else v.shape)[0]
+        v = checked[s.name]
+        shape = v.shape() if isinstance(v, ort.OrtValue) else v.shape
+        for axis, label in enumerate(s.shape):
+            if isinstance(label, str):
+                sizes.setdefault(label, {})[s.name if axis == 0 else f"{s.name} axis {axis}"] = shape[axis]
     for label, got in sizes.items():
         if len(set(got.values())) > 1:
             shown = ", ".join(f"{n} {k}" for n, k in got.items())

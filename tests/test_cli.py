@@ -212,3 +212,28 @@ def test_a_model_given_where_the_inputs_go_says_to_use_model(tiny_pkg):
     assert out.returncode == 1 and f"edgeai run --model {tiny_pkg} {CAT}" in out.stderr, out.stderr
     out = cli("run", "bert", "a text")
     assert out.returncode == 1 and "edgeai run --model bert 'a text'" in out.stderr and "First use" not in out.stderr
+
+
+def test_inputs_sharing_an_axis_name_must_agree_and_unnamed_axes_are_their_own(tmp_path):
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+
+    import edgeai
+    from edgeai.errors import InputError
+    from quantize.wrap import wrap_onnx
+
+    def io(name, shape):
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+
+    graph = helper.make_graph([helper.make_node("Add", ["a", "b"], ["s"]), helper.make_node("Identity", ["c"], ["d"])], "g",
+                              [io("a", ["batch", "seq"]), io("b", ["batch", "seq"]), io("c", [None, None])],
+                              [io("s", ["batch", "seq"]), io("d", [None, None])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "add.onnx"))
+    with edgeai.load(wrap_onnx(tmp_path / "add.onnx").path, provider="cpu") as pipe:
+        with pytest.raises(InputError, match=r"sharing the axis 'seq' must agree on its size; got a axis 1 9, b axis 1 8"):
+            pipe.run({"a": np.ones((3, 9), np.float32), "b": np.ones((3, 8), np.float32), "c": np.ones((1, 1), np.float32)})
+        out = pipe.run({"a": np.ones((3, 9), np.float32), "b": np.ones((3, 9), np.float32), "c": np.ones((2, 5), np.float32)})
+        assert out["s"].shape == (3, 9) and out["d"].shape == (2, 5)  # c's unnamed axes owe nothing to a's

@@ -28,8 +28,13 @@ def tensor_specs(values) -> list[dict]:
     for v in values:
         t = v.type.tensor_type
         if t.elem_type not in ONNX_TO_NAME:
-            raise ExportError(f"Tensor {v.name!r} has ONNX element type {t.elem_type}, which edgeai does not support.")
-        shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or f"dim{i}") for i, d in enumerate(t.shape.dim)]
+            import onnx
+
+            kind = onnx.TensorProto.DataType.Name(t.elem_type).lower() if t.elem_type in onnx.TensorProto.DataType.values() else t.elem_type
+            raise ExportError(f"Tensor {v.name!r} is of type {kind}, which edgeai does not run; it takes "
+                              f"{', '.join(sorted(set(ONNX_TO_NAME.values())))} (float64: convert the model with .float()).")
+        # An unnamed dynamic axis is its tensor's own: axes with one name must agree (session.check_feed).
+        shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or f"{v.name}_dim{i}") for i, d in enumerate(t.shape.dim)]
         specs.append({"name": v.name, "dtype": ONNX_TO_NAME[t.elem_type], "shape": shape})
     return specs
 

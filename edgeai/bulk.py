@@ -282,7 +282,8 @@ def run_bulk(
     if batch_size < 1:
         raise InputError("--batch-size must be at least 1.")
     if pipe.task == "tensor":
-        raise InputError("Bulk runs take images or texts; a tensor model is run with Pipeline.run or .npz files.")
+        raise InputError("Bulk runs (--out) take images or texts; a tensor model runs its .npy/.npz files, or a folder "
+                         "of them, without --out (edgeai run --model PKG DIR --json), or with Pipeline.run.")
     out = Path(out)
     tail = stamp(pipe)
     todo, stats = pending(items, out, tail["model"], pipe.variant, retry_errors, new_file)

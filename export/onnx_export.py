@@ -30,6 +30,30 @@ def _value_traces(caught: list) -> list[str]:
 
 
 @contextmanager
+def _native_stderr_dropped():
+    """File descriptor 2 sent to a scratch file: torch's C++ side writes its ONNX log there (see
+    to_onnx: "Torch IR graph at exception: ..." when an op has no ONNX form), past Python's
+    sys.stderr. The failure itself still raises and is said in one sentence."""
+    import os
+    import tempfile
+
+    try:
+        saved = os.dup(2)
+    except OSError:  # no descriptor 2 (a windowed program): nothing to silence
+        yield
+        return
+    try:
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+
+
+@contextmanager
 def _quiet(caught: list | None = None):
     """The exporters' chatter silenced at its sources: Python warnings (tracer, deprecation;
     recorded into ``caught`` when given), prints to stdout (the dynamo exporter's progress) and to
@@ -40,7 +64,8 @@ def _quiet(caught: list | None = None):
     before = logging.root.manager.disable
     logging.disable(logging.WARNING)
     try:
-        with warnings.catch_warnings(record=True) as seen, redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
+        with warnings.catch_warnings(record=True) as seen, redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()), \
+                _native_stderr_dropped():
             warnings.simplefilter("always")
             yield
             if caught is not None:
@@ -61,6 +86,10 @@ def to_onnx(module, args: tuple, path: Path, input_names: list[str], output_name
     import torch
 
     caught: list = []
+    try:  # torch's ONNX log (the traced graph, printed when an op has no ONNX form) goes to stdout by
+        torch._C._jit_set_onnx_log_output_stream("stderr")  # default, past sys.stdout: send it where _quiet drops it
+    except (AttributeError, RuntimeError):
+        pass
     try:
         with _quiet(caught):
             torch.onnx.export(
@@ -71,7 +100,7 @@ def to_onnx(module, args: tuple, path: Path, input_names: list[str], output_name
         lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()] or [type(e).__name__]
         # The exporter often appends the whole traced graph; the sentence that matters names the op.
         key = next((ln for ln in lines if "not supported" in ln or "Exporting the operator" in ln), lines[0])
-        raise ExportError(f"torch.onnx.export failed: {key[:300]}") from None
+        raise ExportError(f"torch.onnx.export failed: {key[:300].rstrip('.')}.") from None
     return _value_traces(caught)
 
 

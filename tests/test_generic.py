@@ -167,6 +167,11 @@ def test_cli_exports_a_factory_and_runs_npy_inputs(tmp_path):
     assert [np.asarray(res["outputs"]["output"]).shape for res in doc["results"]] == [(3, 2), (2, 2)]
     r = cli("run", "--model", str(tmp_path / "pkg"), str(tmp_path / "x.npy"))
     assert r.returncode == 0 and "output: shape [3, 2] float32" in r.stdout
+    r = cli("run", "--model", str(tmp_path / "pkg"), str(tmp_path), "--json")  # a folder: its array files, in name order
+    assert r.returncode == 0, r.stderr
+    assert [res["input"] for res in json.loads(r.stdout)["results"]] == [str(tmp_path / "x.npy"), str(tmp_path / "x.npz")]
+    r = cli("run", "--model", str(tmp_path / "pkg"), str(tmp_path), "--out", str(tmp_path / "r.jsonl"))
+    assert r.returncode == 1 and "without --out" in r.stderr and not (tmp_path / "r.jsonl").exists()
 
 
 @pytest.mark.parametrize("factory, args, message", [
@@ -186,7 +191,7 @@ def test_failed_exports_are_one_sentence_and_write_nothing(tmp_path, factory, ar
     (tmp_path / "net.py").write_text(FACTORY)
     r = cli("export", f"{tmp_path / 'net.py'}:{factory}", *args, "-o", str(tmp_path / "out"))
     assert r.returncode == 1, r.stdout + r.stderr
-    assert message in r.stderr and "Traceback" not in r.stderr
+    assert message in r.stderr and "Traceback" not in r.stderr and "Torch IR graph" not in r.stdout + r.stderr
     assert not (tmp_path / "out").exists()
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("__")) == ["net.py"]
 

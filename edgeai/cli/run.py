@@ -75,10 +75,15 @@ def run(
     if literal and not pipe.is_text:
         raise InputError(f"--text is for text models; {pipe.name} is a model for {pipe.task}.")
     if out_file is not None:
+        if pipe.task == "tensor":
+            raise InputError("Bulk runs (--out) take images or texts; a tensor model runs its .npy/.npz files, or a "
+                             f"folder of them, without --out (edgeai run --model {name} DIR --json).")
         _run_bulk(pipe, inputs, out_file, batch_size, workers, top_k, ray_address, provider,
                   {"literal": literal, "new_file": new_file, "retry_errors": retry_errors})
         return
-    if not pipe.is_text:
+    if pipe.task == "tensor":
+        inputs = _array_files(inputs)
+    elif not pipe.is_text:
         _folders_need_out(inputs)
     items = expand_text_inputs(inputs, literal) if pipe.is_text else inputs
     if pipe.is_text and not literal:
@@ -122,6 +127,20 @@ def _model_named_as_input(inputs: list[str], resolve_builtin) -> None:
         rest = " ".join(shlex.quote(x) for x in inputs[1:]) or "INPUTS..."
         raise InputError(f"{first} is a model, and edgeai run takes inputs: name the model with --model, "
                          f"as in edgeai run --model {shlex.quote(first)} {rest}")
+
+
+def _array_files(inputs: list[str]) -> list[str]:
+    """A tensor model's inputs: a folder stands for its .npy/.npz files, in name order."""
+    files: list[str] = []
+    for x in inputs:
+        if x.strip() and Path(x).is_dir():
+            found = sorted(str(p) for p in Path(x).iterdir() if p.suffix in (".npy", ".npz") and p.is_file())
+            if not found:
+                raise InputError(f"{x} holds no .npy or .npz files, which is what a tensor model runs on.")
+            files += found
+        else:
+            files.append(x)
+    return files
 
 
 def _folders_need_out(inputs: list[str]) -> None:

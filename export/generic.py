@@ -26,24 +26,38 @@ from edgeai.errors import ExportError, InputError
 DTYPES = ("float32", "float16", "int64", "int32", "bool")
 
 
+_NUMBER = r"-?\d+(?:\.\d+)?"
+
+
 @dataclass(frozen=True)
 class InputSpec:
     name: str
     shape: tuple[int, ...]
     dtype: str
+    low: float | None = None  # the example's values: LOW..HIGH (integers: both included)
+    high: float | None = None
 
     @classmethod
     def parse(cls, text: str) -> "InputSpec":
-        """``NAME:SHAPE:DTYPE``, e.g. ``x:1,3,32,32:float32``."""
-        m = re.fullmatch(r"([A-Za-z_][\w.]*):(\d+(?:,\d+)*):(\w+)", text.strip())
+        """``NAME:SHAPE:DTYPE[:LOW..HIGH]``, e.g. ``x:1,3,32,32:float32`` or ``ids:1,12:int64:0..3``
+        (an embedding of 4 rows: the default integers, 0..9, would index past it)."""
+        m = re.fullmatch(rf"([A-Za-z_][\w.]*):(\d+(?:,\d+)*):(\w+)(?::({_NUMBER})\.\.({_NUMBER}))?", text.strip())
         if not m:
-            raise InputError(f"--input {text!r} should look like NAME:SHAPE:DTYPE, e.g. x:1,3,32,32:float32.")
+            raise InputError(f"--input {text!r} should look like NAME:SHAPE:DTYPE[:LOW..HIGH], e.g. x:1,3,32,32:float32 "
+                             "or ids:1,12:int64:0..99.")
         if m.group(3) not in DTYPES:
             raise InputError(f"--input {text!r} has dtype {m.group(3)!r}; choose one of {', '.join(DTYPES)}.")
         shape = tuple(int(d) for d in m.group(2).split(","))
         if 0 in shape:
             raise InputError(f"--input {text!r} has a zero-sized dimension.")
-        return cls(m.group(1), shape, m.group(3))
+        low, high = (None, None) if m.group(4) is None else (float(m.group(4)), float(m.group(5)))
+        if low is not None:
+            if m.group(3) == "bool":
+                raise InputError(f"--input {text!r}: a bool input takes no value range.")
+            if low > high or (m.group(3).startswith("int") and not (low.is_integer() and high.is_integer())):
+                raise InputError(f"--input {text!r}: the range should be LOW..HIGH with LOW <= HIGH"
+                                 f"{' (whole numbers for ' + m.group(3) + ')' if m.group(3).startswith('int') else ''}.")
+        return cls(m.group(1), shape, m.group(3), low, high)
 
 
 def parse_dynamic(items: list[str], names: list[str]) -> dict[str, dict[int, str]]:
@@ -164,11 +178,13 @@ def example_tensors(specs: list[InputSpec], seed: int = 0) -> dict:
     out = {}
     for s in specs:
         if s.dtype.startswith("float"):
-            out[s.name] = torch.randn(s.shape, generator=g).to(getattr(torch, s.dtype))
+            values = torch.randn(s.shape, generator=g) if s.low is None else s.low + (s.high - s.low) * torch.rand(s.shape, generator=g)
+            out[s.name] = values.to(getattr(torch, s.dtype))
         elif s.dtype == "bool":
             out[s.name] = torch.rand(s.shape, generator=g) > 0.5
-        else:  # token ids / indices: small non-negative values stay valid for embeddings
-            out[s.name] = torch.randint(0, 10, s.shape, generator=g).to(getattr(torch, s.dtype))
+        else:  # token ids / indices: small non-negative values stay valid for most embeddings
+            low, high = (0, 9) if s.low is None else (int(s.low), int(s.high))
+            out[s.name] = torch.randint(low, high + 1, s.shape, generator=g).to(getattr(torch, s.dtype))
     return out
 
 

@@ -150,6 +150,10 @@ FACTORY = textwrap.dedent('''
 
     def not_a_module():
         return 42
+
+    def small_vocab():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Embedding(4, 2), nn.Flatten()).eval()
 ''')
 
 
@@ -183,6 +187,8 @@ def test_cli_exports_a_factory_and_runs_npy_inputs(tmp_path):
     ("not_a_module", ["--input", "x:1,4:float32"], "returned an object of type int, not a torch.nn.Module"),
     ("make", ["--input", "x:1,3,8:float32"], "fails on the example inputs"),
     ("make", ["--input", "x:1,3,8,8:float99"], "has dtype 'float99'"),
+    ("small_vocab", ["--input", "ids:1,3:int64"], "unless --input gives their range, e.g. ids:1,3:int64:0..3"),
+    ("small_vocab", ["--input", "ids:1,3:int64:3..0"], "the range should be LOW..HIGH with LOW <= HIGH"),
     ("make", ["--input", "x:1,3,8,8:float32", "--dynamic", "y:0:batch"], "names input 'y'"),
     ("make", [], "needs the example inputs"),
     ("missing", ["--input", "x:1,3,8,8:float32"], "has no function 'missing'"),
@@ -194,6 +200,17 @@ def test_failed_exports_are_one_sentence_and_write_nothing(tmp_path, factory, ar
     assert message in r.stderr and "Traceback" not in r.stderr and "Torch IR graph" not in r.stdout + r.stderr
     assert not (tmp_path / "out").exists()
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("__")) == ["net.py"]
+
+
+def test_an_input_range_keeps_the_example_and_the_held_out_inputs_inside_it(tmp_path):
+    from edgeai.package import Package
+
+    (tmp_path / "net.py").write_text(FACTORY)
+    r = cli("export", f"{tmp_path / 'net.py'}:small_vocab", "--input", "ids:1,3:int64:0..3", "--dynamic", "ids:0:batch",
+            "-o", str(tmp_path / "pkg"))
+    assert r.returncode == 0, r.stderr
+    spec = Package.open(tmp_path / "pkg").manifest["inputs"][0]
+    assert spec["example_shape"] == [1, 3] and 0 <= spec["example_range"][0] <= spec["example_range"][1] <= 3
 
 
 def test_a_value_read_during_the_trace_is_named_when_the_export_passes(tmp_path):

@@ -21,7 +21,8 @@ FAMILY = Family(
     budget=Budget("cosine_min", 0.999, "lowest cosine similarity of each sample's outputs to fp32 on seeded random inputs"),
     tolerance=1e-4,  # |onnx - torch| <= tolerance * (1 + |torch|), element-wise, on every validation feed
     options=(
-        Option("input", "example input NAME:SHAPE:DTYPE, e.g. x:1,3,32,32:float32 (repeat for several).", multiple=True),
+        Option("input", "example input NAME:SHAPE:DTYPE[:LOW..HIGH], e.g. x:1,3,32,32:float32 or ids:1,12:int64:0..99 "
+               "(integers default to 0..9; repeat for several).", multiple=True),
         Option("dynamic", "NAME:AXIS:LABEL of an axis that may change size, e.g. x:0:batch.", multiple=True),
         Option("calibration", "with --precision int8: directory of .npy/.npz feeds for static INT8 (dynamic INT8 without it).",
                kind=Path),
@@ -50,8 +51,16 @@ def build(out=None, precision: str = "fp32", progress=None, factory: str | None 
     say(progress, f"building the module from {factory}")
     name = _check_name(name_) if name_ is not None else Path(factory.rpartition(":")[0]).stem
     module = generic.load_factory(factory)
-    return export_module(module, generic.example_tensors(specs), out or Path(name), axes, precision=precision,
-                         calibration=calibration, name=name, source=factory, progress=progress)
+    try:
+        return export_module(module, generic.example_tensors(specs), out or Path(name), axes, precision=precision,
+                             calibration=calibration, name=name, source=factory, progress=progress)
+    except ExportError as e:
+        drawn = [s for s in specs if s.dtype.startswith("int") and s.low is None]
+        if "fails on the example inputs" not in str(e) or not drawn:
+            raise
+        s = drawn[0]  # the likely cause: an embedding smaller than the default ids
+        raise ExportError(f"{str(e).rstrip('.')}. Integer inputs are drawn from 0..9 unless --input gives their range, "
+                          f"e.g. {s.name}:{','.join(map(str, s.shape))}:{s.dtype}:0..3.") from None
 
 
 def export_factory(ref: str, inputs: list[str], dynamic: list[str] | None = None, out: str | os.PathLike | None = None,

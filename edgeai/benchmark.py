@@ -71,6 +71,13 @@ def latency_key(entry: dict) -> str:
 def bench_feed(pkg: Package, batch: int, tokens: int = BENCH_TOKENS, inputs: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """A typical input of ``batch`` items: the user's arrays (rows repeated to the batch size), a
     text of ``tokens`` tokens, or seeded noise of the model's input shape."""
+    fixed = [i for i in pkg.manifest["inputs"] if i["shape"] and isinstance(i["shape"][0], int) and i["shape"][0] != batch]
+    if batch > 1 and fixed and all(i["shape"] and isinstance(i["shape"][0], int) for i in pkg.manifest["inputs"]):
+        # every first axis fixed: a batch the graph cannot take would be timed at its own size, and
+        # its items/s be off by their ratio (batch 1, the recorded default, is the model's one call)
+        i = fixed[0]
+        raise InputError(f"{pkg.name} takes a fixed batch of {i['shape'][0]} (input {i['name']} is {i['shape']}): bench it "
+                         f"with --batch {i['shape'][0]}, or export it with --dynamic {i['name']}:0:batch.")
     if inputs is not None:
         return {k: np.take(v, np.arange(batch) % len(v), axis=0) for k, v in inputs.items()}
     if input_kind(pkg) == "text":

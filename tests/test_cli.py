@@ -237,3 +237,20 @@ def test_inputs_sharing_an_axis_name_must_agree_and_unnamed_axes_are_their_own(t
             pipe.run({"a": np.ones((3, 9), np.float32), "b": np.ones((3, 8), np.float32), "c": np.ones((1, 1), np.float32)})
         out = pipe.run({"a": np.ones((3, 9), np.float32), "b": np.ones((3, 9), np.float32), "c": np.ones((2, 5), np.float32)})
         assert out["s"].shape == (3, 9) and out["d"].shape == (2, 5)  # c's unnamed axes owe nothing to a's
+
+
+def test_bench_refuses_a_batch_a_fixed_batch_graph_cannot_take(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    from quantize.wrap import wrap_onnx
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "fixed.onnx"))
+    pkg = wrap_onnx(tmp_path / "fixed.onnx").path
+    out = cli("bench", str(pkg), "--batch", "1,8", "--rounds", "1", "--runs", "3")
+    assert out.returncode == 1 and "takes a fixed batch of 2 (input x is [2, 3])" in out.stderr, out.stderr

@@ -272,3 +272,16 @@ def test_calibration_arrays_are_checked_and_measure_the_int8(tmp_path):
     assert r.returncode == 0, r.stderr
     accuracy = Package.open(pkg).variants["int8"]["accuracy"]
     assert accuracy["held_out"] == "calibration-arrays" and accuracy["samples"] == 6
+
+
+def test_the_default_name_is_a_valid_one_and_calibration_needs_int8(tmp_path, monkeypatch):
+    from edgeai.package import Package
+
+    (tmp_path / "my net.py").write_text(FACTORY)
+    monkeypatch.chdir(tmp_path)  # the default -o is ./NAME
+    r = cli("export", f"{tmp_path / 'my net.py'}:make", "--input", "x:1,3,8,8:float32")
+    assert r.returncode == 0, r.stderr
+    assert Package.open(tmp_path / "my-net").name == "my-net"
+    r = cli("export", f"{tmp_path / 'my net.py'}:make", "--input", "x:1,3,8,8:float32", "--calibration", str(tmp_path),
+            "-o", str(tmp_path / "q"))
+    assert r.returncode == 1 and "add --precision int8" in r.stderr and not (tmp_path / "q").exists()

@@ -43,13 +43,15 @@ def build(out=None, precision: str = "fp32", progress=None, factory: str | None 
         raise InputError("The custom family exports what a factory returns: name it as FILE.py:FACTORY.")
     if not input:
         raise InputError("Exporting FILE.py:FACTORY needs the example inputs: --input NAME:SHAPE:DTYPE (e.g. x:1,3,32,32:float32).")
+    if calibration is not None and precision != "int8":
+        raise InputError("--calibration is what int8 calibrates on: add --precision int8 (or run edgeai quantize later).")
     specs = [generic.InputSpec.parse(t) for t in input]
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise InputError(f"Input names repeat: {names}.")
     axes = generic.parse_dynamic(list(dynamic or []), names)
     say(progress, f"building the module from {factory}")
-    name = _check_name(name_) if name_ is not None else Path(factory.rpartition(":")[0]).stem
+    name = _check_name(name_) if name_ is not None else _default_name(out, factory)
     module = generic.load_factory(factory)
     try:
         return export_module(module, generic.example_tensors(specs), out or Path(name), axes, precision=precision,
@@ -73,6 +75,14 @@ def export_factory(ref: str, inputs: list[str], dynamic: list[str] | None = None
     with user_budget(FAMILY, budget):
         return build(out, precision, progress, factory=ref, input=inputs, dynamic=dynamic, calibration=calibration,
                      name_=name)
+
+
+def _default_name(out, factory: str) -> str:
+    """The -o folder's name, else the factory file's stem, made a valid package name ("my net.py"
+    gives "my-net"): a name the user never typed is not refused."""
+    raw = Path(out).name if out else Path(factory.rpartition(":")[0]).stem
+    name = re.sub(r"[^\w.+-]+", "-", raw).strip("-._+") or "model"
+    return _check_name(name[:200])
 
 
 def _check_name(name: str) -> str:

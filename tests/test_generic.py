@@ -285,3 +285,24 @@ def test_the_default_name_is_a_valid_one_and_calibration_needs_int8(tmp_path, mo
     r = cli("export", f"{tmp_path / 'my net.py'}:make", "--input", "x:1,3,8,8:float32", "--calibration", str(tmp_path),
             "-o", str(tmp_path / "q"))
     assert r.returncode == 1 and "add --precision int8" in r.stderr and not (tmp_path / "q").exists()
+
+
+def test_a_forward_parameter_with_a_default_keeps_it(tmp_path):
+    from edgeai.export import export_module
+
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 2)
+
+        def forward(self, x, scale: float = 3.0):
+            return self.lin(x) * scale
+
+    torch.manual_seed(0)
+    module = Scaled().eval()
+    pkg = export_module(module, {"x": torch.randn(1, 4)}, tmp_path / "pkg", dynamic={"x": {0: "batch"}})
+    x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+    with edgeai.load(pkg.path, provider="cpu") as pipe:
+        assert [i["name"] for i in pkg.manifest["inputs"]] == ["x"]
+        np.testing.assert_allclose(pipe.predict(x)["outputs"]["output"], module(torch.from_numpy(x)).detach().numpy(),
+                                   rtol=1e-5, atol=1e-6)

@@ -104,9 +104,11 @@ def export_module(module, example_inputs: dict, out: str | os.PathLike, dynamic:
     size (``{"x": {0: "batch"}}``). The export is compared with PyTorch on the example, on new
     values of its shapes, and on inputs whose dynamic axes are one and two longer, so an example
     batch of 1 cannot silently freeze the batch axis, nor an ``if`` on a tensor its branch
-    (where the trace saw one in the module's code, a ``TraceWarning`` names the line). ``precision="int8"`` adds an int8 variant: static QDQ when
-    ``calibration`` (a directory of .npy/.npz feeds) is given, dynamic otherwise; the recipe
-    says which. ``name`` is the manifest's (default: the directory's name).
+    (where the trace saw one in the module's code, a ``TraceWarning`` names the line).
+    Parameters of ``forward`` with a default and no example keep their default. ``precision="int8"``
+    adds an int8 variant: static QDQ when ``calibration`` (a directory of .npy/.npz feeds) is
+    given, dynamic otherwise; the recipe says which. ``name`` is the manifest's (default: the
+    directory's name).
     """
     from edgeai.export.exporter import Source, Tolerance, check_precision, export
     from edgeai.export.generic import in_forward_order
@@ -116,20 +118,49 @@ def export_module(module, example_inputs: dict, out: str | os.PathLike, dynamic:
     name = _check_name(name) if name is not None else None  # None: the directory's name
     example_inputs = in_forward_order(module, example_inputs)
     dynamic = _check_dynamic(example_inputs, dynamic)
-    module = module.eval()
+    kind = type(module).__name__
+    module = _given_only(module.eval(), list(example_inputs))
     shapes = ", ".join(f"{n} {list(t.shape)} {str(t.dtype).replace('torch.', '')}" for n, t in example_inputs.items())
     outputs = _output_names(output_names, _outputs_on_example(module, example_inputs, shapes))
     src = Source(
         module=module, name=name or Path(out).name,
-        description=f"{type(module).__name__} exported by edgeai.export_module; inputs {shapes}.",
+        description=f"{kind} exported by edgeai.export_module; inputs {shapes}.",
         example=_trace_example(example_inputs, dynamic), batches=_validation_feeds(example_inputs, dynamic),
         labels=["on the example", "on the example mirrored", "on new values of the example's shapes"],
         tolerance=Tolerance(FAMILY.tolerance, "max_rel_diff"),
         checked_on="on the example, on new values, and at other sizes of the dynamic axes", output_names=outputs, dynamic=dynamic,
-        provenance={"source": source or type(module).__name__}, dynamo_fallback=True, calibration=calibration,
+        provenance={"source": source or kind}, dynamo_fallback=True, calibration=calibration,
         input_examples=example_inputs,
     )
     return export(FAMILY, src, out, precision, progress)
+
+
+def _given_only(module, names: list[str]):
+    """``module`` itself, or, when ``forward`` has parameters with defaults that no example names
+    (``forward(x, scale=2.0)``), a wrapper passing the given inputs by name: traced as they are,
+    the defaults would become graph inputs nobody feeds (``onnx::Cast_1``), and an input after
+    a skipped default would land in its place."""
+    import inspect
+
+    import torch
+
+    try:
+        params = inspect.signature(module.forward).parameters.values()
+    except (TypeError, ValueError):
+        return module
+    P = inspect.Parameter
+    if any(p.kind in (P.VAR_POSITIONAL, P.VAR_KEYWORD) for p in params) or all(p.name in names for p in params):
+        return module
+
+    class GivenInputs(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = module
+
+        def forward(self, *args):
+            return self.inner(**dict(zip(names, args)))
+
+    return GivenInputs().eval()
 
 
 def _check_module(module) -> None:

@@ -30,6 +30,9 @@ def wrap_onnx(path: str | os.PathLike, out: str | os.PathLike | None = None) -> 
         raise PackageError(f"{src} is not a valid ONNX model: {str(e).splitlines()[0] if str(e) else type(e).__name__}.") from None
     target = Path(out) if out else src.with_suffix("")
     inputs, outputs = graph_specs(model)
+    from edgeai import families
+
+    budget = families.get("custom").budget  # as for a model exported from PyTorch: `auto` and `inspect` read it
     with staging_dir(target) as tmp:
         onnx.save(model, str(tmp / "model.onnx"))
         manifest = {
@@ -41,6 +44,7 @@ def wrap_onnx(path: str | os.PathLike, out: str | os.PathLike | None = None) -> 
             "outputs": outputs,
             "preprocess": {"type": "none"},
             "postprocess": {"type": "none"},
+            **({"budget": budget.as_manifest()} if budget is not None else {}),
             "assets": {},
             "variants": {"fp32": variant_entry(tmp, "model.onnx", made_from=None)},
             "provenance": {"source": str(src.resolve()), "created": now(), "edgeai": __version__,

@@ -149,8 +149,11 @@ def _given_only(module, names: list[str]):
     except (TypeError, ValueError):
         return module
     P = inspect.Parameter
-    if any(p.kind in (P.VAR_POSITIONAL, P.VAR_KEYWORD) for p in params) or all(p.name in names for p in params):
-        return module
+    params = list(params)
+    extras = [p for p in params if p.name not in names]
+    if (not extras or any(p.default is P.empty or p.kind in (P.VAR_POSITIONAL, P.VAR_KEYWORD) for p in extras)
+            or not set(names) <= {p.name for p in params}):
+        return module  # nothing defaulted to keep, or inputs passed by position (one input of any name)
 
     class GivenInputs(torch.nn.Module):
         def __init__(self):

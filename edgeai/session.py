@@ -205,8 +205,8 @@ class Session:
 
 def check_feed(inputs: list[_Spec] | list[dict], feed: Mapping[str, object]) -> dict[str, np.ndarray]:
     """``feed`` checked against the model's inputs (names, dtypes cast where safe, ranks, fixed
-    sizes, finite values, first axes that share a name agreeing): the arrays to run, or one
-    InputError sentence. ``inputs``: specs, or the manifest's input dicts."""
+    sizes, finite values, axes that share a name agreeing): the arrays to run, or one InputError
+    sentence. ``inputs``: specs, or the manifest's input dicts."""
     inputs = [s if isinstance(s, _Spec) else _Spec(s) for s in inputs]
     names = {s.name for s in inputs}
     if not isinstance(feed, Mapping):
@@ -251,7 +251,11 @@ def run_failure(error: Exception) -> str:
     if m:
         op, node, detail = m.groups()
         where = f"node {node} ({op})" if node else f"a {op} node"
-        text = f"{where}: {detail.strip()}"
+        # "/onnxruntime_src/.../element_wise_ops.h:583 void onnxruntime::BroadcastIterator::Append(...) axis == 1 ...
+        # was false. Attempting to broadcast ...": the C++ source line and its check are not the user's words
+        detail = re.sub(r"^\S+\.(?:h|cc|cpp):\d+ .*?\) ", "", detail.strip(), count=1, flags=re.S)
+        detail = re.sub(r"^.*? was false\. ", "", detail, count=1, flags=re.S)
+        text = f"{where}: {detail}"
     else:
         text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", text)
     text = " ".join(text.split())

@@ -254,3 +254,14 @@ def test_bench_refuses_a_batch_a_fixed_batch_graph_cannot_take(tmp_path):
     pkg = wrap_onnx(tmp_path / "fixed.onnx").path
     out = cli("bench", str(pkg), "--batch", "1,8", "--rounds", "1", "--runs", "3")
     assert out.returncode == 1 and "takes a fixed batch of 2 (input x is [2, 3])" in out.stderr, out.stderr
+
+
+def test_onnx_runtime_status_loses_its_cpp_source_line():
+    from edgeai.session import run_failure
+
+    status = ("[ONNXRuntimeError] : 1 : FAIL : Non-zero status code returned while running Mul node. Name:'/Mul' Status "
+              "Message: /onnxruntime_src/onnxruntime/core/providers/cpu/math/element_wise_ops.h:583 void "
+              "onnxruntime::BroadcastIterator::Append(ptrdiff_t, ptrdiff_t) axis == 1 || axis == largest was false. "
+              "Attempting to broadcast an axis by a dimension other than 1. 8 by 9")
+    assert run_failure(RuntimeError(status)) == ("The model could not run on this input: node /Mul (Mul): Attempting to "
+                                                 "broadcast an axis by a dimension other than 1. 8 by 9.")

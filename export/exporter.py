@@ -256,15 +256,15 @@ def torch_outputs(module, feed: Feed) -> list[np.ndarray]:
 def _reference(module, feed: Feed) -> list[np.ndarray]:
     """PyTorch's outputs on a validation input; the module itself failing at another size of a
     --dynamic axis (a Linear over it) is one sentence, not its traceback."""
+    from .generic import _first_line
+
     try:
         return torch_outputs(module, feed)
     except ExportError:
         raise
     except Exception as e:
-        text = str(e).strip()
-        first = (text.splitlines()[0] if text else type(e).__name__)[:300]
-        raise ExportError(f"The module itself fails at {_shapes(feed)}: {type(e).__name__}: {first} (is every --dynamic "
-                          "axis one the model accepts at any size?).") from None
+        raise ExportError(f"The module itself fails at {_shapes(feed)}: {type(e).__name__}: {_first_line(e)} (is every "
+                          "--dynamic axis one the model accepts at any size?).") from None
 
 
 def onnx_runner(path: Path) -> tuple[list[str], Callable[[Feed], list[np.ndarray]]]:

@@ -188,31 +188,43 @@ def example_tensors(specs: list[InputSpec], seed: int = 0) -> dict:
     return out
 
 
-def fresh_values(example: dict, seed: int | None) -> dict:
-    """The example's shapes with other values, each within its own tensor's range (a model fed
-    positive pixels or valid token ids gets such values again): what catches a trace frozen to the
-    example's values rather than to its sizes. ``seed=None`` mirrors the example instead: ``-x``
-    where it holds both signs, else ``lo + hi - x``, which turns every sum or mean of it to the
-    other side of its middle (an ``if x.sum() > 0`` takes its other branch); a seed draws new
-    values uniformly over the range."""
+def _drawn_like(t, shape, g):
+    """New values of ``t``'s dtype and of ``shape``, within ``t``'s own range (a model fed
+    positive pixels or valid token ids gets such values again; normal noise where the range is
+    one value)."""
     import torch
 
-    g = torch.Generator().manual_seed(seed) if seed is not None else None
+    if t.dtype == torch.bool:
+        return torch.rand(shape, generator=g) > 0.5
+    if t.dtype.is_floating_point:
+        if t.numel() and float(t.max()) > float(t.min()):
+            lo, hi = float(t.min()), float(t.max())
+            return (lo + (hi - lo) * torch.rand(shape, generator=g)).to(t.dtype)
+        return torch.randn(shape, generator=g).to(t.dtype)
+    lo, hi = (int(t.min()), int(t.max())) if t.numel() else (0, 0)
+    return torch.randint(lo, hi + 1, shape, generator=g).to(t.dtype)
+
+
+def fresh_values(example: dict, seed: int | None) -> dict:
+    """The example's shapes with other values: what catches a trace frozen to the example's
+    values rather than to its sizes. ``seed=None`` mirrors the example: ``-x`` where it holds
+    both signs, else ``lo + hi - x``, which turns every sum or mean of it to the other side of
+    its middle (an ``if x.sum() > 0`` takes its other branch); a seed draws new values within
+    each tensor's range (``_drawn_like``)."""
+    import torch
+
+    if seed is not None:
+        g = torch.Generator().manual_seed(seed)
+        return {name: _drawn_like(t, t.shape, g) for name, t in example.items()}
     out = {}
     for name, t in example.items():
         if not t.numel():
             out[name] = t.clone()
         elif t.dtype == torch.bool:
-            out[name] = ~t if g is None else torch.rand(t.shape, generator=g) > 0.5
-        elif t.dtype.is_floating_point:
-            lo, hi = float(t.min()), float(t.max())
-            if g is None:
-                out[name] = -t if lo < 0 < hi else (lo + hi) - t
-            else:
-                out[name] = (lo + (hi - lo) * torch.rand(t.shape, generator=g)).to(t.dtype)
+            out[name] = ~t
         else:
-            lo, hi = int(t.min()), int(t.max())
-            out[name] = (lo + hi) - t if g is None else torch.randint(lo, hi + 1, t.shape, generator=g).to(t.dtype)
+            lo, hi = t.min(), t.max()
+            out[name] = -t if t.dtype.is_floating_point and lo < 0 < hi else (lo + hi) - t
     return out
 
 
@@ -231,15 +243,6 @@ def resized(example: dict, dynamic: dict[str, dict[int, str]], grow: int, seed: 
         shape = list(t.shape)
         for axis, label in dynamic.get(name, {}).items():
             shape[axis] = sizes[label]
-        if t.dtype.is_floating_point and t.numel() and float(t.max()) > float(t.min()):
-            lo, hi = float(t.min()), float(t.max())  # the example's range: positive stays positive (log, sqrt)
-            out[name] = (lo + (hi - lo) * torch.rand(shape, generator=g)).to(t.dtype)
-        elif t.dtype.is_floating_point:
-            out[name] = torch.randn(shape, generator=g).to(t.dtype)
-        elif t.dtype == torch.bool:
-            out[name] = torch.rand(shape, generator=g) > 0.5
-        else:
-            hi = int(t.max()) + 1 if t.numel() else 1
-            out[name] = torch.randint(int(t.min()) if t.numel() else 0, max(hi, 1), shape, generator=g).to(t.dtype)
+        out[name] = _drawn_like(t, shape, g)
     return out
 

@@ -101,8 +101,8 @@ def export_module(module, example_inputs: dict, out: str | os.PathLike, dynamic:
     ``example_inputs`` maps input names to example tensors; each name is one of ``forward``'s
     parameters, and they are passed in ``forward``'s order whatever their order here (a forward
     of one parameter takes one input of any name). ``dynamic`` names the axes that may change
-    size (``{"x": {0: "batch"}}``). The export is compared with PyTorch on the example, on new
-    values of its shapes, and on inputs whose dynamic axes are one and two longer, so an example
+    size (``{"x": {0: "batch"}}``). The export is compared with PyTorch on the example, on it
+    mirrored, on new values of its shapes, and on inputs whose dynamic axes are one and two longer, so an example
     batch of 1 cannot silently freeze the batch axis, nor an ``if`` on a tensor its branch
     (where the trace saw one in the module's code, a ``TraceWarning`` names the line).
     Parameters of ``forward`` with a default and no example keep their default. ``precision="int8"``
@@ -217,8 +217,8 @@ def _trace_example(example: dict, dynamic: dict) -> dict:
 
 
 def _validation_feeds(example: dict, dynamic: dict) -> list[dict]:
-    """The example, new values of its shapes (within each tensor's range), then (with dynamic
-    axes) new values with every dynamic axis one and two longer."""
+    """The example, the example mirrored, new values of its shapes (within each tensor's range),
+    then (with dynamic axes) new values with every dynamic axis one and two longer."""
     from edgeai.export.generic import fresh_values, resized
 
     return [example, fresh_values(example, seed=None), fresh_values(example, seed=1)] + [

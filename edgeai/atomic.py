@@ -86,8 +86,7 @@ def staging_dir(final: Path) -> Iterator[Path]:
         yield tmp
         _fsync_dir(tmp)
         if final.exists():
-            if not (final / MANIFEST).is_file() and any(final.iterdir()):
-                raise PackageError(f"{final} exists and is not a model package; refusing to replace it.")
+            _check_target(final)  # again: something may have been put there during the build
             old = final.parent / f".{final.name}{_TMP_MARK}old-{os.getpid()}-{uuid.uuid4().hex[:6]}"
             os.replace(final, old)
             os.replace(tmp, final)

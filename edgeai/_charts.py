@@ -13,7 +13,7 @@ def charts(data: dict, plt) -> dict[str, Any]:
     figs = {}
     timed = [r for r in data["rungs"] if r["latency"]]
     if timed:
-        fig, ax = plt.subplots(figsize=(6.4, 0.5 + 0.45 * len(timed)))
+        fig, ax = plt.subplots(figsize=(6.4, 1.3 + 0.4 * len(timed)))
         names = [r["rung"] for r in timed]
         p50 = [r["latency"]["p50_ms"] for r in timed]
         p99 = [r["latency"].get("p99_ms") for r in timed]
@@ -38,7 +38,7 @@ def charts(data: dict, plt) -> dict[str, Any]:
     diffs = [(r["rung"], max(o.get("max_abs_diff", 0.0) for o in r["outputs"].values()), r["compared_with"])
              for r in data["rungs"] if r["outputs"] and any("max_abs_diff" in o for o in r["outputs"].values())]
     if diffs:
-        fig, ax = plt.subplots(figsize=(6.4, 0.5 + 0.45 * len(diffs)))
+        fig, ax = plt.subplots(figsize=(6.4, 1.3 + 0.4 * len(diffs)))
         floor = min([d for _, d, _ in diffs if d > 0] or [1e-7]) / 10  # where "identical" (0) is drawn
         bars = ax.barh([f"{n} vs {vs}" for n, _, vs in diffs], [max(d, floor) for _, d, _ in diffs], color="#dd6b20")
         ax.bar_label(bars, labels=[f"{d:.1e}" if d > 0 else "identical" for _, d, _ in diffs], fontsize=8, padding=3)

@@ -158,8 +158,18 @@ class Pipeline:
         out = self._run_texts(self.preprocess(items))
         return np.ascontiguousarray(out[self._post.output], dtype=np.float32)
 
+    def check_top_k(self, k: int | None) -> None:
+        """Refuse a ``top_k`` that would be ignored: only classifiers rank classes."""
+        if k is not None and self._post_spec.get("type") != "classification":
+            raise InputError(f"top-k is for classifiers; {self.name} is a model for {self.task}, whose results have no classes to rank.")
+
     def _predict_tensor(self, x: Any) -> dict:
-        """A ``tensor`` model: an array (single-input models) or a dict of arrays -> raw outputs."""
+        """A ``tensor`` model: an array (single-input models), a dict of arrays, or a path read
+        with :func:`edgeai.data.feeds.load_arrays` -> raw outputs."""
+        if isinstance(x, (str, os.PathLike)):
+            from .data.feeds import load_arrays
+
+            x = load_arrays(x, [i.name for i in self.session.inputs])
         if isinstance(x, Mapping):
             feed = {k: np.asarray(v) for k, v in x.items()}
         elif len(self.session.inputs) == 1:
@@ -174,7 +184,8 @@ class Pipeline:
         """One input -> one result; a list -> a list of results, run as one batch (texts: in
         length-sorted chunks, and one per call for a dynamic INT8 variant).
 
-        For a ``tensor`` model, an array or a dict of arrays is one input (a whole batch)."""
+        For a ``tensor`` model, an array, a dict of arrays or a .npy/.npz path is one input (a whole batch)."""
+        self.check_top_k(top_k)
         if "generation" in self.package.manifest:  # a text-generation package: predict is generate
             return self.generate(x)
         if self._pre is None and self._post_spec["type"] == "none":
@@ -245,11 +256,8 @@ class Pipeline:
         return self.preprocess([x])
 
     def _each_tensor(self, x: Any, label: str, top_k: int | None) -> dict:
-        from .data.feeds import load_arrays
-
         try:
-            feed = load_arrays(x, [i.name for i in self.session.inputs]) if isinstance(x, (str, os.PathLike)) else x
-            return {"input": label, **self.predict(feed, top_k=top_k)}
+            return {"input": label, **self.predict(x, top_k=top_k)}
         except EdgeAIError as e:
             return {"input": label, "error": str(e)}
 

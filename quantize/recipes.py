@@ -95,6 +95,10 @@ def quantize(
         method = "static"
     if method == "auto":
         method = "static" if (calibration is not None or kind == "image") else "dynamic"
+    if method == "dynamic" and calibration is not None and kind != "tensor":
+        # a tensor model's arrays are its held-out inputs even then (edgeai.data.feeds.held_out_inputs)
+        raise InputError("--calibration is for static INT8: dynamic INT8 quantizes activations as they come, "
+                         f"so the folder would go unread; drop it, or use --method static{' or qat' if kind == 'image' else ''}.")
     ctx = Context(progress=progress, held_out=held_out, tuning=tuning, calibration=calibration, per_channel=per_channel,
                   replace=replace)
     if qat_steps is not None:

@@ -196,7 +196,8 @@ def test_fp16_of_a_text_model_and_the_cli(tmp_path):
     assert [p["top_k"][0]["label"] for p in pipe.predict(texts)] == [p["top_k"][0]["label"] for p in ref.predict(texts)]
     for args, msg in [(["--precision", "fp16", "--method", "static"], "int8 only"),
                       (["--from", "optimized"], "--from applies to --precision fp16"),
-                      (["--preset", "tensorrt", "--method", "dynamic"], "only static INT8")]:
+                      (["--preset", "tensorrt", "--method", "dynamic"], "only static INT8"),
+                      (["--method", "dynamic", "--calibration", str(tmp_path)], "--calibration is for static INT8")]:
         r = cli("quantize", str(pkg), *args)
         assert r.returncode == 1 and msg in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
 

@@ -254,6 +254,39 @@ def test_bench_refuses_a_batch_a_fixed_batch_graph_cannot_take(tmp_path):
     pkg = wrap_onnx(tmp_path / "fixed.onnx").path
     out = cli("bench", str(pkg), "--batch", "1,8", "--rounds", "1", "--runs", "3")
     assert out.returncode == 1 and "takes a fixed batch of 2 (input x is [2, 3])" in out.stderr, out.stderr
+    # batch 1, the recorded default, is one call of the graph's own 2 items: its items/s say 2 per call
+    from edgeai.benchmark import bench
+
+    [row] = bench(pkg, variants=["fp32"], providers="cpu", rounds=1, runs=5)["results"]
+    assert row["batch"] == 1 and row["throughput"] == pytest.approx(2000.0 / row["mean_ms"], rel=1e-3), row
+
+
+def test_options_a_tensor_model_would_ignore_are_refused(tmp_path):
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+
+    import edgeai
+    from edgeai.errors import InputError
+    from quantize.wrap import wrap_onnx
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "relu.onnx"))
+    pkg = wrap_onnx(tmp_path / "relu.onnx").path
+    np.save(tmp_path / "x.npy", np.array([[-1.0, 2.0, -3.0]], np.float32))
+    out = cli("run", "--model", str(pkg), str(tmp_path / "x.npy"), "--top-k", "3")
+    assert out.returncode == 1 and "top-k is for classifiers" in out.stderr and "Traceback" not in out.stderr, out.stderr
+    with edgeai.load(pkg, provider="cpu") as pipe:  # a path is an input in the API too, read as `edgeai run` reads it
+        assert pipe.predict(str(tmp_path / "x.npy"))["outputs"]["y"].tolist() == [[0.0, 2.0, 0.0]]
+        with pytest.raises(InputError, match="top-k is for classifiers"):
+            pipe.predict(np.ones((1, 3), np.float32), top_k=2)
+    # TensorRT takes only calibrated INT8: no suggestion of the dynamic INT8 it refuses
+    out = cli("quantize", str(pkg), "--preset", "tensorrt")
+    assert out.returncode == 1 and "TensorRT runs only calibrated INT8" in out.stderr and "dynamic" not in out.stderr, out.stderr
 
 
 def test_onnx_runtime_status_loses_its_cpp_source_line():

@@ -20,7 +20,7 @@ from ._plain import note, say, style, table
 def run(
     inputs: Annotated[list[str], typer.Argument(help="Image files; for a text model, texts, or text files read line by line (a folder: its .txt files).", show_default=False)],
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Package directory or built-in name [default: efficientnet-lite0].")] = None,
-    top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="How many classes to show (classifiers).")] = 5,
+    top_k: Annotated[Optional[int], typer.Option("--top-k", "-k", min=1, help="How many classes to show (classifiers) [default: 5].")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
     provider: Annotated[str, typer.Option(help="auto, cpu, cuda or tensorrt.")] = "auto",
     variant: Annotated[str, typer.Option(help="auto, fp32, optimized, int8, fp16 or int4.")] = "auto",
@@ -74,6 +74,7 @@ def run(
         note(f"note: not every node runs on {short_name(pipe.provider)}: {pipe.placement_note}")
     if literal and not pipe.is_text:
         raise InputError(f"--text is for text models; {pipe.name} is a model for {pipe.task}.")
+    pipe.check_top_k(top_k)
     if out_file is not None:
         if pipe.task == "tensor":
             raise InputError("Bulk runs (--out) take images or texts; a tensor model runs its .npy/.npz files, or a "

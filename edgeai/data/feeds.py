@@ -251,9 +251,11 @@ def calibration_image_paths(folder: str | os.PathLike) -> list[Path]:
     return paths
 
 
-def calibration_feeds(pkg, folder: str | os.PathLike | None = None, per_photo: int = 7) -> list[Feed]:
+def calibration_feeds(pkg, folder: str | os.PathLike | None = None, per_photo: int = 7, dynamic_ok: bool = True) -> list[Feed]:
     """What static quantization calibrates on: ``folder`` (images for image models, .npy/.npz
-    otherwise), else the calibration photos or the tuning sentences, never the held-out ones."""
+    otherwise), else the calibration photos or the tuning sentences, never the held-out ones.
+    ``dynamic_ok``: whether the error for a model with none may suggest dynamic INT8 instead
+    (not for TensorRT, which runs only calibrated INT8)."""
     kind = input_kind(pkg)
     if folder is not None:
         if kind != "image":
@@ -273,5 +275,6 @@ def calibration_feeds(pkg, folder: str | os.PathLike | None = None, per_photo: i
         return text_feeds(pkg, TUNING, batch=1)
     raise InputError(
         f"Static quantization of {pkg.name!r} needs calibration inputs: pass --calibration DIR "
-        "(images for image models, .npy arrays or .npz feeds otherwise), or use --method dynamic."
+        "(images for image models, .npy arrays or .npz feeds otherwise)"
+        + (", or use --method dynamic." if dynamic_ok else "; TensorRT runs only calibrated INT8.")
     )

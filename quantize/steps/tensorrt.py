@@ -25,7 +25,7 @@ class TensorRTQDQ(Step):
     simulate_qdq = True
 
     def run(self, pkg: Package, src: Path, dest: Path, work: Path, ctx: Context) -> dict:
-        feeds = calibration_feeds(pkg, ctx.calibration)
+        feeds = calibration_feeds(pkg, ctx.calibration, dynamic_ok=False)
         ctx.say(f"calibrating static INT8 for TensorRT (symmetric QDQ, per-channel) on {len(feeds)} inputs")
         calibrated_qdq(preprocessed(src, work), dest, feeds, ctx.per_channel, "int8",
                        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False})

@@ -106,6 +106,9 @@ def test_an_int8_missing_the_budget_says_so_and_small_sizes_are_in_kb(factories,
     assert f"edgeai bench {pkg.path} --against torch --factory {factories}:linear --record" in page
     data = json.loads(page.split('id="edgeai-data">')[1].split("</script>")[0])
     assert [r["meets_budget"] for r in data["rungs"]] == [None, True, True, False]
+    # exporting again over it makes a new package (fp32 and optimized): the int8 it held is said to be gone
+    r = cli("export", f"{factories}:linear", "--input", "x:1,16:float32", "-o", str(pkg.path))
+    assert r.returncode == 0 and "its int8 variant is gone (edgeai quantize" in r.stderr, r.stderr
 
 
 def test_input_names_must_be_forwards_parameters(factories, tmp_path):

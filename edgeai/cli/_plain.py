@@ -41,6 +41,11 @@ def note(line: str) -> None:
     sys.stderr.flush()
 
 
+def warn(line: str) -> None:
+    """``warning: LINE`` on stderr: something the user should know, that did not stop the command."""
+    note(style("warning:", "yellow", stream=sys.stderr) + " " + line)
+
+
 def table(rows: Sequence[Sequence[str]], header: Sequence[str], right: set[int] = frozenset(),
           dim: set[int] = frozenset()) -> list[str]:
     """Columns padded to their widest cell, two spaces apart; ``right`` columns right-aligned,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import sys
 import typing
 from enum import Enum
 from pathlib import Path
@@ -15,7 +14,7 @@ import typer
 from edgeai.errors import DependencyError, InputError
 
 from ._common import Stages, choice_enum, lazy_command, out, single_command, size_text
-from ._plain import note, style
+from ._plain import note, warn
 
 
 def _export_module():
@@ -111,6 +110,7 @@ def export(name: Optional[str] = None, output: Optional[Path] = None, precision:
 
     from edgeai.errors import TraceWarning
 
+    before = _variants_in(output)
     with Stages(f"exporting {given['model'] if name == 'hf' else name}") as stages, \
             warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", TraceWarning)
@@ -123,8 +123,22 @@ def export(name: Optional[str] = None, output: Optional[Path] = None, precision:
                                           budget=budget, **given)
     for w in caught:
         if issubclass(w.category, TraceWarning):
-            note(style("warning:", "yellow", stream=sys.stderr) + f" {w.message}")
+            warn(str(w.message))
     out.print(f"wrote {pkg.path}: {_variants_line(pkg)}", markup=False)
+    if gone := [v for v in before if v not in pkg.variants]:
+        # an export makes a new package: what was added to the old one since is not carried over
+        note(f"note: this export replaced the package that was there; its {', '.join(gone)} variant"
+             f"{'s are' if len(gone) > 1 else ' is'} gone (edgeai quantize {pkg.path} adds one again).")
+
+
+def _variants_in(folder: Optional[Path]) -> list[str]:
+    """The variants of the package at ``folder``, if one is there (what a new export replaces)."""
+    import json
+
+    try:
+        return list(json.loads((folder / "manifest.json").read_text())["variants"]) if folder else []
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
 
 
 def _builtin_option_names() -> set[str]:

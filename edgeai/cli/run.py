@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -14,7 +13,7 @@ import typer
 from edgeai.errors import InputError
 
 from ._common import Stages, err, plain_error, print_json
-from ._plain import note, say, style, table
+from ._plain import note, say, style, table, warn
 
 
 def run(
@@ -91,12 +90,12 @@ def run(
         from edgeai.text import looks_like_a_missing_file
 
         for x in (x for x in inputs if looks_like_a_missing_file(x)):
-            note(style("warning:", "yellow", stream=sys.stderr) + f" no file named {x!r}; running it as a text (--text silences this).")
+            warn(f"no file named {x!r}; running it as a text (--text silences this).")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         results = pipe.predict_each(items, top_k=top_k)
     for w in caught:  # text truncation: a warning line each, the results still count
-        note(style("warning:", "yellow", stream=sys.stderr) + " " + str(w.message))
+        warn(str(w.message))
 
     doc = {"model": name, "variant": pipe.variant, "provider": pipe.provider, "results": results}
     if json_:

@@ -83,14 +83,17 @@ def load_factory(ref: str):
         raise InputError(f"{ref!r} should be FILE.py:FACTORY, e.g. models/net.py:make_model.")
     if not path.is_file():
         raise InputError(f"The model file {path} does not exist.")
-    spec = importlib.util.spec_from_file_location(f"edgeai_user_{path.stem}", path)
-    mod = importlib.util.module_from_spec(spec)
     # As `python FILE.py` would: the file's folder is on sys.path, so that a model split over
-    # several files (`from layers import Block`) imports its neighbours.
-    folder = str(path.resolve().parent)
-    added = folder not in sys.path
-    if added:
-        sys.path.insert(0, folder)
+    # several files (`from layers import Block`) imports its neighbours. A file inside a package
+    # (folders with __init__.py) is imported as `python -m pkg.file` would, under its dotted name
+    # with the package's parent on sys.path, so that its relative imports (`from .layers ...`) work.
+    name, root = _dotted_name(path)
+    folders = [f for f in dict.fromkeys([str(path.resolve().parent), str(root)]) if f not in sys.path]
+    sys.path[:0] = folders
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    if "." in name:
+        sys.modules[name] = mod  # what relative imports and dataclasses look the module up by
     try:
         try:
             spec.loader.exec_module(mod)
@@ -104,12 +107,23 @@ def load_factory(ref: str):
         except (Exception, SystemExit) as e:
             raise ExportError(f"The factory {attr}() in {path} raised {type(e).__name__}: {_first_line(e)}") from None
     finally:
-        if added and folder in sys.path:
-            sys.path.remove(folder)
+        for f in folders:
+            if f in sys.path:
+                sys.path.remove(f)
     if not isinstance(module, torch.nn.Module):
         raise ExportError(f"The factory {attr}() in {path} returned an object of type {type(module).__name__}, "
                           "not a torch.nn.Module.")
     return module
+
+
+def _dotted_name(path: Path) -> tuple[str, Path]:
+    """``(module name, folder above its top package)``: ``pkg.sub.net`` for pkg/sub/net.py when
+    pkg/ and pkg/sub/ hold an ``__init__.py``; a file outside any package gets a private name."""
+    parts, folder = [path.stem], path.resolve().parent
+    while (folder / "__init__.py").is_file() and folder.name.isidentifier() and folder.parent != folder:
+        parts.insert(0, folder.name)
+        folder = folder.parent
+    return (".".join(parts) if len(parts) > 1 else f"edgeai_user_{path.stem}"), folder
 
 
 def in_forward_order(module, example: dict) -> dict:

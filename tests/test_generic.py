@@ -247,6 +247,16 @@ def test_a_factory_imports_its_neighbours_and_inputs_may_differ_in_first_axis(tm
     x, s = np.ones((3, 8), np.float32), np.arange(8, dtype=np.float32)
     with edgeai.load(pkg, provider="cpu") as pipe:
         assert np.array_equal(pipe.predict({"x": x, "s": s})["outputs"]["output"], x * s)
+    # inside a package (an __init__.py beside it), relative imports work, as under `python -m nets.net`
+    (tmp_path / "nets").mkdir()
+    (tmp_path / "nets" / "__init__.py").write_text("")
+    (tmp_path / "nets" / "layers.py").write_text((tmp_path / "layers.py").read_text().replace("x * s", "x * s + 1"))
+    (tmp_path / "nets" / "net.py").write_text("from .layers import Scale\n\ndef make():\n    return Scale()\n")
+    r = cli("export", f"{tmp_path / 'nets' / 'net.py'}:make", "--input", "x:1,8:float32", "--input", "s:8:float32",
+            "-o", str(tmp_path / "pkg2"))
+    assert r.returncode == 0, r.stderr
+    with edgeai.load(tmp_path / "pkg2", provider="cpu") as pipe:
+        assert np.array_equal(pipe.predict({"x": x[:1], "s": s})["outputs"]["output"], x[:1] * s + 1)
 
 
 def test_calibration_arrays_are_checked_and_measure_the_int8(tmp_path):

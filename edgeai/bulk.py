@@ -9,7 +9,9 @@
   ``model`` is the package name and the variant file's sha256 prefix (``"tiny@3f2a9c1d0b7e"``); an
   input that fails is ``{"input", "error", "model"}`` and the run goes on. A text line read from
   a file has ``"input": "<path>:<line>"`` and ``"text"``.
-- Resumable: inputs already in the output are skipped and the rest appended. Every batch is
+- Resumable: inputs already in the output are skipped and the rest appended; a line whose input
+  changed since (a text file's line edited, an image file modified: image lines record its
+  ``modified`` time) is dropped and its input redone. Every batch is
   written with one ``write`` and flushed, so a crash can tear at most the last line, and that
   line is cut off (and its input redone) on the next run. A file written by another model or
   variant (or by an edgeai that did not record the model) is refused, untouched; with
@@ -23,7 +25,6 @@
 from __future__ import annotations
 
 import collections
-import json
 import os
 import time
 import warnings
@@ -33,9 +34,8 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from .atomic import _fsync_dir
-from .errors import DependencyError, EdgeAIError, InputError
-from .postprocess import to_jsonable
+from .errors import EdgeAIError, InputError
+from .journal import modified, nonblank_lines, pending, record_line, stamp
 from .text import TEXT_SUFFIXES, expand_text_inputs, input_fields
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jfif"}
@@ -44,14 +44,6 @@ Progress = Callable[[int, int], None]
 
 
 # -- what to run on ------------------------------------------------------------------------------
-def _lines(path: Path) -> Iterator[str]:
-    with open(path, encoding="utf-8-sig", errors="surrogateescape", newline=None) as f:  # -sig: a BOM is not text
-        for line in f:
-            line = line.rstrip("\n")
-            if line.strip():
-                yield line
-
-
 def list_inputs(sources: Iterable[str], text: bool, literal: bool = False) -> list[str]:
     """The inputs named by ``sources``, in a stable order.
 
@@ -70,195 +62,11 @@ def list_inputs(sources: Iterable[str], text: bool, literal: bool = False) -> li
         if path.is_dir():
             items.extend(str(p) for p in sorted(path.rglob("*")) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         elif path.is_file() and path.suffix.lower() in LIST_SUFFIXES:
-            paths = [line.strip() for line in _lines(path) if not line.lstrip().startswith("#")]
+            paths = [line.strip() for line in nonblank_lines(path) if not line.lstrip().startswith("#")]
             items.extend(line if os.path.isabs(line) else str(path.parent / line) for line in paths)
         else:
             items.append(src)
     return items
-
-
-# -- the output file -----------------------------------------------------------------------------
-def model_id(pkg, variant: str) -> str:
-    """What a bulk line says made it: the package name and the variant file's sha256 prefix."""
-    return f"{pkg.name}@{pkg.variants[variant]['sha256'][:12]}"
-
-
-def stamp(pipe) -> dict[str, str]:
-    """The fields every result line of this pipeline ends with."""
-    return {"model": model_id(pipe.package, pipe.variant), "variant": pipe.variant, "provider": pipe.provider}
-
-
-def record_line(record: dict, tail: dict[str, str]) -> str:
-    """One JSON line (no newline): a result gets ``model``/``variant``/``provider``, an error
-    line ``model`` alone. The single-machine and the Ray path both write through this."""
-    return _dumps({**record, "model": tail["model"]} if "error" in record else {**record, **tail})
-
-
-def new_file_for(out: str | os.PathLike, name: str, variant: str) -> Path:
-    """The file ``--new-file`` writes beside ``out``: ``results.<model>-<variant>.jsonl``."""
-    out = Path(out)
-    tag = "".join(c if c.isalnum() or c in "._-" else "_" for c in f"{name}-{variant}")
-    journal = out.name.lower().endswith(".parquet.jsonl")
-    base, suffix = (out.name[: -len(".parquet.jsonl")], out.name[-len(".parquet.jsonl"):]) if journal else (out.stem, out.suffix)
-    return out.with_name(f"{base}.{tag}{suffix}")
-
-
-def _refusal(out: Path, line: dict, model: str, variant: str | None, new_file: bool) -> str:
-    """The one sentence that refuses to resume into a file another model (or variant) wrote."""
-    name = model.split("@")[0]
-    this = f"{model} ({variant})" if variant else model
-    side = new_file_for(out, name, variant or "auto").name
-    side = side[: -len(".jsonl")] if out.name.lower().endswith(".parquet.jsonl") else side  # name the table, not its journal
-    way = f"give another --out file, or pass --new-file to write {side} beside it"
-    if not new_file:
-        way = "give another --out file"
-    if "model" not in line:
-        return (f"{out} was written without the model in its lines (by an older edgeai), so resuming it with {this} "
-                f"cannot be checked: {way}.")
-    held = f"{line['model']} ({line['variant']})" if "variant" in line else line["model"]
-    return f"{out} holds results of {held}, not of this run's {this}: {way}."
-
-
-def done_inputs(out: Path, model: str | None = None, variant: str | None = None, retry_errors: bool = False,
-                new_file: bool = True) -> tuple[collections.Counter, int]:
-    """Inputs already answered in ``out`` (counted, so repeated inputs are redone only as often
-    as they are missing), and how many error lines were dropped (``retry_errors``).
-
-    With ``model``, a line of another model (or one without ``model``) refuses the file before
-    anything in it changes; then a torn last line is cut off, and with ``retry_errors`` the
-    error lines are removed (rewritten to a temporary file, then renamed)."""
-    done: collections.Counter = collections.Counter()
-    if not out.exists():
-        return done, 0
-    if out.is_dir():
-        raise InputError(f"--out {out} is a directory; give a .jsonl file name.")
-    errors = 0
-    with open(out, "rb") as f:
-        for n, line in enumerate(f, 1):
-            if not line.endswith(b"\n"):
-                break  # a torn last line: cut off below
-            try:
-                rec = json.loads(line)
-                key = rec["input"]
-            except (ValueError, KeyError, TypeError):
-                raise InputError(f"{out} line {n} is not an edgeai result; give another --out file.") from None
-            if model is not None and rec.get("model") != model:
-                raise InputError(_refusal(out, rec, model, variant, new_file))
-            if retry_errors and "error" in rec:
-                errors += 1
-            else:
-                done[key] += 1
-    _cut_torn_tail(out)
-    if errors:
-        _drop_error_lines(out)
-    return done, errors
-
-
-def _drop_error_lines(out: Path) -> None:
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        with open(out, "rb") as src, open(tmp, "wb") as dst:
-            for line in src:
-                if b'"error"' not in line or "error" not in json.loads(line):
-                    dst.write(line)
-            dst.flush()
-            os.fsync(dst.fileno())
-        os.replace(tmp, out)
-        _fsync_dir(out.parent)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def pending(items: list[str], out: Path, model: str | None = None, variant: str | None = None,
-            retry_errors: bool = False, new_file: bool = True) -> tuple[list[str], dict[str, Any]]:
-    """The items ``out`` does not answer yet, and the run's opening figures (``total``,
-    ``skipped``, ``retried``); see :func:`done_inputs` for the checks on ``out``."""
-    if not out.parent.is_dir():
-        raise InputError(f"The directory of --out ({out.parent}) does not exist.")
-    already, retried = done_inputs(out, model, variant, retry_errors, new_file)
-    todo: list[str] = []
-    for item in items:
-        key = input_fields(item)["input"]
-        if already[key] > 0:
-            already[key] -= 1
-        else:
-            todo.append(item)
-    stats: dict[str, Any] = {"total": len(items), "skipped": len(items) - len(todo), "retried": retried, "done": 0,
-                             "errors": 0, "first_error": None}
-    return todo, stats
-
-
-def _cut_torn_tail(out: Path) -> None:
-    with open(out, "rb+") as f:
-        f.seek(0, os.SEEK_END)
-        size = f.tell()
-        if size == 0:
-            return
-        pos = size
-        while pos > 0:
-            step = min(1 << 16, pos)
-            f.seek(pos - step)
-            chunk = f.read(step)
-            nl = chunk.rfind(b"\n")
-            if nl >= 0:
-                end = pos - step + nl + 1
-                break
-            pos -= step
-        else:
-            end = 0
-        if end != size:
-            f.truncate(end)
-
-
-def _dumps(record: dict) -> str:
-    # ensure_ascii keeps undecodable input names (surrogates) writable; json reads them back alike
-    return json.dumps(to_jsonable(record), ensure_ascii=True)
-
-
-def journal_for(out: str | os.PathLike) -> Path:
-    """Where the JSON lines go: ``out`` itself, or ``out.jsonl`` beside a ``.parquet`` output."""
-    out = Path(out)
-    return out.with_name(out.name + ".jsonl") if out.suffix.lower() == ".parquet" else out
-
-
-def _printable(value: Any) -> Any:
-    """Parquet strings are UTF-8: an undecodable file name (kept as surrogates) becomes \\xNN text."""
-    if isinstance(value, str):
-        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    if isinstance(value, dict):
-        return {k: _printable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_printable(v) for v in value]
-    return value
-
-
-def write_parquet(journal: str | os.PathLike, out: str | os.PathLike) -> int:
-    """Every line of the journal as one Parquet row (written to a temporary name, then renamed).
-
-    Columns are the union of the lines' keys, so error lines (``input``, ``error``) and result
-    lines share one table; ``top_k`` becomes a list of structs and ``embedding`` a list of floats.
-    """
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise DependencyError("Writing Parquet needs pyarrow (pip install pyarrow; the ray extra includes it), "
-                              "or write JSON lines with --out FILE.jsonl.") from None
-    rows = [_printable(json.loads(line)) for line in _lines(Path(journal))] if Path(journal).exists() else []
-    keys = list(dict.fromkeys(k for r in rows for k in r)) or ["input"]
-    try:
-        table = pa.table({k: [r.get(k) for r in rows] for k in keys})
-    except pa.ArrowException as e:
-        raise InputError(f"The results in {journal} do not fit one Parquet table ({str(e).splitlines()[0][:200]}); "
-                         "keep the JSON lines.") from None
-    out = Path(out)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return table.num_rows
 
 
 # -- the run -------------------------------------------------------------------------------------
@@ -337,16 +145,18 @@ def _image_batches(pipe, todo: list[str], batch_size: int, workers: int | None, 
             arrays, good = [], []
             for i, (item, fut) in enumerate(batch):
                 x = fut.result()
+                head = {"input": item, "modified": modified(item)} if isinstance(item, str) else {"input": item}
                 if isinstance(x, EdgeAIError):
-                    records[i] = {"input": item, "error": str(x)}
+                    records[i] = {**head, "error": str(x)}
                 else:
                     arrays.append(x)
                     good.append(i)
+                    records[i] = head
             if good:
                 feed = {k: np.concatenate([a[k] for a in arrays]) for k in arrays[0]}
                 results = pipe.postprocess(pipe.run(feed), top_k)
                 for i, r in zip(good, results):
-                    records[i] = {"input": batch[i][0], **r}
+                    records[i] = {**records[i], **r}
             yield records
 
 

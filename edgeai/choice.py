@@ -4,6 +4,7 @@ latencies recorded on this kind of machine for the provider in use; a default or
 from __future__ import annotations
 
 from . import providers
+from .errors import InputError
 from .machine import machine_key
 from .package import VARIANTS, Package
 
@@ -44,10 +45,17 @@ def resolve_threads(pkg: Package, variant: str, provider: str = "auto", strict: 
     else those of the variant's fastest figure recorded on this CPU (None: ONNX Runtime's
     default). A model of a millisecond runs faster on one thread than on two, whose hand-off
     costs more than the work it splits (quantize/runner.py times both for such models)."""
+    check_threads(threads)
     if threads is not None or expected_provider(provider, strict) != providers.CPU:
         return threads, ""
     best = (fastest_recorded(pkg.variants[variant], providers.CPU, device_id=device_id) or {}).get("threads")
     return best, (f"; {best} thread{'s' if best > 1 else ''}, the fastest recorded" if best else "")
+
+
+def check_threads(threads: object) -> None:
+    """``threads`` is None (the default) or a whole number of at least 1, or one InputError."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise InputError(f"threads is a number of CPU threads, at least 1 (or None for the default); got {threads!r}.")
 
 
 LOSSY = ("int8", "fp16", "int4")

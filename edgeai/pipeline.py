@@ -14,7 +14,7 @@ import numpy as np
 from . import home, providers, tasks
 from .errors import EdgeAIError, InputError, PackageError, PipelineClosedError
 from .package import VARIANTS, Package
-from .choice import LOSSY, LOSSY_MARGIN, choose_variant, for_provider, meets_budget, recorded_latency, resolve_threads, resolve_variant  # noqa: F401  (re-exported)
+from .choice import LOSSY, LOSSY_MARGIN, check_threads, choose_variant, for_provider, meets_budget, recorded_latency, resolve_threads, resolve_variant  # noqa: F401  (re-exported)
 from .session import Session
 
 if TYPE_CHECKING:  # concurrent.futures is imported by submit(), not by every start-up
@@ -136,6 +136,7 @@ class Pipeline:
     def postprocess(self, outputs: dict[str, np.ndarray], k: int | None = None, items: list[Any] | None = None) -> list[dict]:
         """Raw outputs of a batch -> one result dict per item (the package's postprocess type;
         token classification also needs the batch's ``items``, the texts)."""
+        self.check_top_k(k)
         if getattr(self._post, "needs_inputs", False):
             if items is None:
                 raise InputError(f"postprocess() of the {self.task} model {self.name!r} needs the batch's texts: pass items=.")
@@ -152,20 +153,29 @@ class Pipeline:
         """Texts -> ``(n, dim)`` float32 embeddings (L2-normalized when the package says so)."""
         if self._post_spec["type"] != "embedding":
             raise InputError(f"embed() needs an embedding model; {self.name!r} is a {self.task} model (use predict, or `edgeai run`).")
+        if isinstance(texts, Mapping):  # a dict would embed its keys
+            raise InputError(f"embed() takes a text or a list of texts; got a {type(texts).__name__}.")
         items = [texts] if isinstance(texts, (str, bytes, bytearray)) or not hasattr(texts, "__iter__") else list(texts)
         if not items:
             raise InputError("embed() was given no texts; pass at least one string.")
         out = self._run_texts(self.preprocess(items))
         return np.ascontiguousarray(out[self._post.output], dtype=np.float32)
 
+    @property
+    def ranks_classes(self) -> bool:  # whether results rank classes (top_k): a classifier's
+        return self._post_spec.get("type") == "classification"
+
     def check_top_k(self, k: int | None) -> None:
-        """Refuse a ``top_k`` that would be ignored: only classifiers rank classes."""
-        if k is not None and self._post_spec.get("type") != "classification":
+        """Refuse a ``top_k`` that would be ignored (only classifiers rank classes) or is not a count."""
+        if k is None:
+            return
+        if not self.ranks_classes:
             raise InputError(f"top-k is for classifiers; {self.name} is a model for {self.task}, whose results have no classes to rank.")
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise InputError(f"top_k is how many classes to return, a whole number of at least 1; got {k!r}.")
 
     def _predict_tensor(self, x: Any) -> dict:
-        """A ``tensor`` model: an array (single-input models), a dict of arrays, or a path read
-        with :func:`edgeai.data.feeds.load_arrays` -> raw outputs."""
+        """A ``tensor`` model: an array (one input), a dict of arrays or a .npy/.npz path -> raw outputs."""
         if isinstance(x, (str, os.PathLike)):
             from .data.feeds import load_arrays
 
@@ -280,11 +290,6 @@ class Pipeline:
                         temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
                         seed=seed, stop=stop)
 
-    def _generator(self):
-        from .generation import generator_for
-
-        return generator_for(self)
-
     def cancel(self) -> None:
         """Stop every generation in flight at its next step (finish_reason "cancelled")."""
         with self._cond:
@@ -391,4 +396,5 @@ def load(
     CPU, else ONNX Runtime's default. ``device_id`` picks the GPU for CUDA and TensorRT."""
     if variant != "auto" and variant not in VARIANTS:
         raise InputError(f"Unknown variant {variant!r}; choose auto or one of {', '.join(VARIANTS)}.")
+    check_threads(threads)  # before a first-use build
     return Pipeline(open_package(path_or_name, progress), provider, variant, strict, threads, device_id)

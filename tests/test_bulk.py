@@ -92,8 +92,9 @@ def test_resume_after_sigkill_and_a_torn_line(pkgs, tmp_path):
     for x in lines:
         assert x.get("top_k") == expected[x["input"]].get("top_k") or np.allclose(
             [t["score"] for t in x["top_k"]], [t["score"] for t in expected[x["input"]]["top_k"]], rtol=1e-5)
-    r = cli(*args, "--out", str(out))
-    assert r.returncode == 0 and "0 new result line(s)" in r.stderr and f"{len(expected)} already there" in r.stderr
+    r = cli(*args, "--out", str(out))  # all there; the broken file's error line keeps the exit status 1
+    assert r.returncode == 1 and "0 new result line(s)" in r.stderr and f"{len(expected)} already there" in r.stderr
+    assert "still holds 1 error line(s) from an earlier run" in r.stderr, r.stderr
 
 
 def test_ctrl_c_leaves_whole_lines(pkgs, tmp_path):
@@ -142,6 +143,37 @@ def test_text_lines_from_a_list_file_and_a_folder(pkgs, tmp_path):
     r = cli("run", "--model", str(pkgs["text"]), "--text", str(tmp_path / "list.txt"), "love it", "--out", str(tmp_path / "lit.jsonl"))
     assert r.returncode == 0, r.stderr
     assert [x["input"] for x in read_lines(tmp_path / "lit.jsonl")] == [str(tmp_path / "list.txt"), "love it"]
+
+
+def test_a_resume_redoes_the_inputs_changed_since(pkgs, tmp_path):
+    """An edited line of a text file, an image file replaced: their old lines are dropped and
+    their inputs run again; the other lines stay as they were."""
+    (tmp_path / "r.txt").write_text("good movie\nbad food\n")
+    out = tmp_path / "t.jsonl"
+    args = ("run", "--model", str(pkgs["text"]), str(tmp_path / "r.txt"), "--out", str(out))
+    assert cli(*args).returncode == 0
+    (tmp_path / "r.txt").write_text("good movie\nawful night\n")
+    r = cli(*args)
+    assert r.returncode == 0 and "1 new result line(s)" in r.stderr and "1 redone, their input changed since" in r.stderr, r.stderr
+    lines = read_lines(out)
+    assert [(x["input"], x["text"]) for x in lines] == [(f"{tmp_path / 'r.txt'}:1", "good movie"), (f"{tmp_path / 'r.txt'}:2", "awful night")]
+    assert lines[1]["top_k"] == edgeai.load(pkgs["text"]).predict("awful night", top_k=5)["top_k"]
+
+    paths = photo_folder(tmp_path / "photos", 3)
+    out = tmp_path / "i.jsonl"
+    args = ("run", "--model", str(pkgs["image"]), str(tmp_path / "photos"), "--out", str(out))
+    cli(*args)
+    before = {x["input"]: x for x in read_lines(out)}
+    assert before[str(paths[0])]["modified"]
+    with Image.open(CAT) as im:
+        im.convert("L").resize((64, 48)).save(paths[0], "JPEG")  # replaced by another image
+    os.utime(paths[0], ns=(os.stat(paths[0]).st_atime_ns, os.stat(paths[0]).st_mtime_ns + 10**9))
+    r = cli(*args)
+    assert "1 new result line(s)" in r.stderr and "1 redone" in r.stderr, r.stderr
+    after = {x["input"]: x for x in read_lines(out)}
+    assert len(after) == len(before) and after[str(paths[0])]["modified"] != before[str(paths[0])]["modified"]
+    assert after[str(paths[0])]["top_k"] == edgeai.load(pkgs["image"]).predict(str(paths[0]), top_k=5)["top_k"]
+    assert all(after[k] == v for k, v in before.items() if k != str(paths[0]))
 
 
 def test_a_list_file_of_image_paths(pkgs, tmp_path):
@@ -198,7 +230,7 @@ def test_parquet_output_equals_the_json_lines_and_resumes(pkgs, tmp_path):
 
 def test_parquet_keeps_undecodable_names_and_refuses_mixed_columns_in_one_sentence(tmp_path):
     pq = pytest.importorskip("pyarrow.parquet")
-    from edgeai.bulk import write_parquet
+    from edgeai.journal import write_parquet
     from edgeai.errors import EdgeAIError
 
     journal = tmp_path / "r.parquet.jsonl"
@@ -277,9 +309,12 @@ def test_retry_errors_redoes_the_failed_inputs_once(pkgs, tmp_path):
     assert cli(*args).returncode == 1
     broken = str(tmp_path / "photos" / "set0" / "broken.jpg")
     assert "error" in {x["input"]: x for x in read_lines(out)}[broken]
+    r = cli(*args)  # a plain resume keeps the error line, and says the file is not a success yet
+    assert r.returncode == 1 and "0 new result line(s)" in r.stderr and "still holds 1 error line(s)" in r.stderr, r.stderr
+    r = cli(*args, "--retry-errors")  # still broken: retried, and an error again
+    assert r.returncode == 1 and "1 new result line(s), 1 of them an error" in r.stderr and "1 error line(s) retried" in r.stderr
     (tmp_path / "photos" / "set0" / "broken.jpg").write_bytes(CAT.read_bytes())  # the input is fixed
-    r = cli(*args)
-    assert r.returncode == 0 and "0 new result line(s)" in r.stderr  # a plain resume keeps the error line
+    os.utime(broken, ns=(os.stat(broken).st_atime_ns, os.stat(broken).st_mtime_ns + 10**9))  # a coarse clock's tick
     r = cli(*args, "--retry-errors")
     assert r.returncode == 0 and "1 new result line(s)" in r.stderr and "1 error line(s) retried" in r.stderr, r.stderr
     lines = read_lines(out)

@@ -33,11 +33,12 @@ def generate(
     follow on stderr. Greedy unless --temperature is given."""
     import edgeai
     from edgeai.errors import InputError
+    from edgeai.generation import generator_for
 
     if system is not None and not chat:
         raise InputError("--system goes with --chat.")
     pipe = edgeai.load(model, provider=provider, variant=variant, threads=threads)
-    gen = pipe._generator()  # a package that cannot generate says so before any prompt is printed
+    gen = generator_for(pipe)  # a package that cannot generate says so before any prompt is printed
     if chat and not gen.spec.get("chat_template"):
         raise InputError(f"{pipe.name}'s tokenizer has no chat template; leave out --chat.")
     if pipe.session.choice.fell_back:

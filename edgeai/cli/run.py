@@ -74,6 +74,7 @@ def run(
     if literal and not pipe.is_text:
         raise InputError(f"--text is for text models; {pipe.name} is a model for {pipe.task}.")
     pipe.check_top_k(top_k)
+    top_k = 5 if top_k is None and pipe.ranks_classes else top_k
     if out_file is not None:
         if pipe.task == "tensor":
             raise InputError("Bulk runs (--out) take images or texts; a tensor model runs its .npy/.npz files, or a "
@@ -158,7 +159,8 @@ def _run_bulk(pipe, inputs: list[str], out_file: Path, batch_size: int, workers:
               ray_address: str | None = None, provider: str = "auto", opts: dict | None = None) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
-    from edgeai.bulk import journal_for, list_inputs, new_file_for, run_bulk, write_parquet
+    from edgeai.bulk import list_inputs, run_bulk
+    from edgeai.journal import journal_for, new_file_for, write_parquet
 
     opts = opts or {}
     if opts.get("new_file"):
@@ -195,6 +197,7 @@ def _run_bulk(pipe, inputs: list[str], out_file: Path, batch_size: int, workers:
     rate = f" at {new / stats['seconds']:.1f}/s" if new and stats["seconds"] > 0 else ""
     skipped = f"; {stats['skipped']} already there, skipped" if stats["skipped"] else ""
     skipped += f"; {stats['retried']} error line(s) retried" if stats.get("retried") else ""
+    skipped += f"; {stats['changed']} redone, their input changed since" if stats.get("changed") else ""
     errors = f", {stats['errors']} of them {'an error' if stats['errors'] == 1 else 'errors'}" if stats["errors"] else ""
     err.print(f"{out_file}: {new} new result line(s){errors}{rate}{skipped} ({pipe.variant}, {pipe.provider}).", markup=False)
     if parquet is not None:
@@ -202,6 +205,9 @@ def _run_bulk(pipe, inputs: list[str], out_file: Path, batch_size: int, workers:
         err.print(f"{parquet}: {rows} rows (from {out_file}, which keeps the run resumable).", markup=False)
     if stats["errors"]:
         plain_error(f"{stats['errors']} input(s) failed (their lines say why); the first: {stats['first_error']}")
+        raise typer.Exit(1)
+    if stats.get("failed"):  # skipped, but answered by error lines: the file is not a success yet
+        plain_error(f"{out_file} still holds {stats['failed']} error line(s) from an earlier run; --retry-errors runs those inputs again.")
         raise typer.Exit(1)
 
 

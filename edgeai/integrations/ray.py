@@ -57,7 +57,8 @@ class _Worker:
         self.top_k = top_k
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from edgeai.bulk import _image_batches, _text_batches, record_line, stamp
+        from edgeai.bulk import _image_batches, _text_batches
+        from edgeai.journal import record_line, stamp
         from edgeai.text import TextLine
 
         # a text line read from a file travels with where it came from ("at"), so its line says so
@@ -98,7 +99,7 @@ def run_ray(
     """
     import time
 
-    from edgeai.bulk import model_id, pending
+    from edgeai.journal import model_id, pending
     from edgeai.pipeline import open_package, resolve_variant
 
     ray = _ray()

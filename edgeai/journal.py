@@ -1,0 +1,245 @@
+"""The output file of a bulk run: JSON lines, resumable, stamped with the model that wrote them
+(see :mod:`edgeai.bulk` for the run itself), and the Parquet table written from them."""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from .atomic import _fsync_dir
+from .errors import DependencyError, InputError
+from .postprocess import to_jsonable
+from .text import input_fields
+
+
+def nonblank_lines(path: Path) -> Iterator[str]:
+    """The lines of a text file that hold more than whitespace, without their newlines."""
+    with open(path, encoding="utf-8-sig", errors="surrogateescape", newline=None) as f:  # -sig: a BOM is not text
+        for line in f:
+            line = line.rstrip("\n")
+            if line.strip():
+                yield line
+
+
+def model_id(pkg, variant: str) -> str:
+    """What a bulk line says made it: the package name and the variant file's sha256 prefix."""
+    return f"{pkg.name}@{pkg.variants[variant]['sha256'][:12]}"
+
+
+def stamp(pipe) -> dict[str, str]:
+    """The fields every result line of this pipeline ends with."""
+    return {"model": model_id(pipe.package, pipe.variant), "variant": pipe.variant, "provider": pipe.provider}
+
+
+def record_line(record: dict, tail: dict[str, str]) -> str:
+    """One JSON line (no newline): a result gets ``model``/``variant``/``provider``, an error
+    line ``model`` alone. The single-machine and the Ray path both write through this."""
+    return _dumps({**record, "model": tail["model"]} if "error" in record else {**record, **tail})
+
+
+def new_file_for(out: str | os.PathLike, name: str, variant: str) -> Path:
+    """The file ``--new-file`` writes beside ``out``: ``results.<model>-<variant>.jsonl``."""
+    out = Path(out)
+    tag = "".join(c if c.isalnum() or c in "._-" else "_" for c in f"{name}-{variant}")
+    journal = out.name.lower().endswith(".parquet.jsonl")
+    base, suffix = (out.name[: -len(".parquet.jsonl")], out.name[-len(".parquet.jsonl"):]) if journal else (out.stem, out.suffix)
+    return out.with_name(f"{base}.{tag}{suffix}")
+
+
+def _refusal(out: Path, line: dict, model: str, variant: str | None, new_file: bool) -> str:
+    """The one sentence that refuses to resume into a file another model (or variant) wrote."""
+    name = model.split("@")[0]
+    this = f"{model} ({variant})" if variant else model
+    side = new_file_for(out, name, variant or "auto").name
+    side = side[: -len(".jsonl")] if out.name.lower().endswith(".parquet.jsonl") else side  # name the table, not its journal
+    way = f"give another --out file, or pass --new-file to write {side} beside it"
+    if not new_file:
+        way = "give another --out file"
+    if "model" not in line:
+        return (f"{out} was written without the model in its lines (by an older edgeai), so resuming it with {this} "
+                f"cannot be checked: {way}.")
+    held = f"{line['model']} ({line['variant']})" if "variant" in line else line["model"]
+    return f"{out} holds results of {held}, not of this run's {this}: {way}."
+
+
+def done_inputs(out: Path, model: str | None = None, variant: str | None = None, retry_errors: bool = False,
+                new_file: bool = True, changed_since: Callable[[dict], bool] | None = None
+                ) -> tuple[collections.Counter, collections.Counter, int, int]:
+    """Inputs already answered in ``out`` (counted, so repeated inputs are redone only as often
+    as they are missing), those of them answered by an error line, how many error lines were
+    dropped (``retry_errors``), and how many lines were dropped because ``changed_since(line)``
+    says their input changed since.
+
+    With ``model``, a line of another model (or one without ``model``) refuses the file before
+    anything in it changes; then a torn last line is cut off, and the dropped lines are removed
+    (rewritten to a temporary file, then renamed)."""
+    done: collections.Counter = collections.Counter()
+    failed: collections.Counter = collections.Counter()
+    if not out.exists():
+        return done, failed, 0, 0
+    if out.is_dir():
+        raise InputError(f"--out {out} is a directory; give a .jsonl file name.")
+    errors, changed, drop = 0, 0, set()
+    with open(out, "rb") as f:
+        for n, line in enumerate(f, 1):
+            if not line.endswith(b"\n"):
+                break  # a torn last line: cut off below
+            try:
+                rec = json.loads(line)
+                key = rec["input"]
+            except (ValueError, KeyError, TypeError):
+                raise InputError(f"{out} line {n} is not an edgeai result; give another --out file.") from None
+            if model is not None and rec.get("model") != model:
+                raise InputError(_refusal(out, rec, model, variant, new_file))
+            if retry_errors and "error" in rec:
+                errors += 1
+                drop.add(n)
+            elif changed_since is not None and changed_since(rec):
+                changed += 1
+                drop.add(n)
+            else:
+                done[key] += 1
+                failed[key] += "error" in rec
+    _cut_torn_tail(out)
+    if drop:
+        _drop_lines(out, drop)
+    return done, failed, errors, changed
+
+
+def _drop_lines(out: Path, numbers: set[int]) -> None:
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        with open(out, "rb") as src, open(tmp, "wb") as dst:
+            for n, line in enumerate(src, 1):
+                if n not in numbers:
+                    dst.write(line)
+            dst.flush()
+            os.fsync(dst.fileno())
+        os.replace(tmp, out)
+        _fsync_dir(out.parent)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def modified(path: str) -> str | None:
+    """An image file's modification time as an image result records it (UTC, ISO 8601, to the
+    microsecond): a resumed run redoes an image replaced since. None when there is no such file."""
+    from datetime import datetime, timezone
+
+    try:
+        return datetime.fromtimestamp(os.stat(path).st_mtime_ns / 1e9, timezone.utc).isoformat()
+    except (OSError, ValueError, OverflowError):
+        return None
+
+
+def pending(items: list[str], out: Path, model: str | None = None, variant: str | None = None,
+            retry_errors: bool = False, new_file: bool = True) -> tuple[list[str], dict[str, Any]]:
+    """The items ``out`` does not answer yet, or answers for an input that has changed since
+    (an edited line of a text file, an image file modified since), and the run's opening
+    figures (``total``, ``skipped``, ``failed`` (skipped inputs whose lines are errors), ``retried``,
+    ``changed``); see :func:`done_inputs` for the
+    checks on ``out``."""
+    if not out.parent.is_dir():
+        raise InputError(f"The directory of --out ({out.parent}) does not exist.")
+    fields = [input_fields(item) for item in items]
+    names = {f["input"] for f in fields}
+    texts = {f["input"]: f["text"] for f in fields if "text" in f}
+
+    def changed_since(line: dict) -> bool:  # an edited line of a text file, an image file replaced
+        key = line["input"]
+        if key not in names:
+            return False
+        if "text" in line and key in texts:
+            return line["text"] != texts[key]
+        return "modified" in line and line["modified"] != modified(key)
+
+    already, failed, retried, changed = done_inputs(out, model, variant, retry_errors, new_file, changed_since)
+    todo: list[str] = []
+    old_errors = 0
+    for f, item in zip(fields, items):
+        if already[f["input"]] > 0:
+            already[f["input"]] -= 1
+            if failed[f["input"]] > 0:
+                failed[f["input"]] -= 1
+                old_errors += 1
+        else:
+            todo.append(item)
+    stats: dict[str, Any] = {"total": len(items), "skipped": len(items) - len(todo), "failed": old_errors, "retried": retried,
+                             "changed": changed, "done": 0, "errors": 0, "first_error": None}
+    return todo, stats
+
+
+def _cut_torn_tail(out: Path) -> None:
+    with open(out, "rb+") as f:
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        if size == 0:
+            return
+        pos = size
+        while pos > 0:
+            step = min(1 << 16, pos)
+            f.seek(pos - step)
+            chunk = f.read(step)
+            nl = chunk.rfind(b"\n")
+            if nl >= 0:
+                end = pos - step + nl + 1
+                break
+            pos -= step
+        else:
+            end = 0
+        if end != size:
+            f.truncate(end)
+
+
+def _dumps(record: dict) -> str:
+    # ensure_ascii keeps undecodable input names (surrogates) writable; json reads them back alike
+    return json.dumps(to_jsonable(record), ensure_ascii=True)
+
+
+def journal_for(out: str | os.PathLike) -> Path:
+    """Where the JSON lines go: ``out`` itself, or ``out.jsonl`` beside a ``.parquet`` output."""
+    out = Path(out)
+    return out.with_name(out.name + ".jsonl") if out.suffix.lower() == ".parquet" else out
+
+
+def _printable(value: Any) -> Any:
+    """Parquet strings are UTF-8: an undecodable file name (kept as surrogates) becomes \\xNN text."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    if isinstance(value, dict):
+        return {k: _printable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_printable(v) for v in value]
+    return value
+
+
+def write_parquet(journal: str | os.PathLike, out: str | os.PathLike) -> int:
+    """Every line of the journal as one Parquet row (written to a temporary name, then renamed).
+
+    Columns are the union of the lines' keys, so error lines (``input``, ``error``) and result
+    lines share one table; ``top_k`` becomes a list of structs and ``embedding`` a list of floats.
+    """
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DependencyError("Writing Parquet needs pyarrow (pip install pyarrow; the ray extra includes it), "
+                              "or write JSON lines with --out FILE.jsonl.") from None
+    rows = [_printable(json.loads(line)) for line in nonblank_lines(Path(journal))] if Path(journal).exists() else []
+    keys = list(dict.fromkeys(k for r in rows for k in r)) or ["input"]
+    try:
+        table = pa.table({k: [r.get(k) for r in rows] for k in keys})
+    except pa.ArrowException as e:
+        raise InputError(f"The results in {journal} do not fit one Parquet table ({str(e).splitlines()[0][:200]}); "
+                         "keep the JSON lines.") from None
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return table.num_rows

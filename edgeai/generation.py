@@ -153,7 +153,7 @@ class Generator:
         io.bind_cpu_input("decoder_input_ids", np.asarray([[self.start]], dtype=np.int64))
         for _, out in self.cross:
             io.bind_output(out, self.device, self.device_id)
-        self.encoder.run_with_iobinding(io)
+        _run(self.encoder, io)
         return io.get_outputs(), len(prompt_ids)
 
     def _step(self, ids: list[int], start: int, cache: "KVCache", cross: tuple[list, int] | None = None):
@@ -176,9 +176,24 @@ class Generator:
                 io.bind_cpu_input(name, feeds[name])
         io.bind_output("logits", "cpu")  # first: get_outputs() follows the binding order
         cache.bind(io, start, total)
-        self.session.run_with_iobinding(io)
+        _run(self.session, io)
         cache.swap()
         return io.get_outputs()[0].numpy()[0, -1]
+
+
+def _run(session, io) -> None:
+    """One bound run; what ONNX Runtime refuses (a position past what the model was trained on)
+    is one InputError sentence naming the node, without its log line on stderr."""
+    import onnxruntime as ort
+
+    from .session import run_failure
+
+    quiet = ort.RunOptions()
+    quiet.log_severity_level = 4
+    try:
+        session.run_with_iobinding(io, quiet)
+    except Exception as e:  # ONNX Runtime's pybind errors (Fail, InvalidArgument, RuntimeException)
+        raise InputError(run_failure(e)) from None
 
 
 class KVCache:
@@ -333,7 +348,7 @@ def generate(pipe, prompt: Any, stream: bool = False, cancel: threading.Event | 
     from .text import check_text
 
     stop = options.pop("stop", None)
-    s = Sampling(stop=(stop,) if isinstance(stop, str) else tuple(stop or ()), **options)
+    s = Sampling(stop=() if stop is None else tuple(stop) if isinstance(stop, (list, tuple)) else (stop,), **options)
     s.check()
     gen = generator_for(pipe)
     if chat.is_conversation(prompt):  # one chat: the model's template makes the prompt

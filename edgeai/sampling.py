@@ -23,16 +23,34 @@ class Sampling:
     stop: tuple[str, ...] = ()
 
     def check(self) -> None:
-        if self.max_new_tokens < 1:
-            raise InputError(f"max_new_tokens must be at least 1; got {self.max_new_tokens}.")
-        if self.temperature < 0:
-            raise InputError(f"temperature must be 0 (greedy) or more; got {self.temperature}.")
-        if self.top_k is not None and self.top_k < 1:
-            raise InputError(f"top_k must be at least 1; got {self.top_k}.")
-        if self.top_p is not None and not 0 < self.top_p <= 1:
+        """One InputError sentence for an option of the wrong type, out of range or that would be ignored."""
+        import math
+
+        def whole(name: str, v: object, low: int) -> None:
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
+                raise InputError(f"{name} must be a whole number of at least {low}; got {v!r}.")
+
+        def real(name: str, v: object) -> float:
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or math.isnan(v):
+                raise InputError(f"{name} must be a number; got {v!r}.")
+            return float(v)
+
+        whole("max_new_tokens", self.max_new_tokens, 1)
+        if real("temperature", self.temperature) < 0 or math.isinf(self.temperature):
+            raise InputError(f"temperature must be 0 (greedy) or a finite number above it; got {self.temperature}.")
+        if self.top_k is not None:
+            whole("top_k", self.top_k, 1)
+        if self.top_p is not None and not 0 < real("top_p", self.top_p) <= 1:
             raise InputError(f"top_p must be in (0, 1]; got {self.top_p}.")
-        if self.repetition_penalty <= 0:
+        if not 0 < real("repetition_penalty", self.repetition_penalty) < math.inf:
             raise InputError(f"repetition_penalty must be positive; got {self.repetition_penalty}.")
+        if self.seed is not None:
+            whole("seed", self.seed, 0)
+        if self.temperature == 0 and (given := [n for n in ("top_k", "top_p", "seed") if getattr(self, n) is not None]):
+            raise InputError(f"{', '.join(given)} shape{'s' if len(given) == 1 else ''} sampling, and temperature 0 "
+                             "decodes greedily: give a temperature above 0 (e.g. 0.7), or leave them out.")
+        if not all(isinstance(x, str) and x for x in self.stop):
+            raise InputError(f"stop takes non-empty strings; got {list(self.stop)!r}.")
 
 
 def pick(logits: np.ndarray, seen: Sequence[int], s: Sampling, rng: np.random.Generator) -> int:

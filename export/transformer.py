@@ -141,7 +141,9 @@ def max_length(path: Path, config: dict, st: dict | None = None) -> int:
     """The most tokens the checkpoint takes: its positions (fewer where they start after the
     padding index), its tokenizer's and sentence-transformers' limits."""
     tok_cfg = _read_json(path / "tokenizer_config.json")
-    limits = [int(config.get("max_position_embeddings", 512))]
+    # GPT-2-style configs spell the positions n_positions (or n_ctx)
+    positions = next((config[k] for k in ("max_position_embeddings", "n_positions", "n_ctx") if isinstance(config.get(k), int)), 512)
+    limits = [positions]
     if config.get("model_type") in _POSITION_OFFSET:
         limits[0] -= int(config.get("pad_token_id", 1)) + 1
     if isinstance(tok_cfg.get("model_max_length"), int) and tok_cfg["model_max_length"] < 100_000:

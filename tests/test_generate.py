@@ -287,6 +287,17 @@ def test_bad_arguments_are_one_sentence(packages):
                 pipe.generate("hi", **kwargs)
         with pytest.raises(InputError, match="empty"):
             pipe.generate("   ")
+        for kwargs, text in (({"max_new_tokens": "3"}, "whole number"), ({"temperature": float("nan")}, "a number"),
+                             ({"temperature": 1, "seed": -1}, "seed"), ({"stop": 5}, "non-empty strings"),
+                             ({"stop": ""}, "non-empty strings"), ({"top_k": 3}, "give a temperature above 0")):
+            with pytest.raises(InputError, match=text):
+                pipe.generate("hi", **kwargs)
+        # past the positions the model was trained on (256): the prompt is refused, and the package records the limit
+        assert pipe.package.manifest["generation"]["max_length"] == 256
+        with pytest.raises(InputError, match="at most 256"):
+            pipe.generate("hello " * 300)
+        r = pipe.generate("Hello", max_new_tokens=400)
+        assert r["finish_reason"] in ("eos", "length") and r["prompt_tokens"] + r["new_tokens"] <= 256
 
 
 def test_cli_streams_and_json(packages):
@@ -298,6 +309,16 @@ def test_cli_streams_and_json(packages):
     assert r["input"] == "Hello" and r["new_tokens"] <= 4 and r["prompt_tokens"] >= 1 and "ttft_ms" in r
     bad = cli("generate", "--model", str(packages["gpt2"]), "Hello", "--temperature", "-1")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    bad = cli("generate", "--model", str(packages["gpt2"]), "Hello", "--temperature", "0.7", "--top-p", "0")
+    assert bad.returncode == 1 and bad.stdout == "" and "top_p must be in (0, 1]" in bad.stderr  # before any prompt is printed
+    # one bad prompt leaves the others their results, and the exit status says one failed
+    out = cli("generate", "--model", str(packages["gpt2"]), "Hello", "", "Once", "--max-new-tokens", "3", "--json")
+    doc = json.loads(out.stdout)
+    assert out.returncode == 1 and [("error" in r) for r in doc["results"]] == [False, True, False], out.stdout
+    out = cli("generate", "--model", str(packages["gpt2"]), "Hello", "", "Once", "--max-new-tokens", "3")
+    assert out.returncode == 1 and out.stdout.count("\n") == 2 and "Once" in out.stdout and "empty" in out.stderr, out.stderr
+    out = cli("generate", "--model", "efficientnet-lite0", "Hello")  # said before any first-use build
+    assert out.returncode == 1 and "built-in image-classification model" in out.stderr, out.stderr
 
 
 def test_bulk_prompts_to_jsonl_resumable(packages, tmp_path):

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import print_json
+from ._common import plain_error, print_json
 from ._plain import note, style
 
 
@@ -31,20 +31,29 @@ def generate(
     """Continue each PROMPT with a text-generation package (or answer it, with an encoder-decoder
     such as T5), streaming the text as it is decoded; tokens/s and the time to the first token
     follow on stderr. Greedy unless --temperature is given."""
+    from pathlib import Path
+
     import edgeai
-    from edgeai.errors import InputError
+    from edgeai.errors import EdgeAIError, InputError
     from edgeai.generation import generator_for
+    from edgeai.home import resolve_builtin
+    from edgeai.sampling import Sampling
 
     if system is not None and not chat:
         raise InputError("--system goes with --chat.")
+    options = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_k": top_k, "top_p": top_p,
+               "repetition_penalty": repetition_penalty, "seed": seed}
+    Sampling(**options, stop=tuple(stop or ())).check()  # before a build, a load or a prompt is printed
+    options["stop"] = stop or None
+    if not Path(model).exists() and (b := resolve_builtin(model)) is not None and "generation" not in b.task:
+        raise InputError(f"{model} is a built-in {b.task} model; edgeai generate needs a text-generation package "
+                         "(edgeai export --model DIR_OR_ID --task text-generation-with-past).")
     pipe = edgeai.load(model, provider=provider, variant=variant, threads=threads)
     gen = generator_for(pipe)  # a package that cannot generate says so before any prompt is printed
     if chat and not gen.spec.get("chat_template"):
         raise InputError(f"{pipe.name}'s tokenizer has no chat template; leave out --chat.")
     if pipe.session.choice.fell_back:
         note(f"note: {pipe.provider_note}")
-    options = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_k": top_k, "top_p": top_p,
-               "repetition_penalty": repetition_penalty, "seed": seed, "stop": stop or None}
     answer = chat or pipe.task == "text2text-generation"  # the output is an answer, not a continuation
 
     def message(p: str):  # what generate() takes for PROMPT
@@ -52,19 +61,42 @@ def generate(
             return p
         return ([{"role": "system", "content": system}] if system is not None else []) + [{"role": "user", "content": p}]
 
+    failed: list[str] = []  # each prompt on its own account: one that fails leaves the others their results
     if json_:
-        results = [{"input": p, **pipe.generate(message(p), **options)} for p in prompts]
+        results = []
+        for p in prompts:
+            try:
+                results.append({"input": p, **pipe.generate(message(p), **options)})
+            except EdgeAIError as e:
+                results.append({"input": p, "error": str(e)})
+                failed.append(str(e))
         print_json({"model": model, "variant": pipe.variant, "provider": pipe.provider, "results": results})
-        return
-    for p in prompts:
+    for p in prompts if not json_ else []:
+        stats: dict = {}
+        try:
+            pieces = pipe.generate(message(p), stream=True, stats=stats, **options)  # checks the prompt first
+        except EdgeAIError as e:
+            failed.append(str(e))
+            continue
         sys.stdout.write(style(p, "bold") + (" → " if answer else ""))
         sys.stdout.flush()
-        stats = {}
-        for piece in pipe.generate(message(p), stream=True, stats=stats, **options):
-            sys.stdout.write(piece)
-            sys.stdout.flush()
+        try:
+            for piece in pieces:
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+        except EdgeAIError as e:  # a step ONNX Runtime refused: the text so far stays, the error follows
+            failed.append(str(e))
         sys.stdout.write("\n")
         sys.stdout.flush()
-        note(style(f"[{stats.get('new_tokens', 0)} tokens, {stats.get('tokens_per_s', 0):.1f} tokens/s, "
-                   f"first token {stats.get('ttft_ms', 0):.0f} ms, {stats.get('finish_reason')}; "
+        if not stats:
+            continue
+        n, reason = stats.get("new_tokens", 0), stats.get("finish_reason")
+        if reason == "length" and n < max_new_tokens:
+            reason = f"length: the model's context is {gen.max_length} tokens, prompt included"
+        note(style(f"[{n} token{'s' if n != 1 else ''}, {stats.get('tokens_per_s', 0):.1f} tokens/s, "
+                   f"first token {stats.get('ttft_ms', 0):.0f} ms, {reason}; "
                    f"{pipe.variant} on {pipe.provider}]", "dim", stream=sys.stderr))
+    for e in failed:
+        plain_error(e)
+    if failed:
+        raise typer.Exit(1)

@@ -40,3 +40,9 @@ class TraceWarning(UserWarning):
     """The export's trace turned a tensor of the user's own model into a Python value (an ``if``
     on a tensor, ``.item()``): the ONNX graph keeps what the example computed there. Said with
     ``warnings.warn``; the CLI prints it as a ``warning:`` line."""
+
+
+def a_type(x: object) -> str:
+    """``"an int"``, ``"a list"``: the type of ``x`` with its article, for error sentences."""
+    name = type(x).__name__
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"

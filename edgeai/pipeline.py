@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 import numpy as np
 
 from . import home, providers, tasks
-from .errors import EdgeAIError, InputError, PackageError, PipelineClosedError
+from .errors import EdgeAIError, InputError, PackageError, PipelineClosedError, a_type
 from .package import VARIANTS, Package
 from .choice import LOSSY, LOSSY_MARGIN, check_threads, choose_variant, for_provider, meets_budget, recorded_latency, resolve_threads, resolve_variant  # noqa: F401  (re-exported)
 from .session import Session
@@ -154,7 +154,7 @@ class Pipeline:
         if self._post_spec["type"] != "embedding":
             raise InputError(f"embed() needs an embedding model; {self.name!r} is a {self.task} model (use predict, or `edgeai run`).")
         if isinstance(texts, Mapping):  # a dict would embed its keys
-            raise InputError(f"embed() takes a text or a list of texts; got a {type(texts).__name__}.")
+            raise InputError(f"embed() takes a text or a list of texts; got {a_type(texts)}.")
         items = [texts] if isinstance(texts, (str, bytes, bytearray)) or not hasattr(texts, "__iter__") else list(texts)
         if not items:
             raise InputError("embed() was given no texts; pass at least one string.")

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import InputError
+from .errors import InputError, a_type
 
 # Pillow warns above MAX_IMAGE_PIXELS and raises above twice that. edgeai refuses anything above
 # this many pixels outright: a 16k x 16k photo is already 256 MP.
@@ -30,15 +30,18 @@ _INTERP = {
 def _describe(x: Any) -> str:
     if isinstance(x, np.ndarray):
         return f"a {x.dtype} array of shape {tuple(x.shape)}"
-    return f"a {type(x).__name__}"
+    return a_type(x)
 
 
 def open_image(source: str | os.PathLike) -> Image.Image:
     """Open and fully decode an image file, turning every failure into one InputError sentence."""
     path = Path(source)
     if not path.exists():
+        shown = str(source) if len(str(source)) <= 120 else str(source)[:119] + "…"
+        if str(source).startswith(("http://", "https://")):
+            raise InputError(f"{shown} is a web address; edgeai reads local files only: download the image and give its path.")
         hint = " (for text, use a text model: --model bert)" if " " in str(path) and not Path(path).suffix else ""
-        raise InputError(f"Image file '{path}' does not exist{hint}.")
+        raise InputError(f"Image file '{shown}' does not exist{hint}.")
     if path.is_dir():
         raise InputError(f"{path} is a directory; expected an image file (edgeai run DIR --out results.jsonl runs a folder).")
     if path.stat().st_size == 0:

@@ -102,7 +102,8 @@ def ladder(pkg: Package, damaged: dict[str, str] | None = None) -> dict[str, Any
         "model": pkg.name, "family": pkg.manifest["family"], "task": pkg.task, "package": str(pkg.path),
         "budget": pkg.manifest.get("budget"), "headline": dict(zip(("provider", "machine", "batch"), key)) if key else None,
         "rungs": rungs, "latencies": entries, "this_machine": machine_id(), "auto": _auto(pkg),
-        "torch_hint": None if rungs[0]["latency"] else _torch_hint(pkg), "damaged": damaged,
+        # a generation package's PyTorch reference is timed by benchmarks/generate.py, not bench
+        "torch_hint": None if rungs[0]["latency"] or "generation" in pkg.manifest else _torch_hint(pkg), "damaged": damaged,
     }
 
 

@@ -19,7 +19,7 @@ import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
 
 from . import providers as _providers
-from .errors import InputError, PackageError
+from .errors import InputError, PackageError, a_type
 
 log = logging.getLogger("edgeai")
 
@@ -62,7 +62,7 @@ class _Spec:
         if isinstance(value, ort.OrtValue):
             return self._check_ortvalue(value)
         if not isinstance(value, np.ndarray):
-            raise InputError(f"Input {self.name!r} must be a numpy array of {self.describe()}; got a {type(value).__name__}.")
+            raise InputError(f"Input {self.name!r} must be a numpy array of {self.describe()}; got {a_type(value)}.")
         if value.dtype != self.dtype:
             if not np.can_cast(value.dtype, self.dtype, "same_kind") or value.dtype.kind == "b":
                 raise InputError(f"Input {self.name!r} must be {self.describe()}; got dtype {value.dtype}, which cannot be cast safely.")
@@ -210,7 +210,7 @@ def check_feed(inputs: list[_Spec] | list[dict], feed: Mapping[str, object]) -> 
     inputs = [s if isinstance(s, _Spec) else _Spec(s) for s in inputs]
     names = {s.name for s in inputs}
     if not isinstance(feed, Mapping):
-        raise InputError(f"Expected a dict of input name -> array ({_expected(inputs)}); got a {type(feed).__name__}.")
+        raise InputError(f"Expected a dict of input name -> array ({_expected(inputs)}); got {a_type(feed)}.")
     if feed.keys() != names:
         missing = sorted(names - set(feed))
         unknown = sorted(set(feed) - names)

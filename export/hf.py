@@ -88,8 +88,14 @@ def inspect(model: str | os.PathLike, task: str | None) -> HFCheckpoint:
     if task is None:
         task = _infer_task(tm, config)
     task = tm.map_from_synonym(task)
-    if task not in supported:
-        raise InputError(f"Optimum cannot export a {model_type} model for {task}; for {model_type} it can: {', '.join(supported)}.")
+    # edgeai's tasks: Optimum's, less the "-with-past" variants of all but the generation tasks
+    # (a KV cache serves only edgeai's generation loop, which the plain generation task names)
+    gen_tasks = ("text-generation-with-past", "text2text-generation-with-past")
+    offered = [t for t in supported if not t.endswith("-with-past") or t in gen_tasks]
+    if task not in offered:
+        why = (f"edgeai exports {task.removesuffix('-with-past')} without a KV cache"
+               if task in supported else f"Optimum cannot export a {model_type} model for {task}")
+        raise InputError(f"{why}; for {model_type} it can export: {', '.join(dict.fromkeys(t.removesuffix('-with-past') for t in offered))}.")
     for gen_task in ("text-generation", "text2text-generation"):
         if task.startswith(gen_task):  # always with the cache: edgeai's loop needs it
             if f"{gen_task}-with-past" not in supported:

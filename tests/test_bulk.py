@@ -196,6 +196,10 @@ def test_bulk_errors(pkgs, tmp_path):
         (["--out", str(tmp_path)], "is a directory"),
         (["--out", str(tmp_path / "no" / "o.jsonl")], "does not exist"),
         (["--out", str(tmp_path / "garbage.jsonl")], "not an edgeai result"),
+        (["--out", str(tmp_path / "r.csv")], "name it .jsonl"),
+        (["--out", str(tmp_path / "r.jsonl"), "--json"], "give one of them"),
+        (["--batch-size", "4"], "--batch-size is for a bulk run"),
+        (["--workers", "2"], "--workers is for a bulk run"),
     ]
     for extra, msg in cases:
         r = cli("run", "--model", str(pkgs["image"]), str(tmp_path / "photos"), *extra)

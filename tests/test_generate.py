@@ -300,6 +300,14 @@ def test_bad_arguments_are_one_sentence(packages):
         assert r["finish_reason"] in ("eos", "length") and r["prompt_tokens"] + r["new_tokens"] <= 256
 
 
+def test_a_cache_task_edgeai_does_not_generate_with_is_one_sentence(checkpoints):
+    from edgeai.export import hf
+
+    with pytest.raises(InputError, match=r"edgeai exports feature-extraction without a KV cache; for gpt2 it can export: "
+                                         r"(?!.*with-past).*text-generation"):
+        hf.inspect(checkpoints["gpt2"], "feature-extraction-with-past")
+
+
 def test_cli_streams_and_json(packages):
     out = cli("generate", "--model", str(packages["gpt2"]), "Hello there", "--max-new-tokens", "8")
     assert out.returncode == 0, out.stderr

@@ -251,7 +251,7 @@ def test_entity_f1_scores_spans_not_tokens():
 def test_errors_are_one_sentence(checkpoints, tmp_path):
     from edgeai.export import export_model
 
-    with pytest.raises(InputError, match=r"Optimum cannot export a vit model for token-classification; for vit it can: .*image-classification"):
+    with pytest.raises(InputError, match=r"Optimum cannot export a vit model for token-classification; for vit it can export: .*image-classification"):
         export_model("hf", tmp_path / "x", model=str(checkpoints["vit"]), task="token-classification")
     with pytest.raises(InputError, match="edgeai does not download models"):
         export_model("hf", tmp_path / "y", model="someone/not-in-the-cache")

@@ -94,7 +94,7 @@ def _print_table(doc: dict) -> None:
     if torch_threads and not doc["threads"]:
         threads = f"{threads}; PyTorch {', '.join(map(str, sorted(torch_threads)))}"
     runs = f"{doc['runs']} timed calls" if doc["runs"] else f"at least 30 timed calls and {doc['min_time_s']:g} s"
-    out.print(Text(f"threads: {threads}; {doc['rounds']} rounds of fresh processes, alternating order, {runs} each; "
+    out.print(Text(f"threads: {threads}; {doc['rounds']} round{'s' if doc['rounds'] != 1 else ''} of fresh processes{', alternating order' if doc['rounds'] > 1 else ''}, {runs} each; "
                    f"inputs: {doc['inputs']}; machine: {doc['machine']}, {doc['cores']} cores", style="dim"))
     out.print(Text("session: creating it (PyTorch: loading the model); first: the first call after that; both medians "
                    "over rounds. p50/p90/p99 pool the timed calls of all rounds; items/s = batch / mean latency; "

@@ -26,7 +26,7 @@ def run(
     threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads [default: ONNX Runtime's choice].")] = None,
     device_id: Annotated[int, typer.Option("--device-id", min=0, help="CUDA device index for CUDA/TensorRT (as CUDA_VISIBLE_DEVICES leaves them).")] = 0,
     out_file: Annotated[Optional[Path], typer.Option("--out", help="Bulk: write one JSON line per input to this file (resumable), or a .parquet file; INPUTS may be folders and list files.")] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Bulk: inputs per model call.")] = 16,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Bulk: inputs per model call [default: 16].")] = None,
     workers: Annotated[Optional[int], typer.Option(min=1, help="Bulk: image decoding threads [default: up to 4].")] = None,
     ray_address: Annotated[Optional[str], typer.Option("--ray", help="Bulk on Ray: 'local' starts a local instance, or a cluster address (needs the ray extra).")] = None,
     literal: Annotated[bool, typer.Option("--text", help="Text models: every argument is a text as it is, even one that names a file.")] = False,
@@ -45,7 +45,7 @@ def run(
     from edgeai.home import DEFAULT_MODEL, builtin_dir, resolve_builtin
     from edgeai.text import expand_text_inputs
 
-    _check_options(out_file, ray_address, new_file, retry_errors)
+    _check_options(out_file, ray_address, new_file, retry_errors, batch_size, workers, json_)
     if model is None:
         _model_named_as_input(inputs, resolve_builtin)
     name = model or DEFAULT_MODEL
@@ -79,7 +79,7 @@ def run(
         if pipe.task == "tensor":
             raise InputError("Bulk runs (--out) take images or texts; a tensor model runs its .npy/.npz files, or a "
                              f"folder of them, without --out (edgeai run --model {name} DIR --json).")
-        _run_bulk(pipe, inputs, out_file, batch_size, workers, top_k, ray_address, provider,
+        _run_bulk(pipe, inputs, out_file, batch_size or 16, workers, top_k, ray_address, provider,
                   {"literal": literal, "new_file": new_file, "retry_errors": retry_errors})
         return
     if pipe.task == "tensor":
@@ -110,11 +110,20 @@ def run(
         raise typer.Exit(1)
 
 
-def _check_options(out_file: Path | None, ray_address: str | None, new_file: bool, retry_errors: bool) -> None:
+def _check_options(out_file: Path | None, ray_address: str | None, new_file: bool, retry_errors: bool,
+                   batch_size: int | None = None, workers: int | None = None, json_: bool = False) -> None:
+    """Refuse what a run would ignore: bulk options without --out, --json with it, an --out that is not JSON lines."""
     if out_file is None:
-        for flag, given in (("--ray", ray_address is not None), ("--new-file", new_file), ("--retry-errors", retry_errors)):
+        for flag, given in (("--ray", ray_address is not None), ("--new-file", new_file), ("--retry-errors", retry_errors),
+                            ("--batch-size", batch_size is not None), ("--workers", workers is not None)):
             if given:
                 raise InputError(f"{flag} is for a bulk run: add --out results.jsonl.")
+        return
+    if json_:
+        raise InputError("--json prints results on stdout, and --out writes them to a file: give one of them.")
+    if out_file.suffix.lower() not in (".jsonl", ".json", ".ndjson", ".parquet") and not out_file.is_dir():
+        raise InputError(f"--out writes JSON lines (.jsonl) or a Parquet table (.parquet); {out_file.name} would hold "
+                         "JSON lines under another name: name it .jsonl.")
 
 
 def _model_named_as_input(inputs: list[str], resolve_builtin) -> None:
@@ -152,6 +161,18 @@ def _folders_need_out(inputs: list[str]) -> None:
     if all(x.strip() and Path(x).is_dir() for x in inputs):
         raise InputError(f"{inputs[0]} is a folder: add --out results.jsonl to run every input in it.")
     if lists := [x for x in inputs if Path(x).suffix.lower() in LIST_SUFFIXES and Path(x).is_file()]:
+        from itertools import islice
+
+        from edgeai.bulk import IMAGE_SUFFIXES
+        from edgeai.journal import nonblank_lines
+
+        try:
+            head = list(islice(nonblank_lines(Path(lists[0])), 5))
+        except OSError:
+            head = []
+        if head and not any(Path(line.strip()).suffix.lower() in IMAGE_SUFFIXES for line in head):
+            raise InputError(f"{lists[0]} holds text, not image paths, and this is an image model "
+                             "(for text, use a text model: --model bert).")
         raise InputError(f"{lists[0]} is a list of image paths: add --out results.jsonl to run every input in it.")
 
 
@@ -237,7 +258,7 @@ def _print_human(pipe, doc: dict) -> None:
         if "finish_reason" in r:  # a text-generation package: the prompt, then its continuation (or answer)
             say(style(r["input"], "bold") + (" → " if pipe.task == "text2text-generation" else "") + r["text"])
             continue
-        say(style(r["input"] + (f" · {_short(r['text'], 60)}" if "text" in r else ""), "bold"))
+        say(style(_short(r["input"], 100) + (f" · {_short(r['text'], 60)}" if "text" in r else ""), "bold"))  # --json has it whole
         if "entities" in r:
             rows = [(e["entity_group"], e["word"], f"{e['score']:.3f}", f"{e['start']}-{e['end']}") for e in r["entities"]]
             for line in table(rows, ("entity", "word", "score", "chars"), right={2, 3}, dim={3}) if rows else ["(no entities)"]:

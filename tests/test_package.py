@@ -44,6 +44,17 @@ def test_tampered_model_fails_its_hash(tiny_pkg):
         pkg.variant_path("fp32")
 
 
+def test_a_damaged_variant_names_the_fp32_one_that_may_still_run(tiny_pkg):
+    from quantize import quantize
+
+    quantize(tiny_pkg, measure_latency=False)
+    with open(tiny_pkg / Package.open(tiny_pkg).variants["int8"]["file"], "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(PackageError, match=r"does not match the sha256 .*; the fp32 variant may still run \(--variant fp32"):
+        Package.open(tiny_pkg).variant_path("int8")
+    Package.open(tiny_pkg).variant_path("fp32")  # intact
+
+
 def test_tampered_labels_fail_their_hash(tiny_pkg):
     (tiny_pkg / "labels.txt").write_text("cat\ndog\nbird\nfish\n")
     with pytest.raises(PackageError, match="labels.txt.*sha256"):

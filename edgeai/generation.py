@@ -90,8 +90,6 @@ class Generator:
         """Generate for ``req`` until EOS, a stop string, max_new_tokens or cancel; ``on_text``
         receives each new piece of text. Returns the whole text."""
         s = req.sampling
-        if len(req.prompt_ids) >= self.max_length:
-            raise InputError(f"The prompt is {len(req.prompt_ids)} tokens; this model takes at most {self.max_length} in all.")
         # The decoder's own sequence: the prompt, or an encoder-decoder's start token.
         t0 = time.perf_counter()
         prefix, cross = (req.prompt_ids, None) if self.encoder is None else ([self.start], self._encode(req.prompt_ids))
@@ -348,7 +346,8 @@ def generate(pipe, prompt: Any, stream: bool = False, cancel: threading.Event | 
     from .text import check_text
 
     stop = options.pop("stop", None)
-    s = Sampling(stop=() if stop is None else tuple(stop) if isinstance(stop, (list, tuple)) else (stop,), **options)
+    s = Sampling(stop=() if stop is None else (stop,) if isinstance(stop, str) or not hasattr(stop, "__iter__") else tuple(stop),
+                 **options)
     s.check()
     gen = generator_for(pipe)
     if chat.is_conversation(prompt):  # one chat: the model's template makes the prompt
@@ -361,6 +360,8 @@ def generate(pipe, prompt: Any, stream: bool = False, cancel: threading.Event | 
         return [generate(pipe, p, cancel=cancel, stop=stop, **options) for p in prompt]
     else:
         ids = gen.encode(check_text(prompt))
+    if len(ids) >= gen.max_length:  # here, not in the loop: a streamed request says so before its first piece
+        raise InputError(f"The prompt is {len(ids)} tokens; this model takes at most {gen.max_length} in all.")
     req = Request(ids, s, cancel if cancel is not None else threading.Event())
     if not stream:
         with pipe._track(req):

@@ -152,8 +152,9 @@ def pending(items: list[str], out: Path, model: str | None = None, variant: str 
         key = line["input"]
         if key not in names:
             return False
-        if "text" in line and key in texts:
-            return line["text"] != texts[key]
+        said = line.get("prompt") if "finish_reason" in line else line.get("text")  # a generation's text is its output
+        if said is not None and key in texts:
+            return said != texts[key]
         return "modified" in line and line["modified"] != modified(key)
 
     already, failed, retried, changed = done_inputs(out, model, variant, retry_errors, new_file, changed_since)

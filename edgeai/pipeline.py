@@ -167,12 +167,7 @@ class Pipeline:
 
     def check_top_k(self, k: int | None) -> None:
         """Refuse a ``top_k`` that would be ignored (only classifiers rank classes) or is not a count."""
-        if k is None:
-            return
-        if not self.ranks_classes:
-            raise InputError(f"top-k is for classifiers; {self.name} is a model for {self.task}, whose results have no classes to rank.")
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise InputError(f"top_k is how many classes to return, a whole number of at least 1; got {k!r}.")
+        tasks.check_top_k(self.package, k)
 
     def _predict_tensor(self, x: Any) -> dict:
         """A ``tensor`` model: an array (one input), a dict of arrays or a .npy/.npz path -> raw outputs."""
@@ -225,6 +220,7 @@ class Pipeline:
         prints each as a ``warning:`` line)."""
         from .text import input_fields
 
+        self.check_top_k(top_k)  # once, not as an error per input
         labels = [str(x) if isinstance(x, (str, os.PathLike)) else f"{'array' if isinstance(x, np.ndarray) else 'input'}[{i}]"
                   for i, x in enumerate(inputs)]
         if "generation" in self.package.manifest:

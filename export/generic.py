@@ -88,8 +88,13 @@ def load_factory(ref: str):
     # (folders with __init__.py) is imported as `python -m pkg.file` would, under its dotted name
     # with the package's parent on sys.path, so that its relative imports (`from .layers ...`) work.
     name, root = _dotted_name(path)
+    top = sys.modules.get(name.split(".")[0]) if "." in name else None
+    if top is not None and not Path(getattr(top, "__file__", None) or "/").resolve().is_relative_to(root):
+        raise InputError(f"{path} is in a package named {name.split('.')[0]!r}, the name of a module already imported "
+                         f"from {Path(top.__file__).parent}: rename its folder.")
     folders = [f for f in dict.fromkeys([str(path.resolve().parent), str(root)]) if f not in sys.path]
     sys.path[:0] = folders
+    before = set(sys.modules)
     spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
     if "." in name:
@@ -110,10 +115,21 @@ def load_factory(ref: str):
         for f in folders:
             if f in sys.path:
                 sys.path.remove(f)
+        _forget(set(sys.modules) - before, before, root)
     if not isinstance(module, torch.nn.Module):
         raise ExportError(f"The factory {attr}() in {path} returned an object of type {type(module).__name__}, "
                           "not a torch.nn.Module.")
     return module
+
+
+def _forget(added: set[str], before: set[str], root: Path) -> None:
+    """Drop the user's modules this import added (its package, its neighbours: files under
+    ``root``), so that another factory with a ``layers.py`` of its own is not given this one's;
+    the classes already made keep their code. Modules of packages imported before stay."""
+    for key in added:
+        file = getattr(sys.modules.get(key), "__file__", None)
+        if key.split(".")[0] not in before and file and Path(file).resolve().is_relative_to(root):
+            del sys.modules[key]
 
 
 def _dotted_name(path: Path) -> tuple[str, Path]:

@@ -22,6 +22,7 @@ from conftest import cli  # noqa: E402
 
 import edgeai  # noqa: E402
 from edgeai.errors import InputError  # noqa: E402
+from edgeai.generation import generator_for  # noqa: E402
 
 NEW = 12
 SEQ2SEQ = ("t5", "bart")
@@ -114,7 +115,7 @@ def _greedy_runs(model, package, spec: dict, skip_prompt: bool):
     eos = spec["eos_token_ids"][0]
     for variant in ("fp32", "optimized"):
         with edgeai.load(package, variant=variant) as pipe:
-            gen = pipe._generator()
+            gen = generator_for(pipe)
             for prompt in _prompts():
                 ids = gen.encode(prompt)
                 with torch.inference_mode():
@@ -158,7 +159,7 @@ def test_chat_template_renders_and_generates_as_transformers(checkpoints, packag
     chats.append([{"role": "system", "content": "Answer briefly. "}, {"role": "user", "content": "Where is Zürich?"},
                   {"role": "assistant", "content": "In Switzerland."}, {"role": "user", "content": "And Lusaka?"}])
     with edgeai.load(packages["qwen2"], variant="fp32") as pipe:
-        gen = pipe._generator()
+        gen = generator_for(pipe)
         for messages in chats:
             ids = hf_tok.apply_chat_template(messages, add_generation_prompt=True)
             assert gen.encode(render(gen.spec, messages), special=False) == ids

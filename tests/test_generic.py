@@ -259,6 +259,25 @@ def test_a_factory_imports_its_neighbours_and_inputs_may_differ_in_first_axis(tm
         assert np.array_equal(pipe.predict({"x": x[:1], "s": s})["outputs"]["output"], x[:1] * s + 1)
 
 
+def test_two_factories_with_same_named_neighbours_each_get_their_own(tmp_path):
+    """In one process (a notebook, a script exporting several models), a second factory whose
+    package and layers.py share the first one's names imports its own files, not the first's."""
+    import sys
+
+    from edgeai.export.generic import load_factory
+
+    for folder, factor in (("a", 2), ("b", 3)):
+        (tmp_path / folder / "nets").mkdir(parents=True)
+        (tmp_path / folder / "nets" / "__init__.py").write_text("")
+        (tmp_path / folder / "nets" / "layers.py").write_text(
+            f"import torch\n\nclass Scale(torch.nn.Module):\n    def forward(self, x):\n        return x * {factor}\n")
+        (tmp_path / folder / "nets" / "net.py").write_text("from .layers import Scale\n\ndef make():\n    return Scale()\n")
+    x = torch.ones(2)
+    assert load_factory(f"{tmp_path / 'a' / 'nets' / 'net.py'}:make")(x).tolist() == [2.0, 2.0]
+    assert load_factory(f"{tmp_path / 'b' / 'nets' / 'net.py'}:make")(x).tolist() == [3.0, 3.0]
+    assert "nets" not in sys.modules and "nets.layers" not in sys.modules
+
+
 def test_calibration_arrays_are_checked_and_measure_the_int8(tmp_path):
     """Bad calibration arrays are one sentence naming the file (not an ONNX Runtime traceback);
     good ones are also what a tensor model's int8 is measured on, instead of seeded noise."""

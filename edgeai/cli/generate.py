@@ -69,14 +69,14 @@ def generate(
                 results.append({"input": p, **pipe.generate(message(p), **options)})
             except EdgeAIError as e:
                 results.append({"input": p, "error": str(e)})
-                failed.append(str(e))
+                failed.append(f"prompt {_shown(p)}: {e}")
         print_json({"model": model, "variant": pipe.variant, "provider": pipe.provider, "results": results})
     for p in prompts if not json_ else []:
         stats: dict = {}
         try:
             pieces = pipe.generate(message(p), stream=True, stats=stats, **options)  # checks the prompt first
         except EdgeAIError as e:
-            failed.append(str(e))
+            failed.append(f"prompt {_shown(p)}: {e}")
             continue
         sys.stdout.write(style(p, "bold") + (" → " if answer else ""))
         sys.stdout.flush()
@@ -85,7 +85,7 @@ def generate(
                 sys.stdout.write(piece)
                 sys.stdout.flush()
         except EdgeAIError as e:  # a step ONNX Runtime refused: the text so far stays, the error follows
-            failed.append(str(e))
+            failed.append(f"prompt {_shown(p)}: {e}")
         sys.stdout.write("\n")
         sys.stdout.flush()
         if not stats:
@@ -100,3 +100,8 @@ def generate(
         plain_error(e)
     if failed:
         raise typer.Exit(1)
+
+
+def _shown(prompt: str) -> str:
+    """A prompt as an error line names it: quoted, its first 40 characters."""
+    return repr(prompt if len(prompt) <= 40 else prompt[:39] + "…")

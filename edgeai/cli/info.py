@@ -173,7 +173,8 @@ def _print_agreement_intervals(m: dict) -> None:
         figures = [f"{k.replace('_', ' ')} {acc[k]:.4f} [{acc[k + '_ci95'][0]:.3f}, {acc[k + '_ci95'][1]:.3f}]"
                    for k in ("top1_agreement", "cosine_mean") if k in acc and k + "_ci95" in acc]
         if figures and "test_accuracy" in acc:  # a trained classifier's own figure against the labels
-            figures.append(f"test accuracy {acc['test_accuracy']:.4f} (majority baseline {acc.get('baseline_accuracy', float('nan')):.4f})")
+            base = f" (majority baseline {acc['baseline_accuracy']:.4f})" if "baseline_accuracy" in acc else ""
+            figures.append(f"test accuracy {acc['test_accuracy']:.4f}{base}")
         if figures:
             vs = v.get("accuracy_details", {}).get("vs", "fp32" if name != "fp32" else "pytorch")
             on = f" on {acc['held_out']}" if "held_out" in acc else ""

@@ -121,6 +121,8 @@ def _check_options(out_file: Path | None, ray_address: str | None, new_file: boo
         return
     if json_:
         raise InputError("--json prints results on stdout, and --out writes them to a file: give one of them.")
+    if workers is not None and ray_address is not None:
+        raise InputError("--workers sets this machine's image decoding threads; with --ray each actor decodes its own batches.")
     if out_file.suffix.lower() not in (".jsonl", ".json", ".ndjson", ".parquet") and not out_file.is_dir():
         raise InputError(f"--out writes JSON lines (.jsonl) or a Parquet table (.parquet); {out_file.name} would hold "
                          "JSON lines under another name: name it .jsonl.")
@@ -167,7 +169,7 @@ def _folders_need_out(inputs: list[str]) -> None:
         from edgeai.journal import nonblank_lines
 
         try:
-            head = list(islice(nonblank_lines(Path(lists[0])), 5))
+            head = list(islice((x for x in nonblank_lines(Path(lists[0])) if not x.lstrip().startswith("#")), 5))
         except OSError:
             head = []
         if head and not any(Path(line.strip()).suffix.lower() in IMAGE_SUFFIXES for line in head):
@@ -226,9 +228,9 @@ def _run_bulk(pipe, inputs: list[str], out_file: Path, batch_size: int, workers:
         err.print(f"{parquet}: {rows} rows (from {out_file}, which keeps the run resumable).", markup=False)
     if stats["errors"]:
         plain_error(f"{stats['errors']} input(s) failed (their lines say why); the first: {stats['first_error']}")
-        raise typer.Exit(1)
     if stats.get("failed"):  # skipped, but answered by error lines: the file is not a success yet
         plain_error(f"{out_file} still holds {stats['failed']} error line(s) from an earlier run; --retry-errors runs those inputs again.")
+    if stats["errors"] or stats.get("failed"):
         raise typer.Exit(1)
 
 

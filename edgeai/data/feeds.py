@@ -215,16 +215,16 @@ def held_out_inputs(pkg, texts: Sequence[str] | None = None, per_photo: int = 30
     of .npy/.npz feeds, used for a tensor model instead of seeded noise."""
     kind = input_kind(pkg)
     if kind == "generation":  # next-token logits at every position of each held-out text
-        from .texts import held_out_texts
+        from .texts import NamedTexts, held_out_texts
 
-        name, texts = (getattr(texts, "name", "given-texts"), list(texts)) if texts else held_out_texts()
+        name, texts = (texts.name if isinstance(texts, NamedTexts) else "given-texts", list(texts)) if texts else held_out_texts()
         # every third text, 24 tokens each: the logits of all positions are compared at once
         # (vocabulary-sized rows), so the set is thinned to keep that in memory
         return name, generation_feeds(pkg, list(texts)[::3], limit=24)
     if kind == "text":
-        from .texts import held_out_texts
+        from .texts import NamedTexts, held_out_texts
 
-        name, texts = (getattr(texts, "name", "given-texts"), list(texts)) if texts else held_out_texts()
+        name, texts = (texts.name if isinstance(texts, NamedTexts) else "given-texts", list(texts)) if texts else held_out_texts()
         return name, text_feeds(pkg, texts)
     if kind == "image":
         from .photos import held_out_images

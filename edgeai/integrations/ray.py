@@ -101,6 +101,7 @@ def run_ray(
 
     from edgeai.journal import model_id, pending
     from edgeai.pipeline import open_package, resolve_variant
+    from edgeai.tasks import check_top_k
 
     ray = _ray()
     if ship not in ("path", "object_store"):
@@ -108,6 +109,7 @@ def run_ray(
     if batch_size < 1:
         raise InputError("--batch-size must be at least 1.")
     pkg = open_package(package)
+    check_top_k(pkg, top_k)  # before the file is touched, not as an error line per input
     variant, _ = resolve_variant(pkg, provider, variant)
     out = Path(out)
     todo, stats = pending(items, out, model_id(pkg, variant), variant, retry_errors, new_file)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from edgeai.errors import PackageError
+from edgeai.errors import InputError, PackageError
 
 _PRE: dict[str, Any] = {
     "image": "edgeai.tasks.image:ImageInput",
@@ -30,6 +30,19 @@ _POST: dict[str, Any] = {
     "token-classification": "edgeai.tasks.tokens:TokenClassification",
 }
 _LOCK = threading.Lock()
+
+
+def check_top_k(package, k: Any) -> None:
+    """Refuse a ``top_k`` that would be ignored (only classifiers rank classes) or is not a count:
+    once, before a run (a bulk run checks it before its first batch, not as an error per input)."""
+    import numpy as np
+
+    if k is None:
+        return
+    if package.manifest.get("postprocess", {}).get("type") != "classification":
+        raise InputError(f"top-k is for classifiers; {package.name} is a model for {package.task}, whose results have no classes to rank.")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise InputError(f"top_k is how many classes to return, a whole number of at least 1; got {k!r}.")
 
 
 def register_preprocessor(kind: str, cls: Any) -> None:

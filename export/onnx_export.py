@@ -112,16 +112,22 @@ def to_onnx_dynamo(module, args: tuple, path: Path, input_names: list[str], outp
     batch size into a Reshape, while torch.export keeps it symbolic. Axes sharing a label share
     one ``torch.export.Dim``.
     """
+    import inspect
+
     import torch
 
     dims: dict[str, object] = {}
     shapes = {}
     for name in input_names:
         shapes[name] = {axis: dims.setdefault(label, torch.export.Dim(label)) for axis, label in dynamic.get(name, {}).items()} or None
+    dynamic_shapes = tuple(shapes[n] for n in input_names)
+    params = list(inspect.signature(module.forward).parameters.values())
+    if len(params) == 1 and params[0].kind == inspect.Parameter.VAR_POSITIONAL:
+        dynamic_shapes = (dynamic_shapes,)  # forward(*args) (custom.py's wrapper): torch.export sees one tuple
     try:
         with _quiet():
             program = torch.onnx.export(module, args, None, input_names=input_names, output_names=output_names,
-                                        dynamic_shapes=tuple(shapes[n] for n in input_names), opset_version=opset,
+                                        dynamic_shapes=dynamic_shapes, opset_version=opset,
                                         dynamo=True, optimize=True, verbose=False)
             program.save(str(path))
     except Exception as e:

@@ -20,7 +20,7 @@ from typing import ClassVar
 
 from edgeai.data import compare as measure
 from edgeai.data.feeds import held_out_inputs
-from edgeai.errors import InputError
+from edgeai.errors import EdgeAIError, ExportError, InputError
 from edgeai.package import _TMP_MARK, Package, remove_stale_files
 
 Progress = Callable[[str], None]
@@ -110,7 +110,14 @@ def run_step(step: Step, pkg: Package, ctx: Context, measure_latency: bool = Fal
     tmp = pkg.path / f"model.{step.variant}{_TMP_MARK}{os.getpid()}.onnx"
     try:
         with tempfile.TemporaryDirectory(prefix="edgeai-quant-") as work:
-            recipe = step.run(pkg, src, tmp, Path(work), ctx)
+            try:
+                recipe = step.run(pkg, src, tmp, Path(work), ctx)
+            except (EdgeAIError, KeyboardInterrupt, MemoryError):
+                raise
+            except Exception as e:  # the quantizer or optimizer of ONNX Runtime failing on this graph: one sentence
+                text = (str(e).strip().splitlines() or [""])[0][:300]
+                raise ExportError(f"The {step.name} step failed on {pkg.name}'s {made_from} graph: {type(e).__name__}: "
+                                  f"{text} (the package is unchanged).") from None
         # A step that chose among sources by measurement (budget_search.py) says which.
         made_from = recipe.pop("made_from", made_from)
         ctx.say(CHECKS.get(step.variant, f"measuring {step.variant} agreement with fp32 on held-out inputs"))

@@ -29,6 +29,9 @@ def wrap_onnx(path: str | os.PathLike, out: str | os.PathLike | None = None) -> 
     except Exception as e:  # noqa: BLE001 -- onnx raises DecodeError, ValidationError, OSError...
         raise PackageError(f"{src} is not a valid ONNX model: {str(e).splitlines()[0] if str(e) else type(e).__name__}.") from None
     target = Path(out) if out else src.with_suffix("")
+    if (target / "manifest.json").is_file():
+        if (kept := _same_wrap(target, src, model)) is not None:
+            return kept
     inputs, outputs = graph_specs(model)
     from edgeai import families
 
@@ -52,3 +55,19 @@ def wrap_onnx(path: str | os.PathLike, out: str | os.PathLike | None = None) -> 
         }
         write_manifest(tmp, manifest)
     return Package.open(target)
+
+
+def _same_wrap(target: Path, src: Path, model) -> Package | None:
+    """The package already at ``target``: itself when it wraps this very graph (so `optimize` then
+    `quantize` of one .onnx file add to one package), None when it wraps an earlier version of this
+    file (rewrapped), else one sentence: another model's package is never replaced."""
+    import hashlib
+
+    pkg = Package.open(target)
+    fp32 = pkg.variants.get("fp32", {})
+    if fp32.get("sha256") == hashlib.sha256(model.SerializeToString()).hexdigest():
+        return pkg
+    if (pkg.manifest.get("provenance") or {}).get("source") == str(src.resolve()):
+        return None
+    raise PackageError(f"{target} holds another model's package ({pkg.name}, from "
+                       f"{(pkg.manifest.get('provenance') or {}).get('source', '?')}); give -o DIR for {src}'s package.")

@@ -69,6 +69,25 @@ def test_a_nan_difference_never_passes():
         check_close([ref], [bad], "at the example", 1e-4)
 
 
+def test_outputs_of_zeros_and_scalars_are_compared_for_what_they_are(tmp_path):
+    """A ReLU head that outputs nothing for an input, unchanged, agrees (cosine(0, 0) is not 0);
+    a scalar per input is compared across the inputs (one value's cosine is +-1 whatever it is);
+    a model returning a 0-d tensor exports."""
+    import numpy as np
+
+    from edgeai.data.compare import compare, stack
+
+    same = np.array([[0.0, 0.0, 0.0], [1.0, 2.0, 3.0]])
+    assert compare({"y": same}, {"y": same.copy()}, "tensor")["cosine_min"] == 1.0
+    assert compare({"y": same}, {"y": same[::-1].copy()}, "tensor")["cosine_min"] == 0.0  # zero on one side only
+    scalars = stack([np.array(1.0), np.array(2.0), np.array(3.0)])
+    assert compare({"y": scalars}, {"y": np.array([3.0, 2.0, 1.0])}, "tensor")["cosine_min"] < 0.8
+    (tmp_path / "net.py").write_text("import torch\n\nclass Sum(torch.nn.Module):\n    def forward(self, x):\n"
+                                     "        return torch.relu(x).sum()\n\ndef make():\n    return Sum()\n")
+    r = cli("export", f"{tmp_path / 'net.py'}:make", "--input", "x:2,4:float32", "--precision", "int8", "-o", str(tmp_path / "p"))
+    assert r.returncode == 0 and "misses the budget" not in r.stdout.split("int8")[0], r.stdout + r.stderr
+
+
 def test_an_empty_or_corrupt_array_file_is_one_sentence(tmp_path):
     import gc
     import warnings

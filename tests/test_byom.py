@@ -37,6 +37,11 @@ FACTORIES = "import torch\nfrom torch import nn\n\n" + inspect.getsource(TinyEnc
         torch.manual_seed(0)
         return Pair().eval()
 
+    def torch_encoder():  # torch's own module: forward(src, mask=None, src_key_padding_mask=None, is_causal=None)
+        torch.manual_seed(0)
+        layer = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True)
+        return nn.TransformerEncoder(layer, 1, enable_nested_tensor=False).eval()
+
     def linear():
         torch.manual_seed(0)
         return nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 4)).eval()
@@ -66,6 +71,12 @@ def test_dynamo_fallback_is_one_progress_line_and_name_sets_the_manifest(factori
     pkg = Package.open(out)
     assert pkg.name == "my-encoder" and pkg.variants["fp32"]["recipe"]["exporter"] == "dynamo"
     assert r.stdout.startswith(f"wrote {out}: fp32 (")
+    # a forward with defaulted parameters (exported through a wrapper that passes the given ones
+    # by name) falls back to dynamo too
+    r = cli("export", f"{factories}:torch_encoder", "--input", "src:1,6,16:float32", "--dynamic", "src:0:batch",
+            "--dynamic", "src:1:length", "-o", str(tmp_path / "torch-enc"))
+    assert r.returncode == 0, r.stderr
+    assert Package.open(tmp_path / "torch-enc").variants["fp32"]["recipe"]["exporter"] == "dynamo"
 
 
 def test_name_is_checked_and_applies_to_factories_only(factories, tmp_path):

@@ -150,6 +150,14 @@ def test_quantize_and_optimize_wrap_a_plain_onnx_file(tmp_path):
     assert out.returncode == 1 and "needs calibration inputs" in out.stderr and TRACEBACK not in out.stderr
     out = cli("optimize", str(tmp_path / "notes.onnx"))
     assert out.returncode == 1 and TRACEBACK not in out.stderr
+    # the .onnx file again: its package is reused (its variants kept), not wrapped anew
+    out = cli("quantize", str(tmp_path / "plain.onnx"), "--method", "dynamic", "--replace")
+    assert out.returncode == 0 and set(Package.open(tmp_path / "plain").variants) == {"fp32", "optimized", "int8"}, out.stderr
+    # another model's file is never wrapped over a package it did not make
+    tiny_classifier(tmp_path / "other.onnx", classes=3, seed=1)
+    out = cli("optimize", str(tmp_path / "other.onnx"), "-o", str(tmp_path / "plain"))
+    assert out.returncode == 1 and "holds another model's package" in out.stderr, out.stderr
+    assert set(Package.open(tmp_path / "plain").variants) == {"fp32", "optimized", "int8"}
 
 
 def test_text_for_the_image_model_fails_before_any_build(tmp_path):

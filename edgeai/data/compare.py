@@ -130,10 +130,16 @@ def per_output(reference: dict[str, np.ndarray], other: dict[str, np.ndarray]) -
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise cosine similarity."""
+    """Row-wise cosine similarity. Rows that are zero on both sides agree (1: a ReLU head that
+    outputs nothing for an input, unchanged); rows of one value (a scalar per input) would be
+    +-1 whatever the values, so such an output is compared as one vector across the inputs."""
     a = a.reshape(len(a), -1)
     b = b.reshape(len(b), -1)
-    return (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+    if a.shape[1] == 1:
+        a, b = a.T, b.T
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    both_zero = ~a.any(1) & ~b.any(1)
+    return np.where(both_zero, 1.0, (a * b).sum(1) / np.maximum(norms, 1e-12))
 
 
 def run_batches(session_run, feeds: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -147,6 +153,8 @@ def run_batches(session_run, feeds: list[dict[str, np.ndarray]]) -> dict[str, np
 def stack(arrays: list[np.ndarray]) -> np.ndarray:
     """Batches joined on the batch axis. Per-token outputs of text batches padded to different
     lengths are padded to the longest with NaN (float outputs), which ``compare`` leaves out."""
+    if arrays[0].ndim == 0:  # a scalar per run (a model returning x.sum()): one value each
+        return np.stack(arrays)
     shapes = {a.shape[1:] for a in arrays}
     if len(shapes) <= 1 or not all(np.issubdtype(a.dtype, np.floating) and a.ndim == arrays[0].ndim for a in arrays):
         return np.concatenate(arrays)

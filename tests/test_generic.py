@@ -259,6 +259,28 @@ def test_a_factory_imports_its_neighbours_and_inputs_may_differ_in_first_axis(tm
         assert np.array_equal(pipe.predict({"x": x[:1], "s": s})["outputs"]["output"], x[:1] * s + 1)
 
 
+def test_export_module_takes_numpy_examples_and_list_axes_and_refuses_what_it_cannot_use(tmp_path):
+    from edgeai.errors import InputError
+    from edgeai.export import export_module
+
+    torch.manual_seed(0)
+    lin = nn.Linear(4, 2).eval()
+    pkg = export_module(lin, {"x": np.ones((1, 4), np.float32)}, tmp_path / "lin", dynamic={"x": [0]}, budget=0.99)
+    assert pkg.manifest["inputs"][0]["shape"] == ["x_dim0", 4] and pkg.manifest["budget"]["min"] == 0.99
+    x = np.random.default_rng(0).random((3, 4), dtype=np.float32)
+    with edgeai.load(pkg.path, provider="cpu") as pipe:
+        np.testing.assert_allclose(pipe.predict(x)["outputs"]["output"], lin(torch.from_numpy(x)).detach().numpy(), atol=1e-6)
+    for kwargs, text in (({"example_inputs": [torch.ones(1, 4)]}, "is a dict of input name"),
+                         ({"example_inputs": {"x": [1.0, 2.0]}}, "each input's example is one tensor"),
+                         ({"example_inputs": {"x": torch.ones(1, 4)}, "calibration": tmp_path}, "precision='int8'")):
+        with pytest.raises(InputError, match=text):
+            export_module(lin, out=tmp_path / "bad", **kwargs)
+    assert not (tmp_path / "bad").exists()
+    np.save(tmp_path / "one.npy", np.ones((1, 4), np.float32))
+    r = cli("quantize", str(pkg.path), "--method", "static", "--calibration", str(tmp_path / "one.npy"))
+    assert r.returncode == 1 and "is a file; this takes a directory of .npy/.npz files" in r.stderr, r.stderr
+
+
 def test_two_factories_with_same_named_neighbours_each_get_their_own(tmp_path):
     """In one process (a notebook, a script exporting several models), a second factory whose
     package and layers.py share the first one's names imports its own files, not the first's."""

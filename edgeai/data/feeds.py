@@ -83,7 +83,8 @@ def feeds_from_dir(folder: str | os.PathLike, names: Sequence[str], inputs: list
     with ``inputs`` (the manifest's), each checked against them and cast where that is safe."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise InputError(f"Directory {folder} does not exist or is not a directory.")
+        raise InputError(f"{folder} is a file; this takes a directory of .npy/.npz files (put {folder.name} in one)." if folder.is_file()
+                         else f"Directory {folder} does not exist.")
     files = [p for p in sorted(folder.iterdir()) if p.suffix == ".npz" or (p.suffix == ".npy" and len(names) == 1)]
     if not files:
         raise InputError(f"{folder} holds no .npy (single-input models) or .npz files.")
@@ -244,7 +245,8 @@ def calibration_image_paths(folder: str | os.PathLike) -> list[Path]:
     """The image files of a ``--calibration`` directory, sorted, or one sentence."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise InputError(f"Calibration directory {folder} does not exist or is not a directory.")
+        raise InputError(f"{folder} is a file; --calibration takes a directory of images (put {folder.name} in one)."
+                         if folder.is_file() else f"Calibration directory {folder} does not exist.")
     paths = [p for p in sorted(folder.iterdir()) if p.is_file() and p.suffix.lower() not in (".npy", ".npz", ".txt", ".md")]
     if not paths:
         raise InputError(f"Calibration directory {folder} holds no images.")

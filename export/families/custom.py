@@ -95,26 +95,29 @@ def _check_name(name: str) -> str:
 
 def export_module(module, example_inputs: dict, out: str | os.PathLike, dynamic: dict[str, dict[int, str]] | None = None,
                   output_names: list[str] | None = None, precision: str = "fp32", calibration: str | os.PathLike | None = None,
-                  name: str | None = None, source: str | None = None, progress=None):
+                  name: str | None = None, source: str | None = None, progress=None, budget: float | None = None):
     """Export any ``nn.Module`` into a ``tensor``-task package, validated against PyTorch.
 
-    ``example_inputs`` maps input names to example tensors; each name is one of ``forward``'s
+    ``example_inputs`` maps input names to example tensors (numpy arrays are taken as tensors); each name is one of ``forward``'s
     parameters, and they are passed in ``forward``'s order whatever their order here (a forward
     of one parameter takes one input of any name). ``dynamic`` names the axes that may change
-    size (``{"x": {0: "batch"}}``). The export is compared with PyTorch on the example, on it
+    size (``{"x": {0: "batch"}}``, or ``{"x": [0]}``, axes named ``x_dim0``...). The export is compared with PyTorch on the example, on it
     mirrored, on new values of its shapes, and on inputs whose dynamic axes are one and two longer, so an example
     batch of 1 cannot silently freeze the batch axis, nor an ``if`` on a tensor its branch
     (where the trace saw one in the module's code, a ``TraceWarning`` names the line).
     Parameters of ``forward`` with a default and no example keep their default. ``precision="int8"``
     adds an int8 variant: static QDQ when ``calibration`` (a directory of .npy/.npz feeds) is
     given, dynamic otherwise; the recipe says which. ``name`` is the manifest's (default: the
-    directory's name).
+    directory's name). ``budget`` replaces the family's threshold (lowest cosine to fp32).
     """
-    from edgeai.export.exporter import Source, Tolerance, check_precision, export
+    from edgeai.export.exporter import Source, Tolerance, check_precision, export, user_budget
     from edgeai.export.generic import in_forward_order
 
     check_precision(precision)
+    if calibration is not None and precision != "int8":
+        raise InputError("calibration inputs are for precision='int8' (static INT8); the fp32 export would not read them.")
     _check_module(module)
+    example_inputs = _tensors(example_inputs)
     name = _check_name(name) if name is not None else None  # None: the directory's name
     example_inputs = in_forward_order(module, example_inputs)
     dynamic = _check_dynamic(example_inputs, dynamic)
@@ -132,7 +135,27 @@ def export_module(module, example_inputs: dict, out: str | os.PathLike, dynamic:
         provenance={"source": source or kind}, dynamo_fallback=True, calibration=calibration,
         input_examples=example_inputs,
     )
-    return export(FAMILY, src, out, precision, progress)
+    with user_budget(FAMILY, budget):
+        return export(FAMILY, src, out, precision, progress)
+
+
+def _tensors(example: object) -> dict:
+    """``{name: tensor}``, numpy arrays converted; one sentence for anything else."""
+    import numpy as np
+    import torch
+
+    if not isinstance(example, dict) or not example:
+        raise InputError(f"example_inputs is a dict of input name -> example tensor, e.g. {{'x': torch.rand(1, 3, 32, 32)}}; "
+                         f"got {type(example).__name__}{' (empty)' if isinstance(example, dict) else ''}.")
+    out = {}
+    for name, value in example.items():
+        if isinstance(value, np.ndarray):
+            value = torch.from_numpy(np.ascontiguousarray(value))
+        if not isinstance(value, torch.Tensor):
+            raise InputError(f"example_inputs[{name!r}] is a {type(value).__name__}; each input's example is one tensor "
+                             "(a forward that takes a dict or a list takes its parts as inputs of their own).")
+        out[str(name)] = value
+    return out
 
 
 def _given_only(module, names: list[str]):
@@ -175,7 +198,8 @@ def _check_module(module) -> None:
 
 def _check_dynamic(example: dict, dynamic: dict | None) -> dict[str, dict[int, str]]:
     """A copy of ``dynamic`` whose every axis exists in the example."""
-    dynamic = {n: dict(a) for n, a in (dynamic or {}).items()}
+    # torch.onnx.export's list form ({"x": [0]}) names its axes after the input
+    dynamic = {n: (dict(a) if isinstance(a, dict) else {int(i): f"{n}_dim{i}" for i in a}) for n, a in (dynamic or {}).items()}
     for n, axes in dynamic.items():
         if n not in example:
             raise InputError(f"Dynamic axes name input {n!r}; the inputs are {list(example)}.")

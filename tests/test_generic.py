@@ -187,7 +187,9 @@ def test_cli_exports_a_factory_and_runs_npy_inputs(tmp_path):
     ("not_a_module", ["--input", "x:1,4:float32"], "returned an object of type int, not a torch.nn.Module"),
     ("make", ["--input", "x:1,3,8:float32"], "fails on the example inputs"),
     ("make", ["--input", "x:1,3,8,8:float99"], "has dtype 'float99'"),
-    ("small_vocab", ["--input", "ids:1,3:int64"], "unless --input gives their range, e.g. ids:1,3:int64:0..3"),
+    ("small_vocab", ["--input", "ids:1,3:int64"], "drawn from ids 0..9 (the default): give each the range its table takes, e.g. ids:1,3:int64:0..3"),
+    ("small_vocab", ["--input", "ids:1,3:int64:0..50"], "drawn from ids 0..50: give each the range"),
+    ("make", ["--input", "x:1,3,8,8:int64"], "fails on the example inputs"),
     ("small_vocab", ["--input", "ids:1,3:int64:3..0"], "the range should be LOW..HIGH with LOW <= HIGH"),
     ("make", ["--input", "x:1,3,8,8:float32", "--dynamic", "y:0:batch"], "names input 'y'"),
     ("make", [], "needs the example inputs"),
@@ -276,6 +278,9 @@ def test_export_module_takes_numpy_examples_and_list_axes_and_refuses_what_it_ca
         with pytest.raises(InputError, match=text):
             export_module(lin, out=tmp_path / "bad", **kwargs)
     assert not (tmp_path / "bad").exists()
+    # a half-precision model is checked at float16's resolution, not float32's
+    half = nn.Sequential(nn.Linear(16, 32), nn.GELU(), nn.Linear(32, 8)).half().eval()
+    assert export_module(half, {"x": torch.rand(2, 16).half()}, tmp_path / "half").variants["fp32"]
     np.save(tmp_path / "one.npy", np.ones((1, 4), np.float32))
     r = cli("quantize", str(pkg.path), "--method", "static", "--calibration", str(tmp_path / "one.npy"))
     assert r.returncode == 1 and "is a file; this takes a directory of .npy/.npz files" in r.stderr, r.stderr

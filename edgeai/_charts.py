@@ -65,10 +65,12 @@ def _tradeoff(data: dict, plt):
     if not metric or len(points) < 1:
         return None
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
-    for name, ms, value in points:
+    for i, (name, ms, value) in enumerate(points):
         ok = value >= budget["min"]
         ax.scatter([ms], [value], color="#2f855a" if ok else "#c53030", zorder=3)
-        ax.annotate(name, (ms, value), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        # variants often sit on one point (optimized is as exact as fp32, and as fast): labels stacked, not overprinted
+        near = sum(1 for _, m2, v2 in points[:i] if abs(m2 - ms) <= 0.05 * max(ms, 1e-9) and abs(v2 - value) <= 0.01)
+        ax.annotate(name, (ms, value), textcoords="offset points", xytext=(6, 4 + 10 * near), fontsize=8)
     ax.axhline(budget["min"], color="#4a5568", ls="--", lw=1)
     ax.annotate(f"budget: {metric} >= {budget['min']}", (0.01, budget["min"]), xycoords=("axes fraction", "data"),
                 textcoords="offset points", xytext=(0, 4), fontsize=8, color="#4a5568")

@@ -152,3 +152,12 @@ def test_a_remembered_hash_is_not_trusted_after_the_file_changes(tmp_path, monke
     os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))  # same size, same mtime: only the ctime tells
     second = _stamps.remembered(f, compute)
     assert len(calls) == 2 and second != first
+
+
+def test_a_folder_named_like_a_built_in_says_it_hides_it(tmp_path, monkeypatch):
+    import edgeai
+
+    (tmp_path / "cnn").mkdir()  # e.g. a folder of photos
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(PackageError, match="cnn is a folder here, not a package, and it hides the built-in cnn: give the built-in as efficientnet-lite0"):
+        edgeai.load("cnn")

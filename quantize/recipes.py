@@ -95,6 +95,10 @@ def quantize(
         method = "static"
     if method == "auto":
         method = "static" if (calibration is not None or kind == "image") else "dynamic"
+    if kind == "generation" and method != "dynamic":
+        # calibrating activations needs feeds of the decoder's every step, KV cache included
+        raise InputError("A text-generation package's int8 is dynamic (the default); static and tensorrt INT8 of a decoder "
+                         "with its KV cache is not supported (--precision int4 makes a smaller one).")
     if method == "dynamic" and calibration is not None and kind != "tensor":
         # a tensor model's arrays are its held-out inputs even then (edgeai.data.feeds.held_out_inputs)
         raise InputError("--calibration is for static INT8: dynamic INT8 quantizes activations as they come, "

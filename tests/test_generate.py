@@ -359,6 +359,8 @@ def test_int8_variant_measured_by_next_token_agreement(checkpoints, tmp_path):
         assert 1 < acc["perplexity_fp32"] < 3 * len(_tokenizer())  # an untrained model: about the vocabulary's size
     with edgeai.load(pkg.path, variant="int8") as pipe:
         assert pipe.generate("Hello", max_new_tokens=4)["new_tokens"] >= 1
+    r = cli("quantize", str(pkg.path), "--method", "static")  # no calibration route for a decoder's cache: said so
+    assert r.returncode == 1 and "int8 is dynamic (the default)" in r.stderr and "--calibration" not in r.stderr, r.stderr
 
 
 def test_perplexity_of_known_distributions():

@@ -139,7 +139,6 @@ class Pipeline:
     def postprocess(self, outputs: dict[str, np.ndarray], k: int | None = None, items: list[Any] | None = None) -> list[dict]:
         """Raw outputs of a batch -> one result dict per item (the package's postprocess type;
         token classification also needs the batch's ``items``, the texts)."""
-        self.check_top_k(k)
         if getattr(self._post, "needs_inputs", False):
             if items is None:
                 raise InputError(f"postprocess() of the {self.task} model {self.name!r} needs the batch's texts: pass items=.")

@@ -73,8 +73,7 @@ def run(
         note(f"note: not every node runs on {short_name(pipe.provider)}: {pipe.placement_note}")
     if literal and not pipe.is_text:
         raise InputError(f"--text is for text models; {pipe.name} is a model for {pipe.task}.")
-    pipe.check_top_k(top_k)
-    top_k = 5 if top_k is None and pipe.ranks_classes else top_k
+    top_k = 5 if top_k is None and pipe.ranks_classes else top_k  # checked where it is used: predict_each, run_bulk, run_ray
     if out_file is not None:
         if pipe.task == "tensor":
             raise InputError("Bulk runs (--out) take images or texts; a tensor model runs its .npy/.npz files, or a "

@@ -20,8 +20,10 @@ def test_game_loop_classifies_every_tick_without_blocking(cnn_pkg, tmp_path):
 
     shot = tmp_path / "game.png"
     env = {**os.environ, "SDL_VIDEODRIVER": "dummy", "SDL_AUDIODRIVER": "dummy"}
+    # ticks shorter than an inference (a fast CPU finishes one within a 60 fps tick, and then no
+    # frame is ever drawn while one is in flight, which is the property checked below)
     r = subprocess.run([sys.executable, str(ROOT / "samples" / "game_loop.py"), "--model", str(cnn_pkg), "--frames", "90",
-                        "--screenshot", str(shot), "--stats"], capture_output=True, text=True, env=env, timeout=300)
+                        "--fps", "1000", "--screenshot", str(shot), "--stats"], capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     stats = json.loads(r.stdout.strip().splitlines()[-1])
     assert stats["frames"] == 90 and stats["inferences"] >= 1

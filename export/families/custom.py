@@ -137,6 +137,8 @@ def export_module(module, example_inputs: dict, out: str | os.PathLike, dynamic:
         provenance={"source": source or kind}, dynamo_fallback=True, calibration=calibration,
         input_examples=example_inputs,
     )
+    if budget is None:  # the caller's (export_factory's --budget), or the family's
+        return export(FAMILY, src, out, precision, progress)
     with user_budget(FAMILY, budget):
         return export(FAMILY, src, out, precision, progress)
 

@@ -47,12 +47,13 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
 
 
 class _Spec:
-    __slots__ = ("name", "dtype", "shape")
+    __slots__ = ("name", "dtype", "shape", "rows")
 
     def __init__(self, d: dict):
         self.name = d["name"]
         self.dtype = np.dtype(_DTYPES[d["dtype"]])
         self.shape = tuple(d["shape"])
+        self.rows = d.get("index_rows")  # ids into an embedding of this many rows (edgeai.data.graphs.index_tables)
 
     def describe(self) -> str:
         dims = ", ".join(str(s) for s in self.shape)
@@ -80,6 +81,10 @@ class _Spec:
                 )
         if value.dtype.kind == "f" and not np.isfinite(value).all():
             raise InputError(f"Input {self.name!r} contains NaN or infinite values.")
+        if self.rows and value.size and (value.min() < 0 or value.max() >= self.rows):
+            bad = value.min() if value.min() < 0 else value.max()
+            raise InputError(f"Input {self.name!r} indexes a table of {self.rows} rows, so its values must be 0..{self.rows - 1}; "
+                             f"got {bad} (ONNX Runtime would read a negative id from the end of the table).")
         return value
 
     def _check_ortvalue(self, value: ort.OrtValue) -> ort.OrtValue:

@@ -204,6 +204,15 @@ def test_a_run_onnx_runtime_refuses_is_one_sentence_naming_the_node(tmp_path):
     out = cli("run", "--model", str(tmp_path / "lookup.onnx"), "x.npy")  # a plain file: say how to wrap it
     assert out.returncode == 1 and f"edgeai optimize {tmp_path / 'lookup.onnx'}" in out.stderr
     pkg = wrap_onnx(tmp_path / "lookup.onnx").path
+    # ids into the 10-row table: outside 0..9 refused before the run, negative ones too (ONNX's
+    # Gather would read -1 as the last row, where PyTorch's Embedding raises)
+    with edgeai.load(pkg, provider="cpu") as pipe:
+        assert pipe.package.manifest["inputs"][0]["index_rows"] == 10
+        for bad, shown in (([[1, -1, 2]], "-1"), ([[1, 2, 50]], "50")):
+            with pytest.raises(InputError, match=rf"'ids' indexes a table of 10 rows, so its values must be 0..9; got {shown}"):
+                pipe.predict({"ids": np.array(bad)})
+    # a package without index_rows (an older edgeai's): ONNX Runtime's own refusal, as one sentence
+    edit_manifest(pkg, lambda m: m["inputs"][0].pop("index_rows"))
     np.save(tmp_path / "ids.npy", np.array([[1, 2, 50]], np.int64))
     with edgeai.load(pkg, provider="cpu") as pipe:
         with pytest.raises(InputError, match=r"node lookup \(Gather\): .*idx=50"):

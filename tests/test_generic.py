@@ -213,6 +213,11 @@ def test_an_input_range_keeps_the_example_and_the_held_out_inputs_inside_it(tmp_
     assert r.returncode == 0, r.stderr
     spec = Package.open(tmp_path / "pkg").manifest["inputs"][0]
     assert spec["example_shape"] == [1, 3] and 0 <= spec["example_range"][0] <= spec["example_range"][1] <= 3
+    assert spec["index_rows"] == 4  # the embedding's rows: a negative id is refused, as PyTorch refuses it
+    from edgeai.errors import InputError
+
+    with edgeai.load(tmp_path / "pkg", provider="cpu") as pipe, pytest.raises(InputError, match="values must be 0..3; got -1"):
+        pipe.predict({"ids": np.array([[0, -1, 2]])})
 
 
 def test_a_value_read_during_the_trace_is_named_when_the_export_passes(tmp_path):

@@ -44,3 +44,22 @@ def graph_specs(model) -> tuple[list[dict], list[dict]]:
     model = load_graph(model)
     inits = {i.name for i in model.graph.initializer}
     return tensor_specs([i for i in model.graph.input if i.name not in inits]), tensor_specs(model.graph.output)
+
+
+def index_tables(model) -> dict[str, int]:
+    """Integer graph inputs that index a table directly (``Gather`` of a 2-D float initializer:
+    an embedding), and the table's rows. PyTorch's Embedding refuses an id outside 0..rows-1;
+    ONNX Runtime's Gather reads a negative one from the end of the table, a silent wrong answer,
+    so the manifest records the rows (``index_rows``) and the runtime checks them."""
+    import onnx
+
+    model = load_graph(model)
+    floats = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
+    tables = {i.name: int(i.dims[0]) for i in model.graph.initializer if len(i.dims) == 2 and i.data_type in floats}
+    ints = {i.name for i in model.graph.input if i.type.tensor_type.elem_type in (onnx.TensorProto.INT64, onnx.TensorProto.INT32)}
+    rows: dict[str, int] = {}
+    for n in model.graph.node:
+        axis = next((a.i for a in n.attribute if a.name == "axis"), 0)
+        if n.op_type == "Gather" and axis == 0 and len(n.input) == 2 and n.input[1] in ints and n.input[0] in tables:
+            rows[n.input[1]] = min(rows.get(n.input[1], tables[n.input[0]]), tables[n.input[0]])
+    return rows

@@ -81,8 +81,8 @@ class _Spec:
                 )
         if value.dtype.kind == "f" and not np.isfinite(value).all():
             raise InputError(f"Input {self.name!r} contains NaN or infinite values.")
-        if self.rows and value.size and (value.min() < 0 or value.max() >= self.rows):
-            bad = value.min() if value.min() < 0 else value.max()
+        if self.rows and value.size and ((lo := value.min()) < 0 or (hi := value.max()) >= self.rows):
+            bad = lo if lo < 0 else hi
             raise InputError(f"Input {self.name!r} indexes a table of {self.rows} rows, so its values must be 0..{self.rows - 1}; "
                              f"got {bad} (ONNX Runtime would read a negative id from the end of the table).")
         return value

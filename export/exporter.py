@@ -332,12 +332,10 @@ def _specs(src: Source, path: Path) -> tuple[list[dict], list[dict]]:
 
 def _manifest(family: Family, src: Source, tmp: Path, assets: dict, exporter: str, opset: int) -> dict:
     inputs, outputs = _specs(src, tmp / "model.onnx")
-    from edgeai.data.graphs import index_tables
+    from edgeai.data.graphs import mark_index_rows
 
-    tables = index_tables(tmp / "model.onnx")
-    for spec in inputs:
-        if spec["name"] in tables:  # ids into an embedding: the runtime refuses ids outside it (session._Spec)
-            spec["index_rows"] = tables[spec["name"]]  # a user model's example: what seeded inputs of it should look like (data/feeds.random_feed)
+    mark_index_rows(inputs, tmp / "model.onnx")
+    for spec in inputs:  # a user model's example: what seeded inputs of it should look like (data/feeds.random_feed)
         if (t := (src.input_examples or {}).get(spec["name"])) is not None and t.numel():
             lo, hi = (float(t.min()), float(t.max())) if t.dtype.is_floating_point else (int(t.min()), int(t.max()))
             spec.update(example_shape=list(t.shape), example_range=[lo, hi])

@@ -8,7 +8,7 @@ from pathlib import Path
 import onnx
 
 from edgeai import __version__
-from edgeai.data.graphs import graph_specs, index_tables
+from edgeai.data.graphs import graph_specs, mark_index_rows
 from edgeai.errors import PackageError
 from edgeai.package import (
     SCHEMA_VERSION,
@@ -33,10 +33,7 @@ def wrap_onnx(path: str | os.PathLike, out: str | os.PathLike | None = None) -> 
         if (kept := _same_wrap(target, src, model)) is not None:
             return kept
     inputs, outputs = graph_specs(model)
-    tables = index_tables(model)
-    for spec in inputs:
-        if spec["name"] in tables:  # ids into an embedding: the runtime refuses ids outside it
-            spec["index_rows"] = tables[spec["name"]]
+    mark_index_rows(inputs, model)
     from edgeai import families
 
     budget = families.get("custom").budget  # as for a model exported from PyTorch: `auto` and `inspect` read it

@@ -63,3 +63,12 @@ def index_tables(model) -> dict[str, int]:
         if n.op_type == "Gather" and axis == 0 and len(n.input) == 2 and n.input[1] in ints and n.input[0] in tables:
             rows[n.input[1]] = min(rows.get(n.input[1], tables[n.input[0]]), tables[n.input[0]])
     return rows
+
+
+def mark_index_rows(inputs: list[dict], model) -> list[dict]:
+    """``inputs`` (manifest specs) with ``index_rows`` on those that index a table of ``model``."""
+    tables = index_tables(model)
+    for spec in inputs:
+        if spec["name"] in tables:  # ids into an embedding: the runtime refuses ids outside it (session._Spec)
+            spec["index_rows"] = tables[spec["name"]]
+    return inputs

@@ -39,7 +39,8 @@ so = ort.SessionOptions()
 so.intra_op_num_threads = threads
 so.enable_profiling = True
 so.profile_file_prefix = sys.argv[5]
-s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+from edgeai._ortcache import CPU_DISABLED_OPTIMIZERS  # the fusions edgeai's CPU sessions leave out
+s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"], disabled_optimizers=CPU_DISABLED_OPTIMIZERS)
 for _ in range(runs // 5 + 3):
     s.run(None, feed)
 for _ in range(runs):

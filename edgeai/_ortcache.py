@@ -25,6 +25,17 @@ import onnxruntime as ort
 # Larger graphs would need external data files to be saved; they gain little here anyway.
 MAX_BYTES = 1 << 30
 
+# ONNX Runtime load-time fusions left out on the CPU. SkipLayerNormFusion turns Add + LayerNormalization
+# into SkipLayerNormalization, whose CPU kernel is a scalar loop per row with a division per element:
+# three to five times the time of the LayerNormalization and Add it replaces. Measured, all-MiniLM-L6-v2
+# s128, 2 threads: 145-160 us per SkipLayerNormalization against 32 us per LayerNormalization plus
+# 22 us per Add (Intel Xeon fam6/m167, AMX), 180 against 65 + Add (AMD EPYC Zen 3); the dynamic INT8
+# variant runs 6.9 ms instead of 7.7 without it (benchmarks/results/bert-int8.md). The CUDA provider
+# keeps the fusion (its kernel is a fused one that pays).
+CPU_DISABLED_OPTIMIZERS = ["SkipLayerNormFusion"]
+# In the saved graphs' names: a graph saved under other load-time fusions is not reused.
+_FUSIONS_TAG = "noskipln"
+
 
 def _has_external_data(model) -> bool:
     """Graphs with external weights are not cached (saving them would need their data files)."""
@@ -37,7 +48,7 @@ def _cache_file(model_sha256: str) -> Path:
     from .machine import machine_id
 
     here = hashlib.sha256(machine_id().encode()).hexdigest()[:8]
-    return home() / "ort-cpu" / f"{model_sha256[:20]}-ort{ort.__version__}-{here}.onnx"
+    return home() / "ort-cpu" / f"{model_sha256[:20]}-ort{ort.__version__}-{here}-{_FUSIONS_TAG}.onnx"
 
 
 def _saved_ok(path: Path) -> bool:
@@ -59,7 +70,7 @@ def cpu_session(model: str | os.PathLike, options: ort.SessionOptions, model_sha
     wanted = options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if (not model_sha256 or not wanted or os.environ.get("EDGEAI_ORT_CACHE") == "0"
             or os.path.getsize(model) > MAX_BYTES or _has_external_data(model)):
-        return ort.InferenceSession(str(model), options, providers=providers)
+        return ort.InferenceSession(str(model), options, providers=providers, disabled_optimizers=CPU_DISABLED_OPTIMIZERS)
     cache = _cache_file(model_sha256)
     if _saved_ok(cache):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -67,7 +78,7 @@ def cpu_session(model: str | os.PathLike, options: ort.SessionOptions, model_sha
             return ort.InferenceSession(str(cache), options, providers=providers)
         except Exception:  # a graph this ONNX Runtime cannot read back: use the variant itself
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            return ort.InferenceSession(str(model), options, providers=providers)
+            return ort.InferenceSession(str(model), options, providers=providers, disabled_optimizers=CPU_DISABLED_OPTIMIZERS)
     return _create_and_save(model, options, cache)
 
 
@@ -79,11 +90,11 @@ def _create_and_save(model, options: ort.SessionOptions, cache: Path) -> ort.Inf
     try:
         private_dir(cache.parent)
         options.optimized_model_filepath = str(tmp)
-        session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"], disabled_optimizers=CPU_DISABLED_OPTIMIZERS)
     except Exception:  # ONNX Runtime fails the session when it cannot write the file: load plainly
         Path(tmp).unlink(missing_ok=True)
         options.optimized_model_filepath = ""
-        return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"], disabled_optimizers=CPU_DISABLED_OPTIMIZERS)
     try:  # best effort, atomic: the sidecar last, so a saved graph without one is never trusted
         if tmp.is_file():
             os.replace(tmp, cache)

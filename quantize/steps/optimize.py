@@ -31,11 +31,13 @@ class Optimize(Step):
     def run(self, pkg: Package, src: Path, dest: Path, work: Path, ctx: Context) -> dict:
         import onnxruntime as ort
 
+        from edgeai._ortcache import CPU_DISABLED_OPTIMIZERS
         from edgeai.session import session_options
 
         ctx.say("optimizing the graph (ONNX Runtime, extended level)")
         so = session_options()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
         so.optimized_model_filepath = str(dest)
-        ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
+        # Fusions slow on the CPU are left to load time, where the provider is known (edgeai._ortcache).
+        ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"], disabled_optimizers=CPU_DISABLED_OPTIMIZERS)
         return graph_recipe(src, dest, {"tool": f"onnxruntime {ort.__version__}", "level": "extended"})

@@ -1,0 +1,52 @@
+"""CPU sessions: the load-time fusions edgeai leaves out, and the per-machine optimized graph it saves."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+from edgeai import _ortcache
+from edgeai.package import sha256_file
+from edgeai.session import Session
+
+
+def _residual_layernorm(path) -> None:
+    """y = LayerNorm(x + r): the pattern ONNX Runtime fuses into SkipLayerNormalization at load time."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(size=8).astype(np.float32), "gamma"),
+             numpy_helper.from_array(rng.normal(size=8).astype(np.float32), "beta")]
+    nodes = [helper.make_node("Add", ["x", "r"], ["s"]),
+             helper.make_node("LayerNormalization", ["s", "gamma", "beta"], ["y"], axis=-1, epsilon=1e-5)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 4, 8]) for n in ("x", "r")],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+
+
+def _ops(path) -> set[str]:
+    return {n.op_type for n in onnx.load(str(path)).graph.node}
+
+
+def test_cpu_sessions_leave_skip_layernorm_unfused(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGEAI_HOME", str(tmp_path / "home"))
+    model = tmp_path / "m.onnx"
+    _residual_layernorm(model)
+    # What ONNX Runtime does by itself: the fusion edgeai turns off (its CPU kernel is slow).
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(tmp_path / "plain.onnx")
+    plain = ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
+    assert "SkipLayerNormalization" in _ops(tmp_path / "plain.onnx")
+
+    spec = [{"name": n, "dtype": "float32", "shape": [1, 4, 8]} for n in ("x", "r")]
+    feed = {n: np.random.default_rng(i).normal(size=(1, 4, 8)).astype(np.float32) for i, n in enumerate(("x", "r"))}
+    sha = sha256_file(model)
+    first = Session(model, spec, [{"name": "y"}], provider="cpu", model_sha256=sha)
+    saved = list((tmp_path / "home" / "ort-cpu").glob("*.onnx"))
+    assert len(saved) == 1 and _ortcache._FUSIONS_TAG in saved[0].name
+    assert "SkipLayerNormalization" not in _ops(saved[0]) and "LayerNormalization" in _ops(saved[0])
+    # The saved graph is what later sessions load; both give ONNX Runtime's own answer.
+    again = Session(model, spec, [{"name": "y"}], provider="cpu", model_sha256=sha)
+    want = plain.run(None, feed)[0]
+    for s in (first, again):
+        np.testing.assert_allclose(s.run(feed)["y"], want, rtol=1e-5, atol=1e-5)

@@ -94,11 +94,12 @@ def test_fused_graph_has_one_attention_per_layer(bert_pkg):
     layers = pkg.manifest["provenance"]["architecture"]["num_layers"]
     ops = op_histogram(pkg.variant_path("optimized"))
     assert ops.get("Attention", 0) + ops.get("MultiHeadAttention", 0) == layers == 6
-    assert ops.get("SkipLayerNormalization", 0) >= 2 * layers - 1
     assert sum(ops.get(g, 0) for g in ("BiasGelu", "Gelu", "FastGelu")) == layers
     fusions = pkg.variants["optimized"]["recipe"]["fusions"]
-    assert fusions["Attention"] == layers and fusions["SkipLayerNormalization"] >= 2 * layers - 1
-    assert "LayerNormalization" not in ops  # all folded into the fused kinds
+    assert fusions["Attention"] == layers
+    # The residual Add + LayerNormalization pairs stay unfused: ONNX Runtime's SkipLayerNormalization
+    # is slow on the CPU, and the CUDA provider fuses them at load time (quantize/steps/fuse_transformer.py).
+    assert "SkipLayerNormalization" not in ops and ops["LayerNormalization"] == 2 * layers
 
 
 def test_int8_is_dynamic_per_channel_with_recorded_cosine(bert_pkg):
@@ -370,7 +371,7 @@ def test_other_bert_family_encoders_export_fuse_and_match(tmp_path, kind):
     if kind == "roberta":
         assert fusions["Attention"] == 2  # one per layer
     else:  # transformers 4.57's DistilBERT masks with masked_fill (Where), a pattern the optimizer does not fuse
-        assert fusions["SkipLayerNormalization"] == 4 and "Attention" not in fusions
+        assert fusions["BiasGelu"] == 2 and "Attention" not in fusions and "SkipLayerNormalization" not in fusions
     with edgeai.load(pkg.path, variant="optimized", provider="cpu") as pipe, warnings.catch_warnings():
         warnings.simplefilter("ignore", TruncationWarning)
         assert pipe.embed(HELD_OUT[:5]).shape == (5, 64)

@@ -5,7 +5,8 @@ A variant is stored at ONNX Runtime's portable *extended* level; the hardware-sp
 created, every time: 110-140 of EfficientNet-Lite0's ~170 ms of session creation here. ONNX
 Runtime can save the graph it optimized (``optimized_model_filepath``); the first CPU session of
 a variant saves it in ``$EDGEAI_HOME/ort-cpu/``, keyed by the variant's sha256, the ONNX Runtime
-version and this machine (the saved graph holds CPU-specific kernels, valid only here), and later
+version, this machine (the saved graph holds CPU-specific kernels, valid only here) and the fusions
+left out (``CPU_DISABLED_OPTIMIZERS``), and later
 sessions load it with optimization off (measured: 32-59 ms instead of 140-176 ms).
 
 The saved file is checked against the sha256 recorded beside it when it was written; anything
@@ -27,14 +28,14 @@ MAX_BYTES = 1 << 30
 
 # ONNX Runtime load-time fusions left out on the CPU. SkipLayerNormFusion turns Add + LayerNormalization
 # into SkipLayerNormalization, whose CPU kernel is a scalar loop per row with a division per element:
-# three to five times the time of the LayerNormalization and Add it replaces. Measured, all-MiniLM-L6-v2
+# about three times the time of the LayerNormalization and Add it replaces. Measured, all-MiniLM-L6-v2
 # s128, 2 threads: 145-160 us per SkipLayerNormalization against 32 us per LayerNormalization plus
-# 22 us per Add (Intel Xeon fam6/m167, AMX), 180 against 65 + Add (AMD EPYC Zen 3); the dynamic INT8
-# variant runs 6.9 ms instead of 7.7 without it (benchmarks/results/bert-int8.md). The CUDA provider
-# keeps the fusion (its kernel is a fused one that pays).
+# 22 us per Add (Intel Xeon fam6/m167, AMX), 180 us against 65 plus the Add (AMD EPYC Zen 3); the
+# dynamic INT8 variant runs 6.9 ms instead of 7.7 without it (benchmarks/results/bert-int8.md). The
+# CUDA provider keeps the fusion (its kernel is a fused one that pays).
 CPU_DISABLED_OPTIMIZERS = ["SkipLayerNormFusion"]
-# In the saved graphs' names: a graph saved under other load-time fusions is not reused.
-_FUSIONS_TAG = "noskipln"
+# In the saved graphs' names, so that a graph saved under other load-time fusions is not reused.
+_FUSIONS_TAG = "no-" + "-".join(sorted(CPU_DISABLED_OPTIMIZERS)).lower()
 
 
 def _has_external_data(model) -> bool:

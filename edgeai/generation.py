@@ -330,9 +330,15 @@ def generator_for(pipe) -> Generator:
         if "encoder" in spec:  # an encoder-decoder: its encoder runs on the decoder's providers and threads
             import onnxruntime as ort
 
+            from ._ortcache import CPU_DISABLED_OPTIMIZERS
+            from .session import session_options
+
             providers, options = session.get_providers(), session.get_provider_options()
-            encoder = ort.InferenceSession(str(pipe.package.asset_path(spec["encoder"])), session.get_session_options(),
-                                           providers=providers, provider_options=[options[p] for p in providers])
+            # Options of its own: the decoder's were changed where its graph was loaded (edgeai._ortcache).
+            own = session_options(session.get_session_options().intra_op_num_threads or None)
+            cpu = {"disabled_optimizers": CPU_DISABLED_OPTIMIZERS} if providers[0] == "CPUExecutionProvider" else {}
+            encoder = ort.InferenceSession(str(pipe.package.asset_path(spec["encoder"])), own,
+                                           providers=providers, provider_options=[options[p] for p in providers], **cpu)
         gen = Generator(session, spec, pipe.package.asset_path(spec["tokenizer"]), device, device_id, encoder)
         pipe._gen = gen
     return gen

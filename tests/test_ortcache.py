@@ -30,6 +30,7 @@ def _ops(path) -> set[str]:
 
 def test_cpu_sessions_leave_skip_layernorm_unfused(tmp_path, monkeypatch):
     monkeypatch.setenv("EDGEAI_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("EDGEAI_ORT_CACHE", raising=False)
     model = tmp_path / "m.onnx"
     _residual_layernorm(model)
     # What ONNX Runtime does by itself: the fusion edgeai turns off (its CPU kernel is slow).

@@ -34,7 +34,8 @@ TIE = 0.10
 MARGIN = 0.5
 # How many of the most sensitive layers each round keeps in float. One is tried first: on an AMX
 # Xeon, MiniLM smoothed at alpha 0.6 met the tuning budget with its most sensitive layer float
-# (tuning lowest cosine 0.9926, held-out 0.9899) at 7.08 ms, where two cost 7.53 ms (fp32 ~13).
+# (tuning lowest cosine 0.9926, held-out 0.9899) at 7.08 ms, where two cost 7.53 ms (fp32 ~13; both
+# timed with the load-time SkipLayerNormFusion still on, see edgeai._ortcache).
 ROUNDS = (1, 2, 4, 6, 8, 10, 12, 16, 24, 32)
 
 

@@ -43,7 +43,10 @@ def _decode_ms(pkg: Package, path: Path, rounds: int = 10) -> float:
     from edgeai.session import session_options
 
     feed = bench_feed(pkg, 1)
-    session = ort.InferenceSession(str(path), session_options(), providers=["CPUExecutionProvider"])
+    from edgeai._ortcache import CPU_DISABLED_OPTIMIZERS
+
+    session = ort.InferenceSession(str(path), session_options(), providers=["CPUExecutionProvider"],
+                                   disabled_optimizers=CPU_DISABLED_OPTIMIZERS)  # as the runtime loads it
     for _ in range(2):
         session.run(None, feed)
     times = []

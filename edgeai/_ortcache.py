@@ -38,6 +38,13 @@ CPU_DISABLED_OPTIMIZERS = ["SkipLayerNormFusion"]
 _FUSIONS_TAG = "no-" + "-".join(sorted(CPU_DISABLED_OPTIMIZERS)).lower()
 
 
+def plain_cpu_session(model: str | os.PathLike, options: ort.SessionOptions) -> ort.InferenceSession:
+    """An InferenceSession of ``model`` on the CPU provider alone, loaded as edgeai loads every CPU
+    graph: without the fusions in CPU_DISABLED_OPTIMIZERS."""
+    return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"],
+                                disabled_optimizers=CPU_DISABLED_OPTIMIZERS)
+
+
 def _has_external_data(model) -> bool:
     """Graphs with external weights are not cached (saving them would need their data files)."""
     folder = Path(model).parent
@@ -67,19 +74,18 @@ def _saved_ok(path: Path) -> bool:
 
 def cpu_session(model: str | os.PathLike, options: ort.SessionOptions, model_sha256: str | None) -> ort.InferenceSession:
     """An InferenceSession on the CPU provider, through the per-machine optimized graph when possible."""
-    providers = ["CPUExecutionProvider"]
     wanted = options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if (not model_sha256 or not wanted or os.environ.get("EDGEAI_ORT_CACHE") == "0"
             or os.path.getsize(model) > MAX_BYTES or _has_external_data(model)):
-        return ort.InferenceSession(str(model), options, providers=providers, disabled_optimizers=CPU_DISABLED_OPTIMIZERS)
+        return plain_cpu_session(model, options)
     cache = _cache_file(model_sha256)
     if _saved_ok(cache):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         try:
-            return ort.InferenceSession(str(cache), options, providers=providers)
+            return plain_cpu_session(cache, options)
         except Exception:  # a graph this ONNX Runtime cannot read back: use the variant itself
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            return ort.InferenceSession(str(model), options, providers=providers, disabled_optimizers=CPU_DISABLED_OPTIMIZERS)
+            return plain_cpu_session(model, options)
     return _create_and_save(model, options, cache)
 
 
@@ -91,11 +97,11 @@ def _create_and_save(model, options: ort.SessionOptions, cache: Path) -> ort.Inf
     try:
         private_dir(cache.parent)
         options.optimized_model_filepath = str(tmp)
-        session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"], disabled_optimizers=CPU_DISABLED_OPTIMIZERS)
+        session = plain_cpu_session(model, options)
     except Exception:  # ONNX Runtime fails the session when it cannot write the file: load plainly
         Path(tmp).unlink(missing_ok=True)
         options.optimized_model_filepath = ""
-        return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"], disabled_optimizers=CPU_DISABLED_OPTIMIZERS)
+        return plain_cpu_session(model, options)
     try:  # best effort, atomic: the sidecar last, so a saved graph without one is never trusted
         if tmp.is_file():
             os.replace(tmp, cache)

@@ -37,16 +37,12 @@ def int4_weights(src: Path, dest: Path, block_size: int) -> None:
 
 
 def _decode_ms(pkg: Package, path: Path, rounds: int = 10) -> float:
-    import onnxruntime as ort
-
+    from edgeai._ortcache import plain_cpu_session
     from edgeai.benchmark import bench_feed
     from edgeai.session import session_options
 
     feed = bench_feed(pkg, 1)
-    from edgeai._ortcache import CPU_DISABLED_OPTIMIZERS
-
-    session = ort.InferenceSession(str(path), session_options(), providers=["CPUExecutionProvider"],
-                                   disabled_optimizers=CPU_DISABLED_OPTIMIZERS)  # as the runtime loads it
+    session = plain_cpu_session(path, session_options())  # as the runtime loads it
     for _ in range(2):
         session.run(None, feed)
     times = []

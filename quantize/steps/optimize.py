@@ -31,7 +31,7 @@ class Optimize(Step):
     def run(self, pkg: Package, src: Path, dest: Path, work: Path, ctx: Context) -> dict:
         import onnxruntime as ort
 
-        from edgeai._ortcache import CPU_DISABLED_OPTIMIZERS
+        from edgeai._ortcache import plain_cpu_session
         from edgeai.session import session_options
 
         ctx.say("optimizing the graph (ONNX Runtime, extended level)")
@@ -39,5 +39,5 @@ class Optimize(Step):
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
         so.optimized_model_filepath = str(dest)
         # Fusions slow on the CPU are left to load time, where the provider is known (edgeai._ortcache).
-        ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"], disabled_optimizers=CPU_DISABLED_OPTIMIZERS)
+        plain_cpu_session(src, so)
         return graph_recipe(src, dest, {"tool": f"onnxruntime {ort.__version__}", "level": "extended"})

@@ -108,8 +108,19 @@ def _create_and_save(model, options: ort.SessionOptions, cache: Path) -> ort.Inf
             side = cache.with_suffix(f".{os.getpid()}.tmp.json")
             side.write_text(json.dumps({"sha256": sha256_file(cache), "source": str(model)}), encoding="utf-8")
             os.replace(side, cache.with_suffix(".json"))
+            _drop_superseded(cache)
     except OSError:
         pass
     finally:
         Path(tmp).unlink(missing_ok=True)
     return session
+
+
+def _drop_superseded(cache: Path) -> None:
+    """Remove the graphs this variant saved on this machine and ONNX Runtime under other fusions
+    (an earlier edgeai's untagged name included): they are never read again, and each holds the
+    variant's weights. Other processes' temporary files are left alone."""
+    prefix = cache.name[: -len(f"-{_FUSIONS_TAG}.onnx")]
+    for old in cache.parent.glob(f"{prefix}*"):
+        if old.suffix in (".onnx", ".json") and ".tmp" not in old.name and old.stem != cache.stem:
+            old.unlink(missing_ok=True)

@@ -42,9 +42,17 @@ def test_cpu_sessions_leave_skip_layernorm_unfused(tmp_path, monkeypatch):
     spec = [{"name": n, "dtype": "float32", "shape": [1, 4, 8]} for n in ("x", "r")]
     feed = {n: np.random.default_rng(i).normal(size=(1, 4, 8)).astype(np.float32) for i, n in enumerate(("x", "r"))}
     sha = sha256_file(model)
+    # A graph an earlier edgeai saved for this variant under its untagged name, and another variant's.
+    untagged = _ortcache._cache_file(sha).name.replace(f"-{_ortcache._FUSIONS_TAG}", "")
+    folder = tmp_path / "home" / "ort-cpu"
+    folder.mkdir(parents=True)
+    for name in (untagged, untagged.replace(".onnx", ".json"), "0" * 20 + untagged[20:]):
+        (folder / name).write_bytes(b"old")
     first = Session(model, spec, [{"name": "y"}], provider="cpu", model_sha256=sha)
-    saved = list((tmp_path / "home" / "ort-cpu").glob("*.onnx"))
-    assert len(saved) == 1 and _ortcache._FUSIONS_TAG in saved[0].name
+    saved = sorted(p.name for p in folder.iterdir())
+    assert saved == sorted([_ortcache._cache_file(sha).name, _ortcache._cache_file(sha).with_suffix(".json").name,
+                            "0" * 20 + untagged[20:]])  # this variant's superseded graph is gone, the other kept
+    saved = [folder / _ortcache._cache_file(sha).name]
     assert "SkipLayerNormalization" not in _ops(saved[0]) and "LayerNormalization" in _ops(saved[0])
     # The saved graph is what later sessions load; both give ONNX Runtime's own answer.
     again = Session(model, spec, [{"name": "y"}], provider="cpu", model_sha256=sha)

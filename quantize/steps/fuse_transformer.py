@@ -33,8 +33,6 @@ class FuseTransformer(Step):
         from onnxruntime.transformers.fusion_options import FusionOptions
         from onnxruntime.transformers.optimizer import optimize_model
 
-        from edgeai.data.graphs import op_histogram
-
         ctx.say("fusing Attention, the embeddings' LayerNorm and GELU (ONNX Runtime transformer optimizer, model type bert)")
         # The fuser cannot always read num_heads/hidden_size off the graph; the exporter records them.
         arch = pkg.manifest["provenance"].get("architecture", {})
@@ -44,10 +42,8 @@ class FuseTransformer(Step):
             model = optimize_model(str(src), model_type="bert", num_heads=int(arch.get("num_heads", 0)),
                                    hidden_size=int(arch.get("hidden_size", 0)),
                                    optimization_options=options, opt_level=0, use_gpu=False)
-            # The statistics count every node of each kind; kinds the export already had (its
-            # LayerNormalization ops, left unfused) are not fusions.
-            had = op_histogram(src)
-            fusions = {k: int(v) for k, v in model.get_fused_operator_statistics().items() if v and k not in had}
+            # graph_recipe drops the kinds the export already had (its LayerNormalization ops, left unfused).
+            fusions = {k: int(v) for k, v in model.get_fused_operator_statistics().items() if v}
             model.save_model_to_file(str(dest))
         recipe = {"tool": f"onnxruntime.transformers.optimizer {ort.__version__}", "model_type": "bert", "fusions": fusions}
         return graph_recipe(src, dest, recipe)

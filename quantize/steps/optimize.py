@@ -15,12 +15,17 @@ from ..runner import Context, Step
 
 
 def graph_recipe(src: Path, dest: Path, recipe: dict) -> dict:
-    """``recipe`` with the node counts before and after, and the op types the optimizer added."""
+    """``recipe`` with the node counts before and after, and the op types the optimizer added. A
+    ``fusions`` count the recipe brings (the transformer optimizer's statistics, which count every
+    node of each kind) keeps only the kinds the source graph did not already have."""
     from edgeai.data.graphs import op_histogram
 
     before, after = op_histogram(src), op_histogram(dest)
     recipe = {**recipe, "nodes_before": sum(before.values()), "nodes_after": sum(after.values())}
-    recipe.setdefault("fusions", sorted(k for k in after if k not in before))
+    if "fusions" in recipe:
+        recipe["fusions"] = {k: v for k, v in recipe["fusions"].items() if k not in before}
+    else:
+        recipe["fusions"] = sorted(k for k in after if k not in before)
     return recipe
 
 

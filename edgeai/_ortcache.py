@@ -19,12 +19,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
 
 import onnxruntime as ort
 
 # Larger graphs would need external data files to be saved; they gain little here anyway.
 MAX_BYTES = 1 << 30
+# A saved graph's sidecar is touched (at most daily) when a session loads the graph; graphs whose
+# sidecar is older than this are removed when the next graph is saved.
+UNUSED_DAYS = 30
+_DAY = 86400
 
 # ONNX Runtime load-time fusions left out on the CPU. SkipLayerNormFusion turns Add + LayerNormalization
 # into SkipLayerNormalization, whose CPU kernel is a scalar loop per row with a division per element:
@@ -82,7 +87,9 @@ def cpu_session(model: str | os.PathLike, options: ort.SessionOptions, model_sha
     if _saved_ok(cache):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         try:
-            return plain_cpu_session(cache, options)
+            session = plain_cpu_session(cache, options)
+            _mark_used(cache)
+            return session
         except Exception:  # a graph this ONNX Runtime cannot read back: use the variant itself
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
             return plain_cpu_session(model, options)
@@ -109,6 +116,7 @@ def _create_and_save(model, options: ort.SessionOptions, cache: Path) -> ort.Inf
             side.write_text(json.dumps({"sha256": sha256_file(cache), "source": str(model)}), encoding="utf-8")
             os.replace(side, cache.with_suffix(".json"))
             _drop_superseded(cache)
+            _drop_unused(cache.parent)
     except OSError:
         pass
     finally:
@@ -124,3 +132,36 @@ def _drop_superseded(cache: Path) -> None:
     for old in cache.parent.glob(f"{prefix}*"):
         if old.suffix in (".onnx", ".json") and ".tmp" not in old.name and old.stem != cache.stem:
             old.unlink(missing_ok=True)
+
+
+def _mark_used(cache: Path) -> None:
+    """Record that a session loaded this saved graph: its sidecar's mtime, touched at most once a day."""
+    side = cache.with_suffix(".json")
+    try:
+        if time.time() - side.stat().st_mtime > _DAY:
+            os.utime(side)
+    except OSError:
+        pass
+
+
+def _drop_unused(folder: Path) -> None:
+    """Remove the saved graphs no session has loaded for UNUSED_DAYS (last use: the sidecar's mtime,
+    or the graph's own when it has no sidecar), and temporary files a killed process left a day ago."""
+    now = time.time()
+    for path in folder.iterdir():
+        try:
+            if ".tmp" in path.name:
+                stale = now - path.stat().st_mtime > _DAY
+            elif path.suffix == ".onnx":
+                side = path.with_suffix(".json")
+                stale = now - (side if side.exists() else path).stat().st_mtime > UNUSED_DAYS * _DAY
+            elif path.suffix == ".json" and not path.with_suffix(".onnx").exists():  # its graph is gone
+                stale = now - path.stat().st_mtime > UNUSED_DAYS * _DAY
+            else:
+                continue
+            if stale:  # the sidecar first: a graph without one is never trusted
+                if path.suffix == ".onnx":
+                    path.with_suffix(".json").unlink(missing_ok=True)
+                path.unlink(missing_ok=True)
+        except OSError:
+            pass

@@ -59,3 +59,43 @@ def test_cpu_sessions_leave_skip_layernorm_unfused(tmp_path, monkeypatch):
     want = plain.run(None, feed)[0]
     for s in (first, again):
         np.testing.assert_allclose(s.run(feed)["y"], want, rtol=1e-5, atol=1e-5)
+
+
+def test_saved_graphs_unused_for_a_month_are_removed(tmp_path, monkeypatch):
+    """Each saved graph holds its variant's weights: those of rebuilt or deleted packages, or of an
+    earlier ONNX Runtime, go once no session has loaded them for UNUSED_DAYS; loading one keeps it."""
+    import os
+    import time
+
+    monkeypatch.setenv("EDGEAI_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("EDGEAI_ORT_CACHE", raising=False)
+    folder = tmp_path / "home" / "ort-cpu"
+    folder.mkdir(parents=True)
+    spec = [{"name": n, "dtype": "float32", "shape": [1, 4, 8]} for n in ("x", "r")]
+    model = tmp_path / "a.onnx"
+    _residual_layernorm(model)
+    sha = sha256_file(model)
+    Session(model, spec, [{"name": "y"}], provider="cpu", model_sha256=sha)  # saves a's graph
+    mine = _ortcache._cache_file(sha)
+    days = lambda n: time.time() - n * 86400  # noqa: E731
+    os.utime(mine.with_suffix(".json"), (days(2), days(2)))
+    Session(model, spec, [{"name": "y"}], provider="cpu", model_sha256=sha)  # loads it: marked as used today
+    assert time.time() - mine.with_suffix(".json").stat().st_mtime < 60
+
+    old = {"1" * 20 + "-ort1.0.0-x.onnx": 40, "1" * 20 + "-ort1.0.0-x.json": 40,  # unused for 40 days
+           "2" * 20 + "-ort1.0.0-x.onnx": 40, "2" * 20 + "-ort1.0.0-x.json": 3,  # loaded 3 days ago
+           "3" * 20 + "-ort1.0.0-x.onnx": 40,  # no sidecar (never trusted), written 40 days ago
+           "4" * 20 + "-ort1.0.0-x.json": 40,  # a sidecar whose graph is gone
+           "5" * 20 + "-ort1.0.0-x.onnx.77.tmp": 2}  # a killed process's temporary file
+    for name, age in old.items():
+        (folder / name).write_bytes(b"old")
+        os.utime(folder / name, (days(age), days(age)))
+    other = tmp_path / "b.onnx"
+    _residual_layernorm(other)
+    m = onnx.load(str(other))  # the same graph under another sha256
+    m.doc_string = "b"
+    onnx.save(m, str(other))
+    Session(other, spec, [{"name": "y"}], provider="cpu", model_sha256=sha256_file(other))  # saves: prunes
+    left = {p.name for p in folder.iterdir()}
+    assert left == {mine.name, mine.with_suffix(".json").name, "2" * 20 + "-ort1.0.0-x.onnx", "2" * 20 + "-ort1.0.0-x.json",
+                    _ortcache._cache_file(sha256_file(other)).name, _ortcache._cache_file(sha256_file(other)).with_suffix(".json").name}

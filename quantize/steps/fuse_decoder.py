@@ -6,7 +6,9 @@ On Optimum's Llama/Qwen2-style decoders it fuses each layer's rotary embedding i
 26.9 -> 23.3 ms at 2 threads on an AMD EPYC with AVX-512 VNNI). Attention itself is not fused:
 the optimizer does not recognise these graphs' attention. No Gemm is formed (opt_level 0), so
 the int8 and int4 steps quantize this graph rather than the plain one. The fused ops are ONNX
-Runtime contrib ops that the CPU and CUDA providers both run.
+Runtime contrib ops that the CPU and CUDA providers both run. Unlike SkipLayerNormalization,
+which edgeai's CPU sessions leave unfused (edgeai._ortcache), the RMS form's CPU kernel costs less
+than the norm and Add it replaces (50 us against 29 + 34, benchmarks/results/generate.md).
 """
 
 from __future__ import annotations

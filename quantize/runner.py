@@ -22,6 +22,7 @@ from edgeai.data import compare as measure
 from edgeai.data.feeds import held_out_inputs
 from edgeai.errors import EdgeAIError, ExportError, InputError
 from edgeai.package import _TMP_MARK, Package, remove_stale_files
+from edgeai.pipeline import open_package as open_named
 
 Progress = Callable[[str], None]
 
@@ -84,14 +85,16 @@ class Step:
 
 
 def open_package(x: str | os.PathLike | Package, out: str | os.PathLike | None = None) -> Package:
-    """A package, or a plain ``.onnx`` file wrapped into one at ``out`` (default: beside it)."""
+    """A package, a plain ``.onnx`` file wrapped into one at ``out`` (default: beside it), or a
+    built-in name that is not a path here (``edgeai quantize bert``): its cached package, built on
+    first use, as ``edgeai run --model bert`` loads it."""
     if isinstance(x, Package):
         return x
     if Path(x).suffix == ".onnx" and Path(x).is_file():
         from .wrap import wrap_onnx
 
         return wrap_onnx(x, out)
-    return Package.open(x)
+    return open_named(os.fspath(x))  # what `edgeai run --model` accepts, with the same errors
 
 
 def as_package(x: str | os.PathLike | Package, out: str | os.PathLike | None = None) -> Package:

@@ -160,6 +160,24 @@ def test_quantize_and_optimize_wrap_a_plain_onnx_file(tmp_path):
     assert set(Package.open(tmp_path / "plain").variants) == {"fp32", "optimized", "int8"}
 
 
+def test_optimize_and_quantize_take_a_built_in_name(tmp_path):
+    """`edgeai quantize bert` works on the package `edgeai run --model bert` loads (here a stand-in
+    placed where the built-in's cache is, so that nothing is built)."""
+    from conftest import make_tiny_package
+    from edgeai import __version__
+    from edgeai.package import Package
+
+    env = {"EDGEAI_HOME": str(tmp_path / "home")}
+    target = make_tiny_package(tmp_path / "home" / f"efficientnet-lite0-{__version__}")
+    out = cli("optimize", "efficientnet-lite0", env=env)
+    assert out.returncode == 0 and str(target) in out.stdout, out.stderr
+    out = cli("quantize", "efficientnet-lite0", "--precision", "fp16", env=env)
+    assert out.returncode == 0, out.stderr
+    assert set(Package.open(target).variants) == {"fp32", "optimized", "fp16"}
+    out = cli("quantize", "no-such-model", env=env)
+    assert out.returncode == 1 and "no built-in model of that name" in out.stderr and TRACEBACK not in out.stderr
+
+
 def test_text_for_the_image_model_fails_before_any_build(tmp_path):
     r = cli("run", "hello world", env={"EDGEAI_HOME": str(tmp_path / "home")})
     assert r.returncode == 1 and "for text, use a text model: --model bert" in r.stderr

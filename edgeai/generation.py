@@ -23,6 +23,7 @@ sequence (U+FFFD), and, with stop strings, only once it can no longer be the sta
 
 from __future__ import annotations
 
+import atexit
 import threading
 import time
 from dataclasses import dataclass, field
@@ -272,9 +273,9 @@ def result(req: Request, text: str) -> dict[str, Any]:
             "ttft_ms": round(req.ttft_ms, 3), "tokens_per_s": round(rate, 3)}
 
 
-def stream_pieces(run: Callable[[Callable[[str], None]], Any], cancel: threading.Event | None = None) -> Iterator[str]:
-    """Run ``run(on_text)`` on a thread and yield its pieces as they come (a generator the caller
-    may stop early; the thread is then cancelled through the request it closes over)."""
+def stream_pieces(run: Callable[[Callable[[str], None]], Any], cancel: threading.Event) -> Iterator[str]:
+    """Run ``run(on_text)`` on a thread and yield its pieces as they come; ``cancel`` is the request's
+    event, which stopping early sets."""
     import queue
 
     # A short queue: the loop runs at most a piece ahead of the reader, so a cancel lands within
@@ -282,7 +283,6 @@ def stream_pieces(run: Callable[[Callable[[str], None]], Any], cancel: threading
     q: queue.Queue = queue.Queue(maxsize=1)
     done = object()
     error: list[BaseException] = []
-    gone = cancel if cancel is not None else threading.Event()
 
     def put(item: Any) -> None:
         while True:
@@ -290,7 +290,7 @@ def stream_pieces(run: Callable[[Callable[[str], None]], Any], cancel: threading
                 q.put(item, timeout=0.05)
                 return
             except queue.Full:
-                if gone.is_set():
+                if cancel.is_set():
                     return
 
     def work() -> None:
@@ -302,17 +302,32 @@ def stream_pieces(run: Callable[[Callable[[str], None]], Any], cancel: threading
             put(done)
 
     t = threading.Thread(target=work, name="edgeai-generate", daemon=True)
+    _live[t] = cancel
     t.start()
-    while True:
-        piece = q.get()
-        if piece is done:
-            break
-        if cancel is not None and cancel.is_set():  # cancelled: nothing more, not even pieces already made
-            continue
-        yield piece
-    t.join()
+    try:
+        while (piece := q.get()) is not done:
+            if not cancel.is_set():  # cancelled: nothing more, not even pieces already made
+                yield piece
+    except BaseException:  # a reader that stops early (break, Ctrl-C, a closed pipe) cancels the request
+        cancel.set()
+        raise
+    finally:  # and waits for the step under way
+        t.join()
+        _live.pop(t, None)
     if error:
         raise error[0]
+
+
+# Streams running, with their cancel events: a thread inside ONNX Runtime when the interpreter finalizes
+# aborts the process (exit 134), so at exit the streams nobody closed are cancelled and waited for.
+_live: dict[threading.Thread, threading.Event] = {}
+
+
+@atexit.register
+def _cancel_streams() -> None:
+    for t, gone in list(_live.items()):
+        gone.set()
+        t.join(timeout=30)
 
 
 # -- Pipeline.generate ------------------------------------------------------------------------------
@@ -382,12 +397,4 @@ def generate(pipe, prompt: Any, stream: bool = False, cancel: threading.Event | 
         if stats is not None:
             stats.update(r)
 
-    return _closing(stream_pieces(run, req.cancel), req)
-
-
-def _closing(pieces: Iterator[str], req: Request) -> Iterator[str]:
-    """The pieces; a caller that stops reading early cancels the request."""
-    try:
-        yield from pieces
-    finally:
-        req.cancel.set()
+    return stream_pieces(run, req.cancel)  # a caller that stops reading early cancels the request

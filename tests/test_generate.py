@@ -10,6 +10,8 @@ stop within one step.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -278,6 +280,25 @@ def test_cancel_stops_within_one_step(packages):
         cancel.clear()
         fut = pipe.submit("Tell me", generate=True, max_new_tokens=5)
         assert fut.result(timeout=60)["new_tokens"] <= 5
+
+
+def test_a_stream_left_early_is_cancelled_and_waited_for(packages, tmp_path):
+    """A reader that stops early (break, Ctrl-C, a closed pipe) cancels the request and waits for the
+    step under way: a generation thread still inside ONNX Runtime when the interpreter exits aborts
+    the process (exit 134). A stream left open at exit is cancelled by an exit hook."""
+    with edgeai.load(packages["qwen2"]) as pipe:
+        stats = {}
+        for _ in pipe.generate("Tell me a long story", max_new_tokens=200, temperature=1.0, seed=0, stream=True, stats=stats):
+            break
+        assert stats["finish_reason"] == "cancelled"
+        assert not [t for t in threading.enumerate() if t.name == "edgeai-generate"]
+    script = tmp_path / "left_open.py"
+    script.write_text("import sys, edgeai\n"
+                      "pipe = edgeai.load(sys.argv[1])\n"
+                      "stream = pipe.generate('Tell me a long story', max_new_tokens=200, temperature=1.0, seed=0, stream=True)\n"
+                      "next(stream)\nprint('leaving')\n", encoding="utf-8")
+    out = subprocess.run([sys.executable, str(script), str(packages["qwen2"])], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout == "leaving\n" and "terminate" not in out.stderr, out.stderr
 
 
 def test_bad_arguments_are_one_sentence(packages):

@@ -66,6 +66,8 @@ def lazy_command(app: typer.Typer, name: str, help: str, build: Callable[[], Any
                  context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
     def forward(ctx: typer.Context) -> None:
         code = build().main(args=list(ctx.args), prog_name=ctx.command_path, standalone_mode=False)
+        if code == 130:  # typer's main turns Ctrl-C into exit code 130 without a word: say it, as `run` does
+            plain_error("interrupted")
         if isinstance(code, int) and code:
             raise typer.Exit(code)
 

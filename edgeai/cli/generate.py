@@ -86,6 +86,8 @@ def generate(
                 sys.stdout.flush()
         except EdgeAIError as e:  # a step ONNX Runtime refused: the text so far stays, the error follows
             failed.append(f"prompt {_shown(p)}: {e}")
+        finally:  # Ctrl-C or a closed pipe: the request is cancelled and its step under way waited for
+            pieces.close()
         sys.stdout.write("\n")
         sys.stdout.flush()
         if not stats:

@@ -36,7 +36,7 @@ def parse_args() -> argparse.Namespace:
 
 def draw_view(screen, photo, t: float):
     """The "game": pan and zoom over the photo; returns the surface drawn."""
-    zoom = 1.0 + 0.3 * np.sin(t * 0.7)
+    zoom = 1.15 + 0.15 * np.sin(t * 0.7)  # 1.0-1.3: the view never reaches past the photo's edges
     w, h = int(photo.get_width() / zoom), int(photo.get_height() / zoom)
     x = int((photo.get_width() - w) * (0.5 + 0.5 * np.sin(t * 0.5)))
     y = int((photo.get_height() - h) * (0.5 + 0.5 * np.cos(t * 0.3)))

@@ -35,3 +35,19 @@ def test_game_loop_classifies_every_tick_without_blocking(cnn_pkg, tmp_path):
         banner, scene = im.crop((0, 0, 640, 34)).convert("L"), im.crop((0, 40, 640, 480)).convert("L")
         assert ImageStat.Stat(scene).stddev[0] > 20  # the photo
         assert ImageStat.Stat(banner).extrema[0][1] > 200  # white label text on the black banner
+
+
+def test_game_view_stays_inside_the_photo_for_a_whole_minute():
+    """draw_view pans and zooms over the photo; its crop must stay inside the photo at every t (a
+    zoom below 1 once made the crop larger than the photo after 4.5 s: a crash of every long run)."""
+    import importlib.util
+
+    import numpy as np
+    import pygame
+
+    spec = importlib.util.spec_from_file_location("game_loop", ROOT / "samples" / "game_loop.py")
+    game = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(game)
+    screen, photo = pygame.Surface((64, 48)), pygame.Surface((120, 90))
+    for t in np.arange(0, 60, 1 / 60):  # a minute at 60 fps
+        game.draw_view(screen, photo, float(t))

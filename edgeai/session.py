@@ -138,6 +138,11 @@ class Session:
         except Exception as e:  # ONNX Runtime's own errors for unreadable or invalid models
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise PackageError(f"ONNX Runtime could not load {model}: {first[:300]}") from None
+        for kind, listed, graph in (("input", [s.name for s in self.inputs], self._session.get_inputs()),
+                                    ("output", self.output_names, self._session.get_outputs())):
+            if unknown := [n for n in listed if n not in {g.name for g in graph}]:  # a hand-edited manifest
+                raise PackageError(f"The package lists {kind} {unknown[0]!r}, which {Path(model).name} does not have "
+                                   f"(its {kind}s: {', '.join(g.name for g in graph)}); fix the manifest or export it again.")
         gpu = self.provider in (_providers.CUDA, _providers.TENSORRT)
         self.io_binding = gpu if io_binding is None else bool(io_binding)
         self._device = ("cuda", device_id) if gpu else ("cpu", 0)

@@ -55,6 +55,16 @@ def test_a_damaged_variant_names_the_fp32_one_that_may_still_run(tiny_pkg):
     Package.open(tiny_pkg).variant_path("fp32")  # intact
 
 
+@pytest.mark.parametrize("kind", ["inputs", "outputs"])
+def test_a_manifest_naming_what_the_graph_lacks_is_refused_at_load(tiny_pkg, kind):
+    """Not ONNX Runtime's ValueError from the first run (a traceback in the CLI)."""
+    import edgeai
+
+    edit_manifest(tiny_pkg, lambda m: m[kind][0].update(name="renamed"))
+    with pytest.raises(PackageError, match=rf"lists {kind[:-1]} 'renamed', which model.onnx does not have \(its {kind}: "):
+        edgeai.load(tiny_pkg, provider="cpu")
+
+
 def test_tampered_labels_fail_their_hash(tiny_pkg):
     (tiny_pkg / "labels.txt").write_text("cat\ndog\nbird\nfish\n")
     with pytest.raises(PackageError, match="labels.txt.*sha256"):

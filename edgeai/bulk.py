@@ -35,7 +35,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from .errors import EdgeAIError, InputError
-from .journal import modified, nonblank_lines, pending, record_line, stamp
+from .journal import exclusive, modified, nonblank_lines, pending, record_line, stamp
 from .text import TEXT_SUFFIXES, expand_text_inputs, input_fields
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jfif"}
@@ -97,9 +97,11 @@ def run_bulk(
                          "of them, without --out (edgeai run --model PKG DIR --json), or with Pipeline.run.")
     out = Path(out)
     tail = stamp(pipe)
-    todo, stats = pending(items, out, tail["model"], pipe.variant, retry_errors, new_file)
-    t0 = time.perf_counter()
-    with open(out, "a", encoding="utf-8") as f:
+    with exclusive(out) as held:
+        todo, stats = pending(items, out, tail["model"], pipe.variant, retry_errors, new_file)
+        f = held.reopen_if_replaced()
+        t0 = time.perf_counter()
+
         def write(records: list[dict]) -> None:
             f.write("".join(record_line(r, tail) + "\n" for r in records))
             f.flush()

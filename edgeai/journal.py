@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, TextIO
 
 from .atomic import _fsync_dir
 from .errors import DependencyError, InputError
@@ -135,6 +136,53 @@ def modified(path: str) -> str | None:
         return None
 
 
+class _Out:
+    """``--out`` open for appending and locked for one run: two runs into one file would each answer
+    every input it lacks, and write them twice. The lock is taken before the file is read."""
+
+    def __init__(self, out: Path):
+        self.out, self.f = out, self._open_locked(out)
+
+    @staticmethod
+    def _open_locked(out: Path) -> TextIO:
+        try:
+            f = open(out, "a", encoding="utf-8")
+        except OSError as e:
+            raise InputError(f"--out {out} cannot be written: {e.strerror or e}.") from None
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows: no advisory locks; one run per file is the user's care
+            return f
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            raise InputError(f"Another run is writing {out}; wait for it to end, or give another --out.") from None
+        return f
+
+    def reopen_if_replaced(self) -> TextIO:
+        """The file to append to once ``pending`` has read it: a resume that drops changed or failed
+        inputs' lines replaces the file, and the new one is locked before the old one is let go."""
+        if os.stat(self.out).st_ino != os.fstat(self.f.fileno()).st_ino:
+            new = self._open_locked(self.out)
+            self.f.close()
+            self.f = new
+        return self.f
+
+
+@contextlib.contextmanager
+def exclusive(out: Path) -> Iterator[_Out]:
+    if not out.parent.is_dir():
+        raise InputError(f"The directory of --out ({out.parent}) does not exist.")
+    if out.is_dir():
+        raise InputError(f"--out {out} is a directory; give a .jsonl file name.")
+    held = _Out(out)
+    try:
+        yield held
+    finally:
+        held.f.close()
+
+
 def pending(items: list[str], out: Path, model: str | None = None, variant: str | None = None,
             retry_errors: bool = False, new_file: bool = True) -> tuple[list[str], dict[str, Any]]:
     """The items ``out`` does not answer yet, or answers for an input that has changed since
@@ -142,8 +190,6 @@ def pending(items: list[str], out: Path, model: str | None = None, variant: str 
     figures (``total``, ``skipped``, ``failed`` (skipped inputs whose lines are errors), ``retried``,
     ``changed``); see :func:`done_inputs` for the
     checks on ``out``."""
-    if not out.parent.is_dir():
-        raise InputError(f"The directory of --out ({out.parent}) does not exist.")
     fields = [input_fields(item) for item in items]
     names = {f["input"] for f in fields}
     texts = {f["input"]: f["text"] for f in fields if "text" in f}

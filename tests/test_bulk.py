@@ -211,6 +211,23 @@ def test_bulk_errors(pkgs, tmp_path):
     assert r.returncode == 1 and "No images found" in r.stderr
     with pytest.raises(InputError, match="batch-size"):
         run_bulk(edgeai.load(pkgs["image"]), [], tmp_path / "x.jsonl", batch_size=0)
+    (tmp_path / "dangling.jsonl").symlink_to(tmp_path / "gone" / "r.jsonl")  # an --out that cannot be opened
+    r = cli("run", "--model", str(pkgs["image"]), str(tmp_path / "photos"), "--out", str(tmp_path / "dangling.jsonl"))
+    assert r.returncode == 1 and "cannot be written: No such file or directory" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_two_runs_into_one_file_are_refused_not_written_twice(pkgs, tmp_path):
+    """Each run would answer every input the file lacks: the second is refused while the first holds the file."""
+    import fcntl
+
+    photo_folder(tmp_path / "photos", 2)
+    out = tmp_path / "r.jsonl"
+    with open(out, "a") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)  # what a run in progress holds
+        r = cli("run", "--model", str(pkgs["image"]), str(tmp_path / "photos"), "--out", str(out))
+        assert r.returncode == 1 and f"Another run is writing {out}" in r.stderr and out.read_text() == "", r.stderr
+    r = cli("run", "--model", str(pkgs["image"]), str(tmp_path / "photos"), "--out", str(out))
+    assert "3 new result line(s)" in r.stderr and len(read_lines(out)) == 3, r.stderr  # two photos, the broken file's error
 
 
 def test_parquet_output_equals_the_json_lines_and_resumes(pkgs, tmp_path):
@@ -343,3 +360,5 @@ def test_a_mistyped_file_name_is_run_as_text_with_a_warning(pkgs, tmp_path):
     assert r.stderr.count("warning:") == 1 and len(json.loads(r.stdout)["results"]) == 2
     r = cli("run", "--model", str(pkgs["text"]), str(missing), "--text", "--json")
     assert r.returncode == 0 and "warning" not in r.stderr
+    r = cli("run", "--model", str(pkgs["text"]), str(missing), "--out", str(tmp_path / "m.jsonl"))  # bulk: the same warning
+    assert r.returncode == 0 and f"warning: no file named {str(missing)!r}; running it as a text" in r.stderr, r.stderr

@@ -73,6 +73,11 @@ def run(
         note(f"note: not every node runs on {short_name(pipe.provider)}: {pipe.placement_note}")
     if literal and not pipe.is_text:
         raise InputError(f"--text is for text models; {pipe.name} is a model for {pipe.task}.")
+    if pipe.is_text and not literal:  # a bulk run's too
+        from edgeai.text import looks_like_a_missing_file
+
+        for x in (x for x in inputs if looks_like_a_missing_file(x)):
+            warn(f"no file named {x!r}; running it as a text (--text silences this).")
     top_k = 5 if top_k is None and pipe.ranks_classes else top_k  # checked where it is used: predict_each, run_bulk, run_ray
     if out_file is not None:
         if pipe.task == "tensor":
@@ -86,11 +91,6 @@ def run(
     elif not pipe.is_text:
         _folders_need_out(inputs)
     items = expand_text_inputs(inputs, literal) if pipe.is_text else inputs
-    if pipe.is_text and not literal:
-        from edgeai.text import looks_like_a_missing_file
-
-        for x in (x for x in inputs if looks_like_a_missing_file(x)):
-            warn(f"no file named {x!r}; running it as a text (--text silences this).")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         results = pipe.predict_each(items, top_k=top_k)

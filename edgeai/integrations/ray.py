@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TextIO
 
 import numpy as np
 
@@ -99,7 +99,7 @@ def run_ray(
     """
     import time
 
-    from edgeai.journal import model_id, pending
+    from edgeai.journal import exclusive, model_id, pending
     from edgeai.pipeline import open_package, resolve_variant
     from edgeai.tasks import check_top_k
 
@@ -112,17 +112,19 @@ def run_ray(
     check_top_k(pkg, top_k)  # before the file is touched, not as an error line per input
     variant, _ = resolve_variant(pkg, provider, variant)
     out = Path(out)
-    todo, stats = pending(items, out, model_id(pkg, variant), variant, retry_errors, new_file)
-    t0 = time.perf_counter()
-    started = _start(ray, address, num_cpus)
-    try:
-        if todo:
-            source = {"path": str(pkg.path.resolve())} if ship == "path" else {"ref": ray.put(_package_files(pkg.path))}
-            worker = {"source": source, "top_k": top_k, "provider": provider, "variant": variant}
-            _write(_dataset(ray, todo, batch_size, actors, worker), out, batch_size, len(todo), stats, progress)
-    finally:
-        if started:
-            ray.shutdown()
+    with exclusive(out) as held:
+        todo, stats = pending(items, out, model_id(pkg, variant), variant, retry_errors, new_file)
+        f = held.reopen_if_replaced()
+        t0 = time.perf_counter()
+        started = _start(ray, address, num_cpus)
+        try:
+            if todo:
+                source = {"path": str(pkg.path.resolve())} if ship == "path" else {"ref": ray.put(_package_files(pkg.path))}
+                worker = {"source": source, "top_k": top_k, "provider": provider, "variant": variant}
+                _write(_dataset(ray, todo, batch_size, actors, worker), f, batch_size, len(todo), stats, progress)
+        finally:
+            if started:
+                ray.shutdown()
     stats["seconds"] = time.perf_counter() - t0
     return stats
 
@@ -158,8 +160,8 @@ def _dataset(ray, todo: list[str], batch_size: int, actors: int | None, worker: 
                           fn_constructor_kwargs=worker)
 
 
-def _write(ds, out: Path, batch_size: int, total: int, stats: dict, progress: Callable[[int, int], None] | None) -> None:
-    """Append the answered lines to ``out`` as they come, counting errors into ``stats``."""
+def _write(ds, f: TextIO, batch_size: int, total: int, stats: dict, progress: Callable[[int, int], None] | None) -> None:
+    """Append the answered lines to ``f`` (--out) as they come, counting errors into ``stats``."""
     import json
 
     # Ray Data restarts dead actors and retries their batches by default (max_restarts=-1);
@@ -167,22 +169,21 @@ def _write(ds, out: Path, batch_size: int, total: int, stats: dict, progress: Ca
     if progress:
         progress(0, total)
     seen: set[int] = set()
-    with open(out, "a", encoding="utf-8") as f:
-        for batch in ds.iter_batches(batch_size=batch_size, batch_format="numpy"):
-            lines = []
-            for i, line in zip(batch["index"], batch["line"]):
-                if int(i) in seen:  # a retried batch cannot write an input twice
-                    continue
-                seen.add(int(i))
-                lines.append(str(line))
-                if '"error"' in line:
-                    rec = json.loads(line)
-                    if "error" in rec:
-                        stats["errors"] += 1
-                        stats["first_error"] = stats["first_error"] or rec["error"]
-            f.write("".join(x + "\n" for x in lines))
-            f.flush()
-            stats["done"] += len(lines)
-            if progress:
-                progress(stats["done"], total)
-        os.fsync(f.fileno())
+    for batch in ds.iter_batches(batch_size=batch_size, batch_format="numpy"):
+        lines = []
+        for i, line in zip(batch["index"], batch["line"]):
+            if int(i) in seen:  # a retried batch cannot write an input twice
+                continue
+            seen.add(int(i))
+            lines.append(str(line))
+            if '"error"' in line:
+                rec = json.loads(line)
+                if "error" in rec:
+                    stats["errors"] += 1
+                    stats["first_error"] = stats["first_error"] or rec["error"]
+        f.write("".join(x + "\n" for x in lines))
+        f.flush()
+        stats["done"] += len(lines)
+        if progress:
+            progress(stats["done"], total)
+    os.fsync(f.fileno())

@@ -23,6 +23,8 @@ if TYPE_CHECKING:  # concurrent.futures is imported by submit(), not by every st
 
 def open_package(path_or_name: str | os.PathLike, progress: Callable[[str], None] | None = None) -> Package:
     """A package directory (or its manifest.json), or a built-in name built on first use."""
+    if not isinstance(path_or_name, (str, os.PathLike)):
+        raise InputError(f"A model is a package directory or a built-in name (a str or a path); got {a_type(path_or_name)}.")
     path = Path(path_or_name)
     if path.is_dir() and not (path / "manifest.json").is_file() and isinstance(path_or_name, str) and home.resolve_builtin(path_or_name):
         raise PackageError(f"{path_or_name} is a folder here, not a package, and it hides the built-in {path_or_name}: "

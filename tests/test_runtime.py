@@ -191,6 +191,9 @@ def test_unknown_variant_and_missing_variant(tiny_pkg):
 def test_unknown_model_name():
     with pytest.raises(PackageError, match="no built-in model"):
         edgeai.load("resnet-9000")
+    for wrong in (123, None):  # not a TypeError from pathlib: only EdgeAIError leaves the API
+        with pytest.raises(InputError, match="package directory or a built-in name"):
+            edgeai.load(wrong)
 
 
 def test_truncated_model_file_is_a_package_error(tiny_pkg):

@@ -58,17 +58,31 @@ def cached_packages() -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and (p / MANIFEST).is_file())
 
 
-def clear() -> int:
-    """Empty ``$EDGEAI_HOME``; returns how many packages were removed."""
-    n = len(cached_packages())
-    root = home()
-    if root.is_dir():
-        for entry in root.iterdir():
-            if entry.is_dir():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                entry.unlink(missing_ok=True)
-    return n
+# What edgeai keeps in $EDGEAI_HOME beside the packages: saved CPU graphs, remembered hashes, TensorRT engines.
+_OWN_CACHES = ("ort-cpu", "hashes", "tensorrt")
+
+
+def clear() -> tuple[int, list[str]]:
+    """Remove from ``$EDGEAI_HOME`` the packages, unfinished builds, build locks and edgeai's own
+    caches; returns how many packages were removed and the names of the entries left, which
+    edgeai did not make ($EDGEAI_HOME may point at a folder that holds other things too)."""
+    from .package import _TMP_MARK
+
+    root, removed, left = home(), 0, []
+    if not root.is_dir():
+        return 0, []
+    for entry in sorted(root.iterdir()):
+        real_dir = entry.is_dir() and not entry.is_symlink()
+        if real_dir and (entry / MANIFEST).is_file():
+            removed += 1
+        elif not (entry.name in _OWN_CACHES or entry.name.startswith(".") and (_TMP_MARK in entry.name or entry.name.endswith(".lock"))):
+            left.append(entry.name)
+            continue
+        if real_dir:
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+    return removed, left
 
 
 @contextlib.contextmanager

@@ -103,6 +103,23 @@ def test_inspect_and_models(tiny_pkg):
     assert out.returncode == 0 and json.loads(out.stdout)["builtins"][0]["name"] == "efficientnet-lite0"
 
 
+def test_models_clear_removes_what_edgeai_made_and_nothing_else(tmp_path):
+    from conftest import make_tiny_package
+
+    home = tmp_path / "home"
+    make_tiny_package(home / "tiny-0.1.0")
+    (home / "ort-cpu").mkdir()
+    (home / "ort-cpu" / "g.onnx").write_bytes(b"x")
+    (home / ".bert.lock").write_bytes(b"")
+    (home / ".lstm-0.1.0.edgeai-tmp-999999-build").mkdir()  # a killed build's staging folder
+    (home / "notes.txt").write_text("the user's")
+    (home / "mine").mkdir()
+    out = cli("models", "--clear", env={"EDGEAI_HOME": str(home)})
+    assert out.returncode == 0 and "removed 1 cached package(s)" in out.stderr, out.stderr
+    assert "left 2 entries edgeai did not make: mine, notes.txt" in out.stderr
+    assert sorted(p.name for p in home.iterdir()) == ["mine", "notes.txt"]
+
+
 def test_inspect_shows_a_package_with_a_damaged_variant_and_fails(tiny_pkg, tmp_path):
     from conftest import tiny_classifier
     from edgeai.package import Package

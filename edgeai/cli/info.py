@@ -253,7 +253,7 @@ def _print_latencies(m: dict) -> None:
 
 
 def models(
-    clear: Annotated[bool, typer.Option("--clear", help="Empty the package cache ($EDGEAI_HOME).")] = False,
+    clear: Annotated[bool, typer.Option("--clear", help="Remove the cached packages and edgeai's own caches from $EDGEAI_HOME (nothing else there).")] = False,
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
 ) -> None:
     """List the built-in models and the packages cached in $EDGEAI_HOME."""
@@ -261,8 +261,11 @@ def models(
     from edgeai.families import builtin_models
 
     if clear:
-        n = home.clear()
-        err.print(f"removed {n} cached package(s) from {home.home()}", markup=False)
+        n, left = home.clear()
+        err.print(f"removed {n} cached package(s) and edgeai's caches from {home.home()}", markup=False)
+        if left:
+            err.print(f"left {len(left)} entr{'y' if len(left) == 1 else 'ies'} edgeai did not make: {', '.join(left[:5])}"
+                      f"{', ...' if len(left) > 5 else ''}", markup=False)
         return
     cached = {p.name: str(p) for p in home.cached_packages()}
     rows = []

@@ -79,7 +79,9 @@ def choose_variant(pkg: Package, provider: str, device_id: int = 0) -> tuple[str
     """Contracts, variant choice: the fastest variant within budget, measured on this kind of machine."""
     eligible = [v for v in VARIANTS if v in pkg.variants and meets_budget(pkg, v) and for_provider(pkg, v, provider)]
     timed = [(t, v) for v in eligible if (t := recorded_latency(pkg.variants[v], provider, device_id=device_id)) is not None]
-    if timed:
+    # A variant within budget but not timed here (its timing interrupted, or skipped) cannot be ranked.
+    untimed = [v for v in eligible if v not in {w for _, w in timed}]
+    if timed and not untimed:
         fastest = min(t for t, _ in timed)
         # A reduced-precision variant has to be measurably faster to be worth its accuracy cost:
         # within LOSSY_MARGIN of the fastest, the exact variants (fp32, optimized) win.
@@ -95,13 +97,17 @@ def choose_variant(pkg: Package, provider: str, device_id: int = 0) -> tuple[str
     order = ("int8", "optimized", "fp32") if provider == providers.CPU else ("fp16", "fp32", "optimized")
     if provider == providers.TENSORRT and (pkg.variants.get("int8", {}).get("recipe") or {}).get("preset") == "tensorrt":
         order = ("int8", *order)
-    elsewhere = sorted({e.get("machine", "?") for v in eligible for e in pkg.variants[v].get("latency", {}).values()
-                        if e["provider"] == provider})
+    elsewhere = [] if timed else sorted({e.get("machine", "?") for v in eligible for e in pkg.variants[v].get("latency", {}).values()
+                                         if e["provider"] == provider})
     for v in order:
         if v in eligible:
             if elsewhere:  # figures of another CPU say nothing about this one (machine.py)
                 return v, (f"the latencies in this package were measured on another CPU ({elsewhere[0]}), not this one "
                            f"({machine_key(provider, device_id)}); default order {'/'.join(order)} until "
+                           f"`edgeai bench {pkg.path} --record` measures them here")
+            if timed:
+                return v, (f"{' and '.join(untimed)} {'has' if len(untimed) == 1 else 'have'} no latency recorded on this machine, "
+                           f"so the figures cannot rank the variants; default order {'/'.join(order)} until "
                            f"`edgeai bench {pkg.path} --record` measures them here")
             return v, f"no latency recorded for {providers.short_name(provider)} on this machine; default order {'/'.join(order)}"
     return "fp32", "the reference variant"

@@ -174,8 +174,14 @@ def test_variant_choice_is_measured_not_assumed(tiny_pkg):
     assert choose_variant(pkg, "CPUExecutionProvider")[0] == "optimized"
     pkg.manifest["variants"]["int8"]["accuracy"] = {"top1_agreement": 0.9}  # misses the budget
     assert choose_variant(pkg, "CPUExecutionProvider")[0] == "optimized"
+    # int8 within budget but never timed here (a quantize interrupted while timing): the figures
+    # cannot rank it, so not "fastest of the timed ones" but the default order, saying why
+    pkg.manifest["variants"]["int8"]["accuracy"] = {"top1_agreement": 0.999}
+    pkg.manifest["variants"]["int8"].pop("latency")
+    v, why = choose_variant(pkg, "CPUExecutionProvider")
+    assert v == "int8" and "int8 has no latency recorded on this machine, so the figures cannot rank" in why
     for v in pkg.manifest["variants"].values():
-        v.pop("latency")
+        v.pop("latency", None)
     pkg.manifest["variants"]["int8"]["accuracy"] = {"top1_agreement": 0.995}
     assert choose_variant(pkg, "CPUExecutionProvider")[0] == "int8"  # no figures: int8 on CPU
     assert choose_variant(pkg, "CUDAExecutionProvider")[0] == "fp32"  # no figures: fp16 then fp32 on GPU

@@ -65,7 +65,7 @@ def run(
         pipe = edgeai.load(name, provider=provider, variant=variant, threads=threads, device_id=device_id)
     if pipe.session.choice.fell_back:
         note(f"note: {pipe.provider_note}")
-    if "another CPU" in pipe.variant_reason or ("misses" in pipe.variant_reason and variant != "auto"):
+    if "another CPU" in pipe.variant_reason or "cannot rank" in pipe.variant_reason or ("misses" in pipe.variant_reason and variant != "auto"):
         note(f"note: running {pipe.variant}: {pipe.variant_reason}.")
     if pipe.placement_note:
         from edgeai.providers import short_name

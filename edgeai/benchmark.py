@@ -268,6 +268,9 @@ def _describe_inputs(pkg: Package, inputs: Any, tokens: int) -> str:
         return "given arrays"
     if input_kind(pkg) == "text":
         return f"a text of {_text_tokens(pkg, tokens)} tokens per item"
+    if input_kind(pkg) == "generation":  # _feed: one decode step; items/s is then new tokens/s per sequence
+        past = min(tokens, int(pkg.manifest["generation"]["max_length"]) - 1)
+        return f"one decode step (a new token per item) after {past} cached tokens"
     return "seeded random inputs of the model's input shape"
 
 

@@ -17,8 +17,8 @@ def generate(
     max_new_tokens: Annotated[int, typer.Option(min=1, help="The most tokens to add.")] = 64,
     temperature: Annotated[float, typer.Option(min=0.0, help="0 is greedy; above 0 samples.")] = 0.0,
     top_k: Annotated[Optional[int], typer.Option(min=1, help="Sample among the K likeliest tokens.")] = None,
-    top_p: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Sample among the likeliest tokens that hold P of the probability.")] = None,
-    repetition_penalty: Annotated[float, typer.Option(min=0.0, help="Above 1 discourages repeating tokens (transformers' rule).")] = 1.0,
+    top_p: Annotated[Optional[float], typer.Option(help="Sample among the likeliest tokens that hold P of the probability, 0 < P <= 1.")] = None,
+    repetition_penalty: Annotated[float, typer.Option(help="Above 0; above 1 discourages repeating tokens (transformers' rule).")] = 1.0,
     seed: Annotated[Optional[int], typer.Option(help="Seed for sampling (same seed, same text).")] = None,
     stop: Annotated[Optional[list[str]], typer.Option(help="Stop when this text appears (it is left out); may be repeated.")] = None,
     chat: Annotated[bool, typer.Option("--chat", help="Send each PROMPT as a user message through the model's chat template.")] = False,
@@ -47,9 +47,12 @@ def generate(
     options["stop"] = stop or None
     if not Path(model).exists() and (b := resolve_builtin(model)) is not None and "generation" not in b.task:
         raise InputError(f"{model} is a built-in {b.task} model; edgeai generate needs a text-generation package "
-                         "(edgeai export --model DIR_OR_ID --task text-generation-with-past).")
+                         "(edgeai export --model DIR_OR_ID --task text-generation).")
     pipe = edgeai.load(model, provider=provider, variant=variant, threads=threads)
-    gen = generator_for(pipe)  # a package that cannot generate says so before any prompt is printed
+    if "generation" not in pipe.package.manifest:  # before any prompt is printed
+        raise InputError(f"{model} is a {pipe.task} package; edgeai generate needs a text-generation one "
+                         f"(run this one with edgeai run --model {model}).")
+    gen = generator_for(pipe)
     if chat and not gen.spec.get("chat_template"):
         raise InputError(f"{pipe.name}'s tokenizer has no chat template; leave out --chat.")
     if pipe.session.choice.fell_back:

@@ -87,6 +87,7 @@ class Family:
     build: str | None = None  # "module:function", where a hook lives elsewhere
     example: str | None = None
     reference: str | None = None
+    evaluation: str | None = None  # (held-out texts, tuning texts, after(pkg)) for a later optimize/quantize
     preprocessors: Mapping[str, str] = field(default_factory=dict)  # preprocess type -> "module:Class" (edgeai.tasks)
     postprocessors: Mapping[str, str] = field(default_factory=dict)  # postprocess type -> "module:Class"
     rank: int = 100  # listing order (edgeai's own families come first)
@@ -96,7 +97,7 @@ class Family:
             object.__setattr__(self, "tasks", (self.task,))
 
     def hook(self, which: str) -> Callable:
-        """The ``build``/``example``/``reference`` function, imported now (it may import torch)."""
+        """The ``build``/``example``/``reference``/``evaluation`` function, imported now (it may import torch)."""
         fn = self._hook(which)
         if fn is None:
             raise InputError(f"The {self.name} family has no {which} step.")

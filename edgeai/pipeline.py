@@ -71,11 +71,9 @@ class Pipeline:
         self.variant = variant
         self.threads, note = resolve_threads(package, variant, provider, strict, device_id, threads)  # None: ORT's default
         self.variant_reason += note
-        self.session = Session(
-            package.variant_path(variant), m["inputs"], m["outputs"], provider, strict, self.threads, device_id,
-            model_sha256=package.variants[variant]["sha256"],
-            tensorrt=providers.tensorrt_flags(variant, package.variants[variant]),
-        )
+        info = package.variants[variant]
+        self.session = Session(package.variant_path(variant), m["inputs"], m["outputs"], provider, strict, self.threads, device_id,
+                               model_sha256=info["sha256"], tensorrt=providers.tensorrt_flags(variant, info))
         self.provider = self.session.provider
         self._pre = tasks.preprocessor(package, [t["name"] for t in m["inputs"]])  # edgeai.tasks, by the manifest's types
         self._post_spec = m.get("postprocess", {"type": "none"})
@@ -358,12 +356,14 @@ class Pipeline:
         return self._closed
 
     def close(self) -> None:
-        """Refuse new calls, wait for those in flight and the submitted Futures, free the session; twice is fine."""
+        """Refuse new calls, end open streams, wait for the calls in flight and the submitted Futures, free the session; twice is fine."""
         inside = 1 if getattr(self._local, "depth", 0) else 0  # close() called from within a call
         with self._cond:
             if self._closed:
                 return
             self._closed = True
+            for req in (r for r in self._requests if r.stream):  # a stream nobody reads holds its call open
+                req.dropped.set()
             self._cond.wait_for(lambda: self._busy <= inside)
             executor, self._executor = self._executor, None
         if executor is not None:

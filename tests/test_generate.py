@@ -287,11 +287,22 @@ def test_a_stream_left_early_is_cancelled_and_waited_for(packages, tmp_path):
     step under way: a generation thread still inside ONNX Runtime when the interpreter exits aborts
     the process (exit 134). A stream left open at exit is cancelled by an exit hook."""
     with edgeai.load(packages["qwen2"]) as pipe:
-        stats = {}
-        for _ in pipe.generate("Tell me a long story", max_new_tokens=200, temperature=1.0, seed=0, stream=True, stats=stats):
+        stats, mine = {}, threading.Event()
+        for _ in pipe.generate("Tell me a long story", max_new_tokens=200, temperature=1.0, seed=0, stream=True, stats=stats,
+                               cancel=mine):
             break
-        assert stats["finish_reason"] == "cancelled"
+        assert stats["finish_reason"] == "cancelled" and not mine.is_set()  # the caller's own event is left alone
         assert not [t for t in threading.enumerate() if t.name == "edgeai-generate"]
+    # a stream kept but no longer read: close() ends it rather than waiting for it for ever
+    pipe = edgeai.load(packages["qwen2"])
+    stats = {}
+    stream = pipe.generate("Tell me a long story", max_new_tokens=200, temperature=1.0, seed=0, stream=True, stats=stats)
+    next(stream)
+    closer = threading.Thread(target=pipe.close)
+    closer.start()
+    closer.join(timeout=60)
+    assert not closer.is_alive() and stats["finish_reason"] == "cancelled"
+    assert list(stream) == []  # and the reader, back later, finds the stream ended
     script = tmp_path / "left_open.py"
     script.write_text("import sys, edgeai\n"
                       "pipe = edgeai.load(sys.argv[1])\n"

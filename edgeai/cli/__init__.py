@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> None:
     """The console script. Once a command is done, the process ends without the interpreter's
     teardown (freeing ~400 modules and ONNX Runtime's environment: 50-100 ms of a ~0.4 s cold
     `edgeai run` here, that nobody waits for usefully). The streams are flushed and the atexit
-    handlers run first; with any other thread still alive, Python exits the usual way."""
+    handlers run first (they end the generation threads edgeai started: edgeai.streams); with a
+    non-daemon thread still alive after them, Python exits the usual way."""
     _terminate_in_order()
     try:
         app(args=argv)
@@ -125,7 +126,9 @@ def _fast_exit(code: int) -> None:
         sys.stderr.flush()
     except (BrokenPipeError, ValueError):  # a reader that went away: nothing more to say
         code = code or 1
-    if threading.active_count() > 1:
+    atexit._run_exitfuncs()  # first: edgeai's own end the threads it started (edgeai.streams)
+    # Only a live non-daemon thread is waited for: a daemon one, or one whose Python part has just
+    # ended, would only get the interpreter's teardown of ONNX Runtime, which aborts under it (134).
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.current_thread()):
         sys.exit(code)
-    atexit._run_exitfuncs()
     os._exit(code)

@@ -146,24 +146,33 @@ class _Out:
     @staticmethod
     def _open_locked(out: Path) -> TextIO:
         try:
-            f = open(out, "a", encoding="utf-8")
-        except OSError as e:
-            raise InputError(f"--out {out} cannot be written: {e.strerror or e}.") from None
-        try:
             import fcntl
         except ImportError:  # pragma: no cover - Windows: no advisory locks; one run per file is the user's care
-            return f
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+            fcntl = None
+        while True:
+            try:
+                f = open(out, "a", encoding="utf-8")
+            except OSError as e:
+                raise InputError(f"--out {out} cannot be written: {e.strerror or e}.") from None
+            try:
+                if fcntl is not None:
+                    fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.close()
+                raise InputError(f"Another run is writing {out}; wait for it to end, or give another --out.") from None
+            except OSError:  # a file system without locks (NFS without its lock daemon): run unlocked
+                return f
+            try:  # the file locked is still the one at that path (another run may have replaced it meanwhile)
+                if os.path.samestat(os.fstat(f.fileno()), os.stat(out)):
+                    return f
+            except OSError:
+                pass
             f.close()
-            raise InputError(f"Another run is writing {out}; wait for it to end, or give another --out.") from None
-        return f
 
     def reopen_if_replaced(self) -> TextIO:
         """The file to append to once ``pending`` has read it: a resume that drops changed or failed
         inputs' lines replaces the file, and the new one is locked before the old one is let go."""
-        if os.stat(self.out).st_ino != os.fstat(self.f.fileno()).st_ino:
+        if not os.path.samestat(os.stat(self.out), os.fstat(self.f.fileno())):
             new = self._open_locked(self.out)
             self.f.close()
             self.f = new
@@ -176,9 +185,14 @@ def exclusive(out: Path) -> Iterator[_Out]:
         raise InputError(f"The directory of --out ({out.parent}) does not exist.")
     if out.is_dir():
         raise InputError(f"--out {out} is a directory; give a .jsonl file name.")
+    created = not out.exists()
     held = _Out(out)
     try:
         yield held
+    except BaseException:  # a run that failed before writing a line leaves no file it created
+        if created and os.fstat(held.f.fileno()).st_size == 0:
+            out.unlink(missing_ok=True)
+        raise
     finally:
         held.f.close()
 

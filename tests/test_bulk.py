@@ -362,3 +362,16 @@ def test_a_mistyped_file_name_is_run_as_text_with_a_warning(pkgs, tmp_path):
     assert r.returncode == 0 and "warning" not in r.stderr
     r = cli("run", "--model", str(pkgs["text"]), str(missing), "--out", str(tmp_path / "m.jsonl"))  # bulk: the same warning
     assert r.returncode == 0 and f"warning: no file named {str(missing)!r}; running it as a text" in r.stderr, r.stderr
+
+
+def test_a_run_that_fails_before_its_first_line_leaves_no_file_it_created(tmp_path):
+    """(Ray unreachable, say): the --out it opened and locked goes; a file that was there stays."""
+    from edgeai.journal import exclusive
+
+    out = tmp_path / "r.jsonl"
+    for existed in (False, True):
+        with pytest.raises(RuntimeError):
+            with exclusive(out):
+                raise RuntimeError("could not reach Ray")
+        assert out.exists() == existed
+        out.write_text("")

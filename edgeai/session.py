@@ -138,11 +138,16 @@ class Session:
         except Exception as e:  # ONNX Runtime's own errors for unreadable or invalid models
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise PackageError(f"ONNX Runtime could not load {model}: {first[:300]}") from None
-        for kind, listed, graph in (("input", [s.name for s in self.inputs], self._session.get_inputs()),
-                                    ("output", self.output_names, self._session.get_outputs())):
-            if unknown := [n for n in listed if n not in {g.name for g in graph}]:  # a hand-edited manifest
-                raise PackageError(f"The package lists {kind} {unknown[0]!r}, which {Path(model).name} does not have "
-                                   f"(its {kind}s: {', '.join(g.name for g in graph)}); fix the manifest or export it again.")
+        # A hand-edited manifest: an input the graph needs that no feed will carry (one the graph lacks
+        # is refused at run time in one sentence: a fused decoder may drop one), or an output it lacks.
+        graph_in, graph_out = [g.name for g in self._session.get_inputs()], [g.name for g in self._session.get_outputs()]
+        name, fix = Path(model).name, "fix the manifest or export the model again"
+        if missing := [n for n in graph_in if n not in {s.name for s in self.inputs}]:
+            raise PackageError(f"{name} needs input {missing[0]!r}, which the package's manifest does not list "
+                               f"(the graph's inputs: {', '.join(graph_in)}); {fix}.")
+        if missing := [n for n in self.output_names if n not in graph_out]:
+            raise PackageError(f"The package's manifest lists output {missing[0]!r}, which {name} does not have "
+                               f"(its outputs: {', '.join(graph_out)}); {fix}.")
         gpu = self.provider in (_providers.CUDA, _providers.TENSORRT)
         self.io_binding = gpu if io_binding is None else bool(io_binding)
         self._device = ("cuda", device_id) if gpu else ("cpu", 0)

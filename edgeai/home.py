@@ -63,19 +63,24 @@ _OWN_CACHES = ("ort-cpu", "hashes", "tensorrt")
 
 
 def clear() -> tuple[int, list[str]]:
-    """Remove from ``$EDGEAI_HOME`` the packages, unfinished builds, build locks and edgeai's own
+    """Remove from ``$EDGEAI_HOME`` the packages, the debris of killed builds and edgeai's own
     caches; returns how many packages were removed and the names of the entries left, which
-    edgeai did not make ($EDGEAI_HOME may point at a folder that holds other things too)."""
-    from .package import _TMP_MARK
+    edgeai did not make ($EDGEAI_HOME may point at a folder that holds other things too). A build
+    running in another process keeps its staging folder and its lock."""
+    from .atomic import _TMP_MARK, _alive
 
     root, removed, left = home(), 0, []
     if not root.is_dir():
         return 0, []
     for entry in sorted(root.iterdir()):
         real_dir = entry.is_dir() and not entry.is_symlink()
-        if real_dir and (entry / MANIFEST).is_file():
+        if entry.name.startswith(".") and (entry.name.endswith(".lock") or _TMP_MARK in entry.name):
+            pid = entry.name.partition(_TMP_MARK)[2].removeprefix("old-").split("-")[0]
+            if entry.name.endswith(".lock") or pid.isdigit() and _alive(int(pid)):
+                continue  # a build's lock, or the staging folder of one still running
+        elif real_dir and (entry / MANIFEST).is_file():
             removed += 1
-        elif not (entry.name in _OWN_CACHES or entry.name.startswith(".") and (_TMP_MARK in entry.name or entry.name.endswith(".lock"))):
+        elif entry.name not in _OWN_CACHES:
             left.append(entry.name)
             continue
         if real_dir:

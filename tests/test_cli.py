@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
@@ -112,12 +113,14 @@ def test_models_clear_removes_what_edgeai_made_and_nothing_else(tmp_path):
     (home / "ort-cpu" / "g.onnx").write_bytes(b"x")
     (home / ".bert.lock").write_bytes(b"")
     (home / ".lstm-0.1.0.edgeai-tmp-999999-build").mkdir()  # a killed build's staging folder
+    (home / f".bert-0.1.0.edgeai-tmp-{os.getpid()}-build").mkdir()  # a running build's: kept, as its lock
     (home / "notes.txt").write_text("the user's")
     (home / "mine").mkdir()
     out = cli("models", "--clear", env={"EDGEAI_HOME": str(home)})
     assert out.returncode == 0 and "removed 1 cached package(s)" in out.stderr, out.stderr
     assert "left 2 entries edgeai did not make: mine, notes.txt" in out.stderr
-    assert sorted(p.name for p in home.iterdir()) == ["mine", "notes.txt"]
+    assert sorted(p.name for p in home.iterdir()) == [".bert-0.1.0.edgeai-tmp-%d-build" % os.getpid(), ".bert.lock",
+                                                      "mine", "notes.txt"]
 
 
 def test_inspect_shows_a_package_with_a_damaged_variant_and_fails(tiny_pkg, tmp_path):

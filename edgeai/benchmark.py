@@ -85,10 +85,14 @@ def bench_feed(pkg: Package, batch: int, tokens: int = BENCH_TOKENS, inputs: dic
     if input_kind(pkg) == "generation":  # one decode step after ``tokens`` cached positions
         from .data.feeds import decoder_feed
 
-        past = min(tokens, int(pkg.manifest["generation"]["max_length"]) - 1)
-        return decoder_feed(pkg, np.full((batch, 1), 1, dtype=np.int64), past=past)
+        return decoder_feed(pkg, np.full((batch, 1), 1, dtype=np.int64), past=_decode_past(pkg, tokens))
     # Integers 0/1: valid for any index input (token type ids of a 2-row table, masks, ids).
     return random_feed(pkg.manifest["inputs"], batch=batch, seed=0, other_axis=OTHER_AXIS, high=2)
+
+
+def _decode_past(pkg: Package, tokens: int) -> int:
+    """A generation package's timed step: one token after this many cached ones."""
+    return min(tokens, int(pkg.manifest["generation"]["max_length"]) - 1)
 
 
 def _text_feed(pkg: Package, batch: int, tokens: int) -> dict[str, np.ndarray]:
@@ -269,8 +273,7 @@ def _describe_inputs(pkg: Package, inputs: Any, tokens: int) -> str:
     if input_kind(pkg) == "text":
         return f"a text of {_text_tokens(pkg, tokens)} tokens per item"
     if input_kind(pkg) == "generation":  # _feed: one decode step; items/s is then new tokens/s per sequence
-        past = min(tokens, int(pkg.manifest["generation"]["max_length"]) - 1)
-        return f"one decode step (a new token per item) after {past} cached tokens"
+        return f"one decode step (a new token per item) after {_decode_past(pkg, tokens)} cached tokens"
     return "seeded random inputs of the model's input shape"
 
 

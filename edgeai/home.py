@@ -67,7 +67,7 @@ def clear() -> tuple[int, list[str]]:
     caches; returns how many packages were removed and the names of the entries left, which
     edgeai did not make ($EDGEAI_HOME may point at a folder that holds other things too). A build
     running in another process keeps its staging folder and its lock."""
-    from .atomic import _TMP_MARK, _alive
+    from .atomic import _TMP_MARK, staging_owner_alive
 
     root, removed, left = home(), 0, []
     if not root.is_dir():
@@ -75,8 +75,7 @@ def clear() -> tuple[int, list[str]]:
     for entry in sorted(root.iterdir()):
         real_dir = entry.is_dir() and not entry.is_symlink()
         if entry.name.startswith(".") and (entry.name.endswith(".lock") or _TMP_MARK in entry.name):
-            pid = entry.name.partition(_TMP_MARK)[2].removeprefix("old-").split("-")[0]
-            if entry.name.endswith(".lock") or pid.isdigit() and _alive(int(pid)):
+            if entry.name.endswith(".lock") or staging_owner_alive(entry.name.partition(_TMP_MARK)[2]):
                 continue  # a build's lock, or the staging folder of one still running
         elif real_dir and (entry / MANIFEST).is_file():
             removed += 1

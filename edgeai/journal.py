@@ -72,7 +72,7 @@ def done_inputs(out: Path, model: str | None = None, variant: str | None = None,
     """Inputs already answered in ``out`` (counted, so repeated inputs are redone only as often
     as they are missing), those of them answered by an error line, how many error lines were
     dropped (``retry_errors``), and how many lines were dropped because ``changed_since(line)``
-    says their input changed since.
+    says their input changed since. ``out`` is a file (:func:`exclusive` checked it).
 
     With ``model``, a line of another model (or one without ``model``) refuses the file before
     anything in it changes; then a torn last line is cut off, and the dropped lines are removed
@@ -81,8 +81,6 @@ def done_inputs(out: Path, model: str | None = None, variant: str | None = None,
     failed: collections.Counter = collections.Counter()
     if not out.exists():
         return done, failed, 0, 0
-    if out.is_dir():
-        raise InputError(f"--out {out} is a directory; give a .jsonl file name.")
     errors, changed, drop = 0, 0, set()
     with open(out, "rb") as f:
         for n, line in enumerate(f, 1):

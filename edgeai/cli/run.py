@@ -34,7 +34,9 @@ def run(
     retry_errors: Annotated[bool, typer.Option("--retry-errors", help="Bulk: run again the inputs whose lines in --out are errors (their error lines are replaced).")] = False,
 ) -> None:
     """Run a model on INPUTS: top classes for classifiers, dimension and cosine similarities for
-    embedding models; says which variant and provider ran.
+    embedding models, each prompt's continuation for text-generation packages (greedy, 64 new
+    tokens; edgeai generate has the sampling and streaming options); says which variant and
+    provider ran.
 
     For a text model, an argument that names an existing file is read as inputs, one per
     non-blank line (a folder: the lines of every .txt file under it), and its results say

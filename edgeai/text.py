@@ -85,6 +85,7 @@ class TextPreprocessor:
         cut = [i for i, e in enumerate(encodings) if e.overflowing]
         if cut:
             first = texts[cut[0]]
+            first = " / ".join(first) if isinstance(first, tuple) else first  # a sentence pair
             shown = first[:40] + ("..." if len(first) > 40 else "")
             warnings.warn(
                 f"{len(cut)} text(s) longer than {self.max_length} tokens were truncated to {self.max_length} "

@@ -209,6 +209,15 @@ def test_sentence_pairs(checkpoints, packages):
     assert [x["score"] for x in single["top_k"]] != [x["score"] for x in got[0]["top_k"]]  # the pair was read as a pair
 
 
+def test_a_long_sentence_pair_is_truncated_with_a_warning(packages):
+    from edgeai.text import TruncationWarning
+
+    with edgeai.load(packages["pair"], variant="fp32") as pipe:
+        with pytest.warns(TruncationWarning, match="first: 'word word"):
+            got = pipe.predict({"text": "word " * 600, "text_pair": "Someone plays music."}, top_k=1)
+    assert len(got["top_k"]) == 1
+
+
 def test_other_tasks_are_tensor_packages(checkpoints, packages):
     m = json.loads((packages["fillmask"] / "manifest.json").read_text())
     assert m["task"] == "fill-mask" and m["preprocess"]["type"] == "none" and "raw tensors" in m["description"]

@@ -99,6 +99,19 @@ def staging_dir(final: Path) -> Iterator[Path]:
         raise
 
 
+def check_destination(final: str | os.PathLike) -> None:
+    """Refuse, before minutes of export, a package folder that cannot be made at ``final``: a
+    file or a foreign folder there, or a first existing ancestor this user may not write in
+    (the write itself would only fail at the end, in staging_dir)."""
+    final = Path(final).absolute()
+    _check_target(final)
+    ancestor = final.parent  # the package is staged beside its place
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if ancestor.is_dir() and not os.access(ancestor, os.W_OK | os.X_OK):
+        raise PackageError(f"{ancestor} cannot be written: permission denied (give -o a folder you can write in).")
+
+
 def _check_target(final: Path) -> None:
     if final.exists() and not final.is_dir():
         raise PackageError(f"{final} is a file; a package is a folder: give a new folder or an existing package.")

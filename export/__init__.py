@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 # Not bound as `families`: that name is this package's families/ folder once it is imported.
 from edgeai import families as registry
+from edgeai.atomic import check_destination
 from edgeai.errors import InputError
 from edgeai.package import Package
 
@@ -51,6 +52,8 @@ def export_model(name: str, out: str | os.PathLike | None = None, precision: str
     given = _family_options(family, options)
     # A family without a built-in model (hf) names the directory after what it exports.
     target = Path(out) if out is not None else (Path(family.model) if family.model else None)
+    if target is not None:
+        check_destination(target)
     with user_budget(family, budget):
         return family.hook("build")(target, precision=precision, progress=progress, **given)
 

@@ -351,6 +351,11 @@ def test_report_errors(small_pkg, tmp_path):
     r = cli("report", str(small_pkg), "-o", str(tmp_path / "missing" / "r.html"))
     assert r.returncode == 1 and "does not exist" in r.stderr
     assert list(tmp_path.iterdir()) == []  # nothing half-written
+    # A folder the machine will not let us write in (sysfs refuses even root): one sentence that
+    # names the folder, not the hidden temporary file, and no traceback.
+    r = cli("report", str(small_pkg), "-o", "/sys/edgeai-report.html")
+    assert r.returncode == 1 and r.stderr.strip().startswith("error: /sys cannot be written:"), r.stderr
+    assert "Traceback" not in r.stderr
 
 
 def test_peak_memory_is_the_workers_own_not_its_parents():

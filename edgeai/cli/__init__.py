@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -17,7 +19,8 @@ from ._common import lazy_command, plain_error, single_command
 
 class _Group(TyperGroup):
     """Every command runs through this group's ``invoke``: the one place errors are caught. A
-    user error (EdgeAIError) is one sentence and exit 1, Ctrl-C exit 130; anything else is a bug
+    user error (EdgeAIError) is one sentence and exit 1, and so is a place the machine will not
+    let us write (permissions, a read-only or full disk); Ctrl-C exit 130; anything else is a bug
     and keeps its traceback. Click's own outcomes (help, usage errors, typer.Exit) pass through."""
 
     def invoke(self, ctx):
@@ -26,9 +29,26 @@ class _Group(TyperGroup):
         except EdgeAIError as e:
             plain_error(str(e))
             raise typer.Exit(1) from None
+        except OSError as e:
+            if e.errno not in _CANNOT_WRITE:
+                raise
+            plain_error(_cannot_write(e))
+            raise typer.Exit(1) from None
         except (KeyboardInterrupt, typer.Abort):  # a lazily built command sees Ctrl-C as click's Abort
             plain_error("interrupted")
             raise typer.Exit(130) from None
+
+
+_CANNOT_WRITE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+
+
+def _cannot_write(e: OSError) -> str:
+    """One sentence for an OSError of _CANNOT_WRITE. Writes go through hidden temporary names
+    (".NAME.tmp-...", ".NAME.edgeai-tmp-...") beside their target: name the folder for those."""
+    where = Path(e.filename) if e.filename else None
+    if where is not None and where.name.startswith(".") and "tmp-" in where.name:
+        where = where.parent
+    return f"{where if where is not None else 'a file'} cannot be written: {e.strerror or e}."
 
 
 app = typer.Typer(

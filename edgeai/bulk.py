@@ -169,6 +169,7 @@ def _text_batches(pipe, todo: list[str], batch_size: int, top_k: int | None) -> 
     """Tokenizing is fast and batch-wise; a batch with a bad text is redone text by text."""
     from .text import check_text
 
+    generates = "generation" in pipe.package.manifest
     for start in range(0, len(todo), batch_size):
         chunk = todo[start : start + batch_size]
         records: list[dict] = [{} for _ in chunk]
@@ -178,7 +179,7 @@ def _text_batches(pipe, todo: list[str], batch_size: int, top_k: int | None) -> 
                 check_text(t)
                 good.append(i)
             except EdgeAIError as e:
-                records[i] = {**input_fields(t), "error": str(e)}
+                records[i] = _error_line(t, e, generates)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # truncation is expected in bulk; the record says nothing else
             try:
@@ -190,7 +191,7 @@ def _text_batches(pipe, todo: list[str], batch_size: int, top_k: int | None) -> 
                     try:
                         records[i] = _text_line(chunk[i], pipe.predict(chunk[i], top_k))
                     except EdgeAIError as e:
-                        records[i] = {**input_fields(chunk[i]), "error": str(e)}
+                        records[i] = _error_line(chunk[i], e, generates)
         yield records
 
 
@@ -198,7 +199,17 @@ def _text_line(item, result: dict) -> dict:
     """A text's line: its input fields, then the result. A generation's ``text`` is the
     continuation, so a prompt read from a file keeps its line as ``prompt`` (what a resumed run
     compares, to redo an edited prompt)."""
+    return {**_prompt_fields(item, "finish_reason" in result), **result}
+
+
+def _error_line(item, e: EdgeAIError, generates: bool) -> dict:
+    """An error line: a generation's says ``prompt``, never ``text``, which its other lines use
+    for the output (a reader of ``text`` would take the prompt for an answer)."""
+    return {**_prompt_fields(item, generates), "error": str(e)}
+
+
+def _prompt_fields(item, generates: bool) -> dict:
     head = input_fields(item)
-    if "finish_reason" in result and "text" in head:
-        head["prompt"] = head["text"]
-    return {**head, **result}
+    if generates and "text" in head:
+        head["prompt"] = head.pop("text")
+    return head

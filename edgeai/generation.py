@@ -243,9 +243,7 @@ class _Stream:
         if cut is not None:
             self.text = self.text[:cut]
             return True
-        if self.text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for its next byte
-            return False
-        self._send(len(self.text) - self.hold)
+        self._send(len(self.text) - max(self.hold, _unfinished(self.text)))
         return False
 
     def _stop_at(self) -> int | None:
@@ -262,9 +260,19 @@ class _Stream:
     def finish(self, ids: list[int]) -> str:
         if not self.stop:
             self.text = self.gen.decode(ids)
-        self.text = self.text.rstrip("\ufffd")
+        self.text = self.text[:len(self.text) - _unfinished(self.text)]
         self._send(len(self.text))
         return self.text
+
+
+def _unfinished(text: str) -> int:
+    """How many trailing characters may be an unfinished UTF-8 sequence (a character whose
+    bytes are split over tokens): its replacement characters, at most 3 (a 4-byte character's
+    first 3 bytes; byte-fallback decoders give one per byte). They are held back until the next
+    token completes them, and left out at the end; replacement characters before them, or more
+    than 3, are the model's own invalid bytes and stay, as they do in the middle of a text."""
+    n = len(text) - len(text.rstrip("\ufffd"))
+    return min(n, 3)
 
 
 def result(req: Request, text: str) -> dict[str, Any]:

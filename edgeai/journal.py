@@ -210,7 +210,8 @@ def pending(items: list[str], out: Path, model: str | None = None, variant: str 
         key = line["input"]
         if key not in names:
             return False
-        said = line.get("prompt") if "finish_reason" in line else line.get("text")  # a generation's text is its output
+        # a generation's lines give the input as "prompt" (its "text" is the output)
+        said = line["prompt"] if "prompt" in line else (None if "finish_reason" in line else line.get("text"))
         if said is not None and key in texts:
             return said != texts[key]
         return "modified" in line and line["modified"] != modified(key)

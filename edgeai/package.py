@@ -187,6 +187,18 @@ class Package:
                 )
             self.verified_file(key, assets[key]["sha256"])
 
+    def damaged_assets(self) -> dict[str, str]:
+        """Asset path -> why it cannot be used (missing, or changed since packaging): the files
+        besides the variants (tokenizer, an encoder-decoder's encoder, external data), which
+        ``inspect``, ``report`` and ``bench`` check as they check the variants."""
+        bad = {}
+        for rel, info in self.manifest.get("assets", {}).items():
+            try:
+                self.verified_file(rel, info["sha256"])
+            except PackageError as e:
+                bad[rel] = str(e)
+        return bad
+
     def variant_path(self, name: str) -> Path:
         info = self.variant(name)
         try:

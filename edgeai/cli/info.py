@@ -24,6 +24,7 @@ def inspect(
 
     pkg = open_package(package)
     ops, damaged = _check_variants(pkg)
+    files = pkg.damaged_assets()  # the tokenizer, an encoder: what every variant needs
     placement = _placements(pkg, provider, device_id, skip=damaged) if provider else None
     if json_:
         doc = {"path": str(pkg.path), "manifest": pkg.manifest, "operators": ops}
@@ -31,12 +32,23 @@ def inspect(
             doc["placement"] = placement
         if damaged:
             doc["damaged"] = damaged
+        if files:
+            doc["damaged_files"] = files
         print_json(doc)
     else:
         _print_package(pkg, ops, damaged, placement)
     if damaged:
         plain_error(_damage_sentence(pkg, damaged))
+    if files:
+        plain_error(damaged_files_sentence(pkg, files))
+    if damaged or files:
         raise typer.Exit(1)
+
+
+def damaged_files_sentence(pkg, files: dict[str, str]) -> str:
+    """One sentence for :meth:`Package.damaged_assets`: no variant can run without these."""
+    return (f"The package {pkg.path} has {len(files)} missing or damaged file(s) that every variant needs: "
+            f"{'; '.join(why[0].lower() + why[1:].rstrip('.') for why in files.values())}; copy the package again (or export it again).")
 
 
 def _check_variants(pkg) -> tuple[dict[str, dict], dict[str, dict]]:

@@ -27,6 +27,7 @@ from .errors import DependencyError, InputError
 from .machine import is_this_machine, machine_id
 from .package import VARIANTS, Package, now
 from .choice import fastest_recorded
+from .data.compare import budget_rule
 from .pipeline import choose_variant, meets_budget, resolve_threads
 from .providers import CPU, short_name
 
@@ -185,7 +186,7 @@ def _header(data: dict) -> list[str]:
     ]
     if data["budget"]:
         b = data["budget"]
-        parts.append(f'<p>Accuracy budget: <b>{e(b["metric"])} &ge; {b["min"]}</b> {e(b.get("description", ""))}</p>')
+        parts.append(f'<p>Accuracy budget: <b>{e(budget_rule(b)).replace(" &gt;= ", " &ge; ")}</b> {e(b.get("description", ""))}</p>')
     return parts
 
 

@@ -102,8 +102,10 @@ def _print_package(pkg, ops: dict[str, dict], damaged: dict[str, dict], placemen
         out.print(f"postprocess: {post['type']} of {post.get('output', 'the output')}"
                   + (f" ({', '.join(f'{k} {v}' for k, v in extra.items())})" if extra else ""), markup=False)
     if "budget" in m:
+        from edgeai.data.compare import budget_rule
+
         b = m["budget"]
-        out.print(f"accuracy budget: {b['metric']} >= {b['min']} ({b.get('description', '')})", markup=False)
+        out.print(f"accuracy budget: {budget_rule(b)} ({b.get('description', '')})", markup=False)
     metric = m.get("budget", {}).get("metric", "top1_agreement")
     vt = Table("variant", "file", "size", "from", metric.replace("_", " "), "max diff", "samples", "nodes", "file check",
                box=None, pad_edge=False, title="variants (accuracy vs PyTorch for fp32, vs fp32 otherwise)", title_justify="left")

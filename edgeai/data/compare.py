@@ -173,6 +173,12 @@ def budget_met(budget: Mapping | None, accuracy: Mapping) -> bool:
     return not missed_floors(budget, accuracy)
 
 
+def budget_rule(budget: Mapping) -> str:
+    """Every floor of ``budget``, its metric first: "entity_f1 >= 0.98 and top1_agreement >= 0.99"."""
+    floors = {budget["metric"]: budget["min"], **budget.get("also", {})}
+    return " and ".join(f"{k} >= {v:g}" for k, v in floors.items())
+
+
 def missed_floors(budget: Mapping | None, accuracy: Mapping) -> dict[str, float]:
     """The minimums of ``budget`` (its metric first, then ``also``) that ``accuracy`` falls short
     of or lacks, with their values; empty when the budget is met (or there is none)."""

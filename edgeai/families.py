@@ -91,6 +91,7 @@ class Family:
     preprocessors: Mapping[str, str] = field(default_factory=dict)  # preprocess type -> "module:Class" (edgeai.tasks)
     postprocessors: Mapping[str, str] = field(default_factory=dict)  # postprocess type -> "module:Class"
     rank: int = 100  # listing order (edgeai's own families come first)
+    fx_traceable: bool = True  # torch.fx traces its reference models (--method qat rewrites them so)
 
     def __post_init__(self) -> None:
         if not self.tasks:

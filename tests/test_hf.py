@@ -269,6 +269,22 @@ def test_errors_are_one_sentence(checkpoints, tmp_path):
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
+def test_qat_is_neither_offered_nor_run_for_checkpoints(packages):
+    """torch.fx cannot trace transformers' models: the quantization-aware fine-tune refuses in one
+    sentence before any work, and a missed budget does not advise it."""
+    from edgeai.cli.build import budget_note
+    from edgeai.package import Package
+    from edgeai.quantize.steps.qat import QuantizationAware
+
+    pkg = Package.open(packages["vit"])
+    assert not QuantizationAware().applies(pkg)
+    pretend = {**pkg.manifest, "variants": {**pkg.variants, "int8": {**pkg.variants["optimized"], "recipe": {"method": "static"}}}}
+    note = budget_note(Package(pkg.path, pretend), "int8", {"top1_agreement": 0.5})
+    assert "misses the budget" in note and "qat" not in note
+    out = cli("quantize", str(packages["vit"]), "--method", "qat", "--qat-steps", "1")
+    assert out.returncode == 1 and "torch.fx, which cannot trace the hf family's models" in out.stderr, out.stderr
+
+
 def test_bench_against_torch(packages):
     """`bench --against torch` rebuilds the checkpoint's PyTorch model from the package's provenance."""
     out = cli("bench", str(packages["vit"]), "--against", "torch", "--rounds", "1", "--runs", "5")

@@ -15,6 +15,7 @@ TASKS = ("image-classification", "text-classification", "token-classification", 
          "tensor")
 FAMILY = Family(
     "hf", "image-classification", aliases=("hf",), hooks=__name__, rank=3, tasks=TASKS,
+    fx_traceable=False,  # transformers' models branch on their config and inputs, which plain torch.fx cannot trace
     description="any Hugging Face checkpoint (a directory, or a hub id in the local cache), exported by Optimum",
     budget=Budget("top1_agreement", 0.99, "top-1 agreement with fp32 on held-out inputs"),
     tolerance=1e-4,

@@ -56,6 +56,9 @@ class QuantizationAware(Step):
         if family is None or not family.has_hook("reference"):
             raise InputError(f"--method qat needs the PyTorch model {pkg.name!r} was exported from; "
                              "this package's family cannot rebuild it.")
+        if not family.fx_traceable:
+            raise InputError(f"--method qat rewrites the PyTorch model with torch.fx, which cannot trace the {family.name} "
+                             "family's models; use --method static.")
 
     def run(self, pkg: Package, src: Path, dest: Path, work: Path, ctx: Context) -> dict:
         try:

@@ -73,7 +73,7 @@ def quantize(
     if qat_steps is not None and (method != "qat" or qat_steps < 1):
         raise InputError("qat_steps applies to method qat and must be at least 1." if method == "qat"
                          else "qat_steps applies to --method qat.")
-    pkg = open_package(pkg, out)  # once: a plain .onnx file is wrapped here, not again below
+    pkg = open_package(pkg, out, calibration)  # once: a plain .onnx file is wrapped here, not again below
     if budget is not None:
         set_budget(pkg, budget)
     if precision == "fp16":

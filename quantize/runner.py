@@ -84,8 +84,10 @@ class Step:
         raise NotImplementedError
 
 
-def open_package(x: str | os.PathLike | Package, out: str | os.PathLike | None = None) -> Package:
-    """A package, a plain ``.onnx`` file wrapped into one at ``out`` (default: beside it), or a
+def open_package(x: str | os.PathLike | Package, out: str | os.PathLike | None = None,
+                 arrays: str | os.PathLike | None = None) -> Package:
+    """A package, a plain ``.onnx`` file wrapped into one at ``out`` (default: beside it; sized by
+    ``arrays``, a folder of its feeds, see :func:`wrap_onnx`), or a
     built-in name that is not a path here (``edgeai quantize bert``): its cached package, built on
     first use, as ``edgeai run --model bert`` loads it."""
     if isinstance(x, Package):
@@ -95,7 +97,7 @@ def open_package(x: str | os.PathLike | Package, out: str | os.PathLike | None =
             raise PackageError(f"No ONNX file at {x}: the path does not exist.")
         from .wrap import wrap_onnx
 
-        return wrap_onnx(x, out)
+        return wrap_onnx(x, out, arrays)
     return open_named(os.fspath(x))  # what `edgeai run --model` accepts, with the same errors
 
 

@@ -9,7 +9,7 @@ import onnx
 
 from edgeai import __version__
 from edgeai.data.graphs import graph_specs, mark_index_rows
-from edgeai.errors import PackageError
+from edgeai.errors import InputError, PackageError
 from edgeai.package import (
     SCHEMA_VERSION,
     Package,
@@ -20,20 +20,24 @@ from edgeai.package import (
 )
 
 
-def wrap_onnx(path: str | os.PathLike, out: str | os.PathLike | None = None) -> Package:
-    """Wrap a plain ``.onnx`` file in a package (task ``tensor``) at ``out`` (default: beside it)."""
+def wrap_onnx(path: str | os.PathLike, out: str | os.PathLike | None = None,
+              arrays: str | os.PathLike | None = None) -> Package:
+    """Wrap a plain ``.onnx`` file in a package (task ``tensor``) at ``out`` (default: beside it).
+    ``arrays``: a folder of .npy/.npz feeds (``--calibration``), whose shapes give the sizes of
+    named axes other than the batch (recorded as each input's ``example_shape``)."""
     src = Path(path)
     try:
         model = onnx.load(str(src))
         onnx.checker.check_model(model)
     except Exception as e:  # noqa: BLE001 -- onnx raises DecodeError, ValidationError, OSError...
-        raise PackageError(f"{src} is not a valid ONNX model: {str(e).splitlines()[0] if str(e) else type(e).__name__}.") from None
+        raise PackageError(f"{src} is not a valid ONNX model: {str(e).splitlines()[0].rstrip('.') if str(e) else type(e).__name__}.") from None
     target = Path(out) if out else src.with_suffix("")
     if (target / "manifest.json").is_file():
         if (kept := _same_wrap(target, src, model)) is not None:
             return kept
     inputs, outputs = graph_specs(model)
     mark_index_rows(inputs, model)
+    _check_runs(inputs, src, arrays)
     from edgeai import families
 
     budget = families.get("custom").budget  # as for a model exported from PyTorch: `auto` and `inspect` read it
@@ -56,6 +60,51 @@ def wrap_onnx(path: str | os.PathLike, out: str | os.PathLike | None = None) -> 
         }
         write_manifest(tmp, manifest)
     return Package.open(target)
+
+
+def _check_runs(inputs: list[dict], src: Path, arrays: str | os.PathLike | None) -> None:
+    """That ONNX Runtime loads the graph, and the sizes that checks and timings feed a named axis
+    other than the batch: the user's arrays' where given, else the default of seeded feeds (16),
+    which the graph must then run with. An exporter's names say nothing of sizes (Optimum writes ``num_channels``, ``height``,
+    ``width`` even where the weights fix them), so a refusal here comes before any package is
+    written, not as an ONNX Runtime node error after it."""
+    import onnxruntime as ort
+
+    from edgeai.data.feeds import OTHER_AXIS, feeds_from_dir, random_feed
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 4  # a failure is said below, once
+    try:  # every graph: a newer IR version or an unknown op is said here, not by a quantizer's temporary copy
+        session = ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001 -- ONNX Runtime raises its own Fail/InvalidGraph/...
+        raise PackageError(f"ONNX Runtime {ort.__version__} cannot load {src} ({_said(e)}).") from None
+    named = {s["name"]: [d for d in s["shape"][1:] if not isinstance(d, int)] for s in inputs}
+    if not any(named.values()):
+        return
+    if arrays is not None:
+        feed = feeds_from_dir(arrays, [s["name"] for s in inputs], inputs)[0]
+        for spec in inputs:
+            spec["example_shape"] = [int(n) for n in feed[spec["name"]].shape]
+        return
+    try:
+        session.run(None, random_feed(inputs))
+    except Exception as e:  # noqa: BLE001 -- ONNX Runtime raises its own Fail/InvalidArgument/RuntimeException
+        axes = ", ".join(dict.fromkeys(d for ds in named.values() for d in ds))
+        raise InputError(f"{src.name} has named axes besides the batch ({axes}) and does not run with them set to "
+                         f"{OTHER_AXIS} (ONNX Runtime: {_said(e)}); give its real input shapes: "
+                         f"`edgeai quantize {src} --calibration DIR` with .npy/.npz arrays of its inputs.") from None
+
+
+def _said(e: Exception) -> str:
+    """ONNX Runtime's message without its codes and source locations, at most 160 characters."""
+    import re
+
+    said = str(e).splitlines()[0] if str(e) else type(e).__name__
+    if m := re.search(r"Status Message: (.*)", said):
+        said = m.group(1)
+    else:
+        said = re.sub(r"^.*\.cc:\d+ \S+\([^)]*\) ", "", said.rsplit(" : ", 1)[-1])
+    return said.rstrip(".")[:160]
 
 
 def _same_wrap(target: Path, src: Path, model) -> Package | None:

@@ -180,6 +180,42 @@ def test_quantize_and_optimize_wrap_a_plain_onnx_file(tmp_path):
     assert set(Package.open(tmp_path / "plain").variants) == {"fp32", "optimized", "int8"}
 
 
+def test_a_plain_onnx_file_with_named_axes_is_sized_by_its_arrays(tmp_path):
+    """Optimum names every axis of an image input (batch_size, num_channels, height, width): the
+    seeded feeds' 16 channels cannot run a 3-channel conv. Wrapping says so before writing
+    anything, and --calibration arrays give the sizes, recorded for every later check."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    from edgeai.package import Package
+
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32), "W")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["pixel_values", "W"], ["features"])], "named-axes",
+        [helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, ["batch_size", "num_channels", "height", "width"])],
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch_size", 4, "out_h", "out_w"])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 14  # valid for onnx, newer than this ONNX Runtime reads: refused at once, in one sentence
+    save(model, str(tmp_path / "conv.onnx"))
+    out = cli("quantize", str(tmp_path / "conv.onnx"))
+    assert out.returncode == 1 and "cannot load" in out.stderr and "IR version: 14" in out.stderr, out.stderr
+    assert ".cc:" not in out.stderr and not (tmp_path / "conv").exists()
+    model.ir_version = 8
+    save(model, str(tmp_path / "conv.onnx"))
+    out = cli("optimize", str(tmp_path / "conv.onnx"))
+    assert out.returncode == 1 and out.stderr.count("error:") == 1 and TRACEBACK not in out.stderr, out.stderr
+    assert "named axes besides the batch (num_channels, height, width)" in out.stderr and "--calibration DIR" in out.stderr
+    assert "[E:onnxruntime" not in out.stderr and not (tmp_path / "conv").exists()
+    (tmp_path / "arrays").mkdir()
+    for i in range(3):
+        np.save(tmp_path / "arrays" / f"x{i}.npy", np.random.default_rng(i).random((1, 3, 10, 12), dtype=np.float32))
+    out = cli("quantize", str(tmp_path / "conv.onnx"), "--calibration", str(tmp_path / "arrays"))
+    assert out.returncode == 0, out.stderr
+    assert Package.open(tmp_path / "conv").manifest["inputs"][0]["example_shape"] == [1, 3, 10, 12]
+    out = cli("optimize", str(tmp_path / "conv"))  # seeded feeds now take the arrays' sizes
+    assert out.returncode == 0 and set(Package.open(tmp_path / "conv").variants) == {"fp32", "int8", "optimized"}, out.stderr
+
+
 def test_optimize_and_quantize_take_a_built_in_name(tmp_path):
     """`edgeai quantize bert` works on the package `edgeai run --model bert` loads (here a stand-in
     placed where the built-in's cache is, so that nothing is built)."""

@@ -34,6 +34,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
+from .data.feeds import input_kind
 from .errors import EdgeAIError, InputError
 from .journal import exclusive, modified, nonblank_lines, pending, record_line, stamp
 from .text import TEXT_SUFFIXES, expand_text_inputs, input_fields
@@ -92,7 +93,7 @@ def run_bulk(
     if batch_size < 1:
         raise InputError("--batch-size must be at least 1.")
     pipe.check_top_k(top_k)  # before the file is touched, not as an error line per input
-    if pipe.task == "tensor":
+    if input_kind(pipe.package) == "tensor":  # feature-extraction & co. too
         raise InputError("Bulk runs (--out) take images or texts; a tensor model runs its .npy/.npz files, or a folder "
                          "of them, without --out (edgeai run --model PKG DIR --json), or with Pipeline.run.")
     out = Path(out)

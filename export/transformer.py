@@ -112,6 +112,11 @@ def inspect_checkpoint(model: str | os.PathLike | None, task: str | None) -> Che
     path, source = resolve(model)
     config = _read_json(path / "config.json")
     archs = config.get("architectures") or []
+    if config.get("is_decoder") or config.get("is_encoder_decoder") or any(
+            a.endswith(("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")) for a in archs):
+        raise InputError(f"{path} is a text-generation model ({config.get('model_type', '?')}); bert exports BERT-family "
+                         "encoders. Use `edgeai export --model DIR --task text-generation` (text2text-generation for an "
+                         "encoder-decoder).")
     has_head = any(a.endswith("ForSequenceClassification") for a in archs)
     if task is None:
         task_name = "text-classification" if has_head else "text-embedding"

@@ -231,6 +231,20 @@ def test_other_tasks_are_tensor_packages(checkpoints, packages):
     with torch.inference_mode():
         want = model(**{k: torch.from_numpy(v) for k, v in feed.items()}).logits.numpy()
     np.testing.assert_allclose(got, want, atol=1e-4)
+    # words given to it: one sentence that names the export that reads text
+    out = cli("run", "--model", str(packages["fillmask"]), "A man plays a guitar.")
+    assert out.returncode == 1 and "takes .npz files of token ids, not text" in out.stderr, out.stderr
+    assert "edgeai export bert --model DIR" in out.stderr and out.stderr.count("error:") == 1
+
+
+def test_bert_refuses_a_decoder_in_one_sentence(tmp_path):
+    """torch.onnx.export's own error for a GPT-2 given to bert's exporter was "unordered_map::at"."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    GPT2LMHeadModel(GPT2Config(n_embd=16, n_layer=1, n_head=2, vocab_size=100)).save_pretrained(tmp_path / "gpt2")
+    out = cli("export", "bert", "--model", str(tmp_path / "gpt2"), "-o", str(tmp_path / "never"))
+    assert out.returncode == 1 and "is a text-generation model (gpt2); bert exports BERT-family encoders" in out.stderr, out.stderr
+    assert "--task text-generation" in out.stderr and not (tmp_path / "never").exists()
 
 
 def test_export_cli_full_chain_with_int8(checkpoints, tmp_path):

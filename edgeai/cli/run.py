@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import numpy as np
 import typer
 
+from edgeai.data.feeds import input_kind
 from edgeai.errors import InputError
 
 from ._common import Stages, err, plain_error, print_json
@@ -82,14 +83,15 @@ def run(
             warn(f"no file named {x!r}; running it as a text (--text silences this).")
     top_k = 5 if top_k is None and pipe.ranks_classes else top_k  # checked where it is used: predict_each, run_bulk, run_ray
     if out_file is not None:
-        if pipe.task == "tensor":
+        if input_kind(pipe.package) == "tensor":  # feature-extraction & co. too
             raise InputError("Bulk runs (--out) take images or texts; a tensor model runs its .npy/.npz files, or a "
                              f"folder of them, without --out (edgeai run --model {name} DIR --json).")
         _run_bulk(pipe, inputs, out_file, batch_size or 16, workers, top_k, ray_address, provider,
                   {"literal": literal, "new_file": new_file, "retry_errors": retry_errors})
         return
-    if pipe.task == "tensor":
+    if input_kind(pipe.package) == "tensor":  # feature-extraction & co. too
         inputs = _array_files(inputs)
+        _tokens_need_a_text_package(pipe, inputs)
     elif not pipe.is_text:
         _folders_need_out(inputs)
     items = expand_text_inputs(inputs, literal) if pipe.is_text else inputs
@@ -154,6 +156,16 @@ def _array_files(inputs: list[str]) -> list[str]:
         else:
             files.append(x)
     return files
+
+
+def _tokens_need_a_text_package(pipe, inputs: list[str]) -> None:
+    """A tensor package fed by token ids (an encoder exported by Optimum as feature-extraction)
+    given words: say which export makes a package that reads text."""
+    if "input_ids" in {s["name"] for s in pipe.package.manifest["inputs"]} and any(
+            Path(x).suffix not in (".npy", ".npz") and not Path(x).is_file() for x in inputs):
+        raise InputError(f"{pipe.name} takes .npz files of token ids, not text (a tensor package; `edgeai export bert "
+                         "--model DIR` makes a text-embedding package, tokenizer and pooling included, from a "
+                         "BERT-family checkpoint).")
 
 
 def _folders_need_out(inputs: list[str]) -> None:

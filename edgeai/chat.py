@@ -32,7 +32,23 @@ def check(messages: Sequence[Any]) -> list[dict]:
     for i, m in enumerate(messages):
         if not isinstance(m.get("role"), str) or "content" not in m:
             raise InputError(f"Message {i} of the chat has no role or content; each message is {MESSAGE}.")
+        if not isinstance(m["content"], str):
+            raise InputError(f"Message {i} of the chat has {type(m['content']).__name__!r} content, not a string; "
+                             "this model takes text.")
+    if not any(m["content"].strip() for m in messages):
+        raise InputError("Every message of the chat is empty; give the model some words.")
     return [dict(m) for m in messages]
+
+
+def misread_chat(prompt: Any) -> str | None:
+    """Why ``prompt`` looks like a chat given in the wrong form (one message, not in a list; a
+    list mixing messages and plain prompts), else None."""
+    if isinstance(prompt, dict) and "role" in prompt:
+        return f"A chat is a list of messages: put this one in a list, [{MESSAGE}]."
+    if isinstance(prompt, (list, tuple)) and any(isinstance(p, dict) for p in prompt) and not is_conversation(prompt):
+        return (f"This list mixes messages and other prompts: a chat is a list of {MESSAGE} messages only, "
+                "and a list of prompts holds plain texts (or chats) only.")
+    return None
 
 
 def render(spec: dict, messages: Sequence[Any], add_generation_prompt: bool = True) -> str:

@@ -324,6 +324,8 @@ def generate(pipe, prompt: Any, stream: bool = False, cancel: threading.Event | 
                  **options)
     s.check()
     gen = generator_for(pipe)
+    if (why := chat.misread_chat(prompt)) is not None:
+        raise InputError(why)
     if chat.is_conversation(prompt):  # one chat: the model's template makes the prompt
         ids = gen.encode(chat.render(gen.spec, prompt), special=False)
     elif isinstance(prompt, (list, tuple)):

@@ -173,6 +173,14 @@ def test_chat_template_renders_and_generates_as_transformers(checkpoints, packag
             assert got["prompt_tokens"] == len(ids) and got["text"] == _left_out(gen.decode(ref))
         with pytest.raises(InputError, match="no role or content"):
             pipe.generate([{"content": "hi"}])
+        with pytest.raises(InputError, match="Every message of the chat is empty"):
+            pipe.generate([{"role": "user", "content": "  "}])
+        with pytest.raises(InputError, match="has .int. content, not a string"):
+            pipe.generate([{"role": "user", "content": 5}])
+        with pytest.raises(InputError, match="put this one in a list"):
+            pipe.generate({"role": "user", "content": "hi"})
+        with pytest.raises(InputError, match="mixes messages and other prompts"):
+            pipe.generate([{"role": "user", "content": "hi"}, "a plain prompt"])
     with edgeai.load(packages["llama"]) as pipe, pytest.raises(InputError, match="no chat template"):
         pipe.generate([{"role": "user", "content": "hi"}])
     r = cli("generate", "--model", str(packages["qwen2"]), "--chat", "--system", "Be brief.", "Hello there", "--json",

@@ -29,6 +29,11 @@ def _fmt(x: float | None, digits: int = 2) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
 
 
+def _ratio(x: float) -> str:
+    """Two decimals, or two significant digits below 0.1 (a tiny model's 0.003x is not 0.00x)."""
+    return f"{x:.2f}" if x >= 0.1 else f"{x:.2g}"
+
+
 def bench(
     package: Annotated[str, typer.Argument(help="Package directory or built-in name.", show_default=False)],
     variant: Annotated[str, typer.Option(help="all, or variants separated by commas (fp32,int8).")] = "all",
@@ -84,7 +89,7 @@ def _print_table(doc: dict) -> None:
               title=f"{doc['model']} ({doc['package']}): times in ms", title_justify="left")
     for r in rows:
         name = "PyTorch eager" if r["engine"] == "pytorch" else r["variant"]
-        ratio = [_fmt(r["vs_torch"]) if r["vs_torch"] is not None else ("1.00" if r["engine"] == "pytorch" else "-")]
+        ratio = [_ratio(r["vs_torch"]) if r["vs_torch"] is not None else ("1.00" if r["engine"] == "pytorch" else "-")]
         t.add_row(name, short_name(r["provider"]), str(r["batch"]), _fmt(r["session_ms"], 1), _fmt(r["first_ms"], 1),
                   _fmt(r["p50_ms"], 3), _fmt(r["p90_ms"], 3), _fmt(r["p99_ms"], 3), _fmt(r["throughput"], 1),
                   _fmt(r["peak_rss_mb"], 0), *(ratio if has_torch else []))

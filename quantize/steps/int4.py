@@ -77,7 +77,8 @@ class Int4(Step):
         ref = run_batches(cpu_runner(pkg, pkg.variant_path("fp32")), tuning)
         tried = {}
         for block in BLOCK_SIZES:
-            ctx.say(f"quantizing MatMul weights to 4 bits (block {block}) and timing a decode step")
+            ctx.say(f"trying 4-bit MatMul weights in blocks of {block} (of {', '.join(map(str, BLOCK_SIZES))}): "
+                    "agreement and one decode step's time")
             path = work / f"int4-b{block}.onnx"
             int4_weights(src, path, block)
             figs = compare(ref, run_batches(cpu_runner(pkg, path), tuning), pkg.task, targets=next_tokens(tuning))

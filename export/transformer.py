@@ -142,13 +142,12 @@ def inspect_checkpoint(model: str | os.PathLike | None, task: str | None) -> Che
     return Checkpoint(path, source, lic, config, task_name, max_length(path, config, st), pooling, labels)
 
 
-def _tokenizer_files(path: Path) -> str:
+def _tokenizer_files(path: Path) -> list[str]:
     """What a tokenizer could be read from in ``path``, for an error sentence (transformers' own
-    exception names a None path, not the missing file)."""
+    exception for none names a None path, not the missing file)."""
     names = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "merges.txt", "spiece.model",
              "sentencepiece.bpe.model", "tokenizer.model")
-    found = [n for n in names if (path / n).is_file()]
-    return f"it has {', '.join(found)}" if found else "it has no tokenizer files"  # "no ": nothing to add
+    return [n for n in names if (path / n).is_file()]
 
 
 def max_length(path: Path, config: dict, st: dict | None = None) -> int:
@@ -233,7 +232,8 @@ def load_tokenizer(ck: Checkpoint):
             tok = fast.backend_tokenizer
         except Exception as e:
             files = _tokenizer_files(ck.path)
-            why = f"{files}; transformers: {str(e).splitlines()[0][:160] if str(e) else type(e).__name__}" if "no " not in files else files
+            said = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+            why = f"it has {', '.join(files)}; transformers: {said}" if files else "it has no tokenizer files"
             raise ExportError(f"{ck.path} has no tokenizer.json and no fast tokenizer could be built from its files "
                               f"({why}): save the checkpoint's tokenizer into it (tokenizer.save_pretrained(DIR)).") from None
     pad = tok.padding

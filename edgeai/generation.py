@@ -235,44 +235,54 @@ class _Stream:
         self.gen, self.stop, self.on_text = gen, tuple(x for x in stop if x), on_text
         self.sent = 0
         self.text = ""
+        self.stopped = False
         self.hold = max((len(x) for x in self.stop), default=1) - 1
 
     def add(self, ids: list[int]) -> bool:
         self.text = self.gen.decode(ids)
         cut = self._stop_at()
         if cut is not None:
-            self.text = self.text[:cut]
+            self.text, self.stopped = self.text[:cut], True
             return True
-        self._send(len(self.text) - max(self.hold, _unfinished(self.text)))
+        done = settled(self.gen.decode, ids, self.text)
+        self._send(done, len(done) - self.hold)
         return False
 
     def _stop_at(self) -> int | None:
         hits = [i for i in (self.text.find(x, max(0, self.sent - len(x))) for x in self.stop) if i >= 0]
         return min(hits) if hits else None
 
-    def _send(self, upto: int) -> None:
+    def _send(self, text: str, upto: int) -> None:
         if upto > self.sent:
-            piece = self.text[self.sent:upto]
+            piece = text[self.sent:upto]
             self.sent = upto
             if self.on_text:
                 self.on_text(piece)
 
     def finish(self, ids: list[int]) -> str:
-        if not self.stop:
-            self.text = self.gen.decode(ids)
-        self.text = self.text[:len(self.text) - _unfinished(self.text)]
-        self._send(len(self.text))
+        if not self.stopped:  # cut at a stop string, the text is whole
+            self.text = settled(self.gen.decode, ids)
+        self._send(self.text, len(self.text))
         return self.text
 
 
-def _unfinished(text: str) -> int:
-    """How many trailing characters may be an unfinished UTF-8 sequence (a character whose
-    bytes are split over tokens): its replacement characters, at most 3 (a 4-byte character's
-    first 3 bytes; byte-fallback decoders give one per byte). They are held back until the next
-    token completes them, and left out at the end; replacement characters before them, or more
-    than 3, are the model's own invalid bytes and stay, as they do in the middle of a text."""
-    n = len(text) - len(text.rstrip("\ufffd"))
-    return min(n, 3)
+def settled(decode: Callable[[list[int]], str], ids: list[int], text: str | None = None) -> str:
+    """The decoding of ``ids`` (``text``, when known) without an unfinished last character: the
+    bytes of one character may be split over tokens, and until its last byte comes the decoder
+    gives replacement characters (one, or one per byte of the whole invalid run for byte-fallback
+    tokenizers such as Llama's, which then also hides a complete character before it). So the
+    text is that of the fewest tokens dropped from the end, at most 3 (a 4-byte character's first
+    bytes), that decode without a trailing replacement character; where none do, the
+    replacement characters are the model's own invalid bytes and stay (its streamed pieces may
+    then differ from the final text in that last character)."""
+    text = decode(ids) if text is None else text
+    if not text.endswith("\ufffd"):
+        return text
+    for k in range(1, min(3, len(ids)) + 1):
+        shorter = decode(ids[:-k])
+        if not shorter.endswith("\ufffd"):
+            return shorter
+    return text
 
 
 def result(req: Request, text: str) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from conftest import cli  # noqa: E402
 
 import edgeai  # noqa: E402
 from edgeai.errors import InputError  # noqa: E402
-from edgeai.generation import generator_for  # noqa: E402
+from edgeai.generation import generator_for, settled  # noqa: E402
 
 NEW = 12
 SEQ2SEQ = ("t5", "bart")
@@ -125,7 +125,7 @@ def _greedy_runs(model, package, spec: dict, skip_prompt: bool):
                                          max_new_tokens=NEW, do_sample=False, pad_token_id=0)[0].tolist()
                 ref = out[len(ids) if skip_prompt else 1:]
                 ref = ref[: ref.index(eos)] if eos in ref else ref  # generate pads after EOS
-                yield variant, prompt, ids, ref, pipe.generate(prompt, max_new_tokens=NEW), _left_out(gen.decode(ref))
+                yield variant, prompt, ids, ref, pipe.generate(prompt, max_new_tokens=NEW), settled(gen.decode, ref)
 
 
 @pytest.mark.parametrize("name", SEQ2SEQ)
@@ -170,7 +170,7 @@ def test_chat_template_renders_and_generates_as_transformers(checkpoints, packag
                                      max_new_tokens=NEW, do_sample=False, pad_token_id=0)[0, len(ids):].tolist()
             ref = ref[: ref.index(0)] if 0 in ref else ref
             got = pipe.generate(messages, max_new_tokens=NEW)
-            assert got["prompt_tokens"] == len(ids) and got["text"] == _left_out(gen.decode(ref))
+            assert got["prompt_tokens"] == len(ids) and got["text"] == settled(gen.decode, ref)
         with pytest.raises(InputError, match="no role or content"):
             pipe.generate([{"content": "hi"}])
         with pytest.raises(InputError, match="Every message of the chat is empty"):
@@ -263,32 +263,50 @@ def test_streaming_never_splits_a_utf8_character():
     assert not any("\ufffd" in p for p in pieces)
 
 
-def _left_out(text: str) -> str:
-    """What edgeai gives for a decoded text: an unfinished last character (up to 3 replacement
-    characters, one per byte of a 4-byte character's start) left out."""
-    n = len(text) - len(text.rstrip("\ufffd"))
-    return text[:len(text) - min(n, 3)]
+def _decoder(kind: str):
+    """A real decoder of tokenizers over a token list: "bytefallback" (Llama, Mistral: <0xNN>
+    byte tokens, a whole invalid run of them decoding to one replacement character per byte) or
+    "bytelevel" (GPT-2: one character per byte)."""
+    from tokenizers import decoders
+
+    if kind == "bytefallback":
+        tokens = ["a", "<0xE4>", "<0xB8>", "<0xAD>"]  # 中 is E4 B8 AD
+        d = decoders.Sequence([decoders.ByteFallback(), decoders.Fuse()])
+    else:
+        tokens = ["a", "\u00d2"]  # a lone UTF-8 lead byte (0xD2) in GPT-2's byte alphabet
+        d = decoders.ByteLevel()
+    return lambda ids: d.decode([tokens[i] for i in ids])
+
+
+def test_a_character_split_over_byte_tokens_is_sent_once_whole():
+    from edgeai.generation import _Stream
+
+    decode = _decoder("bytefallback")
+
+    class Gen:
+        def decode(self, ids):
+            return decode(ids)
+
+    ids = [0, 1, 2, 3, 1, 2, 3]  # a 中 中
+    pieces: list[str] = []
+    stream = _Stream(Gen(), (), pieces.append)
+    for i in range(1, len(ids) + 1):
+        stream.add(ids[:i])
+    assert stream.finish(ids) == "a中中" and pieces == ["a", "中", "中"]
+    # cut by the token limit two bytes into the second 中: the first stays, the half is left out
+    stream = _Stream(Gen(), (), None)
+    for i in range(1, 7):
+        stream.add(ids[:i])
+    assert stream.finish(ids[:6]) == "a中"
 
 
 def test_invalid_bytes_the_model_made_stay_in_the_text():
-    """Only an unfinished last character is held back and left out; the replacement characters
-    of invalid bytes the model chose stay (a random model makes runs of lone lead bytes)."""
-    from edgeai.generation import _Stream
-
-    class Gen:
-        def __init__(self, texts):
-            self.texts = texts
-
-        def decode(self, ids):
-            return self.texts[len(ids) - 1]
-
-    texts = ["a", "a\ufffd", "a\ufffd\ufffd", "a\ufffd\ufffdb", "a\ufffd\ufffdb" + "\ufffd" * 5]
-    pieces: list[str] = []
-    stream = _Stream(Gen(texts), (), pieces.append)
-    for i in range(1, len(texts) + 1):
-        stream.add(list(range(i)))
-    assert stream.finish(list(range(len(texts)))) == "a\ufffd\ufffdb\ufffd\ufffd"
-    assert "".join(pieces) == "a\ufffd\ufffdb\ufffd\ufffd"
+    """Replacement characters that no dropped token (at most 3) would settle are the model's own
+    bytes (a random model makes runs of lone lead bytes): they stay, as in the middle of a text."""
+    decode = _decoder("bytelevel")
+    ids = [0, 1, 1, 1, 1, 1]
+    assert settled(decode, ids) == "a" + "\ufffd" * 5
+    assert settled(decode, [0, 1]) == "a"  # one lead byte at the end: unfinished, left out
 
 
 def test_stop_strings(packages):
@@ -404,7 +422,7 @@ def test_bulk_prompts_to_jsonl_resumable(packages, tmp_path):
     prompts.write_text(f"Hello there\nOnce upon a time\n{long}\n", encoding="utf-8")
     out = tmp_path / "out.jsonl"
     first = cli("run", "--model", str(packages["gpt2"]), "--out", str(out), str(prompts))
-    assert first.returncode == 0, first.stderr
+    assert first.returncode == 1 and "1 input(s) failed" in first.stderr and "800 tokens" in first.stderr, first.stderr
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert [r["input"] for r in lines] == [f"{prompts}:{i}" for i in (1, 2, 3)]
     assert all("finish_reason" in r for r in lines[:2]) and lines[0]["prompt"] == "Hello there"
@@ -413,7 +431,8 @@ def test_bulk_prompts_to_jsonl_resumable(packages, tmp_path):
     with prompts.open("a", encoding="utf-8") as f:
         f.write("A third one\n")
     again = cli("run", "--model", str(packages["gpt2"]), "--out", str(out), str(prompts))
-    assert again.returncode == 0 and "1 new result line(s)" in again.stderr and "3 already there" in again.stderr
+    assert "1 new result line(s)" in again.stderr and "3 already there" in again.stderr, again.stderr
+    assert json.loads(out.read_text().splitlines()[-1])["prompt"] == "A third one"
 
 
 def test_int8_variant_measured_by_next_token_agreement(checkpoints, tmp_path):

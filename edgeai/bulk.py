@@ -34,8 +34,8 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from .data.feeds import input_kind
 from .errors import EdgeAIError, InputError
+from .tasks import takes_arrays
 from .journal import exclusive, modified, nonblank_lines, pending, record_line, stamp
 from .text import TEXT_SUFFIXES, expand_text_inputs, input_fields
 
@@ -93,7 +93,7 @@ def run_bulk(
     if batch_size < 1:
         raise InputError("--batch-size must be at least 1.")
     pipe.check_top_k(top_k)  # before the file is touched, not as an error line per input
-    if input_kind(pipe.package) == "tensor":  # feature-extraction & co. too
+    if takes_arrays(pipe):  # feature-extraction & co. too, not a plugin's own preprocessing
         raise InputError("Bulk runs (--out) take images or texts; a tensor model runs its .npy/.npz files, or a folder "
                          "of them, without --out (edgeai run --model PKG DIR --json), or with Pipeline.run.")
     out = Path(out)
@@ -186,31 +186,22 @@ def _text_batches(pipe, todo: list[str], batch_size: int, top_k: int | None) -> 
             try:
                 results = pipe.predict([chunk[i] for i in good], top_k) if good else []
                 for i, r in zip(good, results):
-                    records[i] = _text_line(chunk[i], r)
+                    records[i] = _text_line(chunk[i], r, generates)
             except EdgeAIError:
                 for i in good:
                     try:
-                        records[i] = _text_line(chunk[i], pipe.predict(chunk[i], top_k))
+                        records[i] = _text_line(chunk[i], pipe.predict(chunk[i], top_k), generates)
                     except EdgeAIError as e:
                         records[i] = _error_line(chunk[i], e, generates)
         yield records
 
 
-def _text_line(item, result: dict) -> dict:
+def _text_line(item, result: dict, generates: bool) -> dict:
     """A text's line: its input fields, then the result. A generation's ``text`` is the
     continuation, so a prompt read from a file keeps its line as ``prompt`` (what a resumed run
-    compares, to redo an edited prompt)."""
-    return {**_prompt_fields(item, "finish_reason" in result), **result}
+    compares, to redo an edited prompt), in its error lines too."""
+    return {**input_fields(item, prompt=generates), **result}
 
 
 def _error_line(item, e: EdgeAIError, generates: bool) -> dict:
-    """An error line: a generation's says ``prompt``, never ``text``, which its other lines use
-    for the output (a reader of ``text`` would take the prompt for an answer)."""
-    return {**_prompt_fields(item, generates), "error": str(e)}
-
-
-def _prompt_fields(item, generates: bool) -> dict:
-    head = input_fields(item)
-    if generates and "text" in head:
-        head["prompt"] = head.pop("text")
-    return head
+    return {**input_fields(item, prompt=generates), "error": str(e)}

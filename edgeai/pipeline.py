@@ -251,9 +251,9 @@ class Pipeline:
         from .text import input_fields
 
         try:
-            return {**input_fields(x, label), **self.generate(x)}
+            return {**input_fields(x, label, prompt=True), **self.generate(x)}
         except EdgeAIError as e:
-            return {**input_fields(x, label), "error": str(e)}
+            return {**input_fields(x, label, prompt=True), "error": str(e)}
 
     def _checked(self, x: Any, index: int, total: int) -> Any:
         """A text checked alone (the message says which one), or an image's one-item feed."""

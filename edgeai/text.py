@@ -125,11 +125,12 @@ class TextLine(str):
         return (TextLine, (str(self), self.input))
 
 
-def input_fields(x: Any, label: str | None = None) -> dict:
+def input_fields(x: Any, label: str | None = None, prompt: bool = False) -> dict:
     """The fields a result starts with: ``{"input": <text or path>}``, or for a line read from a
-    file ``{"input": "path:line", "text": <the line>}``."""
+    file ``{"input": "path:line", "text": <the line>}``; with ``prompt`` (a generation, whose
+    ``text`` is its output) the line is ``"prompt"``."""
     if isinstance(x, TextLine):
-        return {"input": x.input, "text": str(x)}
+        return {"input": x.input, "prompt" if prompt else "text": str(x)}
     return {"input": label if label is not None else str(x)}
 
 

@@ -10,7 +10,6 @@ from typing import Annotated, Optional
 import numpy as np
 import typer
 
-from edgeai.data.feeds import input_kind
 from edgeai.errors import InputError
 
 from ._common import Stages, err, plain_error, print_json
@@ -82,14 +81,16 @@ def run(
         for x in (x for x in inputs if looks_like_a_missing_file(x)):
             warn(f"no file named {x!r}; running it as a text (--text silences this).")
     top_k = 5 if top_k is None and pipe.ranks_classes else top_k  # checked where it is used: predict_each, run_bulk, run_ray
+    from edgeai.tasks import takes_arrays
+
     if out_file is not None:
-        if input_kind(pipe.package) == "tensor":  # feature-extraction & co. too
+        if takes_arrays(pipe):  # feature-extraction & co. too, not a plugin's own preprocessing
             raise InputError("Bulk runs (--out) take images or texts; a tensor model runs its .npy/.npz files, or a "
                              f"folder of them, without --out (edgeai run --model {name} DIR --json).")
         _run_bulk(pipe, inputs, out_file, batch_size or 16, workers, top_k, ray_address, provider,
                   {"literal": literal, "new_file": new_file, "retry_errors": retry_errors})
         return
-    if input_kind(pipe.package) == "tensor":  # feature-extraction & co. too
+    if takes_arrays(pipe):  # feature-extraction & co. too, not a plugin's own preprocessing
         inputs = _array_files(inputs)
         _tokens_need_a_text_package(pipe, inputs)
     elif not pipe.is_text:
@@ -163,9 +164,9 @@ def _tokens_need_a_text_package(pipe, inputs: list[str]) -> None:
     given words: say which export makes a package that reads text."""
     if "input_ids" in {s["name"] for s in pipe.package.manifest["inputs"]} and any(
             Path(x).suffix not in (".npy", ".npz") and not Path(x).is_file() for x in inputs):
-        raise InputError(f"{pipe.name} takes .npz files of token ids, not text (a tensor package; `edgeai export bert "
-                         "--model DIR` makes a text-embedding package, tokenizer and pooling included, from a "
-                         "BERT-family checkpoint).")
+        raise InputError(f"{pipe.name} takes .npz files of token ids, not text (a tensor package: from the checkpoint, "
+                         "`edgeai export bert --model DIR` makes a text-embedding package, and `edgeai export --model DIR "
+                         "--task text-classification` or `token-classification` one for such a head).")
 
 
 def _folders_need_out(inputs: list[str]) -> None:
@@ -271,7 +272,7 @@ def _print_human(pipe, doc: dict) -> None:
         return
     for r in ok:
         if "finish_reason" in r:  # a text-generation package: the prompt, then its continuation (or answer)
-            say(style(r["input"], "bold") + (" → " if pipe.task == "text2text-generation" else "") + r["text"])
+            say(style(r.get("prompt", r["input"]), "bold") + (" → " if pipe.task == "text2text-generation" else "") + r["text"])
             continue
         say(style(_short(r["input"], 100) + (f" · {_short(r['text'], 60)}" if "text" in r else ""), "bold"))  # --json has it whole
         if "entities" in r:

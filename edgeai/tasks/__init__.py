@@ -89,3 +89,9 @@ def preprocessor(pkg, input_names: list[str]):
 def postprocessor(pkg):
     spec = pkg.manifest.get("postprocess", {"type": "none"})
     return _resolve(_POST, spec["type"], "postprocess")(spec, pkg)
+
+
+def takes_arrays(pipe) -> bool:
+    """Whether ``pipe`` runs arrays as they are (no preprocessing of its own): a tensor task,
+    or any task Optimum exports without a tokenizer or image processor (feature-extraction...)."""
+    return pipe._pre is None and "generation" not in pipe.package.manifest

@@ -108,8 +108,10 @@ def check_destination(final: str | os.PathLike) -> None:
     ancestor = final.parent  # the package is staged beside its place
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
-    if ancestor.is_dir() and not os.access(ancestor, os.W_OK | os.X_OK):
-        raise PackageError(f"{ancestor} cannot be written: permission denied (give -o a folder you can write in).")
+    if not ancestor.is_dir():
+        raise PackageError(f"Cannot make the folder {final.parent}: part of that path is a file.")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise PackageError(f"{ancestor} cannot be written: permission denied; the package needs a folder you can write in.")
 
 
 def _check_target(final: Path) -> None:

@@ -44,11 +44,17 @@ _CANNOT_WRITE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQ
 
 def _cannot_write(e: OSError) -> str:
     """One sentence for an OSError of _CANNOT_WRITE. Writes go through hidden temporary names
-    (".NAME.tmp-...", ".NAME.edgeai-tmp-...") beside their target: name the folder for those."""
-    where = Path(e.filename) if e.filename else None
+    (".NAME.tmp-...", ".NAME.edgeai-tmp-...") beside their target: name the folder for those.
+    A permission error may come from a read: said so where the path is unreadable."""
+    import os
+
+    where = Path(os.fsdecode(e.filename)) if e.filename else None
     if where is not None and where.name.startswith(".") and "tmp-" in where.name:
         where = where.parent
-    return f"{where if where is not None else 'a file'} cannot be written: {e.strerror or e}."
+    if where is None:
+        return f"A file cannot be written or read: {e.strerror or e}."
+    unreadable = e.errno in (errno.EACCES, errno.EPERM) and where.exists() and not os.access(where, os.R_OK)
+    return f"{where} cannot be {'read' if unreadable else 'written'}: {e.strerror or e}."
 
 
 app = typer.Typer(

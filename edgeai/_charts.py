@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .data.compare import budget_rule
 from .providers import short_name
 
 
@@ -60,19 +61,22 @@ def _tradeoff(data: dict, plt):
     budget as a horizontal line: what is within budget, and what that costs in time."""
     budget = data.get("budget") or {}
     metric = budget.get("metric")
-    points = [(r["rung"], r["latency"]["p50_ms"], r["metrics"][metric]) for r in data["rungs"]
-              if r["variant"] and r["latency"] and metric in r["metrics"]]
+    # green by the whole budget (report.ladder's meets_budget: every floor), not the plotted metric alone
+    points = [(r["rung"], r["latency"]["p50_ms"], r["metrics"][metric], r.get("meets_budget") is not False)
+              for r in data["rungs"] if r["variant"] and r["latency"] and metric in r["metrics"]]
     if not metric or len(points) < 1:
         return None
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
-    for i, (name, ms, value) in enumerate(points):
-        ok = value >= budget["min"]
+    times = [p[1] for p in points]
+    span = max(max(times) - min(times), 0.05 * max(times), 1e-9)  # a label is about a sixth of the axis wide
+    for i, (name, ms, value, ok) in enumerate(points):
         ax.scatter([ms], [value], color="#2f855a" if ok else "#c53030", zorder=3)
         # variants often sit on one point (optimized is as exact as fp32, and as fast): labels stacked, not overprinted
-        near = sum(1 for _, m2, v2 in points[:i] if abs(m2 - ms) <= 0.05 * max(ms, 1e-9) and abs(v2 - value) <= 0.01)
+        near = sum(1 for _, m2, v2, _ok in points[:i] if abs(m2 - ms) <= 0.15 * span and abs(v2 - value) <= 0.01)
         ax.annotate(name, (ms, value), textcoords="offset points", xytext=(6, 4 + 10 * near), fontsize=8)
+    ax.margins(y=0.2)  # room above the top point for stacked labels
     ax.axhline(budget["min"], color="#4a5568", ls="--", lw=1)
-    ax.annotate(f"budget: {metric} >= {budget['min']}", (0.01, budget["min"]), xycoords=("axes fraction", "data"),
+    ax.annotate(f"budget: {budget_rule(budget)}", (0.01, budget["min"]), xycoords=("axes fraction", "data"),
                 textcoords="offset points", xytext=(0, 4), fontsize=8, color="#4a5568")
     h = data["headline"] or {}
     ax.set_xlabel(f"p50 latency, ms ({short_name(h.get('provider', ''))}, batch {h.get('batch', 1)})")

@@ -205,7 +205,7 @@ def bench(
 
     pkg = package if isinstance(package, Package) else open_package(package)
     if bad := pkg.damaged_assets():  # an encoder or tokenizer gone: nothing would time what runs
-        raise PackageError(next(iter(bad.values())))
+        raise PackageError(pkg.damage_sentence(bad))
     names = _parse_variants(pkg, variants)
     provs = _resolve_providers(providers)
     if not batches or any(not isinstance(b, int) or b < 1 for b in batches):

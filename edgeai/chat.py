@@ -34,7 +34,7 @@ def check(messages: Sequence[Any]) -> list[dict]:
             raise InputError(f"Message {i} of the chat has no role or content; each message is {MESSAGE}.")
         if not isinstance(m["content"], str):
             raise InputError(f"Message {i} of the chat has {type(m['content']).__name__!r} content, not a string; "
-                             "this model takes text.")
+                             "this model takes text (join a list of content parts into one string).")
     if not any(m["content"].strip() for m in messages):
         raise InputError("Every message of the chat is empty; give the model some words.")
     return [dict(m) for m in messages]

@@ -188,16 +188,22 @@ class Package:
             self.verified_file(key, assets[key]["sha256"])
 
     def damaged_assets(self) -> dict[str, str]:
-        """Asset path -> why it cannot be used (missing, or changed since packaging): the files
-        besides the variants (tokenizer, an encoder-decoder's encoder, external data), which
-        ``inspect``, ``report`` and ``bench`` check as they check the variants."""
+        """Asset path -> what is wrong with it ("is missing", "was changed..."): the files besides
+        the variants (tokenizer, an encoder-decoder's encoder, external data), which ``inspect``,
+        ``report`` and ``bench`` check as they check the variants (:meth:`damage_sentence`)."""
         bad = {}
         for rel, info in self.manifest.get("assets", {}).items():
             try:
                 self.verified_file(rel, info["sha256"])
-            except PackageError as e:
-                bad[rel] = str(e)
+            except PackageError:
+                bad[rel] = ("is missing" if not safe_path(self.path, rel).is_file() else
+                            "does not match its sha256 (changed or damaged after packaging)")
         return bad
+
+    def damage_sentence(self, files: dict[str, str]) -> str:
+        """One sentence for :meth:`damaged_assets`."""
+        return (f"The package {self.path} has {len(files)} missing or damaged file(s) besides its variants: "
+                f"{'; '.join(f'{rel} {why}' for rel, why in files.items())}; copy the package again (or export it again).")
 
     def variant_path(self, name: str) -> Path:
         info = self.variant(name)

@@ -112,8 +112,9 @@ def inspect_checkpoint(model: str | os.PathLike | None, task: str | None) -> Che
     path, source = resolve(model)
     config = _read_json(path / "config.json")
     archs = config.get("architectures") or []
-    if config.get("is_decoder") or config.get("is_encoder_decoder") or any(
-            a.endswith(("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")) for a in archs):
+    generates = (any(a.endswith(("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")) for a in archs) if archs
+                 else config.get("is_decoder") or config.get("is_encoder_decoder"))  # T5EncoderModel: archs say encoder
+    if generates:
         raise InputError(f"{path} is a text-generation model ({config.get('model_type', '?')}); bert exports BERT-family "
                          "encoders. Use `edgeai export --model DIR --task text-generation` (text2text-generation for an "
                          "encoder-decoder).")

@@ -104,6 +104,7 @@ def _said(e: Exception) -> str:
         said = m.group(1)
     else:
         said = re.sub(r"^.*\.cc:\d+ \S+\([^)]*\) ", "", said.rsplit(" : ", 1)[-1])
+        said = re.sub(r"^Load model from .*? failed: ?(Fatal error: )?", "", said)
     return said.rstrip(".")[:160]
 
 

@@ -40,15 +40,9 @@ def inspect(
     if damaged:
         plain_error(_damage_sentence(pkg, damaged))
     if files:
-        plain_error(damaged_files_sentence(pkg, files))
+        plain_error(pkg.damage_sentence(files))
     if damaged or files:
         raise typer.Exit(1)
-
-
-def damaged_files_sentence(pkg, files: dict[str, str]) -> str:
-    """One sentence for :meth:`Package.damaged_assets`: no variant can run without these."""
-    return (f"The package {pkg.path} has {len(files)} missing or damaged file(s) that every variant needs: "
-            f"{'; '.join(why[0].lower() + why[1:].rstrip('.') for why in files.values())}; copy the package again (or export it again).")
 
 
 def _check_variants(pkg) -> tuple[dict[str, dict], dict[str, dict]]:

@@ -133,8 +133,6 @@ def report(
         plain_error(f"The package {pkg.path} has {len(damaged)} damaged variant(s), marked on the page: "
                     f"{'; '.join(f'{n}: {why}' for n, why in damaged.items())}")
     if files := pkg.damaged_assets():
-        from .info import damaged_files_sentence
-
-        plain_error(damaged_files_sentence(pkg, files))
+        plain_error(pkg.damage_sentence(files))
     if damaged or files:
         raise typer.Exit(1)

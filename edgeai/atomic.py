@@ -74,7 +74,7 @@ def staging_dir(final: Path) -> Iterator[Path]:
     dies, the temporary directory is left behind and removed by the next run.
     """
     final = Path(final).absolute()
-    _check_target(final)  # before any work: a build of minutes must not end in "refusing to replace it"
+    check_destination(final)  # before any work: a build of minutes must not end in "refusing to replace it"
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):

@@ -35,8 +35,8 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from .errors import EdgeAIError, InputError
-from .tasks import takes_arrays
 from .journal import exclusive, modified, nonblank_lines, pending, record_line, stamp
+from .tasks import takes_arrays
 from .text import TEXT_SUFFIXES, expand_text_inputs, input_fields
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jfif"}

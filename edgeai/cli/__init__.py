@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -30,24 +31,23 @@ class _Group(TyperGroup):
             plain_error(str(e))
             raise typer.Exit(1) from None
         except OSError as e:
-            if e.errno not in _CANNOT_WRITE:
+            if e.errno not in _REFUSALS:
                 raise
-            plain_error(_cannot_write(e))
+            plain_error(_refused(e))
             raise typer.Exit(1) from None
         except (KeyboardInterrupt, typer.Abort):  # a lazily built command sees Ctrl-C as click's Abort
             plain_error("interrupted")
             raise typer.Exit(130) from None
 
 
-_CANNOT_WRITE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+# What the machine refuses us (permissions, a read-only or full disk): the user's to fix, not a bug.
+_REFUSALS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
 
 
-def _cannot_write(e: OSError) -> str:
-    """One sentence for an OSError of _CANNOT_WRITE. Writes go through hidden temporary names
+def _refused(e: OSError) -> str:
+    """One sentence for an OSError of _REFUSALS. Writes go through hidden temporary names
     (".NAME.tmp-...", ".NAME.edgeai-tmp-...") beside their target: name the folder for those.
     A permission error may come from a read: said so where the path is unreadable."""
-    import os
-
     where = Path(os.fsdecode(e.filename)) if e.filename else None
     if where is not None and where.name.startswith(".") and "tmp-" in where.name:
         where = where.parent

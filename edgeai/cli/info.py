@@ -24,7 +24,7 @@ def inspect(
 
     pkg = open_package(package)
     ops, damaged = _check_variants(pkg)
-    files = pkg.damaged_assets()  # the tokenizer, an encoder: what every variant needs
+    files = pkg.damaged_assets()  # besides the variants: the tokenizer, an encoder
     placement = _placements(pkg, provider, device_id, skip=damaged) if provider else None
     if json_:
         doc = {"path": str(pkg.path), "manifest": pkg.manifest, "operators": ops}

@@ -136,8 +136,7 @@ class Session:
         except _providers.ProviderError:
             raise
         except Exception as e:  # ONNX Runtime's own errors for unreadable or invalid models
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise PackageError(f"ONNX Runtime could not load {model}: {first[:300]}") from None
+            raise PackageError(f"ONNX Runtime could not load {model}: {ort_detail(e)[:300]}.") from None
         # A hand-edited manifest: an input the graph needs that no feed will carry (one the graph lacks
         # is refused at run time in one sentence: a fused decoder may drop one), or an output it lacks.
         graph_in, graph_out = [g.name for g in self._session.get_inputs()], [g.name for g in self._session.get_outputs()]
@@ -259,19 +258,33 @@ def run_failure(error: Exception) -> str:
     """ONNX Runtime's run-time status as one sentence: "[ONNXRuntimeError] : 2 : INVALID_ARGUMENT :
     Non-zero status code returned while running Gather node. Name:'/e/Gather' Status Message: idx=50
     ..." becomes "The model could not run on this input: node /e/Gather (Gather): idx=50 ..."."""
+    return f"The model could not run on this input: {ort_detail(error)}."
+
+
+def ort_detail(error: Exception) -> str:
+    """What an ONNX Runtime error says, in the user's words: the failing node and its message, or
+    for a load the reason, without the status code, the C++ source location and its check, and
+    without a final period (the caller's sentence goes on)."""
     import re
 
-    text = str(error).strip()
+    text = str(error).strip() or type(error).__name__
     m = re.search(r"while running (\w+) node\. Name:'([^']*)' Status Message: (.*)", text, re.S)
     if m:
         op, node, detail = m.groups()
         where = f"node {node} ({op})" if node else f"a {op} node"
-        # "/onnxruntime_src/.../element_wise_ops.h:583 void onnxruntime::BroadcastIterator::Append(...) axis == 1 ...
-        # was false. Attempting to broadcast ...": the C++ source line and its check are not the user's words
-        detail = re.sub(r"^\S+\.(?:h|cc|cpp):\d+ .*?\) ", "", detail.strip(), count=1, flags=re.S)
-        detail = re.sub(r"^.*? was false\. ", "", detail, count=1, flags=re.S)
-        text = f"{where}: {detail}"
+        text = f"{where}: {_without_source(detail.strip())}"
     else:
         text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", text)
-    text = " ".join(text.split())
-    return f"The model could not run on this input: {text.rstrip('.')}."
+        text = re.sub(r"^Load model from .*? failed: ?(?:Fatal error: )?", "", text, count=1, flags=re.S)
+        text = _without_source(text)
+    return " ".join(text.split()).rstrip(".")
+
+
+def _without_source(detail: str) -> str:
+    """"/onnxruntime_src/.../element_wise_ops.h:583 void onnxruntime::BroadcastIterator::Append(...)
+    axis == 1 ... was false. Attempting to broadcast ...": the C++ source line and its check are
+    not the user's words."""
+    import re
+
+    detail = re.sub(r"^\S+\.(?:h|cc|cpp):\d+ .*?\) ", "", detail, count=1, flags=re.S)
+    return re.sub(r"^.*? was false\. ", "", detail, count=1, flags=re.S)

@@ -65,19 +65,20 @@ def wrap_onnx(path: str | os.PathLike, out: str | os.PathLike | None = None,
 def _check_runs(inputs: list[dict], src: Path, arrays: str | os.PathLike | None) -> None:
     """That ONNX Runtime loads the graph, and the sizes that checks and timings feed a named axis
     other than the batch: the user's arrays' where given, else the default of seeded feeds (16),
-    which the graph must then run with. An exporter's names say nothing of sizes (Optimum writes ``num_channels``, ``height``,
-    ``width`` even where the weights fix them), so a refusal here comes before any package is
-    written, not as an ONNX Runtime node error after it."""
+    which the graph must then run with. An exporter's names say nothing of sizes (Optimum writes
+    ``num_channels``, ``height``, ``width`` even where the weights fix them), so a refusal here
+    comes before any package is written, not as an ONNX Runtime node error after it."""
     import onnxruntime as ort
 
     from edgeai.data.feeds import OTHER_AXIS, feeds_from_dir, random_feed
+    from edgeai.session import ort_detail
 
     options = ort.SessionOptions()
     options.log_severity_level = 4  # a failure is said below, once
     try:  # every graph: a newer IR version or an unknown op is said here, not by a quantizer's temporary copy
         session = ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"])
     except Exception as e:  # noqa: BLE001 -- ONNX Runtime raises its own Fail/InvalidGraph/...
-        raise PackageError(f"ONNX Runtime {ort.__version__} cannot load {src} ({_said(e)}).") from None
+        raise PackageError(f"ONNX Runtime {ort.__version__} cannot load {src} ({ort_detail(e)[:300]}).") from None
     named = {s["name"]: [d for d in s["shape"][1:] if not isinstance(d, int)] for s in inputs}
     if not any(named.values()):
         return
@@ -91,21 +92,8 @@ def _check_runs(inputs: list[dict], src: Path, arrays: str | os.PathLike | None)
     except Exception as e:  # noqa: BLE001 -- ONNX Runtime raises its own Fail/InvalidArgument/RuntimeException
         axes = ", ".join(dict.fromkeys(d for ds in named.values() for d in ds))
         raise InputError(f"{src.name} has named axes besides the batch ({axes}) and does not run with them set to "
-                         f"{OTHER_AXIS} (ONNX Runtime: {_said(e)}); give its real input shapes: "
+                         f"{OTHER_AXIS} (ONNX Runtime: {ort_detail(e)[:300]}); give its real input shapes: "
                          f"`edgeai quantize {src} --calibration DIR` with .npy/.npz arrays of its inputs.") from None
-
-
-def _said(e: Exception) -> str:
-    """ONNX Runtime's message without its codes and source locations, at most 160 characters."""
-    import re
-
-    said = str(e).splitlines()[0] if str(e) else type(e).__name__
-    if m := re.search(r"Status Message: (.*)", said):
-        said = m.group(1)
-    else:
-        said = re.sub(r"^.*\.cc:\d+ \S+\([^)]*\) ", "", said.rsplit(" : ", 1)[-1])
-        said = re.sub(r"^Load model from .*? failed: ?(Fatal error: )?", "", said)
-    return said.rstrip(".")[:160]
 
 
 def _same_wrap(target: Path, src: Path, model) -> Package | None:

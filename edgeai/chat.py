@@ -32,12 +32,29 @@ def check(messages: Sequence[Any]) -> list[dict]:
     for i, m in enumerate(messages):
         if not isinstance(m.get("role"), str) or "content" not in m:
             raise InputError(f"Message {i} of the chat has no role or content; each message is {MESSAGE}.")
-        if not isinstance(m["content"], str):
-            raise InputError(f"Message {i} of the chat has {type(m['content']).__name__!r} content, not a string; "
-                             "this model takes text (join a list of content parts into one string).")
+    messages = [{**m, "content": _text(i, m["content"])} for i, m in enumerate(messages)]
     if not any(m["content"].strip() for m in messages):
         raise InputError("Every message of the chat is empty; give the model some words.")
-    return [dict(m) for m in messages]
+    return messages
+
+
+def _text(i: int, content: Any) -> str:
+    """A message's content as one string. OpenAI-style content parts (``[{"type": "text",
+    "text": ...}, ...]``) are joined with newlines, as OpenAI-compatible servers do for text-only
+    models; a part that is not text (an image, audio) is refused, since this model reads text."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, (list, tuple)) and content:
+        texts = []
+        for part in content:
+            kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+            if kind != "text" or not isinstance(part.get("text"), str):
+                raise InputError(f"Message {i} of the chat has a {kind!r} content part; this model reads text only, "
+                                 'so each part is {"type": "text", "text": ...}.')
+            texts.append(part["text"])
+        return "\n".join(texts)
+    raise InputError(f"Message {i} of the chat has {type(content).__name__!r} content, not a string "
+                     "or a list of text parts.")
 
 
 def misread_chat(prompt: Any) -> str | None:

@@ -148,6 +148,21 @@ def test_encoder_decoder_greedy_equals_transformers_generate(name, checkpoints, 
     assert max(lengths) >= NEW - 1  # generations that ran to the limit, not an EOS at once
 
 
+def test_chat_content_parts_are_joined_and_other_parts_refused():
+    """OpenAI-style content parts are read as their texts joined by newlines; an image part gets
+    one sentence, since these models read text only."""
+    from edgeai.chat import check
+
+    parts = [{"role": "user", "content": [{"type": "text", "text": "Describe"}, {"type": "text", "text": "briefly."}]}]
+    assert check(parts) == [{"role": "user", "content": "Describe\nbriefly."}]
+    with pytest.raises(InputError, match="'image_url' content part; this model reads text only"):
+        check([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x.png"}}]}])
+    with pytest.raises(InputError, match="'str' content part"):
+        check([{"role": "user", "content": ["plain", "strings"]}])
+    with pytest.raises(InputError, match="Every message of the chat is empty"):
+        check([{"role": "user", "content": [{"type": "text", "text": " "}]}])
+
+
 def test_chat_template_renders_and_generates_as_transformers(checkpoints, packages):
     """A chat goes through the checkpoint's template (copied into the manifest, rendered torch-free
     with jinja2) to the same ids as transformers' apply_chat_template, and generates the same."""

@@ -73,25 +73,26 @@ def quantize(
     if qat_steps is not None and (method != "qat" or qat_steps < 1):
         raise InputError("qat_steps applies to method qat and must be at least 1." if method == "qat"
                          else "qat_steps applies to --method qat.")
+    if precision != "int8" and (method != "auto" or calibration is not None or preset != "cpu"):
+        raise InputError("fp16 is a conversion of the graph: --method, --calibration and --preset apply to int8 only."
+                         if precision == "fp16" else
+                         "int4 is weight-only: --method, --calibration and --preset apply to int8 only.")
+    if made_from is not None and precision != "fp16":
+        raise InputError("made_from applies to fp16; int8 is made from the graph its method needs.")
+    if preset == "tensorrt" and method in ("dynamic", "qat"):
+        raise InputError("TensorRT runs only static INT8 (calibrated QDQ); use --method static or auto with --preset tensorrt.")
+    # checked before the package is opened: a refused command wraps no .onnx file and sets no budget
     pkg = open_package(pkg, out, calibration)  # once: a plain .onnx file is wrapped here, not again below
-    if budget is not None:
+    if precision != "int8" and budget is not None:
         set_budget(pkg, budget)
     if precision == "fp16":
-        if method != "auto" or calibration is not None or preset != "cpu":
-            raise InputError("fp16 is a conversion of the graph: --method, --calibration and --preset apply to int8 only.")
         return to_fp16(pkg, made_from=made_from or "fp32", out=out, measure_latency=measure_latency, progress=progress,
                        held_out=held_out, replace=replace)
-    if made_from is not None:
-        raise InputError("made_from applies to fp16; int8 is made from the graph its method needs.")
     if precision == "int4":
-        if method != "auto" or calibration is not None or preset != "cpu":
-            raise InputError("int4 is weight-only: --method, --calibration and --preset apply to int8 only.")
         ctx = Context(progress=progress, held_out=held_out, tuning=tuning, replace=replace)
         return run_step(_step("int4", "cpu", "auto", input_kind(pkg)), pkg, ctx, measure_latency)
     kind = input_kind(pkg)
     if preset == "tensorrt":
-        if method in ("dynamic", "qat"):
-            raise InputError("TensorRT runs only static INT8 (calibrated QDQ); use --method static or auto with --preset tensorrt.")
         method = "static"
     if method == "auto":
         method = "static" if (calibration is not None or kind == "image") else "dynamic"
@@ -103,6 +104,8 @@ def quantize(
         # a tensor model's arrays are its held-out inputs even then (edgeai.data.feeds.held_out_inputs)
         raise InputError("--calibration is for static INT8: dynamic INT8 quantizes activations as they come, "
                          f"so the folder would go unread; drop it, or use --method static{' or qat' if kind == 'image' else ''}.")
+    if budget is not None:
+        set_budget(pkg, budget)
     ctx = Context(progress=progress, held_out=held_out, tuning=tuning, calibration=calibration, per_channel=per_channel,
                   replace=replace)
     if qat_steps is not None:

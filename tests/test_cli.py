@@ -158,6 +158,9 @@ def test_quantize_and_optimize_wrap_a_plain_onnx_file(tmp_path):
     from edgeai.package import Package
 
     tiny_classifier(tmp_path / "plain.onnx")
+    # arguments refused before anything is wrapped
+    out = cli("quantize", str(tmp_path / "plain.onnx"), "--precision", "fp16", "--calibration", str(tmp_path))
+    assert out.returncode == 1 and "apply to int8 only" in out.stderr and not (tmp_path / "plain").exists(), out.stderr
     out = cli("optimize", str(tmp_path / "plain.onnx"))
     assert out.returncode == 0, out.stderr
     out = cli("quantize", str(tmp_path / "plain"), "--method", "dynamic")

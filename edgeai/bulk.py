@@ -131,6 +131,8 @@ def _image_batches(pipe, todo: list[str], batch_size: int, workers: int | None, 
             return pipe.preprocess([item])  # the feed of one item; a batch joins them
         except EdgeAIError as e:
             return e
+        except MemoryError:  # one huge file gets its error line; the run goes on
+            return InputError(f"Image {item} needs more memory to decode than this machine has free.")
 
     workers = workers or min(4, os.cpu_count() or 1)
     ahead = batch_size * 3

@@ -16,9 +16,20 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import InputError, a_type
 
-# Pillow warns above MAX_IMAGE_PIXELS and raises above twice that. edgeai refuses anything above
-# this many pixels outright: a 16k x 16k photo is already 256 MP.
+# Pillow warns above MAX_IMAGE_PIXELS (89.5 MP: a 108 MP phone photo passes that) and raises above
+# twice that. edgeai ignores the warning and refuses above this many pixels, or Pillow's raising
+# limit where that is lower: a 16k x 16k image is already 268 MP.
 MAX_PIXELS = 16384 * 16384
+# A resize whose intermediate image would exceed this many times the crop is done on the cropped
+# box of the source instead (Pillow's resize(box=...)): a 20000x1 strip would otherwise be resized
+# to 5,120,000x256 first. Ordinary photos (up to about 6:1) keep the resize-then-crop path.
+_BOX_RESIZE_OVER = 8
+
+
+def pixel_limit() -> int:
+    """The most pixels open_image decodes: MAX_PIXELS, or Pillow's own limit where lower."""
+    pil = Image.MAX_IMAGE_PIXELS
+    return min(MAX_PIXELS, 2 * pil) if pil else MAX_PIXELS
 _INTERP = {
     "bicubic": Image.Resampling.BICUBIC,
     "bilinear": Image.Resampling.BILINEAR,
@@ -50,11 +61,11 @@ def open_image(source: str | os.PathLike) -> Image.Image:
     try:
         try:
             with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 im = Image.open(path)
                 w, h = im.size
-                if w * h > MAX_PIXELS:
-                    raise InputError(f"Image {path} is {w}x{h} pixels, above the {MAX_PIXELS // 10**6} MP limit (a decompression bomb?).")
+                if w * h > pixel_limit():
+                    raise InputError(f"Image {path} is {w}x{h} pixels, above the {pixel_limit() // 10**6} MP limit (a decompression bomb?).")
                 im.load()
                 if getattr(im, "n_frames", 1) > 1:
                     # Pillow keeps a multi-frame file (GIF, TIFF pages) open to seek in it: the
@@ -68,8 +79,9 @@ def open_image(source: str | os.PathLike) -> Image.Image:
             raise
     except InputError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise InputError(f"Image {path} declares more pixels than Pillow's decompression-bomb limit; refusing to decode it.") from None
+    except Image.DecompressionBombError:
+        raise InputError(f"Image {path} declares more than {pixel_limit() // 10**6} MP, Pillow's decompression-bomb limit; "
+                         "refusing to decode it.") from None
     except UnidentifiedImageError:
         raise InputError(f"{path} is not an image file Pillow can read (its contents are not a known image format).") from None
     except (OSError, SyntaxError, ValueError) as e:
@@ -167,11 +179,16 @@ class ImagePreprocessor:
         nw, nh = self._size(w, h)
         if self.cropped or not self.resize:
             nw, nh = max(self.crop_w, nw), max(self.crop_h, nh)
+        if (nw, nh) == (self.crop_w, self.crop_h):
+            return im if (nw, nh) == (w, h) else im.resize((nw, nh), self.interp)
+        left, top = (nw - self.crop_w) // 2, (nh - self.crop_h) // 2
+        if nw * nh > _BOX_RESIZE_OVER * self.crop_w * self.crop_h:
+            # the same pixels as resizing and cropping, without the huge intermediate image
+            sx, sy = w / nw, h / nh
+            box = (left * sx, top * sy, (left + self.crop_w) * sx, (top + self.crop_h) * sy)
+            return im.resize((self.crop_w, self.crop_h), self.interp, box=box)
         if (nw, nh) != (w, h):
             im = im.resize((nw, nh), self.interp)
-        if (nw, nh) == (self.crop_w, self.crop_h):
-            return im
-        left, top = (nw - self.crop_w) // 2, (nh - self.crop_h) // 2
         return im.crop((left, top, left + self.crop_w, top + self.crop_h))
 
     def normalize(self, im: Image.Image) -> np.ndarray:

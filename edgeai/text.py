@@ -134,11 +134,20 @@ def input_fields(x: Any, label: str | None = None, prompt: bool = False) -> dict
     return {"input": label if label is not None else str(x)}
 
 
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
 def _looks_binary(head: bytes) -> str | None:
     """What a file that is not text looks like (from its first bytes), or None for text."""
+    if head.startswith(_UTF16_BOMS):
+        return None  # Windows Notepad's "Unicode": read as UTF-16
     for magic, kind in _MAGIC:
         if head.startswith(magic) and (magic != b"BM" or b"\x00" in head):
             return kind
+    odd, even = head[1::2], head[0::2]
+    if len(head) >= 4 and max(odd.count(0) / len(odd) - even.count(0) / len(even),
+                              even.count(0) / len(even) - odd.count(0) / len(odd)) > 0.9:
+        return "UTF-16 text with no byte-order mark"
     return "a binary file" if b"\x00" in head else None
 
 
@@ -151,14 +160,19 @@ def read_text_lines(path: str | os.PathLike, show: str | None = None) -> list[Te
     show = show if show is not None else str(path)
     try:
         with open(path, "rb") as f:
-            kind = _looks_binary(f.read(8192))
+            head = f.read(8192)
+            kind = _looks_binary(head)
     except OSError as e:
         raise InputError(f"{show} cannot be read ({e.strerror or e}); give a readable text file.") from None
+    if kind is not None and kind.startswith("UTF-16"):
+        raise InputError(f"{show} looks like {kind}, which cannot be read reliably; save it as UTF-8 (or as UTF-16 with "
+                         "a byte-order mark, as Windows Notepad does).")
     if kind is not None:
         raise InputError(f"{show} is not a text file (it looks like {kind}); this model takes text: give a text file "
                          "(one input per line), or pass --text to use the argument's words themselves as the input.")
     found = []
-    with open(path, encoding="utf-8-sig", errors="surrogateescape", newline=None) as f:  # -sig: a BOM is not text
+    encoding = "utf-16" if head.startswith(_UTF16_BOMS) else "utf-8-sig"  # -sig: a BOM is not text
+    with open(path, encoding=encoding, errors="surrogateescape", newline=None) as f:
         for n, line in enumerate(f, 1):
             line = line.rstrip("\n")
             if line.strip():

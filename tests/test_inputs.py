@@ -91,3 +91,14 @@ def test_the_rule_in_the_api(text_pkg, tmp_path):
     with pytest.raises(InputError, match="looks like a JPEG image"):
         expand_text_inputs([str(CAT)])
     assert expand_text_inputs(["x" * 5000]) == ["x" * 5000]  # too long for a file name: a text
+
+
+def test_utf16_text_files(tmp_path):
+    # Windows Notepad's "Unicode" is UTF-16 with a byte-order mark: its lines are read; UTF-16
+    # without one cannot be told from binary reliably, so it gets a sentence that says what to do
+    (tmp_path / "notepad.txt").write_text("great movie\nawful plot\n", encoding="utf-16")
+    (tmp_path / "be.txt").write_bytes("\ufeffgood\n".encode("utf-16-be"))
+    assert expand_text_inputs([str(tmp_path / "notepad.txt"), str(tmp_path / "be.txt")]) == ["great movie", "awful plot", "good"]
+    (tmp_path / "bare.txt").write_bytes("no mark here\n".encode("utf-16-le"))
+    with pytest.raises(InputError, match="UTF-16 text with no byte-order mark.*save it as UTF-8"):
+        expand_text_inputs([str(tmp_path / "bare.txt")])

@@ -115,6 +115,36 @@ def test_decompression_bomb_is_refused(tiny_pkg, tmp_path):
         edgeai.load(tiny_pkg).predict(str(bomb))
 
 
+def test_pillow_warning_size_is_not_a_bomb(tmp_path, monkeypatch):
+    # Pillow only warns between its limit and twice that (89.5-179 MP by default, where a
+    # 108 MP phone photo sits); edgeai decodes those and refuses above, naming the limit
+    from edgeai.preprocess import open_image
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000_000)
+    Image.new("L", (1500, 1000)).save(tmp_path / "big.png")
+    Image.new("L", (2500, 1000)).save(tmp_path / "bomb.png")
+    assert open_image(tmp_path / "big.png").size == (1500, 1000)
+    with pytest.raises(InputError, match="more than 2 MP"):
+        open_image(tmp_path / "bomb.png")
+
+
+@pytest.mark.parametrize("size", [(20000, 1), (1, 60000), (2200, 300)])
+def test_extreme_aspect_ratios_resize_without_a_huge_intermediate(tiny_pkg, size):
+    # a 20000x1 strip used to be resized to 5,120,000x256 before the crop (5 GB, 50 s);
+    # the crop box is now resized directly, to the same pixels within rounding
+    from edgeai.preprocess import ImagePreprocessor
+    pp = ImagePreprocessor({"crop": [224, 224], "resize_shorter": 256})
+    a = np.random.default_rng(0).integers(0, 256, (size[1], size[0], 3), np.uint8)
+    im = Image.fromarray(a)
+    out = np.asarray(pp.resize_crop(im), np.int16)
+    assert out.shape == (224, 224, 3)
+    if size == (2200, 300):  # small enough for the plain path to compare against
+        nw, nh = pp._size(*size)
+        left, top = (nw - 224) // 2, (nh - 224) // 2
+        ref = np.asarray(im.resize((nw, nh), pp.interp).crop((left, top, left + 224, top + 224)), np.int16)
+        assert np.abs(out - ref).max() <= 1
+    assert len(edgeai.load(tiny_pkg).predict(im)["top_k"]) == 3
+
+
 @pytest.mark.gpu
 def test_auto_prefers_a_working_gpu(tiny_pkg):
     if providers.unavailable_reason(providers.CUDA) is not None:

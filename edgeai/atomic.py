@@ -67,14 +67,19 @@ def package_lock(root: Path, timeout: float | None = None) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def staging_dir(final: Path) -> Iterator[Path]:
+def staging_dir(final: Path, model: str | None = None) -> Iterator[Path]:
     """Build a package in a temporary sibling of ``final``; rename it into place on success.
 
     An existing package at ``final`` stays intact until the new one is complete; if the process
-    dies, the temporary directory is left behind and removed by the next run.
+    dies, the temporary directory is left behind and removed by the next run. With ``model``
+    (the new package's name), a package of another model at ``final`` is refused, not replaced.
     """
     final = Path(final).absolute()
     check_destination(final)  # before any work: a build of minutes must not end in "refusing to replace it"
+    held = _package_name(final)
+    if model is not None and held is not None and held != model:
+        raise PackageError(f"{final} holds the package of another model, {held}; give {model} its own folder (-o DIR), "
+                           "or remove that package first.")
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
@@ -112,6 +117,15 @@ def check_destination(final: str | os.PathLike) -> None:
         raise PackageError(f"Cannot make the folder {final.parent}: part of that path is a file.")
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise PackageError(f"{ancestor} cannot be written: permission denied; the package needs a folder you can write in.")
+
+
+def _package_name(folder: Path) -> str | None:
+    """The name in the manifest of the package at ``folder``, if a readable one is there."""
+    try:
+        name = json.loads((folder / MANIFEST).read_text()).get("name")
+        return name if isinstance(name, str) else None
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _check_target(final: Path) -> None:

@@ -130,7 +130,7 @@ def export(family: Family, src: Source, out, precision: str = "int8", progress: 
     check_precision(precision)
     src.task = src.task or family.task
     target = Path(out)
-    with staging_dir(target) as tmp:
+    with staging_dir(target, src.name) as tmp:
         assets = _write_assets(tmp, src.assets)
         src.example, src.batches = _at(src.example, tmp), _at(src.batches, tmp)
         accuracy, details, exporter, opset = _onnx(src, tmp / "model.onnx", progress)

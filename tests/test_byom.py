@@ -120,9 +120,11 @@ def test_an_int8_missing_the_budget_says_so_and_small_sizes_are_in_kb(factories,
     # exporting again over it makes a new package (fp32 and optimized): the int8 it held is said to be gone
     r = cli("export", f"{factories}:linear", "--input", "x:1,16:float32", "-o", str(pkg.path))
     assert r.returncode == 0 and "its int8 variant is gone (edgeai quantize" in r.stderr, r.stderr
-    # and over it another model's export says whose package it replaced
+    # and over it another model's export is refused before any work, the package left as it was
+    before = (pkg.path / "manifest.json").read_bytes()
     r = cli("export", f"{factories}:linear", "--input", "x:1,16:float32", "--name", "other", "-o", str(pkg.path))
-    assert r.returncode == 0 and f"replaced the package of another model, {pkg.name}, that was at" in r.stderr, r.stderr
+    assert r.returncode == 1 and f"holds the package of another model, {pkg.name}; give other its own folder" in r.stderr, r.stderr
+    assert (pkg.path / "manifest.json").read_bytes() == before
 
 
 def test_input_names_must_be_forwards_parameters(factories, tmp_path):

@@ -132,7 +132,12 @@ def test_staging_dir_keeps_the_old_package_on_failure(tiny_pkg):
 
 
 def test_staging_dir_replaces_a_package_whole(tiny_pkg):
-    with staging_dir(tiny_pkg) as tmp:
+    from edgeai.errors import PackageError
+
+    with pytest.raises(PackageError, match="holds the package of another model, tiny; give other its own folder"):
+        with staging_dir(tiny_pkg, "other"):
+            raise AssertionError("refused before the build starts")
+    with staging_dir(tiny_pkg, "tiny") as tmp:
         (tmp / "new.txt").write_text("new")
     assert (tiny_pkg / "new.txt").exists() and not (tiny_pkg / "model.onnx").exists()
     assert sorted(p.name for p in tiny_pkg.parent.iterdir()) == ["tiny"]

@@ -112,7 +112,7 @@ def export(name: Optional[str] = None, output: Optional[Path] = None, precision:
 
     from edgeai.errors import TraceWarning
 
-    before_name, before = _package_in(output)
+    before = _variants_in(output)
     with Stages(f"exporting {given['model'] if name == 'hf' else name}") as stages, \
             warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", TraceWarning)
@@ -127,24 +127,21 @@ def export(name: Optional[str] = None, output: Optional[Path] = None, precision:
         if issubclass(w.category, TraceWarning):
             warn(str(w.message))
     out.print(f"wrote {pkg.path}: {_variants_line(pkg)}", markup=False)
-    if before_name is not None and before_name != pkg.name:  # -o named another model's package
-        note(f"note: this export replaced the package of another model, {before_name}, that was at {pkg.path}.")
-    elif gone := [v for v in before if v not in pkg.variants]:
+    if gone := [v for v in before if v not in pkg.variants]:
         # an export makes a new package: what was added to the old one since is not carried over
         note(f"note: this export replaced the package that was there; its {', '.join(gone)} variant"
              f"{'s are' if len(gone) > 1 else ' is'} gone (edgeai quantize {pkg.path} adds one again).")
 
 
-def _package_in(folder: Optional[Path]) -> tuple[str | None, list[str]]:
-    """The name and variants of the package at ``folder``, if one is there (what a new export
-    replaces); (None, []) otherwise."""
+def _variants_in(folder: Optional[Path]) -> list[str]:
+    """The variants of the package of the same model at ``folder``, if one is there (what a new
+    export replaces; another model's package is refused by the export)."""
     import json
 
     try:
-        m = json.loads((folder / "manifest.json").read_text()) if folder else {}
-        return m.get("name"), list(m["variants"]) if m else []
+        return list(json.loads((folder / "manifest.json").read_text())["variants"]) if folder else []
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None, []
+        return []
 
 
 def _builtin_option_names() -> set[str]:

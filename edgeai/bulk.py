@@ -36,10 +36,10 @@ import numpy as np
 
 from .errors import EdgeAIError, InputError
 from .journal import exclusive, modified, nonblank_lines, pending, record_line, stamp
+from .preprocess import IMAGE_SUFFIXES
 from .tasks import takes_arrays
 from .text import TEXT_SUFFIXES, expand_text_inputs, input_fields
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jfif"}
 LIST_SUFFIXES = set(TEXT_SUFFIXES)
 Progress = Callable[[int, int], None]
 

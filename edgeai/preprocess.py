@@ -30,6 +30,8 @@ def pixel_limit() -> int:
     """The most pixels open_image decodes: MAX_PIXELS, or Pillow's own limit where lower."""
     pil = Image.MAX_IMAGE_PIXELS
     return min(MAX_PIXELS, 2 * pil) if pil else MAX_PIXELS
+# What a folder of images is read for (bulk runs, --calibration): other files there are not inputs.
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jfif"}
 _INTERP = {
     "bicubic": Image.Resampling.BICUBIC,
     "bilinear": Image.Resampling.BILINEAR,

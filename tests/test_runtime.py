@@ -359,3 +359,23 @@ def test_figures_from_another_cpu_are_not_trusted(tiny_pkg, monkeypatch):
     assert variant == "fp32" and "another CPU" in why and other in why and "--record" in why
     r = cli("run", "--model", str(tiny_pkg), str(CAT))
     assert r.returncode == 0 and r.stderr.count("measured on another CPU") == 1
+
+
+def test_a_calibration_folder_is_read_like_a_bulk_folder(tiny_pkg, tmp_path):
+    # images in subfolders count; a .DS_Store, notes and macOS "._" copies are passed over
+    from edgeai.data.feeds import calibration_feeds, calibration_image_paths
+    from edgeai.package import Package
+
+    (tmp_path / "cal" / "more").mkdir(parents=True)
+    Image.open(CAT).save(tmp_path / "cal" / "cat.png")
+    Image.open(COFFEE).save(tmp_path / "cal" / "more" / "coffee.jpg")
+    (tmp_path / "cal" / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (tmp_path / "cal" / "notes.json").write_text("{}")
+    (tmp_path / "cal" / "._cat.png").write_bytes(b"\x00\x05\x16\x07")
+    assert [p.name for p in calibration_image_paths(tmp_path / "cal")] == ["cat.png", "coffee.jpg"]
+    feeds = calibration_feeds(Package.open(tiny_pkg), tmp_path / "cal")
+    assert len(feeds) == 2 and all(f[k].dtype == np.float32 for f in feeds for k in f)
+    (tmp_path / "none").mkdir()
+    (tmp_path / "none" / "a.json").write_text("{}")
+    with pytest.raises(InputError, match="holds no image files"):
+        calibration_image_paths(tmp_path / "none")

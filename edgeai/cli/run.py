@@ -179,7 +179,7 @@ def _folders_need_out(inputs: list[str]) -> None:
     if lists := [x for x in inputs if Path(x).suffix.lower() in LIST_SUFFIXES and Path(x).is_file()]:
         from itertools import islice
 
-        from edgeai.bulk import IMAGE_SUFFIXES
+        from edgeai.preprocess import IMAGE_SUFFIXES
         from edgeai.journal import nonblank_lines
 
         try:

@@ -242,14 +242,19 @@ def held_out_inputs(pkg, texts: Sequence[str] | None = None, per_photo: int = 30
 
 
 def calibration_image_paths(folder: str | os.PathLike) -> list[Path]:
-    """The image files of a ``--calibration`` directory, sorted, or one sentence."""
+    """The image files under a ``--calibration`` directory (sorted, subfolders included, as a
+    bulk run reads a folder), or one sentence. Other files (a .DS_Store, notes, AppleDouble
+    ``._*`` copies) are not images and are passed over."""
+    from edgeai.preprocess import IMAGE_SUFFIXES
+
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder} is a file; --calibration takes a directory of images (put {folder.name} in one)."
                          if folder.is_file() else f"Calibration directory {folder} does not exist.")
-    paths = [p for p in sorted(folder.iterdir()) if p.is_file() and p.suffix.lower() not in (".npy", ".npz", ".txt", ".md")]
+    paths = [p for p in sorted(folder.rglob("*"))
+             if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")]
     if not paths:
-        raise InputError(f"Calibration directory {folder} holds no images.")
+        raise InputError(f"Calibration directory {folder} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))}).")
     return paths
 
 
@@ -262,9 +267,9 @@ def calibration_feeds(pkg, folder: str | os.PathLike | None = None, per_photo: i
     if folder is not None:
         if kind != "image":
             return feeds_from_dir(folder, [s["name"] for s in pkg.manifest["inputs"]], pkg.manifest["inputs"])
-        from edgeai.preprocess import open_image
-
-        return image_feeds(pkg, [open_image(p) for p in calibration_image_paths(folder)], batch=1)
+        # paths, not opened images: each is decoded, cut to the model's size and let go (60
+        # twelve-megapixel photos held whole would take 3 GB)
+        return image_feeds(pkg, calibration_image_paths(folder), batch=1)
     if kind == "image":
         from .photos import CALIBRATION, image_set
 

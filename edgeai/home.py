@@ -13,8 +13,8 @@ from typing import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from . import __version__
-from .errors import DependencyError, PackageError
-from .package import MANIFEST
+from .errors import DependencyError, InputError, PackageError, a_type
+from .package import MANIFEST, Package
 
 if TYPE_CHECKING:
     from .families import Family
@@ -140,3 +140,22 @@ def ensure_builtin(name: str, progress: Callable[[str], None] | None = None) -> 
                 progress(f"building {fam.model} into {target} on first use (later loads reuse it)")
             export_model(fam.model, target, progress=progress)
     return target
+
+
+def open_package(path_or_name: str | os.PathLike, progress: Callable[[str], None] | None = None) -> Package:
+    """A package directory (or its manifest.json), or a built-in name built on first use."""
+    if not isinstance(path_or_name, (str, os.PathLike)):
+        raise InputError(f"A model is a package directory or a built-in name (a str or a path); got {a_type(path_or_name)}.")
+    path = Path(path_or_name)
+    if path.is_dir() and not (path / "manifest.json").is_file() and isinstance(path_or_name, str) and resolve_builtin(path_or_name):
+        model = resolve_builtin(path_or_name).model  # an alias (cnn) can name the model instead; the model's own name cannot
+        other = f"give the built-in as {model}" if model != path_or_name else f"give the built-in's package as {builtin_dir(model)}"
+        raise PackageError(f"{path_or_name} is a folder here, not a package, and it hides the built-in {path_or_name}: "
+                           f"{other}, or run from another folder.")
+    if path.exists():
+        return Package.open(path)
+    if isinstance(path_or_name, str) and resolve_builtin(path_or_name):
+        return Package.open(ensure_builtin(path_or_name, progress=progress))
+    from .families import names_line
+
+    raise PackageError(f"No model package at {path_or_name} and no built-in model of that name (built-in: {names_line()}).")

@@ -6,36 +6,19 @@ import contextlib
 import functools
 import os
 import threading
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 
-from . import home, providers, tasks
-from .errors import EdgeAIError, InputError, PackageError, PipelineClosedError, a_type
+from . import providers, tasks
+from .home import open_package  # noqa: F401  (re-exported: where a package is found)
+from .errors import EdgeAIError, InputError, PipelineClosedError, a_type
 from .package import VARIANTS, Package
 from .choice import LOSSY, LOSSY_MARGIN, check_threads, choose_variant, for_provider, meets_budget, recorded_latency, resolve_threads, resolve_variant  # noqa: F401  (re-exported)
 from .session import Session
 
 if TYPE_CHECKING:  # concurrent.futures is imported by submit(), not by every start-up
     from concurrent.futures import Future, ThreadPoolExecutor
-
-
-def open_package(path_or_name: str | os.PathLike, progress: Callable[[str], None] | None = None) -> Package:
-    """A package directory (or its manifest.json), or a built-in name built on first use."""
-    if not isinstance(path_or_name, (str, os.PathLike)):
-        raise InputError(f"A model is a package directory or a built-in name (a str or a path); got {a_type(path_or_name)}.")
-    path = Path(path_or_name)
-    if path.is_dir() and not (path / "manifest.json").is_file() and isinstance(path_or_name, str) and home.resolve_builtin(path_or_name):
-        raise PackageError(f"{path_or_name} is a folder here, not a package, and it hides the built-in {path_or_name}: "
-                           f"give the built-in as {home.resolve_builtin(path_or_name).model}, or run from another folder.")
-    if path.exists():
-        return Package.open(path)
-    if isinstance(path_or_name, str) and home.resolve_builtin(path_or_name):
-        return Package.open(home.ensure_builtin(path_or_name, progress=progress))
-    from .families import names_line
-
-    raise PackageError(f"No model package at {path_or_name} and no built-in model of that name (built-in: {names_line()}).")
 
 
 CLOSED = "The pipeline is closed; load the model again with edgeai.load(...)."
@@ -240,12 +223,24 @@ class Pipeline:
                 results[i] = {**heads[i], "error": str(e)}
         if good:
             if self.is_text:
-                got = self.predict(feeds, top_k=top_k)  # tokenized together, in length-sorted chunks
+                got = self._each_text(feeds, top_k)
             else:
                 got = self.postprocess(self.run({k: np.concatenate([f[k] for f in feeds]) for k in feeds[0]}), top_k)
             for i, r in zip(good, got):
                 results[i] = {**heads[i], **r}
         return results
+
+    def _each_text(self, texts: list, top_k: int | None) -> list[dict]:
+        try:
+            return self.predict(texts, top_k=top_k)  # tokenized together, in length-sorted chunks
+        except InputError:  # the tokenizer refused one (every token unknown): each alone, so only it gets the error
+            got = []
+            for t in texts:
+                try:
+                    got.append(self.predict(t, top_k=top_k))
+                except InputError as e:
+                    got.append({"error": str(e)})
+            return got
 
     def _each_prompt(self, x: Any, label: str) -> dict:
         from .text import input_fields

@@ -59,7 +59,7 @@ def check_texts(items: Sequence[Any]) -> list[str]:
 class TextPreprocessor:
     """``batch(texts)`` -> the feed dict of the package's inputs (int64, padded to the longest)."""
 
-    def __init__(self, tokenizer_file: Path, spec: dict, input_names: Sequence[str]):
+    def __init__(self, tokenizer_file: Path, spec: dict, input_names: Sequence[str], refuse_unknown: bool = False):
         from tokenizers import Tokenizer
 
         try:
@@ -74,6 +74,9 @@ class TextPreprocessor:
         if unknown:
             raise PackageError(f"The text model has inputs {unknown} that the tokenizer cannot fill (it fills {list(_FIELDS)}).")
         self.input_names = list(input_names)
+        unk = getattr(tok.model, "unk_token", None)
+        # what the runtime refuses (a user's text); measurements keep every test sentence
+        self.unk_id = tok.token_to_id(unk) if unk and refuse_unknown else None
 
     def batch(self, items: Sequence[Any]) -> dict[str, np.ndarray]:
         texts = check_texts(items)
@@ -82,6 +85,12 @@ class TextPreprocessor:
             if not any(e.attention_mask):
                 raise InputError(f"{_which(i, len(texts))} has no characters this model's tokenizer keeps ({texts[i][:40]!r}); "
                                  "give some words.")
+            if self.unk_id is not None and _all_unknown(e, self.unk_id):
+                # every such text reads the same to the model ([CLS] [UNK] ... [SEP]): its answer
+                # would be a confident guess, the same for Japanese, an emoji or a typo
+                where = items[i].input if isinstance(items[i], TextLine) else _which(i, len(texts))
+                raise InputError(f"{where} has no word this model's vocabulary knows ({texts[i][:40]!r}: "
+                                 "every token is unknown), so any answer would be a guess; give text in the language it was trained on.")
         cut = [i for i, e in enumerate(encodings) if e.overflowing]
         if cut:
             first = texts[cut[0]]
@@ -96,6 +105,12 @@ class TextPreprocessor:
         return {
             name: np.asarray([getattr(e, _FIELDS[name]) for e in encodings], dtype=np.int64) for name in self.input_names
         }
+
+
+def _all_unknown(e, unk_id: int) -> bool:
+    """Whether every real token (not padding, not [CLS]/[SEP]) of an encoding is the unknown one."""
+    real = [t for t, special, m in zip(e.ids, e.special_tokens_mask, e.attention_mask) if m and not special]
+    return bool(real) and all(t == unk_id for t in real)
 
 
 # -- which arguments are texts and which are files of texts ----------------------------------------

@@ -93,12 +93,18 @@ def make_text_package(root: Path) -> Path:
 
     root.mkdir(parents=True)
     vocab = {"[PAD]": 0, "[UNK]": 1, **{w: i + 2 for i, w in enumerate(WORDS)}}
+    # punctuation, so that a path given as a text (the tests of what is a file and what a text)
+    # is not refused as all-unknown: rows drawn apart, the other weights stay as they were
+    punctuation = ["/", ".", "-", "_", "!", "?", ","]
+    vocab.update({p: len(vocab) + i for i, p in enumerate(punctuation)})
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.save(str(root / "tokenizer.json"))
     rng = np.random.default_rng(0)
-    inits = [numpy_helper.from_array(rng.standard_normal((len(vocab), 8)).astype(np.float32), "E"),
+    rows = np.concatenate([rng.standard_normal((len(vocab) - len(punctuation), 8)),
+                           np.random.default_rng(1).standard_normal((len(punctuation), 8))])
+    inits = [numpy_helper.from_array(rows.astype(np.float32), "E"),
              numpy_helper.from_array(rng.standard_normal((3, 8)).astype(np.float32), "W"),
              numpy_helper.from_array(np.zeros(3, np.float32), "B"),
              numpy_helper.from_array(np.array([1], np.int64), "axis1"),

@@ -102,3 +102,20 @@ def test_utf16_text_files(tmp_path):
     (tmp_path / "bare.txt").write_bytes("no mark here\n".encode("utf-16-le"))
     with pytest.raises(InputError, match="UTF-16 text with no byte-order mark.*save it as UTF-8"):
         expand_text_inputs([str(tmp_path / "bare.txt")])
+
+
+def test_a_text_of_unknown_words_is_refused_not_guessed(text_pkg, tmp_path):
+    # every all-unknown text reads the same to a model ([UNK] ...): its confident answer would
+    # be a guess. Refused alone, as an empty text is: the other texts of a run still get answers
+    pipe = edgeai.load(text_pkg)
+    with pytest.raises(InputError, match="no word this model's vocabulary knows .*every token is unknown"):
+        pipe.predict("日本語のテキスト")
+    assert "top_k" in pipe.predict("good 😀")
+    results = pipe.predict_each(["good movie", "😀 😀"])
+    assert "top_k" in results[0] and "every token is unknown" in results[1]["error"]
+    f = tmp_path / "mixed.txt"
+    f.write_text("good movie\nzzz qqq\n")
+    r = cli("run", "--model", str(text_pkg), str(f), "--out", str(tmp_path / "out.jsonl"))
+    lines = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert r.returncode != 0 or lines  # a run with an error line still writes every line
+    assert "top_k" in lines[0] and "every token is unknown" in lines[1]["error"], lines

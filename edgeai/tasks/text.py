@@ -14,7 +14,7 @@ class TextInput:
 
     def __init__(self, pkg, input_names: list[str]):
         spec = pkg.manifest["preprocess"]
-        self.tokenizer = TextPreprocessor(pkg.asset_path(spec["tokenizer"]), spec, input_names)
+        self.tokenizer = TextPreprocessor(pkg.asset_path(spec["tokenizer"]), spec, input_names, refuse_unknown=True)
 
     def batch(self, items: list[Any]) -> dict[str, np.ndarray]:
         return self.tokenizer.batch(items)

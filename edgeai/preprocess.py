@@ -114,7 +114,11 @@ def to_rgb(im: Image.Image) -> Image.Image:
 
 
 def from_array(frame: np.ndarray) -> Image.Image:
-    """A raw HxWx3 (or HxW, HxWx4) uint8 RGB frame as a Pillow image."""
+    """A raw HxWx3 (or HxW, HxWx4) uint8 RGB frame as a Pillow image.
+
+    An HxWx4 frame is RGBX: its fourth channel is dropped, not blended. An array with four
+    channels is most often a window's or a game's back buffer, whose alpha is 0 or meaningless;
+    blended onto white, as a transparent PNG file is, it would read as a blank image."""
     if frame.dtype != np.uint8:
         raise InputError(
             f"An image array must be uint8 HxWx3 RGB; got {_describe(frame)}. "
@@ -123,7 +127,9 @@ def from_array(frame: np.ndarray) -> Image.Image:
     if frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] in (1, 3, 4)):
         if frame.shape[0] == 0 or frame.shape[1] == 0:
             raise InputError(f"An image array must have at least one pixel; got {_describe(frame)}.")
-        mode = {1: "L", 3: "RGB", 4: "RGBA"}[frame.shape[2] if frame.ndim == 3 else 1]
+        if frame.ndim == 3 and frame.shape[2] == 4:
+            frame = frame[..., :3]
+        mode = "RGB" if frame.ndim == 3 and frame.shape[2] == 3 else "L"
         return Image.fromarray(np.ascontiguousarray(frame.reshape(frame.shape[:2]) if mode == "L" else frame), mode)
     raise InputError(f"An image array must have shape HxW, HxWx3 or HxWx4; got {_describe(frame)}.")
 

@@ -379,3 +379,14 @@ def test_a_calibration_folder_is_read_like_a_bulk_folder(tiny_pkg, tmp_path):
     (tmp_path / "none" / "a.json").write_text("{}")
     with pytest.raises(InputError, match="holds no image files"):
         calibration_image_paths(tmp_path / "none")
+
+
+def test_a_four_channel_frame_is_rgbx(tiny_pkg):
+    # a back buffer's alpha is 0 or meaningless: an alpha-0 frame once read as a blank white image
+    pipe = edgeai.load(tiny_pkg)
+    rgb = np.asarray(Image.open(CAT).convert("RGB"))
+    for alpha in (0, 255):
+        rgbx = np.dstack([rgb, np.full(rgb.shape[:2], alpha, np.uint8)])
+        assert pipe.predict(rgbx) == pipe.predict(rgb)
+    bgra = np.dstack([rgb[..., ::-1], np.zeros(rgb.shape[:2], np.uint8)])
+    assert pipe.predict(bgra[..., 2::-1]) == pipe.predict(rgb)  # the README's BGRA recipe

@@ -300,10 +300,11 @@ class Pipeline:
                 self._requests.discard(req)
 
     def submit(self, x: Any, top_k: int | None = None, generate: bool = False, **options: Any) -> Future:
-        """``predict`` (or, with ``generate=True``, ``generate(x, **options)``) on a worker thread;
-        the Future holds the same result (or error). A Future submitted before ``close()`` still
-        completes: close waits for it. Arrays are copied here, so a loop may reuse its frame buffer
-        as soon as ``submit`` returns."""
+        """``predict`` (or, with ``generate=True`` or any of generate's options, ``generate(x,
+        **options)``) on a worker thread; the Future holds the same result (or error). A Future
+        submitted before ``close()`` still completes: close waits for it. Arrays are copied here,
+        so a loop may reuse its frame buffer as soon as ``submit`` returns."""
+        generate = generate or bool(options)  # max_new_tokens=... alone once ran predict and dropped it
         if isinstance(x, (np.ndarray, list, tuple)):
             x = x.copy() if isinstance(x, np.ndarray) else type(x)(v.copy() if isinstance(v, np.ndarray) else v for v in x)
         with self._cond:

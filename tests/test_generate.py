@@ -349,6 +349,8 @@ def test_cancel_stops_within_one_step(packages):
         cancel.clear()
         fut = pipe.submit("Tell me", generate=True, max_new_tokens=5)
         assert fut.result(timeout=60)["new_tokens"] <= 5
+        # generate's options alone mean generate: they were once dropped (predict ran, 64 tokens)
+        assert pipe.submit("Tell me", max_new_tokens=3).result(timeout=60)["new_tokens"] <= 3
 
 
 def test_a_stream_left_early_is_cancelled_and_waited_for(packages, tmp_path):

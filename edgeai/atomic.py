@@ -21,7 +21,7 @@ from .errors import PackageError
 MANIFEST = "manifest.json"
 _TMP_MARK = ".edgeai-tmp-"
 # The names add_variant gives variant files (fp32: model.<sha12>.onnx).
-_VARIANT_FILE = re.compile(r"model(\.(optimized|int8|fp16))?\.[0-9a-f]{12}\.onnx")
+_VARIANT_FILE = re.compile(r"model(\.(optimized|int8|fp16|int4))?\.[0-9a-f]{12}\.onnx")
 
 
 # How long a writer waits for another one before giving up with a sentence (seconds).

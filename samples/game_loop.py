@@ -69,11 +69,21 @@ class Inference:
 
 def main() -> None:
     args = parse_args()
-    pipe = edgeai.load(args.model)  # once, at start-up
+    try:
+        pipe = edgeai.load(args.model)  # once, at start-up
+    except edgeai.EdgeAIError as e:  # a missing package, a damaged one: its sentence, not a traceback
+        raise SystemExit(f"error: {e}") from None
+    if pipe.is_text or pipe.package.manifest["preprocess"].get("type") != "image":
+        raise SystemExit(f"error: {pipe.name} does not take images; the game loop needs an image model (--model cnn).")
+    if not Path(args.photo).is_file():
+        raise SystemExit(f"error: the photo {args.photo} does not exist; give --photo an image file.")
     pygame.init()
     screen = pygame.display.set_mode((640, 480))
     pygame.display.set_caption(f"edgeai · {pipe.name} · {pipe.provider}")
-    photo = pygame.image.load(args.photo).convert()
+    try:
+        photo = pygame.image.load(args.photo).convert()
+    except pygame.error as e:
+        raise SystemExit(f"error: {args.photo} cannot be read as an image ({e}).") from None
     font = pygame.font.Font(None, 28)
     clock = pygame.time.Clock()
 

@@ -181,3 +181,12 @@ def test_a_folder_named_like_a_built_in_says_it_hides_it(tmp_path, monkeypatch):
     (tmp_path / "lstm").mkdir()  # the model's own name: its package's path, not the same name again
     with pytest.raises(PackageError, match="hides the built-in lstm: give the built-in's package as .*lstm-"):
         edgeai.load("lstm")
+
+
+def test_leftover_files_of_every_variant_are_recognised():
+    # the cleanup of files a killed run left must know every variant's file name (int4 was missed)
+    from edgeai.atomic import _VARIANT_FILE
+    from edgeai.package import VARIANTS
+
+    assert all(_VARIANT_FILE.fullmatch(f"model.{v}.0123456789ab.onnx") for v in VARIANTS if v != "fp32")
+    assert _VARIANT_FILE.fullmatch("model.0123456789ab.onnx") and not _VARIANT_FILE.fullmatch("model.int8.onnx")

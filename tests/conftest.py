@@ -29,11 +29,11 @@ def edgeai_home(tmp_path_factory) -> Path:
     return home
 
 
-def cli(*args: str, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
+def cli(*args: str, env: dict | None = None, timeout: float = 900, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """The real `edgeai` console script in a fresh process."""
     exe = Path(sys.executable).with_name("edgeai")
     return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
+                          env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL, cwd=cwd)
 
 
 def tiny_classifier(path: Path, classes: int = 4, seed: int = 0) -> None:

@@ -104,6 +104,18 @@ def test_inspect_and_models(tiny_pkg):
     assert out.returncode == 0 and json.loads(out.stdout)["builtins"][0]["name"] == "efficientnet-lite0"
 
 
+def test_models_lists_the_packages_in_this_folder(tmp_path):
+    # what `edgeai export NAME` wrote to ./NAME, which --model NAME runs from here
+    from conftest import make_tiny_package
+
+    make_tiny_package(tmp_path / "mine")
+    (tmp_path / "photos").mkdir()
+    out = cli("models", "--json", cwd=tmp_path)
+    assert out.returncode == 0 and json.loads(out.stdout)["here"] == [{"path": "./mine", "name": "tiny"}], out.stdout
+    out = cli("models", cwd=tmp_path)
+    assert "in this folder (1 package(s)):" in out.stdout and "./mine  tiny" in out.stdout, out.stdout
+
+
 def test_models_clear_removes_what_edgeai_made_and_nothing_else(tmp_path):
     from conftest import make_tiny_package
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -264,7 +265,7 @@ def models(
     clear: Annotated[bool, typer.Option("--clear", help="Remove the cached packages and edgeai's own caches from $EDGEAI_HOME (nothing else there).")] = False,
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
 ) -> None:
-    """List the built-in models and the packages cached in $EDGEAI_HOME."""
+    """List the built-in models, the packages cached in $EDGEAI_HOME and those in this folder's subfolders."""
     from edgeai import home
     from edgeai.families import builtin_models
 
@@ -281,8 +282,9 @@ def models(
         d = home.builtin_dir(b.model)
         rows.append({"name": b.model, "aliases": list(b.aliases), "family": b.name, "task": b.task,
                      "description": b.description, "cached": str(d) if d.name in cached else None})
+    here = _packages_here()
     if json_:
-        print_json({"home": str(home.home()), "builtins": rows, "cached": list(cached.values())})
+        print_json({"home": str(home.home()), "builtins": rows, "cached": list(cached.values()), "here": here})
         return
     t = Table("name", "aliases", "family", "task", "cached", box=None, pad_edge=False, title="built-in models", title_justify="left")
     for r in rows:
@@ -291,6 +293,28 @@ def models(
     out.print(Text(f"cache: {home.home()} ({len(cached)} package(s))"))
     for path in cached.values():
         out.print(Text(f"  {path}"))
+    if here:  # what `edgeai export NAME` wrote here (./NAME): --model NAME from this folder runs it
+        out.print(Text(f"in this folder ({len(here)} package(s)):"))
+        for p in here:
+            out.print(Text(f"  {p['path']}  {p['name']}"))
+
+
+def _packages_here() -> list[dict]:
+    """The packages in the current folder's subfolders, by their manifests' names."""
+    import json
+
+    found = []
+    try:
+        folders = sorted(p for p in Path.cwd().iterdir() if p.is_dir())
+    except OSError:
+        return []
+    for p in folders:
+        try:
+            name = json.loads((p / "manifest.json").read_text()).get("name")
+        except (OSError, ValueError, AttributeError):
+            continue
+        found.append({"path": f"./{p.name}", "name": str(name)})
+    return found
 
 
 def doctor(

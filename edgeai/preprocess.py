@@ -32,6 +32,9 @@ def pixel_limit() -> int:
     return min(MAX_PIXELS, 2 * pil) if pil else MAX_PIXELS
 # What a folder of images is read for (bulk runs, --calibration): other files there are not inputs.
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jfif"}
+# Photos that Pillow does not decode here: a folder run gives each an error line that says so,
+# rather than passing over them as it does notes and sidecar files.
+UNREAD_IMAGE_SUFFIXES = {".heic", ".heif", ".avif", ".jxl", ".dng", ".cr2", ".cr3", ".nef", ".arw", ".raf", ".orf", ".rw2"}
 _INTERP = {
     "bicubic": Image.Resampling.BICUBIC,
     "bilinear": Image.Resampling.BILINEAR,
@@ -49,6 +52,11 @@ def _describe(x: Any) -> str:
 def open_image(source: str | os.PathLike) -> Image.Image:
     """Open and fully decode an image file, turning every failure into one InputError sentence."""
     path = Path(source)
+    if path.is_symlink() and not path.exists():
+        raise InputError(f"Image file {path} is a broken symbolic link (to {os.readlink(path)}).")
+    if path.suffix.lower() in UNREAD_IMAGE_SUFFIXES and path.is_file():
+        raise InputError(f"{path} is a {path.suffix.lstrip('.').upper()} file, which edgeai's Pillow does not decode; "
+                         "convert it to JPEG or PNG.")
     if not path.exists():
         shown = str(source) if len(str(source)) <= 120 else str(source)[:119] + "…"
         if str(source).startswith(("http://", "https://")):

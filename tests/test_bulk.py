@@ -189,6 +189,22 @@ def test_a_list_file_of_image_paths(pkgs, tmp_path):
     assert r.returncode == 1 and "is a list of image paths: add --out results.jsonl" in r.stderr, r.stderr
 
 
+def test_a_folder_says_what_it_cannot_read_and_passes_over_what_is_not_a_photo(pkgs, tmp_path):
+    # an iPhone's .HEIC and a broken link get error lines (once passed over in silence);
+    # notes and macOS "._" sidecar files are not inputs
+    folder = tmp_path / "photos"
+    photo_folder(folder, 2)
+    (folder / "IMG_0001.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic")
+    (folder / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    (folder / "._a.jpg").write_bytes(b"\x00\x05\x16\x07")
+    (folder / "notes.md").write_text("holiday")
+    items = list_inputs([str(folder)], text=False)
+    assert sorted(Path(x).name for x in items) == ["0000.jpg", "0001.png", "IMG_0001.HEIC", "broken.jpg", "gone.jpg"]
+    results = {Path(r["input"]).name: r for r in edgeai.load(pkgs["image"]).predict_each(items)}
+    assert "which edgeai's Pillow does not decode; convert it to JPEG or PNG" in results["IMG_0001.HEIC"]["error"]
+    assert "is a broken symbolic link" in results["gone.jpg"]["error"]
+
+
 def test_bulk_errors(pkgs, tmp_path):
     photo_folder(tmp_path / "photos", 2)
     (tmp_path / "garbage.jsonl").write_text("this is not json\n")

@@ -47,7 +47,8 @@ def check_text(t: Any, index: int = 0, total: int = 1) -> str:
     try:
         t.encode("utf-8")
     except UnicodeEncodeError:  # lone surrogates: undecodable bytes from argv or a file read with errors="surrogateescape"
-        raise InputError(f"{where} holds bytes that are not valid UTF-8 (as lone surrogates); decode it with its real encoding.") from None
+        raise InputError(f"{where} holds bytes that are not valid UTF-8 (Latin-1 or Windows-1252 text, perhaps); "
+                         "save the file as UTF-8, or decode the string with its real encoding.") from None
     return t
 
 

@@ -57,6 +57,8 @@ def open_image(source: str | os.PathLike) -> Image.Image:
     if path.suffix.lower() in UNREAD_IMAGE_SUFFIXES and path.is_file():
         raise InputError(f"{path} is a {path.suffix.lstrip('.').upper()} file, which edgeai's Pillow does not decode; "
                          "convert it to JPEG or PNG.")
+    if str(source) == "-" and not path.exists():
+        raise InputError("'-' (standard input) is read by text models only; give the image file's path.")
     if not path.exists():
         shown = str(source) if len(str(source)) <= 120 else str(source)[:119] + "…"
         if str(source).startswith(("http://", "https://")):

@@ -215,12 +215,18 @@ def expand_text_inputs(args: Sequence[Any], literal: bool = False) -> list[str]:
     existing file is read as input lines (every non-blank line is one input; see
     :func:`read_text_lines`), a folder gives the lines of every ``.txt``/``.lst``/``.list`` file
     under it (sorted, recursively), and anything else is a text as it is (so an empty argument
-    is an empty text, refused by :func:`check_text`). Lines read from files are
+    is an empty text, refused by :func:`check_text`); ``-`` is the lines of standard input. Lines read from files are
     :class:`TextLine` strings whose results say ``"input": "<path>:<line>"``."""
     if literal:
         return list(args)
     texts: list[str] = []
     for arg in args:
+        if arg == "-":  # standard input, as cat and grep read it: its non-blank lines
+            import sys
+
+            data = sys.stdin.buffer.read().decode("utf-8-sig", "surrogateescape") if sys.stdin else ""
+            texts.extend(TextLine(line, f"<stdin>:{n}") for n, line in enumerate(data.splitlines(), 1) if line.strip())
+            continue
         path = _existing(arg) if isinstance(arg, (str, os.PathLike)) else None
         if path is None:
             texts.append(arg)

@@ -119,3 +119,19 @@ def test_a_text_of_unknown_words_is_refused_not_guessed(text_pkg, tmp_path):
     lines = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert r.returncode != 0 or lines  # a run with an error line still writes every line
     assert "top_k" in lines[0] and "every token is unknown" in lines[1]["error"], lines
+
+
+def test_a_dash_reads_standard_input(text_pkg, tmp_path):
+    # `cat reviews.txt | edgeai run --model M -`: the lines of stdin (once the text "-" itself)
+    import subprocess
+    import sys
+
+    exe = Path(sys.executable).with_name("edgeai")
+    r = subprocess.run([str(exe), "run", "--model", str(text_pkg), "-", "--json"], input=b"good movie\n\ncaf\xe9 night\n",
+                       capture_output=True)
+    doc = json.loads(r.stdout)
+    assert [(x["input"], x["text"]) for x in doc["results"]] == [("<stdin>:1", "good movie"), ("<stdin>:3", "caf\udce9 night")]
+    assert "top_k" in doc["results"][0] and "not valid UTF-8" in doc["results"][1]["error"]
+    image_pkg = make_tiny_package(tmp_path / "img")
+    r = cli("run", "--model", str(image_pkg), "-")
+    assert r.returncode == 1 and "'-' (standard input) is read by text models only" in r.stderr, r.stderr

@@ -123,7 +123,9 @@ def _resolve_providers(requested: str | Sequence[str]) -> list[str]:
     resolved: list[str] = []
     for name in names:
         if name == "auto":
-            p = next((c for c in _providers.AUTO_ORDER if _providers.unavailable_reason(c) is None), _providers.CPU)
+            from .choice import expected_provider
+
+            p = expected_provider("auto")
         else:
             p = _providers.canonical(name)
             reason = _providers.unavailable_reason(p)

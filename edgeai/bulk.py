@@ -35,10 +35,10 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from .errors import EdgeAIError, InputError
-from .journal import exclusive, modified, nonblank_lines, pending, record_line, stamp
+from .journal import exclusive, modified, pending, record_line, stamp
 from .preprocess import IMAGE_SUFFIXES, UNREAD_IMAGE_SUFFIXES
 from .tasks import takes_arrays
-from .text import TEXT_SUFFIXES, expand_text_inputs, input_fields
+from .text import TEXT_SUFFIXES, expand_text_inputs, input_fields, read_text_lines
 
 LIST_SUFFIXES = set(TEXT_SUFFIXES)
 Progress = Callable[[int, int], None]
@@ -65,7 +65,7 @@ def list_inputs(sources: Iterable[str], text: bool, literal: bool = False) -> li
             items.extend(str(p) for p in sorted(path.rglob("*")) if (p.is_file() or p.is_symlink())
                          and p.suffix.lower() in IMAGE_SUFFIXES | UNREAD_IMAGE_SUFFIXES and not p.name.startswith("._"))
         elif path.is_file() and path.suffix.lower() in LIST_SUFFIXES:
-            paths = [line.strip() for line in nonblank_lines(path) if not line.lstrip().startswith("#")]
+            paths = [line.strip() for line in read_text_lines(path) if not line.lstrip().startswith("#")]
             items.extend(line if os.path.isabs(line) else str(path.parent / line) for line in paths)
         else:
             items.append(src)

@@ -68,7 +68,9 @@ def try_provider(name: str, model: bytes) -> dict[str, Any]:
             entry["reason"] = "the test session ran but gave a wrong answer"
             return entry
     except Exception as e:  # ORT raises bare RuntimeError/Fail subclasses for providers that fail
-        entry["reason"] = f"session creation failed: {str(e).strip().splitlines()[0][:200]}"
+        from .session import ort_detail  # the one cleaner of ONNX Runtime's messages (an empty one included)
+
+        entry["reason"] = f"session creation failed: {ort_detail(e).splitlines()[0][:200]}"
         return entry
     entry.update(starts=True, seconds=round(time.perf_counter() - t, 3))
     return entry

@@ -34,9 +34,6 @@ from .errors import InputError
 from .sampling import Sampling, pick
 from .streams import stream_pieces
 
-FINISH = ("eos", "length", "stop", "cancelled")
-
-
 @dataclass(eq=False)  # compared and hashed by identity: a pipeline keeps the ones in flight in a set
 class Request:
     """One prompt's generation: the tokens so far and what the caller sees."""

@@ -17,7 +17,8 @@ from .text import input_fields
 
 
 def nonblank_lines(path: Path) -> Iterator[str]:
-    """The lines of a text file that hold more than whitespace, without their newlines."""
+    """The lines of a result file that hold more than whitespace, without their newlines, as
+    they are read (a user's text file goes through edgeai.text.read_text_lines, which checks it)."""
     with open(path, encoding="utf-8-sig", errors="surrogateescape", newline=None) as f:  # -sig: a BOM is not text
         for line in f:
             line = line.rstrip("\n")

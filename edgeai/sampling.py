@@ -10,6 +10,7 @@ from typing import Sequence
 import numpy as np
 
 from .errors import InputError
+from .postprocess import softmax
 
 
 @dataclass
@@ -68,14 +69,11 @@ def pick(logits: np.ndarray, seen: Sequence[int], s: Sampling, rng: np.random.Ge
         scores = np.where(scores < kth, -np.inf, scores)
     if s.top_p is not None and s.top_p < 1.0:
         order = np.argsort(scores)  # ascending, as transformers' TopPLogitsWarper
-        probs = _softmax(scores[order])
+        probs = softmax(scores[order])
         remove = np.cumsum(probs) <= (1 - s.top_p)
         remove[-1] = False  # keep at least the most likely token
         scores[order[remove]] = -np.inf
-    probs = _softmax(scores)
+    probs = softmax(scores)
     return int(rng.choice(len(probs), p=probs))
 
 
-def _softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - np.max(x))
-    return e / e.sum()

@@ -19,19 +19,11 @@ import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
 
 from . import providers as _providers
+from .data.dtypes import ORT_TO_NUMPY, numpy_dtype
 from .errors import InputError, PackageError, a_type
 
 log = logging.getLogger("edgeai")
 
-_DTYPES = {
-    "float32": np.float32,
-    "float16": np.float16,
-    "int64": np.int64,
-    "int32": np.int32,
-    "uint8": np.uint8,
-    "int8": np.int8,
-    "bool": np.bool_,
-}
 
 
 def session_options(threads: int | None = None) -> ort.SessionOptions:
@@ -51,7 +43,7 @@ class _Spec:
 
     def __init__(self, d: dict):
         self.name = d["name"]
-        self.dtype = np.dtype(_DTYPES[d["dtype"]])
+        self.dtype = numpy_dtype(d["dtype"])
         self.shape = tuple(d["shape"])
         self.rows = d.get("index_rows")  # ids into an embedding of this many rows (edgeai.data.graphs.index_tables)
 
@@ -90,7 +82,7 @@ class _Spec:
     def _check_ortvalue(self, value: ort.OrtValue) -> ort.OrtValue:
         """An OrtValue (e.g. already on the GPU) is bound as it is: its dtype and shape are
         checked, its values are not (reading them would copy them back to the host)."""
-        dtype = _ORT_TYPES.get(value.data_type())
+        dtype = ORT_TO_NUMPY.get(value.data_type())
         shape = tuple(value.shape())
         if dtype != self.dtype:
             raise InputError(f"Input {self.name!r} must be {self.describe()}; got an OrtValue of {value.data_type()}.")
@@ -99,8 +91,6 @@ class _Spec:
         return value
 
 
-# OrtValue.data_type() names: "tensor(float)" for float32, "tensor(<name>)" for the rest.
-_ORT_TYPES = {f"tensor({'float' if k == 'float32' else k})": np.dtype(v) for k, v in _DTYPES.items()}
 
 
 class Session:

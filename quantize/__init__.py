@@ -33,11 +33,6 @@ _LAZY = {
     "wrap_onnx": ".wrap",
     "op_histogram": "edgeai.data.graphs",
     "record_latencies": ".runner",
-    "as_package": ".runner",
-    # Re-exported for callers of the earlier layout; edgeai.data.feeds is their home.
-    "text_feeds": "edgeai.data.feeds",
-    "held_out_feeds": "edgeai.data.feeds",
-    "calibration_feeds": "edgeai.data.feeds",
 }
 
 __all__ = [
@@ -45,14 +40,10 @@ __all__ = [
     "METHODS",
     "PRECISIONS",
     "PRESETS",
-    "as_package",
-    "calibration_feeds",
-    "held_out_feeds",
     "op_histogram",
     "optimize",
     "quantize",
     "record_latencies",
-    "text_feeds",
     "to_fp16",
     "wrap_onnx",
 ]

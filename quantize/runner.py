@@ -101,13 +101,6 @@ def open_package(x: str | os.PathLike | Package, out: str | os.PathLike | None =
     return open_named(os.fspath(x))  # what `edgeai run --model` accepts, with the same errors
 
 
-def as_package(x: str | os.PathLike | Package, out: str | os.PathLike | None = None) -> Package:
-    """The package to add a variant to, with the debris of earlier killed runs removed."""
-    pkg = open_package(x, out)
-    remove_stale_files(pkg.path)
-    return pkg
-
-
 def run_step(step: Step, pkg: Package, ctx: Context, measure_latency: bool = False) -> Package:
     """Run ``step`` on ``pkg`` and record the variant it makes, with its agreement with fp32."""
     step.requires(pkg)

@@ -69,6 +69,14 @@ def perplexities(reference: np.ndarray, other: np.ndarray, targets: list[np.ndar
     return {"perplexity": got, "perplexity_fp32": ref, "perplexity_kept": ref / got}
 
 
+def bio_tag(label: str) -> tuple[str, str]:
+    """``("B", "PER")`` for ``B-PER``; a label without a B-/I- prefix continues ("I"): how both
+    the token-classification output and its agreement figure read an entity label."""
+    if label.startswith(("B-", "I-")):
+        return label[0], label[2:]
+    return "I", label
+
+
 def entity_f1(ref: np.ndarray, got: np.ndarray, real: np.ndarray, labels: list[str]) -> float:
     """F1 of the entity spans of ``got`` against ``reference``'s (label ids per token, ``real``
     marking the tokens that are not padding); 1.0 when neither has any entity."""
@@ -78,7 +86,7 @@ def entity_f1(ref: np.ndarray, got: np.ndarray, real: np.ndarray, labels: list[s
             start, kind = None, None
             names = [labels[i] if i < len(labels) else "O" for i in ids[row][real[row]]]
             for pos, name in enumerate([*names, "O"]):
-                bi, tag = (name[0], name[2:]) if name.startswith(("B-", "I-")) else ("I", name)
+                bi, tag = bio_tag(name)
                 if kind is not None and (bi == "B" or tag != kind):
                     if kind != "O":
                         out.add((row, start, pos, kind))

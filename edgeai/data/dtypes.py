@@ -16,7 +16,7 @@ DTYPES: dict[str, tuple[np.dtype, int]] = {
 }
 ONNX_TO_NAME = {onnx_type: name for name, (_, onnx_type) in DTYPES.items()}
 # OrtValue.data_type() names: "tensor(float)" for float32, "tensor(<name>)" for the rest.
-ORT_TO_NUMPY = {f"tensor({'float' if k == 'float32' else k})": v[0] for k, v in DTYPES.items()}
+ORT_TO_NUMPY = {f"tensor({'float' if k == 'float32' else k})": v[0] for k, v in DTYPES.items()}  # session.py's outputs
 
 
 def numpy_dtype(name: str) -> np.dtype:

@@ -15,6 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from edgeai.data.compare import bio_tag
+from edgeai.postprocess import softmax
+
 
 class TokenClassification:
     needs_inputs = True  # the pipeline passes the texts: offsets and words come from them
@@ -48,9 +51,7 @@ class TokenClassification:
         for i, (tid, token, (start, end), special) in enumerate(zip(enc.ids, enc.tokens, enc.offsets, enc.special_tokens_mask)):
             if special:
                 continue
-            row = logits[i].astype(np.float64)
-            scores = np.exp(row - row.max())
-            scores /= scores.sum()
+            scores = softmax(logits[i].astype(np.float64))
             best = int(scores.argmax())
             word = text[start:end] if tid == self.unk_id else token  # transformers shows an unknown token's text
             label = self.labels[best] if best < len(self.labels) else f"LABEL_{best}"
@@ -66,18 +67,11 @@ class TokenClassification:
                 "word": word, "start": tokens[0]["start"], "end": tokens[-1]["end"]}
 
 
-def _tag(label: str) -> tuple[str, str]:
-    """``("B", "PER")`` for ``B-PER``; a label without a B-/I- prefix continues ("I")."""
-    if label.startswith(("B-", "I-")):
-        return label[0], label[2:]
-    return "I", label
-
-
 def _runs(tokens: list[dict]) -> list[list[dict]]:
     runs: list[list[dict]] = []
     for t in tokens:
-        bi, tag = _tag(t["entity"])
-        if runs and bi != "B" and _tag(runs[-1][-1]["entity"])[1] == tag:
+        bi, tag = bio_tag(t["entity"])
+        if runs and bi != "B" and bio_tag(runs[-1][-1]["entity"])[1] == tag:
             runs[-1].append(t)
         else:
             runs.append([t])

@@ -4,12 +4,14 @@ A family says what edgeai needs to know about a kind of model without importing 
 name, the built-in model (and aliases) that ``edgeai export NAME``, ``edgeai run --model NAME``
 and ``edgeai.load(NAME)`` build, its task, default tensor specs with named dynamic axes, pre- and
 post-processing, its accuracy budget and export tolerance, the extra ``edgeai export`` options it
-takes, and three lazy hooks, named ``"module:function"`` and imported only when called, which
+takes, and lazy hooks, named ``"module:function"`` and imported only when called, which
 alone may import torch:
 
 - ``build(out, precision=..., progress=..., **options) -> Package``: export the family's model;
-- ``example(pkg) -> dict[str, np.ndarray]``: a typical input of the package (benchmarks, checks);
-- ``reference(pkg) -> torch.nn.Module``: the PyTorch model on the package's weights (``bench --against torch``).
+- ``reference(pkg) -> torch.nn.Module``: the PyTorch model on the package's weights (``bench --against torch``);
+- ``evaluation(pkg) -> (held_out_texts, tuning_texts, after) | None`` (optional): the held-out
+  set the export measured on, rebuilt for a later ``optimize``/``quantize`` of the package, and
+  ``after(pkg)``, which records the family's own figures (the LSTM's test accuracy).
 
 ``hooks="module"`` names a module whose functions of those names are the hooks; ``build=`` etc.
 point at one elsewhere.
@@ -83,9 +85,8 @@ class Family:
     budget: Budget | None = None
     tolerance: float = 1e-4  # fp32 ONNX vs PyTorch, relative (|a - b| / (1 + |b|))
     options: tuple[Option, ...] = ()
-    hooks: str | None = None  # a module whose build/example/reference functions are the hooks
+    hooks: str | None = None  # a module whose build/reference/evaluation functions are the hooks
     build: str | None = None  # "module:function", where a hook lives elsewhere
-    example: str | None = None
     reference: str | None = None
     evaluation: str | None = None  # (held-out texts, tuning texts, after(pkg)) for a later optimize/quantize
     preprocessors: Mapping[str, str] = field(default_factory=dict)  # preprocess type -> "module:Class" (edgeai.tasks)
@@ -98,7 +99,7 @@ class Family:
             object.__setattr__(self, "tasks", (self.task,))
 
     def hook(self, which: str) -> Callable:
-        """The ``build``/``example``/``reference``/``evaluation`` function, imported now (it may import torch)."""
+        """The ``build``/``reference``/``evaluation`` function, imported now (it may import torch)."""
         fn = self._hook(which)
         if fn is None:
             raise InputError(f"The {self.name} family has no {which} step.")

@@ -38,7 +38,6 @@ FAMILY = Family(
     budget=Budget("cosine_min", 0.99, "lowest cosine of the outputs to fp32 on random inputs"),
     tolerance=1e-4,
     build="test_plugin_family:build",
-    example="test_plugin_family:example",
     reference="test_plugin_family:reference",
     preprocessors={"numbers": "test_plugin_family:Numbers"},
     postprocessors={"regression": "test_plugin_family:Regression"},

@@ -322,6 +322,13 @@ def test_runtime_imports_no_torch(tiny_pkg):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+    # a built-in name reads the families' entry points: their small modules, not the export path
+    code = ("import sys\nfrom edgeai import home\nassert home.resolve_builtin('sentiment').model == 'lstm'\n"
+            "side = sorted(m for m in sys.modules if m.startswith(('edgeai.export', 'edgeai.quantize', 'torch'))\n"
+            "              and m != 'edgeai.export' and not m.startswith('edgeai.export.families'))\n"
+            "assert not side, side\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
 
 
 def test_public_api():

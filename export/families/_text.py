@@ -27,11 +27,3 @@ def batches(tokenize: Tokenize, texts: Sequence[str], sizes: Sequence[int]) -> l
             out.append(tokenize(texts[start : start + size]))
             start += size
     return out
-
-
-def example(pkg) -> dict:
-    """One held-out sentence through the package's tokenizer."""
-    from edgeai.data.feeds import text_feeds
-    from edgeai.data.texts import HELD_OUT
-
-    return text_feeds(pkg, HELD_OUT[:1])[0]

@@ -54,15 +54,6 @@ def _photos(preprocess: dict):
     return np.stack([pre(im) for im in images])
 
 
-def example(pkg) -> dict:
-    """One held-out photo through the package's preprocessing (batch of 1)."""
-    from edgeai.data.feeds import image_feeds, random_feed
-    from edgeai.data.photos import HELD_OUT, image_set
-
-    images = [im for _, im in image_set(HELD_OUT, per_photo=1)][:1]
-    return image_feeds(pkg, images)[0] if images else random_feed(pkg.manifest["inputs"], batch=1)
-
-
 def reference(pkg):
     """The PyTorch model a built-in EfficientNet-Lite0 package was exported from."""
     from edgeai.export import cnn

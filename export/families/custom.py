@@ -260,10 +260,3 @@ def _validation_feeds(example: dict, dynamic: dict) -> list[dict]:
 
     return [example, fresh_values(example, seed=None), fresh_values(example, seed=1)] + [
         resized(example, dynamic, grow, seed=grow) for grow in ((1, 2) if dynamic else ())]
-
-
-def example(pkg) -> dict:
-    """Seeded values of the package's input shapes (batch of 1)."""
-    from edgeai.data.feeds import random_feed
-
-    return random_feed(pkg.manifest["inputs"], batch=1)

@@ -204,14 +204,3 @@ def reference(pkg):
     torch_model = hf.load(ck)
     config = hf.onnx_config(torch_model, ck)
     return hf.outputs_module(torch_model, list(config.inputs), list(config.outputs))
-
-
-def example(pkg) -> dict:
-    """A typical input: a held-out photo or sentence through the package's processing, else noise."""
-    from edgeai.data.feeds import held_out_feeds, random_feed
-
-    kind = pkg.manifest.get("preprocess", {}).get("type")
-    if kind in ("image", "text"):
-        feed = held_out_feeds(pkg)[0]
-        return {k: v[:1] for k, v in feed.items()}
-    return random_feed(pkg.manifest["inputs"], batch=1, seed=0, high=2)

@@ -17,7 +17,6 @@ FAMILY = Family(
         Option("text_column", "the CSV's text column.", default="text"),
         Option("label_column", "the CSV's label column.", default="sentiment"),
     ),
-    example="edgeai.export.families._text:example",
 )
 BATCH_SIZES = (1, 3, 16, 64, 1, 7)  # validation batches: several sizes, each padded to its longest text
 

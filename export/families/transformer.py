@@ -19,7 +19,6 @@ FAMILY = Family(
                        "for the checkpoint (image-classification, token-classification, ...) [default: inferred from the checkpoint].",
                choices=("feature-extraction", "text-classification")),
     ),
-    example="edgeai.export.families._text:example",
 )
 # L2-normalized fp32 embeddings, ONNX vs PyTorch: float32 with other kernels differs by ~1e-7.
 EMBEDDING_COSINE_MIN = 0.9999

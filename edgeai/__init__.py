@@ -5,7 +5,8 @@
     clf.predict("photo.jpg")["top_k"][0]         # {"index", "label", "score"}
     clf.provider, clf.variant                    # what runs
 
-The runtime needs numpy, onnx, onnxruntime, pillow, tokenizers and typer; it never imports torch.
+The runtime needs numpy, onnx, onnxruntime, pillow, tokenizers, typer and jinja2 (chat templates,
+imported when a chat is rendered); it never imports torch.
 Heavy modules load on first use, so ``import edgeai`` is cheap.
 """
 

@@ -1,7 +1,7 @@
 """A small JSON Schema validator for the subset of keywords that manifest.schema.json uses.
 
 The runtime's dependencies are fixed by design (numpy, onnx, onnxruntime, pillow, tokenizers,
-typer); ``jsonschema`` would add four packages, one of them compiled, to check one small file.
+typer, jinja2); ``jsonschema`` would add four packages, one of them compiled, to check one small file.
 The test suite checks this validator against ``jsonschema`` itself on valid and broken manifests.
 """
 

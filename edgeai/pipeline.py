@@ -387,7 +387,7 @@ def load(
     ``provider``: ``"auto"`` (TensorRT, then CUDA, then CPU; the first that really starts),
     ``"cpu"``, ``"cuda"`` or ``"tensorrt"``. ``strict`` defaults to True for a named provider
     (raise rather than fall back) and False for ``"auto"``. ``variant``: ``"auto"`` (the fastest
-    variant whose recorded accuracy meets the package's budget), or ``fp32``/``optimized``/``int8``/``fp16``.
+    variant whose recorded accuracy meets the package's budget), or ``fp32``/``optimized``/``int8``/``fp16``/``int4``.
     ``threads``: CPU threads; by default those of the variant's fastest figure recorded on this
     CPU, else ONNX Runtime's default. ``device_id`` picks the GPU for CUDA and TensorRT."""
     if variant != "auto" and variant not in VARIANTS:

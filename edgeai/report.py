@@ -321,7 +321,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 def write_report(pkg: Package, output: str | os.PathLike, png: bool = False,
                  warn: Callable[[str], None] | None = None, damaged: dict[str, str] | None = None) -> list[Path]:
-    """Write the page (and with ``png`` the charts as ``<stem>-latency.png``/``-error.png``);
+    """Write the page (and with ``png`` the charts as ``<stem>-latency.png``/``-error.png``/``-tradeoff.png``);
     ``damaged``: :func:`damaged_variants`, when the caller has it already."""
     output = Path(output)
     if output.is_dir():

@@ -1,7 +1,7 @@
 """Which runtime modules may reach the build side (edgeai.export, edgeai.quantize).
 
 The runtime (``import edgeai``, ``edgeai.load``, ``edgeai run``) needs only numpy, onnx,
-onnxruntime, pillow, tokenizers and typer; torch lives behind edgeai.export and edgeai.quantize.
+onnxruntime, pillow, tokenizers, typer and jinja2 (chat templates); torch lives behind edgeai.export and edgeai.quantize.
 This test names the few runtime modules allowed to import them (always inside a function, at the
 moment a build is asked for); that nothing else loads them at run time is checked by
 tests/test_runtime.py::test_runtime_imports_no_torch, which runs ``edgeai.load`` and ``edgeai run``

@@ -129,7 +129,7 @@ def export_module(module, example_inputs: dict, out: str | os.PathLike, dynamic:
     outputs = _output_names(output_names, _outputs_on_example(module, example_inputs, shapes))
     src = Source(
         module=module, name=name or Path(out).name,
-        description=f"{kind} exported by edgeai.export_module; inputs {shapes}.",
+        description=f"{kind} exported by edgeai.export.export_module; inputs {shapes}.",
         example=_trace_example(example_inputs, dynamic), batches=_validation_feeds(example_inputs, dynamic),
         labels=["on the example", "on the example mirrored", "on new values of the example's shapes"],
         tolerance=Tolerance(_tolerance(module, example_inputs), "max_rel_diff"),

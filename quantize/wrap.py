@@ -91,9 +91,10 @@ def _check_runs(inputs: list[dict], src: Path, arrays: str | os.PathLike | None)
         session.run(None, random_feed(inputs))
     except Exception as e:  # noqa: BLE001 -- ONNX Runtime raises its own Fail/InvalidArgument/RuntimeException
         axes = ", ".join(dict.fromkeys(d for ds in named.values() for d in ds))
-        raise InputError(f"{src.name} has named axes besides the batch ({axes}) and does not run with them set to "
-                         f"{OTHER_AXIS} (ONNX Runtime: {ort_detail(e)[:300]}); give its real input shapes: "
-                         f"`edgeai quantize {src} --calibration DIR` with .npy/.npz arrays of its inputs.") from None
+        # the sizes or the seeded values (ids past a vocabulary, say): ONNX Runtime's words tell which
+        raise InputError(f"{src.name} does not run on seeded inputs with its named axes besides the batch ({axes}) set to "
+                         f"{OTHER_AXIS} (ONNX Runtime: {ort_detail(e)[:300]}); give real inputs: "
+                         f"`edgeai quantize {src} --calibration DIR` with .npy/.npz arrays of them.") from None
 
 
 def _same_wrap(target: Path, src: Path, model) -> Package | None:

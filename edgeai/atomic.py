@@ -75,11 +75,7 @@ def staging_dir(final: Path, model: str | None = None) -> Iterator[Path]:
     (the new package's name), a package of another model at ``final`` is refused, not replaced.
     """
     final = Path(final).absolute()
-    check_destination(final)  # before any work: a build of minutes must not end in "refusing to replace it"
-    held = _package_name(final)
-    if model is not None and held is not None and held != model:
-        raise PackageError(f"{final} holds the package of another model, {held}; give {model} its own folder (-o DIR), "
-                           "or remove that package first.")
+    check_destination(final, model)  # again (a family checks first): a build must not end in "refusing to replace it"
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
@@ -104,12 +100,17 @@ def staging_dir(final: Path, model: str | None = None) -> Iterator[Path]:
         raise
 
 
-def check_destination(final: str | os.PathLike) -> None:
+def check_destination(final: str | os.PathLike, model: str | None = None) -> None:
     """Refuse, before minutes of export, a package folder that cannot be made at ``final``: a
-    file or a foreign folder there, or a first existing ancestor this user may not write in
-    (the write itself would only fail at the end, in staging_dir)."""
+    file or a foreign folder there, with ``model`` (the new package's name) another model's
+    package, or a first existing ancestor this user may not write in (the write itself would
+    only fail at the end, in staging_dir)."""
     final = Path(final).absolute()
     _check_target(final)
+    held = _package_name(final)
+    if model is not None and held is not None and held != model:
+        raise PackageError(f"{final} holds the package of another model, {held}; give {model} its own folder (-o DIR), "
+                           "or remove that package first.")
     ancestor = final.parent  # the package is staged beside its place
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent

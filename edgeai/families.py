@@ -87,6 +87,7 @@ class Family:
     options: tuple[Option, ...] = ()
     hooks: str | None = None  # a module whose build/reference/evaluation functions are the hooks
     build: str | None = None  # "module:function", where a hook lives elsewhere
+    example: str | None = None  # no longer called; accepted so that a family written for it still loads
     reference: str | None = None
     evaluation: str | None = None  # (held-out texts, tuning texts, after(pkg)) for a later optimize/quantize
     preprocessors: Mapping[str, str] = field(default_factory=dict)  # preprocess type -> "module:Class" (edgeai.tasks)

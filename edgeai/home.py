@@ -148,10 +148,11 @@ def open_package(path_or_name: str | os.PathLike, progress: Callable[[str], None
         raise InputError(f"A model is a package directory or a built-in name (a str or a path); got {a_type(path_or_name)}.")
     path = Path(path_or_name)
     if path.is_dir() and not (path / "manifest.json").is_file() and isinstance(path_or_name, str) and resolve_builtin(path_or_name):
-        model = resolve_builtin(path_or_name).model  # an alias (cnn) can name the model instead; the model's own name cannot
-        other = f"give the built-in as {model}" if model != path_or_name else f"give the built-in's package as {builtin_dir(model)}"
+        fam = resolve_builtin(path_or_name)  # another of its names (cnn for efficientnet-lite0) is not hidden
+        other = next((n for n in (fam.model, *fam.aliases) if n != path_or_name and not Path(n).exists()), None)
+        other = f"give the built-in as {other}" if other else "run from another folder"
         raise PackageError(f"{path_or_name} is a folder here, not a package, and it hides the built-in {path_or_name}: "
-                           f"{other}, or run from another folder.")
+                           f"{other}, or rename the folder.")
     if path.exists():
         return Package.open(path)
     if isinstance(path_or_name, str) and resolve_builtin(path_or_name):

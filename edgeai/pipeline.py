@@ -233,14 +233,19 @@ class Pipeline:
     def _each_text(self, texts: list, top_k: int | None) -> list[dict]:
         try:
             return self.predict(texts, top_k=top_k)  # tokenized together, in length-sorted chunks
-        except InputError:  # the tokenizer refused one (every token unknown): each alone, so only it gets the error
-            got = []
-            for t in texts:
-                try:
-                    got.append(self.predict(t, top_k=top_k))
-                except InputError as e:
-                    got.append({"error": str(e)})
-            return got
+        except InputError:  # the tokenizer refused one (every token unknown): find it, batch the rest
+            import warnings
+
+            refused = {}
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the batch below warns once
+                for i, t in enumerate(texts):
+                    try:
+                        self.preprocess([t])
+                    except InputError as e:
+                        refused[i] = {"error": str(e)}
+            rest = iter(self.predict([t for i, t in enumerate(texts) if i not in refused], top_k=top_k) if len(refused) < len(texts) else [])
+            return [refused[i] if i in refused else next(rest) for i in range(len(texts))]
 
     def _each_prompt(self, x: Any, label: str) -> dict:
         from .text import input_fields
@@ -304,6 +309,8 @@ class Pipeline:
         **options)``) on a worker thread; the Future holds the same result (or error). A Future
         submitted before ``close()`` still completes: close waits for it. Arrays are copied here,
         so a loop may reuse its frame buffer as soon as ``submit`` returns."""
+        if "generation" in self.package.manifest and top_k is not None:
+            options["top_k"] = top_k  # generate's sampling top_k, not predict's
         generate = generate or bool(options)  # max_new_tokens=... alone once ran predict and dropped it
         if isinstance(x, (np.ndarray, list, tuple)):
             x = x.copy() if isinstance(x, np.ndarray) else type(x)(v.copy() if isinstance(v, np.ndarray) else v for v in x)

@@ -22,7 +22,7 @@ from .errors import InputError, a_type
 MAX_PIXELS = 16384 * 16384
 # A resize whose intermediate image would exceed this many times the crop is done on the cropped
 # box of the source instead (Pillow's resize(box=...)): a 20000x1 strip would otherwise be resized
-# to 5,120,000x256 first. Ordinary photos (up to about 6:1) keep the resize-then-crop path.
+# to 5,120,000x256 first. Ordinary photos (up to about 6:1) keep the resize-then-crop path exactly.
 _BOX_RESIZE_OVER = 8
 
 
@@ -201,7 +201,8 @@ class ImagePreprocessor:
             return im if (nw, nh) == (w, h) else im.resize((nw, nh), self.interp)
         left, top = (nw - self.crop_w) // 2, (nh - self.crop_h) // 2
         if nw * nh > _BOX_RESIZE_OVER * self.crop_w * self.crop_h:
-            # the same pixels as resizing and cropping, without the huge intermediate image
+            # resizing and cropping without the huge intermediate image: the same pixels within a
+            # level or two on photos (Pillow runs the two passes in the other order here)
             sx, sy = w / nw, h / nh
             box = (left * sx, top * sy, (left + self.crop_w) * sx, (top + self.crop_h) * sy)
             return im.resize((self.crop_w, self.crop_h), self.interp, box=box)

@@ -108,6 +108,22 @@ class TextPreprocessor:
         }
 
 
+def _stdin_lines(args: Sequence[Any]) -> list[TextLine]:
+    import sys
+
+    if sum(1 for a in args if a == "-") > 1:
+        raise InputError("'-' (standard input) is given more than once; it can be read once.")
+    stream = sys.stdin
+    if stream is None:
+        raise InputError("'-' reads standard input, and this process has none.")
+    raw = getattr(stream, "buffer", None)
+    data = raw.read().decode("utf-8-sig", "surrogateescape") if raw is not None else stream.read()
+    lines = [TextLine(line, f"<stdin>:{n}") for n, line in enumerate(data.splitlines(), 1) if line.strip()]
+    if not lines:
+        raise InputError("Standard input ('-') holds no text; pipe in one input per line.")
+    return lines
+
+
 def _all_unknown(e, unk_id: int) -> bool:
     """Whether every real token (not padding, not [CLS]/[SEP]) of an encoding is the unknown one."""
     real = [t for t, special, m in zip(e.ids, e.special_tokens_mask, e.attention_mask) if m and not special]
@@ -150,13 +166,14 @@ def input_fields(x: Any, label: str | None = None, prompt: bool = False) -> dict
     return {"input": label if label is not None else str(x)}
 
 
+_UTF32_BOMS = (b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
 
 def _looks_binary(head: bytes) -> str | None:
     """What a file that is not text looks like (from its first bytes), or None for text."""
     if head.startswith(_UTF16_BOMS):
-        return None  # Windows Notepad's "Unicode": read as UTF-16
+        return None  # Windows Notepad's "Unicode": read as UTF-16 (or UTF-32, whose marks start the same)
     for magic, kind in _MAGIC:
         if head.startswith(magic) and (magic != b"BM" or b"\x00" in head):
             return kind
@@ -187,8 +204,10 @@ def read_text_lines(path: str | os.PathLike, show: str | None = None) -> list[Te
         raise InputError(f"{show} is not a text file (it looks like {kind}); this model takes text: give a text file "
                          "(one input per line), or pass --text to use the argument's words themselves as the input.")
     found = []
-    encoding = "utf-16" if head.startswith(_UTF16_BOMS) else "utf-8-sig"  # -sig: a BOM is not text
-    with open(path, encoding=encoding, errors="surrogateescape", newline=None) as f:
+    # -sig: a BOM is not text. surrogateescape keeps a bad UTF-8 byte for check_text to refuse
+    # with its line; it cannot stand for broken UTF-16/32 (an odd last byte), which "replace" marks
+    wide = "utf-32" if head.startswith(_UTF32_BOMS) else "utf-16" if head.startswith(_UTF16_BOMS) else None
+    with open(path, encoding=wide or "utf-8-sig", errors="replace" if wide else "surrogateescape", newline=None) as f:
         for n, line in enumerate(f, 1):
             line = line.rstrip("\n")
             if line.strip():
@@ -222,10 +241,7 @@ def expand_text_inputs(args: Sequence[Any], literal: bool = False) -> list[str]:
     texts: list[str] = []
     for arg in args:
         if arg == "-":  # standard input, as cat and grep read it: its non-blank lines
-            import sys
-
-            data = sys.stdin.buffer.read().decode("utf-8-sig", "surrogateescape") if sys.stdin else ""
-            texts.extend(TextLine(line, f"<stdin>:{n}") for n, line in enumerate(data.splitlines(), 1) if line.strip())
+            texts.extend(_stdin_lines(args))
             continue
         path = _existing(arg) if isinstance(arg, (str, os.PathLike)) else None
         if path is None:

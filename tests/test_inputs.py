@@ -99,6 +99,10 @@ def test_utf16_text_files(tmp_path):
     (tmp_path / "notepad.txt").write_text("great movie\nawful plot\n", encoding="utf-16")
     (tmp_path / "be.txt").write_bytes("\ufeffgood\n".encode("utf-16-be"))
     assert expand_text_inputs([str(tmp_path / "notepad.txt"), str(tmp_path / "be.txt")]) == ["great movie", "awful plot", "good"]
+    # a last odd byte, a lone surrogate: marked, not a UnicodeDecodeError; UTF-32 (its mark starts like UTF-16's)
+    (tmp_path / "odd.txt").write_bytes("good movie\n".encode("utf-16") + b"\n")
+    (tmp_path / "u32.txt").write_bytes("fine day\n".encode("utf-32"))
+    assert expand_text_inputs([str(tmp_path / "odd.txt"), str(tmp_path / "u32.txt")]) == ["good movie", "\ufffd", "fine day"]
     (tmp_path / "bare.txt").write_bytes("no mark here\n".encode("utf-16-le"))
     with pytest.raises(InputError, match="UTF-16 text with no byte-order mark.*save it as UTF-8"):
         expand_text_inputs([str(tmp_path / "bare.txt")])
@@ -117,8 +121,13 @@ def test_a_text_of_unknown_words_is_refused_not_guessed(text_pkg, tmp_path):
     f.write_text("good movie\nzzz qqq\n")
     r = cli("run", "--model", str(text_pkg), str(f), "--out", str(tmp_path / "out.jsonl"))
     lines = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
-    assert r.returncode != 0 or lines  # a run with an error line still writes every line
+    assert r.returncode == 1 and "1 input(s) failed" in r.stderr, r.stderr  # its error line, the other's answer
     assert "top_k" in lines[0] and "every token is unknown" in lines[1]["error"], lines
+    # in a list, the refused text is found alone and the rest still run as one batch, in order
+    texts = ["good movie", "😀", "bad day", "zzz", "fine food"]
+    got = pipe.predict_each(texts)
+    assert [("error" in r) for r in got] == [False, True, False, True, False]
+    assert [r["top_k"] for r in got if "top_k" in r] == [r["top_k"] for r in pipe.predict(["good movie", "bad day", "fine food"])]
 
 
 def test_a_dash_reads_standard_input(text_pkg, tmp_path):
@@ -132,6 +141,10 @@ def test_a_dash_reads_standard_input(text_pkg, tmp_path):
     doc = json.loads(r.stdout)
     assert [(x["input"], x["text"]) for x in doc["results"]] == [("<stdin>:1", "good movie"), ("<stdin>:3", "caf\udce9 night")]
     assert "top_k" in doc["results"][0] and "not valid UTF-8" in doc["results"][1]["error"]
+    for given, message in ((b"\n  \n", "Standard input ('-') holds no text"), (b"good\n", "given more than once")):
+        args = [str(exe), "run", "--model", str(text_pkg), "-"] + (["-"] if b"good" in given else [])
+        r = subprocess.run(args, input=given, capture_output=True, text=False)
+        assert r.returncode == 1 and message in r.stderr.decode(), r.stderr
     image_pkg = make_tiny_package(tmp_path / "img")
     r = cli("run", "--model", str(image_pkg), "-")
     assert r.returncode == 1 and "'-' (standard input) is read by text models only" in r.stderr, r.stderr

@@ -178,8 +178,8 @@ def test_a_folder_named_like_a_built_in_says_it_hides_it(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(PackageError, match="cnn is a folder here, not a package, and it hides the built-in cnn: give the built-in as efficientnet-lite0"):
         edgeai.load("cnn")
-    (tmp_path / "lstm").mkdir()  # the model's own name: its package's path, not the same name again
-    with pytest.raises(PackageError, match="hides the built-in lstm: give the built-in's package as .*lstm-"):
+    (tmp_path / "lstm").mkdir()  # the model's own name: its alias, not the same name again
+    with pytest.raises(PackageError, match="hides the built-in lstm: give the built-in as sentiment, or rename the folder"):
         edgeai.load("lstm")
 
 

@@ -41,12 +41,11 @@ def build(out, precision: str = "int8", progress=None, model=None, task=None):
 
     if model is None:
         raise InputError("The hf family exports a Hugging Face checkpoint: pass --model DIR_OR_CACHED_ID.")
-    ck = hf.inspect(model, task)
-    if out is None:
-        from edgeai.atomic import check_destination
+    from edgeai.atomic import check_destination
 
-        out = ck.name  # ./NAME/, like the built-ins
-        check_destination(out)  # as export_model does for a given -o: before minutes of export
+    ck = hf.inspect(model, task)
+    out = ck.name if out is None else out  # ./NAME/, like the built-ins
+    check_destination(out, ck.name)  # before minutes of export
     say(progress, f"loading {ck.name} from {ck.path} (PyTorch, {ck.task})")
     torch_model = hf.load(ck)
     if ck.task in ("text-generation", "text2text-generation"):

@@ -30,6 +30,10 @@ def build(out, precision: str = "int8", progress=None, data=None, text_column: s
 
     from . import _text
 
+    from edgeai.atomic import check_destination
+
+    name = lstm.NAME if data is None else Path(data).stem + "-lstm"
+    check_destination(out, name)  # before minutes of training
     cfg = lstm.Config()
     corpus = lstm.read_csv(data, text_column, label_column)
     train_idx, test_idx = corpus.split(cfg.seed)
@@ -42,7 +46,7 @@ def build(out, precision: str = "int8", progress=None, data=None, text_column: s
     pre = {"type": "text", "tokenizer": "tokenizer.json", "max_length": lstm.MAX_LENGTH, "pad_id": 0, "pad_token": "[PAD]"}
     classes = corpus.classes
     src = Source(
-        module=model, name=lstm.NAME if data is None else Path(data).stem + "-lstm",
+        module=model, name=name,
         description=f"{cfg.layers}-layer LSTM ({cfg.hidden} units, {cfg.embedding}-d embeddings, "
                     f"{tok.get_vocab_size()} WordPiece tokens) text classifier: {', '.join(classes)}; "
                     f"trained by edgeai on {len(train_idx)} texts.",

@@ -34,7 +34,10 @@ def build(out, precision: str = "int8", progress=None, model=None, task=None):
 
     from . import _text
 
+    from edgeai.atomic import check_destination
+
     ck = tr.inspect_checkpoint(model, task)
+    check_destination(out, ck.name)  # before the checkpoint is loaded
     say(progress, f"loading {ck.name} from {ck.path} (PyTorch, {ck.task})")
     module, names = tr.load_module(ck)
     tok, pad_id, pad_token = tr.load_tokenizer(ck)

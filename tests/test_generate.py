@@ -351,6 +351,10 @@ def test_cancel_stops_within_one_step(packages):
         assert fut.result(timeout=60)["new_tokens"] <= 5
         # generate's options alone mean generate: they were once dropped (predict ran, 64 tokens)
         assert pipe.submit("Tell me", max_new_tokens=3).result(timeout=60)["new_tokens"] <= 3
+        # and submit's top_k is generate's (sampling from the top 1 is greedy), not dropped
+        greedy = pipe.generate("Tell me", max_new_tokens=8)["text"]
+        sampled = [pipe.submit("Tell me", temperature=1.5, top_k=1, seed=s, max_new_tokens=8).result(timeout=60)["text"] for s in range(3)]
+        assert sampled == [greedy] * 3
 
 
 def test_a_stream_left_early_is_cancelled_and_waited_for(packages, tmp_path):

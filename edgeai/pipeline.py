@@ -234,17 +234,11 @@ class Pipeline:
         try:
             return self.predict(texts, top_k=top_k)  # tokenized together, in length-sorted chunks
         except InputError:  # the tokenizer refused one (every token unknown): find it, batch the rest
-            import warnings
+            from .text import refused_texts
 
-            refused = {}
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # the batch below warns once
-                for i, t in enumerate(texts):
-                    try:
-                        self.preprocess([t])
-                    except InputError as e:
-                        refused[i] = {"error": str(e)}
-            rest = iter(self.predict([t for i, t in enumerate(texts) if i not in refused], top_k=top_k) if len(refused) < len(texts) else [])
+            refused = {i: {"error": why} for i, why in refused_texts(self.preprocess, texts).items()}
+            kept = [t for i, t in enumerate(texts) if i not in refused]
+            rest = iter(self.predict(kept, top_k=top_k) if kept else [])
             return [refused[i] if i in refused else next(rest) for i in range(len(texts))]
 
     def _each_prompt(self, x: Any, label: str) -> dict:

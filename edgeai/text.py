@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -106,6 +106,20 @@ class TextPreprocessor:
         return {
             name: np.asarray([getattr(e, _FIELDS[name]) for e in encodings], dtype=np.int64) for name in self.input_names
         }
+
+
+def refused_texts(tokenize: Callable[[list], Any], texts: Sequence[Any]) -> dict[int, str]:
+    """Which texts ``tokenize`` refuses on their own (index -> its sentence), its warnings held
+    back: what a batch that raised is split by, so that the rest still run as one batch."""
+    refused = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the batch of the rest warns once
+        for i, t in enumerate(texts):
+            try:
+                tokenize([t])
+            except InputError as e:
+                refused[i] = str(e)
+    return refused
 
 
 def _stdin_lines(args: Sequence[Any]) -> list[TextLine]:

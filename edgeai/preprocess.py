@@ -25,11 +25,6 @@ MAX_PIXELS = 16384 * 16384
 # to 5,120,000x256 first. Ordinary photos (up to about 6:1) keep the resize-then-crop path exactly.
 _BOX_RESIZE_OVER = 8
 
-
-def pixel_limit() -> int:
-    """The most pixels open_image decodes: MAX_PIXELS, or Pillow's own limit where lower."""
-    pil = Image.MAX_IMAGE_PIXELS
-    return min(MAX_PIXELS, 2 * pil) if pil else MAX_PIXELS
 # What a folder of images is read for (bulk runs, --calibration): other files there are not inputs.
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jfif"}
 # Photos that Pillow does not decode here: a folder run gives each an error line that says so,
@@ -41,6 +36,12 @@ _INTERP = {
     "nearest": Image.Resampling.NEAREST,
     "lanczos": Image.Resampling.LANCZOS,
 }
+
+
+def pixel_limit() -> int:
+    """The most pixels open_image decodes: MAX_PIXELS, or Pillow's own limit where lower."""
+    pil = Image.MAX_IMAGE_PIXELS
+    return min(MAX_PIXELS, 2 * pil) if pil else MAX_PIXELS
 
 
 def _describe(x: Any) -> str:

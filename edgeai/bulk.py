@@ -36,7 +36,7 @@ import numpy as np
 
 from .errors import EdgeAIError, InputError
 from .journal import exclusive, modified, pending, record_line, stamp
-from .preprocess import IMAGE_SUFFIXES, UNREAD_IMAGE_SUFFIXES
+from .preprocess import image_files
 from .tasks import takes_arrays
 from .text import TEXT_SUFFIXES, expand_text_inputs, input_fields, read_text_lines
 
@@ -61,9 +61,7 @@ def list_inputs(sources: Iterable[str], text: bool, literal: bool = False) -> li
     for src in sources:
         path = Path(src)
         if path.is_dir():
-            # broken links and photos Pillow cannot read get an error line; other files are not inputs
-            items.extend(str(p) for p in sorted(path.rglob("*")) if (p.is_file() or p.is_symlink())
-                         and p.suffix.lower() in IMAGE_SUFFIXES | UNREAD_IMAGE_SUFFIXES and not p.name.startswith("._"))
+            items.extend(str(p) for p in image_files(path, unreadable=True))
         elif path.is_file() and path.suffix.lower() in LIST_SUFFIXES:
             paths = [line.strip() for line in read_text_lines(path) if not line.lstrip().startswith("#")]
             items.extend(line if os.path.isabs(line) else str(path.parent / line) for line in paths)

@@ -44,6 +44,15 @@ def pixel_limit() -> int:
     return min(MAX_PIXELS, 2 * pil) if pil else MAX_PIXELS
 
 
+def image_files(folder: Path, unreadable: bool = False) -> list[Path]:
+    """The image files under ``folder``, sorted, subfolders included; other files (notes, a
+    .DS_Store, macOS ``._`` copies) are not images. ``unreadable``: also photos Pillow does not
+    decode here and broken links, which a bulk run gives an error line each."""
+    suffixes = IMAGE_SUFFIXES | UNREAD_IMAGE_SUFFIXES if unreadable else IMAGE_SUFFIXES
+    return [p for p in sorted(folder.rglob("*")) if p.suffix.lower() in suffixes and not p.name.startswith("._")
+            and (p.is_file() or (unreadable and p.is_symlink()))]
+
+
 def _describe(x: Any) -> str:
     if isinstance(x, np.ndarray):
         return f"a {x.dtype} array of shape {tuple(x.shape)}"

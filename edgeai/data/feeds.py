@@ -245,14 +245,13 @@ def calibration_image_paths(folder: str | os.PathLike) -> list[Path]:
     """The image files under a ``--calibration`` directory (sorted, subfolders included, as a
     bulk run reads a folder), or one sentence. Other files (a .DS_Store, notes, AppleDouble
     ``._*`` copies) are not images and are passed over."""
-    from edgeai.preprocess import IMAGE_SUFFIXES
+    from edgeai.preprocess import IMAGE_SUFFIXES, image_files
 
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder} is a file; --calibration takes a directory of images (put {folder.name} in one)."
                          if folder.is_file() else f"Calibration directory {folder} does not exist.")
-    paths = [p for p in sorted(folder.rglob("*"))
-             if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")]
+    paths = image_files(folder)
     if not paths:
         raise InputError(f"Calibration directory {folder} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))}).")
     return paths

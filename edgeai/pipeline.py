@@ -206,6 +206,7 @@ class Pipeline:
         from .text import input_fields
 
         self.check_top_k(top_k)  # once, not as an error per input
+        inputs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]  # a lone string is one input, not its letters
         labels = [str(x) if isinstance(x, (str, os.PathLike)) else f"{'array' if isinstance(x, np.ndarray) else 'input'}[{i}]"
                   for i, x in enumerate(inputs)]
         if "generation" in self.package.manifest:

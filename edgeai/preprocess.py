@@ -64,9 +64,6 @@ def open_image(source: str | os.PathLike) -> Image.Image:
     path = Path(source)
     if path.is_symlink() and not path.exists():
         raise InputError(f"Image file {path} is a broken symbolic link (to {os.readlink(path)}).")
-    if path.suffix.lower() in UNREAD_IMAGE_SUFFIXES and path.is_file():
-        raise InputError(f"{path} is a {path.suffix.lstrip('.').upper()} file, which edgeai's Pillow does not decode; "
-                         "convert it to JPEG or PNG.")
     if str(source) == "-" and not path.exists():
         raise InputError("'-' (standard input) is read by text models only; give the image file's path.")
     if not path.exists():
@@ -105,6 +102,10 @@ def open_image(source: str | os.PathLike) -> Image.Image:
         raise InputError(f"Image {path} declares more than {pixel_limit() // 10**6} MP, Pillow's decompression-bomb limit; "
                          "refusing to decode it.") from None
     except UnidentifiedImageError:
+        with open(path, "rb") as f:
+            head = f.read(12)
+        if head[4:8] == b"ftyp":  # ISO media: HEIC/HEIF/AVIF photos, which this Pillow does not decode
+            raise InputError(f"{path} is a HEIC/AVIF photo, which edgeai's Pillow does not decode; convert it to JPEG or PNG.") from None
         raise InputError(f"{path} is not an image file Pillow can read (its contents are not a known image format).") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise InputError(f"Image {path} could not be decoded: {e}.") from None

@@ -131,8 +131,8 @@ def _stdin_lines(args: Sequence[Any]) -> list[TextLine]:
     if stream is None:
         raise InputError("'-' reads standard input, and this process has none.")
     raw = getattr(stream, "buffer", None)
-    data = raw.read().decode("utf-8-sig", "surrogateescape") if raw is not None else stream.read()
-    lines = [TextLine(line, f"<stdin>:{n}") for n, line in enumerate(data.splitlines(), 1) if line.strip()]
+    data = raw.read() if raw is not None else stream.read().encode("utf-8", "surrogateescape")
+    lines = lines_of(data, "<stdin>")  # the checks a file gets: UTF-16, binary data
     if not lines:
         raise InputError("Standard input ('-') holds no text; pipe in one input per line.")
     return lines
@@ -206,11 +206,18 @@ def read_text_lines(path: str | os.PathLike, show: str | None = None) -> list[Te
     alone, so the other lines still run."""
     show = show if show is not None else str(path)
     try:
-        with open(path, "rb") as f:
-            head = f.read(8192)
-            kind = _looks_binary(head)
+        data = Path(path).read_bytes()
     except OSError as e:
         raise InputError(f"{show} cannot be read ({e.strerror or e}); give a readable text file.") from None
+    return lines_of(data, show)
+
+
+def lines_of(data: bytes, show: str) -> list[TextLine]:
+    """The non-blank lines of a text file's (or standard input's) bytes, named ``"<show>:<n>"``."""
+    import io
+
+    head = data[:8192]
+    kind = _looks_binary(head)
     if kind is not None and kind.startswith("UTF-16"):
         raise InputError(f"{show} looks like {kind}, which cannot be read reliably; save it as UTF-8 (or as UTF-16 with "
                          "a byte-order mark, as Windows Notepad does).")
@@ -221,7 +228,8 @@ def read_text_lines(path: str | os.PathLike, show: str | None = None) -> list[Te
     # -sig: a BOM is not text. surrogateescape keeps a bad UTF-8 byte for check_text to refuse
     # with its line; it cannot stand for broken UTF-16/32 (an odd last byte), which "replace" marks
     wide = "utf-32" if head.startswith(_UTF32_BOMS) else "utf-16" if head.startswith(_UTF16_BOMS) else None
-    with open(path, encoding=wide or "utf-8-sig", errors="replace" if wide else "surrogateescape", newline=None) as f:
+    text = data.decode(wide or "utf-8-sig", "replace" if wide else "surrogateescape")
+    with io.StringIO(text, newline=None) as f:  # the line breaks open() reads: \n, \r\n, \r
         for n, line in enumerate(f, 1):
             line = line.rstrip("\n")
             if line.strip():

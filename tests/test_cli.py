@@ -110,6 +110,8 @@ def test_models_lists_the_packages_in_this_folder(tmp_path):
 
     make_tiny_package(tmp_path / "mine")
     (tmp_path / "photos").mkdir()
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "manifest.json").write_text('{"x": 1}')  # not a package: not listed
     out = cli("models", "--json", cwd=tmp_path)
     assert out.returncode == 0 and json.loads(out.stdout)["here"] == [{"path": "./mine", "name": "tiny"}], out.stdout
     out = cli("models", cwd=tmp_path)

@@ -115,6 +115,7 @@ def test_a_text_of_unknown_words_is_refused_not_guessed(text_pkg, tmp_path):
     with pytest.raises(InputError, match="no word this model's vocabulary knows .*every token is unknown"):
         pipe.predict("日本語のテキスト")
     assert "top_k" in pipe.predict("good 😀")
+    assert [r["input"] for r in pipe.predict_each("good movie")] == ["good movie"]  # one text, not its letters
     results = pipe.predict_each(["good movie", "😀 😀"])
     assert "top_k" in results[0] and "every token is unknown" in results[1]["error"]
     f = tmp_path / "mixed.txt"
@@ -141,6 +142,10 @@ def test_a_dash_reads_standard_input(text_pkg, tmp_path):
     doc = json.loads(r.stdout)
     assert [(x["input"], x["text"]) for x in doc["results"]] == [("<stdin>:1", "good movie"), ("<stdin>:3", "caf\udce9 night")]
     assert "top_k" in doc["results"][0] and "not valid UTF-8" in doc["results"][1]["error"]
+    # standard input gets a file's checks: UTF-16 from a Windows pipe is read, not taken as Latin-1
+    r = subprocess.run([str(exe), "run", "--model", str(text_pkg), "-", "--json"], input="awful film\n".encode("utf-16"),
+                       capture_output=True)
+    assert [x["text"] for x in json.loads(r.stdout)["results"]] == ["awful film"], r.stderr
     for given, message in ((b"\n  \n", "Standard input ('-') holds no text"), (b"good\n", "given more than once")):
         args = [str(exe), "run", "--model", str(text_pkg), "-"] + (["-"] if b"good" in given else [])
         r = subprocess.run(args, input=given, capture_output=True, text=False)

@@ -310,10 +310,11 @@ def _packages_here() -> list[dict]:
         return []
     for p in folders:
         try:
-            name = json.loads((p / "manifest.json").read_text()).get("name")
-        except (OSError, ValueError, AttributeError):
+            manifest = json.loads((p / "manifest.json").read_text())
+        except (OSError, ValueError):
             continue
-        found.append({"path": f"./{p.name}", "name": str(name)})
+        if isinstance(manifest, dict) and isinstance(manifest.get("name"), str) and isinstance(manifest.get("variants"), dict):
+            found.append({"path": f"./{p.name}", "name": manifest["name"]})
     return found
 
 

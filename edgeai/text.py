@@ -34,6 +34,8 @@ def check_text(t: Any, index: int = 0, total: int = 1) -> str:
     """A non-empty string, or an InputError that says which text (``index`` of ``total``, or the
     file line it came from) is wrong. A sentence pair ``{"text": a, "text_pair": b}`` (for
     models trained on pairs) gives the tuple ``(a, b)``, which the tokenizer encodes as a pair."""
+    if isinstance(t, UnreadFile):
+        raise InputError(t.error)
     where = t.input if isinstance(t, TextLine) else _which(index, total)
     if isinstance(t, dict) and set(t) == {"text", "text_pair"}:  # a sentence pair, as transformers takes it
         return (check_text(t["text"], index, total), check_text(t["text_pair"], index, total))  # type: ignore[return-value]
@@ -171,10 +173,28 @@ class TextLine(str):
         return (TextLine, (str(self), self.input))
 
 
+class UnreadFile(TextLine):
+    """A text file of a folder that cannot be read (binary, UTF-16 without a byte-order mark):
+    an input of its own, named by its path, that :func:`check_text` refuses with ``error``, so
+    a bulk run gives it an error line and the folder's other files still run."""
+
+    error: str
+
+    def __new__(cls, input: str, error: str) -> "UnreadFile":
+        self = super().__new__(cls, "", input)
+        self.error = error
+        return self
+
+    def __reduce__(self):
+        return (UnreadFile, (self.input, self.error))
+
+
 def input_fields(x: Any, label: str | None = None, prompt: bool = False) -> dict:
     """The fields a result starts with: ``{"input": <text or path>}``, or for a line read from a
     file ``{"input": "path:line", "text": <the line>}``; with ``prompt`` (a generation, whose
-    ``text`` is its output) the line is ``"prompt"``."""
+    ``text`` is its output) the line is ``"prompt"``. An unreadable file is ``{"input": path}``."""
+    if isinstance(x, UnreadFile):
+        return {"input": x.input}
     if isinstance(x, TextLine):
         return {"input": x.input, "prompt" if prompt else "text": str(x)}
     return {"input": label if label is not None else str(x)}
@@ -255,7 +275,8 @@ def expand_text_inputs(args: Sequence[Any], literal: bool = False) -> list[str]:
     ``literal=True``: every argument is a text as it is. Otherwise an argument that names an
     existing file is read as input lines (every non-blank line is one input; see
     :func:`read_text_lines`), a folder gives the lines of every ``.txt``/``.lst``/``.list`` file
-    under it (sorted, recursively), and anything else is a text as it is (so an empty argument
+    under it (sorted, recursively; a file there that cannot be read is one :class:`UnreadFile`
+    input, refused alone), and anything else is a text as it is (so an empty argument
     is an empty text, refused by :func:`check_text`); ``-`` is the lines of standard input. Lines read from files are
     :class:`TextLine` strings whose results say ``"input": "<path>:<line>"``."""
     if literal:
@@ -274,7 +295,10 @@ def expand_text_inputs(args: Sequence[Any], literal: bool = False) -> list[str]:
                 raise InputError(f"{arg} is a folder with no .txt files in it; a text model reads the lines of .txt files "
                                  "(or pass --text to use the words themselves).")
             for f in files:
-                texts.extend(read_text_lines(f))
+                try:
+                    texts.extend(read_text_lines(f))
+                except InputError as e:  # one bad file of many: its own error, as a folder's bad image gets
+                    texts.append(UnreadFile(str(f), str(e)))
         else:
             lines = read_text_lines(path, str(arg))
             if not lines:

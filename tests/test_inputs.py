@@ -108,6 +108,39 @@ def test_utf16_text_files(tmp_path):
         expand_text_inputs([str(tmp_path / "bare.txt")])
 
 
+def test_an_unreadable_file_of_a_folder_gets_its_own_error_line(text_pkg, tmp_path):
+    # a folder of texts is read like a folder of images: one file that cannot be read (UTF-16
+    # without a mark, binary) is one input with an error, and the folder's other files still run
+    d = tmp_path / "texts"
+    d.mkdir()
+    (d / "a.txt").write_text("good movie\nawful plot\n")
+    (d / "b.txt").write_bytes("no mark here\n".encode("utf-16-le"))
+    (d / "c.txt").write_text("fine food\n")
+    out = tmp_path / "out.jsonl"
+    r = cli("run", "--model", str(text_pkg), str(d), "--out", str(out))
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert r.returncode == 1 and "1 input(s) failed" in r.stderr and TRACEBACK not in r.stderr, r.stderr
+    assert [x["input"] for x in lines] == [f"{d}/a.txt:1", f"{d}/a.txt:2", f"{d}/b.txt", f"{d}/c.txt:1"]
+    assert "UTF-16 text with no byte-order mark" in lines[2]["error"] and "text" not in lines[2]
+    assert all("top_k" in x for i, x in enumerate(lines) if i != 2)
+    r = cli("run", "--model", str(text_pkg), str(d), "--out", str(out))  # resumed: nothing new, the error still told
+    assert "0 new result line(s)" in r.stderr and "--retry-errors" in r.stderr and len(out.read_text().splitlines()) == 4
+    (d / "b.txt").write_text("saved as UTF-8\n")  # mended: its line runs
+    r = cli("run", "--model", str(text_pkg), str(d), "--out", str(out))
+    assert r.returncode == 0 and json.loads(out.read_text().splitlines()[-1])["input"] == f"{d}/b.txt:1", r.stderr
+    got = edgeai.load(text_pkg).predict_each(expand_text_inputs([str(d)]))
+    assert [("error" in x) for x in got] == [False, False, False, False]
+    (d / "b.txt").write_bytes(b"\x00\x01binary")
+    got = edgeai.load(text_pkg).predict_each(expand_text_inputs([str(d)]))
+    assert got[2] == {"input": str(d / "b.txt"), "error": f"{d / 'b.txt'} is not a text file (it looks like a binary file); "
+                      "this model takes text: give a text file (one input per line), or pass --text to use the argument's "
+                      "words themselves as the input."}
+    with pytest.raises(InputError, match="b.txt is not a text file"):
+        edgeai.load(text_pkg).predict(expand_text_inputs([str(d)]))
+    with pytest.raises(InputError, match="b.txt is not a text file"):  # a file named on its own is refused at once
+        expand_text_inputs([str(d / "b.txt")])
+
+
 def test_a_text_of_unknown_words_is_refused_not_guessed(text_pkg, tmp_path):
     # every all-unknown text reads the same to a model ([UNK] ...): its confident answer would
     # be a guess. Refused alone, as an empty text is: the other texts of a run still get answers

@@ -59,10 +59,12 @@ class _Worker:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from edgeai.bulk import _image_batches, _text_batches
         from edgeai.journal import record_line, stamp
-        from edgeai.text import TextLine
+        from edgeai.text import TextLine, UnreadFile
 
-        # a text line read from a file travels with where it came from ("at"), so its line says so
-        items = [TextLine(str(x), str(at)) if at else str(x) for x, at in zip(batch["input"], batch["at"])]
+        # a text line read from a file travels with where it came from ("at"), so its line says so;
+        # a file that could not be read, with why ("refused")
+        items = [UnreadFile(str(at), str(why)) if why else TextLine(str(x), str(at)) if at else str(x)
+                 for x, at, why in zip(batch["input"], batch["at"], batch["refused"])]
         gen = (_text_batches(self.pipe, items, len(items), self.top_k) if self.pipe.is_text
                else _image_batches(self.pipe, items, len(items), 1, self.top_k))
         tail = stamp(self.pipe)
@@ -155,7 +157,8 @@ def _dataset(ray, todo: list[str], batch_size: int, actors: int | None, worker: 
     ctx.execution_options.preserve_order = True  # lines in input order, as a single machine writes them
     ctx.enable_progress_bars = False
     n = actors or max(1, int(ray.available_resources().get("CPU", 1)) // 2)
-    ds = ray.data.from_items([{"index": i, "input": str(x), "at": getattr(x, "input", "")} for i, x in enumerate(todo)])
+    ds = ray.data.from_items([{"index": i, "input": str(x), "at": getattr(x, "input", ""),
+                                  "refused": getattr(x, "error", "")} for i, x in enumerate(todo)])
     return ds.map_batches(_Worker, batch_size=batch_size, batch_format="numpy", concurrency=n,
                           fn_constructor_kwargs=worker)
 

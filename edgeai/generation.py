@@ -291,12 +291,41 @@ def result(req: Request, text: str) -> dict[str, Any]:
 
 
 # -- Pipeline.generate ------------------------------------------------------------------------------
+def _not_generation(pipe) -> None:
+    article = "an" if pipe.task[:1] in "aeiou" else "a"
+    raise InputError(f"generate() needs a text-generation model; {pipe.name!r} is {article} {pipe.task} model (use predict, or `edgeai run`).")
+
+
+def _sampling(options: dict[str, Any]) -> Sampling:
+    """generate's sampling options, checked (one InputError sentence for a bad value)."""
+    options = dict(options)
+    stop = options.pop("stop", None)
+    s = Sampling(stop=() if stop is None else (stop,) if isinstance(stop, str) or not hasattr(stop, "__iter__") else tuple(stop),
+                 **options)
+    s.check()
+    return s
+
+
+def check_request(pipe, options: dict[str, Any]) -> None:
+    """What ``Pipeline.submit`` checks before it queues a generation, so that a mistake is raised
+    by the call that made it, not later by ``Future.result()``: a text-generation model, and
+    options that generate takes (an unknown name is a TypeError, as a call's would be)."""
+    import inspect
+
+    if "generation" not in pipe.package.manifest:
+        _not_generation(pipe)
+    takes = set(inspect.signature(pipe.generate).parameters) - {"prompt"}
+    for name in options:
+        if name not in takes:
+            raise TypeError(f"generate() got an unexpected keyword argument {name!r}")
+    _sampling({k: v for k, v in options.items() if k in Sampling.__dataclass_fields__})
+
+
 def generator_for(pipe) -> Generator:
     """The pipeline's generation loop (made on first use), or one sentence for other models."""
     spec = pipe.package.manifest.get("generation")
     if spec is None:
-        article = "an" if pipe.task[:1] in "aeiou" else "a"
-        raise InputError(f"generate() needs a text-generation model; {pipe.name!r} is {article} {pipe.task} model (use predict, or `edgeai run`).")
+        _not_generation(pipe)
     gen = getattr(pipe, "_gen", None)
     if gen is None:
         device, device_id = pipe.session._device  # where the cache stays between steps
@@ -326,10 +355,7 @@ def generate(pipe, prompt: Any, stream: bool = False, cancel: threading.Event | 
     from . import chat
     from .text import check_text
 
-    stop = options.pop("stop", None)
-    s = Sampling(stop=() if stop is None else (stop,) if isinstance(stop, str) or not hasattr(stop, "__iter__") else tuple(stop),
-                 **options)
-    s.check()
+    s = _sampling(options)
     gen = generator_for(pipe)
     if (why := chat.misread_chat(prompt)) is not None:
         raise InputError(why)
@@ -340,7 +366,7 @@ def generate(pipe, prompt: Any, stream: bool = False, cancel: threading.Event | 
             raise InputError("stream=True takes one prompt; call generate once per prompt.")
         if not prompt:
             raise InputError("generate() was given an empty list; pass at least one prompt.")
-        return [generate(pipe, p, cancel=cancel, stop=stop, **options) for p in prompt]
+        return [generate(pipe, p, cancel=cancel, **options) for p in prompt]
     else:
         ids = gen.encode(check_text(prompt))
     if len(ids) >= gen.max_length:  # here, not in the loop: a streamed request says so before its first piece

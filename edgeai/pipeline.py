@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 
-from . import providers, tasks
+from . import providers, tasks, text
 from .home import open_package  # noqa: F401  (re-exported: where a package is found)
 from .errors import EdgeAIError, InputError, PipelineClosedError, a_type
 from .package import VARIANTS, Package
@@ -129,9 +129,7 @@ class Pipeline:
         return self._post(outputs, k)
 
     def _run_texts(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from .text import TEXT_CHUNK, one_text_per_call, run_in_chunks
-
-        return run_in_chunks(self.run, feed, 1 if one_text_per_call(self.package.variants[self.variant]) else TEXT_CHUNK)
+        return text.run_in_chunks(self.run, feed, 1 if text.one_text_per_call(self.package.variants[self.variant]) else text.TEXT_CHUNK)
 
     @_guarded
     def embed(self, texts: str | list[str]) -> np.ndarray:
@@ -203,8 +201,6 @@ class Pipeline:
         read with :func:`edgeai.data.feeds.load_arrays` (``.npy`` for single-input models, ``.npz``
         of arrays by input name). Text truncation is reported with ``warnings.warn`` (the CLI
         prints each as a ``warning:`` line)."""
-        from .text import input_fields
-
         self.check_top_k(top_k)  # once, not as an error per input
         inputs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]  # a lone string is one input, not its letters
         labels = [str(x) if isinstance(x, (str, os.PathLike)) else f"{'array' if isinstance(x, np.ndarray) else 'input'}[{i}]"
@@ -213,7 +209,7 @@ class Pipeline:
             return [self._each_prompt(x, label) for x, label in zip(inputs, labels)]
         if self._pre is None:
             return [self._each_tensor(x, label, top_k) for x, label in zip(inputs, labels)]
-        heads = [input_fields(x, label) for x, label in zip(inputs, labels)]
+        heads = [text.input_fields(x, label) for x, label in zip(inputs, labels)]
         results: list[dict] = [{} for _ in inputs]
         good, feeds = [], []
         for i, x in enumerate(inputs):
@@ -235,27 +231,21 @@ class Pipeline:
         try:
             return self.predict(texts, top_k=top_k)  # tokenized together, in length-sorted chunks
         except InputError:  # the tokenizer refused one (every token unknown): find it, batch the rest
-            from .text import refused_texts
-
-            refused = {i: {"error": why} for i, why in refused_texts(self.preprocess, texts).items()}
+            refused = {i: {"error": why} for i, why in text.refused_texts(self.preprocess, texts).items()}
             kept = [t for i, t in enumerate(texts) if i not in refused]
             rest = iter(self.predict(kept, top_k=top_k) if kept else [])
             return [refused[i] if i in refused else next(rest) for i in range(len(texts))]
 
     def _each_prompt(self, x: Any, label: str) -> dict:
-        from .text import input_fields
-
         try:
-            return {**input_fields(x, label, prompt=True), **self.generate(x)}
+            return {**text.input_fields(x, label, prompt=True), **self.generate(x)}
         except EdgeAIError as e:
-            return {**input_fields(x, label, prompt=True), "error": str(e)}
+            return {**text.input_fields(x, label, prompt=True), "error": str(e)}
 
     def _checked(self, x: Any, index: int, total: int) -> Any:
         """A text checked alone (the message says which one), or an image's one-item feed."""
         if self.is_text:
-            from .text import check_text
-
-            return check_text(x, index, total)
+            return text.check_text(x, index, total)
         return self.preprocess([x])
 
     def _each_tensor(self, x: Any, label: str, top_k: int | None) -> dict:
@@ -307,6 +297,10 @@ class Pipeline:
         if "generation" in self.package.manifest and top_k is not None:
             options["top_k"] = top_k  # generate's sampling top_k, not predict's
         generate = generate or bool(options)  # max_new_tokens=... alone once ran predict and dropped it
+        if generate:
+            from .generation import check_request
+
+            check_request(self, options)  # raised here, not by .result()
         if isinstance(x, (np.ndarray, list, tuple)):
             x = x.copy() if isinstance(x, np.ndarray) else type(x)(v.copy() if isinstance(v, np.ndarray) else v for v in x)
         with self._cond:

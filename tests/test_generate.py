@@ -355,6 +355,11 @@ def test_cancel_stops_within_one_step(packages):
         greedy = pipe.generate("Tell me", max_new_tokens=8)["text"]
         sampled = [pipe.submit("Tell me", temperature=1.5, top_k=1, seed=s, max_new_tokens=8).result(timeout=60)["text"] for s in range(3)]
         assert sampled == [greedy] * 3
+        # a mistake is raised by submit itself, as by a call, not later by .result()
+        with pytest.raises(TypeError, match="unexpected keyword argument 'max_tokens'"):
+            pipe.submit("Tell me", max_tokens=3)
+        with pytest.raises(InputError, match="temperature must be 0"):
+            pipe.submit("Tell me", temperature=-1)
 
 
 def test_a_stream_left_early_is_cancelled_and_waited_for(packages, tmp_path):

@@ -250,6 +250,8 @@ def test_submit_and_context_manager(tiny_pkg):
         bad = pipe.submit("does-not-exist.png")
         with pytest.raises(InputError):
             bad.result(timeout=30)
+        with pytest.raises(InputError, match="generate\\(\\) needs a text-generation model"):  # at once, not at .result()
+            pipe.submit(str(CAT), max_new_tokens=5)
         # a loop may reuse its frame buffer once submit returns: the job runs on a copy
         frame = np.asarray(Image.open(CAT).convert("RGB")).copy()
         expected = pipe.predict(frame)

@@ -107,7 +107,7 @@ def check_destination(final: str | os.PathLike, model: str | None = None) -> Non
     only fail at the end, in staging_dir)."""
     final = Path(final).absolute()
     _check_target(final)
-    held = _package_name(final)
+    held = (read_manifest(final) or {}).get("name")
     if model is not None and held is not None and held != model:
         raise PackageError(f"{final} holds the package of another model, {held}; give {model} its own folder (-o DIR), "
                            "or remove that package first.")
@@ -120,13 +120,16 @@ def check_destination(final: str | os.PathLike, model: str | None = None) -> Non
         raise PackageError(f"{ancestor} cannot be written: permission denied; the package needs a folder you can write in.")
 
 
-def _package_name(folder: Path) -> str | None:
-    """The name in the manifest of the package at ``folder``, if a readable one is there."""
+def read_manifest(folder: Path | None) -> dict | None:
+    """The manifest of the package at ``folder`` if a readable one is there (a dict with a
+    ``name`` string and a ``variants`` dict), else None: what a look before a refusal or a
+    listing needs, not the checks of :class:`edgeai.package.Package`."""
     try:
-        name = json.loads((folder / MANIFEST).read_text()).get("name")
-        return name if isinstance(name, str) else None
-    except (OSError, ValueError, AttributeError):
+        m = json.loads((Path(folder) / MANIFEST).read_text()) if folder is not None else None
+    except (OSError, ValueError):
         return None
+    ok = isinstance(m, dict) and isinstance(m.get("name"), str) and isinstance(m.get("variants"), dict)
+    return m if ok else None
 
 
 def _check_target(final: Path) -> None:

@@ -218,15 +218,17 @@ def _looks_binary(head: bytes) -> str | None:
     return "a binary file" if b"\x00" in head else None
 
 
-def read_text_lines(path: str | os.PathLike, show: str | None = None) -> list[TextLine]:
-    """Every non-blank line of a text file, each a :class:`TextLine` named ``"<path>:<n>"``.
+def read_text_lines(path: str | os.PathLike, show: str | None = None, head: int | None = None) -> list[TextLine]:
+    """Every non-blank line of a text file, each a :class:`TextLine` named ``"<path>:<n>"``
+    (``head``: only the lines of its first ``head`` bytes, the last of them perhaps cut).
 
     A file that is not text (an image, an archive, anything with NUL bytes) is an InputError;
     a line that is not valid UTF-8 is kept (as surrogates), and :func:`check_text` refuses it
     alone, so the other lines still run."""
     show = show if show is not None else str(path)
     try:
-        data = Path(path).read_bytes()
+        with open(path, "rb") as f:
+            data = f.read(-1 if head is None else head)
     except OSError as e:
         raise InputError(f"{show} cannot be read ({e.strerror or e}); give a readable text file.") from None
     return lines_of(data, show)

@@ -187,6 +187,10 @@ def test_a_list_file_of_image_paths(pkgs, tmp_path):
     assert stats["errors"] == 1 and "does not exist" in lines[2]["error"] and "top_k" in lines[1] and len(lines) == 3
     r = cli("run", "--model", str(pkgs["image"]), str(lst))  # without --out: says what to add
     assert r.returncode == 1 and "is a list of image paths: add --out results.jsonl" in r.stderr, r.stderr
+    reviews = tmp_path / "reviews.txt"  # a long text file given to an image model: told from its first lines
+    reviews.write_text("a fine film\n" * 200_000)
+    r = cli("run", "--model", str(pkgs["image"]), str(reviews))
+    assert r.returncode == 1 and "holds text, not image paths" in r.stderr, r.stderr
 
 
 def test_a_folder_says_what_it_cannot_read_and_passes_over_what_is_not_a_photo(pkgs, tmp_path):

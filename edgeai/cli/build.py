@@ -136,12 +136,9 @@ def export(name: Optional[str] = None, output: Optional[Path] = None, precision:
 def _variants_in(folder: Optional[Path]) -> list[str]:
     """The variants of the package of the same model at ``folder``, if one is there (what a new
     export replaces; another model's package is refused by the export)."""
-    import json
+    from edgeai.atomic import read_manifest
 
-    try:
-        return list(json.loads((folder / "manifest.json").read_text())["variants"]) if folder else []
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return []
+    return list((read_manifest(folder) or {}).get("variants", []))
 
 
 def _builtin_option_names() -> set[str]:

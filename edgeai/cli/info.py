@@ -301,21 +301,13 @@ def models(
 
 def _packages_here() -> list[dict]:
     """The packages in the current folder's subfolders, by their manifests' names."""
-    import json
+    from edgeai.atomic import read_manifest
 
-    found = []
     try:
         folders = sorted(p for p in Path.cwd().iterdir() if p.is_dir())
     except OSError:
         return []
-    for p in folders:
-        try:
-            manifest = json.loads((p / "manifest.json").read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(manifest, dict) and isinstance(manifest.get("name"), str) and isinstance(manifest.get("variants"), dict):
-            found.append({"path": f"./{p.name}", "name": manifest["name"]})
-    return found
+    return [{"path": f"./{p.name}", "name": m["name"]} for p in folders if (m := read_manifest(p)) is not None]
 
 
 def doctor(

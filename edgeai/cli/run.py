@@ -182,7 +182,7 @@ def _folders_need_out(inputs: list[str]) -> None:
         from edgeai.preprocess import IMAGE_SUFFIXES
         from edgeai.text import read_text_lines
 
-        head = list(islice((x for x in read_text_lines(Path(lists[0])) if not x.lstrip().startswith("#")), 5))
+        head = list(islice((x for x in read_text_lines(Path(lists[0]), head=1 << 16) if not x.lstrip().startswith("#")), 5))
         if head and not any(Path(line.strip()).suffix.lower() in IMAGE_SUFFIXES for line in head):
             raise InputError(f"{lists[0]} holds text, not image paths, and this is an image model "
                              "(for text, use a text model: --model bert).")

@@ -142,8 +142,9 @@ def from_array(frame: np.ndarray) -> Image.Image:
     blended onto white, as a transparent PNG file is, it would read as a blank image."""
     if frame.dtype != np.uint8:
         raise InputError(
-            f"An image array must be uint8 HxWx3 RGB; got {_describe(frame)}. "
-            "Pass ready NCHW float tensors to Pipeline.run({input_name: tensor}) instead."
+            f"An image array must be uint8 (HxWx3 RGB, HxWx4 RGBX or HxW grey); got {_describe(frame)}. "
+            "Convert a float image in [0, 1] with (a * 255).round().astype(np.uint8), or pass ready NCHW float tensors "
+            "to Pipeline.run({input_name: tensor})."
         )
     if frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] in (1, 3, 4)):
         if frame.shape[0] == 0 or frame.shape[1] == 0:

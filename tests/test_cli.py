@@ -411,3 +411,15 @@ def test_onnx_runtime_status_loses_its_cpp_source_line():
               "Attempting to broadcast an axis by a dimension other than 1. 8 by 9")
     assert run_failure(RuntimeError(status)) == ("The model could not run on this input: node /Mul (Mul): Attempting to "
                                                  "broadcast an axis by a dimension other than 1. 8 by 9.")
+
+
+def test_a_shortened_text_fits_its_columns():
+    # a table cell is cut by terminal columns, where a CJK character takes two, so Japanese text
+    # does not push the similarity table twice as wide as English
+    from edgeai.cli._plain import text_width
+    from edgeai.cli.run import _short
+
+    assert _short("good  film\nfine") == "good film fine"
+    cut = _short("日本語のテキストです、これはとても長い文章になりますね。", 20)
+    assert cut.endswith("…") and text_width(cut) <= 20 and cut.startswith("日本語の")
+    assert text_width(_short("x" * 100, 48)) == 48

@@ -399,3 +399,6 @@ def test_a_four_channel_frame_is_rgbx(tiny_pkg):
         assert pipe.predict(rgbx) == pipe.predict(rgb)
     bgra = np.dstack([rgb[..., ::-1], np.zeros(rgb.shape[:2], np.uint8)])
     assert pipe.predict(bgra[..., 2::-1]) == pipe.predict(rgb)  # the README's BGRA recipe
+    # a float frame is told how to convert it, whatever its channels
+    with pytest.raises(InputError, match=r"uint8 \(HxWx3 RGB, HxWx4 RGBX or HxW grey\); got .*float32.*\(a \* 255\)"):
+        pipe.predict(rgbx.astype(np.float32) / 255)

@@ -51,19 +51,19 @@ def table(rows: Sequence[Sequence[str]], header: Sequence[str], right: set[int] 
     """Columns padded to their widest cell, two spaces apart; ``right`` columns right-aligned,
     ``dim`` columns dimmed on a terminal."""
     cells = [list(header), *[list(r) for r in rows]]
-    widths = [max(_width(r[i]) for r in cells) for i in range(len(header))]
+    widths = [max(text_width(r[i]) for r in cells) for i in range(len(header))]
     lines = []
     for n, r in enumerate(cells):
         parts = []
         for i, c in enumerate(r):
-            pad = " " * (widths[i] - _width(c))
+            pad = " " * (widths[i] - text_width(c))
             c = pad + c if i in right else (c + pad if i < len(r) - 1 else c)
             parts.append(style(c, "bold") if n == 0 else (style(c, "dim") if i in dim else c))
         lines.append("  ".join(parts).rstrip())
     return lines
 
 
-def _width(text: str) -> int:
+def text_width(text: str) -> int:
     """Terminal columns: East Asian wide and fullwidth characters (CJK, most emoji) take two."""
     if text.isascii():
         return len(text)

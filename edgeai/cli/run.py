@@ -13,7 +13,7 @@ import typer
 from edgeai.errors import InputError
 
 from ._common import Stages, err, plain_error, print_json
-from ._plain import note, say, style, table, warn
+from ._plain import note, say, style, table, text_width, warn
 
 
 def run(
@@ -283,8 +283,17 @@ def _print_human(pipe, doc: dict) -> None:
 
 
 def _short(text: str, n: int = 48) -> str:
+    """The text on one line, cut to ``n`` terminal columns (a CJK character takes two)."""
     text = " ".join(text.split())
-    return text if len(text) <= n else text[: n - 1] + "…"
+    if text_width(text) <= n:
+        return text
+    cut, used = [], 1  # the ellipsis' column
+    for ch in text:
+        used += text_width(ch)
+        if used > n:
+            break
+        cut.append(ch)
+    return "".join(cut) + "…"
 
 
 MATRIX_TEXTS = 8  # more texts than this: no n x n table

@@ -388,7 +388,7 @@ def _finish(pkg: Package, precision: str, progress: Progress | None, held_out: l
             tuning: list[str] | None = None, calibration=None) -> None:
     from edgeai.quantize import optimize, quantize, record_latencies
 
-    optimize(pkg, progress=progress, held_out=held_out)
+    optimize(pkg, progress=progress, held_out=held_out, measure_latency=False)
     if precision == "int8":
         quantize(pkg, method="auto", calibration=calibration, measure_latency=False, progress=progress,
                  held_out=held_out, tuning=tuning)

@@ -16,10 +16,13 @@ OPTIMIZERS: tuple[Step, ...] = (FuseTransformer(), FuseDecoder(), Optimize())
 
 
 def optimize(pkg: str | os.PathLike | Package, out: str | os.PathLike | None = None, progress: Progress | None = None,
-             held_out: list[str] | None = None) -> Package:
+             held_out: list[str] | None = None, measure_latency: bool = True) -> Package:
     """Add the ``optimized`` variant: ONNX Runtime's offline graph optimization, extended level
     (for transformer and text-generation packages, its transformer optimizer). See
-    steps/optimize.py, steps/fuse_transformer.py and steps/fuse_decoder.py."""
+    steps/optimize.py, steps/fuse_transformer.py and steps/fuse_decoder.py. With
+    ``measure_latency``, every variant is then timed on this CPU, as ``quantize`` does: the new
+    variant replaces the old one's figures, and ``auto`` chooses by figures (export times once, at
+    its end)."""
     pkg = open_package(pkg, out)
     step = next(s for s in OPTIMIZERS if s.applies(pkg))
-    return run_step(step, pkg, Context(progress=progress, held_out=held_out))
+    return run_step(step, pkg, Context(progress=progress, held_out=held_out), measure_latency)

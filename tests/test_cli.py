@@ -249,6 +249,10 @@ def test_optimize_and_quantize_take_a_built_in_name(tmp_path):
     target = make_tiny_package(tmp_path / "home" / f"efficientnet-lite0-{__version__}")
     out = cli("optimize", "efficientnet-lite0", env=env)
     assert out.returncode == 0 and str(target) in out.stdout, out.stderr
+    from edgeai.choice import recorded_latency
+
+    # the new variant is timed, as quantize's is: a rebuilt variant once lost its figures, and auto its ranking
+    assert all(recorded_latency(info, "CPUExecutionProvider") for info in Package.open(target).variants.values())
     out = cli("quantize", "efficientnet-lite0", "--precision", "fp16", env=env)
     assert out.returncode == 0, out.stderr
     assert set(Package.open(target).variants) == {"fp32", "optimized", "fp16"}

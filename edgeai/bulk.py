@@ -38,7 +38,7 @@ from .errors import EdgeAIError, InputError
 from .journal import exclusive, modified, pending, record_line, stamp
 from .preprocess import image_files
 from .tasks import takes_arrays
-from .text import TEXT_SUFFIXES, expand_text_inputs, input_fields, read_text_lines
+from .text import TEXT_SUFFIXES, TruncationWarning, expand_text_inputs, input_fields, read_text_lines
 
 LIST_SUFFIXES = set(TEXT_SUFFIXES)
 Progress = Callable[[int, int], None]
@@ -107,6 +107,7 @@ def run_bulk(
             f.write("".join(record_line(r, tail) + "\n" for r in records))
             f.flush()
             stats["done"] += len(records)
+            stats["truncated"] += sum(1 for r in records if r.get("truncated"))
             failed = [r["error"] for r in records if "error" in r]
             stats["errors"] += len(failed)
             if failed and stats["first_error"] is None:
@@ -183,19 +184,29 @@ def _text_batches(pipe, todo: list[str], batch_size: int, top_k: int | None) -> 
                 good.append(i)
             except EdgeAIError as e:
                 records[i] = _error_line(t, e, generates)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # truncation is expected in bulk; the record says nothing else
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")  # a cut text is marked on its line ("truncated": true), not printed
             try:
                 results = pipe.predict([chunk[i] for i in good], top_k) if good else []
                 for i, r in zip(good, results):
                     records[i] = _text_line(chunk[i], r, generates)
+                for n in _cut(caught):
+                    records[good[n]]["truncated"] = True
             except EdgeAIError:
                 for i in good:
+                    del caught[:]
                     try:
                         records[i] = _text_line(chunk[i], pipe.predict(chunk[i], top_k), generates)
+                        if _cut(caught):
+                            records[i]["truncated"] = True
                     except EdgeAIError as e:
                         records[i] = _error_line(chunk[i], e, generates)
         yield records
+
+
+def _cut(caught: list) -> set[int]:
+    """The positions, in the batch that warned, of the texts cut to the model's length."""
+    return {n for w in caught if isinstance(w.message, TruncationWarning) for n in w.message.cut}
 
 
 def _text_line(item, result: dict, generates: bool) -> dict:

@@ -229,7 +229,7 @@ def pending(items: list[str], out: Path, model: str | None = None, variant: str 
         else:
             todo.append(item)
     stats: dict[str, Any] = {"total": len(items), "skipped": len(items) - len(todo), "failed": old_errors, "retried": retried,
-                             "changed": changed, "done": 0, "errors": 0, "first_error": None}
+                             "changed": changed, "done": 0, "errors": 0, "first_error": None, "truncated": 0}
     return todo, stats
 
 

@@ -22,7 +22,10 @@ _FIELDS = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_i
 
 
 class TruncationWarning(UserWarning):
-    """A text was longer than the model's maximum length and was cut."""
+    """A text was longer than the model's maximum length and was cut; ``cut`` holds the
+    positions of the cut texts in the batch that warned."""
+
+    cut: tuple[int, ...] = ()
 
 
 def _which(index: int, total: int) -> str:
@@ -99,12 +102,10 @@ class TextPreprocessor:
             first = texts[cut[0]]
             first = " / ".join(first) if isinstance(first, tuple) else first  # a sentence pair
             shown = first[:40] + ("..." if len(first) > 40 else "")
-            warnings.warn(
-                f"{len(cut)} text(s) longer than {self.max_length} tokens were truncated to {self.max_length} "
-                f"(first: {shown!r}).",
-                TruncationWarning,
-                stacklevel=3,
-            )
+            warning = TruncationWarning(f"{len(cut)} text(s) longer than {self.max_length} tokens were truncated to "
+                                        f"{self.max_length} (first: {shown!r}).")
+            warning.cut = tuple(cut)
+            warnings.warn(warning, stacklevel=3)
         return {
             name: np.asarray([getattr(e, _FIELDS[name]) for e in encodings], dtype=np.int64) for name in self.input_names
         }

@@ -141,6 +141,21 @@ def test_an_unreadable_file_of_a_folder_gets_its_own_error_line(text_pkg, tmp_pa
         expand_text_inputs([str(d / "b.txt")])
 
 
+def test_a_cut_text_is_marked_on_its_bulk_line(text_pkg, tmp_path):
+    # truncation is told in bulk too: on the line of each cut text, and counted at the end
+    f = tmp_path / "long.txt"
+    f.write_text("good movie " * 40 + "\nfine food\n" + "bad day " * 40 + "\n")
+    out = tmp_path / "out.jsonl"
+    r = cli("run", "--model", str(text_pkg), str(f), "--out", str(out))
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert r.returncode == 0 and "2 text(s) were longer than the model's 32 tokens and were cut to 32" in r.stderr, r.stderr
+    assert [x.get("truncated") for x in lines] == [True, None, True] and all("top_k" in x for x in lines)
+    f.write_text("good movie " * 40 + "\n😀\n")  # a batch with a refused text is redone text by text: still marked
+    r = cli("run", "--model", str(text_pkg), str(f), "--out", str(tmp_path / "two.jsonl"))
+    lines = [json.loads(x) for x in (tmp_path / "two.jsonl").read_text().splitlines()]
+    assert lines[0].get("truncated") is True and "error" in lines[1], lines
+
+
 def test_a_text_of_unknown_words_is_refused_not_guessed(text_pkg, tmp_path):
     # every all-unknown text reads the same to a model ([UNK] ...): its confident answer would
     # be a guess. Refused alone, as an empty text is: the other texts of a run still get answers

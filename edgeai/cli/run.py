@@ -237,6 +237,10 @@ def _run_bulk(pipe, inputs: list[str], out_file: Path, batch_size: int, workers:
     if parquet is not None:
         rows = write_parquet(out_file, parquet)
         err.print(f"{parquet}: {rows} rows (from {out_file}, which keeps the run resumable).", markup=False)
+    if stats.get("truncated"):
+        n = pipe.package.manifest.get("preprocess", {}).get("max_length")
+        warn(f"{stats['truncated']} text(s) were longer than the model's {n} tokens and were cut to {n}; their lines say "
+             '"truncated": true.')
     if stats["errors"]:
         plain_error(f"{stats['errors']} input(s) failed (their lines say why); the first: {stats['first_error']}")
     if stats.get("failed"):  # skipped, but answered by error lines: the file is not a success yet

@@ -179,8 +179,9 @@ def _write(ds, f: TextIO, batch_size: int, total: int, stats: dict, progress: Ca
                 continue
             seen.add(int(i))
             lines.append(str(line))
-            if '"error"' in line:
+            if '"error"' in line or '"truncated"' in line:
                 rec = json.loads(line)
+                stats["truncated"] += 1 if rec.get("truncated") else 0
                 if "error" in rec:
                     stats["errors"] += 1
                     stats["first_error"] = stats["first_error"] or rec["error"]

@@ -196,7 +196,7 @@ def bench(
 
     A row: ``engine, variant, provider, batch, session_ms, first_ms, p50_ms, p90_ms, p99_ms,
     mean_ms, throughput`` (items/s), ``peak_rss_mb, runs, rounds, threads``, ``p50_by_round_ms`` and ``vs_torch``
-    (p50 over PyTorch's p50 on the same device and batch, when ``against="torch"``).
+    (p50 over PyTorch's p50 on the same device and batch, when ``against="torch"``; 1.0 on PyTorch's own rows).
     ``auto=True`` (with no ``threads``) also times what ``edgeai.load`` runs on the CPU when that
     differs from the rows above: the chosen variant on its recorded thread count.
     ``record=True`` stores the figures in the manifest (the PyTorch ones under ``reference``),
@@ -250,7 +250,7 @@ def bench(
     for row in rows:
         ref = next((t for t in rows if t["engine"] == "pytorch" and t["batch"] == row["batch"]
                     and (t["provider"] == "torch-cpu") == (row["provider"] == _providers.CPU)), None)
-        row["vs_torch"] = float(f"{row['p50_ms'] / ref['p50_ms']:.4g}") if ref and row["engine"] != "pytorch" else None
+        row["vs_torch"] = 1.0 if row["engine"] == "pytorch" else float(f"{row['p50_ms'] / ref['p50_ms']:.4g}") if ref else None
     if record:
         _record(pkg, rows, source, device_id)
     return {

@@ -11,12 +11,13 @@
   a file has ``"input": "<path>:<line>"`` and ``"text"``.
 - Resumable: inputs already in the output are skipped and the rest appended; a line whose input
   changed since (a text file's line edited, an image file modified: image lines record its
-  ``modified`` time) is dropped and its input redone. Every batch is
+  ``modified`` time) is dropped and its input redone, and so is the line of an input that is
+  gone (a text file's line past its new end, an image deleted from a folder the run reads). Every batch is
   written with one ``write`` and flushed, so a crash can tear at most the last line, and that
   line is cut off (and its input redone) on the next run. A file written by another model or
   variant (or by an edgeai that did not record the model) is refused, untouched; with
-  ``retry_errors`` the error lines are dropped (the file is rewritten atomically) and their
-  inputs run again.
+  ``retry_errors`` the error lines of this run's inputs are dropped (the file is rewritten
+  atomically) and those inputs run again.
 - ``--out results.parquet``: the same lines go to the journal ``results.parquet.jsonl`` (which
   keeps the run resumable: a Parquet file cannot be appended to), and the Parquet file is
   written from the whole journal at the end, atomically.
@@ -83,7 +84,8 @@ def run_bulk(
     new_file: bool = True,
 ) -> dict[str, Any]:
     """Answer every item not yet in ``out`` (or answered there for an input changed since); returns
-    ``{"total", "skipped", "failed", "retried", "changed", "done", "errors", "first_error", "seconds"}``
+    ``{"total", "skipped", "failed", "retried", "changed", "gone", "done", "errors", "first_error", "truncated",
+    "seconds"}``
     (``done``: lines written by this run, errors included; ``failed``: skipped inputs whose lines
     are errors; see :func:`edgeai.journal.pending`).
 

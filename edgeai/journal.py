@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator, TextIO
 from .atomic import _fsync_dir
 from .errors import DependencyError, InputError
 from .postprocess import to_jsonable
-from .text import input_fields
+from .text import UnreadFile, input_fields
 
 
 def nonblank_lines(path: Path) -> Iterator[str]:
@@ -68,21 +68,24 @@ def _refusal(out: Path, line: dict, model: str, variant: str | None, new_file: b
 
 
 def done_inputs(out: Path, model: str | None = None, variant: str | None = None, retry_errors: bool = False,
-                new_file: bool = True, changed_since: Callable[[dict], bool] | None = None
-                ) -> tuple[collections.Counter, collections.Counter, int, int]:
+                new_file: bool = True, stale: Callable[[dict], str | None] | None = None,
+                mine: Callable[[str], bool] | None = None) -> tuple[collections.Counter, collections.Counter, dict[str, int]]:
     """Inputs already answered in ``out`` (counted, so repeated inputs are redone only as often
-    as they are missing), those of them answered by an error line, how many error lines were
-    dropped (``retry_errors``), and how many lines were dropped because ``changed_since(line)``
-    says their input changed since. ``out`` is a file (:func:`exclusive` checked it).
+    as they are missing), those of them answered by an error line, and how many lines were
+    dropped, by why: ``retried`` (error lines, with ``retry_errors``, of inputs that ``mine``
+    says this run has), or what ``stale(line)`` says: ``changed`` (the input changed since) or
+    ``gone`` (a line of a text file that has fewer lines now, an image deleted from its folder).
+    ``out`` is a file (:func:`exclusive` checked it).
 
     With ``model``, a line of another model (or one without ``model``) refuses the file before
     anything in it changes; then a torn last line is cut off, and the dropped lines are removed
     (rewritten to a temporary file, then renamed)."""
     done: collections.Counter = collections.Counter()
     failed: collections.Counter = collections.Counter()
+    dropped = {"retried": 0, "changed": 0, "gone": 0}
     if not out.exists():
-        return done, failed, 0, 0
-    errors, changed, drop = 0, 0, set()
+        return done, failed, dropped
+    drop = set()
     with open(out, "rb") as f:
         for n, line in enumerate(f, 1):
             if not line.endswith(b"\n"):
@@ -94,11 +97,12 @@ def done_inputs(out: Path, model: str | None = None, variant: str | None = None,
                 raise InputError(f"{out} line {n} is not an edgeai result; give another --out file.") from None
             if model is not None and rec.get("model") != model:
                 raise InputError(_refusal(out, rec, model, variant, new_file))
-            if retry_errors and "error" in rec:
-                errors += 1
-                drop.add(n)
-            elif changed_since is not None and changed_since(rec):
-                changed += 1
+            if retry_errors and "error" in rec and (mine is None or mine(key)):
+                why = "retried"
+            else:
+                why = stale(rec) if stale is not None else None
+            if why is not None:
+                dropped[why] += 1
                 drop.add(n)
             else:
                 done[key] += 1
@@ -106,7 +110,7 @@ def done_inputs(out: Path, model: str | None = None, variant: str | None = None,
     _cut_torn_tail(out)
     if drop:
         _drop_lines(out, drop)
-    return done, failed, errors, changed
+    return done, failed, dropped
 
 
 def _drop_lines(out: Path, numbers: set[int]) -> None:
@@ -200,24 +204,29 @@ def pending(items: list[str], out: Path, model: str | None = None, variant: str 
             retry_errors: bool = False, new_file: bool = True) -> tuple[list[str], dict[str, Any]]:
     """The items ``out`` does not answer yet, or answers for an input that has changed since
     (an edited line of a text file, an image file modified since), and the run's opening
-    figures (``total``, ``skipped``, ``failed`` (skipped inputs whose lines are errors), ``retried``,
-    ``changed``); see :func:`done_inputs` for the
-    checks on ``out``."""
+    figures (``total``, ``skipped``, ``failed`` (skipped inputs whose lines are errors),
+    ``retried``, ``changed``, ``gone`` (lines dropped: their input is no longer there, see
+    :func:`done_inputs`)); see :func:`done_inputs` for the checks on ``out``."""
     fields = [input_fields(item) for item in items]
     names = {f["input"] for f in fields}
     texts = {f["input"]: f["text"] for f in fields if "text" in f}
+    # the text files this run reads (their lines are "<file>:<n>"), and the folders of its images
+    files = {key.rpartition(":")[0] for key in texts} | {getattr(x, "input", "") for x in items if isinstance(x, UnreadFile)}
+    folders = {os.path.dirname(key) for key in names - texts.keys() if os.path.isfile(key)}
 
-    def changed_since(line: dict) -> bool:  # an edited line of a text file, an image file replaced
+    def stale(line: dict) -> str | None:
         key = line["input"]
-        if key not in names:
-            return False
+        if key not in names:  # another run's input, unless it was this run's and is not there any more
+            if key.rpartition(":")[0] in files or key in files:
+                return "gone"  # a line of a text file that is shorter now (or an unreadable file mended)
+            return "gone" if os.path.dirname(key) in folders and not os.path.lexists(key) else None
         # a generation's lines give the input as "prompt" (its "text" is the output)
         said = line["prompt"] if "prompt" in line else (None if "finish_reason" in line else line.get("text"))
         if said is not None and key in texts:
-            return said != texts[key]
-        return "modified" in line and line["modified"] != modified(key)
+            return "changed" if said != texts[key] else None
+        return "changed" if "modified" in line and line["modified"] != modified(key) else None
 
-    already, failed, retried, changed = done_inputs(out, model, variant, retry_errors, new_file, changed_since)
+    already, failed, dropped = done_inputs(out, model, variant, retry_errors, new_file, stale, names.__contains__)
     todo: list[str] = []
     old_errors = 0
     for f, item in zip(fields, items):
@@ -228,8 +237,8 @@ def pending(items: list[str], out: Path, model: str | None = None, variant: str 
                 old_errors += 1
         else:
             todo.append(item)
-    stats: dict[str, Any] = {"total": len(items), "skipped": len(items) - len(todo), "failed": old_errors, "retried": retried,
-                             "changed": changed, "done": 0, "errors": 0, "first_error": None, "truncated": 0}
+    stats: dict[str, Any] = {"total": len(items), "skipped": len(items) - len(todo), "failed": old_errors, **dropped,
+                             "done": 0, "errors": 0, "first_error": None, "truncated": 0}
     return todo, stats
 
 

@@ -387,6 +387,9 @@ def load(
     ``threads``: CPU threads; by default those of the variant's fastest figure recorded on this
     CPU, else ONNX Runtime's default. ``device_id`` picks the GPU for CUDA and TensorRT."""
     if variant != "auto" and variant not in VARIANTS:
-        raise InputError(f"Unknown variant {variant!r}; choose auto or one of {', '.join(VARIANTS)}.")
+        raise InputError(f"Unknown variant {variant!r}; a variant is auto or one of {', '.join(VARIANTS)} "
+                         "(`edgeai inspect PKG` lists the ones a package has).")
+    if isinstance(device_id, bool) or not isinstance(device_id, (int, np.integer)) or device_id < 0:
+        raise InputError(f"device_id must be a GPU's index, a whole number of at least 0; got {device_id!r}.")
     check_threads(threads)  # before a first-use build
     return Pipeline(open_package(path_or_name, progress), provider, variant, strict, threads, device_id)

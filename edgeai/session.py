@@ -76,7 +76,7 @@ class _Spec:
         if self.rows and value.size and ((lo := value.min()) < 0 or (hi := value.max()) >= self.rows):
             bad = lo if lo < 0 else hi
             raise InputError(f"Input {self.name!r} indexes a table of {self.rows} rows, so its values must be 0..{self.rows - 1}; "
-                             f"got {bad} (ONNX Runtime would read a negative id from the end of the table).")
+                             f"got {bad}" + (" (ONNX Runtime would read a negative id from the end of the table)." if bad < 0 else "."))
         return value
 
     def _check_ortvalue(self, value: ort.OrtValue) -> ort.OrtValue:

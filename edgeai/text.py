@@ -52,8 +52,9 @@ def check_text(t: Any, index: int = 0, total: int = 1) -> str:
     try:
         t.encode("utf-8")
     except UnicodeEncodeError:  # lone surrogates: undecodable bytes from argv or a file read with errors="surrogateescape"
-        raise InputError(f"{where} holds bytes that are not valid UTF-8 (Latin-1 or Windows-1252 text, perhaps); "
-                         "save the file as UTF-8, or decode the string with its real encoding.") from None
+        fix = "save the file as UTF-8" if isinstance(t, TextLine) else "decode its bytes with their real encoding"
+        raise InputError(f"{where} holds bytes that are not valid UTF-8 (Latin-1 or Windows-1252 text, perhaps, or a lone "
+                         f"surrogate); {fix}.") from None
     return t
 
 
@@ -295,7 +296,7 @@ def expand_text_inputs(args: Sequence[Any], literal: bool = False) -> list[str]:
         elif path.is_dir():
             files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
             if not files:
-                raise InputError(f"{arg} is a folder with no .txt files in it; a text model reads the lines of .txt files "
+                raise InputError(f"{arg} is a folder with no .txt, .lst or .list files in it; a text model reads the lines of those "
                                  "(or pass --text to use the words themselves).")
             for f in files:
                 try:

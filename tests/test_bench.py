@@ -99,6 +99,7 @@ def test_bench_against_torch_with_a_factory_gives_ratios(small_pkg, factory):
     assert torch_row["engine"] == "pytorch" and torch_row["provider"] == "torch-cpu"
     _check_row(torch_row, 1)
     assert ort_row["vs_torch"] == pytest.approx(ort_row["p50_ms"] / torch_row["p50_ms"], rel=1e-2)
+    assert torch_row["vs_torch"] == 1.0  # the reference itself, as the table shows it
     r = cli("bench", str(small_pkg), "--variant", "fp32", "--rounds", "1", "--runs", "10", "--against", "torch",
             "--factory", factory)
     assert r.returncode == 0, r.stderr

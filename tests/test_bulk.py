@@ -176,6 +176,34 @@ def test_a_resume_redoes_the_inputs_changed_since(pkgs, tmp_path):
     assert all(after[k] == v for k, v in before.items() if k != str(paths[0]))
 
 
+def test_a_resume_drops_the_lines_whose_input_is_gone(pkgs, tmp_path):
+    """A text file that lost lines, an image deleted from its folder: their lines go (an 11-line
+    file kept 12 results); another run's inputs in the same file stay, error lines included."""
+    f = tmp_path / "r.txt"
+    f.write_text("good movie\nbad food\nfine day\n")
+    out = tmp_path / "t.jsonl"
+    assert cli("run", "--model", str(pkgs["text"]), "bad movie", "--out", str(out)).returncode == 0
+    assert cli("run", "--model", str(pkgs["text"]), str(f), "--out", str(out)).returncode == 0
+    f.write_text("good movie\nfine day\n")  # the second line deleted: the third is now line 2
+    r = cli("run", "--model", str(pkgs["text"]), str(f), "--out", str(out))
+    assert "1 redone, their input changed since; 1 dropped, their input is gone" in r.stderr, r.stderr
+    assert [(x["input"], x.get("text")) for x in read_lines(out)] == [
+        ("bad movie", None), (f"{f}:1", "good movie"), (f"{f}:2", "fine day")]
+
+    paths = photo_folder(tmp_path / "photos", 6)  # set0: 0000.jpg, 0003.jpg and broken.jpg
+    out = tmp_path / "i.jsonl"
+    args = ("run", "--model", str(pkgs["image"]), str(tmp_path / "photos"), "--out", str(out))
+    assert cli("run", "--model", str(pkgs["image"]), str(tmp_path / "gone.jpg"), "--out", str(out)).returncode == 1
+    cli(*args)
+    bad = [x["input"] for x in read_lines(out) if "error" in x and x["input"].startswith(str(tmp_path / "photos"))]
+    for p in (paths[0], *bad):
+        os.remove(p)
+    r = cli(*args, "--retry-errors")
+    assert r.returncode == 0 and f"{1 + len(bad)} dropped, their input is gone" in r.stderr and "retried" not in r.stderr, r.stderr
+    left = [x["input"] for x in read_lines(out)]
+    assert str(paths[0]) not in left and str(tmp_path / "gone.jpg") in left  # another run's error line is not this run's
+
+
 def test_a_list_file_of_image_paths(pkgs, tmp_path):
     paths = photo_folder(tmp_path / "photos", 5)
     lst = tmp_path / "photos" / "list.txt"

@@ -65,7 +65,7 @@ def test_what_is_not_text_says_so_in_one_sentence(text_pkg, arg, message):
 def test_empty_files_folders_without_text_and_text_for_an_image_model(text_pkg, tmp_path):
     (tmp_path / "empty.txt").write_text("\n \n")
     (tmp_path / "nothing").mkdir()
-    for arg, message in ((tmp_path / "empty.txt", "has no text in it"), (tmp_path / "nothing", "no .txt files")):
+    for arg, message in ((tmp_path / "empty.txt", "has no text in it"), (tmp_path / "nothing", "no .txt, .lst or .list files")):
         r = cli("run", "--model", str(text_pkg), str(arg))
         assert r.returncode == 1 and message in r.stderr and TRACEBACK not in r.stderr, r.stderr
     image_pkg = make_tiny_package(tmp_path / "img")
@@ -86,7 +86,7 @@ def test_the_rule_in_the_api(text_pkg, tmp_path):
     results = edgeai.load(text_pkg).predict_each(items)
     assert [x["input"] for x in results] == [f"{f}:1", f"{f}:2", f"{f}:4", "ok film", ""]
     assert "top_k" in results[0] and results[0]["text"] == "good movie"
-    assert f"{f}:2 holds bytes that are not valid UTF-8" in results[1]["error"]
+    assert f"{f}:2 holds bytes that are not valid UTF-8" in results[1]["error"] and "save the file as UTF-8" in results[1]["error"]
     assert "is empty" in results[4]["error"] and "top_k" in results[3]
     with pytest.raises(InputError, match="looks like a JPEG image"):
         expand_text_inputs([str(CAT)])

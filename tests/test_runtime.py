@@ -218,8 +218,10 @@ def test_variant_choice_is_measured_not_assumed(tiny_pkg):
 
 
 def test_unknown_variant_and_missing_variant(tiny_pkg):
-    with pytest.raises(InputError, match="Unknown variant"):
+    with pytest.raises(InputError, match="Unknown variant 'int2'.*`edgeai inspect PKG` lists the ones a package has"):
         edgeai.load(tiny_pkg, variant="int2")
+    with pytest.raises(InputError, match="device_id must be a GPU's index, a whole number of at least 0; got -1"):
+        edgeai.load(tiny_pkg, device_id=-1)  # the CLI refuses --device-id -1; the API did not
     with pytest.raises(PackageError, match="no 'int8' variant"):
         edgeai.load(tiny_pkg, variant="int8")
 

@@ -89,7 +89,7 @@ def _print_table(doc: dict) -> None:
               title=f"{doc['model']} ({doc['package']}): times in ms", title_justify="left")
     for r in rows:
         name = "PyTorch eager" if r["engine"] == "pytorch" else r["variant"]
-        ratio = [_ratio(r["vs_torch"]) if r["vs_torch"] is not None else ("1.00" if r["engine"] == "pytorch" else "-")]
+        ratio = [_ratio(r["vs_torch"]) if r["vs_torch"] is not None else "-"]
         t.add_row(name, short_name(r["provider"]), str(r["batch"]), _fmt(r["session_ms"], 1), _fmt(r["first_ms"], 1),
                   _fmt(r["p50_ms"], 3), _fmt(r["p90_ms"], 3), _fmt(r["p99_ms"], 3), _fmt(r["throughput"], 1),
                   _fmt(r["peak_rss_mb"], 0), *(ratio if has_torch else []))

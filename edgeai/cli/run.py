@@ -232,6 +232,7 @@ def _run_bulk(pipe, inputs: list[str], out_file: Path, batch_size: int, workers:
     skipped = f"; {stats['skipped']} already there, skipped" if stats["skipped"] else ""
     skipped += f"; {stats['retried']} error line(s) retried" if stats.get("retried") else ""
     skipped += f"; {stats['changed']} redone, their input changed since" if stats.get("changed") else ""
+    skipped += f"; {stats['gone']} dropped, their input is gone" if stats.get("gone") else ""
     errors = f", {stats['errors']} of them {'an error' if stats['errors'] == 1 else 'errors'}" if stats["errors"] else ""
     err.print(f"{out_file}: {new} new result line(s){errors}{rate}{skipped} ({pipe.variant}, {pipe.provider}).", markup=False)
     if parquet is not None:

@@ -217,7 +217,8 @@ def pending(items: list[str], out: Path, model: str | None = None, variant: str 
     def stale(line: dict) -> str | None:
         key = line["input"]
         if key not in names:  # another run's input, unless it was this run's and is not there any more
-            if key.rpartition(":")[0] in files or key in files:
+            file, _, n = key.rpartition(":")
+            if (file in files and n.isdigit()) or key in files:
                 return "gone"  # a line of a text file that is shorter now (or an unreadable file mended)
             return "gone" if os.path.dirname(key) in folders and not os.path.lexists(key) else None
         # a generation's lines give the input as "prompt" (its "text" is the output)

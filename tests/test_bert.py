@@ -249,9 +249,9 @@ def test_cli_run_prints_dimension_and_similarity_table(bert_pkg):
     r = cli("run", "--model", str(bert_pkg), *texts)
     lines = r.stdout.splitlines()
     assert r.returncode == 0 and "most similar other text" in r.stdout and len(lines) == 3 + 1 + len(texts), r.stdout
-    from edgeai.cli._plain import _width
+    from edgeai.cli._plain import text_width
 
-    assert lines[-1].startswith("11") and len({_width(x) for x in lines[-len(texts) - 1:]}) == 1  # CJK is two columns wide
+    assert lines[-1].startswith("11") and len({text_width(x) for x in lines[-len(texts) - 1:]}) == 1  # CJK is two columns wide
     r = cli("run", "--model", str(bert_pkg), "--json", "--variant", "fp32", "hello there", "word " * 400)
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)

@@ -11,8 +11,8 @@
   a file has ``"input": "<path>:<line>"`` and ``"text"``.
 - Resumable: inputs already in the output are skipped and the rest appended; a line whose input
   changed since (a text file's line edited, an image file modified: image lines record its
-  ``modified`` time) is dropped and its input redone, and so is the line of an input that is
-  gone (a text file's line past its new end, an image deleted from a folder the run reads). Every batch is
+  ``modified`` time) is dropped and its input redone, and so is a text file's line past its new
+  end (another run's lines, a deleted image's, are kept). Every batch is
   written with one ``write`` and flushed, so a crash can tear at most the last line, and that
   line is cut off (and its input redone) on the next run. A file written by another model or
   variant (or by an edgeai that did not record the model) is refused, untouched; with

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator, TextIO
 from .atomic import _fsync_dir
 from .errors import DependencyError, InputError
 from .postprocess import to_jsonable
-from .text import UnreadFile, input_fields
+from .text import input_fields
 
 
 def nonblank_lines(path: Path) -> Iterator[str]:
@@ -74,7 +74,7 @@ def done_inputs(out: Path, model: str | None = None, variant: str | None = None,
     as they are missing), those of them answered by an error line, and how many lines were
     dropped, by why: ``retried`` (error lines, with ``retry_errors``, of inputs that ``mine``
     says this run has), or what ``stale(line)`` says: ``changed`` (the input changed since) or
-    ``gone`` (a line of a text file that has fewer lines now, an image deleted from its folder).
+    ``gone`` (a line of a text file that has fewer lines now).
     ``out`` is a file (:func:`exclusive` checked it).
 
     With ``model``, a line of another model (or one without ``model``) refuses the file before
@@ -205,22 +205,23 @@ def pending(items: list[str], out: Path, model: str | None = None, variant: str 
     """The items ``out`` does not answer yet, or answers for an input that has changed since
     (an edited line of a text file, an image file modified since), and the run's opening
     figures (``total``, ``skipped``, ``failed`` (skipped inputs whose lines are errors),
-    ``retried``, ``changed``, ``gone`` (lines dropped: their input is no longer there, see
-    :func:`done_inputs`)); see :func:`done_inputs` for the checks on ``out``."""
+    ``retried``, ``changed``, ``gone`` (lines of a text file this run reads, past its new end:
+    they can be run again from the file; no other run's line is dropped)); see :func:`done_inputs` for the checks on ``out``."""
     fields = [input_fields(item) for item in items]
     names = {f["input"] for f in fields}
     texts = {f["input"]: f["text"] for f in fields if "text" in f}
-    # the text files this run reads (their lines are "<file>:<n>"), and the folders of its images
-    files = {key.rpartition(":")[0] for key in texts} | {getattr(x, "input", "") for x in items if isinstance(x, UnreadFile)}
-    folders = {os.path.dirname(key) for key in names - texts.keys() if os.path.isfile(key)}
+    # the text files this run reads (their lines are "<file>:<n>"); standard input differs from run to run
+    files = {key.rpartition(":")[0] for key in texts} - {"<stdin>"}
 
     def stale(line: dict) -> str | None:
         key = line["input"]
-        if key not in names:  # another run's input, unless it was this run's and is not there any more
+        if key not in names:  # another run's input is kept: only a line of a file this run reads is judged
             file, _, n = key.rpartition(":")
-            if (file in files and n.isdigit()) or key in files:
-                return "gone"  # a line of a text file that is shorter now (or an unreadable file mended)
-            return "gone" if os.path.dirname(key) in folders and not os.path.lexists(key) else None
+            if file in files and n.isdigit() and ("text" in line or "prompt" in line):
+                return "gone"  # a line past the file's new end: it can be run again from the file
+            if key in files and "error" in line and "text" not in line and "prompt" not in line:
+                return "changed"  # an unreadable file mended: its lines run now
+            return None
         # a generation's lines give the input as "prompt" (its "text" is the output)
         said = line["prompt"] if "prompt" in line else (None if "finish_reason" in line else line.get("text"))
         if said is not None and key in texts:

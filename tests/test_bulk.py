@@ -176,33 +176,40 @@ def test_a_resume_redoes_the_inputs_changed_since(pkgs, tmp_path):
     assert all(after[k] == v for k, v in before.items() if k != str(paths[0]))
 
 
-def test_a_resume_drops_the_lines_whose_input_is_gone(pkgs, tmp_path):
-    """A text file that lost lines, an image deleted from its folder: their lines go (an 11-line
-    file kept 12 results); another run's inputs in the same file stay, error lines included."""
+def test_a_resume_drops_only_the_lines_past_a_text_files_new_end(pkgs, tmp_path):
+    """A text file that lost lines: the lines past its new end go (an 11-line file kept 12
+    results), since the file can give them again. Nothing else is dropped: another run's literal
+    texts and file lines, a deleted image's line, the lines of an unreadable file's neighbours."""
     f = tmp_path / "r.txt"
     f.write_text("good movie\nbad food\nfine day\n")
+    other = tmp_path / "other.txt"
+    other.write_text("bad movie\n")
     out = tmp_path / "t.jsonl"
-    assert cli("run", "--model", str(pkgs["text"]), "bad movie", "--out", str(out)).returncode == 0
+    assert cli("run", "--model", str(pkgs["text"]), "bad movie", str(other), "--out", str(out)).returncode == 0
     assert cli("run", "--model", str(pkgs["text"]), str(f), "--out", str(out)).returncode == 0
     f.write_text("good movie\nfine day\n")  # the second line deleted: the third is now line 2
     r = cli("run", "--model", str(pkgs["text"]), str(f), "--out", str(out))
     assert "1 redone, their input changed since; 1 dropped, their input is gone" in r.stderr, r.stderr
     assert [(x["input"], x.get("text")) for x in read_lines(out)] == [
-        ("bad movie", None), (f"{f}:1", "good movie"), (f"{f}:2", "fine day")]
+        ("bad movie", None), (f"{other}:1", "bad movie"), (f"{f}:1", "good movie"), (f"{f}:2", "fine day")]
+    # a folder with an unreadable file: another run's literal texts stay
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "a.txt").write_text("fine food\n")
+    (d / "bad.txt").write_bytes(b"\x00\x01binary")
+    r = cli("run", "--model", str(pkgs["text"]), str(d), "--out", str(out))
+    assert "dropped" not in r.stderr and ("bad movie", None) in [(x["input"], x.get("text")) for x in read_lines(out)], r.stderr
+    (d / "bad.txt").write_text("good food\n")  # its error line is redone as changed, not gone
+    r = cli("run", "--model", str(pkgs["text"]), str(d), "--out", str(out))
+    assert r.returncode == 0 and "1 redone, their input changed since" in r.stderr and "dropped" not in r.stderr, r.stderr
 
-    paths = photo_folder(tmp_path / "photos", 6)  # set0: 0000.jpg, 0003.jpg and broken.jpg
+    paths = photo_folder(tmp_path / "photos", 6)
     out = tmp_path / "i.jsonl"
     args = ("run", "--model", str(pkgs["image"]), str(tmp_path / "photos"), "--out", str(out))
-    assert cli("run", "--model", str(pkgs["image"]), str(tmp_path / "gone.jpg"), "--out", str(out)).returncode == 1
     cli(*args)
-    bad = [x["input"] for x in read_lines(out) if "error" in x and x["input"].startswith(str(tmp_path / "photos"))]
-    for p in (paths[0], *bad):
-        os.remove(p)
-    r = cli(*args, "--retry-errors")
-    assert r.returncode == 0 and f"{1 + len(bad)} dropped, their input is gone" in r.stderr and "retried" not in r.stderr, r.stderr
-    left = [x["input"] for x in read_lines(out)]
-    assert str(paths[0]) not in left and str(tmp_path / "gone.jpg") in left  # another run's error line is not this run's
-
+    os.remove(paths[0])  # a deleted (or archived) image keeps its result: it could not be computed again
+    r = cli(*args)
+    assert "dropped" not in r.stderr and str(paths[0]) in [x["input"] for x in read_lines(out)], r.stderr
 
 def test_a_list_file_of_image_paths(pkgs, tmp_path):
     paths = photo_folder(tmp_path / "photos", 5)

@@ -206,7 +206,8 @@ def pending(items: list[str], out: Path, model: str | None = None, variant: str 
     (an edited line of a text file, an image file modified since), and the run's opening
     figures (``total``, ``skipped``, ``failed`` (skipped inputs whose lines are errors),
     ``retried``, ``changed``, ``gone`` (lines of a text file this run reads, past its new end:
-    they can be run again from the file; no other run's line is dropped)); see :func:`done_inputs` for the checks on ``out``."""
+    they can be run again from the file; no other run's line is dropped)); see
+    :func:`done_inputs` for the checks on ``out``."""
     fields = [input_fields(item) for item in items]
     names = {f["input"] for f in fields}
     texts = {f["input"]: f["text"] for f in fields if "text" in f}
@@ -215,15 +216,16 @@ def pending(items: list[str], out: Path, model: str | None = None, variant: str 
 
     def stale(line: dict) -> str | None:
         key = line["input"]
+        # the line of a file that it answers (None: not a file's line); a generation's lines give
+        # it as "prompt", since their "text" is the output
+        said = line["prompt"] if "prompt" in line else (None if "finish_reason" in line else line.get("text"))
         if key not in names:  # another run's input is kept: only a line of a file this run reads is judged
             file, _, n = key.rpartition(":")
-            if file in files and n.isdigit() and ("text" in line or "prompt" in line):
+            if file in files and n.isdigit() and said is not None:
                 return "gone"  # a line past the file's new end: it can be run again from the file
-            if key in files and "error" in line and "text" not in line and "prompt" not in line:
+            if key in files and "error" in line and said is None:
                 return "changed"  # an unreadable file mended: its lines run now
             return None
-        # a generation's lines give the input as "prompt" (its "text" is the output)
-        said = line["prompt"] if "prompt" in line else (None if "finish_reason" in line else line.get("text"))
         if said is not None and key in texts:
             return "changed" if said != texts[key] else None
         return "changed" if "modified" in line and line["modified"] != modified(key) else None

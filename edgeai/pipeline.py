@@ -297,6 +297,8 @@ class Pipeline:
         if "generation" in self.package.manifest and top_k is not None:
             options["top_k"] = top_k  # generate's sampling top_k, not predict's
         generate = generate or bool(options)  # max_new_tokens=... alone once ran predict and dropped it
+        if self._closed:  # before the request's own checks: a closed pipeline's first error is that
+            raise PipelineClosedError(CLOSED)
         if generate:
             from .generation import check_request
 

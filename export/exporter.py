@@ -394,4 +394,4 @@ def _finish(pkg: Package, precision: str, progress: Progress | None, held_out: l
                  held_out=held_out, tuning=tuning)
         if "generation" in pkg.manifest:  # a decoder's speed is bound by its weights: 4-bit too
             quantize(pkg, precision="int4", measure_latency=False, progress=progress, held_out=held_out, tuning=tuning)
-    record_latencies(pkg, progress=progress)
+    record_latencies(pkg, progress=progress, source="export")

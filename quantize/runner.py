@@ -132,7 +132,7 @@ def run_step(step: Step, pkg: Package, ctx: Context, measure_latency: bool = Fal
     finally:
         tmp.unlink(missing_ok=True)
     if measure_latency:
-        record_latencies(pkg, progress=ctx.progress)
+        record_latencies(pkg, progress=ctx.progress, source="optimize" if step.variant == "optimized" else "quantize")
     if after is not None:
         ctx.say("measuring every variant's accuracy on the package's own test split")
         after(pkg)
@@ -213,18 +213,20 @@ def _agreement(pkg: Package, reference: Path, candidate: Path, feeds, simulate_q
 ONE_THREAD_BELOW_MS = 2.0
 
 
-def record_latencies(pkg: Package, batch: int = 1, threads: int | None = None, progress: Progress | None = None) -> None:
-    """Time every variant on this CPU (a fresh process each, alternating rounds) and record it."""
+def record_latencies(pkg: Package, batch: int = 1, threads: int | None = None, progress: Progress | None = None,
+                     source: str = "quantize") -> None:
+    """Time every variant on this CPU (a fresh process each, alternating rounds) and record it
+    under ``source``, the command that asked (quantize, optimize or export)."""
     from edgeai.benchmark import bench
 
     def step(done: int, total: int, label: str) -> None:
         if progress:
             progress(f"timing every variant on this CPU, a fresh process each ({done}/{total})")
 
-    doc = bench(pkg, providers="cpu", batches=(batch,), threads=threads, min_time=0.5, record=True, on_step=step, source="quantize")
+    doc = bench(pkg, providers="cpu", batches=(batch,), threads=threads, min_time=0.5, record=True, on_step=step, source=source)
     # A model this quick can run faster on one thread: ONNX Runtime's default of one per core
     # spends more handing each small op to a second core than it saves (sentiment LSTM, 2-core
     # EPYC: int8 0.54 ms on one thread vs 0.70 ms on two; fp32 1.06 vs 0.86). Timed too, and
     # pipelines given no thread count run with the faster (edgeai.choice.resolve_threads).
     if threads is None and (os.cpu_count() or 1) > 1 and min(r["p50_ms"] for r in doc["results"]) < ONE_THREAD_BELOW_MS:
-        bench(pkg, providers="cpu", batches=(batch,), threads=1, min_time=0.5, record=True, on_step=step, source="quantize")
+        bench(pkg, providers="cpu", batches=(batch,), threads=1, min_time=0.5, record=True, on_step=step, source=source)

@@ -360,6 +360,9 @@ def test_cancel_stops_within_one_step(packages):
             pipe.submit("Tell me", max_tokens=3)
         with pytest.raises(InputError, match="temperature must be 0"):
             pipe.submit("Tell me", temperature=-1)
+    # a closed pipeline says so first, whatever else is wrong with the request
+    with pytest.raises(edgeai.PipelineClosedError):
+        pipe.submit("Tell me", temperature=-1)
 
 
 def test_a_stream_left_early_is_cancelled_and_waited_for(packages, tmp_path):

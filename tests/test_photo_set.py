@@ -63,7 +63,10 @@ def test_a_variant_records_which_set_its_figures_come_from_with_intervals(instal
     from edgeai.quantize import optimize
 
     pkg = optimize(make_tiny_package(tmp_path / "tiny"))
-    acc = Package.open(pkg.path).variants["optimized"]["accuracy"]
+    variants = Package.open(pkg.path).variants
+    acc = variants["optimized"]["accuracy"]
+    # optimize times every variant afterwards and files the figures under its own name
+    assert {e["source"] for v in variants.values() for e in v["latency"].values()} == {"optimize"}
     assert acc["held_out"] == photo_set.SET_NAME and acc["samples"] == len(installed)
     lo, hi = acc["top1_agreement_ci95"]
     assert lo <= acc["top1_agreement"] <= hi and hi - lo < 0.05

@@ -285,9 +285,10 @@ def settled(decode: Callable[[list[int]], str], ids: list[int], text: str | None
 def result(req: Request, text: str) -> dict[str, Any]:
     """The contract's result dict of one finished request."""
     new = len(req.ids)
-    rate = (new - 1) / req.decode_s if new > 1 and req.decode_s > 0 else 0.0
+    # The decode rate, tokens after the first over their time: none with one token (0.0 would read as stalled).
+    rate = round((new - 1) / req.decode_s, 3) if new > 1 and req.decode_s > 0 else None
     return {"text": text, "prompt_tokens": len(req.prompt_ids), "new_tokens": new, "finish_reason": req.finish_reason,
-            "ttft_ms": round(req.ttft_ms, 3), "tokens_per_s": round(rate, 3)}
+            "ttft_ms": round(req.ttft_ms, 3), "tokens_per_s": rate}
 
 
 # -- Pipeline.generate ------------------------------------------------------------------------------

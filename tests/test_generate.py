@@ -13,6 +13,7 @@ import json
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -443,6 +444,27 @@ def test_cli_streams_and_json(packages):
     assert out.returncode == 1 and out.stdout.count("\n") == 2 and "Once" in out.stdout and "empty" in out.stderr, out.stderr
     out = cli("generate", "--model", "efficientnet-lite0", "Hello")  # said before any first-use build
     assert out.returncode == 1 and "built-in image-classification model" in out.stderr, out.stderr
+
+
+def test_cli_reads_prompts_from_a_file_as_run_does(packages, tmp_path):
+    """A file's name was once continued as a prompt ('two.txt' -> 'two.txt...'): a text file, or
+    '-', gives one prompt per non-blank line, as `edgeai run` reads them; --text keeps the words."""
+    prompts = tmp_path / "two.txt"
+    prompts.write_text("Hello there\n\nOnce upon a time\n", encoding="utf-8")
+    out = cli("generate", "--model", str(packages["gpt2"]), str(prompts), "--max-new-tokens", "1", "--json")
+    assert out.returncode == 0, out.stderr
+    got = [(r["input"], r["prompt"], r["new_tokens"]) for r in json.loads(out.stdout)["results"]]
+    assert got == [(f"{prompts}:1", "Hello there", 1), (f"{prompts}:3", "Once upon a time", 1)]
+    # one token has no decode rate: null, not a 0.0 that reads as stalled
+    assert [r["tokens_per_s"] for r in json.loads(out.stdout)["results"]] == [None, None]
+    exe = Path(sys.executable).with_name("edgeai")
+    piped = subprocess.run([str(exe), "generate", "--model", str(packages["gpt2"]), "-", "--max-new-tokens", "2"],
+                           input="Hello there\n", capture_output=True, text=True, timeout=300)
+    assert piped.returncode == 0 and piped.stdout.startswith("Hello there") and piped.stdout.count("\n") == 1, piped.stderr
+    literal = cli("generate", "--model", str(packages["gpt2"]), str(prompts), "--text", "--max-new-tokens", "1", "--json")
+    assert json.loads(literal.stdout)["results"][0]["input"] == str(prompts)
+    typo = cli("generate", "--model", str(packages["gpt2"]), "stroy.txt", "--max-new-tokens", "1")
+    assert typo.returncode == 0 and "no file named 'stroy.txt'" in typo.stderr
 
 
 def test_bulk_prompts_to_jsonl_resumable(packages, tmp_path):

@@ -45,6 +45,18 @@ def plain_error(message: str) -> None:
     sys.stderr.flush()
 
 
+def variant_notes(pipe: Any, asked: str) -> None:
+    """The notes ``run`` and ``generate`` print after loading: a provider fallback, and a variant
+    run on another CPU's figures or, when asked for by name, one that misses the budget."""
+    from ._plain import note
+
+    if pipe.session.choice.fell_back:
+        note(f"note: {pipe.provider_note}")
+    reason = pipe.variant_reason
+    if "another CPU" in reason or "cannot rank" in reason or ("misses" in reason and asked != "auto"):
+        note(f"note: running {pipe.variant}: {reason}.")
+
+
 def choice_enum(name: str, values: Sequence[str]) -> type[Enum]:
     """A ``str`` Enum whose members are the library's own names (Typer shows them as choices)."""
     return Enum(name, {v.replace("-", "_"): v for v in values}, type=str)

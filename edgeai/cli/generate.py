@@ -7,12 +7,14 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import plain_error, print_json
-from ._plain import note, style
+from ._common import plain_error, print_json, variant_notes
+from ._plain import note, style, warn
 
 
 def generate(
-    prompts: Annotated[list[str], typer.Argument(help="Prompts; each is continued on its own.", show_default=False)],
+    prompts: Annotated[list[str], typer.Argument(help="Prompts; each is continued on its own. A text file, or - for standard "
+                                                 "input, gives one prompt per non-blank line, as edgeai run reads them.",
+                                            show_default=False)],
     model: Annotated[str, typer.Option("--model", "-m", help="A text-generation package directory.", show_default=False)],
     max_new_tokens: Annotated[int, typer.Option(min=1, help="The most tokens to add.")] = 64,
     temperature: Annotated[float, typer.Option(min=0.0, help="0 is greedy; above 0 samples.")] = 0.0,
@@ -23,6 +25,7 @@ def generate(
     stop: Annotated[Optional[list[str]], typer.Option(help="Stop when this text appears (it is left out); may be repeated.")] = None,
     chat: Annotated[bool, typer.Option("--chat", help="Send each PROMPT as a user message through the model's chat template.")] = False,
     system: Annotated[Optional[str], typer.Option(help="With --chat: a system message first.", show_default=False)] = None,
+    literal: Annotated[bool, typer.Option("--text", help="Every PROMPT is a prompt as it is, even one that names a file.")] = False,
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON document: text, token counts, timings.")] = False,
     provider: Annotated[str, typer.Option(help="auto, cpu, cuda or tensorrt.")] = "auto",
     variant: Annotated[str, typer.Option(help="auto, fp32, optimized, int8, int4 or fp16.")] = "auto",
@@ -38,6 +41,7 @@ def generate(
     from edgeai.generation import generator_for
     from edgeai.home import resolve_builtin
     from edgeai.sampling import Sampling
+    from edgeai.text import expand_text_inputs, input_fields, looks_like_a_missing_file
 
     if system is not None and not chat:
         raise InputError("--system goes with --chat.")
@@ -55,8 +59,11 @@ def generate(
     gen = generator_for(pipe)
     if chat and not gen.spec.get("chat_template"):
         raise InputError(f"{pipe.name}'s tokenizer has no chat template; leave out --chat.")
-    if pipe.session.choice.fell_back:
-        note(f"note: {pipe.provider_note}")
+    variant_notes(pipe, variant)
+    if not literal:
+        for x in (x for x in prompts if looks_like_a_missing_file(x)):
+            warn(f"no file named {x!r}; continuing it as a prompt (--text silences this).")
+    prompts = expand_text_inputs(prompts, literal)  # a file's lines, or standard input's, as run reads them
     answer = chat or pipe.task == "text2text-generation"  # the output is an answer, not a continuation
 
     def message(p: str):  # what generate() takes for PROMPT
@@ -69,9 +76,9 @@ def generate(
         results = []
         for p in prompts:
             try:
-                results.append({"input": p, **pipe.generate(message(p), **options)})
+                results.append({**input_fields(p, prompt=True), **pipe.generate(message(p), **options)})
             except EdgeAIError as e:
-                results.append({"input": p, "error": str(e)})
+                results.append({**input_fields(p, prompt=True), "error": str(e)})
                 failed.append(f"prompt {_shown(p)}: {e}")
         print_json({"model": model, "variant": pipe.variant, "provider": pipe.provider, "results": results})
     for p in prompts if not json_ else []:
@@ -98,7 +105,8 @@ def generate(
         n, reason = stats.get("new_tokens", 0), stats.get("finish_reason")
         if reason == "length" and n < max_new_tokens:
             reason = f"length: the model's context is {gen.max_length} tokens, prompt included"
-        note(style(f"[{n} token{'s' if n != 1 else ''}, {stats.get('tokens_per_s', 0):.1f} tokens/s, "
+        rate = stats.get("tokens_per_s")
+        note(style(f"[{n} token{'s' if n != 1 else ''}, {'-' if rate is None else f'{rate:.1f}'} tokens/s, "
                    f"first token {stats.get('ttft_ms', 0):.0f} ms, {reason}; "
                    f"{pipe.variant} on {pipe.provider}]", "dim", stream=sys.stderr))
     for e in failed:
@@ -108,5 +116,10 @@ def generate(
 
 
 def _shown(prompt: str) -> str:
-    """A prompt as an error line names it: quoted, its first 40 characters."""
+    """A prompt as an error line names it: ``FILE:LINE`` for a file's line, else quoted, its
+    first 40 characters."""
+    from edgeai.text import TextLine
+
+    if isinstance(prompt, TextLine):
+        return prompt.input
     return repr(prompt if len(prompt) <= 40 else prompt[:39] + "…")

@@ -12,7 +12,7 @@ import typer
 
 from edgeai.errors import InputError
 
-from ._common import Stages, err, plain_error, print_json
+from ._common import Stages, err, plain_error, print_json, variant_notes
 from ._plain import note, say, style, table, text_width, warn
 
 
@@ -65,10 +65,7 @@ def run(
             pipe = edgeai.load(name, provider=provider, variant=variant, threads=threads, device_id=device_id, progress=stages)
     else:
         pipe = edgeai.load(name, provider=provider, variant=variant, threads=threads, device_id=device_id)
-    if pipe.session.choice.fell_back:
-        note(f"note: {pipe.provider_note}")
-    if "another CPU" in pipe.variant_reason or "cannot rank" in pipe.variant_reason or ("misses" in pipe.variant_reason and variant != "auto"):
-        note(f"note: running {pipe.variant}: {pipe.variant_reason}.")
+    variant_notes(pipe, variant)
     if pipe.placement_note:
         from edgeai.providers import short_name
 

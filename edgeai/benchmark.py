@@ -252,7 +252,7 @@ def bench(
                     and (t["provider"] == "torch-cpu") == (row["provider"] == _providers.CPU)), None)
         row["vs_torch"] = 1.0 if row["engine"] == "pytorch" else float(f"{row['p50_ms'] / ref['p50_ms']:.4g}") if ref else None
     if record:
-        _record(pkg, rows, source, device_id)
+        _record(pkg, rows, source, device_id, _describe_inputs(pkg, inputs, tokens))
     return {
         "model": pkg.name,
         "package": str(pkg.path),
@@ -352,7 +352,7 @@ def _aggregate(case: Case, results: list[dict], rounds: int, items: int) -> dict
     }
 
 
-def _record(pkg: Package, rows: list[dict], source: str, device_id: int = 0) -> None:
+def _record(pkg: Package, rows: list[dict], source: str, device_id: int = 0, inputs: str | None = None) -> None:
     """Store the figures under each variant's ``latency`` (PyTorch's under ``reference``), merged
     into the manifest as it is on disk under the package's lock (another writer may have added a
     variant meanwhile)."""
@@ -364,6 +364,8 @@ def _record(pkg: Package, rows: list[dict], source: str, device_id: int = 0) -> 
         entry = {k: row[k] for k in fields}
         gpu = row["provider"] == "torch-cuda" or row["provider"] in (_providers.CUDA, _providers.TENSORRT)
         entry.update(machine=machine_key(_providers.CUDA if gpu else _providers.CPU, device_id), measured=measured, source=source)
+        if inputs:  # inspect and report say what was timed: a decode step's items/s are tokens/s
+            entry["inputs"] = inputs
         if row["peak_rss_mb"] is not None:
             entry["peak_rss_mb"] = row["peak_rss_mb"]
         entries.append(("pytorch" if row["engine"] == "pytorch" else row["variant"], entry))

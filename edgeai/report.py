@@ -38,6 +38,7 @@ METRICS = {
     "cosine_mean": "cosine mean",
     "test_accuracy": "test accuracy",
     "max_rel_diff": "max rel diff",
+    "perplexity_kept": "perplexity kept",  # a generation budget's second figure (budget "also")
 }
 
 
@@ -105,6 +106,7 @@ def ladder(pkg: Package, damaged: dict[str, str] | None = None) -> dict[str, Any
         "rungs": rungs, "latencies": entries, "this_machine": machine_id(), "auto": _auto(pkg),
         # a generation package's PyTorch reference is timed by benchmarks/generate.py, not bench
         "torch_hint": None if rungs[0]["latency"] or "generation" in pkg.manifest else _torch_hint(pkg), "damaged": damaged,
+        "damaged_files": pkg.damaged_assets(),  # the tokenizer, an encoder: without them no variant runs
     }
 
 
@@ -232,6 +234,10 @@ def _choice_notes(data: dict) -> list[str]:
         parts.insert(0, f'<p class="note" id="damaged"><b>Damaged, cannot run:</b> {e(", ".join(data["damaged"]))} '
                         '(the file is missing or changed since packaging; its figures are those recorded before). '
                         'Rebuild it with <code>edgeai optimize</code>/<code>quantize</code> or copy the package again.</p>')
+    if data.get("damaged_files"):  # first: the verdicts below hold only once the package is whole again
+        parts.insert(0, f'<p class="note" id="damaged-files"><b>Missing or damaged, so no variant can run:</b> '
+                        f'{e("; ".join(f"{rel} {why}" for rel, why in data["damaged_files"].items()))}. '
+                        'Copy the package again (or export it again); the figures below are those recorded before.</p>')
     if data.get("torch_hint"):
         parts.append(f'<p class="note" id="torch-hint">The PyTorch row has no figures for this machine: run '
                      f'<code>{e(data["torch_hint"])}</code> to fill it.</p>')
@@ -305,9 +311,22 @@ def _latency_table(data: dict) -> list[str]:
     if not data["latencies"]:
         parts.append('<tr><td class="l" colspan="14">none: run <code>edgeai bench PKG --record</code></td></tr>')
     parts.append("</tbody></table>")
-    parts.append('<p class="note">Latencies are measured by <code>edgeai quantize</code> or <code>edgeai bench --record</code>, '
-                 "each variant in its own process; compare figures taken on the same machine only.</p>")
+    parts.append('<p class="note">Latencies are measured by <code>edgeai export</code>, <code>optimize</code>, '
+                 '<code>quantize</code> or <code>bench --record</code> (the "by" column), each variant in its own process; '
+                 f'compare figures taken on the same machine only. {e(" ".join(latency_captions(data["latencies"])))}</p>')
     return parts
+
+
+def latency_captions(entries: list[dict]) -> list[str]:
+    """What a latency table's "this one" is, and what its calls ran (each entry's ``inputs``; older
+    entries have none): a generation package's figures are one decode step, its items/s tokens/s."""
+    lines = []
+    if any(is_this_machine(x.get("machine")) for x in entries):
+        lines.append(f"this one: {machine_id()}.")
+    timed = sorted({x["inputs"] for x in entries if x.get("inputs")})
+    if timed:
+        lines.append(f"timed on: {'; '.join(timed)}.")
+    return lines
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

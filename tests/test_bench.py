@@ -118,9 +118,14 @@ def test_recorded_figures_reach_inspect_auto_and_report(small_pkg, tmp_path, fac
     (ref,) = pkg.manifest["reference"]["latency"].values()
     assert ref["provider"] == "torch-cpu" and ref["source"] == "bench"
 
-    # inspect shows them
-    r = cli("inspect", str(pkg_dir))
+    assert ref["inputs"] and ref["inputs"] in r.stdout  # what the calls ran, as bench's own line says it
+
+    # inspect shows them, and names the CPU behind "this one" and what each call ran
+    r = cli("inspect", str(pkg_dir), env={"COLUMNS": "200"})
     assert r.returncode == 0 and "recorded latency" in r.stdout and "bench" in r.stdout and "PyTorch" in r.stdout
+    from edgeai.machine import machine_id
+
+    assert f"this one: {machine_id()}" in r.stdout and f"timed on: {ref['inputs']}" in r.stdout, r.stdout
 
     # auto picks from them: the fastest, unless an exact variant is within 5% of it. Each variant's
     # fastest figure counts, bench's or quantize's, on the default thread count or on one thread

@@ -392,6 +392,8 @@ def test_a_damaged_or_missing_tokenizer_fails_inspect_report_and_bench(text_pkg,
         assert "besides its variants" in r.stderr and says in r.stderr and TRACEBACK not in r.stderr
         r = cli("report", str(pkg), "-o", str(tmp_path / f"{name}.html"))
         assert r.returncode == 1 and says in r.stderr and TRACEBACK not in r.stderr, r.stderr
+        page = (tmp_path / f"{name}.html").read_text(encoding="utf-8")  # the page says so too, not only stderr
+        assert 'id="damaged-files"' in page and "no variant can run" in page and "tokenizer.json" in page
         r = cli("bench", str(pkg), "--rounds", "1", "--runs", "2")
         assert r.returncode == 1 and r.stderr.count("error:") == 1 and says in r.stderr, r.stderr
 

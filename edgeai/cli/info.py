@@ -241,8 +241,9 @@ def _wide(table: Table) -> None:
 
 
 def _print_latencies(m: dict) -> None:
-    """Every recorded latency (quantize and bench --record), this machine's first."""
+    """Every recorded latency (export, optimize, quantize and bench --record), this machine's first."""
     from edgeai.machine import describe_machine, is_this_machine
+    from edgeai.report import latency_captions
     from edgeai.providers import short_name
 
     rows = [(name, e) for name, v in m["variants"].items() for e in v.get("latency", {}).values()]
@@ -259,6 +260,8 @@ def _print_latencies(m: dict) -> None:
                   f(e, "first_ms", ".1f"), f(e, "throughput", ".1f"), f(e, "peak_rss_mb", ".0f"), e.get("source", "quantize"),
                   e.get("measured", "-")[:16].replace("T", " "), describe_machine(e.get("machine")))
     _wide(t)
+    for line in latency_captions([e for _, e in rows]):
+        out.print(Text(line, style="dim"))
 
 
 def models(

@@ -132,7 +132,7 @@ def report(
     if damaged:  # the page is written, with those variants marked; the exit code says so too, as inspect's does
         plain_error(f"The package {pkg.path} has {len(damaged)} damaged variant(s), marked on the page: "
                     f"{'; '.join(f'{n}: {why}' for n, why in damaged.items())}")
-    if files := pkg.damaged_assets():
+    if files := pkg.damaged_assets():  # marked on the page too
         plain_error(pkg.damage_sentence(files))
     if damaged or files:
         raise typer.Exit(1)

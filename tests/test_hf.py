@@ -237,6 +237,21 @@ def test_other_tasks_are_tensor_packages(checkpoints, packages):
     assert "edgeai export bert --model DIR" in out.stderr and out.stderr.count("error:") == 1
 
 
+def test_a_text_encoders_features_are_sentence_embeddings_checked_on_real_text(checkpoints, tmp_path):
+    """feature-extraction of a text encoder was a tensor package, validated on Optimum's dummy
+    inputs and its int8 measured on seeded noise: it is now bert's export, on real sentences."""
+    from edgeai.export import export_model
+
+    pkg = export_model("hf", tmp_path / "fe", precision="fp32", model=str(checkpoints["fillmask"]), task="feature-extraction")
+    m = pkg.manifest
+    assert m["family"] == "transformer" and m["task"] == "text-embedding" and m["preprocess"]["type"] == "text", m
+    assert m["variants"]["optimized"]["accuracy"]["held_out"] != "seeded-noise"
+    with edgeai.load(pkg.path) as pipe:
+        a, b = pipe.embed(["A man plays a guitar.", "A man plays a guitar."])
+    np.testing.assert_allclose(a, b, atol=1e-6)
+    assert abs(float(np.linalg.norm(a)) - 1.0) < 1e-4
+
+
 def test_bert_refuses_a_decoder_in_one_sentence(tmp_path):
     """torch.onnx.export's own error for a GPT-2 given to bert's exporter was "unordered_map::at"."""
     from transformers import GPT2Config, GPT2LMHeadModel

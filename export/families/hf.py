@@ -55,6 +55,14 @@ def build(out, precision: str = "int8", progress=None, model=None, task=None):
         ck.labels = [str(id2label[i]) for i in range(torch_model.config.num_labels)]
     config = hf.onnx_config(torch_model, ck)
     names, outputs = list(config.inputs), list(config.outputs)
+    if ck.task == "feature-extraction" and set(names) <= {"input_ids", "attention_mask", "token_type_ids"}:
+        # A text encoder's features: what `export bert --model` makes (mean-pooled, L2-normalized
+        # sentence embeddings, checked and quantized on real sentences), not raw hidden states
+        # checked on Optimum's dummy inputs and measured on seeded noise.
+        from . import transformer
+
+        say(progress, f"{ck.name} is a text encoder: exporting sentence embeddings, as edgeai export bert --model does")
+        return transformer.build(out, precision, progress, model=model, task="feature-extraction")
     src = Source(
         module=hf.outputs_module(torch_model, names, outputs), name=ck.name, description="", task=ck.task,
         example={}, batches=[], tolerance=Tolerance(max(float(config.ATOL_FOR_VALIDATION), FAMILY.tolerance), "max_abs_diff"),

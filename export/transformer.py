@@ -54,6 +54,12 @@ class Checkpoint:
         return self.path.name
 
 
+def cache_revision(path: Path, source: str) -> str | None:
+    """The commit a checkpoint read from the Hugging Face cache was snapshotted at (its snapshot
+    folder's name), recorded in provenance so a package can be traced to its weights."""
+    return path.name if source.endswith(CACHE_NOTE) else None
+
+
 def source_model(pkg) -> str | None:
     """The ``--model`` a package was exported from, from its provenance (None: the default
     MiniLM); one sentence when that directory is no longer on this machine."""

@@ -337,6 +337,8 @@ def test_hub_id_resolves_from_the_local_cache_only(tmp_path, monkeypatch):
     path, source = tr.resolve("acme/mini-bert")
     assert path == snap and "local Hugging Face cache" in source
     assert tr.Checkpoint(path, source, None, {}, "text-embedding", 128).name == "mini-bert"
+    assert tr.cache_revision(path, source) == "0" * 40  # recorded in provenance: which weights
+    assert tr.cache_revision(minilm.get_model_path(), str(minilm.get_model_path())) is None
     with pytest.raises(InputError, match="does not download"):
         tr.resolve("acme/not-cached")
 

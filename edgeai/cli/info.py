@@ -137,7 +137,7 @@ def _print_package(pkg, ops: dict[str, dict], damaged: dict[str, dict], placemen
     if placement is not None:
         _print_placement(placement)
     p = m["provenance"]
-    out.print(Text.assemble(("provenance: ", "dim"), f"{p.get('source', '?')}; created {p['created']} by edgeai {p['edgeai']}; "
+    out.print(Text.assemble(("provenance: ", "dim"), f"{p.get('source', '?')}" + (f" at revision {p['revision'][:12]}" if p.get("revision") else "") + f"; created {p['created']} by edgeai {p['edgeai']}; "
                             f"opset {p.get('opset', '?')}; " + ", ".join(f"{k} {v}" for k, v in p.get("versions", {}).items())))
 
 

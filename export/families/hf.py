@@ -38,6 +38,7 @@ def build(out, precision: str = "int8", progress=None, model=None, task=None):
     from edgeai.errors import InputError
     from edgeai.export import hf
     from edgeai.export.exporter import Source, Tolerance, export, say
+    from edgeai.export.transformer import cache_revision
 
     if model is None:
         raise InputError("The hf family exports a Hugging Face checkpoint: pass --model DIR_OR_CACHED_ID.")
@@ -66,7 +67,8 @@ def build(out, precision: str = "int8", progress=None, model=None, task=None):
     src = Source(
         module=hf.outputs_module(torch_model, names, outputs), name=ck.name, description="", task=ck.task,
         example={}, batches=[], tolerance=Tolerance(max(float(config.ATOL_FOR_VALIDATION), FAMILY.tolerance), "max_abs_diff"),
-        provenance={"source": ck.source, "architecture": ck.architecture}, versions=("transformers", "optimum"),
+        provenance={"source": ck.source, "revision": cache_revision(ck.path, ck.source), "architecture": ck.architecture},
+        versions=("transformers", "optimum"),
         recipe={"optimum_task": ck.task},
     )
 
@@ -90,6 +92,7 @@ def _generation(out, precision, progress, ck, torch_model):
     from edgeai.data.texts import HELD_OUT
     from edgeai.export import generation, hf
     from edgeai.export import transformer as tr
+    from edgeai.export.transformer import cache_revision
     from edgeai.export.exporter import Source, Tolerance, export, say
 
     config = generation.onnx_config(torch_model, ck)
@@ -129,7 +132,8 @@ def _generation(out, precision, progress, ck, torch_model):
         module=None, name=ck.name, task=ck.task, example={}, batches=[], tolerance=Tolerance(tolerance),
         description=f"{ck.name} ({ck.model_type}): {what} with a KV cache (edgeai generate); exported with Optimum.",
         checked_on=f"(the logits of the first step and of {generation.VALIDATION_STEPS} cached steps, 8 sentences)",
-        provenance={"source": ck.source, "architecture": ck.architecture}, versions=("transformers", "optimum"),
+        provenance={"source": ck.source, "revision": cache_revision(ck.path, ck.source), "architecture": ck.architecture},
+        versions=("transformers", "optimum"),
         recipe={"optimum_task": f"{ck.task}-with-past"}, write_onnx=write, validate=validate,
         budget=GENERATION_BUDGET.as_manifest(),
         manifest_extra=lambda path: {"generation": {**state["spec"], **generation.chat_settings(ck.path)}},

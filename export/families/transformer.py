@@ -52,7 +52,8 @@ def build(out, precision: str = "int8", progress=None, model=None, task=None):
         tolerance=None, checked_on="on padded batches of real sentences",
         inputs=[{"name": n, "dtype": "int64", "shape": ["batch_size", "sequence_length"]} for n in names],
         preprocess=pre, assets={"tokenizer.json": lambda path: tok.save(str(path))},
-        provenance={"source": ck.source, "license": ck.license, "architecture": ck.architecture},
+        provenance={"source": ck.source, "revision": tr.cache_revision(ck.path, ck.source), "license": ck.license,
+                    "architecture": ck.architecture},
         versions=("transformers", "tokenizers"), exporter_note=", attn_implementation=eager", recipe={"attention": "eager"},
     )
     _head(src, ck, names)

@@ -135,7 +135,8 @@ class Pipeline:
     def embed(self, texts: str | list[str]) -> np.ndarray:
         """Texts -> ``(n, dim)`` float32 embeddings (L2-normalized when the package says so)."""
         if self._post_spec["type"] != "embedding":
-            raise InputError(f"embed() needs an embedding model; {self.name!r} is {'an' if self.task[:1] in 'aeiou' else 'a'} {self.task} model (use predict, or `edgeai run`).")
+            use = "generate, or `edgeai generate`" if "generation" in self.package.manifest else "predict, or `edgeai run`"
+            raise InputError(f"embed() needs an embedding model; {self.name!r} is {'an' if self.task[:1] in 'aeiou' else 'a'} {self.task} model (use {use}).")
         if isinstance(texts, Mapping):  # a dict would embed its keys
             raise InputError(f"embed() takes a text or a list of texts; got {a_type(texts)}.")
         items = [texts] if isinstance(texts, (str, bytes, bytearray)) or not hasattr(texts, "__iter__") else list(texts)

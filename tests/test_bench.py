@@ -395,3 +395,14 @@ def test_the_worker_times_dynamic_int8_text_one_row_per_call(tmp_path):
         r = subprocess.run([sys.executable, "-m", "edgeai._bench_worker", str(tmp_path / "case.json")], capture_output=True, text=True)
         result = json.loads(r.stdout.splitlines()[-1])
         assert ("times_ms" in result) == per_row and ("error" in result) != per_row, (per_row, r.stdout, r.stderr)
+
+
+def test_unsteady_figures_are_named():
+    """A busy neighbour shows as a long tail or rounds far apart; bench warns rather than let such
+    figures pass for the model's (a review saw PyTorch at 128 ms in one round, 0.5 ms in another)."""
+    from edgeai.cli.perf import _unsteady
+
+    row = {"engine": "onnxruntime", "variant": "fp32", "batch": 1, "p50_ms": 1.0, "p99_ms": 1.3, "p50_by_round_ms": [1.0, 1.1]}
+    assert _unsteady([row]) is None
+    assert _unsteady([{**row, "p99_ms": 25.0}]) == "fp32 batch 1: p99 25x p50"
+    assert _unsteady([{**row, "engine": "pytorch", "p50_by_round_ms": [1.0, 2.0]}]) == "PyTorch batch 1: round medians 2.0x apart"

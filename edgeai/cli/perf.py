@@ -13,6 +13,7 @@ from rich.text import Text
 from edgeai.errors import InputError
 
 from ._common import err, out, plain_error, print_json, print_wide
+from ._plain import warn
 
 
 def _int_list(text: str, what: str) -> list[int]:
@@ -75,8 +76,28 @@ def bench(
             bar.stop()
     if json_:
         print_json(doc)
-        return
-    _print_table(doc)
+    else:
+        _print_table(doc)
+    if shaky := _unsteady(doc["results"]):
+        warn(f"these figures are unsteady ({shaky}): the machine was likely busy; compare them with care, "
+             "or run again on a quiet machine, with more --rounds.")
+
+
+# Past these, a row's calls did not run alike: neighbours on a shared machine, not the model.
+TAIL_OVER_MEDIAN, ROUNDS_APART = 10.0, 1.5
+
+
+def _unsteady(rows: list[dict]) -> str | None:
+    """Which rows' figures look disturbed: p99 over 10x p50, or round medians 1.5x apart."""
+    said = []
+    for r in rows:
+        name = "PyTorch" if r["engine"] == "pytorch" else r["variant"]
+        rounds = [x for x in r.get("p50_by_round_ms") or [] if x]
+        if r["p50_ms"] and r["p99_ms"] and r["p99_ms"] > TAIL_OVER_MEDIAN * r["p50_ms"]:
+            said.append(f"{name} batch {r['batch']}: p99 {r['p99_ms'] / r['p50_ms']:.0f}x p50")
+        elif len(rounds) > 1 and max(rounds) > ROUNDS_APART * min(rounds):
+            said.append(f"{name} batch {r['batch']}: round medians {max(rounds) / min(rounds):.1f}x apart")
+    return "; ".join(said[:3]) + (f"; {len(said) - 3} more" if len(said) > 3 else "") if said else None
 
 
 def _print_table(doc: dict) -> None:

@@ -73,7 +73,7 @@ def damaged_variants(pkg: Package) -> dict[str, str]:
     return bad
 
 
-def ladder(pkg: Package, damaged: dict[str, str] | None = None) -> dict[str, Any]:
+def ladder(pkg: Package, damaged: dict[str, str] | None = None, damaged_files: dict[str, str] | None = None) -> dict[str, Any]:
     """The page's figures: one rung per engine/variant, and every recorded latency entry."""
     damaged = damaged_variants(pkg) if damaged is None else damaged
     key = _headline_key(pkg)
@@ -106,7 +106,8 @@ def ladder(pkg: Package, damaged: dict[str, str] | None = None) -> dict[str, Any
         "rungs": rungs, "latencies": entries, "this_machine": machine_id(), "auto": _auto(pkg),
         # a generation package's PyTorch reference is timed by benchmarks/generate.py, not bench
         "torch_hint": None if rungs[0]["latency"] or "generation" in pkg.manifest else _torch_hint(pkg), "damaged": damaged,
-        "damaged_files": pkg.damaged_assets(),  # the tokenizer, an encoder: without them no variant runs
+        # the tokenizer, an encoder: without them no variant runs
+        "damaged_files": pkg.damaged_assets() if damaged_files is None else damaged_files,
     }
 
 
@@ -339,15 +340,17 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 def write_report(pkg: Package, output: str | os.PathLike, png: bool = False,
-                 warn: Callable[[str], None] | None = None, damaged: dict[str, str] | None = None) -> list[Path]:
+                 warn: Callable[[str], None] | None = None, damaged: dict[str, str] | None = None,
+                 damaged_files: dict[str, str] | None = None) -> list[Path]:
     """Write the page (and with ``png`` the charts as ``<stem>-latency.png``/``-error.png``/``-tradeoff.png``);
-    ``damaged``: :func:`damaged_variants`, when the caller has it already."""
+    ``damaged`` (:func:`damaged_variants`) and ``damaged_files`` (``Package.damaged_assets``): when
+    the caller has them already (each hashes files)."""
     output = Path(output)
     if output.is_dir():
         raise InputError(f"{output} is a directory; give the report's file name, e.g. {output / 'report.html'}.")
     if not output.parent.is_dir():
         raise InputError(f"The directory {output.parent} does not exist.")
-    data = ladder(pkg, damaged)
+    data = ladder(pkg, damaged, damaged_files)
     plt = _pyplot()
     if plt is None and png:
         raise DependencyError("--png draws the charts with matplotlib: pip install 'edgeai[report]'.")

@@ -146,14 +146,15 @@ def report(
     from edgeai.report import damaged_variants, write_report
 
     pkg = open_package(package)
-    damaged = damaged_variants(pkg)
-    written = write_report(pkg, output, png=png, warn=lambda msg: err.print(f"note: {msg}", markup=False), damaged=damaged)
+    damaged, files = damaged_variants(pkg), pkg.damaged_assets()
+    written = write_report(pkg, output, png=png, warn=lambda msg: err.print(f"note: {msg}", markup=False), damaged=damaged,
+                           damaged_files=files)
     for path in written:
         out.print(Text(f"wrote {path}"))
     if damaged:  # the page is written, with those variants marked; the exit code says so too, as inspect's does
         plain_error(f"The package {pkg.path} has {len(damaged)} damaged variant(s), marked on the page: "
                     f"{'; '.join(f'{n}: {why}' for n, why in damaged.items())}")
-    if files := pkg.damaged_assets():  # marked on the page too
+    if files:  # marked on the page too
         plain_error(pkg.damage_sentence(files))
     if damaged or files:
         raise typer.Exit(1)

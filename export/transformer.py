@@ -23,6 +23,9 @@ TASKS = {"feature-extraction": "text-embedding", "text-embedding": "text-embeddi
 # Models whose position ids start after the padding index (so fewer usable positions).
 CACHE_NOTE = " (local Hugging Face cache)"
 _POSITION_OFFSET = {"roberta", "xlm-roberta", "camembert", "longformer"}
+# The encoder types this export is tested on (tests/test_bert.py; XLM-R and CamemBERT are RoBERTa's
+# code): `export --model DIR --task feature-extraction` sends these here for sentence embeddings.
+SENTENCE_ENCODERS = {"bert", "distilbert", "roberta", "xlm-roberta", "camembert"}
 
 
 @dataclass

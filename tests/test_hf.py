@@ -246,10 +246,25 @@ def test_a_text_encoders_features_are_sentence_embeddings_checked_on_real_text(c
     m = pkg.manifest
     assert m["family"] == "transformer" and m["task"] == "text-embedding" and m["preprocess"]["type"] == "text", m
     assert m["variants"]["optimized"]["accuracy"]["held_out"] != "seeded-noise"
+    assert {e["source"] for v in m["variants"].values() for e in v["latency"].values()} == {"export"}
     with edgeai.load(pkg.path) as pipe:
         a, b = pipe.embed(["A man plays a guitar.", "A man plays a guitar."])
     np.testing.assert_allclose(a, b, atol=1e-6)
     assert abs(float(np.linalg.norm(a)) - 1.0) < 1e-4
+
+
+def test_other_feature_extraction_stays_a_tensor_package(tmp_path):
+    """Only the encoder types bert's export is tested on are sent there: DeBERTa-v2 (no token
+    types in its graph) still exports as raw tensors, as it did before."""
+    from transformers import DebertaV2Config, DebertaV2Model
+
+    from edgeai.export import export_model
+
+    torch.manual_seed(0)
+    DebertaV2Model(DebertaV2Config(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                   intermediate_size=37, type_vocab_size=0)).eval().save_pretrained(tmp_path / "deberta")
+    pkg = export_model("hf", tmp_path / "pkg", precision="fp32", model=str(tmp_path / "deberta"), task="feature-extraction")
+    assert pkg.manifest["preprocess"]["type"] == "none" and pkg.manifest["family"] == "hf", pkg.manifest
 
 
 def test_bert_refuses_a_decoder_in_one_sentence(tmp_path):

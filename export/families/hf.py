@@ -2,8 +2,9 @@
 
 Image classification (ViT, DeiT, ConvNeXt, ResNet, MobileNet, EfficientNet, Swin, ...), text
 classification (single- and multi-label, sentence pairs) and token classification get the
-runtime's pre/post-processing from the checkpoint's own files; any other task Optimum exports is
-a ``tensor`` package (raw inputs and outputs). The built-in ``bert`` keeps its own exporter
+runtime's pre/post-processing from the checkpoint's own files; feature extraction of a BERT-family
+encoder is ``bert``'s export (sentence embeddings); any other task Optimum exports is a
+``tensor`` package (raw inputs and outputs). The built-in ``bert`` keeps its own exporter
 (TorchScript with eager attention, which ONNX Runtime's transformer optimizer fuses).
 """
 
@@ -38,7 +39,7 @@ def build(out, precision: str = "int8", progress=None, model=None, task=None):
     from edgeai.errors import InputError
     from edgeai.export import hf
     from edgeai.export.exporter import Source, Tolerance, export, say
-    from edgeai.export.transformer import cache_revision
+    from edgeai.export.transformer import SENTENCE_ENCODERS, cache_revision
 
     if model is None:
         raise InputError("The hf family exports a Hugging Face checkpoint: pass --model DIR_OR_CACHED_ID.")
@@ -47,6 +48,14 @@ def build(out, precision: str = "int8", progress=None, model=None, task=None):
     ck = hf.inspect(model, task)
     out = ck.name if out is None else out  # ./NAME/, like the built-ins
     check_destination(out, ck.name)  # before minutes of export
+    if ck.task == "feature-extraction" and ck.model_type in SENTENCE_ENCODERS:
+        # A BERT-family encoder's features: what `export bert --model` makes (mean-pooled,
+        # L2-normalized sentence embeddings, checked and quantized on real sentences), not raw
+        # hidden states checked on Optimum's dummy inputs and measured on seeded noise.
+        from . import transformer
+
+        say(progress, f"{ck.name} is a {ck.model_type} encoder: exporting sentence embeddings, as edgeai export bert --model does")
+        return transformer.build(out, precision, progress, model=model, task="feature-extraction")
     say(progress, f"loading {ck.name} from {ck.path} (PyTorch, {ck.task})")
     torch_model = hf.load(ck)
     if ck.task in ("text-generation", "text2text-generation"):
@@ -56,14 +65,6 @@ def build(out, precision: str = "int8", progress=None, model=None, task=None):
         ck.labels = [str(id2label[i]) for i in range(torch_model.config.num_labels)]
     config = hf.onnx_config(torch_model, ck)
     names, outputs = list(config.inputs), list(config.outputs)
-    if ck.task == "feature-extraction" and set(names) <= {"input_ids", "attention_mask", "token_type_ids"}:
-        # A text encoder's features: what `export bert --model` makes (mean-pooled, L2-normalized
-        # sentence embeddings, checked and quantized on real sentences), not raw hidden states
-        # checked on Optimum's dummy inputs and measured on seeded noise.
-        from . import transformer
-
-        say(progress, f"{ck.name} is a text encoder: exporting sentence embeddings, as edgeai export bert --model does")
-        return transformer.build(out, precision, progress, model=model, task="feature-extraction")
     src = Source(
         module=hf.outputs_module(torch_model, names, outputs), name=ck.name, description="", task=ck.task,
         example={}, batches=[], tolerance=Tolerance(max(float(config.ATOL_FOR_VALIDATION), FAMILY.tolerance), "max_abs_diff"),

@@ -192,7 +192,8 @@ def bench(
     device_id: int = 0,
     auto: bool = False,
 ) -> dict[str, Any]:
-    """Measure the package's variants; returns ``{"model", "machine", ..., "results": [row, ...]}``.
+    """Measure the package's variants; returns ``{"model", "machine", ..., "results": [row, ...],
+    "unsteady"}`` (:func:`unsteady`: which rows look disturbed by a busy machine, or None).
 
     A row: ``engine, variant, provider, batch, session_ms, first_ms, p50_ms, p90_ms, p99_ms,
     mean_ms, throughput`` (items/s), ``peak_rss_mb, runs, rounds, threads``, ``p50_by_round_ms`` and ``vs_torch``
@@ -251,8 +252,9 @@ def bench(
         ref = next((t for t in rows if t["engine"] == "pytorch" and t["batch"] == row["batch"]
                     and (t["provider"] == "torch-cpu") == (row["provider"] == _providers.CPU)), None)
         row["vs_torch"] = 1.0 if row["engine"] == "pytorch" else float(f"{row['p50_ms'] / ref['p50_ms']:.4g}") if ref else None
+    described = _describe_inputs(pkg, inputs, tokens)
     if record:
-        _record(pkg, rows, source, device_id, _describe_inputs(pkg, inputs, tokens))
+        _record(pkg, rows, source, device_id, described)
     return {
         "model": pkg.name,
         "package": str(pkg.path),
@@ -263,7 +265,8 @@ def bench(
         "rounds": rounds,
         "runs": runs,
         "min_time_s": None if runs else min_time,
-        "inputs": _describe_inputs(pkg, inputs, tokens),
+        "inputs": described,
+        "unsteady": unsteady(rows),
         "recorded": record,
         "results": rows,
     }
@@ -271,7 +274,7 @@ def bench(
 
 def _describe_inputs(pkg: Package, inputs: Any, tokens: int) -> str:
     if isinstance(inputs, (str, os.PathLike)):
-        return f"arrays from {inputs}"
+        return f"arrays from {Path(inputs).name}"  # recorded in the manifest: not the user's own path
     if inputs is not None:
         return "given arrays"
     if input_kind(pkg) == "text":
@@ -279,6 +282,21 @@ def _describe_inputs(pkg: Package, inputs: Any, tokens: int) -> str:
     if input_kind(pkg) == "generation":  # _feed: one decode step; items/s is then new tokens/s per sequence
         return f"one decode step (a new token per item) after {_decode_past(pkg, tokens)} cached tokens"
     return "seeded random inputs of the model's input shape"
+
+
+TAIL_OVER_MEDIAN, ROUNDS_APART = 10.0, 1.5  # past these a row's calls did not run alike: neighbours, not the model
+
+
+def unsteady(rows: list[dict]) -> str | None:
+    """Which rows' figures look disturbed: p99 over 10x p50, or round medians 1.5x apart."""
+    said = []
+    for r in rows:
+        name, rounds = "PyTorch" if r["engine"] == "pytorch" else r["variant"], [x for x in r.get("p50_by_round_ms") or [] if x]
+        if r["p50_ms"] and r["p99_ms"] and r["p99_ms"] > TAIL_OVER_MEDIAN * r["p50_ms"]:
+            said.append(f"{name} batch {r['batch']}: p99 {r['p99_ms'] / r['p50_ms']:.0f}x p50")
+        elif len(rounds) > 1 and max(rounds) > ROUNDS_APART * min(rounds):
+            said.append(f"{name} batch {r['batch']}: round medians {max(rounds) / min(rounds):.1f}x apart")
+    return "; ".join(said[:3]) + (f"; {len(said) - 3} more" if len(said) > 3 else "") if said else None
 
 
 def _run_worker(pkg: Package, case: Case, model: Path | None, feed: Path, threads: int | None, runs: int | None, min_time: float,

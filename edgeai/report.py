@@ -228,8 +228,9 @@ def _choice_notes(data: dict) -> list[str]:
     auto = data["auto"]
     verdict = (f'<p id="budget-verdict">Within the accuracy budget: <b>{e(within)}</b>; missing it: <b>{e(missing)}</b> '
                '(a variant missing it is never chosen by <code>variant="auto"</code>).</p>')
+    runs = "would run, once the package is whole again," if data.get("damaged_files") else "runs"
     choice = (f'<p id="auto-choice">On this machine, <code>variant="auto"</code> with provider {e(short_name(auto["provider"]))} '
-              f'runs <b>{e(auto["variant"])}</b>: {e(auto["reason"])}.</p>')
+              f'{runs} <b>{e(auto["variant"])}</b>: {e(auto["reason"])}.</p>')
     parts = [verdict, choice]
     if data.get("damaged"):
         parts.insert(0, f'<p class="note" id="damaged"><b>Damaged, cannot run:</b> {e(", ".join(data["damaged"]))} '
@@ -313,16 +314,17 @@ def _latency_table(data: dict) -> list[str]:
         parts.append('<tr><td class="l" colspan="14">none: run <code>edgeai bench PKG --record</code></td></tr>')
     parts.append("</tbody></table>")
     parts.append('<p class="note">Latencies are measured by <code>edgeai export</code>, <code>optimize</code>, '
-                 '<code>quantize</code> or <code>bench --record</code> (the "by" column), each variant in its own process; '
-                 f'compare figures taken on the same machine only. {e(" ".join(latency_captions(data["latencies"])))}</p>')
+                 '<code>quantize</code> or <code>bench --record</code> (the "source" column), each variant in its own process; '
+                 f'compare figures taken on the same machine only. {e(" ".join(latency_captions(data["latencies"], False)))}</p>')
     return parts
 
 
-def latency_captions(entries: list[dict]) -> list[str]:
-    """What a latency table's "this one" is, and what its calls ran (each entry's ``inputs``; older
-    entries have none): a generation package's figures are one decode step, its items/s tokens/s."""
+def latency_captions(entries: list[dict], this_one: bool = True) -> list[str]:
+    """What a latency table's "this one" is (``this_one``: the table says so, as inspect's does),
+    and what its calls ran (each entry's ``inputs``; older entries have none): a generation
+    package's figures are one decode step, its items/s tokens/s."""
     lines = []
-    if any(is_this_machine(x.get("machine")) for x in entries):
+    if this_one and any(is_this_machine(x.get("machine")) for x in entries):
         lines.append(f"this one: {machine_id()}.")
     timed = sorted({x["inputs"] for x in entries if x.get("inputs")})
     if timed:

@@ -400,7 +400,7 @@ def test_the_worker_times_dynamic_int8_text_one_row_per_call(tmp_path):
 def test_unsteady_figures_are_named():
     """A busy neighbour shows as a long tail or rounds far apart; bench warns rather than let such
     figures pass for the model's (a review saw PyTorch at 128 ms in one round, 0.5 ms in another)."""
-    from edgeai.cli.perf import _unsteady
+    from edgeai.benchmark import unsteady as _unsteady
 
     row = {"engine": "onnxruntime", "variant": "fp32", "batch": 1, "p50_ms": 1.0, "p99_ms": 1.3, "p50_by_round_ms": [1.0, 1.1]}
     assert _unsteady([row]) is None

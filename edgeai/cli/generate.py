@@ -79,14 +79,14 @@ def generate(
                 results.append({**input_fields(p, prompt=True), **pipe.generate(message(p), **options)})
             except EdgeAIError as e:
                 results.append({**input_fields(p, prompt=True), "error": str(e)})
-                failed.append(f"prompt {_shown(p)}: {e}")
+                failed.append(_failed(p, e))
         print_json({"model": model, "variant": pipe.variant, "provider": pipe.provider, "results": results})
     for p in prompts if not json_ else []:
         stats: dict = {}
         try:
             pieces = pipe.generate(message(p), stream=True, stats=stats, **options)  # checks the prompt first
         except EdgeAIError as e:
-            failed.append(f"prompt {_shown(p)}: {e}")
+            failed.append(_failed(p, e))
             continue
         sys.stdout.write(style(p, "bold") + (" → " if answer else ""))
         sys.stdout.flush()
@@ -95,7 +95,7 @@ def generate(
                 sys.stdout.write(piece)
                 sys.stdout.flush()
         except EdgeAIError as e:  # a step ONNX Runtime refused: the text so far stays, the error follows
-            failed.append(f"prompt {_shown(p)}: {e}")
+            failed.append(_failed(p, e))
         finally:  # Ctrl-C or a closed pipe: the request is cancelled and its step under way waited for
             pieces.close()
         sys.stdout.write("\n")
@@ -115,11 +115,12 @@ def generate(
         raise typer.Exit(1)
 
 
-def _shown(prompt: str) -> str:
-    """A prompt as an error line names it: ``FILE:LINE`` for a file's line, else quoted, its
-    first 40 characters."""
-    from edgeai.text import TextLine
+def _failed(prompt: str, e: Exception) -> str:
+    """A failed prompt's error line: ``prompt FILE:LINE: ...`` for a file's line, ``prompt 'its
+    first 40 characters': ...`` otherwise; an unreadable file's error names the file itself."""
+    from edgeai.text import TextLine, UnreadFile
 
-    if isinstance(prompt, TextLine):
-        return prompt.input
-    return repr(prompt if len(prompt) <= 40 else prompt[:39] + "…")
+    if isinstance(prompt, UnreadFile):
+        return str(e)
+    shown = prompt.input if isinstance(prompt, TextLine) else repr(prompt if len(prompt) <= 40 else prompt[:39] + "…")
+    return f"prompt {shown}: {e}"

@@ -78,26 +78,9 @@ def bench(
         print_json(doc)
     else:
         _print_table(doc)
-    if shaky := _unsteady(doc["results"]):
-        warn(f"these figures are unsteady ({shaky}): the machine was likely busy; compare them with care, "
-             "or run again on a quiet machine, with more --rounds.")
-
-
-# Past these, a row's calls did not run alike: neighbours on a shared machine, not the model.
-TAIL_OVER_MEDIAN, ROUNDS_APART = 10.0, 1.5
-
-
-def _unsteady(rows: list[dict]) -> str | None:
-    """Which rows' figures look disturbed: p99 over 10x p50, or round medians 1.5x apart."""
-    said = []
-    for r in rows:
-        name = "PyTorch" if r["engine"] == "pytorch" else r["variant"]
-        rounds = [x for x in r.get("p50_by_round_ms") or [] if x]
-        if r["p50_ms"] and r["p99_ms"] and r["p99_ms"] > TAIL_OVER_MEDIAN * r["p50_ms"]:
-            said.append(f"{name} batch {r['batch']}: p99 {r['p99_ms'] / r['p50_ms']:.0f}x p50")
-        elif len(rounds) > 1 and max(rounds) > ROUNDS_APART * min(rounds):
-            said.append(f"{name} batch {r['batch']}: round medians {max(rounds) / min(rounds):.1f}x apart")
-    return "; ".join(said[:3]) + (f"; {len(said) - 3} more" if len(said) > 3 else "") if said else None
+    if doc["unsteady"]:
+        warn(f"these figures are unsteady ({doc['unsteady']}): the machine was likely busy; compare them with care, "
+             f"or run again on a quiet machine, with more --rounds{' (they are recorded all the same)' if record else ''}.")
 
 
 def _print_table(doc: dict) -> None:

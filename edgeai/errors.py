@@ -42,6 +42,12 @@ class TraceWarning(UserWarning):
     ``warnings.warn``; the CLI prints it as a ``warning:`` line."""
 
 
+class UnsteadyTimingWarning(UserWarning):
+    """The latencies export, optimize or quantize just recorded look disturbed (a busy machine:
+    see ``edgeai.benchmark.unsteady``). They are recorded, and ``auto`` chooses by them, so the
+    warning names ``edgeai bench PKG --record`` to time them again. The CLI prints a ``warning:``."""
+
+
 def a_type(x: object) -> str:
     """``"an int"``, ``"a list"``: the type of ``x`` with its article, for error sentences."""
     name = type(x).__name__

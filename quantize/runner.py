@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import ClassVar
 
 from edgeai.data import compare as measure
 from edgeai.data.feeds import held_out_inputs
-from edgeai.errors import EdgeAIError, ExportError, InputError, PackageError
+from edgeai.errors import EdgeAIError, ExportError, InputError, PackageError, UnsteadyTimingWarning
 from edgeai.package import _TMP_MARK, Package, remove_stale_files
 from edgeai.pipeline import open_package as open_named
 
@@ -228,5 +229,11 @@ def record_latencies(pkg: Package, batch: int = 1, threads: int | None = None, p
     # spends more handing each small op to a second core than it saves (sentiment LSTM, 2-core
     # EPYC: int8 0.54 ms on one thread vs 0.70 ms on two; fp32 1.06 vs 0.86). Timed too, and
     # pipelines given no thread count run with the faster (edgeai.choice.resolve_threads).
+    found = [doc["unsteady"]]
     if threads is None and (os.cpu_count() or 1) > 1 and min(r["p50_ms"] for r in doc["results"]) < ONE_THREAD_BELOW_MS:
-        bench(pkg, providers="cpu", batches=(batch,), threads=1, min_time=0.5, record=True, on_step=step, source=source)
+        one = bench(pkg, providers="cpu", batches=(batch,), threads=1, min_time=0.5, record=True, on_step=step, source=source)
+        found.append(one["unsteady"] and f"on 1 thread, {one['unsteady']}")
+    if said := "; ".join(f for f in found if f):
+        warnings.warn(UnsteadyTimingWarning(
+            f"the latencies just recorded are unsteady ({said}): the machine was likely busy, and auto chooses a "
+            f"variant by them; time them again on a quiet machine with: edgeai bench {pkg.path} --record"), stacklevel=2)

@@ -167,6 +167,7 @@ def test_bench_errors_are_one_sentence(small_pkg, tmp_path):
         (["--variant", "fp16"], "no 'fp16' variant"),
         (["--batch", "0"], "positive integers"),
         (["--batch", "one"], "positive integers"),
+        (["--batch", "1,,2"], "positive integers"),
         (["--against", "torch"], "--factory FILE.py:FN"),
         (["--factory", "x.py:f"], "with --against torch"),
         (["--against", "tensorflow"], "Unknown reference"),
@@ -406,3 +407,23 @@ def test_unsteady_figures_are_named():
     assert _unsteady([row]) is None
     assert _unsteady([{**row, "p99_ms": 25.0}]) == "fp32 batch 1: p99 25x p50"
     assert _unsteady([{**row, "engine": "pytorch", "p50_by_round_ms": [1.0, 2.0]}]) == "PyTorch batch 1: round medians 2.0x apart"
+
+
+def test_builds_warn_when_the_latencies_they_record_are_unsteady(small_pkg, tmp_path, monkeypatch):
+    """export, optimize and quantize record latencies that auto then chooses by: figures taken on a
+    busy machine are recorded all the same, but the command says so and names the re-timing
+    command. The thresholds are lowered here so that real timings count as unsteady."""
+    from typer.testing import CliRunner
+
+    import edgeai.benchmark
+    from edgeai.cli import app
+
+    pkg = tmp_path / "small"
+    shutil.copytree(small_pkg, pkg)
+    monkeypatch.setattr(edgeai.benchmark, "TAIL_OVER_MEDIAN", 0.5)  # every p99 is over half its p50
+    r = CliRunner().invoke(app, ["optimize", str(pkg)])
+    assert r.exit_code == 0, r.output
+    assert "warning: the latencies just recorded are unsteady (fp32 batch 1: p99 " in r.output
+    assert f"edgeai bench {pkg} --record" in r.output
+    optimized = Package.open(pkg).variants["optimized"]["latency"]  # recorded all the same
+    assert [e["source"] for e in optimized.values()] and all(e["source"] == "optimize" for e in optimized.values())

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import typing
+import warnings
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -42,6 +44,23 @@ def budget_note(pkg, name: str, acc: dict) -> str:
         if QuantizationAware().applies(pkg):
             hint = f"; `edgeai quantize {pkg.path} --method qat` fine-tunes the weights for INT8 (minutes)"
     return f" \N{EM DASH} misses the budget {rule}, so auto will not choose it{hint}"
+
+
+@contextlib.contextmanager
+def _said_after():
+    """Collect the warnings a build says to its user (a trace that kept a Python value, latencies
+    recorded on a busy machine) and print them as ``warning:`` lines once its progress is done."""
+    from edgeai.errors import TraceWarning, UnsteadyTimingWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", TraceWarning)
+        warnings.simplefilter("always", UnsteadyTimingWarning)
+        try:
+            yield
+        finally:
+            said = [w for w in caught if issubclass(w.category, (TraceWarning, UnsteadyTimingWarning))]
+    for w in said:
+        warn(str(w.message))
 
 
 def _variants_line(pkg) -> str:
@@ -108,14 +127,8 @@ def export(name: Optional[str] = None, output: Optional[Path] = None, precision:
         if any(o.name in given for o in factory_only):
             flags = [o.flag for o in factory_only]
             raise InputError(f"{', '.join(flags[:-1])} and {flags[-1]} apply to FILE.py:FACTORY exports.")
-    import warnings
-
-    from edgeai.errors import TraceWarning
-
     before = _variants_in(output)
-    with Stages(f"exporting {given['model'] if name == 'hf' else name}") as stages, \
-            warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", TraceWarning)
+    with _said_after(), Stages(f"exporting {given['model'] if name == 'hf' else name}") as stages:
         if _is_factory(name):
             pkg = export_mod.export_factory(name, inputs=given.pop("input", []), dynamic=given.pop("dynamic", None), out=output,
                                             precision=precision.value if precision else "fp32", progress=stages,
@@ -123,9 +136,6 @@ def export(name: Optional[str] = None, output: Optional[Path] = None, precision:
         else:
             pkg = export_mod.export_model(name, output, precision=precision.value if precision else "int8", progress=stages,
                                           budget=budget, **given)
-    for w in caught:
-        if issubclass(w.category, TraceWarning):
-            warn(str(w.message))
     out.print(f"wrote {pkg.path}: {_variants_line(pkg)}", markup=False)
     if gone := [v for v in before if v not in pkg.variants]:
         # an export makes a new package: what was added to the old one since is not carried over
@@ -237,7 +247,7 @@ def optimize(
     """Add the 'optimized' variant (ONNX Runtime offline graph optimization)."""
     from edgeai.quantize import optimize as _optimize
 
-    with Stages(f"optimizing {package}") as stages:
+    with _said_after(), Stages(f"optimizing {package}") as stages:
         pkg = _optimize(package, out=output, progress=stages)
     out.print(f"updated {pkg.path}: {_variants_line(pkg)}", markup=False)
 
@@ -270,7 +280,7 @@ def quantize_command():
         precision, method, preset = precision_(precision).value, method_(method).value, preset_(preset).value
         if from_ is not None and precision != "fp16":
             raise InputError("--from applies to --precision fp16.")
-        with Stages(f"{'converting' if precision == 'fp16' else 'quantizing'} {package}") as stages:
+        with _said_after(), Stages(f"{'converting' if precision == 'fp16' else 'quantizing'} {package}") as stages:
             pkg = _quantize(package, method=method, calibration=calibration, out=output, progress=stages,
                             precision=precision, preset=preset, made_from=from_.value if from_ else None, budget=budget,
                             qat_steps=qat_steps, replace=replace)

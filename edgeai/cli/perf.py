@@ -18,7 +18,7 @@ from ._plain import warn
 
 def _int_list(text: str, what: str) -> list[int]:
     try:
-        values = [int(x) for x in text.split(",") if x.strip()]
+        values = [int(x) for x in text.split(",")]  # "1,,2" or "8," is a typo, not "1,2"
     except ValueError:
         values = []
     if not values or any(v < 1 for v in values):

@@ -3,6 +3,8 @@ latencies recorded on this kind of machine for the provider in use; a default or
 
 from __future__ import annotations
 
+import os
+
 from . import providers
 from .errors import InputError
 from .machine import machine_key
@@ -17,19 +19,23 @@ def meets_budget(pkg: Package, name: str) -> bool:
 
 
 def fastest_recorded(info: dict, provider: str, machine: str | None = None, batch: int = 1,
-                     device_id: int = 0) -> dict | None:
+                     device_id: int = 0, threads: int | None = None) -> dict | None:
     """A variant's fastest latency entry for this provider, kind of machine (and GPU) and batch
-    size, whatever thread count it was measured on; None without one."""
+    size; None without one. Of the entries timed on ``threads`` CPU threads when it is given and
+    there are some (an entry of ONNX Runtime's default counts as one thread per core), else
+    whatever thread count it was measured on."""
     machine = machine or machine_key(provider, device_id)
     entries = [e for e in info.get("latency", {}).values()
                if e["provider"] == provider and e.get("machine", "?") == machine and e.get("batch", 1) == batch]
+    if threads is not None and provider == providers.CPU:
+        entries = [e for e in entries if (e.get("threads") or os.cpu_count()) == threads] or entries
     return min(entries, key=lambda e: e["p50_ms"]) if entries else None
 
 
 def recorded_latency(info: dict, provider: str, machine: str | None = None, batch: int = 1,
-                     device_id: int = 0) -> float | None:
+                     device_id: int = 0, threads: int | None = None) -> float | None:
     """The recorded p50 of a variant for this provider, kind of machine (and GPU) and batch size."""
-    best = fastest_recorded(info, provider, machine, batch, device_id)
+    best = fastest_recorded(info, provider, machine, batch, device_id, threads)
     return best["p50_ms"] if best else None
 
 
@@ -75,10 +81,12 @@ def for_provider(pkg: Package, name: str, provider: str) -> bool:
     return recipe.get("preset", "cpu") != "tensorrt" or provider == providers.TENSORRT
 
 
-def choose_variant(pkg: Package, provider: str, device_id: int = 0) -> tuple[str, str]:
-    """Contracts, variant choice: the fastest variant within budget, measured on this kind of machine."""
+def choose_variant(pkg: Package, provider: str, device_id: int = 0, threads: int | None = None) -> tuple[str, str]:
+    """Contracts, variant choice: the fastest variant within budget, measured on this kind of
+    machine (on ``threads`` CPU threads where the caller fixed them and such figures exist)."""
     eligible = [v for v in VARIANTS if v in pkg.variants and meets_budget(pkg, v) and for_provider(pkg, v, provider)]
-    timed = [(t, v) for v in eligible if (t := recorded_latency(pkg.variants[v], provider, device_id=device_id)) is not None]
+    best = {v: e for v in eligible if (e := fastest_recorded(pkg.variants[v], provider, device_id=device_id, threads=threads))}
+    timed = [(e["p50_ms"], v) for v, e in best.items()]
     # A variant within budget but not timed here (its timing interrupted, or skipped) cannot be ranked.
     untimed = [v for v in eligible if v not in {w for _, w in timed}]
     if timed and not untimed:
@@ -91,9 +99,12 @@ def choose_variant(pkg: Package, provider: str, device_id: int = 0) -> tuple[str
             why = f"exact, and within {LOSSY_MARGIN:.0%} of the fastest within budget"
         # Faster variants that the budget rules out: say so, or "fastest" reads as the fastest of all.
         missed = [w for w in VARIANTS if w in pkg.variants and w not in eligible and for_provider(pkg, w, provider)
-                  and (r := recorded_latency(pkg.variants[w], provider, device_id=device_id)) is not None and r < t]
+                  and (r := recorded_latency(pkg.variants[w], provider, device_id=device_id, threads=threads)) is not None
+                  and r < t]
         but = f"; {' and '.join(missed)} {'is' if len(missed) == 1 else 'are'} faster but miss{'es' if len(missed) == 1 else ''} the budget" if missed else ""
-        return v, f"{why} ({t:.2f} ms recorded{but})"
+        on = best[v].get("threads") or os.cpu_count()  # threads fixed by the caller, but no figure of that count: say so
+        on = f" on {on} thread{'s' if on > 1 else ''}, none timed on {threads}" if threads not in (None, on) and provider == providers.CPU else ""
+        return v, f"{why} ({t:.2f} ms recorded{on}{but})"
     order = ("int8", "optimized", "fp32") if provider == providers.CPU else ("fp16", "fp32", "optimized")
     if provider == providers.TENSORRT and (pkg.variants.get("int8", {}).get("recipe") or {}).get("preset") == "tensorrt":
         order = ("int8", *order)
@@ -114,12 +125,13 @@ def choose_variant(pkg: Package, provider: str, device_id: int = 0) -> tuple[str
 
 
 def resolve_variant(pkg: Package, provider: str = "auto", variant: str = "auto", strict: bool | None = None,
-                    device_id: int = 0) -> tuple[str, str]:
+                    device_id: int = 0, threads: int | None = None) -> tuple[str, str]:
     """The variant a pipeline loads and why: a named one (checked), or the choice for the first
-    provider of ``provider`` that can start here."""
+    provider of ``provider`` that can start here (and the CPU threads the caller fixed, if any)."""
+    check_threads(threads)
     if variant != "auto":
         pkg.variant(variant)  # raises a clear error for a variant the package lacks
         if not meets_budget(pkg, variant):
             return variant, "requested; it misses the package's accuracy budget, so auto would not run it"
         return variant, "requested"
-    return choose_variant(pkg, expected_provider(provider, strict), device_id)
+    return choose_variant(pkg, expected_provider(provider, strict), device_id, threads)

@@ -200,10 +200,15 @@ class Package:
                             "does not match its sha256 (changed or damaged after packaging)")
         return bad
 
+    @staticmethod
+    def damage_list(files: dict[str, str]) -> str:
+        """``"tokenizer.json is missing; ..."``: :meth:`damaged_assets` as a clause (the report's note uses it too)."""
+        return "; ".join(f"{rel} {why}" for rel, why in files.items())
+
     def damage_sentence(self, files: dict[str, str]) -> str:
         """One sentence for :meth:`damaged_assets`."""
         return (f"The package {self.path} has {len(files)} missing or damaged file(s) besides its variants: "
-                f"{'; '.join(f'{rel} {why}' for rel, why in files.items())}; copy the package again (or export it again).")
+                f"{self.damage_list(files)}; copy the package again (or export it again).")
 
     def variant_path(self, name: str) -> Path:
         info = self.variant(name)

@@ -50,7 +50,7 @@ class Pipeline:
     ):
         self.package = package
         m = package.manifest
-        variant, self.variant_reason = resolve_variant(package, provider, variant, strict, device_id)
+        variant, self.variant_reason = resolve_variant(package, provider, variant, strict, device_id, threads)
         self.variant = variant
         self.threads, note = resolve_threads(package, variant, provider, strict, device_id, threads)  # None: ORT's default
         self.variant_reason += note

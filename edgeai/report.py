@@ -238,7 +238,7 @@ def _choice_notes(data: dict) -> list[str]:
                         'Rebuild it with <code>edgeai optimize</code>/<code>quantize</code> or copy the package again.</p>')
     if data.get("damaged_files"):  # first: the verdicts below hold only once the package is whole again
         parts.insert(0, f'<p class="note" id="damaged-files"><b>Missing or damaged, so no variant can run:</b> '
-                        f'{e("; ".join(f"{rel} {why}" for rel, why in data["damaged_files"].items()))}. '
+                        f'{e(Package.damage_list(data["damaged_files"]))}. '
                         'Copy the package again (or export it again); the figures below are those recorded before.</p>')
     if data.get("torch_hint"):
         parts.append(f'<p class="note" id="torch-hint">The PyTorch row has no figures for this machine: run '

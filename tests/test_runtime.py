@@ -217,6 +217,30 @@ def test_variant_choice_is_measured_not_assumed(tiny_pkg):
     assert choose_variant(pkg, "CUDAExecutionProvider")[0] == "fp32"  # no figures: fp16 then fp32 on GPU
 
 
+def test_variant_choice_uses_the_figures_of_the_threads_the_caller_fixed(tiny_pkg):
+    """A package timed on the default threads and on one thread (as quantize does for a model of
+    a millisecond): with threads fixed, the choice and its quoted figure are those of that count,
+    not the fastest figure of another (a review saw int8's 1-thread 0.69 ms quoted for threads=2,
+    where fp32 was the fastest on 2)."""
+    import os
+
+    from edgeai.machine import machine_id
+
+    pkg = Package.open(tiny_pkg)
+    entry = lambda ms, threads: {"provider": "CPUExecutionProvider", "machine": machine_id(), "p50_ms": ms, "threads": threads}
+    fp32 = pkg.variants["fp32"]
+    pkg.manifest["variants"] = {name: {**fp32, "accuracy": {"top1_agreement": 0.998}, "latency": {"a": entry(default, None), "b": entry(one, 1)}}
+                                for name, default, one in (("fp32", 1.10, 0.93), ("optimized", 1.12, 0.92), ("int8", 1.14, 0.69))}
+    cores = os.cpu_count()
+    assert choose_variant(pkg, "CPUExecutionProvider") == ("int8", "fastest within the accuracy budget on this machine (0.69 ms recorded)")
+    assert choose_variant(pkg, "CPUExecutionProvider", threads=1)[0] == "int8"
+    if cores != 1:
+        v, why = choose_variant(pkg, "CPUExecutionProvider", threads=cores)  # the default's count: the default's figures
+        assert v == "fp32" and "(1.10 ms recorded)" in why, why
+    v, why = choose_variant(pkg, "CPUExecutionProvider", threads=cores + 7)  # never timed on that many: says which it used
+    assert v == "int8" and f"(0.69 ms recorded on 1 thread, none timed on {cores + 7})" in why, why
+
+
 def test_unknown_variant_and_missing_variant(tiny_pkg):
     with pytest.raises(InputError, match="Unknown variant 'int2'.*`edgeai inspect PKG` lists the ones a package has"):
         edgeai.load(tiny_pkg, variant="int2")

@@ -29,7 +29,7 @@ def generate(
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON document: text, token counts, timings.")] = False,
     provider: Annotated[str, typer.Option(help="auto, cpu, cuda or tensorrt.")] = "auto",
     variant: Annotated[str, typer.Option(help="auto, fp32, optimized, int8, int4 or fp16.")] = "auto",
-    threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads [default: ONNX Runtime's choice].")] = None,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads [default: the count the chosen variant was timed fastest on here, else ONNX Runtime's choice].")] = None,
 ) -> None:
     """Continue each PROMPT with a text-generation package (or answer it, with an encoder-decoder
     such as T5), streaming the text as it is decoded; tokens/s and the time to the first token

@@ -23,7 +23,7 @@ def run(
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
     provider: Annotated[str, typer.Option(help="auto, cpu, cuda or tensorrt.")] = "auto",
     variant: Annotated[str, typer.Option(help="auto, fp32, optimized, int8, fp16 or int4.")] = "auto",
-    threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads [default: ONNX Runtime's choice].")] = None,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads [default: the count the chosen variant was timed fastest on here, else ONNX Runtime's choice].")] = None,
     device_id: Annotated[int, typer.Option("--device-id", min=0, help="CUDA device index for CUDA/TensorRT (as CUDA_VISIBLE_DEVICES leaves them).")] = 0,
     out_file: Annotated[Optional[Path], typer.Option("--out", help="Bulk: write one JSON line per input to this file (resumable), or a .parquet file; INPUTS may be folders and list files.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Bulk: inputs per model call [default: 16].")] = None,

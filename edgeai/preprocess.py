@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import InputError, a_type
+from .text import files_under
 
 # Pillow warns above MAX_IMAGE_PIXELS (89.5 MP: a 108 MP phone photo passes that) and raises above
 # twice that. edgeai ignores the warning and refuses above this many pixels, or Pillow's raising
@@ -45,12 +46,12 @@ def pixel_limit() -> int:
 
 
 def image_files(folder: Path, unreadable: bool = False) -> list[Path]:
-    """The image files under ``folder``, sorted, subfolders included; other files (notes, a
-    .DS_Store, macOS ``._`` copies) are not images. ``unreadable``: also photos Pillow does not
-    decode here and broken links, which a bulk run gives an error line each."""
+    """The image files under ``folder``, sorted, subfolders included, hidden ones not (macOS
+    ``._`` copies among them: :func:`edgeai.text.files_under`); other files are not images.
+    ``unreadable``: also photos Pillow does not decode here and broken links, which a bulk run
+    gives an error line each."""
     suffixes = IMAGE_SUFFIXES | UNREAD_IMAGE_SUFFIXES if unreadable else IMAGE_SUFFIXES
-    return [p for p in sorted(folder.rglob("*")) if p.suffix.lower() in suffixes and not p.name.startswith("._")
-            and (p.is_file() or (unreadable and p.is_symlink()))]
+    return [p for p in files_under(folder) if p.suffix.lower() in suffixes and (p.is_file() or (unreadable and p.is_symlink()))]
 
 
 def _describe(x: Any) -> str:

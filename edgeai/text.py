@@ -151,6 +151,17 @@ def _all_unknown(e, unk_id: int) -> bool:
 # -- which arguments are texts and which are files of texts ----------------------------------------
 TEXT_SUFFIXES = (".txt", ".lst", ".list")
 
+
+def files_under(folder: Path) -> list[Path]:
+    """Every path under ``folder``, sorted, subfolders included, but not hidden ones (a name
+    that starts with a dot, below ``folder`` itself: a .cache or .git holds no one's inputs, and
+    a home folder's caches hold thousands of files), as ``ls`` and most tools list a folder."""
+    found = []
+    for top, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]  # not even walked: a home folder's .cache is large
+        found += [Path(top, f) for f in files if not f.startswith(".")]
+    return sorted(found)
+
 # First bytes of files that are surely not text, for the message that says what the file looks like.
 _MAGIC = (
     (b"\xff\xd8\xff", "a JPEG image"), (b"\x89PNG\r\n\x1a\n", "a PNG image"), (b"GIF8", "a GIF image"),
@@ -279,10 +290,11 @@ def expand_text_inputs(args: Sequence[Any], literal: bool = False) -> list[str]:
     ``literal=True``: every argument is a text as it is. Otherwise an argument that names an
     existing file is read as input lines (every non-blank line is one input; see
     :func:`read_text_lines`), a folder gives the lines of every ``.txt``/``.lst``/``.list`` file
-    under it (sorted, recursively; a file there that cannot be read is one :class:`UnreadFile`
-    input, refused alone), and anything else is a text as it is (so an empty argument
-    is an empty text, refused by :func:`check_text`); ``-`` is the lines of standard input. Lines read from files are
-    :class:`TextLine` strings whose results say ``"input": "<path>:<line>"``."""
+    under it (sorted, recursively, hidden ones skipped: :func:`files_under`), and anything else
+    is a text as it is (so an empty argument is an empty text, refused by :func:`check_text`);
+    ``-`` is the lines of standard input. A file that cannot be read (binary, empty), named or in
+    a folder, is one :class:`UnreadFile` input, refused alone, so the other inputs still run.
+    Lines read from files are :class:`TextLine` strings whose results say ``"input": "<path>:<line>"``."""
     if literal:
         return list(args)
     texts: list[str] = []
@@ -294,7 +306,7 @@ def expand_text_inputs(args: Sequence[Any], literal: bool = False) -> list[str]:
         if path is None:
             texts.append(arg)
         elif path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
+            files = [p for p in files_under(path) if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES]
             if not files:
                 raise InputError(f"{arg} is a folder with no .txt, .lst or .list files in it; a text model reads the lines of those "
                                  "(or pass --text to use the words themselves).")
@@ -304,9 +316,12 @@ def expand_text_inputs(args: Sequence[Any], literal: bool = False) -> list[str]:
                 except InputError as e:  # one bad file of many: its own error, as a folder's bad image gets
                     texts.append(UnreadFile(str(f), str(e)))
         else:
-            lines = read_text_lines(path, str(arg))
-            if not lines:
-                raise InputError(f"{arg} has no text in it (it is empty or blank); give a file with one input per line.")
+            try:
+                lines = read_text_lines(path, str(arg))
+                if not lines:
+                    raise InputError(f"{arg} has no text in it (it is empty or blank); give a file with one input per line.")
+            except InputError as e:  # as in a folder: the other inputs still run, this one is an error entry
+                lines = [UnreadFile(str(arg), str(e))]
             texts.extend(lines)
     return texts
 

@@ -4,6 +4,7 @@ every argument a text; the same rule for `edgeai run`, bulk runs and the API."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import pytest
 import edgeai
 from conftest import CAT, cli, make_text_package, make_tiny_package
 from edgeai.errors import InputError
-from edgeai.text import TextLine, expand_text_inputs
+from edgeai.text import TextLine, UnreadFile, expand_text_inputs
 
 TRACEBACK = "Traceback (most recent call last)"
 
@@ -88,8 +89,8 @@ def test_the_rule_in_the_api(text_pkg, tmp_path):
     assert "top_k" in results[0] and results[0]["text"] == "good movie"
     assert f"{f}:2 holds bytes that are not valid UTF-8" in results[1]["error"] and "save the file as UTF-8" in results[1]["error"]
     assert "is empty" in results[4]["error"] and "top_k" in results[3]
-    with pytest.raises(InputError, match="looks like a JPEG image"):
-        expand_text_inputs([str(CAT)])
+    [photo] = expand_text_inputs([str(CAT)])  # an input of its own, refused when it runs
+    assert isinstance(photo, UnreadFile) and "looks like a JPEG image" in photo.error and photo.input == str(CAT)
     assert expand_text_inputs(["x" * 5000]) == ["x" * 5000]  # too long for a file name: a text
 
 
@@ -104,8 +105,8 @@ def test_utf16_text_files(tmp_path):
     (tmp_path / "u32.txt").write_bytes("fine day\n".encode("utf-32"))
     assert expand_text_inputs([str(tmp_path / "odd.txt"), str(tmp_path / "u32.txt")]) == ["good movie", "\ufffd", "fine day"]
     (tmp_path / "bare.txt").write_bytes("no mark here\n".encode("utf-16-le"))
-    with pytest.raises(InputError, match="UTF-16 text with no byte-order mark.*save it as UTF-8"):
-        expand_text_inputs([str(tmp_path / "bare.txt")])
+    [bare] = expand_text_inputs([str(tmp_path / "bare.txt")])
+    assert re.search("UTF-16 text with no byte-order mark.*save it as UTF-8", bare.error), bare.error
 
 
 def test_an_unreadable_file_of_a_folder_gets_its_own_error_line(text_pkg, tmp_path):
@@ -137,8 +138,19 @@ def test_an_unreadable_file_of_a_folder_gets_its_own_error_line(text_pkg, tmp_pa
                       "words themselves as the input."}
     with pytest.raises(InputError, match="b.txt is not a text file"):
         edgeai.load(text_pkg).predict(expand_text_inputs([str(d)]))
-    with pytest.raises(InputError, match="b.txt is not a text file"):  # a file named on its own is refused at once
-        expand_text_inputs([str(d / "b.txt")])
+    # a file named on its own is an input of its own too, refused when it runs: beside others, they still run
+    named = expand_text_inputs([str(d / "a.txt"), str(d / "b.txt"), "fine day"])
+    assert [("error" in x) for x in edgeai.load(text_pkg).predict_each(named)] == [False, False, True, False]
+    with pytest.raises(InputError, match="b.txt is not a text file"):
+        edgeai.load(text_pkg).predict(expand_text_inputs([str(d / "b.txt")]))
+    (d / ".cache").mkdir()  # hidden folders hold no one's inputs (a home folder's caches): not read
+    (d / ".cache" / "labels.txt").write_text("tench\ngoldfish\n")
+    (d / ".hidden.txt").write_text("secret\n")
+    assert all(".cache" not in x.input and ".hidden" not in x.input for x in expand_text_inputs([str(d)]))
+    r = cli("run", "--model", str(text_pkg), str(d / "a.txt"), str(d / "b.txt"), "fine day", "--json")
+    doc = json.loads(r.stdout)
+    assert r.returncode == 1 and [x["input"] for x in doc["results"]] == [f"{d}/a.txt:1", f"{d}/a.txt:2", f"{d}/b.txt", "fine day"]
+    assert "top_k" in doc["results"][3] and r.stderr.count("error:") == 1 and "b.txt is not a text file" in r.stderr, r.stderr
 
 
 def test_a_cut_text_is_marked_on_its_bulk_line(text_pkg, tmp_path):

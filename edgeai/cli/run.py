@@ -39,7 +39,8 @@ def run(
     provider ran.
 
     For a text model, an argument that names an existing file is read as inputs, one per
-    non-blank line (a folder: the lines of every .txt file under it), and its results say
+    non-blank line (a folder: the lines of every .txt, .lst or .list file under it, hidden
+    ones skipped), and its results say
     "input": "FILE:LINE" and "text"; any other argument is one text. --text makes every
     argument a text. With --out, every image under the folders (or every text line) given,
     as JSON lines, resumable."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 from . import providers
-from .errors import InputError
+from .errors import InputError, shell_arg
 from .machine import machine_key
 from .package import VARIANTS, Package
 
@@ -115,11 +115,11 @@ def choose_variant(pkg: Package, provider: str, device_id: int = 0, threads: int
             if elsewhere:  # figures of another CPU say nothing about this one (machine.py)
                 return v, (f"the latencies in this package were measured on another CPU ({elsewhere[0]}), not this one "
                            f"({machine_key(provider, device_id)}); default order {'/'.join(order)} until "
-                           f"`edgeai bench {pkg.path} --record` measures them here")
+                           f"`edgeai bench {shell_arg(pkg.path)} --record` measures them here")
             if timed:
                 return v, (f"{' and '.join(untimed)} {'has' if len(untimed) == 1 else 'have'} no latency recorded on this machine, "
                            f"so the figures cannot rank the variants; default order {'/'.join(order)} until "
-                           f"`edgeai bench {pkg.path} --record` measures them here")
+                           f"`edgeai bench {shell_arg(pkg.path)} --record` measures them here")
             return v, f"no latency recorded for {providers.short_name(provider)} on this machine; default order {'/'.join(order)}"
     return "fp32", "the reference variant"
 

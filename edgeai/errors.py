@@ -48,6 +48,14 @@ class UnsteadyTimingWarning(UserWarning):
     warning names ``edgeai bench PKG --record`` to time them again. The CLI prints a ``warning:``."""
 
 
+def shell_arg(x: object) -> str:
+    """``x`` as one shell word, for the commands that messages suggest: a path with a space in it
+    is quoted, so the suggestion still runs when pasted (``edgeai bench 'my model' --record``)."""
+    import shlex
+
+    return shlex.quote(str(x))
+
+
 def a_type(x: object) -> str:
     """``"an int"``, ``"a list"``: the type of ``x`` with its article, for error sentences."""
     name = type(x).__name__

@@ -30,7 +30,7 @@ from .atomic import (  # noqa: F401  (re-exported: the writing side of a package
     remove_stale_files,
     staging_dir,
 )
-from .errors import PackageError
+from .errors import PackageError, shell_arg
 
 SCHEMA_VERSION = 6
 KNOWN_SCHEMA_VERSIONS = (1, 2, 3, 4, 5, 6)
@@ -98,7 +98,7 @@ class Package:
             raise PackageError(f"No model package at {root}: the path does not exist.")
         if not root.is_dir():
             if root.suffix == ".onnx":  # wrapping writes files: a stage does it (quantize/wrap.py), not a reader
-                raise PackageError(f"{root} is a plain ONNX file, not a package: `edgeai optimize {root}` wraps it in the "
+                raise PackageError(f"{root} is a plain ONNX file, not a package: `edgeai optimize {shell_arg(root)}` wraps it in the "
                                    f"package {root.with_suffix('')} (and adds its optimized graph); run that.")
             raise PackageError(f"{root} is a file, not a model package directory (a directory with {MANIFEST}).")
         mpath = root / MANIFEST

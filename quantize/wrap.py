@@ -9,7 +9,7 @@ import onnx
 
 from edgeai import __version__
 from edgeai.data.graphs import graph_specs, mark_index_rows
-from edgeai.errors import InputError, PackageError
+from edgeai.errors import InputError, PackageError, shell_arg
 from edgeai.package import (
     SCHEMA_VERSION,
     Package,
@@ -94,7 +94,7 @@ def _check_runs(inputs: list[dict], src: Path, arrays: str | os.PathLike | None)
         # the sizes or the seeded values (ids past a vocabulary, say): ONNX Runtime's words tell which
         raise InputError(f"{src.name} does not run on seeded inputs with its named axes besides the batch ({axes}) set to "
                          f"{OTHER_AXIS} (ONNX Runtime: {ort_detail(e)[:300]}); give real inputs: "
-                         f"`edgeai quantize {src} --calibration DIR` with .npy/.npz arrays of them.") from None
+                         f"`edgeai quantize {shell_arg(src)} --calibration DIR` with .npy/.npz arrays of them.") from None
 
 
 def _same_wrap(target: Path, src: Path, model) -> Package | None:

@@ -418,12 +418,12 @@ def test_builds_warn_when_the_latencies_they_record_are_unsteady(small_pkg, tmp_
     import edgeai.benchmark
     from edgeai.cli import app
 
-    pkg = tmp_path / "small"
+    pkg = tmp_path / "my small"  # a space: the suggested command quotes it, so that it runs when pasted
     shutil.copytree(small_pkg, pkg)
     monkeypatch.setattr(edgeai.benchmark, "TAIL_OVER_MEDIAN", 0.5)  # every p99 is over half its p50
     r = CliRunner().invoke(app, ["optimize", str(pkg)])
     assert r.exit_code == 0, r.output
     assert "warning: the latencies just recorded are unsteady (fp32 batch 1: p99 " in r.output
-    assert f"edgeai bench {pkg} --record" in r.output
+    assert f"edgeai bench '{pkg}' --record" in r.output
     optimized = Package.open(pkg).variants["optimized"]["latency"]  # recorded all the same
     assert [e["source"] for e in optimized.values()] and all(e["source"] == "optimize" for e in optimized.values())

@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from edgeai.errors import DependencyError, InputError
+from edgeai.errors import DependencyError, InputError, shell_arg
 
 from ._common import Stages, choice_enum, lazy_command, out, single_command, size_text
 from ._plain import note, warn
@@ -42,7 +42,7 @@ def budget_note(pkg, name: str, acc: dict) -> str:
         from edgeai.quantize.steps.qat import QuantizationAware
 
         if QuantizationAware().applies(pkg):
-            hint = f"; `edgeai quantize {pkg.path} --method qat` fine-tunes the weights for INT8 (minutes)"
+            hint = f"; `edgeai quantize {shell_arg(pkg.path)} --method qat` fine-tunes the weights for INT8 (minutes)"
     return f" \N{EM DASH} misses the budget {rule}, so auto will not choose it{hint}"
 
 
@@ -140,7 +140,7 @@ def export(name: Optional[str] = None, output: Optional[Path] = None, precision:
     if gone := [v for v in before if v not in pkg.variants]:
         # an export makes a new package: what was added to the old one since is not carried over
         note(f"note: this export replaced the package that was there; its {', '.join(gone)} variant"
-             f"{'s are' if len(gone) > 1 else ' is'} gone (edgeai quantize {pkg.path} adds one again).")
+             f"{'s are' if len(gone) > 1 else ' is'} gone (edgeai quantize {shell_arg(pkg.path)} adds one again).")
 
 
 def _variants_in(folder: Optional[Path]) -> list[str]:

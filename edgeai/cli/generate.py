@@ -37,7 +37,7 @@ def generate(
     from pathlib import Path
 
     import edgeai
-    from edgeai.errors import EdgeAIError, InputError
+    from edgeai.errors import EdgeAIError, InputError, shell_arg
     from edgeai.generation import generator_for
     from edgeai.home import resolve_builtin
     from edgeai.sampling import Sampling
@@ -55,7 +55,7 @@ def generate(
     pipe = edgeai.load(model, provider=provider, variant=variant, threads=threads)
     if "generation" not in pipe.package.manifest:  # before any prompt is printed
         raise InputError(f"{model} is a {pipe.task} package; edgeai generate needs a text-generation one "
-                         f"(run this one with edgeai run --model {model}).")
+                         f"(run this one with edgeai run --model {shell_arg(model)}).")
     gen = generator_for(pipe)
     if chat and not gen.spec.get("chat_template"):
         raise InputError(f"{pipe.name}'s tokenizer has no chat template; leave out --chat.")

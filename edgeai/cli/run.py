@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import numpy as np
 import typer
 
-from edgeai.errors import InputError
+from edgeai.errors import InputError, shell_arg
 
 from ._common import Stages, err, plain_error, print_json, variant_notes
 from ._plain import note, say, style, table, text_width, warn
@@ -84,7 +84,7 @@ def run(
     if out_file is not None:
         if takes_arrays(pipe):  # feature-extraction & co. too, not a plugin's own preprocessing
             raise InputError("Bulk runs (--out) take images or texts; a tensor model runs its .npy/.npz files, or a "
-                             f"folder of them, without --out (edgeai run --model {name} DIR --json).")
+                             f"folder of them, without --out (edgeai run --model {shell_arg(name)} DIR --json).")
         _run_bulk(pipe, inputs, out_file, batch_size or 16, workers, top_k, ray_address, provider,
                   {"literal": literal, "new_file": new_file, "retry_errors": retry_errors})
         return

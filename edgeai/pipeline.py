@@ -294,7 +294,8 @@ class Pipeline:
         """``predict`` (or, with ``generate=True`` or any of generate's options, ``generate(x,
         **options)``) on a worker thread; the Future holds the same result (or error). A Future
         submitted before ``close()`` still completes: close waits for it. Arrays are copied here,
-        so a loop may reuse its frame buffer as soon as ``submit`` returns."""
+        so a loop may reuse its frame buffer as soon as ``submit`` returns. Every input submitted
+        runs, in order: a frame loop submits its next frame once the last Future is ``done()``."""
         if "generation" in self.package.manifest and top_k is not None:
             options["top_k"] = top_k  # generate's sampling top_k, not predict's
         generate = generate or bool(options)  # max_new_tokens=... alone once ran predict and dropped it

@@ -142,10 +142,11 @@ def from_array(frame: np.ndarray) -> Image.Image:
     channels is most often a window's or a game's back buffer, whose alpha is 0 or meaningless;
     blended onto white, as a transparent PNG file is, it would read as a blank image."""
     if frame.dtype != np.uint8:
+        how = ("a 16-bit image with (a >> 8).astype(np.uint8)" if frame.dtype == np.uint16 else
+               "a float image in [0, 1] with (a * 255).round().astype(np.uint8)")
         raise InputError(
             f"An image array must be uint8 (HxWx3 RGB, HxWx4 RGBX or HxW grey); got {_describe(frame)}. "
-            "Convert a float image in [0, 1] with (a * 255).round().astype(np.uint8), or pass ready NCHW float tensors "
-            "to Pipeline.run({input_name: tensor})."
+            f"Convert {how}, or pass ready NCHW float tensors to Pipeline.run({{input_name: tensor}})."
         )
     if frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] in (1, 3, 4)):
         if frame.shape[0] == 0 or frame.shape[1] == 0:

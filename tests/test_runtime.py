@@ -428,3 +428,5 @@ def test_a_four_channel_frame_is_rgbx(tiny_pkg):
     # a float frame is told how to convert it, whatever its channels
     with pytest.raises(InputError, match=r"uint8 \(HxWx3 RGB, HxWx4 RGBX or HxW grey\); got .*float32.*\(a \* 255\)"):
         pipe.predict(rgbx.astype(np.float32) / 255)
+    with pytest.raises(InputError, match=r"got a uint16 array .* Convert a 16-bit image with \(a >> 8\)"):
+        pipe.predict(rgb.astype(np.uint16) << 8)  # a 16-bit PNG's pixels: the float recipe would not fit them

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from conftest import CAT, cli, edit_manifest
+from edgeai.package import Package
 
 TRACEBACK = "Traceback (most recent call last)"
 
@@ -26,8 +27,10 @@ def test_run_json_is_one_document_on_stdout(tiny_pkg):
     out = cli("run", str(CAT), str(CAT), "--model", str(tiny_pkg), "--json", "--top-k", "2")
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)
-    assert set(doc) == {"model", "variant", "provider", "results"}
+    assert set(doc) == {"model", "package", "variant", "provider", "results"}
     assert doc["variant"] == "fp32" and doc["provider"] == "CPUExecutionProvider"
+    pkg = Package.open(tiny_pkg)  # "model" is what was named; "package" what ran, as a bulk line says it
+    assert doc["model"] == str(tiny_pkg) and doc["package"] == f"{pkg.name}@{pkg.variants['fp32']['sha256'][:12]}"
     assert [r["input"] for r in doc["results"]] == [str(CAT)] * 2
     assert len(doc["results"][0]["top_k"]) == 2
 

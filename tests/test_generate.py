@@ -431,6 +431,8 @@ def test_cli_streams_and_json(packages):
     assert out.stdout.startswith("Hello there") and "tokens/s" in out.stderr
     doc = json.loads(cli("generate", "--model", str(packages["gpt2"]), "Hello", "--json", "--max-new-tokens", "4").stdout)
     r = doc["results"][0]
+    name = json.loads((packages["gpt2"] / "manifest.json").read_text())["name"]
+    assert doc["package"].startswith(f"{name}@"), doc  # what ran, beside the "model" the user named
     assert r["input"] == "Hello" and r["new_tokens"] <= 4 and r["prompt_tokens"] >= 1 and "ttft_ms" in r
     bad = cli("generate", "--model", str(packages["gpt2"]), "Hello", "--temperature", "-1")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr

@@ -80,7 +80,10 @@ def generate(
             except EdgeAIError as e:
                 results.append({**input_fields(p, prompt=True), "error": str(e)})
                 failed.append(_failed(p, e))
-        print_json({"model": model, "variant": pipe.variant, "provider": pipe.provider, "results": results})
+        from edgeai.journal import model_id
+
+        print_json({"model": model, "package": model_id(pipe.package, pipe.variant), "variant": pipe.variant,
+                    "provider": pipe.provider, "results": results})
     for p in prompts if not json_ else []:
         stats: dict = {}
         try:

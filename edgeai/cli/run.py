@@ -100,7 +100,11 @@ def run(
     for w in caught:  # text truncation: a warning line each, the results still count
         warn(str(w.message))
 
-    doc = {"model": name, "variant": pipe.variant, "provider": pipe.provider, "results": results}
+    from edgeai.journal import model_id
+
+    # "model" is what the user named (DESIGN.md); "package" what ran: its name and variant file's hash, as bulk lines say
+    doc = {"model": name, "package": model_id(pipe.package, pipe.variant), "variant": pipe.variant, "provider": pipe.provider,
+           "results": results}
     if json_:
         print_json(doc)
     else:

@@ -21,7 +21,7 @@ pytest.importorskip("optimum.exporters.onnx")
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from conftest import cli  # noqa: E402
+from conftest import cli, edit_manifest  # noqa: E402
 
 import edgeai  # noqa: E402
 from edgeai.errors import InputError  # noqa: E402
@@ -505,6 +505,10 @@ def test_int8_variant_measured_by_next_token_agreement(checkpoints, tmp_path):
         assert pipe.generate("Hello", max_new_tokens=4)["new_tokens"] >= 1
     r = cli("quantize", str(pkg.path), "--method", "static")  # no calibration route for a decoder's cache: said so
     assert r.returncode == 1 and "int8 is dynamic (the default)" in r.stderr and "--calibration" not in r.stderr, r.stderr
+    # a variant that misses the budget, asked for by name: generate runs it and says so, as run does
+    edit_manifest(pkg.path, lambda m: m["variants"]["int4"]["accuracy"].update(top1_agreement=0.0))
+    r = cli("generate", "--model", str(pkg.path), "--variant", "int4", "Hello", "--max-new-tokens", "2")
+    assert r.returncode == 0 and "note: running int4: requested; it misses the package's accuracy budget" in r.stderr, r.stderr
 
 
 def test_perplexity_of_known_distributions():

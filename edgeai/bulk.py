@@ -39,7 +39,7 @@ from .errors import EdgeAIError, InputError
 from .journal import exclusive, modified, pending, record_line, stamp
 from .preprocess import image_files
 from .tasks import takes_arrays
-from .text import TEXT_SUFFIXES, TruncationWarning, expand_text_inputs, input_fields, read_text_lines
+from .text import TEXT_SUFFIXES, TruncationWarning, check_text, expand_text_inputs, input_fields, read_text_lines
 
 LIST_SUFFIXES = set(TEXT_SUFFIXES)
 Progress = Callable[[int, int], None]
@@ -82,6 +82,7 @@ def run_bulk(
     progress: Progress | None = None,
     retry_errors: bool = False,
     new_file: bool = True,
+    generate: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Answer every item not yet in ``out`` (or answered there for an input changed since); returns
     ``{"total", "skipped", "failed", "retried", "changed", "gone", "done", "errors", "first_error", "truncated",
@@ -91,17 +92,22 @@ def run_bulk(
 
     ``out`` must be new, or hold lines of this same model and variant (see :func:`edgeai.journal.done_inputs`);
     ``retry_errors`` runs again the inputs whose lines are errors, replacing those lines.
-    ``new_file=False`` leaves the ``--new-file`` suggestion out of the refusal (it is in use)."""
+    ``new_file=False`` leaves the ``--new-file`` suggestion out of the refusal (it is in use).
+
+    A text-generation package continues each text with ``Pipeline.generate(**generate)`` (``chat``
+    and ``system`` as ``edgeai generate`` takes them); its lines record the options that differ
+    from generate's defaults as ``"options"``, and a file of other options is refused, untouched."""
     if batch_size < 1:
         raise InputError("--batch-size must be at least 1.")
+    options = generation_options(pipe, generate)
     pipe.check_top_k(top_k)  # before the file is touched, not as an error line per input
     if takes_arrays(pipe):  # feature-extraction & co. too, not a plugin's own preprocessing
         raise InputError("Bulk runs (--out) take images or texts; a tensor model runs its .npy/.npz files, or a folder "
                          "of them, without --out (edgeai run --model PKG DIR --json), or with Pipeline.run.")
     out = Path(out)
-    tail = stamp(pipe)
+    tail = {**stamp(pipe), **({"options": options} if options else {})}
     with exclusive(out) as held:
-        todo, stats = pending(items, out, tail["model"], pipe.variant, retry_errors, new_file)
+        todo, stats = pending(items, out, tail["model"], pipe.variant, retry_errors, new_file, options)
         f = held.reopen_if_replaced()
         t0 = time.perf_counter()
 
@@ -119,7 +125,12 @@ def run_bulk(
 
         if progress:
             progress(0, len(todo))
-        batches = _text_batches(pipe, todo, batch_size, top_k) if pipe.is_text else _image_batches(pipe, todo, batch_size, workers, top_k)
+        if "generation" in pipe.package.manifest:
+            batches = _generations(pipe, todo, batch_size, options)
+        elif pipe.is_text:
+            batches = _text_batches(pipe, todo, batch_size, top_k)
+        else:
+            batches = _image_batches(pipe, todo, batch_size, workers, top_k)
         for records in batches:
             write(records)
         os.fsync(f.fileno())
@@ -171,11 +182,46 @@ def _image_batches(pipe, todo: list[str], batch_size: int, workers: int | None, 
             yield records
 
 
+def generation_options(pipe, options: dict[str, Any] | None) -> dict[str, Any]:
+    """The generation options of a bulk run that differ from ``Pipeline.generate``'s defaults
+    (what its lines record), checked as ``Pipeline.submit`` checks them; {} for other models."""
+    import inspect
+
+    from .generation import check_request
+
+    options = dict(options or {})
+    if "generation" not in pipe.package.manifest:
+        if options:
+            raise InputError(f"{pipe.name} is a {pipe.task} package; generation options need a text-generation one.")
+        return {}
+    chat = {k: options.pop(k) for k in ("chat", "system") if k in options}
+    if chat.get("system") is not None and not chat.get("chat"):
+        raise InputError("system goes with chat=True (--system with --chat).")
+    check_request(pipe, options)
+    defaults = {k: p.default for k, p in inspect.signature(pipe.generate).parameters.items()}
+    given = {k: v for k, v in options.items() if v != defaults[k]}
+    return {**given, **{k: v for k, v in chat.items() if v}}
+
+
+def _generations(pipe, todo: list[str], batch_size: int, options: dict[str, Any]) -> Iterator[list[dict]]:
+    """Each prompt continued on its own (generation runs one sequence at a time), written in
+    batches of ``batch_size`` lines; a prompt that fails is its own error line."""
+    from .chat import as_user
+
+    call = {k: v for k, v in options.items() if k not in ("chat", "system")}
+    for start in range(0, len(todo), batch_size):
+        records = []
+        for t in todo[start : start + batch_size]:
+            try:
+                r = pipe.generate(as_user(check_text(t), options.get("system")) if options.get("chat") else t, **call)
+                records.append(_text_line(t, r, True))
+            except EdgeAIError as e:
+                records.append(_error_line(t, e, True))
+        yield records
+
+
 def _text_batches(pipe, todo: list[str], batch_size: int, top_k: int | None) -> Iterator[list[dict]]:
     """Tokenizing is fast and batch-wise; a batch with a bad text is redone text by text."""
-    from .text import check_text
-
-    generates = "generation" in pipe.package.manifest
     for start in range(0, len(todo), batch_size):
         chunk = todo[start : start + batch_size]
         records: list[dict] = [{} for _ in chunk]
@@ -185,24 +231,24 @@ def _text_batches(pipe, todo: list[str], batch_size: int, top_k: int | None) -> 
                 check_text(t)
                 good.append(i)
             except EdgeAIError as e:
-                records[i] = _error_line(t, e, generates)
+                records[i] = _error_line(t, e)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")  # a cut text is marked on its line ("truncated": true), not printed
             try:
                 results = pipe.predict([chunk[i] for i in good], top_k) if good else []
                 for i, r in zip(good, results):
-                    records[i] = _text_line(chunk[i], r, generates)
+                    records[i] = _text_line(chunk[i], r)
                 for n in _cut(caught):
                     records[good[n]]["truncated"] = True
             except EdgeAIError:
                 for i in good:
                     del caught[:]
                     try:
-                        records[i] = _text_line(chunk[i], pipe.predict(chunk[i], top_k), generates)
+                        records[i] = _text_line(chunk[i], pipe.predict(chunk[i], top_k))
                         if _cut(caught):
                             records[i]["truncated"] = True
                     except EdgeAIError as e:
-                        records[i] = _error_line(chunk[i], e, generates)
+                        records[i] = _error_line(chunk[i], e)
         yield records
 
 
@@ -211,12 +257,12 @@ def _cut(caught: list) -> set[int]:
     return {n for w in caught if isinstance(w.message, TruncationWarning) for n in w.message.cut}
 
 
-def _text_line(item, result: dict, generates: bool) -> dict:
+def _text_line(item, result: dict, generates: bool = False) -> dict:
     """A text's line: its input fields, then the result. A generation's ``text`` is the
     continuation, so a prompt read from a file keeps its line as ``prompt`` (what a resumed run
     compares, to redo an edited prompt), in its error lines too."""
     return {**input_fields(item, prompt=generates), **result}
 
 
-def _error_line(item, e: EdgeAIError, generates: bool) -> dict:
+def _error_line(item, e: EdgeAIError, generates: bool = False) -> dict:
     return {**input_fields(item, prompt=generates), "error": str(e)}

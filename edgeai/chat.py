@@ -57,6 +57,11 @@ def _text(i: int, content: Any) -> str:
                      "or a list of text parts.")
 
 
+def as_user(text: str, system: str | None = None) -> list[dict]:
+    """``text`` as a user's message of one chat, after a system message when one is given."""
+    return ([{"role": "system", "content": system}] if system is not None else []) + [{"role": "user", "content": text}]
+
+
 def misread_chat(prompt: Any) -> str | None:
     """Why ``prompt`` looks like a chat given in the wrong form (one message, not in a list; a
     list mixing messages and plain prompts), else None."""

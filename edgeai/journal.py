@@ -67,9 +67,15 @@ def _refusal(out: Path, line: dict, model: str, variant: str | None, new_file: b
     return f"{out} holds results of {held}, not of this run's {this}: {way}."
 
 
+def _options_text(options: dict | None) -> str:
+    """``max_new_tokens=200, temperature=0.7`` for a refusal; the defaults said as such."""
+    return ", ".join(f"{k}={v!r}" for k, v in sorted(options.items())) if options else "the default options (greedy, 64 new tokens)"
+
+
 def done_inputs(out: Path, model: str | None = None, variant: str | None = None, retry_errors: bool = False,
                 new_file: bool = True, stale: Callable[[dict], str | None] | None = None,
-                mine: Callable[[str], bool] | None = None) -> tuple[collections.Counter, collections.Counter, dict[str, int]]:
+                mine: Callable[[str], bool] | None = None,
+                options: dict | None = None) -> tuple[collections.Counter, collections.Counter, dict[str, int]]:
     """Inputs already answered in ``out`` (counted, so repeated inputs are redone only as often
     as they are missing), those of them answered by an error line, and how many lines were
     dropped, by why: ``retried`` (error lines, with ``retry_errors``, of inputs that ``mine``
@@ -77,8 +83,8 @@ def done_inputs(out: Path, model: str | None = None, variant: str | None = None,
     ``gone`` (a line of a text file that has fewer lines now).
     ``out`` is a file (:func:`exclusive` checked it).
 
-    With ``model``, a line of another model (or one without ``model``) refuses the file before
-    anything in it changes; then a torn last line is cut off, and the dropped lines are removed
+    With ``model``, a line of another model (or one without ``model``), or a generation's result
+    line of other ``options`` (none recorded: the defaults), refuses the file before anything in it changes; then a torn last line is cut off, and the dropped lines are removed
     (rewritten to a temporary file, then renamed)."""
     done: collections.Counter = collections.Counter()
     failed: collections.Counter = collections.Counter()
@@ -97,6 +103,9 @@ def done_inputs(out: Path, model: str | None = None, variant: str | None = None,
                 raise InputError(f"{out} line {n} is not an edgeai result; give another --out file.") from None
             if model is not None and rec.get("model") != model:
                 raise InputError(_refusal(out, rec, model, variant, new_file))
+            if model is not None and "finish_reason" in rec and rec.get("options", {}) != (options or {}):
+                raise InputError(f"{out} holds continuations made with {_options_text(rec.get('options'))}, and this run "
+                                 f"asks for {_options_text(options)}: give another --out file, or the same options.")
             if retry_errors and "error" in rec and (mine is None or mine(key)):
                 why = "retried"
             else:
@@ -201,7 +210,7 @@ def exclusive(out: Path) -> Iterator[_Out]:
 
 
 def pending(items: list[str], out: Path, model: str | None = None, variant: str | None = None,
-            retry_errors: bool = False, new_file: bool = True) -> tuple[list[str], dict[str, Any]]:
+            retry_errors: bool = False, new_file: bool = True, options: dict | None = None) -> tuple[list[str], dict[str, Any]]:
     """The items ``out`` does not answer yet, or answers for an input that has changed since
     (an edited line of a text file, an image file modified since), and the run's opening
     figures (``total``, ``skipped``, ``failed`` (skipped inputs whose lines are errors),
@@ -230,7 +239,7 @@ def pending(items: list[str], out: Path, model: str | None = None, variant: str 
             return "changed" if said != texts[key] else None
         return "changed" if "modified" in line and line["modified"] != modified(key) else None
 
-    already, failed, dropped = done_inputs(out, model, variant, retry_errors, new_file, stale, names.__contains__)
+    already, failed, dropped = done_inputs(out, model, variant, retry_errors, new_file, stale, names.__contains__, options)
     todo: list[str] = []
     old_errors = 0
     for f, item in zip(fields, items):

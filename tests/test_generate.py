@@ -486,6 +486,40 @@ def test_bulk_prompts_to_jsonl_resumable(packages, tmp_path):
     again = cli("run", "--model", str(packages["gpt2"]), "--out", str(out), str(prompts))
     assert "1 new result line(s)" in again.stderr and "3 already there" in again.stderr, again.stderr
     assert json.loads(out.read_text().splitlines()[-1])["prompt"] == "A third one"
+    assert not any("options" in json.loads(x) for x in out.read_text().splitlines())  # run's defaults: none recorded
+
+
+def test_generate_out_takes_the_options_and_resumes_only_with_the_same(packages, tmp_path):
+    """`edgeai generate FILE --out` is `run --out` with generate's options, which every result
+    line records (those that differ from the defaults): a file is resumed only with the same ones,
+    since a continuation of 200 sampled tokens is not one of 64 greedy ones."""
+    gpt2 = str(packages["gpt2"])
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("Hello there\nOnce upon a time\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    sampled = ("--max-new-tokens", "6", "--temperature", "0.8", "--seed", "3")
+    r = cli("generate", "--model", gpt2, str(prompts), "--out", str(out), *sampled)
+    assert r.returncode == 0 and "2 new result line(s)" in r.stderr and not r.stdout, r.stderr
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [x["options"] for x in lines] == [{"max_new_tokens": 6, "temperature": 0.8, "seed": 3}] * 2
+    assert [x["prompt"] for x in lines] == ["Hello there", "Once upon a time"] and all(x["new_tokens"] <= 6 for x in lines)
+    with edgeai.load(gpt2, variant=lines[0]["variant"]) as pipe:  # the same text as the API's, seed and all
+        assert lines[0]["text"] == pipe.generate("Hello there", max_new_tokens=6, temperature=0.8, seed=3)["text"]
+    with prompts.open("a", encoding="utf-8") as f:
+        f.write("A third one\n")
+    r = cli("generate", "--model", gpt2, str(prompts), "--out", str(out), *sampled)
+    assert r.returncode == 0 and "1 new result line(s)" in r.stderr and "2 already there" in r.stderr, r.stderr
+    before = out.read_bytes()
+    for other in (("--max-new-tokens", "7"), ()):  # other options, or the defaults (run --out's too): refused, untouched
+        r = cli("generate", "--model", gpt2, str(prompts), "--out", str(out), *other)
+        assert r.returncode == 1 and "holds continuations made with max_new_tokens=6, seed=3, temperature=0.8" in r.stderr, r.stderr
+        assert out.read_bytes() == before
+    r = cli("run", "--model", gpt2, str(prompts), "--out", str(out))
+    assert r.returncode == 1 and "the default options (greedy, 64 new tokens)" in r.stderr and out.read_bytes() == before
+    r = cli("generate", "--model", gpt2, "Hi", "--out", str(out), "--json")
+    assert r.returncode == 1 and "give one of them" in r.stderr
+    r = cli("generate", "--model", gpt2, "Hi", "--retry-errors")
+    assert r.returncode == 1 and "--retry-errors is for a bulk run: add --out" in r.stderr
 
 
 def test_int8_variant_measured_by_next_token_agreement(checkpoints, tmp_path):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from ._common import plain_error, print_json, variant_notes
 from ._plain import note, style, warn
+from .run import _check_options, _run_bulk
 
 
 def generate(
@@ -27,6 +29,9 @@ def generate(
     system: Annotated[Optional[str], typer.Option(help="With --chat: a system message first.", show_default=False)] = None,
     literal: Annotated[bool, typer.Option("--text", help="Every PROMPT is a prompt as it is, even one that names a file.")] = False,
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON document: text, token counts, timings.")] = False,
+    out_file: Annotated[Optional[Path], typer.Option("--out", help="Write one JSON line per prompt to this file (or a .parquet table), resumable: prompts already there are skipped.", show_default=False)] = None,
+    retry_errors: Annotated[bool, typer.Option("--retry-errors", help="With --out: run again the prompts whose lines are errors.")] = False,
+    new_file: Annotated[bool, typer.Option("--new-file", help="With --out: write OUT.<model>-<variant>.jsonl beside it instead (when it holds another model's or variant's results).")] = False,
     provider: Annotated[str, typer.Option(help="auto, cpu, cuda or tensorrt.")] = "auto",
     variant: Annotated[str, typer.Option(help="auto, fp32, optimized, int8, int4 or fp16.")] = "auto",
     threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads [default: the count the chosen variant was timed fastest on here, else ONNX Runtime's choice].")] = None,
@@ -34,10 +39,9 @@ def generate(
     """Continue each PROMPT with a text-generation package (or answer it, with an encoder-decoder
     such as T5), streaming the text as it is decoded; tokens/s and the time to the first token
     follow on stderr. Greedy unless --temperature is given."""
-    from pathlib import Path
-
     import edgeai
     from edgeai.errors import EdgeAIError, InputError, shell_arg
+    from edgeai.chat import as_user
     from edgeai.generation import generator_for
     from edgeai.home import resolve_builtin
     from edgeai.sampling import Sampling
@@ -45,6 +49,7 @@ def generate(
 
     if system is not None and not chat:
         raise InputError("--system goes with --chat.")
+    _check_options(out_file, None, new_file, retry_errors, json_=json_)  # --out and its options: as edgeai run has them
     options = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_k": top_k, "top_p": top_p,
                "repetition_penalty": repetition_penalty, "seed": seed}
     Sampling(**options, stop=tuple(stop or ())).check()  # before a build, a load or a prompt is printed
@@ -63,13 +68,16 @@ def generate(
     if not literal:
         for x in (x for x in prompts if looks_like_a_missing_file(x)):
             warn(f"no file named {x!r}; continuing it as a prompt (--text silences this).")
+    if out_file is not None:  # as `edgeai run --out` writes and resumes its lines, with these options recorded on them
+        _run_bulk(pipe, prompts, out_file, 16, None, None,
+                  opts={"literal": literal, "retry_errors": retry_errors, "new_file": new_file,
+                        "generate": {**options, "chat": chat, "system": system}})
+        return
     prompts = expand_text_inputs(prompts, literal)  # a file's lines, or standard input's, as run reads them
     answer = chat or pipe.task == "text2text-generation"  # the output is an answer, not a continuation
 
     def message(p: str):  # what generate() takes for PROMPT
-        if not chat:
-            return p
-        return ([{"role": "system", "content": system}] if system is not None else []) + [{"role": "user", "content": p}]
+        return as_user(p, system) if chat else p
 
     failed: list[str] = []  # each prompt on its own account: one that fails leaves the others their results
     if json_:

@@ -223,7 +223,8 @@ def _run_bulk(pipe, inputs: list[str], out_file: Path, batch_size: int, workers:
             bar.update(task, completed=done, total=total, rate=f"{rate:.1f}/s" if done else "")
 
         if ray_address is None:
-            stats = run_bulk(pipe, items, out_file, batch_size=batch_size, workers=workers, top_k=top_k, progress=step, **again)
+            stats = run_bulk(pipe, items, out_file, batch_size=batch_size, workers=workers, top_k=top_k, progress=step,
+                             generate=opts.get("generate"), **again)
         else:
             from edgeai.integrations.ray import run_ray
 

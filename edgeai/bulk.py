@@ -26,6 +26,7 @@
 from __future__ import annotations
 
 import collections
+import json
 import os
 import time
 import warnings
@@ -200,7 +201,8 @@ def generation_options(pipe, options: dict[str, Any] | None) -> dict[str, Any]:
     check_request(pipe, options)
     defaults = {k: p.default for k, p in inspect.signature(pipe.generate).parameters.items()}
     given = {k: v for k, v in options.items() if v != defaults[k]}
-    return {**given, **{k: v for k, v in chat.items() if v}}
+    # as the lines hold them (a tuple of stop strings reads back as a list), for the resume check
+    return json.loads(json.dumps({**given, **{k: v for k, v in chat.items() if v}}))
 
 
 def _generations(pipe, todo: list[str], batch_size: int, options: dict[str, Any]) -> Iterator[list[dict]]:

@@ -143,7 +143,7 @@ def export(family: Family, src: Source, out, precision: str = "int8", progress: 
         write_manifest(tmp, manifest)
         src.module = None  # free the PyTorch model before quantizing
         pkg = Package.open(tmp)
-        _finish(pkg, precision, progress, src.held_out, src.tuning, src.calibration)
+        _finish(pkg, precision, progress, src.held_out, src.tuning, src.calibration, final=target)
         if src.after:
             src.after(pkg)
     return Package.open(target)
@@ -385,7 +385,7 @@ def _versions(*extra: str) -> dict[str, str]:
 
 
 def _finish(pkg: Package, precision: str, progress: Progress | None, held_out: list[str] | None = None,
-            tuning: list[str] | None = None, calibration=None) -> None:
+            tuning: list[str] | None = None, calibration=None, final: Path | None = None) -> None:
     from edgeai.quantize import optimize, quantize, record_latencies
 
     optimize(pkg, progress=progress, held_out=held_out, measure_latency=False)
@@ -394,4 +394,4 @@ def _finish(pkg: Package, precision: str, progress: Progress | None, held_out: l
                  held_out=held_out, tuning=tuning)
         if "generation" in pkg.manifest:  # a decoder's speed is bound by its weights: 4-bit too
             quantize(pkg, precision="int4", measure_latency=False, progress=progress, held_out=held_out, tuning=tuning)
-    record_latencies(pkg, progress=progress, source="export")
+    record_latencies(pkg, progress=progress, source="export", final=final)

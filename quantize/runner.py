@@ -215,9 +215,10 @@ ONE_THREAD_BELOW_MS = 2.0
 
 
 def record_latencies(pkg: Package, batch: int = 1, threads: int | None = None, progress: Progress | None = None,
-                     source: str = "quantize") -> None:
+                     source: str = "quantize", final: Path | None = None) -> None:
     """Time every variant on this CPU (a fresh process each, alternating rounds) and record it
-    under ``source``, the command that asked (quantize, optimize or export)."""
+    under ``source``, the command that asked (quantize, optimize or export). ``final``: where the
+    package will be, for the warning on unsteady figures (an export times it in its staging folder)."""
     from edgeai.benchmark import bench
 
     def step(done: int, total: int, label: str) -> None:
@@ -236,4 +237,4 @@ def record_latencies(pkg: Package, batch: int = 1, threads: int | None = None, p
     if said := "; ".join(f for f in found if f):
         warnings.warn(UnsteadyTimingWarning(
             f"the latencies just recorded are unsteady ({said}): the machine was likely busy, and auto chooses a "
-            f"variant by them; time them again on a quiet machine with: edgeai bench {shell_arg(pkg.path)} --record"), stacklevel=2)
+            f"variant by them; time them again on a quiet machine with: edgeai bench {shell_arg(final or pkg.path)} --record"), stacklevel=2)

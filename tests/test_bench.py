@@ -409,7 +409,7 @@ def test_unsteady_figures_are_named():
     assert _unsteady([{**row, "engine": "pytorch", "p50_by_round_ms": [1.0, 2.0]}]) == "PyTorch batch 1: round medians 2.0x apart"
 
 
-def test_builds_warn_when_the_latencies_they_record_are_unsteady(small_pkg, tmp_path, monkeypatch):
+def test_builds_warn_when_the_latencies_they_record_are_unsteady(small_pkg, factory, tmp_path, monkeypatch):
     """export, optimize and quantize record latencies that auto then chooses by: figures taken on a
     busy machine are recorded all the same, but the command says so and names the re-timing
     command. The thresholds are lowered here so that real timings count as unsteady."""
@@ -427,3 +427,7 @@ def test_builds_warn_when_the_latencies_they_record_are_unsteady(small_pkg, tmp_
     assert f"edgeai bench '{pkg}' --record" in r.output
     optimized = Package.open(pkg).variants["optimized"]["latency"]  # recorded all the same
     assert [e["source"] for e in optimized.values()] and all(e["source"] == "optimize" for e in optimized.values())
+    # an export times its package in a staging folder: the command names where the package is, not that
+    new = tmp_path / "new one"
+    r = CliRunner().invoke(app, ["export", factory, "--input", "x:2,3,16,16:float32", "--precision", "fp32", "-o", str(new)])
+    assert r.exit_code == 0 and f"edgeai bench '{new}' --record" in r.output and "edgeai-tmp" not in r.output, r.output

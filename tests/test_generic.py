@@ -176,6 +176,23 @@ def test_cli_exports_a_factory_and_runs_npy_inputs(tmp_path):
     assert [res["input"] for res in json.loads(r.stdout)["results"]] == [str(tmp_path / "x.npy"), str(tmp_path / "x.npz")]
     r = cli("run", "--model", str(tmp_path / "pkg"), str(tmp_path), "--out", str(tmp_path / "r.jsonl"))
     assert r.returncode == 1 and "without --out" in r.stderr and not (tmp_path / "r.jsonl").exists()
+    # the package is named after its folder: another factory into that folder is another model, refused
+    # before any work (it silently replaced the package); the same factory rebuilds it
+    before = (tmp_path / "pkg" / "manifest.json").read_bytes()
+    r = cli("export", f"{tmp_path / 'net.py'}:always", "--input", "x:1,4:float32", "-o", str(tmp_path / "pkg"))
+    assert r.returncode == 1 and f"holds the package of another model, made from {tmp_path / 'net.py'}:make" in r.stderr, r.stderr
+    assert (tmp_path / "pkg" / "manifest.json").read_bytes() == before
+
+
+def test_export_module_leaves_the_callers_module_in_its_mode(tmp_path):
+    from edgeai.export import export_module
+
+    module = TinyCNN().train()
+    module.body[1].eval()  # a submodule the caller froze (its BatchNorm) stays frozen too
+    export_module(module, {"x": torch.randn(1, 3, 16, 16)}, tmp_path / "m")
+    assert module.training and not module.body[1].training
+    with pytest.raises(EdgeAIError, match="holds the package of another model, made from TinyCNN"):
+        export_module(torch.nn.Linear(3, 2), {"x": torch.randn(1, 3)}, tmp_path / "m")
 
 
 @pytest.mark.parametrize("factory, args, message", [

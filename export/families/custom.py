@@ -27,7 +27,7 @@ FAMILY = Family(
         Option("calibration", "with --precision int8: directory of .npy/.npz feeds for static INT8 (dynamic INT8 without it).",
                kind=Path),
         # name_: the flag is --name; the CLI's own NAME argument already takes the keyword name.
-        Option("name_", "the package's name in its manifest [default: the file's stem]; also the default -o DIR."),
+        Option("name_", "the package's name in its manifest [default: the -o folder's name, else the file's stem]; also the default -o DIR."),
     ),
 )
 
@@ -50,8 +50,9 @@ def build(out=None, precision: str = "fp32", progress=None, factory: str | None 
     if len(set(names)) != len(names):
         raise InputError(f"Input names repeat: {names}.")
     axes = generic.parse_dynamic(list(dynamic or []), names)
-    say(progress, f"building the module from {factory}")
     name = _check_name(name_) if name_ is not None else _default_name(out, factory)
+    _check_same_model(out or Path(name), factory)  # before the factory's module is built
+    say(progress, f"building the module from {factory}")
     module = generic.load_factory(factory)
     try:
         return export_module(module, generic.example_tensors(specs), out or Path(name), axes, precision=precision,
@@ -87,6 +88,28 @@ def _default_name(out, factory: str) -> str:
     return _check_name(name[:200])
 
 
+def _check_same_model(out: str | os.PathLike, source: str) -> None:
+    """Refuse to replace a package made from another factory (or class, or .onnx file): a
+    factory export is named after its folder by default, so the name cannot tell two models in
+    one folder apart, and ``models.py:lstm`` would silently replace ``models.py:cnn``. The same
+    factory (the file compared by name, so a moved checkout still counts) rebuilds its package."""
+    from edgeai.atomic import read_manifest
+    from edgeai.errors import PackageError
+
+    held = read_manifest(Path(out))
+    old = ((held or {}).get("provenance") or {}).get("source")
+    if held is None or held.get("family") != "custom" or not isinstance(old, str):
+        return  # nothing there, or another family's package: staging_dir's check by name refuses it
+
+    def key(ref: str) -> tuple[str, str]:
+        file, colon, fn = ref.rpartition(":")
+        return (Path(file).name, fn) if colon and file.endswith(".py") else (ref, "")
+
+    if key(old) != key(source):
+        raise PackageError(f"{out} holds the package of another model, made from {old}; give {source} its own folder "
+                           "(-o DIR), or remove that package first.")
+
+
 def _check_name(name: str) -> str:
     """A package name that is also a usable directory name (it is the default -o DIR)."""
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][\w.+-]{0,199}", name):
@@ -110,21 +133,38 @@ def export_module(module, example_inputs: dict, out: str | os.PathLike, dynamic:
     Parameters of ``forward`` with a default and no example keep their default. ``precision="int8"``
     adds an int8 variant: static QDQ when ``calibration`` (a directory of .npy/.npz feeds) is
     given, dynamic otherwise; the recipe says which. ``name`` is the manifest's (default: the
-    directory's name). ``budget`` replaces the family's threshold (lowest cosine to fp32).
+    directory's name). ``budget`` replaces the family's threshold (lowest cosine to fp32). The
+    module is exported in eval mode, and left in the mode it had. A package of another module (or
+    factory) at ``out`` is refused; one of the same is rebuilt.
     """
-    from edgeai.export.exporter import Source, Tolerance, check_precision, export, user_budget
+    from edgeai.export.exporter import check_precision
     from edgeai.export.generic import in_forward_order
 
     check_precision(precision)
     if calibration is not None and precision != "int8":
         raise InputError("calibration inputs are for precision='int8' (static INT8); the fp32 export would not read them.")
     _check_module(module)
+    _check_same_model(out, source or type(module).__name__)
     example_inputs = _tensors(example_inputs)
     name = _check_name(name) if name is not None else None  # None: the directory's name
     example_inputs = in_forward_order(module, example_inputs)
     dynamic = _check_dynamic(example_inputs, dynamic)
     kind = type(module).__name__
-    module = _given_only(module.eval(), list(example_inputs))
+    modes = {m: m.training for m in module.modules()}  # exported in eval mode; the caller's module is left as it was
+    try:
+        return _export_in_eval_mode(module.eval(), example_inputs, out, dynamic, output_names, precision, calibration,
+                                    name, source or kind, progress, budget)
+    finally:
+        for m, training in modes.items():
+            m.training = training
+
+
+def _export_in_eval_mode(module, example_inputs: dict, out, dynamic: dict, output_names: list[str] | None, precision: str,
+                         calibration, name: str | None, source: str, progress, budget: float | None):
+    from edgeai.export.exporter import Source, Tolerance, export, user_budget
+
+    kind = type(module).__name__
+    module = _given_only(module, list(example_inputs))
     shapes = ", ".join(f"{n} {list(t.shape)} {str(t.dtype).replace('torch.', '')}" for n, t in example_inputs.items())
     outputs = _output_names(output_names, _outputs_on_example(module, example_inputs, shapes))
     src = Source(
@@ -134,7 +174,7 @@ def export_module(module, example_inputs: dict, out: str | os.PathLike, dynamic:
         labels=["on the example", "on the example mirrored", "on new values of the example's shapes"],
         tolerance=Tolerance(_tolerance(module, example_inputs), "max_rel_diff"),
         checked_on="on the example, on new values, and at other sizes of the dynamic axes", output_names=outputs, dynamic=dynamic,
-        provenance={"source": source or kind}, dynamo_fallback=True, calibration=calibration,
+        provenance={"source": source}, dynamo_fallback=True, calibration=calibration,
         input_examples=example_inputs,
     )
     if budget is None:  # the caller's (export_factory's --budget), or the family's

@@ -67,6 +67,23 @@ def test_a_nan_difference_never_passes():
 
     with pytest.raises(ExportError):
         check_close([ref], [bad], "at the example", 1e-4)
+    figures = compare({"y": ref}, {"y": bad}, "tensor")  # the row with the NaN: the worst cosine, not NaN in the manifest
+    assert figures["cosine_min"] == -1.0 and np.isfinite(figures["cosine_mean"])
+
+
+def test_inputs_of_different_lengths_are_compared_without_their_padding():
+    """Calibration arrays of different sequence lengths: stack() pads the shorter with NaN on
+    both sides; cosine leaves that padding out (it made cosine_min NaN, and the manifest JSON
+    invalid, for a variant that agreed to 0.9998: review)."""
+    import numpy as np
+
+    from edgeai.data.compare import compare, stack
+
+    rng = np.random.default_rng(0)
+    ref = [rng.standard_normal((1, n, 16)).astype(np.float32) for n in (3, 8, 13)]
+    got = [r + 0.001 * rng.standard_normal(r.shape).astype(np.float32) for r in ref]
+    figures = compare({"y": stack(ref)}, {"y": stack(got)}, "tensor")
+    assert 0.999 < figures["cosine_min"] <= figures["cosine_mean"] <= 1.0 and figures["samples"] == 3
 
 
 def test_outputs_of_zeros_and_scalars_are_compared_for_what_they_are(tmp_path):

@@ -140,14 +140,20 @@ def per_output(reference: dict[str, np.ndarray], other: dict[str, np.ndarray]) -
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Row-wise cosine similarity. Rows that are zero on both sides agree (1: a ReLU head that
     outputs nothing for an input, unchanged); rows of one value (a scalar per input) would be
-    +-1 whatever the values, so such an output is compared as one vector across the inputs."""
+    +-1 whatever the values, so such an output is compared as one vector across the inputs.
+    Positions NaN on both sides are the padding of :func:`stack` (inputs of different lengths)
+    and count as zero; a row with a NaN on one side only is -1, the worst, never a pass."""
     a = a.reshape(len(a), -1)
     b = b.reshape(len(b), -1)
     if a.shape[1] == 1:
         a, b = a.T, b.T
+    pad = np.isnan(a) & np.isnan(b)
+    a, b = np.where(pad, 0.0, a), np.where(pad, 0.0, b)
     norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
     both_zero = ~a.any(1) & ~b.any(1)
-    return np.where(both_zero, 1.0, (a * b).sum(1) / np.maximum(norms, 1e-12))
+    with np.errstate(invalid="ignore"):
+        cos = np.where(both_zero, 1.0, (a * b).sum(1) / np.maximum(norms, 1e-12))
+    return np.where(np.isnan(cos), -1.0, cos)
 
 
 def run_batches(session_run, feeds: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

@@ -18,13 +18,32 @@ def dynamic_int8(src: Path, dest: Path, per_channel: bool, exclude: list[str] | 
 
     ``reduce_range``: 7-bit weights, so that AVX2's u8 x s8 kernel (no VNNI) cannot saturate its
     int16 pair sums (see saturation.py)."""
+    from onnx.shape_inference import InferenceError
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    # The quantizer logs a generic "consider pre-processing" on the root logger.
-    with quiet():
-        # DefaultTensorType: the fused contrib ops have no type inference in the quantizer (FACTS.md).
-        quantize_dynamic(str(src), str(dest), per_channel=per_channel, weight_type=QuantType.QInt8, reduce_range=reduce_range,
-                         nodes_to_exclude=list(exclude or []), extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    def run(model: Path) -> None:
+        # The quantizer logs a generic "consider pre-processing" on the root logger.
+        with quiet():
+            # DefaultTensorType: the fused contrib ops have no type inference in the quantizer (FACTS.md).
+            quantize_dynamic(str(model), str(dest), per_channel=per_channel, weight_type=QuantType.QInt8,
+                             reduce_range=reduce_range, nodes_to_exclude=list(exclude or []),
+                             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+
+    try:
+        run(src)
+    except InferenceError:
+        # The quantizer's strict shape inference can disagree with the shapes the exporter wrote
+        # (torch's dynamo exporter records the example's size of a reshaped nn.TransformerEncoder
+        # tensor: "(32) vs (2)"); the graph itself runs. Without those recorded shapes the
+        # quantizer infers its own. Only then: a fused graph's contrib ops need the recorded ones.
+        model = onnx.load(str(src))
+        del model.graph.value_info[:]
+        bare = dest.with_name(f".{dest.stem}.no-value-info.onnx")
+        onnx.save(model, str(bare))
+        try:
+            run(bare)
+        finally:
+            bare.unlink(missing_ok=True)
     return {"method": "dynamic", "per_channel": per_channel, "weights": "int8 (7-bit range)" if reduce_range else "int8", "activations": "uint8 (per call)",
             "float_nodes": list(exclude or [])}
 

@@ -118,8 +118,10 @@ def run_step(step: Step, pkg: Package, ctx: Context, measure_latency: bool = Fal
                 raise
             except Exception as e:  # the quantizer or optimizer of ONNX Runtime failing on this graph: one sentence
                 text = (str(e).strip().splitlines() or [""])[0][:300]
+                # an export's package is still in its staging folder: the failed export writes nothing
+                kept = "nothing was written" if _TMP_MARK in pkg.path.name else "the package is unchanged"
                 raise ExportError(f"The {step.name} step failed on {pkg.name}'s {made_from} graph: {type(e).__name__}: "
-                                  f"{text} (the package is unchanged).") from None
+                                  f"{text} ({kept}).") from None
         # A step that chose among sources by measurement (budget_search.py) says which.
         made_from = recipe.pop("made_from", made_from)
         ctx.say(CHECKS.get(step.variant, f"measuring {step.variant} agreement with fp32 on held-out inputs"))

@@ -137,6 +137,9 @@ def _check_target(final: Path) -> None:
         raise PackageError(f"{final} is a file; a package is a folder: give a new folder or an existing package.")
     if final.is_dir() and not (final / MANIFEST).is_file() and any(final.iterdir()):
         raise PackageError(f"{final} exists and is not a model package; refusing to replace it.")
+    if os.path.ismount(final):  # a volume (a container's, a disk's): it cannot be renamed, as staging_dir does
+        raise PackageError(f"{final} is a mount point, and a package is built beside its folder and renamed into "
+                           f"place: give a folder inside it (-o {final / 'NAME'}).")
 
 
 def staging_owner_alive(rest: str) -> bool:

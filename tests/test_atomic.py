@@ -61,3 +61,16 @@ def test_quantize_killed_half_way_keeps_the_package_loadable(cnn_pkg, tmp_path):
     for name in pkg.variants:
         pkg.variant_path(name)  # every hash still matches
     assert edgeai.load(copy, variant="int8").predict(str(CAT))["top_k"]
+
+
+def test_an_empty_mount_point_is_refused_before_any_work():
+    """A container's volume is a mount point: staging_dir cannot rename it aside, and the export
+    ended in an EBUSY traceback after all its work (review). Refused first, naming a folder inside."""
+    from edgeai.atomic import check_destination
+    from edgeai.errors import PackageError
+
+    shm = Path("/dev/shm")
+    if not (os.path.ismount(shm) and shm.is_dir() and os.access(shm, os.W_OK) and not any(shm.iterdir())):
+        pytest.skip("no empty, writable mount point (/dev/shm) here")
+    with pytest.raises(PackageError, match=r"/dev/shm is a mount point.*give a folder inside it \(-o /dev/shm/NAME\)"):
+        check_destination(shm, "tiny")

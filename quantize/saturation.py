@@ -82,8 +82,11 @@ def saturated_layers(fp32_path: Path, qdq_path: Path, feeds: list[dict], thresho
     rng = np.random.default_rng(0)
     hit: dict[str, float] = {}
     for node, src, scale, zero, weight in layers:
-        a = np.clip(np.round(np.concatenate(acts[src]) / scale) + zero, 0, 255).astype(np.int32)
-        rows, w = _rows(a, weight, zero, node.op_type)
+        # each feed's activation on its own: inputs of other sizes along a dynamic axis (a height)
+        # give activations of other shapes, whose rows (pixels x K) still line up
+        parts = [_rows(np.clip(np.round(x / scale) + zero, 0, 255).astype(np.int32), weight, zero, node.op_type)
+                 for x in acts[src]]
+        rows, w = np.concatenate([r for r, _ in parts]), parts[0][1]
         rows = rows[rng.choice(len(rows), min(len(rows), SAMPLE_ROWS), replace=False)]
         share = _overflow_share(rows, w)
         if share > threshold:

@@ -411,3 +411,31 @@ def test_a_forward_parameter_with_a_default_keeps_it(tmp_path):
         assert [i["name"] for i in pkg.manifest["inputs"]] == ["x"]
         np.testing.assert_allclose(pipe.predict(x)["outputs"]["output"], module(torch.from_numpy(x)).detach().numpy(),
                                    rtol=1e-5, atol=1e-6)
+
+
+def test_static_int8_calibrates_on_arrays_of_other_sizes_along_dynamic_axes(tmp_path):
+    """A CNN exported with dynamic height and width, calibrated on arrays of three sizes: the
+    saturation estimate joined their activations into one array and failed in numpy (review)."""
+    from edgeai.package import Package
+
+    (tmp_path / "net.py").write_text(textwrap.dedent('''
+        import torch
+        from torch import nn
+
+        def make():  # two convs: the first (the stem) stays float, the second is estimated for saturation
+            torch.manual_seed(0)
+            return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, stride=2, padding=1),
+                                 nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 5)).eval()
+    '''))
+    pkg = tmp_path / "pkg"
+    r = cli("export", f"{tmp_path / 'net.py'}:make", "--input", "x:1,3,8,8:float32", "--dynamic", "x:2:h",
+            "--dynamic", "x:3:w", "-o", str(pkg))
+    assert r.returncode == 0, r.stderr
+    (tmp_path / "cal").mkdir()
+    rng = np.random.default_rng(0)
+    for i, (h, w) in enumerate([(8, 8), (12, 9), (16, 20)]):
+        np.save(tmp_path / "cal" / f"{i}.npy", rng.random((1, 3, h, w)).astype(np.float32))
+    r = cli("quantize", str(pkg), "--method", "static", "--calibration", str(tmp_path / "cal"))
+    assert r.returncode == 0 and TRACEBACK not in r.stderr, r.stderr
+    accuracy = Package.open(pkg).variants["int8"]["accuracy"]
+    assert accuracy["samples"] == 3 and 0.9 < accuracy["cosine_min"] <= 1.0

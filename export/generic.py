@@ -158,6 +158,11 @@ def in_forward_order(module, example: dict) -> dict:
     order = [p.name for p in positional if p.name in example]
     if any(p.kind in (P.VAR_POSITIONAL, P.VAR_KEYWORD) for p in params):
         return {n: example[n] for n in [*order, *(n for n in example if n not in order)]}
+    keyword_only = [p.name for p in params if p.kind == P.KEYWORD_ONLY and p.name in example]
+    if keyword_only:  # the export passes inputs by position: a keyword-only parameter cannot be one
+        raise InputError(f"forward() takes {', '.join(keyword_only)} as keyword-only (after *), and an exported graph "
+                         "passes its inputs by position: make it an ordinary parameter of forward, or give it a default "
+                         "and leave it out of the inputs.")
     required = [p.name for p in params if p.default is P.empty]
     unknown = [n for n in example if n not in order]
     if unknown or any(n not in example for n in required):
@@ -185,7 +190,14 @@ def load_weights(module, path: str | os.PathLike, strict: bool = True):
 
         state = load_file(str(path))
     else:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
+        import pickle
+
+        try:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:  # torch's own text ends in "two options" it leaves to a link
+            raise InputError(f"{path} holds more than weights (a whole pickled model, or objects of other classes), and "
+                             "loading it would run code from the file: save model.state_dict() with torch.save instead "
+                             "(or as .safetensors).") from None
     module.load_state_dict(state, strict=strict)
     return module
 

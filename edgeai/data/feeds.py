@@ -87,6 +87,10 @@ def feeds_from_dir(folder: str | os.PathLike, names: Sequence[str], inputs: list
                          else f"Directory {folder} does not exist.")
     files = [p for p in sorted(folder.iterdir()) if p.suffix == ".npz" or (p.suffix == ".npy" and len(names) == 1)]
     if not files:
+        if len(names) > 1 and any(p.suffix == ".npy" for p in folder.iterdir()):  # a .npy holds one array: one input's
+            raise InputError(f"{folder} holds .npy files, but the model takes {len(names)} inputs ({', '.join(names)}): give "
+                             "one .npz per example with an array for each, e.g. np.savez('0.npz', " +
+                             ", ".join(f"{n}=..." for n in names) + ").")
         raise InputError(f"{folder} holds no .npy (single-input models) or .npz files.")
     if inputs is None:
         return [load_arrays(p, names) for p in files]

@@ -249,7 +249,7 @@ def torch_outputs(module, feed: Feed) -> list[np.ndarray]:
     if isinstance(out, torch.Tensor):
         out = (out,)
     if not isinstance(out, (tuple, list)) or not all(isinstance(o, torch.Tensor) for o in out):
-        raise ExportError("The module must return a tensor or a tuple of tensors.")
+        raise ExportError("The module must return a tensor, a tuple of tensors, or a dict of tensors (not nested).")
     return [o.float().numpy() if o.dtype == torch.float16 else o.numpy() for o in out]
 
 

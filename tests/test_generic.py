@@ -461,3 +461,28 @@ def test_user_mistakes_with_weights_forward_and_calibration_arrays_are_one_sente
     np.save(tmp_path / "cal" / "0.npy", np.ones((1, 4), np.float32))
     with pytest.raises(InputError, match=r"holds .npy files, but the model takes 2 inputs \(x, y\): .*np.savez\('0.npz', x=..., y=...\)"):
         feeds_from_dir(tmp_path / "cal", ["x", "y"])
+
+
+def test_a_module_returning_a_dict_exports_its_keys_as_outputs(tmp_path):
+    """Many real models return a dict (transformers' ModelOutput is one): its values are the
+    graph's outputs, named by its keys, in its order; they were refused (review)."""
+    from edgeai.export import export_module
+
+    class Heads(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Linear(4, 3)
+
+        def forward(self, x):
+            y = self.body(x)
+            return {"logits": y, "probs": torch.softmax(y, -1)}
+
+    torch.manual_seed(0)
+    module = Heads().eval()
+    pkg = export_module(module, {"x": torch.randn(2, 4)}, tmp_path / "heads", dynamic={"x": {0: "batch"}})
+    assert [o["name"] for o in pkg.manifest["outputs"]] == ["logits", "probs"]
+    x = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
+    with edgeai.load(pkg.path) as pipe, torch.inference_mode():
+        got, ref = pipe.run({"x": x}), module(torch.from_numpy(x))
+    for key in ("logits", "probs"):
+        np.testing.assert_allclose(got[key], ref[key].numpy(), rtol=1e-5, atol=1e-6)

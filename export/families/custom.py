@@ -164,9 +164,9 @@ def _export_in_eval_mode(module, example_inputs: dict, out, dynamic: dict, outpu
     from edgeai.export.exporter import Source, Tolerance, export, user_budget
 
     kind = type(module).__name__
-    module = _given_only(module, list(example_inputs))
+    module, keys = _tuple_outputs(_given_only(module, list(example_inputs)), example_inputs)
     shapes = ", ".join(f"{n} {list(t.shape)} {str(t.dtype).replace('torch.', '')}" for n, t in example_inputs.items())
-    outputs = _output_names(output_names, _outputs_on_example(module, example_inputs, shapes))
+    outputs = _output_names(output_names or keys, _outputs_on_example(module, example_inputs, shapes))
     src = Source(
         module=module, name=name or Path(out).name,
         description=f"{kind} exported by edgeai.export.export_module; inputs {shapes}.",
@@ -260,6 +260,35 @@ def _check_dynamic(example: dict, dynamic: dict | None) -> dict[str, dict[int, s
             if axis >= example[n].dim():
                 raise InputError(f"Input {n!r} has {example[n].dim()} dimensions; there is no axis {axis} to make dynamic.")
     return dynamic
+
+
+def _tuple_outputs(module, example: dict):
+    """``(module, None)``; or, for a module that returns a dict of tensors (as transformers'
+    ``ModelOutput`` is), a wrapper returning its values in order, and its keys, which name the
+    graph's outputs. The ONNX exporters take tensors and tuples of them."""
+    from collections.abc import Mapping
+
+    import torch
+
+    try:
+        with torch.inference_mode():
+            out = module(*example.values())
+    except Exception:
+        return module, None  # _outputs_on_example says why, in one sentence
+    if not (isinstance(out, Mapping) and out and all(isinstance(v, torch.Tensor) for v in out.values())):
+        return module, None
+    order = list(out)
+
+    class TupleOutputs(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = module
+
+        def forward(self, *inputs):
+            out = self.inner(*inputs)
+            return tuple(out[k] for k in order)
+
+    return TupleOutputs(), [str(k) for k in order]
 
 
 def _outputs_on_example(module, example: dict, shapes: str) -> int:

@@ -36,13 +36,18 @@ class PipelineClosedError(EdgeAIError, RuntimeError):
     """A call on a :class:`edgeai.Pipeline` after its ``close()``."""
 
 
-class TraceWarning(UserWarning):
+class EdgeAIWarning(UserWarning):
+    """What a build says to its user beside its result (``warnings.warn``); the CLI prints each
+    as a ``warning:`` line once its progress is done."""
+
+
+class TraceWarning(EdgeAIWarning):
     """The export's trace turned a tensor of the user's own model into a Python value (an ``if``
     on a tensor, ``.item()``): the ONNX graph keeps what the example computed there. Said with
     ``warnings.warn``; the CLI prints it as a ``warning:`` line."""
 
 
-class UnsteadyTimingWarning(UserWarning):
+class UnsteadyTimingWarning(EdgeAIWarning):
     """The latencies export, optimize or quantize just recorded look disturbed (a busy machine:
     see ``edgeai.benchmark.unsteady``). They are recorded, and ``auto`` chooses by them, so the
     warning names ``edgeai bench PKG --record`` to time them again. The CLI prints a ``warning:``."""

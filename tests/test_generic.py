@@ -155,6 +155,10 @@ FACTORY = textwrap.dedent('''
         torch.manual_seed(0)
         return nn.Sequential(nn.Embedding(4, 2), nn.Flatten()).eval()
 
+    def vocab():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Embedding(50, 2), nn.Flatten()).eval()
+
     def encoder():
         class Encoder(nn.Module):
             def __init__(self):
@@ -486,3 +490,14 @@ def test_a_module_returning_a_dict_exports_its_keys_as_outputs(tmp_path):
         got, ref = pipe.run({"x": x}), module(torch.from_numpy(x))
     for key in ("logits", "probs"):
         np.testing.assert_allclose(got[key], ref[key].numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_ids_left_at_the_default_range_of_a_larger_table_are_said(tmp_path):
+    """ids drawn from 0..9 (no range given) into a 50-row table: the export's checks and figures
+    saw a fifth of it; the warning names the range to give (review: recorded silently)."""
+    (tmp_path / "net.py").write_text(FACTORY)
+    r = cli("export", f"{tmp_path / 'net.py'}:vocab", "--input", "ids:1,3:int64", "-o", str(tmp_path / "v"))
+    assert r.returncode == 0 and "warning: ids was drawn from 0..9 (the default), but it indexes a table of 50 rows" in r.stderr
+    assert "--input ids:1,3:int64:0..49" in r.stderr, r.stderr
+    r = cli("export", f"{tmp_path / 'net.py'}:vocab", "--input", "ids:1,3:int64:0..49", "-o", str(tmp_path / "v"))
+    assert r.returncode == 0 and "warning" not in r.stderr, r.stderr

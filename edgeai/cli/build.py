@@ -48,17 +48,17 @@ def budget_note(pkg, name: str, acc: dict) -> str:
 
 @contextlib.contextmanager
 def _said_after():
-    """Collect the warnings a build says to its user (a trace that kept a Python value, latencies
-    recorded on a busy machine) and print them as ``warning:`` lines once its progress is done."""
-    from edgeai.errors import TraceWarning, UnsteadyTimingWarning
+    """Collect the warnings a build says to its user (edgeai.errors.EdgeAIWarning: a trace that
+    kept a Python value, latencies recorded on a busy machine, ids drawn from a part of their
+    table) and print them as ``warning:`` lines once its progress is done."""
+    from edgeai.errors import EdgeAIWarning
 
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", TraceWarning)
-        warnings.simplefilter("always", UnsteadyTimingWarning)
+        warnings.simplefilter("always", EdgeAIWarning)
         try:
             yield
         finally:
-            said = [w for w in caught if issubclass(w.category, (TraceWarning, UnsteadyTimingWarning))]
+            said = [w for w in caught if issubclass(w.category, EdgeAIWarning)]
     for w in said:
         warn(str(w.message))
 

@@ -55,8 +55,8 @@ def build(out=None, precision: str = "fp32", progress=None, factory: str | None 
     say(progress, f"building the module from {factory}")
     module = generic.load_factory(factory)
     try:
-        return export_module(module, generic.example_tensors(specs), out or Path(name), axes, precision=precision,
-                             calibration=calibration, name=name, source=factory, progress=progress)
+        pkg = export_module(module, generic.example_tensors(specs), out or Path(name), axes, precision=precision,
+                            calibration=calibration, name=name, source=factory, progress=progress)
     except ExportError as e:
         ints = [s for s in specs if s.dtype.startswith("int")]
         if "fails on the example inputs" not in str(e) or "index" not in str(e).lower() or not ints:
@@ -66,6 +66,24 @@ def build(out=None, precision: str = "fp32", progress=None, factory: str | None 
         s = next((s for s in ints if s.low is None), ints[0])
         raise ExportError(f"{str(e).rstrip('.')}. The integer inputs were drawn from {ranges}: give each the range its "
                           f"table takes, e.g. {s.name}:{','.join(map(str, s.shape))}:{s.dtype}:0..3.") from None
+    _say_narrow_ids(pkg, specs)
+    return pkg
+
+
+def _say_narrow_ids(pkg, specs: list) -> None:
+    """An integer input left at the default range (0..9) that indexes a larger table: the checks
+    against PyTorch, the int8 figures and the timings saw ten of its rows. Said, with the range to give."""
+    import warnings
+
+    from edgeai.errors import EdgeAIWarning
+
+    rows = {i["name"]: i["index_rows"] for i in pkg.manifest["inputs"] if "index_rows" in i}
+    for s in specs:
+        if s.low is None and rows.get(s.name, 0) > 10:
+            warnings.warn(EdgeAIWarning(
+                f"{s.name} was drawn from 0..9 (the default), but it indexes a table of {rows[s.name]} rows: the checks "
+                f"and figures saw only those ids; give --input {s.name}:{','.join(map(str, s.shape))}:{s.dtype}:0.."
+                f"{rows[s.name] - 1} to cover the table."), stacklevel=2)
 
 
 def export_factory(ref: str, inputs: list[str], dynamic: list[str] | None = None, out: str | os.PathLike | None = None,

@@ -501,3 +501,13 @@ def test_ids_left_at_the_default_range_of_a_larger_table_are_said(tmp_path):
     assert "--input ids:1,3:int64:0..49" in r.stderr, r.stderr
     r = cli("export", f"{tmp_path / 'net.py'}:vocab", "--input", "ids:1,3:int64:0..49", "-o", str(tmp_path / "v"))
     assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
+
+
+def test_seeded_feeds_put_the_batch_on_the_axis_named_batch():
+    """A sequence-first LSTM ([seq, batch, features], PyTorch's default) exported with
+    --dynamic x:0:seq --dynamic x:1:batch: `bench --batch 8` put its 8 on the seq axis (review)."""
+    from edgeai.data.feeds import random_feed
+
+    seq_first = [{"name": "x", "dtype": "float32", "shape": ["seq", "batch", 8], "example_shape": [5, 2, 8]}]
+    assert random_feed(seq_first, batch=8)["x"].shape == (5, 8, 8)
+    assert random_feed([{"name": "x", "dtype": "float32", "shape": ["n", 3, "h"]}], batch=8)["x"].shape == (8, 3, 16)

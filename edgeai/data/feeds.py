@@ -24,6 +24,7 @@ from .dtypes import numpy_dtype
 Feed = dict[str, np.ndarray]
 # A symbolic axis other than the batch axis gets this size in random feeds.
 OTHER_AXIS = 16
+BATCH_NAMES = ("batch", "batch_size")  # --dynamic x:1:batch, Optimum's batch_size
 
 
 def random_feed(inputs: Sequence[Mapping[str, Any]], batch: int = 2, seed: int = 0, other_axis: int = OTHER_AXIS,
@@ -31,13 +32,16 @@ def random_feed(inputs: Sequence[Mapping[str, Any]], batch: int = 2, seed: int =
     """Seeded values for tensor specs: normal floats, random booleans, small non-negative integers
     (valid token ids / indices for any embedding). Axes with the same name get the same size.
     Where a spec records its export example (``example_shape``, ``example_range``), named axes
-    other than the first take the example's size and values are drawn within its range."""
+    other than the batch take the example's size and values are drawn within its range. The
+    batch is the axis named ``batch`` (or ``batch_size``) where one is (a sequence-first LSTM's
+    ``[seq, batch, features]``), else the first."""
     rng = np.random.default_rng(seed)
     sizes: dict[str, int] = {}
     feed = {}
     for spec in inputs:
         example = spec.get("example_shape")  # a user model's own example (export/families/custom.py)
-        shape = [d if isinstance(d, int) else sizes.setdefault(d, batch if axis == 0 else (example[axis] if example else other_axis))
+        first = next((a for a, d in enumerate(spec["shape"]) if str(d).lower() in BATCH_NAMES), 0)
+        shape = [d if isinstance(d, int) else sizes.setdefault(d, batch if axis == first else (example[axis] if example else other_axis))
                  for axis, d in enumerate(spec["shape"])]
         dtype = numpy_dtype(spec["dtype"])
         lo, hi = spec.get("example_range") or (None, None)

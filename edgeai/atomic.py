@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 from typing import Iterator
 
-from .errors import PackageError
+from .errors import PackageError, shell_arg
 
 MANIFEST = "manifest.json"
 _TMP_MARK = ".edgeai-tmp-"
@@ -139,7 +139,7 @@ def _check_target(final: Path) -> None:
         raise PackageError(f"{final} exists and is not a model package; refusing to replace it.")
     if os.path.ismount(final):  # a volume (a container's, a disk's): it cannot be renamed, as staging_dir does
         raise PackageError(f"{final} is a mount point, and a package is built beside its folder and renamed into "
-                           f"place: give a folder inside it (-o {final / 'NAME'}).")
+                           f"place: give a folder inside it (-o {shell_arg(final / 'NAME')}).")
 
 
 def staging_owner_alive(rest: str) -> bool:

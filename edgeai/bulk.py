@@ -195,14 +195,19 @@ def generation_options(pipe, options: dict[str, Any] | None) -> dict[str, Any]:
         if options:
             raise InputError(f"{pipe.name} is a {pipe.task} package; generation options need a text-generation one.")
         return {}
-    chat = {k: options.pop(k) for k in ("chat", "system") if k in options}
-    if chat.get("system") is not None and not chat.get("chat"):
+    chat, system = bool(options.pop("chat", False)), options.pop("system", None)
+    if system is not None and not chat:
         raise InputError("system goes with chat=True (--system with --chat).")
+    if said := [k for k in ("stream", "cancel", "stats") if k in options]:  # of a call, not of the results a file holds
+        raise InputError(f"A bulk run writes whole results to its file: {', '.join(said)} is for Pipeline.generate.")
     check_request(pipe, options)
+    if isinstance(options.get("stop"), str):
+        options["stop"] = [options["stop"]]  # one stop string or a list of one: the same run
     defaults = {k: p.default for k, p in inspect.signature(pipe.generate).parameters.items()}
-    given = {k: v for k, v in options.items() if v != defaults[k]}
+    given = {k: v for k, v in options.items() if v != defaults[k] and not (k == "stop" and not v)}
+    given.update({"chat": True, **({"system": system} if system is not None else {})} if chat else {})
     # as the lines hold them (a tuple of stop strings reads back as a list), for the resume check
-    return json.loads(json.dumps({**given, **{k: v for k, v in chat.items() if v}}))
+    return json.loads(json.dumps(given))
 
 
 def _generations(pipe, todo: list[str], batch_size: int, options: dict[str, Any]) -> Iterator[list[dict]]:

@@ -21,14 +21,13 @@ def meets_budget(pkg: Package, name: str) -> bool:
 def fastest_recorded(info: dict, provider: str, machine: str | None = None, batch: int = 1,
                      device_id: int = 0, threads: int | None = None) -> dict | None:
     """A variant's fastest latency entry for this provider, kind of machine (and GPU) and batch
-    size; None without one. Of the entries timed on ``threads`` CPU threads when it is given and
-    there are some (an entry of ONNX Runtime's default counts as one thread per core), else
-    whatever thread count it was measured on."""
+    size, whatever thread count it was measured on, or with ``threads``, on that many CPU threads
+    (an entry of ONNX Runtime's default counts as one thread per core); None without one."""
     machine = machine or machine_key(provider, device_id)
     entries = [e for e in info.get("latency", {}).values()
                if e["provider"] == provider and e.get("machine", "?") == machine and e.get("batch", 1) == batch]
     if threads is not None and provider == providers.CPU:
-        entries = [e for e in entries if (e.get("threads") or os.cpu_count()) == threads] or entries
+        entries = [e for e in entries if (e.get("threads") or os.cpu_count()) == threads]
     return min(entries, key=lambda e: e["p50_ms"]) if entries else None
 
 
@@ -85,7 +84,14 @@ def choose_variant(pkg: Package, provider: str, device_id: int = 0, threads: int
     """Contracts, variant choice: the fastest variant within budget, measured on this kind of
     machine (on ``threads`` CPU threads where the caller fixed them and such figures exist)."""
     eligible = [v for v in VARIANTS if v in pkg.variants and meets_budget(pkg, v) and for_provider(pkg, v, provider)]
-    best = {v: e for v in eligible if (e := fastest_recorded(pkg.variants[v], provider, device_id=device_id, threads=threads))}
+
+    def fastest(threads: int | None) -> dict:
+        return {v: e for v in eligible if (e := fastest_recorded(pkg.variants[v], provider, device_id=device_id, threads=threads))}
+
+    # Threads fixed by the caller: the figures of that count rank the variants, where every one has them
+    best = fastest(threads) if threads is not None and provider == providers.CPU else {}
+    fixed = bool(best) and len(best) == len(eligible)
+    best = best if fixed else fastest(None)
     timed = [(e["p50_ms"], v) for v, e in best.items()]
     # A variant within budget but not timed here (its timing interrupted, or skipped) cannot be ranked.
     untimed = [v for v in eligible if v not in {w for _, w in timed}]
@@ -99,11 +105,12 @@ def choose_variant(pkg: Package, provider: str, device_id: int = 0, threads: int
             why = f"exact, and within {LOSSY_MARGIN:.0%} of the fastest within budget"
         # Faster variants that the budget rules out: say so, or "fastest" reads as the fastest of all.
         missed = [w for w in VARIANTS if w in pkg.variants and w not in eligible and for_provider(pkg, w, provider)
-                  and (r := recorded_latency(pkg.variants[w], provider, device_id=device_id, threads=threads)) is not None
-                  and r < t]
+                  and (r := recorded_latency(pkg.variants[w], provider, device_id=device_id, threads=threads if fixed else None))
+                  is not None and r < t]
         but = f"; {' and '.join(missed)} {'is' if len(missed) == 1 else 'are'} faster but miss{'es' if len(missed) == 1 else ''} the budget" if missed else ""
-        on = best[v].get("threads") or os.cpu_count()  # threads fixed by the caller, but no figure of that count: say so
-        on = f" on {on} thread{'s' if on > 1 else ''}, none timed on {threads}" if threads not in (None, on) and provider == providers.CPU else ""
+        on = best[v].get("threads") or os.cpu_count()  # threads fixed by the caller, but not every variant timed so: say so
+        on = (f" on {on} thread{'s' if on > 1 else ''}; not every variant was timed on {threads}"
+              if threads is not None and not fixed and provider == providers.CPU else "")
         return v, f"{why} ({t:.2f} ms recorded{on}{but})"
     order = ("int8", "optimized", "fp32") if provider == providers.CPU else ("fp16", "fp32", "optimized")
     if provider == providers.TENSORRT and (pkg.variants.get("int8", {}).get("recipe") or {}).get("preset") == "tensorrt":

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, TextIO
 
 from .atomic import _fsync_dir
-from .errors import DependencyError, InputError
+from .errors import DependencyError, InputError, shell_arg
 from .postprocess import to_jsonable
 from .text import input_fields
 
@@ -68,8 +68,15 @@ def _refusal(out: Path, line: dict, model: str, variant: str | None, new_file: b
 
 
 def _options_text(options: dict | None) -> str:
-    """``max_new_tokens=200, temperature=0.7`` for a refusal; the defaults said as such."""
-    return ", ".join(f"{k}={v!r}" for k, v in sorted(options.items())) if options else "the default options (greedy, 64 new tokens)"
+    """``--max-new-tokens 200 --temperature 0.7``, as ``edgeai generate`` takes them, for a
+    refusal; none: the defaults, said as such."""
+    if not options:
+        return "the default options (greedy, 64 new tokens)"
+    flags = []
+    for k, v in options.items():
+        for one in v if isinstance(v, list) else [v]:  # --stop is repeated
+            flags.append(f"--{k.replace('_', '-')}" + ("" if one is True else f" {shell_arg(one)}"))
+    return " ".join(flags)
 
 
 def done_inputs(out: Path, model: str | None = None, variant: str | None = None, retry_errors: bool = False,
@@ -105,7 +112,8 @@ def done_inputs(out: Path, model: str | None = None, variant: str | None = None,
                 raise InputError(_refusal(out, rec, model, variant, new_file))
             if model is not None and "finish_reason" in rec and rec.get("options", {}) != (options or {}):
                 raise InputError(f"{out} holds continuations made with {_options_text(rec.get('options'))}, and this run "
-                                 f"asks for {_options_text(options)}: give another --out file, or the same options.")
+                                 f"asks for {_options_text(options)}: give another --out file, or resume it with "
+                                 "edgeai generate and the options it was made with.")
             if retry_errors and "error" in rec and (mine is None or mine(key)):
                 why = "retried"
             else:

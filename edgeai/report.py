@@ -17,13 +17,12 @@ import io
 import json
 import os
 import re
-import shlex
 import uuid
 from pathlib import Path
 from typing import Any, Callable
 
 from . import __version__
-from .errors import DependencyError, InputError
+from .errors import DependencyError, InputError, shell_arg
 from .machine import is_this_machine, machine_id
 from .package import VARIANTS, Package, now
 from .choice import fastest_recorded
@@ -127,8 +126,8 @@ def _torch_hint(pkg: Package) -> str:
     factory = ""
     if family is None or not family.has_hook("reference"):
         source = str((pkg.manifest.get("provenance") or {}).get("source") or "")
-        factory = " --factory " + (shlex.quote(source) if re.fullmatch(r".+[.]py:\w+", source) else "FILE.py:FN")
-    return f"edgeai bench {shlex.quote(str(pkg.path))} --against torch{factory} --record"
+        factory = " --factory " + (shell_arg(source) if re.fullmatch(r".+[.]py:\w+", source) else "FILE.py:FN")
+    return f"edgeai bench {shell_arg(pkg.path)} --against torch{factory} --record"
 
 
 # -- charts ------------------------------------------------------------------------------------

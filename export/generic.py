@@ -194,7 +194,10 @@ def load_weights(module, path: str | os.PathLike, strict: bool = True):
 
         try:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:  # torch's own text ends in "two options" it leaves to a link
+        except pickle.UnpicklingError as e:  # torch's own text ends in "two options" it leaves to a link
+            if "Unsupported global" not in str(e):  # not a checkpoint at all (a saved web page, a truncated file)
+                raise InputError(f"{path} is not a PyTorch checkpoint that torch.load can read: "
+                                 f"{_first_line(e)}") from None
             raise InputError(f"{path} holds more than weights (a whole pickled model, or objects of other classes), and "
                              "loading it would run code from the file: save model.state_dict() with torch.save instead "
                              "(or as .safetensors).") from None

@@ -164,7 +164,7 @@ def test_chat_content_parts_are_joined_and_other_parts_refused():
         check([{"role": "user", "content": [{"type": "text", "text": " "}]}])
 
 
-def test_chat_template_renders_and_generates_as_transformers(checkpoints, packages):
+def test_chat_template_renders_and_generates_as_transformers(checkpoints, packages, tmp_path):
     """A chat goes through the checkpoint's template (copied into the manifest, rendered torch-free
     with jinja2) to the same ids as transformers' apply_chat_template, and generates the same."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -206,6 +206,12 @@ def test_chat_template_renders_and_generates_as_transformers(checkpoints, packag
     assert json.loads(r.stdout)["results"][0]["prompt_tokens"] == len(hf_tok.apply_chat_template(messages, add_generation_prompt=True))
     r = cli("generate", "--model", str(packages["llama"]), "--chat", "hi")
     assert r.returncode != 0 and "no chat template" in r.stderr and "Traceback" not in r.stderr
+    binary = tmp_path / "bin.txt"  # a prompt file that cannot be read: its error, not an empty chat answered
+    binary.write_bytes(b"\x00\x01\x02binary")
+    for more in ((), ("--json",)):
+        r = cli("generate", "--model", str(packages["qwen2"]), "--chat", "--system", "Be brief.", str(binary), "Hi",
+                "--max-new-tokens", "2", *more)
+        assert r.returncode == 1 and "bin.txt is not a text file" in r.stderr, r.stderr
 
 
 def test_streaming_joins_to_the_same_text_and_sampling_is_seeded(packages):
@@ -512,7 +518,7 @@ def test_generate_out_takes_the_options_and_resumes_only_with_the_same(packages,
     before = out.read_bytes()
     for other in (("--max-new-tokens", "7"), ()):  # other options, or the defaults (run --out's too): refused, untouched
         r = cli("generate", "--model", gpt2, str(prompts), "--out", str(out), *other)
-        assert r.returncode == 1 and "holds continuations made with max_new_tokens=6, seed=3, temperature=0.8" in r.stderr, r.stderr
+        assert r.returncode == 1 and "holds continuations made with --max-new-tokens 6 --temperature 0.8 --seed 3" in r.stderr, r.stderr
         assert out.read_bytes() == before
     r = cli("run", "--model", gpt2, str(prompts), "--out", str(out))
     assert r.returncode == 1 and "the default options (greedy, 64 new tokens)" in r.stderr and out.read_bytes() == before
@@ -520,6 +526,13 @@ def test_generate_out_takes_the_options_and_resumes_only_with_the_same(packages,
     assert r.returncode == 1 and "give one of them" in r.stderr
     r = cli("generate", "--model", gpt2, "Hi", "--retry-errors")
     assert r.returncode == 1 and "--retry-errors is for a bulk run: add --out" in r.stderr
+    from edgeai.bulk import generation_options
+
+    with edgeai.load(gpt2) as pipe:  # the same run, however its options are spelled; a call's own options refused
+        assert generation_options(pipe, {"stop": "x"}) == generation_options(pipe, {"stop": ("x",)}) == {"stop": ["x"]}
+        assert generation_options(pipe, {"stop": [], "max_new_tokens": 64, "chat": False}) == {}
+        with pytest.raises(InputError, match="stream is for Pipeline.generate"):
+            generation_options(pipe, {"stream": True})
 
 
 def test_int8_variant_measured_by_next_token_agreement(checkpoints, tmp_path):

@@ -454,6 +454,9 @@ def test_user_mistakes_with_weights_forward_and_calibration_arrays_are_one_sente
     torch.save(TinyCNN(), tmp_path / "whole.pt")
     with pytest.raises(InputError, match=r"whole.pt holds more than weights .* save model.state_dict\(\) with torch.save"):
         load_weights(TinyCNN(), tmp_path / "whole.pt")
+    (tmp_path / "page.pt").write_text("<html>404 Not Found</html>")  # a download that went wrong: not "more than weights"
+    with pytest.raises(InputError, match="page.pt is not a PyTorch checkpoint that torch.load can read"):
+        load_weights(TinyCNN(), tmp_path / "page.pt")
 
     class Scaled(nn.Module):
         def forward(self, x, *, scale):
@@ -472,10 +475,10 @@ def test_a_module_returning_a_dict_exports_its_keys_as_outputs(tmp_path):
     graph's outputs, named by its keys, in its order; they were refused (review)."""
     from edgeai.export import export_module
 
-    class Heads(nn.Module):
+    class Heads(nn.Module):  # Dropout and BatchNorm: the reference must be the eval-mode model's
         def __init__(self):
             super().__init__()
-            self.body = nn.Linear(4, 3)
+            self.body = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3), nn.Dropout(0.5))
 
         def forward(self, x):
             y = self.body(x)
@@ -483,7 +486,9 @@ def test_a_module_returning_a_dict_exports_its_keys_as_outputs(tmp_path):
 
     torch.manual_seed(0)
     module = Heads().eval()
+    stats = module.body[1].running_mean.clone()
     pkg = export_module(module, {"x": torch.randn(2, 4)}, tmp_path / "heads", dynamic={"x": {0: "batch"}})
+    assert not module.training and not module.body[1].training and torch.equal(module.body[1].running_mean, stats)
     assert [o["name"] for o in pkg.manifest["outputs"]] == ["logits", "probs"]
     x = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
     with edgeai.load(pkg.path) as pipe, torch.inference_mode():

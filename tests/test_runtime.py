@@ -238,7 +238,10 @@ def test_variant_choice_uses_the_figures_of_the_threads_the_caller_fixed(tiny_pk
         v, why = choose_variant(pkg, "CPUExecutionProvider", threads=cores)  # the default's count: the default's figures
         assert v == "fp32" and "(1.10 ms recorded)" in why, why
     v, why = choose_variant(pkg, "CPUExecutionProvider", threads=cores + 7)  # never timed on that many: says which it used
-    assert v == "int8" and f"(0.69 ms recorded on 1 thread, none timed on {cores + 7})" in why, why
+    assert v == "int8" and f"(0.69 ms recorded on 1 thread; not every variant was timed on {cores + 7})" in why, why
+    del pkg.manifest["variants"]["optimized"]["latency"]["b"]  # one variant without a 1-thread figure: no mixed ranking
+    v, why = choose_variant(pkg, "CPUExecutionProvider", threads=1)
+    assert v == "int8" and "not every variant was timed on 1" in why, why
 
 
 def test_unknown_variant_and_missing_variant(tiny_pkg):

@@ -47,10 +47,12 @@ def budget_note(pkg, name: str, acc: dict) -> str:
 
 
 @contextlib.contextmanager
-def _said_after():
+def _said_after(others: bool = True):
     """Collect the warnings a build says to its user (edgeai.errors.EdgeAIWarning: a trace that
     kept a Python value, latencies recorded on a busy machine, ids drawn from a part of their
-    table) and print them as ``warning:`` lines once its progress is done."""
+    table) and print them as ``warning:`` lines once its progress is done. Other warnings are
+    shown as Python shows them, or, with ``others=False`` (an export: the PyTorch exporters'
+    chatter about their own internals), not at all."""
     from edgeai.errors import EdgeAIWarning
 
     with warnings.catch_warnings(record=True) as caught:
@@ -58,9 +60,12 @@ def _said_after():
         try:
             yield
         finally:
-            said = [w for w in caught if issubclass(w.category, EdgeAIWarning)]
+            said = list(caught)
     for w in said:
-        warn(str(w.message))
+        if issubclass(w.category, EdgeAIWarning):
+            warn(str(w.message))
+        elif others:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
 
 def _variants_line(pkg) -> str:
@@ -128,7 +133,7 @@ def export(name: Optional[str] = None, output: Optional[Path] = None, precision:
             flags = [o.flag for o in factory_only]
             raise InputError(f"{', '.join(flags[:-1])} and {flags[-1]} apply to FILE.py:FACTORY exports.")
     before = _variants_in(output)
-    with _said_after(), Stages(f"exporting {given['model'] if name == 'hf' else name}") as stages:
+    with _said_after(others=False), Stages(f"exporting {given['model'] if name == 'hf' else name}") as stages:
         if _is_factory(name):
             pkg = export_mod.export_factory(name, inputs=given.pop("input", []), dynamic=given.pop("dynamic", None), out=output,
                                             precision=precision.value if precision else "fp32", progress=stages,

@@ -45,7 +45,7 @@ def generate(
     from edgeai.generation import generator_for
     from edgeai.home import resolve_builtin
     from edgeai.sampling import Sampling
-    from edgeai.text import expand_text_inputs, input_fields, looks_like_a_missing_file
+    from edgeai.text import check_text, expand_text_inputs, input_fields, looks_like_a_missing_file
 
     if system is not None and not chat:
         raise InputError("--system goes with --chat.")
@@ -76,8 +76,8 @@ def generate(
     prompts = expand_text_inputs(prompts, literal)  # a file's lines, or standard input's, as run reads them
     answer = chat or pipe.task == "text2text-generation"  # the output is an answer, not a continuation
 
-    def message(p: str):  # what generate() takes for PROMPT
-        return as_user(p, system) if chat else p
+    def message(p: str):  # what generate() takes for PROMPT; an unreadable file's error, not an empty chat
+        return as_user(check_text(p), system) if chat else p
 
     failed: list[str] = []  # each prompt on its own account: one that fails leaves the others their results
     if json_:

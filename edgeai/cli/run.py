@@ -137,14 +137,12 @@ def _check_options(out_file: Path | None, ray_address: str | None, new_file: boo
 def _model_named_as_input(inputs: list[str], resolve_builtin) -> None:
     """``edgeai run PKG x.npz``, as ``inspect PKG`` and ``bench PKG`` are written: the first
     argument is a package folder or a built-in name (and no file of that name), not an input."""
-    import shlex
-
     first = inputs[0]
     path = Path(first)
     if (path / "manifest.json").is_file() or (first.strip() and not path.exists() and resolve_builtin(first) is not None):
-        rest = " ".join(shlex.quote(x) for x in inputs[1:]) or "INPUTS..."
+        rest = " ".join(shell_arg(x) for x in inputs[1:]) or "INPUTS..."
         raise InputError(f"{first} is a model, and edgeai run takes inputs: name the model with --model, "
-                         f"as in edgeai run --model {shlex.quote(first)} {rest}")
+                         f"as in edgeai run --model {shell_arg(first)} {rest}")
 
 
 def _array_files(inputs: list[str]) -> list[str]:
@@ -152,7 +150,8 @@ def _array_files(inputs: list[str]) -> list[str]:
     files: list[str] = []
     for x in inputs:
         if x.strip() and Path(x).is_dir():
-            found = sorted(str(p) for p in Path(x).iterdir() if p.suffix in (".npy", ".npz") and p.is_file())
+            found = sorted(str(p) for p in Path(x).iterdir()
+                           if p.suffix in (".npy", ".npz") and p.is_file() and not p.name.startswith("."))  # as files_under
             if not found:
                 raise InputError(f"{x} holds no .npy or .npz files, which is what a tensor model runs on.")
             files += found

@@ -89,7 +89,8 @@ def feeds_from_dir(folder: str | os.PathLike, names: Sequence[str], inputs: list
     if not folder.is_dir():
         raise InputError(f"{folder} is a file; this takes a directory of .npy/.npz files (put {folder.name} in one)." if folder.is_file()
                          else f"Directory {folder} does not exist.")
-    files = [p for p in sorted(folder.iterdir()) if p.suffix == ".npz" or (p.suffix == ".npy" and len(names) == 1)]
+    files = [p for p in sorted(folder.iterdir()) if not p.name.startswith(".")  # hidden: a macOS ._x.npy copy
+             and (p.suffix == ".npz" or (p.suffix == ".npy" and len(names) == 1))]
     if not files:
         if len(names) > 1 and any(p.suffix == ".npy" for p in folder.iterdir()):  # a .npy holds one array: one input's
             raise InputError(f"{folder} holds .npy files, but the model takes {len(names)} inputs ({', '.join(names)}): give "

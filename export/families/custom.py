@@ -125,7 +125,7 @@ def _check_same_model(out: str | os.PathLike, source: str) -> None:
 
     if key(old) != key(source):
         raise PackageError(f"{out} holds the package of another model, made from {old}; give {source} its own folder "
-                           "(-o DIR), or remove that package first.")
+                           "(-o DIR, or out= of export_module), or remove that package first.")
 
 
 def _check_name(name: str) -> str:
@@ -306,7 +306,7 @@ def _tuple_outputs(module, example: dict):
             out = self.inner(*inputs)
             return tuple(out[k] for k in order)
 
-    return TupleOutputs(), [str(k) for k in order]
+    return TupleOutputs().eval(), [str(k) for k in order]  # eval: torch.onnx.export restores a wrapper's mode, and train(True) reaches the inner module
 
 
 def _outputs_on_example(module, example: dict, shapes: str) -> int:

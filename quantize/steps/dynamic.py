@@ -31,7 +31,7 @@ def dynamic_int8(src: Path, dest: Path, per_channel: bool, exclude: list[str] | 
 
     try:
         run(src)
-    except InferenceError:
+    except InferenceError as first:
         # The quantizer's strict shape inference can disagree with the shapes the exporter wrote
         # (torch's dynamo exporter records the example's size of a reshaped nn.TransformerEncoder
         # tensor: "(32) vs (2)"); the graph itself runs. Without those recorded shapes the
@@ -42,6 +42,8 @@ def dynamic_int8(src: Path, dest: Path, per_channel: bool, exclude: list[str] | 
         onnx.save(model, str(bare))
         try:
             run(bare)
+        except Exception:
+            raise first from None  # the shapes' dispute is the more telling error
         finally:
             bare.unlink(missing_ok=True)
     return {"method": "dynamic", "per_channel": per_channel, "weights": "int8 (7-bit range)" if reduce_range else "int8", "activations": "uint8 (per call)",

@@ -75,10 +75,13 @@ def test_resume_after_sigkill_and_a_torn_line(pkgs, tmp_path):
 
     out = tmp_path / "out.jsonl"
     exe = Path(sys.executable).with_name("edgeai")
-    for delay in (0.45 * took, 0.4 * took):  # the second run resumes, then is killed too
+    for _ in range(2):  # the second run resumes, then is killed too: each once it has written lines of its own
+        before = out.read_text().count("\n") if out.exists() else 0
         proc = subprocess.Popen([str(exe), *args, "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
-        time.sleep(delay)
+        deadline = time.perf_counter() + 10 * took + 30  # by the lines written, not a delay: a busy machine starts slower
+        while (not out.exists() or out.read_text().count("\n") <= before) and proc.poll() is None and time.perf_counter() < deadline:
+            time.sleep(0.01)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     partial = out.read_text().count("\n")

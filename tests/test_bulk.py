@@ -106,7 +106,9 @@ def test_ctrl_c_leaves_whole_lines(pkgs, tmp_path):
     exe = Path(sys.executable).with_name("edgeai")
     proc = subprocess.Popen([str(exe), "run", "--model", str(pkgs["image"]), str(tmp_path / "photos"), "--out", str(out),
                              "--batch-size", "2", "--workers", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(1.5)
+    deadline = time.perf_counter() + 60  # interrupted mid-run, once it has written lines (a busy machine starts slower)
+    while not (out.exists() and out.read_text().count("\n")) and proc.poll() is None and time.perf_counter() < deadline:
+        time.sleep(0.01)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err

@@ -126,17 +126,23 @@ def run_bulk(
 
         if progress:
             progress(0, len(todo))
-        if "generation" in pipe.package.manifest:
-            batches = _generations(pipe, todo, batch_size, options)
-        elif pipe.is_text:
-            batches = _text_batches(pipe, todo, batch_size, top_k)
-        else:
-            batches = _image_batches(pipe, todo, batch_size, workers, top_k)
-        for records in batches:
+        for records in result_batches(pipe, todo, batch_size, workers, top_k, options):
             write(records)
         os.fsync(f.fileno())
     stats["seconds"] = time.perf_counter() - t0
     return stats
+
+
+def result_batches(pipe, todo: list, batch_size: int, workers: int | None, top_k: int | None,
+                   options: dict[str, Any]) -> Iterator[list[dict]]:
+    """The result lines of ``todo``, a batch at a time, as the package takes its inputs: prompts
+    continued (``options``: :func:`generation_options`), texts, or images. run_bulk's and the Ray
+    workers' one dispatch."""
+    if "generation" in pipe.package.manifest:
+        return _generations(pipe, todo, batch_size, options)
+    if pipe.is_text:
+        return _text_batches(pipe, todo, batch_size, top_k)
+    return _image_batches(pipe, todo, batch_size, workers, top_k)
 
 
 def _image_batches(pipe, todo: list[str], batch_size: int, workers: int | None, top_k: int | None) -> Iterator[list[dict]]:

@@ -57,7 +57,7 @@ class _Worker:
         self.top_k = top_k
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from edgeai.bulk import _generations, _image_batches, _text_batches
+        from edgeai.bulk import result_batches
         from edgeai.journal import record_line, stamp
         from edgeai.text import TextLine, UnreadFile
 
@@ -65,12 +65,7 @@ class _Worker:
         # a file that could not be read, with why ("refused")
         items = [UnreadFile(str(at), str(why)) if why else TextLine(str(x), str(at)) if at else str(x)
                  for x, at, why in zip(batch["input"], batch["at"], batch["refused"])]
-        if "generation" in self.pipe.package.manifest:  # each prompt continued, its line keeping the prompt
-            gen = _generations(self.pipe, items, len(items), {})
-        elif self.pipe.is_text:
-            gen = _text_batches(self.pipe, items, len(items), self.top_k)
-        else:
-            gen = _image_batches(self.pipe, items, len(items), 1, self.top_k)
+        gen = result_batches(self.pipe, items, len(items), 1, self.top_k, {})  # a generation: the default options
         tail = stamp(self.pipe)
         lines = [record_line(r, tail) for records in gen for r in records]
         return {"index": batch["index"], "line": np.array(lines, dtype=object)}

@@ -105,6 +105,27 @@ def test_outputs_of_zeros_and_scalars_are_compared_for_what_they_are(tmp_path):
     assert r.returncode == 0 and "misses the budget" not in r.stdout.split("int8")[0], r.stdout + r.stderr
 
 
+def test_a_change_of_scale_is_seen_where_cosine_is_blind():
+    """int8 outputs 10% too large have cosine 1; closeness_min sees it, for one-value outputs (a
+    regression head, compared across the inputs) as for rows, and the custom family's budget
+    refuses it (review: a regression int8 3-5% off passed on cosine alone)."""
+    import numpy as np
+
+    from edgeai.data.compare import budget_met, compare
+    from edgeai.export.families.custom import FAMILY
+
+    rng = np.random.default_rng(0)
+    for ref in (rng.standard_normal((16, 8)), 10 + rng.standard_normal((16, 1))):
+        for scale, met in ((1.10, False), (1.01, True)):
+            figures = compare({"y": ref}, {"y": ref * scale}, "tensor")
+            assert figures["cosine_min"] > 0.99999 and abs(figures["closeness_min"] - (2 - scale)) < 1e-9
+            assert budget_met(FAMILY.budget.as_manifest(), figures) is met
+    # an offset that cosine across near-equal values barely sees
+    ref = 10 + 0.1 * rng.standard_normal((16, 1))
+    assert compare({"y": ref}, {"y": ref + 1.0}, "tensor")["cosine_min"] > 0.99
+    assert compare({"y": ref}, {"y": ref + 1.0}, "tensor")["closeness_min"] < 0.91
+
+
 def test_an_empty_or_corrupt_array_file_is_one_sentence(tmp_path):
     import gc
     import warnings

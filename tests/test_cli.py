@@ -75,7 +75,7 @@ def test_good_and_bad_inputs_together(tiny_pkg, tmp_path):
         (lambda p: open(p / "model.onnx", "ab").write(b"x"), "does not match the sha256"),
         (lambda p: edit_manifest(p, lambda m: m["variants"]["fp32"].update(file="../../etc/passwd")), "leaves the package"),
         (lambda p: (p / "manifest.json").write_text("{not json"), "not valid JSON"),
-        (lambda p: edit_manifest(p, lambda m: m.update(schema_version=7)), "schema_version 7"),
+        (lambda p: edit_manifest(p, lambda m: m.update(schema_version=8)), "schema_version 8"),
         (lambda p: shutil.rmtree(p), "No model package at"),
     ],
 )

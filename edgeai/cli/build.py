@@ -77,6 +77,8 @@ def _variants_line(pkg) -> str:
             fig += f", test accuracy {acc['test_accuracy']:.3f} (majority baseline {acc['baseline_accuracy']:.3f})"
         if "cosine_min" in acc:
             fig = f", cosine min {acc['cosine_min']:.4f} / mean {acc['cosine_mean']:.4f}"
+            if "closeness_min" in pkg.manifest.get("budget", {}).get("also", {}):  # the scale the cosine cannot see
+                fig += f", closeness min {acc['closeness_min']:.4f}" if "closeness_min" in acc else ""
         if fig and name != "fp32" and 0 < acc.get("samples", 10) < 10:  # e.g. one --calibration array: a figure to doubt
             fig += f" on only {acc['samples']:.0f} input{'s' if acc['samples'] != 1 else ''}"
         recipe = v.get("recipe", {})

@@ -3,11 +3,9 @@ latencies recorded on this kind of machine for the provider in use; a default or
 
 from __future__ import annotations
 
-import os
-
 from . import providers
 from .errors import InputError, shell_arg
-from .machine import machine_key
+from .machine import default_threads, machine_key
 from .package import VARIANTS, Package
 
 
@@ -22,12 +20,12 @@ def fastest_recorded(info: dict, provider: str, machine: str | None = None, batc
                      device_id: int = 0, threads: int | None = None) -> dict | None:
     """A variant's fastest latency entry for this provider, kind of machine (and GPU) and batch
     size, whatever thread count it was measured on, or with ``threads``, on that many CPU threads
-    (an entry of ONNX Runtime's default counts as one thread per core); None without one."""
+    (an entry of ONNX Runtime's default counts as one thread per physical core); None without one."""
     machine = machine or machine_key(provider, device_id)
     entries = [e for e in info.get("latency", {}).values()
                if e["provider"] == provider and e.get("machine", "?") == machine and e.get("batch", 1) == batch]
     if threads is not None and provider == providers.CPU:
-        entries = [e for e in entries if (e.get("threads") or os.cpu_count()) == threads]
+        entries = [e for e in entries if (e.get("threads") or default_threads()) == threads]
     return min(entries, key=lambda e: e["p50_ms"]) if entries else None
 
 
@@ -108,7 +106,7 @@ def choose_variant(pkg: Package, provider: str, device_id: int = 0, threads: int
                   and (r := recorded_latency(pkg.variants[w], provider, device_id=device_id, threads=threads if fixed else None))
                   is not None and r < t]
         but = f"; {' and '.join(missed)} {'is' if len(missed) == 1 else 'are'} faster but miss{'es' if len(missed) == 1 else ''} the budget" if missed else ""
-        on = best[v].get("threads") or os.cpu_count()  # threads fixed by the caller, but not every variant timed so: say so
+        on = best[v].get("threads") or default_threads()  # threads fixed by the caller, but not every variant timed so: say so
         on = (f" on {on} thread{'s' if on > 1 else ''}; not every variant was timed on {threads}"
               if threads is not None and not fixed and provider == providers.CPU else "")
         return v, f"{why} ({t:.2f} ms recorded{on}{but})"

@@ -46,6 +46,30 @@ def _cpuinfo() -> dict[str, str]:
     return found
 
 
+@lru_cache(maxsize=1)
+def default_threads() -> int:
+    """How many threads ONNX Runtime's default (``intra_op_num_threads=0``) runs: one per physical
+    core, so a figure timed on the default is matched as this many (not one per logical CPU: on
+    a hyperthreaded host those are twice as many). Physical cores are the distinct (package,
+    core) pairs of /proc/cpuinfo among the CPUs this process may use; elsewhere, the CPU count."""
+    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    cores: set[tuple[str, str]] = set()
+    cpu: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in [*f, ""]:
+                if line.strip():
+                    key, _, value = line.partition(":")
+                    cpu[key.strip()] = value.strip()
+                    continue
+                if "core id" in cpu and (allowed is None or int(cpu.get("processor", -1)) in allowed):
+                    cores.add((cpu.get("physical id", "0"), cpu["core id"]))
+                cpu = {}
+    except (OSError, ValueError):
+        cores = set()
+    return len(cores) or (len(allowed) if allowed else os.cpu_count() or 1)
+
+
 def machine_key(provider: str, device_id: int = 0) -> str:
     """The key latencies are recorded under: the CPU kind, plus the GPU's name for GPU providers
     (an fp16 engine's speed is a property of the GPU, not of the host CPU)."""

@@ -19,9 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
+
 from edgeai.data import compare as measure
-from edgeai.data.feeds import held_out_inputs
+from edgeai.data.feeds import batch_axis, held_out_inputs
 from edgeai.errors import EdgeAIError, ExportError, InputError, PackageError, UnsteadyTimingWarning, shell_arg
+from edgeai.machine import default_threads
 from edgeai.package import _TMP_MARK, Package, remove_stale_files
 from edgeai.pipeline import open_package as open_named
 
@@ -180,7 +183,17 @@ def _keep_a_better_variant(pkg: Package, step: Step, recipe: dict, accuracy: dic
 
 # -- running variants on CPU -----------------------------------------------------------------
 def cpu_runner(pkg: Package, path: Path, simulate_qdq: bool = False) -> Callable[[dict], dict]:
-    """``feed -> {output name: array}`` for a graph of ``pkg`` on ONNX Runtime's CPU provider."""
+    """``feed -> {output name: array}`` for a graph of ``pkg`` on ONNX Runtime's CPU provider,
+    each output's batch axis first: accuracy figures compare rows as samples, and a
+    sequence-first output (``[seq, batch, features]``) would otherwise be compared step by step."""
+    run = _cpu_runner(pkg, path, simulate_qdq)
+    axes = {o["name"]: batch_axis(o.get("shape")) for o in pkg.manifest["outputs"]}
+    if not any(axes.values()):
+        return run
+    return lambda feed: {k: np.moveaxis(v, axes[k], 0) if axes.get(k) and v.ndim > axes[k] else v for k, v in run(feed).items()}
+
+
+def _cpu_runner(pkg: Package, path: Path, simulate_qdq: bool) -> Callable[[dict], dict]:
     from edgeai.session import Session
 
     m = pkg.manifest
@@ -233,7 +246,7 @@ def record_latencies(pkg: Package, batch: int = 1, threads: int | None = None, p
     # EPYC: int8 0.54 ms on one thread vs 0.70 ms on two; fp32 1.06 vs 0.86). Timed too, and
     # pipelines given no thread count run with the faster (edgeai.choice.resolve_threads).
     found = [doc["unsteady"]]
-    if threads is None and (os.cpu_count() or 1) > 1 and min(r["p50_ms"] for r in doc["results"]) < ONE_THREAD_BELOW_MS:
+    if threads is None and default_threads() > 1 and min(r["p50_ms"] for r in doc["results"]) < ONE_THREAD_BELOW_MS:
         one = bench(pkg, providers="cpu", batches=(batch,), threads=1, min_time=0.5, record=True, on_step=step, source=source)
         found.append(one["unsteady"] and f"on 1 thread, {one['unsteady']}")
     if said := "; ".join(f for f in found if f):

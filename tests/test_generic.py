@@ -516,3 +516,23 @@ def test_seeded_feeds_put_the_batch_on_the_axis_named_batch():
     seq_first = [{"name": "x", "dtype": "float32", "shape": ["seq", "batch", 8], "example_shape": [5, 2, 8]}]
     assert random_feed(seq_first, batch=8)["x"].shape == (5, 8, 8)
     assert random_feed([{"name": "x", "dtype": "float32", "shape": ["n", 3, "h"]}], batch=8)["x"].shape == (8, 3, 16)
+
+
+def test_accuracy_rows_of_a_sequence_first_output_are_its_samples(tmp_path):
+    """A sequence-first output ([seq, batch, classes]) is compared sample by sample, its batch
+    axis first: it was compared step by step (8 held-out feeds of batch 2 and 5 steps measured
+    as 40 "samples")."""
+    (tmp_path / "seq.py").write_text(
+        "import torch\nfrom torch import nn\n\nclass Seq(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+        "        torch.manual_seed(0)\n        self.lstm, self.head = nn.LSTM(8, 16), nn.Linear(16, 4)\n\n"
+        "    def forward(self, x):\n        return self.head(self.lstm(x)[0])\n\ndef make():\n    return Seq()\n")
+    r = cli("export", f"{tmp_path / 'seq.py'}:make", "--input", "x:5,2,8:float32", "--dynamic", "x:0:seq", "--dynamic", "x:1:batch",
+            "--precision", "int8", "-o", str(tmp_path / "p"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    m = json.loads((tmp_path / "p" / "manifest.json").read_text())
+    assert m["outputs"][0]["shape"] == ["seq", "batch", 4]
+    from edgeai.data.feeds import held_out_inputs
+    from edgeai.package import Package
+
+    _, feeds = held_out_inputs(Package.open(tmp_path / "p"))
+    assert m["variants"]["int8"]["accuracy"]["samples"] == sum(f["x"].shape[1] for f in feeds) < sum(f["x"].shape[0] * f["x"].shape[1] for f in feeds)

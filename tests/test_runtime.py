@@ -221,17 +221,22 @@ def test_variant_choice_uses_the_figures_of_the_threads_the_caller_fixed(tiny_pk
     """A package timed on the default threads and on one thread (as quantize does for a model of
     a millisecond): with threads fixed, the choice and its quoted figure are those of that count,
     not the fastest figure of another (a review saw int8's 1-thread 0.69 ms quoted for threads=2,
-    where fp32 was the fastest on 2)."""
+    where fp32 was the fastest on 2). The default's count is ONNX Runtime's: one per physical core."""
     import os
 
-    from edgeai.machine import machine_id
+    from edgeai.machine import default_threads, machine_id
 
     pkg = Package.open(tiny_pkg)
     entry = lambda ms, threads: {"provider": "CPUExecutionProvider", "machine": machine_id(), "p50_ms": ms, "threads": threads}
     fp32 = pkg.variants["fp32"]
     pkg.manifest["variants"] = {name: {**fp32, "accuracy": {"top1_agreement": 0.998}, "latency": {"a": entry(default, None), "b": entry(one, 1)}}
                                 for name, default, one in (("fp32", 1.10, 0.93), ("optimized", 1.12, 0.92), ("int8", 1.14, 0.69))}
-    cores = os.cpu_count()
+    cores = default_threads()
+    assert 1 <= cores <= len(os.sched_getaffinity(0))
+    cpuinfo = open("/proc/cpuinfo").read()
+    if "core id" in cpuinfo and len(os.sched_getaffinity(0)) == os.cpu_count():  # every CPU ours: the distinct cores
+        assert cores == len({(b.split("physical id")[1].split("\n")[0] if "physical id" in b else "", b.split("core id")[1].split("\n")[0])
+                             for b in cpuinfo.split("\n\n") if "core id" in b})
     assert choose_variant(pkg, "CPUExecutionProvider") == ("int8", "fastest within the accuracy budget on this machine (0.69 ms recorded)")
     assert choose_variant(pkg, "CPUExecutionProvider", threads=1)[0] == "int8"
     if cores != 1:

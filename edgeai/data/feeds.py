@@ -27,6 +27,11 @@ OTHER_AXIS = 16
 BATCH_NAMES = ("batch", "batch_size")  # --dynamic x:1:batch, Optimum's batch_size
 
 
+def batch_axis(shape) -> int:
+    """The axis named ``batch`` (or ``batch_size``) of a manifest shape, else 0."""
+    return next((a for a, d in enumerate(shape or []) if str(d).lower() in BATCH_NAMES), 0)
+
+
 def random_feed(inputs: Sequence[Mapping[str, Any]], batch: int = 2, seed: int = 0, other_axis: int = OTHER_AXIS,
                 high: int = 10) -> Feed:
     """Seeded values for tensor specs: normal floats, random booleans, small non-negative integers
@@ -40,7 +45,7 @@ def random_feed(inputs: Sequence[Mapping[str, Any]], batch: int = 2, seed: int =
     feed = {}
     for spec in inputs:
         example = spec.get("example_shape")  # a user model's own example (export/families/custom.py)
-        first = next((a for a, d in enumerate(spec["shape"]) if str(d).lower() in BATCH_NAMES), 0)
+        first = batch_axis(spec["shape"])
         shape = [d if isinstance(d, int) else sizes.setdefault(d, batch if axis == first else (example[axis] if example else other_axis))
                  for axis, d in enumerate(spec["shape"])]
         dtype = numpy_dtype(spec["dtype"])

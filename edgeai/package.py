@@ -344,3 +344,8 @@ def variant_entry(root: Path, rel: str, **info: Any) -> dict:
     return {"file": rel, **file_entry(root / rel), "created": now(), **info}
 
 
+def factory_key(source: str) -> tuple[str, str]:
+    """``("models.py", "make")`` for a package made from ``path/to/models.py:make`` (a moved
+    checkout is the same factory); any other source (a class name, an .onnx file) as it is."""
+    file, colon, fn = source.rpartition(":")
+    return (Path(file).name, fn) if colon and file.endswith(".py") else (source, "")

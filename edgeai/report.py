@@ -35,7 +35,7 @@ METRICS = {
     "top1_agreement": "top-1 agreement",
     "cosine_min": "cosine min",
     "cosine_mean": "cosine mean",
-    "closeness_min": "closeness min",  # 1 - the largest relative difference: the scale cosine cannot see
+    "closeness": "closeness",  # 1 - the relative RMS difference: the scale cosine cannot see
     "test_accuracy": "test accuracy",
     "max_rel_diff": "max rel diff",
     "perplexity_kept": "perplexity kept",  # a generation budget's second figure (budget "also")

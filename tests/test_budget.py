@@ -106,9 +106,10 @@ def test_outputs_of_zeros_and_scalars_are_compared_for_what_they_are(tmp_path):
 
 
 def test_a_change_of_scale_is_seen_where_cosine_is_blind():
-    """int8 outputs 10% too large have cosine 1; closeness_min sees it, for one-value outputs (a
+    """int8 outputs 10% too large have cosine 1; closeness sees it, for one-value outputs (a
     regression head, compared across the inputs) as for rows, and the custom family's budget
-    refuses it (review: a regression int8 3-5% off passed on cosine alone)."""
+    refuses it (review: a regression int8 3-5% off passed on cosine alone). Samples are the
+    inputs compared, also for one-value outputs (they said 1)."""
     import numpy as np
 
     from edgeai.data.compare import budget_met, compare
@@ -118,12 +119,33 @@ def test_a_change_of_scale_is_seen_where_cosine_is_blind():
     for ref in (rng.standard_normal((16, 8)), 10 + rng.standard_normal((16, 1))):
         for scale, met in ((1.10, False), (1.01, True)):
             figures = compare({"y": ref}, {"y": ref * scale}, "tensor")
-            assert figures["cosine_min"] > 0.99999 and abs(figures["closeness_min"] - (2 - scale)) < 1e-9
-            assert budget_met(FAMILY.budget.as_manifest(), figures) is met
+            assert figures["cosine_min"] > 0.99999 and abs(figures["closeness"] - (2 - scale)) < 1e-9
+            assert budget_met(FAMILY.budget.as_manifest(), figures) is met and figures["samples"] == 16
     # an offset that cosine across near-equal values barely sees
     ref = 10 + 0.1 * rng.standard_normal((16, 1))
     assert compare({"y": ref}, {"y": ref + 1.0}, "tensor")["cosine_min"] > 0.99
-    assert compare({"y": ref}, {"y": ref + 1.0}, "tensor")["closeness_min"] < 0.91
+    assert compare({"y": ref}, {"y": ref + 1.0}, "tensor")["closeness"] < 0.91
+    assert "cosine_mean_ci95" not in compare({"y": ref}, {"y": ref + 1.0}, "tensor")  # one cosine: no interval
+
+
+def test_each_output_is_judged_on_its_own():
+    """A large output (logits ~50) no longer hides a small one gone to noise (boxes in [0, 1]):
+    joined into one row they scored cosine 0.9999 (review). A sample whose output is near zero
+    (a ReLU head) does not make its rounding a 100% error in closeness."""
+    import numpy as np
+
+    from edgeai.data.compare import compare
+
+    rng = np.random.default_rng(0)
+    ref = {"logits": 50 * rng.standard_normal((16, 5)), "boxes": rng.random((16, 4))}
+    figures = compare(ref, {"logits": ref["logits"] * 1.001, "boxes": rng.random((16, 4))}, "tensor")
+    assert figures["cosine_min"] < 0.9 and figures["closeness"] < 0.7
+    figures = compare(ref, {"logits": ref["logits"] * 1.001, "boxes": ref["boxes"] + 0.001}, "tensor")
+    assert figures["cosine_min"] > 0.999 and figures["closeness"] > 0.99
+    relu = np.maximum(rng.standard_normal((16, 4)), 0) + 1.0
+    relu[3] = [0.0, 0.0, 0.001, 0.0]  # one sample's output near zero, off by the int8 rounding of the others
+    figures = compare({"y": relu}, {"y": relu + 0.004 * np.sign(rng.standard_normal((16, 4)))}, "tensor")
+    assert figures["closeness"] > 0.99
 
 
 def test_an_empty_or_corrupt_array_file_is_one_sentence(tmp_path):

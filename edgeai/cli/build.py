@@ -35,7 +35,8 @@ def budget_note(pkg, name: str, acc: dict) -> str:
     missed = missed_floors(pkg.manifest.get("budget"), acc)
     if name == "fp32" or not missed:  # fp32 is the reference: always eligible
         return ""
-    rule = " and ".join(f"{k} >= {v:g}" for k, v in missed.items())
+    rule = " and ".join(f"{k} >= {v:g} (has {acc[k]:.4f})" if isinstance(acc.get(k), float) else f"{k} >= {v:g}"
+                        for k, v in missed.items())
     hint = ""
     recipe = pkg.variants.get(name, {}).get("recipe", {})
     if recipe.get("method") == "static":
@@ -77,8 +78,8 @@ def _variants_line(pkg) -> str:
             fig += f", test accuracy {acc['test_accuracy']:.3f} (majority baseline {acc['baseline_accuracy']:.3f})"
         if "cosine_min" in acc:
             fig = f", cosine min {acc['cosine_min']:.4f} / mean {acc['cosine_mean']:.4f}"
-            if "closeness_min" in pkg.manifest.get("budget", {}).get("also", {}):  # the scale the cosine cannot see
-                fig += f", closeness min {acc['closeness_min']:.4f}" if "closeness_min" in acc else ""
+            if "closeness" in pkg.manifest.get("budget", {}).get("also", {}):  # the scale the cosine cannot see
+                fig += f", closeness {acc['closeness']:.4f}" if "closeness" in acc else ""
         if fig and name != "fp32" and 0 < acc.get("samples", 10) < 10:  # e.g. one --calibration array: a figure to doubt
             fig += f" on only {acc['samples']:.0f} input{'s' if acc['samples'] != 1 else ''}"
         recipe = v.get("recipe", {})
@@ -216,7 +217,8 @@ def _option_parameter(opt, fam) -> inspect.Parameter:
 
 BUDGET_HELP = ("The accuracy a lossy variant must keep, as the threshold of the family's metric (top-1 agreement "
                "or lowest cosine to fp32, e.g. 0.99; above 0, at most 1); recorded in the package, variant=auto obeys it. "
-               "Further floors of the family's budget (an embedding's mean cosine >= 0.99) stay [default: the family's].")
+               "Further floors of the family's budget stay (an embedding's mean cosine >= 0.99, a custom model's "
+               "closeness >= 0.95); `edgeai inspect` shows them [default: the family's].")
 
 
 def export_command():

@@ -42,14 +42,18 @@ def compare(reference: dict[str, np.ndarray], other: dict[str, np.ndarray], task
             figures["entity_f1"] = entity_f1(np.nan_to_num(ref).argmax(-1), np.nan_to_num(oth).argmax(-1), real, labels)
         if targets is not None:
             figures.update(perplexities(ref, oth, targets))
-    else:  # embeddings, tensors, and any task a plugin family adds: each sample's outputs as one vector
-        ref_rows, other_rows = _rows(reference), _rows({k: other[k] for k in reference})
-        cos = cosine(ref_rows, other_rows)
+    else:  # embeddings, tensors, and any task a plugin family adds: each output on its own
+        # Each output is scored alone and each sample keeps its worst output: joined into one row,
+        # a large-scale output (logits ~50) hid a small one gone to noise (boxes in [0, 1]; review).
+        n = len(reference[first]) if reference[first].ndim else 1
+        outputs = [k for k, v in reference.items() if v.ndim and len(v) == n] or [first]
+        cos = np.min(np.broadcast_arrays(*[cosine(reference[k], other[k]) for k in outputs]), axis=0)
         figures["cosine_min"] = float(cos.min())
         figures["cosine_mean"] = float(cos.mean())
-        figures["cosine_mean_ci95"] = mean_interval(cos, bounds=(-1.0, 1.0))
-        figures["closeness_min"] = float(closeness(ref_rows, other_rows).min())
-        figures["samples"] = float(len(cos))
+        if len(cos) > 1:  # one-value outputs give one cosine across the inputs: no interval to draw
+            figures["cosine_mean_ci95"] = mean_interval(cos, bounds=(-1.0, 1.0))
+        figures["closeness"] = min(closeness(reference[k], other[k]) for k in outputs)
+        figures["samples"] = float(n)  # the inputs compared, also where an output is one value each
     return figures
 
 
@@ -121,12 +125,6 @@ def mean_interval(values: np.ndarray, z: float = Z95, bounds: tuple[float, float
     return [float(max(bounds[0], mean - half)), float(min(bounds[1], mean + half))]
 
 
-def _rows(outputs: dict[str, np.ndarray]) -> np.ndarray:
-    """One row per sample: every output that has the batch axis, flattened and side by side."""
-    n = len(next(iter(outputs.values())))
-    return np.concatenate([v.astype(np.float64).reshape(n, -1) for v in outputs.values() if v.ndim and len(v) == n], axis=1)
-
-
 def per_output(reference: dict[str, np.ndarray], other: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
     """Max and mean absolute difference of each output (``compare`` keeps the worst of them)."""
     figures = {}
@@ -155,25 +153,24 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     both_zero = ~a.any(1) & ~b.any(1)
     with np.errstate(invalid="ignore"):
         cos = np.where(both_zero, 1.0, (a * b).sum(1) / np.maximum(norms, 1e-12))
-    return np.where(np.isnan(cos), -1.0, cos)
+    return np.clip(np.where(np.isnan(cos), -1.0, cos), -1.0, 1.0)  # float rounding gave 1.0000000000000002
 
 
-def closeness(reference: np.ndarray, other: np.ndarray) -> np.ndarray:
-    """Row-wise ``1 - |other - reference| / |reference|`` (Euclidean norms), clipped to [0, 1]:
-    what cosine cannot see, a change of scale (int8 outputs 5% too large have cosine 1 and
-    closeness 0.95). Rows are read as :func:`cosine` reads them: one-value rows as one vector
-    across the inputs, NaN on both sides as padding; rows zero on both sides are 1, a NaN on one
-    side is 0."""
-    a = reference.reshape(len(reference), -1)
-    b = other.reshape(len(other), -1)
-    if a.shape[1] == 1:
-        a, b = a.T, b.T
+def closeness(reference: np.ndarray, other: np.ndarray) -> float:
+    """``1 - |other - reference| / |reference|`` over all of one output's values (Euclidean norms:
+    one minus the relative RMS error), at least 0. What cosine cannot see, a change of scale:
+    int8 outputs 5% too large have cosine 1 and closeness 0.95. Taken over the whole output, not
+    per sample, so that a sample whose output is near zero (a tanh or ReLU head) does not score
+    its rounding as a 100% error; cosine_min keeps the per-sample view. NaN on both sides is
+    :func:`stack`'s padding and left out; a NaN on one side scores 0; zeros on both sides 1."""
+    a, b = reference.astype(np.float64).ravel(), other.astype(np.float64).ravel()
     pad = np.isnan(a) & np.isnan(b)
-    a, b = np.where(pad, 0.0, a), np.where(pad, 0.0, b)
+    a, b = a[~pad], b[~pad]
+    if not a.any() and not b.any():
+        return 1.0
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        rel = np.linalg.norm(b - a, axis=1) / np.linalg.norm(a, axis=1)
-    rel = np.where(~a.any(1) & ~b.any(1), 0.0, rel)
-    return np.clip(np.where(np.isnan(rel), 0.0, 1.0 - rel), 0.0, 1.0)
+        rel = np.linalg.norm(b - a) / np.linalg.norm(a)
+    return 0.0 if np.isnan(rel) else float(np.clip(1.0 - rel, 0.0, 1.0))
 
 
 def run_batches(session_run, feeds: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

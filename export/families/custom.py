@@ -18,12 +18,13 @@ from edgeai.families import Budget, Family, Option
 FAMILY = Family(
     "custom", "tensor", hooks=__name__, rank=3,
     description="Your own nn.Module (FILE.py:FACTORY) or .onnx file: arrays in, arrays out",
-    # Cosine sees direction only: int8 outputs 5% too large score 1. closeness_min (1 - the
-    # largest |out - fp32| / |fp32|) adds the scale, at 0.95, the relative difference a cosine
-    # of 0.999 already allows in direction (sqrt(2 * 0.001) = 0.045).
-    budget=Budget("cosine_min", 0.999, "each sample's outputs against fp32's on seeded random inputs: lowest cosine "
-                  "similarity (direction) and closeness, 1 - largest relative difference (scale)",
-                  also={"closeness_min": 0.95}),
+    # Cosine sees direction only: int8 outputs 5% too large score 1. closeness (1 - the relative
+    # RMS difference of each output, its worst output) adds the scale, at 0.95: the relative
+    # difference a cosine of 0.999 already allows in direction (sqrt(2 * 0.001) = 0.045).
+    budget=Budget("cosine_min", 0.999, "outputs against fp32's on seeded random inputs (or the --calibration arrays): "
+                  "lowest cosine similarity of any sample's output (direction), and closeness, 1 - the relative RMS "
+                  "difference of the worst output (scale)",
+                  also={"closeness": 0.95}),
     tolerance=1e-4,  # |onnx - torch| <= tolerance * (1 + |torch|), element-wise, on every validation feed
     options=(
         Option("input", "example input NAME:SHAPE:DTYPE[:LOW..HIGH], e.g. x:1,3,32,32:float32 or ids:1,12:int64:0..99 "
@@ -124,11 +125,9 @@ def _check_same_model(out: str | os.PathLike, source: str) -> None:
     if held is None or held.get("family") != "custom" or not isinstance(old, str):
         return  # nothing there, or another family's package: staging_dir's check by name refuses it
 
-    def key(ref: str) -> tuple[str, str]:
-        file, colon, fn = ref.rpartition(":")
-        return (Path(file).name, fn) if colon and file.endswith(".py") else (ref, "")
+    from edgeai.package import factory_key
 
-    if key(old) != key(source):
+    if factory_key(old) != factory_key(source):
         raise PackageError(f"{out} holds the package of another model, made from {old}; give {source} its own folder "
                            "(-o DIR, or out= of export_module), or remove that package first.")
 

@@ -170,6 +170,8 @@ def test_bench_errors_are_one_sentence(small_pkg, tmp_path):
         (["--batch", "1,,2"], "positive integers"),
         (["--against", "torch"], "--factory FILE.py:FN"),
         (["--factory", "x.py:f"], "with --against torch"),
+        # another factory than the package's: it would time another model as this one's reference (review)
+        (["--against", "torch", "--factory", "small_net.py:other"], "was exported from"),
         (["--against", "tensorflow"], "Unknown reference"),
         (["--input", str(bad_npz)], "the model takes ['x']"),
         (["--input", str(tmp_path / "missing.npz")], "does not exist"),
@@ -407,6 +409,9 @@ def test_unsteady_figures_are_named():
     assert _unsteady([row]) is None
     assert _unsteady([{**row, "p99_ms": 25.0}]) == "fp32 batch 1: p99 25x p50"
     assert _unsteady([{**row, "engine": "pytorch", "p50_by_round_ms": [1.0, 2.0]}]) == "PyTorch batch 1: round medians 2.0x apart"
+    # a 0.02 ms model whose p99 is one preemption away (a review saw "p99 96x p50" on idle exports)
+    assert _unsteady([{**row, "p50_ms": 0.02, "p99_ms": 1.9, "p50_by_round_ms": [0.02, 0.021]}]) is None
+    assert _unsteady([{**row, "p50_ms": 0.02, "p99_ms": 9.0, "p50_by_round_ms": [0.02, 0.021]}]) == "fp32 batch 1: p99 450x p50"
 
 
 def test_builds_warn_when_the_latencies_they_record_are_unsteady(small_pkg, factory, tmp_path, monkeypatch):
@@ -421,6 +426,7 @@ def test_builds_warn_when_the_latencies_they_record_are_unsteady(small_pkg, fact
     pkg = tmp_path / "my small"  # a space: the suggested command quotes it, so that it runs when pasted
     shutil.copytree(small_pkg, pkg)
     monkeypatch.setattr(edgeai.benchmark, "TAIL_OVER_MEDIAN", 0.5)  # every p99 is over half its p50
+    monkeypatch.setattr(edgeai.benchmark, "TAIL_MS", -1.0)  # ...and whatever its distance from p50
     r = CliRunner().invoke(app, ["optimize", str(pkg)])
     assert r.exit_code == 0, r.output
     assert "warning: the latencies just recorded are unsteady (fp32 batch 1: p99 " in r.output

@@ -55,10 +55,10 @@ def list_inputs(sources: Iterable[str], text: bool, literal: bool = False) -> li
     list; spaces around a path are ignored, and so are lines starting with ``#``); anything else
     is one image path. Text models: :func:`edgeai.text.expand_text_inputs`
     (a file gives its lines, a folder the lines of its ``.txt`` files, anything else is one text;
-    ``literal=True``: every source is a text).
+    ``literal=True``: every source is a text). An input named twice is listed once.
     """
     if text:
-        return expand_text_inputs(list(sources), literal)
+        return _once(expand_text_inputs(list(sources), literal), lambda t: input_fields(t)["input"])  # see below
     items: list[str] = []
     for src in sources:
         path = Path(src)
@@ -69,7 +69,14 @@ def list_inputs(sources: Iterable[str], text: bool, literal: bool = False) -> li
             items.extend(line if os.path.isabs(line) else str(path.parent / line) for line in paths)
         else:
             items.append(src)
-    return items
+    # Each input once (the first time it is named): a file named again, or inside a folder also
+    # named, wrote a second line of the same "input", which breaks a join on it (review).
+    return _once(items, os.path.normpath)
+
+
+def _once(items: list, key: Callable[[Any], str]) -> list:
+    seen: set[str] = set()
+    return [x for x in items if not (key(x) in seen or seen.add(key(x)))]
 
 
 # -- the run -------------------------------------------------------------------------------------

@@ -87,9 +87,11 @@ def open_image(source: str | os.PathLike) -> Image.Image:
                 if w * h > pixel_limit():
                     raise InputError(f"Image {path} is {w}x{h} pixels, above the {pixel_limit() // 10**6} MP limit (a decompression bomb?).")
                 im.load()
-                if getattr(im, "n_frames", 1) > 1:
-                    # Pillow keeps a multi-frame file (GIF, TIFF pages) open to seek in it: the
-                    # first frame is what runs, so keep that and close the file.
+                kept = getattr(im, "_fp", None)  # Pillow's own handle (not public): the only sign of a GIF left open
+                if getattr(im, "n_frames", 1) > 1 or (kept is not None and getattr(kept, "closed", True) is False):
+                    # Pillow keeps a multi-frame file (GIF, TIFF pages) open to seek in it, and a
+                    # GIF's even with one frame: the first frame is what runs, so keep that and
+                    # close the file (a `warning: unclosed file` for every GIF; review).
                     first = im.copy()
                     im.close()
                     im = first

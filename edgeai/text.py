@@ -155,9 +155,16 @@ TEXT_SUFFIXES = (".txt", ".lst", ".list")
 def files_under(folder: Path) -> list[Path]:
     """Every path under ``folder``, sorted, subfolders included, but not hidden ones (a name
     that starts with a dot, below ``folder`` itself: a .cache or .git holds no one's inputs, and
-    a home folder's caches hold thousands of files), as ``ls`` and most tools list a folder."""
-    found = []
-    for top, dirs, files in os.walk(folder):
+    a home folder's caches hold thousands of files), as ``ls`` and most tools list a folder.
+    Linked subfolders are followed, each real folder once; a link up to ``folder`` or above it is
+    a loop, not followed (as ``find -L`` says)."""
+    found, seen, root = [], set(), os.path.realpath(folder)
+    for top, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(top)
+        if real in seen or root.startswith(real.rstrip(os.sep) + os.sep):  # already listed, or a loop
+            dirs[:] = []
+            continue
+        seen.add(real)
         dirs[:] = [d for d in dirs if not d.startswith(".")]  # not even walked: a home folder's .cache is large
         found += [Path(top, f) for f in files if not f.startswith(".")]
     return sorted(found)
@@ -293,8 +300,8 @@ def expand_text_inputs(args: Sequence[Any], literal: bool = False) -> list[str]:
     under it (sorted, recursively, hidden ones skipped: :func:`files_under`), and anything else
     is a text as it is (so an empty argument is an empty text, refused by :func:`check_text`);
     ``-`` is the lines of standard input. A file that cannot be read (binary, empty), named or in
-    a folder, is one :class:`UnreadFile` input, refused alone, so the other inputs still run.
-    Lines read from files are :class:`TextLine` strings whose results say ``"input": "<path>:<line>"``."""
+    a folder, is one :class:`UnreadFile` input, refused alone, so the other inputs still run; so
+    is a word that reads as a file name but names none (``reviews.txt``, ``./data/``). Lines read from files are :class:`TextLine` strings whose results say ``"input": "<path>:<line>"``."""
     if literal:
         return list(args)
     texts: list[str] = []
@@ -303,7 +310,10 @@ def expand_text_inputs(args: Sequence[Any], literal: bool = False) -> list[str]:
             texts.extend(_stdin_lines(args))
             continue
         path = _existing(arg) if isinstance(arg, (str, os.PathLike)) else None
-        if path is None:
+        if path is None and isinstance(arg, str) and looks_like_a_missing_file(arg):  # a typo, most likely: not run as
+            # words with exit 0, but an error of its own, so a script sees it (review); --text runs the words
+            texts.append(UnreadFile(arg, f"No file named {arg!r}; to run these words as a text, pass --text."))
+        elif path is None:
             texts.append(arg)
         elif path.is_dir():
             files = [p for p in files_under(path) if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES]
@@ -328,7 +338,7 @@ def expand_text_inputs(args: Sequence[Any], literal: bool = False) -> list[str]:
 
 def looks_like_a_missing_file(arg: str) -> bool:
     """An argument that reads as a file name (one word that starts like a path or ends in a text
-    file's suffix) but names no file: most likely a typo, though it is run as a text."""
+    file's suffix) but names no file: most likely a typo, an error unless --text says it is a text."""
     text = str(arg)
     if not text or any(c.isspace() for c in text) or _existing(text) is not None:
         return False

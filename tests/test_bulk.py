@@ -112,6 +112,7 @@ def test_ctrl_c_leaves_whole_lines(pkgs, tmp_path):
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    assert f"the same command resumes {out} where it stopped" in err, err  # what to do next, said
     text = out.read_text()
     assert text.endswith("\n") and all(json.loads(line) for line in text.splitlines())
 
@@ -409,19 +410,26 @@ def test_retry_errors_redoes_the_failed_inputs_once(pkgs, tmp_path):
     assert r.returncode == 1 and "--retry-errors is for a bulk run" in r.stderr
 
 
-def test_a_mistyped_file_name_is_run_as_text_with_a_warning(pkgs, tmp_path):
+def test_a_mistyped_file_name_is_an_error_of_its_own(pkgs, tmp_path):
+    """A word that reads as a file name but names none ran as a text with a warning and exit 0,
+    so a script saw success and a label of the path (review): it is an error entry now, the
+    other inputs still run, and --text runs the words."""
     from edgeai.text import looks_like_a_missing_file
 
     assert looks_like_a_missing_file("reviews.txt") and looks_like_a_missing_file("./data/") and looks_like_a_missing_file("/no/such")
     assert not any(looks_like_a_missing_file(t) for t in ("good movie", "and/or", "https://example.com/a.txt", "ok", ""))
     missing = tmp_path / "reviews.txt"
     r = cli("run", "--model", str(pkgs["text"]), str(missing), "good movie", "--json")
-    assert r.returncode == 0 and f"warning: no file named {str(missing)!r}; running it as a text" in r.stderr
-    assert r.stderr.count("warning:") == 1 and len(json.loads(r.stdout)["results"]) == 2
+    results = json.loads(r.stdout)["results"]
+    assert r.returncode == 1 and f"No file named {str(missing)!r}; to run these words as a text, pass --text." in r.stderr
+    assert results[0] == {"input": str(missing), "error": f"No file named {str(missing)!r}; to run these words as a text, pass --text."}
+    assert "top_k" in results[1] and r.stderr.count("error:") == 1, r.stderr
     r = cli("run", "--model", str(pkgs["text"]), str(missing), "--text", "--json")
-    assert r.returncode == 0 and "warning" not in r.stderr
-    r = cli("run", "--model", str(pkgs["text"]), str(missing), "--out", str(tmp_path / "m.jsonl"))  # bulk: the same warning
-    assert r.returncode == 0 and f"warning: no file named {str(missing)!r}; running it as a text" in r.stderr, r.stderr
+    assert r.returncode == 0 and "warning" not in r.stderr and "error" not in r.stderr
+    out = tmp_path / "m.jsonl"
+    r = cli("run", "--model", str(pkgs["text"]), str(missing), "good movie", "--out", str(out))  # bulk: an error line
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert r.returncode == 1 and [("error" in x) for x in lines] == [True, False], r.stderr
 
 
 def test_a_run_that_fails_before_its_first_line_leaves_no_file_it_created(tmp_path):
@@ -435,3 +443,17 @@ def test_a_run_that_fails_before_its_first_line_leaves_no_file_it_created(tmp_pa
                 raise RuntimeError("could not reach Ray")
         assert out.exists() == existed
         out.write_text("")
+
+
+def test_an_input_named_twice_is_run_once(tmp_path):
+    """`run samples samples/cat.jpg ./samples/cat.jpg --out F` wrote three lines of cat.jpg, two
+    with the same "input" (review): each input is listed once, where it is first named."""
+    from edgeai.bulk import list_inputs
+
+    (tmp_path / "a.jpg").write_bytes(b"x")
+    (tmp_path / "b.jpg").write_bytes(b"x")
+    a, b = str(tmp_path / "a.jpg"), str(tmp_path / "b.jpg")
+    assert list_inputs([b, str(tmp_path), a, f"{tmp_path}/./a.jpg"], text=False) == [b, a]
+    (tmp_path / "t.txt").write_text("same\nsame\n")  # two lines of one text are two inputs: t.txt:1, t.txt:2
+    got = list_inputs(["good", str(tmp_path / "t.txt"), "good", str(tmp_path / "t.txt")], text=True)
+    assert [str(x) for x in got] == ["good", "same", "same"]

@@ -213,3 +213,22 @@ def test_a_dash_reads_standard_input(text_pkg, tmp_path):
     image_pkg = make_tiny_package(tmp_path / "img")
     r = cli("run", "--model", str(image_pkg), "-")
     assert r.returncode == 1 and "'-' (standard input) is read by text models only" in r.stderr, r.stderr
+
+
+def test_linked_subfolders_are_read_once_and_loops_are_not_followed(tmp_path):
+    """A folder run read linked files but passed over linked subfolders without a word ("No images
+    found" for a folder of links; review). They are followed now, each real folder once; a link
+    to the folder itself or above it is a loop, as `find -L` says."""
+    from edgeai.text import files_under
+
+    top, elsewhere = tmp_path / "top", tmp_path / "elsewhere"
+    (top / "sub").mkdir(parents=True)
+    elsewhere.mkdir()
+    for f in (top / "a.jpg", top / "sub" / "b.jpg", elsewhere / "c.jpg", tmp_path / "above.jpg"):
+        f.write_bytes(b"x")
+    (top / "linked").symlink_to(elsewhere)
+    (top / "sub" / "again").symlink_to(elsewhere)  # the same real folder through a second link: listed once
+    (top / "self").symlink_to(top)
+    (top / "up").symlink_to(tmp_path)
+    got = [p.relative_to(top).as_posix() for p in files_under(top)]
+    assert sorted(got) == ["a.jpg", "linked/c.jpg", "sub/b.jpg"] or sorted(got) == ["a.jpg", "sub/again/c.jpg", "sub/b.jpg"], got

@@ -73,7 +73,7 @@ def test_a_variant_records_which_set_its_figures_come_from_with_intervals(instal
     r = subprocess.run([str(Path(sys.executable).with_name("edgeai")), "inspect", str(pkg.path)],
                        capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
     assert f"optimized vs fp32 on {photo_set.SET_NAME}: top1 agreement {acc['top1_agreement']:.4f} " \
-           f"[{lo:.3f}, {hi:.3f}], n={len(installed)}" in r.stdout, r.stdout + r.stderr
+           f"[{lo:.4f}, {hi:.4f}], n={len(installed)}" in r.stdout, r.stdout + r.stderr
 
 
 def test_without_the_set_the_checks_use_the_wheel_photos_with_crops(tmp_path, monkeypatch):

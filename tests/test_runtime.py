@@ -104,7 +104,9 @@ def test_an_animated_gif_runs_its_first_frame_and_closes_the_file(tiny_pkg, tmp_
         assert pipe.predict(str(tmp_path / "anim.gif")) == pipe.predict(im.convert("RGB"))
     # Pillow keeps a multi-frame file open to seek in it: left open, the CLI printed a
     # "warning: unclosed file" line above the result
-    out = cli("run", str(tmp_path / "anim.gif"), "--model", str(tiny_pkg))
+    # ...and a one-frame GIF too (a review saw the warning for every GIF)
+    frames[0].save(tmp_path / "one.gif")
+    out = cli("run", str(tmp_path / "anim.gif"), str(tmp_path / "one.gif"), "--model", str(tiny_pkg))
     assert out.returncode == 0 and [x for x in out.stderr.splitlines() if x and not x.startswith("note:")] == [], out.stderr
 
 

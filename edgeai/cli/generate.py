@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from ._common import plain_error, print_json, variant_notes
-from ._plain import note, style, warn
+from ._plain import note, style
 from .run import _check_options, _run_bulk
 
 
@@ -45,7 +45,7 @@ def generate(
     from edgeai.generation import generator_for
     from edgeai.home import resolve_builtin
     from edgeai.sampling import Sampling
-    from edgeai.text import check_text, expand_text_inputs, input_fields, looks_like_a_missing_file
+    from edgeai.text import check_text, expand_text_inputs, input_fields
 
     if system is not None and not chat:
         raise InputError("--system goes with --chat.")
@@ -65,9 +65,6 @@ def generate(
     if chat and not gen.spec.get("chat_template"):
         raise InputError(f"{pipe.name}'s tokenizer has no chat template; leave out --chat.")
     variant_notes(pipe, variant)
-    if not literal:
-        for x in (x for x in prompts if looks_like_a_missing_file(x)):
-            warn(f"no file named {x!r}; continuing it as a prompt (--text silences this).")
     if out_file is not None:  # as `edgeai run --out` writes and resumes its lines, with these options recorded on them
         _run_bulk(pipe, prompts, out_file, 16, None, None,
                   opts={"literal": literal, "retry_errors": retry_errors, "new_file": new_file,

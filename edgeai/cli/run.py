@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from pathlib import Path
@@ -73,11 +74,6 @@ def run(
         note(f"note: not every node runs on {short_name(pipe.provider)}: {pipe.placement_note}")
     if literal and not pipe.is_text:
         raise InputError(f"--text is for text models; {pipe.name} is a model for {pipe.task}.")
-    if pipe.is_text and not literal:  # a bulk run's too
-        from edgeai.text import looks_like_a_missing_file
-
-        for x in (x for x in inputs if looks_like_a_missing_file(x)):
-            warn(f"no file named {x!r}; running it as a text (--text silences this).")
     top_k = 5 if top_k is None and pipe.ranks_classes else top_k  # checked where it is used: predict_each, run_bulk, run_ray
     from edgeai.tasks import takes_arrays
 
@@ -190,6 +186,16 @@ def _folders_need_out(inputs: list[str]) -> None:
         raise InputError(f"{lists[0]} is a list of image paths: add --out results.jsonl to run every input in it.")
 
 
+@contextlib.contextmanager
+def _resumable(out_file: Path):
+    """On Ctrl-C, say that what was written stays and how to go on, before ``error: interrupted``."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        note(f"note: the lines written so far are kept; the same command resumes {out_file} where it stopped.")
+        raise
+
+
 def _run_bulk(pipe, inputs: list[str], out_file: Path, batch_size: int, workers: int | None, top_k: int,
               ray_address: str | None = None, provider: str = "auto", opts: dict | None = None) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
@@ -214,7 +220,7 @@ def _run_bulk(pipe, inputs: list[str], out_file: Path, batch_size: int, workers:
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
                TextColumn("{task.fields[rate]}"), TextColumn("ETA"), TimeRemainingColumn())
     t0 = time.perf_counter()
-    with Progress(*columns, console=err.console, transient=True, disable=not err.is_terminal) as bar:
+    with _resumable(parquet or out_file), Progress(*columns, console=err.console, transient=True, disable=not err.is_terminal) as bar:
         task = bar.add_task(f"{pipe.name} ({pipe.variant}, {pipe.provider})", total=None, rate="")
 
         def step(done: int, total: int) -> None:

@@ -40,7 +40,7 @@ from .errors import EdgeAIError, InputError
 from .journal import exclusive, modified, pending, record_line, stamp
 from .preprocess import image_files
 from .tasks import takes_arrays
-from .text import TEXT_SUFFIXES, TruncationWarning, check_text, expand_text_inputs, input_fields, read_text_lines
+from .text import TEXT_SUFFIXES, TextLine, TruncationWarning, check_text, expand_text_inputs, input_fields, read_text_lines
 
 LIST_SUFFIXES = set(TEXT_SUFFIXES)
 Progress = Callable[[int, int], None]
@@ -55,10 +55,11 @@ def list_inputs(sources: Iterable[str], text: bool, literal: bool = False) -> li
     list; spaces around a path are ignored, and so are lines starting with ``#``); anything else
     is one image path. Text models: :func:`edgeai.text.expand_text_inputs`
     (a file gives its lines, a folder the lines of its ``.txt`` files, anything else is one text;
-    ``literal=True``: every source is a text). An input named twice is listed once.
+    ``literal=True``: every source is a text). A file (or a file's line) named twice is listed once.
     """
     if text:
-        return _once(expand_text_inputs(list(sources), literal), lambda t: input_fields(t)["input"])  # see below
+        # lines of files once each (see below); a text typed twice stays twice: two samples of one prompt
+        return _once(expand_text_inputs(list(sources), literal), lambda t: os.path.abspath(t.input) if isinstance(t, TextLine) else None)
     items: list[str] = []
     for src in sources:
         path = Path(src)
@@ -71,12 +72,13 @@ def list_inputs(sources: Iterable[str], text: bool, literal: bool = False) -> li
             items.append(src)
     # Each input once (the first time it is named): a file named again, or inside a folder also
     # named, wrote a second line of the same "input", which breaks a join on it (review).
-    return _once(items, os.path.normpath)
+    return _once(items, os.path.abspath)
 
 
-def _once(items: list, key: Callable[[Any], str]) -> list:
+def _once(items: list, key: Callable[[Any], str | None]) -> list:
+    """``items`` without the repeats of a key (a key of None is never a repeat)."""
     seen: set[str] = set()
-    return [x for x in items if not (key(x) in seen or seen.add(key(x)))]
+    return [x for x in items if (k := key(x)) is None or not (k in seen or seen.add(k))]
 
 
 # -- the run -------------------------------------------------------------------------------------

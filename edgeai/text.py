@@ -156,16 +156,19 @@ def files_under(folder: Path) -> list[Path]:
     """Every path under ``folder``, sorted, subfolders included, but not hidden ones (a name
     that starts with a dot, below ``folder`` itself: a .cache or .git holds no one's inputs, and
     a home folder's caches hold thousands of files), as ``ls`` and most tools list a folder.
-    Linked subfolders are followed, each real folder once; a link up to ``folder`` or above it is
-    a loop, not followed (as ``find -L`` says)."""
+    Linked subfolders are followed, each real folder once, under its own name where it lies
+    inside ``folder`` (a link to it is passed over), else under the first link's in name order; a
+    link up to ``folder`` or above it is a loop, not followed (as ``find -L`` says)."""
     found, seen, root = [], set(), os.path.realpath(folder)
+    inside = lambda real: (real + os.sep).startswith(root.rstrip(os.sep) + os.sep)  # noqa: E731
     for top, dirs, files in os.walk(folder, followlinks=True):
         real = os.path.realpath(top)
         if real in seen or root.startswith(real.rstrip(os.sep) + os.sep):  # already listed, or a loop
             dirs[:] = []
             continue
         seen.add(real)
-        dirs[:] = [d for d in dirs if not d.startswith(".")]  # not even walked: a home folder's .cache is large
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")  # not even walked: a home folder's .cache is large
+                         and not (os.path.islink(os.path.join(top, d)) and inside(os.path.realpath(os.path.join(top, d)))))
         found += [Path(top, f) for f in files if not f.startswith(".")]
     return sorted(found)
 
@@ -312,7 +315,8 @@ def expand_text_inputs(args: Sequence[Any], literal: bool = False) -> list[str]:
         path = _existing(arg) if isinstance(arg, (str, os.PathLike)) else None
         if path is None and isinstance(arg, str) and looks_like_a_missing_file(arg):  # a typo, most likely: not run as
             # words with exit 0, but an error of its own, so a script sees it (review); --text runs the words
-            texts.append(UnreadFile(arg, f"No file named {arg!r}; to run these words as a text, pass --text."))
+            texts.append(UnreadFile(arg, f"No file named {arg!r}; to run these words as a text, pass --text "
+                                         "(literal=True in Python)."))
         elif path is None:
             texts.append(arg)
         elif path.is_dir():

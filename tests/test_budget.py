@@ -121,6 +121,12 @@ def test_a_change_of_scale_is_seen_where_cosine_is_blind():
             figures = compare({"y": ref}, {"y": ref * scale}, "tensor")
             assert figures["cosine_min"] > 0.99999 and abs(figures["closeness"] - (2 - scale)) < 1e-9
             assert budget_met(FAMILY.budget.as_manifest(), figures) is met and figures["samples"] == 16
+    # --budget moves the closeness floor with the cosine (the direction it allows, as scale), down to none
+    from edgeai.data.compare import closeness_floor, with_budget
+
+    assert closeness_floor(0.999) == FAMILY.budget.also["closeness"] == 0.955
+    assert with_budget(FAMILY.budget.as_manifest(), 0.99)["also"] == {"closeness": closeness_floor(0.99)} == {"closeness": 0.859}
+    assert with_budget(FAMILY.budget.as_manifest(), 0.4)["also"] == {}
     # an offset that cosine across near-equal values barely sees
     ref = 10 + 0.1 * rng.standard_normal((16, 1))
     assert compare({"y": ref}, {"y": ref + 1.0}, "tensor")["cosine_min"] > 0.99
@@ -142,6 +148,8 @@ def test_each_output_is_judged_on_its_own():
     assert figures["cosine_min"] < 0.9 and figures["closeness"] < 0.7
     figures = compare(ref, {"logits": ref["logits"] * 1.001, "boxes": ref["boxes"] + 0.001}, "tensor")
     assert figures["cosine_min"] > 0.999 and figures["closeness"] > 0.99
+    half = (50 * rng.standard_normal((16, 1000))).astype(np.float16)  # float16 outputs: their norms overflowed (review)
+    assert compare({"y": half}, {"y": half.copy()}, "tensor")["cosine_min"] > 0.9999
     relu = np.maximum(rng.standard_normal((16, 4)), 0) + 1.0
     relu[3] = [0.0, 0.0, 0.001, 0.0]  # one sample's output near zero, off by the int8 rounding of the others
     figures = compare({"y": relu}, {"y": relu + 0.004 * np.sign(rng.standard_normal((16, 4)))}, "tensor")

@@ -421,8 +421,8 @@ def test_a_mistyped_file_name_is_an_error_of_its_own(pkgs, tmp_path):
     missing = tmp_path / "reviews.txt"
     r = cli("run", "--model", str(pkgs["text"]), str(missing), "good movie", "--json")
     results = json.loads(r.stdout)["results"]
-    assert r.returncode == 1 and f"No file named {str(missing)!r}; to run these words as a text, pass --text." in r.stderr
-    assert results[0] == {"input": str(missing), "error": f"No file named {str(missing)!r}; to run these words as a text, pass --text."}
+    assert r.returncode == 1 and f"No file named {str(missing)!r}; to run these words as a text, pass --text (literal=True in Python)." in r.stderr
+    assert results[0] == {"input": str(missing), "error": f"No file named {str(missing)!r}; to run these words as a text, pass --text (literal=True in Python)."}
     assert "top_k" in results[1] and r.stderr.count("error:") == 1, r.stderr
     r = cli("run", "--model", str(pkgs["text"]), str(missing), "--text", "--json")
     assert r.returncode == 0 and "warning" not in r.stderr and "error" not in r.stderr
@@ -455,5 +455,5 @@ def test_an_input_named_twice_is_run_once(tmp_path):
     a, b = str(tmp_path / "a.jpg"), str(tmp_path / "b.jpg")
     assert list_inputs([b, str(tmp_path), a, f"{tmp_path}/./a.jpg"], text=False) == [b, a]
     (tmp_path / "t.txt").write_text("same\nsame\n")  # two lines of one text are two inputs: t.txt:1, t.txt:2
-    got = list_inputs(["good", str(tmp_path / "t.txt"), "good", str(tmp_path / "t.txt")], text=True)
-    assert [str(x) for x in got] == ["good", "same", "same"]
+    got = list_inputs(["good", str(tmp_path / "t.txt"), "good", f"{tmp_path}/./t.txt"], text=True)
+    assert [str(x) for x in got] == ["good", "same", "same", "good"]  # a text typed twice: two samples of one prompt

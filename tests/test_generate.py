@@ -472,7 +472,7 @@ def test_cli_reads_prompts_from_a_file_as_run_does(packages, tmp_path):
     literal = cli("generate", "--model", str(packages["gpt2"]), str(prompts), "--text", "--max-new-tokens", "1", "--json")
     assert json.loads(literal.stdout)["results"][0]["input"] == str(prompts)
     typo = cli("generate", "--model", str(packages["gpt2"]), "stroy.txt", "--max-new-tokens", "1")
-    assert typo.returncode == 1 and "No file named 'stroy.txt'; to run these words as a text, pass --text." in typo.stderr
+    assert typo.returncode == 1 and "No file named 'stroy.txt'; to run these words as a text, pass --text" in typo.stderr
 
 
 def test_bulk_prompts_to_jsonl_resumable(packages, tmp_path):

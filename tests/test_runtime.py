@@ -234,9 +234,9 @@ def test_variant_choice_uses_the_figures_of_the_threads_the_caller_fixed(tiny_pk
     pkg.manifest["variants"] = {name: {**fp32, "accuracy": {"top1_agreement": 0.998}, "latency": {"a": entry(default, None), "b": entry(one, 1)}}
                                 for name, default, one in (("fp32", 1.10, 0.93), ("optimized", 1.12, 0.92), ("int8", 1.14, 0.69))}
     cores = default_threads()
-    assert 1 <= cores <= len(os.sched_getaffinity(0))
+    assert 1 <= cores <= os.cpu_count()
     cpuinfo = open("/proc/cpuinfo").read()
-    if "core id" in cpuinfo and len(os.sched_getaffinity(0)) == os.cpu_count():  # every CPU ours: the distinct cores
+    if "core id" in cpuinfo:  # the host's distinct cores, as ONNX Runtime counts them (not only the CPUs we may use)
         assert cores == len({(b.split("physical id")[1].split("\n")[0] if "physical id" in b else "", b.split("core id")[1].split("\n")[0])
                              for b in cpuinfo.split("\n\n") if "core id" in b})
     assert choose_variant(pkg, "CPUExecutionProvider") == ("int8", "fastest within the accuracy budget on this machine (0.69 ms recorded)")

@@ -78,7 +78,7 @@ def _variants_line(pkg) -> str:
             fig += f", test accuracy {acc['test_accuracy']:.3f} (majority baseline {acc['baseline_accuracy']:.3f})"
         if "cosine_min" in acc:
             fig = f", cosine min {acc['cosine_min']:.4f} / mean {acc['cosine_mean']:.4f}"
-            if "closeness" in pkg.manifest.get("budget", {}).get("also", {}):  # the scale the cosine cannot see
+            if "closeness" in ((pkg.manifest.get("budget") or {}).get("also") or {}):  # the scale the cosine cannot see
                 fig += f", closeness {acc['closeness']:.4f}" if "closeness" in acc else ""
         if fig and name != "fp32" and 0 < acc.get("samples", 10) < 10:  # e.g. one --calibration array: a figure to doubt
             fig += f" on only {acc['samples']:.0f} input{'s' if acc['samples'] != 1 else ''}"
@@ -217,8 +217,8 @@ def _option_parameter(opt, fam) -> inspect.Parameter:
 
 BUDGET_HELP = ("The accuracy a lossy variant must keep, as the threshold of the family's metric (top-1 agreement "
                "or lowest cosine to fp32, e.g. 0.99; above 0, at most 1); recorded in the package, variant=auto obeys it. "
-               "Further floors of the family's budget stay (an embedding's mean cosine >= 0.99, a custom model's "
-               "closeness >= 0.95); `edgeai inspect` shows them [default: the family's].")
+               "Further floors of the family's budget stay (an embedding's mean cosine >= 0.99), but a custom model's "
+               "closeness follows the cosine; `edgeai inspect` shows them [default: the family's].")
 
 
 def export_command():

@@ -45,7 +45,7 @@ def bench(
     runs: Annotated[Optional[int], typer.Option(min=1, help="Timed calls per process [default: at least 30, for at least --min-time seconds].")] = None,
     min_time: Annotated[float, typer.Option(min=0.0, help="Seconds each process times for, when --runs is not given.")] = 1.0,
     against: Annotated[Optional[str], typer.Option(help="torch: also measure PyTorch eager on the same weights (needs the export extra).")] = None,
-    factory: Annotated[Optional[str], typer.Option(help="FILE.py:FN that builds the PyTorch model of a custom package (with --against torch).")] = None,
+    factory: Annotated[Optional[str], typer.Option(help="FILE.py:FN that builds the PyTorch model of a custom package (with --against torch): the one it was exported from.")] = None,
     input_: Annotated[Optional[Path], typer.Option("--input", help=".npz (or .npy) to time on instead of edgeai's typical input.")] = None,
     tokens: Annotated[int, typer.Option(min=1, help="Text models: tokens per text.")] = 128,
     device_id: Annotated[int, typer.Option("--device-id", min=0, help="CUDA device index for CUDA/TensorRT and PyTorch on CUDA.")] = 0,

@@ -143,8 +143,8 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     +-1 whatever the values, so such an output is compared as one vector across the inputs.
     Positions NaN on both sides are the padding of :func:`stack` (inputs of different lengths)
     and count as zero; a row with a NaN on one side only is -1, the worst, never a pass."""
-    a = a.reshape(len(a), -1)
-    b = b.reshape(len(b), -1)
+    a = a.astype(np.float64).reshape(len(a), -1)  # float16 outputs overflowed their norms (review)
+    b = b.astype(np.float64).reshape(len(b), -1)
     if a.shape[1] == 1:
         a, b = a.T, b.T
     pad = np.isnan(a) & np.isnan(b)
@@ -219,9 +219,17 @@ def missed_floors(budget: Mapping | None, accuracy: Mapping) -> dict[str, float]
     return {k: v for k, v in floors.items() if accuracy.get(k) is None or not accuracy[k] >= v}
 
 
+def closeness_floor(cosine_min: float) -> float:
+    """The closeness that goes with a lowest cosine: the relative difference that cosine already
+    allows in direction, ``1 - sqrt(2 (1 - cosine))`` (0.999: 0.955), so that a budget on one
+    does not forbid what the other allows, and ``--budget`` moves both."""
+    return round(1.0 - float(np.sqrt(2.0 * (1.0 - cosine_min))), 3)
+
+
 def with_budget(budget: Mapping, minimum: float | None) -> dict:
     """``budget`` with the user's threshold for its metric (``--budget``), checked: agreement and
-    cosine figures live in (0, 1], and a cosine budget of 1 is refused."""
+    cosine figures live in (0, 1], and a cosine budget of 1 is refused. A closeness floor beside a
+    lowest-cosine metric follows it (:func:`closeness_floor`); other floors stay."""
     budget = dict(budget)
     if minimum is None:
         return budget
@@ -234,6 +242,9 @@ def with_budget(budget: Mapping, minimum: float | None) -> dict:
         # is met by no lossy variant, not even the fused float graph (0.9999999999).
         raise InputError(f"--budget 1 for {budget['metric']} allows no difference at all, which no variant but fp32 "
                          "meets; give a threshold below 1, e.g. 0.999.")
+    if "closeness" in budget.get("also", {}) and budget["metric"] == "cosine_min":  # the scale floor follows
+        floor, rest = closeness_floor(float(minimum)), {k: v for k, v in budget["also"].items() if k != "closeness"}
+        budget["also"] = {**rest, "closeness": floor} if floor > 0 else rest  # a cosine of 0.5 or less: no floor
     return {**budget, "min": float(minimum), "set_by": "user"}
 
 

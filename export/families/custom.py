@@ -12,6 +12,7 @@ import os
 import re
 from pathlib import Path
 
+from edgeai.data.compare import closeness_floor
 from edgeai.errors import ExportError, InputError
 from edgeai.families import Budget, Family, Option
 
@@ -19,12 +20,12 @@ FAMILY = Family(
     "custom", "tensor", hooks=__name__, rank=3,
     description="Your own nn.Module (FILE.py:FACTORY) or .onnx file: arrays in, arrays out",
     # Cosine sees direction only: int8 outputs 5% too large score 1. closeness (1 - the relative
-    # RMS difference of each output, its worst output) adds the scale, at 0.95: the relative
+    # RMS difference of each output, its worst output) adds the scale, at 0.955: the relative
     # difference a cosine of 0.999 already allows in direction (sqrt(2 * 0.001) = 0.045).
     budget=Budget("cosine_min", 0.999, "outputs against fp32's on seeded random inputs (or the --calibration arrays): "
                   "lowest cosine similarity of any sample's output (direction), and closeness, 1 - the relative RMS "
                   "difference of the worst output (scale)",
-                  also={"closeness": 0.95}),
+                  also={"closeness": closeness_floor(0.999)}),
     tolerance=1e-4,  # |onnx - torch| <= tolerance * (1 + |torch|), element-wise, on every validation feed
     options=(
         Option("input", "example input NAME:SHAPE:DTYPE[:LOW..HIGH], e.g. x:1,3,32,32:float32 or ids:1,12:int64:0..99 "

@@ -31,19 +31,23 @@ def machine_id() -> str:
 
 def _cpuinfo() -> dict[str, str]:
     """The first processor's fields of /proc/cpuinfo (empty elsewhere)."""
-    found: dict[str, str] = {}
+    return next(iter(_cpu_blocks()), {})
+
+
+def _cpu_blocks() -> list[dict[str, str]]:
+    """Each processor's fields of /proc/cpuinfo, in order (none elsewhere)."""
+    blocks: list[dict[str, str]] = [{}]
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
             for line in f:
-                if not line.strip():
-                    if found:
-                        break
-                    continue
-                key, _, value = line.partition(":")
-                found.setdefault(key.strip(), value.strip())
+                if line.strip():
+                    key, _, value = line.partition(":")
+                    blocks[-1].setdefault(key.strip(), value.strip())
+                elif blocks[-1]:  # a blank line ends a processor's fields
+                    blocks.append({})
     except OSError:
         pass
-    return found
+    return [b for b in blocks if b]
 
 
 @lru_cache(maxsize=1)
@@ -53,20 +57,7 @@ def default_threads() -> int:
     ``taskset -c 0`` starts two on a 2-core host). A figure timed on the default is matched as
     this many, not one per logical CPU, which a hyperthreaded host has twice as many of. Physical
     cores are the distinct (package, core) pairs of /proc/cpuinfo; elsewhere, the CPU count."""
-    cores: set[tuple[str, str]] = set()
-    cpu: dict[str, str] = {}
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in [*f, ""]:
-                if line.strip():
-                    key, _, value = line.partition(":")
-                    cpu[key.strip()] = value.strip()
-                    continue
-                if "core id" in cpu:
-                    cores.add((cpu.get("physical id", "0"), cpu["core id"]))
-                cpu = {}
-    except OSError:
-        cores = set()
+    cores = {(b.get("physical id", "0"), b["core id"]) for b in _cpu_blocks() if "core id" in b}
     return len(cores) or os.cpu_count() or 1
 
 

@@ -186,11 +186,16 @@ def cpu_runner(pkg: Package, path: Path, simulate_qdq: bool = False) -> Callable
     """``feed -> {output name: array}`` for a graph of ``pkg`` on ONNX Runtime's CPU provider,
     each output's batch axis first: accuracy figures compare rows as samples, and a
     sequence-first output (``[seq, batch, features]``) would otherwise be compared step by step."""
-    run = _cpu_runner(pkg, path, simulate_qdq)
+    run, first = _cpu_runner(pkg, path, simulate_qdq), batch_first(pkg)
+    return lambda feed: first(run(feed))
+
+
+def batch_first(pkg: Package) -> Callable[[dict], dict]:
+    """``{output name: array} -> same``, each output of ``pkg`` with its batch axis moved first."""
     axes = {o["name"]: batch_axis(o.get("shape")) for o in pkg.manifest["outputs"]}
     if not any(axes.values()):
-        return run
-    return lambda feed: {k: np.moveaxis(v, axes[k], 0) if axes.get(k) and v.ndim > axes[k] else v for k, v in run(feed).items()}
+        return lambda out: out
+    return lambda out: {k: np.moveaxis(v, axes[k], 0) if axes.get(k) and v.ndim > axes[k] else v for k, v in out.items()}
 
 
 def _cpu_runner(pkg: Package, path: Path, simulate_qdq: bool) -> Callable[[dict], dict]:

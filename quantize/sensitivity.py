@@ -57,14 +57,16 @@ def fake_quantized(model: onnx.ModelProto, name: str, reduce_range: bool = False
 
 
 def rank_layers(src: Path, feeds: list[dict[str, np.ndarray]], reference: dict[str, np.ndarray], task: str,
-                per_cost: bool = True, reduce_range: bool = False) -> list[str]:
+                per_cost: bool = True, reduce_range: bool = False, first=None) -> list[str]:
     """Candidate layer names, the best to keep in float first.
 
     ``per_cost``: by accuracy lost per unit of work, the loss of quantizing the layer alone
     divided by its weight's size (multiply-adds per token), so that a small layer that costs
     a little accuracy stays float before a large one that costs a little more: MiniLM's FFN
     matmuls are 4x the size of its attention projections and carry most of its time.
-    ``reduce_range``: the weights as the quantizer's 7-bit ones (see fake_quantized)."""
+    ``reduce_range``: the weights as the quantizer's 7-bit ones (see fake_quantized).
+    ``first``: ``outputs -> outputs`` with each batch axis first, as ``reference`` was made
+    (quantize.runner.batch_first); a sequence-first output is otherwise compared step by step."""
     import onnxruntime as ort
 
     model = onnx.load(str(src))
@@ -73,7 +75,8 @@ def rank_layers(src: Path, feeds: list[dict[str, np.ndarray]], reference: dict[s
     scores = {}
     for name in candidates(model):
         session = ort.InferenceSession(fake_quantized(model, name, reduce_range).SerializeToString(), so, providers=["CPUExecutionProvider"])
-        out = measure.run_batches(lambda f: dict(zip([o.name for o in session.get_outputs()], session.run(None, f))), feeds)
+        names, order = [o.name for o in session.get_outputs()], first or (lambda out: out)
+        out = measure.run_batches(lambda f: order(dict(zip(names, session.run(None, f)))), feeds)
         scores[name] = loss(measure.compare(reference, out, task), task)
     if per_cost:
         size = weight_sizes(model, scores)

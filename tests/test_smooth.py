@@ -1,6 +1,6 @@
 """quantize/smooth.py on a small graph built here: the float result is unchanged, outlier
-channels are evened out, and a weight two MatMuls share is scaled once for each of them.
-(tests/test_bert.py checks the same on all-MiniLM-L6-v2, with the INT8 gain.)"""
+channels are evened out, and a weight two MatMuls share is scaled once for each of them; and
+quantize/sensitivity.py's layer ranking on a sequence-first graph. (tests/test_bert.py checks the same on all-MiniLM-L6-v2, with the INT8 gain.)"""
 
 from __future__ import annotations
 
@@ -55,3 +55,29 @@ def test_smoothing_changes_no_float_result_and_evens_out_outliers():
     scale = numpy_helper.to_array(next(i for i in out.graph.initializer if i.name == "x/smooth_scale"))
     seen = maxima["x"] * scale
     assert seen.max() / seen.min() < 0.5 * maxima["x"].max() / maxima["x"].min()
+
+
+def test_layer_ranking_compares_sequence_first_outputs_sample_by_sample(tmp_path):
+    """rank_layers runs each fake-quantized graph and compares it with references whose batch axis
+    is first (quantize.runner.cpu_runner's rows): a ``[seq, batch, ...]`` output is put in the same
+    order, so it is not compared step against sample (shapes [5, 2, .] against [2, 5, .])."""
+    from types import SimpleNamespace
+
+    from edgeai.data import compare
+    from edgeai.quantize.runner import batch_first
+    from edgeai.quantize.sensitivity import rank_layers
+
+    model = _graph()
+    for value in (*model.graph.input, *model.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        dims.insert(0, onnx.TensorShapeProto.Dimension(dim_param="seq"))
+        dims[1].dim_param = "batch"
+    onnx.save(model, str(tmp_path / "seq.onnx"))
+    pkg = SimpleNamespace(manifest={"outputs": [{"name": o.name, "shape": ["seq", "batch", 4]} for o in model.graph.output]})
+    first = batch_first(pkg)
+    rng = np.random.default_rng(2)
+    feeds = [{"x": rng.normal(size=(5, 2, 4)).astype(np.float32)} for _ in range(3)]
+    ref = compare.run_batches(lambda f: first(dict(zip(["y2", "y3"], _run(model, f["x"])))), feeds)
+    assert ref["y2"].shape == (6, 5, 3)  # 3 feeds of batch 2: 6 samples of 5 steps
+    ranked = rank_layers(tmp_path / "seq.onnx", feeds, ref, "tensor", first=first)
+    assert sorted(ranked) == ["first", "second", "third"]

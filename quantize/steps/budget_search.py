@@ -22,7 +22,7 @@ from edgeai.data.feeds import input_kind, text_feeds
 from edgeai.errors import InputError
 from edgeai.package import Package
 
-from ..runner import Context, Step, cpu_runner
+from ..runner import Context, Step, batch_first, cpu_runner
 from .dynamic import dynamic_int8
 
 # The fused graph must be this much faster to be chosen (see source()).
@@ -76,7 +76,7 @@ class BudgetSearch(Step):
 
         graph_ms = getattr(ctx, "graph_ms", {})
         timed = {"int8_ms_by_graph": graph_ms}
-        recipe = _search(src, dest, work, ctx, pkg.task, strict, tuning, ref, meets)
+        recipe = _search(src, dest, work, ctx, pkg.task, strict, tuning, ref, meets, batch_first(pkg))
         first = next((g for g in graph_ms if pkg.variant_path(g) == src), None)
         # _search records "smoothing" (None where nothing could be smoothed) once all-INT8 missed.
         if len(graph_ms) < 2 or first is None or "smoothing" not in recipe:
@@ -96,7 +96,8 @@ class BudgetSearch(Step):
                 f"below the {_GRAPH[first]} result's {ms[first]:.1f} ms)")
         other_dest = work / f"{other}.int8.onnx"
         results = {first: (dest, recipe),
-                   other: (other_dest, _search(pkg.variant_path(other), other_dest, work, ctx, pkg.task, strict, tuning, ref, meets))}
+                   other: (other_dest, _search(pkg.variant_path(other), other_dest, work, ctx, pkg.task, strict, tuning, ref, meets,
+                                                    batch_first(pkg)))}
         # The first result is timed again, alternating with the other: minutes apart, these shared
         # machines move single figures by 30%, so only timings taken in one run compare.
         ctx.say("timing both results")
@@ -122,7 +123,7 @@ _GRAPH = {"fp32": "plain", "optimized": "fused"}
 
 
 def _search(src: Path, dest: Path, work: Path, ctx: Context, task: str, strict: dict | None, tuning: list,
-            ref: dict, meets) -> dict:
+            ref: dict, meets, first=None) -> dict:
     """Dynamic INT8 of ``src`` into ``dest``: all-INT8; if that misses the budget on the tuning
     texts, smoothed; if still missed, the most sensitive layers kept in float, a few more each
     round. The recipe says which, with the tuning figures and whether they met the budget."""
@@ -141,7 +142,7 @@ def _search(src: Path, dest: Path, work: Path, ctx: Context, task: str, strict: 
     metric, floor = _missed(strict, figs)
     ctx.say(f"ranking layers by sensitivity (all-INT8 {metric} on the tuning texts is "
             f"{figs.get(metric, 0):.4f}, below the search's target {floor:g}: the budget with a margin)")
-    ranked = rank_layers(src, tuning, ref, task, reduce_range=reduce_range)
+    ranked = rank_layers(src, tuning, ref, task, reduce_range=reduce_range, first=first)
     # 1, 2, 4, 6, ... and, if still missed, all candidates but one: never every one float, which would
     # ship fp32 under the name int8 (on a Zen 3 EPYC the fused graph met the budget only so, and
     # was chosen as the "INT8" result). A single candidate is still tried: the LSTM's recurrent op

@@ -1,6 +1,7 @@
 """quantize/smooth.py on a small graph built here: the float result is unchanged, outlier
 channels are evened out, and a weight two MatMuls share is scaled once for each of them; and
-quantize/sensitivity.py's layer ranking on a sequence-first graph. (tests/test_bert.py checks the same on all-MiniLM-L6-v2, with the INT8 gain.)"""
+quantize/sensitivity.py's layer ranking on a sequence-first graph. (tests/test_bert.py checks
+the same on all-MiniLM-L6-v2, with the INT8 gain.)"""
 
 from __future__ import annotations
 

@@ -120,15 +120,37 @@ def _infer_task(tm, config: dict) -> str:
 
 
 def load(ck: HFCheckpoint):
-    """The PyTorch model for the task, from the local files only."""
+    """The PyTorch model for the task, from the local files only.
+
+    Optimum's ``get_model_from_task`` picks the class and loads it, but does not say which
+    weights the checkpoint lacked; transformers then starts them at random with only a logged
+    hint (a sentence-embedding checkpoint exported for text-classification got a random head
+    and answered 0.505/0.495 for every text, validated 1.000 against the same random PyTorch
+    model). So the class is taken from Optimum and loaded here with ``output_loading_info``,
+    and a checkpoint that does not hold every weight of the task's model is refused."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the files are local; never reach for the hub
+    tm = _tasks_manager()
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # its "newly initialized" hint becomes the error below
     try:
-        model = _tasks_manager().get_model_from_task(ck.task, str(ck.path), framework="pt", library_name="transformers")
+        cls = tm.get_model_class_for_task(ck.task, "pt", model_type=ck.model_type, library="transformers")
+        model, info = cls.from_pretrained(str(ck.path), output_loading_info=True)
+        tm.standardize_model_attributes(model, library_name="transformers")
     except Exception as e:  # transformers raises OSError/ValueError/KeyError for bad checkpoints
         raise ExportError(f"transformers could not load {ck.path} for {ck.task}: {str(e).strip().splitlines()[0][:300]}") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    missing = list(info.get("missing_keys") or []) + [k[0] if isinstance(k, tuple) else k for k in info.get("mismatched_keys") or []]
+    if missing:
+        shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+        base = (" (--task feature-extraction exports the model without a head)"
+                if "feature-extraction" in ck.supported and ck.task != "feature-extraction" else "")
+        raise InputError(f"{ck.path} has no trained weights for {shown} of the {ck.task} model: transformers would "
+                         f"start them at random and the package would answer noise. Export a checkpoint trained "
+                         f"for {ck.task}, or pass the --task it was trained for{base}.")
     return model.eval()
 
 

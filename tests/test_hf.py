@@ -313,6 +313,16 @@ def test_errors_are_one_sentence(checkpoints, tmp_path):
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
+def test_a_checkpoint_without_the_tasks_head_is_refused(tmp_path):
+    """The sentence-embedding MiniLM has no classifier: transformers would start one at random
+    (and the package validate 1.000 against that same random model); edgeai refuses instead."""
+    out = cli("export", "--model", _minilm(), "--task", "text-classification", "-o", str(tmp_path / "cls"))
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "no trained weights for classifier.bias, classifier.weight of the text-classification model" in out.stderr
+    assert "--task feature-extraction" in out.stderr and "newly initialized" not in out.stderr
+    assert not (tmp_path / "cls").exists()
+
+
 def test_qat_is_neither_offered_nor_run_for_checkpoints(packages):
     """torch.fx cannot trace transformers' models: the quantization-aware fine-tune refuses in one
     sentence before any work, and a missed budget does not advise it."""

@@ -63,5 +63,11 @@ def shell_arg(x: object) -> str:
 
 def a_type(x: object) -> str:
     """``"an int"``, ``"a list"``: the type of ``x`` with its article, for error sentences."""
-    name = type(x).__name__
-    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
+    return with_article(type(x).__name__)
+
+
+def with_article(word: str) -> str:
+    """``"an int64"``, ``"a uint8"``, ``"an image-classification"``: ``word`` with its article."""
+    w = word.lower()
+    vowel = w[:1] in ("a", "e", "i", "o") or (w[:1] == "u" and not w.startswith(("uint", "uni", "us")))
+    return f"{'an' if vowel else 'a'} {word}"

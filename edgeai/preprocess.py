@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import InputError, a_type
+from .errors import InputError, a_type, with_article
 from .text import files_under
 
 # Pillow warns above MAX_IMAGE_PIXELS (89.5 MP: a 108 MP phone photo passes that) and raises above
@@ -56,8 +56,25 @@ def image_files(folder: Path, unreadable: bool = False) -> list[Path]:
 
 def _describe(x: Any) -> str:
     if isinstance(x, np.ndarray):
-        return f"a {x.dtype} array of shape {tuple(x.shape)}"
+        return f"{with_article(str(x.dtype))} array of shape {tuple(x.shape)}"
     return a_type(x)
+
+
+def _to_uint8(a: np.ndarray) -> str:
+    """How to turn the array ``a`` into a uint8 image, told by its type and range: the advice for
+    a float image in [0, 1] turned integers in 0..255 into (255 a) mod 256, an inverted image."""
+    if a.dtype == np.uint16:
+        return "a 16-bit image with (a >> 8).astype(np.uint8)"
+    if a.dtype == np.bool_:
+        return "a mask with a.astype(np.uint8) * 255"
+    if not a.size or not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
+        return "it to uint8 RGB values in 0..255"
+    lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
+    if np.issubdtype(a.dtype, np.floating) and 0 <= lo and hi <= 1:
+        return "a float image in [0, 1] with (a * 255).round().astype(np.uint8)"
+    if 0 <= lo and hi <= 255:
+        return f"its values (in 0..255) with {'a.round()' if np.issubdtype(a.dtype, np.floating) else 'a'}.astype(np.uint8)"
+    return f"its values (from {lo:g} to {hi:g}) into 0..255 first"
 
 
 def open_image(source: str | os.PathLike) -> Image.Image:
@@ -144,11 +161,9 @@ def from_array(frame: np.ndarray) -> Image.Image:
     channels is most often a window's or a game's back buffer, whose alpha is 0 or meaningless;
     blended onto white, as a transparent PNG file is, it would read as a blank image."""
     if frame.dtype != np.uint8:
-        how = ("a 16-bit image with (a >> 8).astype(np.uint8)" if frame.dtype == np.uint16 else
-               "a float image in [0, 1] with (a * 255).round().astype(np.uint8)")
         raise InputError(
             f"An image array must be uint8 (HxWx3 RGB, HxWx4 RGBX or HxW grey); got {_describe(frame)}. "
-            f"Convert {how}, or pass ready NCHW float tensors to Pipeline.run({{input_name: tensor}})."
+            f"Convert {_to_uint8(frame)}, or pass ready NCHW float tensors to Pipeline.run({{input_name: tensor}})."
         )
     if frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] in (1, 3, 4)):
         if frame.shape[0] == 0 or frame.shape[1] == 0:

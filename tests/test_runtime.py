@@ -440,3 +440,8 @@ def test_a_four_channel_frame_is_rgbx(tiny_pkg):
         pipe.predict(rgbx.astype(np.float32) / 255)
     with pytest.raises(InputError, match=r"got a uint16 array .* Convert a 16-bit image with \(a >> 8\)"):
         pipe.predict(rgb.astype(np.uint16) << 8)  # a 16-bit PNG's pixels: the float recipe would not fit them
+    # integers in 0..255 are told to cast: the float recipe gave (255 a) mod 256, an inverted image
+    with pytest.raises(InputError, match=r"got an int64 array .* Convert its values \(in 0..255\) with a.astype\(np.uint8\)"):
+        pipe.predict(rgb.astype(np.int64))
+    with pytest.raises(InputError, match=r"got a float64 array .* with a.round\(\).astype\(np.uint8\)"):
+        pipe.predict(rgb.astype(np.float64))

@@ -40,7 +40,7 @@ def generate(
     such as T5), streaming the text as it is decoded; tokens/s and the time to the first token
     follow on stderr. Greedy unless --temperature is given."""
     import edgeai
-    from edgeai.errors import EdgeAIError, InputError, shell_arg
+    from edgeai.errors import EdgeAIError, InputError, shell_arg, with_article
     from edgeai.chat import as_user
     from edgeai.generation import generator_for
     from edgeai.home import resolve_builtin
@@ -59,7 +59,7 @@ def generate(
                          "(edgeai export --model DIR_OR_ID --task text-generation).")
     pipe = edgeai.load(model, provider=provider, variant=variant, threads=threads)
     if "generation" not in pipe.package.manifest:  # before any prompt is printed
-        raise InputError(f"{model} is a {pipe.task} package; edgeai generate needs a text-generation one "
+        raise InputError(f"{model} is {with_article(pipe.task)} package; edgeai generate needs a text-generation one "
                          f"(run this one with edgeai run --model {shell_arg(model)}).")
     gen = generator_for(pipe)
     if chat and not gen.spec.get("chat_template"):

@@ -30,7 +30,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, a_type
 from .sampling import Sampling, pick
 from .streams import stream_pieces
 
@@ -320,6 +320,12 @@ def check_request(pipe, options: dict[str, Any]) -> None:
         if name not in takes:
             raise TypeError(f"generate() got an unexpected keyword argument {name!r}")
     _sampling({k: v for k, v in options.items() if k in Sampling.__dataclass_fields__})
+    _check_cancel(options.get("cancel"))
+
+
+def _check_cancel(cancel: Any) -> None:
+    if cancel is not None and not callable(getattr(cancel, "is_set", None)):
+        raise InputError(f"cancel takes a threading.Event (setting it stops the generation at its next step); got {a_type(cancel)}.")
 
 
 def generator_for(pipe) -> Generator:
@@ -357,6 +363,7 @@ def generate(pipe, prompt: Any, stream: bool = False, cancel: threading.Event | 
     from .text import check_text
 
     s = _sampling(options)
+    _check_cancel(cancel)
     gen = generator_for(pipe)
     if (why := chat.misread_chat(prompt)) is not None:
         raise InputError(why)

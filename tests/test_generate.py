@@ -367,6 +367,9 @@ def test_cancel_stops_within_one_step(packages):
             pipe.submit("Tell me", max_tokens=3)
         with pytest.raises(InputError, match="temperature must be 0"):
             pipe.submit("Tell me", temperature=-1)
+        for call in (pipe.submit, pipe.generate):  # once an AttributeError from inside the future
+            with pytest.raises(InputError, match="cancel takes a threading.Event .*; got a bool"):
+                call("Tell me", cancel=True)
     # a closed pipeline says so first, whatever else is wrong with the request
     with pytest.raises(edgeai.PipelineClosedError):
         pipe.submit("Tell me", temperature=-1)

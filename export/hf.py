@@ -42,11 +42,14 @@ class HFCheckpoint:
     task: str  # Optimum's task name
     supported: list[str]
     labels: list[str] = field(default_factory=list)
+    named: str | None = None  # the package's name where the export gave one (its -o folder's)
 
     @property
     def name(self) -> str:
         from .transformer import CACHE_NOTE
 
+        if self.named:
+            return self.named
         if self.source.endswith(CACHE_NOTE):
             return self.source[: -len(CACHE_NOTE)].rsplit("/", 1)[-1]
         return self.path.name

@@ -93,7 +93,7 @@ def ladder(pkg: Package, damaged: dict[str, str] | None = None, damaged_files: d
         rungs.append({
             "rung": name, "variant": name, "made_from": v.get("made_from"), "compared_with": vs,
             "outputs": outputs or {}, "metrics": {k: acc[k] for k in METRICS if k in acc},
-            "samples": acc.get("samples"), "baseline_accuracy": acc.get("baseline_accuracy"),
+            "samples": acc.get("samples"), "test_samples": acc.get("test_samples"), "baseline_accuracy": acc.get("baseline_accuracy"),
             **_held_out_figures(acc),
             "size_mb": v["size"] / 1e6, "latency": _entry(v.get("latency", {}), key),
             "meets_budget": meets_budget(pkg, name), "damaged": name in damaged,
@@ -202,7 +202,8 @@ def _ladder_table(data: dict) -> list[str]:
     parts = [
         "<h2>Parity ladder</h2>",
         '<p class="note">Each rung is compared with the one it names (fp32 with PyTorch at export; the others with fp32 on '
-        f"held-out inputs). Latency: {e(where)}.</p>",
+        f"held-out inputs). Latency: {e(where)}; each variant's fastest recorded figure, as auto chooses by it, "
+        "with its thread count where it is not ONNX Runtime's default.</p>",
         '<table id="ladder"><thead><tr><th>rung</th><th>made from</th><th>compared with</th><th>output</th>'
         "<th>max abs diff</th><th>mean abs diff</th>"
         + "".join(f"<th>{e(METRICS[m])}</th>" for m in metrics)
@@ -262,12 +263,21 @@ def _rung_rows(r: dict, metrics: list[str], torch_p50: float | None) -> list[str
             ratio = lat["p50_ms"] / torch_p50 if torch_p50 and lat.get("p50_ms") is not None else None
             within = "damaged" if r.get("damaged") else {True: "yes", False: "no"}.get(r["meets_budget"], "-")
             cells += [_num(r.get("samples"), ".0f"), f'<td class="l">{within}</td>', _num(r["size_mb"], ".2f"),
-                      _num(lat.get("p50_ms"), ".3f"), _num(lat.get("p99_ms"), ".3f"), _num(ratio, ".2f")]
+                      _p50_cell(lat), _num(lat.get("p99_ms"), ".3f"), _num(ratio, ".2f")]
         else:
             cells += ["<td></td>"] * 6
         row_attr = f' class="rung" data-rung="{e(r["rung"])}"' if first else ' class="more"'
         rows.append(f"<tr{row_attr}>{''.join(cells)}</tr>")
     return rows
+
+
+def _p50_cell(lat: dict) -> str:
+    """p50, and the threads it ran on where they were set: a one-thread figure beside PyTorch's
+    default threads would otherwise read as the same conditions."""
+    cell, n = _num(lat.get("p50_ms"), ".3f"), lat.get("threads")
+    if not n or cell == "<td>-</td>":
+        return cell
+    return cell.replace("</td>", f' <span class="ci">({n} thread{"s" if n != 1 else ""})</span></td>')
 
 
 def _held_out_figures(acc: dict) -> dict:
@@ -278,6 +288,8 @@ def _held_out_figures(acc: dict) -> dict:
 def _metric_cell(r: dict, metric: str) -> str:
     """The figure with its 95% interval beside it, e.g. ``0.9944 [0.983, 0.998]`` (sample count: its own column)."""
     cell = _num(r["metrics"].get(metric), ".4f")
+    if metric == "test_accuracy" and r.get("test_samples") and cell != "<td>-</td>":  # its own texts, not the samples column's
+        return cell.replace("</td>", f' <span class="ci">(n={r["test_samples"]:.0f})</span></td>')
     ci = r.get("intervals", {}).get(metric)
     if ci is None or cell == "<td>-</td>":
         return cell

@@ -182,16 +182,18 @@ def _print_agreement_intervals(m: dict) -> None:
         figures = [f"{k.replace('_', ' ')} {acc[k]:.4f} [{acc[k + '_ci95'][0]:.4f}, {acc[k + '_ci95'][1]:.4f}]"  # one precision:
                    # at 3 places "0.9999 [1.000, 1.000]" put the mean outside its own interval (review)
                    for k in ("top1_agreement", "cosine_mean") if k in acc and k + "_ci95" in acc]
-        if figures and "test_accuracy" in acc:  # a trained classifier's own figure against the labels
+        test = ""
+        if figures and "test_accuracy" in acc:  # a trained classifier's own figure against the labels, on its own texts
             base = f" (majority baseline {acc['baseline_accuracy']:.4f})" if "baseline_accuracy" in acc else ""
-            figures.append(f"test accuracy {acc['test_accuracy']:.4f}{base}")
+            n = f", n={acc['test_samples']:.0f}" if "test_samples" in acc else ""
+            test = f"; test accuracy {acc['test_accuracy']:.4f}{base}{n}"
         if figures:
             vs = v.get("accuracy_details", {}).get("vs", "fp32" if name != "fp32" else "pytorch")
             on = f" on {acc['held_out']}" if "held_out" in acc else ""
             ppl = (f"; perplexity {acc['perplexity']:.4g} (fp32 {acc['perplexity_fp32']:.4g}, kept {acc['perplexity_kept']:.3f})"
                    if "perplexity_kept" in acc else "")
             out.print(Text.assemble((f"{name} vs {vs}{on}: ", "dim"),
-                                    f"{', '.join(figures)}, n={acc.get('samples', 0):.0f} (95% intervals){ppl}"))
+                                    f"{', '.join(figures)}, n={acc.get('samples', 0):.0f} (95% intervals){test}{ppl}"))
 
 
 def _file_check(d: dict | None) -> Text:

@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .errors import InputError, PackageError
+from .errors import InputError, PackageError, a_type
 
 # Which encoding field feeds which model input (names as exported; see export/transformer.py).
 _FIELDS = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
@@ -42,11 +42,13 @@ def check_text(t: Any, index: int = 0, total: int = 1) -> str:
     where = t.input if isinstance(t, TextLine) else _which(index, total)
     if isinstance(t, dict) and set(t) == {"text", "text_pair"}:  # a sentence pair, as transformers takes it
         return (check_text(t["text"], index, total), check_text(t["text_pair"], index, total))  # type: ignore[return-value]
+    if isinstance(t, dict):  # a pair with other keys ("pair", "text_b"): not "a dict object, not a string"
+        keys = ", ".join(repr(k) for k in list(t)[:4])
+        raise InputError(f"{where} is a dict with the keys {keys}; a sentence pair is "
+                         '{"text": first, "text_pair": second}, and any other text a string.')
     if not isinstance(t, str):
-        kind = type(t).__name__
-        article = "an" if kind[:1].lower() in "aeiou" else "a"
         hint = " (decode bytes first, e.g. data.decode('utf-8'))" if isinstance(t, (bytes, bytearray)) else ""
-        raise InputError(f"{where} is {article} {kind} object, not a string; this model takes text{hint}.")
+        raise InputError(f"{where} is {a_type(t)} object, not a string; this model takes text{hint}.")
     if not t.strip():
         raise InputError(f"{where} is empty; give at least one non-space character.")
     try:

@@ -219,6 +219,8 @@ def test_bad_text_inputs_get_one_clear_sentence(bert_pkg):
             pipe.predict(["fine", 3])
         with pytest.raises(InputError, match="bytes object, not a string.*decode"):
             pipe.embed(b"raw bytes")
+        with pytest.raises(InputError, match=r"is a dict with the keys 'text', 'pair'; a sentence pair is \{\"text\""):
+            pipe.predict({"text": "a", "pair": "b"})
         with pytest.raises(InputError, match="empty list"):
             pipe.predict([])
         with pytest.raises(InputError, match="no texts"):

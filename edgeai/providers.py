@@ -71,6 +71,16 @@ def _preload_cuda_libraries() -> None:
 
 
 @lru_cache(maxsize=None)
+def _nvidia_driver() -> bool:
+    """Whether the NVIDIA driver's CUDA library loads (it comes with the driver, not with CUDA)."""
+    try:
+        ctypes.CDLL("nvcuda.dll" if os.name == "nt" else "libcuda.so.1")
+    except OSError:
+        return False
+    return True
+
+
+@lru_cache(maxsize=None)
 def unavailable_reason(provider: str) -> str | None:
     """Why ``provider`` cannot start on this machine, or None when it looks startable."""
     if provider == CPU:
@@ -80,6 +90,8 @@ def unavailable_reason(provider: str) -> str | None:
     lib = _PROVIDER_LIBS.get(provider)
     if lib is None:
         return None
+    if not _nvidia_driver():  # first: without it, the CUDA libraries the loader misses would not help
+        return "no NVIDIA driver, libcuda.so.1 not found"
     _preload_cuda_libraries()
     capi = Path(ort.__file__).parent / "capi"
     candidates = [p for p in capi.iterdir() if p.name.startswith(lib) or p.name.startswith("lib" + lib)]
@@ -115,7 +127,12 @@ class ProviderChoice:
     def summary(self) -> str:
         if not self.notes:
             return f"running on {short_name(self.provider)}"
-        return f"running on {short_name(self.provider)} ({'; '.join(self.notes)})"
+        by_reason: dict[str, list[str]] = {}  # "tensorrt, cuda: no NVIDIA driver", not the same reason twice
+        for n in self.notes:
+            name, _, reason = n.partition(": ")
+            by_reason.setdefault(reason, []).append(name)
+        why = "; ".join(", ".join(names) + f": {reason}" for reason, names in by_reason.items())
+        return f"running on {short_name(self.provider)} ({why})"
 
     def placement_line(self) -> str | None:
         """``"cuda 340 of 402 nodes (85%), cpu 62 (15%)"`` when some nodes left the provider, else None."""
@@ -270,7 +287,9 @@ def create_session(
         note = f"{short_name(cand)}: {reason}"
         if strict:
             hint = ""
-            if "libnvinfer" in reason:
+            if "NVIDIA driver" in reason:
+                hint = " (it needs an NVIDIA GPU and its driver)"
+            elif "libnvinfer" in reason:
                 hint = " (install TensorRT 10 and put its libraries on the library path)"
             elif "not found" in reason:
                 hint = " (install CUDA 13 and cuDNN 9, e.g. pip install 'edgeai[cuda]')"

@@ -71,3 +71,17 @@ def with_article(word: str) -> str:
     w = word.lower()
     vowel = w[:1] in ("a", "e", "i", "o") or (w[:1] == "u" and not w.startswith(("uint", "uni", "us")))
     return f"{'an' if vowel else 'a'} {word}"
+
+
+def user_level() -> int:
+    """``warnings.warn``'s stacklevel, for the function that calls this, that points at the first
+    caller outside edgeai: a warning then names the user's line, whatever path led to it (a
+    fixed level named edgeai's own pipeline.py for predict() and the user's line for embed())."""
+    import os
+    import sys
+
+    root = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(root):
+        frame, level = frame.f_back, level + 1
+    return level

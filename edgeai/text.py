@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .errors import InputError, PackageError, a_type
+from .errors import InputError, PackageError, a_type, user_level
 
 # Which encoding field feeds which model input (names as exported; see export/transformer.py).
 _FIELDS = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
@@ -108,7 +108,7 @@ class TextPreprocessor:
             warning = TruncationWarning(f"{len(cut)} text(s) longer than {self.max_length} tokens were truncated to "
                                         f"{self.max_length} (first: {shown!r}).")
             warning.cut = tuple(cut)
-            warnings.warn(warning, stacklevel=3)
+            warnings.warn(warning, stacklevel=user_level())
         return {
             name: np.asarray([getattr(e, _FIELDS[name]) for e in encodings], dtype=np.int64) for name in self.input_names
         }

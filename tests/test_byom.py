@@ -62,7 +62,9 @@ def test_dynamo_fallback_is_one_progress_line_and_name_sets_the_manifest(factori
     r = cli("export", f"{factories}:encoder", "--input", "x:1,6,32:float32", "--dynamic", "x:0:batch",
             "--dynamic", "x:1:length", "--name", "my-encoder", "-o", str(out))
     assert r.returncode == 0, r.stderr
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    # a busy machine adds the unsteady-timings warning (its own test is in test_bench.py), whose
+    # path names this test, "dynamo" included
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip() and not ln.startswith("warning: the latencies just recorded")]
     fallback = [ln for ln in lines if "dynamo" in ln or "froze" in ln]
     assert len(fallback) == 1, r.stderr
     for leak in ("Traceback", "[E:onnxruntime", "Warning", "torchvision", "Skipping"):

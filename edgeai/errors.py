@@ -7,6 +7,9 @@ keeps its traceback.
 
 from __future__ import annotations
 
+import contextlib
+from typing import Callable, Iterator
+
 
 class EdgeAIError(Exception):
     """Base class of every error edgeai raises on purpose."""
@@ -80,8 +83,34 @@ def user_level() -> int:
     import os
     import sys
 
-    root = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    # edgeai's folder, and its export and quantize packages', which an editable install keeps
+    # beside it (only an imported one can have frames on the stack)
+    roots = tuple(os.path.abspath(p) + os.sep for name in ("edgeai", "edgeai.export", "edgeai.quantize")
+                  for p in getattr(sys.modules.get(name), "__path__", ()))
     frame, level = sys._getframe(1), 1
-    while frame is not None and frame.f_code.co_filename.startswith(root):
+    while frame is not None and frame.f_code.co_filename.startswith(roots):
         frame, level = frame.f_back, level + 1
     return level
+
+
+@contextlib.contextmanager
+def said_after(say: Callable[[str], None], others: bool = True) -> Iterator[None]:
+    """Collect the warnings a build says to its user (:class:`EdgeAIWarning`: a trace that kept
+    a Python value, latencies recorded on a busy machine, ids drawn from a part of their table)
+    and give each to ``say`` as one line once the build is done, instead of Python's
+    ``file:line: Category: message`` and a source line of edgeai's. Other warnings are shown as
+    Python shows them, or, with ``others=False`` (an export: the PyTorch exporters' chatter about
+    their own internals), not at all."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", EdgeAIWarning)
+        try:
+            yield
+        finally:
+            said = list(caught)
+    for w in said:
+        if issubclass(w.category, EdgeAIWarning):
+            say(str(w.message))
+        elif others:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)

@@ -13,7 +13,7 @@ from typing import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from . import __version__
-from .errors import DependencyError, InputError, PackageError, a_type
+from .errors import DependencyError, InputError, PackageError, a_type, said_after
 from .package import MANIFEST, Package
 
 if TYPE_CHECKING:
@@ -135,10 +135,15 @@ def ensure_builtin(name: str, progress: Callable[[str], None] | None = None) -> 
         if not (target / MANIFEST).is_file():  # another process may have built it meanwhile
             from edgeai.export import export_model
 
+            said = contextlib.nullcontext()
             if progress is None:
                 progress = stderr_progress
                 progress(f"building {fam.model} into {target} on first use (later loads reuse it)")
-            export_model(fam.model, target, progress=progress)
+                # the build's own warnings (timings taken on a busy machine) as lines like its
+                # progress, not as Python's "exporter.py:397: UnsteadyTimingWarning" between them
+                said = said_after(lambda line: print(f"edgeai: warning: {line}", file=sys.stderr, flush=True), others=False)
+            with said:
+                export_model(fam.model, target, progress=progress)
     return target
 
 

@@ -69,7 +69,10 @@ def _to_uint8(a: np.ndarray) -> str:
         return "a mask with a.astype(np.uint8) * 255"
     if not a.size or not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
         return "it to uint8 RGB values in 0..255"
-    lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
+    a = a[np.isfinite(a)] if np.issubdtype(a.dtype, np.floating) else a
+    if not a.size:
+        return "it to uint8 RGB values in 0..255 (it holds no finite value)"
+    lo, hi = float(a.min()), float(a.max())
     if np.issubdtype(a.dtype, np.floating) and 0 <= lo and hi <= 1:
         return "a float image in [0, 1] with (a * 255).round().astype(np.uint8)"
     if 0 <= lo and hi <= 255:

@@ -217,12 +217,12 @@ def _onnx(src: Source, path: Path, progress: Progress | None) -> tuple[dict, dic
     if traced:
         import warnings
 
-        from edgeai.errors import TraceWarning
+        from edgeai.errors import TraceWarning, user_level
 
         warnings.warn(TraceWarning(
             f"at {', '.join(traced)} the model turns a tensor into a Python value (int(), .item(), an if on a "
             "tensor): the ONNX graph keeps what the example computed there, whatever the input; it matched PyTorch on the "
-            "validation inputs, so check it on inputs that take the other path."), stacklevel=2)
+            "validation inputs, so check it on inputs that take the other path."), stacklevel=user_level())
     return (*found, "torchscript", OPSET)
 
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from edgeai.data import compare as measure
 from edgeai.data.feeds import batch_axis, held_out_inputs
-from edgeai.errors import EdgeAIError, ExportError, InputError, PackageError, UnsteadyTimingWarning, shell_arg
+from edgeai.errors import EdgeAIError, ExportError, InputError, PackageError, UnsteadyTimingWarning, shell_arg, user_level
 from edgeai.machine import default_threads
 from edgeai.package import _TMP_MARK, Package, remove_stale_files
 from edgeai.pipeline import open_package as open_named
@@ -257,4 +257,4 @@ def record_latencies(pkg: Package, batch: int = 1, threads: int | None = None, p
     if said := "; ".join(f for f in found if f):
         warnings.warn(UnsteadyTimingWarning(
             f"the latencies just recorded are unsteady ({said}): the machine was likely busy, and auto chooses a "
-            f"variant by them; time them again on a quiet machine with: edgeai bench {shell_arg(final or pkg.path)} --record"), stacklevel=2)
+            f"variant by them; time them again on a quiet machine with: edgeai bench {shell_arg(final or pkg.path)} --record"), stacklevel=user_level())

@@ -437,3 +437,10 @@ def test_builds_warn_when_the_latencies_they_record_are_unsteady(small_pkg, fact
     new = tmp_path / "new one"
     r = CliRunner().invoke(app, ["export", factory, "--input", "x:2,3,16,16:float32", "--precision", "fp32", "-o", str(new)])
     assert r.exit_code == 0 and f"edgeai bench '{new}' --record" in r.output and "edgeai-tmp" not in r.output, r.output
+    # from Python the warning names the caller's line, not edgeai's quantize/runner.py
+    from edgeai.errors import UnsteadyTimingWarning
+    from edgeai.quantize import optimize
+
+    with pytest.warns(UnsteadyTimingWarning) as said:
+        optimize(pkg)
+    assert said[0].filename == __file__

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import inspect
 import typing
-import warnings
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -47,26 +45,11 @@ def budget_note(pkg, name: str, acc: dict) -> str:
     return f" \N{EM DASH} misses the budget {rule}, so auto will not choose it{hint}"
 
 
-@contextlib.contextmanager
 def _said_after(others: bool = True):
-    """Collect the warnings a build says to its user (edgeai.errors.EdgeAIWarning: a trace that
-    kept a Python value, latencies recorded on a busy machine, ids drawn from a part of their
-    table) and print them as ``warning:`` lines once its progress is done. Other warnings are
-    shown as Python shows them, or, with ``others=False`` (an export: the PyTorch exporters'
-    chatter about their own internals), not at all."""
-    from edgeai.errors import EdgeAIWarning
+    """edgeai.errors.said_after, each warning a ``warning:`` line."""
+    from edgeai.errors import said_after
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", EdgeAIWarning)
-        try:
-            yield
-        finally:
-            said = list(caught)
-    for w in said:
-        if issubclass(w.category, EdgeAIWarning):
-            warn(str(w.message))
-        elif others:
-            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    return said_after(warn, others)
 
 
 def _variants_line(pkg) -> str:

@@ -82,7 +82,7 @@ def _say_narrow_ids(pkg, specs: list) -> None:
     against PyTorch, the int8 figures and the timings saw ten of its rows. Said, with the range to give."""
     import warnings
 
-    from edgeai.errors import EdgeAIWarning
+    from edgeai.errors import EdgeAIWarning, user_level
 
     rows = {i["name"]: i["index_rows"] for i in pkg.manifest["inputs"] if "index_rows" in i}
     for s in specs:
@@ -90,7 +90,7 @@ def _say_narrow_ids(pkg, specs: list) -> None:
             warnings.warn(EdgeAIWarning(
                 f"{s.name} was drawn from 0..9 (the default), but it indexes a table of {rows[s.name]} rows: the checks "
                 f"and figures saw only those ids; give --input {s.name}:{','.join(map(str, s.shape))}:{s.dtype}:0.."
-                f"{rows[s.name] - 1} to cover the table."), stacklevel=2)
+                f"{rows[s.name] - 1} to cover the table."), stacklevel=user_level())
 
 
 def export_factory(ref: str, inputs: list[str], dynamic: list[str] | None = None, out: str | os.PathLike | None = None,

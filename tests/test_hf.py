@@ -314,6 +314,9 @@ def test_errors_are_one_sentence(checkpoints, tmp_path):
         export_model("hf", tmp_path / "y", model="someone/not-in-the-cache")
     out = cli("export", "--task", "image-classification")
     assert out.returncode == 1 and "give --model DIR_OR_ID" in out.stderr and "Traceback" not in out.stderr
+    # without -o, a checkpoint in the current folder would be its own package's folder
+    out = cli("export", "--model", "./vit", cwd=checkpoints["vit"].parent)
+    assert out.returncode == 1 and "the checkpoint's own folder; give it another with -o DIR" in out.stderr
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 

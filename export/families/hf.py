@@ -64,6 +64,9 @@ def build(out, precision: str = "int8", progress=None, model=None, task=None):
     ck = hf.inspect(model, task)
     if out is None:
         out = ck.name  # ./NAME/, like the built-ins
+        if Path(out).resolve() == Path(ck.path).resolve():
+            raise InputError(f"Without -o the package would go to ./{out}, the checkpoint's own folder; give it "
+                             f"another with -o DIR.")
     else:  # named after its folder, as a custom package is: checkpoints sit in folders named model/, checkpoint-500/
         ck.named = Path(out).absolute().name
     _check_same_checkpoint(out, ck)  # before minutes of export

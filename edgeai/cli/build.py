@@ -82,7 +82,8 @@ def _variants_line(pkg) -> str:
 
 
 EXPORT_HELP = "Export a model to a validated package: ONNX fp32, optimized and (by default) int8."
-QUANTIZE_HELP = "Add the 'int8' (or, with --precision fp16, the 'fp16') variant, with its agreement with fp32 and its CPU latency recorded."
+QUANTIZE_HELP = ("Add the 'int8' variant (or with --precision the 'fp16' one, or a text-generation package's 'int4'), "
+                 "with its agreement with fp32 and its CPU latency recorded.")
 # export's own precisions: int8 runs the whole chain, fp32 stops before quantization.
 EXPORT_PRECISIONS = ("fp32", "int8")
 
@@ -265,8 +266,8 @@ def quantize_command():
         qat_steps: Annotated[Optional[int], typer.Option(min=1, help="--method qat: fine-tuning steps of 16 photos [default: 300].", show_default=False)] = None,
         replace: Annotated[bool, typer.Option("--replace", help="Replace the variant already there even when the new one misses the budget and the old one meets it (by default the old one is kept and the command fails).")] = False,
     ) -> None:
-        """Add the 'int8' (or, with --precision fp16, the 'fp16') variant, with its agreement with
-        fp32 and its CPU latency recorded."""
+        """Add the 'int8' variant (or with --precision the 'fp16' one, or a text-generation
+        package's 'int4'), with its agreement with fp32 and its CPU latency recorded."""
         from edgeai.quantize import quantize as _quantize
 
         precision, method, preset = precision_(precision).value, method_(method).value, preset_(preset).value

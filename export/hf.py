@@ -42,14 +42,11 @@ class HFCheckpoint:
     task: str  # Optimum's task name
     supported: list[str]
     labels: list[str] = field(default_factory=list)
-    named: str | None = None  # the package's name where the export gave one (its -o folder's)
 
     @property
     def name(self) -> str:
         from .transformer import CACHE_NOTE
 
-        if self.named:
-            return self.named
         if self.source.endswith(CACHE_NOTE):
             return self.source[: -len(CACHE_NOTE)].rsplit("/", 1)[-1]
         return self.path.name
@@ -147,6 +144,8 @@ def load(ck: HFCheckpoint):
     finally:
         hf_logging.set_verbosity(verbosity)
     missing = list(info.get("missing_keys") or []) + [k[0] if isinstance(k, tuple) else k for k in info.get("mismatched_keys") or []]
+    if ck.task == "feature-extraction":  # a head checkpoint's base model: its pooler is no part of the hidden states exported
+        missing = [k for k in missing if not k.startswith("pooler.")]
     if missing:
         shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
         base = (" (--task feature-extraction exports the model without a head)"

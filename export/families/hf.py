@@ -34,21 +34,6 @@ GENERATION_BUDGET = Budget("top1_agreement", 0.99, "next-token top-1 agreement w
                            also={"perplexity_kept": 0.95})
 TENSOR_BUDGET = Budget("cosine_min", 0.99, "lowest cosine similarity of the outputs to fp32's on held-out inputs")
 
-def _check_same_checkpoint(out, ck) -> None:
-    """Refuse a folder that holds another model's package. A checkpoint's package is named after
-    its -o folder, so for a Hugging Face package there the name tells nothing: the checkpoint it
-    was exported from (its provenance source) does; any other package there, by its name."""
-    from edgeai.atomic import check_destination, read_manifest
-    from edgeai.errors import PackageError
-
-    held = read_manifest(Path(out)) or {}
-    old = (held.get("provenance") or {}).get("source")
-    if held.get("family") != FAMILY.name or not isinstance(old, str):
-        return check_destination(out, ck.name)
-    if old != ck.source:
-        raise PackageError(f"{out} holds the package of another checkpoint, {old}; give {ck.source} its own folder "
-                           "(-o DIR), or remove that package first.")
-    check_destination(out)
 
 def build(out, precision: str = "int8", progress=None, model=None, task=None):
     """Export ``model`` for ``task`` with Optimum's exporter, validated against PyTorch on real
@@ -60,6 +45,7 @@ def build(out, precision: str = "int8", progress=None, model=None, task=None):
 
     if model is None:
         raise InputError("The hf family exports a Hugging Face checkpoint: pass --model DIR_OR_CACHED_ID.")
+    from edgeai.atomic import check_destination
 
     ck = hf.inspect(model, task)
     if out is None:
@@ -67,9 +53,7 @@ def build(out, precision: str = "int8", progress=None, model=None, task=None):
         if Path(out).resolve() == Path(ck.path).resolve():
             raise InputError(f"Without -o the package would go to ./{out}, the checkpoint's own folder; give it "
                              f"another with -o DIR.")
-    else:  # named after its folder, as a custom package is: checkpoints sit in folders named model/, checkpoint-500/
-        ck.named = Path(out).absolute().name
-    _check_same_checkpoint(out, ck)  # before minutes of export
+    check_destination(out, ck.name)  # before minutes of export
     if ck.task == "feature-extraction" and ck.model_type in SENTENCE_ENCODERS:
         # A BERT-family encoder's features: what `export bert --model` makes (mean-pooled,
         # L2-normalized sentence embeddings, checked and quantized on real sentences), not raw
@@ -108,6 +92,7 @@ def build(out, precision: str = "int8", progress=None, model=None, task=None):
     else:
         _tensor(src, ck, config)
     return export(FAMILY, src, out, precision, progress)
+
 
 def _generation(out, precision, progress, ck, torch_model):
     """A decoder-only model with its KV cache (edgeai.generation runs it), validated step by step."""
@@ -163,6 +148,7 @@ def _generation(out, precision, progress, ck, torch_model):
     )
     return export(FAMILY, src, out, precision, progress)
 
+
 def _labels(src, ck) -> None:
     """labels.txt, the description, and a classifier's post-processing (token classification replaces it)."""
     src.postprocess = {"type": "classification", "output": "logits", "labels": "labels.txt",
@@ -170,6 +156,7 @@ def _labels(src, ck) -> None:
     src.assets["labels.txt"] = ("\n".join(ck.labels) + "\n").encode("utf-8")
     shown = ", ".join(ck.labels[:6]) + ("..." if len(ck.labels) > 6 else "")
     src.description = f"{ck.name} ({ck.model_type}): {ck.task} ({shown}); exported with Optimum."
+
 
 def _image(src, ck, names: list[str]) -> None:
     from edgeai.data.photos import CALIBRATION, HELD_OUT, image_set
@@ -186,6 +173,7 @@ def _image(src, ck, names: list[str]) -> None:
     src.example = {names[0]: prep.batch(images[:1])}
     src.batches = [{names[0]: prep.batch(images[i : i + 8])} for i in range(0, min(len(images), 32), 8)]
     src.checked_on = f"on {min(len(images), 32)} real photos"
+
 
 def _text(src, ck, names: list[str]) -> None:
     from edgeai.data.texts import HELD_OUT, TUNING
@@ -208,6 +196,7 @@ def _text(src, ck, names: list[str]) -> None:
     src.batches = lambda stage: text.batches(text.tokenizer(stage, pre, names), texts, [1] + [8] * len(texts))
     src.checked_on = "on padded batches of real sentences"
 
+
 def _tensor(src, ck, config) -> None:
     """A task without runtime processing: raw tensors in and out, validated on Optimum's dummy inputs."""
     import numpy as np
@@ -218,6 +207,7 @@ def _tensor(src, ck, config) -> None:
     src.budget = TENSOR_BUDGET.as_manifest()
     src.description = (f"{ck.name} ({ck.model_type}): {ck.task}, exported with Optimum. edgeai has no pre/post-processing "
                        "for this task: the package takes and gives raw tensors (Pipeline.run / predict of a dict of arrays).")
+
 
 def reference(pkg):
     """The checkpoint a package was exported from, as the graph sees it (``bench --against torch``)."""

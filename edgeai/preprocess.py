@@ -63,7 +63,7 @@ def _describe(x: Any) -> str:
 def _to_uint8(a: np.ndarray) -> str:
     """How to turn the array ``a`` into a uint8 image, told by its type and range: the advice for
     a float image in [0, 1] turned integers in 0..255 into (255 a) mod 256, an inverted image."""
-    if a.dtype == np.uint16:
+    if a.dtype == np.uint16 and a.size and a.max() > 255:  # at most 255: an 8-bit image held wider, cast below
         return "a 16-bit image with (a >> 8).astype(np.uint8)"
     if a.dtype == np.bool_:
         return "a mask with a.astype(np.uint8) * 255"

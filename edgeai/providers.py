@@ -70,11 +70,14 @@ def _preload_cuda_libraries() -> None:
         ort.preload_dlls()
 
 
+_DRIVER_LIB = "nvcuda.dll" if os.name == "nt" else "libcuda.so.1"
+
+
 @lru_cache(maxsize=None)
 def _nvidia_driver() -> bool:
     """Whether the NVIDIA driver's CUDA library loads (it comes with the driver, not with CUDA)."""
     try:
-        ctypes.CDLL("nvcuda.dll" if os.name == "nt" else "libcuda.so.1")
+        ctypes.CDLL(_DRIVER_LIB)
     except OSError:
         return False
     return True
@@ -91,7 +94,7 @@ def unavailable_reason(provider: str) -> str | None:
     if lib is None:
         return None
     if not _nvidia_driver():  # first: without it, the CUDA libraries the loader misses would not help
-        return "no NVIDIA driver, libcuda.so.1 not found"
+        return f"no NVIDIA driver, {_DRIVER_LIB} not found"
     _preload_cuda_libraries()
     capi = Path(ort.__file__).parent / "capi"
     candidates = [p for p in capi.iterdir() if p.name.startswith(lib) or p.name.startswith("lib" + lib)]

@@ -203,7 +203,7 @@ def _ladder_table(data: dict) -> list[str]:
         "<h2>Parity ladder</h2>",
         '<p class="note">Each rung is compared with the one it names (fp32 with PyTorch at export; the others with fp32 on '
         f"held-out inputs). Latency: {e(where)}; each variant's fastest recorded figure, as auto chooses by it, "
-        "with its thread count where it is not ONNX Runtime's default.</p>",
+        "with its thread count where one was set (PyTorch's always) rather than ONNX Runtime's default.</p>",
         '<table id="ladder"><thead><tr><th>rung</th><th>made from</th><th>compared with</th><th>output</th>'
         "<th>max abs diff</th><th>mean abs diff</th>"
         + "".join(f"<th>{e(METRICS[m])}</th>" for m in metrics)

@@ -43,8 +43,8 @@ def check_text(t: Any, index: int = 0, total: int = 1) -> str:
     if isinstance(t, dict) and set(t) == {"text", "text_pair"}:  # a sentence pair, as transformers takes it
         return (check_text(t["text"], index, total), check_text(t["text_pair"], index, total))  # type: ignore[return-value]
     if isinstance(t, dict):  # a pair with other keys ("pair", "text_b"): not "a dict object, not a string"
-        keys = ", ".join(repr(k) for k in list(t)[:4])
-        raise InputError(f"{where} is a dict with the keys {keys}; a sentence pair is "
+        keys = ", ".join(repr(k) for k in list(t)[:4]) + (", ..." if len(t) > 4 else "")
+        raise InputError(f"{where} is a dict with {'the keys ' + keys if t else 'no keys'}; a sentence pair is "
                          '{"text": first, "text_pair": second}, and any other text a string.')
     if not isinstance(t, str):
         hint = " (decode bytes first, e.g. data.decode('utf-8'))" if isinstance(t, (bytes, bytearray)) else ""

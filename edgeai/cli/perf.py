@@ -106,7 +106,7 @@ def _print_table(doc: dict) -> None:
     out.print(Text(f"threads: {threads}; {doc['rounds']} round{'s' if doc['rounds'] != 1 else ''} of fresh processes{', alternating order' if doc['rounds'] > 1 else ''}, {runs} each; "
                    f"inputs: {doc['inputs']}; machine: {doc['machine']}, {doc['cores']} cores", style="dim"))
     engine = "; PyTorch: loading the model" if torch_threads else ""
-    ratio = " x PyTorch: p50 / PyTorch's p50, below 1 is faster." if has_torch else ""
+    ratio = " The x PyTorch column is p50 / PyTorch's p50: below 1 is faster." if has_torch else ""
     out.print(Text(f"session: creating it{engine}; first: the first call after that; both medians "
                    "over rounds. p50/p90/p99 pool the timed calls of all rounds; items/s = batch / mean latency; "
                    f"RSS MB: the measuring process's peak resident memory.{ratio}", style="dim"))

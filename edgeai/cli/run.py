@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import numpy as np
 import typer
 
-from edgeai.errors import InputError, shell_arg
+from edgeai.errors import InputError, said_after, shell_arg
 
 from ._common import Stages, err, plain_error, print_json, variant_notes
 from ._plain import note, say, style, table, text_width, warn
@@ -63,7 +63,8 @@ def run(
         open_image(inputs[0])  # raises the one-sentence error (with a hint when it looks like text)
     if b is not None and not (builtin_dir(b.model) / "manifest.json").is_file():
         note(f"First use of {b.model}: building its package in {builtin_dir(b.model)} (later runs reuse it).")
-        with Stages(f"building {b.model}") as stages:
+        # the build's warnings (timings taken on a busy machine) as warning: lines after its stages
+        with said_after(warn, others=False), Stages(f"building {b.model}") as stages:
             pipe = edgeai.load(name, provider=provider, variant=variant, threads=threads, device_id=device_id, progress=stages)
     else:
         pipe = edgeai.load(name, provider=provider, variant=variant, threads=threads, device_id=device_id)

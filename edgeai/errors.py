@@ -71,8 +71,9 @@ def a_type(x: object) -> str:
 
 def with_article(word: str) -> str:
     """``"an int64"``, ``"a uint8"``, ``"an image-classification"``: ``word`` with its article."""
-    w = word.lower()
-    vowel = w[:1] in ("a", "e", "i", "o") or (w[:1] == "u" and not w.startswith(("uint", "uni", "us")))
+    w = word.lower()  # by sound, for the words edgeai says: dtypes, tasks, type names
+    vowel = (w[:1] in ("a", "e", "i", "o") and not w.startswith(("one", "eu"))) or (
+        w[:1] == "u" and not w.startswith(("uint", "uni", "us", "utf", "uuid")))
     return f"{'an' if vowel else 'a'} {word}"
 
 

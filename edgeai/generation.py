@@ -30,7 +30,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .errors import InputError, a_type
+from .errors import InputError, a_type, with_article
 from .sampling import Sampling, pick
 from .streams import stream_pieces
 
@@ -293,8 +293,7 @@ def result(req: Request, text: str) -> dict[str, Any]:
 
 # -- Pipeline.generate ------------------------------------------------------------------------------
 def _not_generation(pipe) -> None:
-    article = "an" if pipe.task[:1] in "aeiou" else "a"
-    raise InputError(f"generate() needs a text-generation model; {pipe.name!r} is {article} {pipe.task} model (use predict, or `edgeai run`).")
+    raise InputError(f"generate() needs a text-generation model; {pipe.name!r} is {with_article(pipe.task)} model (use predict, or `edgeai run`).")
 
 
 def _sampling(options: dict[str, Any]) -> Sampling:

@@ -12,7 +12,7 @@ import numpy as np
 
 from . import providers, tasks, text
 from .home import open_package  # noqa: F401  (re-exported: where a package is found)
-from .errors import EdgeAIError, InputError, PipelineClosedError, a_type
+from .errors import EdgeAIError, InputError, PipelineClosedError, a_type, with_article
 from .package import VARIANTS, Package
 from .choice import LOSSY, LOSSY_MARGIN, check_threads, choose_variant, for_provider, meets_budget, recorded_latency, resolve_threads, resolve_variant  # noqa: F401  (re-exported)
 from .session import Session
@@ -136,7 +136,7 @@ class Pipeline:
         """Texts -> ``(n, dim)`` float32 embeddings (L2-normalized when the package says so)."""
         if self._post_spec["type"] != "embedding":
             use = "generate, or `edgeai generate`" if "generation" in self.package.manifest else "predict, or `edgeai run`"
-            raise InputError(f"embed() needs an embedding model; {self.name!r} is {'an' if self.task[:1] in 'aeiou' else 'a'} {self.task} model (use {use}).")
+            raise InputError(f"embed() needs an embedding model; {self.name!r} is {with_article(self.task)} model (use {use}).")
         if isinstance(texts, Mapping):  # a dict would embed its keys
             raise InputError(f"embed() takes a text or a list of texts; got {a_type(texts)}.")
         items = [texts] if isinstance(texts, (str, bytes, bytearray)) or not hasattr(texts, "__iter__") else list(texts)

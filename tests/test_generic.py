@@ -273,7 +273,8 @@ def test_a_value_read_during_the_trace_is_named_when_the_export_passes(tmp_path)
     assert r.returncode == 0, r.stderr
     assert "warning: at net.py:32 the model turns a tensor into a Python value" in r.stderr, r.stderr
     r = cli("export", f"{tmp_path / 'net.py'}:make", "--input", "x:1,3,8,8:float32", "-o", str(tmp_path / "plain"))
-    assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
+    # this warning, not any: a busy machine adds one about unsteady timings (test_bench.py's)
+    assert r.returncode == 0 and "into a Python value" not in r.stderr, r.stderr
 
 
 def test_load_weights_refuses_pickled_objects(tmp_path):
@@ -505,7 +506,7 @@ def test_ids_left_at_the_default_range_of_a_larger_table_are_said(tmp_path):
     assert r.returncode == 0 and "warning: ids was drawn from 0..9 (the default), but it indexes a table of 50 rows" in r.stderr
     assert "--input ids:1,3:int64:0..49" in r.stderr, r.stderr
     r = cli("export", f"{tmp_path / 'net.py'}:vocab", "--input", "ids:1,3:int64:0..49", "-o", str(tmp_path / "v"))
-    assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
+    assert r.returncode == 0 and "indexes a table" not in r.stderr, r.stderr  # (a busy machine may add the unsteady one)
 
 
 def test_seeded_feeds_put_the_batch_on_the_axis_named_batch():

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import onnx
@@ -57,7 +58,7 @@ def fake_quantized(model: onnx.ModelProto, name: str, reduce_range: bool = False
 
 
 def rank_layers(src: Path, feeds: list[dict[str, np.ndarray]], reference: dict[str, np.ndarray], task: str,
-                per_cost: bool = True, reduce_range: bool = False, first=None) -> list[str]:
+                *, first: Callable[[dict], dict], per_cost: bool = True, reduce_range: bool = False) -> list[str]:
     """Candidate layer names, the best to keep in float first.
 
     ``per_cost``: by accuracy lost per unit of work, the loss of quantizing the layer alone
@@ -66,7 +67,8 @@ def rank_layers(src: Path, feeds: list[dict[str, np.ndarray]], reference: dict[s
     matmuls are 4x the size of its attention projections and carry most of its time.
     ``reduce_range``: the weights as the quantizer's 7-bit ones (see fake_quantized).
     ``first``: ``outputs -> outputs`` with each batch axis first, as ``reference`` was made
-    (quantize.runner.batch_first); a sequence-first output is otherwise compared step by step."""
+    (quantize.runner.batch_first). Required: a sequence-first output compared as it comes
+    would be compared step by step, not sample by sample, and rank the layers wrongly."""
     import onnxruntime as ort
 
     model = onnx.load(str(src))
@@ -75,8 +77,8 @@ def rank_layers(src: Path, feeds: list[dict[str, np.ndarray]], reference: dict[s
     scores = {}
     for name in candidates(model):
         session = ort.InferenceSession(fake_quantized(model, name, reduce_range).SerializeToString(), so, providers=["CPUExecutionProvider"])
-        names, order = [o.name for o in session.get_outputs()], first or (lambda out: out)
-        out = measure.run_batches(lambda f: order(dict(zip(names, session.run(None, f)))), feeds)
+        names = [o.name for o in session.get_outputs()]
+        out = measure.run_batches(lambda f: first(dict(zip(names, session.run(None, f)))), feeds)
         scores[name] = loss(measure.compare(reference, out, task), task)
     if per_cost:
         size = weight_sizes(model, scores)

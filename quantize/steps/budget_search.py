@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Callable
 
 from edgeai.data import compare as measure
 from edgeai.data.feeds import input_kind, text_feeds
@@ -123,7 +124,7 @@ _GRAPH = {"fp32": "plain", "optimized": "fused"}
 
 
 def _search(src: Path, dest: Path, work: Path, ctx: Context, task: str, strict: dict | None, tuning: list,
-            ref: dict, meets, first=None) -> dict:
+            ref: dict, meets, first: Callable[[dict], dict]) -> dict:
     """Dynamic INT8 of ``src`` into ``dest``: all-INT8; if that misses the budget on the tuning
     texts, smoothed; if still missed, the most sensitive layers kept in float, a few more each
     round. The recipe says which, with the tuning figures and whether they met the budget."""

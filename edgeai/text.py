@@ -384,3 +384,17 @@ def run_in_chunks(run, feed: dict[str, np.ndarray], size: int = TEXT_CHUNK) -> d
     inverse = np.empty_like(order)
     inverse[order] = np.arange(n)
     return {k: stack(v)[inverse] for k, v in parts.items()}  # per-token outputs: padded to the longest chunk
+
+
+def check_positions(feed: Any, pre: dict) -> None:
+    """Ready tensors longer than a text model's position table (``pre``: its preprocess spec) are
+    refused in one sentence: ONNX Runtime would fail inside the graph, in terms of broadcasting."""
+    if not (positions := pre.get("positions")) or not isinstance(feed, dict):
+        return
+    for name, value in feed.items():
+        shape = getattr(value, "shape", None)
+        shape = shape() if callable(shape) else shape  # an OrtValue's shape is a method
+        if shape is not None and len(shape) == 2 and shape[1] > positions:
+            also = f"; predict() cuts texts to {pre['max_length']}" if pre.get("max_length", positions) < positions else ""
+            raise InputError(f"Input {name!r} has {shape[1]} tokens on its sequence axis; this model takes at most "
+                             f"{positions} (its position table){also}.")

@@ -160,15 +160,19 @@ def _tokenizer_files(path: Path) -> list[str]:
     return [n for n in names if (path / n).is_file()]
 
 
-def max_length(path: Path, config: dict, st: dict | None = None) -> int:
-    """The most tokens the checkpoint takes: its positions (fewer where they start after the
-    padding index), its tokenizer's and sentence-transformers' limits."""
-    tok_cfg = _read_json(path / "tokenizer_config.json")
+def positions(config: dict) -> int:
+    """The most tokens the model itself takes: its position table's rows, fewer where the
+    positions start after the padding index (RoBERTa)."""
     # GPT-2-style configs spell the positions n_positions (or n_ctx)
-    positions = next((config[k] for k in ("max_position_embeddings", "n_positions", "n_ctx") if isinstance(config.get(k), int)), 512)
-    limits = [positions]
-    if config.get("model_type") in _POSITION_OFFSET:
-        limits[0] -= int(config.get("pad_token_id", 1)) + 1
+    rows = next((config[k] for k in ("max_position_embeddings", "n_positions", "n_ctx") if isinstance(config.get(k), int)), 512)
+    return rows - (int(config.get("pad_token_id", 1)) + 1 if config.get("model_type") in _POSITION_OFFSET else 0)
+
+
+def max_length(path: Path, config: dict, st: dict | None = None) -> int:
+    """The most tokens the checkpoint takes: its positions, its tokenizer's and
+    sentence-transformers' limits."""
+    tok_cfg = _read_json(path / "tokenizer_config.json")
+    limits = [positions(config)]
     if isinstance(tok_cfg.get("model_max_length"), int) and tok_cfg["model_max_length"] < 100_000:
         limits.append(tok_cfg["model_max_length"])
     if isinstance((st or {}).get("max_seq_length"), int):

@@ -228,6 +228,17 @@ def test_bad_text_inputs_get_one_clear_sentence(bert_pkg):
         with pytest.warns(TruncationWarning, match="truncated to 256"):
             long = pipe.embed("word " * 1000)
         assert long.shape == (1, 384)
+        # ready tensors may go past the tokenizer's 256, up to the position table's 512, not beyond
+        assert pipe.package.manifest["preprocess"]["positions"] == 512
+        assert pipe.run(_ids(pipe, 512))["sentence_embedding"].shape == (1, 384)
+        with pytest.raises(InputError, match=r"^Input 'input_ids' has 513 tokens on its sequence axis; this model takes "
+                                             r"at most 512 \(its position table\); predict\(\) cuts texts to 256\.$"):
+            pipe.run(_ids(pipe, 513))
+
+
+def _ids(pipe, n: int) -> dict[str, np.ndarray]:
+    """A ready feed of ``n`` tokens (token types 0, the only one every encoder has)."""
+    return {i["name"]: np.full((1, n), 0 if i["name"] == "token_type_ids" else 1000, np.int64) for i in pipe.package.manifest["inputs"]}
 
 
 def test_runtime_imports_neither_torch_nor_transformers(bert_pkg):
@@ -379,6 +390,13 @@ def test_other_bert_family_encoders_export_fuse_and_match(tmp_path, kind):
     with edgeai.load(pkg.path, variant="optimized", provider="cpu") as pipe, warnings.catch_warnings():
         warnings.simplefilter("ignore", TruncationWarning)
         assert pipe.embed(HELD_OUT[:5]).shape == (5, 64)
+        # RoBERTa's positions start after the pad id: 129 of its 130 rows take tokens
+        limit = pkg.manifest["preprocess"]["positions"]
+        assert limit == pkg.manifest["preprocess"]["max_length"]
+        assert pipe.run(_ids(pipe, limit))["sentence_embedding"].shape == (1, 64)
+        with pytest.raises(InputError, match=f"has {limit + 1} tokens on its sequence axis; this model takes at most {limit} "
+                                             r"\(its position table\)\.$"):
+            pipe.run(_ids(pipe, limit + 1))
 
 
 def test_bench_against_torch_runs_the_same_checkpoint(bert_pkg, tmp_path):

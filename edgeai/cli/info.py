@@ -89,7 +89,8 @@ def _print_package(pkg, ops: dict[str, dict], damaged: dict[str, dict], placemen
     if pre.get("type") == "image":
         out.print(f"preprocess: {_image_steps(pre)}", markup=False)
     elif pre.get("type") == "text":
-        out.print(f"preprocess: {pre['tokenizer']} (HF tokenizers), at most {pre['max_length']} tokens, "
+        model = f" (the model takes {pre['positions']})" if pre.get("positions", 0) > pre["max_length"] else ""
+        out.print(f"preprocess: {pre['tokenizer']} (HF tokenizers), at most {pre['max_length']} tokens{model}, "
                   f"padded per batch with {pre.get('pad_token', '?')}", markup=False)
     post = m.get("postprocess", {})
     if post.get("type") not in (None, "none"):

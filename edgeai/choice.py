@@ -3,6 +3,8 @@ latencies recorded on this kind of machine for the provider in use; a default or
 
 from __future__ import annotations
 
+import os
+
 from . import providers
 from .errors import InputError, shell_arg
 from .machine import default_threads, machine_key
@@ -65,6 +67,11 @@ def check_threads(threads: object) -> None:
         count = None
     if threads is not None and (count is None or count < 1):
         raise InputError(f"threads is a number of CPU threads, at least 1 (or None for the default); got {threads!r}.")
+    # ONNX Runtime starts every thread asked for: 10000 took minutes to start and would not stop
+    cpus = os.cpu_count() or 1
+    if count is not None and count > 4 * cpus:
+        raise InputError(f"threads={count} is more than this machine can use: it has {cpus} CPUs, and threads beyond "
+                         f"them only wait for each other (at most {4 * cpus} are taken).")
 
 
 LOSSY = ("int8", "fp16", "int4")

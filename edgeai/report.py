@@ -349,6 +349,8 @@ def _atomic_write(path: Path, data: bytes) -> None:
     try:
         tmp.write_bytes(data)
         os.replace(tmp, path)
+    except OSError as e:  # the folder, where the temporary file is made (a read-only one, /proc, /sys)
+        raise InputError(f"{path.parent} cannot be written: {e.strerror or e}.") from None
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -360,6 +362,10 @@ def write_report(pkg: Package, output: str | os.PathLike, png: bool = False,
     ``damaged`` (:func:`damaged_variants`) and ``damaged_files`` (``Package.damaged_assets``): when
     the caller has them already (each hashes files)."""
     output = Path(output)
+    if output.exists() and not output.is_file() and not output.is_dir():
+        raise InputError(f"{output} is not a regular file (a pipe or a device); give the report's file name, e.g. report.html.")
+    if output.is_symlink():  # written through, as a shell's > does, not replaced by a file of its own
+        output = Path(os.path.realpath(output))
     if output.is_dir():
         raise InputError(f"{output} is a directory; give the report's file name, e.g. {output / 'report.html'}.")
     if not output.parent.is_dir():

@@ -5,6 +5,7 @@ browser where one is installed."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -365,6 +366,17 @@ def test_report_errors(small_pkg, tmp_path):
     r = cli("report", str(small_pkg), "-o", "/sys/edgeai-report.html")
     assert r.returncode == 1 and r.stderr.strip().startswith("error: /sys cannot be written:"), r.stderr
     assert "Traceback" not in r.stderr
+    r = cli("report", str(small_pkg), "-o", "/proc/edgeai-report.html")  # no file can be made there at all
+    assert r.returncode == 1 and r.stderr.startswith("error: /proc cannot be written:") and "Traceback" not in r.stderr, r.stderr
+    # a link is written through, as a shell's > does; a pipe is refused, not replaced by a file
+    (tmp_path / "target.html").write_text("old")
+    (tmp_path / "link.html").symlink_to("target.html")
+    assert cli("report", str(small_pkg), "-o", str(tmp_path / "link.html")).returncode == 0
+    assert (tmp_path / "link.html").is_symlink() and (tmp_path / "target.html").read_text().startswith("<!DOCTYPE html>")
+    os.mkfifo(tmp_path / "pipe")
+    r = cli("report", str(small_pkg), "-o", str(tmp_path / "pipe"))
+    assert r.returncode == 1 and "is not a regular file (a pipe or a device)" in r.stderr, r.stderr
+    assert (tmp_path / "pipe").is_fifo()
 
 
 def test_peak_memory_is_the_workers_own_not_its_parents():

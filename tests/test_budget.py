@@ -134,6 +134,27 @@ def test_a_change_of_scale_is_seen_where_cosine_is_blind():
     assert "cosine_mean_ci95" not in compare({"y": ref}, {"y": ref + 1.0}, "tensor")  # one cosine: no interval
 
 
+def test_integer_outputs_agree_exactly_or_not():
+    """Class ids from an argmax head, off by one everywhere, had cosine 0.9998 and passed the
+    budget (review); an integer output agrees per sample exactly or scores 0, beside float ones."""
+    import numpy as np
+
+    from edgeai.data.compare import budget_met, compare
+    from edgeai.export.families.custom import FAMILY
+
+    ids = np.arange(100, 116, dtype=np.int64)
+    assert compare({"y": ids}, {"y": ids.copy()}, "tensor")["cosine_min"] == 1.0
+    shifted = compare({"y": ids}, {"y": ids + 1}, "tensor")
+    assert shifted["cosine_min"] == 0.0 and shifted["closeness"] == 0.0
+    assert not budget_met(FAMILY.budget.as_manifest(), shifted)
+    one = ids.copy()
+    one[3] += 1
+    figures = compare({"y": ids, "p": np.ones((16, 4))}, {"y": one, "p": np.ones((16, 4))}, "tensor")
+    assert figures["cosine_min"] == 0.0 and figures["cosine_mean"] == 15 / 16 and figures["closeness"] == 15 / 16
+    masks = np.zeros((16, 3), bool)
+    assert compare({"m": masks}, {"m": ~masks}, "tensor")["cosine_mean"] == 0.0
+
+
 def test_each_output_is_judged_on_its_own():
     """A large output (logits ~50) no longer hides a small one gone to noise (boxes in [0, 1]):
     joined into one row they scored cosine 0.9999 (review). A sample whose output is near zero

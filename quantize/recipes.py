@@ -83,6 +83,18 @@ def quantize(
         raise InputError("TensorRT runs only static INT8 (calibrated QDQ); use --method static or auto with --preset tensorrt.")
     # checked before the package is opened: a refused command wraps no .onnx file and sets no budget
     pkg = open_package(pkg, out, calibration)  # once: a plain .onnx file is wrapped here, not again below
+    before = pkg.manifest.get("budget")
+    try:
+        return _quantize(pkg, precision, preset, method, budget, calibration, measure_latency, progress, held_out,
+                         tuning, per_channel, qat_steps, made_from, out, replace)
+    except BaseException:  # a refused or failed command leaves the budget as it found it
+        if budget is not None:
+            pkg.edit(lambda m: {**{k: v for k, v in m.items() if k != "budget"}, **({"budget": before} if before else {})})
+        raise
+
+
+def _quantize(pkg, precision, preset, method, budget, calibration, measure_latency, progress, held_out, tuning,
+              per_channel, qat_steps, made_from, out, replace) -> Package:
     if precision != "int8" and budget is not None:
         set_budget(pkg, budget)
     if precision == "fp16":

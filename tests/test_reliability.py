@@ -168,6 +168,46 @@ def test_16_bit_images_are_scaled_not_clipped(tmp_path):
         assert np.abs(got - eight).max() <= 1, name
 
 
+def test_pil_images_of_odd_modes_and_sizes_and_float_pixels_get_one_sentence(image_pkg, tmp_path):
+    """Review: an empty PIL image raised ZeroDivisionError (and took predict_each's whole batch
+    with it), mode La a ValueError, and float TIFFs of NaN or negative pixels were answered,
+    read as black."""
+    pipe = edgeai.load(image_pkg)
+    for mode in ("La", "RGBa", "PA", "LAB", "HSV"):
+        assert len(pipe.predict(Image.new(mode, (20, 20)))["top_k"]) == 3, mode
+    for size in ((0, 0), (5, 0)):
+        with pytest.raises(InputError, match=rf"^The image has no pixels \({size[0]}x{size[1]}\)\.$"):
+            pipe.predict(Image.new("RGB", size))
+    each = pipe.predict_each([Image.new("RGB", (20, 20)), Image.new("RGB", (0, 0))])
+    assert "top_k" in each[0] and each[1]["error"] == "The image has no pixels (0x0)."
+    grey = np.full((20, 20), 0.5, np.float32)
+    for name, values, msg in (("nan", np.nan, "NaN or infinite pixels"), ("inf", np.inf, "NaN or infinite pixels"),
+                              ("neg", -0.5, r"pixels below 0 \(lowest -0.5\)")):
+        with pytest.raises(InputError, match=msg):
+            pipe.predict(Image.fromarray(np.full((20, 20), values, np.float32)))
+        Image.fromarray(np.full((20, 20), values, np.float32)).save(tmp_path / f"{name}.tiff")
+    Image.fromarray(grey).save(tmp_path / "ok.tiff")
+    r = cli("run", "--model", str(image_pkg), str(tmp_path / "ok.tiff"), str(tmp_path / "nan.tiff"), str(tmp_path / "neg.tiff"))
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert r.returncode == 1 and TRACEBACK not in r.stderr and "ok.tiff" in r.stdout
+    # the sentence is the pixels'; the line names the file
+    assert errors == [f"error: {tmp_path / 'nan.tiff'}: The F-mode image has NaN or infinite pixels; no colour can be read from them.",
+                      f"error: {tmp_path / 'neg.tiff'}: The F-mode image has pixels below 0 (lowest -0.5); edgeai reads 0 as "
+                      "black and 0..1 or 0..255 up to white: scale it into one of those first."], r.stderr
+
+
+def test_an_image_from_a_pipe_is_read(image_pkg, tmp_path):
+    """<(cat x.jpg) and /dev/stdin have no size on disk: they were refused as empty (review)."""
+    with open(CAT, "rb") as f:
+        r = subprocess.run([str(Path(sys.executable).with_name("edgeai")), "run", "--model", str(image_pkg), "/dev/stdin", "--json"],
+                           stdin=f, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and json.loads(r.stdout)["results"][0]["input"] == "/dev/stdin", r.stderr
+    r = cli("run", "--model", str(image_pkg), os.devnull)  # a character device that gives nothing
+    assert r.returncode == 1 and r.stderr.strip().endswith(f"error: {os.devnull} gave no bytes; expected an image file."), r.stderr
+    r = cli("run", "--model", str(image_pkg), "")
+    assert r.returncode == 1 and r.stderr.strip().endswith("error: An empty argument names no image file; give the image's path.")
+
+
 # -- arrays ------------------------------------------------------------------------------------
 def test_array_inputs_checked_against_the_manifest(image_pkg, tmp_path):
     pipe = edgeai.load(image_pkg)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 import warnings
 from pathlib import Path
@@ -108,9 +109,17 @@ def run(
         _print_human(pipe, doc)
     failed = [r for r in results if "error" in r]
     for r in failed:
-        plain_error(r["error"])
+        plain_error(_naming_its_file(r))
     if failed:
         raise typer.Exit(1)
+
+
+def _naming_its_file(result: dict) -> str:
+    """A failed input's error, led by its file where the sentence does not name it (a decoded
+    image's pixels, an array's shape): with several files, which one failed."""
+    where, error = str(result.get("input", "")), result["error"]
+    path = where.rsplit(":", 1)[0] if ":" in where and not os.path.exists(where) else where  # a text file's path:line
+    return f"{where}: {error}" if where and where not in error and path and os.path.exists(path) else error
 
 
 def _check_options(out_file: Path | None, ray_address: str | None, new_file: bool, retry_errors: bool,

@@ -32,7 +32,8 @@ def export_model(name: str, out: str | os.PathLike | None = None, precision: str
     """
     family = registry.resolve(name)
     if family is None:
-        raise InputError(f"Unknown model {name!r}; built-in models: {registry.names_line()}.")
+        hint = f" (a Python file's model is exported by its factory: {name}:FUNCTION)" if str(name).endswith(".py") else ""
+        raise InputError(f"Unknown model {name!r}{hint}; built-in models: {registry.names_line()}.")
     check_precision(precision)
     given = _family_options(family, options)
     # A family without a built-in model (hf) names the directory after what it exports.

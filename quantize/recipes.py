@@ -83,6 +83,10 @@ def quantize(
         raise InputError("TensorRT runs only static INT8 (calibrated QDQ); use --method static or auto with --preset tensorrt.")
     # checked before the package is opened: a refused command wraps no .onnx file and sets no budget
     pkg = open_package(pkg, out, calibration)  # once: a plain .onnx file is wrapped here, not again below
+    if precision != "fp16" and any(t["dtype"] == "float16" for t in pkg.manifest["inputs"] + pkg.manifest["outputs"]):
+        # ONNX Runtime's quantizers take float32 graphs: its own error named a temporary file
+        raise InputError(f"{pkg.name} computes in float16 (a half-precision module), and INT8 is made from a float32 graph: "
+                         "export the module after model.float() to quantize it.")
     before = pkg.manifest.get("budget")
     try:
         return _quantize(pkg, precision, preset, method, budget, calibration, measure_latency, progress, held_out,

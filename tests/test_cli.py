@@ -88,6 +88,9 @@ def test_damaged_packages(tiny_pkg, damage, message):
 def test_unknown_model_name_and_provider(tiny_pkg):
     out = cli("run", str(CAT), "--model", "resnet-9000")
     assert out.returncode == 1 and "no built-in model" in out.stderr and TRACEBACK not in out.stderr
+    out = cli("export", "models.py")  # a factory's file without its function
+    assert out.returncode == 1 and "Unknown model 'models.py' (a Python file's model is exported by its factory: " \
+                                   "models.py:FUNCTION)" in out.stderr, out.stderr
     out = cli("run", str(CAT), "--model", str(tiny_pkg), "--provider", "cuda")
     from edgeai.providers import CUDA, unavailable_reason
 

@@ -64,12 +64,17 @@ def parse_dynamic(items: list[str], names: list[str]) -> dict[str, dict[int, str
     """``NAME:AXIS:LABEL`` entries -> ``{name: {axis: label}}``."""
     axes: dict[str, dict[int, str]] = {}
     for text in items:
-        m = re.fullmatch(r"([A-Za-z_][\w.]*):(\d+):([A-Za-z_]\w*)", text.strip())
+        m = re.fullmatch(r"([A-Za-z_][\w.]*):(-?\d+):([A-Za-z_]\w*)", text.strip())
         if not m:
             raise InputError(f"--dynamic {text!r} should look like NAME:AXIS:LABEL, e.g. x:0:batch.")
         if m.group(1) not in names:
             raise InputError(f"--dynamic {text!r} names input {m.group(1)!r}; the inputs are {names}.")
-        axes.setdefault(m.group(1), {})[int(m.group(2))] = m.group(3)
+        name, axis, label = m.group(1), int(m.group(2)), m.group(3)
+        if axis < 0:
+            raise InputError(f"--dynamic {text!r}: count the axis from the front (0 is the first), not from the end.")
+        if axes.get(name, {}).get(axis, label) != label:  # the last one would win, silently
+            raise InputError(f"--dynamic names {name}'s axis {axis} twice: {axes[name][axis]!r} and {label!r}; give it one name.")
+        axes.setdefault(name, {})[axis] = label
     return axes
 
 

@@ -239,6 +239,9 @@ def test_export_module_leaves_the_callers_module_in_its_mode(tmp_path):
     ("make", ["--input", "x:1,3,8,8:int64"], "fails on the example inputs"),
     ("small_vocab", ["--input", "ids:1,3:int64:3..0"], "the range should be LOW..HIGH with LOW <= HIGH"),
     ("make", ["--input", "x:1,3,8,8:float32", "--dynamic", "y:0:batch"], "names input 'y'"),
+    ("make", ["--input", "x:1,3,8,8:float32", "--dynamic", "x:0:batch", "--dynamic", "x:0:b2"],
+     "names x's axis 0 twice: 'batch' and 'b2'; give it one name."),
+    ("make", ["--input", "x:1,3,8,8:float32", "--dynamic", "x:-1:w"], "count the axis from the front"),
     ("make", [], "needs the example inputs"),
     ("missing", ["--input", "x:1,3,8,8:float32"], "has no function 'missing'"),
 ])

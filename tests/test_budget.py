@@ -125,8 +125,12 @@ def test_a_change_of_scale_is_seen_where_cosine_is_blind():
     from edgeai.data.compare import closeness_floor, with_budget
 
     assert closeness_floor(0.999) == FAMILY.budget.also["closeness"] == 0.955
-    assert with_budget(FAMILY.budget.as_manifest(), 0.99)["also"] == {"closeness": closeness_floor(0.99)} == {"closeness": 0.859}
+    assert with_budget(FAMILY.budget.as_manifest(), 0.99)["also"] == {"closeness": closeness_floor(0.99)} == {"closeness": 0.858}
     assert with_budget(FAMILY.budget.as_manifest(), 0.4)["also"] == {}
+    from edgeai.data.compare import budget_rule
+
+    near_one = with_budget(FAMILY.budget.as_manifest(), 0.9999999)  # not rounded up to a closeness of 1 (review)
+    assert near_one["also"] == {"closeness": 0.999} and budget_rule(near_one) == "cosine_min >= 0.9999999 and closeness >= 0.999"
     # an offset that cosine across near-equal values barely sees
     ref = 10 + 0.1 * rng.standard_normal((16, 1))
     assert compare({"y": ref}, {"y": ref + 1.0}, "tensor")["cosine_min"] > 0.99

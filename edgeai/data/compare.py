@@ -222,7 +222,7 @@ def budget_met(budget: Mapping | None, accuracy: Mapping) -> bool:
 def budget_rule(budget: Mapping) -> str:
     """Every floor of ``budget``, its metric first: "entity_f1 >= 0.98 and top1_agreement >= 0.99"."""
     floors = {budget["metric"]: budget["min"], **budget.get("also", {})}
-    return " and ".join(f"{k} >= {v:g}" for k, v in floors.items())
+    return " and ".join(f"{k} >= {v:.10g}" for k, v in floors.items())  # 0.9999999, not 1
 
 
 def missed_floors(budget: Mapping | None, accuracy: Mapping) -> dict[str, float]:
@@ -238,7 +238,8 @@ def closeness_floor(cosine_min: float) -> float:
     """The closeness that goes with a lowest cosine: the relative difference that cosine already
     allows in direction, ``1 - sqrt(2 (1 - cosine))`` (0.999: 0.955), so that a budget on one
     does not forbid what the other allows, and ``--budget`` moves both."""
-    return round(1.0 - float(np.sqrt(2.0 * (1.0 - cosine_min))), 3)
+    # down to 3 places, never up: --budget 0.9999999 rounded to a closeness of 1, a demand no int8 meets
+    return float(np.floor((1.0 - float(np.sqrt(2.0 * (1.0 - cosine_min)))) * 1000 + 1e-9) / 1000)
 
 
 def with_budget(budget: Mapping, minimum: float | None) -> dict:

@@ -138,8 +138,8 @@ class Pipeline:
         if self._post_spec["type"] != "embedding":
             use = "generate, or `edgeai generate`" if "generation" in self.package.manifest else "predict, or `edgeai run`"
             raise InputError(f"embed() needs an embedding model; {self.name!r} is {with_article(self.task)} model (use {use}).")
-        if isinstance(texts, Mapping):  # a dict would embed its keys
-            raise InputError(f"embed() takes a text or a list of texts; got {a_type(texts)}.")
+        if isinstance(texts, (Mapping, set, frozenset)):  # a dict would embed its keys; a set's rows, in no order
+            raise InputError(f"embed() takes a text or a list of texts (rows in their order); got {a_type(texts)}.")
         items = [texts] if isinstance(texts, (str, bytes, bytearray)) or not hasattr(texts, "__iter__") else list(texts)
         if not items:
             raise InputError("embed() was given no texts; pass at least one string.")

@@ -93,7 +93,7 @@ def open_image(source: str | os.PathLike) -> Image.Image:
         shown = str(source) if len(str(source)) <= 120 else str(source)[:119] + "…"
         if str(source).startswith(("http://", "https://")):
             raise InputError(f"{shown} is a web address; edgeai reads local files only: download the image and give its path.")
-        hint = " (for text, use a text model: --model bert)" if " " in str(path) and not Path(path).suffix else ""
+        hint = " (for text, use a text model: --model bert, or edgeai.load('bert'))" if " " in str(path) and not Path(path).suffix else ""
         raise InputError(f"Image file '{shown}' does not exist{hint}.")
     if path.is_dir():
         raise InputError(f"{path} is a directory; expected an image file (edgeai run DIR --out results.jsonl runs a folder).")

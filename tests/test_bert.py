@@ -225,6 +225,8 @@ def test_bad_text_inputs_get_one_clear_sentence(bert_pkg):
             pipe.predict([])
         with pytest.raises(InputError, match="no texts"):
             pipe.embed([])
+        with pytest.raises(InputError, match=r"a list of texts \(rows in their order\); got a set"):
+            pipe.embed({"one", "two"})
         with pytest.warns(TruncationWarning, match="truncated to 256"):
             long = pipe.embed("word " * 1000)
         assert long.shape == (1, 384)

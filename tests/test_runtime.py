@@ -379,7 +379,7 @@ def test_public_api():
 def test_text_given_to_an_image_model_gets_a_hint():
     from edgeai.preprocess import open_image
 
-    with pytest.raises(InputError, match="for text, use a text model: --model bert"):
+    with pytest.raises(InputError, match=r"for text, use a text model: --model bert, or edgeai\.load\('bert'\)\)\.$"):
         open_image("a photo of a cat")
 
 

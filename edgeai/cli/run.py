@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import numpy as np
 import typer
 
-from edgeai.errors import InputError, said_after, shell_arg
+from edgeai.errors import InputError, said_after, shell_arg, with_article
 
 from ._common import Stages, err, plain_error, print_json, variant_notes
 from ._plain import note, say, style, table, text_width, warn
@@ -75,7 +75,7 @@ def run(
 
         note(f"note: not every node runs on {short_name(pipe.provider)}: {pipe.placement_note}")
     if literal and not pipe.is_text:
-        raise InputError(f"--text is for text models; {pipe.name} is a model for {pipe.task}.")
+        raise InputError(f"--text is for text models; {pipe.name} is {with_article(pipe.task)} model.")
     top_k = 5 if top_k is None and pipe.ranks_classes else top_k  # checked where it is used: predict_each, run_bulk, run_ray
     from edgeai.tasks import takes_arrays
 

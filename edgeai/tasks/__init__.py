@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from edgeai.errors import InputError, PackageError
+from edgeai.errors import InputError, PackageError, with_article
 
 _PRE: dict[str, Any] = {
     "image": "edgeai.tasks.image:ImageInput",
@@ -40,7 +40,7 @@ def check_top_k(package, k: Any) -> None:
     if k is None:
         return
     if package.manifest.get("postprocess", {}).get("type") != "classification":
-        raise InputError(f"top-k is for classifiers; {package.name} is a model for {package.task}, whose results have no classes to rank.")
+        raise InputError(f"top-k is for classifiers; {package.name} is {with_article(package.task)} model, whose results have no classes to rank.")
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise InputError(f"top_k is how many classes to return, a whole number of at least 1; got {k!r}.")
 

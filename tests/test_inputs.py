@@ -72,6 +72,8 @@ def test_empty_files_folders_without_text_and_text_for_an_image_model(text_pkg, 
     image_pkg = make_tiny_package(tmp_path / "img")
     r = cli("run", "--model", str(image_pkg), "--text", "hello")
     assert r.returncode == 1 and "--text is for text models" in r.stderr
+    r = cli("run", "--text", "hello")  # the default model: said before its file check (it said 'hello' does not exist)
+    assert r.returncode == 1 and r.stderr.strip().endswith("efficientnet-lite0 is an image-classification model (for text: --model bert)."), r.stderr
     r = cli("run", "--model", str(image_pkg), str(tmp_path / "nothing"))
     assert r.returncode == 1 and "is a folder: add --out" in r.stderr
 

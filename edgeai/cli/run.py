@@ -55,6 +55,8 @@ def run(
         _model_named_as_input(inputs, resolve_builtin)
     name = model or DEFAULT_MODEL
     b = resolve_builtin(name) if not _is_path(name) else None
+    if b is not None and b.task == "image-classification" and literal:  # before a first-use build, and before a file check
+        raise InputError(f"--text is for text models; {b.model} is {with_article(b.task)} model (for text: --model bert).")
     if b is not None and b.task == "image-classification" and out_file is None:
         _folders_need_out(inputs)
     if b is not None and b.task == "image-classification" and not any(_is_path(x) for x in inputs) and out_file is None:

@@ -67,6 +67,9 @@ def _variants_line(pkg) -> str:
             fig += f" on only {acc['samples']:.0f} input{'s' if acc['samples'] != 1 else ''}"
         recipe = v.get("recipe", {})
         method = recipe.get("method")
+        where = {"seeded-noise": " on seeded random inputs",  # what a figure is worth: no inputs of the user's kind
+                 "calibration-arrays": " on its own calibration arrays" if method == "static" else ""}.get(acc.get("held_out"), "")
+        fig += where if fig and name != "fp32" else ""
         kind = f", {method} INT8{' for TensorRT' if recipe.get('preset') == 'tensorrt' else ''}" if method else ""
         if method == "dynamic":  # what the budget search did (quantize/steps/budget_search.py)
             smoothed = (recipe.get("smoothing") or {}).get("alpha")

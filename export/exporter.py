@@ -26,15 +26,9 @@ from edgeai import __version__
 from edgeai.errors import ExportError, InputError
 from edgeai.data.compare import with_budget
 from edgeai.families import Family
-from edgeai.package import (
-    SCHEMA_VERSION,
-    Package,
-    file_entry,
-    now,
-    staging_dir,
-    variant_entry,
-    write_manifest,
-)
+from edgeai.package import SCHEMA_VERSION, Package, file_entry, now, staging_dir, variant_entry, write_manifest
+
+from .onnx_export import name_output_axes
 
 Progress = Callable[[str], None]
 Feed = dict[str, Any]  # input name -> numpy array or torch tensor
@@ -335,6 +329,8 @@ def _manifest(family: Family, src: Source, tmp: Path, assets: dict, exporter: st
     from edgeai.data.graphs import mark_index_rows
 
     mark_index_rows(inputs, tmp / "model.onnx")
+    if not src.outputs:  # the graph's own specs: axes the exporter named after itself are renamed where it can tell
+        name_output_axes(tmp / "model.onnx", inputs, outputs, src.batches)
     for spec in inputs:  # a user model's example: what seeded inputs of it should look like (data/feeds.random_feed)
         if (t := (src.input_examples or {}).get(spec["name"])) is not None and t.numel():
             lo, hi = (float(t.min()), float(t.max())) if t.dtype.is_floating_point else (int(t.min()), int(t.max()))

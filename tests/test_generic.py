@@ -529,16 +529,19 @@ def test_seeded_feeds_put_the_batch_on_the_axis_named_batch():
 def test_accuracy_rows_of_a_sequence_first_output_are_its_samples(tmp_path):
     """A sequence-first output ([seq, batch, classes]) is compared sample by sample, its batch
     axis first: it was compared step by step (8 held-out feeds of batch 2 and 5 steps measured
-    as 40 "samples")."""
+    as 40 "samples"). So is a hidden state ([layers, batch, hidden]) whose batch axis only the
+    validation runs can name."""
     (tmp_path / "seq.py").write_text(
         "import torch\nfrom torch import nn\n\nclass Seq(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
         "        torch.manual_seed(0)\n        self.lstm, self.head = nn.LSTM(8, 16), nn.Linear(16, 4)\n\n"
-        "    def forward(self, x):\n        return self.head(self.lstm(x)[0])\n\ndef make():\n    return Seq()\n")
+        "    def forward(self, x):\n        y, (h, _) = self.lstm(x)\n        return self.head(y), h\n\ndef make():\n    return Seq()\n")
     r = cli("export", f"{tmp_path / 'seq.py'}:make", "--input", "x:5,2,8:float32", "--dynamic", "x:0:seq", "--dynamic", "x:1:batch",
             "--precision", "int8", "-o", str(tmp_path / "p"))
     assert r.returncode == 0, r.stdout + r.stderr
     m = json.loads((tmp_path / "p" / "manifest.json").read_text())
     assert m["outputs"][0]["shape"] == ["seq", "batch", 4]
+    # h's batch axis, which the exporter named itself ("...output_1_dim_1"), takes the input axis it follows
+    assert m["outputs"][1]["shape"] == [1, "batch", 16]
     from edgeai.data.feeds import held_out_inputs
     from edgeai.package import Package
 

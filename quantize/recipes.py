@@ -92,7 +92,7 @@ def quantize(
         return _quantize(pkg, precision, preset, method, budget, calibration, measure_latency, progress, held_out,
                          tuning, per_channel, qat_steps, made_from, out, replace)
     except BaseException:  # a refused or failed command leaves the budget as it found it
-        if budget is not None:
+        if budget is not None and pkg.manifest.get("budget") != before:  # set, then refused: not rewritten otherwise
             pkg.edit(lambda m: {**{k: v for k, v in m.items() if k != "budget"}, **({"budget": before} if before else {})})
         raise
 

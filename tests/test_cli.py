@@ -327,7 +327,7 @@ def test_a_run_onnx_runtime_refuses_is_one_sentence_naming_the_node(tmp_path):
     out = cli("run", "--model", str(pkg), str(tmp_path / "ids.npy"))
     lines = out.stderr.strip().splitlines()
     assert out.returncode == 1 and TRACEBACK not in out.stderr and "onnxruntime:" not in out.stderr, out.stderr
-    assert lines[-1].startswith("error: The model could not run on this input: node lookup (Gather)")
+    assert lines[-1].startswith(f"error: {tmp_path / 'ids.npy'}: The model could not run on this input: node lookup (Gather)")
 
 
 def test_a_model_given_where_the_inputs_go_says_to_use_model(tiny_pkg):

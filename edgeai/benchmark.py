@@ -33,6 +33,7 @@ import numpy as np
 
 from . import providers as _providers
 from .data.feeds import OTHER_AXIS, input_kind, load_arrays, random_feed, text_feeds
+from .choice import check_threads
 from .text import one_text_per_call
 from .errors import DependencyError, EdgeAIError, InputError, PackageError, ProviderError
 from .machine import machine_id, machine_key
@@ -212,6 +213,7 @@ def bench(
         raise InputError(f"Batch sizes must be positive integers; got {list(batches)}.")
     if rounds < 1 or (runs is not None and runs < 1) or (threads is not None and threads < 1):
         raise InputError("rounds, runs and threads must be positive.")
+    check_threads(threads)  # its ceiling too: every worker would start all of them
     torch_provs = _torch_cases(pkg, against, factory, sorted({"cuda" if p != _providers.CPU else "cpu" for p in provs}))
     arrays = load_inputs(inputs, pkg) if isinstance(inputs, (str, os.PathLike)) else inputs
     cases = [Case("onnxruntime", v, p, b) for p in provs for b in batches for v in names]

@@ -68,10 +68,10 @@ def check_threads(threads: object) -> None:
     if threads is not None and (count is None or count < 1):
         raise InputError(f"threads is a number of CPU threads, at least 1 (or None for the default); got {threads!r}.")
     # ONNX Runtime starts every thread asked for: 10000 took minutes to start and would not stop
-    cpus = os.cpu_count() or 1
-    if count is not None and count > 4 * cpus:
-        raise InputError(f"threads={count} is more than this machine can use: it has {cpus} CPUs, and threads beyond "
-                         f"them only wait for each other (at most {4 * cpus} are taken).")
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if count is not None and count > (most := max(64, 4 * cpus)):
+        raise InputError(f"threads={count} is more than this machine can use: it has {cpus} CPUs (at most {most} threads "
+                         "are taken; beyond its CPUs they only wait for each other).")
 
 
 LOSSY = ("int8", "fp16", "int4")

@@ -32,8 +32,8 @@ from .atomic import (  # noqa: F401  (re-exported: the writing side of a package
 )
 from .errors import PackageError, shell_arg
 
-SCHEMA_VERSION = 7
-KNOWN_SCHEMA_VERSIONS = (1, 2, 3, 4, 5, 6, 7)
+SCHEMA_VERSION = 8
+KNOWN_SCHEMA_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8)
 MAX_MANIFEST_BYTES = 1 << 20  # a real manifest is a few KB; refuse to parse megabytes of JSON
 VARIANTS = ("fp32", "optimized", "int8", "fp16", "int4")
 

@@ -105,7 +105,7 @@ class Pipeline:
         Inputs are numpy arrays or ``onnxruntime.OrtValue`` (e.g. already on the GPU, bound
         without a copy). ``device_outputs=True`` returns OrtValues left where the provider made
         them (on the GPU for CUDA/TensorRT) instead of numpy arrays."""
-        text.check_positions(feed, self.package.manifest.get("preprocess", {}))
+        text.check_positions(feed, self.package.manifest)
         return self.session.run(feed, device_outputs)
 
     @property

@@ -127,8 +127,10 @@ def open_image(source: str | os.PathLike) -> Image.Image:
         raise InputError(f"Image {path} declares more than {pixel_limit() // 10**6} MP, Pillow's decompression-bomb limit; "
                          "refusing to decode it.") from None
     except UnidentifiedImageError:
-        with open(path, "rb") as f:
-            head = f.read(12)
+        head = b""
+        if path.is_file():  # a pipe is read once: opened again, a FIFO would wait for a writer
+            with open(path, "rb") as f:
+                head = f.read(12)
         if head[4:8] == b"ftyp":  # ISO media: HEIC/HEIF/AVIF photos, which this Pillow does not decode
             raise InputError(f"{path} is a HEIC/AVIF photo, which edgeai's Pillow does not decode; convert it to JPEG or PNG.") from None
         raise InputError(f"{path} is not an image file Pillow can read (its contents are not a known image format).") from None

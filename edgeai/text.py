@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -360,9 +360,8 @@ TEXT_CHUNK = 32
 
 
 def one_text_per_call(variant: dict) -> bool:
-    """Whether a variant (its manifest entry) runs texts one per call: dynamic INT8 picks its
-    activation scales per call, over the whole batch, padding included, so batched there a
-    text's result would depend on the texts beside it."""
+    """Whether a variant (its manifest entry) runs texts one per call: dynamic INT8 picks its activation
+    scales per call, padding included, so batched a text's result would depend on the texts beside it."""
     return variant.get("recipe", {}).get("method") == "dynamic"
 
 
@@ -386,15 +385,16 @@ def run_in_chunks(run, feed: dict[str, np.ndarray], size: int = TEXT_CHUNK) -> d
     return {k: stack(v)[inverse] for k, v in parts.items()}  # per-token outputs: padded to the longest chunk
 
 
-def check_positions(feed: Any, pre: dict) -> None:
-    """Ready tensors longer than a text model's position table (``pre``: its preprocess spec) are
-    refused in one sentence: ONNX Runtime would fail inside the graph, in terms of broadcasting."""
-    if not (positions := pre.get("positions")) or not isinstance(feed, dict):
+def check_positions(feed: Any, manifest: dict) -> None:
+    """Ready tensors longer than a text model's position table (preprocess ``positions``) are refused
+    in one sentence, where ONNX Runtime would fail inside the graph; other keys are check_feed's."""
+    pre = manifest.get("preprocess", {})
+    if not (positions := pre.get("positions")) or not isinstance(feed, Mapping):
         return
-    for name, value in feed.items():
-        shape = getattr(value, "shape", None)
-        shape = shape() if callable(shape) else shape  # an OrtValue's shape is a method
-        if shape is not None and len(shape) == 2 and shape[1] > positions:
+    for spec in manifest["inputs"]:
+        shape = getattr(feed.get(spec["name"]), "shape", None)  # an OrtValue's is a method:
+        shape = shape() if callable(shape) else shape
+        if shape is not None and len(shape) == 2 == len(spec["shape"]) and isinstance(spec["shape"][1], str) and shape[1] > positions:
             also = f"; predict() cuts texts to {pre['max_length']}" if pre.get("max_length", positions) < positions else ""
-            raise InputError(f"Input {name!r} has {shape[1]} tokens on its sequence axis; this model takes at most "
+            raise InputError(f"Input {spec['name']!r} has {shape[1]} tokens on its sequence axis; this model takes at most "
                              f"{positions} (its position table){also}.")

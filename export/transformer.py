@@ -160,11 +160,13 @@ def _tokenizer_files(path: Path) -> list[str]:
     return [n for n in names if (path / n).is_file()]
 
 
-def positions(config: dict) -> int:
+def positions(config: dict) -> int | None:
     """The most tokens the model itself takes: its position table's rows, fewer where the
-    positions start after the padding index (RoBERTa)."""
+    positions start after the padding index (RoBERTa); None where the config names no table."""
     # GPT-2-style configs spell the positions n_positions (or n_ctx)
-    rows = next((config[k] for k in ("max_position_embeddings", "n_positions", "n_ctx") if isinstance(config.get(k), int)), 512)
+    rows = next((config[k] for k in ("max_position_embeddings", "n_positions", "n_ctx") if isinstance(config.get(k), int)), None)
+    if rows is None:
+        return None
     return rows - (int(config.get("pad_token_id", 1)) + 1 if config.get("model_type") in _POSITION_OFFSET else 0)
 
 
@@ -172,7 +174,7 @@ def max_length(path: Path, config: dict, st: dict | None = None) -> int:
     """The most tokens the checkpoint takes: its positions, its tokenizer's and
     sentence-transformers' limits."""
     tok_cfg = _read_json(path / "tokenizer_config.json")
-    limits = [positions(config)]
+    limits = [positions(config) or 512]
     if isinstance(tok_cfg.get("model_max_length"), int) and tok_cfg["model_max_length"] < 100_000:
         limits.append(tok_cfg["model_max_length"])
     if isinstance((st or {}).get("max_seq_length"), int):

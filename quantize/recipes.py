@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 from edgeai.data.feeds import input_kind
@@ -85,7 +86,7 @@ def quantize(
     pkg = open_package(pkg, out, calibration)  # once: a plain .onnx file is wrapped here, not again below
     if precision != "fp16" and any(t["dtype"] == "float16" for t in pkg.manifest["inputs"] + pkg.manifest["outputs"]):
         # ONNX Runtime's quantizers take float32 graphs: its own error named a temporary file
-        raise InputError(f"{pkg.name} computes in float16 (a half-precision module), and INT8 is made from a float32 graph: "
+        raise InputError(f"{pkg.name} computes in float16 (a half-precision module), and {precision.upper()} is made from a float32 graph: "
                          "export the module after model.float() to quantize it.")
     before = pkg.manifest.get("budget")
     try:
@@ -93,7 +94,8 @@ def quantize(
                          tuning, per_channel, qat_steps, made_from, out, replace)
     except BaseException:  # a refused or failed command leaves the budget as it found it
         if budget is not None and pkg.manifest.get("budget") != before:  # set, then refused: not rewritten otherwise
-            pkg.edit(lambda m: {**{k: v for k, v in m.items() if k != "budget"}, **({"budget": before} if before else {})})
+            with contextlib.suppress(Exception):  # the command's own error is the one to say
+                pkg.edit(lambda m: {**{k: v for k, v in m.items() if k != "budget"}, **({"budget": before} if before else {})})
         raise
 
 

@@ -198,10 +198,13 @@ def test_pil_images_of_odd_modes_and_sizes_and_float_pixels_get_one_sentence(ima
 
 def test_an_image_from_a_pipe_is_read(image_pkg, tmp_path):
     """<(cat x.jpg) and /dev/stdin have no size on disk: they were refused as empty (review)."""
-    with open(CAT, "rb") as f:
-        r = subprocess.run([str(Path(sys.executable).with_name("edgeai")), "run", "--model", str(image_pkg), "/dev/stdin", "--json"],
-                           stdin=f, capture_output=True, text=True, timeout=300)
+    exe = str(Path(sys.executable).with_name("edgeai"))
+    r = subprocess.run([exe, "run", "--model", str(image_pkg), "/dev/stdin", "--json"], input=CAT.read_bytes(),
+                       capture_output=True, timeout=300)  # a real pipe: /dev/stdin is no regular file
     assert r.returncode == 0 and json.loads(r.stdout)["results"][0]["input"] == "/dev/stdin", r.stderr
+    r = subprocess.run([exe, "run", "--model", str(image_pkg), "/dev/stdin"], input=b"not an image at all",
+                       capture_output=True, text=False, timeout=60)  # read once: not opened again for its header
+    assert r.returncode == 1 and b"/dev/stdin is not an image file Pillow can read" in r.stderr, r.stderr
     r = cli("run", "--model", str(image_pkg), os.devnull)  # a character device that gives nothing
     assert r.returncode == 1 and r.stderr.strip().endswith(f"error: {os.devnull} gave no bytes; expected an image file."), r.stderr
     r = cli("run", "--model", str(image_pkg), "")

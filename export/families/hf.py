@@ -183,7 +183,7 @@ def _text(src, ck, names: list[str]) -> None:
 
     tok, pad_id, pad_token = tr.load_tokenizer(ck)
     src.preprocess = {"type": "text", "tokenizer": "tokenizer.json", "max_length": tr.max_length(ck.path, ck.config),
-                      "positions": tr.positions(ck.config), "pad_id": pad_id, "pad_token": pad_token}
+                      "pad_id": pad_id, "pad_token": pad_token, **({"positions": n} if (n := tr.positions(ck.config)) else {})}
     src.assets["tokenizer.json"] = lambda path: tok.save(str(path))
     _labels(src, ck)
     if ck.task == "token-classification":

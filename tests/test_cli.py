@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from conftest import CAT, cli, edit_manifest
-from edgeai.package import Package
+from edgeai.package import SCHEMA_VERSION, Package
 
 TRACEBACK = "Traceback (most recent call last)"
 
@@ -75,7 +75,7 @@ def test_good_and_bad_inputs_together(tiny_pkg, tmp_path):
         (lambda p: open(p / "model.onnx", "ab").write(b"x"), "does not match the sha256"),
         (lambda p: edit_manifest(p, lambda m: m["variants"]["fp32"].update(file="../../etc/passwd")), "leaves the package"),
         (lambda p: (p / "manifest.json").write_text("{not json"), "not valid JSON"),
-        (lambda p: edit_manifest(p, lambda m: m.update(schema_version=8)), "schema_version 8"),
+        (lambda p: edit_manifest(p, lambda m: m.update(schema_version=SCHEMA_VERSION + 1)), f"schema_version {SCHEMA_VERSION + 1}"),
         (lambda p: shutil.rmtree(p), "No model package at"),
     ],
 )

@@ -3,11 +3,9 @@ latencies recorded on this kind of machine for the provider in use; a default or
 
 from __future__ import annotations
 
-import os
-
 from . import providers
 from .errors import InputError, shell_arg
-from .machine import default_threads, machine_key
+from .machine import default_threads, machine_key, usable_cpus
 from .package import VARIANTS, Package
 
 
@@ -68,7 +66,7 @@ def check_threads(threads: object) -> None:
     if threads is not None and (count is None or count < 1):
         raise InputError(f"threads is a number of CPU threads, at least 1 (or None for the default); got {threads!r}.")
     # ONNX Runtime starts every thread asked for: 10000 took minutes to start and would not stop
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cpus = usable_cpus()
     if count is not None and count > (most := max(64, 4 * cpus)):
         raise InputError(f"threads={count} is more than this machine can use: it has {cpus} CPUs (at most {most} threads "
                          "are taken; beyond its CPUs they only wait for each other).")

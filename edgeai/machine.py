@@ -25,8 +25,12 @@ def machine_id() -> str:
     model = info.get("model name") or info.get("Hardware") or platform.processor() or platform.machine()
     generation = f"fam{info['cpu family']}/m{info['model']}" if "cpu family" in info and "model" in info else ""
     flags = set((info.get("flags") or info.get("Features") or "").split())
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 0)
-    return " ".join(p for p in [platform.machine(), model, generation, *[f for f in _FLAGS if f in flags], f"{cores}cpu"] if p)
+    return " ".join(p for p in [platform.machine(), model, generation, *[f for f in _FLAGS if f in flags], f"{usable_cpus()}cpu"] if p)
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity, as taskset or a container sets it)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _cpuinfo() -> dict[str, str]:

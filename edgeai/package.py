@@ -251,8 +251,9 @@ class Package:
         self.manifest = manifest
         return manifest
 
-    def add_variant(self, name: str, src: Path, info: dict[str, Any]) -> dict:
-        """Move ``src`` into the package as variant ``name`` and update the manifest atomically.
+    def add_variant(self, name: str, src: Path, info: dict[str, Any], fields: dict[str, Any] | None = None) -> dict:
+        """Move ``src`` into the package as variant ``name`` and update the manifest atomically
+        (with ``fields``, top-level manifest fields the variant was made under: ``--budget``).
 
         The file gets a name derived from its hash, so a crash before the manifest is replaced
         leaves the old manifest pointing at the old, intact file.
@@ -265,7 +266,7 @@ class Package:
 
         def change(m: dict) -> dict:
             replaced.extend(v for v in [m["variants"].get(name)] if v)
-            return {**m, "variants": {**m["variants"], name: entry}}
+            return {**m, **(fields or {}), "variants": {**m["variants"], name: entry}}
 
         # The file is moved in under the lock too: another writer's clean-up (remove_stale_files)
         # would otherwise see a variant file no manifest names yet, and delete it.

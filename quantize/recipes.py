@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 
 from edgeai.data.feeds import input_kind
@@ -59,7 +58,8 @@ def quantize(
     the search for layers to keep in float looks only at ``tuning``, the recorded accuracy
     only at ``held_out``.
 
-    ``budget`` sets the package's accuracy threshold for its metric first (``--budget``).
+    ``budget`` sets the package's accuracy threshold for its metric (``--budget``): the new
+    variant is made and judged under it, and it is recorded with the variant.
 
     A new variant that misses the budget does not replace one within it (an InputError says
     so, and nothing is written) unless ``replace``.
@@ -88,26 +88,12 @@ def quantize(
         # ONNX Runtime's quantizers take float32 graphs: its own error named a temporary file
         raise InputError(f"{pkg.name} computes in float16 (a half-precision module), and {precision.upper()} is made from a float32 graph: "
                          "export the module after model.float() to quantize it.")
-    before = pkg.manifest.get("budget")
-    try:
-        return _quantize(pkg, precision, preset, method, budget, calibration, measure_latency, progress, held_out,
-                         tuning, per_channel, qat_steps, made_from, out, replace)
-    except BaseException:  # a refused or failed command leaves the budget as it found it
-        if budget is not None and pkg.manifest.get("budget") != before:  # set, then refused: not rewritten otherwise
-            with contextlib.suppress(Exception):  # the command's own error is the one to say
-                pkg.edit(lambda m: {**{k: v for k, v in m.items() if k != "budget"}, **({"budget": before} if before else {})})
-        raise
-
-
-def _quantize(pkg, precision, preset, method, budget, calibration, measure_latency, progress, held_out, tuning,
-              per_channel, qat_steps, made_from, out, replace) -> Package:
-    if precision != "int8" and budget is not None:
-        set_budget(pkg, budget)
+    new_budget = budget_entry(pkg, budget) if budget is not None else None  # recorded with the variant, not before
     if precision == "fp16":
         return to_fp16(pkg, made_from=made_from or "fp32", out=out, measure_latency=measure_latency, progress=progress,
-                       held_out=held_out, replace=replace)
+                       held_out=held_out, replace=replace, budget=new_budget)
     if precision == "int4":
-        ctx = Context(progress=progress, held_out=held_out, tuning=tuning, replace=replace)
+        ctx = Context(progress=progress, held_out=held_out, tuning=tuning, replace=replace, budget=new_budget)
         return run_step(_step("int4", "cpu", "auto", input_kind(pkg)), pkg, ctx, measure_latency)
     kind = input_kind(pkg)
     if preset == "tensorrt":
@@ -122,10 +108,8 @@ def _quantize(pkg, precision, preset, method, budget, calibration, measure_laten
         # a tensor model's arrays are its held-out inputs even then (edgeai.data.feeds.held_out_inputs)
         raise InputError("--calibration is for static INT8: dynamic INT8 quantizes activations as they come, "
                          f"so the folder would go unread; drop it, or use --method static{' or qat' if kind == 'image' else ''}.")
-    if budget is not None:
-        set_budget(pkg, budget)
     ctx = Context(progress=progress, held_out=held_out, tuning=tuning, calibration=calibration, per_channel=per_channel,
-                  replace=replace)
+                  replace=replace, budget=new_budget)
     if qat_steps is not None:
         ctx.qat_steps = qat_steps
     return run_step(_step(precision, preset, method, kind), pkg, ctx, measure_latency)
@@ -133,19 +117,21 @@ def _quantize(pkg, precision, preset, method, budget, calibration, measure_laten
 
 def to_fp16(pkg: str | os.PathLike | Package, made_from: str = "fp32", out: str | os.PathLike | None = None,
             measure_latency: bool = True, progress: Progress | None = None, held_out: list[str] | None = None,
-            replace: bool = False) -> Package:
+            replace: bool = False, budget: dict | None = None) -> Package:
     """Add the ``fp16`` variant: the graph converted to float16, its inputs and outputs kept
     float32 (see steps/fp16.py). ``made_from``: ``fp32`` (what TensorRT compiles whole) or
-    ``optimized`` (ONNX Runtime's fused ops, for CUDA)."""
+    ``optimized`` (ONNX Runtime's fused ops, for CUDA). ``budget``: a budget entry to judge the
+    variant by and record with it (:func:`quantize`'s ``budget``, as :func:`budget_entry` makes it)."""
     pkg = open_package(pkg, out)
     if made_from not in FP16_SOURCES:
         raise InputError(f"fp16 is made from {' or '.join(FP16_SOURCES)}; got {made_from!r}.")
-    ctx = Context(progress=progress, held_out=held_out, made_from=made_from, replace=replace)
+    ctx = Context(progress=progress, held_out=held_out, made_from=made_from, replace=replace, budget=budget)
     return run_step(_step("fp16", "cpu", "auto", input_kind(pkg)), pkg, ctx, measure_latency)
 
 
-def set_budget(pkg: Package, minimum: float) -> None:
-    """Record ``minimum`` as the package's threshold for its budget metric (``--budget``)."""
+def budget_entry(pkg: Package, minimum: float) -> dict:
+    """The package's budget with ``minimum`` as the threshold of its metric (``--budget``); the
+    runner writes it with the new variant, so a refused command changes nothing."""
     from edgeai import families
     from edgeai.data.compare import with_budget
 
@@ -155,8 +141,7 @@ def set_budget(pkg: Package, minimum: float) -> None:
         if family.budget is None:
             raise InputError(f"The {family.name} family has no accuracy metric, so --budget has nothing to set.")
         budget = family.budget.as_manifest()
-    new = with_budget(budget, minimum)
-    pkg.edit(lambda m: {**m, "budget": new})
+    return with_budget(budget, minimum)
 
 
 def _check(precision: str, preset: str, method: str) -> None:

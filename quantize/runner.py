@@ -50,6 +50,12 @@ class Context:
     made_from: str | None = None
     qat_steps: int = 300  # --method qat: fine-tuning steps
     replace: bool = False  # replace a variant within budget by a new one that misses it (--replace)
+    # --budget: the budget the new variant is made and judged under, written with it (not before:
+    # a refused or failed command leaves the package's budget as it was). None: the package's.
+    budget: dict | None = None
+
+    def budget_of(self, pkg: Package) -> dict | None:
+        return self.budget if self.budget is not None else pkg.manifest.get("budget")
 
     def say(self, msg: str) -> None:
         if self.progress:
@@ -133,8 +139,9 @@ def run_step(step: Step, pkg: Package, ctx: Context, measure_latency: bool = Fal
         agreement = _agreement(pkg, fp32, tmp, feeds, step.simulate_qdq)
         agreement["accuracy"]["held_out"] = held_out  # which set: edgeai.data.feeds.held_out_inputs
         if not ctx.replace:
-            _keep_a_better_variant(pkg, step, recipe, agreement["accuracy"])
-        pkg.add_variant(step.variant, tmp, {"made_from": made_from, "recipe": recipe, **agreement})
+            _keep_a_better_variant(pkg, step, recipe, agreement["accuracy"], ctx.budget_of(pkg))
+        pkg.add_variant(step.variant, tmp, {"made_from": made_from, "recipe": recipe, **agreement},
+                        {"budget": ctx.budget} if ctx.budget is not None else None)
     finally:
         tmp.unlink(missing_ok=True)
     if measure_latency:
@@ -159,14 +166,14 @@ def _family_evaluation(pkg: Package, ctx: Context) -> Callable[[Package], None] 
     return after
 
 
-def _keep_a_better_variant(pkg: Package, step: Step, recipe: dict, accuracy: dict) -> None:
+def _keep_a_better_variant(pkg: Package, step: Step, recipe: dict, accuracy: dict, budget: dict | None) -> None:
     """An InputError, before anything is written, when the new variant misses the package's
     budget and the one it would replace (intact) meets it: re-quantizing a text model with
     ``--method static`` (cosine min 0.22 on MiniLM) would otherwise delete a dynamic INT8 at 0.99
     that took minutes to search for."""
     from edgeai.errors import PackageError
 
-    old, budget = pkg.variants.get(step.variant), pkg.manifest.get("budget")
+    old = pkg.variants.get(step.variant)
     missed = measure.missed_floors(budget, accuracy)
     if not old or not missed or measure.missed_floors(budget, old.get("accuracy", {})):
         return

@@ -69,7 +69,7 @@ class BudgetSearch(Step):
         # will do, as in variant choice (edgeai.pipeline.meets_budget).
         tuning = text_feeds(pkg, ctx.tuning or TUNING)
         ref = measure.run_batches(cpu_runner(pkg, pkg.variant_path("fp32")), tuning)
-        strict = _with_margin(pkg.manifest.get("budget"))
+        strict = _with_margin(ctx.budget_of(pkg))
 
         def meets(path: Path) -> tuple[bool, dict]:
             figs = measure.compare(ref, measure.run_batches(cpu_runner(pkg, path), tuning), pkg.task, pkg.labels)

@@ -84,7 +84,7 @@ class Int4(Step):
             figs = compare(ref, run_batches(cpu_runner(pkg, path), tuning), pkg.task, targets=next_tokens(tuning))
             tried[block] = {"ms": round(_decode_ms(pkg, path), 3), "top1_agreement": figs["top1_agreement"],
                             "perplexity_kept": round(figs["perplexity_kept"], 4),
-                            "meets_budget": budget_met(pkg.manifest.get("budget"), figs)}
+                            "meets_budget": budget_met(ctx.budget_of(pkg), figs)}
         ok = [b for b, t in tried.items() if t["meets_budget"]]
         block = min(ok, key=lambda b: tried[b]["ms"]) if ok else max(tried, key=lambda b: tried[b]["top1_agreement"])
         (work / f"int4-b{block}.onnx").replace(dest)

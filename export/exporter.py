@@ -95,6 +95,9 @@ class Source:
     # A validation of its own (generation: step by step with the cache): (accuracy, details).
     validate: Callable[[Path], tuple[dict, dict]] | None = None
     manifest_extra: Callable[[Path], dict] | None = None  # further manifest fields, read from the exported graph
+    # What validate saw, for naming the output axes the exporter named itself: per batch, each
+    # input's shape and each output's (export/onnx_export.name_output_axes).
+    seen: list[tuple[dict, dict]] = field(default_factory=list)
 
 
 @contextmanager
@@ -297,6 +300,8 @@ def validate(src: Source, path: Path) -> tuple[dict, dict]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer and truncation warnings are expected here
         pairs = [(_reference(src.module, feed), run(feed)) for feed in src.batches]
+    src.seen = [({k: tuple(np.shape(v)) for k, v in feed.items()}, {n: np.shape(o) for n, o in zip(out_names, got)})
+                for feed, (_, got) in zip(src.batches, pairs)]
     tol = src.tolerance
     if tol.metric == "max_rel_diff":
         labels = [*src.labels, *(f"at {_shapes(feed)}" for feed in src.batches[len(src.labels):])]
@@ -330,7 +335,7 @@ def _manifest(family: Family, src: Source, tmp: Path, assets: dict, exporter: st
 
     mark_index_rows(inputs, tmp / "model.onnx")
     if not src.outputs:  # the graph's own specs: axes the exporter named after itself are renamed where it can tell
-        name_output_axes(tmp / "model.onnx", inputs, outputs, src.batches)
+        name_output_axes(tmp / "model.onnx", inputs, outputs, src.seen)
     for spec in inputs:  # a user model's example: what seeded inputs of it should look like (data/feeds.random_feed)
         if (t := (src.input_examples or {}).get(spec["name"])) is not None and t.numel():
             lo, hi = (float(t.min()), float(t.max())) if t.dtype.is_floating_point else (int(t.min()), int(t.max()))

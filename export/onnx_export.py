@@ -135,39 +135,29 @@ def to_onnx_dynamo(module, args: tuple, path: Path, input_names: list[str], outp
         raise ExportError(f"torch.onnx.export (dynamo) failed: {lines[0][:300]}") from None
 
 
-def name_output_axes(path: Path, inputs: list[dict], outputs: list[dict], feeds: list[dict]) -> None:
+def name_output_axes(path: Path, inputs: list[dict], outputs: list[dict], seen: list[tuple[dict, dict]]) -> None:
     """Rename the output axes that the exporter named itself (``Concatoutput_1_dim_1``). Each one
-    takes the name of the input axis it follows in every validation feed, and the new name is
-    written both in ``outputs`` (the specs) and in the graph file.
+    takes the name of the input axis it follows in every validation run (``seen``: per run, the
+    input shapes fed and the output shapes got), and the new name is written both in ``outputs``
+    (the specs) and in the graph file.
 
     Such an axis is most often the batch. Without its name, a sequence-first output (an LSTM's
     ``h``, ``[layers, batch, hidden]``) was compared as if its first axis held the samples
     (quantize.runner.batch_first), and ``inspect`` showed the exporter's name. An axis whose
     size matches no input axis, or more than one, keeps its name."""
-    import numpy as np
     import onnx
-    import onnxruntime as ort
 
     labels = {d for spec in inputs for d in spec["shape"] if isinstance(d, str)}
     auto = [(o, a) for o in outputs for a, d in enumerate(o["shape"]) if isinstance(d, str) and d not in labels]
-    if not auto or len(feeds) < 2:
+    if not auto or len(seen) < 2:
         return
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    names = [o["name"] for o in outputs]
-    sizes, shapes = [], []
-    try:
-        session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        for feed in feeds:
-            fed = {s["name"]: np.asarray(feed[s["name"]]) for s in inputs if s["name"] in feed}
-            sizes.append({d: fed[s["name"]].shape[a] for s in inputs for a, d in enumerate(s["shape"]) if isinstance(d, str) and s["name"] in fed})
-            shapes.append(dict(zip(names, (np.shape(v) for v in session.run(names, fed)))))
-    except Exception:  # feeds this graph does not take as they are (a family's own validation): names stay
-        return
+    sizes = [{d: fed[s["name"]][a] for s in inputs if s["name"] in fed for a, d in enumerate(s["shape"]) if isinstance(d, str)}
+             for fed, _ in seen]
+    shapes = [got for _, got in seen]
     renamed = {}
     for o, axis in auto:
-        seen = [shape[o["name"]][axis] for shape in shapes]
-        match = [d for d in labels if len(set(seen)) > 1 and all(s.get(d) == v for s, v in zip(sizes, seen))]
+        got = [shape[o["name"]][axis] for shape in shapes]
+        match = [d for d in labels if len(set(got)) > 1 and all(s.get(d) == v for s, v in zip(sizes, got))]
         if len(match) == 1:  # the one input axis it follows, as it grows
             renamed[(o["name"], axis)] = o["shape"][axis] = match[0]
     if renamed:

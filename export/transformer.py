@@ -170,6 +170,13 @@ def positions(config: dict) -> int | None:
     return rows - (int(config.get("pad_token_id", 1)) + 1 if config.get("model_type") in _POSITION_OFFSET else 0)
 
 
+def text_preprocess(config: dict, max_length: int, pad_id: int, pad_token: str) -> dict:
+    """The manifest's ``preprocess`` of a text checkpoint with ``tokenizer.json``; ``positions``
+    only where the config names its table (no guessed size to refuse a longer tensor by)."""
+    return {"type": "text", "tokenizer": "tokenizer.json", "max_length": max_length, "pad_id": pad_id, "pad_token": pad_token,
+            **({"positions": n} if (n := positions(config)) else {})}
+
+
 def max_length(path: Path, config: dict, st: dict | None = None) -> int:
     """The most tokens the checkpoint takes: its positions, its tokenizer's and
     sentence-transformers' limits."""

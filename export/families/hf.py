@@ -182,8 +182,7 @@ def _text(src, ck, names: list[str]) -> None:
     from . import _text as text
 
     tok, pad_id, pad_token = tr.load_tokenizer(ck)
-    src.preprocess = {"type": "text", "tokenizer": "tokenizer.json", "max_length": tr.max_length(ck.path, ck.config),
-                      "pad_id": pad_id, "pad_token": pad_token, **({"positions": n} if (n := tr.positions(ck.config)) else {})}
+    src.preprocess = tr.text_preprocess(ck.config, tr.max_length(ck.path, ck.config), pad_id, pad_token)
     src.assets["tokenizer.json"] = lambda path: tok.save(str(path))
     _labels(src, ck)
     if ck.task == "token-classification":

@@ -41,8 +41,7 @@ def build(out, precision: str = "int8", progress=None, model=None, task=None):
     say(progress, f"loading {ck.name} from {ck.path} (PyTorch, {ck.task})")
     module, names = tr.load_module(ck)
     tok, pad_id, pad_token = tr.load_tokenizer(ck)
-    pre = {"type": "text", "tokenizer": "tokenizer.json", "max_length": ck.max_length, "pad_id": pad_id, "pad_token": pad_token,
-           **({"positions": n} if (n := tr.positions(ck.config)) else {})}  # only where the config names its table
+    pre = tr.text_preprocess(ck.config, ck.max_length, pad_id, pad_token)
     texts = TUNING + HELD_OUT
     src = Source(
         module=module, name=ck.name, description="", task=ck.task,

@@ -135,7 +135,8 @@ def per_output(reference: dict[str, np.ndarray], other: dict[str, np.ndarray]) -
         diff = np.abs(ref64 - oth64)
         diff[~np.isfinite(diff)] = np.inf  # a NaN in either output is an infinite difference, never a pass
         diff[np.isnan(ref64) & np.isnan(oth64)] = 0.0  # ...except where stack() padded both
-        figures[name] = {"max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean())}
+        empty = not diff.size  # an output with no values ((n, 0)) differs in none
+        figures[name] = {"max_abs_diff": 0.0 if empty else float(diff.max()), "mean_abs_diff": 0.0 if empty else float(diff.mean())}
     return figures
 
 
@@ -159,8 +160,9 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     +-1 whatever the values, so such an output is compared as one vector across the inputs.
     Positions NaN on both sides are the padding of :func:`stack` (inputs of different lengths)
     and count as zero; a row with a NaN on one side only is -1, the worst, never a pass."""
-    a = a.astype(np.float64).reshape(len(a), -1)  # float16 outputs overflowed their norms (review)
-    b = b.astype(np.float64).reshape(len(b), -1)
+    width = int(np.prod(a.shape[1:]))  # reshape(n, -1) fails on an empty output; its rows agree (zero on both sides)
+    a = a.astype(np.float64).reshape(len(a), width)  # float16 outputs overflowed their norms (review)
+    b = b.astype(np.float64).reshape(len(b), width)
     if a.shape[1] == 1:
         a, b = a.T, b.T
     pad = np.isnan(a) & np.isnan(b)

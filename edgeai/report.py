@@ -361,7 +361,7 @@ def write_report(pkg: Package, output: str | os.PathLike, png: bool = False,
     """Write the page (and with ``png`` the charts as ``<stem>-latency.png``/``-error.png``/``-tradeoff.png``);
     ``damaged`` (:func:`damaged_variants`) and ``damaged_files`` (``Package.damaged_assets``): when
     the caller has them already (each hashes files)."""
-    output = Path(output)
+    output = given = Path(output)  # the charts are named after the name given, a link's too
     if output.exists() and not output.is_file() and not output.is_dir():
         raise InputError(f"{output} is not a regular file (a pipe or a device); give the report's file name, e.g. report.html.")
     if output.is_symlink():  # written through, as a shell's > does, not replaced by a file of its own
@@ -388,9 +388,9 @@ def write_report(pkg: Package, output: str | os.PathLike, png: bool = False,
             if png:
                 buf = io.BytesIO()
                 fig.savefig(buf, format="png", dpi=150)
-                target = output.with_name(f"{output.stem}-{name}.png")
+                target = given.with_name(f"{given.stem}-{name}.png")
                 _atomic_write(target, buf.getvalue())
                 written.append(target)
             plt.close(fig)
     _atomic_write(output, render(data, svgs, note).encode("utf-8"))
-    return [output, *written]
+    return [given, *written]

@@ -371,8 +371,10 @@ def test_report_errors(small_pkg, tmp_path):
     # a link is written through, as a shell's > does; a pipe is refused, not replaced by a file
     (tmp_path / "target.html").write_text("old")
     (tmp_path / "link.html").symlink_to("target.html")
-    assert cli("report", str(small_pkg), "-o", str(tmp_path / "link.html")).returncode == 0
+    assert cli("report", str(small_pkg), "-o", str(tmp_path / "link.html"), "--png").returncode == 0
     assert (tmp_path / "link.html").is_symlink() and (tmp_path / "target.html").read_text().startswith("<!DOCTYPE html>")
+    # its charts are named after the name given, not the link's target
+    assert (tmp_path / "link-latency.png").is_file() and not list(tmp_path.glob("target-*.png"))
     os.mkfifo(tmp_path / "pipe")
     r = cli("report", str(small_pkg), "-o", str(tmp_path / "pipe"))
     assert r.returncode == 1 and "is not a regular file (a pipe or a device)" in r.stderr, r.stderr

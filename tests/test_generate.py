@@ -426,6 +426,19 @@ def test_bad_arguments_are_one_sentence(packages):
         assert r["finish_reason"] in ("eos", "length") and r["prompt_tokens"] + r["new_tokens"] <= 256
 
 
+def test_every_decoders_token_ids_are_checked_against_its_table(packages):
+    """GPT-2's export reshapes input_ids before the embedding's Gather; its ids were not seen as
+    indexing a table, so a negative id read the table's last row (review). Every decoder's
+    input_ids record the vocabulary's rows, which the runtime checks."""
+    from edgeai.package import Package
+
+    vocab = len(_tokenizer())
+    for name in ("gpt2", "llama", "qwen2", "t5", "bart"):
+        specs = {s["name"]: s for s in Package.open(packages[name]).manifest["inputs"]}
+        ids = specs.get("input_ids") or specs["decoder_input_ids"]
+        assert ids.get("index_rows") == vocab, (name, ids)
+
+
 def test_a_cache_task_edgeai_does_not_generate_with_is_one_sentence(checkpoints):
     from edgeai.export import hf
 

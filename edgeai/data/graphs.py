@@ -47,22 +47,36 @@ def graph_specs(model) -> tuple[list[dict], list[dict]]:
 
 
 def index_tables(model) -> dict[str, int]:
-    """Integer graph inputs that index a table directly (``Gather`` of a 2-D float initializer:
-    an embedding), and the table's rows. PyTorch's Embedding refuses an id outside 0..rows-1;
+    """Integer graph inputs that index a table (``Gather`` of a 2-D float initializer: an
+    embedding), and the table's rows. PyTorch's Embedding refuses an id outside 0..rows-1;
     ONNX Runtime's Gather reads a negative one from the end of the table, a silent wrong answer,
-    so the manifest records the rows (``index_rows``) and the runtime checks them."""
+    so the manifest records the rows (``index_rows``) and the runtime checks them.
+
+    The ids may reach the Gather through ops that move them without changing a value: GPT-2's
+    exports reshape ``input_ids`` first (review: its negative ids ran, where BERT's were refused)."""
     import onnx
 
     model = load_graph(model)
     floats = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
+    int_types = (onnx.TensorProto.INT64, onnx.TensorProto.INT32)
     tables = {i.name: int(i.dims[0]) for i in model.graph.initializer if len(i.dims) == 2 and i.data_type in floats}
-    ints = {i.name for i in model.graph.input if i.type.tensor_type.elem_type in (onnx.TensorProto.INT64, onnx.TensorProto.INT32)}
+    origin = {i.name: i.name for i in model.graph.input if i.type.tensor_type.elem_type in int_types}
     rows: dict[str, int] = {}
-    for n in model.graph.node:
-        axis = next((a.i for a in n.attribute if a.name == "axis"), 0)
-        if n.op_type == "Gather" and axis == 0 and len(n.input) == 2 and n.input[1] in ints and n.input[0] in tables:
-            rows[n.input[1]] = min(rows.get(n.input[1], tables[n.input[0]]), tables[n.input[0]])
+    for n in model.graph.node:  # in topological order, as ONNX requires
+        attrs = {a.name: a for a in n.attribute}
+        if n.op_type in _VALUE_PRESERVING and n.input and n.input[0] in origin and len(n.output) == 1:
+            if n.op_type != "Cast" or attrs["to"].i in int_types:
+                origin[n.output[0]] = origin[n.input[0]]
+        axis = attrs["axis"].i if "axis" in attrs else 0
+        if n.op_type == "Gather" and axis == 0 and len(n.input) == 2 and n.input[1] in origin and n.input[0] in tables:
+            name = origin[n.input[1]]
+            rows[name] = min(rows.get(name, tables[n.input[0]]), tables[n.input[0]])
     return rows
+
+
+# Ops whose output holds their first input's values, only moved or re-typed: ids that pass
+# through them still index the table they reach.
+_VALUE_PRESERVING = {"Reshape", "Unsqueeze", "Squeeze", "Flatten", "Identity", "Cast", "Transpose"}
 
 
 def mark_index_rows(inputs: list[dict], model) -> list[dict]:

@@ -63,7 +63,12 @@ def pick(logits: np.ndarray, seen: Sequence[int], s: Sampling, rng: np.random.Ge
         scores[idx] = np.where(vals < 0, vals * s.repetition_penalty, vals / s.repetition_penalty)
     if s.temperature == 0:
         return int(scores.argmax())
-    scores = scores / s.temperature
+    finite = np.isfinite(scores)
+    with np.errstate(over="ignore"):
+        scaled = scores / s.temperature
+    if np.isinf(scaled[finite]).any():  # a temperature so near 0 (1e-310) the logits overflow: its limit, greedy
+        return int(scores.argmax())
+    scores = scaled
     if s.top_k is not None and s.top_k < len(scores):
         kth = np.partition(scores, -s.top_k)[-s.top_k]
         scores = np.where(scores < kth, -np.inf, scores)

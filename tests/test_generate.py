@@ -424,6 +424,13 @@ def test_bad_arguments_are_one_sentence(packages):
             pipe.generate("hello " * 300)
         r = pipe.generate("Hello", max_new_tokens=400)
         assert r["finish_reason"] in ("eos", "length") and r["prompt_tokens"] + r["new_tokens"] <= 256
+        # a temperature so near 0 that the logits overflow (review: "Probabilities contain NaN") is greedy, its limit
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            tiny = pipe.generate("Hello", max_new_tokens=5, temperature=1e-310, seed=0)
+        assert tiny["text"] == pipe.generate("Hello", max_new_tokens=5)["text"]
 
 
 def test_every_decoders_token_ids_are_checked_against_its_table(packages):

@@ -377,7 +377,8 @@ def generate(pipe, prompt: Any, stream: bool = False, cancel: threading.Event | 
     else:
         ids = gen.encode(check_text(prompt))
     if len(ids) >= gen.max_length:  # here, not in the loop: a streamed request says so before its first piece
-        raise InputError(f"The prompt is {len(ids)} tokens; this model takes at most {gen.max_length} in all.")
+        raise InputError(f"The prompt is {len(ids)} tokens; this model takes at most {gen.max_length} in all, "
+                         "the prompt and at least one new token.")
     req = Request(ids, s, cancel if cancel is not None else threading.Event(), stream=stream)
     if not stream:
         with pipe._track(req):

@@ -138,6 +138,7 @@ class Pipeline:
         if self._post_spec["type"] != "embedding":
             use = "generate, or `edgeai generate`" if "generation" in self.package.manifest else "predict, or `edgeai run`"
             raise InputError(f"embed() needs an embedding model; {self.name!r} is {with_article(self.task)} model (use {use}).")
+        texts = _numpy_texts(texts)
         if isinstance(texts, (Mapping, set, frozenset)):  # a dict would embed its keys; a set's rows, in no order
             raise InputError(f"embed() takes a text or a list of texts (rows in their order); got {a_type(texts)}.")
         items = [texts] if isinstance(texts, (str, bytes, bytearray)) or not hasattr(texts, "__iter__") else list(texts)
@@ -182,6 +183,8 @@ class Pipeline:
             if isinstance(x, (list, tuple)):
                 return [self._predict_tensor(item) for item in x]
             return self._predict_tensor(x)
+        if self.is_text:
+            x = _numpy_texts(x)
         single = not isinstance(x, (list, tuple))
         items = [x] if single else list(x)
         if not items:
@@ -398,3 +401,8 @@ def load(
         raise InputError(f"device_id must be a GPU's index, a whole number of at least 0; got {device_id!r}.")
     check_threads(threads)  # before a first-use build
     return Pipeline(open_package(path_or_name, progress), provider, variant, strict, threads, device_id)
+
+
+def _numpy_texts(x: Any) -> Any:
+    """A numpy array of strings as Python's (0-d: a text; 1-d: a list): a 0-d one was a TypeError (review)."""
+    return x.tolist() if isinstance(x, np.ndarray) and x.dtype.kind in "US" else x

@@ -88,6 +88,9 @@ def test_padding_and_batch_size_do_not_change_results(lstm_pkg, test_split):
     with edgeai.load(lstm_pkg, variant="int8", provider="cpu") as pipe:
         together = [r["top_k"] for r in pipe.predict(texts[:5] + ["what a great day " * 40])[:5]]
         assert together == [pipe.predict(t)["top_k"] for t in texts[:5]]
+        # a numpy array of strings is texts, as a list is (it was "a ndarray object, not a string")
+        assert [r["top_k"] for r in pipe.predict(np.array(texts[:5]))] == together
+        assert pipe.predict(np.array(texts[0]))["top_k"] == together[0]
 
 
 def test_cli_run_prints_labels_and_scores_without_torch(lstm_pkg):

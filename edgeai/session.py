@@ -59,7 +59,7 @@ class _Spec:
         if value.dtype != self.dtype:
             if not np.can_cast(value.dtype, self.dtype, "same_kind") or value.dtype.kind == "b":
                 raise InputError(f"Input {self.name!r} must be {self.describe()}; got dtype {value.dtype}, which cannot be cast safely.")
-            value = value.astype(self.dtype)
+            value = self._cast(value)
         if value.ndim != len(self.shape):
             raise InputError(
                 f"Input {self.name!r} must have {len(self.shape)} dimensions ({self.describe()}); got shape {tuple(value.shape)}."
@@ -78,6 +78,22 @@ class _Spec:
             raise InputError(f"Input {self.name!r} indexes a table of {self.rows} rows, so its values must be 0..{self.rows - 1}; "
                              f"got {bad}" + (" (ONNX Runtime would read a negative id from the end of the table)." if bad < 0 else "."))
         return value
+
+    def _cast(self, value: np.ndarray) -> np.ndarray:
+        """``value`` as the input's dtype, refusing values the dtype cannot hold: float64 1e300
+        became inf (with numpy's overflow warning, review), int64 2**40 wrapped to another id."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            cast = value.astype(self.dtype)
+        kind = value.dtype.kind
+        if kind == "f" and not np.isfinite(cast).all() and np.isfinite(value).all():
+            big = float(np.abs(value).max())
+        elif kind in "iu" and self.dtype.kind in "iu" and value.size and not np.array_equal(cast, value):
+            big = int(value.max()) if value.max() > np.iinfo(self.dtype).max else int(value.min())
+        else:
+            return cast
+        limit = np.finfo(self.dtype).max if self.dtype.kind == "f" else np.iinfo(self.dtype).max
+        raise InputError(f"Input {self.name!r} is {self.dtype}, which cannot hold {big:.4g} (its largest is {limit:.4g}); "
+                         "scale the values to the model's range.")
 
     def _check_ortvalue(self, value: ort.OrtValue) -> ort.OrtValue:
         """An OrtValue (e.g. already on the GPU) is bound as it is: its dtype and shape are

@@ -228,11 +228,16 @@ def test_array_inputs_checked_against_the_manifest(image_pkg, tmp_path):
         "string": (np.array([["a"]]), "cannot be cast safely"),
         "nan": (np.where(ok > 1, np.nan, ok).astype(np.float32), "NaN or infinite"),
         "inf": (np.where(ok > 1, np.inf, ok).astype(np.float32), "NaN or infinite"),
+        # float64 beyond float32: was "NaN or infinite", after numpy's overflow warning (review)
+        "too large": (np.full((1, 3, 8, 8), 1e300), r"is float32, which cannot hold 1e\+300"),
         "empty batch": (np.zeros((0, 3, 8, 8), np.float32), "empty dimension"),
         "a list": (ok.tolist(), "numpy array"),
     }
+    import warnings
+
     for name, (x, msg) in bad.items():
-        with pytest.raises(InputError, match=msg):
+        with pytest.raises(InputError, match=msg), warnings.catch_warnings():
+            warnings.simplefilter("error")  # one sentence, no numpy warning before it
             pipe.run({"pixel_values": x})
     with pytest.raises(InputError, match="missing"):
         pipe.run({"pixels": ok})

@@ -31,15 +31,15 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from . import providers as _providers
+from . import _records, providers as _providers
 from .data.feeds import OTHER_AXIS, input_kind, load_arrays, random_feed, text_feeds
 from .choice import check_threads
 from .text import one_text_per_call
-from .errors import DependencyError, EdgeAIError, InputError, PackageError, ProviderError
-from .machine import machine_id, machine_key
-from .package import Package, factory_key, now
+from .errors import DependencyError, EdgeAIError, InputError, PackageError, ProviderError, with_article
+from .machine import machine_id
+from .package import Package, factory_key
 
-__all__ = ["bench", "bench_feed", "latency_key", "BENCH_TOKENS"]
+__all__ = ["bench", "bench_feed", "BENCH_TOKENS"]
 
 # Texts are timed at this many tokens (or the model's maximum, if lower).
 BENCH_TOKENS = 128
@@ -59,13 +59,6 @@ class Case:
         where = _providers.short_name(self.provider)
         own = f", {self.threads} thread{'s' if self.threads > 1 else ''}" if self.threads else ""
         return f"{self.variant} on {where}, batch {self.batch}{own}"
-
-
-def latency_key(entry: dict) -> str:
-    """Where a latency entry lives in a variant's ``latency`` map: provider, machine, batch, and
-    the thread count when one was set (ONNX Runtime's default has none)."""
-    threads = f"|t{entry['threads']}" if entry.get("threads") else ""
-    return f"{entry['provider']}|{entry['machine']}|b{entry['batch']}{threads}"
 
 
 # -- inputs ------------------------------------------------------------------------------------
@@ -103,6 +96,21 @@ def _text_feed(pkg: Package, batch: int, tokens: int) -> dict[str, np.ndarray]:
     text = " ".join([max(HELD_OUT, key=len)] * 8)  # long enough to fill ``tokens`` tokens
     [one] = text_feeds(pkg, [text], batch=1, max_length=_text_tokens(pkg, tokens))
     return {k: np.repeat(v, batch, axis=0) for k, v in one.items()}
+
+
+def _check_tokens(pkg: Package, tokens: int | None, arrays) -> int:
+    """``tokens`` as asked (default: BENCH_TOKENS, or the model's most); one the model cannot take
+    is refused, where it was cut to the model's most without a word (review)."""
+    if tokens is None:
+        return BENCH_TOKENS
+    kind = input_kind(pkg)
+    if kind not in ("text", "generation") or arrays is not None:
+        raise InputError("tokens sets the length of the texts bench makes; " + (
+            "it is timing the given arrays." if arrays is not None else f"{pkg.name} is {with_article(kind)} model, not a text one."))
+    most = _text_tokens(pkg, 10**9) if kind == "text" else _decode_past(pkg, 10**9)
+    if not isinstance(tokens, int) or not 1 <= tokens <= most:
+        raise InputError(f"tokens must be 1..{most} for {pkg.name} (its most{' before a new token' if kind == 'generation' else ''}); got {tokens!r}.")
+    return tokens
 
 
 def _text_tokens(pkg: Package, tokens: int) -> int:
@@ -183,7 +191,7 @@ def bench(
     against: str | None = None,
     factory: str | None = None,
     inputs: str | os.PathLike | dict[str, np.ndarray] | None = None,
-    tokens: int = BENCH_TOKENS,
+    tokens: int | None = None,
     record: bool = False,
     on_step: Step | None = None,
     source: str = "bench",
@@ -216,6 +224,10 @@ def bench(
     check_threads(threads)  # its ceiling too: every worker would start all of them
     torch_provs = _torch_cases(pkg, against, factory, sorted({"cuda" if p != _providers.CPU else "cpu" for p in provs}))
     arrays = load_inputs(inputs, pkg) if isinstance(inputs, (str, os.PathLike)) else inputs
+    asked, tokens = tokens, _check_tokens(pkg, tokens, arrays)
+    described = _describe_inputs(pkg, inputs, tokens)
+    if record:
+        _records.check_comparable(pkg, names, provs, batches, described, device_id)
     cases = [Case("onnxruntime", v, p, b) for p in provs for b in batches for v in names]
     if auto and threads is None and _providers.CPU in provs:
         from .choice import choose_variant, resolve_threads
@@ -251,9 +263,15 @@ def bench(
         ref = next((t for t in rows if t["engine"] == "pytorch" and t["batch"] == row["batch"]
                     and (t["provider"] == "torch-cpu") == (row["provider"] == _providers.CPU)), None)
         row["vs_torch"] = 1.0 if row["engine"] == "pytorch" else float(f"{row['p50_ms'] / ref['p50_ms']:.4g}") if ref else None
-    described = _describe_inputs(pkg, inputs, tokens)
+    found = unsteady(rows)
+    if record and _providers.CPU in provs and (one := _records.one_thread_too(rows, threads)):
+        # what auto compares is recorded together: these variants' 1-thread figures too (_records)
+        more = bench(pkg, one, "cpu", batches, 1, rounds, runs, min_time, inputs=arrays, tokens=asked, on_step=on_step,
+                     device_id=device_id)
+        rows += more["results"]
+        found = "; ".join(f for f in (found, more["unsteady"]) if f) or None
     if record:
-        _record(pkg, rows, source, device_id, described)
+        _records.record(pkg, rows, source, device_id, described)
     return {
         "model": pkg.name,
         "package": str(pkg.path),
@@ -265,7 +283,7 @@ def bench(
         "runs": runs,
         "min_time_s": None if runs else min_time,
         "inputs": described,
-        "unsteady": unsteady(rows),
+        "unsteady": found,
         "recorded": record,
         "results": rows,
     }
@@ -292,10 +310,11 @@ def unsteady(rows: list[dict]) -> str | None:
     said = []
     for r in rows:
         name, rounds = "PyTorch" if r["engine"] == "pytorch" else r["variant"], [x for x in r.get("p50_by_round_ms") or [] if x]
+        name += f" batch {r['batch']}" + (f" on {r['threads']} thread{'s' if r['threads'] > 1 else ''}" if r.get("threads") else "")
         if r["p50_ms"] and r["p99_ms"] and r["p99_ms"] > max(TAIL_OVER_MEDIAN * r["p50_ms"], r["p50_ms"] + TAIL_MS):
-            said.append(f"{name} batch {r['batch']}: p99 {r['p99_ms'] / r['p50_ms']:.0f}x p50")
+            said.append(f"{name}: p99 {r['p99_ms'] / r['p50_ms']:.0f}x p50")
         elif len(rounds) > 1 and max(rounds) > ROUNDS_APART * min(rounds):
-            said.append(f"{name} batch {r['batch']}: round medians {max(rounds) / min(rounds):.1f}x apart")
+            said.append(f"{name}: round medians {max(rounds) / min(rounds):.1f}x apart")
     return "; ".join(said[:3]) + (f"; {len(said) - 3} more" if len(said) > 3 else "") if said else None
 
 
@@ -368,33 +387,3 @@ def _aggregate(case: Case, results: list[dict], rounds: int, items: int) -> dict
         "threads": results[0]["threads"],
         "placement": results[0].get("placement") or {},
     }
-
-
-def _record(pkg: Package, rows: list[dict], source: str, device_id: int = 0, inputs: str | None = None) -> None:
-    """Store the figures under each variant's ``latency`` (PyTorch's under ``reference``), merged
-    into the manifest as it is on disk under the package's lock (another writer may have added a
-    variant meanwhile)."""
-    measured = now()
-    fields = ("provider", "batch", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "session_ms", "first_ms", "throughput",
-              "runs", "rounds", "threads")
-    entries: list[tuple[str, dict]] = []  # (variant name or "pytorch", latency entry)
-    for row in rows:
-        entry = {k: row[k] for k in fields}
-        gpu = row["provider"] == "torch-cuda" or row["provider"] in (_providers.CUDA, _providers.TENSORRT)
-        entry.update(machine=machine_key(_providers.CUDA if gpu else _providers.CPU, device_id), measured=measured, source=source)
-        if inputs:  # inspect and report say what was timed: a decode step's items/s are tokens/s
-            entry["inputs"] = inputs
-        if row["peak_rss_mb"] is not None:
-            entry["peak_rss_mb"] = row["peak_rss_mb"]
-        entries.append(("pytorch" if row["engine"] == "pytorch" else row["variant"], entry))
-
-    def merge(m: dict) -> dict:
-        variants = {k: dict(v) for k, v in m["variants"].items()}
-        reference = dict(m.get("reference") or {"engine": "pytorch eager"})
-        for name, entry in entries:
-            target = reference if name == "pytorch" else variants.get(name)
-            if target is not None:  # a variant removed meanwhile keeps no figures
-                target["latency"] = {**target.get("latency", {}), latency_key(entry): entry}
-        return {**m, "variants": variants, **({"reference": reference} if any(n == "pytorch" for n, _ in entries) else {})}
-
-    pkg.edit(merge)

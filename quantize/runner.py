@@ -24,7 +24,6 @@ import numpy as np
 from edgeai.data import compare as measure
 from edgeai.data.feeds import batch_axis, held_out_inputs
 from edgeai.errors import EdgeAIError, ExportError, InputError, PackageError, UnsteadyTimingWarning, shell_arg, user_level
-from edgeai.machine import default_threads
 from edgeai.package import _TMP_MARK, Package, remove_stale_files
 from edgeai.pipeline import open_package as open_named
 
@@ -237,10 +236,6 @@ def _agreement(pkg: Package, reference: Path, candidate: Path, feeds, simulate_q
     return {"accuracy": figures, "accuracy_details": {"vs": "fp32", "outputs": measure.per_output(ref, out)}}
 
 
-# Models whose fastest variant runs under this many ms (default threads) are timed on one thread too.
-ONE_THREAD_BELOW_MS = 2.0
-
-
 def record_latencies(pkg: Package, batch: int = 1, threads: int | None = None, progress: Progress | None = None,
                      source: str = "quantize", final: Path | None = None) -> None:
     """Time every variant on this CPU (a fresh process each, alternating rounds) and record it
@@ -252,16 +247,9 @@ def record_latencies(pkg: Package, batch: int = 1, threads: int | None = None, p
         if progress:
             progress(f"timing every variant on this CPU, a fresh process each ({done}/{total})")
 
+    # With no thread count, a model quick enough is timed on one thread too (edgeai._records).
     doc = bench(pkg, providers="cpu", batches=(batch,), threads=threads, min_time=0.5, record=True, on_step=step, source=source)
-    # A model this quick can run faster on one thread: ONNX Runtime's default of one per core
-    # spends more handing each small op to a second core than it saves (sentiment LSTM, 2-core
-    # EPYC: int8 0.54 ms on one thread vs 0.70 ms on two; fp32 1.06 vs 0.86). Timed too, and
-    # pipelines given no thread count run with the faster (edgeai.choice.resolve_threads).
-    found = [doc["unsteady"]]
-    if threads is None and default_threads() > 1 and min(r["p50_ms"] for r in doc["results"]) < ONE_THREAD_BELOW_MS:
-        one = bench(pkg, providers="cpu", batches=(batch,), threads=1, min_time=0.5, record=True, on_step=step, source=source)
-        found.append(one["unsteady"] and f"on 1 thread, {one['unsteady']}")
-    if said := "; ".join(f for f in found if f):
+    if said := doc["unsteady"]:
         warnings.warn(UnsteadyTimingWarning(
             f"the latencies just recorded are unsteady ({said}): the machine was likely busy, and auto chooses a "
             f"variant by them; time them again on a quiet machine with: edgeai bench {shell_arg(final or pkg.path)} --record"), stacklevel=user_level())

@@ -184,3 +184,22 @@ def test_bench_against_torch_runs_the_trained_weights(lstm_pkg, tmp_path):
     for name, v in pkg.variants.items():
         assert f'data-value="{v["accuracy"]["test_accuracy"]!r}"' in page
     assert f'{pkg.variants["fp32"]["accuracy"]["baseline_accuracy"]:.4f}' in page
+
+
+def test_recorded_figures_auto_compares_are_taken_on_the_same_texts(lstm_pkg, tmp_path):
+    """auto compares every variant's recorded figures: fp32 re-timed on 1-token texts beside int8's
+    128 made it pick fp32 (review). Such a record is refused; a record of every variant on other
+    texts replaces them all, one thread included; a length the model cannot take is refused, not cut."""
+    import shutil
+
+    pkg = tmp_path / "lstm"
+    shutil.copytree(lstm_pkg, pkg)
+    r = cli("bench", str(pkg), "--variant", "fp32", "--tokens", "1", "--record", "--rounds", "1", "--runs", "5")
+    assert r.returncode == 1 and "--record would put fp32's figures on a text of 1 tokens per item beside" in r.stderr, r.stderr
+    r = cli("bench", str(pkg), "--tokens", "1000", "--rounds", "1", "--runs", "5")
+    assert r.returncode == 1 and r.stderr.startswith("error: tokens must be 1..128 for sentiment-lstm"), r.stderr
+    r = cli("bench", str(pkg), "--tokens", "16", "--record", "--rounds", "1", "--runs", "5")
+    assert r.returncode == 0, r.stderr
+    latency = [e for v in Package.open(pkg).variants.values() for e in v["latency"].values()]
+    assert {e["inputs"] for e in latency} == {"a text of 16 tokens per item"} and {e["threads"] for e in latency} == {None, 1}
+    assert "int8 (1 thread)" in r.stdout  # the table says which rows ran on one thread

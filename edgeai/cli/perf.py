@@ -47,7 +47,7 @@ def bench(
     against: Annotated[Optional[str], typer.Option(help="torch: also measure PyTorch eager on the same weights (needs the export extra).")] = None,
     factory: Annotated[Optional[str], typer.Option(help="FILE.py:FN that builds the PyTorch model of a custom package (with --against torch): the one it was exported from.")] = None,
     input_: Annotated[Optional[Path], typer.Option("--input", help=".npz (or .npy) to time on instead of edgeai's typical input.")] = None,
-    tokens: Annotated[int, typer.Option(min=1, help="Text models: tokens per text.")] = 128,
+    tokens: Annotated[Optional[int], typer.Option(help="Text models: tokens per text [default: 128, or the model's most].")] = None,
     device_id: Annotated[int, typer.Option("--device-id", min=0, help="CUDA device index for CUDA/TensorRT and PyTorch on CUDA.")] = 0,
     record: Annotated[bool, typer.Option("--record", help="Store the figures in the manifest (inspect, report and variant=auto use them).")] = False,
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
@@ -93,6 +93,8 @@ def _print_table(doc: dict) -> None:
               title=f"{doc['model']} ({doc['package']}): times in ms", title_justify="left")
     for r in rows:
         name = "PyTorch eager" if r["engine"] == "pytorch" else r["variant"]
+        if r["engine"] != "pytorch" and r["threads"] and r["threads"] != doc["threads"]:  # auto's, or recorded on 1 too
+            name += f" ({r['threads']} thread{'s' if r['threads'] > 1 else ''})"
         ratio = [_ratio(r["vs_torch"]) if r["vs_torch"] is not None else "-"]
         t.add_row(name, short_name(r["provider"]), str(r["batch"]), _fmt(r["session_ms"], 1), _fmt(r["first_ms"], 1),
                   _fmt(r["p50_ms"], 3), _fmt(r["p90_ms"], 3), _fmt(r["p99_ms"], 3), _fmt(r["throughput"], 1),

@@ -1,0 +1,91 @@
+"""Writing bench's figures into the manifest (``record=True``), so that what ``variant="auto"``
+compares was taken together: each variant's thread counts at one time, every variant on the
+same inputs."""
+
+from __future__ import annotations
+
+from . import providers as _providers
+from .errors import InputError
+from .machine import machine_key
+from .package import Package, now
+
+# A model this quick can run faster on one thread: ONNX Runtime's default of one per core
+# spends more handing each small op to a second core than it saves (sentiment LSTM, 2-core
+# EPYC: int8 0.54 ms on one thread vs 0.70 ms on two; fp32 1.06 vs 0.86). Recording times it on
+# one thread too, and pipelines given no thread count run with the faster (choice.resolve_threads).
+ONE_THREAD_BELOW_MS = 2.0
+
+
+def latency_key(entry: dict) -> str:
+    """Where a latency entry lives in a variant's ``latency`` map: provider, machine, batch, and
+    the thread count when one was set (ONNX Runtime's default has none)."""
+    threads = f"|t{entry['threads']}" if entry.get("threads") else ""
+    return f"{entry['provider']}|{entry['machine']}|b{entry['batch']}{threads}"
+
+
+def _machine(provider: str, device_id: int) -> str:
+    gpu = provider == "torch-cuda" or provider in (_providers.CUDA, _providers.TENSORRT)
+    return machine_key(_providers.CUDA if gpu else _providers.CPU, device_id)
+
+
+def check_comparable(pkg: Package, timed: list[str], providers: list[str], batches, inputs: str, device_id: int = 0) -> None:
+    """Refuse, before any timing, a record that would put the timed variants' figures beside
+    another variant's taken on other inputs (``--tokens 1`` beside 128): auto compares them as
+    if alike, and chose fp32 timed on 1 token over int8 timed on 128 (review)."""
+    for name, info in pkg.variants.items():
+        if name in timed:
+            continue
+        for e in info.get("latency", {}).values():
+            if (e["provider"] in providers and e.get("batch", 1) in batches and e.get("machine") == _machine(e["provider"], device_id)
+                    and e.get("inputs") not in (None, inputs)):
+                raise InputError(f"--record would put {', '.join(timed)}'s figures on {inputs} beside {name}'s on {e['inputs']}, "
+                                 "and auto would compare them as if alike; time every variant (leave out --variant), or "
+                                 f"time on the inputs {name} was timed on.")
+
+
+def one_thread_too(rows: list[dict], threads: int | None) -> list[str]:
+    """The variants to time on one thread as well, for a record at the default thread count: all
+    of them (not yet timed on one) when the fastest runs under ONE_THREAD_BELOW_MS."""
+    from .machine import default_threads
+
+    if threads is not None or default_threads() <= 1:
+        return []
+    cpu = [r for r in rows if r["engine"] == "onnxruntime" and r["provider"] == _providers.CPU]
+    if not any(r["p50_ms"] < ONE_THREAD_BELOW_MS for r in cpu):
+        return []
+    return list(dict.fromkeys(r["variant"] for r in cpu if not any(o["variant"] == r["variant"] and o["threads"] == 1 for o in cpu)))
+
+
+def record(pkg: Package, rows: list[dict], source: str, device_id: int = 0, inputs: str | None = None) -> None:
+    """Store the figures under each variant's ``latency`` (PyTorch's under ``reference``), merged
+    into the manifest as it is on disk under the package's lock (another writer may have added a
+    variant meanwhile). A variant's figures of this machine, provider and batch that this run did
+    not replace (other thread counts) are dropped: taken at another time, or on other inputs,
+    auto would compare them with these as if alike (review: a stale 1-thread figure won)."""
+    measured = now()
+    fields = ("provider", "batch", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "session_ms", "first_ms", "throughput",
+              "runs", "rounds", "threads")
+    entries: list[tuple[str, dict]] = []  # (variant name or "pytorch", latency entry)
+    for row in rows:
+        entry = {k: row[k] for k in fields}
+        entry.update(machine=_machine(row["provider"], device_id), measured=measured, source=source)
+        if inputs:  # inspect and report say what was timed: a decode step's items/s are tokens/s
+            entry["inputs"] = inputs
+        if row["peak_rss_mb"] is not None:
+            entry["peak_rss_mb"] = row["peak_rss_mb"]
+        entries.append(("pytorch" if row["engine"] == "pytorch" else row["variant"], entry))
+
+    def merge(m: dict) -> dict:
+        variants = {k: dict(v) for k, v in m["variants"].items()}
+        reference = dict(m.get("reference") or {"engine": "pytorch eager"})
+        for name in dict.fromkeys(n for n, _ in entries):
+            target = reference if name == "pytorch" else variants.get(name)
+            if target is None:  # a variant removed meanwhile keeps no figures
+                continue
+            new = {latency_key(e): e for n, e in entries if n == name}
+            where = {(e["provider"], e["machine"], e["batch"]) for e in new.values()}
+            kept = {k: e for k, e in target.get("latency", {}).items() if (e["provider"], e.get("machine"), e.get("batch", 1)) not in where}
+            target["latency"] = {**kept, **new}
+        return {**m, "variants": variants, **({"reference": reference} if any(n == "pytorch" for n, _ in entries) else {})}
+
+    pkg.edit(merge)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from . import providers as _providers
 from .errors import InputError
-from .machine import machine_key
+from .machine import default_threads, machine_key
 from .package import Package, now
 
 # A model this quick can run faster on one thread: ONNX Runtime's default of one per core
@@ -46,8 +46,6 @@ def check_comparable(pkg: Package, timed: list[str], providers: list[str], batch
 def one_thread_too(rows: list[dict], threads: int | None) -> list[str]:
     """The variants to time on one thread as well, for a record at the default thread count: all
     of them (not yet timed on one) when the fastest runs under ONE_THREAD_BELOW_MS."""
-    from .machine import default_threads
-
     if threads is not None or default_threads() <= 1:
         return []
     cpu = [r for r in rows if r["engine"] == "onnxruntime" and r["provider"] == _providers.CPU]

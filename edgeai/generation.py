@@ -258,7 +258,11 @@ class _Stream:
 
     def finish(self, ids: list[int]) -> str:
         if not self.stopped:  # cut at a stop string, the text is whole
-            self.text = settled(self.gen.decode, ids)
+            from ._tokenbytes import final_text
+
+            text = self.gen.decode(ids)
+            self.text = final_text(self.gen.decode, getattr(self.gen, "tokenizer", None), ids, text,
+                                   lambda: settled(self.gen.decode, ids, text))
         self._send(self.text, len(self.text))
         return self.text
 

@@ -331,6 +331,31 @@ def test_invalid_bytes_the_model_made_stay_in_the_text():
     assert settled(decode, [0, 1]) == "a"  # one lead byte at the end: unfinished, left out
 
 
+def test_the_final_text_leaves_out_only_an_unfinished_character():
+    """A character cut by the token limit is left out of the final text; bytes the model made that
+    start no character stay, as transformers' decode keeps them (review: three lone continuation
+    bytes gave an empty text with new_tokens 3). Read from the tokens' bytes, byte-level and
+    byte-fallback alike."""
+    from tokenizers import Tokenizer, decoders, models
+
+    from edgeai._tokenbytes import final_text
+
+    def final(tok, ids):
+        text = tok.decode(ids)
+        return final_text(tok.decode, tok, ids, text, lambda: "not read")
+
+    fallback = Tokenizer(models.WordLevel({"a": 0, "<0xE4>": 1, "<0xB8>": 2, "<0xAD>": 3, "<0x80>": 4}, unk_token="a"))
+    fallback.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Fuse()])
+    assert final(fallback, [0, 1, 2, 3, 1, 2]) == "a中"  # two bytes into the second 中 (E4 B8 AD)
+    assert final(fallback, [0, 1, 2, 3]) == "a中"
+    assert final(fallback, [0, 4, 4, 4]) == "a" + "\ufffd" * 3  # continuation bytes with no lead: the model's
+    level = _tokenizer()._tokenizer
+    ids = level.encode("a 東京").ids
+    assert final(level, ids) == "a 東京" and final(level, ids[:-1]) == "a 東" and final(level, ids[:-2]) == "a 東"
+    lone = level.token_to_id(chr(256 + 34))  # byte 0x80 in GPT-2's byte alphabet
+    assert final(level, [lone] * 3) == "\ufffd" * 3
+
+
 def test_stop_strings(packages):
     with edgeai.load(packages["gpt2"]) as pipe:
         full = pipe.generate("Hello there", max_new_tokens=30)["text"]

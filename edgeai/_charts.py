@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from .data.compare import budget_rule
@@ -40,11 +41,15 @@ def charts(data: dict, plt) -> dict[str, Any]:
              for r in data["rungs"] if r["outputs"] and any("max_abs_diff" in o for o in r["outputs"].values())]
     if diffs:
         fig, ax = plt.subplots(figsize=(6.4, 1.3 + 0.4 * len(diffs)))
-        floor = min([d for _, d, _ in diffs if d > 0] or [1e-7]) / 10  # where "identical" (0) is drawn
-        bars = ax.barh([f"{n} vs {vs}" for n, _, vs in diffs], [max(d, floor) for _, d, _ in diffs], color="#dd6b20")
-        ax.bar_label(bars, labels=[f"{d:.1e}" if d > 0 else "identical" for _, d, _ in diffs], fontsize=8, padding=3)
+        finite = [d for _, d, _ in diffs if math.isfinite(d)]
+        floor = min([d for d in finite if d > 0] or [1e-7]) / 10  # where "identical" (0) is drawn
+        top = max([*finite, floor]) * 10  # where an infinite or NaN difference is drawn (matplotlib refuses them)
+        bars = ax.barh([f"{n} vs {vs}" for n, _, vs in diffs], [max(d, floor) if math.isfinite(d) else top for _, d, _ in diffs],
+                       color="#dd6b20")
+        ax.bar_label(bars, labels=[("not finite" if not math.isfinite(d) else f"{d:.1e}" if d > 0 else "identical")
+                                   for _, d, _ in diffs], fontsize=8, padding=3)
         ax.set_xscale("log")
-        ax.set_xlim(floor / 2, max(d for _, d, _ in diffs + [("", floor, "")]) * 30)
+        ax.set_xlim(floor / 2, top * 30)
         ax.set_xlabel("max abs difference of the outputs (log scale)")
         ax.invert_yaxis()
         ax.set_title("Error per variant", fontsize=10)
@@ -63,7 +68,8 @@ def _tradeoff(data: dict, plt):
     metric = budget.get("metric")
     # green by the whole budget (report.ladder's meets_budget: every floor), not the plotted metric alone
     points = [(r["rung"], r["latency"]["p50_ms"], r["metrics"][metric], r.get("meets_budget") is not False)
-              for r in data["rungs"] if r["variant"] and r["latency"] and metric in r["metrics"]]
+              for r in data["rungs"] if r["variant"] and r["latency"] and metric in r["metrics"]
+              and math.isfinite(r["metrics"][metric])]
     if not metric or len(points) < 1:
         return None
     fig, ax = plt.subplots(figsize=(6.4, 3.6))

@@ -6,7 +6,7 @@ import os
 
 from edgeai.package import Package
 
-from .runner import Context, Progress, Step, open_package, run_step
+from .runner import Context, Progress, Step, opened, run_step
 from .steps.fuse_decoder import FuseDecoder
 from .steps.fuse_transformer import FuseTransformer
 from .steps.optimize import Optimize
@@ -23,6 +23,6 @@ def optimize(pkg: str | os.PathLike | Package, out: str | os.PathLike | None = N
     ``measure_latency``, every variant is then timed on this CPU, as ``quantize`` does: the new
     variant replaces the old one's figures, and ``auto`` chooses by figures (export times once, at
     its end)."""
-    pkg = open_package(pkg, out)
-    step = next(s for s in OPTIMIZERS if s.applies(pkg))
-    return run_step(step, pkg, Context(progress=progress, held_out=held_out), measure_latency)
+    with opened(pkg, out) as pkg:
+        step = next(s for s in OPTIMIZERS if s.applies(pkg))
+        return run_step(step, pkg, Context(progress=progress, held_out=held_out), measure_latency)

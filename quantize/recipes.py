@@ -9,7 +9,7 @@ from edgeai.errors import InputError
 from edgeai.package import Package
 
 from . import FP16_SOURCES, METHODS, PRECISIONS, PRESETS
-from .runner import Context, Progress, Step, open_package, run_step
+from .runner import Context, Progress, Step, opened, run_step
 from .steps.budget_search import BudgetSearch
 from .steps.dynamic import Dynamic
 from .steps.fp16 import Float16
@@ -82,37 +82,37 @@ def quantize(
         raise InputError("made_from applies to fp16; int8 is made from the graph its method needs.")
     if preset == "tensorrt" and method in ("dynamic", "qat"):
         raise InputError("TensorRT runs only static INT8 (calibrated QDQ); use --method static or auto with --preset tensorrt.")
-    # checked before the package is opened: a refused command wraps no .onnx file and sets no budget
-    pkg = open_package(pkg, out, calibration)  # once: a plain .onnx file is wrapped here, not again below
-    if precision != "fp16" and any(t["dtype"] == "float16" for t in pkg.manifest["inputs"] + pkg.manifest["outputs"]):
-        # ONNX Runtime's quantizers take float32 graphs: its own error named a temporary file
-        raise InputError(f"{pkg.name} computes in float16 (a half-precision module), and {precision.upper()} is made from a float32 graph: "
-                         "export the module after model.float() to quantize it.")
-    new_budget = budget_entry(pkg, budget) if budget is not None else None  # recorded with the variant, not before
-    if precision == "fp16":
-        return to_fp16(pkg, made_from=made_from or "fp32", out=out, measure_latency=measure_latency, progress=progress,
-                       held_out=held_out, replace=replace, budget=new_budget)
-    if precision == "int4":
-        ctx = Context(progress=progress, held_out=held_out, tuning=tuning, replace=replace, budget=new_budget)
-        return run_step(_step("int4", "cpu", "auto", input_kind(pkg)), pkg, ctx, measure_latency)
-    kind = input_kind(pkg)
-    if preset == "tensorrt":
-        method = "static"
-    if method == "auto":
-        method = "static" if (calibration is not None or kind == "image") else "dynamic"
-    if kind == "generation" and method != "dynamic":
-        # calibrating activations needs feeds of the decoder's every step, KV cache included
-        raise InputError("A text-generation package's int8 is dynamic (the default); static and tensorrt INT8 of a decoder "
-                         "with its KV cache is not supported (--precision int4 makes a smaller one).")
-    if method == "dynamic" and calibration is not None and kind != "tensor":
-        # a tensor model's arrays are its held-out inputs even then (edgeai.data.feeds.held_out_inputs)
-        raise InputError("--calibration is for static INT8: dynamic INT8 quantizes activations as they come, "
-                         f"so the folder would go unread; drop it, or use --method static{' or qat' if kind == 'image' else ''}.")
-    ctx = Context(progress=progress, held_out=held_out, tuning=tuning, calibration=calibration, per_channel=per_channel,
-                  replace=replace, budget=new_budget)
-    if qat_steps is not None:
-        ctx.qat_steps = qat_steps
-    return run_step(_step(precision, preset, method, kind), pkg, ctx, measure_latency)
+    # checked before the package is opened; a refusal after it removes a package this command wrapped (opened)
+    with opened(pkg, out, calibration) as pkg:  # once: a plain .onnx file is wrapped here, not again below
+        if precision != "fp16" and any(t["dtype"] == "float16" for t in pkg.manifest["inputs"] + pkg.manifest["outputs"]):
+            # ONNX Runtime's quantizers take float32 graphs: its own error named a temporary file
+            raise InputError(f"{pkg.name} computes in float16 (a half-precision module), and {precision.upper()} is made from a float32 graph: "
+                             "export the module after model.float() to quantize it.")
+        new_budget = budget_entry(pkg, budget) if budget is not None else None  # recorded with the variant, not before
+        if precision == "fp16":
+            return to_fp16(pkg, made_from=made_from or "fp32", out=out, measure_latency=measure_latency, progress=progress,
+                           held_out=held_out, replace=replace, budget=new_budget)
+        if precision == "int4":
+            ctx = Context(progress=progress, held_out=held_out, tuning=tuning, replace=replace, budget=new_budget)
+            return run_step(_step("int4", "cpu", "auto", input_kind(pkg)), pkg, ctx, measure_latency)
+        kind = input_kind(pkg)
+        if preset == "tensorrt":
+            method = "static"
+        if method == "auto":
+            method = "static" if (calibration is not None or kind == "image") else "dynamic"
+        if kind == "generation" and method != "dynamic":
+            # calibrating activations needs feeds of the decoder's every step, KV cache included
+            raise InputError("A text-generation package's int8 is dynamic (the default); static and tensorrt INT8 of a decoder "
+                             "with its KV cache is not supported (--precision int4 makes a smaller one).")
+        if method == "dynamic" and calibration is not None and kind != "tensor":
+            # a tensor model's arrays are its held-out inputs even then (edgeai.data.feeds.held_out_inputs)
+            raise InputError("--calibration is for static INT8: dynamic INT8 quantizes activations as they come, "
+                             f"so the folder would go unread; drop it, or use --method static{' or qat' if kind == 'image' else ''}.")
+        ctx = Context(progress=progress, held_out=held_out, tuning=tuning, calibration=calibration, per_channel=per_channel,
+                      replace=replace, budget=new_budget)
+        if qat_steps is not None:
+            ctx.qat_steps = qat_steps
+        return run_step(_step(precision, preset, method, kind), pkg, ctx, measure_latency)
 
 
 def to_fp16(pkg: str | os.PathLike | Package, made_from: str = "fp32", out: str | os.PathLike | None = None,
@@ -122,11 +122,11 @@ def to_fp16(pkg: str | os.PathLike | Package, made_from: str = "fp32", out: str 
     float32 (see steps/fp16.py). ``made_from``: ``fp32`` (what TensorRT compiles whole) or
     ``optimized`` (ONNX Runtime's fused ops, for CUDA). ``budget``: a budget entry to judge the
     variant by and record with it (:func:`quantize`'s ``budget``, as :func:`budget_entry` makes it)."""
-    pkg = open_package(pkg, out)
-    if made_from not in FP16_SOURCES:
-        raise InputError(f"fp16 is made from {' or '.join(FP16_SOURCES)}; got {made_from!r}.")
-    ctx = Context(progress=progress, held_out=held_out, made_from=made_from, replace=replace, budget=budget)
-    return run_step(_step("fp16", "cpu", "auto", input_kind(pkg)), pkg, ctx, measure_latency)
+    with opened(pkg, out) as pkg:
+        if made_from not in FP16_SOURCES:
+            raise InputError(f"fp16 is made from {' or '.join(FP16_SOURCES)}; got {made_from!r}.")
+        ctx = Context(progress=progress, held_out=held_out, made_from=made_from, replace=replace, budget=budget)
+        return run_step(_step("fp16", "cpu", "auto", input_kind(pkg)), pkg, ctx, measure_latency)
 
 
 def budget_entry(pkg: Package, minimum: float) -> dict:

@@ -12,9 +12,11 @@ variant, and removes whatever is left over, whether it succeeded or not.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -93,6 +95,24 @@ class Step:
         raise NotImplementedError
 
 
+@contextmanager
+def opened(x: str | os.PathLike | Package, out: str | os.PathLike | None = None,
+           arrays: str | os.PathLike | None = None) -> Iterator[Package]:
+    """:func:`open_package` for one command: a package it wraps from a plain ``.onnx`` file here
+    is removed again when the command fails or is refused, so that it writes nothing (review: a
+    refused ``quantize FILE.onnx --budget 5`` left a new package folder)."""
+    onnx_file = not isinstance(x, Package) and Path(x).suffix == ".onnx" and not Path(x).is_dir()
+    target = (Path(out) if out else Path(x).with_suffix("")).absolute() if onnx_file else None
+    new = target is not None and not target.exists()
+    pkg = open_package(x, out, arrays)
+    try:
+        yield pkg
+    except BaseException:
+        if new and pkg.path.absolute() == target:
+            shutil.rmtree(pkg.path, ignore_errors=True)
+        raise
+
+
 def open_package(x: str | os.PathLike | Package, out: str | os.PathLike | None = None,
                  arrays: str | os.PathLike | None = None) -> Package:
     """A package, a plain ``.onnx`` file wrapped into one at ``out`` (default: beside it; sized by
@@ -135,7 +155,7 @@ def run_step(step: Step, pkg: Package, ctx: Context, measure_latency: bool = Fal
         ctx.say(CHECKS.get(step.variant, f"measuring {step.variant} agreement with fp32 on held-out inputs"))
         fp32 = src if made_from == "fp32" else pkg.variant_path("fp32")
         held_out, feeds = held_out_inputs(pkg, texts=ctx.held_out, arrays=ctx.calibration)
-        agreement = _agreement(pkg, fp32, tmp, feeds, step.simulate_qdq)
+        agreement = _agreement(pkg, fp32, tmp, feeds, step.simulate_qdq, held_out)
         agreement["accuracy"]["held_out"] = held_out  # which set: edgeai.data.feeds.held_out_inputs
         if not ctx.replace:
             _keep_a_better_variant(pkg, step, recipe, agreement["accuracy"], ctx.budget_of(pkg))
@@ -225,11 +245,20 @@ def _cpu_runner(pkg: Package, path: Path, simulate_qdq: bool) -> Callable[[dict]
     return Session(path, m["inputs"], m["outputs"], provider="cpu").run
 
 
-def _agreement(pkg: Package, reference: Path, candidate: Path, feeds, simulate_qdq: bool = False) -> dict[str, dict]:
+def _agreement(pkg: Package, reference: Path, candidate: Path, feeds, simulate_qdq: bool = False,
+               held_out: str = "seeded-noise") -> dict[str, dict]:
     """``accuracy`` (the worst figures) and ``accuracy_details`` (per output) of a new variant."""
-    from edgeai.data.feeds import next_tokens
+    from edgeai.data.feeds import input_kind, next_tokens
 
     ref = measure.run_batches(cpu_runner(pkg, reference), feeds)
+    # (text outputs of different lengths are NaN-padded by stack: only other kinds are checked)
+    if input_kind(pkg) in ("tensor", "image") and not all(np.isfinite(v).all() for v in ref.values() if v.dtype.kind == "f"):
+        # no agreement can be measured on them: a log of normal noise scored "cosine -1" (review)
+        given = held_out == "calibration-arrays"
+        raise InputError(f"{pkg.name}'s fp32 gives NaN or infinite outputs on {'the given arrays' if given else 'its held-out inputs (' + held_out + ')'}, "
+                         "so no variant's agreement with it can be measured there; " + (
+                             "give arrays it gives finite outputs for." if given else
+                             "give arrays of what it is fed: --calibration DIR of .npy/.npz files."))
     out = measure.run_batches(cpu_runner(pkg, candidate, simulate_qdq), feeds)
     targets = next_tokens(feeds) if "generation" in pkg.manifest else None  # generation: perplexity too
     figures = measure.compare(ref, out, pkg.task, pkg.labels, targets)  # samples: rows, or real tokens for token classification

@@ -181,6 +181,10 @@ def test_quantize_and_optimize_wrap_a_plain_onnx_file(tmp_path):
     # arguments refused before anything is wrapped
     out = cli("quantize", str(tmp_path / "plain.onnx"), "--precision", "fp16", "--calibration", str(tmp_path))
     assert out.returncode == 1 and "apply to int8 only" in out.stderr and not (tmp_path / "plain").exists(), out.stderr
+    # ...and refused once it is: the package this command wrapped goes again (review: a folder stayed)
+    for args, said in ((["--budget", "5"], "above 0 and at most 1"), (["--method", "qat"], "fine-tunes image models")):
+        out = cli("quantize", str(tmp_path / "plain.onnx"), *args)
+        assert out.returncode == 1 and said in out.stderr and not (tmp_path / "plain").exists(), (args, out.stderr)
     out = cli("optimize", str(tmp_path / "plain.onnx"))
     assert out.returncode == 0, out.stderr
     out = cli("quantize", str(tmp_path / "plain"), "--method", "dynamic")
@@ -201,6 +205,32 @@ def test_quantize_and_optimize_wrap_a_plain_onnx_file(tmp_path):
     out = cli("optimize", str(tmp_path / "other.onnx"), "-o", str(tmp_path / "plain"))
     assert out.returncode == 1 and "holds another model's package" in out.stderr, out.stderr
     assert set(Package.open(tmp_path / "plain").variants) == {"fp32", "optimized", "int8"}
+
+
+def test_a_model_whose_fp32_is_not_finite_on_its_held_out_inputs_is_refused(tmp_path):
+    """y = log(x) @ W on seeded normal noise: fp32 itself is NaN there, and every variant scored
+    "cosine -1" (review). One sentence instead, and nothing written; on arrays of what it is fed
+    (positive values) it is measured."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    from edgeai.package import Package
+
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32), "W")
+    graph = helper.make_graph(
+        [helper.make_node("Log", ["x"], ["l"]), helper.make_node("MatMul", ["l", "W"], ["y"])], "logfeat",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])], [w])
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), tmp_path / "logfeat.onnx")
+    out = cli("quantize", str(tmp_path / "logfeat.onnx"), "--method", "dynamic")
+    assert out.returncode == 1 and "logfeat's fp32 gives NaN or infinite outputs on its held-out inputs (seeded-noise)" in out.stderr
+    assert "--calibration DIR" in out.stderr and TRACEBACK not in out.stderr and not (tmp_path / "logfeat").exists(), out.stderr
+    (tmp_path / "arrays").mkdir()
+    for i in range(4):
+        np.save(tmp_path / "arrays" / f"{i}.npy", np.random.default_rng(i).uniform(0.5, 2.0, (2, 4)).astype(np.float32))
+    out = cli("quantize", str(tmp_path / "logfeat.onnx"), "--method", "dynamic", "--calibration", str(tmp_path / "arrays"))
+    assert out.returncode == 0, out.stderr
+    assert Package.open(tmp_path / "logfeat").variants["int8"]["accuracy"]["cosine_min"] > 0.9
 
 
 def test_a_plain_onnx_file_with_named_axes_is_sized_by_its_arrays(tmp_path):

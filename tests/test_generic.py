@@ -570,3 +570,16 @@ def test_accuracy_rows_of_a_sequence_first_output_are_its_samples(tmp_path):
 
     _, feeds = held_out_inputs(Package.open(tmp_path / "p"))
     assert m["variants"]["int8"]["accuracy"]["samples"] == sum(f["x"].shape[1] for f in feeds) < sum(f["x"].shape[0] * f["x"].shape[1] for f in feeds)
+
+
+def test_seeded_ids_span_their_table_and_bytes_all_their_values():
+    """Held-out integers were drawn from 0..1: an int8 of an embedding was measured on two rows of
+    its table, and a uint8 image model on pixels of 0 and 1 (review)."""
+    from edgeai.data.feeds import random_feed
+
+    ids = random_feed([{"name": "ids", "dtype": "int64", "shape": ["batch", 64], "index_rows": 100}], high=2)["ids"]
+    assert ids.min() >= 0 and ids.max() <= 99 and len(np.unique(ids)) > 50
+    pixels = random_feed([{"name": "p", "dtype": "uint8", "shape": ["batch", 64]}], high=2)["p"]
+    assert pixels.max() > 200
+    mask = random_feed([{"name": "m", "dtype": "int64", "shape": ["batch", 64]}], high=2)["m"]  # no table: below high
+    assert set(np.unique(mask)) == {0, 1}

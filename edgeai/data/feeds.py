@@ -34,8 +34,9 @@ def batch_axis(shape) -> int:
 
 def random_feed(inputs: Sequence[Mapping[str, Any]], batch: int = 2, seed: int = 0, other_axis: int = OTHER_AXIS,
                 high: int = 10) -> Feed:
-    """Seeded values for tensor specs: normal floats, random booleans, small non-negative integers
-    (valid token ids / indices for any embedding). Axes with the same name get the same size.
+    """Seeded values for tensor specs: normal floats, random booleans, integers below ``high``
+    (valid indices for any table), or over the rows of the table the input indexes
+    (``index_rows``), and bytes over 0..255. Axes with the same name get the same size.
     Where a spec records its export example (``example_shape``, ``example_range``), named axes
     other than the batch take the example's size and values are drawn within its range. The
     batch is the axis named ``batch`` (or ``batch_size``) where one is (a sequence-first LSTM's
@@ -55,7 +56,10 @@ def random_feed(inputs: Sequence[Mapping[str, Any]], batch: int = 2, seed: int =
         elif dtype.kind == "b":
             feed[spec["name"]] = rng.random(shape) > 0.5
         else:
-            low, top = (0, high) if lo is None else (int(lo), int(hi) + 1)
+            # ids into a table span its rows, and bytes all 256 values (review: held-out ids and
+            # uint8 pixels were only 0 and 1, so an int8 was measured on two rows of its table)
+            top = spec.get("index_rows") or (256 if dtype == np.uint8 else high)
+            low, top = (0, top) if lo is None else (int(lo), int(hi) + 1)
             feed[spec["name"]] = rng.integers(low, top, size=shape).astype(dtype)
     return feed
 

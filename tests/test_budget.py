@@ -131,6 +131,10 @@ def test_a_change_of_scale_is_seen_where_cosine_is_blind():
 
     near_one = with_budget(FAMILY.budget.as_manifest(), 0.9999999)  # not rounded up to a closeness of 1 (review)
     assert near_one["also"] == {"closeness": 0.999} and budget_rule(near_one) == "cosine_min >= 0.9999999 and closeness >= 0.999"
+    # ...and a figure just under it is said with the decimals that show it under (it read "1 (has 1.0000)")
+    from edgeai.cli.build import _short_of
+
+    assert _short_of(0.99999, 0.9999999) == "0.99999" and _short_of(0.885, 0.99) == "0.8850"
     # an offset that cosine across near-equal values barely sees
     ref = 10 + 0.1 * rng.standard_normal((16, 1))
     assert compare({"y": ref}, {"y": ref + 1.0}, "tensor")["cosine_min"] > 0.99

@@ -26,6 +26,14 @@ def _export_module():
     return export
 
 
+def _short_of(value: float, floor: float) -> str:
+    """``value`` with the decimals that show it under ``floor``: 0.99999 under 0.9999999 is not "1.0000" (review)."""
+    digits = 4
+    while digits < 10 and round(value, digits) >= floor:
+        digits += 1
+    return f"{value:.{digits}f}"
+
+
 def budget_note(pkg, name: str, acc: dict) -> str:
     """For a variant auto will not choose because it misses the package's budget, why."""
     from edgeai.data.compare import missed_floors
@@ -33,7 +41,7 @@ def budget_note(pkg, name: str, acc: dict) -> str:
     missed = missed_floors(pkg.manifest.get("budget"), acc)
     if name == "fp32" or not missed:  # fp32 is the reference: always eligible
         return ""
-    rule = " and ".join(f"{k} >= {v:g} (has {acc[k]:.4f})" if isinstance(acc.get(k), float) else f"{k} >= {v:g}"
+    rule = " and ".join(f"{k} >= {v:.10g} (has {_short_of(acc[k], v)})" if isinstance(acc.get(k), float) else f"{k} >= {v:.10g}"
                         for k, v in missed.items())
     hint = ""
     recipe = pkg.variants.get(name, {}).get("recipe", {})

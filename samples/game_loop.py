@@ -31,7 +31,10 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--fps", type=int, default=60)
     ap.add_argument("--screenshot", default=None, help="save the last frame to this PNG")
     ap.add_argument("--stats", action="store_true", help="print frame/inference figures as JSON at the end")
-    return ap.parse_args()
+    args = ap.parse_args()
+    if args.frames < 0 or args.fps < 1:  # argparse's own one-line error (an --fps of 0 divided by zero)
+        ap.error("--frames takes 0 or more frames, and --fps at least 1")
+    return args
 
 
 def draw_view(screen, photo, t: float):

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
 
 def to_jsonable(x: Any) -> Any:
-    """Results (arrays, numpy scalars, nested dicts and lists) as plain JSON values."""
+    """Results (arrays, numpy scalars, nested dicts and lists) as plain JSON values; NaN and
+    infinities as null, which JSON has (Python wrote NaN and Infinity, which jq and JSON.parse refuse)."""
     if isinstance(x, np.ndarray):
+        if x.dtype.kind in "fc" and not np.isfinite(x).all():
+            return np.where(np.isfinite(x), x.astype(object), None).tolist()
         return x.tolist()
     if isinstance(x, np.generic):
-        return x.item()
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
     if isinstance(x, dict):
         return {k: to_jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):

@@ -231,6 +231,15 @@ def test_a_model_whose_fp32_is_not_finite_on_its_held_out_inputs_is_refused(tmp_
     out = cli("quantize", str(tmp_path / "logfeat.onnx"), "--method", "dynamic", "--calibration", str(tmp_path / "arrays"))
     assert out.returncode == 0, out.stderr
     assert Package.open(tmp_path / "logfeat").variants["int8"]["accuracy"]["cosine_min"] > 0.9
+    # its NaN outputs are null in --json, which JSON has (Python wrote NaN, which jq and JSON.parse refuse)
+    np.save(tmp_path / "negative.npy", -np.ones((1, 4), np.float32))
+    out = cli("run", "--model", str(tmp_path / "logfeat"), str(tmp_path / "negative.npy"), "--json")
+    assert out.returncode == 0, out.stderr
+
+    def refuse(name):
+        raise AssertionError(f"{name} in --json output")
+
+    assert json.loads(out.stdout, parse_constant=refuse)["results"][0]["outputs"]["y"] == [[None, None, None]], out.stdout
 
 
 def test_a_plain_onnx_file_with_named_axes_is_sized_by_its_arrays(tmp_path):

@@ -43,13 +43,17 @@ def check_comparable(pkg: Package, timed: list[str], providers: list[str], batch
                                  f"time on the inputs {name} was timed on.")
 
 
-def one_thread_too(rows: list[dict], threads: int | None) -> list[str]:
+def one_thread_too(pkg: Package, rows: list[dict], threads: int | None, device_id: int = 0) -> list[str]:
     """The variants to time on one thread as well, for a record at the default thread count: all
-    of them (not yet timed on one) when the fastest runs under ONE_THREAD_BELOW_MS."""
+    of them (not yet timed on one) when the fastest runs under ONE_THREAD_BELOW_MS, or when one
+    has a 1-thread figure on this CPU already (the record replaces it: it is re-timed, not lost)."""
     if threads is not None or default_threads() <= 1:
         return []
     cpu = [r for r in rows if r["engine"] == "onnxruntime" and r["provider"] == _providers.CPU]
-    if not any(r["p50_ms"] < ONE_THREAD_BELOW_MS for r in cpu):
+    here = _machine(_providers.CPU, device_id)
+    had = any(e.get("threads") == 1 and e["provider"] == _providers.CPU and e.get("machine") == here
+              for r in cpu for e in pkg.variants.get(r["variant"], {}).get("latency", {}).values())
+    if not had and not any(r["p50_ms"] < ONE_THREAD_BELOW_MS for r in cpu):
         return []
     return list(dict.fromkeys(r["variant"] for r in cpu if not any(o["variant"] == r["variant"] and o["threads"] == 1 for o in cpu)))
 

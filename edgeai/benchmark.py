@@ -80,7 +80,7 @@ def bench_feed(pkg: Package, batch: int, tokens: int = BENCH_TOKENS, inputs: dic
         from .data.feeds import decoder_feed
 
         return decoder_feed(pkg, np.full((batch, 1), 1, dtype=np.int64), past=_decode_past(pkg, tokens))
-    # Integers 0/1: valid for any index input (token type ids of a 2-row table, masks, ids).
+    # Integers below 2 where no table bounds them (masks, token types), else over the table's rows (random_feed).
     return random_feed(pkg.manifest["inputs"], batch=batch, seed=0, other_axis=OTHER_AXIS, high=2)
 
 
@@ -108,9 +108,9 @@ def _check_tokens(pkg: Package, tokens: int | None, arrays) -> int:
         raise InputError("tokens sets the length of the texts bench makes; " + (
             "it is timing the given arrays." if arrays is not None else f"{pkg.name} is {with_article(kind)} model, not a text one."))
     most = _text_tokens(pkg, 10**9) if kind == "text" else _decode_past(pkg, 10**9)
-    if not isinstance(tokens, int) or not 1 <= tokens <= most:
+    if isinstance(tokens, bool) or not isinstance(tokens, (int, np.integer)) or not 1 <= tokens <= most:
         raise InputError(f"tokens must be 1..{most} for {pkg.name} (its most{' before a new token' if kind == 'generation' else ''}); got {tokens!r}.")
-    return tokens
+    return int(tokens)
 
 
 def _text_tokens(pkg: Package, tokens: int) -> int:
@@ -264,7 +264,7 @@ def bench(
                     and (t["provider"] == "torch-cpu") == (row["provider"] == _providers.CPU)), None)
         row["vs_torch"] = 1.0 if row["engine"] == "pytorch" else float(f"{row['p50_ms'] / ref['p50_ms']:.4g}") if ref else None
     found = unsteady(rows)
-    if record and _providers.CPU in provs and (one := _records.one_thread_too(rows, threads)):
+    if record and _providers.CPU in provs and (one := _records.one_thread_too(pkg, rows, threads, device_id)):
         # what auto compares is recorded together: these variants' 1-thread figures too (_records)
         more = bench(pkg, one, "cpu", batches, 1, rounds, runs, min_time, inputs=arrays, tokens=asked, on_step=on_step,
                      device_id=device_id)
@@ -295,7 +295,8 @@ def _describe_inputs(pkg: Package, inputs: Any, tokens: int) -> str:
     if inputs is not None:
         return "given arrays"
     if input_kind(pkg) == "text":
-        return f"a text of {_text_tokens(pkg, tokens)} tokens per item"
+        n = _text_tokens(pkg, tokens)
+        return f"a text of {n} token{'s' if n != 1 else ''} per item"
     if input_kind(pkg) == "generation":  # _feed: one decode step; items/s is then new tokens/s per sequence
         return f"one decode step (a new token per item) after {_decode_past(pkg, tokens)} cached tokens"
     return "seeded random inputs of the model's input shape"

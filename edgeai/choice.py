@@ -47,7 +47,7 @@ def resolve_threads(pkg: Package, variant: str, provider: str = "auto", strict: 
     """CPU threads for a pipeline, and a note for its variant reason: ``threads`` when given,
     else those of the variant's fastest figure recorded on this CPU (None: ONNX Runtime's
     default). A model of a millisecond runs faster on one thread than on two, whose hand-off
-    costs more than the work it splits (quantize/runner.py times both for such models)."""
+    costs more than the work it splits (a record times both for such models: edgeai/_records.py)."""
     check_threads(threads)
     if threads is not None or expected_provider(provider, strict) != providers.CPU:
         return (None if threads is None else int(threads)), ""  # a numpy integer too

@@ -86,14 +86,15 @@ class _Spec:
             cast = value.astype(self.dtype)
         kind = value.dtype.kind
         if kind == "f" and not np.isfinite(cast).all() and np.isfinite(value).all():
-            big = float(np.abs(value).max())
+            info = np.finfo(self.dtype)
+            bad = float(value.max()) if value.max() > info.max else float(value.min())
         elif kind in "iu" and self.dtype.kind in "iu" and value.size and not np.array_equal(cast, value):
-            big = int(value.max()) if value.max() > np.iinfo(self.dtype).max else int(value.min())
+            info = np.iinfo(self.dtype)
+            bad = int(value.max()) if value.max() > info.max else int(value.min())
         else:
             return cast
-        limit = np.finfo(self.dtype).max if self.dtype.kind == "f" else np.iinfo(self.dtype).max
-        raise InputError(f"Input {self.name!r} is {self.dtype}, which cannot hold {big:.4g} (its largest is {limit:.4g}); "
-                         "scale the values to the model's range.")
+        fix, show = ("scale the values to the model's range", "{:.4g}".format) if kind == "f" else ("ids and counts must fit it", str)
+        raise InputError(f"Input {self.name!r} is {self.dtype}, which holds {show(info.min)}..{show(info.max)}; got {show(bad)} ({fix}).")
 
     def _check_ortvalue(self, value: ort.OrtValue) -> ort.OrtValue:
         """An OrtValue (e.g. already on the GPU) is bound as it is: its dtype and shape are

@@ -88,10 +88,10 @@ def quantize(
             # ONNX Runtime's quantizers take float32 graphs: its own error named a temporary file
             raise InputError(f"{pkg.name} computes in float16 (a half-precision module), and {precision.upper()} is made from a float32 graph: "
                              "export the module after model.float() to quantize it.")
-        new_budget = budget_entry(pkg, budget) if budget is not None else None  # recorded with the variant, not before
         if precision == "fp16":
             return to_fp16(pkg, made_from=made_from or "fp32", out=out, measure_latency=measure_latency, progress=progress,
-                           held_out=held_out, replace=replace, budget=new_budget)
+                           held_out=held_out, replace=replace, budget=budget)
+        new_budget = budget_entry(pkg, budget) if budget is not None else None  # recorded with the variant, not before
         if precision == "int4":
             ctx = Context(progress=progress, held_out=held_out, tuning=tuning, replace=replace, budget=new_budget)
             return run_step(_step("int4", "cpu", "auto", input_kind(pkg)), pkg, ctx, measure_latency)
@@ -117,15 +117,16 @@ def quantize(
 
 def to_fp16(pkg: str | os.PathLike | Package, made_from: str = "fp32", out: str | os.PathLike | None = None,
             measure_latency: bool = True, progress: Progress | None = None, held_out: list[str] | None = None,
-            replace: bool = False, budget: dict | None = None) -> Package:
+            replace: bool = False, budget: float | None = None) -> Package:
     """Add the ``fp16`` variant: the graph converted to float16, its inputs and outputs kept
     float32 (see steps/fp16.py). ``made_from``: ``fp32`` (what TensorRT compiles whole) or
-    ``optimized`` (ONNX Runtime's fused ops, for CUDA). ``budget``: a budget entry to judge the
-    variant by and record with it (:func:`quantize`'s ``budget``, as :func:`budget_entry` makes it)."""
+    ``optimized`` (ONNX Runtime's fused ops, for CUDA). ``budget``: as :func:`quantize`'s, the
+    threshold the variant is judged by, recorded with it."""
     with opened(pkg, out) as pkg:
         if made_from not in FP16_SOURCES:
             raise InputError(f"fp16 is made from {' or '.join(FP16_SOURCES)}; got {made_from!r}.")
-        ctx = Context(progress=progress, held_out=held_out, made_from=made_from, replace=replace, budget=budget)
+        ctx = Context(progress=progress, held_out=held_out, made_from=made_from, replace=replace,
+                      budget=budget_entry(pkg, budget) if budget is not None else None)
         return run_step(_step("fp16", "cpu", "auto", input_kind(pkg)), pkg, ctx, measure_latency)
 
 

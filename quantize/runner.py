@@ -26,6 +26,7 @@ import numpy as np
 from edgeai.data import compare as measure
 from edgeai.data.feeds import batch_axis, held_out_inputs
 from edgeai.errors import EdgeAIError, ExportError, InputError, PackageError, UnsteadyTimingWarning, shell_arg, user_level
+from edgeai.atomic import read_manifest
 from edgeai.package import _TMP_MARK, Package, remove_stale_files
 from edgeai.pipeline import open_package as open_named
 
@@ -99,8 +100,9 @@ class Step:
 def opened(x: str | os.PathLike | Package, out: str | os.PathLike | None = None,
            arrays: str | os.PathLike | None = None) -> Iterator[Package]:
     """:func:`open_package` for one command: a package it wraps from a plain ``.onnx`` file here
-    is removed again when the command fails or is refused, so that it writes nothing (review: a
-    refused ``quantize FILE.onnx --budget 5`` left a new package folder)."""
+    is removed again when the command fails or is refused while the package is still as wrapped
+    (fp32 alone), so that a refused command writes nothing (review: a refused ``quantize
+    FILE.onnx --budget 5`` left a new package folder). Once a variant has landed, it stays."""
     onnx_file = not isinstance(x, Package) and Path(x).suffix == ".onnx" and not Path(x).is_dir()
     target = (Path(out) if out else Path(x).with_suffix("")).absolute() if onnx_file else None
     new = target is not None and not target.exists()
@@ -109,7 +111,9 @@ def opened(x: str | os.PathLike | Package, out: str | os.PathLike | None = None,
         yield pkg
     except BaseException:
         if new and pkg.path.absolute() == target:
-            shutil.rmtree(pkg.path, ignore_errors=True)
+            with pkg.locked():  # not under a writer that reused this wrap (quantize/wrap.py) meanwhile
+                if set((read_manifest(pkg.path) or {}).get("variants", ["?"])) == {"fp32"}:
+                    shutil.rmtree(pkg.path, ignore_errors=True)
         raise
 
 
@@ -155,7 +159,7 @@ def run_step(step: Step, pkg: Package, ctx: Context, measure_latency: bool = Fal
         ctx.say(CHECKS.get(step.variant, f"measuring {step.variant} agreement with fp32 on held-out inputs"))
         fp32 = src if made_from == "fp32" else pkg.variant_path("fp32")
         held_out, feeds = held_out_inputs(pkg, texts=ctx.held_out, arrays=ctx.calibration)
-        agreement = _agreement(pkg, fp32, tmp, feeds, step.simulate_qdq, held_out)
+        agreement, held_out = _agreement(pkg, fp32, tmp, feeds, step.simulate_qdq, held_out)
         agreement["accuracy"]["held_out"] = held_out  # which set: edgeai.data.feeds.held_out_inputs
         if not ctx.replace:
             _keep_a_better_variant(pkg, step, recipe, agreement["accuracy"], ctx.budget_of(pkg))
@@ -200,7 +204,7 @@ def _keep_a_better_variant(pkg: Package, step: Step, recipe: dict, accuracy: dic
         pkg.verified_file(old["file"], old["sha256"])
     except PackageError:
         return  # a damaged variant is always replaced
-    missed = ", ".join(f"{k} {accuracy.get(k, float('nan')):.4f} < {v:g}" for k, v in missed.items())
+    missed = ", ".join(f"{k} {measure.short_of(accuracy.get(k, float('nan')), v)} < {v:.10g}" for k, v in missed.items())
     new_kind = " ".join(x for x in (recipe.get("method"), recipe.get("preset")) if x) or step.name
     old_kind = (old.get("recipe") or {}).get("method") or "existing"
     raise InputError(f"The new {step.variant} ({new_kind}) misses the accuracy budget ({missed}), so the {old_kind} "
@@ -246,23 +250,35 @@ def _cpu_runner(pkg: Package, path: Path, simulate_qdq: bool) -> Callable[[dict]
 
 
 def _agreement(pkg: Package, reference: Path, candidate: Path, feeds, simulate_qdq: bool = False,
-               held_out: str = "seeded-noise") -> dict[str, dict]:
-    """``accuracy`` (the worst figures) and ``accuracy_details`` (per output) of a new variant."""
-    from edgeai.data.feeds import input_kind, next_tokens
+               held_out: str = "seeded-noise") -> tuple[dict[str, dict], str]:
+    """``accuracy`` (the worst figures) and ``accuracy_details`` (per output) of a new variant,
+    and the held-out set they were measured on."""
+    from edgeai.data.feeds import next_tokens
 
     ref = measure.run_batches(cpu_runner(pkg, reference), feeds)
-    # (text outputs of different lengths are NaN-padded by stack: only other kinds are checked)
-    if input_kind(pkg) in ("tensor", "image") and not all(np.isfinite(v).all() for v in ref.values() if v.dtype.kind == "f"):
-        # no agreement can be measured on them: a log of normal noise scored "cosine -1" (review)
-        given = held_out == "calibration-arrays"
-        raise InputError(f"{pkg.name}'s fp32 gives NaN or infinite outputs on {'the given arrays' if given else 'its held-out inputs (' + held_out + ')'}, "
-                         "so no variant's agreement with it can be measured there; " + (
-                             "give arrays it gives finite outputs for." if given else
-                             "give arrays of what it is fed: --calibration DIR of .npy/.npz files."))
+    if not _finite(pkg, ref) and held_out == "seeded-noise":
+        # Normal noise under a log or a sqrt (features that are never negative): fp32 itself was
+        # NaN there, and every variant scored "cosine -1" (review). Its magnitudes are tried next.
+        feeds = [{k: np.abs(v) if v.dtype.kind == "f" else v for k, v in feed.items()} for feed in feeds]
+        held_out, ref = "seeded-noise-nonnegative", measure.run_batches(cpu_runner(pkg, reference), feeds)
+    if not _finite(pkg, ref):
+        where = {"calibration-arrays": "the given arrays", "seeded-noise-nonnegative": "seeded noise, negative or not"}
+        hint = ("; `edgeai quantize` takes arrays of what it is fed as its held-out inputs: --calibration DIR of .npy/.npz files"
+                if held_out.startswith("seeded-noise") else "")
+        raise InputError(f"{pkg.name}'s fp32 gives NaN or infinite outputs on {where.get(held_out, 'its held-out inputs (' + held_out + ')')}, "
+                         f"so no variant's agreement with it can be measured there{hint}.")
     out = measure.run_batches(cpu_runner(pkg, candidate, simulate_qdq), feeds)
     targets = next_tokens(feeds) if "generation" in pkg.manifest else None  # generation: perplexity too
     figures = measure.compare(ref, out, pkg.task, pkg.labels, targets)  # samples: rows, or real tokens for token classification
-    return {"accuracy": figures, "accuracy_details": {"vs": "fp32", "outputs": measure.per_output(ref, out)}}
+    return {"accuracy": figures, "accuracy_details": {"vs": "fp32", "outputs": measure.per_output(ref, out)}}, held_out
+
+
+def _finite(pkg: Package, outputs: dict[str, np.ndarray]) -> bool:
+    """Whether fp32's outputs are all finite (text outputs of different lengths are NaN-padded by
+    stack: only other kinds are checked)."""
+    from edgeai.data.feeds import input_kind
+
+    return input_kind(pkg) not in ("tensor", "image") or all(np.isfinite(v).all() for v in outputs.values() if v.dtype.kind == "f")
 
 
 def record_latencies(pkg: Package, batch: int = 1, threads: int | None = None, progress: Progress | None = None,

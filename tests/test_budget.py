@@ -132,9 +132,9 @@ def test_a_change_of_scale_is_seen_where_cosine_is_blind():
     near_one = with_budget(FAMILY.budget.as_manifest(), 0.9999999)  # not rounded up to a closeness of 1 (review)
     assert near_one["also"] == {"closeness": 0.999} and budget_rule(near_one) == "cosine_min >= 0.9999999 and closeness >= 0.999"
     # ...and a figure just under it is said with the decimals that show it under (it read "1 (has 1.0000)")
-    from edgeai.cli.build import _short_of
+    from edgeai.data.compare import short_of
 
-    assert _short_of(0.99999, 0.9999999) == "0.99999" and _short_of(0.885, 0.99) == "0.8850"
+    assert short_of(0.99999, 0.9999999) == "0.99999" and short_of(0.885, 0.99) == "0.8850"
     # an offset that cosine across near-equal values barely sees
     ref = 10 + 0.1 * rng.standard_normal((16, 1))
     assert compare({"y": ref}, {"y": ref + 1.0}, "tensor")["cosine_min"] > 0.99
@@ -283,6 +283,10 @@ def test_a_refused_quantize_leaves_the_budget_as_it_was(tmp_path):
     assert json.loads((pkg / "manifest.json").read_text()) == before
     quantize(pkg, method="dynamic", measure_latency=False, budget=0.75, replace=True)
     assert json.loads((pkg / "manifest.json").read_text())["budget"]["min"] == 0.75
+    from edgeai.quantize import to_fp16  # the threshold as quantize takes it, a number (it took a manifest entry)
+
+    to_fp16(pkg, measure_latency=False, budget=0.8)
+    assert json.loads((pkg / "manifest.json").read_text())["budget"]["min"] == 0.8
 
 
 def test_auto_says_when_a_faster_variant_misses_the_budget(tmp_path):

@@ -583,3 +583,15 @@ def test_seeded_ids_span_their_table_and_bytes_all_their_values():
     assert pixels.max() > 200
     mask = random_feed([{"name": "m", "dtype": "int64", "shape": ["batch", 64]}], high=2)["m"]  # no table: below high
     assert set(np.unique(mask)) == {0, 1}
+    # uint8 ids cast to int64 before their table are ids too: their rows are recorded, and bound the bytes drawn
+    from onnx import TensorProto as T, helper, numpy_helper
+
+    from edgeai.data.graphs import index_tables
+
+    table = numpy_helper.from_array(np.ones((10, 3), np.float32), "table")
+    graph = helper.make_graph([helper.make_node("Cast", ["x"], ["c"], to=T.INT64), helper.make_node("Gather", ["table", "c"], ["y"])],
+                              "bytes", [helper.make_tensor_value_info("x", T.UINT8, ["batch", 4])],
+                              [helper.make_tensor_value_info("y", T.FLOAT, ["batch", 4, 3])], [table])
+    assert index_tables(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)) == {"x": 10}
+    ids = random_feed([{"name": "x", "dtype": "uint8", "shape": ["batch", 64], "index_rows": 10}])["x"]
+    assert ids.max() <= 9

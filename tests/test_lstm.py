@@ -195,11 +195,14 @@ def test_recorded_figures_auto_compares_are_taken_on_the_same_texts(lstm_pkg, tm
     pkg = tmp_path / "lstm"
     shutil.copytree(lstm_pkg, pkg)
     r = cli("bench", str(pkg), "--variant", "fp32", "--tokens", "1", "--record", "--rounds", "1", "--runs", "5")
-    assert r.returncode == 1 and "--record would put fp32's figures on a text of 1 tokens per item beside" in r.stderr, r.stderr
+    assert r.returncode == 1 and "--record would put fp32's figures on a text of 1 token per item beside" in r.stderr, r.stderr
     r = cli("bench", str(pkg), "--tokens", "1000", "--rounds", "1", "--runs", "5")
     assert r.returncode == 1 and r.stderr.startswith("error: tokens must be 1..128 for sentiment-lstm"), r.stderr
     r = cli("bench", str(pkg), "--tokens", "16", "--record", "--rounds", "1", "--runs", "5")
     assert r.returncode == 0, r.stderr
     latency = [e for v in Package.open(pkg).variants.values() for e in v["latency"].values()]
-    assert {e["inputs"] for e in latency} == {"a text of 16 tokens per item"} and {e["threads"] for e in latency} == {None, 1}
-    assert "int8 (1 thread)" in r.stdout  # the table says which rows ran on one thread
+    assert {e["inputs"] for e in latency} == {"a text of 16 tokens per item"}
+    from edgeai.machine import default_threads
+
+    if default_threads() > 1:  # the export timed one thread too: a record times it again, with the default
+        assert {e["threads"] for e in latency} == {None, 1} and "int8 (1 thread)" in r.stdout  # the table says which

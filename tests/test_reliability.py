@@ -229,7 +229,7 @@ def test_array_inputs_checked_against_the_manifest(image_pkg, tmp_path):
         "nan": (np.where(ok > 1, np.nan, ok).astype(np.float32), "NaN or infinite"),
         "inf": (np.where(ok > 1, np.inf, ok).astype(np.float32), "NaN or infinite"),
         # float64 beyond float32: was "NaN or infinite", after numpy's overflow warning (review)
-        "too large": (np.full((1, 3, 8, 8), 1e300), r"is float32, which cannot hold 1e\+300"),
+        "too large": (np.full((1, 3, 8, 8), -1e300), r"is float32, which holds -3.403e\+38..3.403e\+38; got -1e\+300"),
         "empty batch": (np.zeros((0, 3, 8, 8), np.float32), "empty dimension"),
         "a list": (ok.tolist(), "numpy array"),
     }

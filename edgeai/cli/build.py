@@ -26,22 +26,14 @@ def _export_module():
     return export
 
 
-def _short_of(value: float, floor: float) -> str:
-    """``value`` with the decimals that show it under ``floor``: 0.99999 under 0.9999999 is not "1.0000" (review)."""
-    digits = 4
-    while digits < 10 and round(value, digits) >= floor:
-        digits += 1
-    return f"{value:.{digits}f}"
-
-
 def budget_note(pkg, name: str, acc: dict) -> str:
     """For a variant auto will not choose because it misses the package's budget, why."""
-    from edgeai.data.compare import missed_floors
+    from edgeai.data.compare import missed_floors, short_of
 
     missed = missed_floors(pkg.manifest.get("budget"), acc)
     if name == "fp32" or not missed:  # fp32 is the reference: always eligible
         return ""
-    rule = " and ".join(f"{k} >= {v:.10g} (has {_short_of(acc[k], v)})" if isinstance(acc.get(k), float) else f"{k} >= {v:.10g}"
+    rule = " and ".join(f"{k} >= {v:.10g} (has {short_of(acc[k], v)})" if isinstance(acc.get(k), float) else f"{k} >= {v:.10g}"
                         for k, v in missed.items())
     hint = ""
     recipe = pkg.variants.get(name, {}).get("recipe", {})
@@ -76,6 +68,7 @@ def _variants_line(pkg) -> str:
         recipe = v.get("recipe", {})
         method = recipe.get("method")
         where = {"seeded-noise": " on seeded random inputs",  # what a figure is worth: no inputs of the user's kind
+                 "seeded-noise-nonnegative": " on seeded non-negative random inputs",
                  "calibration-arrays": " on its own calibration arrays" if method == "static" else ""}.get(acc.get("held_out"), "")
         fig += where if fig and name != "fp32" else ""
         kind = f", {method} INT8{' for TensorRT' if recipe.get('preset') == 'tensorrt' else ''}" if method else ""

@@ -237,6 +237,14 @@ def missed_floors(budget: Mapping | None, accuracy: Mapping) -> dict[str, float]
     return {k: v for k, v in floors.items() if accuracy.get(k) is None or not accuracy[k] >= v}
 
 
+def short_of(value: float, floor: float) -> str:
+    """``value`` with the decimals that show it under ``floor``: 0.99999 under 0.9999999 is not "1.0000" (review)."""
+    digits = 4
+    while digits < 10 and round(value, digits) >= floor:
+        digits += 1
+    return f"{value:.{digits}f}"
+
+
 def closeness_floor(cosine_min: float) -> float:
     """The closeness that goes with a lowest cosine: the relative difference that cosine already
     allows in direction, ``1 - sqrt(2 (1 - cosine))`` (0.999: 0.955), so that a budget on one

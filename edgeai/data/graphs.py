@@ -58,8 +58,10 @@ def index_tables(model) -> dict[str, int]:
 
     model = load_graph(model)
     floats = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
-    int_types = (onnx.TensorProto.INT64, onnx.TensorProto.INT32)
+    T = onnx.TensorProto
+    int_types = (T.INT64, T.INT32, T.INT16, T.INT8, T.UINT64, T.UINT32, T.UINT16, T.UINT8)
     tables = {i.name: int(i.dims[0]) for i in model.graph.initializer if len(i.dims) == 2 and i.data_type in floats}
+    # every integer input: uint8 ids cast to int64 index a table too (seeded bytes span 0..255)
     origin = {i.name: i.name for i in model.graph.input if i.type.tensor_type.elem_type in int_types}
     rows: dict[str, int] = {}
     for n in model.graph.node:  # in topological order, as ONNX requires

@@ -40,7 +40,8 @@ from .errors import EdgeAIError, InputError
 from .journal import exclusive, modified, pending, record_line, stamp
 from .preprocess import image_files
 from .tasks import takes_arrays
-from .text import TEXT_SUFFIXES, TextLine, TruncationWarning, check_text, expand_text_inputs, input_fields, read_text_lines
+from .text import (TEXT_SUFFIXES, TextLine, TruncationWarning, check_text, expand_text_inputs, input_fields, read_text_lines,
+                   refused_texts)
 
 LIST_SUFFIXES = set(TEXT_SUFFIXES)
 Progress = Callable[[int, int], None]
@@ -288,3 +289,64 @@ def _text_line(item, result: dict, generates: bool = False) -> dict:
 
 def _error_line(item, e: EdgeAIError, generates: bool = False) -> dict:
     return {**input_fields(item, prompt=generates), "error": str(e)}
+
+
+def predict_each(pipe, inputs: list[Any], top_k: int | None = None) -> list[dict]:
+    """:meth:`edgeai.pipeline.Pipeline.predict_each`: one result or one error sentence per input, the
+    inputs that pass their checks run together."""
+    pipe.check_top_k(top_k)  # once, not as an error per input
+    inputs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]  # a lone string is one input, not its letters
+    labels = [str(x) if isinstance(x, (str, os.PathLike)) else f"{'array' if isinstance(x, np.ndarray) else 'input'}[{i}]"
+              for i, x in enumerate(inputs)]
+    if "generation" in pipe.package.manifest:
+        return [_each_prompt(pipe, x, label) for x, label in zip(inputs, labels)]
+    if pipe._pre is None:
+        return [_each_tensor(pipe, x, label, top_k) for x, label in zip(inputs, labels)]
+    heads = [input_fields(x, label) for x, label in zip(inputs, labels)]
+    results: list[dict] = [{} for _ in inputs]
+    good, feeds = [], []
+    for i, x in enumerate(inputs):
+        try:
+            feeds.append(_checked(pipe, x, i, len(inputs)))
+            good.append(i)
+        except EdgeAIError as e:
+            results[i] = {**heads[i], "error": str(e)}
+    if good:
+        if pipe.is_text:
+            got = _each_text(pipe, feeds, top_k)
+        else:
+            got = pipe.postprocess(pipe.run({k: np.concatenate([f[k] for f in feeds]) for k in feeds[0]}), top_k)
+        for i, r in zip(good, got):
+            results[i] = {**heads[i], **r}
+    return results
+
+
+def _each_text(pipe, texts: list, top_k: int | None) -> list[dict]:
+    try:
+        return pipe.predict(texts, top_k=top_k)  # tokenized together, in length-sorted chunks
+    except InputError:  # the tokenizer refused one (every token unknown): find it, batch the rest
+        refused = {i: {"error": why} for i, why in refused_texts(pipe.preprocess, texts).items()}
+        kept = [t for i, t in enumerate(texts) if i not in refused]
+        rest = iter(pipe.predict(kept, top_k=top_k) if kept else [])
+        return [refused[i] if i in refused else next(rest) for i in range(len(texts))]
+
+
+def _each_prompt(pipe, x: Any, label: str) -> dict:
+    try:
+        return {**input_fields(x, label, prompt=True), **pipe.generate(x)}
+    except EdgeAIError as e:
+        return {**input_fields(x, label, prompt=True), "error": str(e)}
+
+
+def _checked(pipe, x: Any, index: int, total: int) -> Any:
+    """A text checked alone (the message says which one), or an image's one-item feed."""
+    if pipe.is_text:
+        return check_text(x, index, total)
+    return pipe.preprocess([x])
+
+
+def _each_tensor(pipe, x: Any, label: str, top_k: int | None) -> dict:
+    try:
+        return {"input": label, **pipe.predict(x, top_k=top_k)}
+    except EdgeAIError as e:
+        return {"input": label, "error": str(e)}

@@ -12,7 +12,7 @@ import numpy as np
 
 from . import providers, tasks, text
 from .home import open_package  # noqa: F401  (re-exported: where a package is found)
-from .errors import EdgeAIError, InputError, PipelineClosedError, a_type, with_article
+from .errors import InputError, PipelineClosedError, a_type, with_article
 from .package import VARIANTS, Package
 from .choice import LOSSY, LOSSY_MARGIN, check_threads, choose_variant, for_provider, meets_budget, recorded_latency, resolve_threads, resolve_variant  # noqa: F401  (re-exported)
 from .session import Session
@@ -206,58 +206,9 @@ class Pipeline:
         read with :func:`edgeai.data.feeds.load_arrays` (``.npy`` for single-input models, ``.npz``
         of arrays by input name). Text truncation is reported with ``warnings.warn`` (the CLI
         prints each as a ``warning:`` line)."""
-        self.check_top_k(top_k)  # once, not as an error per input
-        inputs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]  # a lone string is one input, not its letters
-        labels = [str(x) if isinstance(x, (str, os.PathLike)) else f"{'array' if isinstance(x, np.ndarray) else 'input'}[{i}]"
-                  for i, x in enumerate(inputs)]
-        if "generation" in self.package.manifest:
-            return [self._each_prompt(x, label) for x, label in zip(inputs, labels)]
-        if self._pre is None:
-            return [self._each_tensor(x, label, top_k) for x, label in zip(inputs, labels)]
-        heads = [text.input_fields(x, label) for x, label in zip(inputs, labels)]
-        results: list[dict] = [{} for _ in inputs]
-        good, feeds = [], []
-        for i, x in enumerate(inputs):
-            try:
-                feeds.append(self._checked(x, i, len(inputs)))
-                good.append(i)
-            except EdgeAIError as e:
-                results[i] = {**heads[i], "error": str(e)}
-        if good:
-            if self.is_text:
-                got = self._each_text(feeds, top_k)
-            else:
-                got = self.postprocess(self.run({k: np.concatenate([f[k] for f in feeds]) for k in feeds[0]}), top_k)
-            for i, r in zip(good, got):
-                results[i] = {**heads[i], **r}
-        return results
+        from .bulk import predict_each  # each input's error isolated: bulk.py's concern, shared with `edgeai run`
 
-    def _each_text(self, texts: list, top_k: int | None) -> list[dict]:
-        try:
-            return self.predict(texts, top_k=top_k)  # tokenized together, in length-sorted chunks
-        except InputError:  # the tokenizer refused one (every token unknown): find it, batch the rest
-            refused = {i: {"error": why} for i, why in text.refused_texts(self.preprocess, texts).items()}
-            kept = [t for i, t in enumerate(texts) if i not in refused]
-            rest = iter(self.predict(kept, top_k=top_k) if kept else [])
-            return [refused[i] if i in refused else next(rest) for i in range(len(texts))]
-
-    def _each_prompt(self, x: Any, label: str) -> dict:
-        try:
-            return {**text.input_fields(x, label, prompt=True), **self.generate(x)}
-        except EdgeAIError as e:
-            return {**text.input_fields(x, label, prompt=True), "error": str(e)}
-
-    def _checked(self, x: Any, index: int, total: int) -> Any:
-        """A text checked alone (the message says which one), or an image's one-item feed."""
-        if self.is_text:
-            return text.check_text(x, index, total)
-        return self.preprocess([x])
-
-    def _each_tensor(self, x: Any, label: str, top_k: int | None) -> dict:
-        try:
-            return {"input": label, **self.predict(x, top_k=top_k)}
-        except EdgeAIError as e:
-            return {"input": label, "error": str(e)}
+        return predict_each(self, inputs, top_k)
 
     # -- text generation (edgeai.generation) -----------------------------------------------------
     @_guarded

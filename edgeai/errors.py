@@ -104,14 +104,15 @@ def said_after(say: Callable[[str], None], others: bool = True) -> Iterator[None
     their own internals), not at all."""
     import warnings
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", EdgeAIWarning)
-        try:
+    # Said also when the build fails or is interrupted, before its error: what it left behind
+    # (a variant added but not timed) is told by a warning.
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", EdgeAIWarning)
             yield
-        finally:
-            said = list(caught)
-    for w in said:
-        if issubclass(w.category, EdgeAIWarning):
-            say(str(w.message))
-        elif others:
-            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    finally:
+        for w in caught:
+            if issubclass(w.category, EdgeAIWarning):
+                say(str(w.message))
+            elif others:
+                warnings.showwarning(w.message, w.category, w.filename, w.lineno)

@@ -25,7 +25,7 @@ import numpy as np
 
 from edgeai.data import compare as measure
 from edgeai.data.feeds import batch_axis, held_out_inputs
-from edgeai.errors import EdgeAIError, ExportError, InputError, PackageError, UnsteadyTimingWarning, shell_arg, user_level
+from edgeai.errors import EdgeAIError, EdgeAIWarning, ExportError, InputError, PackageError, UnsteadyTimingWarning, shell_arg, user_level
 from edgeai.atomic import read_manifest
 from edgeai.package import _TMP_MARK, Package, remove_stale_files
 from edgeai.pipeline import open_package as open_named
@@ -168,7 +168,13 @@ def run_step(step: Step, pkg: Package, ctx: Context, measure_latency: bool = Fal
     finally:
         tmp.unlink(missing_ok=True)
     if measure_latency:
-        record_latencies(pkg, progress=ctx.progress, source="optimize" if step.variant == "optimized" else "quantize")
+        try:
+            record_latencies(pkg, progress=ctx.progress, source="optimize" if step.variant == "optimized" else "quantize")
+        except KeyboardInterrupt:  # the variant has landed: say what auto does without its figures
+            warnings.warn(EdgeAIWarning(
+                f"the {step.variant} variant was added to {pkg.path} but not timed; until `edgeai bench "
+                f"{shell_arg(pkg.path)} --record` times it, auto runs the default order"), stacklevel=user_level())
+            raise
     if after is not None:
         ctx.say("measuring every variant's accuracy on the package's own test split")
         after(pkg)

@@ -35,6 +35,9 @@ def wrap_onnx(path: str | os.PathLike, out: str | os.PathLike | None = None,
     if (target / "manifest.json").is_file():
         if (kept := _same_wrap(target, src, model)) is not None:
             return kept
+        replaced = list(Package.open(target).variants)  # an earlier version of this file: said once rewrapped
+    else:
+        replaced = None
     inputs, outputs = graph_specs(model)
     mark_index_rows(inputs, model)
     _check_runs(inputs, src, arrays)
@@ -59,6 +62,13 @@ def wrap_onnx(path: str | os.PathLike, out: str | os.PathLike | None = None,
                            "opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)},
         }
         write_manifest(tmp, manifest)
+    if replaced is not None:
+        import warnings
+
+        from edgeai.errors import EdgeAIWarning, user_level
+
+        warnings.warn(EdgeAIWarning(f"{src} has changed since it was wrapped into {target}: its package is made anew, "
+                                    f"replacing its variants ({', '.join(replaced)})"), stacklevel=user_level())
     return Package.open(target)
 
 

@@ -205,6 +205,43 @@ def test_quantize_and_optimize_wrap_a_plain_onnx_file(tmp_path):
     out = cli("optimize", str(tmp_path / "other.onnx"), "-o", str(tmp_path / "plain"))
     assert out.returncode == 1 and "holds another model's package" in out.stderr, out.stderr
     assert set(Package.open(tmp_path / "plain").variants) == {"fp32", "optimized", "int8"}
+    # the file itself changed: its package is made anew, and the user is told what it replaced (review: silent)
+    tiny_classifier(tmp_path / "plain.onnx", classes=4, seed=2)
+    out = cli("quantize", str(tmp_path / "plain.onnx"), "--method", "dynamic")
+    assert out.returncode == 0 and "plain.onnx has changed since" in out.stderr, out.stderr
+    assert "replacing its variants (fp32, optimized, int8)" in out.stderr, out.stderr
+    assert set(Package.open(tmp_path / "plain").variants) == {"fp32", "int8"}
+
+
+def test_ctrl_c_while_timing_says_the_new_variant_stays_untimed(tmp_path):
+    """Ctrl-C after the int8 variant landed, while every variant is being timed: the package is
+    whole, and the user is told the new variant has no figures yet and how to give it some
+    (review: only "interrupted" was said)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from conftest import tiny_classifier
+
+    tiny_classifier(tmp_path / "plain.onnx")
+    exe = Path(sys.executable).with_name("edgeai")
+    proc = subprocess.Popen([str(exe), "quantize", str(tmp_path / "plain.onnx"), "--method", "dynamic"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    said = ""
+    while "agreement with fp32" not in said:  # the stage before the timing is done: the timing has begun
+        line = proc.stderr.readline()
+        assert line, said
+        said += line
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    err = said + err
+    assert proc.returncode == 130 and "interrupted" in err and TRACEBACK not in err, err
+    assert "the int8 variant was added to" in err and "--record" in err, err
+    pkg = Package.open(tmp_path / "plain")
+    assert set(pkg.variants) == {"fp32", "int8"}
 
 
 def test_a_model_whose_fp32_is_not_finite_on_its_held_out_inputs_is_refused(tmp_path):

@@ -40,8 +40,8 @@ from .errors import EdgeAIError, InputError
 from .journal import exclusive, modified, pending, record_line, stamp
 from .preprocess import image_files
 from .tasks import takes_arrays
-from .text import (TEXT_SUFFIXES, TextLine, TruncationWarning, check_text, expand_text_inputs, input_fields, read_text_lines,
-                   refused_texts)
+from .text import TruncationWarning, check_text, refused_texts
+from .text_inputs import TEXT_SUFFIXES, TextLine, expand_text_inputs, input_fields, read_text_lines
 
 LIST_SUFFIXES = set(TEXT_SUFFIXES)
 Progress = Callable[[int, int], None]
@@ -54,7 +54,7 @@ def list_inputs(sources: Iterable[str], text: bool, literal: bool = False) -> li
     Image models: a folder gives every image file under it (sorted, recursively); a ``.txt``/
     ``.lst`` file is a list of image paths, one per line (relative ones are relative to the
     list; spaces around a path are ignored, and so are lines starting with ``#``); anything else
-    is one image path. Text models: :func:`edgeai.text.expand_text_inputs`
+    is one image path. Text models: :func:`edgeai.text_inputs.expand_text_inputs`
     (a file gives its lines, a folder the lines of its ``.txt`` files, anything else is one text;
     ``literal=True``: every source is a text). A file (or a file's line) named twice is listed once.
     """

@@ -13,12 +13,12 @@ from typing import Any, Callable, Iterator, TextIO
 from .atomic import _fsync_dir
 from .errors import DependencyError, InputError, shell_arg
 from .postprocess import to_jsonable
-from .text import input_fields
+from .text_inputs import input_fields
 
 
 def nonblank_lines(path: Path) -> Iterator[str]:
     """The lines of a result file that hold more than whitespace, without their newlines, as
-    they are read (a user's text file goes through edgeai.text.read_text_lines, which checks it)."""
+    they are read (a user's text file goes through edgeai.text_inputs.read_text_lines, which checks it)."""
     with open(path, encoding="utf-8-sig", errors="surrogateescape", newline=None) as f:  # -sig: a BOM is not text
         for line in f:
             line = line.rstrip("\n")

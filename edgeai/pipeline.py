@@ -199,7 +199,7 @@ class Pipeline:
         """Each input on its own account: one result per input, in order, as ``edgeai run`` prints them.
 
         A result is ``{"input": <the path or text, "array[i]" or "input[i]">, ...predict's fields}`` (a line read
-        from a file, a :class:`edgeai.text.TextLine`, is ``{"input": "<path>:<line>", "text", ...}``), or
+        from a file, a :class:`edgeai.text_inputs.TextLine`, is ``{"input": "<path>:<line>", "text", ...}``), or
         ``{"input", "error": "<one sentence>"}`` for an input that cannot run (a missing or corrupt
         image, an empty text, an unreadable array file); the others still run. Images and texts
         that pass their checks run as one batch; a ``tensor`` model runs each input alone, a path

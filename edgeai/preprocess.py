@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import InputError, a_type, with_article
-from .text import files_under
+from .text_inputs import files_under
 
 # Pillow warns above MAX_IMAGE_PIXELS (89.5 MP: a 108 MP phone photo passes that) and raises above
 # twice that. edgeai ignores the warning and refuses above this many pixels, or Pillow's raising
@@ -47,7 +47,7 @@ def pixel_limit() -> int:
 
 def image_files(folder: Path, unreadable: bool = False) -> list[Path]:
     """The image files under ``folder``, sorted, subfolders included, hidden ones not (macOS
-    ``._`` copies among them: :func:`edgeai.text.files_under`); other files are not images.
+    ``._`` copies among them: :func:`edgeai.text_inputs.files_under`); other files are not images.
     ``unreadable``: also photos Pillow does not decode here and broken links, which a bulk run
     gives an error line each."""
     suffixes = IMAGE_SUFFIXES | UNREAD_IMAGE_SUFFIXES if unreadable else IMAGE_SUFFIXES

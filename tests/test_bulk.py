@@ -414,7 +414,7 @@ def test_a_mistyped_file_name_is_an_error_of_its_own(pkgs, tmp_path):
     """A word that reads as a file name but names none ran as a text with a warning and exit 0,
     so a script saw success and a label of the path (review): it is an error entry now, the
     other inputs still run, and --text runs the words."""
-    from edgeai.text import looks_like_a_missing_file
+    from edgeai.text_inputs import looks_like_a_missing_file
 
     assert looks_like_a_missing_file("reviews.txt") and looks_like_a_missing_file("./data/") and looks_like_a_missing_file("/no/such")
     assert not any(looks_like_a_missing_file(t) for t in ("good movie", "and/or", "https://example.com/a.txt", "ok", ""))

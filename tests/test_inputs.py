@@ -12,7 +12,7 @@ import pytest
 import edgeai
 from conftest import CAT, cli, make_text_package, make_tiny_package
 from edgeai.errors import InputError
-from edgeai.text import TextLine, UnreadFile, expand_text_inputs
+from edgeai.text_inputs import TextLine, UnreadFile, expand_text_inputs
 
 TRACEBACK = "Traceback (most recent call last)"
 
@@ -248,7 +248,7 @@ def test_linked_subfolders_are_read_once_and_loops_are_not_followed(tmp_path):
     """A folder run read linked files but passed over linked subfolders without a word ("No images
     found" for a folder of links; review). They are followed now, each real folder once; a link
     to the folder itself or above it is a loop, as `find -L` says."""
-    from edgeai.text import files_under
+    from edgeai.text_inputs import files_under
 
     top, elsewhere = tmp_path / "top", tmp_path / "elsewhere"
     (top / "sub").mkdir(parents=True)

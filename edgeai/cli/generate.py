@@ -45,7 +45,8 @@ def generate(
     from edgeai.generation import generator_for
     from edgeai.home import resolve_builtin
     from edgeai.sampling import Sampling
-    from edgeai.text import check_text, expand_text_inputs, input_fields
+    from edgeai.text import check_text
+    from edgeai.text_inputs import expand_text_inputs, input_fields
 
     if system is not None and not chat:
         raise InputError("--system goes with --chat.")
@@ -126,7 +127,7 @@ def generate(
 def _failed(prompt: str, e: Exception) -> str:
     """A failed prompt's error line: ``prompt FILE:LINE: ...`` for a file's line, ``prompt 'its
     first 40 characters': ...`` otherwise; an unreadable file's error names the file itself."""
-    from edgeai.text import TextLine, UnreadFile
+    from edgeai.text_inputs import TextLine, UnreadFile
 
     if isinstance(prompt, UnreadFile):
         return str(e)

@@ -48,7 +48,7 @@ def run(
     as JSON lines, resumable."""
     import edgeai
     from edgeai.home import DEFAULT_MODEL, builtin_dir, resolve_builtin
-    from edgeai.text import expand_text_inputs
+    from edgeai.text_inputs import expand_text_inputs
 
     _check_options(out_file, ray_address, new_file, retry_errors, batch_size, workers, json_)
     if model is None:
@@ -189,7 +189,7 @@ def _folders_need_out(inputs: list[str]) -> None:
         from itertools import islice
 
         from edgeai.preprocess import IMAGE_SUFFIXES
-        from edgeai.text import read_text_lines
+        from edgeai.text_inputs import read_text_lines
 
         head = list(islice((x for x in read_text_lines(Path(lists[0]), head=1 << 16) if not x.lstrip().startswith("#")), 5))
         if head and not any(Path(line.strip()).suffix.lower() in IMAGE_SUFFIXES for line in head):

@@ -59,7 +59,7 @@ class _Worker:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from edgeai.bulk import result_batches
         from edgeai.journal import record_line, stamp
-        from edgeai.text import TextLine, UnreadFile
+        from edgeai.text_inputs import TextLine, UnreadFile
 
         # a text line read from a file travels with where it came from ("at"), so its line says so;
         # a file that could not be read, with why ("refused")

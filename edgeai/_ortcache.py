@@ -106,7 +106,7 @@ def _create_and_save(model, options: ort.SessionOptions, cache: Path) -> ort.Inf
         options.optimized_model_filepath = str(tmp)
         session = plain_cpu_session(model, options)
     except Exception:  # ONNX Runtime fails the session when it cannot write the file: load plainly
-        Path(tmp).unlink(missing_ok=True)
+        _remove(tmp)  # review: where the cache folder cannot be, unlinking failed too, and the load with it
         options.optimized_model_filepath = ""
         return plain_cpu_session(model, options)
     try:  # best effort, atomic: the sidecar last, so a saved graph without one is never trusted
@@ -120,8 +120,16 @@ def _create_and_save(model, options: ort.SessionOptions, cache: Path) -> ort.Inf
     except OSError:
         pass
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        _remove(tmp)
     return session
+
+
+def _remove(path: Path) -> None:
+    """Remove a temporary file, if it can be: the cache is best effort, and never fails a load."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def _drop_superseded(cache: Path) -> None:

@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 from typing import Iterator
 
-from .errors import PackageError, shell_arg
+from .errors import InputError, PackageError, shell_arg
 
 MANIFEST = "manifest.json"
 _TMP_MARK = ".edgeai-tmp-"
@@ -24,8 +24,20 @@ _TMP_MARK = ".edgeai-tmp-"
 _VARIANT_FILE = re.compile(r"model(\.(optimized|int8|fp16|int4))?\.[0-9a-f]{12}\.onnx")
 
 
-# How long a writer waits for another one before giving up with a sentence (seconds).
-LOCK_TIMEOUT = float(os.environ.get("EDGEAI_LOCK_TIMEOUT", "600"))
+def lock_timeout() -> float:
+    """How long a writer waits for another one before giving up with a sentence: 600 s, or
+    ``$EDGEAI_LOCK_TIMEOUT`` seconds (read when a lock is taken, so a bad value is one sentence
+    there, not a traceback of ``import edgeai``)."""
+    import math
+
+    raw = os.environ.get("EDGEAI_LOCK_TIMEOUT", "600")
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not (seconds >= 0 and math.isfinite(seconds)):
+        raise InputError(f"EDGEAI_LOCK_TIMEOUT={raw!r} is not a number of seconds (0 or more); unset it for the default, 600.")
+    return seconds
 
 
 @contextlib.contextmanager
@@ -39,7 +51,7 @@ def package_lock(root: Path, timeout: float | None = None) -> Iterator[None]:
     """
     import time
 
-    timeout = LOCK_TIMEOUT if timeout is None else timeout
+    timeout = lock_timeout() if timeout is None else timeout
     if os.name == "nt":  # pragma: no cover - exercised on Windows only
         import msvcrt
 

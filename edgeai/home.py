@@ -42,7 +42,11 @@ def home() -> Path:
 
 def cache_dir() -> Path:
     path = home()
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):  # review: a traceback where $EDGEAI_HOME named a file
+        where = "$EDGEAI_HOME" if os.environ.get("EDGEAI_HOME") else "edgeai's cache folder"
+        raise InputError(f"{path} ({where}) is a file, or inside one, not a folder; point EDGEAI_HOME at a folder.") from None
     return path
 
 
@@ -131,7 +135,7 @@ def ensure_builtin(name: str, progress: Callable[[str], None] | None = None) -> 
             f"The built-in model {fam.model!r} is not built yet, and building it needs the export extra: "
             f"pip install 'edgeai[export]' (then rerun), or pass --model with a package directory."
         )
-    with _locked(home() / f".{fam.model}.lock"):
+    with _locked(cache_dir() / f".{fam.model}.lock"):
         if not (target / MANIFEST).is_file():  # another process may have built it meanwhile
             from edgeai.export import export_model
 

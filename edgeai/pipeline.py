@@ -6,6 +6,7 @@ import contextlib
 import functools
 import os
 import threading
+import weakref
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
@@ -34,6 +35,20 @@ def _guarded(method: Callable) -> Callable:
             return method(self, *args, **kwargs)
 
     return call
+
+
+@functools.cache
+def _generate_options() -> frozenset[str]:
+    """The keywords ``submit(**options)`` hands to ``generate``: a name outside them is a mistake, said at once."""
+    import inspect
+
+    return frozenset(inspect.signature(Pipeline.generate).parameters) - {"self", "prompt"}
+
+
+# Every live pipeline, so that a forked child resets their threads' state (Pipeline._forked).
+_PIPELINES: "weakref.WeakSet[Pipeline]" = weakref.WeakSet()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lambda: [p._forked() for p in list(_PIPELINES)])
 
 
 class Pipeline:
@@ -69,6 +84,16 @@ class Pipeline:
         self._local = threading.local()  # this thread's call depth: inner calls are not refused
         self._gen = None  # the generation loop of a text-generation package, made on first use
         self._requests: set = set()  # generations in flight, for cancel()
+        self._worker: int | None = None  # the submit worker's thread
+        _PIPELINES.add(self)
+
+    def _forked(self) -> None:
+        """In a child process made by ``fork``: the submit worker and whatever calls were in
+        flight stayed in the parent, so start from none (review: ``submit`` in the child waited
+        for ever on a worker thread the child does not have)."""
+        self._executor, self._worker, self._busy = None, None, 0
+        self._cond = threading.Condition()  # it may have been held by a thread the child lacks
+        self._requests = set()
 
     # -- description -------------------------------------------------------------------------
     @property
@@ -253,6 +278,8 @@ class Pipeline:
         runs, in order: a frame loop submits its next frame once the last Future is ``done()``."""
         if "generation" in self.package.manifest and top_k is not None:
             options["top_k"] = top_k  # generate's sampling top_k, not predict's
+        elif options and (unknown := [k for k in options if k not in _generate_options()]):  # topk=3 read as a generation (review)
+            raise TypeError(f"submit() got an unexpected keyword argument {unknown[0]!r} (predict takes top_k)")
         generate = generate or bool(options)  # max_new_tokens=... alone once ran predict and dropped it
         if self._closed:  # before the request's own checks: a closed pipeline's first error is that
             raise PipelineClosedError(CLOSED)
@@ -274,6 +301,7 @@ class Pipeline:
             return future
 
     def _job(self, x: Any, top_k: int | None, generate: dict | None = None) -> Any:
+        self._worker = threading.get_ident()  # close() from a Future's callback runs on this thread
         self._local.depth = 1  # counted in _busy by submit: runs even when close() has begun
         try:
             return self.generate(x, **generate) if generate is not None else self.predict(x, top_k)
@@ -317,8 +345,8 @@ class Pipeline:
                 req.dropped.set()
             self._cond.wait_for(lambda: self._busy <= inside)
             executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=not inside)
+        if executor is not None:  # not joined from its own thread (a Future's done-callback calling close)
+            executor.shutdown(wait=not inside and threading.get_ident() != self._worker)
         self.session.close()
 
     def __enter__(self) -> "Pipeline":

@@ -519,3 +519,30 @@ def test_a_shortened_text_fits_its_columns():
     cut = _short("日本語のテキストです、これはとても長い文章になりますね。", 20)
     assert cut.endswith("…") and text_width(cut) <= 20 and cut.startswith("日本語の")
     assert text_width(_short("x" * 100, 48)) == 48
+
+
+def test_the_environment_and_the_console_never_cost_a_traceback(tiny_pkg, tmp_path):
+    """Review: $EDGEAI_HOME naming a file, a bad EDGEAI_LOCK_TIMEOUT, a console encoding without
+    the input's characters (cp1252, as a redirect on Windows) and a closed stdout each ended in
+    a traceback; the saved-graph cache inside such a home failed a package that runs."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    out = cli("run", "--model", "lstm", "good", env={"EDGEAI_HOME": str(afile)})
+    assert out.returncode == 1 and f"{afile} ($EDGEAI_HOME) is a file" in out.stderr and TRACEBACK not in out.stderr, out.stderr
+    out = cli("run", "--model", str(tiny_pkg), str(CAT), env={"EDGEAI_HOME": str(afile)})  # the cache is best effort
+    assert out.returncode == 0 and "tiny" in out.stdout, out.stderr
+    out = cli("optimize", str(tiny_pkg), env={"EDGEAI_LOCK_TIMEOUT": "abc"})
+    assert out.returncode == 1 and "EDGEAI_LOCK_TIMEOUT='abc' is not a number of seconds" in out.stderr, out.stderr
+    assert TRACEBACK not in out.stderr
+    game = tmp_path / "\N{VIDEO GAME}.jpg"
+    shutil.copy(CAT, game)
+    exe = Path(sys.executable).with_name("edgeai")
+    out = subprocess.run([str(exe), "run", "--model", str(tiny_pkg), str(game)], capture_output=True, encoding="cp1252",
+                         env={**os.environ, "PYTHONIOENCODING": "cp1252"}, timeout=120)
+    assert out.returncode == 0 and "\\U0001f3ae.jpg" in out.stdout and TRACEBACK not in out.stderr, out.stderr
+    closed = subprocess.run(["bash", "-c", f"'{exe}' run --model '{tiny_pkg}' '{CAT}' >&-"], capture_output=True, text=True, timeout=120)
+    assert closed.returncode == 0 and TRACEBACK not in closed.stderr, closed.stderr

@@ -299,6 +299,56 @@ def test_submit_and_context_manager(tiny_pkg):
         assert job.result(timeout=30) == expected != pipe.predict(frame)
 
 
+def test_submit_after_fork_close_from_a_callback_and_a_misspelt_keyword(tiny_pkg):
+    """Review: a child forked after the parent used submit() waited for ever on the parent's
+    worker thread; close() from a Future's done-callback raised "cannot join current thread";
+    submit(frame, topk=3) was read as a generation request for an image model."""
+    import os
+    import threading
+
+    pipe = edgeai.load(tiny_pkg)
+    want = pipe.submit(str(CAT)).result(timeout=30)["top_k"]
+    with pytest.raises(TypeError, match="unexpected keyword argument 'topk'"):
+        pipe.submit(str(CAT), topk=3)
+    if hasattr(os, "fork"):
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: its own worker, and close() does not wait for the parent's calls
+            try:
+                ok = pipe.submit(str(CAT)).result(timeout=30)["top_k"] == want
+                pipe.close()
+                os.write(write, b"ok" if ok else b"differs")
+            finally:
+                os._exit(0)
+        os.close(write)
+        said = b""
+        while chunk := os.read(read, 16):
+            said += chunk
+        os.waitpid(pid, 0)
+        assert said == b"ok", said
+    closed, errors = threading.Event(), []
+
+    def close_when_done(future):
+        try:
+            pipe.close()
+        except Exception as e:  # noqa: BLE001 -- the test reports whatever it is
+            errors.append(e)
+        closed.set()
+
+    gate = threading.Event()
+    slow = pipe.preprocess
+
+    def held(items):  # the callback then runs on the worker thread, as a game's would
+        gate.wait(10)
+        return slow(items)
+
+    pipe.preprocess = held
+    future = pipe.submit(str(CAT))
+    future.add_done_callback(close_when_done)
+    gate.set()
+    assert closed.wait(30) and not errors and pipe.closed, errors
+
+
 def test_a_closed_pipeline_refuses_every_call_in_one_sentence(tiny_pkg):
     import threading
     import time

@@ -115,12 +115,32 @@ def main(argv: list[str] | None = None) -> None:
     handlers run first (they end the generation threads edgeai started: edgeai.streams); with a
     non-daemon thread still alive after them, Python exits the usual way."""
     _terminate_in_order()
+    _streams_that_take_any_text()
     try:
         app(args=argv)
         code = 0
     except SystemExit as e:  # click ends every command, help and usage error included, with SystemExit
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     _fast_exit(code)
+
+
+def _streams_that_take_any_text() -> None:
+    """A character the console's encoding lacks (an emoji in a text, on a cp1252 Windows console
+    or redirect) is written escaped (``\\U0001f3ae``) instead of ending the command with a
+    UnicodeEncodeError halfway through a table (review), and a closed stdout or stderr (``>&-``)
+    discards what is written to it, as Python's own ``print`` does, instead of an AttributeError."""
+    import os
+    import sys
+
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is None:
+            setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115 -- lives as long as the process
+        elif hasattr(stream, "reconfigure"):
+            try:
+                stream.reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):  # a stream that cannot be reconfigured (a test's capture): as it is
+                pass
 
 
 def _terminate_in_order() -> None:

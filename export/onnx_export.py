@@ -97,6 +97,7 @@ def to_onnx(module, args: tuple, path: Path, input_names: list[str], output_name
                 dynamic_axes=dynamic_axes, opset_version=opset, do_constant_folding=True, dynamo=False,
             )
     except Exception as e:  # torch raises many types (OnnxExporterError, RuntimeError, TypeError...)
+        _reraise_interrupt(e)
         lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()] or [type(e).__name__]
         # The exporter often appends the whole traced graph; the sentence that matters names the op.
         key = next((ln for ln in lines if "not supported" in ln or "Exporting the operator" in ln), lines[0])
@@ -131,8 +132,20 @@ def to_onnx_dynamo(module, args: tuple, path: Path, input_names: list[str], outp
                                         dynamo=True, optimize=True, verbose=False)
             program.save(str(path))
     except Exception as e:
+        _reraise_interrupt(e)
         lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()] or [type(e).__name__]
         raise ExportError(f"torch.onnx.export (dynamo) failed: {lines[0][:300]}") from None
+
+
+def _reraise_interrupt(e: BaseException) -> None:
+    """Ctrl-C inside torch.export arrives wrapped in torch's own error types (an Exception): raise it
+    as the interrupt it was, not as an export failure (review: "The ONNX export fails at ...")."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            raise KeyboardInterrupt from None
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
 
 
 def name_output_axes(path: Path, inputs: list[dict], outputs: list[dict], seen: list[tuple[dict, dict]]) -> None:

@@ -84,7 +84,8 @@ def quantize(
         raise InputError("TensorRT runs only static INT8 (calibrated QDQ); use --method static or auto with --preset tensorrt.")
     # checked before the package is opened; a refusal after it removes a package this command wrapped (opened)
     with opened(pkg, out, calibration) as pkg:  # once: a plain .onnx file is wrapped here, not again below
-        if precision != "fp16" and any(t["dtype"] == "float16" for t in pkg.manifest["inputs"] + pkg.manifest["outputs"]):
+        if (precision != "fp16" and any(t["dtype"] == "float16" for t in pkg.manifest["inputs"] + pkg.manifest["outputs"])
+                and _weights_in_float16(pkg.variant_path("fp32"))):  # float16 in and out, float32 inside, quantizes (review)
             # ONNX Runtime's quantizers take float32 graphs: its own error named a temporary file
             raise InputError(f"{pkg.name} computes in float16 (a half-precision module), and {precision.upper()} is made from a float32 graph: "
                              "export the module after model.float() to quantize it.")
@@ -156,3 +157,17 @@ def _check(precision: str, preset: str, method: str) -> None:
 
 def _step(precision: str, preset: str, method: str, kind: str) -> Step:
     return STEPS.get((precision, preset, method, kind)) or STEPS[(precision, preset, method, "*")]
+
+
+def _weights_in_float16(path) -> bool:
+    """Whether a graph holds more float16 weights than float32 ones: a half-precision module,
+    which ONNX Runtime's quantizers cannot take (a float32 module that casts its float16 inputs can)."""
+    import numpy as np
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    count = {onnx.TensorProto.FLOAT16: 0, onnx.TensorProto.FLOAT: 0}
+    for t in model.graph.initializer:
+        if t.data_type in count:
+            count[t.data_type] += int(np.prod(t.dims)) if len(t.dims) else 1
+    return count[onnx.TensorProto.FLOAT16] > count[onnx.TensorProto.FLOAT]

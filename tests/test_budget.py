@@ -207,6 +207,15 @@ def test_an_empty_or_corrupt_array_file_is_one_sentence(tmp_path):
         assert "allow_pickle" not in str(e.value) and "unsafely" not in str(e.value), e.value
         gc.collect()  # numpy's own handle on a damaged .npz, left open, warned when collected
         assert not [w for w in caught if issubclass(w.category, ResourceWarning)], (f, caught)
+    # a file is read by what it holds, whatever its suffix says (review: a .npy named .npz was a TypeError traceback)
+    np.save(tmp_path / "one.npy", np.arange(6.0).reshape(2, 3))
+    (tmp_path / "one.npz").write_bytes((tmp_path / "one.npy").read_bytes())
+    np.testing.assert_array_equal(load_arrays(tmp_path / "one.npz", ["x"])["x"], np.arange(6.0).reshape(2, 3))
+    with pytest.raises(InputError, match="holds one array \\(a .npy file\\), and the model takes 2 inputs"):
+        load_arrays(tmp_path / "one.npz", ["x", "y"])
+    (tmp_path / "full_as.npy").write_bytes((tmp_path / "full.npz").read_bytes())
+    with pytest.raises(InputError, match="holds arrays \\['x', 'y'\\]; the model takes \\['x'\\]"):  # not "dtype <U1"
+        load_arrays(tmp_path / "full_as.npy", ["x"])
 
 
 class _Negated:

@@ -52,6 +52,15 @@ def _said_after(others: bool = True):
     return said_after(warn, others)
 
 
+def _verb(package: str, output: Path | None) -> str:
+    """"wrote" for the package a plain .onnx file is wrapped into here, "updated" for one that was
+    there (review: the first quantize of a file said "updated" of the package it had just made)."""
+    if Path(package).suffix == ".onnx" and not Path(package).is_dir():
+        target = output if output is not None else Path(package).with_suffix("")
+        return "updated" if (target / "manifest.json").is_file() else "wrote"
+    return "updated"
+
+
 def _variants_line(pkg) -> str:
     parts = []
     for name, v in pkg.variants.items():
@@ -63,14 +72,17 @@ def _variants_line(pkg) -> str:
             fig = f", cosine min {acc['cosine_min']:.4f} / mean {acc['cosine_mean']:.4f}"
             if "closeness" in ((pkg.manifest.get("budget") or {}).get("also") or {}):  # the scale the cosine cannot see
                 fig += f", closeness {acc['closeness']:.4f}" if "closeness" in acc else ""
-        if fig and name != "fp32" and 0 < acc.get("samples", 10) < 10:  # e.g. one --calibration array: a figure to doubt
-            fig += f" on only {acc['samples']:.0f} input{'s' if acc['samples'] != 1 else ''}"
+        few = fig and name != "fp32" and 0 < acc.get("samples", 10) < 10  # e.g. one --calibration array: a figure to doubt
         recipe = v.get("recipe", {})
         method = recipe.get("method")
-        where = {"seeded-noise": " on seeded random inputs",  # what a figure is worth: no inputs of the user's kind
-                 "seeded-noise-nonnegative": " on seeded non-negative random inputs",
-                 "calibration-arrays": " on its own calibration arrays" if method == "static" else ""}.get(acc.get("held_out"), "")
-        fig += where if fig and name != "fp32" else ""
+        where = {"seeded-noise": "seeded random inputs",  # what a figure is worth: no inputs of the user's kind
+                 "seeded-noise-nonnegative": "seeded non-negative random inputs",
+                 "calibration-arrays": "its own calibration arrays" if method == "static" else ""}.get(acc.get("held_out"), "")
+        if few:  # "on only 8 seeded random inputs", not "on only 8 inputs on seeded random inputs" (review)
+            many = ("of " + where) if where.startswith("its") else (where or "inputs")
+            fig += f" on only {acc['samples']:.0f} {many if acc['samples'] != 1 else many.replace('inputs', 'input')}"
+        elif where and fig and name != "fp32":
+            fig += f" on {where}"
         kind = f", {method} INT8{' for TensorRT' if recipe.get('preset') == 'tensorrt' else ''}" if method else ""
         if method == "dynamic":  # what the budget search did (quantize/steps/budget_search.py)
             smoothed = (recipe.get("smoothing") or {}).get("alpha")
@@ -244,9 +256,10 @@ def optimize(
     """Add the 'optimized' variant (ONNX Runtime offline graph optimization)."""
     from edgeai.quantize import optimize as _optimize
 
+    verb = _verb(package, output)
     with _said_after(), Stages(f"optimizing {package}") as stages:
         pkg = _optimize(package, out=output, progress=stages)
-    out.print(f"updated {pkg.path}: {_variants_line(pkg)}", markup=False)
+    out.print(f"{verb} {pkg.path}: {_variants_line(pkg)}", markup=False)
 
 
 def quantize_command():
@@ -277,11 +290,12 @@ def quantize_command():
         precision, method, preset = precision_(precision).value, method_(method).value, preset_(preset).value
         if from_ is not None and precision != "fp16":
             raise InputError("--from applies to --precision fp16.")
+        verb = _verb(package, output)
         with _said_after(), Stages(f"{'converting' if precision == 'fp16' else 'quantizing'} {package}") as stages:
             pkg = _quantize(package, method=method, calibration=calibration, out=output, progress=stages,
                             precision=precision, preset=preset, made_from=from_.value if from_ else None, budget=budget,
                             qat_steps=qat_steps, replace=replace)
-        out.print(f"updated {pkg.path}: {_variants_line(pkg)}", markup=False)
+        out.print(f"{verb} {pkg.path}: {_variants_line(pkg)}", markup=False)
 
     # The annotations name this function's own Enums: resolve them here, where they are in scope.
     quantize.__annotations__ = typing.get_type_hints(quantize, localns=locals(), include_extras=True)

@@ -43,7 +43,7 @@ def bench(
     threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads [default: ONNX Runtime's and PyTorch's own choice].")] = None,
     rounds: Annotated[int, typer.Option(min=1, help="Fresh processes per case, in alternating order.")] = 3,
     runs: Annotated[Optional[int], typer.Option(min=1, help="Timed calls per process [default: at least 30, for at least --min-time seconds].")] = None,
-    min_time: Annotated[float, typer.Option(min=0.0, help="Seconds each process times for, when --runs is not given.")] = 1.0,
+    min_time: Annotated[float, typer.Option(min=0.0, help="Seconds each process times for, when --runs is not given (a quick model stops at 5000 calls).")] = 1.0,
     against: Annotated[Optional[str], typer.Option(help="torch: also measure PyTorch eager on the same weights (needs the export extra).")] = None,
     factory: Annotated[Optional[str], typer.Option(help="FILE.py:FN that builds the PyTorch model of a custom package (with --against torch): the one it was exported from.")] = None,
     input_: Annotated[Optional[Path], typer.Option("--input", help=".npz (or .npy) to time on instead of edgeai's typical input.")] = None,
@@ -104,7 +104,10 @@ def _print_table(doc: dict) -> None:
     torch_threads = {r["threads"] for r in rows if r["engine"] == "pytorch"}
     if torch_threads and not doc["threads"]:
         threads = f"{threads}; PyTorch {', '.join(map(str, sorted(torch_threads)))}"
-    runs = f"{doc['runs']} timed calls" if doc["runs"] else f"at least 30 timed calls and {doc['min_time_s']:g} s"
+    from edgeai._bench_worker import MAX_RUNS, MIN_RUNS
+
+    runs = (f"{doc['runs']} timed calls" if doc["runs"] else
+            f"at least {MIN_RUNS} timed calls and {doc['min_time_s']:g} s (at most {MAX_RUNS} calls)")
     out.print(Text(f"threads: {threads}; {doc['rounds']} round{'s' if doc['rounds'] != 1 else ''} of fresh processes{', alternating order' if doc['rounds'] > 1 else ''}, {runs} each; "
                    f"inputs: {doc['inputs']}; machine: {doc['machine']}, {doc['cores']} cores", style="dim"))
     engine = "; PyTorch: loading the model" if torch_threads else ""

@@ -70,7 +70,8 @@ def run(
         with said_after(warn, others=False), Stages(f"building {b.model}") as stages:
             pipe = edgeai.load(name, provider=provider, variant=variant, threads=threads, device_id=device_id, progress=stages)
     else:
-        pipe = edgeai.load(name, provider=provider, variant=variant, threads=threads, device_id=device_id)
+        with said_after(warn):  # a folder here that hides a built-in name, said as a warning: line
+            pipe = edgeai.load(name, provider=provider, variant=variant, threads=threads, device_id=device_id)
     variant_notes(pipe, variant)
     if pipe.placement_note:
         from edgeai.providers import short_name

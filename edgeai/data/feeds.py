@@ -76,11 +76,15 @@ def load_arrays(path: str | os.PathLike, names: Sequence[str]) -> Feed:
     try:
         # opened here, not by np.load: numpy leaves its own handle open when a .npz is damaged
         with open(p, "rb") as f:
-            if p.suffix == ".npz":
-                with np.load(f, allow_pickle=False) as z:
-                    arrays = {k: z[k] for k in z.files}
+            loaded = np.load(f, allow_pickle=False)  # read by what the file holds, whatever its suffix says (review)
+            if isinstance(loaded, np.ndarray):
+                if len(names) != 1:
+                    raise InputError(f"{p} holds one array (a .npy file), and the model takes {len(names)} inputs: give a .npz "
+                                     "with an array for each, e.g. np.savez(..., " + ", ".join(f"{n}=..." for n in names) + ").")
+                arrays = {names[0]: loaded}
             else:
-                arrays = {names[0]: np.load(f, allow_pickle=False)}
+                with loaded as z:
+                    arrays = {k: z[k] for k in z.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         why = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
         if "pickled" in why:  # numpy's words for "no .npy header", which suggest unpickling an unknown file

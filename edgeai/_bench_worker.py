@@ -74,6 +74,11 @@ def _onnxruntime(spec: dict, feed: dict) -> dict:
     if spec.get("per_row"):  # a dynamic INT8 text variant: the runtime runs it one text per call (edgeai.text)
         rows = [{k: v[i : i + 1] for k, v in feed.items()} for i in range(len(next(iter(feed.values()))))]
         call = lambda: [session.run(row) for row in rows]  # noqa: E731
+    elif spec.get("rows"):  # a dynamic INT8 variant of a batch model: one row per call (edgeai.rows)
+        axes = spec["rows"][0]
+        rows = [{k: v[(slice(None),) * axes[k] + (slice(i, i + 1),)] for k, v in feed.items()}
+                for i in range(next(v.shape[axes[k]] for k, v in feed.items()))]
+        call = lambda: [session.run(row) for row in rows]  # noqa: E731
     else:
         call = lambda: session.run(feed)  # noqa: E731
     t = time.perf_counter()

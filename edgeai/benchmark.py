@@ -34,6 +34,7 @@ import numpy as np
 from . import _records, providers as _providers
 from .data.feeds import OTHER_AXIS, input_kind, load_arrays, random_feed, text_feeds
 from .choice import check_threads
+from .rows import per_row
 from .text import one_text_per_call
 from .errors import DependencyError, EdgeAIError, InputError, PackageError, ProviderError, with_article
 from .machine import machine_id
@@ -337,7 +338,8 @@ def _run_worker(pkg: Package, case: Case, model: Path | None, feed: Path, thread
         info = pkg.variants.get(case.variant, {})
         spec.update(model=str(model), inputs=pkg.manifest["inputs"], outputs=pkg.manifest["outputs"],
                     provider=case.provider, sha256=info.get("sha256"), tensorrt=_providers.tensorrt_flags(case.variant, info),
-                    per_row=input_kind(pkg) == "text" and one_text_per_call(info))  # timed as Pipeline runs it
+                    per_row=input_kind(pkg) == "text" and one_text_per_call(info),  # timed as Pipeline runs it
+                    rows=None if input_kind(pkg) == "text" else per_row(pkg.manifest, info))
     spec_file = work / "case.json"
     spec_file.write_text(json.dumps(spec))
     proc = subprocess.run([sys.executable, "-m", "edgeai._bench_worker", str(spec_file)], capture_output=True, text=True,

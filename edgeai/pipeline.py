@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 
-from . import providers, tasks, text
+from . import providers, rows, tasks, text
 from .home import open_package  # noqa: F401  (re-exported: where a package is found)
 from .errors import InputError, PipelineClosedError, a_type, with_article
 from .package import VARIANTS, Package
@@ -76,6 +76,7 @@ class Pipeline:
         self._pre = tasks.preprocessor(package, [t["name"] for t in m["inputs"]])  # edgeai.tasks, by the manifest's types
         self._post_spec = m.get("postprocess", {"type": "none"})
         self._post = tasks.postprocessor(package)
+        self._rows = rows.per_row(m, info)  # a dynamic INT8 variant of a batch model: one row per call (edgeai.rows)
         self.labels = package.labels
         self._executor: ThreadPoolExecutor | None = None
         self._cond = threading.Condition()  # guards _busy, _closed and _executor
@@ -193,7 +194,11 @@ class Pipeline:
         else:
             names = [i.name for i in self.session.inputs]
             raise InputError(f"The model {self.name!r} takes {len(names)} inputs {names}; pass a dict of arrays.")
-        return {"outputs": self.run(feed)}
+        return {"outputs": self._run_batch(feed)}
+
+    def _run_batch(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``run``, one row per call for a dynamic INT8 variant (edgeai.rows), so that a row's result is the same in any batch."""
+        return rows.run_rows(self.run, feed, self._rows) if self._rows else self.run(feed)
 
     @_guarded
     def predict(self, x: Any, top_k: int | None = None) -> dict | list[dict]:
@@ -215,7 +220,7 @@ class Pipeline:
         if not items:
             raise InputError("predict() was given an empty list; pass at least one input.")
         feed = self.preprocess(items)
-        outputs = self._run_texts(feed) if self.is_text else self.run(feed)
+        outputs = self._run_texts(feed) if self.is_text else self._run_batch(feed)
         results = self.postprocess(outputs, top_k, items)
         return results[0] if single else results
 

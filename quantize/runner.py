@@ -29,6 +29,7 @@ from edgeai.errors import EdgeAIError, EdgeAIWarning, ExportError, InputError, P
 from edgeai.atomic import read_manifest
 from edgeai.package import _TMP_MARK, Package, remove_stale_files
 from edgeai.pipeline import open_package as open_named
+from edgeai.rows import per_row, run_rows
 
 Progress = Callable[[str], None]
 
@@ -159,7 +160,9 @@ def run_step(step: Step, pkg: Package, ctx: Context, measure_latency: bool = Fal
         ctx.say(CHECKS.get(step.variant, f"measuring {step.variant} agreement with fp32 on held-out inputs"))
         fp32 = src if made_from == "fp32" else pkg.variant_path("fp32")
         held_out, feeds = held_out_inputs(pkg, texts=ctx.held_out, arrays=ctx.calibration)
-        agreement, held_out = _agreement(pkg, fp32, tmp, feeds, step.simulate_qdq, held_out)
+        # measured as the runtime runs it: a dynamic INT8 variant one row per call (edgeai.rows)
+        axes = per_row(pkg.manifest, {"recipe": recipe})
+        agreement, held_out = _agreement(pkg, fp32, tmp, feeds, step.simulate_qdq, held_out, axes)
         agreement["accuracy"]["held_out"] = held_out  # which set: edgeai.data.feeds.held_out_inputs
         if not ctx.replace:
             _keep_a_better_variant(pkg, step, recipe, agreement["accuracy"], ctx.budget_of(pkg))
@@ -256,9 +259,10 @@ def _cpu_runner(pkg: Package, path: Path, simulate_qdq: bool) -> Callable[[dict]
 
 
 def _agreement(pkg: Package, reference: Path, candidate: Path, feeds, simulate_qdq: bool = False,
-               held_out: str = "seeded-noise") -> tuple[dict[str, dict], str]:
+               held_out: str = "seeded-noise", axes=None) -> tuple[dict[str, dict], str]:
     """``accuracy`` (the worst figures) and ``accuracy_details`` (per output) of a new variant,
-    and the held-out set they were measured on."""
+    and the held-out set they were measured on; with ``axes`` (edgeai.rows.per_row) the variant
+    runs one row per call, as the runtime runs it."""
     from edgeai.data.feeds import next_tokens
 
     ref = measure.run_batches(cpu_runner(pkg, reference), feeds)
@@ -273,7 +277,8 @@ def _agreement(pkg: Package, reference: Path, candidate: Path, feeds, simulate_q
                 if held_out.startswith("seeded-noise") else "")
         raise InputError(f"{pkg.name}'s fp32 gives NaN or infinite outputs on {where.get(held_out, 'its held-out inputs (' + held_out + ')')}, "
                          f"so no variant's agreement with it can be measured there{hint}.")
-    out = measure.run_batches(cpu_runner(pkg, candidate, simulate_qdq), feeds)
+    run = cpu_runner(pkg, candidate, simulate_qdq)
+    out = measure.run_batches((lambda feed: run_rows(run, feed, axes)) if axes else run, feeds)
     targets = next_tokens(feeds) if "generation" in pkg.manifest else None  # generation: perplexity too
     figures = measure.compare(ref, out, pkg.task, pkg.labels, targets)  # samples: rows, or real tokens for token classification
     return {"accuracy": figures, "accuracy_details": {"vs": "fp32", "outputs": measure.per_output(ref, out)}}, held_out

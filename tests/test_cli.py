@@ -546,3 +546,18 @@ def test_the_environment_and_the_console_never_cost_a_traceback(tiny_pkg, tmp_pa
     assert out.returncode == 0 and "\\U0001f3ae.jpg" in out.stdout and TRACEBACK not in out.stderr, out.stderr
     closed = subprocess.run(["bash", "-c", f"'{exe}' run --model '{tiny_pkg}' '{CAT}' >&-"], capture_output=True, text=True, timeout=120)
     assert closed.returncode == 0 and TRACEBACK not in closed.stderr, closed.stderr
+
+
+def test_a_folder_here_that_hides_a_built_in_name_is_said(tiny_pkg, tmp_path):
+    """Review: what `edgeai run --model cnn` (or load("cnn")) ran depended on the folder it started
+    in, without a word; a file named like a built-in read "not a model package directory"."""
+    here = tmp_path / "here"
+    here.mkdir()
+    shutil.copytree(tiny_pkg, here / "cnn")
+    out = cli("run", "--model", "cnn", str(CAT), cwd=here)
+    assert out.returncode == 0 and "warning: cnn here is a package of tiny, which hides the built-in cnn" in out.stderr, out.stderr
+    out = cli("run", "--model", "./cnn", str(CAT), cwd=here)
+    assert out.returncode == 0 and "hides" not in out.stderr, out.stderr
+    (here / "lstm").write_text("notes")
+    out = cli("run", "--model", "lstm", "good", cwd=here)
+    assert out.returncode == 1 and "lstm is a file here, not a package, and it hides the built-in lstm" in out.stderr, out.stderr

@@ -625,3 +625,34 @@ def test_ctrl_c_wrapped_by_torch_export_is_an_interrupt_not_an_export_error():
     with pytest.raises(KeyboardInterrupt):
         _reraise_interrupt(wrapped())
     _reraise_interrupt(RuntimeError("a real export failure"))  # left to the caller's one sentence
+
+
+def test_a_dynamic_int8_row_is_the_same_in_any_batch(tmp_path):
+    """Dynamic INT8 scales activations per call: batched, a row beside one 100 times larger lost
+    its accuracy (cosine 0.82; review). A batch model's rows run one per call, as texts do; a
+    model whose output has no batch axis (a sum over the batch) runs its batch whole."""
+    from edgeai.export import export_module
+    from edgeai.quantize import quantize
+    from edgeai.rows import row_axes
+
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 10)).eval()
+    export_module(mlp, {"x": torch.randn(2, 64)}, tmp_path / "mlp", dynamic={"x": {0: "batch"}})
+    pkg = quantize(tmp_path / "mlp", method="dynamic")
+    assert row_axes(pkg.manifest) == ({"x": 0}, {"output": 0})
+    x = np.random.default_rng(0).standard_normal((4, 64)).astype(np.float32)
+    x[0] *= 100
+    with edgeai.load(pkg.path, variant="int8") as int8, edgeai.load(pkg.path, variant="fp32") as fp32:
+        batch = int8.predict(x)["outputs"]["output"]
+        alone = np.concatenate([int8.predict(x[i : i + 1])["outputs"]["output"] for i in range(4)])
+        np.testing.assert_array_equal(batch, alone)
+        ref = fp32.predict(x)["outputs"]["output"]
+    cos = (batch * ref).sum(1) / np.linalg.norm(batch, axis=1) / np.linalg.norm(ref, axis=1)
+    assert cos.min() > 0.999, cos
+
+    class Total(nn.Module):  # mixes its rows: no output keeps the batch axis
+        def forward(self, x):
+            return (x * 2).sum(0)
+
+    export_module(Total().eval(), {"x": torch.randn(2, 3)}, tmp_path / "total", dynamic={"x": {0: "batch"}})
+    assert row_axes(edgeai.load(tmp_path / "total").package.manifest) is None

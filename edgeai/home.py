@@ -164,14 +164,15 @@ def open_package(path_or_name: str | os.PathLike, progress: Callable[[str], None
                            f"built-in {path_or_name}: {other}, or rename it.")
     if path.exists():
         pkg = Package.open(path)
-        if fam is not None and pkg.name != fam.model and os.sep not in path_or_name and "/" not in path_or_name:
+        if fam is not None and os.sep not in path_or_name and "/" not in path_or_name:  # a bare name: which was meant?
             import warnings
 
             from .errors import EdgeAIWarning, user_level
 
             # review: what load("sentiment") ran depended on the folder the program started in
-            warnings.warn(EdgeAIWarning(f"{path_or_name} here is a package of {pkg.name}, which hides the built-in {path_or_name} "
-                                        f"({fam.model}); give ./{path_or_name} to mean the folder"), stacklevel=user_level())
+            also = f" ({fam.model})" if fam.model != path_or_name else ""
+            warnings.warn(EdgeAIWarning(f"{path_or_name} here is a package of {pkg.name}, which hides the built-in {path_or_name}{also}; "
+                                        f"give ./{path_or_name} to mean the folder"), stacklevel=user_level())
         return pkg
     if isinstance(path_or_name, str) and resolve_builtin(path_or_name):
         return Package.open(ensure_builtin(path_or_name, progress=progress))

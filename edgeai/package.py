@@ -214,10 +214,11 @@ class Package:
         info = self.variant(name)
         try:
             return self.verified_file(info["file"], info["sha256"], onnx_model=True)
-        except PackageError as e:
-            if name == "fp32" or "fp32" not in self.variants:
+        except PackageError as e:  # another variant's file may be whole: name one (the exact ones first)
+            other = next((v for v in ("fp32", "optimized", *self.variants) if v != name and v in self.variants), None)
+            if other is None:
                 raise
-            raise PackageError(f"{str(e).rstrip('.')}; the fp32 variant may still run (--variant fp32, or variant=\"fp32\").") from None
+            raise PackageError(f"{str(e).rstrip('.')}; the {other} variant may still run (--variant {other}, or variant=\"{other}\").") from None
 
     def asset_path(self, rel: str) -> Path:
         assets = self.manifest.get("assets", {})

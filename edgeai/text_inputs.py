@@ -178,7 +178,7 @@ def expand_text_inputs(args: Sequence[Any], literal: bool = False) -> list[str]:
         if path is None and isinstance(arg, str) and looks_like_a_missing_file(arg):  # a typo, most likely: not run as
             # words with exit 0, but an error of its own, so a script sees it (review); --text runs the words
             texts.append(UnreadFile(arg, f"No file named {arg!r}; to run these words as a text, pass --text "
-                                         "(literal=True in Python)."))
+                                         "(edgeai.bulk.list_inputs(..., literal=True) in Python)."))
         elif path is None:
             texts.append(arg)
         elif path.is_dir():

@@ -421,8 +421,8 @@ def test_a_mistyped_file_name_is_an_error_of_its_own(pkgs, tmp_path):
     missing = tmp_path / "reviews.txt"
     r = cli("run", "--model", str(pkgs["text"]), str(missing), "good movie", "--json")
     results = json.loads(r.stdout)["results"]
-    assert r.returncode == 1 and f"No file named {str(missing)!r}; to run these words as a text, pass --text (literal=True in Python)." in r.stderr
-    assert results[0] == {"input": str(missing), "error": f"No file named {str(missing)!r}; to run these words as a text, pass --text (literal=True in Python)."}
+    assert r.returncode == 1 and f"No file named {str(missing)!r}; to run these words as a text, pass --text (edgeai.bulk.list_inputs(..., literal=True) in Python)." in r.stderr
+    assert results[0] == {"input": str(missing), "error": f"No file named {str(missing)!r}; to run these words as a text, pass --text (edgeai.bulk.list_inputs(..., literal=True) in Python)."}
     assert "top_k" in results[1] and r.stderr.count("error:") == 1, r.stderr
     r = cli("run", "--model", str(pkgs["text"]), str(missing), "--text", "--json")
     assert r.returncode == 0 and "warning" not in r.stderr and "error" not in r.stderr

@@ -53,6 +53,9 @@ def test_a_damaged_variant_names_the_fp32_one_that_may_still_run(tiny_pkg):
     with pytest.raises(PackageError, match=r"does not match the sha256 .*; the fp32 variant may still run \(--variant fp32"):
         Package.open(tiny_pkg).variant_path("int8")
     Package.open(tiny_pkg).variant_path("fp32")  # intact
+    (tiny_pkg / "model.onnx").unlink()  # the fp32 file itself gone: another variant is named (review: none was)
+    with pytest.raises(PackageError, match=r"missing its file model.onnx; the int8 variant may still run \(--variant int8"):
+        Package.open(tiny_pkg).variant_path("fp32")
 
 
 @pytest.mark.parametrize("kind", ["inputs", "outputs"])

@@ -53,7 +53,8 @@ def variant_notes(pipe: Any, asked: str) -> None:
     if pipe.session.choice.fell_back:
         note(f"note: {pipe.provider_note}")
     reason = pipe.variant_reason
-    if "another CPU" in reason or "cannot rank" in reason or ("misses" in reason and asked != "auto"):
+    if ("another CPU" in reason or "cannot rank" in reason or "not every variant was timed on" in reason
+            or ("misses" in reason and asked != "auto")):
         note(f"note: running {pipe.variant}: {reason}.")
 
 

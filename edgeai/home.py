@@ -156,7 +156,9 @@ def open_package(path_or_name: str | os.PathLike, progress: Callable[[str], None
     if not isinstance(path_or_name, (str, os.PathLike)):
         raise InputError(f"A model is a package directory or a built-in name (a str or a path); got {a_type(path_or_name)}.")
     path = Path(path_or_name)
-    fam = resolve_builtin(path_or_name) if isinstance(path_or_name, str) and path.exists() else None
+    # a bare name that is also a file or folder here (not a path: the registry is only loaded for names)
+    bare = isinstance(path_or_name, str) and os.sep not in path_or_name and "/" not in path_or_name
+    fam = resolve_builtin(path_or_name) if bare and path.exists() else None
     if fam is not None and not (path / "manifest.json").is_file():
         other = next((n for n in (fam.model, *fam.aliases) if n != path_or_name and not Path(n).exists()), None)
         other = f"give the built-in as {other}" if other else "run from another folder"  # another of its names is not hidden
@@ -164,7 +166,7 @@ def open_package(path_or_name: str | os.PathLike, progress: Callable[[str], None
                            f"built-in {path_or_name}: {other}, or rename it.")
     if path.exists():
         pkg = Package.open(path)
-        if fam is not None and os.sep not in path_or_name and "/" not in path_or_name:  # a bare name: which was meant?
+        if fam is not None:  # a bare name: which was meant?
             import warnings
 
             from .errors import EdgeAIWarning, user_level

@@ -298,7 +298,7 @@ def _read_manifest_file(mpath: Path) -> dict:
     if size > MAX_MANIFEST_BYTES:
         raise PackageError(f"The manifest {mpath} is {size} bytes, far larger than a manifest can be (limit {MAX_MANIFEST_BYTES}).")
     try:
-        manifest = json.loads(mpath.read_bytes().decode("utf-8"))
+        manifest = json.loads(mpath.read_bytes().decode("utf-8-sig"))  # a byte-order mark (Notepad's) is not an error
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise PackageError(f"The manifest {mpath} is not valid JSON ({e}).") from None
     if not isinstance(manifest, dict):

@@ -234,7 +234,7 @@ def test_export_module_leaves_the_callers_module_in_its_mode(tmp_path):
     ("not_a_module", ["--input", "x:1,4:float32"], "returned an object of type int, not a torch.nn.Module"),
     ("make", ["--input", "x:1,3,8:float32"], "fails on the example inputs"),
     ("make", ["--input", "x:1,3,8,8:float99"], "has dtype 'float99'"),
-    ("small_vocab", ["--input", "ids:1,3:int64"], "drawn from ids 0..9 (the default): give each the range its table takes, e.g. ids:1,3:int64:0..3"),
+    ("small_vocab", ["--input", "ids:1,3:int64"], "drawn from ids 0..9 (the default): give each the range its table takes, e.g. ids:1,3:int64:0..3 (its nn.Embedding has 4 rows)"),
     ("small_vocab", ["--input", "ids:1,3:int64:0..50"], "drawn from ids 0..50: give each the range"),
     ("make", ["--input", "x:1,3,8,8:int64"], "fails on the example inputs"),
     ("small_vocab", ["--input", "ids:1,3:int64:3..0"], "the range should be LOW..HIGH with LOW <= HIGH"),

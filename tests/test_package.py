@@ -182,7 +182,7 @@ def test_a_folder_named_like_a_built_in_says_it_hides_it(tmp_path, monkeypatch):
     with pytest.raises(PackageError, match="cnn is a folder here, not a package, and it hides the built-in cnn: give the built-in as efficientnet-lite0"):
         edgeai.load("cnn")
     (tmp_path / "lstm").mkdir()  # the model's own name: its alias, not the same name again
-    with pytest.raises(PackageError, match="hides the built-in lstm: give the built-in as sentiment, or rename the folder"):
+    with pytest.raises(PackageError, match="hides the built-in lstm: give the built-in as sentiment, or rename it"):
         edgeai.load("lstm")
 
 
@@ -193,3 +193,20 @@ def test_leftover_files_of_every_variant_are_recognised():
 
     assert all(_VARIANT_FILE.fullmatch(f"model.{v}.0123456789ab.onnx") for v in VARIANTS if v != "fp32")
     assert _VARIANT_FILE.fullmatch("model.0123456789ab.onnx") and not _VARIANT_FILE.fullmatch("model.int8.onnx")
+
+
+def test_labels_that_do_not_fit_the_output_and_a_manifest_with_a_bom(tiny_pkg):
+    """Review: a labels file cut to fewer lines (its hash updated) ran, with indices as labels for
+    the classes it lacked; a manifest saved by Notepad (a UTF-8 byte-order mark) was refused in
+    Python's words ("decode using utf-8-sig")."""
+    import edgeai
+    from edgeai.package import file_entry
+
+    raw = (tiny_pkg / "manifest.json").read_bytes()
+    (tiny_pkg / "manifest.json").write_bytes(b"\xef\xbb\xbf" + raw)
+    assert Package.open(tiny_pkg).name == "tiny"
+    (tiny_pkg / "manifest.json").write_bytes(raw)
+    (tiny_pkg / "labels.txt").write_text("red\ngreen\nblue\n")
+    edit_manifest(tiny_pkg, lambda m: m["assets"].update({"labels.txt": file_entry(tiny_pkg / "labels.txt")}))
+    with pytest.raises(PackageError, match="has 3 labels for the 4 classes of its output 'logits'"):
+        edgeai.load(tiny_pkg)

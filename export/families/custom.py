@@ -71,8 +71,13 @@ def build(out=None, precision: str = "fp32", progress=None, factory: str | None 
         # the likely cause: ids past an embedding's rows; each integer input's range, as drawn, named
         ranges = ", ".join(f"{s.name} {'0..9 (the default)' if s.low is None else f'{s.low:g}..{s.high:g}'}" for s in ints)
         s = next((s for s in ints if s.low is None), ints[0])
+        import torch
+
+        # the module's own table, where it has one size: the range it takes (review: "0..3" for a 100-row table)
+        rows = sorted({m.num_embeddings for m in module.modules() if isinstance(m, torch.nn.Embedding)})
+        top, why = (f"0..{rows[0] - 1}", f" (its nn.Embedding has {rows[0]} rows)") if len(rows) == 1 else ("0..N-1", " for a table of N rows")
         raise ExportError(f"{str(e).rstrip('.')}. The integer inputs were drawn from {ranges}: give each the range its "
-                          f"table takes, e.g. {s.name}:{','.join(map(str, s.shape))}:{s.dtype}:0..3.") from None
+                          f"table takes, e.g. {s.name}:{','.join(map(str, s.shape))}:{s.dtype}:{top}{why}.") from None
     _say_narrow_ids(pkg, specs)
     return pkg
 

@@ -201,9 +201,14 @@ def test_cli_exports_a_factory_and_runs_npy_inputs(tmp_path):
     assert [np.asarray(res["outputs"]["output"]).shape for res in doc["results"]] == [(3, 2), (2, 2)]
     r = cli("run", "--model", str(tmp_path / "pkg"), str(tmp_path / "x.npy"))
     assert r.returncode == 0 and "output: shape [3, 2] float32" in r.stdout
+    (tmp_path / "more").mkdir()  # a subfolder's arrays too, as a folder of images or texts gives (review); hidden ones not
+    np.save(tmp_path / "more" / "y.npy", x[:1])
+    (tmp_path / ".cache").mkdir()
+    np.save(tmp_path / ".cache" / "z.npy", x[:1])
     r = cli("run", "--model", str(tmp_path / "pkg"), str(tmp_path), "--json")  # a folder: its array files, in name order
     assert r.returncode == 0, r.stderr
-    assert [res["input"] for res in json.loads(r.stdout)["results"]] == [str(tmp_path / "x.npy"), str(tmp_path / "x.npz")]
+    assert [res["input"] for res in json.loads(r.stdout)["results"]] == [str(tmp_path / "more" / "y.npy"), str(tmp_path / "x.npy"),
+                                                                         str(tmp_path / "x.npz")]
     r = cli("run", "--model", str(tmp_path / "pkg"), str(tmp_path), "--out", str(tmp_path / "r.jsonl"))
     assert r.returncode == 1 and "without --out" in r.stderr and not (tmp_path / "r.jsonl").exists()
     # the package is named after its folder: another factory into that folder is another model, refused

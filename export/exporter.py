@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from edgeai import __version__
-from edgeai.errors import ExportError, InputError
+from edgeai.errors import ExportError, InputError, a_type
 from edgeai.data.compare import with_budget
 from edgeai.families import Family
 from edgeai.package import SCHEMA_VERSION, Package, file_entry, now, staging_dir, variant_entry, write_manifest
@@ -246,7 +246,9 @@ def torch_outputs(module, feed: Feed) -> list[np.ndarray]:
     if isinstance(out, torch.Tensor):
         out = (out,)
     if not isinstance(out, (tuple, list)) or not all(isinstance(o, torch.Tensor) for o in out):
-        raise ExportError("The module must return a tensor, a tuple of tensors, or a dict of tensors (not nested).")
+        odd = next((o for o in (out if isinstance(out, (tuple, list)) else [out]) if not isinstance(o, torch.Tensor)), out)
+        raise ExportError(f"The module must return a tensor, a tuple of tensors, or a dict of tensors; it returned "
+                          f"{'a ' + type(out).__name__ + ' holding ' if isinstance(out, (tuple, list)) else ''}{'None' if odd is None else a_type(odd)}.")
     return [o.float().numpy() if o.dtype == torch.float16 else o.numpy() for o in out]
 
 

@@ -151,6 +151,12 @@ FACTORY = textwrap.dedent('''
     def not_a_module():
         return 42
 
+    def with_none():
+        class WithNone(nn.Module):
+            def forward(self, x):
+                return x * 2, None
+        return WithNone()
+
     def small_vocab():
         torch.manual_seed(0)
         return nn.Sequential(nn.Embedding(4, 2), nn.Flatten()).eval()
@@ -237,11 +243,14 @@ def test_export_module_leaves_the_callers_module_in_its_mode(tmp_path):
     ("branchy", ["--input", "x:1,4:float32", "--dynamic", "x:0:batch"], "net.py:24 the model turns a tensor"),
     ("broken", ["--input", "x:1,4:float32"], "raised ValueError: weights file not found"),
     ("not_a_module", ["--input", "x:1,4:float32"], "returned an object of type int, not a torch.nn.Module"),
+    ("with_none", ["--input", "x:1,4:float32"], "dict of tensors; it returned a tuple holding None."),
     ("make", ["--input", "x:1,3,8:float32"], "fails on the example inputs"),
     ("make", ["--input", "x:1,3,8,8:float99"], "has dtype 'float99'"),
     ("small_vocab", ["--input", "ids:1,3:int64"], "drawn from ids 0..9 (the default): give each the range its table takes, e.g. ids:1,3:int64:0..3 (its nn.Embedding has 4 rows)"),
     ("small_vocab", ["--input", "ids:1,3:int64:0..50"], "drawn from ids 0..50: give each the range"),
     ("make", ["--input", "x:1,3,8,8:int64"], "fails on the example inputs"),
+    ("make", ["--input", "x:1,3,8,8:float32", "--dynamic", "x:0:batch", "--dynamic", "x:2:batch"],
+     "x's axis 0 (1) and x's axis 2 (8) share the name 'batch' but differ in size in the example"),
     ("small_vocab", ["--input", "ids:1,3:int64:3..0"], "the range should be LOW..HIGH with LOW <= HIGH"),
     ("make", ["--input", "x:1,3,8,8:float32", "--dynamic", "y:0:batch"], "names input 'y'"),
     ("make", ["--input", "x:1,3,8,8:float32", "--dynamic", "x:0:batch", "--dynamic", "x:0:b2"],

@@ -287,6 +287,15 @@ def _check_dynamic(example: dict, dynamic: dict | None) -> dict[str, dict[int, s
         for axis in axes:
             if axis >= example[n].dim():
                 raise InputError(f"Input {n!r} has {example[n].dim()} dimensions; there is no axis {axis} to make dynamic.")
+    sizes: dict[str, dict[str, int]] = {}  # one name is one size: the checks at other sizes grow them together
+    for n, axes in dynamic.items():
+        for axis, label in axes.items():
+            sizes.setdefault(label, {})[f"{n}'s axis {axis}"] = int(example[n].shape[axis])
+    for label, where in sizes.items():
+        if len(set(where.values())) > 1:  # review: a raw torch shape error from the checks at other sizes
+            said = " and ".join(f"{w} ({v})" for w, v in where.items())
+            raise InputError(f"The dynamic axes {said} share the name {label!r} but differ in size in the example; "
+                             "one name is one size: give each its own name.")
     return dynamic
 
 

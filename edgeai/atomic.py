@@ -28,14 +28,12 @@ def lock_timeout() -> float:
     """How long a writer waits for another one before giving up with a sentence: 600 s, or
     ``$EDGEAI_LOCK_TIMEOUT`` seconds (read when a lock is taken, so a bad value is one sentence
     there, not a traceback of ``import edgeai``)."""
-    import math
-
     raw = os.environ.get("EDGEAI_LOCK_TIMEOUT", "600")
     try:
         seconds = float(raw)
     except ValueError:
         seconds = -1.0
-    if not (seconds >= 0 and math.isfinite(seconds)):
+    if not seconds >= 0:  # NaN too; inf waits for ever
         raise InputError(f"EDGEAI_LOCK_TIMEOUT={raw!r} is not a number of seconds (0 or more); unset it for the default, 600.")
     return seconds
 
@@ -137,7 +135,7 @@ def read_manifest(folder: Path | None) -> dict | None:
     ``name`` string and a ``variants`` dict), else None: what a look before a refusal or a
     listing needs, not the checks of :class:`edgeai.package.Package`."""
     try:
-        m = json.loads((Path(folder) / MANIFEST).read_text()) if folder is not None else None
+        m = json.loads((Path(folder) / MANIFEST).read_text(encoding="utf-8-sig")) if folder is not None else None
     except (OSError, ValueError):
         return None
     ok = isinstance(m, dict) and isinstance(m.get("name"), str) and isinstance(m.get("variants"), dict)

@@ -193,7 +193,7 @@ def _image_batches(pipe, todo: list[str], batch_size: int, workers: int | None, 
                     records[i] = head
             if good:
                 feed = {k: np.concatenate([a[k] for a in arrays]) for k in arrays[0]}
-                results = pipe.postprocess(pipe.run(feed), top_k)
+                results = pipe.postprocess(pipe._run_batch(feed), top_k)  # a dynamic INT8 variant one row per call (edgeai.rows)
                 for i, r in zip(good, results):
                     records[i] = {**records[i], **r}
             yield records
@@ -315,7 +315,7 @@ def predict_each(pipe, inputs: list[Any], top_k: int | None = None) -> list[dict
         if pipe.is_text:
             got = _each_text(pipe, feeds, top_k)
         else:
-            got = pipe.postprocess(pipe.run({k: np.concatenate([f[k] for f in feeds]) for k in feeds[0]}), top_k)
+            got = pipe.postprocess(pipe._run_batch({k: np.concatenate([f[k] for f in feeds]) for k in feeds[0]}), top_k)
         for i, r in zip(good, got):
             results[i] = {**heads[i], **r}
     return results

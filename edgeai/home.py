@@ -156,26 +156,17 @@ def open_package(path_or_name: str | os.PathLike, progress: Callable[[str], None
     if not isinstance(path_or_name, (str, os.PathLike)):
         raise InputError(f"A model is a package directory or a built-in name (a str or a path); got {a_type(path_or_name)}.")
     path = Path(path_or_name)
-    # a bare name that is also a file or folder here (not a path: the registry is only loaded for names)
+    # a bare name that is also a file or folder here, not a package: the registry is loaded for this
+    # refusal only (loading a package by name or path does not load it: the torch-free runtime)
     bare = isinstance(path_or_name, str) and os.sep not in path_or_name and "/" not in path_or_name
-    fam = resolve_builtin(path_or_name) if bare and path.exists() else None
-    if fam is not None and not (path / "manifest.json").is_file():
+    fam = resolve_builtin(path_or_name) if bare and path.exists() and not (path / "manifest.json").is_file() else None
+    if fam is not None:
         other = next((n for n in (fam.model, *fam.aliases) if n != path_or_name and not Path(n).exists()), None)
         other = f"give the built-in as {other}" if other else "run from another folder"  # another of its names is not hidden
         raise PackageError(f"{path_or_name} is a {'folder' if path.is_dir() else 'file'} here, not a package, and it hides the "
                            f"built-in {path_or_name}: {other}, or rename it.")
     if path.exists():
-        pkg = Package.open(path)
-        if fam is not None:  # a bare name: which was meant?
-            import warnings
-
-            from .errors import EdgeAIWarning, user_level
-
-            # review: what load("sentiment") ran depended on the folder the program started in
-            also = f" ({fam.model})" if fam.model != path_or_name else ""
-            warnings.warn(EdgeAIWarning(f"{path_or_name} here is a package of {pkg.name}, which hides the built-in {path_or_name}{also}; "
-                                        f"give ./{path_or_name} to mean the folder"), stacklevel=user_level())
-        return pkg
+        return Package.open(path)
     if isinstance(path_or_name, str) and resolve_builtin(path_or_name):
         return Package.open(ensure_builtin(path_or_name, progress=progress))
     from .families import names_line

@@ -89,10 +89,9 @@ class Pipeline:
         _PIPELINES.add(self)
 
     def _forked(self) -> None:
-        """In a child process made by ``fork``: the submit worker and whatever calls were in
-        flight stayed in the parent, so start from none (review: ``submit`` in the child waited
-        for ever on a worker thread the child does not have)."""
-        self._executor, self._worker, self._busy = None, None, 0
+        """In a child made by ``fork``: the submit worker and the calls in flight stayed in the parent,
+        so start from none (review: the child's ``submit`` waited for ever on a thread it lacks)."""
+        self._executor, self._worker, self._busy, self._gen = None, None, 0, None  # the generation loop's locks too
         self._cond = threading.Condition()  # it may have been held by a thread the child lacks
         self._requests = set()
 
@@ -341,17 +340,26 @@ class Pipeline:
 
     def close(self) -> None:
         """Refuse new calls, end open streams, wait for the calls in flight and the submitted Futures, free the session; twice is fine."""
-        inside = 1 if getattr(self._local, "depth", 0) else 0  # close() called from within a call
         with self._cond:
             if self._closed:
                 return
             self._closed = True
             for req in (r for r in self._requests if r.stream):  # a stream nobody reads holds its call open
                 req.dropped.set()
+        if threading.get_ident() == self._worker:
+            # A Future's done-callback: the Futures still queued need this very thread, so the
+            # waiting and freeing happen beside it (review: it tried to join itself, or hung).
+            threading.Thread(target=self._release, name="edgeai-close", daemon=True).start()
+        else:
+            self._release()
+
+    def _release(self) -> None:
+        inside = 1 if getattr(self._local, "depth", 0) else 0  # close() called from within a call
+        with self._cond:
             self._cond.wait_for(lambda: self._busy <= inside)
             executor, self._executor = self._executor, None
-        if executor is not None:  # not joined from its own thread (a Future's done-callback calling close)
-            executor.shutdown(wait=not inside and threading.get_ident() != self._worker)
+        if executor is not None:
+            executor.shutdown(wait=not inside)
         self.session.close()
 
     def __enter__(self) -> "Pipeline":

@@ -16,18 +16,20 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from .data.feeds import batch_axis
+from .data.feeds import BATCH_NAMES, batch_axis
 
 Axes = tuple[dict[str, int], dict[str, int]]
 
 
 def row_axes(manifest: Mapping[str, Any]) -> Axes | None:
-    """The batch axis of each input and of each output, where all share one dynamic batch axis."""
+    """The batch axis of each input and of each output, where all share one dynamic axis named as
+    a batch (``batch``, ``batch_size``): an axis of another name (points, nodes, tokens) may be
+    one whose rows the model mixes, and splitting it would change what the model computes."""
     label, ins, outs = None, {}, {}
     for spec in manifest["inputs"]:
         shape = spec.get("shape") or []
         axis = batch_axis(shape)
-        if not shape or isinstance(shape[axis], int) or label not in (None, shape[axis]):
+        if not shape or str(shape[axis]).lower() not in BATCH_NAMES or label not in (None, shape[axis]):
             return None
         label, ins[spec["name"]] = shape[axis], axis
     for spec in manifest["outputs"]:
@@ -49,8 +51,16 @@ def run_rows(run: Callable[[dict], dict], feed: Mapping[str, Any], axes: Axes | 
     """``run(feed)``, one row per call along ``axes`` (from :func:`per_row`) when the feed has
     several; outputs joined again on their batch axes."""
     ins, outs = axes or ({}, {})
-    sizes = {np.shape(v)[ins[k]] for k, v in feed.items() if k in ins and np.ndim(v) > ins[k]}
-    if not axes or len(sizes) != 1 or (n := sizes.pop()) <= 1 or set(feed) != set(ins):
-        return run(feed)  # a single row, or a feed the session's own checks will refuse in one sentence
-    parts = [run({k: np.asarray(v)[(slice(None),) * ins[k] + (slice(i, i + 1),)] for k, v in feed.items()}) for i in range(n)]
-    return {k: np.concatenate([p[k] for p in parts], axis=outs.get(k, 0)) for k in parts[0]}
+    if not axes or set(feed) != set(ins) or any(not isinstance(v, np.ndarray) or v.ndim <= ins[k] for k, v in feed.items()):
+        return run(feed)  # OrtValues, or a feed the session's own checks will refuse in one sentence
+    sizes = {v.shape[ins[k]] for k, v in feed.items()}
+    if len(sizes) != 1 or (n := sizes.pop()) <= 1:
+        return run(feed)
+    parts = [run({k: v[(slice(None),) * ins[k] + (slice(i, i + 1),)] for k, v in feed.items()}) for i in range(n)]
+    joined = {}
+    for k in parts[0]:
+        axis = outs.get(k, 0)
+        if len({p[k].shape[:axis] + p[k].shape[axis + 1:] for p in parts}) != 1:
+            return run(feed)  # outputs whose other sizes follow the data (a count of detections): the batch whole
+        joined[k] = np.concatenate([p[k] for p in parts], axis=axis)
+    return joined

@@ -167,7 +167,8 @@ def _weights_in_float16(path) -> bool:
 
     model = onnx.load(str(path), load_external_data=False)
     count = {onnx.TensorProto.FLOAT16: 0, onnx.TensorProto.FLOAT: 0}
-    for t in model.graph.initializer:
+    constants = [a.t for node in model.graph.node if node.op_type == "Constant" for a in node.attribute if a.name == "value"]
+    for t in [*model.graph.initializer, *constants]:  # weights kept in Constant nodes count too
         if t.data_type in count:
             count[t.data_type] += int(np.prod(t.dims)) if len(t.dims) else 1
     return count[onnx.TensorProto.FLOAT16] > count[onnx.TensorProto.FLOAT]

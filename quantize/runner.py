@@ -24,7 +24,7 @@ from typing import ClassVar
 import numpy as np
 
 from edgeai.data import compare as measure
-from edgeai.data.feeds import batch_axis, held_out_inputs
+from edgeai.data.feeds import batch_axis, held_out_inputs, input_kind
 from edgeai.errors import EdgeAIError, EdgeAIWarning, ExportError, InputError, PackageError, UnsteadyTimingWarning, shell_arg, user_level
 from edgeai.atomic import read_manifest
 from edgeai.package import _TMP_MARK, Package, remove_stale_files
@@ -161,7 +161,8 @@ def run_step(step: Step, pkg: Package, ctx: Context, measure_latency: bool = Fal
         fp32 = src if made_from == "fp32" else pkg.variant_path("fp32")
         held_out, feeds = held_out_inputs(pkg, texts=ctx.held_out, arrays=ctx.calibration)
         # measured as the runtime runs it: a dynamic INT8 variant one row per call (edgeai.rows)
-        axes = per_row(pkg.manifest, {"recipe": recipe})
+        axes = per_row(pkg.manifest, {"recipe": recipe}) if input_kind(pkg) != "text" else None  # texts: one per feed already
+        axes = (axes[0], dict.fromkeys(axes[1], 0)) if axes else None  # cpu_runner gives outputs batch first
         agreement, held_out = _agreement(pkg, fp32, tmp, feeds, step.simulate_qdq, held_out, axes)
         agreement["accuracy"]["held_out"] = held_out  # which set: edgeai.data.feeds.held_out_inputs
         if not ctx.replace:
@@ -287,8 +288,6 @@ def _agreement(pkg: Package, reference: Path, candidate: Path, feeds, simulate_q
 def _finite(pkg: Package, outputs: dict[str, np.ndarray]) -> bool:
     """Whether fp32's outputs are all finite (text outputs of different lengths are NaN-padded by
     stack: only other kinds are checked)."""
-    from edgeai.data.feeds import input_kind
-
     return input_kind(pkg) not in ("tensor", "image") or all(np.isfinite(v).all() for v in outputs.values() if v.dtype.kind == "f")
 
 

@@ -670,3 +670,42 @@ def test_a_dynamic_int8_row_is_the_same_in_any_batch(tmp_path):
 
     export_module(Total().eval(), {"x": torch.randn(2, 3)}, tmp_path / "total", dynamic={"x": {0: "batch"}})
     assert row_axes(edgeai.load(tmp_path / "total").package.manifest) is None
+
+    class SeqFirst(nn.Module):  # [seq, batch, features]: measured per row on the batch axis, joined on it again (review)
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(16, 8)
+
+        def forward(self, x):
+            return self.lin(x)
+
+    export_module(SeqFirst().eval(), {"x": torch.randn(5, 2, 16)}, tmp_path / "seq", dynamic={"x": {0: "seq", 1: "batch"}})
+    seq = quantize(tmp_path / "seq", method="dynamic")
+    assert row_axes(seq.manifest) == ({"x": 1}, {"output": 1}) and seq.variants["int8"]["accuracy"]["cosine_min"] > 0.99
+    x = np.random.default_rng(1).standard_normal((5, 3, 16)).astype(np.float32)
+    with edgeai.load(seq.path, variant="int8") as int8:
+        whole = int8.predict(x)["outputs"]["output"]
+        np.testing.assert_array_equal(whole[:, 1:2], int8.predict(x[:, 1:2])["outputs"]["output"])
+
+    class Points(nn.Module):  # axis 0 is a set whose rows interact: not a batch by name, so never split
+        def forward(self, x):
+            return torch.softmax(x @ x.T, -1) @ x
+
+    export_module(Points().eval(), {"x": torch.randn(4, 16)}, tmp_path / "points", dynamic={"x": {0: "points"}})
+    assert row_axes(edgeai.load(tmp_path / "points").package.manifest) is None
+
+
+def test_bulk_runs_a_dynamic_int8_image_variant_one_row_per_call(tiny_pkg):
+    """predict_each (edgeai run with several inputs) and bulk runs ran the batch in one call, where
+    predict ran one row per call: the same photo gave two answers (review)."""
+    from conftest import CAT, COFFEE
+    from edgeai.bulk import result_batches
+    from edgeai.quantize import quantize
+
+    quantize(tiny_pkg, method="dynamic", measure_latency=False)
+    photos = [str(CAT), str(COFFEE), str(CAT)]
+    with edgeai.load(tiny_pkg, variant="int8") as pipe:
+        alone = [pipe.predict(p)["top_k"] for p in photos]
+        assert [r["top_k"] for r in pipe.predict(photos)] == alone
+        assert [r["top_k"] for r in pipe.predict_each(photos)] == alone
+        assert [r["top_k"] for batch in result_batches(pipe, photos, 3, None, None, {}) for r in batch] == alone

@@ -204,7 +204,9 @@ def test_labels_that_do_not_fit_the_output_and_a_manifest_with_a_bom(tiny_pkg):
 
     raw = (tiny_pkg / "manifest.json").read_bytes()
     (tiny_pkg / "manifest.json").write_bytes(b"\xef\xbb\xbf" + raw)
-    assert Package.open(tiny_pkg).name == "tiny"
+    from edgeai.atomic import read_manifest
+
+    assert Package.open(tiny_pkg).name == "tiny" and read_manifest(tiny_pkg)["name"] == "tiny"  # the writers' guards read it too
     (tiny_pkg / "manifest.json").write_bytes(raw)
     (tiny_pkg / "labels.txt").write_text("red\ngreen\nblue\n")
     edit_manifest(tiny_pkg, lambda m: m["assets"].update({"labels.txt": file_entry(tiny_pkg / "labels.txt")}))

@@ -70,8 +70,11 @@ def run(
         with said_after(warn, others=False), Stages(f"building {b.model}") as stages:
             pipe = edgeai.load(name, provider=provider, variant=variant, threads=threads, device_id=device_id, progress=stages)
     else:
-        with said_after(warn):  # a folder here that hides a built-in name, said as a warning: line
-            pipe = edgeai.load(name, provider=provider, variant=variant, threads=threads, device_id=device_id)
+        pipe = edgeai.load(name, provider=provider, variant=variant, threads=threads, device_id=device_id)
+        if b is None and "/" not in name and os.sep not in name and (hidden := resolve_builtin(name)) is not None:
+            # review: what `--model cnn` ran depended on the folder the command started in, without a word
+            also = f" ({hidden.model})" if hidden.model != name else ""
+            warn(f"{name} here is a package of {pipe.name}, which hides the built-in {name}{also}; give ./{name} to mean the folder.")
     variant_notes(pipe, variant)
     if pipe.placement_note:
         from edgeai.providers import short_name

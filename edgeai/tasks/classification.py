@@ -15,11 +15,12 @@ class Classification:
         self.labels = pkg.labels
         spec_out = next((o for o in pkg.manifest["outputs"] if o["name"] == self.output), None)
         classes = (spec_out or {}).get("shape", [None])[-1] if (spec_out or {}).get("shape") else None
-        if self.labels is not None and isinstance(classes, int) and len(self.labels) != classes:
+        named = len("\n".join(self.labels or []).rstrip().splitlines())  # trailing blank lines aside
+        if self.labels is not None and isinstance(classes, int) and named != classes:
             # review: a labels file cut short (its hash updated) gave indices as labels for the rest, silently
             from edgeai.errors import PackageError
 
-            raise PackageError(f"The package {pkg.path} has {len(self.labels)} labels for the {classes} classes of its output "
+            raise PackageError(f"The package {pkg.path} has {named} labels for the {classes} classes of its output "
                                f"{self.output!r}; its labels file does not belong to this model: copy or export the package again.")
 
     def __call__(self, outputs: dict[str, np.ndarray], k: int | None = None) -> list[dict]:

@@ -220,6 +220,7 @@ def bench(
     provs = _resolve_providers(providers)
     if not batches or any(not isinstance(b, int) or b < 1 for b in batches):
         raise InputError(f"Batch sizes must be positive integers; got {list(batches)}.")
+    batches = tuple(dict.fromkeys(batches))  # --batch 1,1: each case once
     if rounds < 1 or (runs is not None and runs < 1) or (threads is not None and threads < 1):
         raise InputError("rounds, runs and threads must be positive.")
     check_threads(threads)  # its ceiling too: every worker would start all of them
@@ -375,15 +376,17 @@ def _aggregate(case: Case, results: list[dict], rounds: int, items: int) -> dict
         "session_ms": round(float(np.median([r["session_ms"] for r in results])), 3),
         "first_ms": round(float(np.median([r["first_ms"] for r in results])), 3),
         # Significant digits, not decimals: a tiny model's 0.0373 ms kept to 4 decimals was 0.13% off,
-        # and its throughput no longer matched batch / mean.
-        "p50_ms": _sig(float(np.percentile(times, 50))),
+        # and its throughput no longer matched batch / p50.
+        "p50_ms": _sig(p50 := float(np.percentile(times, 50))),
         # Each round's own median, in the order run: a ratio to another engine's same round is what
         # a shared machine's drift affects least (benchmarks/run_all.py reports the median and best).
         "p50_by_round_ms": [_sig(float(np.percentile(r["times_ms"], 50))) for r in results],
         "p90_ms": _sig(float(np.percentile(times, 90))),
         "p99_ms": _sig(float(np.percentile(times, 99))),
         "mean_ms": _sig(mean),
-        "throughput": _sig(items * 1000.0 / mean),
+        # From the median, as every other figure here: one stalled call (a neighbour's) moved a mean-based
+        # figure by 3x with no warning (review), and p50 is what auto and the ratios use.
+        "throughput": _sig(items * 1000.0 / p50),
         "peak_rss_mb": round(max(rss), 1) if rss else None,
         "runs": int(times.size),
         "rounds": rounds,

@@ -244,6 +244,9 @@ def pending(items: list[str], out: Path, model: str | None = None, variant: str 
                 return "changed"  # an unreadable file mended: its lines run now
             return None
         if said is not None and key in texts:
+            if said != texts[key] and key.startswith("<stdin>:"):  # another stream, not an edit: its results are not ours to replace
+                raise InputError(f"{out} holds the results of another standard input ({key} was {_short(said)}, now "
+                                 f"{_short(texts[key])}); give another --out, or --new-file for a new name.")
             return "changed" if said != texts[key] else None
         return "changed" if "modified" in line and line["modified"] != modified(key) else None
 
@@ -327,6 +330,8 @@ def write_parquet(journal: str | os.PathLike, out: str | os.PathLike) -> int:
         raise InputError(f"The results in {journal} do not fit one Parquet table ({str(e).splitlines()[0][:200]}); "
                          "keep the JSON lines.") from None
     out = Path(out)
+    check_parquet_target(out, journal)
+    table = table.replace_schema_metadata({_MARK: b"results"})  # what check_parquet_target knows it by
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
         pq.write_table(table, tmp)
@@ -334,3 +339,27 @@ def write_parquet(journal: str | os.PathLike, out: str | os.PathLike) -> int:
     finally:
         tmp.unlink(missing_ok=True)
     return table.num_rows
+
+
+_MARK = b"edgeai"  # the key of the Parquet schema metadata edgeai writes
+
+
+def check_parquet_target(out: str | os.PathLike, journal: str | os.PathLike) -> None:
+    """Refuse to replace a Parquet file edgeai did not write: one with its journal beside it, or
+    edgeai's mark in its metadata, is ours (review: ``--out sales.parquet`` replaced a user's table)."""
+    out = Path(out)
+    if not out.exists() or Path(journal).exists():
+        return
+    try:
+        import pyarrow.parquet as pq
+
+        ours = _MARK in (pq.read_schema(out).metadata or {})
+    except Exception:  # noqa: BLE001 -- not Parquet at all, or unreadable: not ours either
+        ours = False
+    if not ours:
+        raise InputError(f"{out} exists and is not edgeai's results (no {Path(journal).name} beside it); "
+                         "give another --out, or --new-file for a new name.")
+
+
+def _short(text: str, n: int = 40) -> str:
+    return repr(text if len(text) <= n else text[: n - 1] + "\u2026")

@@ -197,7 +197,8 @@ class Pipeline:
 
     def _run_batch(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """``run``, one row per call for a dynamic INT8 variant (edgeai.rows), so that a row's result is the same in any batch."""
-        return rows.run_rows(self.run, feed, self._rows) if self._rows else self.run(feed)
+        # checked whole first: a mistake is said of the batch given, not of a row
+        return rows.run_rows(self.run, self.session.check(feed), self._rows) if self._rows else self.run(feed)
 
     @_guarded
     def predict(self, x: Any, top_k: int | None = None) -> dict | list[dict]:
@@ -347,8 +348,7 @@ class Pipeline:
             for req in (r for r in self._requests if r.stream):  # a stream nobody reads holds its call open
                 req.dropped.set()
         if threading.get_ident() == self._worker:
-            # A Future's done-callback: the Futures still queued need this very thread, so the
-            # waiting and freeing happen beside it (review: it tried to join itself, or hung).
+            # a Future's done-callback: the Futures queued need this thread; release beside it (review: a hang)
             threading.Thread(target=self._release, name="edgeai-close", daemon=True).start()
         else:
             self._release()

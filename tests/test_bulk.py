@@ -100,7 +100,8 @@ def test_resume_after_sigkill_and_a_torn_line(pkgs, tmp_path):
     assert "still holds 1 error line(s) from an earlier run" in r.stderr, r.stderr
 
 
-def test_ctrl_c_leaves_whole_lines(pkgs, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_leaves_whole_lines(pkgs, tmp_path, sig):
     photo_folder(tmp_path / "photos", 300, scale=6)
     out = tmp_path / "out.jsonl"
     exe = Path(sys.executable).with_name("edgeai")
@@ -109,10 +110,11 @@ def test_ctrl_c_leaves_whole_lines(pkgs, tmp_path):
     deadline = time.perf_counter() + 60  # interrupted mid-run, once it has written lines (a busy machine starts slower)
     while not (out.exists() and out.read_text().count("\n")) and proc.poll() is None and time.perf_counter() < deadline:
         time.sleep(0.01)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
-    assert f"the same command resumes {out} where it stopped" in err, err  # what to do next, said
+    said = ("interrupted", 130) if sig == signal.SIGINT else ("terminated", 143)
+    assert proc.returncode == said[1] and said[0] in err and "Traceback" not in err, err
+    assert f"the same command resumes {out} where it stopped" in err, err  # what to do next, said (SIGTERM too: review)
     text = out.read_text()
     assert text.endswith("\n") and all(json.loads(line) for line in text.splitlines())
 
@@ -308,6 +310,19 @@ def test_parquet_output_equals_the_json_lines_and_resumes(pkgs, tmp_path):
     r = cli("run", "--model", str(pkgs["image"]), str(tmp_path / "photos"), "--out", str(out))
     assert "1 new result line(s)" in r.stderr and "14 rows" in r.stderr, r.stderr
     assert pq.read_table(out).num_rows == 14 and not list(tmp_path.glob(".out.parquet.*"))
+    journal.unlink()  # edgeai's own table, known by its mark without the journal: rebuilt from this run
+    r = cli("run", "--model", str(pkgs["image"]), str(tmp_path / "photos"), "--out", str(out))
+    assert "14 rows" in r.stderr and pq.read_table(out).num_rows == 14, r.stderr
+    # a Parquet file edgeai did not write is never replaced (review: a user's sales table was)
+    import pyarrow as pa
+
+    pq.write_table(pa.table({"customer": [1, 2], "revenue": [10.0, 20.0]}), tmp_path / "sales.parquet")
+    (tmp_path / "notes.parquet").write_text("precious")
+    for name in ("sales.parquet", "notes.parquet"):
+        before = (tmp_path / name).read_bytes()
+        r = cli("run", "--model", str(pkgs["image"]), str(tmp_path / "photos"), "--out", str(tmp_path / name))
+        assert r.returncode == 1 and f"{tmp_path / name} exists and is not edgeai's results" in r.stderr, r.stderr
+        assert (tmp_path / name).read_bytes() == before and not (tmp_path / f"{name}.jsonl").exists()
 
 
 def test_parquet_keeps_undecodable_names_and_refuses_mixed_columns_in_one_sentence(tmp_path):
@@ -457,3 +472,26 @@ def test_an_input_named_twice_is_run_once(tmp_path):
     (tmp_path / "t.txt").write_text("same\nsame\n")  # two lines of one text are two inputs: t.txt:1, t.txt:2
     got = list_inputs(["good", str(tmp_path / "t.txt"), "good", f"{tmp_path}/./t.txt"], text=True)
     assert [str(x) for x in got] == ["good", "same", "same", "good"]  # a text typed twice: two samples of one prompt
+
+
+def test_a_second_standard_input_never_replaces_the_first_ones_results(pkgs, tmp_path):
+    """Every line piped in is "<stdin>:N": a second stream's line 1 read as the first's, edited,
+    and replaced its result with exit 0 (review). The same stream again resumes; another is refused."""
+    import subprocess
+    import sys
+
+    exe = Path(sys.executable).with_name("edgeai")
+    out = tmp_path / "batch.jsonl"
+
+    def piped(text: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(exe), "run", "--model", str(pkgs["text"]), "-", "--out", str(out)], input=text,
+                              capture_output=True, text=True, timeout=120)
+
+    first = piped("good movie\nbad food\n")
+    assert first.returncode == 0 and len(read_lines(out)) == 2, first.stderr
+    again = piped("good movie\nbad food\n")
+    assert again.returncode == 0 and len(read_lines(out)) == 2, again.stderr
+    before = out.read_bytes()
+    other = piped("what a day\n")
+    assert other.returncode == 1 and "holds the results of another standard input (<stdin>:1 was 'good movie'" in other.stderr
+    assert out.read_bytes() == before

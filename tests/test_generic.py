@@ -661,6 +661,8 @@ def test_a_dynamic_int8_row_is_the_same_in_any_batch(tmp_path):
         alone = np.concatenate([int8.predict(x[i : i + 1])["outputs"]["output"] for i in range(4)])
         np.testing.assert_array_equal(batch, alone)
         ref = fp32.predict(x)["outputs"]["output"]
+        with pytest.raises(InputError, match=r"got shape \(2, 63\)"):  # the batch given, not a row of it (review)
+            int8.predict(np.zeros((2, 63), np.float32))
     cos = (batch * ref).sum(1) / np.linalg.norm(batch, axis=1) / np.linalg.norm(ref, axis=1)
     assert cos.min() > 0.999, cos
 

@@ -113,7 +113,7 @@ def _print_table(doc: dict) -> None:
     engine = "; PyTorch: loading the model" if torch_threads else ""
     ratio = " The x PyTorch column is p50 / PyTorch's p50: below 1 is faster." if has_torch else ""
     out.print(Text(f"session: creating it{engine}; first: the first call after that; both medians "
-                   "over rounds. p50/p90/p99 pool the timed calls of all rounds; items/s = batch / mean latency; "
+                   "over rounds. p50/p90/p99 pool the timed calls of all rounds; items/s = batch / p50 latency; "
                    f"RSS MB: the measuring process's peak resident memory.{ratio}", style="dim"))
     from edgeai.providers import placement_line
 

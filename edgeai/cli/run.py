@@ -207,11 +207,12 @@ def _folders_need_out(inputs: list[str]) -> None:
 
 @contextlib.contextmanager
 def _resumable(out_file: Path):
-    """On Ctrl-C, say that what was written stays and how to go on, before ``error: interrupted``."""
+    """On Ctrl-C or SIGTERM, say that what was written stays and how to go on, before the error line."""
     try:
         yield
-    except KeyboardInterrupt:
-        note(f"note: the lines written so far are kept; the same command resumes {out_file} where it stopped.")
+    except (KeyboardInterrupt, SystemExit) as e:
+        if isinstance(e, KeyboardInterrupt) or e.code == 143:  # 143: SIGTERM (cli._terminate_in_order)
+            note(f"note: the lines written so far are kept; the same command resumes {out_file} where it stopped.")
         raise
 
 
@@ -220,7 +221,7 @@ def _run_bulk(pipe, inputs: list[str], out_file: Path, batch_size: int, workers:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
     from edgeai.bulk import list_inputs, run_bulk
-    from edgeai.journal import journal_for, new_file_for, write_parquet
+    from edgeai.journal import check_parquet_target, journal_for, new_file_for, write_parquet
 
     opts = opts or {}
     if opts.get("new_file"):
@@ -233,6 +234,7 @@ def _run_bulk(pipe, inputs: list[str], out_file: Path, batch_size: int, workers:
 
         if importlib.util.find_spec("pyarrow") is None:
             write_parquet(out_file, parquet)  # raises the one-sentence DependencyError before any work
+        check_parquet_target(parquet, out_file)  # before any work, too
     items = list_inputs(inputs, pipe.is_text, opts.get("literal", False))
     if not items:
         raise InputError(f"No {'text lines' if pipe.is_text else 'images'} found in {', '.join(inputs)}.")

@@ -112,12 +112,33 @@ def _pytorch(spec: dict, feed: dict) -> dict:
     sync = (lambda: torch.cuda.synchronize(device)) if device.startswith("cuda") else (lambda: None)
     with torch.inference_mode():
         t = time.perf_counter()
-        module(*args)
+        out = module(*args)
         sync()
         first_ms = (time.perf_counter() - t) * 1e3
+        if spec.get("factory"):
+            _same_model(pkg, spec["factory"], out, feed)
         times = _time(lambda: module(*args), spec["runs"], spec["min_time"], sync)
     return {"provider": f"torch-{spec['device']}", "threads": torch.get_num_threads(), "session_ms": session_ms,
             "first_ms": first_ms, "times_ms": times}
+
+
+def _same_model(pkg, factory: str, out, feed: dict) -> None:
+    """Refuse a --factory whose model does not compute what the package's fp32 computes: its name
+    alone was checked, and another network behind it was timed as the package's (review)."""
+    import onnxruntime as ort
+
+    from edgeai.errors import InputError
+
+    got = list(out.values()) if isinstance(out, dict) else list(out) if isinstance(out, (tuple, list)) else [out]
+    session = ort.InferenceSession(str(pkg.variant_path("fp32")), providers=["CPUExecutionProvider"])
+    ref = session.run(None, {i["name"]: feed[i["name"]] for i in pkg.manifest["inputs"]})
+    for g, r in zip(got, ref):
+        g = g.detach().float().cpu().numpy() if hasattr(g, "detach") else np.asarray(g)
+        r = np.asarray(r, dtype=np.float64)
+        if g.shape != r.shape or not np.allclose(g, r, rtol=1e-2, atol=1e-3 * max(1.0, float(np.abs(r).max(initial=0)))):
+            diff = "other shapes" if g.shape != r.shape else f"largest difference {float(np.abs(g - r).max()):.3g}"
+            raise InputError(f"--factory {factory} builds a model that does not compute what {pkg.name}'s fp32 does ({diff}): "
+                             "name the factory, and the weights, the package was exported from.")
 
 
 def main(argv: list[str]) -> int:

@@ -105,6 +105,13 @@ def test_bench_against_torch_with_a_factory_gives_ratios(small_pkg, factory):
             "--factory", factory)
     assert r.returncode == 0, r.stderr
     assert "PyTorch eager" in r.stdout and "x PyTorch" in r.stdout
+    # the same name in another folder, building another network: refused, not timed as this package's (review)
+    other = Path(factory.rpartition(":")[0]).parent / "elsewhere" / "small_net.py"
+    other.parent.mkdir(exist_ok=True)
+    other.write_text(FACTORY.replace("manual_seed(0)", "manual_seed(1)"))
+    r = cli("bench", str(small_pkg), "--variant", "fp32", "--rounds", "1", "--runs", "10", "--against", "torch",
+            "--factory", f"{other}:make")
+    assert r.returncode == 1 and "does not compute what small's fp32 does" in r.stderr, r.stderr
 
 
 def test_recorded_figures_reach_inspect_auto_and_report(small_pkg, tmp_path, factory):

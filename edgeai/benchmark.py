@@ -49,7 +49,7 @@ Step = Callable[[int, int, str], None]
 
 @dataclass(frozen=True)
 class Case:
-    engine: str  # "onnxruntime" (through edgeai's Session) or "pytorch"
+    engine: str  # "onnxruntime" (through edgeai's Session), "pytorch", or "same-model" (--factory's check, untimed)
     variant: str  # a variant name, or "pytorch"
     provider: str  # ONNX Runtime provider name; for PyTorch "torch-cpu" / "torch-cuda"
     batch: int
@@ -247,6 +247,9 @@ def bench(
         for b in batches:
             feeds[b] = Path(work) / f"feed-b{b}.npz"
             np.savez(feeds[b], **bench_feed(pkg, b, tokens, arrays))
+        if factory is not None and torch_provs:  # the factory's model is the package's, by what it computes
+            _run_worker(pkg, Case("same-model", "fp32", "torch-cpu", batches[0]), None, feeds[batches[0]], threads, 1, 0.0,
+                        factory, Path(work), device_id)
         for r in range(rounds):
             for case in cases if r % 2 == 0 else list(reversed(cases)):
                 if on_step:
@@ -332,7 +335,7 @@ def _run_worker(pkg: Package, case: Case, model: Path | None, feed: Path, thread
         "runs": runs,
         "min_time": min_time,
     }
-    if case.engine == "pytorch":
+    if case.engine in ("pytorch", "same-model"):
         spec.update(device=case.provider.removeprefix("torch-"), factory=factory)
     else:
         # A graph that is not (yet) one of the package's variants (a quantizer's candidate) has no hash to check.

@@ -4,8 +4,9 @@ Dynamic INT8 picks its activation scales per call, over the whole batch, so a ro
 depends on the rows beside it: a 64-256-10 MLP's row agreed with fp32 at cosine 0.9999 alone and
 0.82 beside a row 100 times larger (review). Text models run such a variant one text per call
 (:func:`edgeai.text.one_text_per_call`); this does the same for other models wherever the
-manifest says the rows are a batch: every input and every output carries one dynamic axis of the
-same name. A model whose outputs do not (a sum over the batch) runs its batch as given. The
+manifest says the rows are a batch: every input and every output carries one dynamic axis named
+``batch`` (or ``batch_size``). A model whose outputs do not (a sum over the batch) runs its batch
+as given, and so does one whose rows' other output sizes follow the data. The
 quantize step measures a variant the way it runs here, and bench times it so, so the recorded
 agreement and latency are the ones users get.
 """

@@ -71,13 +71,10 @@ def _onnxruntime(spec: dict, feed: dict) -> dict:
                       threads=spec["threads"], device_id=spec.get("device_id", 0), model_sha256=spec.get("sha256"),
                       tensorrt=spec.get("tensorrt"))
     session_ms = (time.perf_counter() - t) * 1e3
-    if spec.get("per_row"):  # a dynamic INT8 text variant: the runtime runs it one text per call (edgeai.text)
-        rows = [{k: v[i : i + 1] for k, v in feed.items()} for i in range(len(next(iter(feed.values()))))]
-        call = lambda: [session.run(row) for row in rows]  # noqa: E731
-    elif spec.get("rows"):  # a dynamic INT8 variant of a batch model: one row per call (edgeai.rows)
-        axes = spec["rows"][0]
-        rows = [{k: v[(slice(None),) * axes[k] + (slice(i, i + 1),)] for k, v in feed.items()}
-                for i in range(next(v.shape[axes[k]] for k, v in feed.items()))]
+    if spec.get("per_row") or spec.get("rows"):  # a dynamic INT8 variant: one text (edgeai.text) or row (edgeai.rows) per call
+        from edgeai.rows import split_rows
+
+        rows = split_rows(feed, spec["rows"][0] if spec.get("rows") else dict.fromkeys(feed, 0))
         call = lambda: [session.run(row) for row in rows]  # noqa: E731
     else:
         call = lambda: session.run(feed)  # noqa: E731

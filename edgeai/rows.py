@@ -55,9 +55,9 @@ def run_rows(run: Callable[[dict], dict], feed: Mapping[str, Any], axes: Axes | 
     if not axes or set(feed) != set(ins) or any(not isinstance(v, np.ndarray) or v.ndim <= ins[k] for k, v in feed.items()):
         return run(feed)  # OrtValues, or a feed the session's own checks will refuse in one sentence
     sizes = {v.shape[ins[k]] for k, v in feed.items()}
-    if len(sizes) != 1 or (n := sizes.pop()) <= 1:
+    if len(sizes) != 1 or sizes.pop() <= 1:
         return run(feed)
-    parts = [run({k: v[(slice(None),) * ins[k] + (slice(i, i + 1),)] for k, v in feed.items()}) for i in range(n)]
+    parts = [run(row) for row in split_rows(feed, ins)]
     joined = {}
     for k in parts[0]:
         axis = outs.get(k, 0)
@@ -65,3 +65,9 @@ def run_rows(run: Callable[[dict], dict], feed: Mapping[str, Any], axes: Axes | 
             return run(feed)  # outputs whose other sizes follow the data (a count of detections): the batch whole
         joined[k] = np.concatenate([p[k] for p in parts], axis=axis)
     return joined
+
+
+def split_rows(feed: Mapping[str, np.ndarray], ins: Mapping[str, int]) -> list[dict[str, np.ndarray]]:
+    """``feed`` as one feed per row along each input's axis in ``ins`` (views, not copies)."""
+    n = next(v.shape[ins[k]] for k, v in feed.items())
+    return [{k: v[(slice(None),) * ins[k] + (slice(i, i + 1),)] for k, v in feed.items()} for i in range(n)]

@@ -50,11 +50,12 @@ def validate(value: Any, schema: dict, root: dict | None = None, where: str = "m
         if "pattern" in schema and not re.search(schema["pattern"], value):
             errors.append(f"{where} does not match {schema['pattern']}")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if "minimum" in schema and value < schema["minimum"]:
+        # written negated, so that NaN (which JSON parsers accept) fails every bound
+        if "minimum" in schema and not value >= schema["minimum"]:
             errors.append(f"{where} is below {schema['minimum']}")
-        if "exclusiveMinimum" in schema and value <= schema["exclusiveMinimum"]:
+        if "exclusiveMinimum" in schema and not value > schema["exclusiveMinimum"]:
             errors.append(f"{where} must be above {schema['exclusiveMinimum']}")
-        if "maximum" in schema and value > schema["maximum"]:
+        if "maximum" in schema and not value <= schema["maximum"]:
             errors.append(f"{where} is above {schema['maximum']}")
     if isinstance(value, list):
         if not schema.get("minItems", 0) <= len(value) <= schema.get("maxItems", 1 << 62):

@@ -293,14 +293,32 @@ class Package:
         self.edit(lambda m: {**m, **fields})
 
 
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    """json's object hook: Python keeps the last of two equal keys silently (a hand-edited
+    latency or budget pasted below the old one); edgeai never writes one twice."""
+    out: dict = {}
+    for k, v in pairs:
+        if k in out:
+            raise _DuplicateKey(k)
+        out[k] = v
+    return out
+
+
 def _read_manifest_file(mpath: Path) -> dict:
     size = mpath.stat().st_size
     if size > MAX_MANIFEST_BYTES:
         raise PackageError(f"The manifest {mpath} is {size} bytes, far larger than a manifest can be (limit {MAX_MANIFEST_BYTES}).")
-    try:
-        manifest = json.loads(mpath.read_bytes().decode("utf-8-sig"))  # a byte-order mark (Notepad's) is not an error
+    try:  # a byte-order mark (Notepad's) is not an error
+        manifest = json.loads(mpath.read_bytes().decode("utf-8-sig"), object_pairs_hook=_unique_keys)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise PackageError(f"The manifest {mpath} is not valid JSON ({e}).") from None
+    except _DuplicateKey as e:
+        raise PackageError(f"The manifest {mpath} names {e.args[0]!r} twice in one object; JSON readers keep only one of "
+                           "them, so which one was meant is unknown (a hand edit?).") from None
     if not isinstance(manifest, dict):
         raise PackageError(f"The manifest {mpath} should hold a JSON object, not {type(manifest).__name__}.")
     return manifest

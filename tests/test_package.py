@@ -212,3 +212,19 @@ def test_labels_that_do_not_fit_the_output_and_a_manifest_with_a_bom(tiny_pkg):
     edit_manifest(tiny_pkg, lambda m: m["assets"].update({"labels.txt": file_entry(tiny_pkg / "labels.txt")}))
     with pytest.raises(PackageError, match="has 3 labels for the 4 classes of its output 'logits'"):
         edgeai.load(tiny_pkg)
+
+
+def test_hand_edited_latencies_that_cannot_be_true_are_refused(tiny_pkg):
+    """Review: a manifest with a key twice (a latency pasted below the old one) was read with the
+    last one winning, silently; a NaN or negative p50 passed the schema and ranked the variants."""
+    raw = (tiny_pkg / "manifest.json").read_text()
+    (tiny_pkg / "manifest.json").write_text(raw.replace('"name": ', '"name": "other", "name": ', 1))
+    with pytest.raises(PackageError, match="names 'name' twice in one object"):
+        Package.open(tiny_pkg)
+    for bad in ("NaN", "-1.5", "0"):
+        edit_manifest(tiny_pkg, lambda m: m["variants"]["fp32"].update(latency={"k": {"provider": "CPUExecutionProvider", "p50_ms": 1.0}}))
+        text = (tiny_pkg / "manifest.json").read_text().replace('"p50_ms": 1.0', f'"p50_ms": {bad}')
+        (tiny_pkg / "manifest.json").write_text(text)
+        with pytest.raises(PackageError, match="p50_ms must be above 0"):
+            Package.open(tiny_pkg)
+        (tiny_pkg / "manifest.json").write_text(raw)

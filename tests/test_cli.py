@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 
 import pytest
@@ -122,6 +123,22 @@ def test_models_lists_the_packages_in_this_folder(tmp_path):
     assert out.returncode == 0 and json.loads(out.stdout)["here"] == [{"path": "./mine", "name": "tiny"}], out.stdout
     out = cli("models", cwd=tmp_path)
     assert "in this folder (1 package(s)):" in out.stdout and "./mine  tiny" in out.stdout, out.stdout
+
+
+def test_models_marks_a_cached_package_it_cannot_open(tmp_path):
+    """Review: a cached package whose manifest was cut short was listed like any other."""
+    from conftest import make_tiny_package
+
+    home = tmp_path / "home"
+    make_tiny_package(home / "good")
+    make_tiny_package(home / "cut")
+    (home / "cut" / "manifest.json").write_text('{"name": ')
+    out = cli("models", env={"EDGEAI_HOME": str(home)})
+    assert out.returncode == 0 and TRACEBACK not in out.stderr, out.stderr
+    assert re.search(r"cut  unreadable: The manifest .* is not valid JSON", out.stdout), out.stdout
+    assert re.search(r"good\n", out.stdout), out.stdout
+    doc = json.loads(cli("models", "--json", env={"EDGEAI_HOME": str(home)}).stdout)
+    assert list(doc["unreadable"]) == [str(home / "cut")] and len(doc["cached"]) == 2
 
 
 def test_models_clear_removes_what_edgeai_made_and_nothing_else(tmp_path):

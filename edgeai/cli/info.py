@@ -284,6 +284,7 @@ def models(
                       f"{', ...' if len(left) > 5 else ''}", markup=False)
         return
     cached = {p.name: str(p) for p in home.cached_packages()}
+    unreadable = {path: why for path in cached.values() if (why := _unreadable(path))}
     rows = []
     for b in builtin_models().values():
         d = home.builtin_dir(b.model)
@@ -291,19 +292,34 @@ def models(
                      "description": b.description, "cached": str(d) if d.name in cached else None})
     here = _packages_here()
     if json_:
-        print_json({"home": str(home.home()), "builtins": rows, "cached": list(cached.values()), "here": here})
+        print_json({"home": str(home.home()), "builtins": rows, "cached": list(cached.values()), "unreadable": unreadable,
+                    "here": here})
         return
     t = Table("name", "aliases", "family", "task", "cached", box=None, pad_edge=False, title="built-in models", title_justify="left")
     for r in rows:
-        t.add_row(r["name"], ", ".join(r["aliases"]), r["family"], r["task"], Text(r["cached"] or "not built yet"))
+        shown = r["cached"] and (f"{r['cached']} (unreadable)" if r["cached"] in unreadable else r["cached"])
+        t.add_row(r["name"], ", ".join(r["aliases"]), r["family"], r["task"], Text(shown or "not built yet"))
     print_wide(t)
     out.print(Text(f"cache: {home.home()} ({len(cached)} package(s))"))
     for path in cached.values():
-        out.print(Text(f"  {path}"))
+        out.print(Text(f"  {path}" + (f"  unreadable: {unreadable[path]}" if path in unreadable else "")))
     if here:  # what `edgeai export NAME` wrote here (./NAME): --model NAME from this folder runs it
         out.print(Text(f"in this folder ({len(here)} package(s)):"))
         for p in here:
             out.print(Text(f"  {p['path']}  {p['name']}"))
+
+
+def _unreadable(path: str) -> str | None:
+    """Why a cached package cannot be opened (a hand-edited or half-copied manifest), or None.
+    Its model files are not hashed here: that is `edgeai inspect`'s file check."""
+    from edgeai.errors import EdgeAIError
+    from edgeai.package import Package
+
+    try:
+        Package.open(path)
+    except EdgeAIError as e:
+        return str(e)
+    return None
 
 
 def _packages_here() -> list[dict]:

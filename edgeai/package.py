@@ -98,6 +98,7 @@ class Package:
             raise PackageError(f"No model package at {root}: the path does not exist.")
         if not root.is_dir():
             if root.suffix == ".onnx":  # wrapping writes files: a stage does it (quantize/wrap.py), not a reader
+                _refuse_unreadable_onnx(root)  # or the advice leads to a second error (review)
                 raise PackageError(f"{root} is a plain ONNX file, not a package: `edgeai optimize {shell_arg(root)}` wraps it in the "
                                    f"package {root.with_suffix('')} (and adds its optimized graph); run that.")
             raise PackageError(f"{root} is a file, not a model package directory (a directory with {MANIFEST}).")
@@ -306,6 +307,17 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
             raise _DuplicateKey(k)
         out[k] = v
     return out
+
+
+def _refuse_unreadable_onnx(path: Path) -> None:
+    """On the error path only (a plain .onnx given where a package is read): a file that is not an
+    ONNX model at all (cut short, a download's error page) is said to be so, before any advice."""
+    import onnx
+
+    try:
+        onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # DecodeError and friends
+        raise PackageError(f"{path} is not a valid ONNX model ({type(e).__name__}): re-export or copy it again.") from None
 
 
 def _read_manifest_file(mpath: Path) -> dict:

@@ -228,3 +228,18 @@ def test_hand_edited_latencies_that_cannot_be_true_are_refused(tiny_pkg):
         with pytest.raises(PackageError, match="p50_ms must be above 0"):
             Package.open(tiny_pkg)
         (tiny_pkg / "manifest.json").write_text(raw)
+
+
+def test_a_plain_onnx_file_is_pointed_at_optimize_unless_it_is_not_onnx(tmp_path):
+    """Review: a cut-short .onnx given to load was told to run `edgeai optimize`, which then
+    said it was not ONNX: the second error is said first."""
+    from conftest import tiny_classifier
+
+    import edgeai
+
+    tiny_classifier(tmp_path / "m.onnx")
+    with pytest.raises(PackageError, match=r"is a plain ONNX file, not a package: `edgeai optimize .*m\.onnx` wraps it"):
+        edgeai.load(tmp_path / "m.onnx")
+    (tmp_path / "cut.onnx").write_bytes((tmp_path / "m.onnx").read_bytes()[:-7])
+    with pytest.raises(PackageError, match=r"cut\.onnx is not a valid ONNX model \(\w+\): re-export or copy it again"):
+        edgeai.load(tmp_path / "cut.onnx")

@@ -23,6 +23,7 @@ import importlib
 PRECISIONS = ("int8", "fp16", "int4")  # int4: weight-only, for text-generation packages
 METHODS = ("auto", "static", "dynamic", "qat")  # qat: image models with a PyTorch reference
 PRESETS = ("cpu", "tensorrt")
+CALIBRATIONS = ("minmax", "entropy", "percentile")  # ONNX Runtime's calibrators, for static INT8
 FP16_SOURCES = ("fp32", "optimized")  # what an fp16 variant may be made from
 
 # public name -> the module that defines it (relative to this package, or absolute)
@@ -36,6 +37,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "CALIBRATIONS",
     "FP16_SOURCES",
     "METHODS",
     "PRECISIONS",

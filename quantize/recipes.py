@@ -8,7 +8,7 @@ from edgeai.data.feeds import input_kind
 from edgeai.errors import InputError
 from edgeai.package import Package
 
-from . import FP16_SOURCES, METHODS, PRECISIONS, PRESETS
+from . import CALIBRATIONS, FP16_SOURCES, METHODS, PRECISIONS, PRESETS
 from .runner import Context, Progress, Step, opened, run_step
 from .steps.budget_search import BudgetSearch
 from .steps.dynamic import Dynamic
@@ -46,6 +46,7 @@ def quantize(
     budget: float | None = None,
     qat_steps: int | None = None,
     replace: bool = False,
+    calibrate: str | None = None,
 ) -> Package:
     """Add the ``int8`` variant and record its accuracy against fp32 and its CPU latency.
 
@@ -69,8 +70,22 @@ def quantize(
     with a PyTorch reference: ``qat_steps`` of quantization-aware fine-tuning distilled from fp32
     on the calibration photos, then static; see steps/qat.py), or ``auto``: static when
     calibration inputs exist for the package (images), dynamic otherwise.
+
+    ``calibrate``: static INT8's calibrator, ``minmax`` (default), ``entropy`` or ``percentile``
+    (ONNX Runtime's). MinMax is the default by measurement (benchmarks/results/cnn-int8-ptq.md:
+    on EfficientNet-Lite0 the others agree no better with fp32 and calibrate 8-20x slower); a
+    model with rare extreme activations may do better with the others: compare their recorded
+    agreement (``--replace`` keeps the last one made).
     """
     _check(precision, preset, method)
+    if calibrate is not None:
+        if calibrate not in CALIBRATIONS:
+            raise InputError(f"Unknown calibration method {calibrate!r}; choose {', '.join(CALIBRATIONS)}.")
+        if precision != "int8" or method in ("dynamic", "qat"):
+            raise InputError("--calibrate picks static INT8's calibrator: " + (
+                "dynamic INT8 measures activations as they come, so there is nothing to calibrate." if method == "dynamic" else
+                "the quantization-aware fine-tune learns on MinMax's grid, so it calibrates by MinMax." if method == "qat" else
+                f"it does not apply to {precision}."))
     if qat_steps is not None and (method != "qat" or qat_steps < 1):
         raise InputError("qat_steps applies to method qat and must be at least 1." if method == "qat"
                          else "qat_steps applies to --method qat.")
@@ -113,6 +128,11 @@ def quantize(
                       replace=replace, budget=new_budget)
         if qat_steps is not None:
             ctx.qat_steps = qat_steps
+        if calibrate is not None:
+            if method != "static":  # auto chose dynamic: no activations to calibrate
+                raise InputError(f"--calibrate applies to static INT8, and {pkg.name} quantizes dynamically by default; "
+                                 "add --method static (with --calibration for a model without built-in inputs).")
+            ctx.calibrate = calibrate
         return run_step(_step(precision, preset, method, kind), pkg, ctx, measure_latency)
 
 

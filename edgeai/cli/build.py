@@ -264,12 +264,13 @@ def optimize(
 
 def quantize_command():
     """The full ``edgeai quantize`` command, its choices from edgeai.quantize's own tuples."""
-    from edgeai.quantize import FP16_SOURCES, METHODS, PRECISIONS, PRESETS
+    from edgeai.quantize import CALIBRATIONS, FP16_SOURCES, METHODS, PRECISIONS, PRESETS
 
     method_ = choice_enum("Method", METHODS)
     precision_ = choice_enum("QuantPrecision", PRECISIONS)
     preset_ = choice_enum("Preset", PRESETS)
     source_ = choice_enum("Source", FP16_SOURCES)
+    calibrate_ = choice_enum("Calibrator", CALIBRATIONS)
 
     def quantize(
         package: Annotated[Path, typer.Argument(help="Package directory, built-in name, or a plain .onnx file to wrap.", show_default=False)],
@@ -281,6 +282,7 @@ def quantize_command():
         from_: Annotated[Optional[source_], typer.Option("--from", help="fp16 only: convert fp32 (what TensorRT compiles whole) or optimized (fused ONNX Runtime ops, for CUDA) [default: fp32].", show_default=False)] = None,
         budget: Annotated[Optional[float], typer.Option(help=BUDGET_HELP.replace("the family's]", "the package's]"), show_default=False)] = None,
         qat_steps: Annotated[Optional[int], typer.Option(min=1, help="--method qat: fine-tuning steps of 16 photos [default: 300].", show_default=False)] = None,
+        calibrate: Annotated[Optional[calibrate_], typer.Option(help="Static INT8's calibrator (ONNX Runtime's): minmax (the full range seen), entropy or percentile (99.999%) [default: minmax].", show_default=False)] = None,
         replace: Annotated[bool, typer.Option("--replace", help="Replace the variant already there even when the new one misses the budget and the old one meets it (by default the old one is kept and the command fails).")] = False,
     ) -> None:
         """Add the 'int8' variant (or with --precision the 'fp16' one, or a text-generation
@@ -294,7 +296,7 @@ def quantize_command():
         with _said_after(), Stages(f"{'converting' if precision == 'fp16' else 'quantizing'} {package}") as stages:
             pkg = _quantize(package, method=method, calibration=calibration, out=output, progress=stages,
                             precision=precision, preset=preset, made_from=from_.value if from_ else None, budget=budget,
-                            qat_steps=qat_steps, replace=replace)
+                            qat_steps=qat_steps, replace=replace, calibrate=calibrate_(calibrate).value if calibrate else None)
         out.print(f"{verb} {pkg.path}: {_variants_line(pkg)}", markup=False)
 
     # The annotations name this function's own Enums: resolve them here, where they are in scope.

@@ -33,8 +33,11 @@ def preprocessed(src: Path, work: Path) -> Path:
     return pre
 
 
-def calibrated_qdq(pre: Path, out: Path, feeds, per_channel: bool, activations: str, **options) -> None:
-    """``quantize_static`` to QDQ with int8 weights and MinMax calibration on ``feeds``."""
+def calibrated_qdq(pre: Path, out: Path, feeds, per_channel: bool, activations: str, method: str = "minmax",
+                   **options) -> None:
+    """``quantize_static`` to QDQ with int8 weights, activations calibrated on ``feeds`` by
+    ``method``: minmax (the default: the full range seen), entropy (the range that keeps the
+    histogram's information) or percentile (99.999% of the values; ONNX Runtime's defaults)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -42,6 +45,13 @@ def calibrated_qdq(pre: Path, out: Path, feeds, per_channel: bool, activations: 
         QuantType,
         quantize_static,
     )
+
+    from edgeai.errors import InputError
+
+    shapes = {tuple((k, v.shape) for k, v in sorted(f.items())) for f in feeds}
+    if method != "minmax" and len(shapes) > 1:  # their histograms stack every output seen: ValueError otherwise
+        raise InputError(f"ONNX Runtime's {method} calibrator needs calibration inputs of one shape, and these have "
+                         f"{len(shapes)}; use --calibrate minmax (any shapes), or inputs of one size.")
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -59,7 +69,8 @@ def calibrated_qdq(pre: Path, out: Path, feeds, per_channel: bool, activations: 
             per_channel=per_channel,
             activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8,
             weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax,
+            calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                              "percentile": CalibrationMethod.Percentile}[method],
             **options,
         )
 

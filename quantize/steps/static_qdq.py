@@ -29,13 +29,13 @@ class StaticQDQ(Step):
         from ..saturation import saturated_layers
 
         feeds = calibration_feeds(pkg, ctx.calibration)
-        ctx.say(f"calibrating static INT8 (QDQ, per-channel) on {len(feeds)} inputs")
+        ctx.say(f"calibrating static INT8 (QDQ, per-channel, {ctx.calibrate}) on {len(feeds)} inputs")
         pre = preprocessed(src, work)
         convs = [n for n in onnx.load(str(pre), load_external_data=False).graph.node if n.op_type in ("Conv", "Gemm")]
         exclude = [convs[0].name] if convs and convs[0].op_type == "Conv" else []
 
         def quantize(out: Path, overrides: dict) -> None:
-            calibrated_qdq(pre, out, feeds, ctx.per_channel, "uint8", nodes_to_exclude=exclude,
+            calibrated_qdq(pre, out, feeds, ctx.per_channel, "uint8", method=ctx.calibrate, nodes_to_exclude=exclude,
                            extra_options={"TensorQuantOverrides": overrides} if overrides else {})
 
         first = work / "first.onnx"
@@ -49,7 +49,7 @@ class StaticQDQ(Step):
             os.replace(first, dest)
         return {
             "method": "static", "format": "QDQ", "per_channel": ctx.per_channel, "activations": "uint8", "weights": "int8",
-            "calibration": {"method": "minmax", "samples": len(feeds)},
+            "calibration": {"method": ctx.calibrate, "samples": len(feeds)},
             "float_nodes": exclude,
             "reduce_range_nodes": hit,
         }

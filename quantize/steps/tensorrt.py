@@ -26,12 +26,12 @@ class TensorRTQDQ(Step):
 
     def run(self, pkg: Package, src: Path, dest: Path, work: Path, ctx: Context) -> dict:
         feeds = calibration_feeds(pkg, ctx.calibration, dynamic_ok=False)
-        ctx.say(f"calibrating static INT8 for TensorRT (symmetric QDQ, per-channel) on {len(feeds)} inputs")
-        calibrated_qdq(preprocessed(src, work), dest, feeds, ctx.per_channel, "int8",
+        ctx.say(f"calibrating static INT8 for TensorRT (symmetric QDQ, per-channel, {ctx.calibrate}) on {len(feeds)} inputs")
+        calibrated_qdq(preprocessed(src, work), dest, feeds, ctx.per_channel, "int8", method=ctx.calibrate,
                        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False})
         return {
             "method": "static", "preset": "tensorrt", "format": "QDQ", "per_channel": ctx.per_channel, "symmetric": True,
             "bias": "float",
-            "activations": "int8", "weights": "int8", "calibration": {"method": "minmax", "samples": len(feeds)},
+            "activations": "int8", "weights": "int8", "calibration": {"method": ctx.calibrate, "samples": len(feeds)},
             "accuracy_measured_on": "cpu, Q/DQ simulated in float (int32-accumulating arithmetic, as TensorRT's)",
         }

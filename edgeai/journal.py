@@ -323,9 +323,9 @@ def write_parquet(journal: str | os.PathLike, out: str | os.PathLike) -> int:
         raise DependencyError("Writing Parquet needs pyarrow (pip install pyarrow; the ray extra includes it), "
                               "or write JSON lines with --out FILE.jsonl.") from None
     rows = [_printable(json.loads(line)) for line in nonblank_lines(Path(journal))] if Path(journal).exists() else []
-    keys = list(dict.fromkeys(k for r in rows for k in r)) or ["input"]
+    keys = list(dict.fromkeys([*(k for r in rows for k in r), *([] if rows else ["input"]), "error"]))
     try:
-        table = pa.table({k: [r.get(k) for r in rows] for k in keys})
+        table = pa.table({k: _column(pa, k, [r.get(k) for r in rows]) for k in keys})
     except pa.ArrowException as e:
         raise InputError(f"The results in {journal} do not fit one Parquet table ({str(e).splitlines()[0][:200]}); "
                          "keep the JSON lines.") from None
@@ -339,6 +339,27 @@ def write_parquet(journal: str | os.PathLike, out: str | os.PathLike) -> int:
     finally:
         tmp.unlink(missing_ok=True)
     return table.num_rows
+
+
+def _column(pa, name: str, values: list):
+    """One Parquet column. ``error`` is always there, as text (null where the row has a result),
+    so tables of runs with and without failures have one schema; embeddings that a float32 model
+    computed are stored as float32 (JSON's float64 doubled the file for nothing)."""
+    want = {"input": pa.string(), "error": pa.string()}.get(name)
+    if name == "embedding" and all(v is not None for v in values):
+        import numpy as np
+
+        try:
+            flat = np.asarray(values, dtype=np.float64)  # ragged, nested or with nulls: as they come
+            want = pa.list_(pa.float32()) if flat.ndim == 2 and np.array_equal(flat.astype(np.float32), flat) else None
+        except (TypeError, ValueError):
+            pass
+    if want is not None:
+        try:
+            return pa.array(values, type=want)
+        except (pa.ArrowException, TypeError, ValueError):  # per-token embeddings (nested lists): as they come
+            pass
+    return pa.array(values)
 
 
 _MARK = b"edgeai"  # the key of the Parquet schema metadata edgeai writes

@@ -340,6 +340,21 @@ def test_parquet_keeps_undecodable_names_and_refuses_mixed_columns_in_one_senten
     with pytest.raises(EdgeAIError, match="do not fit one Parquet table"):
         write_parquet(journal, tmp_path / "m.parquet")
     assert not (tmp_path / "m.parquet").exists()
+    # one schema whether or not a row failed (review); embeddings float32 where flat, as they come where nested
+    import pyarrow as pa
+
+    journal.write_text('{"input": "a", "embedding": [0.25, -1.5]}\n{"input": "b", "embedding": [0.125, 2.0]}\n')
+    write_parquet(journal, tmp_path / "e.parquet")
+    table = pq.read_table(tmp_path / "e.parquet")
+    assert table.schema.field("error").type == pa.string() and table.column("error").to_pylist() == [None, None]
+    assert table.schema.field("embedding").type == pa.list_(pa.float32())
+    assert table.column("embedding").to_pylist()[0] == [0.25, -1.5]
+    journal.write_text('{"input": "a", "embedding": [0.1, 2.0]}\n')  # not a float32's value: a float64 model's, kept
+    write_parquet(journal, tmp_path / "d.parquet")
+    assert pq.read_table(tmp_path / "d.parquet").column("embedding").to_pylist() == [[0.1, 2.0]]
+    journal.write_text('{"input": "a", "embedding": [[0.25], [1.0]]}\n')
+    write_parquet(journal, tmp_path / "t.parquet")
+    assert pq.read_table(tmp_path / "t.parquet").column("embedding").to_pylist() == [[[0.25], [1.0]]]
 
 
 def two_variant_package(root: Path) -> Path:

@@ -319,6 +319,8 @@ def _unreadable(path: str) -> str | None:
         Package.open(path)
     except EdgeAIError as e:
         return str(e)
+    except OSError as e:  # unreadable as a file (permissions): listed, not a traceback
+        return f"{e.strerror or type(e).__name__}: {e.filename or path}"
     return None
 
 

@@ -71,16 +71,16 @@ def quantize(
     on the calibration photos, then static; see steps/qat.py), or ``auto``: static when
     calibration inputs exist for the package (images), dynamic otherwise.
 
-    ``calibrate``: static INT8's calibrator, ``minmax`` (default), ``entropy`` or ``percentile``
-    (ONNX Runtime's). MinMax is the default by measurement (benchmarks/results/cnn-int8-ptq.md:
-    on EfficientNet-Lite0 the others agree no better with fp32 and calibrate 8-20x slower); a
-    model with rare extreme activations may do better with the others: compare their recorded
-    agreement (``--replace`` keeps the last one made).
+    ``calibrate``: static INT8's calibrator, ``minmax`` (default) or ``percentile`` (ONNX
+    Runtime's). MinMax is the default by measurement (benchmarks/results/cnn-int8-ptq.md: on
+    EfficientNet-Lite0 percentile agrees no better with fp32 and calibrates 10-20x slower); a
+    model with rare extreme activations may do better with it: compare the recorded agreement
+    (``--replace`` keeps the last one made).
     """
     _check(precision, preset, method)
     if calibrate is not None:
         if calibrate not in CALIBRATIONS:
-            raise InputError(f"Unknown calibration method {calibrate!r}; choose {', '.join(CALIBRATIONS)}.")
+            raise InputError(f"Unknown calibration method {calibrate!r}; choose {' or '.join(CALIBRATIONS)}.")
         if precision != "int8" or method in ("dynamic", "qat"):
             raise InputError("--calibrate picks static INT8's calibrator: " + (
                 "dynamic INT8 measures activations as they come, so there is nothing to calibrate." if method == "dynamic" else

@@ -52,7 +52,7 @@ class Context:
     per_channel: bool = True
     made_from: str | None = None
     qat_steps: int = 300  # --method qat: fine-tuning steps
-    calibrate: str = "minmax"  # static INT8's calibrator (--calibrate): minmax, entropy or percentile
+    calibrate: str = "minmax"  # static INT8's calibrator (--calibrate): minmax or percentile
     replace: bool = False  # replace a variant within budget by a new one that misses it (--replace)
     # --budget: the budget the new variant is made and judged under, written with it (not before:
     # a refused or failed command leaves the package's budget as it was). None: the package's.

@@ -15,6 +15,7 @@ from edgeai.package import (
     Package,
     now,
     staging_dir,
+    valid_onnx,
     variant_entry,
     write_manifest,
 )
@@ -26,11 +27,7 @@ def wrap_onnx(path: str | os.PathLike, out: str | os.PathLike | None = None,
     ``arrays``: a folder of .npy/.npz feeds (``--calibration``), whose shapes give the sizes of
     named axes other than the batch (recorded as each input's ``example_shape``)."""
     src = Path(path)
-    try:
-        model = onnx.load(str(src))
-        onnx.checker.check_model(model)
-    except Exception as e:  # noqa: BLE001 -- onnx raises DecodeError, ValidationError, OSError...
-        raise PackageError(f"{src} is not a valid ONNX model: {str(e).splitlines()[0].rstrip('.') if str(e) else type(e).__name__}.") from None
+    model = valid_onnx(src)
     target = Path(out) if out else src.with_suffix("")
     if (target / "manifest.json").is_file():
         if (kept := _same_wrap(target, src, model)) is not None:

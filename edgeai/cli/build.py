@@ -282,7 +282,7 @@ def quantize_command():
         from_: Annotated[Optional[source_], typer.Option("--from", help="fp16 only: convert fp32 (what TensorRT compiles whole) or optimized (fused ONNX Runtime ops, for CUDA) [default: fp32].", show_default=False)] = None,
         budget: Annotated[Optional[float], typer.Option(help=BUDGET_HELP.replace("the family's]", "the package's]"), show_default=False)] = None,
         qat_steps: Annotated[Optional[int], typer.Option(min=1, help="--method qat: fine-tuning steps of 16 photos [default: 300].", show_default=False)] = None,
-        calibrate: Annotated[Optional[calibrate_], typer.Option(help="Static INT8's calibrator (ONNX Runtime's): minmax (the full range seen), entropy or percentile (99.999%) [default: minmax].", show_default=False)] = None,
+        calibrate: Annotated[Optional[calibrate_], typer.Option(help="Static INT8's calibrator (ONNX Runtime's): minmax (the full range seen) or percentile (99.999% of the values, outliers clipped) [default: minmax].", show_default=False)] = None,
         replace: Annotated[bool, typer.Option("--replace", help="Replace the variant already there even when the new one misses the budget and the old one meets it (by default the old one is kept and the command fails).")] = False,
     ) -> None:
         """Add the 'int8' variant (or with --precision the 'fp16' one, or a text-generation

@@ -36,8 +36,8 @@ def preprocessed(src: Path, work: Path) -> Path:
 def calibrated_qdq(pre: Path, out: Path, feeds, per_channel: bool, activations: str, method: str = "minmax",
                    **options) -> None:
     """``quantize_static`` to QDQ with int8 weights, activations calibrated on ``feeds`` by
-    ``method``: minmax (the default: the full range seen), entropy (the range that keeps the
-    histogram's information) or percentile (99.999% of the values; ONNX Runtime's defaults)."""
+    ``method``: minmax (the default: the full range seen) or percentile (the range of 99.999% of
+    the values, ONNX Runtime's default; outliers clipped)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -49,9 +49,10 @@ def calibrated_qdq(pre: Path, out: Path, feeds, per_channel: bool, activations: 
     from edgeai.errors import InputError
 
     shapes = {tuple((k, v.shape) for k, v in sorted(f.items())) for f in feeds}
-    if method != "minmax" and len(shapes) > 1:  # their histograms stack every output seen: ValueError otherwise
-        raise InputError(f"ONNX Runtime's {method} calibrator needs calibration inputs of one shape, and these have "
-                         f"{len(shapes)}; use --calibrate minmax (any shapes), or inputs of one size.")
+    if method != "minmax" and len(shapes) > 1:  # its histograms stack every output seen: ValueError otherwise
+        raise InputError(f"ONNX Runtime's {method} calibrator needs calibration inputs of one shape, and these come in "
+                         f"{len(shapes)} (texts of different lengths, or images of different sizes): use --calibrate "
+                         "minmax, which takes any, or --calibration DIR of inputs of one shape.")
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -69,8 +70,7 @@ def calibrated_qdq(pre: Path, out: Path, feeds, per_channel: bool, activations: 
             per_channel=per_channel,
             activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8,
             weight_type=QuantType.QInt8,
-            calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                              "percentile": CalibrationMethod.Percentile}[method],
+            calibrate_method={"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile}[method],
             **options,
         )
 

@@ -1,8 +1,9 @@
 """``int8`` for ONNX Runtime's CPU kernels: static QDQ calibrated on real inputs.
 
-MinMax calibration, per-channel int8 weights, uint8 activations. Measured on EfficientNet-Lite0
-(benchmarks/results/cnn.md): MinMax beat Percentile and Entropy (the outliers of the linear
-projection convs matter) and calibrates 6x faster; keeping the first conv in float lowers the
+MinMax calibration by default (``--calibrate percentile`` for ONNX Runtime's other one),
+per-channel int8 weights, uint8 activations. Measured on EfficientNet-Lite0
+(benchmarks/results/cnn.md, cnn-int8-ptq.md): MinMax beat or matched Percentile and Entropy (the
+outliers of the linear projection convs matter) and calibrates 6x faster; keeping the first conv in float lowers the
 error further at no measurable cost; layers whose products overflow int16 on AVX2 get 7-bit
 weights (see saturation.py).
 """

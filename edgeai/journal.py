@@ -323,7 +323,11 @@ def write_parquet(journal: str | os.PathLike, out: str | os.PathLike) -> int:
         raise DependencyError("Writing Parquet needs pyarrow (pip install pyarrow; the ray extra includes it), "
                               "or write JSON lines with --out FILE.jsonl.") from None
     rows = [_printable(json.loads(line)) for line in nonblank_lines(Path(journal))] if Path(journal).exists() else []
-    keys = list(dict.fromkeys([*(k for r in rows for k in r), *([] if rows else ["input"]), "error"]))
+    # A result row's keys first, in its order, and error last: the columns come in one order whether
+    # or not the first row failed (an error row lacks top_k and has error before model)
+    first = next((r for r in rows if "error" not in r), {})
+    keys = list(dict.fromkeys([*first, *(k for r in rows for k in r), *([] if rows else ["input"])]))
+    keys = [k for k in keys if k != "error"] + ["error"]
     try:
         table = pa.table({k: _column(pa, k, [r.get(k) for r in rows]) for k in keys})
     except pa.ArrowException as e:
@@ -346,11 +350,11 @@ def _column(pa, name: str, values: list):
     so tables of runs with and without failures have one schema; embeddings that a float32 model
     computed are stored as float32 (JSON's float64 doubled the file for nothing)."""
     want = {"input": pa.string(), "error": pa.string()}.get(name)
-    if name == "embedding" and all(v is not None for v in values):
+    if name == "embedding" and (given := [v for v in values if v is not None]):  # error rows have none
         import numpy as np
 
         try:
-            flat = np.asarray(values, dtype=np.float64)  # ragged, nested or with nulls: as they come
+            flat = np.asarray(given, dtype=np.float64)  # ragged, nested or with null values: as they come
             want = pa.list_(pa.float32()) if flat.ndim == 2 and np.array_equal(flat.astype(np.float32), flat) else None
         except (TypeError, ValueError):
             pass

@@ -349,6 +349,9 @@ def test_parquet_keeps_undecodable_names_and_refuses_mixed_columns_in_one_senten
     assert table.schema.field("error").type == pa.string() and table.column("error").to_pylist() == [None, None]
     assert table.schema.field("embedding").type == pa.list_(pa.float32())
     assert table.column("embedding").to_pylist()[0] == [0.25, -1.5]
+    journal.write_text('{"input": "x", "error": "not text"}\n{"input": "a", "embedding": [0.25, -1.5]}\n')  # failed first
+    write_parquet(journal, tmp_path / "f.parquet")
+    assert pq.read_table(tmp_path / "f.parquet").schema == table.schema  # the same columns, types and order
     journal.write_text('{"input": "a", "embedding": [0.1, 2.0]}\n')  # not a float32's value: a float64 model's, kept
     write_parquet(journal, tmp_path / "d.parquet")
     assert pq.read_table(tmp_path / "d.parquet").column("embedding").to_pylist() == [[0.1, 2.0]]

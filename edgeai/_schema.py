@@ -7,6 +7,7 @@ The test suite checks this validator against ``jsonschema`` itself on valid and 
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -49,8 +50,10 @@ def validate(value: Any, schema: dict, root: dict | None = None, where: str = "m
             errors.append(f"{where} has length {len(value)} outside the allowed range")
         if "pattern" in schema and not re.search(schema["pattern"], value):
             errors.append(f"{where} does not match {schema['pattern']}")
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        # written negated, so that NaN (which JSON parsers accept) fails every bound
+    bounded = any(k in schema for k in ("minimum", "exclusiveMinimum", "maximum"))
+    if isinstance(value, float) and bounded and not math.isfinite(value):  # NaN, Infinity: JSON parsers accept them
+        errors.append(f"{where} is {value}, not a finite number")
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
         if "minimum" in schema and not value >= schema["minimum"]:
             errors.append(f"{where} is below {schema['minimum']}")
         if "exclusiveMinimum" in schema and not value > schema["exclusiveMinimum"]:

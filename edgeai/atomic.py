@@ -136,7 +136,7 @@ def read_manifest(folder: Path | None) -> dict | None:
     listing needs, not the checks of :class:`edgeai.package.Package`."""
     try:
         m = json.loads((Path(folder) / MANIFEST).read_text(encoding="utf-8-sig")) if folder is not None else None
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     ok = isinstance(m, dict) and isinstance(m.get("name"), str) and isinstance(m.get("variants"), dict)
     return m if ok else None

@@ -98,7 +98,7 @@ class Package:
             raise PackageError(f"No model package at {root}: the path does not exist.")
         if not root.is_dir():
             if root.suffix == ".onnx":  # wrapping writes files: a stage does it (quantize/wrap.py), not a reader
-                _refuse_unreadable_onnx(root)  # or the advice leads to a second error (review)
+                valid_onnx(root)  # or the advice below leads to a second error (review)
                 raise PackageError(f"{root} is a plain ONNX file, not a package: `edgeai optimize {shell_arg(root)}` wraps it in the "
                                    f"package {root.with_suffix('')} (and adds its optimized graph); run that.")
             raise PackageError(f"{root} is a file, not a model package directory (a directory with {MANIFEST}).")
@@ -309,15 +309,18 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
     return out
 
 
-def _refuse_unreadable_onnx(path: Path) -> None:
-    """On the error path only (a plain .onnx given where a package is read): a file that is not an
-    ONNX model at all (cut short, a download's error page) is said to be so, before any advice."""
+def valid_onnx(path: str | os.PathLike):
+    """The ONNX model at ``path``, loaded and checked, or one PackageError sentence for a file that
+    is not one (cut short, empty, a download's error page): what wrapping a .onnx file and the
+    refusal to read one as a package both say."""
     import onnx
 
     try:
-        onnx.load(str(path), load_external_data=False)
-    except Exception as e:  # DecodeError and friends
-        raise PackageError(f"{path} is not a valid ONNX model ({type(e).__name__}): re-export or copy it again.") from None
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+    except Exception as e:  # noqa: BLE001 -- onnx raises DecodeError, ValidationError, OSError...
+        raise PackageError(f"{path} is not a valid ONNX model: {str(e).splitlines()[0].rstrip('.') if str(e) else type(e).__name__}.") from None
+    return model
 
 
 def _read_manifest_file(mpath: Path) -> dict:
@@ -328,6 +331,8 @@ def _read_manifest_file(mpath: Path) -> dict:
         manifest = json.loads(mpath.read_bytes().decode("utf-8-sig"), object_pairs_hook=_unique_keys)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise PackageError(f"The manifest {mpath} is not valid JSON ({e}).") from None
+    except RecursionError:  # "[[[[...]]]]" within the size limit
+        raise PackageError(f"The manifest {mpath} nests its JSON deeper than a manifest can.") from None
     except _DuplicateKey as e:
         raise PackageError(f"The manifest {mpath} names {e.args[0]!r} twice in one object; JSON readers keep only one of "
                            "them, so which one was meant is unknown (a hand edit?).") from None

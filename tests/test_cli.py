@@ -139,6 +139,11 @@ def test_models_marks_a_cached_package_it_cannot_open(tmp_path):
     assert re.search(r"good\n", out.stdout), out.stdout
     doc = json.loads(cli("models", "--json", env={"EDGEAI_HOME": str(home)}).stdout)
     assert list(doc["unreadable"]) == [str(home / "cut")] and len(doc["cached"]) == 2
+    # in this folder too: a manifest with a key twice reads as a package at a glance, but does not open
+    text = (home / "good" / "manifest.json").read_text()
+    (home / "good" / "manifest.json").write_text(text.replace('"name": ', '"name": "x", "name": ', 1))
+    here = json.loads(cli("models", "--json", cwd=home).stdout)["here"]
+    assert here[0]["path"] == "./good" and "names 'name' twice" in here[0]["unreadable"], here
 
 
 def test_models_clear_removes_what_edgeai_made_and_nothing_else(tmp_path):

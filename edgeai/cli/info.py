@@ -306,7 +306,7 @@ def models(
     if here:  # what `edgeai export NAME` wrote here (./NAME): --model NAME from this folder runs it
         out.print(Text(f"in this folder ({len(here)} package(s)):"))
         for p in here:
-            out.print(Text(f"  {p['path']}  {p['name']}"))
+            out.print(Text(f"  {p['path']}  {p['name']}" + (f"  unreadable: {p['unreadable']}" if "unreadable" in p else "")))
 
 
 def _unreadable(path: str) -> str | None:
@@ -332,7 +332,8 @@ def _packages_here() -> list[dict]:
         folders = sorted(p for p in Path.cwd().iterdir() if p.is_dir())
     except OSError:
         return []
-    return [{"path": f"./{p.name}", "name": m["name"]} for p in folders if (m := read_manifest(p)) is not None]
+    return [{"path": f"./{p.name}", "name": m["name"], **({"unreadable": why} if (why := _unreadable(str(p))) else {})}
+            for p in folders if (m := read_manifest(p)) is not None]
 
 
 def doctor(

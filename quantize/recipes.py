@@ -81,7 +81,7 @@ def quantize(
     if calibrate is not None:
         if calibrate not in CALIBRATIONS:
             raise InputError(f"Unknown calibration method {calibrate!r}; choose {' or '.join(CALIBRATIONS)}.")
-        if precision != "int8" or method in ("dynamic", "qat"):
+        if precision != "int8" or method == "dynamic" or (method == "qat" and calibrate != "minmax"):
             raise InputError("--calibrate picks static INT8's calibrator: " + (
                 "dynamic INT8 measures activations as they come, so there is nothing to calibrate." if method == "dynamic" else
                 "the quantization-aware fine-tune learns on MinMax's grid, so it calibrates by MinMax." if method == "qat" else
@@ -129,7 +129,7 @@ def quantize(
         if qat_steps is not None:
             ctx.qat_steps = qat_steps
         if calibrate is not None:
-            if method != "static":  # auto chose dynamic: no activations to calibrate
+            if method not in ("static", "qat"):  # auto chose dynamic: no activations to calibrate
                 raise InputError(f"--calibrate applies to static INT8, and {pkg.name} quantizes dynamically by default; "
                                  "add --method static (with --calibration for a model without built-in inputs).")
             ctx.calibrate = calibrate

@@ -8,7 +8,6 @@ lock for its whole read-modify-write; the debris of killed runs is removed by th
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import shutil
@@ -133,10 +132,13 @@ def check_destination(final: str | os.PathLike, model: str | None = None) -> Non
 def read_manifest(folder: Path | None) -> dict | None:
     """The manifest of the package at ``folder`` if a readable one is there (a dict with a
     ``name`` string and a ``variants`` dict), else None: what a look before a refusal or a
-    listing needs, not the checks of :class:`edgeai.package.Package`."""
+    listing needs, not the checks of :class:`edgeai.package.Package`. The JSON is read as
+    Package.open reads it (size limit, byte-order mark, a key twice is not readable)."""
+    from .package import _read_manifest_file  # package imports this module
+
     try:
-        m = json.loads((Path(folder) / MANIFEST).read_text(encoding="utf-8-sig")) if folder is not None else None
-    except (OSError, ValueError, RecursionError):
+        m = _read_manifest_file(Path(folder) / MANIFEST) if folder is not None else None
+    except (OSError, PackageError):
         return None
     ok = isinstance(m, dict) and isinstance(m.get("name"), str) and isinstance(m.get("variants"), dict)
     return m if ok else None
@@ -192,9 +194,8 @@ def remove_stale_files(root: Path) -> list[str]:
             entry.unlink(missing_ok=True)
             removed.append(entry.name)
     try:
-        manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
-        named = {v["file"] for v in manifest["variants"].values()}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        named = {v["file"] for v in read_manifest(root)["variants"].values()}
+    except (KeyError, TypeError):  # None, or an entry without a file name
         return removed  # not a readable package: leave its files alone
     if not live and not _busy(root):
         for entry in root.iterdir():

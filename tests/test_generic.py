@@ -485,7 +485,9 @@ def test_static_int8_calibrates_on_arrays_of_other_sizes_along_dynamic_axes(tmp_
     assert r.returncode == 0 and "per-channel, percentile" in r.stderr, r.stderr
     assert Package.open(pkg).variants["int8"]["recipe"]["calibration"] == {"method": "percentile", "samples": 3}
     for args, said in [(["--method", "dynamic"], "nothing to calibrate"), (["--method", "qat"], "calibrates by MinMax"),
-                       (["--precision", "fp16"], "does not apply to fp16")]:
+                       (["--precision", "fp16"], "does not apply to fp16"),
+                       (["--calibration", "entropy"], "entropy calibrator is not offered"),  # --calibrate mistyped
+                       (["--calibration", "minmax"], "names a calibrator: use --calibrate minmax")]:
         r = cli("quantize", str(pkg), "--calibrate", "percentile", *args)
         assert r.returncode == 1 and said in r.stderr and TRACEBACK not in r.stderr, r.stderr
 

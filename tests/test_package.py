@@ -207,6 +207,10 @@ def test_labels_that_do_not_fit_the_output_and_a_manifest_with_a_bom(tiny_pkg):
     from edgeai.atomic import read_manifest
 
     assert Package.open(tiny_pkg).name == "tiny" and read_manifest(tiny_pkg)["name"] == "tiny"  # the writers' guards read it too
+    from edgeai.atomic import remove_stale_files
+
+    (tiny_pkg / "model.int8.0123456789ab.onnx").write_bytes(b"left by a killed run")  # no manifest names it
+    assert remove_stale_files(tiny_pkg) == ["model.int8.0123456789ab.onnx"]  # its cleanup read the BOM as "no package"
     (tiny_pkg / "manifest.json").write_bytes(raw)
     (tiny_pkg / "labels.txt").write_text("red\ngreen\nblue\n")
     edit_manifest(tiny_pkg, lambda m: m["assets"].update({"labels.txt": file_entry(tiny_pkg / "labels.txt")}))
@@ -221,6 +225,9 @@ def test_hand_edited_latencies_that_cannot_be_true_are_refused(tiny_pkg):
     (tiny_pkg / "manifest.json").write_text(raw.replace('"name": ', '"name": "other", "name": ', 1))
     with pytest.raises(PackageError, match="names 'name' twice in one object"):
         Package.open(tiny_pkg)
+    from edgeai.atomic import read_manifest
+
+    assert read_manifest(tiny_pkg) is None  # the writers' guards read manifests as open does, not the last key
     (tiny_pkg / "manifest.json").write_text("[" * 100_000 + "]" * 100_000)  # within the size limit
     with pytest.raises(PackageError, match="nests its JSON deeper than a manifest can"):
         Package.open(tiny_pkg)

@@ -38,7 +38,7 @@ import numpy as np
 
 from .errors import EdgeAIError, InputError
 from .journal import exclusive, modified, pending, record_line, stamp
-from .preprocess import image_files
+from .preprocess import decode_workers, image_files
 from .tasks import takes_arrays
 from .text import TruncationWarning, check_text, refused_texts
 from .text_inputs import TEXT_SUFFIXES, TextLine, expand_text_inputs, input_fields, read_text_lines
@@ -165,7 +165,7 @@ def _image_batches(pipe, todo: list[str], batch_size: int, workers: int | None, 
         except MemoryError:  # one huge file gets its error line; the run goes on
             return InputError(f"Image {item} needs more memory to decode than this machine has free.")
 
-    workers = workers or min(4, os.cpu_count() or 1)
+    workers = workers or decode_workers()
     ahead = batch_size * 3
     with ThreadPoolExecutor(workers, thread_name_prefix="edgeai-decode") as pool:
         pending = collections.deque()

@@ -56,6 +56,14 @@ def test_the_held_out_feed_of_a_cnn_package_is_one_view_per_installed_photo(inst
     batch = np.concatenate([f["pixel_values"] for f in feeds])
     assert len(batch) == len(installed)
     np.testing.assert_array_equal(batch[:3], image_feeds(pkg, installed[:3])[0]["pixel_values"])
+    # decoded on several threads (ImagePreprocessor.each): the same arrays, in order, as one at a time
+    from edgeai.errors import InputError
+    from edgeai.preprocess import ImagePreprocessor
+
+    pre = ImagePreprocessor(pkg.manifest["preprocess"])
+    np.testing.assert_array_equal(batch[:40], np.stack([pre(p) for p in installed[:40]]))
+    with pytest.raises(InputError, match="gone.jpg' does not exist"):  # one bad file is its own sentence, not a pool's
+        pre.each([*installed[:5], tmp_path / "gone.jpg", *installed[5:10]])
 
 
 def test_a_variant_records_which_set_its_figures_come_from_with_intervals(installed, tmp_path):

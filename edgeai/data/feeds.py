@@ -132,7 +132,7 @@ def image_feeds(pkg, images: Sequence[Any], batch: int = 16) -> list[Feed]:
     from edgeai.preprocess import ImagePreprocessor
 
     pre = ImagePreprocessor(pkg.manifest["preprocess"])
-    return batched([pre(im) for im in images], pkg.manifest["inputs"][0]["name"], batch)
+    return batched(pre.each(images), pkg.manifest["inputs"][0]["name"], batch)
 
 
 def text_feeds(pkg, texts: Sequence[str], batch: int = 1, max_length: int | None = None) -> list[Feed]:

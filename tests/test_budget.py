@@ -84,6 +84,14 @@ def test_inputs_of_different_lengths_are_compared_without_their_padding():
     got = [r + 0.001 * rng.standard_normal(r.shape).astype(np.float32) for r in ref]
     figures = compare({"y": stack(ref)}, {"y": stack(got)}, "tensor")
     assert 0.999 < figures["cosine_min"] <= figures["cosine_mean"] <= 1.0 and figures["samples"] == 3
+    # per-token ids (an argmax over each token) of texts of three lengths: np.concatenate failed
+    ids = [r.argmax(-1) for r in ref]
+    assert stack(ids).shape == (3, 13) and stack(ids).dtype == np.int64
+    assert compare({"y": stack(ids)}, {"y": stack([i.copy() for i in ids])}, "tensor")["cosine_min"] == 1.0  # exact: 1 or 0 a row
+    ids_off = [i.copy() for i in ids]
+    ids_off[1][0, -1] += 1  # one token of the second text changed
+    figures = compare({"y": stack(ids)}, {"y": stack(ids_off)}, "tensor")
+    assert figures["cosine_min"] == 0.0 and figures["cosine_mean"] == 2 / 3 and figures["max_abs_diff"] == 1
 
 
 def test_outputs_of_zeros_and_scalars_are_compared_for_what_they_are(tmp_path):

@@ -201,14 +201,18 @@ def run_batches(session_run, feeds: list[dict[str, np.ndarray]]) -> dict[str, np
 
 def stack(arrays: list[np.ndarray]) -> np.ndarray:
     """Batches joined on the batch axis. Per-token outputs of text batches padded to different
-    lengths are padded to the longest with NaN (float outputs), which ``compare`` leaves out."""
+    lengths are padded to the longest: float outputs with NaN, which ``compare`` leaves out;
+    integer and boolean ones (token ids, tags) with 0, which both sides then hold at the same
+    places, so :func:`score`'s "every value equal" is unchanged by it."""
     if arrays[0].ndim == 0:  # a scalar per run (a model returning x.sum()): one value each
         return np.stack(arrays)
     shapes = {a.shape[1:] for a in arrays}
-    if len(shapes) <= 1 or not all(np.issubdtype(a.dtype, np.floating) and a.ndim == arrays[0].ndim for a in arrays):
+    floats = all(_is_float(a) for a in arrays)
+    if len(shapes) <= 1 or any(a.ndim != arrays[0].ndim for a in arrays) or not (
+            floats or all(a.dtype.kind in "iub" for a in arrays)):
         return np.concatenate(arrays)
     full = tuple(max(a.shape[i] for a in arrays) for i in range(1, arrays[0].ndim))
-    out = np.full((sum(len(a) for a in arrays), *full), np.nan, dtype=arrays[0].dtype)
+    out = np.full((sum(len(a) for a in arrays), *full), np.nan if floats else 0, dtype=np.result_type(*arrays))
     start = 0
     for a in arrays:
         out[(slice(start, start + len(a)), *(slice(0, d) for d in a.shape[1:]))] = a

@@ -6,10 +6,12 @@ prepares the validation and calibration images at export time, so what was measu
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -37,6 +39,20 @@ _INTERP = {
     "nearest": Image.Resampling.NEAREST,
     "lanczos": Image.Resampling.LANCZOS,
 }
+
+
+_WARNINGS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _no_bomb_warning() -> Iterator[None]:
+    """Pillow's DecompressionBombWarning silenced (open_image refuses by its own pixel_limit).
+    One thread at a time: catch_warnings saves and restores the process's filters, and threads
+    decoding at once (ImagePreprocessor.each, bulk runs) interleaved that and left "ignore" behind
+    for the host program (review)."""
+    with _WARNINGS_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        yield
 
 
 def pixel_limit() -> int:
@@ -102,21 +118,22 @@ def open_image(source: str | os.PathLike) -> Image.Image:
     im = None
     try:
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                im = Image.open(path if path.is_file() else _read_stream(path))
-                w, h = im.size
-                if w * h > pixel_limit():
-                    raise InputError(f"Image {path} is {w}x{h} pixels, above the {pixel_limit() // 10**6} MP limit (a decompression bomb?).")
-                im.load()
-                kept = getattr(im, "_fp", None)  # Pillow's own handle (not public): the only sign of a GIF left open
-                if getattr(im, "n_frames", 1) > 1 or (kept is not None and getattr(kept, "closed", True) is False):
-                    # Pillow keeps a multi-frame file (GIF, TIFF pages) open to seek in it, and a
-                    # GIF's even with one frame: the first frame is what runs, so keep that and
-                    # close the file (a `warning: unclosed file` for every GIF; review).
-                    first = im.copy()
-                    im.close()
-                    im = first
+            source = path if path.is_file() else _read_stream(path)
+            with _no_bomb_warning():
+                im = Image.open(source)  # the header only: the pixels are decoded below, by threads at once
+            w, h = im.size
+            if w * h > pixel_limit():
+                raise InputError(f"Image {path} is {w}x{h} pixels, above the {pixel_limit() // 10**6} MP limit (a decompression bomb?).")
+            with _no_bomb_warning() if w * h > (Image.MAX_IMAGE_PIXELS or w * h) else contextlib.nullcontext():
+                im.load()  # GIF, TIFF and MPO check the size again as they decode
+            kept = getattr(im, "_fp", None)  # Pillow's own handle (not public): the only sign of a GIF left open
+            if getattr(im, "n_frames", 1) > 1 or (kept is not None and getattr(kept, "closed", True) is False):
+                # Pillow keeps a multi-frame file (GIF, TIFF pages) open to seek in it, and a
+                # GIF's even with one frame: the first frame is what runs, so keep that and
+                # close the file (a `warning: unclosed file` for every GIF; review).
+                first = im.copy()
+                im.close()
+                im = first
         except BaseException:
             if im is not None:
                 im.close()  # Pillow keeps the file open when decoding fails: a ResourceWarning line later

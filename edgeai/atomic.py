@@ -132,23 +132,36 @@ def check_destination(final: str | os.PathLike, model: str | None = None) -> Non
 def read_manifest(folder: Path | None) -> dict | None:
     """The manifest of the package at ``folder`` if a readable one is there (a dict with a
     ``name`` string and a ``variants`` dict), else None: what a look before a refusal or a
-    listing needs, not the checks of :class:`edgeai.package.Package`. The JSON is read as
-    Package.open reads it (size limit, byte-order mark, a key twice is not readable)."""
+    listing needs, not the checks of :class:`edgeai.package.Package`."""
+    return look(folder)[0] if folder is not None else None
+
+
+def look(folder: Path) -> tuple[dict | None, str | None]:
+    """``(manifest, None)`` for a package's readable manifest at ``folder``; ``(None, why)`` where
+    a manifest.json is there that cannot be read (a hand edit: not JSON, a key twice; read as
+    Package.open reads it); ``(None, None)`` where there is none, or another tool's."""
     from .package import _read_manifest_file  # package imports this module
 
+    mpath = Path(folder) / MANIFEST
     try:
-        m = _read_manifest_file(Path(folder) / MANIFEST) if folder is not None else None
-    except (OSError, PackageError):
-        return None
+        m = _read_manifest_file(mpath) if mpath.is_file() else None
+    except PackageError as e:
+        return None, str(e)
+    except OSError as e:
+        return None, f"The manifest {mpath} cannot be read ({e.strerror or type(e).__name__})."
     ok = isinstance(m, dict) and isinstance(m.get("name"), str) and isinstance(m.get("variants"), dict)
-    return m if ok else None
+    return (m if ok else None), None
 
 
 def _check_target(final: Path) -> None:
     if final.exists() and not final.is_dir():
         raise PackageError(f"{final} is a file; a package is a folder: give a new folder or an existing package.")
-    if final.is_dir() and not (final / MANIFEST).is_file() and any(final.iterdir()):
-        raise PackageError(f"{final} exists and is not a model package; refusing to replace it.")
+    if final.is_dir() and any(final.iterdir()):
+        manifest, why = look(final)
+        if why:  # a package by its manifest's name, perhaps another model's (its trained weights): never replaced unseen
+            raise PackageError(f"{why.removesuffix('.')}; refusing to replace {final} (mend the manifest, or remove the folder first).")
+        if manifest is None:
+            raise PackageError(f"{final} exists and is not a model package; refusing to replace it.")
     if os.path.ismount(final):  # a volume (a container's, a disk's): it cannot be renamed, as staging_dir does
         raise PackageError(f"{final} is a mount point, and a package is built beside its folder and renamed into "
                            f"place: give a folder inside it (-o {shell_arg(final / 'NAME')}).")

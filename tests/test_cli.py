@@ -142,8 +142,15 @@ def test_models_marks_a_cached_package_it_cannot_open(tmp_path):
     # in this folder too: a manifest with a key twice reads as a package at a glance, but does not open
     text = (home / "good" / "manifest.json").read_text()
     (home / "good" / "manifest.json").write_text(text.replace('"name": ', '"name": "x", "name": ', 1))
-    here = json.loads(cli("models", "--json", cwd=home).stdout)["here"]
-    assert here[0]["path"] == "./good" and "names 'name' twice" in here[0]["unreadable"], here
+    here = json.loads(cli("models", "--json", cwd=home).stdout)["here"]  # the cut one too, by its folder (review)
+    assert [(h["path"], h["name"]) for h in here] == [("./cut", None), ("./good", None)], here
+    assert "is not valid JSON" in here[0]["unreadable"] and "names 'name' twice" in here[1]["unreadable"], here
+    # and an export never replaces it unseen: which model it held is unknown (review: a trained LSTM went)
+    before = {p.name: p.read_bytes() for p in (home / "cut").iterdir()}
+    r = cli("export", "cnn", "-o", str(home / "cut"))
+    assert r.returncode == 1 and TRACEBACK not in r.stderr, r.stderr
+    assert re.search(r"is not valid JSON .*; refusing to replace .*cut \(mend the manifest, or remove the folder first\)", r.stderr)
+    assert {p.name: p.read_bytes() for p in (home / "cut").iterdir()} == before
 
 
 def test_models_clear_removes_what_edgeai_made_and_nothing_else(tmp_path):

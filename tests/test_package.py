@@ -228,6 +228,13 @@ def test_hand_edited_latencies_that_cannot_be_true_are_refused(tiny_pkg):
     from edgeai.atomic import read_manifest
 
     assert read_manifest(tiny_pkg) is None  # the writers' guards read manifests as open does, not the last key
+    from edgeai.atomic import check_destination
+
+    with pytest.raises(PackageError, match=r"names 'name' twice in one object.*; refusing to replace .*\(mend the manifest"):
+        check_destination(tiny_pkg, "tiny")  # a package, but of which model is unknown: not replaced
+    (tiny_pkg / "manifest.json").write_text('{"manifest_version": 3, "name": "my web app"}')  # another tool's
+    with pytest.raises(PackageError, match="exists and is not a model package; refusing to replace it"):
+        check_destination(tiny_pkg, "tiny")
     (tiny_pkg / "manifest.json").write_text("[" * 100_000 + "]" * 100_000)  # within the size limit
     with pytest.raises(PackageError, match="nests its JSON deeper than a manifest can"):
         Package.open(tiny_pkg)

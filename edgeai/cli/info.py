@@ -306,7 +306,7 @@ def models(
     if here:  # what `edgeai export NAME` wrote here (./NAME): --model NAME from this folder runs it
         out.print(Text(f"in this folder ({len(here)} package(s)):"))
         for p in here:
-            out.print(Text(f"  {p['path']}  {p['name']}" + (f"  unreadable: {p['unreadable']}" if "unreadable" in p else "")))
+            out.print(Text(f"  {p['path']}  {p['name'] or '?'}" + (f"  unreadable: {p['unreadable']}" if "unreadable" in p else "")))
 
 
 def _unreadable(path: str) -> str | None:
@@ -325,15 +325,21 @@ def _unreadable(path: str) -> str | None:
 
 
 def _packages_here() -> list[dict]:
-    """The packages in the current folder's subfolders, by their manifests' names."""
-    from edgeai.atomic import read_manifest
+    """The packages in the current folder's subfolders, by their manifests' names; one whose
+    manifest cannot be read at all (a hand edit) is listed as unreadable, with no name."""
+    from edgeai.atomic import look
 
     try:
         folders = sorted(p for p in Path.cwd().iterdir() if p.is_dir())
     except OSError:
         return []
-    return [{"path": f"./{p.name}", "name": m["name"], **({"unreadable": why} if (why := _unreadable(str(p))) else {})}
-            for p in folders if (m := read_manifest(p)) is not None]
+    found = []
+    for p in folders:
+        m, why = look(p)
+        if m is not None or why:
+            why = why or _unreadable(str(p))
+            found.append({"path": f"./{p.name}", "name": m and m["name"], **({"unreadable": why} if why else {})})
+    return found
 
 
 def doctor(

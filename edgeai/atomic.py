@@ -138,19 +138,33 @@ def read_manifest(folder: Path | None) -> dict | None:
 
 def look(folder: Path) -> tuple[dict | None, str | None]:
     """``(manifest, None)`` for a package's readable manifest at ``folder``; ``(None, why)`` where
-    a manifest.json is there that cannot be read (a hand edit: not JSON, a key twice; read as
-    Package.open reads it); ``(None, None)`` where there is none, or another tool's."""
+    an edgeai manifest.json is there that cannot be read (a hand edit: not JSON, a key twice;
+    read as Package.open reads it); ``(None, None)`` where there is none, or another tool's (a
+    Docker image's, a browser extension's), or a folder this user cannot look into."""
     from .package import _read_manifest_file  # package imports this module
 
     mpath = Path(folder) / MANIFEST
     try:
-        m = _read_manifest_file(mpath) if mpath.is_file() else None
+        if not mpath.is_file():
+            return None, None
+        m = _read_manifest_file(mpath)
     except PackageError as e:
-        return None, str(e)
+        return None, (str(e) if _looks_like_ours(mpath) else None)
     except OSError as e:
-        return None, f"The manifest {mpath} cannot be read ({e.strerror or type(e).__name__})."
+        return None, (f"The manifest {mpath} cannot be read ({e.strerror or type(e).__name__})." if mpath.is_file() else None)
     ok = isinstance(m, dict) and isinstance(m.get("name"), str) and isinstance(m.get("variants"), dict)
     return (m if ok else None), None
+
+
+def _looks_like_ours(mpath: Path) -> bool:
+    """Whether a manifest that does not read is still edgeai's: every one names its variants
+    and begins with its schema_version (what a manifest cut short keeps)."""
+    try:
+        with open(mpath, "rb") as f:
+            head = f.read(1 << 20)
+    except OSError:
+        return False
+    return b'"variants"' in head or b'"schema_version"' in head
 
 
 def _check_target(final: Path) -> None:

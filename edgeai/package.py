@@ -329,13 +329,13 @@ def _read_manifest_file(mpath: Path) -> dict:
         raise PackageError(f"The manifest {mpath} is {size} bytes, far larger than a manifest can be (limit {MAX_MANIFEST_BYTES}).")
     try:  # a byte-order mark (Notepad's) is not an error
         manifest = json.loads(mpath.read_bytes().decode("utf-8-sig"), object_pairs_hook=_unique_keys)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise PackageError(f"The manifest {mpath} is not valid JSON ({e}).") from None
-    except RecursionError:  # "[[[[...]]]]" within the size limit
-        raise PackageError(f"The manifest {mpath} nests its JSON deeper than a manifest can.") from None
     except _DuplicateKey as e:
         raise PackageError(f"The manifest {mpath} names {e.args[0]!r} twice in one object; JSON readers keep only one of "
                            "them, so which one was meant is unknown (a hand edit?).") from None
+    except ValueError as e:  # not UTF-8, not JSON, or an integer of more than 4300 digits (Python's limit)
+        raise PackageError(f"The manifest {mpath} is not valid JSON ({e}).") from None
+    except RecursionError:  # "[[[[...]]]]" within the size limit
+        raise PackageError(f"The manifest {mpath} nests its JSON deeper than a manifest can.") from None
     if not isinstance(manifest, dict):
         raise PackageError(f"The manifest {mpath} should hold a JSON object, not {type(manifest).__name__}.")
     return manifest

@@ -310,6 +310,7 @@ class ImagePreprocessor:
         go of the GIL while it decodes and resizes, and decoding is most of the time (large camera
         JPEGs, the held-out photo set: 2x faster on 2 cores, the same arrays). Frames and PIL
         images, already decoded (and one object may come twice), stay on this thread."""
+        items = list(items)
         if len(items) < 2 or not all(isinstance(x, (str, os.PathLike)) for x in items):
             return [self(x) for x in items]
         from concurrent.futures import ThreadPoolExecutor

@@ -87,11 +87,18 @@ def test_inputs_of_different_lengths_are_compared_without_their_padding():
     # per-token ids (an argmax over each token) of texts of three lengths: np.concatenate failed
     ids = [r.argmax(-1) for r in ref]
     assert stack(ids).shape == (3, 13) and stack(ids).dtype == np.int64
-    assert compare({"y": stack(ids)}, {"y": stack([i.copy() for i in ids])}, "tensor")["cosine_min"] == 1.0  # exact: 1 or 0 a row
+    figures = compare({"y": stack(ids)}, {"y": stack([i.copy() for i in ids])}, "tensor")
+    assert figures["cosine_min"] == 1.0 and figures["closeness"] == 1.0  # exact: 1 or 0 a row
     ids_off = [i.copy() for i in ids]
-    ids_off[1][0, -1] += 1  # one token of the second text changed
+    ids_off[0][0, :] += 1  # every token of the shortest text changed: 3 of the 24 real values
     figures = compare({"y": stack(ids)}, {"y": stack(ids_off)}, "tensor")
     assert figures["cosine_min"] == 0.0 and figures["cosine_mean"] == 2 / 3 and figures["max_abs_diff"] == 1
+    assert figures["closeness"] == 21 / 24  # the padding is not counted as agreeing (review)
+    longer = [i.copy() for i in ids]
+    longer[0] = np.concatenate([longer[0], longer[0]], axis=1)  # one side's output 3 tokens longer: seen
+    assert compare({"y": stack(ids)}, {"y": stack(longer)}, "tensor")["cosine_min"] == 0.0
+    masks = [i > 7 for i in ids]  # booleans: compared exactly as well
+    assert compare({"y": stack(masks)}, {"y": stack(masks)}, "tensor")["closeness"] == 1.0
 
 
 def test_outputs_of_zeros_and_scalars_are_compared_for_what_they_are(tmp_path):

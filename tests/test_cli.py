@@ -119,6 +119,8 @@ def test_models_lists_the_packages_in_this_folder(tmp_path):
     (tmp_path / "photos").mkdir()
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "manifest.json").write_text('{"x": 1}')  # not a package: not listed
+    (tmp_path / "image").mkdir()
+    (tmp_path / "image" / "manifest.json").write_text('[{"Config": "c.json"}]')  # a `docker save` folder: nor this (review)
     out = cli("models", "--json", cwd=tmp_path)
     assert out.returncode == 0 and json.loads(out.stdout)["here"] == [{"path": "./mine", "name": "tiny"}], out.stdout
     out = cli("models", cwd=tmp_path)
@@ -132,7 +134,7 @@ def test_models_marks_a_cached_package_it_cannot_open(tmp_path):
     home = tmp_path / "home"
     make_tiny_package(home / "good")
     make_tiny_package(home / "cut")
-    (home / "cut" / "manifest.json").write_text('{"name": ')
+    (home / "cut" / "manifest.json").write_text((home / "good" / "manifest.json").read_text()[:120])  # cut short
     out = cli("models", env={"EDGEAI_HOME": str(home)})
     assert out.returncode == 0 and TRACEBACK not in out.stderr, out.stderr
     assert re.search(r"cut  unreadable: The manifest .* is not valid JSON", out.stdout), out.stdout

@@ -238,6 +238,9 @@ def test_hand_edited_latencies_that_cannot_be_true_are_refused(tiny_pkg):
     (tiny_pkg / "manifest.json").write_text("[" * 100_000 + "]" * 100_000)  # within the size limit
     with pytest.raises(PackageError, match="nests its JSON deeper than a manifest can"):
         Package.open(tiny_pkg)
+    (tiny_pkg / "manifest.json").write_text(raw.replace('"name": ', '"n": ' + "1" * 5000 + ', "name": ', 1))
+    with pytest.raises(PackageError, match="is not valid JSON .*4300 digits"):  # Python's own limit: was a ValueError traceback
+        Package.open(tiny_pkg)
     (tiny_pkg / "manifest.json").write_text(raw)
     for bad, said in (("NaN", "p50_ms is nan, not a finite number"), ("Infinity", "p50_ms is inf, not a finite number"),
                       ("-1.5", "p50_ms must be above 0"), ("0", "p50_ms must be above 0")):

@@ -54,7 +54,7 @@ def compare(reference: dict[str, np.ndarray], other: dict[str, np.ndarray], task
         if len(cos) > 1:  # one-value outputs give one cosine across the inputs: no interval to draw
             figures["cosine_mean_ci95"] = mean_interval(cos, bounds=(-1.0, 1.0))
         figures["closeness"] = min(closeness(reference[k], other[k]) if _is_float(reference[k]) else
-                                   float((reference[k] == other[k]).mean()) for k in outputs)
+                                   _equal_share(reference[k], other[k]) for k in outputs)
         figures["samples"] = float(n)  # the inputs compared, also where an output is one value each
     return figures
 
@@ -140,6 +140,13 @@ def per_output(reference: dict[str, np.ndarray], other: dict[str, np.ndarray]) -
     return figures
 
 
+def _equal_share(a: np.ndarray, b: np.ndarray) -> float:
+    """An integer output's closeness: the share of its values that are equal, :func:`stack`'s
+    padding (on both sides) left out."""
+    real = ~((a == pad_value(a.dtype)) & (b == pad_value(a.dtype))) if a.dtype.kind in "iu" else np.ones(a.shape, bool)
+    return float((a == b)[real].mean()) if real.any() else 1.0
+
+
 def _is_float(a: np.ndarray) -> bool:
     return np.issubdtype(a.dtype, np.floating)
 
@@ -201,23 +208,30 @@ def run_batches(session_run, feeds: list[dict[str, np.ndarray]]) -> dict[str, np
 
 def stack(arrays: list[np.ndarray]) -> np.ndarray:
     """Batches joined on the batch axis. Per-token outputs of text batches padded to different
-    lengths are padded to the longest: float outputs with NaN, which ``compare`` leaves out;
-    integer and boolean ones (token ids, tags) with 0, which both sides then hold at the same
-    places, so :func:`score`'s "every value equal" is unchanged by it."""
+    lengths are padded to the longest with :func:`pad_value`: NaN for float outputs, for integer
+    ones (token ids, tags; booleans as int8) the type's far end, which ``compare`` leaves out
+    where both sides hold it (padding), and counts as a difference where one side does."""
     if arrays[0].ndim == 0:  # a scalar per run (a model returning x.sum()): one value each
         return np.stack(arrays)
-    shapes = {a.shape[1:] for a in arrays}
-    floats = all(_is_float(a) for a in arrays)
-    if len(shapes) <= 1 or any(a.ndim != arrays[0].ndim for a in arrays) or not (
-            floats or all(a.dtype.kind in "iub" for a in arrays)):
+    if len({a.shape[1:] for a in arrays}) <= 1 or len({(a.dtype, a.ndim) for a in arrays}) > 1 or arrays[0].dtype.kind not in "fiub":
         return np.concatenate(arrays)
+    if arrays[0].dtype.kind == "b":
+        arrays = [a.astype(np.int8) for a in arrays]
     full = tuple(max(a.shape[i] for a in arrays) for i in range(1, arrays[0].ndim))
-    out = np.full((sum(len(a) for a in arrays), *full), np.nan if floats else 0, dtype=np.result_type(*arrays))
+    out = np.full((sum(len(a) for a in arrays), *full), pad_value(arrays[0].dtype), dtype=arrays[0].dtype)
     start = 0
     for a in arrays:
         out[(slice(start, start + len(a)), *(slice(0, d) for d in a.shape[1:]))] = a
         start += len(a)
     return out
+
+
+def pad_value(dtype: np.dtype) -> float | int:
+    """What :func:`stack` fills the positions an input of a shorter batch lacks with."""
+    if np.issubdtype(dtype, np.floating):
+        return np.nan
+    info = np.iinfo(dtype)
+    return info.min if info.min < 0 else info.max
 
 
 def budget_met(budget: Mapping | None, accuracy: Mapping) -> bool:

@@ -87,12 +87,12 @@ def quantize(
                 "dynamic INT8 measures activations as they come, so there is nothing to calibrate." if method == "dynamic" else
                 "the quantization-aware fine-tune learns on MinMax's grid, so it calibrates by MinMax." if method == "qat" else
                 f"it does not apply to {precision}."))
-    if calibration is not None and not Path(calibration).exists() and Path(calibration).name.lower() in (*CALIBRATIONS, "entropy"):
+    named = Path(calibration).name.lower() if calibration is not None and not Path(calibration).exists() else None
+    if named in (*CALIBRATIONS, "entropy"):
         # `--calibration minmax` for `--calibrate minmax`: the folder's "does not exist" would not say so
         raise InputError(f"--calibration takes a directory of calibration inputs, and {calibration} names a calibrator: "
                          + ("ONNX Runtime's entropy calibrator is not offered (here it gives MinMax's ranges); "
-                            f"--calibrate picks {' or '.join(CALIBRATIONS)}." if Path(calibration).name.lower() == "entropy"
-                            else f"use --calibrate {Path(calibration).name.lower()}."))
+                            f"--calibrate picks {' or '.join(CALIBRATIONS)}." if named == "entropy" else f"use --calibrate {named}."))
     if qat_steps is not None and (method != "qat" or qat_steps < 1):
         raise InputError("qat_steps applies to method qat and must be at least 1." if method == "qat"
                          else "qat_steps applies to --method qat.")

@@ -81,7 +81,8 @@ def staging_dir(final: Path, model: str | None = None) -> Iterator[Path]:
 
     An existing package at ``final`` stays intact until the new one is complete; if the process
     dies, the temporary directory is left behind and removed by the next run. With ``model``
-    (the new package's name), a package of another model at ``final`` is refused, not replaced.
+    (the new package's name), a package of another model at ``final`` is refused, not replaced;
+    the files a user put in the package it replaces are carried over (:func:`carry_user_files`).
     """
     final = Path(final).absolute()
     check_destination(final, model)  # again (a family checks first): a build must not end in "refusing to replace it"
@@ -100,6 +101,7 @@ def staging_dir(final: Path, model: str | None = None) -> Iterator[Path]:
             old = final.parent / f".{final.name}{_TMP_MARK}old-{os.getpid()}-{uuid.uuid4().hex[:6]}"
             os.replace(final, old)
             os.replace(tmp, final)
+            carry_user_files(old, final)  # after the swap: a kill before it leaves them in old, put back whole
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, final)
@@ -202,9 +204,30 @@ def clean_debris(final: Path) -> None:
         if rest.startswith("old-") and not final.exists():
             os.replace(entry, final)
         else:
+            if rest.startswith("old-") and final.is_dir():  # killed between the swap and the carrying
+                carry_user_files(entry, final)
             shutil.rmtree(entry, ignore_errors=True)
     if final.is_dir():
         remove_stale_files(final)
+
+
+def carry_user_files(old: Path, new: Path) -> list[str]:
+    """Move into the rebuilt package ``new`` what the user put in the package ``old`` replaces
+    (a README, an evaluation set): every entry that its manifest does not name (the manifest,
+    variant files, assets) and that ``new`` does not have; the names moved."""
+    manifest = read_manifest(old) or {}
+    files = [v.get("file") for v in manifest.get("variants", {}).values() if isinstance(v, dict)]
+    files += list(manifest.get("assets") or {})
+    owned = {MANIFEST} | {Path(f).parts[0] for f in files if isinstance(f, str) and f}
+    moved = []
+    for entry in sorted(old.iterdir()):
+        name = entry.name
+        if name in owned or _VARIANT_FILE.fullmatch(name) or _TMP_MARK in name or os.path.lexists(new / name):
+            continue
+        with contextlib.suppress(OSError):  # one that cannot be moved goes with the old package, as before
+            os.replace(entry, new / name)
+            moved.append(name)
+    return moved
 
 
 def remove_stale_files(root: Path) -> list[str]:

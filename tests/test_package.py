@@ -140,10 +140,31 @@ def test_staging_dir_replaces_a_package_whole(tiny_pkg):
     with pytest.raises(PackageError, match="holds the package of another model, tiny; give other its own folder"):
         with staging_dir(tiny_pkg, "other"):
             raise AssertionError("refused before the build starts")
+    (tiny_pkg / "NOTES.md").write_text("mine")  # what the user put in the package is carried into the new one
+    (tiny_pkg / "eval").mkdir()
+    (tiny_pkg / "eval" / "a.npy").write_bytes(b"x")
+    (tiny_pkg / "model.int8.0123456789ab.onnx").write_bytes(b"stale")  # a killed run's variant file is not
     with staging_dir(tiny_pkg, "tiny") as tmp:
         (tmp / "new.txt").write_text("new")
     assert (tiny_pkg / "new.txt").exists() and not (tiny_pkg / "model.onnx").exists()
+    assert sorted(p.name for p in tiny_pkg.iterdir()) == ["NOTES.md", "eval", "new.txt"]
+    assert (tiny_pkg / "NOTES.md").read_text() == "mine" and (tiny_pkg / "eval" / "a.npy").is_file()
     assert sorted(p.name for p in tiny_pkg.parent.iterdir()) == ["tiny"]
+
+
+def test_user_files_survive_a_kill_between_the_swap_and_their_carrying(tiny_pkg):
+    import shutil
+
+    from edgeai.atomic import clean_debris
+
+    # the new package is in place; the old one, moved aside by a process that is gone, still holds them
+    old = tiny_pkg.parent / ".tiny.edgeai-tmp-old-999999999-abcdef"
+    shutil.copytree(tiny_pkg, old)
+    (old / "NOTES.md").write_text("mine")
+    (tiny_pkg / "new.txt").write_text("new")
+    clean_debris(tiny_pkg)
+    assert (tiny_pkg / "NOTES.md").read_text() == "mine" and not old.exists()
+    Package.open(tiny_pkg).variant_path("fp32")  # the package's own files were the new one's, not the old
 
 
 def test_a_remembered_hash_is_not_trusted_after_the_file_changes(tmp_path, monkeypatch):

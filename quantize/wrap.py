@@ -54,7 +54,7 @@ def wrap_onnx(path: str | os.PathLike, out: str | os.PathLike | None = None,
             "postprocess": {"type": "none"},
             **({"budget": budget.as_manifest()} if budget is not None else {}),
             "assets": {},
-            "variants": {"fp32": variant_entry(tmp, "model.onnx", made_from=None)},
+            "variants": {"fp32": variant_entry(tmp, "model.onnx", made_from=None, **_as_given(tmp / "model.onnx"))},
             "provenance": {"source": str(src.resolve()), "created": now(), "edgeai": __version__,
                            "opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)},
         }
@@ -67,6 +67,16 @@ def wrap_onnx(path: str | os.PathLike, out: str | os.PathLike | None = None,
         warnings.warn(EdgeAIWarning(f"{src} has changed since it was wrapped into {target}: its package is made anew, "
                                     f"replacing its variants ({', '.join(replaced)})"), stacklevel=user_level())
     return Package.open(target)
+
+
+def _as_given(path: Path) -> dict:
+    """The base variant is the file as given and is called ``fp32`` (what every other variant is
+    made from and measured against); a half-precision graph says so in its recipe, which
+    ``inspect`` prints, rather than pass for float32."""
+    from .recipes import _weights_in_float16
+
+    return {"recipe": {"weights": "float16", "note": "the file as given; fp32 names the base variant"}} \
+        if _weights_in_float16(path) else {}
 
 
 def _check_runs(inputs: list[dict], src: Path, arrays: str | os.PathLike | None) -> None:

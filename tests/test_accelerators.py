@@ -165,7 +165,7 @@ def test_gpu_figures_are_recorded_per_gpu(monkeypatch):
 
 
 # -- fp16 and the TensorRT INT8 preset ---------------------------------------------------------
-def test_fp16_variant_keeps_float32_inputs_and_outputs(tiny_pkg):
+def test_fp16_variant_keeps_float32_inputs_and_outputs(tiny_pkg, tmp_path):
     quantize(tiny_pkg, precision="fp16", measure_latency=False)
     pipe = edgeai.load(tiny_pkg, variant="fp16", provider="cpu")
     info = pipe.package.variants["fp16"]
@@ -174,6 +174,7 @@ def test_fp16_variant_keeps_float32_inputs_and_outputs(tiny_pkg):
     assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert {i.data_type for i in model.graph.initializer} == {onnx.TensorProto.FLOAT16}
+    onnx.checker.check_model(model)  # topologically sorted: the converter left its input casts last (review)
     x = _x(8)
     fp32 = edgeai.load(tiny_pkg, variant="fp32", provider="cpu").run({"pixel_values": x})["logits"]
     got = pipe.run({"pixel_values": x})["logits"]
@@ -183,6 +184,15 @@ def test_fp16_variant_keeps_float32_inputs_and_outputs(tiny_pkg):
     # The GPU default order prefers fp16 when nothing was timed there; the CPU never defaults to it.
     assert choose_variant(pipe.package, providers.CUDA)[0] == "fp16"
     assert choose_variant(pipe.package, providers.CPU)[0] != "fp16"
+    # the file on its own, wrapped by `optimize FILE.onnx`: its base variant says it is float16, as given
+    half = tmp_path / "half.onnx"
+    half.write_bytes(pipe.package.variant_path("fp16").read_bytes())
+    r = cli("optimize", str(half))
+    assert r.returncode == 0, r.stderr
+    assert "fp32 (" in r.stdout and "float16 weights as given" in r.stdout.split(";")[0], r.stdout
+    wrapped = edgeai.load(tmp_path / "half", variant="fp32", provider="cpu")
+    assert wrapped.package.variants["fp32"]["recipe"]["weights"] == "float16"
+    np.testing.assert_allclose(wrapped.run({"pixel_values": x})["logits"], got, rtol=1e-3, atol=1e-3)
 
 
 def test_fp16_of_a_text_model_and_the_cli(tmp_path):

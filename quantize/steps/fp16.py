@@ -37,12 +37,17 @@ class Float16(Step):
             DEFAULT_OP_BLOCK_LIST,
             convert_float_to_float16,
         )
+        from onnxruntime.transformers.onnx_model import OnnxModel
 
         ctx.say(f"converting {self.source(pkg, ctx)} to float16 (inputs and outputs stay float32)")
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             converted = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
         clamped = sum("truncated" in str(w.message) or "out of" in str(w.message) for w in caught)
+        # The converter appends the casts of the kept float32 inputs after the nodes that read them:
+        # ONNX Runtime sorts a graph as it loads it, but the ONNX checker (and so `edgeai optimize
+        # FILE.onnx` given this file) refuses one that is not topologically sorted.
+        OnnxModel.graph_topological_sort(converted.graph)
         onnx.save(converted, str(dest))
         blocked = sorted({n.op_type for n in converted.graph.node} & set(DEFAULT_OP_BLOCK_LIST))
         return {"tool": f"onnxruntime.transformers.float16 {ort.__version__}", "keep_io_types": True,

@@ -152,10 +152,17 @@ def look(folder: Path) -> tuple[dict | None, str | None]:
         m = _read_manifest_file(mpath)
     except PackageError as e:
         return None, (str(e) if _looks_like_ours(mpath) else None)
-    except OSError as e:
-        return None, (f"The manifest {mpath} cannot be read ({e.strerror or type(e).__name__})." if mpath.is_file() else None)
+    except OSError as e:  # is_file() raises too where the folder cannot be entered: then no package to speak of
+        return None, (f"The manifest {mpath} cannot be read ({e.strerror or type(e).__name__})." if _is_file(mpath) else None)
     ok = isinstance(m, dict) and isinstance(m.get("name"), str) and isinstance(m.get("variants"), dict)
     return (m if ok else None), None
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:
+        return False
 
 
 def _looks_like_ours(mpath: Path) -> bool:

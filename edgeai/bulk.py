@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from .errors import EdgeAIError, InputError
+from .errors import EdgeAIError, InputError, unreadable
 from .journal import exclusive, modified, pending, record_line, stamp
 from .preprocess import decode_workers, image_files
 from .tasks import takes_arrays
@@ -64,7 +64,9 @@ def list_inputs(sources: Iterable[str], text: bool, literal: bool = False) -> li
     items: list[str] = []
     for src in sources:
         path = Path(src)
-        if path.is_dir():
+        if unreadable(path):  # is_dir() would raise: one input, whose error line open_image writes
+            items.append(src)
+        elif path.is_dir():
             items.extend(str(p) for p in image_files(path, unreadable=True))
         elif path.is_file() and path.suffix.lower() in LIST_SUFFIXES:
             paths = [line.strip() for line in read_text_lines(path) if not line.lstrip().startswith("#")]

@@ -8,6 +8,8 @@ keeps its traceback.
 from __future__ import annotations
 
 import contextlib
+import os
+import stat
 from typing import Callable, Iterator
 
 
@@ -62,6 +64,20 @@ def shell_arg(x: object) -> str:
     import shlex
 
     return shlex.quote(str(x))
+
+
+def unreadable(path: str | os.PathLike) -> str | None:
+    """The sentence "PATH cannot be read: permission denied..." where this user may not read
+    ``path``: a file they may not open, a folder they may not list, or either inside a folder
+    they may not enter (where Python's ``exists()`` and ``is_file()`` raise, not answer); else None."""
+    try:
+        st = os.stat(path)
+    except PermissionError:
+        return f"{os.fspath(path)} cannot be read: permission denied on a folder it is in."
+    except (OSError, ValueError):  # missing, a name too long: the caller's own sentences
+        return None
+    mode = os.R_OK | (os.X_OK if stat.S_ISDIR(st.st_mode) else 0)
+    return None if os.access(path, mode) else f"{os.fspath(path)} cannot be read: permission denied."
 
 
 def a_type(x: object) -> str:

@@ -16,7 +16,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import InputError, a_type, with_article
+from .errors import InputError, a_type, unreadable, with_article
 from .text_inputs import files_under
 
 # Pillow warns above MAX_IMAGE_PIXELS (89.5 MP: a 108 MP phone photo passes that) and raises above
@@ -67,7 +67,9 @@ def image_files(folder: Path, unreadable: bool = False) -> list[Path]:
     ``unreadable``: also photos Pillow does not decode here and broken links, which a bulk run
     gives an error line each."""
     suffixes = IMAGE_SUFFIXES | UNREAD_IMAGE_SUFFIXES if unreadable else IMAGE_SUFFIXES
-    return [p for p in files_under(folder) if p.suffix.lower() in suffixes and (p.is_file() or (unreadable and p.is_symlink()))]
+    blocked: list[Path] | None = [] if unreadable else None  # folders it may not list: an error line each (open_image says why)
+    found = [p for p in files_under(folder, blocked) if p.suffix.lower() in suffixes and (p.is_file() or (unreadable and p.is_symlink()))]
+    return sorted(found + (blocked or []))
 
 
 def _describe(x: Any) -> str:
@@ -101,6 +103,8 @@ def open_image(source: str | os.PathLike) -> Image.Image:
     path = Path(source)
     if not str(source).strip():  # Path("") is the current folder
         raise InputError("An empty argument names no image file; give the image's path.")
+    if why := unreadable(path):  # before exists() and is_file(), which raise in a folder this user cannot enter
+        raise InputError(why)
     if path.is_symlink() and not path.exists():
         raise InputError(f"Image file {path} is a broken symbolic link (to {os.readlink(path)}).")
     if str(source) == "-" and not path.exists():

@@ -9,21 +9,30 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from .errors import InputError
+from .errors import InputError, unreadable
 
 TEXT_SUFFIXES = (".txt", ".lst", ".list")
 
 
-def files_under(folder: Path) -> list[Path]:
+def files_under(folder: Path, blocked: list[Path] | None = None) -> list[Path]:
     """Every path under ``folder``, sorted, subfolders included, but not hidden ones (a name
     that starts with a dot, below ``folder`` itself: a .cache or .git holds no one's inputs, and
     a home folder's caches hold thousands of files), as ``ls`` and most tools list a folder.
     Linked subfolders are followed, each real folder once, under its own name where it lies
     inside ``folder`` (a link to it is passed over), else under the first link's in name order; a
-    link up to ``folder`` or above it is a loop, not followed (as ``find -L`` says)."""
+    link up to ``folder`` or above it is a loop, not followed (as ``find -L`` says). A folder this
+    user may not list (``folder`` itself or one below it) is added to ``blocked``, whose inputs a
+    bulk run reports as one error; without ``blocked``, it is an InputError. os.walk alone passes
+    over it in silence, and its files were lost without a word (review)."""
     found, seen, root = [], set(), os.path.realpath(folder)
     inside = lambda real: (real + os.sep).startswith(root.rstrip(os.sep) + os.sep)  # noqa: E731
-    for top, dirs, files in os.walk(folder, followlinks=True):
+    refused: list[Path] = []
+
+    def onerror(e: OSError) -> None:
+        if isinstance(e, PermissionError) and e.filename is not None:
+            refused.append(Path(os.fsdecode(e.filename)))
+
+    for top, dirs, files in os.walk(folder, onerror=onerror, followlinks=True):
         real = os.path.realpath(top)
         if real in seen or root.startswith(real.rstrip(os.sep) + os.sep):  # already listed, or a loop
             dirs[:] = []
@@ -32,6 +41,10 @@ def files_under(folder: Path) -> list[Path]:
         dirs[:] = sorted(d for d in dirs if not d.startswith(".")  # not even walked: a home folder's .cache is large
                          and not (os.path.islink(os.path.join(top, d)) and inside(os.path.realpath(os.path.join(top, d)))))
         found += [Path(top, f) for f in files if not f.startswith(".")]
+    if refused and blocked is None:
+        raise InputError(f"{refused[0]} cannot be read: permission denied; its files cannot be listed.")
+    if blocked is not None:
+        blocked.extend(sorted(refused))
     return sorted(found)
 
 # First bytes of files that are surely not text, for the message that says what the file looks like.
@@ -151,7 +164,7 @@ def _existing(arg: str) -> Path | None:
         return None
     try:
         path = Path(arg)
-        return path if path.exists() else None
+        return path if unreadable(path) or path.exists() else None  # one this user may not see is still a path (exists() raises)
     except (OSError, ValueError):  # a name too long for the filesystem, a NUL byte: a text
         return None
 
@@ -175,18 +188,24 @@ def expand_text_inputs(args: Sequence[Any], literal: bool = False) -> list[str]:
             texts.extend(_stdin_lines(args))
             continue
         path = _existing(arg) if isinstance(arg, (str, os.PathLike)) else None
-        if path is None and isinstance(arg, str) and looks_like_a_missing_file(arg):  # a typo, most likely: not run as
+        if path is not None and (why := unreadable(path)):  # its own error, not "no file named" or "no .txt files"
+            texts.append(UnreadFile(str(arg), why))
+        elif path is None and isinstance(arg, str) and looks_like_a_missing_file(arg):  # a typo, most likely: not run as
             # words with exit 0, but an error of its own, so a script sees it (review); --text runs the words
             texts.append(UnreadFile(arg, f"No file named {arg!r}; to run these words as a text, pass --text "
                                          "(edgeai.bulk.list_inputs(..., literal=True) in Python)."))
         elif path is None:
             texts.append(arg)
         elif path.is_dir():
-            files = [p for p in files_under(path) if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES]
-            if not files:
+            blocked: list[Path] = []
+            files = [p for p in files_under(path, blocked) if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES]
+            if not files and not blocked:
                 raise InputError(f"{arg} is a folder with no .txt, .lst or .list files in it; a text model reads the lines of those "
                                  "(or pass --text to use the words themselves).")
-            for f in files:
+            for f in sorted(files + blocked):  # in name order, the folders it may not list among them
+                if f in blocked:
+                    texts.append(UnreadFile(str(f), unreadable(f) or f"{f} cannot be read: permission denied."))
+                    continue
                 try:
                     texts.extend(read_text_lines(f))
                 except InputError as e:  # one bad file of many: its own error, as a folder's bad image gets

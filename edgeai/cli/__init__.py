@@ -11,7 +11,7 @@ import typer
 from typer.core import TyperGroup
 
 from edgeai import __version__
-from edgeai.errors import EdgeAIError
+from edgeai.errors import EdgeAIError, unreadable
 
 from . import build
 from . import run as run_mod
@@ -53,8 +53,9 @@ def _refused(e: OSError) -> str:
         where = where.parent
     if where is None:
         return f"A file cannot be written or read: {e.strerror or e}."
-    unreadable = e.errno in (errno.EACCES, errno.EPERM) and where.exists() and not os.access(where, os.R_OK)
-    return f"{where} cannot be {'read' if unreadable else 'written'}: {e.strerror or e}."
+    if e.errno in (errno.EACCES, errno.EPERM) and (why := unreadable(where)):  # exists() raises in an unenterable folder
+        return why
+    return f"{where} cannot be written: {e.strerror or e}."
 
 
 app = typer.Typer(

@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import numpy as np
 import typer
 
-from edgeai.errors import InputError, said_after, shell_arg, with_article
+from edgeai.errors import InputError, said_after, shell_arg, unreadable, with_article
 
 from ._common import Stages, err, plain_error, print_json, variant_notes
 from ._plain import note, say, style, table, text_width, warn
@@ -152,6 +152,8 @@ def _model_named_as_input(inputs: list[str], resolve_builtin) -> None:
     argument is a package folder or a built-in name (and no file of that name), not an input."""
     first = inputs[0]
     path = Path(first)
+    if unreadable(first):  # is_file() would raise; the input's own error line says why
+        return
     if (path / "manifest.json").is_file() or (first.strip() and not path.exists() and resolve_builtin(first) is not None):
         rest = " ".join(shell_arg(x) for x in inputs[1:]) or "INPUTS..."
         raise InputError(f"{first} is a model, and edgeai run takes inputs: name the model with --model, "

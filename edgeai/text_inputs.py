@@ -12,6 +12,7 @@ from typing import Any, Sequence
 from .errors import InputError, unreadable
 
 TEXT_SUFFIXES = (".txt", ".lst", ".list")
+_TABLE_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".ndjson", ".parquet")
 
 
 def files_under(folder: Path, blocked: list[Path] | None = None) -> list[Path]:
@@ -210,6 +211,11 @@ def expand_text_inputs(args: Sequence[Any], literal: bool = False) -> list[str]:
                     texts.extend(read_text_lines(f))
                 except InputError as e:  # one bad file of many: its own error, as a folder's bad image gets
                     texts.append(UnreadFile(str(f), str(e)))
+        elif path.suffix.lower() in _TABLE_SUFFIXES:  # its lines are a header and columns, or JSON: not texts (review)
+            kind = "JSON" if "json" in path.suffix.lower() else path.suffix[1:].upper()
+            what = "JSON syntax around each text" if kind == "JSON" else "binary columns" if kind == "PARQUET" else "a header and columns"
+            texts.append(UnreadFile(str(arg), f"{arg} is a {kind} file, whose lines are not texts alone ({what}); a text model "
+                                              "reads one text per line: save the texts alone as a .txt file."))
         else:
             try:
                 lines = read_text_lines(path, str(arg))

@@ -109,6 +109,13 @@ def test_utf16_text_files(tmp_path):
     (tmp_path / "bare.txt").write_bytes("no mark here\n".encode("utf-16-le"))
     [bare] = expand_text_inputs([str(tmp_path / "bare.txt")])
     assert re.search("UTF-16 text with no byte-order mark.*save it as UTF-8", bare.error), bare.error
+    # a table's lines are not texts: its header and "I love it,1" were classified (review); refused, each alone
+    (tmp_path / "t.csv").write_text("text,label\nI love it,1\n")
+    (tmp_path / "t.jsonl").write_text('{"text": "I love it"}\n')
+    csv, jsonl, typed = expand_text_inputs([str(tmp_path / "t.csv"), str(tmp_path / "t.jsonl"), "I love it"])
+    assert re.search(r"t\.csv is a CSV file, whose lines are not texts alone \(a header and columns\).*save the texts alone "
+                     r"as a \.txt file\.$", csv.error), csv.error
+    assert "t.jsonl is a JSON file" in jsonl.error and "JSON syntax around each text" in jsonl.error and typed == "I love it"
 
 
 def test_an_unreadable_file_of_a_folder_gets_its_own_error_line(text_pkg, tmp_path):

@@ -32,7 +32,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from . import _records, providers as _providers
-from .data.feeds import OTHER_AXIS, input_kind, load_arrays, random_feed, text_feeds
+from .data.feeds import OTHER_AXIS, check_room, input_kind, load_arrays, random_feed, text_feeds
 from .choice import check_threads
 from .rows import per_row
 from .text import one_text_per_call
@@ -221,8 +221,8 @@ def bench(
     if not batches or any(not isinstance(b, int) or b < 1 for b in batches):
         raise InputError(f"Batch sizes must be positive integers; got {list(batches)}.")
     batches = tuple(dict.fromkeys(batches))  # --batch 1,1: each case once
-    if rounds < 1 or (runs is not None and runs < 1) or (threads is not None and threads < 1):
-        raise InputError("rounds, runs and threads must be positive.")
+    if rounds < 1 or (runs is not None and not 1 <= runs <= 10**6) or (threads is not None and threads < 1):
+        raise InputError("rounds, runs and threads must be positive, and runs at most 1000000.")
     check_threads(threads)  # its ceiling too: every worker would start all of them
     torch_provs = _torch_cases(pkg, against, factory, sorted({"cuda" if p != _providers.CPU else "cpu" for p in provs}))
     arrays = load_inputs(inputs, pkg) if isinstance(inputs, (str, os.PathLike)) else inputs
@@ -243,6 +243,7 @@ def bench(
     # each file's hash checked once, not per case and round
     models = {c.variant: pkg.variant_path(c.variant) for c in cases if c.engine == "onnxruntime"}
     with tempfile.TemporaryDirectory(prefix="edgeai-bench-") as work:
+        check_room(bench_feed(pkg, 1, tokens, arrays), max(batches))  # before a feed too large is made
         feeds = {}
         for b in batches:
             feeds[b] = Path(work) / f"feed-b{b}.npz"

@@ -28,6 +28,15 @@ def machine_id() -> str:
     return " ".join(p for p in [platform.machine(), model, generation, *[f for f in _FLAGS if f in flags], f"{usable_cpus()}cpu"] if p)
 
 
+def available_bytes() -> int | None:
+    """Memory this machine can still give (Linux: MemAvailable, cgroup limits aside), or None."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, ValueError, StopIteration):
+        return None
+
+
 def usable_cpus() -> int:
     """The CPUs this process may run on (its affinity, as taskset or a container sets it)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

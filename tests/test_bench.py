@@ -192,6 +192,8 @@ def test_bench_errors_are_one_sentence(small_pkg, tmp_path):
         (["--input", str(tmp_path / "missing.npz")], "does not exist"),
         (["--provider", "npu"], "Unknown execution provider"),
         (["--tokens", "3"], "is a tensor model, not a text one"),  # it made no texts: was ignored
+        # a MemoryError traceback, or the kernel's silent kill of the whole command (review)
+        (["--batch", "1,1000000000"], "--batch 1000000000 needs"),
     ]
     from edgeai.providers import CUDA, unavailable_reason
 
@@ -204,6 +206,10 @@ def test_bench_errors_are_one_sentence(small_pkg, tmp_path):
         assert r.stderr.strip().count("\n") == 0, (args, r.stderr)  # one line
     with pytest.raises(EdgeAIError, match="no 'fp16' variant"):
         edgeai.bench(small_pkg, variants="fp16")
+    with pytest.raises(EdgeAIError, match="runs at most 1000000"):  # 10**17 calls ran for ever, silent (review)
+        edgeai.bench(small_pkg, runs=10**17)
+    r = cli("bench", str(small_pkg), "--runs", "99999999999999999")
+    assert r.returncode == 2 and "not in the range 1<=x<=1000000" in r.stderr, r.stderr
 
 
 def test_bench_and_report_do_not_import_torch(small_pkg, tmp_path):

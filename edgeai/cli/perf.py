@@ -42,7 +42,7 @@ def bench(
     batch: Annotated[str, typer.Option(help="Batch sizes separated by commas.")] = "1",
     threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads [default: ONNX Runtime's and PyTorch's own choice].")] = None,
     rounds: Annotated[int, typer.Option(min=1, help="Fresh processes per case, in alternating order.")] = 3,
-    runs: Annotated[Optional[int], typer.Option(min=1, help="Timed calls per process [default: at least 30, for at least --min-time seconds].")] = None,
+    runs: Annotated[Optional[int], typer.Option(min=1, max=10**6, help="Timed calls per process [default: at least 30, for at least --min-time seconds].")] = None,
     min_time: Annotated[float, typer.Option(min=0.0, help="Seconds each process times for, when --runs is not given (a quick model stops at 1000 calls).")] = 1.0,
     against: Annotated[Optional[str], typer.Option(help="torch: also measure PyTorch eager on the same weights (needs the export extra).")] = None,
     factory: Annotated[Optional[str], typer.Option(help="FILE.py:FN that builds the PyTorch model of a custom package (with --against torch): the one it was exported from.")] = None,

@@ -27,6 +27,18 @@ OTHER_AXIS = 16
 BATCH_NAMES = ("batch", "batch_size")  # --dynamic x:1:batch, Optimum's batch_size
 
 
+def check_room(one: Mapping[str, np.ndarray], batch: int, option: str = "--batch") -> None:
+    """Refuse a batch whose inputs alone (``batch`` times the item ``one``) take over a quarter
+    of the memory left: running it needs several times that, and numpy's MemoryError traceback,
+    or the kernel's silent kill, was what the user got (review)."""
+    from edgeai.machine import available_bytes
+
+    need, room = batch * sum(int(v.nbytes) for v in one.values()), available_bytes()
+    if room is not None and need > room / 4:
+        raise InputError(f"{option} {batch} needs {need / 2**30:.1f} GiB for its inputs alone, and several times that to run; "
+                         f"this machine has {room / 2**30:.1f} GiB available: give a smaller batch.")
+
+
 def batch_axis(shape) -> int:
     """The axis named ``batch`` (or ``batch_size``) of a manifest shape, else 0."""
     return next((a for a, d in enumerate(shape or []) if str(d).lower() in BATCH_NAMES), 0)

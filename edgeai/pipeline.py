@@ -209,7 +209,7 @@ class Pipeline:
         self.check_top_k(top_k)
         if "generation" in self.package.manifest:  # a text-generation package: predict is generate
             return self.generate(x)
-        if self._pre is None and self._post_spec["type"] == "none":
+        if self._pre is None and self._post_spec["type"] == "none" and (not isinstance(x, (list, tuple)) or len(x)):  # []: below
             if isinstance(x, (list, tuple)):
                 return [self._predict_tensor(item) for item in x]
             return self._predict_tensor(x)

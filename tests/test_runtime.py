@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 
@@ -503,3 +504,14 @@ def test_a_four_channel_frame_is_rgbx(tiny_pkg):
         pipe.predict(rgb.astype(np.int64))
     with pytest.raises(InputError, match=r"got a float64 array .* with a.round\(\).astype\(np.uint8\)"):
         pipe.predict(rgb.astype(np.float64))
+
+
+def test_a_tensor_model_refuses_an_empty_list_as_images_and_texts_do(tiny_pkg, tmp_path):
+    from quantize.wrap import wrap_onnx
+
+    shutil.copy(tiny_pkg / "model.onnx", tmp_path / "plain.onnx")
+    pipe = edgeai.load(wrap_onnx(tmp_path / "plain.onnx").path)
+    x = np.random.default_rng(0).random((2, 3, 8, 8), dtype=np.float32)
+    assert len(pipe.predict([x, x[:1]])) == 2
+    with pytest.raises(InputError, match="empty list"):  # was [], silently (review)
+        pipe.predict([])

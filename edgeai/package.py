@@ -27,6 +27,7 @@ from .atomic import (  # noqa: F401  (re-exported: the writing side of a package
     _fsync_file,
     clean_debris,
     package_lock,
+    read_manifest,
     remove_stale_files,
     staging_dir,
 )
@@ -97,6 +98,10 @@ class Package:
         if not root.exists():
             raise PackageError(f"No model package at {root}: the path does not exist.")
         if not root.is_dir():
+            held = {v.get("file"): k for k, v in (read_manifest(root.parent) or {}).get("variants", {}).items() if isinstance(v, dict)}
+            if root.name in held:  # wrapping it (the advice below) made a package inside the package (review)
+                raise PackageError(f"{root} is the {held[root.name]} variant of the package {root.parent}; give the package "
+                                   f"folder, {shell_arg(root.parent)} (with --variant {held[root.name]} where a command takes one).")
             if root.suffix == ".onnx":  # wrapping writes files: a stage does it (quantize/wrap.py), not a reader
                 valid_onnx(root)  # or the advice below leads to a second error (review)
                 raise PackageError(f"{root} is a plain ONNX file, not a package: `edgeai optimize {shell_arg(root)}` wraps it in the "

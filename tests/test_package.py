@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from conftest import edit_manifest
+from conftest import edit_manifest, make_tiny_package
 from edgeai.errors import PackageError
 from edgeai.package import Package, load_schema, staging_dir
 from edgeai import _schema
@@ -283,6 +283,9 @@ def test_a_plain_onnx_file_is_pointed_at_optimize_unless_it_is_not_onnx(tmp_path
     tiny_classifier(tmp_path / "m.onnx")
     with pytest.raises(PackageError, match=r"is a plain ONNX file, not a package: `edgeai optimize .*m\.onnx` wraps it"):
         edgeai.load(tmp_path / "m.onnx")
+    pkg = make_tiny_package(tmp_path / "pkg")  # a package's own variant file: wrapping it made a package inside it (review)
+    with pytest.raises(PackageError, match=r"model\.onnx is the fp32 variant of the package .*pkg; give the package folder"):
+        edgeai.load(pkg / "model.onnx")
     (tmp_path / "cut.onnx").write_bytes((tmp_path / "m.onnx").read_bytes()[:-7])
     with pytest.raises(PackageError, match=r"cut\.onnx is not a valid ONNX model: "):
         edgeai.load(tmp_path / "cut.onnx")

@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 from typing import Iterator
 
-from .errors import InputError, PackageError, shell_arg
+from .errors import InputError, PackageError, shell_arg, unreadable
 
 MANIFEST = "manifest.json"
 _TMP_MARK = ".edgeai-tmp-"
@@ -150,12 +150,21 @@ def look(folder: Path) -> tuple[dict | None, str | None]:
         if not mpath.is_file():
             return None, None
         m = _read_manifest_file(mpath)
-    except PackageError as e:
-        return None, (str(e) if _looks_like_ours(mpath) else None)
+    except PackageError as e:  # one this user may not read is said as such: whose it is cannot be told
+        return None, (str(e) if _looks_like_ours(mpath) or unreadable(mpath) else None)
     except OSError as e:  # is_file() raises too where the folder cannot be entered: then no package to speak of
         return None, (f"The manifest {mpath} cannot be read ({e.strerror or type(e).__name__})." if _is_file(mpath) else None)
     ok = isinstance(m, dict) and isinstance(m.get("name"), str) and isinstance(m.get("variants"), dict)
     return (m if ok else None), None
+
+
+def refuse_variant_file(path: Path) -> None:
+    """A package's own variant file, given where a package or a plain .onnx file goes: named as
+    such (wrapping it would make a package inside the package)."""
+    held = {v.get("file"): k for k, v in (read_manifest(path.parent) or {}).get("variants", {}).items() if isinstance(v, dict)}
+    if path.name in held:
+        raise PackageError(f"{path} is the {held[path.name]} variant of the package {path.parent}; give the package "
+                           f"folder, {shell_arg(path.parent)} (with --variant {held[path.name]} where a command takes one).")
 
 
 def _is_file(path: Path) -> bool:

@@ -66,17 +66,19 @@ def shell_arg(x: object) -> str:
     return shlex.quote(str(x))
 
 
-def unreadable(path: str | os.PathLike) -> str | None:
+def unreadable(path: str | os.PathLike, listing: bool = True) -> str | None:
     """The sentence "PATH cannot be read: permission denied..." where this user may not read
-    ``path``: a file they may not open, a folder they may not list, or either inside a folder
-    they may not enter (where Python's ``exists()`` and ``is_file()`` raise, not answer); else None."""
+    ``path``: a file they may not open, a folder they may not enter (nor, with ``listing``, list;
+    a package's folder is only entered), or either inside a folder they may not enter (where
+    Python's ``exists()`` and ``is_file()`` raise, not answer); else None."""
     try:
         st = os.stat(path)
     except PermissionError:
         return f"{os.fspath(path)} cannot be read: permission denied on a folder it is in."
     except (OSError, ValueError):  # missing, a name too long: the caller's own sentences
         return None
-    mode = os.R_OK | (os.X_OK if stat.S_ISDIR(st.st_mode) else 0)
+    directory = stat.S_ISDIR(st.st_mode)
+    mode = (os.R_OK if listing or not directory else 0) | (os.X_OK if directory else 0)
     return None if os.access(path, mode) else f"{os.fspath(path)} cannot be read: permission denied."
 
 

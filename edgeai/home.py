@@ -156,7 +156,7 @@ def open_package(path_or_name: str | os.PathLike, progress: Callable[[str], None
     if not isinstance(path_or_name, (str, os.PathLike)):
         raise InputError(f"A model is a package directory or a built-in name (a str or a path); got {a_type(path_or_name)}.")
     path = Path(path_or_name)
-    if why := unreadable(path):  # exists() raises, not answers, in a folder this user cannot enter
+    if why := unreadable(path, listing=False):  # exists() raises, not answers, in a folder this user cannot enter
         raise PackageError(f"The package {why}")
     # a bare name that is also a file or folder here, not a package: the registry is loaded for this
     # refusal only (loading a package by name or path does not load it: the torch-free runtime)

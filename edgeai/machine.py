@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import platform
 from functools import lru_cache
+from pathlib import Path
 
 # The CPU flags that change which INT8 (and fp32) kernels ONNX Runtime runs: VNNI accumulates
 # u8 x s8 products in int32 where AVX2 alone saturates int16 pairs (quantize/saturation.py), AMX
@@ -29,12 +30,17 @@ def machine_id() -> str:
 
 
 def available_bytes() -> int | None:
-    """Memory this machine can still give (Linux: MemAvailable, cgroup limits aside), or None."""
+    """Memory this process can still have (Linux: MemAvailable, or less where its container's
+    cgroup v2 limit leaves less: a container is killed at its limit, whatever the host has), or None."""
+    found = []
     try:
         with open("/proc/meminfo", encoding="ascii") as f:
-            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
-    except (OSError, ValueError, StopIteration):
-        return None
+            found += [int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:")]
+        limit, used = (Path("/sys/fs/cgroup", name).read_text().strip() for name in ("memory.max", "memory.current"))
+        found += [int(limit) - int(used)] if limit != "max" else []
+    except (OSError, ValueError):
+        pass
+    return min(found) if found else None
 
 
 def usable_cpus() -> int:

@@ -27,11 +27,11 @@ from .atomic import (  # noqa: F401  (re-exported: the writing side of a package
     _fsync_file,
     clean_debris,
     package_lock,
-    read_manifest,
+    refuse_variant_file,
     remove_stale_files,
     staging_dir,
 )
-from .errors import PackageError, shell_arg
+from .errors import PackageError, shell_arg, unreadable
 
 SCHEMA_VERSION = 8
 KNOWN_SCHEMA_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8)
@@ -98,10 +98,7 @@ class Package:
         if not root.exists():
             raise PackageError(f"No model package at {root}: the path does not exist.")
         if not root.is_dir():
-            held = {v.get("file"): k for k, v in (read_manifest(root.parent) or {}).get("variants", {}).items() if isinstance(v, dict)}
-            if root.name in held:  # wrapping it (the advice below) made a package inside the package (review)
-                raise PackageError(f"{root} is the {held[root.name]} variant of the package {root.parent}; give the package "
-                                   f"folder, {shell_arg(root.parent)} (with --variant {held[root.name]} where a command takes one).")
+            refuse_variant_file(root)  # wrapping it (the advice below) made a package inside the package (review)
             if root.suffix == ".onnx":  # wrapping writes files: a stage does it (quantize/wrap.py), not a reader
                 valid_onnx(root)  # or the advice below leads to a second error (review)
                 raise PackageError(f"{root} is a plain ONNX file, not a package: `edgeai optimize {shell_arg(root)}` wraps it in the "
@@ -158,6 +155,8 @@ class Package:
             raise PackageError(f"The package {self.path} is missing its file {rel}.")
         from ._stamps import remembered
 
+        if why := unreadable(path):
+            raise PackageError(f"The model file {why}" if onnx_model else f"The package's file {why}")
         actual, maybe_external = remembered(path, _hash_and_scan)
         if actual != sha256:
             raise PackageError(
@@ -329,6 +328,8 @@ def valid_onnx(path: str | os.PathLike):
 
 
 def _read_manifest_file(mpath: Path) -> dict:
+    if why := unreadable(mpath):  # a PermissionError traceback from load() (review)
+        raise PackageError(f"The manifest {why}")
     size = mpath.stat().st_size
     if size > MAX_MANIFEST_BYTES:
         raise PackageError(f"The manifest {mpath} is {size} bytes, far larger than a manifest can be (limit {MAX_MANIFEST_BYTES}).")

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import InputError, a_type, unreadable, with_article
-from .text_inputs import files_under
+from .text_inputs import files_under, listed_file
 
 # Pillow warns above MAX_IMAGE_PIXELS (89.5 MP: a 108 MP phone photo passes that) and raises above
 # twice that. edgeai ignores the warning and refuses above this many pixels, or Pillow's raising
@@ -68,7 +68,7 @@ def image_files(folder: Path, unreadable: bool = False) -> list[Path]:
     gives an error line each."""
     suffixes = IMAGE_SUFFIXES | UNREAD_IMAGE_SUFFIXES if unreadable else IMAGE_SUFFIXES
     blocked: list[Path] | None = [] if unreadable else None  # folders it may not list: an error line each (open_image says why)
-    found = [p for p in files_under(folder, blocked) if p.suffix.lower() in suffixes and (p.is_file() or (unreadable and p.is_symlink()))]
+    found = [p for p in files_under(folder, blocked) if p.suffix.lower() in suffixes and (listed_file(p) or (unreadable and p.is_symlink()))]
     return sorted(found + (blocked or []))
 
 

@@ -39,14 +39,27 @@ def files_under(folder: Path, blocked: list[Path] | None = None) -> list[Path]:
             dirs[:] = []
             continue
         seen.add(real)
+        if not os.access(top, os.X_OK):  # listed but not entered (mode r--): its files cannot be opened
+            refused.append(Path(top))
+            dirs[:] = []
+            continue
         dirs[:] = sorted(d for d in dirs if not d.startswith(".")  # not even walked: a home folder's .cache is large
                          and not (os.path.islink(os.path.join(top, d)) and inside(os.path.realpath(os.path.join(top, d)))))
         found += [Path(top, f) for f in files if not f.startswith(".")]
-    if refused and blocked is None:
+    if refused and blocked is None:  # one this user may not list or enter
         raise InputError(f"{refused[0]} cannot be read: permission denied; its files cannot be listed.")
     if blocked is not None:
         blocked.extend(sorted(refused))
     return sorted(found)
+
+def listed_file(path: Path) -> bool:
+    """Whether an entry of :func:`files_under` is a file to run: a regular file, or one this user
+    may not even look at (a link into a folder they may not enter), whose reading then says why."""
+    try:
+        return path.is_file()
+    except OSError:
+        return unreadable(path) is not None
+
 
 # First bytes of files that are surely not text, for the message that says what the file looks like.
 _MAGIC = (
@@ -199,7 +212,7 @@ def expand_text_inputs(args: Sequence[Any], literal: bool = False) -> list[str]:
             texts.append(arg)
         elif path.is_dir():
             blocked: list[Path] = []
-            files = [p for p in files_under(path, blocked) if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES]
+            files = [p for p in files_under(path, blocked) if p.suffix.lower() in TEXT_SUFFIXES and listed_file(p)]
             if not files and not blocked:
                 raise InputError(f"{arg} is a folder with no .txt, .lst or .list files in it; a text model reads the lines of those "
                                  "(or pass --text to use the words themselves).")

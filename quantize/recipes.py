@@ -106,11 +106,13 @@ def quantize(
         raise InputError("TensorRT runs only static INT8 (calibrated QDQ); use --method static or auto with --preset tensorrt.")
     # checked before the package is opened; a refusal after it removes a package this command wrapped (opened)
     with opened(pkg, out, calibration) as pkg:  # once: a plain .onnx file is wrapped here, not again below
-        if (precision != "fp16" and any(t["dtype"] == "float16" for t in pkg.manifest["inputs"] + pkg.manifest["outputs"])
-                and _weights_in_float16(pkg.variant_path("fp32"))):  # float16 in and out, float32 inside, quantizes (review)
+        as_given = (pkg.variants["fp32"].get("recipe") or {}).get("weights") == "float16"  # a wrapped float16 .onnx (review)
+        if precision != "fp16" and (as_given or (any(t["dtype"] == "float16" for t in pkg.manifest["inputs"] + pkg.manifest["outputs"])
+                                                 and _weights_in_float16(pkg.variant_path("fp32")))):  # float16 in and out, float32 inside, quantizes
             # ONNX Runtime's quantizers take float32 graphs: its own error named a temporary file
-            raise InputError(f"{pkg.name} computes in float16 (a half-precision module), and {precision.upper()} is made from a float32 graph: "
-                             "export the module after model.float() to quantize it.")
+            raise InputError(f"{pkg.name} computes in float16 ({'a float16 .onnx, as given' if as_given else 'a half-precision module'}), "
+                             f"and {precision.upper()} is made from a float32 graph: " + ("quantize the float32 .onnx it was made from."
+                             if as_given else "export the module after model.float() to quantize it."))
         if precision == "fp16":
             return to_fp16(pkg, made_from=made_from or "fp32", out=out, measure_latency=measure_latency, progress=progress,
                            held_out=held_out, replace=replace, budget=budget)

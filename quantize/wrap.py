@@ -14,6 +14,7 @@ from edgeai.package import (
     SCHEMA_VERSION,
     Package,
     now,
+    refuse_variant_file,
     staging_dir,
     valid_onnx,
     variant_entry,
@@ -27,6 +28,7 @@ def wrap_onnx(path: str | os.PathLike, out: str | os.PathLike | None = None,
     ``arrays``: a folder of .npy/.npz feeds (``--calibration``), whose shapes give the sizes of
     named axes other than the batch (recorded as each input's ``example_shape``)."""
     src = Path(path)
+    refuse_variant_file(src)
     model = valid_onnx(src)
     target = Path(out) if out else src.with_suffix("")
     if (target / "manifest.json").is_file():

@@ -286,6 +286,11 @@ def test_a_plain_onnx_file_is_pointed_at_optimize_unless_it_is_not_onnx(tmp_path
     pkg = make_tiny_package(tmp_path / "pkg")  # a package's own variant file: wrapping it made a package inside it (review)
     with pytest.raises(PackageError, match=r"model\.onnx is the fp32 variant of the package .*pkg; give the package folder"):
         edgeai.load(pkg / "model.onnx")
+    from quantize.wrap import wrap_onnx  # what `edgeai optimize/quantize FILE.onnx` does with it
+
+    with pytest.raises(PackageError, match=r"model\.onnx is the fp32 variant of the package"):
+        wrap_onnx(pkg / "model.onnx")
+    assert not (pkg / "model").exists()
     (tmp_path / "cut.onnx").write_bytes((tmp_path / "m.onnx").read_bytes()[:-7])
     with pytest.raises(PackageError, match=r"cut\.onnx is not a valid ONNX model: "):
         edgeai.load(tmp_path / "cut.onnx")

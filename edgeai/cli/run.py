@@ -163,12 +163,12 @@ def _model_named_as_input(inputs: list[str], resolve_builtin) -> None:
 def _array_files(inputs: list[str]) -> list[str]:
     """A tensor model's inputs: a folder stands for the .npy/.npz files under it, subfolders
     included and hidden ones not, in name order, as a folder of images or texts does (review)."""
-    from edgeai.text_inputs import files_under
+    from edgeai.text_inputs import files_under, listed_file
 
     files: list[str] = []
     for x in inputs:
         if x.strip() and Path(x).is_dir():
-            found = [str(p) for p in files_under(Path(x)) if p.suffix in (".npy", ".npz") and p.is_file()]
+            found = [str(p) for p in files_under(Path(x)) if p.suffix in (".npy", ".npz") and listed_file(p)]
             if not found:
                 raise InputError(f"{x} holds no .npy or .npz files, which is what a tensor model runs on.")
             files += found

@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from edgeai.errors import InputError
+from edgeai.errors import InputError, unreadable
 
 from .dtypes import numpy_dtype
 
@@ -83,6 +83,8 @@ def load_arrays(path: str | os.PathLike, names: Sequence[str]) -> Feed:
     if p.suffix not in (".npy", ".npz") or (p.suffix == ".npy" and len(names) != 1):
         raise InputError(f"{p}: this model takes .npz files of arrays named {', '.join(names)}"
                          f"{' or .npy arrays' if len(names) == 1 else ''}.")
+    if why := unreadable(p):  # is_file() raises in a folder this user may not enter
+        raise InputError(why)
     if not p.is_file():
         raise InputError(f"The array file {p} does not exist.")
     try:

@@ -52,6 +52,7 @@ def files_under(folder: Path, blocked: list[Path] | None = None) -> list[Path]:
         blocked.extend(sorted(refused))
     return sorted(found)
 
+
 def listed_file(path: Path) -> bool:
     """Whether an entry of :func:`files_under` is a file to run: a regular file, or one this user
     may not even look at (a link into a folder they may not enter), whose reading then says why."""

@@ -3,10 +3,15 @@ latencies recorded on this kind of machine for the provider in use; a default or
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from . import providers
 from .errors import InputError, shell_arg
 from .machine import default_threads, machine_key, usable_cpus
 from .package import VARIANTS, Package
+
+if TYPE_CHECKING:
+    from .session import Session
 
 
 def meets_budget(pkg: Package, name: str) -> bool:
@@ -145,3 +150,37 @@ def resolve_variant(pkg: Package, provider: str = "auto", variant: str = "auto",
             return variant, "requested; it misses the package's accuracy budget, so auto would not run it"
         return variant, "requested"
     return choose_variant(pkg, expected_provider(provider, strict), device_id, threads)
+
+
+def start(pkg: Package, provider: str = "auto", variant: str = "auto", strict: bool | None = None,
+          threads: int | None = None, device_id: int = 0) -> tuple[str, str, int | None, "Session"]:
+    """A pipeline's variant, the reason for it, its CPU threads, and a session running them. Where
+    the provider chosen for falls back while starting (a GPU session that would not start), the
+    choice is made again for the one that runs: a GPU's default order ran on the CPU, and a
+    TensorRT-only int8 on CUDA (review)."""
+    chosen = _start(pkg, provider, variant, strict, threads, device_id)
+    ran = chosen[3].provider
+    if variant != "auto" or ran == expected_provider(provider, strict):
+        return chosen
+    again = _start(pkg, ran, variant, True, threads, device_id, chosen)
+    if again[3] is not chosen[3]:  # the new session says why the provider asked for did not run
+        again[3].choice.requested, again[3].choice.notes = chosen[3].choice.requested, chosen[3].choice.notes
+    return again[0], f"{again[1]}; chosen for {providers.short_name(ran)}, which runs it", again[2], again[3]
+
+
+def _start(pkg: Package, provider: str, variant: str, strict: bool | None, threads: int | None, device_id: int,
+           started: tuple | None = None) -> tuple[str, str, int | None, "Session"]:
+    """The variant and threads chosen for ``provider`` and a session of them: ``started``'s own,
+    where it already runs them (a model is not opened twice)."""
+    from .session import Session
+
+    variant, why = resolve_variant(pkg, provider, variant, strict, device_id, threads)
+    threads, note = resolve_threads(pkg, variant, provider, strict, device_id, threads)  # None: ORT's default
+    if started is not None and started[0] == variant and started[2] == threads:
+        return variant, why + note, threads, started[3]
+    info = pkg.variants[variant]
+    session = Session(pkg.variant_path(variant), pkg.manifest["inputs"], pkg.manifest["outputs"], provider, strict, threads,
+                      device_id, model_sha256=info["sha256"], tensorrt=providers.tensorrt_flags(variant, info))
+    if started is not None:
+        started[3].close()
+    return variant, why + note, threads, session

@@ -11,12 +11,11 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 
-from . import providers, rows, tasks, text
+from . import rows, tasks, text
 from .home import open_package  # noqa: F401  (re-exported: where a package is found)
 from .errors import InputError, PipelineClosedError, a_type, with_article
 from .package import VARIANTS, Package
-from .choice import LOSSY, LOSSY_MARGIN, check_threads, choose_variant, for_provider, meets_budget, recorded_latency, resolve_threads, resolve_variant  # noqa: F401  (re-exported)
-from .session import Session
+from .choice import LOSSY, LOSSY_MARGIN, check_threads, choose_variant, for_provider, meets_budget, recorded_latency, resolve_threads, resolve_variant, start  # noqa: F401  (re-exported)
 
 if TYPE_CHECKING:  # concurrent.futures is imported by submit(), not by every start-up
     from concurrent.futures import Future, ThreadPoolExecutor
@@ -65,13 +64,9 @@ class Pipeline:
     ):
         self.package = package
         m = package.manifest
-        variant, self.variant_reason = resolve_variant(package, provider, variant, strict, device_id, threads)
+        variant, self.variant_reason, self.threads, self.session = start(package, provider, variant, strict, threads, device_id)
         self.variant = variant
-        self.threads, note = resolve_threads(package, variant, provider, strict, device_id, threads)  # None: ORT's default
-        self.variant_reason += note
         info = package.variants[variant]
-        self.session = Session(package.variant_path(variant), m["inputs"], m["outputs"], provider, strict, self.threads, device_id,
-                               model_sha256=info["sha256"], tensorrt=providers.tensorrt_flags(variant, info))
         self.provider = self.session.provider
         self._pre = tasks.preprocessor(package, [t["name"] for t in m["inputs"]])  # edgeai.tasks, by the manifest's types
         self._post_spec = m.get("postprocess", {"type": "none"})

@@ -165,6 +165,9 @@ def placement_line(placement: dict[str, int], provider: str) -> str | None:
 _STDERR_LOCK = threading.Lock()
 # One line of ONNX Runtime's own log: "2026-11-23 17:56:04.048 [V:onnxruntime:, file.cc:12 Fn] text".
 _ORT_LINE = re.compile(r"^\d{4}-\d\d-\d\d [\d:.]+ \[([VIWEF]):onnxruntime:[^\]]*\] ?(.*)$")
+# ONNX Runtime colours its warnings and errors ("\x1b[1;31m2026-..."; the reset may end a line of
+# its own): taken out before the lines are read, or they were neither recognised nor kept (review)
+_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
 
 
 @contextlib.contextmanager
@@ -198,7 +201,7 @@ def _verbose_log(options: ort.SessionOptions):
                 os.dup2(saved, 2)
                 options.log_severity_level = level
                 buf.seek(0)
-                text = buf.read().decode(errors="replace")
+                text = _COLOUR.sub("", buf.read().decode(errors="replace"))
                 captured.append(text)
                 others = [line for line in text.splitlines() if line.strip() and not _ORT_LINE.match(line)]
                 if others:
@@ -209,10 +212,10 @@ def _verbose_log(options: ort.SessionOptions):
 
 def first_error(log: str) -> str | None:
     """The first error line of a captured ONNX Runtime log, without its prefix."""
-    for line in log.splitlines():
+    for line in _COLOUR.sub("", log).splitlines():
         m = _ORT_LINE.match(line)
-        if m and m.group(1) in "EF":
-            return m.group(2).strip()[:200]
+        if m and m.group(1) in "EF":  # without the C++ location that precedes ONNX Runtime's own words
+            return re.sub(r"^.*\[ONNXRuntimeError\] : \d+ : \w+ : ", "", m.group(2).strip())[:300]
     return None
 
 
@@ -344,7 +347,8 @@ def _start(cand: str, model, options: ort.SessionOptions, strict: bool, device_i
         return None, reason + (f" ({detail})" if detail and detail not in reason else "")
     used = session.get_providers()[0]
     if used != cand:
-        return None, f"ONNX Runtime fell back to {short_name(used)} at session creation"
+        detail = first_error(captured[0]) if captured else None  # e.g. a CUDA library that would not load
+        return None, f"ONNX Runtime fell back to {short_name(used)} at session creation" + (f" ({detail})" if detail else "")
     choice.provider = cand
     choice.placement = parse_placement(captured[0]) if captured else {}
     return session, ""

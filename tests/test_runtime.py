@@ -170,6 +170,44 @@ def test_auto_provider_runs_on_cpu_and_says_why(tiny_pkg):
         assert "cuda:" in pipe.provider_note and "not found" in pipe.provider_note
 
 
+def test_a_gpu_that_falls_back_while_starting_gets_the_cpus_choice(tiny_pkg, monkeypatch):
+    """CUDA's libraries look loadable, but its session falls back to the CPU: the variant and
+    threads are those chosen for the CPU, which runs them, not the GPU's default order (review),
+    and the note names ONNX Runtime's own reason (its coloured log line was missed)."""
+    import onnxruntime as ort
+
+    from edgeai.machine import machine_id
+
+    if providers.CUDA not in ort.get_available_providers() or providers.unavailable_reason(providers.CUDA) is None:
+        pytest.skip("needs ONNX Runtime's GPU build on a machine where CUDA cannot start")
+    edit_manifest(tiny_pkg, lambda m: m["variants"]["fp32"].update(latency={"k": {
+        "provider": providers.CPU, "machine": machine_id(), "batch": 1, "p50_ms": 0.5, "threads": 1}}))
+    cpu = edgeai.load(tiny_pkg, provider="cpu")
+    assert cpu.threads == 1
+    monkeypatch.setattr(providers, "unavailable_reason", lambda p: None if p in (providers.CUDA, providers.CPU) else "absent")
+    pipe = edgeai.load(tiny_pkg)
+    assert pipe.provider == providers.CPU and pipe.session._session.get_providers() == [providers.CPU]
+    assert (pipe.variant, pipe.threads) == (cpu.variant, 1)
+    assert pipe.variant_reason == cpu.variant_reason + "; chosen for cpu, which runs it"
+    assert "cuda: ONNX Runtime fell back to cpu at session creation (Failed to load library" in pipe.provider_note
+    assert "\x1b" not in pipe.provider_note
+
+
+def test_onnx_runtimes_coloured_log_lines_are_read_and_kept_off_stderr(capfd):
+    import onnxruntime as ort
+
+    from edgeai.providers import _verbose_log, first_error
+
+    line = b"\x1b[1;31m2026-12-06 20:50:11.1 [E:onnxruntime:Default, x.cc:1 f] /src/a.cc:9 F() [ONNXRuntimeError] : 1 : FAIL : it broke\n\x1b[m\n"
+    with _verbose_log(ort.SessionOptions()) as captured:
+        import os
+
+        os.write(2, line)
+        os.write(2, b"a library's own line\n")
+    assert first_error(captured[0]) == "it broke"
+    assert capfd.readouterr().err == "a library's own line\n"
+
+
 def test_named_provider_is_strict(tiny_pkg):
     reason = providers.unavailable_reason(providers.CUDA)
     if reason is None:

@@ -342,8 +342,9 @@ def _each_prompt(pipe, x: Any, label: str) -> dict:
 
 def _checked(pipe, x: Any, index: int, total: int) -> Any:
     """A text checked alone (the message says which one), or an image's one-item feed."""
-    if pipe.is_text:
-        return check_text(x, index, total)
+    if pipe.is_text:  # the item itself goes on: predict takes a pair as the dict, not check_text's tuple (review)
+        check_text(x, index, total)
+        return x
     return pipe.preprocess([x])
 
 

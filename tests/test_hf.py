@@ -171,6 +171,9 @@ def test_token_classification_matches_transformers(checkpoints, packages):
     ref = _pipeline("token-classification", checkpoints["ner"], aggregation_strategy="simple")
     with edgeai.load(packages["ner"], variant="fp32") as pipe:
         got = pipe.predict(TEXTS)
+        pair = {"text": TEXTS[0], "text_pair": TEXTS[1]}  # the first text's entities, in one call or per input
+        assert pipe.predict(pair)["entities"] == pipe.predict_each([pair])[0]["entities"]
+        assert all(e["end"] <= len(TEXTS[0]) for e in pipe.predict(pair)["entities"])
     assert any(g["entities"] for g in got)
     for text, g in zip(TEXTS, got):
         r = ref(text)
@@ -202,6 +205,8 @@ def test_sentence_pairs(checkpoints, packages):
     with edgeai.load(packages["pair"], variant="fp32") as pipe:
         got = pipe.predict(pairs, top_k=3)
         single = pipe.predict(pairs[0]["text"], top_k=3)
+        each = pipe.predict_each([pairs[0], {"text": "", "text_pair": "x"}, pairs[1]], top_k=3)  # refused as a tuple (review)
+    assert [e.get("top_k") for e in each[::2]] == [g["top_k"] for g in got] and "empty" in each[1]["error"]
     for p, g in zip(pairs, got):
         r = ref(p)
         assert [x["label"] for x in r] == [x["label"] for x in g["top_k"]]

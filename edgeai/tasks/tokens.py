@@ -41,7 +41,9 @@ class TokenClassification:
     def __call__(self, outputs: dict[str, np.ndarray], k: int | None = None, items: list[Any] | None = None) -> list[dict]:
         if items is None:
             raise ValueError("token classification needs the input texts")
-        texts = [t if isinstance(t, str) else t[0] for t in items]
+        # a sentence pair ({"text", "text_pair"} or check_text's tuple): the entities of its first text,
+        # whose tokens lead the pair's (a dict's [0] was a KeyError traceback; review)
+        texts = [t if isinstance(t, str) else t["text"] if isinstance(t, dict) else t[0] for t in items]
         encodings = self.tokenizer.encode_batch(texts)
         logits = outputs[self.output]
         return [{"entities": self._entities(row, text, enc)} for row, text, enc in zip(logits, texts, encodings)]

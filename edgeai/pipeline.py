@@ -66,12 +66,11 @@ class Pipeline:
         m = package.manifest
         variant, self.variant_reason, self.threads, self.session = start(package, provider, variant, strict, threads, device_id)
         self.variant = variant
-        info = package.variants[variant]
         self.provider = self.session.provider
         self._pre = tasks.preprocessor(package, [t["name"] for t in m["inputs"]])  # edgeai.tasks, by the manifest's types
         self._post_spec = m.get("postprocess", {"type": "none"})
         self._post = tasks.postprocessor(package)
-        self._rows = rows.per_row(m, info)  # a dynamic INT8 variant of a batch model: one row per call (edgeai.rows)
+        self._rows = rows.per_row(m, package.variants[variant])  # a dynamic INT8 variant of a batch model: one row per call (edgeai.rows)
         self.labels = package.labels
         self._executor: ThreadPoolExecutor | None = None
         self._cond = threading.Condition()  # guards _busy, _closed and _executor
@@ -158,7 +157,7 @@ class Pipeline:
         if self._post_spec["type"] != "embedding":
             use = "generate, or `edgeai generate`" if "generation" in self.package.manifest else "predict, or `edgeai run`"
             raise InputError(f"embed() needs an embedding model; {self.name!r} is {with_article(self.task)} model (use {use}).")
-        texts = _numpy_texts(texts)
+        texts = text.numpy_texts(texts)
         if isinstance(texts, (Mapping, set, frozenset)):  # a dict would embed its keys; a set's rows, in no order
             raise InputError(f"embed() takes a text or a list of texts (rows in their order); got {a_type(texts)}.")
         items = [texts] if isinstance(texts, (str, bytes, bytearray)) or not hasattr(texts, "__iter__") else list(texts)
@@ -209,7 +208,7 @@ class Pipeline:
                 return [self._predict_tensor(item) for item in x]
             return self._predict_tensor(x)
         if self.is_text:
-            x = _numpy_texts(x)
+            x = text.numpy_texts(x)
         single = not isinstance(x, (list, tuple))
         items = [x] if single else list(x)
         if not items:
@@ -273,8 +272,8 @@ class Pipeline:
     def submit(self, x: Any, top_k: int | None = None, generate: bool = False, **options: Any) -> Future:
         """``predict`` (or, with ``generate=True`` or any of generate's options, ``generate(x,
         **options)``) on a worker thread; the Future holds the same result (or error). A Future
-        submitted before ``close()`` still completes: close waits for it. Arrays are copied here,
-        so a loop may reuse its frame buffer as soon as ``submit`` returns. Every input submitted
+        submitted before ``close()`` still completes: close waits for it. Arrays and images are
+        copied here, so a loop may reuse its frame buffer as soon as ``submit`` returns. Every input submitted
         runs, in order: a frame loop submits its next frame once the last Future is ``done()``."""
         if "generation" in self.package.manifest and top_k is not None:
             options["top_k"] = top_k  # generate's sampling top_k, not predict's
@@ -287,8 +286,7 @@ class Pipeline:
             from .generation import check_request
 
             check_request(self, options)  # raised here, not by .result()
-        if isinstance(x, (np.ndarray, list, tuple)):
-            x = x.copy() if isinstance(x, np.ndarray) else type(x)(v.copy() if isinstance(v, np.ndarray) else v for v in x)
+        x = _own(x)
         with self._cond:
             if self._closed:
                 raise PipelineClosedError(CLOSED)
@@ -390,6 +388,13 @@ def load(
     return Pipeline(open_package(path_or_name, progress), provider, variant, strict, threads, device_id)
 
 
-def _numpy_texts(x: Any) -> Any:
-    """A numpy array of strings as Python's (0-d: a text; 1-d: a list): a 0-d one was a TypeError (review)."""
-    return x.tolist() if isinstance(x, np.ndarray) and x.dtype.kind in "US" else x
+def _own(x: Any) -> Any:
+    """``x`` with its arrays and images copied, also in a list, tuple or dict: only top-level arrays
+    were, and a dict's or a PIL image's change after submit reached the result (review)."""
+    if isinstance(x, np.ndarray):
+        return x.copy()
+    if type(x) in (list, tuple):
+        return type(x)(_own(v) for v in x)
+    if isinstance(x, Mapping):
+        return {k: _own(v) for k, v in x.items()}
+    return x.copy() if type(x).__module__.startswith("PIL.") and hasattr(x, "copy") else x

@@ -178,3 +178,8 @@ def check_positions(feed: Any, manifest: dict) -> None:
             also = f"; predict() cuts texts to {pre['max_length']}" if pre.get("max_length", positions) < positions else ""
             raise InputError(f"Input {spec['name']!r} has {shape[1]} tokens on its sequence axis; this model takes at most "
                              f"{positions} (its position table){also}.")
+
+
+def numpy_texts(x: Any) -> Any:
+    """A numpy array of strings as Python's (0-d: a text; 1-d: a list): a 0-d one was a TypeError (review)."""
+    return x.tolist() if isinstance(x, np.ndarray) and x.dtype.kind in "US" else x

@@ -336,6 +336,12 @@ def test_submit_and_context_manager(tiny_pkg):
         frame[:] = 0
         gate.result(timeout=30)
         assert job.result(timeout=30) == expected != pipe.predict(frame)
+        # a PIL image changed after submit, too (only arrays were copied; review)
+        image = Image.open(CAT).convert("RGB")
+        gate, job = pipe.submit([str(CAT)] * 30), pipe.submit(image)  # a longer wait: the job queued at the change
+        image.paste((0, 0, 0), (0, 0, *image.size))
+        gate.result(timeout=30)
+        assert job.result(timeout=30) == expected != pipe.predict(image)
 
 
 def test_submit_after_fork_close_from_a_callback_and_a_misspelt_keyword(tiny_pkg):
@@ -553,3 +559,10 @@ def test_a_tensor_model_refuses_an_empty_list_as_images_and_texts_do(tiny_pkg, t
     assert len(pipe.predict([x, x[:1]])) == 2
     with pytest.raises(InputError, match="empty list"):  # was [], silently (review)
         pipe.predict([])
+    feed = {"pixel_values": x[:1].copy()}  # a dict of tensors submitted, then reused: the job runs on a copy
+    expected = pipe.predict(feed)
+    gate, job = pipe.submit(x), pipe.submit(feed)
+    feed["pixel_values"][:] = 0
+    gate.result(timeout=30)
+    np.testing.assert_array_equal(job.result(timeout=30)["outputs"]["logits"], expected["outputs"]["logits"])
+    assert not np.array_equal(pipe.predict(feed)["outputs"]["logits"], expected["outputs"]["logits"])

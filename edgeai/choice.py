@@ -123,19 +123,22 @@ def choose_variant(pkg: Package, provider: str, device_id: int = 0, threads: int
     order = ("int8", "optimized", "fp32") if provider == providers.CPU else ("fp16", "fp32", "optimized")
     if provider == providers.TENSORRT and (pkg.variants.get("int8", {}).get("recipe") or {}).get("preset") == "tensorrt":
         order = ("int8", *order)
+    here = machine_key(provider, device_id)  # figures of this machine at another batch size are not another CPU's (review)
     elsewhere = [] if timed else sorted({e.get("machine", "?") for v in eligible for e in pkg.variants[v].get("latency", {}).values()
-                                         if e["provider"] == provider})
+                                         if e["provider"] == provider and e.get("machine", "?") != here})
     for v in order:
         if v in eligible:
             if elsewhere:  # figures of another CPU say nothing about this one (machine.py)
                 return v, (f"the latencies in this package were measured on another CPU ({elsewhere[0]}), not this one "
-                           f"({machine_key(provider, device_id)}); default order {'/'.join(order)} until "
+                           f"({here}); default order {'/'.join(order)} until "
                            f"`edgeai bench {shell_arg(pkg.path)} --record` measures them here")
             if timed:
                 return v, (f"{' and '.join(untimed)} {'has' if len(untimed) == 1 else 'have'} no latency recorded on this machine, "
                            f"so the figures cannot rank the variants; default order {'/'.join(order)} until "
                            f"`edgeai bench {shell_arg(pkg.path)} --record` measures them here")
-            return v, f"no latency recorded for {providers.short_name(provider)} on this machine; default order {'/'.join(order)}"
+            batches = any(e["provider"] == provider for w in eligible for e in pkg.variants[w].get("latency", {}).values())
+            return v, (f"no latency recorded for {providers.short_name(provider)} on this machine"
+                       f"{' at batch 1 (only other batch sizes were timed)' if batches else ''}; default order {'/'.join(order)}")
     return "fp32", "the reference variant"
 
 

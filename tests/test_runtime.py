@@ -257,6 +257,10 @@ def test_variant_choice_is_measured_not_assumed(tiny_pkg):
     pkg.manifest["variants"]["int8"]["accuracy"] = {"top1_agreement": 0.995}
     assert choose_variant(pkg, "CPUExecutionProvider")[0] == "int8"  # no figures: int8 on CPU
     assert choose_variant(pkg, "CUDAExecutionProvider")[0] == "fp32"  # no figures: fp16 then fp32 on GPU
+    for info in pkg.manifest["variants"].values():  # this CPU's figures at another batch size: not "another CPU" (review)
+        info["latency"] = {"k": {**lat(1.0)["k"], "batch": 8}}
+    v, why = choose_variant(pkg, "CPUExecutionProvider")
+    assert v == "int8" and "on this machine at batch 1 (only other batch sizes were timed)" in why and "another CPU" not in why
 
 
 def test_variant_choice_uses_the_figures_of_the_threads_the_caller_fixed(tiny_pkg):

@@ -38,7 +38,8 @@ def activate(scores: np.ndarray, activation: str) -> np.ndarray:
     if activation == "softmax":
         return softmax(scores)
     if activation == "sigmoid":
-        return 1.0 / (1.0 + np.exp(-scores))
+        with np.errstate(over="ignore"):  # exp(-s) is inf below s = -88.7 in float32, and the score 0 as it should be
+            return 1.0 / (1.0 + np.exp(-scores))
     return scores
 
 

@@ -570,3 +570,14 @@ def test_a_tensor_model_refuses_an_empty_list_as_images_and_texts_do(tiny_pkg, t
     gate.result(timeout=30)
     np.testing.assert_array_equal(job.result(timeout=30)["outputs"]["logits"], expected["outputs"]["logits"])
     assert not np.array_equal(pipe.predict(feed)["outputs"]["logits"], expected["outputs"]["logits"])
+
+
+def test_sigmoid_scores_of_far_negative_logits_are_zero_without_numpys_overflow_warning():
+    import warnings
+
+    from edgeai.postprocess import activate
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's "overflow encountered in exp" reached a multi-label run's stderr (review)
+        scores = activate(np.array([[-100.0, 0.0, 100.0]], np.float32), "sigmoid")
+    np.testing.assert_array_equal(scores, np.array([[0.0, 0.5, 1.0]], np.float32))

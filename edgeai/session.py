@@ -85,7 +85,7 @@ class _Spec:
         with np.errstate(over="ignore", invalid="ignore"):
             cast = value.astype(self.dtype)
         kind = value.dtype.kind
-        if kind == "f" and not np.isfinite(cast).all() and np.isfinite(value).all():
+        if self.dtype.kind == "f" and not np.isfinite(cast).all() and np.isfinite(value).all():  # int64 70000 -> float16 too
             info = np.finfo(self.dtype)
             bad = float(value.max()) if value.max() > info.max else float(value.min())
         elif kind in "iu" and self.dtype.kind in "iu" and value.size and not np.array_equal(cast, value):
@@ -93,7 +93,7 @@ class _Spec:
             bad = int(value.max()) if value.max() > info.max else int(value.min())
         else:
             return cast
-        fix, show = ("scale the values to the model's range", "{:.4g}".format) if kind == "f" else ("ids and counts must fit it", str)
+        fix, show = ("scale the values to the model's range", "{:.4g}".format) if self.dtype.kind == "f" else ("ids and counts must fit it", str)
         raise InputError(f"Input {self.name!r} is {self.dtype}, which holds {show(info.min)}..{show(info.max)}; got {show(bad)} ({fix}).")
 
     def _check_ortvalue(self, value: ort.OrtValue) -> ort.OrtValue:

@@ -241,6 +241,10 @@ def test_array_inputs_checked_against_the_manifest(image_pkg, tmp_path):
             pipe.run({"pixel_values": x})
     with pytest.raises(InputError, match="missing"):
         pipe.run({"pixels": ok})
+    from edgeai.session import check_feed  # integers past float16's range: was "NaN or infinite", of values that were neither
+
+    with pytest.raises(InputError, match=r"is float16, which holds -6.55e\+04..6.55e\+04; got 7e\+04"):
+        check_feed([{"name": "x", "dtype": "float16", "shape": ["batch", 2]}], {"x": np.array([[70000, 1]], np.int64)})
     # a fixed batch axis: batch 2 where the manifest says 1
     fixed = tmp_path / "fixed"
     shutil.copytree(image_pkg, fixed)

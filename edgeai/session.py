@@ -91,6 +91,12 @@ class _Spec:
         elif kind in "iu" and self.dtype.kind in "iu" and value.size and not np.array_equal(cast, value):
             info = np.iinfo(self.dtype)
             bad = int(value.max()) if value.max() > info.max else int(value.min())
+        elif (kind in "iu" and self.dtype.kind == "f" and value.size and np.iinfo(value.dtype).bits > np.finfo(self.dtype).nmant + 1
+              and not np.array_equal(_back(cast, value.dtype), value)):  # (uint8 frames and the like always fit: not checked)
+            # integers past 2**24 rounded into float32 without a word (two reviews): the user casts, knowing
+            bad, exact = value[_back(cast, value.dtype) != value].flat[0], 2 ** (np.finfo(self.dtype).nmant + 1)
+            raise InputError(f"Input {self.name!r} is {self.dtype}, which holds whole numbers exactly only up to {exact}; got {bad}, "
+                             f"which it would round (cast the array to {self.dtype} yourself where that is acceptable).")
         else:
             return cast
         fix, show = ("scale the values to the model's range", "{:.4g}".format) if self.dtype.kind == "f" else ("ids and counts must fit it", str)
@@ -295,3 +301,10 @@ def _without_source(detail: str) -> str:
 
     detail = re.sub(r"^\S+\.(?:h|cc|cpp):\d+ .*?\) ", "", detail, count=1, flags=re.S)
     return re.sub(r"^.*? was false\. ", "", detail, count=1, flags=re.S)
+
+
+def _back(cast: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Floats cast back to the integers they came from (a float past the integer type's range is
+    not equal to any of them)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        return cast.astype(dtype)

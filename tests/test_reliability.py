@@ -230,6 +230,7 @@ def test_array_inputs_checked_against_the_manifest(image_pkg, tmp_path):
         "inf": (np.where(ok > 1, np.inf, ok).astype(np.float32), "NaN or infinite"),
         # float64 beyond float32: was "NaN or infinite", after numpy's overflow warning (review)
         "too large": (np.full((1, 3, 8, 8), -1e300), r"is float32, which holds -3.403e\+38..3.403e\+38; got -1e\+300"),
+        "rounded": (np.full((1, 3, 8, 8), 2**24 + 1, np.int64), "holds whole numbers exactly only up to 16777216; got 16777217"),
         "empty batch": (np.zeros((0, 3, 8, 8), np.float32), "empty dimension"),
         "a list": (ok.tolist(), "numpy array"),
     }

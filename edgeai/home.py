@@ -155,6 +155,10 @@ def open_package(path_or_name: str | os.PathLike, progress: Callable[[str], None
     """A package directory (or its manifest.json), or a built-in name built on first use."""
     if not isinstance(path_or_name, (str, os.PathLike)):
         raise InputError(f"A model is a package directory or a built-in name (a str or a path); got {a_type(path_or_name)}.")
+    if not str(path_or_name).strip():  # Path("") is ".": an unset variable ran the current folder, or the default model
+        from .families import names_line
+
+        raise InputError(f"The model name is empty; give a package directory or a built-in name ({names_line()}).")
     path = Path(path_or_name)
     if why := unreadable(path, listing=False):  # exists() raises, not answers, in a folder this user cannot enter
         raise PackageError(f"The package {why}")

@@ -92,6 +92,8 @@ class Package:
     # -- reading ---------------------------------------------------------------------------
     @classmethod
     def open(cls, path: str | os.PathLike) -> "Package":
+        if not str(path).strip():  # Path("") is "." (an unset variable): not the current folder
+            raise PackageError("The package path is empty; give a package directory.")
         root = Path(path)
         if root.is_file() and root.name == MANIFEST:
             root = root.parent

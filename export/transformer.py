@@ -91,6 +91,8 @@ def resolve(model: str | os.PathLike | None) -> tuple[Path, str]:
     """A local directory, a hub id found in the local cache, or the default MiniLM."""
     if model is None:
         return default_path(), DEFAULT_SOURCE
+    if not str(model).strip():  # Path("") is "." (an unset $MODEL): not the current folder
+        raise InputError("--model is empty; give a Hugging Face model directory or a hub id.")
     path = Path(model).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():

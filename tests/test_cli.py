@@ -592,3 +592,16 @@ def test_a_folder_here_that_hides_a_built_in_name_is_said(tiny_pkg, tmp_path):
     (here / "lstm").write_text("notes")
     out = cli("run", "--model", "lstm", "good", cwd=here)
     assert out.returncode == 1 and "lstm is a file here, not a package, and it hides the built-in lstm" in out.stderr, out.stderr
+
+
+def test_an_empty_model_name_is_refused_everywhere_not_read_as_the_default_or_this_folder(tmp_path):
+    """``--model "$MODEL"`` with the variable unset: run ran the default image model (exit 0),
+    quantize and generate looked for a package in the current folder (review)."""
+    for args in (("run", "--model", "", str(CAT)), ("generate", "--model", "", "hi"), ("inspect", ""), ("quantize", ""),
+                 ("optimize", ""), ("export", "--model", "", "--task", "text-classification")):
+        r = cli(*args, cwd=tmp_path)
+        assert r.returncode == 1 and r.stderr.startswith("error: ") and "empty" in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+    from edgeai.errors import InputError
+
+    with pytest.raises(InputError, match="The model name is empty"):
+        __import__("edgeai").load("")

@@ -252,7 +252,7 @@ def export_command():
 
 
 def optimize(
-    package: Annotated[Path, typer.Argument(help="Package directory, built-in name, or a plain .onnx file to wrap.", show_default=False)],
+    package: Annotated[str, typer.Argument(help="Package directory, built-in name, or a plain .onnx file to wrap.", show_default=False)],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Where to write the package when wrapping a .onnx file.")] = None,
 ) -> None:
     """Add the 'optimized' variant (ONNX Runtime offline graph optimization)."""
@@ -275,7 +275,7 @@ def quantize_command():
     calibrate_ = choice_enum("Calibrator", CALIBRATIONS)
 
     def quantize(
-        package: Annotated[Path, typer.Argument(help="Package directory, built-in name, or a plain .onnx file to wrap.", show_default=False)],
+        package: Annotated[str, typer.Argument(help="Package directory, built-in name, or a plain .onnx file to wrap.", show_default=False)],
         method: Annotated[method_, typer.Option(help="static (calibrated QDQ), dynamic, qat (image models: a quantization-aware fine-tune distilled from fp32, minutes), or auto (static when calibration inputs exist).")] = "auto",
         calibration: Annotated[Optional[Path], typer.Option(help="Directory of calibration images (image models) or .npy/.npz feeds.")] = None,
         output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Where to write the package when wrapping a .onnx file.")] = None,

@@ -53,7 +53,7 @@ def run(
     _check_options(out_file, ray_address, new_file, retry_errors, batch_size, workers, json_)
     if model is None:
         _model_named_as_input(inputs, resolve_builtin)
-    name = model or DEFAULT_MODEL
+    name = DEFAULT_MODEL if model is None else model  # --model "" (an unset $MODEL) is refused, not the default
     b = resolve_builtin(name) if not _is_path(name) else None
     if b is not None and b.task == "image-classification" and literal:  # before a first-use build, and before a file check
         raise InputError(f"--text is for text models; {b.model} is {with_article(b.task)} model (for text: --model bert).")

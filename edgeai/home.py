@@ -45,9 +45,22 @@ def cache_dir() -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):  # review: a traceback where $EDGEAI_HOME named a file
-        where = "$EDGEAI_HOME" if os.environ.get("EDGEAI_HOME") else "edgeai's cache folder"
-        raise InputError(f"{path} ({where}) is a file, or inside one, not a folder; point EDGEAI_HOME at a folder.") from None
+        raise _not_a_folder(path) from None
     return path
+
+
+def _existing_home() -> Path | None:
+    """The cache folder for a command that reads or empties it, None where it is not made yet: one
+    that is a file is refused (`models` listed it as an empty cache and `--clear` as cleared; review)."""
+    root = home()
+    if not root.is_dir() and any(p.is_file() for p in (root, *root.parents)):
+        raise _not_a_folder(root)
+    return root if root.is_dir() else None
+
+
+def _not_a_folder(path: Path) -> InputError:
+    where = "$EDGEAI_HOME" if os.environ.get("EDGEAI_HOME") else "edgeai's cache folder"
+    return InputError(f"{path} ({where}) is a file, or inside one, not a folder; point EDGEAI_HOME at a folder.")
 
 
 def builtin_dir(name: str) -> Path:
@@ -56,8 +69,8 @@ def builtin_dir(name: str) -> Path:
 
 
 def cached_packages() -> list[Path]:
-    root = home()
-    if not root.is_dir():
+    root = _existing_home()
+    if root is None:
         return []
     return sorted(p for p in root.iterdir() if p.is_dir() and (p / MANIFEST).is_file())
 
@@ -73,8 +86,8 @@ def clear() -> tuple[int, list[str]]:
     running in another process keeps its staging folder and its lock."""
     from .atomic import _TMP_MARK, staging_owner_alive
 
-    root, removed, left = home(), 0, []
-    if not root.is_dir():
+    root, removed, left = _existing_home(), 0, []
+    if root is None:
         return 0, []
     for entry in sorted(root.iterdir()):
         real_dir = entry.is_dir() and not entry.is_symlink()

@@ -564,6 +564,9 @@ def test_the_environment_and_the_console_never_cost_a_traceback(tiny_pkg, tmp_pa
     afile.write_text("not a folder")
     out = cli("run", "--model", "lstm", "good", env={"EDGEAI_HOME": str(afile)})
     assert out.returncode == 1 and f"{afile} ($EDGEAI_HOME) is a file" in out.stderr and TRACEBACK not in out.stderr, out.stderr
+    for args in (("models",), ("models", "--clear"), ("models", "--json")):  # listed as an empty cache, exit 0 (review)
+        out = cli(*args, env={"EDGEAI_HOME": str(afile / "inside")})
+        assert out.returncode == 1 and f"{afile / 'inside'} ($EDGEAI_HOME) is a file, or inside one" in out.stderr, (args, out.stderr)
     out = cli("run", "--model", str(tiny_pkg), str(CAT), env={"EDGEAI_HOME": str(afile)})  # the cache is best effort
     assert out.returncode == 0 and "tiny" in out.stdout, out.stderr
     out = cli("optimize", str(tiny_pkg), env={"EDGEAI_LOCK_TIMEOUT": "abc"})

@@ -44,7 +44,7 @@ def _text(i: int, content: Any) -> str:
     models; a part that is not text (an image, audio) is refused, since this model reads text."""
     if isinstance(content, str):
         return content
-    if isinstance(content, (list, tuple)) and content:
+    if isinstance(content, (list, tuple)):  # no parts: an empty message, as "" is (was "list content, not ... a list")
         texts = []
         for part in content:
             kind = part.get("type") if isinstance(part, dict) else type(part).__name__

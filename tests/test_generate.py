@@ -176,6 +176,9 @@ def test_chat_content_parts_are_joined_and_other_parts_refused():
         check([{"role": "user", "content": ["plain", "strings"]}])
     with pytest.raises(InputError, match="Every message of the chat is empty"):
         check([{"role": "user", "content": [{"type": "text", "text": " "}]}])
+    with pytest.raises(InputError, match="Every message of the chat is empty"):  # no parts: was "'list' content, not ... a list"
+        check([{"role": "user", "content": []}])
+    assert check([{"role": "system", "content": ()}, {"role": "user", "content": "hi"}])[0]["content"] == ""
 
 
 def test_chat_template_renders_and_generates_as_transformers(checkpoints, packages, tmp_path):

@@ -16,9 +16,8 @@ allocates no cache of its own; only the last position's logits come back to nump
 takes its buffers at the start, allocating them only when the one kept from an earlier request
 is too short or in use, and gives them back at the end, so a loop of requests allocates once.
 
-Tokens are picked as transformers' ``generate`` picks them (edgeai/sampling.py). Text is decoded
-incrementally and a piece is given out only when it does not end in an incomplete UTF-8
-sequence (U+FFFD), and, with stop strings, only once it can no longer be the start of one.
+Tokens are picked as transformers' ``generate`` does (edgeai/sampling.py). Text is decoded as it comes;
+a piece goes out once it ends in no incomplete UTF-8 sequence and, with stop strings, can no longer start one.
 """
 
 from __future__ import annotations
@@ -380,9 +379,10 @@ def generate(pipe, prompt: Any, stream: bool = False, cancel: threading.Event | 
         return [generate(pipe, p, cancel=cancel, **options) for p in prompt]
     else:
         ids = gen.encode(check_text(prompt))
-    if len(ids) >= gen.max_length:  # here, not in the loop: a streamed request says so before its first piece
-        raise InputError(f"The prompt is {len(ids)} tokens; this model takes at most {gen.max_length} in all, "
-                         "the prompt and at least one new token.")
+    if len(ids) > gen.max_length - (gen.encoder is None):  # here: a stream says so before its first piece
+        raise InputError(f"The prompt is {len(ids)} tokens; " + (  # T5's encoder reads it: not "in all" (review)
+            f"this model's encoder reads at most {gen.max_length}." if gen.encoder is not None else
+            f"this model takes at most {gen.max_length} in all, the prompt and at least one new token."))
     req = Request(ids, s, cancel if cancel is not None else threading.Event(), stream=stream)
     if not stream:
         with pipe._track(req):

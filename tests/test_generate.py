@@ -161,6 +161,17 @@ def test_encoder_decoder_greedy_equals_transformers_generate(name, checkpoints, 
         assert got["text"] == text, (name, variant, prompt)
         lengths.add(len(ref))
     assert max(lengths) >= NEW - 1  # generations that ran to the limit, not an EOS at once
+    # The encoder reads the prompt and the answer has a context of its own: the limits say so (review:
+    # "in all, the prompt and at least one new token" and "prompt included" were said of T5)
+    limit = spec["max_length"]
+    with edgeai.load(packages[name], variant="fp32") as pipe:
+        with pytest.raises(InputError, match=rf"tokens; this model's encoder reads at most {limit}\.$"):
+            pipe.generate("word " * (2 * limit))
+        r = pipe.generate("word " * (limit // 8), max_new_tokens=2 * limit)
+    assert r["prompt_tokens"] >= limit // 8 and r["new_tokens"] <= limit - 1
+    out = cli("generate", "--model", str(packages[name]), "--variant", "fp32", "--max-new-tokens", str(2 * limit), "hi")
+    assert out.returncode == 0 and "prompt included" not in out.stderr, out.stderr
+    assert "length:" not in out.stderr or f"length: the model's answers are at most {limit - 1} tokens" in out.stderr, out.stderr
 
 
 def test_chat_content_parts_are_joined_and_other_parts_refused():

@@ -113,7 +113,8 @@ def generate(
             continue
         n, reason = stats.get("new_tokens", 0), stats.get("finish_reason")
         if reason == "length" and n < max_new_tokens:
-            reason = f"length: the model's context is {gen.max_length} tokens, prompt included"
+            reason = (f"length: the model's context is {gen.max_length} tokens, prompt included" if gen.encoder is None else
+                      f"length: the model's answers are at most {gen.max_length - 1} tokens")
         rate = stats.get("tokens_per_s")
         note(style(f"[{n} token{'s' if n != 1 else ''}, {'-' if rate is None else f'{rate:.1f}'} tokens/s, "
                    f"first token {stats.get('ttft_ms', 0):.0f} ms, {reason}; "

@@ -327,7 +327,9 @@ def _each_text(pipe, texts: list, top_k: int | None) -> list[dict]:
     try:
         return pipe.predict(texts, top_k=top_k)  # tokenized together, in length-sorted chunks
     except InputError:  # the tokenizer refused one (every token unknown): find it, batch the rest
-        refused = {i: {"error": why} for i, why in refused_texts(pipe.preprocess, texts).items()}
+        # ... or the session did (an id past the embedding's rows): then each text runs alone (review)
+        refused = refused_texts(pipe.preprocess, texts) or refused_texts(lambda one: pipe.predict(one, top_k=top_k), texts)
+        refused = {i: {"error": why} for i, why in refused.items()}
         kept = [t for i, t in enumerate(texts) if i not in refused]
         rest = iter(pipe.predict(kept, top_k=top_k) if kept else [])
         return [refused[i] if i in refused else next(rest) for i in range(len(texts))]

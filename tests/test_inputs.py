@@ -271,3 +271,20 @@ def test_linked_subfolders_are_read_once_and_loops_are_not_followed(tmp_path):
     (top / "sub" / "alias").symlink_to(top / "sub")  # a link into the folder itself: its files keep their own names
     (top / "0first").symlink_to(top / "sub")
     assert [p.relative_to(top).as_posix() for p in files_under(top)] == got
+
+
+def test_a_text_the_session_refuses_is_its_own_error_line_and_the_rest_run(tmp_path):
+    """An id past the embedding's rows is refused by the session, not the tokenizer: predict_each
+    and a bulk run raised for the whole batch instead of one error line (review)."""
+    from conftest import WORDS, edit_manifest
+
+    pkg = make_text_package(tmp_path / "short-table")
+    edit_manifest(pkg, lambda m: m["inputs"][0].update(index_rows=len(WORDS) + 2))  # the punctuation's rows lie past it
+    with edgeai.load(pkg) as pipe:
+        got = pipe.predict_each(["good movie", "wow !", "bad"])
+        assert got[0]["top_k"] == pipe.predict("good movie")["top_k"] and got[2]["top_k"] == pipe.predict("bad")["top_k"]
+    assert got[1] == {"input": "wow !", "error": got[1]["error"]} and "indexes a table of 17 rows" in got[1]["error"]
+    r = cli("run", "--model", str(pkg), "good movie", "wow !", "--out", str(tmp_path / "r.jsonl"))
+    lines = [json.loads(x) for x in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert r.returncode == 1 and TRACEBACK not in r.stderr and len(lines) == 2, r.stderr
+    assert "top_k" in lines[0] and "indexes a table" in lines[1]["error"]

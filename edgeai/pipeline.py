@@ -273,8 +273,8 @@ class Pipeline:
         """``predict`` (or, with ``generate=True`` or any of generate's options, ``generate(x,
         **options)``) on a worker thread; the Future holds the same result (or error). A Future
         submitted before ``close()`` still completes: close waits for it. Arrays and images are
-        copied here, so a loop may reuse its frame buffer as soon as ``submit`` returns. Every input submitted
-        runs, in order: a frame loop submits its next frame once the last Future is ``done()``."""
+        copied here, so a loop may reuse its frame buffer as soon as ``submit`` returns. Every
+        input submitted runs, in order: a frame loop submits its next once the last is ``done()``."""
         if "generation" in self.package.manifest and top_k is not None:
             options["top_k"] = top_k  # generate's sampling top_k, not predict's
         elif options and (unknown := [k for k in options if k not in _generate_options()]):  # topk=3 read as a generation (review)

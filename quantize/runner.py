@@ -159,7 +159,7 @@ def run_step(step: Step, pkg: Package, ctx: Context, measure_latency: bool = Fal
         # A step that chose among sources by measurement (budget_search.py) says which.
         made_from = recipe.pop("made_from", made_from)
         ctx.say(CHECKS.get(step.variant, f"measuring {step.variant} agreement with fp32 on held-out inputs"))
-        fp32 = src if made_from == "fp32" else pkg.variant_path("fp32")
+        fp32 = pkg.variant_path("fp32")  # not src: a search may start from optimized and keep the plain graph (review)
         held_out, feeds = held_out_inputs(pkg, texts=ctx.held_out, arrays=ctx.calibration)
         # measured as the runtime runs it: a dynamic INT8 variant one row per call (edgeai.rows)
         axes = per_row(pkg.manifest, {"recipe": recipe}) if input_kind(pkg) != "text" else None  # texts: one per feed already

@@ -289,6 +289,46 @@ def test_a_new_variant_that_misses_the_budget_does_not_replace_one_that_meets_it
     assert r.returncode == 0 and "note: running int8: requested; it misses" in r.stderr
 
 
+class _KeepsThePlainGraph:
+    """A step that starts from the optimized graph and keeps the plain one, as a budget search may
+    (quantize/steps/budget_search.py): here fp32 itself, so its agreement with fp32 is exact."""
+
+    name, variant, simulate_qdq = "plain-kept", "int8", False
+
+    def requires(self, pkg):
+        pass
+
+    def source(self, pkg, ctx):
+        return "optimized"
+
+    def run(self, pkg, src, dest, work, ctx):
+        import shutil
+
+        shutil.copyfile(pkg.variant_path("fp32"), dest)
+        return {"method": "plain-kept", "made_from": "fp32"}
+
+
+def test_a_variant_made_from_fp32_is_measured_against_fp32_whatever_the_step_started_from(tmp_path):
+    """The reference was the step's first source: an optimized graph, labelled "vs fp32" (review)."""
+    import onnx
+    from onnx import numpy_helper
+
+    from edgeai.package import Package
+    from edgeai.quantize.runner import Context, run_step
+
+    pkg = Package.open(make_tiny_package(tmp_path / "tiny"))
+    m = onnx.load(str(pkg.variant_path("fp32")))  # an "optimized" graph that differs from fp32, to tell them apart
+    for init in m.graph.initializer:
+        if init.name == "W":
+            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * 1.5, "W"))
+    onnx.save(m, str(tmp_path / "opt.onnx"))
+    pkg.add_variant("optimized", tmp_path / "opt.onnx", {"made_from": "fp32"})
+    run_step(_KeepsThePlainGraph(), pkg, Context())
+    int8 = Package.open(pkg.path).variants["int8"]
+    assert int8["made_from"] == "fp32" and int8["accuracy_details"]["vs"] == "fp32"
+    assert int8["accuracy"]["max_abs_diff"] == 0 and int8["accuracy"]["top1_agreement"] == 1
+
+
 def test_a_refused_quantize_leaves_the_budget_as_it_was(tmp_path):
     """--budget is written with the new variant, not before the step runs: a step that is refused
     leaves the package's budget as it was (review: a refused quantize's --budget 0.9999 stayed in

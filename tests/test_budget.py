@@ -403,3 +403,42 @@ def test_report_marks_a_damaged_variant_and_fails(tmp_path):
     assert r.returncode == 1 and "1 damaged variant(s), marked on the page: int8:" in r.stderr and "Traceback" not in r.stderr
     html = page.read_text()
     assert 'id="damaged"' in html and "Damaged, cannot run:</b> int8" in html
+
+
+def test_static_int8_lands_where_the_temporary_folder_is_another_filesystem(tmp_path, monkeypatch):
+    """The calibrated graph was os.replace'd from $TMPDIR into the package: across filesystems (a
+    tmpfs /tmp, a package on another drive) that is EXDEV, and static INT8 failed (review)."""
+    import os
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+    import onnx
+    import pytest
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgeai.quantize import quantize
+
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or not os.access(shm, os.W_OK) or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("needs a writable /dev/shm on another filesystem than the test's folder")
+    rng = np.random.default_rng(0)  # small weights: no layer saturates, so the first graph is the one moved in
+    weights = [numpy_helper.from_array((rng.standard_normal(s) * 0.2).astype(np.float32), n) for n, s in
+               (("W1", (4, 3, 3, 3)), ("W2", (4, 4, 3, 3)))]
+    nodes = [helper.make_node("Conv", ["x", "W1"], ["h"], name="c1", pads=[1] * 4), helper.make_node("Relu", ["h"], ["r"], name="relu"),
+             helper.make_node("Conv", ["r", "W2"], ["y"], name="c2", pads=[1] * 4)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4, 8, 8])], weights)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(tmp_path / "m.onnx"))
+    (tmp_path / "cal").mkdir()
+    for i in range(4):
+        np.save(tmp_path / "cal" / f"{i}.npy", rng.random((1, 3, 8, 8)).astype(np.float32))
+    work = Path(tempfile.mkdtemp(dir=shm, prefix="edgeai-test-"))
+    monkeypatch.setattr(tempfile, "tempdir", str(work))
+    try:
+        pkg = quantize(tmp_path / "m.onnx", method="static", calibration=tmp_path / "cal", measure_latency=False)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    int8 = pkg.variants["int8"]
+    assert int8["recipe"]["method"] == "static" and not int8["recipe"]["reduce_range_nodes"] and (pkg.path / int8["file"]).is_file()

@@ -11,6 +11,7 @@ the tuning texts wins, else the most accurate.
 
 from __future__ import annotations
 
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -87,7 +88,7 @@ class Int4(Step):
                             "meets_budget": budget_met(ctx.budget_of(pkg), figs)}
         ok = [b for b, t in tried.items() if t["meets_budget"]]
         block = min(ok, key=lambda b: tried[b]["ms"]) if ok else max(tried, key=lambda b: tried[b]["top1_agreement"])
-        (work / f"int4-b{block}.onnx").replace(dest)
+        shutil.move(work / f"int4-b{block}.onnx", dest)  # $TMPDIR may be another filesystem (review)
         return {"method": "weight-only", "weights": "int4 (symmetric, per block)", "block_size": block,
                 "kernel": "MatMulNBits", "activations": "int8 per block at compute (accuracy level 4)",
                 "block_sizes_tried": {str(b): t for b, t in tried.items()}}

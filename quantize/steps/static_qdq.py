@@ -10,7 +10,7 @@ weights (see saturation.py).
 
 from __future__ import annotations
 
-import os
+import shutil
 from pathlib import Path
 
 import onnx
@@ -47,7 +47,7 @@ class StaticQDQ(Step):
             # "axis": 0 keeps the override per-channel; without it ORT silently goes per-tensor.
             quantize(dest, {weight_of[name]: [{"axis": 0, "reduce_range": True}] for name in hit})
         else:
-            os.replace(first, dest)
+            shutil.move(first, dest)  # the work folder is in $TMPDIR, often another filesystem (a tmpfs; review)
         return {
             "method": "static", "format": "QDQ", "per_channel": ctx.per_channel, "activations": "uint8", "weights": "int8",
             "calibration": {"method": ctx.calibrate, "samples": len(feeds)},

@@ -77,12 +77,19 @@ def record(pkg: Package, rows: list[dict], source: str, device_id: int = 0, inpu
             entry["peak_rss_mb"] = row["peak_rss_mb"]
         entries.append(("pytorch" if row["engine"] == "pytorch" else row["variant"], entry))
 
+    timed = {name: info.get("sha256") for name, info in pkg.variants.items()}  # the files as they were timed
+    replaced: list[str] = []
+
     def merge(m: dict) -> dict:
         variants = {k: dict(v) for k, v in m["variants"].items()}
         reference = dict(m.get("reference") or {"engine": "pytorch eager"})
+        replaced.clear()
         for name in dict.fromkeys(n for n, _ in entries):
             target = reference if name == "pytorch" else variants.get(name)
             if target is None:  # a variant removed meanwhile keeps no figures
+                continue
+            if name != "pytorch" and target.get("sha256") != timed.get(name):  # another writer replaced it while it was
+                replaced.append(name)  # timed: the old file's figures would rank the new one (review)
                 continue
             new = {latency_key(e): e for n, e in entries if n == name}
             where = {(e["provider"], e["machine"], e["batch"]) for e in new.values()}
@@ -91,3 +98,12 @@ def record(pkg: Package, rows: list[dict], source: str, device_id: int = 0, inpu
         return {**m, "variants": variants, **({"reference": reference} if any(n == "pytorch" for n, _ in entries) else {})}
 
     pkg.edit(merge)
+    if replaced:
+        import warnings
+
+        from .errors import EdgeAIWarning, user_level
+
+        one = len(replaced) == 1
+        warnings.warn(EdgeAIWarning(f"{' and '.join(replaced)} {'was' if one else 'were'} replaced in {pkg.path} while being timed, "
+                                    f"so {'its' if one else 'their'} figures were not recorded; time {'it' if one else 'them'} "
+                                    "again with edgeai bench --record"), stacklevel=user_level())

@@ -479,3 +479,26 @@ def test_builds_warn_when_the_latencies_they_record_are_unsteady(small_pkg, fact
     with pytest.warns(UnsteadyTimingWarning) as said:
         optimize(pkg)
     assert said.pop(UnsteadyTimingWarning).filename == __file__
+
+
+def test_a_variant_replaced_while_it_is_timed_gets_no_figures_of_the_old_file(tmp_path):
+    """Figures were merged by variant name minutes after timing: a quantize --replace that landed a
+    new int8 meanwhile got the old file's latencies, and auto ranked it by them (review)."""
+    from conftest import make_tiny_package
+    from edgeai.benchmark import bench
+    from edgeai.errors import EdgeAIWarning
+    from edgeai.quantize import quantize
+
+    pkg = Package.open(quantize(make_tiny_package(tmp_path / "tiny"), method="dynamic", measure_latency=False).path)
+    old = pkg.variants["int8"]["sha256"]
+
+    def another_writer(done: int, total: int, label: str) -> None:
+        if label == "done":  # all timed, nothing recorded yet: a second int8 lands, as another process's would
+            other = Package.open(pkg.path)
+            shutil.copy(other.variant_path("fp32"), tmp_path / "new.onnx")
+            other.add_variant("int8", tmp_path / "new.onnx", {"made_from": "fp32", "recipe": {"method": "copy"}})
+
+    with pytest.warns(EdgeAIWarning, match="int8 was replaced in .* while being timed, so its figures were not recorded"):
+        bench(pkg, variants="int8,fp32", providers="cpu", rounds=1, runs=20, threads=1, record=True, on_step=another_writer)
+    after = Package.open(pkg.path).variants
+    assert after["int8"]["sha256"] != old and not after["int8"].get("latency") and after["fp32"]["latency"]

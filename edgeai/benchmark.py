@@ -32,7 +32,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from . import _records, providers as _providers
-from .data.feeds import OTHER_AXIS, check_room, input_kind, load_arrays, random_feed, text_feeds
+from .data.feeds import OTHER_AXIS, batch_axis, check_room, input_kind, load_arrays, random_feed, text_feeds
 from .choice import check_threads
 from .rows import per_row
 from .text import one_text_per_call
@@ -74,7 +74,8 @@ def bench_feed(pkg: Package, batch: int, tokens: int = BENCH_TOKENS, inputs: dic
         raise InputError(f"{pkg.name} takes a fixed batch of {i['shape'][0]} (input {i['name']} is {i['shape']}): bench it "
                          f"with --batch {i['shape'][0]}, or export it with --dynamic {i['name']}:0:batch.")
     if inputs is not None:
-        return {k: np.take(v, np.arange(batch) % len(v), axis=0) for k, v in inputs.items()}
+        axes = {i["name"]: batch_axis(i["shape"]) for i in pkg.manifest["inputs"]}  # a sequence-first model's too (review)
+        return {k: np.take(v, np.arange(batch) % v.shape[axes.get(k, 0)], axis=axes.get(k, 0)) for k, v in inputs.items()}
     if input_kind(pkg) == "text":
         return _text_feed(pkg, batch, tokens)
     if input_kind(pkg) == "generation":  # one decode step after ``tokens`` cached positions
@@ -121,7 +122,7 @@ def _text_tokens(pkg: Package, tokens: int) -> int:
 def load_inputs(path: str | os.PathLike, pkg: Package) -> dict[str, np.ndarray]:
     """``--input``: a .npz of named arrays, or a .npy for a single-input model (no pickles)."""
     arrays = load_arrays(path, [i["name"] for i in pkg.manifest["inputs"]])
-    if any(a.ndim == 0 or len(a) == 0 for a in arrays.values()):
+    if any(a.ndim == 0 or a.size == 0 for a in arrays.values()):  # size: empty along a batch axis that is not the first too
         raise InputError(f"{path} holds an empty or zero-dimensional array; benchmarks need at least one item.")
     return arrays
 

@@ -502,3 +502,25 @@ def test_a_variant_replaced_while_it_is_timed_gets_no_figures_of_the_old_file(tm
         bench(pkg, variants="int8,fp32", providers="cpu", rounds=1, runs=20, threads=1, record=True, on_step=another_writer)
     after = Package.open(pkg.path).variants
     assert after["int8"]["sha256"] != old and not after["int8"].get("latency") and after["fp32"]["latency"]
+
+
+def test_given_arrays_are_repeated_along_the_batch_axis_of_a_sequence_first_model(tmp_path):
+    """``--input`` arrays were repeated along axis 0: a [seq, batch, F] model was timed on a
+    sequence cut to the batch size, its batch left as given (review)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edgeai.benchmark import bench_feed
+    from edgeai.quantize.wrap import wrap_onnx
+
+    shape = ["seq", "batch", 8]
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(tmp_path / "s.onnx"))
+    pkg = wrap_onnx(tmp_path / "s.onnx")
+    given = {"x": np.arange(10 * 2 * 8, dtype=np.float32).reshape(10, 2, 8)}  # 10 steps of 2 sequences
+    for batch in (1, 4):
+        feed = bench_feed(pkg, batch, inputs=given)["x"]
+        assert feed.shape == (10, batch, 8)
+        np.testing.assert_array_equal(feed[:, :2], given["x"][:, :min(batch, 2)])
+    assert edgeai.bench(pkg, providers="cpu", batches=(3,), rounds=1, runs=5, inputs=given)["results"][0]["batch"] == 3

@@ -111,10 +111,9 @@ class Package:
             raise PackageError(f"{root} is not a model package: it has no {MANIFEST}.")
         manifest = _read_manifest_file(mpath)
         version = manifest.get("schema_version")
-        if version not in KNOWN_SCHEMA_VERSIONS:
-            raise PackageError(
-                f"The manifest {mpath} has schema_version {version!r}; this edgeai reads {list(KNOWN_SCHEMA_VERSIONS)}."
-            )
+        if version not in KNOWN_SCHEMA_VERSIONS:  # "8", a string: not "has '8'; this edgeai reads [..., 8]" (review)
+            kind = f" should be an integer, not {type(version).__name__}" if not isinstance(version, int) and version is not None else ""
+            raise PackageError(f"The manifest {mpath} has schema_version {version!r}{kind}; this edgeai reads {list(KNOWN_SCHEMA_VERSIONS)}.")
         problems = _schema.validate(manifest, load_schema())
         if version == 1 and not problems and (
             manifest.get("preprocess", {}).get("type") == "text" or manifest.get("postprocess", {}).get("type") == "embedding"

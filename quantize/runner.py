@@ -274,7 +274,8 @@ def _agreement(pkg: Package, reference: Path, candidate: Path, feeds, simulate_q
         feeds = [{k: np.abs(v) if v.dtype.kind == "f" else v for k, v in feed.items()} for feed in feeds]
         held_out, ref = "seeded-noise-nonnegative", measure.run_batches(cpu_runner(pkg, reference), feeds)
     if not _finite(pkg, ref):
-        where = {"calibration-arrays": "the given arrays", "seeded-noise-nonnegative": "seeded noise, negative or not"}
+        where = {"calibration-arrays": "the given arrays", "held-out-arrays": "the given arrays held out from calibration",
+                 "seeded-noise-nonnegative": "seeded noise, negative or not"}
         hint = ("; `edgeai quantize` takes arrays of what it is fed as its held-out inputs: --calibration DIR of .npy/.npz files"
                 if held_out.startswith("seeded-noise") else "")
         raise InputError(f"{pkg.name}'s fp32 gives NaN or infinite outputs on {where.get(held_out, 'its held-out inputs (' + held_out + ')')}, "

@@ -78,6 +78,11 @@ def test_good_and_bad_inputs_together(tiny_pkg, tmp_path):
         (lambda p: (p / "manifest.json").write_text("{not json"), "not valid JSON"),
         (lambda p: edit_manifest(p, lambda m: m.update(schema_version=SCHEMA_VERSION + 1)), f"schema_version {SCHEMA_VERSION + 1}"),
         (lambda p: shutil.rmtree(p), "No model package at"),
+        # no fp32, the reference: quantize raised KeyError 'fp32' (review)
+        (lambda p: edit_manifest(p, lambda m: m["variants"].update(int8=m["variants"].pop("fp32"))), "manifest.variants is missing 'fp32'"),
+        (lambda p: edit_manifest(p, lambda m: m.update(schema_version=str(SCHEMA_VERSION))), f"schema_version '{SCHEMA_VERSION}' should be an integer, not str"),
+        (lambda p: edit_manifest(p, lambda m: m["variants"]["fp32"].update(accuracy={"top1_agreement": 1.5})), "top1_agreement is above 1"),
+        (lambda p: edit_manifest(p, lambda m: m["variants"]["fp32"].update(accuracy={"samples": -5})), "samples is below 0"),
     ],
 )
 def test_damaged_packages(tiny_pkg, damage, message):

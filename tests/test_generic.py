@@ -413,6 +413,14 @@ def test_calibration_arrays_are_checked_and_measure_the_int8(tmp_path):
     accuracy = Package.open(pkg).variants["int8"]["accuracy"]
     assert accuracy["held_out"] == "calibration-arrays" and accuracy["samples"] == 6
     assert "on only 6 of its own calibration arrays" in r.stdout, r.stdout  # a figure to doubt says why
+    # Four files or more: every 4th measures the variant and is not calibrated on (both were the same, review)
+    for i in range(3, 8):
+        np.save(tmp_path / "good" / f"{i}.npy", rng.random((2, 3, 8, 8)))
+    r = cli("quantize", str(pkg), "--method", "static", "--calibration", str(tmp_path / "good"))
+    assert r.returncode == 0, r.stderr
+    int8 = Package.open(pkg).variants["int8"]
+    assert int8["accuracy"]["held_out"] == "held-out-arrays" and int8["accuracy"]["samples"] == 4  # files 3 and 7, 2 rows each
+    assert int8["recipe"]["calibration"]["samples"] == 6 and "on only 4 arrays held out from calibration" in r.stdout, r.stdout
 
 
 def test_the_default_name_is_a_valid_one_and_calibration_needs_int8(tmp_path, monkeypatch):

@@ -77,10 +77,11 @@ def _variants_line(pkg) -> str:
         method = recipe.get("method")
         where = {"seeded-noise": "seeded random inputs",  # what a figure is worth: no inputs of the user's kind
                  "seeded-noise-nonnegative": "seeded non-negative random inputs",
-                 "calibration-arrays": "its own calibration arrays" if method == "static" else ""}.get(acc.get("held_out"), "")
+                 "calibration-arrays": "its own calibration arrays" if method == "static" else "",
+                 "held-out-arrays": "arrays held out from calibration" if method == "static" else ""}.get(acc.get("held_out"), "")
         if few:  # "on only 8 seeded random inputs", not "on only 8 inputs on seeded random inputs" (review)
             many = ("of " + where) if where.startswith("its") else (where or "inputs")
-            fig += f" on only {acc['samples']:.0f} {many if acc['samples'] != 1 else many.replace('inputs', 'input')}"
+            fig += f" on only {acc['samples']:.0f} {many if acc['samples'] != 1 else many.replace('inputs', 'input').replace('arrays', 'array')}"
         elif where and fig and name != "fp32":
             fig += f" on {where}"
         kind = f", {method} INT8{' for TensorRT' if recipe.get('preset') == 'tensorrt' else ''}" if method else ""

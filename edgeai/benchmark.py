@@ -33,10 +33,10 @@ import numpy as np
 
 from . import _records, providers as _providers
 from .data.feeds import OTHER_AXIS, batch_axis, check_room, input_kind, load_arrays, random_feed, text_feeds
-from .choice import check_threads
+from .choice import call_batch, check_threads
 from .rows import per_row
 from .text import one_text_per_call
-from .errors import DependencyError, EdgeAIError, InputError, PackageError, ProviderError, with_article
+from .errors import DependencyError, EdgeAIError, InputError, PackageError, ProviderError, real, whole, with_article
 from .machine import machine_id
 from .package import Package, factory_key
 
@@ -221,9 +221,9 @@ def bench(
     provs = _resolve_providers(providers)
     if not batches or any(not isinstance(b, int) or b < 1 for b in batches):
         raise InputError(f"Batch sizes must be positive integers; got {list(batches)}.")
-    batches = tuple(dict.fromkeys(batches))  # --batch 1,1: each case once
-    if rounds < 1 or (runs is not None and not 1 <= runs <= 10**6) or (threads is not None and threads < 1):
-        raise InputError("rounds, runs and threads must be positive, and runs at most 1000000.")
+    batches = tuple(dict.fromkeys(call_batch(pkg) if b == 1 else b for b in batches))  # 1,1: once; 1: one call of a fixed batch
+    whole("rounds", rounds, 1), runs is None or whole("runs", runs, 1, 10**6)  # 1.5: an InputError, not a TypeError (review)
+    real("min_time", min_time, low=0)  # NaN and infinity were taken, and said in the footer
     check_threads(threads)  # its ceiling too: every worker would start all of them
     torch_provs = _torch_cases(pkg, against, factory, sorted({"cuda" if p != _providers.CPU else "cpu" for p in provs}))
     arrays = load_inputs(inputs, pkg) if isinstance(inputs, (str, os.PathLike)) else inputs

@@ -34,6 +34,16 @@ def fastest_recorded(info: dict, provider: str, machine: str | None = None, batc
     return min(entries, key=lambda e: e["p50_ms"]) if entries else None
 
 
+def call_batch(pkg: Package) -> int:
+    """The batch of one call: where every input fixes its batch axis to one size (a module traced
+    at [2, 64] without --dynamic) that size, else 1. Its figures are recorded and looked up under
+    it (they were labelled batch 1, and their items/s counted 2; review)."""
+    from .data.feeds import batch_axis
+
+    sizes = {i["shape"][batch_axis(i["shape"])] if i.get("shape") else None for i in pkg.manifest["inputs"]}
+    return sizes.pop() if len(sizes) == 1 and isinstance(next(iter(sizes)), int) else 1
+
+
 def recorded_latency(info: dict, provider: str, machine: str | None = None, batch: int = 1,
                      device_id: int = 0, threads: int | None = None) -> float | None:
     """The recorded p50 of a variant for this provider, kind of machine (and GPU) and batch size."""
@@ -56,7 +66,7 @@ def resolve_threads(pkg: Package, variant: str, provider: str = "auto", strict: 
     check_threads(threads)
     if threads is not None or expected_provider(provider, strict) != providers.CPU:
         return (None if threads is None else int(threads)), ""  # a numpy integer too
-    best = (fastest_recorded(pkg.variants[variant], providers.CPU, device_id=device_id) or {}).get("threads")
+    best = (fastest_recorded(pkg.variants[variant], providers.CPU, batch=call_batch(pkg), device_id=device_id) or {}).get("threads")
     return best, (f"; {best} thread{'s' if best > 1 else ''}, the fastest recorded" if best else "")
 
 
@@ -92,9 +102,10 @@ def choose_variant(pkg: Package, provider: str, device_id: int = 0, threads: int
     """Contracts, variant choice: the fastest variant within budget, measured on this kind of
     machine (on ``threads`` CPU threads where the caller fixed them and such figures exist)."""
     eligible = [v for v in VARIANTS if v in pkg.variants and meets_budget(pkg, v) and for_provider(pkg, v, provider)]
+    batch = call_batch(pkg)
 
     def fastest(threads: int | None) -> dict:
-        return {v: e for v in eligible if (e := fastest_recorded(pkg.variants[v], provider, device_id=device_id, threads=threads))}
+        return {v: e for v in eligible if (e := fastest_recorded(pkg.variants[v], provider, batch=batch, device_id=device_id, threads=threads))}
 
     # Threads fixed by the caller: the figures of that count rank the variants, where every one has them
     best = fastest(threads) if threads is not None and provider == providers.CPU else {}
@@ -108,18 +119,19 @@ def choose_variant(pkg: Package, provider: str, device_id: int = 0, threads: int
         # A reduced-precision variant has to be measurably faster to be worth its accuracy cost:
         # within LOSSY_MARGIN of the fastest, the exact variants (fp32, optimized) win.
         t, v = min(timed, key=lambda tv: (tv[0] > fastest * (1 + LOSSY_MARGIN), tv[1] in LOSSY, tv[0]))
-        why = "fastest within the accuracy budget on this machine"
+        why = "fastest within the accuracy budget on this machine" if pkg.manifest.get("budget") else "fastest on this machine"
         if t > fastest:
             why = f"exact, and within {LOSSY_MARGIN:.0%} of the fastest within budget"
         # Faster variants that the budget rules out: say so, or "fastest" reads as the fastest of all.
         missed = [w for w in VARIANTS if w in pkg.variants and w not in eligible and for_provider(pkg, w, provider)
-                  and (r := recorded_latency(pkg.variants[w], provider, device_id=device_id, threads=threads if fixed else None))
+                  and (r := recorded_latency(pkg.variants[w], provider, batch=batch, device_id=device_id, threads=threads if fixed else None))
                   is not None and r < t]
         but = f"; {' and '.join(missed)} {'is' if len(missed) == 1 else 'are'} faster but miss{'es' if len(missed) == 1 else ''} the budget" if missed else ""
         on = best[v].get("threads") or default_threads()  # threads fixed by the caller, but not every variant timed so: say so
         on = (f" on {on} thread{'s' if on > 1 else ''}; not every variant was timed on {threads}"
               if threads is not None and not fixed and provider == providers.CPU else "")
-        return v, f"{why} ({t:.2f} ms recorded{on}{but})"
+        none = "" if pkg.manifest.get("budget") else "; the package sets no accuracy budget"  # not "within" one (review)
+        return v, f"{why} ({t:.2f} ms recorded{on}{but}){none}"
     order = ("int8", "optimized", "fp32") if provider == providers.CPU else ("fp16", "fp32", "optimized")
     if provider == providers.TENSORRT and (pkg.variants.get("int8", {}).get("recipe") or {}).get("preset") == "tensorrt":
         order = ("int8", *order)
@@ -138,7 +150,7 @@ def choose_variant(pkg: Package, provider: str, device_id: int = 0, threads: int
                            f"`edgeai bench {shell_arg(pkg.path)} --record` measures them here")
             batches = any(e["provider"] == provider for w in eligible for e in pkg.variants[w].get("latency", {}).values())
             return v, (f"no latency recorded for {providers.short_name(provider)} on this machine"
-                       f"{' at batch 1 (only other batch sizes were timed)' if batches else ''}; default order {'/'.join(order)}")
+                       f"{f' at batch {batch} (only other batch sizes were timed)' if batches else ''}; default order {'/'.join(order)}")
     return "fp32", "the reference variant"
 
 

@@ -82,6 +82,25 @@ def unreadable(path: str | os.PathLike, listing: bool = True) -> str | None:
     return None if os.access(path, mode) else f"{os.fspath(path)} cannot be read: permission denied."
 
 
+def whole(name: str, v: object, low: int, high: int | None = None) -> int:
+    """``v``, a whole number (numpy's too; not a bool) in ``[low, high]``, as an int; or one InputError."""
+    import numbers
+
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < low or (high is not None and v > high):
+        raise InputError(f"{name} must be a whole number of at least {low}{'' if high is None else f' and at most {high}'}; got {v!r}.")
+    return int(v)
+
+
+def real(name: str, v: object, low: float | None = None) -> float:
+    """``v``, a number that is not NaN (and, with ``low``, finite and at least that), as a float; or one InputError."""
+    import math
+    import numbers
+
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or math.isnan(v) or (low is not None and not low <= v < math.inf):
+        raise InputError(f"{name} must be a {'number' if low is None else f'finite number of at least {low:g}'}; got {v!r}.")
+    return float(v)
+
+
 def a_type(x: object) -> str:
     """``"an int"``, ``"a list"``: the type of ``x`` with its article, for error sentences."""
     return with_article(type(x).__name__)

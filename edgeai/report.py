@@ -96,7 +96,7 @@ def ladder(pkg: Package, damaged: dict[str, str] | None = None, damaged_files: d
             "samples": acc.get("samples"), "test_samples": acc.get("test_samples"), "baseline_accuracy": acc.get("baseline_accuracy"),
             **_held_out_figures(acc),
             "size_mb": v["size"] / 1e6, "latency": _entry(v.get("latency", {}), key),
-            "meets_budget": meets_budget(pkg, name), "damaged": name in damaged,
+            "meets_budget": meets_budget(pkg, name) if pkg.manifest.get("budget") else None, "damaged": name in damaged,
         })
     entries = [{"engine": name, **e} for name, v in pkg.variants.items() for e in v.get("latency", {}).values()]
     entries += [{"engine": "PyTorch", **e} for e in ref.get("latency", {}).values()]
@@ -228,7 +228,9 @@ def _choice_notes(data: dict) -> list[str]:
     missing = ", ".join(r["rung"] for r in named if not r["meets_budget"] and not r.get("damaged")) or "none"
     auto = data["auto"]
     verdict = (f'<p id="budget-verdict">Within the accuracy budget: <b>{e(within)}</b>; missing it: <b>{e(missing)}</b> '
-               '(a variant missing it is never chosen by <code>variant="auto"</code>).</p>')
+               '(a variant missing it is never chosen by <code>variant="auto"</code>).</p>' if data["budget"] else
+               '<p id="budget-verdict">The package sets no accuracy budget, so <code>variant="auto"</code> ranks every '
+               'variant by speed alone.</p>')  # not "within the budget: all" of a package without one (review)
     runs = "would run, once the package is whole again," if data.get("damaged_files") else "runs"
     choice = (f'<p id="auto-choice">On this machine, <code>variant="auto"</code> with provider {e(short_name(auto["provider"]))} '
               f'{runs} <b>{e(auto["variant"])}</b>: {e(auto["reason"])}.</p>')
@@ -349,8 +351,8 @@ def _atomic_write(path: Path, data: bytes) -> None:
     try:
         tmp.write_bytes(data)
         os.replace(tmp, path)
-    except OSError as e:  # the folder, where the temporary file is made (a read-only one, /proc, /sys)
-        raise InputError(f"{path.parent} cannot be written: {e.strerror or e}.") from None
+    except OSError as e:  # a read-only folder, /proc, /sys: the file named, not its folder (review)
+        raise InputError(f"{path} cannot be written: {e.strerror or e}.") from None
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -369,12 +371,12 @@ def write_report(pkg: Package, output: str | os.PathLike, png: bool = False,
     if output.is_dir():
         raise InputError(f"{output} is a directory; give the report's file name, e.g. {output / 'report.html'}.")
     if not output.parent.is_dir():
-        raise InputError(f"The directory {output.parent} does not exist.")
+        raise InputError(f"{output.parent} is a file, not a directory." if output.parent.exists() else f"The directory {output.parent} does not exist.")
     data = ladder(pkg, damaged, damaged_files)
     plt = _pyplot()
     if plt is None and png:
         raise DependencyError("--png draws the charts with matplotlib: pip install 'edgeai[report]'.")
-    note, svgs, written = None, {}, []
+    note, svgs, pngs = None, {}, {}
     if plt is None:
         note = "Charts need matplotlib: pip install 'edgeai[report]'."
         if warn:
@@ -388,9 +390,11 @@ def write_report(pkg: Package, output: str | os.PathLike, png: bool = False,
             if png:
                 buf = io.BytesIO()
                 fig.savefig(buf, format="png", dpi=150)
-                target = given.with_name(f"{given.stem}-{name}.png")
-                _atomic_write(target, buf.getvalue())
-                written.append(target)
+                pngs[given.with_name(f"{given.stem}-{name}.png")] = buf.getvalue()
             plt.close(fig)
-    _atomic_write(output, render(data, svgs, note).encode("utf-8"))
-    return [given, *written]
+    # every file checked before any is written: a chart's name taken by a folder left the others half-done (review)
+    if taken := next((t for t in pngs if t.is_dir()), None):
+        raise InputError(f"{taken} is a directory, and --png writes the chart of that name there; move it or name the report otherwise.")
+    for target, blob in {**pngs, output: render(data, svgs, note).encode("utf-8")}.items():
+        _atomic_write(target, blob)
+    return [given, *pngs]

@@ -9,7 +9,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, real, whole
 from .postprocess import softmax
 
 
@@ -26,15 +26,6 @@ class Sampling:
     def check(self) -> None:
         """One InputError sentence for an option of the wrong type, out of range or that would be ignored."""
         import math
-
-        def whole(name: str, v: object, low: int) -> None:
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
-                raise InputError(f"{name} must be a whole number of at least {low}; got {v!r}.")
-
-        def real(name: str, v: object) -> float:
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or math.isnan(v):
-                raise InputError(f"{name} must be a number; got {v!r}.")
-            return float(v)
 
         whole("max_new_tokens", self.max_new_tokens, 1)
         if real("temperature", self.temperature) < 0 or math.isinf(self.temperature):

@@ -206,7 +206,7 @@ def test_bench_errors_are_one_sentence(small_pkg, tmp_path):
         assert r.stderr.strip().count("\n") == 0, (args, r.stderr)  # one line
     with pytest.raises(EdgeAIError, match="no 'fp16' variant"):
         edgeai.bench(small_pkg, variants="fp16")
-    with pytest.raises(EdgeAIError, match="runs at most 1000000"):  # 10**17 calls ran for ever, silent (review)
+    with pytest.raises(EdgeAIError, match="runs must be a whole number of at least 1 and at most 1000000"):  # 10**17 calls ran for ever, silent (review)
         edgeai.bench(small_pkg, runs=10**17)
     r = cli("bench", str(small_pkg), "--runs", "99999999999999999")
     assert r.returncode == 2 and "not in the range 1<=x<=1000000" in r.stderr, r.stderr
@@ -383,12 +383,21 @@ def test_report_errors(small_pkg, tmp_path):
     assert r.returncode == 1 and "does not exist" in r.stderr
     assert list(tmp_path.iterdir()) == []  # nothing half-written
     # A folder the machine will not let us write in (sysfs refuses even root): one sentence that
-    # names the folder, not the hidden temporary file, and no traceback.
+    # names the file asked for, not the hidden temporary file, and no traceback.
     r = cli("report", str(small_pkg), "-o", "/sys/edgeai-report.html")
-    assert r.returncode == 1 and r.stderr.strip().startswith("error: /sys cannot be written:"), r.stderr
+    assert r.returncode == 1 and r.stderr.strip().startswith("error: /sys/edgeai-report.html cannot be written:"), r.stderr
     assert "Traceback" not in r.stderr
     r = cli("report", str(small_pkg), "-o", "/proc/edgeai-report.html")  # no file can be made there at all
-    assert r.returncode == 1 and r.stderr.startswith("error: /proc cannot be written:") and "Traceback" not in r.stderr, r.stderr
+    assert r.returncode == 1 and r.stderr.startswith("error: /proc/edgeai-report.html cannot be written:") and "Traceback" not in r.stderr
+    (tmp_path / "f.html").write_text("a file")  # was "The directory f.html does not exist" (review)
+    r = cli("report", str(small_pkg), "-o", str(tmp_path / "f.html" / "r.html"))
+    assert r.returncode == 1 and f"{tmp_path / 'f.html'} is a file, not a directory." in r.stderr, r.stderr
+    (tmp_path / "f.html").unlink()
+    (tmp_path / "r-error.png").mkdir()  # a chart's name taken by a folder: nothing written, and that name said (review)
+    r = cli("report", str(small_pkg), "-o", str(tmp_path / "r.html"), "--png")
+    assert r.returncode == 1 and f"{tmp_path / 'r-error.png'} is a directory" in r.stderr, r.stderr
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["r-error.png"]
+    (tmp_path / "r-error.png").rmdir()
     # a link is written through, as a shell's > does; a pipe is refused, not replaced by a file
     (tmp_path / "target.html").write_text("old")
     (tmp_path / "link.html").symlink_to("target.html")
@@ -524,3 +533,44 @@ def test_given_arrays_are_repeated_along_the_batch_axis_of_a_sequence_first_mode
         assert feed.shape == (10, batch, 8)
         np.testing.assert_array_equal(feed[:, :2], given["x"][:, :min(batch, 2)])
     assert edgeai.bench(pkg, providers="cpu", batches=(3,), rounds=1, runs=5, inputs=given)["results"][0]["batch"] == 3
+
+
+def test_counts_and_times_of_the_wrong_kind_are_one_sentence(tmp_path):
+    """rounds=1.5 was a TypeError, runs=True one run, and min_time NaN or infinity ran and was
+    said in the footer as "nan s" (review)."""
+    from conftest import make_tiny_package
+    from edgeai.errors import InputError
+
+    pkg = make_tiny_package(tmp_path / "tiny")
+    for kwargs, said in (({"rounds": 1.5}, "rounds must be a whole number of at least 1; got 1.5"),
+                         ({"runs": True}, "runs must be a whole number of at least 1 and at most 1000000; got True"),
+                         ({"min_time": float("nan")}, "min_time must be a finite number of at least 0; got nan"),
+                         ({"min_time": float("inf")}, "min_time must be a finite number of at least 0; got inf")):
+        with pytest.raises(InputError, match=said.replace("(", r"\(")):
+            edgeai.bench(pkg, **kwargs)
+    r = cli("bench", str(pkg), "--min-time", "nan")
+    assert r.returncode == 1 and "min_time must be a finite number" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_a_fixed_batch_graph_is_timed_recorded_and_chosen_at_its_own_batch(tmp_path):
+    """A graph that takes 2 rows in every call was timed at 2 and labelled batch 1, its items/s
+    2/p50 beside a footer that says batch/p50 (review); auto looks its figures up at 2."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgeai.choice import call_batch
+
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((64, 32)).astype(np.float32), "W")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["y"])], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 32])], [w])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(tmp_path / "fixed.onnx"))
+    r = cli("optimize", str(tmp_path / "fixed.onnx"))
+    assert r.returncode == 0, r.stderr
+    pkg = Package.open(tmp_path / "fixed")
+    assert call_batch(pkg) == 2
+    entries = [e for v in pkg.variants.values() for e in v["latency"].values()]
+    assert entries and all(e["batch"] == 2 for e in entries)
+    [row] = edgeai.bench(pkg, variants="fp32", providers="cpu", rounds=1, runs=20)["results"]
+    assert row["batch"] == 2 and row["throughput"] == pytest.approx(2000 / row["p50_ms"], rel=1e-3)
+    pipe = edgeai.load(pkg.path)
+    assert "ms recorded" in pipe.variant_reason and pipe.variant in ("fp32", "optimized"), pipe.variant_reason

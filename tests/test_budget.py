@@ -405,6 +405,25 @@ def test_report_marks_a_damaged_variant_and_fails(tmp_path):
     assert 'id="damaged"' in html and "Damaged, cannot run:</b> int8" in html
 
 
+def test_a_package_without_a_budget_is_not_said_to_meet_one(tmp_path):
+    """The schema lets a package go without a budget (anything then goes): the variant reason and
+    the report said every variant was "within the accuracy budget" of a budget that was not there (review)."""
+    import edgeai
+    from edgeai.machine import machine_id
+    from edgeai.quantize import quantize
+
+    pkg = make_tiny_package(tmp_path / "tiny")
+    quantize(pkg, method="dynamic", measure_latency=False)
+    entry = lambda ms: {"k": {"provider": "CPUExecutionProvider", "machine": machine_id(), "batch": 1, "p50_ms": ms}}
+    edit_manifest(pkg, lambda m: (m.pop("budget"), m["variants"]["fp32"].update(latency=entry(2.0)),
+                                  m["variants"]["int8"].update(latency=entry(1.0))))
+    assert edgeai.load(pkg).variant_reason == "fastest on this machine (1.00 ms recorded); the package sets no accuracy budget"
+    r = cli("report", str(pkg), "-o", str(tmp_path / "r.html"))
+    page = (tmp_path / "r.html").read_text()
+    assert r.returncode == 0 and "sets no accuracy budget, so <code>variant=\"auto\"</code> ranks every variant by speed" in page
+    assert "Within the accuracy budget" not in page
+
+
 def test_static_int8_lands_where_the_temporary_folder_is_another_filesystem(tmp_path, monkeypatch):
     """The calibrated graph was os.replace'd from $TMPDIR into the package: across filesystems (a
     tmpfs /tmp, a package on another drive) that is EXDEV, and static INT8 failed (review)."""

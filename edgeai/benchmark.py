@@ -32,7 +32,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from . import _records, providers as _providers
-from .data.feeds import OTHER_AXIS, batch_axis, check_room, input_kind, load_arrays, random_feed, text_feeds
+from .data.feeds import OTHER_AXIS, batch_axis, check_room, input_kind, load_inputs, random_feed, text_feeds
 from .choice import call_batch, check_threads
 from .rows import per_row
 from .text import one_text_per_call
@@ -117,14 +117,6 @@ def _check_tokens(pkg: Package, tokens: int | None, arrays) -> int:
 
 def _text_tokens(pkg: Package, tokens: int) -> int:
     return min(tokens, int(pkg.manifest["preprocess"]["max_length"]))
-
-
-def load_inputs(path: str | os.PathLike, pkg: Package) -> dict[str, np.ndarray]:
-    """``--input``: a .npz of named arrays, or a .npy for a single-input model (no pickles)."""
-    arrays = load_arrays(path, [i["name"] for i in pkg.manifest["inputs"]])
-    if any(a.ndim == 0 or a.size == 0 for a in arrays.values()):  # size: empty along a batch axis that is not the first too
-        raise InputError(f"{path} holds an empty or zero-dimensional array; benchmarks need at least one item.")
-    return arrays
 
 
 # -- the run -----------------------------------------------------------------------------------

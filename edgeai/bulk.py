@@ -327,12 +327,17 @@ def _each_text(pipe, texts: list, top_k: int | None) -> list[dict]:
     try:
         return pipe.predict(texts, top_k=top_k)  # tokenized together, in length-sorted chunks
     except InputError:  # the tokenizer refused one (every token unknown): find it, batch the rest
-        # ... or the session did (an id past the embedding's rows): then each text runs alone (review)
-        refused = refused_texts(pipe.preprocess, texts) or refused_texts(lambda one: pipe.predict(one, top_k=top_k), texts)
-        refused = {i: {"error": why} for i, why in refused.items()}
-        kept = [t for i, t in enumerate(texts) if i not in refused]
-        rest = iter(pipe.predict(kept, top_k=top_k) if kept else [])
-        return [refused[i] if i in refused else next(rest) for i in range(len(texts))]
+        refused = refused_texts(pipe.preprocess, texts)
+        kept = [i for i in range(len(texts)) if i not in refused]
+        try:
+            rest = pipe.predict([texts[i] for i in kept], top_k=top_k) if kept else []
+        except InputError:  # ... and the session one (an id past the embedding's rows): each runs alone (review)
+            alone = refused_texts(lambda one: pipe.predict(one, top_k=top_k), [texts[i] for i in kept])
+            refused.update({kept[j]: why for j, why in alone.items()})
+            kept = [i for i in kept if i not in refused]
+            rest = pipe.predict([texts[i] for i in kept], top_k=top_k) if kept else []
+        got = dict(zip(kept, rest))
+        return [got[i] if i in got else {"error": refused[i]} for i in range(len(texts))]
 
 
 def _each_prompt(pipe, x: Any, label: str) -> dict:

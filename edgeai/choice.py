@@ -121,7 +121,7 @@ def choose_variant(pkg: Package, provider: str, device_id: int = 0, threads: int
         t, v = min(timed, key=lambda tv: (tv[0] > fastest * (1 + LOSSY_MARGIN), tv[1] in LOSSY, tv[0]))
         why = "fastest within the accuracy budget on this machine" if pkg.manifest.get("budget") else "fastest on this machine"
         if t > fastest:
-            why = f"exact, and within {LOSSY_MARGIN:.0%} of the fastest within budget"
+            why = f"exact, and within {LOSSY_MARGIN:.0%} of the fastest{' within budget' if pkg.manifest.get('budget') else ''}"
         # Faster variants that the budget rules out: say so, or "fastest" reads as the fastest of all.
         missed = [w for w in VARIANTS if w in pkg.variants and w not in eligible and for_provider(pkg, w, provider)
                   and (r := recorded_latency(pkg.variants[w], provider, batch=batch, device_id=device_id, threads=threads if fixed else None))

@@ -397,4 +397,12 @@ def _own(x: Any) -> Any:
         return type(x)(_own(v) for v in x)
     if isinstance(x, Mapping):
         return {k: _own(v) for k, v in x.items()}
-    return x.copy() if type(x).__module__.startswith("PIL.") and hasattr(x, "copy") else x
+    if type(x).__module__.startswith("PIL.") and hasattr(x, "copy"):
+        from .errors import EdgeAIError
+        from .preprocess import as_image
+
+        try:  # decoded as predict decodes it: a damaged or closed file stays the Future's one sentence
+            return as_image(x).copy()
+        except EdgeAIError:
+            return x
+    return x

@@ -392,9 +392,9 @@ def write_report(pkg: Package, output: str | os.PathLike, png: bool = False,
                 fig.savefig(buf, format="png", dpi=150)
                 pngs[given.with_name(f"{given.stem}-{name}.png")] = buf.getvalue()
             plt.close(fig)
-    # every file checked before any is written: a chart's name taken by a folder left the others half-done (review)
+    # charts' names checked first, then the page written before them: charts were left without it (review)
     if taken := next((t for t in pngs if t.is_dir()), None):
         raise InputError(f"{taken} is a directory, and --png writes the chart of that name there; move it or name the report otherwise.")
-    for target, blob in {**pngs, output: render(data, svgs, note).encode("utf-8")}.items():
+    for target, blob in {output: render(data, svgs, note).encode("utf-8"), **pngs}.items():
         _atomic_write(target, blob)
     return [given, *pngs]

@@ -160,7 +160,7 @@ def run_step(step: Step, pkg: Package, ctx: Context, measure_latency: bool = Fal
         made_from = recipe.pop("made_from", made_from)
         ctx.say(CHECKS.get(step.variant, f"measuring {step.variant} agreement with fp32 on held-out inputs"))
         fp32 = pkg.variant_path("fp32")  # not src: a search may start from optimized and keep the plain graph (review)
-        held_out, feeds = held_out_inputs(pkg, texts=ctx.held_out, arrays=ctx.calibration)
+        held_out, feeds = held_out_inputs(pkg, texts=ctx.held_out, arrays=ctx.calibration, calibrated="calibration" in recipe)
         # measured as the runtime runs it: a dynamic INT8 variant one row per call (edgeai.rows)
         axes = per_row(pkg.manifest, {"recipe": recipe}) if input_kind(pkg) != "text" else None  # texts: one per feed already
         axes = (axes[0], dict.fromkeys(axes[1], 0)) if axes else None  # cpu_runner gives outputs batch first

@@ -533,6 +533,9 @@ def test_given_arrays_are_repeated_along_the_batch_axis_of_a_sequence_first_mode
         assert feed.shape == (10, batch, 8)
         np.testing.assert_array_equal(feed[:, :2], given["x"][:, :min(batch, 2)])
     assert edgeai.bench(pkg, providers="cpu", batches=(3,), rounds=1, runs=5, inputs=given)["results"][0]["batch"] == 3
+    np.save(tmp_path / "flat.npy", np.zeros(8, np.float32))  # an axis short: was an IndexError (review)
+    with pytest.raises(EdgeAIError, match=r"flat.npy: x has shape \[8\]; the model takes \['seq', 'batch', 8\], with at least one item"):
+        edgeai.bench(pkg, providers="cpu", rounds=1, runs=5, inputs=tmp_path / "flat.npy")
 
 
 def test_counts_and_times_of_the_wrong_kind_are_one_sentence(tmp_path):

@@ -421,6 +421,10 @@ def test_calibration_arrays_are_checked_and_measure_the_int8(tmp_path):
     int8 = Package.open(pkg).variants["int8"]
     assert int8["accuracy"]["held_out"] == "held-out-arrays" and int8["accuracy"]["samples"] == 4  # files 3 and 7, 2 rows each
     assert int8["recipe"]["calibration"]["samples"] == 6 and "on only 4 arrays held out from calibration" in r.stdout, r.stdout
+    r = cli("quantize", str(pkg), "--method", "dynamic", "--calibration", str(tmp_path / "good"), "--replace")
+    assert r.returncode == 0, r.stderr  # nothing calibrated: every array measures it
+    assert Package.open(pkg).variants["int8"]["accuracy"]["held_out"] == "calibration-arrays" == accuracy["held_out"]
+    assert Package.open(pkg).variants["int8"]["accuracy"]["samples"] == 16
 
 
 def test_the_default_name_is_a_valid_one_and_calibration_needs_int8(tmp_path, monkeypatch):

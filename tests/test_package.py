@@ -297,3 +297,16 @@ def test_a_plain_onnx_file_is_pointed_at_optimize_unless_it_is_not_onnx(tmp_path
     (tmp_path / "empty.onnx").write_bytes(b"")  # parses as an empty model: the checker tells
     with pytest.raises(PackageError, match=r"empty\.onnx is not a valid ONNX model: .*ir_version"):
         edgeai.load(tmp_path / "empty.onnx")
+
+
+def test_cosines_written_before_they_were_clipped_still_open(tmp_path):
+    """The schema bounds the agreement figures; a package written before cosines were clipped can
+    hold 1.0000000000000002, and the loader reads every older version (review)."""
+    from conftest import edit_manifest, make_tiny_package
+
+    pkg = make_tiny_package(tmp_path / "tiny")
+    edit_manifest(pkg, lambda m: m["variants"]["fp32"].update(accuracy={"cosine_min": 1.0000000000000002, "cosine_mean": 1.0000000000000002}))
+    assert Package.open(pkg).variants["fp32"]["accuracy"]["cosine_min"] > 1
+    edit_manifest(pkg, lambda m: m["variants"]["fp32"].update(accuracy={"cosine_min": 5.0}))
+    with pytest.raises(PackageError, match="cosine_min is above 1.000001"):
+        Package.open(pkg)

@@ -346,6 +346,11 @@ def test_submit_and_context_manager(tiny_pkg):
         image.paste((0, 0, 0), (0, 0, *image.size))
         gate.result(timeout=30)
         assert job.result(timeout=30) == expected != pipe.predict(image)
+        import io
+
+        half = io.BytesIO(CAT.read_bytes()[:2000])  # a damaged image: the Future's one sentence, as predict's (review)
+        with pytest.raises(InputError, match="could not be decoded"):
+            pipe.submit(Image.open(half)).result(timeout=30)
 
 
 def test_submit_after_fork_close_from_a_callback_and_a_misspelt_keyword(tiny_pkg):

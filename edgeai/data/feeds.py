@@ -150,6 +150,15 @@ def split_arrays(feeds: list[Feed]) -> tuple[list[Feed], list[Feed]]:
     return [f for i, f in enumerate(feeds) if i % HOLD_OUT_EVERY != HOLD_OUT_EVERY - 1], feeds[HOLD_OUT_EVERY - 1 :: HOLD_OUT_EVERY]
 
 
+def load_inputs(path: str | os.PathLike, pkg) -> dict[str, np.ndarray]:
+    """``--input``: a .npz of named arrays, or a .npy for a single-input model (no pickles)."""
+    arrays = load_arrays(path, [i["name"] for i in pkg.manifest["inputs"]])
+    for i in pkg.manifest["inputs"]:  # a missing axis was an IndexError (review); size: empty along any batch axis
+        if (a := arrays[i["name"]]).ndim != len(i["shape"] or []) or a.ndim == 0 or a.size == 0:
+            raise InputError(f"{path}: {i['name']} has shape {list(a.shape)}; the model takes {i['shape']}, with at least one item.")
+    return arrays
+
+
 def batched(arrays: Sequence[np.ndarray], name: str, batch: int) -> list[Feed]:
     return [{name: np.stack(arrays[i : i + batch])} for i in range(0, len(arrays), batch)]
 
@@ -259,10 +268,11 @@ def held_out_feeds(pkg, texts: Sequence[str] | None = None, per_photo: int = 30)
 
 
 def held_out_inputs(pkg, texts: Sequence[str] | None = None, per_photo: int = 30,
-                    arrays: str | os.PathLike | None = None) -> tuple[str, list[Feed]]:
+                    arrays: str | os.PathLike | None = None, calibrated: bool = True) -> tuple[str, list[Feed]]:
     """``(set name, feeds)`` of :func:`held_out_feeds`; the name goes into a variant's
     ``accuracy.held_out`` (for photos: edgeai.data.photos.held_out_images). ``arrays``: a folder
-    of .npy/.npz feeds, used for a tensor model instead of seeded noise."""
+    of .npy/.npz feeds, used for a tensor model instead of seeded noise; all of them where the
+    variant was not ``calibrated`` on them (dynamic INT8), else those split_arrays holds out."""
     kind = input_kind(pkg)
     if kind == "generation":  # next-token logits at every position of each held-out text
         from .texts import NamedTexts, held_out_texts
@@ -287,8 +297,9 @@ def held_out_inputs(pkg, texts: Sequence[str] | None = None, per_photo: int = 30
         # far from it (a model fed pixels in [0, 1] measured 0.97 on normal noise, 1.000 on its
         # own kind of input). Every HOLD_OUT_EVERY-th file is kept from a static calibration
         # (split_arrays); with fewer files than that the set's name says they were not.
-        calibrate, held = split_arrays(feeds_from_dir(arrays, [s["name"] for s in pkg.manifest["inputs"]], pkg.manifest["inputs"]))
-        return ("held-out-arrays" if held is not calibrate else "calibration-arrays"), held
+        feeds = feeds_from_dir(arrays, [s["name"] for s in pkg.manifest["inputs"]], pkg.manifest["inputs"])
+        calibrate, held = split_arrays(feeds)
+        return ("held-out-arrays", held) if calibrated and held is not calibrate else ("calibration-arrays", feeds)
     return "seeded-noise", [random_feed(pkg.manifest["inputs"], batch=2, seed=1000 + i, high=2) for i in range(8)]
 
 
@@ -315,8 +326,9 @@ def calibration_feeds(pkg, folder: str | os.PathLike | None = None, per_photo: i
     (not for TensorRT, which runs only calibrated INT8)."""
     kind = input_kind(pkg)
     if folder is not None:
-        if kind != "image":  # the arrays held out to measure the variant are not calibrated on (split_arrays)
-            return split_arrays(feeds_from_dir(folder, [s["name"] for s in pkg.manifest["inputs"]], pkg.manifest["inputs"]))[0]
+        if kind != "image":  # a tensor model's arrays held out to measure the variant are not calibrated on (split_arrays)
+            feeds = feeds_from_dir(folder, [s["name"] for s in pkg.manifest["inputs"]], pkg.manifest["inputs"])
+            return split_arrays(feeds)[0] if kind == "tensor" else feeds  # a text model measures on its sentences
         # paths, not opened images: each is decoded, cut to the model's size and let go (60
         # twelve-megapixel photos held whole would take 3 GB)
         return image_feeds(pkg, calibration_image_paths(folder), batch=1)

@@ -499,11 +499,11 @@ def test_bench_refuses_a_batch_a_fixed_batch_graph_cannot_take(tmp_path):
     pkg = wrap_onnx(tmp_path / "fixed.onnx").path
     out = cli("bench", str(pkg), "--batch", "1,8", "--rounds", "1", "--runs", "3")
     assert out.returncode == 1 and "takes a fixed batch of 2 (input x is [2, 3])" in out.stderr, out.stderr
-    # batch 1, the recorded default, is one call of the graph's own 2 items: its items/s say 2 per call
+    # batch 1, the recorded default, is one call of the graph's own 2 items: timed and shown as batch 2
     from edgeai.benchmark import bench
 
     [row] = bench(pkg, variants=["fp32"], providers="cpu", rounds=1, runs=5)["results"]
-    assert row["batch"] == 1 and row["throughput"] == pytest.approx(2000.0 / row["p50_ms"], rel=1e-3), row
+    assert row["batch"] == 2 and row["throughput"] == pytest.approx(2000.0 / row["p50_ms"], rel=1e-3), row
 
 
 def test_options_a_tensor_model_would_ignore_are_refused(tmp_path):

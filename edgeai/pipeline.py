@@ -15,13 +15,11 @@ from . import rows, tasks, text
 from .home import open_package  # noqa: F401  (re-exported: where a package is found)
 from .errors import InputError, PipelineClosedError, a_type, with_article
 from .package import VARIANTS, Package
+from ._submit import CLOSED, Submitting
 from .choice import LOSSY, LOSSY_MARGIN, check_threads, choose_variant, for_provider, meets_budget, recorded_latency, resolve_threads, resolve_variant, start  # noqa: F401  (re-exported)
 
 if TYPE_CHECKING:  # concurrent.futures is imported by submit(), not by every start-up
-    from concurrent.futures import Future, ThreadPoolExecutor
-
-
-CLOSED = "The pipeline is closed; load the model again with edgeai.load(...)."
+    from concurrent.futures import ThreadPoolExecutor
 
 
 def _guarded(method: Callable) -> Callable:
@@ -36,21 +34,13 @@ def _guarded(method: Callable) -> Callable:
     return call
 
 
-@functools.cache
-def _generate_options() -> frozenset[str]:
-    """The keywords ``submit(**options)`` hands to ``generate``: a name outside them is a mistake, said at once."""
-    import inspect
-
-    return frozenset(inspect.signature(Pipeline.generate).parameters) - {"self", "prompt"}
-
-
 # Every live pipeline, so that a forked child resets their threads' state (Pipeline._forked).
 _PIPELINES: "weakref.WeakSet[Pipeline]" = weakref.WeakSet()
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=lambda: [p._forked() for p in list(_PIPELINES)])
 
 
-class Pipeline:
+class Pipeline(Submitting):
     """A loaded model: ``predict`` for raw inputs, ``run`` for ready tensors, ``submit`` for futures."""
 
     def __init__(
@@ -269,44 +259,6 @@ class Pipeline:
             with self._cond:
                 self._requests.discard(req)
 
-    def submit(self, x: Any, top_k: int | None = None, generate: bool = False, **options: Any) -> Future:
-        """``predict`` (or, with ``generate=True`` or any of generate's options, ``generate(x,
-        **options)``) on a worker thread; the Future holds the same result (or error). A Future
-        submitted before ``close()`` still completes: close waits for it. Arrays and images are
-        copied here, so a loop may reuse its frame buffer as soon as ``submit`` returns. Every
-        input submitted runs, in order: a frame loop submits its next once the last is ``done()``."""
-        if "generation" in self.package.manifest and top_k is not None:
-            options["top_k"] = top_k  # generate's sampling top_k, not predict's
-        elif options and (unknown := [k for k in options if k not in _generate_options()]):  # topk=3 read as a generation (review)
-            raise TypeError(f"submit() got an unexpected keyword argument {unknown[0]!r} (predict takes top_k)")
-        generate = generate or bool(options)  # max_new_tokens=... alone once ran predict and dropped it
-        if self._closed:  # before the request's own checks: a closed pipeline's first error is that
-            raise PipelineClosedError(CLOSED)
-        if generate:
-            from .generation import check_request
-
-            check_request(self, options)  # raised here, not by .result()
-        x = _own(x)
-        with self._cond:
-            if self._closed:
-                raise PipelineClosedError(CLOSED)
-            if self._executor is None:
-                from concurrent.futures import ThreadPoolExecutor
-
-                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgeai")
-            future = self._executor.submit(self._job, x, top_k, options if generate else None)
-            self._busy += 1  # the job's _finished() waits for this lock, so it counts after this
-            return future
-
-    def _job(self, x: Any, top_k: int | None, generate: dict | None = None) -> Any:
-        self._worker = threading.get_ident()  # close() from a Future's callback runs on this thread
-        self._local.depth = 1  # counted in _busy by submit: runs even when close() has begun
-        try:
-            return self.generate(x, **generate) if generate is not None else self.predict(x, top_k)
-        finally:
-            self._local.depth = 0
-            self._finished()
-
     @contextlib.contextmanager
     def _in_call(self):
         depth = getattr(self._local, "depth", 0)
@@ -386,23 +338,3 @@ def load(
         raise InputError(f"device_id must be a GPU's index, a whole number of at least 0; got {device_id!r}.")
     check_threads(threads)  # before a first-use build
     return Pipeline(open_package(path_or_name, progress), provider, variant, strict, threads, device_id)
-
-
-def _own(x: Any) -> Any:
-    """``x`` with its arrays and images copied, also in a list, tuple or dict: only top-level arrays
-    were, and a dict's or a PIL image's change after submit reached the result (review)."""
-    if isinstance(x, np.ndarray):
-        return x.copy()
-    if type(x) in (list, tuple):
-        return type(x)(_own(v) for v in x)
-    if isinstance(x, Mapping):
-        return {k: _own(v) for k, v in x.items()}
-    if type(x).__module__.startswith("PIL.") and hasattr(x, "copy"):
-        from .errors import EdgeAIError
-        from .preprocess import as_image
-
-        try:  # decoded as predict decodes it: a damaged or closed file stays the Future's one sentence
-            return as_image(x).copy()
-        except EdgeAIError:
-            return x
-    return x

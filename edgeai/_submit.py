@@ -1,0 +1,90 @@
+"""``Pipeline.submit``: a call on the pipeline's one worker thread, for a loop that must not wait
+(a game's frame, a desktop program's event loop). The input is copied first, so the caller may
+reuse its buffers at once; every input submitted runs, in order."""
+
+from __future__ import annotations
+
+import functools
+import threading
+from typing import TYPE_CHECKING, Any, Mapping
+
+import numpy as np
+
+from .errors import EdgeAIError, PipelineClosedError
+
+if TYPE_CHECKING:  # concurrent.futures is imported by the first submit(), not by every start-up
+    from concurrent.futures import Future
+
+CLOSED = "The pipeline is closed; load the model again with edgeai.load(...)."
+
+
+class Submitting:
+    """``submit`` and its worker's job, for :class:`edgeai.pipeline.Pipeline` (whose ``_cond``,
+    ``_closed``, ``_busy``, ``_executor``, ``_worker``, ``_local`` and ``_finished`` they share)."""
+
+    def submit(self, x: Any, top_k: int | None = None, generate: bool = False, **options: Any) -> Future:
+        """``predict`` (or, with ``generate=True`` or any of generate's options, ``generate(x,
+        **options)``) on a worker thread; the Future holds the same result (or error). A Future
+        submitted before ``close()`` still completes: close waits for it. Arrays and images are
+        copied here, so a loop may reuse its frame buffer as soon as ``submit`` returns. Every
+        input submitted runs, in order: a frame loop submits its next once the last is ``done()``."""
+        if "generation" in self.package.manifest and top_k is not None:
+            options["top_k"] = top_k  # generate's sampling top_k, not predict's
+        elif options and (unknown := [k for k in options if k not in _generate_options()]):  # topk=3 read as a generation (review)
+            raise TypeError(f"submit() got an unexpected keyword argument {unknown[0]!r} (predict takes top_k)")
+        generate = generate or bool(options)  # max_new_tokens=... alone once ran predict and dropped it
+        if self._closed:  # before the request's own checks: a closed pipeline's first error is that
+            raise PipelineClosedError(CLOSED)
+        if generate:
+            from .generation import check_request
+
+            check_request(self, options)  # raised here, not by .result()
+        x = _own(x)
+        with self._cond:
+            if self._closed:
+                raise PipelineClosedError(CLOSED)
+            if self._executor is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgeai")
+            future = self._executor.submit(self._job, x, top_k, options if generate else None)
+            self._busy += 1  # the job's _finished() waits for this lock, so it counts after this
+            return future
+
+    def _job(self, x: Any, top_k: int | None, generate: dict | None = None) -> Any:
+        self._worker = threading.get_ident()  # close() from a Future's callback runs on this thread
+        self._local.depth = 1  # counted in _busy by submit: runs even when close() has begun
+        try:
+            return self.generate(x, **generate) if generate is not None else self.predict(x, top_k)
+        finally:
+            self._local.depth = 0
+            self._finished()
+
+
+@functools.cache
+def _generate_options() -> frozenset[str]:
+    """The keywords ``submit(**options)`` hands to ``generate``: a name outside them is a mistake, said at once."""
+    import inspect
+
+    from .pipeline import Pipeline
+
+    return frozenset(inspect.signature(Pipeline.generate).parameters) - {"self", "prompt"}
+
+
+def _own(x: Any) -> Any:
+    """``x`` with its arrays and images copied, also in a list, tuple or dict: only top-level arrays
+    were, and a dict's or a PIL image's change after submit reached the result (review)."""
+    if isinstance(x, np.ndarray):
+        return x.copy()
+    if type(x) in (list, tuple):
+        return type(x)(_own(v) for v in x)
+    if isinstance(x, Mapping):
+        return {k: _own(v) for k, v in x.items()}
+    if type(x).__module__.startswith("PIL.") and hasattr(x, "copy"):
+        from .preprocess import as_image
+
+        try:  # decoded as predict decodes it: a damaged or closed file stays the Future's one sentence
+            return as_image(x).copy()
+        except EdgeAIError:
+            return x
+    return x

@@ -33,7 +33,7 @@ import numpy as np
 
 from . import _records, providers as _providers
 from .data.feeds import OTHER_AXIS, batch_axis, check_room, input_kind, load_inputs, random_feed, text_feeds
-from .choice import call_batch, check_threads
+from .choice import call_batch, check_threads, fixed_batch
 from .rows import per_row
 from .text import one_text_per_call
 from .errors import DependencyError, EdgeAIError, InputError, PackageError, ProviderError, real, whole, with_article
@@ -66,13 +66,12 @@ class Case:
 def bench_feed(pkg: Package, batch: int, tokens: int = BENCH_TOKENS, inputs: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """A typical input of ``batch`` items: the user's arrays (rows repeated to the batch size), a
     text of ``tokens`` tokens, or seeded noise of the model's input shape."""
-    fixed = [i for i in pkg.manifest["inputs"] if i["shape"] and isinstance(i["shape"][0], int) and i["shape"][0] != batch]
-    if batch > 1 and fixed and all(i["shape"] and isinstance(i["shape"][0], int) for i in pkg.manifest["inputs"]):
-        # every first axis fixed: a batch the graph cannot take would be timed at its own size, and
-        # its items/s be off by their ratio (batch 1, the recorded default, is the model's one call)
-        i = fixed[0]
-        raise InputError(f"{pkg.name} takes a fixed batch of {i['shape'][0]} (input {i['name']} is {i['shape']}): bench it "
-                         f"with --batch {i['shape'][0]}, or export it with --dynamic {i['name']}:0:batch.")
+    if batch > 1 and (own := fixed_batch(pkg)) not in (None, batch):  # the batch axis, not a sequence-first model's first
+        # a batch the graph cannot take would be timed at its own size, its items/s off by their
+        # ratio (batch 1, the recorded default, is the graph's one call: choice.call_batch)
+        i = pkg.manifest["inputs"][0]
+        raise InputError(f"{pkg.name} takes a fixed batch of {own} (input {i['name']} is {i['shape']}): bench it "
+                         f"with --batch {own}, or export it with --dynamic {i['name']}:{batch_axis(i['shape'])}:batch.")
     if inputs is not None:
         axes = {i["name"]: batch_axis(i["shape"]) for i in pkg.manifest["inputs"]}  # a sequence-first model's too (review)
         return {k: np.take(v, np.arange(batch) % v.shape[axes.get(k, 0)], axis=axes.get(k, 0)) for k, v in inputs.items()}

@@ -34,14 +34,19 @@ def fastest_recorded(info: dict, provider: str, machine: str | None = None, batc
     return min(entries, key=lambda e: e["p50_ms"]) if entries else None
 
 
-def call_batch(pkg: Package) -> int:
-    """The batch of one call: where every input fixes its batch axis to one size (a module traced
-    at [2, 64] without --dynamic) that size, else 1. Its figures are recorded and looked up under
-    it (they were labelled batch 1, and their items/s counted 2; review)."""
+def fixed_batch(pkg: Package) -> int | None:
+    """The size every input fixes its batch axis to (a module traced at [2, 64] without --dynamic;
+    the axis named batch, else the first), None where one is free or they differ."""
     from .data.feeds import batch_axis
 
     sizes = {i["shape"][batch_axis(i["shape"])] if i.get("shape") else None for i in pkg.manifest["inputs"]}
-    return sizes.pop() if len(sizes) == 1 and isinstance(next(iter(sizes)), int) else 1
+    return sizes.pop() if len(sizes) == 1 and isinstance(next(iter(sizes)), int) else None
+
+
+def call_batch(pkg: Package) -> int:
+    """The batch of one call, which figures are recorded and looked up under: a fixed batch's size,
+    else 1 (a fixed batch of 2 was labelled batch 1, and its items/s counted 2; review)."""
+    return fixed_batch(pkg) or 1
 
 
 def recorded_latency(info: dict, provider: str, machine: str | None = None, batch: int = 1,

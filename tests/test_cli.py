@@ -504,6 +504,14 @@ def test_bench_refuses_a_batch_a_fixed_batch_graph_cannot_take(tmp_path):
 
     [row] = bench(pkg, variants=["fp32"], providers="cpu", rounds=1, runs=5)["results"]
     assert row["batch"] == 2 and row["throughput"] == pytest.approx(2000.0 / row["p50_ms"], rel=1e-3), row
+    # a fixed sequence axis before a free batch one is not a fixed batch (it was refused as "a fixed batch of 16")
+    from edgeai.benchmark import bench_feed
+
+    seq = [16, "batch", 3]
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, seq)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, seq)])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(tmp_path / "seq.onnx"))
+    assert bench_feed(wrap_onnx(tmp_path / "seq.onnx"), 4)["x"].shape == (16, 4, 3)
 
 
 def test_options_a_tensor_model_would_ignore_are_refused(tmp_path):

@@ -288,10 +288,12 @@ class Package:
                 if not existed:
                     dest.unlink(missing_ok=True)  # not named by any manifest: never leave it orphaned
                 raise
-        old = replaced[0] if replaced else None
-        if old and old["file"] != rel and old["file"] not in self._all_paths():
-            with contextlib.suppress(OSError):
-                safe_path(self.path, old["file"]).unlink()
+            # The replaced file goes under the same lock: after it, another writer may add a
+            # variant with those very bytes (the same hashed name) that this would then delete.
+            old = replaced[0] if replaced else None
+            if old and old["file"] != rel and old["file"] not in self._all_paths():
+                with contextlib.suppress(OSError):
+                    safe_path(self.path, old["file"]).unlink()
         return entry
 
     def update(self, **fields: Any) -> None:

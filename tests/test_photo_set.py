@@ -19,7 +19,7 @@ from PIL import Image
 
 from conftest import make_tiny_package
 from edgeai.data import photo_set
-from edgeai.data.compare import compare, mean_interval, wilson_interval
+from edgeai.data.compare import clustered_interval, compare, mean_interval, wilson_interval
 from edgeai.data.rcc import RccError, read_rcc
 
 INSTALL = "python -m edgeai.data.photo_set install"
@@ -303,6 +303,24 @@ def test_compare_puts_the_interval_and_the_sample_count_beside_each_agreement_fi
     figs = compare({"emb": ref}, {"emb": ref + 0.1 * rng.standard_normal(ref.shape)}, "text-embedding")
     lo, hi = figs["cosine_mean_ci95"]
     assert lo < figs["cosine_mean"] < hi <= 1.0 and figs["samples"] == 100
+
+
+def test_token_agreement_counts_texts_not_tokens_in_its_interval():
+    # 20 texts of 50 tokens; in two texts every token flips: 0.9 of 1000 tokens, but only 20
+    # samples that are independent -- the interval must be far wider than Wilson's over tokens.
+    ref = np.zeros((20, 50, 3))
+    ref[..., 0] = 1.0
+    other = ref.copy()
+    other[:2, :, 1] = 2.0
+    figs = compare({"logits": ref}, {"logits": other}, "token-classification")
+    lo, hi = figs["top1_agreement_ci95"]
+    assert figs["top1_agreement"] == 0.9 and figs["samples"] == 1000
+    tokens = wilson_interval(900, 1000)
+    assert lo < tokens[0] - 0.05 and hi <= 1.0, (lo, hi, tokens)
+    assert (lo, hi) == pytest.approx(clustered_interval(np.array([0] * 2 + [50] * 18), np.full(20, 50)))
+    # every token agreeing: the interval is Wilson's (the clustered one has no width there)
+    figs = compare({"logits": ref}, {"logits": ref.copy()}, "token-classification")
+    assert figs["top1_agreement_ci95"] == pytest.approx(wilson_interval(1000, 1000))
 
 
 def test_the_schema_takes_the_intervals_and_the_set_name_and_nothing_malformed():

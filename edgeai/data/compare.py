@@ -38,6 +38,10 @@ def compare(reference: dict[str, np.ndarray], other: dict[str, np.ndarray], task
         same = (np.nan_to_num(ref).argmax(-1) == np.nan_to_num(oth).argmax(-1))[real]
         figures["top1_agreement"] = float(same.mean())
         figures["top1_agreement_ci95"] = wilson_interval(int(same.sum()), same.size)
+        if ref.ndim == 3:  # tokens or positions of one text flip together: the text is the sample
+            eq = np.nan_to_num(ref).argmax(-1) == np.nan_to_num(oth).argmax(-1)
+            figures["top1_agreement_ci95"] = _wider(figures["top1_agreement_ci95"],
+                                                    clustered_interval((eq & real).sum(1), real.sum(1)))
         figures["samples"] = float(same.size)
         if task == "token-classification" and labels:
             figures["entity_f1"] = entity_f1(np.nan_to_num(ref).argmax(-1), np.nan_to_num(oth).argmax(-1), real, labels)
@@ -116,6 +120,24 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> list[float]:
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return [max(0.0, float(centre - half)), min(1.0, float(centre + half))]
+
+
+def clustered_interval(successes: np.ndarray, counts: np.ndarray, z: float = Z95) -> list[float]:
+    """The 95% interval of a proportion pooled over clusters (texts: ``successes[i]`` of
+    ``counts[i]`` tokens agree), by the ratio estimator's cluster-robust variance. The tokens of
+    one text are not independent samples -- one changed word moves its neighbours' labels -- so a
+    Wilson interval over tokens is too narrow; this one counts the texts."""
+    k, m = np.asarray(successes, np.float64), np.asarray(counts, np.float64)
+    k, m = k[m > 0], m[m > 0]
+    if len(m) < 2:
+        return [0.0, 1.0]
+    p = k.sum() / m.sum()
+    half = z * np.sqrt(((k - p * m) ** 2).sum() / (len(m) * (len(m) - 1))) / m.mean()
+    return [max(0.0, float(p - half)), min(1.0, float(p + half))]
+
+
+def _wider(a: list[float], b: list[float]) -> list[float]:
+    return [min(a[0], b[0]), max(a[1], b[1])]
 
 
 def mean_interval(values: np.ndarray, z: float = Z95, bounds: tuple[float, float] = (-np.inf, np.inf)) -> list[float]:

@@ -206,6 +206,10 @@ class Session:
             # values or in a node's own rule (token ids past the vocabulary, a Reshape that fits
             # only the traced shape): one sentence naming the node, not a C++ status dump.
             raise InputError(run_failure(e)) from None
+        except (_ort_state.EPFail, _ort_state.EngineError, _ort_state.NotImplemented, _ort_state.DeviceReset) as e:
+            # The engine, not the input: a GPU provider's own failure (out of memory, a lost
+            # device), or a kernel this provider lacks for what the graph became at this shape.
+            raise _providers.ProviderError(f"The model could not run on {_providers.short_name(self.provider)}: {ort_detail(e)}.") from None
         if self._building is not None:
             self._report_build()
         return dict(zip(self.output_names, outs))

@@ -553,6 +553,33 @@ def test_onnx_runtime_status_loses_its_cpp_source_line():
                                                  "broadcast an axis by a dimension other than 1. 8 by 9.")
 
 
+def test_an_engine_failure_at_run_time_is_a_provider_error_not_the_users_input(tmp_path):
+    # An execution provider failing mid-run (CUDA out of memory, a lost device) raises EPFail;
+    # no GPU here, so the real CPU session's run is replaced by one that raises it, as ORT does.
+    import numpy as np
+    from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
+
+    import edgeai
+    from edgeai.errors import ProviderError
+    from quantize.wrap import wrap_onnx
+
+    _lookup_table(tmp_path / "lookup.onnx")
+    with edgeai.load(wrap_onnx(tmp_path / "lookup.onnx").path, provider="cpu") as pipe:
+        real = pipe.session._session
+
+        class Failing:
+            def __getattr__(self, name):
+                return getattr(real, name)
+
+            def run(self, *a, **k):
+                raise ort_state.EPFail("[ONNXRuntimeError] : 11 : EP_FAIL : Non-zero status code returned while running "
+                                       "Gather node. Name:'lookup' Status Message: CUDA failure 2: out of memory")
+
+        pipe.session._session = Failing()
+        with pytest.raises(ProviderError, match=r"^The model could not run on cpu: node lookup \(Gather\): CUDA failure 2: out of memory\.$"):
+            pipe.predict({"ids": np.array([[1, 2, 3]])})
+
+
 def test_a_shortened_text_fits_its_columns():
     # a table cell is cut by terminal columns, where a CJK character takes two, so Japanese text
     # does not push the similarity table twice as wide as English

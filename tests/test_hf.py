@@ -174,6 +174,14 @@ def test_token_classification_matches_transformers(checkpoints, packages):
         pair = {"text": TEXTS[0], "text_pair": TEXTS[1]}  # the first text's entities, in one call or per input
         assert pipe.predict(pair)["entities"] == pipe.predict_each([pair])[0]["entities"]
         assert all(e["end"] <= len(TEXTS[0]) for e in pipe.predict(pair)["entities"])
+        # a pair too long for the model is cut as the model saw it: no entity of the first text past
+        # the tokens the pair kept of it (encoded alone, it kept more, labelled by the second text)
+        long = {"text": " ".join(TEXTS * 20), "text_pair": " ".join(TEXTS * 20)}
+        tok = pipe._post.tokenizer
+        kept = [o for o, q in zip(tok.encode(long["text"], long["text_pair"]).offsets, tok.encode(long["text"], long["text_pair"]).sequence_ids) if q == 0]
+        assert len(kept) < len(tok.encode(long["text"]).ids) - 2
+        ents = pipe.predict(long)["entities"]
+        assert ents and max(e["end"] for e in ents) <= kept[-1][1], (ents[-1], kept[-1])
     assert any(g["entities"] for g in got)
     for text, g in zip(TEXTS, got):
         r = ref(text)

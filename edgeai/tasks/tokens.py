@@ -41,17 +41,20 @@ class TokenClassification:
     def __call__(self, outputs: dict[str, np.ndarray], k: int | None = None, items: list[Any] | None = None) -> list[dict]:
         if items is None:
             raise ValueError("token classification needs the input texts")
-        # a sentence pair ({"text", "text_pair"} or check_text's tuple): the entities of its first text,
-        # whose tokens lead the pair's (a dict's [0] was a KeyError traceback; review)
-        texts = [t if isinstance(t, str) else t["text"] if isinstance(t, dict) else t[0] for t in items]
-        encodings = self.tokenizer.encode_batch(texts)
+        # a sentence pair ({"text", "text_pair"} or check_text's tuple): the entities of its first text.
+        # The pair is encoded as the model saw it, truncation included: encoded alone, a long first
+        # text kept tokens the pair's truncation had cut, and read the second text's labels for them.
+        pairs = [t if isinstance(t, str) else (t["text"], t["text_pair"]) if isinstance(t, dict) else tuple(t) for t in items]
+        texts = [t if isinstance(t, str) else t[0] for t in pairs]
+        encodings = self.tokenizer.encode_batch(pairs)
         logits = outputs[self.output]
         return [{"entities": self._entities(row, text, enc)} for row, text, enc in zip(logits, texts, encodings)]
 
     def _entities(self, logits: np.ndarray, text: str, enc) -> list[dict]:
         tokens = []
-        for i, (tid, token, (start, end), special) in enumerate(zip(enc.ids, enc.tokens, enc.offsets, enc.special_tokens_mask)):
-            if special:
+        for i, (tid, token, (start, end), special, seq) in enumerate(zip(enc.ids, enc.tokens, enc.offsets,
+                                                                         enc.special_tokens_mask, enc.sequence_ids)):
+            if special or seq != 0:  # the second text of a pair: its offsets are into that text
                 continue
             scores = softmax(logits[i].astype(np.float64))
             best = int(scores.argmax())

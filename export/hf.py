@@ -52,10 +52,6 @@ class HFCheckpoint:
         return self.path.name
 
     @property
-    def multi_label(self) -> bool:
-        return self.config.get("problem_type") == "multi_label_classification"
-
-    @property
     def architecture(self) -> dict:
         c = self.config
         facts = {"model_type": self.model_type, "architectures": ",".join(c.get("architectures") or []) or None,

@@ -112,6 +112,16 @@ def resolve(model: str | os.PathLike | None) -> tuple[Path, str]:
     return Path(local), f"{model}{CACHE_NOTE}"
 
 
+def activation(config: dict, n_labels: int) -> str:
+    """A classifier's score function, as transformers' pipeline picks it: none for regression,
+    sigmoid for multi-label heads and for a single logit (a reranker's relevance: softmax over
+    one logit is always 1.0), softmax otherwise."""
+    problem = config.get("problem_type")
+    if problem == "regression":
+        return "none"
+    return "sigmoid" if problem == "multi_label_classification" or n_labels == 1 else "softmax"
+
+
 def _read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}

@@ -98,6 +98,8 @@ def _text(root: Path) -> dict[str, Path]:
     torch.manual_seed(5)
     pair = BertForSequenceClassification(BertConfig(vocab_size=wordpiece.vocab_size, **small, **_labels(3)))
     paths["pair"] = (pair, wordpiece)
+    torch.manual_seed(7)  # a cross-encoder reranker's head: one relevance logit
+    paths["reranker"] = (BertForSequenceClassification(BertConfig(vocab_size=wordpiece.vocab_size, **small, **_labels(1))), wordpiece)
     torch.manual_seed(6)
     paths["fillmask"] = (BertForMaskedLM(BertConfig(vocab_size=wordpiece.vocab_size, **small)), wordpiece)
     return _save(root, paths)
@@ -135,7 +137,7 @@ def _pipeline(task: str, path: Path, **kw):
 
     def one(x):  # a text-classification pipeline with top_k=None nests one input's list in another
         r = pipe(x)
-        return r[0] if r and isinstance(r[0], list) else r
+        return r[0] if isinstance(r, list) and r and isinstance(r[0], list) else r
 
     return one
 
@@ -204,6 +206,27 @@ def test_multi_label_classification_uses_sigmoid(checkpoints, packages):
         r = ref(text)
         assert [x["label"] for x in r] == [x["label"] for x in g["top_k"]], text
         np.testing.assert_allclose([x["score"] for x in r], [x["score"] for x in g["top_k"]], atol=1e-4)
+
+
+def _first(r):  # the pipeline gives one pair's result as a dict, one text's as a list of one
+    return r[0] if isinstance(r, list) else r
+
+
+def test_a_one_logit_head_is_read_through_sigmoid_and_its_agreement_is_its_decision(checkpoints, packages):
+    # softmax over one logit is 1.0 for every input, and its top-1 never changes
+    ref = _pipeline("text-classification", checkpoints["reranker"])
+    assert json.loads((packages["reranker"] / "manifest.json").read_text())["postprocess"]["activation"] == "sigmoid"
+    pairs = [{"text": "A man is playing a guitar.", "text_pair": "Someone plays music."},
+             {"text": "The cat sleeps.", "text_pair": "Stocks fell sharply after the announcement."}]
+    with edgeai.load(packages["reranker"], variant="fp32") as pipe:
+        got = pipe.predict(pairs)
+    scores = [g["top_k"][0]["score"] for g in got]
+    np.testing.assert_allclose(scores, [_first(ref(p))["score"] for p in pairs], atol=1e-4)
+    assert len(set(scores)) == 2 and all(0 < s < 1 for s in scores)
+    from edgeai.data.compare import compare
+
+    one = np.array([[0.3], [-0.2], [1.5]], np.float32)
+    assert compare({"logits": one}, {"logits": one * np.array([[1], [-1], [1]])}, "text-classification")["top1_agreement"] == 2 / 3
 
 
 def test_sentence_pairs(checkpoints, packages):

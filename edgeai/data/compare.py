@@ -35,11 +35,11 @@ def compare(reference: dict[str, np.ndarray], other: dict[str, np.ndarray], task
     if task in CLASSIFICATION_TASKS:
         ref, oth = reference[first], other[first]
         real = ~np.isnan(ref).any(-1)  # token outputs: the padding of shorter batches (stack) is NaN
-        same = (np.nan_to_num(ref).argmax(-1) == np.nan_to_num(oth).argmax(-1))[real]
+        same = (_decision(ref) == _decision(oth))[real]
         figures["top1_agreement"] = float(same.mean())
         figures["top1_agreement_ci95"] = wilson_interval(int(same.sum()), same.size)
         if ref.ndim == 3:  # tokens or positions of one text flip together: the text is the sample
-            eq = np.nan_to_num(ref).argmax(-1) == np.nan_to_num(oth).argmax(-1)
+            eq = _decision(ref) == _decision(oth)
             figures["top1_agreement_ci95"] = _wider(figures["top1_agreement_ci95"],
                                                     clustered_interval((eq & real).sum(1), real.sum(1)))
         figures["samples"] = float(same.size)
@@ -61,6 +61,13 @@ def compare(reference: dict[str, np.ndarray], other: dict[str, np.ndarray], task
                                    _equal_share(reference[k], other[k]) for k in outputs)
         figures["samples"] = float(n)  # the inputs compared, also where an output is one value each
     return figures
+
+
+def _decision(logits: np.ndarray) -> np.ndarray:
+    """The class each row is given: its top logit, or for a single logit (a reranker, a binary
+    head read through sigmoid) which side of 0 it is on -- the top of one logit never changes."""
+    x = np.nan_to_num(logits)
+    return x[..., 0] > 0 if x.shape[-1] == 1 else x.argmax(-1)
 
 
 def perplexities(reference: np.ndarray, other: np.ndarray, targets: list[np.ndarray]) -> dict[str, float]:

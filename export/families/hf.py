@@ -151,8 +151,10 @@ def _generation(out, precision, progress, ck, torch_model):
 
 def _labels(src, ck) -> None:
     """labels.txt, the description, and a classifier's post-processing (token classification replaces it)."""
+    from edgeai.export.transformer import activation
+
     src.postprocess = {"type": "classification", "output": "logits", "labels": "labels.txt",
-                       "activation": "sigmoid" if ck.multi_label else "softmax", "top_k": min(5, len(ck.labels))}
+                       "activation": activation(ck.config, len(ck.labels)), "top_k": min(5, len(ck.labels))}
     src.assets["labels.txt"] = ("\n".join(ck.labels) + "\n").encode("utf-8")
     shown = ", ".join(ck.labels[:6]) + ("..." if len(ck.labels) > 6 else "")
     src.description = f"{ck.name} ({ck.model_type}): {ck.task} ({shown}); exported with Optimum."

@@ -63,6 +63,7 @@ def build(out, precision: str = "int8", progress=None, model=None, task=None):
 def _head(src, ck, names: list[str]) -> None:
     """What differs between an embedding and a classifier package: output, post-processing, budget, tolerance."""
     from edgeai.export.exporter import Tolerance
+    from edgeai.export.transformer import activation
 
     if ck.task == "text-embedding":
         dim = _output_dim(src.module, names)
@@ -74,9 +75,8 @@ def _head(src, ck, names: list[str]) -> None:
         return
     src.outputs = [{"name": "logits", "dtype": "float32", "shape": ["batch_size", len(ck.labels)]}]
     src.assets["labels.txt"] = ("\n".join(ck.labels) + "\n").encode("utf-8")
-    multi = ck.config.get("problem_type") == "multi_label_classification"
     src.postprocess = {"type": "classification", "output": "logits", "labels": "labels.txt",
-                       "activation": "sigmoid" if multi else "softmax", "top_k": min(5, len(ck.labels))}
+                       "activation": activation(ck.config, len(ck.labels)), "top_k": min(5, len(ck.labels))}
     src.budget = CLASSIFIER_BUDGET.as_manifest()
     src.tolerance = Tolerance(FAMILY.tolerance, "max_abs_diff")
     shown = ", ".join(ck.labels[:6]) + ("..." if len(ck.labels) > 6 else "")

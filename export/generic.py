@@ -102,8 +102,7 @@ def load_factory(ref: str):
     before = set(sys.modules)
     spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
-    if "." in name:
-        sys.modules[name] = mod  # what relative imports and dataclasses look the module up by
+    sys.modules[name] = mod  # what relative imports and dataclasses (string annotations) look the module up by
     try:
         try:
             spec.loader.exec_module(mod)

@@ -159,9 +159,23 @@ def inspect_checkpoint(model: str | os.PathLike | None, task: str | None) -> Che
         labels = [str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(n)]
     st = _read_json(path / "sentence_bert_config.json")
     pooling_cfg = _read_json(path / "1_Pooling" / "config.json")
-    pooling = "cls" if pooling_cfg.get("pooling_mode_cls_token") and not pooling_cfg.get("pooling_mode_mean_tokens") else "mean"
+    pooling = _pooling(path, pooling_cfg)
     lic = DEFAULT_LICENSE if source == DEFAULT_SOURCE else None
     return Checkpoint(path, source, lic, config, task_name, max_length(path, config, st), pooling, labels)
+
+
+def _pooling(path: Path, cfg: dict) -> str:
+    """"mean" or "cls", from sentence-transformers' 1_Pooling/config.json (mean without one); any
+    other mode, or several together, is refused rather than exported as mean pooling, which gave
+    embeddings at cosine 0.6 to the checkpoint's own."""
+    modes = sorted(k[len("pooling_mode_"):] for k, v in cfg.items() if k.startswith("pooling_mode_") and v)
+    if not modes or modes == ["mean_tokens"]:
+        return "mean"
+    if modes == ["cls_token"]:
+        return "cls"
+    raise InputError(f"{path / '1_Pooling' / 'config.json'} pools by {' + '.join(modes)}; edgeai's embedding runtime "
+                     "pools by mean_tokens or cls_token only (a FILE.py:FACTORY whose module returns the pooled "
+                     "embedding exports any other: see the README's own-model section).")
 
 
 def _tokenizer_files(path: Path) -> list[str]:

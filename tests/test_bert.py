@@ -303,6 +303,21 @@ def test_export_errors_are_one_sentence(tmp_path):
     assert not any(tmp_path.iterdir())  # nothing half-written
 
 
+def test_a_pooling_other_than_mean_or_cls_is_refused_not_exported_as_mean(tmp_path):
+    import os
+
+    src, ck = minilm.get_model_path(), tmp_path / "ck"
+    ck.mkdir()
+    for f in os.listdir(src):
+        if f != "1_Pooling":
+            (ck / f).symlink_to(src / f)
+    (ck / "1_Pooling").mkdir()
+    (ck / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 384, "pooling_mode_max_tokens": True}))
+    r = cli("export", "bert", "--model", str(ck), "-o", str(tmp_path / "out"))
+    assert r.returncode == 1 and "pools by max_tokens; edgeai's embedding runtime pools by mean_tokens or cls_token only" in r.stderr, r.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_text_classification_checkpoint_exports_with_its_labels(tmp_path):
     """A local checkpoint with a classification head: task and labels come from its config.
 

@@ -85,7 +85,7 @@ def test_name_is_checked_and_applies_to_factories_only(factories, tmp_path):
     r = cli("export", f"{factories}:linear", "--input", "x:1,16:float32", "--name", "../up", "-o", str(tmp_path / "o"))
     assert r.returncode == 1 and "The package name '../up'" in r.stderr and "Traceback" not in r.stderr
     r = cli("export", "lstm", "--name", "mine", "-o", str(tmp_path / "o"))
-    assert r.returncode == 1 and "--name apply to FILE.py:FACTORY" in r.stderr
+    assert r.returncode == 1 and "--name applies to FILE.py:FACTORY exports, not to lstm." in r.stderr, r.stderr
     assert list(tmp_path.iterdir()) == []
 
 

@@ -557,6 +557,29 @@ def test_a_module_returning_a_dict_exports_its_keys_as_outputs(tmp_path):
         np.testing.assert_allclose(got[key], ref[key].numpy(), rtol=1e-5, atol=1e-6)
 
 
+def test_output_names_that_clash_are_refused_and_a_dataclass_factory_file_imports(tmp_path):
+    from edgeai.errors import InputError
+    from edgeai.export import export_module
+
+    class Echo(nn.Module):
+        def forward(self, x):
+            return {"x": x + 1, "y": x * 2}
+
+    # the exporter renamed the clash to "x.1", and the run then wanted an input the feed lacks
+    with pytest.raises(InputError, match=r"^The output name 'x' is also an input's"):
+        export_module(Echo(), {"x": torch.ones(2, 4)}, tmp_path / "echo")
+    with pytest.raises(InputError, match=r"^The output name 'y' is given to more than one output"):
+        export_module(Echo(), {"x": torch.ones(2, 4)}, tmp_path / "echo", output_names=["y", "y"])
+    assert not (tmp_path / "echo").exists()
+    # string annotations of a dataclass are resolved through sys.modules[module name]: a file outside
+    # any package failed to import ("'NoneType' object has no attribute '__dict__'")
+    (tmp_path / "dc.py").write_text("from __future__ import annotations\nfrom dataclasses import dataclass\nimport torch\n\n"
+                                    "@dataclass\nclass Config:\n    hidden: int = 8\n\n"
+                                    "def make():\n    return torch.nn.Linear(4, Config().hidden)\n")
+    r = cli("export", f"{tmp_path / 'dc.py'}:make", "--input", "x:1,4:float32", "-o", str(tmp_path / "dc"))
+    assert r.returncode == 0, r.stderr
+
+
 def test_an_empty_output_is_measured_as_agreeing(tmp_path):
     """An output with no values ((batch, 0): a slice left empty) made the accuracy check fail
     with numpy's "zero-size array" error (review); it differs in nothing, and the other output

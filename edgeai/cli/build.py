@@ -135,9 +135,10 @@ def export(name: Optional[str] = None, output: Optional[Path] = None, precision:
             raise InputError(f"{', '.join(stray)} {verb} to built-in models, not FILE.py:FACTORY exports.")
     else:
         factory_only = [o for o in factory_options.values() if o.name not in _builtin_option_names()]
-        if any(o.name in given for o in factory_only):
-            flags = [o.flag for o in factory_only]
-            raise InputError(f"{', '.join(flags[:-1])} and {flags[-1]} apply to FILE.py:FACTORY exports.")
+        flags = [o.flag for o in factory_only if o.name in given]
+        if flags:
+            listed = flags[0] if len(flags) == 1 else f"{', '.join(flags[:-1])} and {flags[-1]}"
+            raise InputError(f"{listed} appl{'ies' if len(flags) == 1 else 'y'} to FILE.py:FACTORY exports, not to {name}.")
     before = _variants_in(output)
     with _said_after(others=False), Stages(f"exporting {given['model'] if name == 'hf' else name}") as stages:
         if _is_factory(name):

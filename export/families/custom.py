@@ -194,7 +194,7 @@ def _export_in_eval_mode(module, example_inputs: dict, out, dynamic: dict, outpu
     kind = type(module).__name__
     module, keys = _tuple_outputs(_given_only(module, list(example_inputs)), example_inputs)
     shapes = ", ".join(f"{n} {list(t.shape)} {str(t.dtype).replace('torch.', '')}" for n, t in example_inputs.items())
-    outputs = _output_names(output_names or keys, _outputs_on_example(module, example_inputs, shapes))
+    outputs = _output_names(output_names or keys, _outputs_on_example(module, example_inputs, shapes), list(example_inputs))
     src = Source(
         module=module, name=name or Path(out).name,
         description=f"{kind} exported by edgeai.export.export_module; inputs {shapes}.",
@@ -341,10 +341,20 @@ def _outputs_on_example(module, example: dict, shapes: str) -> int:
         raise ExportError(f"The module fails on the example inputs ({shapes}): {type(e).__name__}: {_first_line(e)}") from None
 
 
-def _output_names(names: list[str] | None, count: int) -> list[str]:
+def _output_names(names: list[str] | None, count: int, inputs: list[str]) -> list[str]:
     names = names or (["output"] if count == 1 else [f"output_{i}" for i in range(count)])
     if len(names) != count:
         raise InputError(f"{len(names)} output names for {count} outputs.")
+    # The exporter would rename a clash ("x.1") and the package would then name the wrong tensor.
+    twice = sorted({n for n in names if list(names).count(n) > 1})
+    if twice:
+        raise InputError(f"The output name{'s' if len(twice) > 1 else ''} {', '.join(map(repr, twice))} "
+                         f"{'are' if len(twice) > 1 else 'is'} given to more than one output; each needs its own.")
+    clash = [n for n in dict.fromkeys(names) if n in inputs]
+    if clash:
+        raise InputError(f"The output name{'s' if len(clash) > 1 else ''} {', '.join(map(repr, clash))} "
+                         f"{'are' if len(clash) > 1 else 'is'} also an input's; an ONNX graph needs distinct names "
+                         "(give others with output_names, or return a dict with other keys).")
     return list(names)
 
 

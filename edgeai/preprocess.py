@@ -157,6 +157,10 @@ def open_image(source: str | os.PathLike) -> Image.Image:
         raise InputError(f"{path} is not an image file Pillow can read (its contents are not a known image format).") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise InputError(f"Image {path} could not be decoded: {e}.") from None
+    except Exception as e:  # noqa: BLE001 -- Pillow's plugins raise what they meet on damaged files:
+        # IndexError and struct.error on a cut GIF's frame count, TypeError on a bad TIFF page,
+        # NotImplementedError on a DDS pixel format; one such file stopped a whole folder's run
+        raise InputError(f"Image {path} could not be decoded: {type(e).__name__}: {e or 'damaged file'}.") from None
     return im
 
 

@@ -93,6 +93,24 @@ def valid_images(folder: Path) -> dict[str, Path]:
     return out
 
 
+def _a_cut_gif_pillow_trips_on() -> bytes | None:
+    """An animated GIF cut where Pillow raises IndexError or struct.error (not OSError) on its
+    frame count: one such file stopped a whole folder's run with a traceback (review)."""
+    im, buf = _photo(), io.BytesIO()
+    im.save(buf, "GIF", save_all=True, append_images=[im.rotate(90), im.rotate(180)])
+    gif = buf.getvalue()
+    for n in range(len(gif) // 3, len(gif)):
+        try:
+            with Image.open(io.BytesIO(gif[:n])) as x:
+                x.load()
+                x.n_frames
+        except (OSError, SyntaxError, ValueError):
+            continue
+        except Exception:  # noqa: BLE001 -- the kind of file wanted
+            return gif[:n]
+    return None
+
+
 def invalid_images(folder: Path) -> dict[str, tuple[Path, str]]:
     buf = io.BytesIO()
     _photo().save(buf, "JPEG")
@@ -107,6 +125,9 @@ def invalid_images(folder: Path) -> dict[str, tuple[Path, str]]:
         "random.bin": (np.random.default_rng(0).bytes(4096), "not an image"),
         "header-only.gif": (b"GIF89a\x10\x00\x10\x00", "not an image|could not be decoded"),
     }
+    cut = _a_cut_gif_pillow_trips_on()
+    if cut:
+        cases["cut-animation.gif"] = (cut, "could not be decoded")
     out = {}
     for name, (content, msg) in cases.items():
         (folder / name).write_bytes(content)

@@ -80,3 +80,24 @@ def test_an_empty_mount_point_is_refused_before_any_work():
         pytest.skip("no empty, writable mount point (/dev/shm) here")
     with pytest.raises(PackageError, match=r"/dev/shm is a mount point.*give a folder inside it \(-o /dev/shm/NAME\)"):
         check_destination(shm, "tiny")
+
+
+def test_a_package_reached_through_a_symlink_is_rebuilt_where_the_link_points(tmp_path):
+    # models/net -> ../store/net: renamed in place, the link was replaced by a new folder, and
+    # store/net kept the old model with the user's notes moved out of it (review)
+    import torch
+
+    from edgeai.export import export_module
+
+    store, models = tmp_path / "store", tmp_path / "models"
+    models.mkdir()
+    torch.manual_seed(0)
+    first = export_module(torch.nn.Linear(4, 2), {"x": torch.ones(1, 4)}, store / "net", precision="fp32")
+    (models / "net").symlink_to("../store/net")
+    (store / "net" / "NOTES.md").write_text("mine\n")
+    torch.manual_seed(1)
+    export_module(torch.nn.Linear(4, 2), {"x": torch.ones(1, 4)}, models / "net", precision="fp32")
+    assert (models / "net").is_symlink() and sorted(p.name for p in models.iterdir()) == ["net"]
+    assert (store / "net" / "NOTES.md").read_text() == "mine\n"
+    assert Package.open(store / "net").variants["fp32"]["sha256"] != first.variants["fp32"]["sha256"]
+    assert not [p for p in store.iterdir() if p.name != "net"]  # no debris beside the target either

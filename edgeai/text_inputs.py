@@ -117,13 +117,25 @@ _UTF32_BOMS = (b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
 
+def _not_text(head: bytes) -> bool:
+    """Control bytes a text does not hold (tab, newlines and form feed aside), or bytes that are not
+    UTF-8 (the last 3 may be a character cut by the read)."""
+    if any(b < 0x20 and b not in b"\t\n\r\f" for b in head):
+        return True
+    try:
+        head[:-3].decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
 def _looks_binary(head: bytes) -> str | None:
     """What a file that is not text looks like (from its first bytes), or None for text."""
     if head.startswith(_UTF16_BOMS):
         return None  # Windows Notepad's "Unicode": read as UTF-16 (or UTF-32, whose marks start the same)
     for magic, kind in _MAGIC:
-        if head.startswith(magic) and (magic != b"BM" or b"\x00" in head):
-            return kind
+        if head.startswith(magic) and (not all(32 <= b < 127 for b in magic) or _not_text(head)):
+            return kind  # a magic a text can start with ("RIFFS and solos were great") needs binary bytes after it
     odd, even = head[1::2], head[0::2]
     if len(head) >= 4 and max(odd.count(0) / len(odd) - even.count(0) / len(even),
                               even.count(0) / len(even) - odd.count(0) / len(odd)) > 0.9:
@@ -199,6 +211,7 @@ def expand_text_inputs(args: Sequence[Any], literal: bool = False) -> list[str]:
         return list(args)
     texts: list[str] = []
     for arg in args:
+        arg = os.fspath(arg) if isinstance(arg, os.PathLike) else arg  # a pathlib.Path names a file, as its string does
         if arg == "-":  # standard input, as cat and grep read it: its non-blank lines
             texts.extend(_stdin_lines(args))
             continue

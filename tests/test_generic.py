@@ -207,6 +207,10 @@ def test_cli_exports_a_factory_and_runs_npy_inputs(tmp_path):
     assert [np.asarray(res["outputs"]["output"]).shape for res in doc["results"]] == [(3, 2), (2, 2)]
     r = cli("run", "--model", str(tmp_path / "pkg"), str(tmp_path / "x.npy"))
     assert r.returncode == 0 and "output: shape [3, 2] float32" in r.stdout
+    (tmp_path / "x.npy").rename(tmp_path / "X.NPY")  # as a camera or Windows names files: was "takes .npy arrays"
+    r = cli("run", "--model", str(tmp_path / "pkg"), str(tmp_path / "X.NPY"))
+    assert r.returncode == 0 and "output: shape [3, 2] float32" in r.stdout, r.stderr
+    (tmp_path / "X.NPY").rename(tmp_path / "x.npy")
     (tmp_path / "more").mkdir()  # a subfolder's arrays too, as a folder of images or texts gives (review); hidden ones not
     np.save(tmp_path / "more" / "y.npy", x[:1])
     (tmp_path / ".cache").mkdir()

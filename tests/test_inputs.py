@@ -96,6 +96,22 @@ def test_the_rule_in_the_api(text_pkg, tmp_path):
     assert expand_text_inputs(["x" * 5000]) == ["x" * 5000]  # too long for a file name: a text
 
 
+def test_a_text_starting_with_a_files_magic_letters_is_text_and_a_path_object_is_its_file(tmp_path):
+    # "RIFF", "GIF8", "%PDF" and "BM" start words too: refused as binary files (review)
+    f = tmp_path / "reviews.txt"
+    f.write_text("RIFFS and solos were great tonight\nGIF8 is not a word\n%PDF nor this\nBMW drivers\n")
+    assert expand_text_inputs([str(f)]) == ["RIFFS and solos were great tonight", "GIF8 is not a word", "%PDF nor this", "BMW drivers"]
+    g = tmp_path / "real.gif"
+    g.write_bytes(b"GIF89a\x10\x00\x10\x00\x80\x00\x00")
+    [gif] = expand_text_inputs([str(g)])
+    assert isinstance(gif, UnreadFile) and "looks like a GIF image" in gif.error
+    # a pathlib.Path was an AttributeError ('PosixPath' object has no attribute 'strip')
+    assert expand_text_inputs([f]) == expand_text_inputs([str(f)])
+    from edgeai.bulk import list_inputs
+
+    assert len(list_inputs([f], text=True)) == 4
+
+
 def test_utf16_text_files(tmp_path):
     # Windows Notepad's "Unicode" is UTF-16 with a byte-order mark: its lines are read; UTF-16
     # without one cannot be told from binary reliably, so it gets a sentence that says what to do

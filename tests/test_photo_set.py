@@ -344,3 +344,8 @@ def test_a_folder_that_is_not_a_photo_set_is_never_replaced(debs, tmp_path):
     r = run_install("--dir", str(mine), "--list", str(listed), "--debs", str(folder))
     assert r.returncode == 1 and "has no photos.tsv); installing would replace it" in r.stderr, r.stderr
     assert [p.name for p in mine.iterdir()] == ["holiday.jpg"]
+    # a file at --dir was moved into the work folder and deleted with it, and the install said it worked
+    (notes := tmp_path / "notes.txt").write_text("mine\n")
+    r = run_install("--dir", str(notes), "--list", str(listed), "--debs", str(folder))
+    assert r.returncode == 1 and f"{notes} is a file, not a folder" in r.stderr, r.stderr
+    assert notes.read_text() == "mine\n"

@@ -168,7 +168,7 @@ def _array_files(inputs: list[str]) -> list[str]:
     files: list[str] = []
     for x in inputs:
         if x.strip() and Path(x).is_dir():
-            found = [str(p) for p in files_under(Path(x)) if p.suffix in (".npy", ".npz") and listed_file(p)]
+            found = [str(p) for p in files_under(Path(x)) if p.suffix.lower() in (".npy", ".npz") and listed_file(p)]
             if not found:
                 raise InputError(f"{x} holds no .npy or .npz files, which is what a tensor model runs on.")
             files += found
@@ -181,7 +181,7 @@ def _tokens_need_a_text_package(pipe, inputs: list[str]) -> None:
     """A tensor package fed by token ids (an encoder exported by Optimum as feature-extraction)
     given words: say which export makes a package that reads text."""
     if "input_ids" in {s["name"] for s in pipe.package.manifest["inputs"]} and any(
-            Path(x).suffix not in (".npy", ".npz") and not Path(x).is_file() for x in inputs):
+            Path(x).suffix.lower() not in (".npy", ".npz") and not Path(x).is_file() for x in inputs):
         raise InputError(f"{pipe.name} takes .npz files of token ids, not text (a tensor package: from the checkpoint, "
                          "`edgeai export bert --model DIR` makes a text-embedding package, and `edgeai export --model DIR "
                          "--task text-classification` or `token-classification` one for such a head).")

@@ -80,7 +80,8 @@ def load_arrays(path: str | os.PathLike, names: Sequence[str]) -> Feed:
     """A ``.npz`` of arrays named after the inputs, or a ``.npy`` for a single-input model."""
     p = Path(path)
     names = list(names)
-    if p.suffix not in (".npy", ".npz") or (p.suffix == ".npy" and len(names) != 1):
+    suffix = p.suffix.lower()  # BATCH.NPY, as a camera or Windows names files
+    if suffix not in (".npy", ".npz") or (suffix == ".npy" and len(names) != 1):
         raise InputError(f"{p}: this model takes .npz files of arrays named {', '.join(names)}"
                          f"{' or .npy arrays' if len(names) == 1 else ''}.")
     if why := unreadable(p):  # is_file() raises in a folder this user may not enter
@@ -117,9 +118,9 @@ def feeds_from_dir(folder: str | os.PathLike, names: Sequence[str], inputs: list
         raise InputError(f"{folder} is a file; this takes a directory of .npy/.npz files (put {folder.name} in one)." if folder.is_file()
                          else f"Directory {folder} does not exist.")
     files = [p for p in sorted(folder.iterdir()) if not p.name.startswith(".")  # hidden: a macOS ._x.npy copy
-             and (p.suffix == ".npz" or (p.suffix == ".npy" and len(names) == 1))]
+             and (p.suffix.lower() == ".npz" or (p.suffix.lower() == ".npy" and len(names) == 1))]
     if not files:
-        if len(names) > 1 and any(p.suffix == ".npy" for p in folder.iterdir()):  # a .npy holds one array: one input's
+        if len(names) > 1 and any(p.suffix.lower() == ".npy" for p in folder.iterdir()):  # a .npy holds one array: one input's
             raise InputError(f"{folder} holds .npy files, but the model takes {len(names)} inputs ({', '.join(names)}): give "
                              "one .npz per example with an array for each, e.g. np.savez('0.npz', " +
                              ", ".join(f"{n}=..." for n in names) + ").")

@@ -96,6 +96,8 @@ def install(folder: Path | None = None, list_path: Path = LIST, debs: Path | Non
     if (folder / "photos.tsv").is_file() and (folder / "photos.tsv").read_bytes() == listed and not verify(folder, rows):
         say(f"The held-out photo set is already installed: {len(rows)} photos in {folder}; nothing to do.")
         return [folder / r["source_package"] / r["file"] for r in rows]
+    if folder.exists() and not folder.is_dir():  # it was moved into the work folder and deleted with it
+        raise PhotoSetError(f"{folder} is a file, not a folder; choose another --dir or $EDGEAI_PHOTOS.")
     if folder.is_dir() and any(folder.iterdir()) and not (folder / "photos.tsv").is_file():
         raise PhotoSetError(f"{folder} is a folder with other files in it (it has no photos.tsv); installing would "
                             "replace it, so choose another --dir or $EDGEAI_PHOTOS.")

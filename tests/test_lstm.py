@@ -124,6 +124,20 @@ def test_export_lstm_trains_on_a_users_csv(tmp_path, test_split):
     assert "test_accuracy" in pkg.variants["fp32"]["accuracy"] and "int8" not in pkg.variants
 
 
+def test_a_csv_is_read_by_csv_rules_not_split_at_unicode_line_breaks(tmp_path):
+    # str.splitlines() broke rows at U+2028 and U+0085 (latin-1's reading of cp1252's ellipsis),
+    # dropped quoted newlines, and a spreadsheet's byte-order mark renamed the first column
+    from edgeai.data.texts import tweets
+    from edgeai.export import lstm
+
+    rows = [("first part\u2028second part", "neg"), ("two\nlines", "pos")] + [("fine", "neg"), ("good", "pos")] * 30
+    with open(tmp_path / "d.csv", "w", encoding="utf-8-sig", newline="") as f:
+        csv.writer(f).writerows([("label", "text"), *[(label, text) for text, label in rows]])
+    corpus = lstm.read_csv(tmp_path / "d.csv", "text", "label")
+    assert len(corpus.texts) == 62 and corpus.texts[:2] == ["first part\u2028second part", "two\nlines"]
+    assert any("\x85" in t for t in tweets(10**6)) and all(len(t) > 1 for t in tweets())  # the corpus's ellipses stay inside their tweets
+
+
 def test_bad_training_data_is_one_sentence_and_writes_nothing(tmp_path):
     _write_csv(tmp_path / "cols.csv", [("good", "pos")] * 100)
     r = cli("export", "lstm", "--data", str(tmp_path / "cols.csv"), "-o", str(tmp_path / "a"))

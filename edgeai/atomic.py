@@ -267,11 +267,17 @@ def remove_stale_files(root: Path) -> list[str]:
                 continue
             entry.unlink(missing_ok=True)
             removed.append(entry.name)
-    try:
-        named = {v["file"] for v in read_manifest(root)["variants"].values()}
-    except (KeyError, TypeError):  # None, or an entry without a file name
-        return removed  # not a readable package: leave its files alone
-    if not live and not _busy(root):
+    if live:
+        return removed
+    # The manifest is read and the files deleted under the write lock: read before it, a variant
+    # another writer added in between was not named yet, and was deleted as stale.
+    with _lock_if_free(root) as free:
+        if not free:  # another process is adding a variant file
+            return removed
+        try:
+            named = {v["file"] for v in read_manifest(root)["variants"].values()}
+        except (KeyError, TypeError):  # None, or an entry without a file name
+            return removed  # not a readable package: leave its files alone
         for entry in root.iterdir():
             if _VARIANT_FILE.fullmatch(entry.name) and entry.name not in named and entry.is_file():
                 entry.unlink(missing_ok=True)
@@ -279,18 +285,22 @@ def remove_stale_files(root: Path) -> list[str]:
     return removed
 
 
-def _busy(root: Path) -> bool:
-    """Whether another process holds the package's write lock (it may be adding a variant file)."""
+@contextlib.contextmanager
+def _lock_if_free(root: Path) -> Iterator[bool]:
+    """The package's write lock, held for the block when no other process holds it: True; else False."""
     if os.name == "nt":  # pragma: no cover - exercised on Windows only
-        return False
+        yield True
+        return
     import fcntl
 
     fd = os.open(root, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
     finally:
         os.close(fd)
 

@@ -16,7 +16,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any, Sequence
 
-from .errors import DependencyError, InputError
+from .errors import DependencyError, InputError, PackageError, with_article
 
 MESSAGE = '{"role": ..., "content": ...}'
 
@@ -48,7 +48,10 @@ def _text(i: int, content: Any) -> str:
         texts = []
         for part in content:
             kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-            if kind != "text" or not isinstance(part.get("text"), str):
+            if kind == "text" and not isinstance(part.get("text"), str):
+                got = "no \"text\" key" if "text" not in part else f"{with_article(type(part['text']).__name__)} as its text"
+                raise InputError(f'Message {i} of the chat has a text part with {got}; each part is {{"type": "text", "text": ...}}.')
+            if kind != "text":
                 raise InputError(f"Message {i} of the chat has a {kind!r} content part; this model reads text only, "
                                  'so each part is {"type": "text", "text": ...}.')
             texts.append(part["text"])
@@ -82,18 +85,25 @@ def render(spec: dict, messages: Sequence[Any], add_generation_prompt: bool = Tr
         import jinja2
     except ImportError:
         raise DependencyError("Chat templates need jinja2: pip install jinja2.") from None
-    template = _compile(source)
+    messages = check(messages)
     try:
-        return template.render(messages=check(messages), add_generation_prompt=add_generation_prompt,
+        template = _compile(source)
+    except jinja2.exceptions.TemplateSyntaxError as e:
+        raise PackageError(f"The model's chat template is not a valid Jinja template: {e} (line {e.lineno}).") from None
+    try:
+        return template.render(messages=messages, add_generation_prompt=add_generation_prompt,
                                **spec.get("chat_tokens", {}))
     except jinja2.exceptions.TemplateError as e:
         raise InputError(f"The model's chat template refused this chat: {e}") from None
+    except Exception as e:  # noqa: BLE001 -- a template's own Python error ('str' + 1): still the template's refusal
+        raise InputError(f"The model's chat template failed on this chat: {type(e).__name__}: {e}.") from None
 
 
 @lru_cache(maxsize=8)
 def _compile(source: str):
     import jinja2
     import jinja2.ext
+    import jinja2.nodes
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
     def raise_exception(message: str):
@@ -102,7 +112,18 @@ def _compile(source: str):
     def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
         return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols])
+    class Generation(jinja2.ext.Extension):
+        """transformers' {% generation %}...{% endgeneration %} (it marks the assistant's tokens for
+        training): its body renders as it is, as apply_chat_template renders it."""
+        tags = {"generation"}
+
+        def parse(self, parser):
+            lineno = next(parser.stream).lineno
+            body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+            return jinja2.nodes.Scope(body, lineno=lineno)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                        extensions=[jinja2.ext.loopcontrols, Generation])
     env.filters["tojson"] = tojson
     env.globals["raise_exception"] = raise_exception
     env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)

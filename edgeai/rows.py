@@ -32,10 +32,13 @@ def row_axes(manifest: Mapping[str, Any]) -> Axes | None:
         axis = batch_axis(shape)
         if not shape or str(shape[axis]).lower() not in BATCH_NAMES or label not in (None, shape[axis]):
             return None
+        if list(shape).count(shape[axis]) > 1:  # [batch, batch]: rows against rows, never one alone
+            return None
         label, ins[spec["name"]] = shape[axis], axis
     for spec in manifest["outputs"]:
-        axis = next((a for a, d in enumerate(spec.get("shape") or []) if d == label), None)
-        if axis is None:
+        shape = spec.get("shape") or []
+        axis = next((a for a, d in enumerate(shape) if d == label), None)
+        if axis is None or list(shape).count(label) > 1:  # a batch's similarity matrix: its rows see each other
             return None
         outs[spec["name"]] = axis
     return (ins, outs) if ins else None

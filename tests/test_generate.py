@@ -191,6 +191,26 @@ def test_chat_content_parts_are_joined_and_other_parts_refused():
     with pytest.raises(InputError, match="Every message of the chat is empty"):  # no parts: was "'list' content, not ... a list"
         check([{"role": "user", "content": []}])
     assert check([{"role": "system", "content": ()}, {"role": "user", "content": "hi"}])[0]["content"] == ""
+    with pytest.raises(InputError, match=r'^Message 0 of the chat has a text part with no "text" key;'):  # not "a 'text' part"
+        check([{"role": "user", "content": [{"type": "text", "content": "hi"}]}])
+
+
+def test_a_chat_template_with_transformers_generation_tag_renders_and_a_broken_one_is_one_sentence():
+    # {% generation %} marks the assistant's tokens in many fine-tuned checkpoints' templates: it was
+    # a TemplateSyntaxError traceback; a template's own Python error was one too
+    from transformers.utils.chat_template_utils import _compile_jinja_template
+
+    from edgeai.chat import render
+    from edgeai.errors import PackageError
+
+    t = ("{% for m in messages %}<|{{ m['role'] }}|>{% if m['role'] == 'assistant' %}{% generation %}{{ m['content'] }}"
+         "{% endgeneration %}{% else %}{{ m['content'] }}{% endif %}\n{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    chat = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}, {"role": "user", "content": "more"}]
+    assert render({"chat_template": t}, chat) == _compile_jinja_template(t).render(messages=chat, add_generation_prompt=True)
+    with pytest.raises(InputError, match=r"^The model's chat template failed on this chat: TypeError"):
+        render({"chat_template": "{{ messages[0]['content'] + 1 }}"}, chat)
+    with pytest.raises(PackageError, match=r"^The model's chat template is not a valid Jinja template: .*\(line 1\)\.$"):
+        render({"chat_template": "{% if %}"}, chat)
 
 
 def test_chat_template_renders_and_generates_as_transformers(checkpoints, packages, tmp_path):

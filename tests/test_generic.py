@@ -584,6 +584,30 @@ def test_output_names_that_clash_are_refused_and_a_dataclass_factory_file_import
     assert r.returncode == 0, r.stderr
 
 
+def test_a_batch_by_batch_output_runs_its_dynamic_int8_batch_whole(tmp_path):
+    # pairwise similarities within a batch ([batch, batch]): one row per call made them [n, 1], and
+    # the int8 check ended in a reshape traceback (review)
+    from edgeai.export import export_module
+    from edgeai.rows import row_axes
+
+    class Similarity(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.enc = nn.Linear(64, 32)
+
+        def forward(self, x):
+            e = self.enc(x)
+            e = e / e.norm(dim=-1, keepdim=True)
+            return e @ e.T
+
+    torch.manual_seed(0)
+    pkg = export_module(Similarity().eval(), {"x": torch.randn(4, 64)}, tmp_path / "sim", dynamic={"x": {0: "batch"}}, precision="int8")
+    assert pkg.manifest["outputs"][0]["shape"] == ["batch", "batch"] and row_axes(pkg.manifest) is None
+    x = np.random.default_rng(0).standard_normal((5, 64)).astype(np.float32)
+    with edgeai.load(pkg.path, variant="int8") as pipe:
+        assert pipe.run({"x": x})["output"].shape == (5, 5)
+
+
 def test_an_empty_output_is_measured_as_agreeing(tmp_path):
     """An output with no values ((batch, 0): a slice left empty) made the accuracy check fail
     with numpy's "zero-size array" error (review); it differs in nothing, and the other output

@@ -21,8 +21,11 @@ def inspect(
     """Show a package: manifest, variants with their measurements, inputs, outputs, operators.
     A variant whose file is damaged or missing is marked as such, the others are still shown,
     and the command ends with an error line (exit code 1)."""
+    from edgeai.errors import InputError
     from edgeai.pipeline import open_package
 
+    if device_id and provider is None:  # as `edgeai run` refuses an option it would ignore
+        raise InputError("--device-id picks the GPU that --provider cuda or tensorrt loads the variants on: add --provider.")
     pkg = open_package(package)
     ops, damaged = _check_variants(pkg)
     files = pkg.damaged_assets()  # besides the variants: the tokenizer, an encoder

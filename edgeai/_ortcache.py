@@ -97,7 +97,7 @@ def cpu_session(model: str | os.PathLike, options: ort.SessionOptions, model_sha
 
 
 def _create_and_save(model, options: ort.SessionOptions, cache: Path) -> ort.InferenceSession:
-    from ._stamps import private_dir
+    from ._stamps import private_dir, write_private
     from .package import sha256_file
 
     tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
@@ -111,9 +111,10 @@ def _create_and_save(model, options: ort.SessionOptions, cache: Path) -> ort.Inf
         return plain_cpu_session(model, options)
     try:  # best effort, atomic: the sidecar last, so a saved graph without one is never trusted
         if tmp.is_file():
+            os.chmod(tmp, 0o600)  # ONNX Runtime writes it under the umask: group-writable is never trusted
             os.replace(tmp, cache)
             side = cache.with_suffix(f".{os.getpid()}.tmp.json")
-            side.write_text(json.dumps({"sha256": sha256_file(cache), "source": str(model)}), encoding="utf-8")
+            write_private(side, json.dumps({"sha256": sha256_file(cache), "source": str(model)}))
             os.replace(side, cache.with_suffix(".json"))
             _drop_superseded(cache)
             _drop_unused(cache.parent)

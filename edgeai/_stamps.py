@@ -51,7 +51,7 @@ def remembered(path: Path, compute: Callable[[Path], tuple[str, bool]]) -> tuple
     try:  # best effort: a read-only cache only costs the next run a hash
         private_dir(stamp.parent)
         tmp = stamp.with_name(f"{stamp.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"path": str(path), "state": state, "sha256": digest, "scan": scan}), encoding="utf-8")
+        write_private(tmp, json.dumps({"path": str(path), "state": state, "sha256": digest, "scan": scan}))
         os.replace(tmp, stamp)
     except OSError:
         pass
@@ -61,6 +61,16 @@ def remembered(path: Path, compute: Callable[[Path], tuple[str, bool]]) -> tuple
 def private_dir(path: Path) -> None:
     """Create ``path`` (mode 0o700) for remembered results that only this user may write."""
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
+def write_private(path: Path, text: str) -> None:
+    """``text`` into a new file at ``path`` that only this user may write (0o600): written by
+    ``write_text`` under umask 002, Debian's default for ordinary users, it was group-writable,
+    so :func:`owned` never trusted it and every load redid the work it remembers."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.chmod(path, 0o600)  # a file left by a killed run keeps its old mode through O_TRUNC
 
 
 def owned(path: Path) -> bool:

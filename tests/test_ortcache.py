@@ -99,3 +99,26 @@ def test_saved_graphs_unused_for_a_month_are_removed(tmp_path, monkeypatch):
     left = {p.name for p in folder.iterdir()}
     assert left == {mine.name, mine.with_suffix(".json").name, "2" * 20 + "-ort1.0.0-x.onnx", "2" * 20 + "-ort1.0.0-x.json",
                     _ortcache._cache_file(sha256_file(other)).name, _ortcache._cache_file(sha256_file(other)).with_suffix(".json").name}
+
+
+def test_the_saved_graph_is_trusted_under_a_group_writable_umask(tmp_path, monkeypatch):
+    # umask 002 (Debian's default for ordinary users) made the sidecar and the hash stamps 0o664,
+    # which owned() never trusts: every load optimized and wrote the graph again (review)
+    import os
+
+    monkeypatch.setenv("EDGEAI_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("EDGEAI_ORT_CACHE", raising=False)
+    spec = [{"name": n, "dtype": "float32", "shape": [1, 4, 8]} for n in ("x", "r")]
+    model = tmp_path / "a.onnx"
+    _residual_layernorm(model)
+    sha = sha256_file(model)
+    old = os.umask(0o002)
+    try:
+        Session(model, spec, [{"name": "y"}], provider="cpu", model_sha256=sha)  # saves the graph
+        saved = _ortcache._cache_file(sha)
+        assert saved.stat().st_mode & 0o777 == 0o600 and saved.with_suffix(".json").stat().st_mode & 0o777 == 0o600
+        os.utime(saved, (1e9, 1e9))
+        Session(model, spec, [{"name": "y"}], provider="cpu", model_sha256=sha)  # loads it, does not write it again
+        assert saved.stat().st_mtime == 1e9
+    finally:
+        os.umask(old)

@@ -94,7 +94,7 @@ class ClassifierWindow(QWidget):
     # -- classification: submit, never wait ------------------------------------------------------
     def classify(self, path: str) -> None:
         self.request += 1
-        request, started = self.request, time.perf_counter()
+        request = self.request
         reader = QImageReader(path)
         reader.setAutoTransform(True)  # honour EXIF orientation, as edgeai does
         image = reader.read()
@@ -104,6 +104,7 @@ class ClassifierWindow(QWidget):
             self.preview.setPixmap(QPixmap.fromImage(image).scaled(
                 self.preview.size(), Qt.KeepAspectRatio, Qt.SmoothTransformation))
         self.headline.setText("classifying…")
+        started = time.perf_counter()  # after the preview: its decode and scaling are the window's, not edgeai's
         future = self.pipe.submit(path, top_k=TOP_K)
         future.add_done_callback(
             lambda f: self.finished.emit(request, path, f, time.perf_counter() - started))
@@ -130,6 +131,7 @@ class ClassifierWindow(QWidget):
         self.shown.emit()
 
     def show_error(self, message: str) -> None:
+        self.failed = True  # --quit-after-result exits 1, as a script reading its code expects
         self.headline.setText(message)
         self.headline.setStyleSheet("font-size: 14px; font-weight: bold; color: #c0392b;")
         for bar in self.bars:
@@ -169,7 +171,7 @@ def main() -> int:
         def done() -> None:
             if args.screenshot:
                 window.grab().save(args.screenshot)
-            app.exit(0)
+            app.exit(1 if getattr(window, "failed", False) else 0)
         # singleShot: let Qt lay out the new texts before the grab
         window.shown.connect(lambda: QTimer.singleShot(0, done))
     window.show()

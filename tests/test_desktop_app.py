@@ -57,6 +57,11 @@ def test_desktop_app_classifies_a_photo_and_screenshots_the_window(cnn_pkg, tmp_
     with Image.open(shot) as im:
         assert 400 <= im.width <= 2000 and 300 <= im.height <= 1500, im.size
         assert ImageStat.Stat(im.convert("L")).stddev[0] > 20  # the photo and the labels, not a blank window
+    # an error ends --quit-after-result with exit code 1 (it was 0), its sentence on stderr
+    r = subprocess.run([sys.executable, str(ROOT / "samples" / "desktop_app.py"), str(tmp_path / "missing.jpg"), "--model",
+                        str(cnn_pkg), "--quit-after-result"], capture_output=True, text=True, env=env, timeout=120,
+                       stdin=subprocess.DEVNULL)
+    assert r.returncode == 1 and "error: Image file" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
 
 
 def _drop(window, path) -> None:

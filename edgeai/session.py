@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -202,6 +203,9 @@ class Session:
             else:
                 outs = self._session.run(self.output_names, checked, self._run_options)
         except (_ort_state.InvalidArgument, _ort_state.Fail, _ort_state.RuntimeException) as e:
+            if _ENGINE_FAILURE.search(str(e)):  # CUDA's out of memory comes as FAIL or RUNTIME_EXCEPTION
+                raise _providers.ProviderError(f"The model could not run on {_providers.short_name(self.provider)}: "
+                                               f"{ort_detail(e)}.") from None
             # Names, dtypes and shapes were checked above; what ONNX Runtime still refuses is in the
             # values or in a node's own rule (token ids past the vocabulary, a Reshape that fits
             # only the traced shape): one sentence naming the node, not a C++ status dump.
@@ -269,6 +273,11 @@ def _mismatch(missing: list[str], unknown: list[str]) -> str:
 
 def _expected(inputs: list[_Spec]) -> str:
     return ", ".join(f"{s.name}: {s.describe()}" for s in inputs)
+
+
+# What the engine, not the input, failed at: memory, and the GPU libraries' own statuses.
+_ENGINE_FAILURE = re.compile(r"out of memory|Failed to allocate memory|CUDA failure|CUBLAS_STATUS|CUDNN_STATUS|"
+                             r"TensorRT EP|cudaError|CURAND_STATUS|CUFFT_", re.I)
 
 
 def run_failure(error: Exception) -> str:

@@ -119,11 +119,13 @@ _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
 def _not_text(head: bytes) -> bool:
     """Control bytes a text does not hold (tab, newlines and form feed aside), or bytes that are not
-    UTF-8 (the last 3 may be a character cut by the read)."""
+    UTF-8 (but for a character the read cut at the end)."""
+    import codecs
+
     if any(b < 0x20 and b not in b"\t\n\r\f" for b in head):
         return True
-    try:
-        head[:-3].decode("utf-8")
+    try:  # final=False: only a character cut at the end of the head is let through
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
     except UnicodeDecodeError:
         return True
     return False
@@ -134,7 +136,7 @@ def _looks_binary(head: bytes) -> str | None:
     if head.startswith(_UTF16_BOMS):
         return None  # Windows Notepad's "Unicode": read as UTF-16 (or UTF-32, whose marks start the same)
     for magic, kind in _MAGIC:
-        if head.startswith(magic) and (not all(32 <= b < 127 for b in magic) or _not_text(head)):
+        if head.startswith(magic) and (b"\x00" in head if magic == b"BM" else not all(32 <= b < 127 for b in magic) or _not_text(head)):
             return kind  # a magic a text can start with ("RIFFS and solos were great") needs binary bytes after it
     odd, even = head[1::2], head[0::2]
     if len(head) >= 4 and max(odd.count(0) / len(odd) - even.count(0) / len(even),

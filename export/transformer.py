@@ -113,12 +113,15 @@ def resolve(model: str | os.PathLike | None) -> tuple[Path, str]:
 
 
 def activation(config: dict, n_labels: int) -> str:
-    """A classifier's score function, as transformers' pipeline picks it: none for regression,
-    sigmoid for multi-label heads and for a single logit (a reranker's relevance: softmax over
-    one logit is always 1.0), softmax otherwise."""
+    """A classifier's score function, as transformers' pipeline picks it: sigmoid for multi-label
+    heads and for a single logit (a reranker's relevance: softmax over one logit is always 1.0),
+    softmax otherwise. A regression head is refused: its outputs are values, not classes, and a
+    class-agreement budget would pass any INT8 whose values kept their sign."""
     problem = config.get("problem_type")
     if problem == "regression":
-        return "none"
+        raise InputError("This checkpoint's head is a regression (problem_type: regression): its outputs are values, "
+                         "not classes, which edgeai's classification runtime and its agreement budget do not read; "
+                         "export a FILE.py:FACTORY whose module returns them, as a tensor package.")
     return "sigmoid" if problem == "multi_label_classification" or n_labels == 1 else "softmax"
 
 

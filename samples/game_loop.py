@@ -62,7 +62,9 @@ class Inference:
         if self.pending is not None and self.pending.done():
             top = self.pending.result()["top_k"][0]
             # the time it finished, not the frame that noticed: that one waited out clock.tick too
-            self.label, self.infer_ms = f"{top['label']} {top['score']:.2f}", (self.done_at - self.submitted_at) * 1e3
+            # (done() turns true just before the callback runs: a frame in between reads now instead)
+            finished = self.done_at if self.done_at >= self.submitted_at else time.perf_counter()
+            self.label, self.infer_ms = f"{top['label']} {top['score']:.2f}", (finished - self.submitted_at) * 1e3
             self.pending = None
             self.inferences += 1
         if self.pending is None:

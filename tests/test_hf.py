@@ -247,6 +247,10 @@ def test_a_one_logit_head_is_read_through_sigmoid_and_its_agreement_is_its_decis
     assert len(set(scores)) == 2 and all(0 < s < 1 for s in scores)
     from edgeai.data.compare import compare
 
+    from edgeai.export.transformer import activation
+
+    with pytest.raises(InputError, match=r"^This checkpoint's head is a regression"):  # values: no class to agree on
+        activation({"problem_type": "regression"}, 1)
     one = np.array([[0.3], [-0.2], [1.5]], np.float32)
     assert compare({"logits": one}, {"logits": one * np.array([[1], [-1], [1]])}, "text-classification")["top1_agreement"] == 2 / 3
 

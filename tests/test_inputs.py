@@ -101,6 +101,11 @@ def test_a_text_starting_with_a_files_magic_letters_is_text_and_a_path_object_is
     f = tmp_path / "reviews.txt"
     f.write_text("RIFFS and solos were great tonight\nGIF8 is not a word\n%PDF nor this\nBMW drivers\n")
     assert expand_text_inputs([str(f)]) == ["RIFFS and solos were great tonight", "GIF8 is not a word", "%PDF nor this", "BMW drivers"]
+    for text in ("%PDF export finished…\n", "GIF8 is how you say it, café.\n"):  # a whole file ending in a UTF-8 character
+        (tmp_path / "u.txt").write_text(text, encoding="utf-8")
+        assert expand_text_inputs([str(tmp_path / "u.txt")]) == [text.strip()]
+    (tmp_path / "l.txt").write_bytes("BMW drivers\nMünchen\n".encode("latin-1"))  # only the bad line is refused, as before
+    assert expand_text_inputs([str(tmp_path / "l.txt")])[0] == "BMW drivers"
     g = tmp_path / "real.gif"
     g.write_bytes(b"GIF89a\x10\x00\x10\x00\x80\x00\x00")
     [gif] = expand_text_inputs([str(g)])

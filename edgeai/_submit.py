@@ -39,6 +39,8 @@ class Submitting:
             from .generation import check_request
 
             check_request(self, options)  # raised here, not by .result()
+        else:
+            self.check_top_k(top_k)  # top_k for a model without classes: here too, not by .result()
         x = _own(x)
         with self._cond:
             if self._closed:

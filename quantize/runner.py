@@ -109,6 +109,7 @@ def opened(x: str | os.PathLike | Package, out: str | os.PathLike | None = None,
     target = (Path(out) if out else Path(x).with_suffix("")).absolute() if onnx_file else None
     new = target is not None and not target.exists()
     pkg = open_package(x, out, arrays)
+    pkg.wrapped_here = new and pkg.path.absolute() == target  # a failed step's sentence: "nothing was written"
     try:
         yield pkg
     except BaseException:
@@ -153,7 +154,8 @@ def run_step(step: Step, pkg: Package, ctx: Context, measure_latency: bool = Fal
             except Exception as e:  # the quantizer or optimizer of ONNX Runtime failing on this graph: one sentence
                 text = (str(e).strip().splitlines() or [""])[0][:300]
                 # an export's package is still in its staging folder: the failed export writes nothing
-                kept = "nothing was written" if _TMP_MARK in pkg.path.name else "the package is unchanged"
+                kept = "nothing was written" if _TMP_MARK in pkg.path.name or getattr(pkg, "wrapped_here", False) \
+                    else "the package is unchanged"
                 raise ExportError(f"The {step.name} step failed on {pkg.name}'s {made_from} graph: {type(e).__name__}: "
                                   f"{text} ({kept}).") from None
         # A step that chose among sources by measurement (budget_search.py) says which.

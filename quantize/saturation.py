@@ -41,6 +41,12 @@ def _dense_layers(qdq: onnx.ModelProto):
         scale = numpy_helper.to_array(init[q_x.input[1]])
         zero = numpy_helper.to_array(init[q_x.input[2]])
         weight = numpy_helper.to_array(init[dq_w.input[0]]).astype(np.int32)
+        if node.op_type == "Gemm" and not next((a.i for a in node.attribute if a.name == "transB"), 0):
+            weight = weight.T  # stored K x outputs: rows are outputs here
+        if node.op_type == "Conv" and weight.ndim == 3:  # Conv1d: a 1 x k kernel over a 1 x L image
+            weight = weight[:, :, None, :]
+        if node.op_type == "Conv" and weight.ndim != 4:
+            continue  # Conv3d: not estimated (this check is for the AVX2 kernels of 2-D CNNs)
         yield node, q_x.input[0], float(scale), int(zero), weight
 
 
@@ -48,6 +54,8 @@ def _rows(a: np.ndarray, weight: np.ndarray, zero: int, op: str) -> tuple[np.nda
     """Activation rows (pixels x K) and weight rows (outputs x K) in the kernel's K order."""
     if op == "Gemm" or a.ndim == 2:
         return a.reshape(a.shape[0], -1), weight.reshape(weight.shape[0], -1)
+    if a.ndim == 3:  # Conv1d's N x C x L, as its weight was made 2-D above
+        a = a[:, :, None, :]
     kh, kw = weight.shape[2:]
     if (kh, kw) == (1, 1):
         return a.transpose(0, 2, 3, 1).reshape(-1, a.shape[1]), weight[:, :, 0, 0]

@@ -789,3 +789,48 @@ def test_bulk_runs_a_dynamic_int8_image_variant_one_row_per_call(tiny_pkg):
         assert [r["top_k"] for r in pipe.predict(photos)] == alone
         assert [r["top_k"] for r in pipe.predict_each(photos)] == alone
         assert [r["top_k"] for batch in result_batches(pipe, photos, 3, None, None, {}) for r in batch] == alone
+
+
+def _unnamed_graph(path, conv1d: bool) -> None:
+    """A hand-built graph with no node names (as converters write them): two convs and a Gemm
+    whose weight is stored K x outputs (transB=0)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    k = (3,) if conv1d else (3, 3)
+    inits = [numpy_helper.from_array(rng.normal(0, 0.3, (8, 4, *k)).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.normal(0, 0.3, (8, 8, *k)).astype(np.float32), "w2"),
+             numpy_helper.from_array(rng.normal(0, 0.3, (8, 10)).astype(np.float32), "w3"),
+             numpy_helper.from_array(np.array([2 if conv1d else 3], np.int64), "axes")]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1] * len(k)), helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1] * len(k)), helper.make_node("Relu", ["c2"], ["r2"]),
+             helper.make_node("ReduceMean", ["r2"] + ([] if conv1d else []), ["m"], axes=[2] if conv1d else [2, 3], keepdims=0),
+             helper.make_node("Gemm", ["m", "w3"], ["y"], transB=0)]
+    shape = ["batch", 4, 32] if conv1d else ["batch", 4, 16, 16]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 10])], inits[:3])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+
+
+@pytest.mark.parametrize("conv1d", [False, True])
+def test_static_int8_of_a_graph_without_node_names_quantizes_its_layers(tmp_path, conv1d):
+    # an excluded "" left every unnamed node float (recorded as static INT8 at cosine 1.0000); a
+    # Conv1d and a transB=0 Gemm were tracebacks in the saturation check (review)
+    import onnx
+
+    from edgeai.package import Package
+
+    _unnamed_graph(tmp_path / "m.onnx", conv1d)
+    (cal := tmp_path / "cal").mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(8):
+        np.save(cal / f"{i}.npy", rng.standard_normal((2, 4, 32) if conv1d else (2, 4, 16, 16)).astype(np.float32))
+    r = cli("quantize", str(tmp_path / "m.onnx"), "--method", "static", "--calibration", str(cal))
+    assert r.returncode == 0, r.stderr
+    pkg = Package.open(tmp_path / "m")
+    int8 = pkg.variants["int8"]
+    assert all(int8["recipe"]["float_nodes"]) and "" not in int8["recipe"]["reduce_range_nodes"]
+    ops = [n.op_type for n in onnx.load(str(pkg.variant_path("int8"))).graph.node]
+    assert ops.count("DequantizeLinear") >= 4, ops  # the second conv and the Gemm, their inputs and weights
+    assert int8["accuracy"]["cosine_min"] < 1.0

@@ -30,7 +30,29 @@ def preprocessed(src: Path, work: Path) -> Path:
 
     pre = work / "pre.onnx"
     quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+    _name_nodes(pre)
     return pre
+
+
+def _name_nodes(path: Path) -> None:
+    """Give every unnamed node a unique name. ONNX Runtime's quantizer picks nodes by name: an
+    excluded "" left out every unnamed node (a whole hand-built graph stayed float, recorded as
+    static INT8), and per-node overrides keyed by "" went to the wrong layer (review)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    nodes = list(model.graph.node)
+    if all(n.name for n in nodes):
+        return
+    taken = {n.name for n in nodes}
+    for i, n in enumerate(nodes):
+        if not n.name:
+            name = f"{n.op_type}_{i}"
+            while name in taken:
+                name += "_"
+            n.name = name
+            taken.add(name)
+    onnx.save(model, str(path))  # external data stays beside it, named as before
 
 
 def calibrated_qdq(pre: Path, out: Path, feeds, per_channel: bool, activations: str, method: str = "minmax",

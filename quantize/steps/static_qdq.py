@@ -43,9 +43,10 @@ class StaticQDQ(Step):
         quantize(first, {})
         hit = saturated_layers(pre, first, feeds[:: max(1, len(feeds) // 8)][:8])
         if hit:
-            weight_of = {n.name: n.input[1] for n in convs}
-            # "axis": 0 keeps the override per-channel; without it ORT silently goes per-tensor.
-            quantize(dest, {weight_of[name]: [{"axis": 0, "reduce_range": True}] for name in hit})
+            weight_of = {n.name: (n.input[1], _channel_axis(n)) for n in convs}
+            # "axis" keeps the override per-channel (without it ORT silently goes per-tensor): the
+            # output channels', 1 for a Gemm whose weight is not transposed (transB=0)
+            quantize(dest, {weight_of[name][0]: [{"axis": weight_of[name][1], "reduce_range": True}] for name in hit})
         else:
             shutil.move(first, dest)  # the work folder is in $TMPDIR, often another filesystem (a tmpfs; review)
         return {
@@ -54,3 +55,8 @@ class StaticQDQ(Step):
             "float_nodes": exclude,
             "reduce_range_nodes": hit,
         }
+
+
+def _channel_axis(node) -> int:
+    transposed = next((a.i for a in node.attribute if a.name == "transB"), 0)
+    return 1 if node.op_type == "Gemm" and not transposed else 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib.util
 import os
 import shutil
@@ -46,21 +47,44 @@ def cache_dir() -> Path:
         path.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):  # review: a traceback where $EDGEAI_HOME named a file
         raise _not_a_folder(path) from None
+    except OSError as e:  # a link loop, a name too long, a dangling link: one sentence, not a traceback
+        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT):
+            raise  # the CLI's own sentence for a folder this user may not write
+        raise _cannot(path, e) from None
     return path
+
+
+def _cannot(path: Path, e: OSError) -> InputError:
+    where = "$EDGEAI_HOME" if os.environ.get("EDGEAI_HOME") else "edgeai's cache folder"
+    return InputError(f"Cannot use {path} ({where}): {e.strerror or type(e).__name__}; point EDGEAI_HOME at a folder.")
 
 
 def _existing_home() -> Path | None:
     """The cache folder for a command that reads or empties it, None where it is not made yet: one
     that is a file is refused (`models` listed it as an empty cache and `--clear` as cleared; review)."""
     root = home()
-    if not root.is_dir() and any(p.is_file() for p in (root, *root.parents)):
-        raise _not_a_folder(root)
-    return root if root.is_dir() else None
+    try:
+        if not root.is_dir() and any(p.is_file() for p in (root, *root.parents)):
+            raise _not_a_folder(root)
+        return root if root.is_dir() else None
+    except OSError as e:  # a name too long, a link loop (is_dir raises for these)
+        raise _cannot(root, e) from None
 
 
 def _not_a_folder(path: Path) -> InputError:
     where = "$EDGEAI_HOME" if os.environ.get("EDGEAI_HOME") else "edgeai's cache folder"
+    if path.is_symlink() and not path.exists():
+        return InputError(f"{path} ({where}) is a link to {os.readlink(path)}, which does not exist; point EDGEAI_HOME at a folder.")
     return InputError(f"{path} ({where}) is a file, or inside one, not a folder; point EDGEAI_HOME at a folder.")
+
+
+def is_built(name: str) -> bool:
+    """Whether built-in ``name``'s package is in the cache (one sentence for a cache path the
+    system refuses: a name too long, a link loop)."""
+    try:
+        return (builtin_dir(name) / MANIFEST).is_file()
+    except OSError as e:
+        raise _cannot(home(), e) from None
 
 
 def builtin_dir(name: str) -> Path:
@@ -141,7 +165,7 @@ def ensure_builtin(name: str, progress: Callable[[str], None] | None = None) -> 
 
         raise PackageError(f"Unknown model {name!r}: not a package directory and not a built-in name ({names_line()}).")
     target = builtin_dir(fam.model)
-    if (target / MANIFEST).is_file():
+    if is_built(fam.model):
         return target
     if importlib.util.find_spec("torch") is None:
         raise DependencyError(

@@ -623,6 +623,13 @@ def test_the_environment_and_the_console_never_cost_a_traceback(tiny_pkg, tmp_pa
     for args in (("models",), ("models", "--clear"), ("models", "--json")):  # listed as an empty cache, exit 0 (review)
         out = cli(*args, env={"EDGEAI_HOME": str(afile / "inside")})
         assert out.returncode == 1 and f"{afile / 'inside'} ($EDGEAI_HOME) is a file, or inside one" in out.stderr, (args, out.stderr)
+    (loop := tmp_path / "loop").symlink_to(loop)  # a link loop, a name too long: OSError tracebacks (review)
+    (dangling := tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    for home, said in ((loop / "edgeai", "Too many levels of symbolic links"), (tmp_path / ("a" * 300), "File name too long"),
+                       (dangling, f"is a link to {tmp_path / 'nowhere'}, which does not exist")):
+        for args in (("run", "--model", "lstm", "good"), ("models",))[: 2 if "long" in said else 1]:
+            out = cli(*args, env={"EDGEAI_HOME": str(home)})
+            assert out.returncode == 1 and said in out.stderr and TRACEBACK not in out.stderr, (args, out.stderr)
     out = cli("run", "--model", str(tiny_pkg), str(CAT), env={"EDGEAI_HOME": str(afile)})  # the cache is best effort
     assert out.returncode == 0 and "tiny" in out.stdout, out.stderr
     out = cli("optimize", str(tiny_pkg), env={"EDGEAI_LOCK_TIMEOUT": "abc"})

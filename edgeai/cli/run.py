@@ -47,7 +47,7 @@ def run(
     argument a text. With --out, every image under the folders (or every text line) given,
     as JSON lines, resumable."""
     import edgeai
-    from edgeai.home import DEFAULT_MODEL, builtin_dir, cache_dir, resolve_builtin
+    from edgeai.home import DEFAULT_MODEL, builtin_dir, cache_dir, is_built, resolve_builtin
     from edgeai.text_inputs import expand_text_inputs
 
     _check_options(out_file, ray_address, new_file, retry_errors, batch_size, workers, json_)
@@ -64,7 +64,7 @@ def run(
         from edgeai.preprocess import open_image
 
         open_image(inputs[0])  # raises the one-sentence error (with a hint when it looks like text)
-    if b is not None and not (builtin_dir(b.model) / "manifest.json").is_file():
+    if b is not None and not is_built(b.model):
         cache_dir()  # a $EDGEAI_HOME that cannot be a folder is said before the build is announced
         note(f"First use of {b.model}: building its package in {builtin_dir(b.model)} (later runs reuse it).")
         # the build's warnings (timings taken on a busy machine) as warning: lines after its stages

@@ -297,7 +297,10 @@ def predict_each(pipe, inputs: list[Any], top_k: int | None = None) -> list[dict
     """:meth:`edgeai.pipeline.Pipeline.predict_each`: one result or one error sentence per input, the
     inputs that pass their checks run together."""
     pipe.check_top_k(top_k)  # once, not as an error per input
-    inputs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]  # a lone string is one input, not its letters
+    from .pipeline import _a_stream
+
+    # a lone string is one input, not its letters; a generator is its inputs
+    inputs = list(inputs) if isinstance(inputs, (list, tuple)) or _a_stream(inputs) else [inputs]
     labels = [str(x) if isinstance(x, (str, os.PathLike)) else f"{'array' if isinstance(x, np.ndarray) else 'input'}[{i}]"
               for i, x in enumerate(inputs)]
     if "generation" in pipe.package.manifest:

@@ -193,6 +193,7 @@ class Pipeline(Submitting):
         self.check_top_k(top_k)
         if "generation" in self.package.manifest:  # a text-generation package: predict is generate
             return self.generate(x)
+        x = list(x) if _a_stream(x) else x  # a generator or map of inputs is a list of them, as embed() takes it
         if self._pre is None and self._post_spec["type"] == "none" and (not isinstance(x, (list, tuple)) or len(x)):  # []: below
             if isinstance(x, (list, tuple)):
                 return [self._predict_tensor(item) for item in x]
@@ -338,3 +339,11 @@ def load(
         raise InputError(f"device_id must be a GPU's index, a whole number of at least 0; got {device_id!r}.")
     check_threads(threads)  # before a first-use build
     return Pipeline(open_package(path_or_name, progress), provider, variant, strict, threads, device_id)
+
+
+def _a_stream(x: Any) -> bool:
+    """A generator, map or other one-pass iterator of inputs (not a file object, which reads as a path is meant to)."""
+    import io
+    from collections.abc import Iterator
+
+    return isinstance(x, Iterator) and not isinstance(x, io.IOBase)

@@ -117,6 +117,14 @@ def test_a_text_starting_with_a_files_magic_letters_is_text_and_a_path_object_is
     assert len(list_inputs([f], text=True)) == 4
 
 
+def test_a_generator_of_inputs_is_its_inputs(text_pkg):
+    # was one "a generator object, not a string" error for the lot, as embed() already took it (review)
+    with edgeai.load(text_pkg) as pipe:
+        texts = ["good movie", "bad day"]
+        assert pipe.predict(t for t in texts) == pipe.predict(texts)
+        assert [r["input"] for r in pipe.predict_each(t for t in texts)] == texts
+
+
 def test_utf16_text_files(tmp_path):
     # Windows Notepad's "Unicode" is UTF-16 with a byte-order mark: its lines are read; UTF-16
     # without one cannot be told from binary reliably, so it gets a sentence that says what to do

@@ -291,7 +291,7 @@ def result(req: Request, text: str) -> dict[str, Any]:
     # The decode rate, tokens after the first over their time: none with one token (0.0 would read as stalled).
     rate = round((new - 1) / req.decode_s, 3) if new > 1 and req.decode_s > 0 else None
     return {"text": text, "prompt_tokens": len(req.prompt_ids), "new_tokens": new, "finish_reason": req.finish_reason,
-            "ttft_ms": round(req.ttft_ms, 3), "tokens_per_s": rate}
+            "ttft_ms": round(req.ttft_ms, 3) if new else None, "tokens_per_s": rate}  # cancelled before a first token: none
 
 
 # -- Pipeline.generate ------------------------------------------------------------------------------

@@ -115,9 +115,9 @@ def generate(
         if reason == "length" and n < max_new_tokens:
             reason = (f"length: the model's context is {gen.max_length} tokens, prompt included" if gen.encoder is None else
                       f"length: the model's answers are at most {gen.max_length - 1} tokens")
-        rate = stats.get("tokens_per_s")
+        rate, ttft = stats.get("tokens_per_s"), stats.get("ttft_ms")
         note(style(f"[{n} token{'s' if n != 1 else ''}, {'-' if rate is None else f'{rate:.1f}'} tokens/s, "
-                   f"first token {stats.get('ttft_ms', 0):.0f} ms, {reason}; "
+                   f"first token {'-' if ttft is None else f'{ttft:.0f}'} ms, {reason}; "
                    f"{pipe.variant} on {pipe.provider}]", "dim", stream=sys.stderr))
     for e in failed:
         plain_error(e)

@@ -114,6 +114,8 @@ def test_inspect_and_models(tiny_pkg):
     assert doc["manifest"]["name"] == "tiny" and doc["operators"]["fp32"]["Gemm"] == 1
     out = cli("inspect", str(tiny_pkg), "--device-id", "1")  # was ignored without a word
     assert out.returncode == 1 and "--device-id picks the GPU" in out.stderr and not out.stdout
+    out = cli("run", "--model", str(tiny_pkg), "--provider", "cpu", "--device-id", "1", str(CAT))  # so was this
+    assert out.returncode == 1 and "--device-id 1 picks a GPU, and --provider cpu runs on none" in out.stderr and not out.stdout
     out = cli("models", "--json")
     assert out.returncode == 0 and json.loads(out.stdout)["builtins"][0]["name"] == "efficientnet-lite0"
 

@@ -140,3 +140,11 @@ def print_json(doc: Any) -> None:
 def size_text(nbytes: int) -> str:
     """A file size for people: KB under 0.1 MB (where "0.0 MB" would say nothing), else MB."""
     return f"{nbytes / 1e3:.1f} KB" if nbytes < 1e5 else f"{nbytes / 1e6:.1f} MB"
+
+
+def _gpu_only_device(provider: str | None, device_id: int) -> None:
+    """--device-id with --provider cpu: refused, not ignored (inspect refuses it without --provider)."""
+    if device_id and provider is not None and provider.strip().lower() in ("cpu", "cpuexecutionprovider"):
+        from edgeai.errors import InputError
+
+        raise InputError(f"--device-id {device_id} picks a GPU, and --provider cpu runs on none: leave one of them out.")

@@ -14,7 +14,7 @@ import typer
 
 from edgeai.errors import InputError, said_after, shell_arg, unreadable, with_article
 
-from ._common import Stages, err, plain_error, print_json, variant_notes
+from ._common import Stages, _gpu_only_device, err, plain_error, print_json, variant_notes
 from ._plain import note, say, style, table, text_width, warn
 
 
@@ -51,6 +51,7 @@ def run(
     from edgeai.text_inputs import expand_text_inputs
 
     _check_options(out_file, ray_address, new_file, retry_errors, batch_size, workers, json_)
+    _gpu_only_device(provider, device_id)
     if model is None:
         _model_named_as_input(inputs, resolve_builtin)
     name = DEFAULT_MODEL if model is None else model  # --model "" (an unset $MODEL) is refused, not the default

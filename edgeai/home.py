@@ -210,8 +210,13 @@ def open_package(path_or_name: str | os.PathLike, progress: Callable[[str], None
                            f"built-in {path_or_name}: {other}, or rename it.")
     if path.exists():
         return Package.open(path)
-    if isinstance(path_or_name, str) and resolve_builtin(path_or_name):
-        return Package.open(ensure_builtin(path_or_name, progress=progress))
+    if isinstance(path_or_name, str) and (fam := resolve_builtin(path_or_name)):
+        built = ensure_builtin(path_or_name, progress=progress)
+        try:
+            return Package.open(built)
+        except PackageError as e:  # the cache's copy, not the user's: say how to make it again
+            raise PackageError(f"{str(e).rstrip('.')}. It is edgeai's cached build of {fam.model}: remove {built} "
+                               "and the next use builds it again.") from None
     from .families import names_line
 
     raise PackageError(f"No model package at {path_or_name} and no built-in model of that name (built-in: {names_line()}).")

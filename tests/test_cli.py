@@ -150,6 +150,15 @@ def test_models_marks_a_cached_package_it_cannot_open(tmp_path):
     assert re.search(r"good\n", out.stdout), out.stdout
     doc = json.loads(cli("models", "--json", env={"EDGEAI_HOME": str(home)}).stdout)
     assert list(doc["unreadable"]) == [str(home / "cut")] and len(doc["cached"]) == 2
+    # a built-in's cached build that is damaged: run says how to get it built again (review)
+    from edgeai.home import builtin_dir
+
+    built = home / builtin_dir("lstm").name
+    shutil.copytree(home / "cut", built)
+    out = cli("run", "--model", "lstm", "good", env={"EDGEAI_HOME": str(home)})
+    assert out.returncode == 1 and f"It is edgeai's cached build of lstm: remove {built} and the next use builds it again." \
+        in out.stderr, out.stderr
+    shutil.rmtree(built)
     # in this folder too: a manifest with a key twice reads as a package at a glance, but does not open
     text = (home / "good" / "manifest.json").read_text()
     (home / "good" / "manifest.json").write_text(text.replace('"name": ', '"name": "x", "name": ', 1))

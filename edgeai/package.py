@@ -102,6 +102,8 @@ class Package:
         if not root.is_dir():
             refuse_variant_file(root)  # wrapping it (the advice below) made a package inside the package (review)
             if root.suffix == ".onnx":  # wrapping writes files: a stage does it (quantize/wrap.py), not a reader
+                from .data.graphs import valid_onnx
+
                 valid_onnx(root)  # or the advice below leads to a second error (review)
                 raise PackageError(f"{root} is a plain ONNX file, not a package: `edgeai optimize {shell_arg(root)}` wraps it in the "
                                    f"package {root.with_suffix('')} (and adds its optimized graph); run that.")
@@ -220,11 +222,19 @@ class Package:
         info = self.variant(name)
         try:
             return self.verified_file(info["file"], info["sha256"], onnx_model=True)
-        except PackageError as e:  # another variant's file may be whole: name one (the exact ones first)
-            other = next((v for v in ("fp32", "optimized", *self.variants) if v != name and v in self.variants), None)
+        except PackageError as e:  # name another variant whose file is whole (checked: the error path only), exact ones first
+            other = next((v for v in dict.fromkeys(("fp32", "optimized", *self.variants)) if v != name and v in self.variants
+                          and not self.damaged(v)), None)
             if other is None:
                 raise
-            raise PackageError(f"{str(e).rstrip('.')}; the {other} variant may still run (--variant {other}, or variant=\"{other}\").") from None
+            raise PackageError(f"{str(e).rstrip('.')}; the {other} variant is intact (--variant {other}, or variant=\"{other}\").") from None
+
+    def damaged(self, name: str) -> bool:
+        try:
+            self.verified_file(self.variants[name]["file"], self.variants[name]["sha256"], onnx_model=True)
+            return False
+        except PackageError:
+            return True
 
     def asset_path(self, rel: str) -> Path:
         assets = self.manifest.get("assets", {})
@@ -314,20 +324,6 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
             raise _DuplicateKey(k)
         out[k] = v
     return out
-
-
-def valid_onnx(path: str | os.PathLike):
-    """The ONNX model at ``path``, loaded and checked, or one PackageError sentence for a file that
-    is not one (cut short, empty, a download's error page): what wrapping a .onnx file and the
-    refusal to read one as a package both say."""
-    import onnx
-
-    try:
-        model = onnx.load(str(path))
-        onnx.checker.check_model(model)
-    except Exception as e:  # noqa: BLE001 -- onnx raises DecodeError, ValidationError, OSError...
-        raise PackageError(f"{path} is not a valid ONNX model: {str(e).splitlines()[0].rstrip('.') if str(e) else type(e).__name__}.") from None
-    return model
 
 
 def _read_manifest_file(mpath: Path) -> dict:

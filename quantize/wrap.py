@@ -8,7 +8,7 @@ from pathlib import Path
 import onnx
 
 from edgeai import __version__
-from edgeai.data.graphs import graph_specs, mark_index_rows
+from edgeai.data.graphs import graph_specs, mark_index_rows, valid_onnx
 from edgeai.errors import InputError, PackageError, shell_arg
 from edgeai.package import (
     SCHEMA_VERSION,
@@ -16,7 +16,6 @@ from edgeai.package import (
     now,
     refuse_variant_file,
     staging_dir,
-    valid_onnx,
     variant_entry,
     write_manifest,
 )

@@ -44,17 +44,19 @@ def test_tampered_model_fails_its_hash(tiny_pkg):
         pkg.variant_path("fp32")
 
 
-def test_a_damaged_variant_names_the_fp32_one_that_may_still_run(tiny_pkg):
+def test_a_damaged_variant_names_an_intact_one(tiny_pkg):
     from quantize import quantize
 
     quantize(tiny_pkg, measure_latency=False)
-    with open(tiny_pkg / Package.open(tiny_pkg).variants["int8"]["file"], "ab") as f:
+    pkg = Package.open(tiny_pkg)
+    with open(tiny_pkg / pkg.variants["int8"]["file"], "ab") as f:
         f.write(b"\0")
-    with pytest.raises(PackageError, match=r"does not match the sha256 .*; the fp32 variant may still run \(--variant fp32"):
+    with pytest.raises(PackageError, match=r"does not match the sha256 .*; the fp32 variant is intact \(--variant fp32"):
         Package.open(tiny_pkg).variant_path("int8")
     Package.open(tiny_pkg).variant_path("fp32")  # intact
-    (tiny_pkg / "model.onnx").unlink()  # the fp32 file itself gone: another variant is named (review: none was)
-    with pytest.raises(PackageError, match=r"missing its file model.onnx; the int8 variant may still run \(--variant int8"):
+    (tiny_pkg / "model.onnx").unlink()  # the fp32 file itself gone: an intact one is named, never the damaged int8 (review)
+    others = [v for v in pkg.variants if v not in ("fp32", "int8")]
+    with pytest.raises(PackageError, match=rf"missing its file model.onnx{'; the ' + others[0] + ' variant is intact' if others else '.$'}"):
         Package.open(tiny_pkg).variant_path("fp32")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import collections
 import os
 
-from edgeai.errors import ExportError
+from edgeai.errors import ExportError, PackageError
 
 from .dtypes import ONNX_TO_NAME
 
@@ -88,3 +88,17 @@ def mark_index_rows(inputs: list[dict], model) -> list[dict]:
         if spec["name"] in tables:  # ids into an embedding: the runtime refuses ids outside it (session._Spec)
             spec["index_rows"] = tables[spec["name"]]
     return inputs
+
+
+def valid_onnx(path: str | os.PathLike):
+    """The ONNX model at ``path``, loaded and checked, or one PackageError sentence for a file that
+    is not one (cut short, empty, a download's error page): what wrapping a .onnx file and the
+    refusal to read one as a package both say."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+    except Exception as e:  # noqa: BLE001 -- onnx raises DecodeError, ValidationError, OSError...
+        raise PackageError(f"{path} is not a valid ONNX model: {str(e).splitlines()[0].rstrip('.') if str(e) else type(e).__name__}.") from None
+    return model

@@ -55,8 +55,11 @@ def cache_dir() -> Path:
 
 
 def _cannot(path: Path, e: OSError) -> InputError:
-    where = "$EDGEAI_HOME" if os.environ.get("EDGEAI_HOME") else "edgeai's cache folder"
-    return InputError(f"Cannot use {path} ({where}): {e.strerror or type(e).__name__}; point EDGEAI_HOME at a folder.")
+    return InputError(f"Cannot use {path} ({_where()}): {e.strerror or type(e).__name__}; point EDGEAI_HOME at a folder.")
+
+
+def _where() -> str:
+    return "$EDGEAI_HOME" if os.environ.get("EDGEAI_HOME") else "edgeai's cache folder"
 
 
 def _existing_home() -> Path | None:
@@ -72,7 +75,7 @@ def _existing_home() -> Path | None:
 
 
 def _not_a_folder(path: Path) -> InputError:
-    where = "$EDGEAI_HOME" if os.environ.get("EDGEAI_HOME") else "edgeai's cache folder"
+    where = _where()
     if path.is_symlink() and not path.exists():
         return InputError(f"{path} ({where}) is a link to {os.readlink(path)}, which does not exist; point EDGEAI_HOME at a folder.")
     return InputError(f"{path} ({where}) is a file, or inside one, not a folder; point EDGEAI_HOME at a folder.")

@@ -204,8 +204,7 @@ class Session:
                 outs = self._session.run(self.output_names, checked, self._run_options)
         except (_ort_state.InvalidArgument, _ort_state.Fail, _ort_state.RuntimeException) as e:
             if _ENGINE_FAILURE.search(str(e)):  # CUDA's out of memory comes as FAIL or RUNTIME_EXCEPTION
-                raise _providers.ProviderError(f"The model could not run on {_providers.short_name(self.provider)}: "
-                                               f"{ort_detail(e)}.") from None
+                raise self._engine_failed(e) from None
             # Names, dtypes and shapes were checked above; what ONNX Runtime still refuses is in the
             # values or in a node's own rule (token ids past the vocabulary, a Reshape that fits
             # only the traced shape): one sentence naming the node, not a C++ status dump.
@@ -213,10 +212,13 @@ class Session:
         except (_ort_state.EPFail, _ort_state.EngineError, _ort_state.NotImplemented, _ort_state.DeviceReset) as e:
             # The engine, not the input: a GPU provider's own failure (out of memory, a lost
             # device), or a kernel this provider lacks for what the graph became at this shape.
-            raise _providers.ProviderError(f"The model could not run on {_providers.short_name(self.provider)}: {ort_detail(e)}.") from None
+            raise self._engine_failed(e) from None
         if self._building is not None:
             self._report_build()
         return dict(zip(self.output_names, outs))
+
+    def _engine_failed(self, e: Exception) -> Exception:
+        return _providers.ProviderError(f"The model could not run on {_providers.short_name(self.provider)}: {ort_detail(e)}.")
 
     def _run_bound(self, feed: dict, device_outputs: bool) -> list:
         # One binding per call: bindings are not shared between threads.

@@ -23,6 +23,11 @@ SAMPLE_ROWS = 1000
 CHUNK_ELEMENTS = 1 << 24  # int32 pair sums held at once (64 MB)
 
 
+def gemm_transposed(node) -> bool:
+    """Whether a Gemm's weight is stored outputs x K (``transB=1``), as Linear layers export."""
+    return bool(next((a.i for a in node.attribute if a.name == "transB"), 0))
+
+
 def _dense_layers(qdq: onnx.ModelProto):
     """(node, activation tensor, scale, zero point, int8 weight) for each quantized non-depthwise Conv/Gemm."""
     init = {i.name: i for i in qdq.graph.initializer}
@@ -41,7 +46,7 @@ def _dense_layers(qdq: onnx.ModelProto):
         scale = numpy_helper.to_array(init[q_x.input[1]])
         zero = numpy_helper.to_array(init[q_x.input[2]])
         weight = numpy_helper.to_array(init[dq_w.input[0]]).astype(np.int32)
-        if node.op_type == "Gemm" and not next((a.i for a in node.attribute if a.name == "transB"), 0):
+        if node.op_type == "Gemm" and not gemm_transposed(node):
             weight = weight.T  # stored K x outputs: rows are outputs here
         if node.op_type == "Conv" and weight.ndim == 3:  # Conv1d: a 1 x k kernel over a 1 x L image
             weight = weight[:, :, None, :]

@@ -35,11 +35,11 @@ def compare(reference: dict[str, np.ndarray], other: dict[str, np.ndarray], task
     if task in CLASSIFICATION_TASKS:
         ref, oth = reference[first], other[first]
         real = ~np.isnan(ref).any(-1)  # token outputs: the padding of shorter batches (stack) is NaN
-        same = (_decision(ref) == _decision(oth))[real]
+        eq = _decision(ref) == _decision(oth)
+        same = eq[real]
         figures["top1_agreement"] = float(same.mean())
         figures["top1_agreement_ci95"] = wilson_interval(int(same.sum()), same.size)
         if ref.ndim == 3:  # tokens or positions of one text flip together: the text is the sample
-            eq = _decision(ref) == _decision(oth)
             figures["top1_agreement_ci95"] = _wider(figures["top1_agreement_ci95"],
                                                     clustered_interval((eq & real).sum(1), real.sum(1)))
         figures["samples"] = float(same.size)

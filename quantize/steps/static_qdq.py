@@ -58,5 +58,6 @@ class StaticQDQ(Step):
 
 
 def _channel_axis(node) -> int:
-    transposed = next((a.i for a in node.attribute if a.name == "transB"), 0)
-    return 1 if node.op_type == "Gemm" and not transposed else 0
+    from ..saturation import gemm_transposed
+
+    return 1 if node.op_type == "Gemm" and not gemm_transposed(node) else 0

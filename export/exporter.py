@@ -190,7 +190,7 @@ def _onnx(src: Source, path: Path, progress: Progress | None) -> tuple[dict, dic
     dynamic = src.dynamic if src.dynamic is not None else _axes([*src.inputs, *src.outputs])
     args = tuple(_torch(src.example[n]) for n in names)
     labels = sorted({label for axes in dynamic.values() for label in axes.values()})
-    say(progress, f"exporting to ONNX (TorchScript exporter{src.exporter_note}; dynamic {'/'.join(labels) or 'nothing'})")
+    say(progress, f"exporting to ONNX (TorchScript exporter{src.exporter_note}; {'dynamic ' + '/'.join(labels) if labels else 'no dynamic axes'})")
     # Traced with autograd on: under no_grad/inference_mode PyTorch takes fused "fast paths"
     # (e.g. nn.TransformerEncoderLayer's native kernel) that have no ONNX form.
     traced = to_onnx(src.module, args, path, names, outputs, dynamic, OPSET)
@@ -205,7 +205,7 @@ def _onnx(src: Source, path: Path, progress: Progress | None) -> tuple[dict, dic
             raise first from None
         # The TorchScript trace froze a size; torch.export keeps symbolic sizes (FACTS.md: it
         # can also fold less, e.g. LSTM weights, so it is the second choice, not the first).
-        say(progress, "the TorchScript trace froze a dynamic size; exporting again with the dynamo exporter")
+        say(progress, "the TorchScript trace froze a size or a value; exporting again with the dynamo exporter")
         try:
             to_onnx_dynamo(src.module, args, path, names, outputs, dynamic, OPSET_DYNAMO)
             return (*validate(src, path), "dynamo", OPSET_DYNAMO)

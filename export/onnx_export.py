@@ -101,7 +101,8 @@ def to_onnx(module, args: tuple, path: Path, input_names: list[str], output_name
         lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()] or [type(e).__name__]
         # The exporter often appends the whole traced graph; the sentence that matters names the op.
         key = next((ln for ln in lines if "not supported" in ln or "Exporting the operator" in ln), lines[0])
-        raise ExportError(f"torch.onnx.export failed: {key[:300].rstrip('.')}.") from None
+        at = ", ".join(f"{n} {list(a.shape)}" for n, a in zip(input_names, args) if hasattr(a, "shape"))
+        raise ExportError(f"torch.onnx.export failed (tracing at {at}): {key[:300].rstrip('.')}.") from None
     return _value_traces(caught)
 
 

@@ -834,3 +834,39 @@ def test_static_int8_of_a_graph_without_node_names_quantizes_its_layers(tmp_path
     ops = [n.op_type for n in onnx.load(str(pkg.variant_path("int8"))).graph.node]
     assert ops.count("DequantizeLinear") >= 4, ops  # the second conv and the Gemm, their inputs and weights
     assert int8["accuracy"]["cosine_min"] < 1.0
+
+
+def test_only_axes_of_size_1_are_traced_larger_and_a_keywords_forward_takes_its_inputs_by_name(tmp_path):
+    # every dynamic axis was traced one longer when any was 1: a positional table of 16 at 17 (review)
+    from edgeai.export import export_module
+    from export.families.custom import _trace_example
+
+    x = torch.ones(1, 16, 8)
+    assert list(_trace_example({"x": x}, {"x": {0: "batch", 1: "seq"}})["x"].shape) == [2, 16, 8]
+    assert list(_trace_example({"x": torch.ones(1, 2, 8)}, {"x": {0: "batch", 1: "seq"}})["x"].shape) == [3, 2, 8]  # never equal
+    assert _trace_example({"x": x}, {"x": {1: "seq"}})["x"] is x
+
+    class Keywords(nn.Module):  # forward(self, **inputs): was "takes 1 positional argument but 3 were given"
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 2), nn.Linear(5, 2)
+
+        def forward(self, **inputs):
+            return self.a(inputs["x"]) + self.b(inputs["y"])
+
+    torch.manual_seed(0)
+    m = Keywords().eval()
+    feed = {"x": torch.randn(3, 4), "y": torch.randn(3, 5)}
+    pkg = export_module(m, feed, tmp_path / "kw", dynamic={"x": {0: "batch"}, "y": {0: "batch"}}, precision="fp32")
+    with edgeai.load(pkg.path, variant="fp32") as pipe, torch.no_grad():
+        got = pipe.run({k: v.numpy() for k, v in feed.items()})["output"]
+        np.testing.assert_allclose(got, m(**feed).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_a_trace_that_fails_says_at_which_sizes(tmp_path):
+    (tmp_path / "flat.py").write_text("import torch\n\nclass Flat(torch.nn.Module):\n    def __init__(self):\n"
+                                      "        super().__init__()\n        self.fc = torch.nn.Linear(12, 2)\n\n"
+                                      "    def forward(self, x):\n        return self.fc(x.reshape(1, -1))\n\n"
+                                      "def make():\n    return Flat()\n")
+    r = cli("export", f"{tmp_path / 'flat.py'}:make", "--input", "x:1,3,4:float32", "--dynamic", "x:0:batch", "-o", str(tmp_path / "o"))
+    assert r.returncode == 1 and "tracing at x [2, 3, 4]" in r.stderr and "Traceback" not in r.stderr, r.stderr

@@ -255,7 +255,10 @@ def _given_only(module, names: list[str]):
     P = inspect.Parameter
     params = list(params)
     extras = [p for p in params if p.name not in names]
-    if (not extras or any(p.default is P.empty or p.kind in (P.VAR_POSITIONAL, P.VAR_KEYWORD) for p in extras)
+    positional = {p.name for p in params if p.kind in (P.POSITIONAL_ONLY, P.POSITIONAL_OR_KEYWORD)}
+    by_name = (any(p.kind == P.VAR_KEYWORD for p in params) and not any(p.kind == P.VAR_POSITIONAL for p in params)
+               and not set(names) <= positional)  # forward(self, **inputs): the given names are its keywords
+    if not by_name and (not extras or any(p.default is P.empty or p.kind in (P.VAR_POSITIONAL, P.VAR_KEYWORD) for p in extras)
             or not set(names) <= {p.name for p in params}):
         return module  # nothing defaulted to keep, or inputs passed by position (one input of any name)
 
@@ -362,11 +365,28 @@ def _trace_example(example: dict, dynamic: dict) -> dict:
     """A dynamic axis of size 1 in the example is traced at size 2 instead: code paths that
     special-case 1 (squeeze, broadcasting, nn.MultiheadAttention's reshapes) would otherwise
     freeze it. The user's own example is still one of the validation inputs."""
-    from edgeai.export.generic import resized
+    import torch
 
-    if any(example[n].shape[a] == 1 for n, axes in dynamic.items() for a in axes):
-        return resized(example, dynamic, grow=1, seed=0)
-    return example
+    from edgeai.export.generic import _drawn_like
+
+    sizes = {label: example[n].shape[a] for n, axes in dynamic.items() for a, label in axes.items()}
+    ones = {label for label, size in sizes.items() if size == 1}
+    if not ones:
+        return example
+    # Only the axes of size 1 grow, each to a size no other dynamic axis has (equal sizes can be
+    # confused by the trace): grown too, a positional table of 16 was traced at 17 and failed (review).
+    taken, grown = set(sizes.values()), {}
+    for label in sorted(ones):
+        grown[label] = next(n for n in range(2, 10**6) if n not in taken)
+        taken.add(grown[label])
+    g = torch.Generator().manual_seed(0)
+    out = {}
+    for name, t in example.items():
+        shape = list(t.shape)
+        for axis, label in dynamic.get(name, {}).items():
+            shape[axis] = grown.get(label, shape[axis])
+        out[name] = _drawn_like(t, shape, g)  # new values within the example's range, as the old resize drew
+    return out
 
 
 def _validation_feeds(example: dict, dynamic: dict) -> list[dict]:

@@ -227,6 +227,12 @@ def test_cli_exports_a_factory_and_runs_npy_inputs(tmp_path):
     r = cli("export", f"{tmp_path / 'net.py'}:always", "--input", "x:1,4:float32", "-o", str(tmp_path / "pkg"))
     assert r.returncode == 1 and f"holds the package of another model, made from {tmp_path / 'net.py'}:make" in r.stderr, r.stderr
     assert (tmp_path / "pkg" / "manifest.json").read_bytes() == before
+    # a copy of the package, rebuilt from the same factory: its name is the folder's it was made in (review)
+    import shutil
+
+    shutil.copytree(tmp_path / "pkg", tmp_path / "copy")
+    r = cli("export", f"{tmp_path / 'net.py'}:make", "--input", "x:1,3,8,8:float32", "-o", str(tmp_path / "copy"))
+    assert r.returncode == 1 and "holds pkg, made from this same factory" in r.stderr and "give --name pkg" in r.stderr, r.stderr
 
 
 def test_export_module_leaves_the_callers_module_in_its_mode(tmp_path):

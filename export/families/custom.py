@@ -58,7 +58,7 @@ def build(out=None, precision: str = "fp32", progress=None, factory: str | None 
         raise InputError(f"Input names repeat: {names}.")
     axes = generic.parse_dynamic(list(dynamic or []), names)
     name = _check_name(name_) if name_ is not None else _default_name(out, factory)
-    _check_same_model(out or Path(name), factory)  # before the factory's module is built
+    _check_same_model(out or Path(name), factory, name if name_ is None else None)  # before the module is built
     say(progress, f"building the module from {factory}")
     module = generic.load_factory(factory)
     try:
@@ -118,7 +118,7 @@ def _default_name(out, factory: str) -> str:
     return _check_name(name[:200])
 
 
-def _check_same_model(out: str | os.PathLike, source: str) -> None:
+def _check_same_model(out: str | os.PathLike, source: str, default_name: str | None = None) -> None:
     """Refuse to replace a package made from another factory (or class, or .onnx file): a
     factory export is named after its folder by default, so the name cannot tell two models in
     one folder apart, and ``models.py:lstm`` would silently replace ``models.py:cnn``. The same
@@ -136,6 +136,9 @@ def _check_same_model(out: str | os.PathLike, source: str) -> None:
     if factory_key(old) != factory_key(source):
         raise PackageError(f"{out} holds the package of another model, made from {old}; give {source} its own folder "
                            "(-o DIR, or out= of export_module), or remove that package first.")
+    if default_name is not None and held.get("name") not in (None, default_name):  # a copied or renamed folder
+        raise PackageError(f"{out} holds {held['name']}, made from this same factory; a factory export is named after "
+                           f"its folder ({default_name}), so give --name {held['name']} to rebuild it there.")
 
 
 def _check_name(name: str) -> str:

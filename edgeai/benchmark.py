@@ -70,8 +70,11 @@ def bench_feed(pkg: Package, batch: int, tokens: int = BENCH_TOKENS, inputs: dic
         # a batch the graph cannot take would be timed at its own size, its items/s off by their
         # ratio (batch 1, the recorded default, is the graph's one call: choice.call_batch)
         i = pkg.manifest["inputs"][0]
+        wrapped = str((pkg.manifest.get("provenance") or {}).get("source", "")).endswith(".onnx")  # no export of ours to redo
+        again = ("export the ONNX file again with a dynamic batch axis" if wrapped else
+                 f"export it with --dynamic {i['name']}:{batch_axis(i['shape'])}:batch")
         raise InputError(f"{pkg.name} takes a fixed batch of {own} (input {i['name']} is {i['shape']}): bench it "
-                         f"with --batch {own}, or export it with --dynamic {i['name']}:{batch_axis(i['shape'])}:batch.")
+                         f"with --batch {own}, or {again}.")
     if inputs is not None:
         axes = {i["name"]: batch_axis(i["shape"]) for i in pkg.manifest["inputs"]}  # a sequence-first model's too (review)
         return {k: np.take(v, np.arange(batch) % v.shape[axes.get(k, 0)], axis=axes.get(k, 0)) for k, v in inputs.items()}

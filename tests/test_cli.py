@@ -512,6 +512,7 @@ def test_bench_refuses_a_batch_a_fixed_batch_graph_cannot_take(tmp_path):
     pkg = wrap_onnx(tmp_path / "fixed.onnx").path
     out = cli("bench", str(pkg), "--batch", "1,8", "--rounds", "1", "--runs", "3")
     assert out.returncode == 1 and "takes a fixed batch of 2 (input x is [2, 3])" in out.stderr, out.stderr
+    assert "export the ONNX file again with a dynamic batch axis" in out.stderr  # no edgeai export made it (review)
     # batch 1, the recorded default, is one call of the graph's own 2 items: timed and shown as batch 2
     from edgeai.benchmark import bench
 

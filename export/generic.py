@@ -295,3 +295,28 @@ def resized(example: dict, dynamic: dict[str, dict[int, str]], grow: int, seed: 
         out[name] = _drawn_like(t, shape, g)
     return out
 
+
+def trace_example(example: dict, dynamic: dict) -> dict:
+    """A dynamic axis of size 1 in the example is traced at size 2 instead: code paths that
+    special-case 1 (squeeze, broadcasting, nn.MultiheadAttention's reshapes) would otherwise
+    freeze it. The user's own example is still one of the validation inputs."""
+    import torch
+
+    sizes = {label: example[n].shape[a] for n, axes in dynamic.items() for a, label in axes.items()}
+    ones = {label for label, size in sizes.items() if size == 1}
+    if not ones:
+        return example
+    # Only the axes of size 1 grow, each to a size no other dynamic axis has (equal sizes can be
+    # confused by the trace): grown too, a positional table of 16 was traced at 17 and failed (review).
+    taken, grown = set(sizes.values()), {}
+    for label in sorted(ones):
+        grown[label] = next(n for n in range(2, 10**6) if n not in taken)
+        taken.add(grown[label])
+    g = torch.Generator().manual_seed(0)
+    out = {}
+    for name, t in example.items():
+        shape = list(t.shape)
+        for axis, label in dynamic.get(name, {}).items():
+            shape[axis] = grown.get(label, shape[axis])
+        out[name] = _drawn_like(t, shape, g)  # new values within the example's range, as the old resize drew
+    return out

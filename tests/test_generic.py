@@ -845,12 +845,12 @@ def test_static_int8_of_a_graph_without_node_names_quantizes_its_layers(tmp_path
 def test_only_axes_of_size_1_are_traced_larger_and_a_keywords_forward_takes_its_inputs_by_name(tmp_path):
     # every dynamic axis was traced one longer when any was 1: a positional table of 16 at 17 (review)
     from edgeai.export import export_module
-    from export.families.custom import _trace_example
+    from edgeai.export.generic import trace_example
 
     x = torch.ones(1, 16, 8)
-    assert list(_trace_example({"x": x}, {"x": {0: "batch", 1: "seq"}})["x"].shape) == [2, 16, 8]
-    assert list(_trace_example({"x": torch.ones(1, 2, 8)}, {"x": {0: "batch", 1: "seq"}})["x"].shape) == [3, 2, 8]  # never equal
-    assert _trace_example({"x": x}, {"x": {1: "seq"}})["x"] is x
+    assert list(trace_example({"x": x}, {"x": {0: "batch", 1: "seq"}})["x"].shape) == [2, 16, 8]
+    assert list(trace_example({"x": torch.ones(1, 2, 8)}, {"x": {0: "batch", 1: "seq"}})["x"].shape) == [3, 2, 8]  # never equal
+    assert trace_example({"x": x}, {"x": {1: "seq"}})["x"] is x
 
     class Keywords(nn.Module):  # forward(self, **inputs): was "takes 1 positional argument but 3 were given"
         def __init__(self):

@@ -193,6 +193,7 @@ def export_module(module, example_inputs: dict, out: str | os.PathLike, dynamic:
 def _export_in_eval_mode(module, example_inputs: dict, out, dynamic: dict, output_names: list[str] | None, precision: str,
                          calibration, name: str | None, source: str, progress, budget: float | None):
     from edgeai.export.exporter import Source, Tolerance, export, user_budget
+    from edgeai.export.generic import trace_example
 
     kind = type(module).__name__
     module, keys = _tuple_outputs(_given_only(module, list(example_inputs)), example_inputs)
@@ -201,7 +202,7 @@ def _export_in_eval_mode(module, example_inputs: dict, out, dynamic: dict, outpu
     src = Source(
         module=module, name=name or Path(out).name,
         description=f"{kind} exported by edgeai.export.export_module; inputs {shapes}.",
-        example=_trace_example(example_inputs, dynamic), batches=_validation_feeds(example_inputs, dynamic),
+        example=trace_example(example_inputs, dynamic), batches=_validation_feeds(example_inputs, dynamic),
         labels=["on the example", "on the example mirrored", "on new values of the example's shapes"],
         tolerance=Tolerance(_tolerance(module, example_inputs), "max_rel_diff"),
         checked_on="on the example, on new values, and at other sizes of the dynamic axes", output_names=outputs, dynamic=dynamic,
@@ -362,34 +363,6 @@ def _output_names(names: list[str] | None, count: int, inputs: list[str]) -> lis
                          f"{'are' if len(clash) > 1 else 'is'} also an input's; an ONNX graph needs distinct names "
                          "(give others with output_names, or return a dict with other keys).")
     return list(names)
-
-
-def _trace_example(example: dict, dynamic: dict) -> dict:
-    """A dynamic axis of size 1 in the example is traced at size 2 instead: code paths that
-    special-case 1 (squeeze, broadcasting, nn.MultiheadAttention's reshapes) would otherwise
-    freeze it. The user's own example is still one of the validation inputs."""
-    import torch
-
-    from edgeai.export.generic import _drawn_like
-
-    sizes = {label: example[n].shape[a] for n, axes in dynamic.items() for a, label in axes.items()}
-    ones = {label for label, size in sizes.items() if size == 1}
-    if not ones:
-        return example
-    # Only the axes of size 1 grow, each to a size no other dynamic axis has (equal sizes can be
-    # confused by the trace): grown too, a positional table of 16 was traced at 17 and failed (review).
-    taken, grown = set(sizes.values()), {}
-    for label in sorted(ones):
-        grown[label] = next(n for n in range(2, 10**6) if n not in taken)
-        taken.add(grown[label])
-    g = torch.Generator().manual_seed(0)
-    out = {}
-    for name, t in example.items():
-        shape = list(t.shape)
-        for axis, label in dynamic.get(name, {}).items():
-            shape[axis] = grown.get(label, shape[axis])
-        out[name] = _drawn_like(t, shape, g)  # new values within the example's range, as the old resize drew
-    return out
 
 
 def _validation_feeds(example: dict, dynamic: dict) -> list[dict]:

@@ -280,18 +280,23 @@ def fresh_values(example: dict, seed: int | None) -> dict:
 def resized(example: dict, dynamic: dict[str, dict[int, str]], grow: int, seed: int) -> dict:
     """The example with every dynamic axis ``grow`` longer (same label -> same size), new values
     within the example's range."""
-    import torch
-
     sizes: dict[str, int] = {}
     for name, axes in dynamic.items():
         for axis, label in axes.items():
             sizes.setdefault(label, example[name].shape[axis] + grow)
+    return _at_sizes(example, dynamic, sizes, seed)
+
+
+def _at_sizes(example: dict, dynamic: dict[str, dict[int, str]], sizes: dict[str, int], seed: int) -> dict:
+    """New values of the example's ranges, each dynamic axis at its label's size in ``sizes`` (as given if absent)."""
+    import torch
+
     g = torch.Generator().manual_seed(seed)
     out = {}
     for name, t in example.items():
         shape = list(t.shape)
         for axis, label in dynamic.get(name, {}).items():
-            shape[axis] = sizes[label]
+            shape[axis] = sizes.get(label, shape[axis])
         out[name] = _drawn_like(t, shape, g)
     return out
 
@@ -300,8 +305,6 @@ def trace_example(example: dict, dynamic: dict) -> dict:
     """A dynamic axis of size 1 in the example is traced at size 2 instead: code paths that
     special-case 1 (squeeze, broadcasting, nn.MultiheadAttention's reshapes) would otherwise
     freeze it. The user's own example is still one of the validation inputs."""
-    import torch
-
     sizes = {label: example[n].shape[a] for n, axes in dynamic.items() for a, label in axes.items()}
     ones = {label for label, size in sizes.items() if size == 1}
     if not ones:
@@ -312,11 +315,4 @@ def trace_example(example: dict, dynamic: dict) -> dict:
     for label in sorted(ones):
         grown[label] = next(n for n in range(2, 10**6) if n not in taken)
         taken.add(grown[label])
-    g = torch.Generator().manual_seed(0)
-    out = {}
-    for name, t in example.items():
-        shape = list(t.shape)
-        for axis, label in dynamic.get(name, {}).items():
-            shape[axis] = grown.get(label, shape[axis])
-        out[name] = _drawn_like(t, shape, g)  # new values within the example's range, as the old resize drew
-    return out
+    return _at_sizes(example, dynamic, grown, seed=0)  # new values within the example's range, as before

@@ -24,13 +24,14 @@ from .transformer import _read_json, resolve
 # Tasks with a runtime pre/post-processing of their own; any other task Optimum exports becomes a
 # ``tensor`` package (raw inputs and outputs), with a note saying so.
 RUNTIME_TASKS = ("image-classification", "text-classification", "token-classification")
-_RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic"}  # PIL's numbers, as processors store them
+_RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}  # PIL's numbers, as processors store them
 # Image-processor settings this translation understands; another one set to change the pixels
 # (e.g. do_pad) is refused rather than silently ignored.
 _KNOWN = {"do_resize", "size", "resample", "do_center_crop", "crop_size", "crop_pct", "do_rescale", "rescale_factor",
           "do_normalize", "image_mean", "image_std", "do_convert_rgb", "image_processor_type", "feature_extractor_type",
           "processor_class", "_processor_class", "default_to_square", "data_format", "input_data_format", "return_tensors",
-          "size_divisor", "format", "device", "disable_grouping", "rescale_offset", "include_top"}
+          "size_divisor", "format", "device", "disable_grouping", "rescale_offset", "include_top",
+          "do_flip_channel_order"}
 
 
 @dataclass
@@ -136,7 +137,9 @@ def load(ck: HFCheckpoint):
         model, info = cls.from_pretrained(str(ck.path), output_loading_info=True)
         tm.standardize_model_attributes(model, library_name="transformers")
     except Exception as e:  # transformers raises OSError/ValueError/KeyError for bad checkpoints
-        raise ExportError(f"transformers could not load {ck.path} for {ck.task}: {str(e).strip().splitlines()[0][:300]}") from None
+        # every line: a size mismatch's first one is only "Error(s) in loading state_dict for Linear:" (review)
+        said = " ".join(line.strip() for line in str(e).splitlines() if line.strip())[:300]
+        raise ExportError(f"transformers could not load {ck.path} for {ck.task}: {said}") from None
     finally:
         hf_logging.set_verbosity(verbosity)
     missing = list(info.get("missing_keys") or []) + [k[0] if isinstance(k, tuple) else k for k in info.get("mismatched_keys") or []]
@@ -185,26 +188,84 @@ def outputs_module(model, input_names: list[str], output_names: list[str]):
     return Outputs().eval()
 
 
+def check_image_preprocess(path: Path, pre: dict, images: list) -> None:
+    """Refuse, in one sentence, a checkpoint whose processor makes other pixels than the runtime's
+    translation of it (``pre``) on ``images``: the export's validation feeds both graphs the same
+    pixels, so it cannot see a difference here. LeViT's enlarged short side, PoolFormer's crop_pct
+    above 384 and any processor logic not in the JSON settings are caught by this, not guessed."""
+    import numpy as np
+
+    from edgeai.preprocess import ImagePreprocessor, as_image, to_rgb
+
+    processor, ours = _image_processor(path), ImagePreprocessor(pre)
+    for im in images:
+        theirs = np.asarray(processor(images=to_rgb(as_image(im)), return_tensors="np")["pixel_values"][0], np.float32)
+        mine = ours(im)
+        # resampling the same image twice differs by a grey level here and there (0.004 after
+        # scaling to [0, 1]); a wrong size, crop or mean moves every pixel by a tenth or more
+        spread = float(np.abs(theirs - theirs.mean()).mean()) or 1.0
+        if mine.shape != theirs.shape or float(np.abs(mine - theirs).mean()) > 0.02 * spread:
+            got = f"{tuple(theirs.shape)} vs edgeai's {tuple(mine.shape)}" if mine.shape != theirs.shape else \
+                f"mean pixel difference {np.abs(mine - theirs).mean() / spread:.0%} of the pixels' spread"
+            raise InputError(f"The image processor of {path} ({processor.__class__.__name__}) prepares pixels in a way "
+                             f"edgeai's runtime does not reproduce ({got} on a photo); export it with a --task whose "
+                             "inputs are tensors instead.")
+
+
+def _image_processor(path: Path):
+    """The checkpoint's image processor as transformers builds it (export time only)."""
+    from transformers import AutoImageProcessor
+
+    try:
+        return AutoImageProcessor.from_pretrained(str(path), use_fast=False, local_files_only=True)
+    except Exception as e:  # noqa: BLE001 -- transformers raises what the config file's contents make it raise
+        said = " ".join(line.strip() for line in str(e).splitlines() if line.strip())[:200] or type(e).__name__
+        raise InputError(f"transformers could not build the image processor of {path}: {said}.") from None
+
+
+def _three(value, name: str, path: Path) -> list[float]:
+    """An image_mean/std as three floats: processors accept one number for every channel."""
+    values = [value] * 3 if isinstance(value, (int, float)) else list(value)
+    if len(values) != 3:
+        raise InputError(f"The image processor of {path} gives {name} {values}; edgeai needs one value or three (RGB).")
+    return [float(x) for x in values]
+
+
 def image_preprocess(path: Path) -> dict:
-    """The manifest's ``preprocess`` from the checkpoint's image-processor config (resize, crop,
-    rescale, normalize, resampling), so the runtime prepares pixels as transformers would."""
-    src = path / "preprocessor_config.json"
-    cfg = _read_json(src)
-    if not cfg:
+    """The manifest's ``preprocess`` from the checkpoint's image processor (resize, crop, rescale,
+    normalize, resampling), so the runtime prepares pixels as transformers would.
+
+    The settings are read from the processor transformers builds, not the JSON file: an integer
+    ``size`` means a square to ViT but the short side to ConvNeXt, and unset keys take the class's
+    defaults (ConvNeXt's crop_pct 0.875); read from the file, both were wrong pixels (review).
+    :func:`check_image_preprocess` then compares the result with the processor on photos."""
+    if not (path / "preprocessor_config.json").is_file():
         raise InputError(f"{path} has no preprocessor_config.json: edgeai reads the image size, crop and "
                          "normalization from it (save the checkpoint's image processor beside the weights).")
+    cfg = _image_processor(path).to_dict()
     flags = {k for k, v in cfg.items() if k not in _KNOWN and k.startswith("do_") and v}
     if flags:
         raise InputError(f"The image processor of {path} sets {', '.join(sorted(flags))}, which edgeai's runtime "
                          "does not reproduce; export it with a --task whose inputs are tensors instead.")
+    if not cfg.get("do_resize", True):
+        raise InputError(f"The image processor of {path} does not resize (do_resize false), so every image would "
+                         "keep its own size; edgeai needs a fixed input size.")
     size, crop = cfg.get("size") or {}, cfg.get("crop_size") or {}
-    if isinstance(size, int):
+    if isinstance(size, int):  # an older processor class that keeps an integer: ViT's rule
         size = {"shortest_edge": size} if not cfg.get("default_to_square", True) else {"height": size, "width": size}
-    pre: dict = {"type": "image", "source": "preprocessor_config.json", "layout": "NCHW", "channel_order": "RGB",
-                 "interpolation": _RESAMPLE.get(int(cfg.get("resample", 2)), "bilinear"),
+    if isinstance(crop, int):
+        crop = {"height": crop, "width": crop}
+    resample = int(cfg.get("resample", 2) if cfg.get("resample") is not None else 2)
+    if resample not in _RESAMPLE:
+        raise InputError(f"The image processor of {path} resamples with PIL filter {resample}, which edgeai does not know.")
+    pre: dict = {"type": "image", "source": "preprocessor_config.json", "layout": "NCHW",
+                 "channel_order": "BGR" if cfg.get("do_flip_channel_order") else "RGB",  # MobileViT's
+                 "interpolation": _RESAMPLE[resample],
                  "scale": float(cfg.get("rescale_factor", 1 / 255)) if cfg.get("do_rescale", True) else 1.0}
-    image_std = [float(x) for x in cfg.get("image_std", [0.5, 0.5, 0.5])]
-    mean, std = ([float(x) for x in cfg.get("image_mean", [0.5, 0.5, 0.5])], image_std) if cfg.get("do_normalize", True) else ([0.0] * 3, [1.0] * 3)
+    # a processor class without do_normalize (MobileViT) does not normalize: the dict holds every attribute
+    image_std = _three(cfg.get("image_std", 1.0), "image_std", path)
+    mean, std = (_three(cfg.get("image_mean", 0.0), "image_mean", path), image_std) if cfg.get("do_normalize", False) \
+        else ([0.0] * 3, [1.0] * 3)
     # EfficientNet's processor: rescale_offset maps pixels to [-1, 1] (x * scale - 1), and
     # include_top (its default) divides by image_std once more after normalizing; both fold into
     # the runtime's (x * scale - mean) / std. Left out, pixels were 2.1x off, and the export
@@ -218,11 +279,15 @@ def image_preprocess(path: Path) -> dict:
     if "height" in size:
         pre["resize"] = [int(size["height"]), int(size["width"])]
     elif "shortest_edge" in size:
-        edge = int(size["shortest_edge"])
-        if "crop_pct" in cfg and edge < 384:  # ConvNeXt's rule: enlarge by 1/crop_pct, then crop the size
-            pre.update(resize_shorter=int(edge / float(cfg["crop_pct"] or 1.0)), crop=[edge, edge], rounding="floor")
-        elif "crop_pct" in cfg:
+        edge, kind = int(size["shortest_edge"]), str(cfg.get("image_processor_type", ""))
+        # enlarge by 1/crop_pct, then crop: ConvNeXt below 384 only (it squashes to the size from
+        # there), PoolFormer always, its crop_size; LeViT enlarges by 256/224
+        if cfg.get("crop_pct") and (edge < 384 or not kind.startswith("ConvNext")):
+            pre.update(resize_shorter=int(edge / float(cfg["crop_pct"])), crop=[edge, edge], rounding="floor")
+        elif cfg.get("crop_pct"):
             pre["resize"] = [edge, edge]
+        elif kind.startswith("Levit"):
+            pre.update(resize_shorter=int(edge * 256 / 224), rounding="floor")
         else:
             pre.update(resize_shorter=edge, rounding="floor")
     else:

@@ -22,7 +22,9 @@ DEFAULT_LICENSE = "Apache-2.0"
 TASKS = {"feature-extraction": "text-embedding", "text-embedding": "text-embedding", "text-classification": "text-classification"}
 # Models whose position ids start after the padding index (so fewer usable positions).
 CACHE_NOTE = " (local Hugging Face cache)"
-_POSITION_OFFSET = {"roberta", "xlm-roberta", "camembert", "longformer"}
+# Encoders whose positions count from padding_idx + 1 (RoBERTa's create_position_ids_from_input_ids)
+_POSITION_OFFSET = {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "longformer", "data2vec-text", "mpnet", "ibert",
+                    "roberta-prelayernorm", "xmod", "luke"}
 # The encoder types this export is tested on (tests/test_bert.py; XLM-R and CamemBERT are RoBERTa's
 # code): `export --model DIR --task feature-extraction` sends these here for sentence embeddings.
 SENTENCE_ENCODERS = {"bert", "distilbert", "roberta", "xlm-roberta", "camembert"}
@@ -268,21 +270,26 @@ def load_module(ck: Checkpoint, attention: str = "eager"):
 def load_tokenizer(ck: Checkpoint):
     """The fast tokenizer without fixed padding/truncation (saved as the package's ``tokenizer.json``).
 
-    Returns it with the pad id and token. A checkpoint without tokenizer.json is converted once here
-    with transformers (export time only); the runtime then needs only ``tokenizers``.
+    Returns it with the pad id and token. The tokenizer is built by transformers (export time
+    only; the runtime then needs only ``tokenizers``), which applies tokenizer_config.json's
+    settings to tokenizer.json as it loads: do_lower_case, strip_accents, add_prefix_space, the
+    BOS/EOS it adds. Copied as the file stands, a cased checkpoint was lowercased (review). Where
+    transformers cannot build it, tokenizer.json is taken as it is.
     """
     from tokenizers import Tokenizer
+    from transformers import AutoTokenizer
 
     src = ck.path / "tokenizer.json"
-    if src.is_file():
-        tok = Tokenizer.from_file(str(src))
-    else:
-        from transformers import AutoTokenizer
-
-        try:
-            fast = AutoTokenizer.from_pretrained(str(ck.path), use_fast=True, local_files_only=True)
-            tok = fast.backend_tokenizer
-        except Exception as e:
+    fast = None
+    try:
+        fast = AutoTokenizer.from_pretrained(str(ck.path), use_fast=True, local_files_only=True)
+        tok = fast.backend_tokenizer
+        if not getattr(fast, "is_fast", False):
+            raise ValueError("transformers built no fast tokenizer from its files")
+    except Exception as e:  # noqa: BLE001 -- transformers raises what the checkpoint's files make it raise
+        if src.is_file():
+            tok, fast = Tokenizer.from_file(str(src)), None
+        else:
             files = _tokenizer_files(ck.path)
             said = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
             why = f"it has {', '.join(files)}; transformers: {said}" if files else "it has no tokenizer files"
@@ -291,11 +298,16 @@ def load_tokenizer(ck: Checkpoint):
     pad = tok.padding
     tok.no_padding()
     tok.no_truncation()
+    # the pad transformers pads with first: a vocabulary may hold a <pad> the model never sees
+    # (a GPT-2 classifier padded with </s> read its logits at a padding position, review)
+    if fast is not None and fast.pad_token is not None and fast.pad_token_id is not None:
+        return tok, int(fast.pad_token_id), str(fast.pad_token)
     if pad:
         return tok, int(pad["pad_id"]), str(pad["pad_token"])
+    pid = ck.config.get("pad_token_id")
+    if isinstance(pid, int) and tok.id_to_token(pid) is not None:
+        return tok, pid, str(tok.id_to_token(pid))
     for token in ("[PAD]", "<pad>"):
         if tok.token_to_id(token) is not None:
             return tok, int(tok.token_to_id(token)), token
-    pid = ck.config.get("pad_token_id")
-    return tok, int(pid or 0), str(tok.id_to_token(int(pid or 0)) or "[PAD]")
-
+    return tok, 0, str(tok.id_to_token(0) or "[PAD]")

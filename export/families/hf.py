@@ -172,6 +172,7 @@ def _image(src, ck, names: list[str]) -> None:
     src.inputs = [{"name": names[0], "dtype": "float32", "shape": ["batch_size", 3, prep.crop_h, prep.crop_w]}]
     src.outputs = [{"name": "logits", "dtype": "float32", "shape": ["batch_size", len(ck.labels)]}]
     images = [im for _, im in image_set(CALIBRATION + HELD_OUT, per_photo=1, seed=7)]
+    hf.check_image_preprocess(ck.path, src.preprocess, images[:4])
     src.example = {names[0]: prep.batch(images[:1])}
     src.batches = [{names[0]: prep.batch(images[i : i + 8])} for i in range(0, min(len(images), 32), 8)]
     src.checked_on = f"on {min(len(images), 32)} real photos"

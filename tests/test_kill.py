@@ -93,7 +93,9 @@ def test_stages_killed_at_a_few_dozen_points_leave_the_package_intact(tmp_path, 
     for stage, args in stages.items():
         d = durations[stage]
         # spread over the whole run (imports, export, validation, quantization, timing, writing)
-        for delay in np.linspace(0.15, 0.97, POINTS[stage]) * d + rng.uniform(-0.02, 0.02, POINTS[stage]) * d:
+        # (to 0.8 of the timed run, not its end: a rerun a quarter faster than the first would
+        # finish before the late points, and too few kills would land)
+        for delay in np.linspace(0.15, 0.8, POINTS[stage]) * d + rng.uniform(-0.02, 0.02, POINTS[stage]) * d:
             before = _files(pkg)
             if not _kill_at(args, max(0.05, float(delay))):
                 continue
@@ -127,7 +129,7 @@ def test_sigterm_cleans_up_on_the_way_out(tmp_path, own_tmpdir):
     before = {p.name for p in own_tmpdir.iterdir()}
     duration = _timed(*args)
     terminated = 0
-    for share in (0.5, 0.7, 0.9):  # past the imports (the handler is set first thing in main)
+    for share in (0.3, 0.5, 0.7):  # past the imports (the handler is set first thing in main), well before the end
         proc = _edgeai(*args, "--replace")
         try:
             proc.wait(timeout=share * duration)

@@ -273,8 +273,8 @@ def load_tokenizer(ck: Checkpoint):
     Returns it with the pad id and token. The tokenizer is built by transformers (export time
     only; the runtime then needs only ``tokenizers``), which applies tokenizer_config.json's
     settings to tokenizer.json as it loads: do_lower_case, strip_accents, add_prefix_space, the
-    BOS/EOS it adds. Copied as the file stands, a cased checkpoint was lowercased (review). Where
-    transformers cannot build it, tokenizer.json is taken as it is.
+    BOS/EOS it adds. Copied as the file stands, a cased checkpoint was lowercased (review). Without
+    tokenizer_config.json, or where transformers cannot build it, tokenizer.json is taken as it is.
     """
     from tokenizers import Tokenizer
     from transformers import AutoTokenizer
@@ -282,6 +282,8 @@ def load_tokenizer(ck: Checkpoint):
     src = ck.path / "tokenizer.json"
     fast = None
     try:
+        if src.is_file() and not (ck.path / "tokenizer_config.json").is_file():
+            raise FileNotFoundError("no settings to apply")  # the file is the whole tokenizer, as saved
         fast = AutoTokenizer.from_pretrained(str(ck.path), use_fast=True, local_files_only=True)
         tok = fast.backend_tokenizer
         if not getattr(fast, "is_fast", False):

@@ -91,7 +91,7 @@ def render(spec: dict, messages: Sequence[Any], add_generation_prompt: bool = Tr
     except jinja2.exceptions.TemplateSyntaxError as e:
         raise PackageError(f"The model's chat template is not a valid Jinja template: {e} (line {e.lineno}).") from None
     try:
-        return template.render(messages=messages, add_generation_prompt=add_generation_prompt,
+        return template.render(messages=messages, tools=None, documents=None, add_generation_prompt=add_generation_prompt,
                                **spec.get("chat_tokens", {}))
     except jinja2.exceptions.TemplateError as e:
         raise InputError(f"The model's chat template refused this chat: {e}") from None

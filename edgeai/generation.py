@@ -88,14 +88,13 @@ class Generator:
     def run(self, req: Request, on_text: Callable[[str], None] | None = None) -> str:
         """Generate for ``req`` until EOS, a stop string, max_new_tokens or cancel; ``on_text``
         receives each new piece of text. Returns the whole text."""
-        s = req.sampling
+        t0, req.sampling = time.perf_counter(), req.sampling.for_model(self.spec)  # + the checkpoint's generation_config
         # The decoder's own sequence: the prompt, or an encoder-decoder's start token.
-        t0 = time.perf_counter()
         prefix, cross = (req.prompt_ids, None) if self.encoder is None else ([self.start], self._encode(req.prompt_ids))
-        budget = min(s.max_new_tokens, self.max_length - len(prefix))
+        budget = min(req.sampling.max_new_tokens, self.max_length - len(prefix))
         cache = self._take_cache(len(prefix) + budget)
         try:
-            return self._loop(req, prefix, cross, budget, cache, _Stream(self, s.stop, on_text), t0)
+            return self._loop(req, prefix, cross, budget, cache, _Stream(self, req.sampling.stop, on_text), t0)
         finally:
             self._give_back(cache)
 
@@ -107,8 +106,9 @@ class Generator:
                 req.finish_reason = "cancelled"
                 break
             logits = self._step(step_ids, len(prefix) + len(req.ids) - len(step_ids), cache, cross)
-            # transformers' forced tokens: an encoder-decoder's first (mBART's language), and EOS last
-            forced = self.forced_bos if not req.ids else self.forced_eos if len(req.ids) == budget - 1 else None
+            # transformers' forced tokens: EOS last (first too at max_new_tokens 1), an encoder-decoder's first (mBART's language)
+            last = self.forced_eos is not None and len(req.ids) == budget - 1
+            forced = self.forced_eos if last else self.forced_bos if not req.ids else None
             token = forced if forced is not None else pick(logits, prefix + req.ids, req.sampling, rng)
             if not req.ids:
                 req.ttft_ms = (time.perf_counter() - t0) * 1e3

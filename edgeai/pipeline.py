@@ -228,13 +228,14 @@ class Pipeline(Submitting):
     # -- text generation (edgeai.generation) -----------------------------------------------------
     @_guarded
     def generate(self, prompt: Any, max_new_tokens: int = 64, temperature: float = 0.0, top_k: int | None = None,
-                 top_p: float | None = None, repetition_penalty: float = 1.0, seed: int | None = None,
+                 top_p: float | None = None, repetition_penalty: float | None = None, seed: int | None = None,
                  stop: str | list[str] | None = None, stream: bool = False, cancel: threading.Event | None = None,
                  stats: dict | None = None) -> Any:
         """A text-generation package's continuation of ``prompt`` (a list: one result each; a list
         of {"role", "content"} dicts: one chat, through the model's chat template): ``{"text",
         "prompt_tokens", "new_tokens", "finish_reason", "ttft_ms", "tokens_per_s"}``. Greedy at
-        temperature 0, else sampled (top_k, top_p, repetition_penalty, seed as in transformers);
+        temperature 0, else sampled (top_k, top_p, seed as in transformers; repetition_penalty and
+        no_repeat_ngram_size default to the checkpoint's generation_config, as in transformers);
         stops at EOS, a ``stop`` string (left out), max_new_tokens, or when ``cancel`` (a
         threading.Event) is set or :meth:`cancel` is called, from any thread. ``stream=True``
         returns an iterator of text pieces that join into the text (``stats`` receives the result)."""

@@ -1,10 +1,11 @@
 """Picking the next token from a step's logits, torch-free, as transformers' ``generate`` does:
-the repetition penalty first, then temperature, top-k and top-p; greedy when the temperature is 0.
+the repetition penalty and the n-gram ban first, then temperature, top-k and top-p; greedy when the
+temperature is 0.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import numpy as np
@@ -19,9 +20,16 @@ class Sampling:
     temperature: float = 0.0  # 0: greedy
     top_k: int | None = None
     top_p: float | None = None
-    repetition_penalty: float = 1.0
+    repetition_penalty: float | None = None  # None: the model's own (its generation_config), else 1.0
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    no_repeat_ngram_size: int = 0  # the model's generation_config (set by the Generator)
+
+    def for_model(self, spec: dict) -> "Sampling":
+        """These options with the checkpoint's generation_config defaults (the manifest's
+        ``generation``), which transformers' generate applies even when it decodes greedily."""
+        penalty = spec.get("repetition_penalty", 1.0) if self.repetition_penalty is None else self.repetition_penalty
+        return replace(self, repetition_penalty=penalty, no_repeat_ngram_size=int(spec.get("no_repeat_ngram_size", 0)))
 
     def check(self) -> None:
         """One InputError sentence for an option of the wrong type, out of range or that would be ignored."""
@@ -34,7 +42,7 @@ class Sampling:
             whole("top_k", self.top_k, 1)
         if self.top_p is not None and not 0 < real("top_p", self.top_p) <= 1:
             raise InputError(f"top_p must be in (0, 1]; got {self.top_p}.")
-        if not 0 < real("repetition_penalty", self.repetition_penalty) < math.inf:
+        if self.repetition_penalty is not None and not 0 < real("repetition_penalty", self.repetition_penalty) < math.inf:
             raise InputError(f"repetition_penalty must be positive; got {self.repetition_penalty}.")
         if self.seed is not None:
             whole("seed", self.seed, 0)
@@ -48,10 +56,17 @@ class Sampling:
 def pick(logits: np.ndarray, seen: Sequence[int], s: Sampling, rng: np.random.Generator) -> int:
     """The next token from the last position's logits, as transformers' processors would pick it."""
     scores = logits.astype(np.float64)
-    if s.repetition_penalty != 1.0 and len(seen):
+    penalty = 1.0 if s.repetition_penalty is None else s.repetition_penalty
+    if penalty != 1.0 and len(seen):
         idx = np.unique(np.asarray(seen, dtype=np.int64))
         vals = scores[idx]
-        scores[idx] = np.where(vals < 0, vals * s.repetition_penalty, vals / s.repetition_penalty)
+        scores[idx] = np.where(vals < 0, vals * penalty, vals / penalty)
+    if (n := s.no_repeat_ngram_size) and len(seen) + 1 >= n:
+        # transformers' NoRepeatNGramLogitsProcessor: the token that would repeat an n-gram already seen is banned
+        seq = list(seen)
+        tail = seq[len(seq) - n + 1 :] if n > 1 else []
+        banned = {seq[i + n - 1] for i in range(len(seq) - n + 1) if seq[i : i + n - 1] == tail}
+        scores[list(banned)] = -np.inf
     if s.temperature == 0:
         return int(scores.argmax())
     finite = np.isfinite(scores)

@@ -138,7 +138,26 @@ def spec(model, config, path: Path, tok, max_length: int) -> dict:
         value = _setting(model, gen_cfg, name)
         if isinstance(value, int):
             out[name] = value
+    # applied by transformers' generate even greedy (Qwen2.5-Instruct ships a repetition_penalty):
+    # the runtime's defaults; other rules it would apply are said, not silently dropped (review)
+    if isinstance(p := _setting(model, gen_cfg, "repetition_penalty"), (int, float)) and p > 0 and p != 1.0:
+        out["repetition_penalty"] = float(p)
+    if isinstance(n := _setting(model, gen_cfg, "no_repeat_ngram_size"), int) and n > 0:
+        out["no_repeat_ngram_size"] = n
+    if ignored := [k for k in _NOT_APPLIED if _setting(model, gen_cfg, k) not in (None, 0, 1, [], {})]:
+        import warnings
+
+        from edgeai.errors import EdgeAIWarning
+
+        warnings.warn(f"the checkpoint's generation config sets {', '.join(ignored)}, which edgeai generate does not apply: "
+                      "its text may differ from transformers' generate", EdgeAIWarning, stacklevel=2)
     return out
+
+
+# generation_config rules of transformers' generate that edgeai's loop (edgeai/sampling.py) does not
+# apply (at 0 or 1, or unset, they change nothing)
+_NOT_APPLIED = ("num_beams", "min_new_tokens", "min_length", "suppress_tokens", "begin_suppress_tokens", "bad_words_ids", "sequence_bias",
+                "encoder_no_repeat_ngram_size", "exponential_decay_length_penalty", "encoder_repetition_penalty")
 
 
 def chat_settings(path: Path) -> dict:

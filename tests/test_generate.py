@@ -175,6 +175,22 @@ def test_encoder_decoder_greedy_equals_transformers_generate(name, checkpoints, 
     assert "length:" not in out.stderr or f"length: the model's answers are at most {limit - 1} tokens" in out.stderr, out.stderr
 
 
+def test_a_forced_eos_is_the_only_token_at_max_new_tokens_1(checkpoints, packages):
+    """BART forces EOS at the length limit; with one new token allowed the limit is the first step."""
+    from transformers import AutoModelForSeq2SeqLM
+
+    model = AutoModelForSeq2SeqLM.from_pretrained(str(checkpoints["bart"])).eval()
+    with edgeai.load(packages["bart"], variant="fp32") as pipe:
+        gen = generator_for(pipe)
+        for prompt in _prompts()[:3]:
+            ids = gen.encode(prompt)
+            with torch.inference_mode():
+                ref = model.generate(torch.tensor([ids]), max_new_tokens=1, do_sample=False)[0].tolist()
+            assert ref[1:] == [0]  # the start token, then the forced EOS
+            got = pipe.generate(prompt, max_new_tokens=1)
+            assert (got["text"], got["finish_reason"]) == ("", "eos"), got
+
+
 def test_chat_content_parts_are_joined_and_other_parts_refused():
     """OpenAI-style content parts are read as their texts joined by newlines; an image part gets
     one sentence, since these models read text only."""

@@ -22,7 +22,7 @@ def generate(
     temperature: Annotated[float, typer.Option(min=0.0, help="0 is greedy; above 0 samples.")] = 0.0,
     top_k: Annotated[Optional[int], typer.Option(min=1, help="Sample among the K likeliest tokens.")] = None,
     top_p: Annotated[Optional[float], typer.Option(help="Sample among the likeliest tokens that hold P of the probability, 0 < P <= 1.")] = None,
-    repetition_penalty: Annotated[float, typer.Option(help="Above 0; above 1 discourages repeating tokens (transformers' rule).")] = 1.0,
+    repetition_penalty: Annotated[Optional[float], typer.Option(help="Above 0; above 1 discourages repeating tokens (transformers' rule) [default: the model's generation_config, else 1].", show_default=False)] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed for sampling (same seed, same text).")] = None,
     stop: Annotated[Optional[list[str]], typer.Option(help="Stop when this text appears (it is left out); may be repeated.")] = None,
     chat: Annotated[bool, typer.Option("--chat", help="Send each PROMPT as a user message through the model's chat template.")] = False,

@@ -1,0 +1,65 @@
+"""What transformers' ``generate`` takes from a checkpoint besides its weights: the generation
+config's repetition penalty and n-gram ban (applied even greedy) and the ``tools``/``documents``
+a chat template tests for (test_generate.py: the forced EOS at max_new_tokens 1). A review found each ignored:
+the greedy text differed from transformers' on the same checkpoint.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("optimum.exporters.onnx")
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from test_generate import _final, _prompts, _tokenizer  # noqa: E402
+
+import edgeai  # noqa: E402
+from edgeai.errors import EdgeAIWarning  # noqa: E402
+from edgeai.generation import generator_for  # noqa: E402
+
+
+def test_the_generation_configs_penalty_and_ngram_ban_apply_as_in_transformers(tmp_path):
+    from transformers import GenerationConfig, GPT2Config, GPT2LMHeadModel
+
+    from edgeai.export import export_model
+
+    tok = _tokenizer()
+    torch.manual_seed(3)
+    model = GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=2, n_head=2, n_positions=128, vocab_size=len(tok),
+                                       eos_token_id=0, bos_token_id=0, pad_token_id=0)).eval()
+    model.generation_config = GenerationConfig(eos_token_id=0, bos_token_id=0, pad_token_id=0, repetition_penalty=1.3,
+                                               no_repeat_ngram_size=2, num_beams=2)
+    model.save_pretrained(tmp_path / "ck")
+    tok.save_pretrained(tmp_path / "ck")
+    with pytest.warns(EdgeAIWarning, match=r"generation config sets num_beams, which edgeai generate does not apply"):
+        pkg = export_model("hf", tmp_path / "pkg", precision="fp32", model=str(tmp_path / "ck"), task="text-generation")
+    spec = pkg.manifest["generation"]
+    assert (spec["repetition_penalty"], spec["no_repeat_ngram_size"]) == (1.3, 2)
+    with edgeai.load(pkg.path, variant="fp32") as pipe:
+        gen = generator_for(pipe)
+        for prompt in _prompts()[:6]:
+            ids = gen.encode(prompt)
+            with torch.inference_mode():  # greedy, one beam: the config's penalty and ban still apply
+                ref = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                                     max_new_tokens=10, do_sample=False, num_beams=1)[0].tolist()[len(ids):]
+            ref = ref[: ref.index(0)] if 0 in ref else ref
+            got = pipe.generate(prompt, max_new_tokens=10)
+            assert got["new_tokens"] == len(ref) and got["text"] == _final(gen, ref), prompt
+        # a call's own penalty replaces the config's (the n-gram ban stays): the texts change
+        words = [pipe.generate(p, max_new_tokens=10, repetition_penalty=1.0)["text"] for p in _prompts()[:6]]
+        assert words != [pipe.generate(p, max_new_tokens=10)["text"] for p in _prompts()[:6]]
+
+
+def test_a_chat_template_sees_no_tools_and_no_documents_as_none():
+    """transformers renders with tools=None and documents=None: `is not none` tests (Mistral's
+    templates) were true on jinja's Undefined, and `tools|tojson` failed every chat."""
+    from transformers.utils.chat_template_utils import _compile_jinja_template
+
+    from edgeai.chat import render
+
+    t = ("{% if tools is not none %}[TOOLS]{{ tools|tojson }}[/TOOLS]{% endif %}{% if documents is not none %}[DOCS]{% endif %}"
+         "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}")
+    chat = [{"role": "user", "content": "Zürich?"}]
+    want = _compile_jinja_template(t).render(messages=chat, tools=None, documents=None, add_generation_prompt=True)
+    assert render({"chat_template": t}, chat) == want == "<user>Zürich?\n<assistant>"

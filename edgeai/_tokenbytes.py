@@ -78,3 +78,35 @@ def final_text(decode: Callable[[list[int]], str], tokenizer: Any, ids: list[int
     # byte-level decoding (from_utf8_lossy) gives one replacement character for an unfinished
     # character; byte-fallback gives one per byte and hides the character before, so re-decode
     return text[:-1] if kind == "bytelevel" else decode(ids[:-n])
+
+
+# transformers' clean_up_tokenization, in its order: a tokenizer that sets
+# clean_up_tokenization_spaces decodes through it (PreTrainedTokenizerBase.clean_up_tokenization)
+_CLEAN_UP = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"), (" 'm", "'m"),
+             (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"))
+CLEAN_UP_HOLD = 3  # a stream holds back this many characters: " n't" is decided by its last one
+
+
+def clean_up(text: str) -> str:
+    for old, new in _CLEAN_UP:
+        text = text.replace(old, new)
+    return text
+
+
+def settled(decode: Callable[[list[int]], str], ids: list[int], text: str | None = None) -> str:
+    """The decoding of ``ids`` (``text``, when known) without an unfinished last character: the
+    bytes of one character may be split over tokens, and until its last byte comes the decoder
+    gives replacement characters (one, or one per byte of the whole invalid run for byte-fallback
+    tokenizers such as Llama's, which then also hides a complete character before it). So the
+    text is that of the fewest tokens dropped from the end, at most 3 (a 4-byte character's first
+    bytes), that decode without a trailing replacement character; where none do, the
+    replacement characters are the model's own invalid bytes and stay (its streamed pieces may
+    then differ from the final text in that last character)."""
+    text = decode(ids) if text is None else text
+    if not text.endswith("\ufffd"):
+        return text
+    for k in range(1, min(3, len(ids)) + 1):
+        shorter = decode(ids[:-k])
+        if not shorter.endswith("\ufffd"):
+            return shorter
+    return text

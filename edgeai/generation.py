@@ -29,6 +29,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ._tokenbytes import CLEAN_UP_HOLD, clean_up, settled
 from .errors import InputError, a_type, with_article
 from .sampling import Sampling, pick
 from .streams import stream_pieces
@@ -82,7 +83,8 @@ class Generator:
         return ids
 
     def decode(self, ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+        text = self.tokenizer.decode(list(ids), skip_special_tokens=True)
+        return clean_up(text) if self.spec.get("clean_up_tokenization_spaces") else text
 
     # -- the loop -----------------------------------------------------------------------------
     def run(self, req: Request, on_text: Callable[[str], None] | None = None) -> str:
@@ -232,7 +234,8 @@ class _Stream:
         self.sent = 0
         self.text = ""
         self.stopped = False
-        self.hold = max((len(x) for x in self.stop), default=1) - 1
+        clean = getattr(gen, "spec", {}).get("clean_up_tokenization_spaces")  # a piece sent is never cleaned again
+        self.hold = max(max((len(x) for x in self.stop), default=1) - 1, CLEAN_UP_HOLD if clean else 0)
 
     def add(self, ids: list[int]) -> bool:
         self.text = self.gen.decode(ids)
@@ -264,25 +267,6 @@ class _Stream:
                                    lambda: settled(self.gen.decode, ids, text))
         self._send(self.text, len(self.text))
         return self.text
-
-
-def settled(decode: Callable[[list[int]], str], ids: list[int], text: str | None = None) -> str:
-    """The decoding of ``ids`` (``text``, when known) without an unfinished last character: the
-    bytes of one character may be split over tokens, and until its last byte comes the decoder
-    gives replacement characters (one, or one per byte of the whole invalid run for byte-fallback
-    tokenizers such as Llama's, which then also hides a complete character before it). So the
-    text is that of the fewest tokens dropped from the end, at most 3 (a 4-byte character's first
-    bytes), that decode without a trailing replacement character; where none do, the
-    replacement characters are the model's own invalid bytes and stay (its streamed pieces may
-    then differ from the final text in that last character)."""
-    text = decode(ids) if text is None else text
-    if not text.endswith("\ufffd"):
-        return text
-    for k in range(1, min(3, len(ids)) + 1):
-        shorter = decode(ids[:-k])
-        if not shorter.endswith("\ufffd"):
-            return shorter
-    return text
 
 
 def result(req: Request, text: str) -> dict[str, Any]:

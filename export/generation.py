@@ -160,6 +160,18 @@ _NOT_APPLIED = ("num_beams", "min_new_tokens", "min_length", "suppress_tokens", 
                 "encoder_no_repeat_ngram_size", "exponential_decay_length_penalty", "encoder_repetition_penalty")
 
 
+def decode_settings(path: Path) -> dict:
+    """``clean_up_tokenization_spaces`` where the tokenizer sets it (checkpoints saved by
+    transformers 4.3x-4.44 wrote it true): its decode then joins " ." and " n't" back."""
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except Exception:  # noqa: BLE001 -- no tokenizer transformers can load: nothing to say
+        return {}
+    return {"clean_up_tokenization_spaces": True} if getattr(tok, "clean_up_tokenization_spaces", False) is True else {}
+
+
 def chat_settings(path: Path) -> dict:
     """The tokenizer's chat template (Jinja source) and the special tokens it may name, for the
     runtime's renderer (edgeai.chat); empty when the checkpoint has none."""

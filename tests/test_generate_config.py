@@ -16,7 +16,7 @@ from test_generate import _final, _prompts, _tokenizer  # noqa: E402
 
 import edgeai  # noqa: E402
 from edgeai.errors import EdgeAIWarning  # noqa: E402
-from edgeai.generation import generator_for  # noqa: E402
+from edgeai.generation import _Stream, generator_for  # noqa: E402
 
 
 def test_the_generation_configs_penalty_and_ngram_ban_apply_as_in_transformers(tmp_path):
@@ -31,11 +31,12 @@ def test_the_generation_configs_penalty_and_ngram_ban_apply_as_in_transformers(t
     model.generation_config = GenerationConfig(eos_token_id=0, bos_token_id=0, pad_token_id=0, repetition_penalty=1.3,
                                                no_repeat_ngram_size=2, num_beams=2)
     model.save_pretrained(tmp_path / "ck")
+    tok.clean_up_tokenization_spaces = True  # as transformers 4.3x-4.44 saved tokenizers: decode joins " ." back
     tok.save_pretrained(tmp_path / "ck")
     with pytest.warns(EdgeAIWarning, match=r"generation config sets num_beams, which edgeai generate does not apply"):
         pkg = export_model("hf", tmp_path / "pkg", precision="fp32", model=str(tmp_path / "ck"), task="text-generation")
     spec = pkg.manifest["generation"]
-    assert (spec["repetition_penalty"], spec["no_repeat_ngram_size"]) == (1.3, 2)
+    assert (spec["repetition_penalty"], spec["no_repeat_ngram_size"], spec["clean_up_tokenization_spaces"]) == (1.3, 2, True)
     with edgeai.load(pkg.path, variant="fp32") as pipe:
         gen = generator_for(pipe)
         for prompt in _prompts()[:6]:
@@ -45,10 +46,19 @@ def test_the_generation_configs_penalty_and_ngram_ban_apply_as_in_transformers(t
                                      max_new_tokens=10, do_sample=False, num_beams=1)[0].tolist()[len(ids):]
             ref = ref[: ref.index(0)] if 0 in ref else ref
             got = pipe.generate(prompt, max_new_tokens=10)
-            assert got["new_tokens"] == len(ref) and got["text"] == _final(gen, ref), prompt
+            assert got["new_tokens"] == len(ref) and got["text"] == tok.clean_up_tokenization(_final(gen, ref)), prompt
         # a call's own penalty replaces the config's (the n-gram ban stays): the texts change
         words = [pipe.generate(p, max_new_tokens=10, repetition_penalty=1.0)["text"] for p in _prompts()[:6]]
         assert words != [pipe.generate(p, max_new_tokens=10)["text"] for p in _prompts()[:6]]
+        # cleaned as transformers' decode cleans, and the pieces a stream sends, token by token, join into it
+        ids = tok("I do n't know . Really ? It 's fine , we 're ok !")["input_ids"]
+        pieces: list[str] = []
+        stream = _Stream(gen, (), pieces.append)
+        for k in range(1, len(ids) + 1):
+            stream.add(ids[:k])
+        text = stream.finish(ids)
+        assert "".join(pieces) == text == tok.decode(ids) == "I don't know. Really? It's fine, we're ok!"
+        assert len(pieces) > 3  # sent as it came, not all at the end
 
 
 def test_a_chat_template_sees_no_tools_and_no_documents_as_none():

@@ -160,26 +160,29 @@ _NOT_APPLIED = ("num_beams", "min_new_tokens", "min_length", "suppress_tokens", 
                 "encoder_no_repeat_ngram_size", "exponential_decay_length_penalty", "encoder_repetition_penalty")
 
 
-def decode_settings(path: Path) -> dict:
-    """``clean_up_tokenization_spaces`` where the tokenizer sets it (checkpoints saved by
-    transformers 4.3x-4.44 wrote it true): its decode then joins " ." and " n't" back."""
+def tokenizer_settings(path: Path) -> dict:
+    """What the runtime takes from the checkpoint's tokenizer as transformers loads it (once):
+    :func:`chat_settings`, and ``clean_up_tokenization_spaces`` where it is set (checkpoints saved
+    by transformers 4.3x-4.44 wrote it true: their decode joins " ." and " n't" back)."""
+    tok = _auto_tokenizer(path)
+    clean = {"clean_up_tokenization_spaces": True} if getattr(tok, "clean_up_tokenization_spaces", False) is True else {}
+    return {**chat_settings(path, tok), **clean}
+
+
+def _auto_tokenizer(path: Path):
     from transformers import AutoTokenizer
 
     try:
-        tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-    except Exception:  # noqa: BLE001 -- no tokenizer transformers can load: nothing to say
-        return {}
-    return {"clean_up_tokenization_spaces": True} if getattr(tok, "clean_up_tokenization_spaces", False) is True else {}
+        return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except Exception:  # noqa: BLE001 -- no tokenizer transformers can load: nothing to take from it
+        return None
 
 
-def chat_settings(path: Path) -> dict:
+def chat_settings(path: Path, tok=None) -> dict:
     """The tokenizer's chat template (Jinja source) and the special tokens it may name, for the
-    runtime's renderer (edgeai.chat); empty when the checkpoint has none."""
-    from transformers import AutoTokenizer
-
-    try:
-        tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-    except Exception:  # no tokenizer transformers can load: no template either
+    runtime's renderer (edgeai.chat); empty when the checkpoint has none. ``tok``: the tokenizer
+    transformers loaded from ``path``, when the caller has it."""
+    if (tok := tok or _auto_tokenizer(path)) is None:
         return {}
     template = getattr(tok, "chat_template", None)
     if isinstance(template, dict):  # named templates: the default one

@@ -137,9 +137,7 @@ def load(ck: HFCheckpoint):
         model, info = cls.from_pretrained(str(ck.path), output_loading_info=True)
         tm.standardize_model_attributes(model, library_name="transformers")
     except Exception as e:  # transformers raises OSError/ValueError/KeyError for bad checkpoints
-        # every line: a size mismatch's first one is only "Error(s) in loading state_dict for Linear:" (review)
-        said = " ".join(line.strip() for line in str(e).splitlines() if line.strip())[:300]
-        raise ExportError(f"transformers could not load {ck.path} for {ck.task}: {said}") from None
+        raise ExportError(f"transformers could not load {ck.path} for {ck.task}: {_said(e, 300)}") from None
     finally:
         hf_logging.set_verbosity(verbosity)
     missing = list(info.get("missing_keys") or []) + [k[0] if isinstance(k, tuple) else k for k in info.get("mismatched_keys") or []]
@@ -219,8 +217,13 @@ def _image_processor(path: Path):
     try:
         return AutoImageProcessor.from_pretrained(str(path), use_fast=False, local_files_only=True)
     except Exception as e:  # noqa: BLE001 -- transformers raises what the config file's contents make it raise
-        said = " ".join(line.strip() for line in str(e).splitlines() if line.strip())[:200] or type(e).__name__
-        raise InputError(f"transformers could not build the image processor of {path}: {said}.") from None
+        raise InputError(f"transformers could not build the image processor of {path}: {_said(e, 200)}.") from None
+
+
+def _said(e: Exception, limit: int) -> str:
+    """transformers' message on one line, every line of it: a size mismatch's first line is only
+    "Error(s) in loading state_dict for Linear:" (review)."""
+    return " ".join(line.strip() for line in str(e).splitlines() if line.strip())[:limit] or type(e).__name__
 
 
 def _three(value, name: str, path: Path) -> list[float]:
@@ -255,7 +258,7 @@ def image_preprocess(path: Path) -> dict:
         size = {"shortest_edge": size} if not cfg.get("default_to_square", True) else {"height": size, "width": size}
     if isinstance(crop, int):
         crop = {"height": crop, "width": crop}
-    resample = int(cfg.get("resample", 2) if cfg.get("resample") is not None else 2)
+    resample = 2 if cfg.get("resample") is None else int(cfg["resample"])
     if resample not in _RESAMPLE:
         raise InputError(f"The image processor of {path} resamples with PIL filter {resample}, which edgeai does not know.")
     pre: dict = {"type": "image", "source": "preprocessor_config.json", "layout": "NCHW",

@@ -281,22 +281,20 @@ def load_tokenizer(ck: Checkpoint):
 
     src = ck.path / "tokenizer.json"
     fast = None
-    try:
-        if src.is_file() and not (ck.path / "tokenizer_config.json").is_file():
-            raise FileNotFoundError("no settings to apply")  # the file is the whole tokenizer, as saved
-        fast = AutoTokenizer.from_pretrained(str(ck.path), use_fast=True, local_files_only=True)
-        tok = fast.backend_tokenizer
-        if not getattr(fast, "is_fast", False):
-            raise ValueError("transformers built no fast tokenizer from its files")
-    except Exception as e:  # noqa: BLE001 -- transformers raises what the checkpoint's files make it raise
-        if src.is_file():
-            tok, fast = Tokenizer.from_file(str(src)), None
-        else:
-            files = _tokenizer_files(ck.path)
-            said = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
-            why = f"it has {', '.join(files)}; transformers: {said}" if files else "it has no tokenizer files"
-            raise ExportError(f"{ck.path} has no tokenizer.json and no fast tokenizer could be built from its files "
-                              f"({why}): save the checkpoint's tokenizer into it (tokenizer.save_pretrained(DIR)).") from None
+    if not src.is_file() or (ck.path / "tokenizer_config.json").is_file():  # settings to apply, or no file as saved
+        try:
+            fast = AutoTokenizer.from_pretrained(str(ck.path), use_fast=True, local_files_only=True)
+            if not getattr(fast, "is_fast", False):
+                raise ValueError("transformers built no fast tokenizer from its files")
+        except Exception as e:  # noqa: BLE001 -- transformers raises what the checkpoint's files make it raise
+            fast = None
+            if not src.is_file():
+                files = _tokenizer_files(ck.path)
+                said = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+                why = f"it has {', '.join(files)}; transformers: {said}" if files else "it has no tokenizer files"
+                raise ExportError(f"{ck.path} has no tokenizer.json and no fast tokenizer could be built from its files "
+                                  f"({why}): save the checkpoint's tokenizer into it (tokenizer.save_pretrained(DIR)).") from None
+    tok = fast.backend_tokenizer if fast is not None else Tokenizer.from_file(str(src))
     pad = tok.padding
     tok.no_padding()
     tok.no_truncation()

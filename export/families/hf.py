@@ -143,8 +143,7 @@ def _generation(out, precision, progress, ck, torch_model):
         versions=("transformers", "optimum"),
         recipe={"optimum_task": f"{ck.task}-with-past"}, write_onnx=write, validate=validate,
         budget=GENERATION_BUDGET.as_manifest(),
-        manifest_extra=lambda path: {"generation": {**state["spec"], **generation.chat_settings(ck.path),
-                                                **generation.decode_settings(ck.path)}},
+        manifest_extra=lambda path: {"generation": {**state["spec"], **generation.tokenizer_settings(ck.path)}},
         assets=assets,
     )
     return export(FAMILY, src, out, precision, progress)

@@ -173,7 +173,7 @@ def _auto_tokenizer(path: Path):
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        return AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
     except Exception:  # noqa: BLE001 -- no tokenizer transformers can load: nothing to take from it
         return None
 

@@ -215,7 +215,8 @@ def _image_processor(path: Path):
     from transformers import AutoImageProcessor
 
     try:
-        return AutoImageProcessor.from_pretrained(str(path), use_fast=False, local_files_only=True)
+        # trust_remote_code=False: a processor with auto_map is refused, not an interactive [y/N] prompt
+        return AutoImageProcessor.from_pretrained(str(path), use_fast=False, local_files_only=True, trust_remote_code=False)
     except Exception as e:  # noqa: BLE001 -- transformers raises what the config file's contents make it raise
         raise InputError(f"transformers could not build the image processor of {path}: {_said(e, 200)}.") from None
 

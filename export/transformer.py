@@ -283,9 +283,13 @@ def load_tokenizer(ck: Checkpoint):
     fast = None
     if not src.is_file() or (ck.path / "tokenizer_config.json").is_file():  # settings to apply, or no file as saved
         try:
-            fast = AutoTokenizer.from_pretrained(str(ck.path), use_fast=True, local_files_only=True)
+            fast = AutoTokenizer.from_pretrained(str(ck.path), use_fast=True, local_files_only=True, trust_remote_code=False)
             if not getattr(fast, "is_fast", False):
                 raise ValueError("transformers built no fast tokenizer from its files")
+            if src.is_file() and len(fast) > Tokenizer.from_file(str(src)).get_vocab_size(with_added_tokens=True):
+                # a config naming no tokenizer class: transformers took the model's (RoBERTa's for a
+                # WordPiece file) and added its special tokens, ids the model's embedding lacks (review)
+                raise ValueError("transformers added tokens the saved tokenizer does not have")
         except Exception as e:  # noqa: BLE001 -- transformers raises what the checkpoint's files make it raise
             fast = None
             if not src.is_file():

@@ -133,6 +133,21 @@ def test_the_tokenizer_keeps_its_configs_settings(tmp_path):
     assert tok.encode("THE CAT").ids != tok.encode("the cat").ids
 
 
+def test_a_tokenizer_config_naming_no_class_keeps_the_saved_vocabulary(tmp_path):
+    """Without tokenizer_class, transformers takes the model's class (RoBERTa's here, for MiniLM's
+    WordPiece file) and adds its <s>/</s>/<pad>: the pad became id 30525, outside the model's
+    table, and the export failed. The saved tokenizer.json is taken as it is then."""
+    import shutil
+
+    from edgeai.export.transformer import load_tokenizer
+
+    shutil.copy(Path(_minilm()) / "tokenizer.json", tmp_path / "tokenizer.json")
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True, "model_max_length": 512}))
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "roberta", "vocab_size": 30522, "pad_token_id": 0}))
+    tok, pad_id, pad = load_tokenizer(_checkpoint(tmp_path, {"model_type": "roberta", "pad_token_id": 0}))
+    assert (pad_id, pad, tok.get_vocab_size(with_added_tokens=True)) == (0, "[PAD]", 30522)
+
+
 def test_the_pad_is_the_one_transformers_pads_with(tmp_path):
     """The BPE vocabulary holds <pad> (id 1), but this GPT-2 classifier pads with </s> and reads its
     logits at the last token that is not </s>: padded with <pad>, a short text batched with a long

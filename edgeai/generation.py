@@ -234,7 +234,8 @@ class _Stream:
         self.sent = 0
         self.text = ""
         self.stopped = False
-        clean = gen.spec.get("clean_up_tokenization_spaces")  # held back so that a piece sent is never cleaned again
+        # held back so that a piece sent is never cleaned again (gen: anything with decode, tests' tokenizer stand-ins too)
+        clean = getattr(gen, "spec", {}).get("clean_up_tokenization_spaces")
         self.hold = max(max((len(x) for x in self.stop), default=1) - 1, CLEAN_UP_HOLD if clean else 0)
 
     def add(self, ids: list[int]) -> bool:

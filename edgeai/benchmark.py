@@ -153,6 +153,22 @@ def _parse_variants(pkg: Package, variants: str | Sequence[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def _skip_damaged(pkg: Package, names: list[str]) -> dict[str, str]:
+    """``--variant all``: a variant whose file is missing or damaged is left out (name -> why), so
+    the intact ones are still timed; ``names`` keeps the rest. None intact: an error naming each."""
+    skipped = {}
+    for n in list(names):
+        try:
+            pkg.variant_path(n)
+        except PackageError as e:
+            skipped[n] = str(e).split("; the ")[0].rstrip(".")  # without variant_path's "the X variant is intact"
+            names.remove(n)
+    if not names:
+        raise PackageError(f"No variant of {pkg.path} is intact: " + "; ".join(f"{n} ({why})" for n, why in skipped.items())
+                           + "; copy the package again (or export it again).")
+    return skipped
+
+
 def _torch_cases(pkg: Package, against: str | None, factory: str | None, devices: list[str]) -> list[str]:
     if against is None:
         if factory is not None:
@@ -195,7 +211,8 @@ def bench(
     auto: bool = False,
 ) -> dict[str, Any]:
     """Measure the package's variants; returns ``{"model", "machine", ..., "results": [row, ...],
-    "unsteady"}`` (:func:`unsteady`: which rows look disturbed by a busy machine, or None).
+    "unsteady", "skipped"}`` (:func:`unsteady`: which rows look disturbed by a busy machine, or None;
+    ``skipped``: the variants ``"all"`` left out because their file is missing or damaged, with why).
 
     A row: ``engine, variant, provider, batch, session_ms, first_ms, p50_ms, p90_ms, p99_ms,
     mean_ms, throughput`` (items/s), ``peak_rss_mb, runs, rounds, threads``, ``p50_by_round_ms`` and ``vs_torch``
@@ -212,6 +229,7 @@ def bench(
     if bad := pkg.damaged_assets():  # an encoder or tokenizer gone: nothing would time what runs
         raise PackageError(pkg.damage_sentence(bad))
     names = _parse_variants(pkg, variants)
+    skipped = _skip_damaged(pkg, names) if variants in ("all", None) or variants == ["all"] else {}
     provs = _resolve_providers(providers)
     if not batches or any(not isinstance(b, int) or b < 1 for b in batches):
         raise InputError(f"Batch sizes must be positive integers; got {list(batches)}.")
@@ -285,6 +303,7 @@ def bench(
         "min_time_s": None if runs else min_time,
         "inputs": described,
         "unsteady": found,
+        "skipped": skipped,
         "recorded": record,
         "results": rows,
     }

@@ -222,6 +222,28 @@ def test_inspect_shows_a_package_with_a_damaged_variant_and_fails(tiny_pkg, tmp_
     assert cli("run", str(CAT), "--model", str(tiny_pkg), "--variant", "fp32").returncode == 0  # the rest still runs
 
 
+def test_bench_times_the_intact_variants_of_a_damaged_package_and_fails(tiny_pkg, tmp_path):
+    # review: one damaged variant made `bench` (all variants) refuse the whole package
+    from conftest import tiny_classifier
+    from edgeai.package import Package
+
+    tiny_classifier(tmp_path / "other.onnx", seed=1)
+    entry = Package.open(tiny_pkg).add_variant("int8", tmp_path / "other.onnx", {"made_from": "fp32"})
+    target = tiny_pkg / entry["file"]
+    target.write_bytes(target.read_bytes()[:-1] + b"x")
+    out = cli("bench", str(tiny_pkg), "--rounds", "1", "--min-time", "0", "--json")
+    doc = json.loads(out.stdout)
+    assert out.returncode == 1 and TRACEBACK not in out.stderr, out.stderr
+    assert [r["variant"] for r in doc["results"]] == ["fp32"] and list(doc["skipped"]) == ["int8"]
+    assert out.stderr.count("error:") == 1 and "1 damaged variant(s) not timed: int8 (" in out.stderr
+    out = cli("bench", str(tiny_pkg), "--variant", "int8", "--rounds", "1", "--min-time", "0")
+    assert out.returncode == 1 and "the fp32 variant is intact" in out.stderr and TRACEBACK not in out.stderr
+    (tiny_pkg / "model.onnx").unlink()  # none intact: the error, no table
+    out = cli("bench", str(tiny_pkg), "--rounds", "1", "--min-time", "0")
+    assert out.returncode == 1 and "p50" not in out.stdout and out.stderr.count("error:") == 1
+    assert "No variant of" in out.stderr and "fp32 (The package" in out.stderr and "missing its file model.onnx" in out.stderr
+
+
 def test_quantize_and_optimize_wrap_a_plain_onnx_file(tmp_path):
     from conftest import tiny_classifier
     from edgeai.package import Package

@@ -81,6 +81,10 @@ def bench(
     if doc["unsteady"]:
         warn(f"these figures are unsteady ({doc['unsteady']}): the machine was likely busy; compare them with care, "
              f"or run again on a quiet machine, with more --rounds{' (they are recorded all the same)' if record else ''}.")
+    if skipped := doc["skipped"]:  # the intact ones were timed; the package still needs mending, as inspect says
+        plain_error(f"{len(skipped)} damaged variant(s) not timed: " + "; ".join(f"{n} ({why})" for n, why in skipped.items())
+                    + "; copy the package again (or export it again).")
+        raise typer.Exit(1)
 
 
 def _print_table(doc: dict) -> None:

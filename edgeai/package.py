@@ -268,9 +268,11 @@ class Package:
         self.manifest = manifest
         return manifest
 
-    def add_variant(self, name: str, src: Path, info: dict[str, Any], fields: dict[str, Any] | None = None) -> dict:
+    def add_variant(self, name: str, src: Path, info: dict[str, Any], fields: dict[str, Any] | None = None,
+                    check: Callable[[dict], None] | None = None) -> dict:
         """Move ``src`` into the package as variant ``name`` and update the manifest atomically
         (with ``fields``, top-level manifest fields the variant was made under: ``--budget``).
+        ``check`` gets the manifest as it is on disk, under the lock, and may raise to keep it.
 
         The file gets a name derived from its hash, so a crash before the manifest is replaced
         leaves the old manifest pointing at the old, intact file.
@@ -282,6 +284,8 @@ class Package:
         replaced: list[dict] = []
 
         def change(m: dict) -> dict:
+            if check:
+                check(m)
             replaced.extend(v for v in [m["variants"].get(name)] if v)
             return {**m, **(fields or {}), "variants": {**m["variants"], name: entry}}
 

@@ -11,6 +11,7 @@ variant, and removes whatever is left over, whether it succeeded or not.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tempfile
@@ -168,10 +169,10 @@ def run_step(step: Step, pkg: Package, ctx: Context, measure_latency: bool = Fal
         axes = (axes[0], dict.fromkeys(axes[1], 0)) if axes else None  # cpu_runner gives outputs batch first
         agreement, held_out = _agreement(pkg, fp32, tmp, feeds, step.simulate_qdq, held_out, axes)
         agreement["accuracy"]["held_out"] = held_out  # which set: edgeai.data.feeds.held_out_inputs
-        if not ctx.replace:
-            _keep_a_better_variant(pkg, step, recipe, agreement["accuracy"], ctx.budget_of(pkg))
+        # checked under the package's lock, on the manifest as it is then: another quantize may have landed one
+        keep = None if ctx.replace else functools.partial(_keep_a_better_variant, pkg, step, recipe, agreement["accuracy"], ctx.budget)
         pkg.add_variant(step.variant, tmp, {"made_from": made_from, "recipe": recipe, **agreement},
-                        {"budget": ctx.budget} if ctx.budget is not None else None)
+                        {"budget": ctx.budget} if ctx.budget is not None else None, check=keep)
     finally:
         tmp.unlink(missing_ok=True)
     if measure_latency:
@@ -202,14 +203,15 @@ def _family_evaluation(pkg: Package, ctx: Context) -> Callable[[Package], None] 
     return after
 
 
-def _keep_a_better_variant(pkg: Package, step: Step, recipe: dict, accuracy: dict, budget: dict | None) -> None:
-    """An InputError, before anything is written, when the new variant misses the package's
-    budget and the one it would replace (intact) meets it: re-quantizing a text model with
-    ``--method static`` (cosine min 0.22 on MiniLM) would otherwise delete a dynamic INT8 at 0.99
-    that took minutes to search for."""
+def _keep_a_better_variant(pkg: Package, step: Step, recipe: dict, accuracy: dict, budget: dict | None, manifest: dict) -> None:
+    """An InputError, before the manifest is written, when the new variant misses the package's
+    budget (``budget``, else the manifest's) and the one it would replace (intact) meets it:
+    re-quantizing a text model with ``--method static`` (cosine min 0.22 on MiniLM) would otherwise
+    delete a dynamic INT8 at 0.99 that took minutes to search for."""
     from edgeai.errors import PackageError
 
-    old = pkg.variants.get(step.variant)
+    budget = budget if budget is not None else manifest.get("budget")
+    old = manifest["variants"].get(step.variant)
     missed = measure.missed_floors(budget, accuracy)
     if not old or not missed or measure.missed_floors(budget, old.get("accuracy", {})):
         return

@@ -106,8 +106,10 @@ def quantize(
         raise InputError("TensorRT runs only static INT8 (calibrated QDQ); use --method static or auto with --preset tensorrt.")
     # checked before the package is opened; a refusal after it removes a package this command wrapped (opened)
     with opened(pkg, out, calibration) as pkg:  # once: a plain .onnx file is wrapped here, not again below
-        as_given = (pkg.variants["fp32"].get("recipe") or {}).get("weights") == "float16"  # a wrapped float16 .onnx (review)
-        if precision != "fp16" and (as_given or (any(t["dtype"] == "float16" for t in pkg.manifest["inputs"] + pkg.manifest["outputs"])
+        base = pkg.variants["fp32"].get("recipe") or {}
+        half = base.get("weights") == "float16"  # marked at export (a half module) or when a float16 .onnx was wrapped (review)
+        as_given = half and not base.get("exporter")
+        if precision != "fp16" and (half or (any(t["dtype"] == "float16" for t in pkg.manifest["inputs"] + pkg.manifest["outputs"])
                                                  and _weights_in_float16(pkg.variant_path("fp32")))):  # float16 in and out, float32 inside, quantizes
             # ONNX Runtime's quantizers take float32 graphs: its own error named a temporary file
             raise InputError(f"{pkg.name} computes in float16 ({'a float16 .onnx, as given' if as_given else 'a half-precision module'}), "

@@ -359,7 +359,10 @@ def test_export_module_takes_numpy_examples_and_list_axes_and_refuses_what_it_ca
     assert not (tmp_path / "bad").exists()
     # a half-precision model is checked at float16's resolution, not float32's
     half = nn.Sequential(nn.Linear(16, 32), nn.GELU(), nn.Linear(32, 8)).half().eval()
-    assert export_module(half, {"x": torch.rand(2, 16).half()}, tmp_path / "half").variants["fp32"]
+    made = export_module(half, {"x": torch.rand(2, 16).half()}, tmp_path / "half").variants["fp32"]
+    assert made["recipe"]["weights"] == "float16"  # not a bare "fp32" (review): inspect and export's summary say so
+    r = cli("inspect", str(tmp_path / "half"))
+    assert r.returncode == 0 and "fp32 recipe: exporter=torchscript; opset=17; weights=float16" in r.stdout, r.stdout
     from edgeai.quantize import quantize
 
     with pytest.raises(InputError, match=r"^half computes in float16 .*export the module after model\.float\(\) to quantize it\.$"):

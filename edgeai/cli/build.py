@@ -94,8 +94,8 @@ def _variants_line(pkg) -> str:
             kind += f", {kept} layer{'s' if kept > 1 else ''} kept float" if kept else ""
         if method == "weight-only":
             kind = f", 4-bit weight-only (block {recipe.get('block_size')})"
-        if name == "fp32" and recipe.get("weights") == "float16":  # a half-precision .onnx, wrapped as given
-            kind = ", float16 weights as given"
+        if name == "fp32" and recipe.get("weights") == "float16":  # a half-precision .onnx wrapped as given, or module exported
+            kind = ", float16 weights" + ("" if recipe.get("exporter") else " as given")
         parts.append(f"{name} ({size_text(v['size'])}{kind}{fig}{budget_note(pkg, name, acc)})")
     return "; ".join(parts)
 

@@ -193,6 +193,8 @@ def export_module(module, example_inputs: dict, out: str | os.PathLike, dynamic:
 def _export_in_eval_mode(module, example_inputs: dict, out, dynamic: dict, output_names: list[str] | None, precision: str,
                          calibration, name: str | None, source: str, progress, budget: float | None):
     from edgeai.export.exporter import Source, Tolerance, export, user_budget
+    import torch
+
     from edgeai.export.generic import trace_example
 
     kind = type(module).__name__
@@ -209,6 +211,8 @@ def _export_in_eval_mode(module, example_inputs: dict, out, dynamic: dict, outpu
         provenance={"source": source}, dynamo_fallback=True, calibration=calibration,
         input_examples=example_inputs,
     )
+    if any(p.dtype == torch.float16 for p in module.parameters()):  # as a wrapped half .onnx says (quantize/wrap.py)
+        src.recipe = {"weights": "float16", "note": "a half-precision module; fp32 names the base variant"}
     if budget is None:  # the caller's (export_factory's --budget), or the family's
         return export(FAMILY, src, out, precision, progress)
     with user_budget(FAMILY, budget):

@@ -113,3 +113,14 @@ def settled(decode: Callable[[list[int]], str], ids: list[int], text: str | None
         if not shorter.endswith("\ufffd"):
             return shorter
     return text
+
+
+def space_before(decode: Callable[[list[int]], str], prev: int, token: int) -> str:
+    """The whitespace that a decode of the new tokens alone drops before the first one, read from
+    decoding it after the prompt's last token: a SentencePiece ``▁can`` (Llama, Mistral) decodes
+    to "can" at the start of a text, so a continuation shown after its prompt would run into it
+    ("Hello worldcan"). "" where nothing is dropped (GPT-2's " can" keeps its space)."""
+    before, alone, both = decode([prev]), decode([token]), decode([prev, token])
+    gap = both[len(before):] if both.startswith(before) else ""
+    lead = gap[: len(gap) - len(alone)] if alone and gap.endswith(alone) else ""
+    return lead if lead.isspace() else ""

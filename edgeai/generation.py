@@ -29,7 +29,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ._tokenbytes import CLEAN_UP_HOLD, clean_up, settled
+from ._tokenbytes import CLEAN_UP_HOLD, clean_up, settled, space_before
 from .errors import InputError, a_type, with_article
 from .sampling import Sampling, pick
 from .streams import stream_pieces
@@ -47,6 +47,7 @@ class Request:
     finish_reason: str | None = None
     ttft_ms: float = 0.0
     decode_s: float = 0.0
+    lead: str = ""  # what the text drops before its first token, shown between prompt and continuation (space_before)
 
 
 class Generator:
@@ -115,6 +116,7 @@ class Generator:
             if not req.ids:
                 req.ttft_ms = (time.perf_counter() - t0) * 1e3
                 t_first = time.perf_counter()
+                req.lead = space_before(self.decode, prefix[-1], token) if self.encoder is None else ""
             if token in self.eos:
                 req.finish_reason = "eos"
                 break
@@ -377,8 +379,13 @@ def generate(pipe, prompt: Any, stream: bool = False, cancel: threading.Event | 
         return r
 
     def run(on_text: Callable[[str], None]) -> None:
+        def first(piece: str) -> None:  # the CLI shows a continuation's lead before its first piece
+            if stats is not None:
+                stats.setdefault("lead", req.lead)
+            on_text(piece)
+
         with pipe._in_call(), pipe._track(req):
-            r = result(req, gen.run(req, on_text))
+            r = result(req, gen.run(req, first))
         if stats is not None:
             stats.update(r)
 

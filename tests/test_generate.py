@@ -704,3 +704,33 @@ def test_perplexity_of_known_distributions():
     assert figs["perplexity_fp32"] == pytest.approx(10.0)
     assert figs["perplexity"] == pytest.approx((np.exp(2) + 9) / np.exp(2))  # -log p = log((e^2 + 9) / e^2)
     assert figs["perplexity_kept"] == pytest.approx(figs["perplexity_fp32"] / figs["perplexity"])
+
+
+def test_a_continuation_is_shown_with_the_space_its_first_token_means():
+    """transformers' decode of the new ids alone drops a SentencePiece first token's space
+    ("▁can" -> "can"), so `edgeai generate` printed "Hello worldcan" for Llama and Mistral
+    (review). The space it shows is the one the whole sequence decodes with; GPT-2's byte-level
+    tokens keep theirs, and nothing is added."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    from edgeai._tokenbytes import space_before
+
+    words = ["<unk>", "▁Hello", "▁world", "▁can", "▁", "can", ",", "▁it"]
+    sp = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    sp.pre_tokenizer = pre_tokenizers.Metaspace()
+    sp.decoder = decoders.Metaspace()
+    prompt, new = sp.encode("Hello world").ids, [3, 6, 7]  # "▁can", ",", "▁it"
+    lead = space_before(sp.decode, prompt[-1], new[0])
+    assert sp.decode(new) == "can, it" and lead == " "
+    assert sp.decode(prompt) + lead + sp.decode(new) == sp.decode(prompt + new) == "Hello world can, it"
+    assert space_before(sp.decode, prompt[-1], 5) == ""  # "can" goes on the word: nothing between
+    assert space_before(sp.decode, prompt[-1], 6) == ""
+    level = _tokenizer()._tokenizer
+    prompt, new = level.encode("Hello world").ids, level.encode(" can it").ids
+    assert space_before(level.decode, prompt[-1], new[0]) == "" and level.decode(new).startswith(" can")
+
+
+def test_cli_prints_the_prompt_then_the_text(packages):
+    out = cli("generate", "--model", str(packages["gpt2"]), "Hello there", "--max-new-tokens", "6")
+    doc = json.loads(cli("generate", "--model", str(packages["gpt2"]), "Hello there", "--max-new-tokens", "6", "--json").stdout)
+    assert out.returncode == 0 and out.stdout == "Hello there" + doc["results"][0]["text"] + "\n", (out.stdout, doc)

@@ -100,8 +100,8 @@ def generate(
         sys.stdout.write(style(p, "bold") + (" → " if answer else ""))
         sys.stdout.flush()
         try:
-            for piece in pieces:
-                sys.stdout.write(piece)
+            for i, piece in enumerate(pieces):  # a continuation gets the space its first token means (the text drops it)
+                sys.stdout.write(stats.get("lead", "") + piece if i == 0 and not answer and not p[-1:].isspace() else piece)
                 sys.stdout.flush()
         except EdgeAIError as e:  # a step ONNX Runtime refused: the text so far stays, the error follows
             failed.append(_failed(p, e))

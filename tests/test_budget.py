@@ -463,3 +463,25 @@ def test_static_int8_lands_where_the_temporary_folder_is_another_filesystem(tmp_
         shutil.rmtree(work, ignore_errors=True)
     int8 = pkg.variants["int8"]
     assert int8["recipe"]["method"] == "static" and not int8["recipe"]["reduce_range_nodes"] and (pkg.path / int8["file"]).is_file()
+
+
+def test_a_gemm_kept_float_by_dynamic_int8_stays_float(tmp_path):
+    """quantize_dynamic rewrites a Gemm as "<name>_MatMul" before it reads nodes_to_exclude, so
+    naming the Gemm kept nothing float while the recipe said it did (review: the LSTM's head)."""
+    import onnx
+
+    from conftest import tiny_classifier
+    from edgeai.quantize.steps.dynamic import dynamic_int8
+
+    tiny_classifier(tmp_path / "m.onnx")
+    m = onnx.load(str(tmp_path / "m.onnx"))
+    m.graph.node[-1].name = "/head/Gemm"
+    onnx.save(m, str(tmp_path / "m.onnx"))
+
+    def ops(exclude):
+        dynamic_int8(tmp_path / "m.onnx", tmp_path / "q.onnx", True, exclude)
+        return sorted(n.op_type for n in onnx.load(str(tmp_path / "q.onnx")).graph.node)
+
+    assert "MatMulInteger" in ops([])
+    kept = ops(["/head/Gemm"])
+    assert "MatMulInteger" not in kept and "DynamicQuantizeLinear" not in kept, kept

@@ -21,12 +21,16 @@ def dynamic_int8(src: Path, dest: Path, per_channel: bool, exclude: list[str] | 
     from onnx.shape_inference import InferenceError
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    # quantize_dynamic first rewrites each Gemm as a MatMul named "<gemm>_MatMul" (+ "_Add"), and
+    # matches nodes_to_exclude against the rewritten graph: a Gemm's own name excluded nothing.
+    skip = [n for name in (exclude or []) for n in (name, f"{name}_MatMul")]
+
     def run(model: Path) -> None:
         # The quantizer logs a generic "consider pre-processing" on the root logger.
         with quiet():
             # DefaultTensorType: the fused contrib ops have no type inference in the quantizer (FACTS.md).
             quantize_dynamic(str(model), str(dest), per_channel=per_channel, weight_type=QuantType.QInt8,
-                             reduce_range=reduce_range, nodes_to_exclude=list(exclude or []),
+                             reduce_range=reduce_range, nodes_to_exclude=skip,
                              extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
 
     try:

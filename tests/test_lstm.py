@@ -69,6 +69,32 @@ def test_quantize_again_measures_on_the_same_test_split(lstm_pkg, tmp_path):
     assert after["top1_agreement"] == pytest.approx(before["top1_agreement"], abs=2e-3)
 
 
+def test_the_test_accuracy_step_leaves_a_variant_replaced_meanwhile_its_own_figures(lstm_pkg, test_split, tmp_path):
+    """The step that ends every LSTM quantize runs each variant, then merges its figures under the
+    lock; a variant another process replaced in between kept the old file's figures (review)."""
+    import shutil
+
+    from edgeai.export.families.lstm import record_test_accuracy
+
+    texts, labels, train_labels, _ = test_split
+    copy = Path(shutil.copytree(lstm_pkg, tmp_path / "lstm"))
+    opened = Package.open(copy)  # what the step was given
+    other = tmp_path / "other.onnx"
+    shutil.copy(copy / opened.variants["optimized"]["file"], other)
+    merge = opened.edit
+
+    def replaced_first(change):  # the other writer lands its int8 after the step ran the old one, before it merges
+        Package.open(copy).add_variant("int8", other, {"made_from": "fp32", "accuracy": {"top1_agreement": 0.5}})
+        return merge(change)
+
+    opened.edit = replaced_first
+    record_test_accuracy(opened, texts[:300], labels[:300], train_labels)
+    now = Package.open(copy).variants
+    assert now["int8"]["accuracy"] == {"top1_agreement": 0.5}
+    acc = now["optimized"]["accuracy"]  # measured: the figure with its own interval and count
+    assert acc["test_samples"] == acc["samples"] == 300 and acc["top1_agreement_ci95"][0] <= acc["top1_agreement"] <= acc["top1_agreement_ci95"][1]
+
+
 def test_int8_really_quantizes_the_lstm_weights(lstm_pkg):
     pkg = Package.open(lstm_pkg)
     ops = op_histogram(pkg.variant_path("int8"))

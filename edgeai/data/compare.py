@@ -126,7 +126,8 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> list[float]:
     p = successes / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return [max(0.0, float(centre - half)), min(1.0, float(centre + half))]
+    # p lies inside by construction; said so exactly (at n/n, rounding left the top at 0.9999999999999998)
+    return [max(0.0, min(p, float(centre - half))), min(1.0, max(p, float(centre + half)))]
 
 
 def clustered_interval(successes: np.ndarray, counts: np.ndarray, z: float = Z95) -> list[float]:

@@ -106,6 +106,12 @@ def for_provider(pkg: Package, name: str, provider: str) -> bool:
 def choose_variant(pkg: Package, provider: str, device_id: int = 0, threads: int | None = None) -> tuple[str, str]:
     """Contracts, variant choice: the fastest variant within budget, measured on this kind of
     machine (on ``threads`` CPU threads where the caller fixed them and such figures exist)."""
+    v, why = _choose(pkg, provider, device_id, threads)
+    # a TensorRT-made int8 left out here, however fast its figure: "fastest" would otherwise read as of all (review)
+    return v, why + "".join(f"; {w} is made for TensorRT and runs only there" for w in pkg.variants if not for_provider(pkg, w, provider))
+
+
+def _choose(pkg: Package, provider: str, device_id: int, threads: int | None) -> tuple[str, str]:
     eligible = [v for v in VARIANTS if v in pkg.variants and meets_budget(pkg, v) and for_provider(pkg, v, provider)]
     batch = call_batch(pkg)
 

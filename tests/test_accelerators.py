@@ -234,6 +234,7 @@ def test_tensorrt_preset_is_static_symmetric_qdq(tiny_pkg):
     # Measured as TensorRT computes (Q/DQ simulated), and never chosen off TensorRT.
     assert "simulated" in info["recipe"]["accuracy_measured_on"]
     assert choose_variant(pkg, providers.CPU)[0] != "int8"
+    assert choose_variant(pkg, providers.CPU)[1].endswith("; int8 is made for TensorRT and runs only there")
     assert choose_variant(pkg, providers.CUDA)[0] != "int8"
     from edgeai.pipeline import meets_budget
 

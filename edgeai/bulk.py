@@ -299,6 +299,10 @@ def predict_each(pipe, inputs: list[Any], top_k: int | None = None) -> list[dict
     pipe.check_top_k(top_k)  # once, not as an error per input
     from .pipeline import _a_stream
 
+    if pipe.is_text:  # a numpy array or pandas Series of texts is a list of them, as predict() reads it
+        from .text import numpy_texts
+
+        inputs = numpy_texts(inputs)
     # a lone string is one input, not its letters; a generator is its inputs
     inputs = list(inputs) if isinstance(inputs, (list, tuple)) or _a_stream(inputs) else [inputs]
     labels = [str(x) if isinstance(x, (str, os.PathLike)) else f"{'array' if isinstance(x, np.ndarray) else 'input'}[{i}]"

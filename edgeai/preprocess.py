@@ -133,7 +133,8 @@ def open_image(source: str | os.PathLike) -> Image.Image:
             with _no_bomb_warning() if w * h > (Image.MAX_IMAGE_PIXELS or w * h) else contextlib.nullcontext():
                 im.load()  # GIF, TIFF and MPO check the size again as they decode
             kept = getattr(im, "_fp", None)  # Pillow's own handle (not public): the only sign of a GIF left open
-            if getattr(im, "n_frames", 1) > 1 or (kept is not None and getattr(kept, "closed", True) is False):
+            held = getattr(im, "fp", None)  # an ICO's: IcoImageFile.load() decodes without closing it
+            if getattr(im, "n_frames", 1) > 1 or any(h is not None and getattr(h, "closed", True) is False for h in (kept, held)):
                 # Pillow keeps a multi-frame file (GIF, TIFF pages) open to seek in it, and a
                 # GIF's even with one frame: the first frame is what runs, so keep that and
                 # close the file (a `warning: unclosed file` for every GIF; review).

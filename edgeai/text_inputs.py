@@ -155,9 +155,15 @@ def read_text_lines(path: str | os.PathLike, show: str | None = None, head: int 
     show = show if show is not None else str(path)
     try:
         with open(path, "rb") as f:
-            data = f.read(-1 if head is None else head)
+            # the first bytes alone first: a binary file or device (/dev/zero, /dev/urandom) is said
+            # from them, not after reading it whole (endless: a MemoryError traceback)
+            data = f.read(8192 if head is None else min(head, 8192))
+            if _looks_binary(data) is None and len(data) == 8192 and (head is None or head > 8192):
+                data += f.read(-1 if head is None else head - len(data))
     except OSError as e:
         raise InputError(f"{show} cannot be read ({e.strerror or e}); give a readable text file.") from None
+    except MemoryError:
+        raise InputError(f"{show} is larger than the memory this machine has free; split it, or run it with --out.") from None
     return lines_of(data, show)
 
 

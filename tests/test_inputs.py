@@ -334,3 +334,61 @@ def test_a_text_models_calibration_arrays_are_all_calibrated_on(tmp_path):
     for i in range(8):
         np.savez(tmp_path / "cal" / f"{i}.npz", input_ids=np.array([[2, 3, 4]]), attention_mask=np.ones((1, 3), np.int64))
     assert len(calibration_feeds(pkg, tmp_path / "cal")) == 8
+
+
+def test_a_numpy_object_array_or_a_series_of_texts_is_a_list_of_texts(text_pkg):
+    """pandas' ``df["text"].to_numpy()`` (an object array) and a Series were refused by predict and
+    predict_each as "The text is a ndarray", while embed read them (review)."""
+    import numpy as np
+
+    pipe = edgeai.load(text_pkg)
+    texts = ["good movie", "bad day"]
+    want = [r["top_k"] for r in pipe.predict(texts)]
+    given = [np.array(texts, dtype=object), np.array(texts)]
+    pandas = pytest.importorskip("pandas")
+    given.append(pandas.Series(texts))
+    for x in given:
+        assert [r["top_k"] for r in pipe.predict(x)] == want, type(x)
+        assert [r["top_k"] for r in pipe.predict_each(x)] == want, type(x)
+
+
+def test_an_endless_or_device_file_is_refused_from_its_first_bytes(tmp_path):
+    """A text model read a file argument whole: /dev/zero filled the memory, then a MemoryError
+    traceback (review). Run with 1.5 GB of address space, as a machine running out would."""
+    import subprocess
+    import sys
+
+    code = ("import resource; resource.setrlimit(resource.RLIMIT_AS, (3 << 29, 3 << 29)); "
+            "from edgeai.text_inputs import expand_text_inputs; [x] = expand_text_inputs(['/dev/zero']); print(x.error)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "/dev/zero is not a text file" in r.stdout, r.stdout + r.stderr
+
+
+def test_a_npy_whose_header_declares_more_than_the_file_holds_is_one_sentence(tmp_path):
+    """numpy allocates the shape a .npy header declares before it reads: a damaged header gave a
+    MemoryError traceback (11 TiB) and lost the other inputs of the call (review)."""
+    import numpy as np
+
+    from edgeai.data.feeds import load_arrays
+
+    bad = tmp_path / "bad.npy"
+    with open(bad, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (10**9, 3, 32, 32)})
+        f.write(b"\0" * 64)
+    with pytest.raises(InputError, match=r"bad\.npy is not a readable numpy file \(its header declares an array of shape "
+                                         r"\(1000000000, 3, 32, 32\), 12,288,000,000,000 bytes, and the file holds 64: cut short"):
+        load_arrays(bad, ["x"])
+    good = tmp_path / "good.npy"
+    np.save(good, np.ones((2, 3), np.float32))
+    assert load_arrays(good, ["x"])["x"].shape == (2, 3)
+
+
+def test_an_icon_file_is_closed_after_it_is_read(tmp_path):
+    """Pillow's IcoImageFile keeps its file in ``fp`` after decoding: `edgeai run x.ico` printed
+    "warning: unclosed file" (review)."""
+    from PIL import Image
+
+    pkg = make_tiny_package(tmp_path / "tiny")
+    Image.open(CAT).save(tmp_path / "cat.ico")
+    r = cli("run", "--model", str(pkg), str(tmp_path / "cat.ico"))
+    assert r.returncode == 0 and "unclosed" not in r.stderr and "ResourceWarning" not in r.stderr, r.stderr

@@ -91,6 +91,7 @@ def load_arrays(path: str | os.PathLike, names: Sequence[str]) -> Feed:
     try:
         # opened here, not by np.load: numpy leaves its own handle open when a .npz is damaged
         with open(p, "rb") as f:
+            _header_fits(f, p)  # a damaged header's shape: numpy would allocate it first (MemoryError)
             loaded = np.load(f, allow_pickle=False)  # read by what the file holds, whatever its suffix says (review)
             if isinstance(loaded, np.ndarray):
                 if len(names) != 1:
@@ -100,6 +101,10 @@ def load_arrays(path: str | os.PathLike, names: Sequence[str]) -> Feed:
             else:
                 with loaded as z:
                     arrays = {k: z[k] for k in z.files}
+    except InputError:
+        raise
+    except MemoryError:  # a .npz member that inflates past the memory left
+        raise InputError(f"{p} holds arrays larger than the memory this machine has free.") from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         why = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
         if "pickled" in why:  # numpy's words for "no .npy header", which suggest unpickling an unknown file
@@ -108,6 +113,30 @@ def load_arrays(path: str | os.PathLike, names: Sequence[str]) -> Feed:
     if set(arrays) != set(names):
         raise InputError(f"{p} holds arrays {sorted(arrays)}; the model takes {names}.")
     return arrays
+
+
+def _header_fits(f, p: Path) -> None:
+    """A ``.npy`` whose header declares more bytes than the file holds (a cut or damaged file) is
+    refused before numpy allocates the declared array. Other files are left to np.load."""
+    start = f.tell()
+    try:
+        if f.read(6) != b"\x93NUMPY":
+            return
+        f.seek(start)
+        version = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(f)
+        if dtype.hasobject:
+            return  # refused by allow_pickle=False
+        need = int(np.prod(shape, dtype=object)) * dtype.itemsize
+        have = os.fstat(f.fileno()).st_size - f.tell()
+    except (ValueError, OSError, EOFError):
+        return  # np.load says what is wrong with it
+    finally:
+        f.seek(start)
+    if need > have:
+        raise InputError(f"{p} is not a readable numpy file (its header declares an array of shape {tuple(shape)}, "
+                         f"{need:,} bytes, and the file holds {max(have, 0):,}: cut short or damaged).")
 
 
 def feeds_from_dir(folder: str | os.PathLike, names: Sequence[str], inputs: list[dict] | None = None) -> list[Feed]:

@@ -70,7 +70,8 @@ def list_inputs(sources: Iterable[str], text: bool, literal: bool = False) -> li
             items.extend(str(p) for p in image_files(path, unreadable=True))
         elif path.is_file() and path.suffix.lower() in LIST_SUFFIXES:
             paths = [line.strip() for line in read_text_lines(path) if not line.lstrip().startswith("#")]
-            items.extend(line if os.path.isabs(line) else str(path.parent / line) for line in paths)
+            # a web address stays as written ("https:/..." once joined), for open_image's sentence on it
+            items.extend(line if os.path.isabs(line) or "://" in line else str(path.parent / line) for line in paths)
         else:
             items.append(src)
     # Each input once (the first time it is named): a file named again, or inside a folder also

@@ -223,11 +223,14 @@ def test_a_list_file_of_image_paths(pkgs, tmp_path):
     paths = photo_folder(tmp_path / "photos", 5)
     lst = tmp_path / "photos" / "list.txt"
     # a byte-order mark, spaces around a path and comment lines are not part of any path
-    lst.write_text("\n".join(["\ufeff# the first photos", str(paths[0]), f"  {os.path.relpath(paths[1], lst.parent)}  ", "missing.jpg"]) + "\n")
+    lst.write_text("\n".join(["\ufeff# the first photos", str(paths[0]), f"  {os.path.relpath(paths[1], lst.parent)}  ", "missing.jpg",
+                              "https://example.com/a.jpg"]) + "\n")
     out = tmp_path / "o.jsonl"
     stats = run_bulk(edgeai.load(pkgs["image"]), list_inputs([str(lst)], text=False), out)
     lines = read_lines(out)
-    assert stats["errors"] == 1 and "does not exist" in lines[2]["error"] and "top_k" in lines[1] and len(lines) == 3
+    assert stats["errors"] == 2 and "does not exist" in lines[2]["error"] and "top_k" in lines[1] and len(lines) == 4
+    # a web address is named as written and said to be one (review: joined to the list's folder, "https:/...")
+    assert lines[3]["input"] == "https://example.com/a.jpg" and "is a web address" in lines[3]["error"]
     r = cli("run", "--model", str(pkgs["image"]), str(lst))  # without --out: says what to add
     assert r.returncode == 1 and "is a list of image paths: add --out results.jsonl" in r.stderr, r.stderr
     reviews = tmp_path / "reviews.txt"  # a long text file given to an image model: told from its first lines

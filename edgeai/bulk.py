@@ -332,20 +332,30 @@ def predict_each(pipe, inputs: list[Any], top_k: int | None = None) -> list[dict
 
 
 def _each_text(pipe, texts: list, top_k: int | None) -> list[dict]:
-    try:
-        return pipe.predict(texts, top_k=top_k)  # tokenized together, in length-sorted chunks
-    except InputError:  # the tokenizer refused one (every token unknown): find it, batch the rest
-        refused = refused_texts(pipe.preprocess, texts)
-        kept = [i for i in range(len(texts)) if i not in refused]
+    with warnings.catch_warnings(record=True) as caught:  # a cut text is marked on its result, as on a bulk line
+        warnings.simplefilter("always")
         try:
-            rest = pipe.predict([texts[i] for i in kept], top_k=top_k) if kept else []
-        except InputError:  # ... and the session one (an id past the embedding's rows): each runs alone (review)
-            alone = refused_texts(lambda one: pipe.predict(one, top_k=top_k), [texts[i] for i in kept])
-            refused.update({kept[j]: why for j, why in alone.items()})
-            kept = [i for i in kept if i not in refused]
-            rest = pipe.predict([texts[i] for i in kept], top_k=top_k) if kept else []
-        got = dict(zip(kept, rest))
-        return [got[i] if i in got else {"error": refused[i]} for i in range(len(texts))]
+            got = pipe.predict(texts, top_k=top_k)  # tokenized together, in length-sorted chunks
+        except InputError:
+            got = None
+    if got is not None:
+        for w in caught:  # and still said, as predict says it
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        for n in _cut(caught):
+            got[n]["truncated"] = True
+        return got
+    # the tokenizer refused one (every token unknown): find it, batch the rest
+    refused = refused_texts(pipe.preprocess, texts)
+    kept = [i for i in range(len(texts)) if i not in refused]
+    try:
+        rest = pipe.predict([texts[i] for i in kept], top_k=top_k) if kept else []
+    except InputError:  # ... and the session one (an id past the embedding's rows): each runs alone (review)
+        alone = refused_texts(lambda one: pipe.predict(one, top_k=top_k), [texts[i] for i in kept])
+        refused.update({kept[j]: why for j, why in alone.items()})
+        kept = [i for i in kept if i not in refused]
+        rest = pipe.predict([texts[i] for i in kept], top_k=top_k) if kept else []
+    got = dict(zip(kept, rest))
+    return [got[i] if i in got else {"error": refused[i]} for i in range(len(texts))]
 
 
 def _each_prompt(pipe, x: Any, label: str) -> dict:

@@ -204,6 +204,10 @@ def test_a_cut_text_is_marked_on_its_bulk_line(text_pkg, tmp_path):
     r = cli("run", "--model", str(text_pkg), str(f), "--out", str(tmp_path / "two.jsonl"))
     lines = [json.loads(x) for x in (tmp_path / "two.jsonl").read_text().splitlines()]
     assert lines[0].get("truncated") is True and "error" in lines[1], lines
+    # and on --json's results (review: only the warning said so, not which)
+    r = cli("run", "--model", str(text_pkg), "good movie " * 40, "fine food", "--json")
+    doc = json.loads(r.stdout)
+    assert [x.get("truncated") for x in doc["results"]] == [True, None] and "1 text(s)" in r.stderr, (doc, r.stderr)
 
 
 def test_a_text_of_unknown_words_is_refused_not_guessed(text_pkg, tmp_path):

@@ -36,11 +36,11 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from .errors import EdgeAIError, InputError, unreadable
+from .errors import EdgeAIError, InputError, unreadable, user_level
 from .journal import exclusive, modified, pending, record_line, stamp
 from .preprocess import decode_workers, image_files
 from .tasks import takes_arrays
-from .text import TruncationWarning, check_text, refused_texts
+from .text import TruncationWarning, check_text, refused_texts, truncation_warning
 from .text_inputs import TEXT_SUFFIXES, TextLine, expand_text_inputs, input_fields, read_text_lines
 
 LIST_SUFFIXES = set(TEXT_SUFFIXES)
@@ -258,29 +258,31 @@ def _text_batches(pipe, todo: list[str], batch_size: int, top_k: int | None) -> 
                 good.append(i)
             except EdgeAIError as e:
                 records[i] = _error_line(t, e)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")  # a cut text is marked on its line ("truncated": true), not printed
-            try:
-                results = pipe.predict([chunk[i] for i in good], top_k) if good else []
-                for i, r in zip(good, results):
-                    records[i] = _text_line(chunk[i], r)
-                for n in _cut(caught):
-                    records[good[n]]["truncated"] = True
-            except EdgeAIError:
-                for i in good:
-                    del caught[:]
-                    try:
-                        records[i] = _text_line(chunk[i], pipe.predict(chunk[i], top_k))
-                        if _cut(caught):
-                            records[i]["truncated"] = True
-                    except EdgeAIError as e:
-                        records[i] = _error_line(chunk[i], e)
+        try:  # a cut text is marked on its line ("truncated": true), not printed
+            for i, r in zip(good, _predict_marked(pipe, [chunk[i] for i in good], top_k) if good else []):
+                records[i] = _text_line(chunk[i], r)
+        except EdgeAIError:
+            for i in good:
+                try:
+                    records[i] = _text_line(chunk[i], _predict_marked(pipe, [chunk[i]], top_k)[0])
+                except EdgeAIError as e:
+                    records[i] = _error_line(chunk[i], e)
         yield records
 
 
-def _cut(caught: list) -> set[int]:
-    """The positions, in the batch that warned, of the texts cut to the model's length."""
-    return {n for w in caught if isinstance(w.message, TruncationWarning) for n in w.message.cut}
+def _predict_marked(pipe, texts: list, top_k: int | None) -> list[dict]:
+    """``pipe.predict(texts)``, the result of each text cut to the model's length marked
+    ``"truncated"`` instead of warned of (the caller counts them); other warnings pass on."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = pipe.predict(texts, top_k=top_k)  # tokenized together, in length-sorted chunks
+    for w in caught:
+        if isinstance(w.message, TruncationWarning):
+            for n in w.message.cut:
+                got[n]["truncated"] = True
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return got
 
 
 def _text_line(item, result: dict, generates: bool = False) -> dict:
@@ -331,29 +333,32 @@ def predict_each(pipe, inputs: list[Any], top_k: int | None = None) -> list[dict
     return results
 
 
+EACH_SLICE = 1024  # texts tokenized at once by predict_each: 50,000 lines at once held 1 GB of encodings (review)
+
+
 def _each_text(pipe, texts: list, top_k: int | None) -> list[dict]:
-    with warnings.catch_warnings(record=True) as caught:  # a cut text is marked on its result, as on a bulk line
-        warnings.simplefilter("always")
-        try:
-            got = pipe.predict(texts, top_k=top_k)  # tokenized together, in length-sorted chunks
-        except InputError:
-            got = None
-    if got is not None:
-        for w in caught:  # and still said, as predict says it
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-        for n in _cut(caught):
-            got[n]["truncated"] = True
-        return got
-    # the tokenizer refused one (every token unknown): find it, batch the rest
-    refused = refused_texts(pipe.preprocess, texts)
+    """The texts' results, a slice at a time; a cut text is marked ``"truncated"`` on its result,
+    as on a bulk line, and one warning counts them all, as predict's does."""
+    results = [r for start in range(0, len(texts), EACH_SLICE) for r in _text_slice(pipe, texts[start : start + EACH_SLICE], top_k)]
+    if cut := [i for i, r in enumerate(results) if r.get("truncated")]:
+        warnings.warn(truncation_warning(cut, texts[cut[0]], int(pipe.package.manifest["preprocess"]["max_length"])),
+                      stacklevel=user_level())
+    return results
+
+
+def _text_slice(pipe, texts: list, top_k: int | None) -> list[dict]:
+    try:
+        return _predict_marked(pipe, texts, top_k)
+    except InputError:  # the tokenizer refused one (every token unknown): find it, batch the rest
+        refused = refused_texts(pipe.preprocess, texts)
     kept = [i for i in range(len(texts)) if i not in refused]
     try:
-        rest = pipe.predict([texts[i] for i in kept], top_k=top_k) if kept else []
+        rest = _predict_marked(pipe, [texts[i] for i in kept], top_k) if kept else []
     except InputError:  # ... and the session one (an id past the embedding's rows): each runs alone (review)
         alone = refused_texts(lambda one: pipe.predict(one, top_k=top_k), [texts[i] for i in kept])
         refused.update({kept[j]: why for j, why in alone.items()})
         kept = [i for i in kept if i not in refused]
-        rest = pipe.predict([texts[i] for i in kept], top_k=top_k) if kept else []
+        rest = _predict_marked(pipe, [texts[i] for i in kept], top_k) if kept else []
     got = dict(zip(kept, rest))
     return [got[i] if i in got else {"error": refused[i]} for i in range(len(texts))]
 

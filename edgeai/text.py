@@ -102,16 +102,20 @@ class TextPreprocessor:
                                  "every token is unknown), so any answer would be a guess; give text in the language it was trained on.")
         cut = [i for i, e in enumerate(encodings) if e.overflowing]
         if cut:
-            first = texts[cut[0]]
-            first = " / ".join(first) if isinstance(first, tuple) else first  # a sentence pair
-            shown = first[:40] + ("..." if len(first) > 40 else "")
-            warning = TruncationWarning(f"{len(cut)} text(s) longer than {self.max_length} tokens were truncated to "
-                                        f"{self.max_length} (first: {shown!r}).")
-            warning.cut = tuple(cut)
-            warnings.warn(warning, stacklevel=user_level())
+            warnings.warn(truncation_warning(cut, texts[cut[0]], self.max_length), stacklevel=user_level())
         return {
             name: np.asarray([getattr(e, _FIELDS[name]) for e in encodings], dtype=np.int64) for name in self.input_names
         }
+
+
+def truncation_warning(cut: Sequence[int], first: Any, max_length: int) -> TruncationWarning:
+    """The one warning of a batch whose texts at ``cut`` were truncated (``first``: the first of them)."""
+    first = tuple(first.values()) if isinstance(first, dict) else first  # a sentence pair, as given or checked
+    first = " / ".join(first) if isinstance(first, tuple) else str(first)
+    shown = first[:40] + ("..." if len(first) > 40 else "")
+    warning = TruncationWarning(f"{len(cut)} text(s) longer than {max_length} tokens were truncated to {max_length} (first: {shown!r}).")
+    warning.cut = tuple(cut)
+    return warning
 
 
 def refused_texts(tokenize: Callable[[list], Any], texts: Sequence[Any]) -> dict[int, str]:

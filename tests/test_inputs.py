@@ -396,3 +396,20 @@ def test_an_icon_file_is_closed_after_it_is_read(tmp_path):
     Image.open(CAT).save(tmp_path / "cat.ico")
     r = cli("run", "--model", str(pkg), str(tmp_path / "cat.ico"))
     assert r.returncode == 0 and "unclosed" not in r.stderr and "ResourceWarning" not in r.stderr, r.stderr
+
+
+def test_predict_each_tokenizes_a_slice_at_a_time_and_warns_once(text_pkg, monkeypatch):
+    """A text file run without --out was tokenized whole: 50,000 lines held 1 GB of encodings
+    (review). It goes a slice at a time now, with the same results, marks and one warning."""
+    from edgeai import bulk
+    from edgeai.text import TruncationWarning
+
+    texts = ["good movie", "good movie " * 40, "fine food", "bad day " * 40, "bad day"]
+    pipe = edgeai.load(text_pkg)
+    with pytest.warns(TruncationWarning) as whole:
+        want = pipe.predict_each(texts)
+    monkeypatch.setattr(bulk, "EACH_SLICE", 2)
+    with pytest.warns(TruncationWarning) as sliced:
+        got = pipe.predict_each(texts)
+    assert got == want and [r.get("truncated") for r in got] == [None, True, None, True, None]
+    assert len(sliced) == len(whole) == 1 and str(sliced[0].message).startswith("2 text(s) longer than 32 tokens")

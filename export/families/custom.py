@@ -192,9 +192,9 @@ def export_module(module, example_inputs: dict, out: str | os.PathLike, dynamic:
 
 def _export_in_eval_mode(module, example_inputs: dict, out, dynamic: dict, output_names: list[str] | None, precision: str,
                          calibration, name: str | None, source: str, progress, budget: float | None):
-    from edgeai.export.exporter import Source, Tolerance, export, user_budget
     import torch
 
+    from edgeai.export.exporter import Source, Tolerance, export, user_budget
     from edgeai.export.generic import trace_example
 
     kind = type(module).__name__

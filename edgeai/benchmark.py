@@ -32,6 +32,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from . import _records, providers as _providers
+from ._records import unsteady
 from .data.feeds import OTHER_AXIS, batch_axis, check_room, input_kind, load_inputs, random_feed, text_feeds
 from .choice import call_batch, check_threads, fixed_batch
 from .rows import per_row
@@ -211,7 +212,7 @@ def bench(
     auto: bool = False,
 ) -> dict[str, Any]:
     """Measure the package's variants; returns ``{"model", "machine", ..., "results": [row, ...],
-    "unsteady", "skipped"}`` (:func:`unsteady`: which rows look disturbed by a busy machine, or None;
+    "unsteady", "skipped"}`` (:func:`edgeai._records.unsteady`: which rows look disturbed by a busy machine, or None;
     ``skipped``: the variants ``"all"`` left out because their file is missing or damaged, with why).
 
     A row: ``engine, variant, provider, batch, session_ms, first_ms, p50_ms, p90_ms, p99_ms,
@@ -320,23 +321,6 @@ def _describe_inputs(pkg: Package, inputs: Any, tokens: int) -> str:
     if input_kind(pkg) == "generation":  # _feed: one decode step; items/s is then new tokens/s per sequence
         return f"one decode step (a new token per item) after {_decode_past(pkg, tokens)} cached tokens"
     return "seeded random inputs of the model's input shape"
-
-
-TAIL_OVER_MEDIAN, ROUNDS_APART = 10.0, 1.5  # past these a row's calls did not run alike: neighbours, not the model
-TAIL_MS = 3.0  # ...but a p99 within 3 ms of p50 is one preemption (a timeslice), not a busy machine (0.02 ms models)
-
-
-def unsteady(rows: list[dict]) -> str | None:
-    """Which rows' figures look disturbed: p99 over 10x p50 (and 3 ms more), or round medians 1.5x apart."""
-    said = []
-    for r in rows:
-        name, rounds = "PyTorch" if r["engine"] == "pytorch" else r["variant"], [x for x in r.get("p50_by_round_ms") or [] if x]
-        name += f" batch {r['batch']}" + (f" on {r['threads']} thread{'s' if r['threads'] > 1 else ''}" if r.get("threads") else "")
-        if r["p50_ms"] and r["p99_ms"] and r["p99_ms"] > max(TAIL_OVER_MEDIAN * r["p50_ms"], r["p50_ms"] + TAIL_MS):
-            said.append(f"{name}: p99 {r['p99_ms'] / r['p50_ms']:.0f}x p50")
-        elif len(rounds) > 1 and max(rounds) > ROUNDS_APART * min(rounds):
-            said.append(f"{name}: round medians {max(rounds) / min(rounds):.1f}x apart")
-    return "; ".join(said[:3]) + (f"; {len(said) - 3} more" if len(said) > 3 else "") if said else None
 
 
 def _run_worker(pkg: Package, case: Case, model: Path | None, feed: Path, threads: int | None, runs: int | None, min_time: float,

@@ -54,7 +54,7 @@ class TraceWarning(EdgeAIWarning):
 
 class UnsteadyTimingWarning(EdgeAIWarning):
     """The latencies export, optimize or quantize just recorded look disturbed (a busy machine:
-    see ``edgeai.benchmark.unsteady``). They are recorded, and ``auto`` chooses by them, so the
+    see ``edgeai._records.unsteady``). They are recorded, and ``auto`` chooses by them, so the
     warning names ``edgeai bench PKG --record`` to time them again. The CLI prints a ``warning:``."""
 
 

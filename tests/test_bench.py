@@ -466,13 +466,13 @@ def test_builds_warn_when_the_latencies_they_record_are_unsteady(small_pkg, fact
     command. The thresholds are lowered here so that real timings count as unsteady."""
     from typer.testing import CliRunner
 
-    import edgeai.benchmark
+    import edgeai._records
     from edgeai.cli import app
 
     pkg = tmp_path / "my small"  # a space: the suggested command quotes it, so that it runs when pasted
     shutil.copytree(small_pkg, pkg)
-    monkeypatch.setattr(edgeai.benchmark, "TAIL_OVER_MEDIAN", 0.5)  # every p99 is over half its p50
-    monkeypatch.setattr(edgeai.benchmark, "TAIL_MS", -1.0)  # ...and whatever its distance from p50
+    monkeypatch.setattr(edgeai._records, "TAIL_OVER_MEDIAN", 0.5)  # every p99 is over half its p50
+    monkeypatch.setattr(edgeai._records, "TAIL_MS", -1.0)  # ...and whatever its distance from p50
     r = CliRunner().invoke(app, ["optimize", str(pkg)])
     assert r.exit_code == 0, r.output
     assert "warning: the latencies just recorded are unsteady (fp32 batch 1: p99 " in r.output

@@ -49,17 +49,20 @@ class Submitting:
                 from concurrent.futures import ThreadPoolExecutor
 
                 self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgeai")
-            future = self._executor.submit(self._job, x, top_k, options if generate else None)
+            future = self._executor.submit(self._job, x, top_k, options if generate else None, self._cancels)
             self._busy += 1  # the job's _finished() waits for this lock, so it counts after this
+            # a Future cancelled while queued never runs _job: give its count back, or close() waits for ever
+            future.add_done_callback(lambda f: f.cancelled() and self._finished())
             return future
 
-    def _job(self, x: Any, top_k: int | None, generate: dict | None = None) -> Any:
+    def _job(self, x: Any, top_k: int | None, generate: dict | None = None, cancels: int | None = None) -> Any:
         self._worker = threading.get_ident()  # close() from a Future's callback runs on this thread
         self._local.depth = 1  # counted in _busy by submit: runs even when close() has begun
+        self._local.cancels = cancels  # a cancel() after submit() stops this job's generation too
         try:
             return self.generate(x, **generate) if generate is not None else self.predict(x, top_k)
         finally:
-            self._local.depth = 0
+            self._local.depth, self._local.cancels = 0, None
             self._finished()
 
 

@@ -40,7 +40,7 @@ from .errors import EdgeAIError, InputError, unreadable, user_level
 from .journal import exclusive, modified, pending, record_line, stamp
 from .preprocess import decode_workers, image_files
 from .tasks import takes_arrays
-from .text import TruncationWarning, check_text, refused_texts, truncation_warning
+from .text import check_text, recording_cuts, refused_texts, truncation_warning
 from .text_inputs import TEXT_SUFFIXES, TextLine, expand_text_inputs, input_fields, read_text_lines
 
 LIST_SUFFIXES = set(TEXT_SUFFIXES)
@@ -273,15 +273,10 @@ def _text_batches(pipe, todo: list[str], batch_size: int, top_k: int | None) -> 
 def _predict_marked(pipe, texts: list, top_k: int | None) -> list[dict]:
     """``pipe.predict(texts)``, the result of each text cut to the model's length marked
     ``"truncated"`` instead of warned of (the caller counts them); other warnings pass on."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with recording_cuts(quiet=True) as cuts:  # this thread's cuts only: other threads' calls and warnings untouched
         got = pipe.predict(texts, top_k=top_k)  # tokenized together, in length-sorted chunks
-    for w in caught:
-        if isinstance(w.message, TruncationWarning):
-            for n in w.message.cut:
-                got[n]["truncated"] = True
-        else:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    for n in {n for cut in cuts for n in cut}:
+        got[n]["truncated"] = True
     return got
 
 

@@ -42,6 +42,7 @@ class Request:
     sampling: Sampling
     cancel: threading.Event = field(default_factory=threading.Event)  # the caller's (Pipeline.cancel sets it too)
     dropped: threading.Event = field(default_factory=threading.Event)  # a stream's reader gone, or its pipeline closed
+    halted: Callable[[], bool] = lambda: False  # Pipeline.cancel() called since the request was made
     stream: bool = False
     ids: list[int] = field(default_factory=list)
     finish_reason: str | None = None
@@ -105,7 +106,7 @@ class Generator:
         rng = np.random.default_rng(req.sampling.seed)
         step_ids = prefix
         while True:
-            if req.cancel.is_set() or req.dropped.is_set():
+            if req.cancel.is_set() or req.dropped.is_set() or req.halted():
                 req.finish_reason = "cancelled"
                 break
             logits = self._step(step_ids, len(prefix) + len(req.ids) - len(step_ids), cache, cross)
@@ -345,12 +346,15 @@ def generator_for(pipe) -> Generator:
 
 
 def generate(pipe, prompt: Any, stream: bool = False, cancel: threading.Event | None = None,
-             stats: dict | None = None, **options: Any) -> Any:
+             stats: dict | None = None, _cancels: int | None = None, **options: Any) -> Any:
     """What ``Pipeline.generate`` does (see there); ``pipe`` counts a streamed request as a call
     in flight until its last piece, so ``close()`` waits for it."""
     from . import chat
     from .text import check_text
 
+    if _cancels is None:  # Pipeline.cancel()s so far: as submit() saw them, else now
+        _cancels = getattr(pipe._local, "cancels", None)
+        _cancels = pipe._cancels if _cancels is None else _cancels
     s = _sampling(options)
     _check_cancel(cancel)
     gen = generator_for(pipe)
@@ -363,14 +367,15 @@ def generate(pipe, prompt: Any, stream: bool = False, cancel: threading.Event | 
             raise InputError("stream=True takes one prompt; call generate once per prompt.")
         if not prompt:
             raise InputError("generate() was given an empty list; pass at least one prompt.")
-        return [generate(pipe, p, cancel=cancel, **options) for p in prompt]
+        return [generate(pipe, p, cancel=cancel, _cancels=_cancels, **options) for p in prompt]
     else:
         ids = gen.encode(check_text(prompt))
     if len(ids) > gen.max_length - (gen.encoder is None):  # here: a stream says so before its first piece
         raise InputError(f"The prompt is {len(ids)} tokens; " + (  # T5's encoder reads it: not "in all" (review)
             f"this model's encoder reads at most {gen.max_length}." if gen.encoder is not None else
             f"this model takes at most {gen.max_length} in all, the prompt and at least one new token."))
-    req = Request(ids, s, cancel if cancel is not None else threading.Event(), stream=stream)
+    req = Request(ids, s, cancel if cancel is not None else threading.Event(), stream=stream,
+                  halted=lambda: pipe._cancels != _cancels)
     if not stream:
         with pipe._track(req):
             r = result(req, gen.run(req))

@@ -68,7 +68,8 @@ class Pipeline(Submitting):
         self._closed = False
         self._local = threading.local()  # this thread's call depth: inner calls are not refused
         self._gen = None  # the generation loop of a text-generation package, made on first use
-        self._requests: set = set()  # generations in flight, for cancel()
+        self._requests: set = set()  # generations in flight, for close()
+        self._cancels = 0  # cancel() calls so far: a generation requested before the last one stops (generation.generate)
         self._worker: int | None = None  # the submit worker's thread
         _PIPELINES.add(self)
 
@@ -246,10 +247,11 @@ class Pipeline(Submitting):
                         seed=seed, stop=stop)
 
     def cancel(self) -> None:
-        """Stop every generation in flight at its next step (finish_reason "cancelled")."""
+        """Stop every generation in flight at its next step (finish_reason "cancelled"): those running,
+        submitted, streams not yet read and the rest of a list of prompts. The caller's own ``cancel``
+        Events are left as they are."""
         with self._cond:
-            for req in self._requests:
-                req.cancel.set()
+            self._cancels += 1
 
     @contextlib.contextmanager
     def _track(self, req):
@@ -289,15 +291,16 @@ class Pipeline(Submitting):
     def close(self) -> None:
         """Refuse new calls, end open streams, wait for the calls in flight and the submitted Futures, free the session; twice is fine."""
         with self._cond:
-            if self._closed:
-                return
-            self._closed = True
+            first, self._closed = not self._closed, True
             for req in (r for r in self._requests if r.stream):  # a stream nobody reads holds its call open
                 req.dropped.set()
         if threading.get_ident() == self._worker:
             # a Future's done-callback: the Futures queued need this thread; release beside it (review: a hang)
-            threading.Thread(target=self._release, name="edgeai-close", daemon=True).start()
+            if first:
+                threading.Thread(target=self._release, name="edgeai-close", daemon=True).start()
         else:
+            # every close() waits, not only the first: a second one (another thread's, or a retry after
+            # Ctrl-C interrupted the first) returned at once with calls in flight and the session held
             self._release()
 
     def _release(self) -> None:

@@ -8,6 +8,8 @@ runs it. Each batch is padded to its longest item; longer texts are cut to the p
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -102,7 +104,10 @@ class TextPreprocessor:
                                  "every token is unknown), so any answer would be a guess; give text in the language it was trained on.")
         cut = [i for i, e in enumerate(encodings) if e.overflowing]
         if cut:
-            warnings.warn(truncation_warning(cut, texts[cut[0]], self.max_length), stacklevel=user_level())
+            if (log := getattr(_LOCAL, "cuts", None)) is not None:
+                log.append(tuple(cut))
+            if not getattr(_LOCAL, "quiet", False):
+                warnings.warn(truncation_warning(cut, texts[cut[0]], self.max_length), stacklevel=user_level())
         return {
             name: np.asarray([getattr(e, _FIELDS[name]) for e in encodings], dtype=np.int64) for name in self.input_names
         }
@@ -118,12 +123,28 @@ def truncation_warning(cut: Sequence[int], first: Any, max_length: int) -> Trunc
     return warning
 
 
+# This thread's record of the texts cut (recording_cuts) and whether a cut is warned of: not
+# warnings.catch_warnings, which swaps the whole process's warning machinery under every thread (review).
+_LOCAL = threading.local()
+
+
+@contextlib.contextmanager
+def recording_cuts(quiet: bool = False):
+    """Collect, on this thread only, the ``cut`` positions of each batch tokenized in the block
+    (a list of tuples); ``quiet``: without their TruncationWarning."""
+    saved = getattr(_LOCAL, "cuts", None), getattr(_LOCAL, "quiet", False)
+    _LOCAL.cuts, _LOCAL.quiet = [], quiet or saved[1]
+    try:
+        yield _LOCAL.cuts
+    finally:
+        _LOCAL.cuts, _LOCAL.quiet = saved
+
+
 def refused_texts(tokenize: Callable[[list], Any], texts: Sequence[Any]) -> dict[int, str]:
     """Which texts ``tokenize`` refuses on their own (index -> its sentence), its warnings held
     back: what a batch that raised is split by, so that the rest still run as one batch."""
     refused = {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the batch of the rest warns once
+    with recording_cuts(quiet=True):  # the batch of the rest warns once
         for i, t in enumerate(texts):
             try:
                 tokenize([t])

@@ -483,6 +483,28 @@ def test_cancel_stops_within_one_step(packages):
         pipe.submit("Tell me", temperature=-1)
 
 
+def test_pipeline_cancel_stops_what_was_asked_before_it_and_leaves_the_callers_event(packages):
+    """Pipeline.cancel() set the caller's own Event (every later request with it was cancelled at
+    once), and missed the rest of a list of prompts and generations still queued (review)."""
+    with edgeai.load(packages["gpt2"]) as pipe:
+        mine = threading.Event()
+        gate = pipe.submit("Tell me a long story", generate=True, max_new_tokens=200, temperature=1.0, seed=0, cancel=mine)
+        queued = pipe.submit("Once upon a time", generate=True, max_new_tokens=200, temperature=1.0, seed=1)
+        pipe.cancel()
+        assert [f.result(timeout=60)["finish_reason"] for f in (gate, queued)] == ["cancelled", "cancelled"]
+        assert not mine.is_set()
+        after = pipe.generate("Tell me a story", max_new_tokens=4, cancel=mine)  # asked after the cancel: runs
+        assert after["finish_reason"] != "cancelled" and after["new_tokens"] > 0
+        listed = threading.Thread(target=lambda: out.extend(pipe.generate(["a", "b", "c"], max_new_tokens=200, temperature=1.0, seed=0)))
+        out: list = []
+        listed.start()
+        while not pipe._requests and listed.is_alive():
+            pass
+        pipe.cancel()
+        listed.join(60)
+        assert [r["finish_reason"] for r in out] == ["cancelled"] * 3, out
+
+
 def test_a_stream_left_early_is_cancelled_and_waited_for(packages, tmp_path):
     """A reader that stops early (break, Ctrl-C, a closed pipe) cancels the request and waits for the
     step under way: a generation thread still inside ONNX Runtime when the interpreter exits aborts

@@ -413,3 +413,29 @@ def test_predict_each_tokenizes_a_slice_at_a_time_and_warns_once(text_pkg, monke
         got = pipe.predict_each(texts)
     assert got == want and [r.get("truncated") for r in got] == [None, True, None, True, None]
     assert len(sliced) == len(whole) == 1 and str(sliced[0].message).startswith("2 text(s) longer than 32 tokens")
+
+
+def test_predict_each_from_two_threads_marks_its_own_texts_and_leaves_warnings_working(text_pkg):
+    """predict_each held its cut texts with warnings.catch_warnings, which swaps the process's
+    warning machinery under every thread: short texts were marked "truncated", long ones not, and
+    afterwards no warning of the program's showed (review)."""
+    import threading
+    import warnings
+
+    pipe = edgeai.load(text_pkg)
+    texts = {0: ["good movie " * 40, "fine food"], 1: ["bad day", "bad day " * 40]}
+    wrong = []
+
+    def each(k):
+        for _ in range(100):
+            got = pipe.predict_each(texts[k])
+            wrong.extend(r for r, t in zip(got, texts[k]) if bool(r.get("truncated")) != (len(t) > 100))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        threads = [threading.Thread(target=each, args=(k,)) for k in (0, 1)]
+        [t.start() for t in threads], [t.join() for t in threads]
+    assert not wrong
+    with pytest.warns(UserWarning, match="still shown"):
+        warnings.warn("still shown")
+

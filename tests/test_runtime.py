@@ -353,6 +353,33 @@ def test_submit_and_context_manager(tiny_pkg):
             pipe.submit(Image.open(half)).result(timeout=30)
 
 
+def test_a_cancelled_future_and_a_second_close_do_not_break_close(tiny_pkg):
+    """A Future cancelled while queued never ran its job, so close() waited for it for ever; and
+    a second close() (another thread's, or a retry after Ctrl-C) returned at once with a call in
+    flight and the session held (review)."""
+    import threading
+
+    pipe = edgeai.load(tiny_pkg)
+    gate = pipe.submit([str(CAT)] * 30)  # keeps the one worker busy
+    later = pipe.submit(str(CAT))
+    assert later.cancel()
+    gate.result(timeout=60)
+    closing = threading.Thread(target=pipe.close, daemon=True)
+    closing.start()
+    closing.join(30)
+    assert not closing.is_alive() and pipe._busy == 0
+    pipe = edgeai.load(tiny_pkg)
+    running = threading.Thread(target=pipe.predict, args=([str(CAT)] * 60,))
+    running.start()
+    first = threading.Thread(target=pipe.close)
+    while pipe._busy == 0 and running.is_alive():  # the call is in flight
+        pass
+    first.start()
+    pipe.close()  # the second one waits too
+    assert not running.is_alive() and pipe.session._session is None
+    running.join(), first.join()
+
+
 def test_submit_after_fork_close_from_a_callback_and_a_misspelt_keyword(tiny_pkg):
     """Review: a child forked after the parent used submit() waited for ever on the parent's
     worker thread; close() from a Future's done-callback raised "cannot join current thread";

@@ -6,6 +6,7 @@ import contextlib
 import errno
 import importlib.util
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -154,7 +155,8 @@ def stderr_progress(stage: str) -> None:
     head = stage.split(" (")[0]
     if head != getattr(stderr_progress, "_last", None):
         stderr_progress._last = head  # type: ignore[attr-defined]
-        print(f"edgeai: {stage}", file=sys.stderr, flush=True)
+        # a counter would stay at its first value ("(0/9)"): the line is printed once
+        print(f"edgeai: {re.sub(r' [(][0-9]+/[0-9]+[)]$', '', stage)}", file=sys.stderr, flush=True)
 
 
 def ensure_builtin(name: str, progress: Callable[[str], None] | None = None) -> Path:

@@ -17,10 +17,14 @@ import sys
 import time
 from concurrent.futures import Future
 
-from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtGui import QImageReader, QPixmap
-from PySide6.QtWidgets import (QApplication, QFileDialog, QHBoxLayout, QLabel, QProgressBar, QPushButton,
-                               QVBoxLayout, QWidget)
+try:
+    from PySide6.QtCore import Qt, QTimer, Signal
+    from PySide6.QtGui import QImageReader, QPixmap
+    from PySide6.QtWidgets import (QApplication, QFileDialog, QHBoxLayout, QLabel, QProgressBar, QPushButton,
+                                   QVBoxLayout, QWidget)
+except ImportError:  # the dev extra brings it; one sentence, not a traceback
+    raise SystemExit("error: samples/desktop_app.py needs PySide6: pip install pyside6-essentials "
+                     "(or the dev extra, pip install -e \".[dev]\").") from None
 
 import edgeai
 

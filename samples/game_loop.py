@@ -17,7 +17,11 @@ from collections import deque
 from pathlib import Path
 
 import numpy as np
-import pygame
+
+try:
+    import pygame
+except ImportError:  # the dev extra brings it; one sentence, not a traceback
+    raise SystemExit("error: samples/game_loop.py needs pygame: pip install pygame (or the dev extra, pip install -e \".[dev]\").") from None
 
 import edgeai
 

@@ -485,3 +485,45 @@ def test_a_gemm_kept_float_by_dynamic_int8_stays_float(tmp_path):
     assert "MatMulInteger" in ops([])
     kept = ops(["/head/Gemm"])
     assert "MatMulInteger" not in kept and "DynamicQuantizeLinear" not in kept, kept
+
+
+class _BiasNegated(_Negated):
+    """Another real recipe that misses a budget, by less: only the bias negated (0.04 agreement, against 0.0)."""
+
+    name = "bias-negated"
+
+    def run(self, pkg, src, dest, work, ctx):
+        import onnx
+        from onnx import numpy_helper
+
+        m = onnx.load(str(src))
+        for init in m.graph.initializer:
+            if init.name == "B":
+                init.CopyFrom(numpy_helper.from_array(-numpy_helper.to_array(init), init.name))
+        onnx.save(m, str(dest))
+        return {"method": "bias-negated"}
+
+
+def test_a_worse_variant_does_not_replace_one_that_misses_the_budget_by_less(tmp_path):
+    """`quantize cnn --method dynamic` replaced a static int8 at 0.89 agreement with a dynamic one at
+    0.66, exit 0 and no word, because the old one missed the budget too (review)."""
+    import pytest
+
+    from edgeai.errors import InputError
+    from edgeai.package import Package
+    from edgeai.quantize import quantize
+    from edgeai.quantize.runner import Context, run_step
+
+    pkg = make_tiny_package(tmp_path / "tiny")
+    quantize(pkg, method="dynamic", measure_latency=False, budget=0.99)
+    run_step(_BiasNegated(), Package.open(pkg), Context(replace=True))
+    before = json.loads((pkg / "manifest.json").read_text())
+    kept = before["variants"]["int8"]["accuracy"]["top1_agreement"]
+    assert 0 < kept < 0.99
+    with pytest.raises(InputError, match=r"The new int8 \(negated\) is less accurate than the one already in .*top1_agreement 0 < "
+                                         r".*neither meets the budget\), so that one is kept; give --replace"):
+        run_step(_Negated(), Package.open(pkg), Context())
+    assert json.loads((pkg / "manifest.json").read_text()) == before
+    run_step(_Negated(), Package.open(pkg), Context(replace=True))
+    run_step(_BiasNegated(), Package.open(pkg), Context())  # better, though still short: replaces it
+    assert Package.open(pkg).variants["int8"]["accuracy"]["top1_agreement"] == kept

@@ -193,6 +193,13 @@ def test_a_transformer_encoder_of_token_ids_gets_its_int8(tmp_path):
     assert not list(tmp_path.glob("enc/.*")), "no temporary graph left beside the variants"
 
 
+def test_a_python_file_without_its_factory_is_told_what_is_missing():
+    # review: "--input applies to FILE.py:FACTORY exports, not to samples/net.py" did not say what to add
+    r = cli("export", "samples/net.py", "--input", "x:1,3,32,32:float32")
+    assert r.returncode == 1 and "samples/net.py is a Python file: name the function that returns its module, " \
+        "samples/net.py:FUNCTION" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
 def test_cli_exports_a_factory_and_runs_npy_inputs(tmp_path):
     (tmp_path / "net.py").write_text(FACTORY)
     r = cli("export", f"{tmp_path / 'net.py'}:make", "--input", "x:1,3,8,8:float32", "--dynamic", "x:0:batch",

@@ -51,3 +51,13 @@ def test_game_view_stays_inside_the_photo_for_a_whole_minute():
     screen, photo = pygame.Surface((64, 48)), pygame.Surface((120, 90))
     for t in np.arange(0, 60, 1 / 60):  # a minute at 60 fps
         game.draw_view(screen, photo, float(t))
+
+
+@pytest.mark.parametrize("sample, module, package", [("game_loop.py", "pygame", "pygame"),
+                                                      ("desktop_app.py", "PySide6", "pyside6-essentials")])
+def test_a_sample_without_its_ui_library_says_what_to_install(sample, module, package):
+    # the first set-up command installs the export extra only: a traceback was all a user saw (review)
+    hide = f"import sys; sys.modules[{module!r}] = None; sys.argv = [{sample!r}]; import runpy; runpy.run_path({str(ROOT / 'samples' / sample)!r}, run_name='__main__')"
+    r = subprocess.run([sys.executable, "-c", hide], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.startswith(f"error: samples/{sample} needs ") and f"pip install {package}" in r.stderr, r.stderr

@@ -136,6 +136,9 @@ def export(name: Optional[str] = None, output: Optional[Path] = None, precision:
     else:
         factory_only = [o for o in factory_options.values() if o.name not in _builtin_option_names()]
         flags = [o.flag for o in factory_only if o.name in given]
+        if flags and name.endswith(".py"):  # FILE.py without :FACTORY: say what is missing, not that the flags do not apply
+            raise InputError(f"{name} is a Python file: name the function that returns its module, {name}:FUNCTION "
+                             "(e.g. samples/net.py:make_model).")
         if flags:
             listed = flags[0] if len(flags) == 1 else f"{', '.join(flags[:-1])} and {flags[-1]}"
             raise InputError(f"{listed} appl{'ies' if len(flags) == 1 else 'y'} to FILE.py:FACTORY exports, not to {name}.")

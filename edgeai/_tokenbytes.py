@@ -122,5 +122,6 @@ def space_before(decode: Callable[[list[int]], str], prev: int, token: int) -> s
     ("Hello worldcan"). "" where nothing is dropped (GPT-2's " can" keeps its space)."""
     before, alone, both = decode([prev]), decode([token]), decode([prev, token])
     gap = both[len(before):] if both.startswith(before) else ""
-    lead = gap[: len(gap) - len(alone)] if alone and gap.endswith(alone) else ""
+    # a lone "▁" (Llama's " 2023" starts with one) decodes alone to "": its whole gap is the space
+    lead = gap[: len(gap) - len(alone)] if gap.endswith(alone) else ""
     return lead if lead.isspace() else ""

@@ -250,7 +250,7 @@ def bench(
 
         chosen = choose_variant(pkg, _providers.CPU, device_id)[0]
         own = resolve_threads(pkg, chosen, _providers.CPU, device_id=device_id)[0]
-        cases += [Case("onnxruntime", chosen, _providers.CPU, b, own) for b in batches if own]
+        cases += [Case("onnxruntime", chosen, _providers.CPU, b, own) for b in batches if own and chosen not in skipped]
     cases += [Case("pytorch", "pytorch", p, b) for p in torch_provs for b in batches]
     per: dict[Case, list[dict]] = {c: [] for c in cases}
     total, done = len(cases) * rounds, 0

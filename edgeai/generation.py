@@ -394,4 +394,7 @@ def generate(pipe, prompt: Any, stream: bool = False, cancel: threading.Event | 
         if stats is not None:
             stats.update(r)
 
-    return stream_pieces(run, req.cancel, req.dropped)
+    class _Stopped:  # the caller's Event or a Pipeline.cancel() since: no piece already made is handed over either
+        is_set = staticmethod(lambda: req.cancel.is_set() or req.halted())
+
+    return stream_pieces(run, _Stopped, req.dropped)

@@ -503,6 +503,33 @@ def test_pipeline_cancel_stops_what_was_asked_before_it_and_leaves_the_callers_e
         pipe.cancel()
         listed.join(60)
         assert [r["finish_reason"] for r in out] == ["cancelled"] * 3, out
+        stats, seen = {}, []  # a stream read on: no piece made before the cancel is handed over after it (review)
+        for piece in pipe.generate("Tell me a long story", stream=True, max_new_tokens=200, temperature=1.0, seed=0, stats=stats):
+            seen.append(piece)
+            if len(seen) == 3:
+                pipe.cancel()
+        assert len(seen) == 3 and stats["finish_reason"] == "cancelled"
+
+
+def test_cli_says_no_figures_of_a_prompt_whose_step_failed(packages, monkeypatch):
+    # the lead shown before the first piece sits in stats: a failed run printed "[0 tokens, ..., None; ...]" (review)
+    from typer.testing import CliRunner
+
+    import edgeai.generation as g
+    from edgeai.cli import app
+    from edgeai.errors import EdgeAIError
+
+    step, calls = g.Generator._step, []
+
+    def failing(self, *a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise EdgeAIError("ONNX Runtime refused step 3.")
+        return step(self, *a, **k)
+
+    monkeypatch.setattr(g.Generator, "_step", failing)
+    r = CliRunner().invoke(app, ["generate", "--model", str(packages["gpt2"]), "Hello there", "--max-new-tokens", "8"])
+    assert r.exit_code == 1 and "ONNX Runtime refused step 3." in r.stderr and "tokens/s" not in r.stderr, r.stderr
 
 
 def test_a_stream_left_early_is_cancelled_and_waited_for(packages, tmp_path):
@@ -745,6 +772,7 @@ def test_a_continuation_is_shown_with_the_space_its_first_token_means():
     lead = space_before(sp.decode, prompt[-1], new[0])
     assert sp.decode(new) == "can, it" and lead == " "
     assert sp.decode(prompt) + lead + sp.decode(new) == sp.decode(prompt + new) == "Hello world can, it"
+    assert space_before(sp.decode, prompt[-1], 4) == " "  # a lone "▁" (Llama's " 2023" starts with one) decodes alone to ""
     assert space_before(sp.decode, prompt[-1], 5) == ""  # "can" goes on the word: nothing between
     assert space_before(sp.decode, prompt[-1], 6) == ""
     level = _tokenizer()._tokenizer

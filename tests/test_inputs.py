@@ -409,8 +409,11 @@ def test_predict_each_tokenizes_a_slice_at_a_time_and_warns_once(text_pkg, monke
     with pytest.warns(TruncationWarning) as whole:
         want = pipe.predict_each(texts)
     monkeypatch.setattr(bulk, "EACH_SLICE", 2)
+    sizes, tokenize = [], pipe.preprocess
+    monkeypatch.setattr(pipe, "preprocess", lambda items: sizes.append(len(items)) or tokenize(items))
     with pytest.warns(TruncationWarning) as sliced:
         got = pipe.predict_each(texts)
+    assert sizes == [2, 2, 1], sizes  # tokenized a slice at a time, not the 5 at once
     assert got == want and [r.get("truncated") for r in got] == [None, True, None, True, None]
     assert len(sliced) == len(whole) == 1 and str(sliced[0].message).startswith("2 text(s) longer than 32 tokens")
 

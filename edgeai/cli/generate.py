@@ -109,7 +109,7 @@ def generate(
             pieces.close()
         sys.stdout.write("\n")
         sys.stdout.flush()
-        if not stats:
+        if "finish_reason" not in stats:  # the run failed or was interrupted: stats holds only the lead shown
             continue
         n, reason = stats.get("new_tokens", 0), stats.get("finish_reason")
         if reason == "length" and n < max_new_tokens:

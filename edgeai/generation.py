@@ -40,7 +40,7 @@ class Request:
 
     prompt_ids: list[int]
     sampling: Sampling
-    cancel: threading.Event = field(default_factory=threading.Event)  # the caller's (Pipeline.cancel sets it too)
+    cancel: threading.Event = field(default_factory=threading.Event)  # the caller's (Pipeline.cancel leaves it: halted)
     dropped: threading.Event = field(default_factory=threading.Event)  # a stream's reader gone, or its pipeline closed
     halted: Callable[[], bool] = lambda: False  # Pipeline.cancel() called since the request was made
     stream: bool = False

@@ -225,13 +225,12 @@ def _keep_a_better_variant(pkg: Package, step: Step, recipe: dict, accuracy: dic
         pkg.verified_file(old["file"], old["sha256"])
     except PackageError:
         return  # a damaged variant is always replaced
+    new_kind = " ".join(x for x in (recipe.get("method"), recipe.get("preset")) if x) or step.name
     if old_missed:
         shown = ", ".join(f"{k} {accuracy.get(k, float('nan')):.6g} < {old['accuracy'][k]:.6g}" for k in missed)
-        new_kind = " ".join(x for x in (recipe.get("method"), recipe.get("preset")) if x) or step.name
         raise InputError(f"The new {step.variant} ({new_kind}) is less accurate than the one already in {pkg.path} "
                          f"({shown}; neither meets the budget), so that one is kept; give --replace to replace it anyway.")
     missed = ", ".join(f"{k} {measure.short_of(accuracy.get(k, float('nan')), v)} < {v:.10g}" for k, v in missed.items())
-    new_kind = " ".join(x for x in (recipe.get("method"), recipe.get("preset")) if x) or step.name
     old_kind = (old.get("recipe") or {}).get("method") or "existing"
     raise InputError(f"The new {step.variant} ({new_kind}) misses the accuracy budget ({missed}), so the {old_kind} "
                      f"{step.variant} already in {pkg.path}, which meets it, is kept; give --replace to replace it anyway.")

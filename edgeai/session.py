@@ -142,6 +142,7 @@ class Session:
     ):
         self.inputs = [_Spec(d) for d in inputs]
         self.output_names = [d["name"] for d in outputs]
+        self._pid = os.getpid()  # close() in a forked child leaves the session alone (see there)
         started = time.perf_counter()
         try:
             self._session, self.choice = _providers.create_session(
@@ -237,7 +238,15 @@ class Session:
         return binding.copy_outputs_to_cpu()
 
     def close(self) -> None:
+        if os.getpid() != self._pid:
+            # A child forked from the process that made the session: ONNX Runtime's destructor waits
+            # for a lock of thread-pool threads that only the parent has (a CI run hung here), so the
+            # child keeps it; the child's memory is freed when it exits.
+            _FORKED.append(self._session)
         self._session = None  # type: ignore[assignment]
+
+
+_FORKED: list = []  # sessions a forked child closed (Session.close)
 
 
 def check_feed(inputs: list[_Spec] | list[dict], feed: Mapping[str, object]) -> dict[str, np.ndarray]:

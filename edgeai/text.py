@@ -172,10 +172,13 @@ def one_text_per_call(variant: dict) -> bool:
 
 def run_in_chunks(run, feed: dict[str, np.ndarray], size: int = TEXT_CHUNK) -> dict[str, np.ndarray]:
     """Run a tokenized batch in length-sorted chunks of ``size``, each cut to its own longest text."""
+    n = next(iter(feed.values())).shape[0]
+    mask = feed.get("attention_mask")
+    if n <= size and (mask is None or not mask.size or mask[:, -1].any()):
+        return run(feed)  # one chunk already as wide as its longest text (a frame loop's single text): nothing to cut
     from .data.compare import stack
 
-    lengths = feed["attention_mask"].sum(1) if "attention_mask" in feed else None
-    n = next(iter(feed.values())).shape[0]
+    lengths = mask.sum(1) if mask is not None else None
     if n <= size:
         return run({k: v[:, : int(lengths.max())] for k, v in feed.items()} if lengths is not None else feed)
     order = np.argsort(lengths, kind="stable") if lengths is not None else np.arange(n)

@@ -29,14 +29,13 @@ import collections
 import json
 import os
 import time
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from .errors import EdgeAIError, InputError, unreadable, user_level
+from .errors import EdgeAIError, InputError, unreadable, warn_user
 from .journal import exclusive, modified, pending, record_line, stamp
 from .preprocess import decode_workers, image_files
 from .tasks import takes_arrays
@@ -336,8 +335,7 @@ def _each_text(pipe, texts: list, top_k: int | None) -> list[dict]:
     as on a bulk line, and one warning counts them all, as predict's does."""
     results = [r for start in range(0, len(texts), EACH_SLICE) for r in _text_slice(pipe, texts[start : start + EACH_SLICE], top_k)]
     if cut := [i for i, r in enumerate(results) if r.get("truncated")]:
-        warnings.warn(truncation_warning(cut, texts[cut[0]], int(pipe.package.manifest["preprocess"]["max_length"])),
-                      stacklevel=user_level())
+        warn_user(truncation_warning(cut, texts[cut[0]], int(pipe.package.manifest["preprocess"]["max_length"])))
     return results
 
 

@@ -131,6 +131,31 @@ def user_level() -> int:
     return level
 
 
+# warn_user's registries, one per file as Python keeps one per module; emptied past this many entries.
+_WARNED: dict[str, dict] = {}
+_WARNED_MAX = 512
+
+
+def warn_user(warning: Warning) -> None:
+    """``warnings.warn(warning)`` at the user's line (user_level), shown once per message and line as
+    Python's "default" action does, but remembered in registries of bounded size: Python's own, in
+    the user's module, keeps every distinct message for ever, and a truncation warning quotes its
+    text (review: about 300 bytes per distinct long text, a server's slow leak)."""
+    import sys
+    import warnings
+
+    level = user_level()  # counted from this function: 1 is this frame, so the user's is level - 1 above it
+    try:
+        frame = sys._getframe(level - 1)
+        where = frame.f_code.co_filename, frame.f_lineno, frame.f_globals.get("__name__", "<string>"), frame.f_globals
+    except ValueError:  # no caller outside edgeai
+        where = "sys", 1, "sys", None
+    if sum(len(r) for r in _WARNED.values()) > _WARNED_MAX:
+        _WARNED.clear()
+    warnings.warn_explicit(warning, type(warning), where[0], where[1], module=where[2],
+                           registry=_WARNED.setdefault(where[0], {}), module_globals=where[3])
+
+
 @contextlib.contextmanager
 def said_after(say: Callable[[str], None], others: bool = True) -> Iterator[None]:
     """Collect the warnings a build says to its user (:class:`EdgeAIWarning`: a trace that kept

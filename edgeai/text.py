@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import warnings
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from .errors import InputError, PackageError, a_type, user_level
+from .errors import InputError, PackageError, a_type, warn_user
 from .text_inputs import TextLine, UnreadFile  # lines read from files: what check_text names them by
 
 # Which encoding field feeds which model input (names as exported; see export/transformer.py).
@@ -107,7 +106,7 @@ class TextPreprocessor:
             if (log := getattr(_LOCAL, "cuts", None)) is not None:
                 log.append(tuple(cut))
             if not getattr(_LOCAL, "quiet", False):
-                warnings.warn(truncation_warning(cut, texts[cut[0]], self.max_length), stacklevel=user_level())
+                warn_user(truncation_warning(cut, texts[cut[0]], self.max_length))
         return {
             name: np.asarray([getattr(e, _FIELDS[name]) for e in encodings], dtype=np.int64) for name in self.input_names
         }

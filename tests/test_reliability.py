@@ -292,6 +292,18 @@ def test_text_inputs(text_pkg, tmp_path):
         long = pipe.predict(" ".join(["good"] * 100_000))
     assert said.pop(TruncationWarning).filename == __file__  # the user's line, not edgeai's pipeline.py
     assert long["top_k"]
+    import warnings
+    from edgeai import errors
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("default")
+        for i in range(3 * errors._WARNED_MAX):  # distinct long texts from one line: each warned of, as Python's default does
+            pipe.predict(f"text {i} " + "good " * 200)
+        for _ in range(3):  # the same text from one line: once
+            pipe.predict("again " + "good " * 200)
+    assert len(seen) == 3 * errors._WARNED_MAX + 1 and seen[0].filename == __file__
+    # remembered in a registry of bounded size, not Python's own in this module, which kept one entry per text for ever
+    assert sum(len(r) for r in errors._WARNED.values()) <= errors._WARNED_MAX + 1
+    assert not [k for k in globals().get("__warningregistry__", {}) if isinstance(k, tuple) and k[1] is TruncationWarning]
     assert pipe.predict("good\x00movie\x07\x1b[31m")["top_k"]  # control characters: a result, not a crash
     # invalid UTF-8 read from a file, as a user might: errors="surrogateescape" keeps the bytes
     (tmp_path / "latin1.txt").write_bytes("caf\xe9 good".encode("latin-1"))

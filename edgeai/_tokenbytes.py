@@ -96,7 +96,7 @@ def clean_up(text: str) -> str:
     return text
 
 
-def settled(decode: Callable[[list[int]], str], ids: list[int], text: str | None = None) -> str:
+def settled(decode: Callable[[list[int]], str], ids: list[int], text: str | None = None, tokenizer: Any = None) -> str:
     """The decoding of ``ids`` (``text``, when known) without an unfinished last character: the
     bytes of one character may be split over tokens, and until its last byte comes the decoder
     gives replacement characters (one, or one per byte of the whole invalid run for byte-fallback
@@ -104,7 +104,17 @@ def settled(decode: Callable[[list[int]], str], ids: list[int], text: str | None
     text is that of the fewest tokens dropped from the end, at most 3 (a 4-byte character's first
     bytes), that decode without a trailing replacement character; where none do, the
     replacement characters are the model's own invalid bytes and stay (its streamed pieces may
-    then differ from the final text in that last character)."""
+    then differ from the final text in that last character).
+
+    With the ``tokenizer`` of a byte-fallback decoder, the run of byte tokens at the end is left
+    out whole: its decoder decodes a run at once and gives one replacement character per byte
+    when any of it is invalid, so a character sent from a run (``<0x55>`` "U") turned into a
+    replacement character when a later byte of the run was invalid, and the stream's pieces
+    no longer joined into the text (review). A run is final once a token that is no byte ends it."""
+    if (run := _open_run(tokenizer, ids)) and run < len(ids):
+        return decode(ids[:-run])
+    if run:
+        return ""
     text = decode(ids) if text is None else text
     if not text.endswith("\ufffd"):
         return text
@@ -113,6 +123,16 @@ def settled(decode: Callable[[list[int]], str], ids: list[int], text: str | None
         if not shorter.endswith("\ufffd"):
             return shorter
     return text
+
+
+def _open_run(tokenizer: Any, ids: list[int]) -> int:
+    """How many of the last ``ids`` are byte-fallback byte tokens (0 for other decoders)."""
+    if tokenizer is None or not ids or _kind(tokenizer) != "bytefallback":
+        return 0
+    n = 0
+    while n < len(ids) and _BYTE_TOKEN.fullmatch(tokenizer.id_to_token(ids[-1 - n]) or ""):
+        n += 1
+    return n
 
 
 def space_before(decode: Callable[[list[int]], str], prev: int, token: int) -> str:

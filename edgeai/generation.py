@@ -247,7 +247,7 @@ class _Stream:
         if cut is not None:
             self.text, self.stopped = self.text[:cut], True
             return True
-        done = settled(self.gen.decode, ids, self.text)
+        done = settled(self.gen.decode, ids, self.text, getattr(self.gen, "tokenizer", None))
         self._send(done, len(done) - self.hold)
         return False
 

@@ -14,6 +14,9 @@ from .errors import InputError, real, whole
 from .postprocess import softmax
 
 
+DEFAULT_TOP_K = 50  # transformers' GenerationConfig.top_k, which its generate samples with unless told otherwise
+
+
 @dataclass
 class Sampling:
     max_new_tokens: int = 64
@@ -27,9 +30,16 @@ class Sampling:
 
     def for_model(self, spec: dict) -> "Sampling":
         """These options with the checkpoint's generation_config defaults (the manifest's
-        ``generation``), which transformers' generate applies even when it decodes greedily."""
+        ``generation``): the repetition rules, which transformers' generate applies even when it
+        decodes greedily, and, sampling, its ``top_k`` and ``top_p`` where not given (a package
+        that records none: transformers' own default, top_k 50; review: the whole vocabulary's
+        tail was sampled from, where transformers' generate never does)."""
         penalty = spec.get("repetition_penalty", 1.0) if self.repetition_penalty is None else self.repetition_penalty
-        return replace(self, repetition_penalty=penalty, no_repeat_ngram_size=int(spec.get("no_repeat_ngram_size", 0)))
+        out = replace(self, repetition_penalty=penalty, no_repeat_ngram_size=int(spec.get("no_repeat_ngram_size", 0)))
+        if self.temperature > 0:
+            k = spec.get("top_k", DEFAULT_TOP_K) if self.top_k is None else self.top_k
+            out = replace(out, top_k=k or None, top_p=spec.get("top_p") if self.top_p is None else self.top_p)  # top_k 0: none
+        return out
 
     def check(self) -> None:
         """One InputError sentence for an option of the wrong type, out of range or that would be ignored."""

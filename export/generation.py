@@ -144,6 +144,11 @@ def spec(model, config, path: Path, tok, max_length: int) -> dict:
         out["repetition_penalty"] = float(p)
     if isinstance(n := _setting(model, gen_cfg, "no_repeat_ngram_size"), int) and n > 0:
         out["no_repeat_ngram_size"] = n
+    # what sampling keeps by default (a call's own replace them): transformers' generate samples with these
+    if isinstance(k := _setting(model, gen_cfg, "top_k"), int) and not isinstance(k, bool) and k >= 0:
+        out["top_k"] = k  # 0: no top-k
+    if isinstance(p := _setting(model, gen_cfg, "top_p"), (int, float)) and 0 < p < 1:
+        out["top_p"] = float(p)
     if ignored := [k for k in _NOT_APPLIED if _setting(model, gen_cfg, k) not in (None, 0, 1, [], {})]:
         import warnings
 

@@ -29,7 +29,7 @@ def test_the_generation_configs_penalty_and_ngram_ban_apply_as_in_transformers(t
     model = GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=2, n_head=2, n_positions=128, vocab_size=len(tok),
                                        eos_token_id=0, bos_token_id=0, pad_token_id=0)).eval()
     model.generation_config = GenerationConfig(eos_token_id=0, bos_token_id=0, pad_token_id=0, repetition_penalty=1.3,
-                                               no_repeat_ngram_size=2, num_beams=2)
+                                               no_repeat_ngram_size=2, num_beams=2, do_sample=True, top_k=1, top_p=0.9)
     model.save_pretrained(tmp_path / "ck")
     tok.clean_up_tokenization_spaces = True  # as transformers 4.3x-4.44 saved tokenizers: decode joins " ." back
     tok.save_pretrained(tmp_path / "ck")
@@ -37,6 +37,7 @@ def test_the_generation_configs_penalty_and_ngram_ban_apply_as_in_transformers(t
         pkg = export_model("hf", tmp_path / "pkg", precision="fp32", model=str(tmp_path / "ck"), task="text-generation")
     spec = pkg.manifest["generation"]
     assert (spec["repetition_penalty"], spec["no_repeat_ngram_size"], spec["clean_up_tokenization_spaces"]) == (1.3, 2, True)
+    assert (spec["top_k"], spec["top_p"]) == (1, 0.9)
     with edgeai.load(pkg.path, variant="fp32") as pipe:
         gen = generator_for(pipe)
         for prompt in _prompts()[:6]:
@@ -47,6 +48,8 @@ def test_the_generation_configs_penalty_and_ngram_ban_apply_as_in_transformers(t
             ref = ref[: ref.index(0)] if 0 in ref else ref
             got = pipe.generate(prompt, max_new_tokens=10)
             assert got["new_tokens"] == len(ref) and got["text"] == tok.clean_up_tokenization(_final(gen, ref)), prompt
+            # sampling keeps the config's top_k (1 here: the likeliest token, so greedy's text), as transformers samples
+            assert [pipe.generate(prompt, max_new_tokens=10, temperature=1.5, seed=s)["text"] for s in range(2)] == [got["text"]] * 2
         # a call's own penalty replaces the config's (the n-gram ban stays): the texts change
         words = [pipe.generate(p, max_new_tokens=10, repetition_penalty=1.0)["text"] for p in _prompts()[:6]]
         assert words != [pipe.generate(p, max_new_tokens=10)["text"] for p in _prompts()[:6]]
@@ -76,3 +79,16 @@ def test_a_chat_template_sees_no_tools_and_no_documents_as_none():
     chat = [{"role": "user", "content": "Zürich?"}]
     want = _compile_jinja_template(t).render(messages=chat, tools=None, documents=None, add_generation_prompt=True)
     assert render({"chat_template": t}, chat) == want == "<user>Zürich?\n<assistant>"
+
+
+def test_sampling_defaults_to_the_checkpoints_top_k_else_transformers():
+    from edgeai.sampling import DEFAULT_TOP_K, Sampling
+
+    assert Sampling(temperature=0.7).for_model({}).top_k == DEFAULT_TOP_K == transformers.GenerationConfig().top_k
+    assert (Sampling(temperature=0.7).for_model({"top_k": 20, "top_p": 0.8}).top_k, Sampling(temperature=0.7).for_model({"top_p": 0.8}).top_p) == (20, 0.8)
+    assert Sampling(temperature=0.7).for_model({"top_k": 0}).top_k is None  # 0: no top-k, as in transformers
+    given = Sampling(temperature=0.7, top_k=3, top_p=1.0).for_model({"top_k": 20, "top_p": 0.8})
+    assert (given.top_k, given.top_p) == (3, 1.0)  # a call's own replace them
+    greedy = Sampling().for_model({"top_k": 20, "top_p": 0.8})
+    assert (greedy.top_k, greedy.top_p) == (None, None)
+    greedy.check()  # nothing for a greedy call to refuse

@@ -20,7 +20,7 @@ def generate(
     model: Annotated[str, typer.Option("--model", "-m", help="A text-generation package directory.", show_default=False)],
     max_new_tokens: Annotated[int, typer.Option(min=1, help="The most tokens to add.")] = 64,
     temperature: Annotated[float, typer.Option(min=0.0, help="0 is greedy; above 0 samples.")] = 0.0,
-    top_k: Annotated[Optional[int], typer.Option(min=1, help="Sample among the K likeliest tokens.")] = None,
+    top_k: Annotated[Optional[int], typer.Option(min=1, help="Sample among the K likeliest tokens (default: the checkpoint's generation_config top_k, else 50, as transformers samples).")] = None,
     top_p: Annotated[Optional[float], typer.Option(help="Sample among the likeliest tokens that hold P of the probability, 0 < P <= 1.")] = None,
     repetition_penalty: Annotated[Optional[float], typer.Option(help="Above 0; above 1 discourages repeating tokens (transformers' rule) [default: the model's generation_config, else 1].", show_default=False)] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed for sampling (same seed, same text).")] = None,

@@ -45,3 +45,34 @@ def test_a_writer_that_waits_too_long_says_so(tmp_path):
     assert "Another edgeai process has been writing the package" in r.stderr and "Traceback" not in r.stderr
     assert json.loads((pkg / "manifest.json").read_text()) == before
     assert sorted(p.name for p in pkg.iterdir()) == sorted(["labels.txt", "manifest.json", "model.onnx"])
+
+
+def test_the_quantizer_leaves_no_scratch_graph_in_the_package(tmp_path, monkeypatch):
+    """ONNX Runtime's dynamic quantizer writes a shape-inferred copy beside the graph it is given,
+    as <stem>-inferred.onnx: inside the package, one name for every process, and left there for good
+    when the disk filled up (or the run was killed) half-way through writing it."""
+    import errno
+
+    import onnx.shape_inference
+    import pytest
+
+    import edgeai.quantize
+    from edgeai.errors import EdgeAIError
+
+    pkg = make_tiny_package(tmp_path / "tiny")
+    before = sorted(p.name for p in pkg.iterdir())
+    written: list[Path] = []
+
+    def disk_full(src, out, *args, **kwargs):  # the inferred graph half written, then the disk is full
+        written.append(Path(out))
+        Path(out).write_bytes(Path(src).read_bytes()[:10])
+        raise OSError(errno.ENOSPC, "No space left on device", str(out))
+
+    monkeypatch.setattr(onnx.shape_inference, "infer_shapes_path", disk_full)
+    with pytest.raises(EdgeAIError):
+        edgeai.quantize.quantize(pkg, method="dynamic")
+    assert written and written[0].name != "model-inferred.onnx"  # a name of this process's own
+    assert sorted(p.name for p in pkg.iterdir()) == before
+    monkeypatch.undo()
+    edgeai.quantize.quantize(pkg, method="dynamic")  # and with room, it lands
+    assert "int8" in Package.open(pkg).variants and not list(pkg.glob("*inferred*"))

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import uuid
 from pathlib import Path
+from typing import Iterator
 
 import onnx
 
-from edgeai.package import Package
+from edgeai.package import _TMP_MARK, Package
 
 from ..runner import Context, Step
 from ._ort import quiet
@@ -27,9 +31,9 @@ def dynamic_int8(src: Path, dest: Path, per_channel: bool, exclude: list[str] | 
 
     def run(model: Path) -> None:
         # The quantizer logs a generic "consider pre-processing" on the root logger.
-        with quiet():
+        with quiet(), _own_name(model) as given:
             # DefaultTensorType: the fused contrib ops have no type inference in the quantizer (FACTS.md).
-            quantize_dynamic(str(model), str(dest), per_channel=per_channel, weight_type=QuantType.QInt8,
+            quantize_dynamic(str(given), str(dest), per_channel=per_channel, weight_type=QuantType.QInt8,
                              reduce_range=reduce_range, nodes_to_exclude=skip,
                              extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
 
@@ -52,6 +56,27 @@ def dynamic_int8(src: Path, dest: Path, per_channel: bool, exclude: list[str] | 
             bare.unlink(missing_ok=True)
     return {"method": "dynamic", "per_channel": per_channel, "weights": "int8 (7-bit range)" if reduce_range else "int8", "activations": "uint8 (per call)",
             "float_nodes": list(exclude or [])}
+
+
+@contextlib.contextmanager
+def _own_name(model: Path) -> Iterator[Path]:
+    """``model`` under a name of this process's own, beside it (a hard link: nothing is copied).
+    ONNX Runtime's quantizer writes its shape-inferred graph beside the graph it is given, as
+    ``<stem>-inferred.onnx``: given a package's own file, that landed in the package, under one name
+    for every process (two quantize runs at once read or deleted each other's), and stayed there
+    for good when the run was killed or the disk was full (review). Here both names carry
+    ``_TMP_MARK`` and this process id, which the next run's clean-up (remove_stale_files) knows."""
+    link = model.with_name(f"{model.stem}{_TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:6]}.onnx")
+    try:
+        os.link(model, link)
+    except OSError:  # a file system without hard links: the graph as given, as before
+        yield model
+        return
+    try:
+        yield link
+    finally:
+        for done in (link, link.with_name(f"{link.stem}-inferred.onnx")):
+            done.unlink(missing_ok=True)
 
 
 class Dynamic(Step):

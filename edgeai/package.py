@@ -371,13 +371,15 @@ def write_manifest(root: Path, manifest: dict) -> None:
     problems = _schema.validate(manifest, load_schema())
     if problems:  # a bug in edgeai, not a user error: keep the traceback
         raise AssertionError(f"refusing to write an invalid manifest: {problems}")
-    tmp = root / f"{MANIFEST}{_TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(manifest, f, indent=2, sort_keys=False)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, root / MANIFEST)
+    tmp = root / f".{MANIFEST}{_TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"  # hidden: a refusal names the folder (cli)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, root / MANIFEST)
+    finally:  # a full disk or Ctrl-C half-way: no half-written manifest left in the package (review)
+        tmp.unlink(missing_ok=True)
     _fsync_dir(root)
 
 

@@ -312,3 +312,37 @@ def test_cosines_written_before_they_were_clipped_still_open(tmp_path):
     edit_manifest(pkg, lambda m: m["variants"]["fp32"].update(accuracy={"cosine_min": 5.0}))
     with pytest.raises(PackageError, match="cosine_min is above 1.000001"):
         Package.open(pkg)
+
+
+def test_a_manifest_that_cannot_be_written_leaves_nothing_half_written(tiny_pkg, monkeypatch):
+    """A full disk (or a read-only one) while the manifest is replaced: the old manifest stays,
+    no half-written temporary file is left in the package, and the refusal names the package's
+    folder, not a temporary file that is gone."""
+    import errno
+
+    from edgeai import package
+    from edgeai.cli import _refused
+
+    before = (tiny_pkg / "manifest.json").read_bytes()
+
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(package.os, "fsync", disk_full)
+    with pytest.raises(OSError):
+        Package.open(tiny_pkg).update(description="a hand-written description")
+    monkeypatch.undo()
+    assert (tiny_pkg / "manifest.json").read_bytes() == before
+    assert sorted(p.name for p in tiny_pkg.iterdir()) == ["labels.txt", "manifest.json", "model.onnx"]
+
+    real_open = open
+
+    def read_only(path, *args, **kwargs):
+        if "edgeai-tmp" in str(path):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(package, "open", read_only, raising=False)
+    with pytest.raises(OSError) as e:
+        Package.open(tiny_pkg).update(description="a hand-written description")
+    assert _refused(e.value) == f"{tiny_pkg} cannot be written: Read-only file system."

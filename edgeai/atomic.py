@@ -8,6 +8,7 @@ lock for its whole read-modify-write; the debris of killed runs is removed by th
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import shutil
@@ -107,7 +108,12 @@ def staging_dir(final: Path, model: str | None = None) -> Iterator[Path]:
         if final.exists():
             _check_target(final)  # again: something may have been put there during the build
             old = final.parent / f".{final.name}{_TMP_MARK}old-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-            os.replace(final, old)
+            try:
+                os.replace(final, old)
+            except OSError as e:  # a mount point that _is_mount could not see: one sentence, not a traceback
+                if e.errno == errno.EBUSY:
+                    raise _mount_point(final) from None
+                raise
             os.replace(tmp, final)
             carry_user_files(old, final)  # after the swap: a kill before it leaves them in old, put back whole
             shutil.rmtree(old, ignore_errors=True)
@@ -202,9 +208,32 @@ def _check_target(final: Path) -> None:
             raise PackageError(f"{why.removesuffix('.')}; refusing to replace {final} (mend the manifest, or remove the folder first).")
         if manifest is None:
             raise PackageError(f"{final} exists and is not a model package; refusing to replace it.")
-    if os.path.ismount(final):  # a volume (a container's, a disk's): it cannot be renamed, as staging_dir does
-        raise PackageError(f"{final} is a mount point, and a package is built beside its folder and renamed into "
-                           f"place: give a folder inside it (-o {shell_arg(final / 'NAME')}).")
+    if _is_mount(final):  # a volume (a container's, a disk's): it cannot be renamed, as staging_dir does
+        raise _mount_point(final)
+
+
+def _mount_point(final: Path) -> PackageError:
+    return PackageError(f"{final} is a mount point, and a package is built beside its folder and renamed into "
+                        f"place: give a folder inside it (-o {shell_arg(final / 'NAME')}).")
+
+
+_MOUNTINFO = "/proc/self/mountinfo"
+
+
+def _is_mount(path: Path) -> bool:
+    """Whether ``path`` is a mount point. ``os.path.ismount`` compares devices, so a bind mount of a
+    folder of the same file system (``docker run -v`` on one disk, ``mount --bind``) is not one to it,
+    and the export ended in an EBUSY traceback after all its work (review); Linux lists every mount
+    point in /proc/self/mountinfo (its 5th field, with space, tab, newline and backslash as octal)."""
+    if os.path.ismount(path):
+        return True
+    try:
+        with open(_MOUNTINFO, encoding="utf-8", errors="surrogateescape") as f:
+            rows = [line.split(" ") for line in f]
+    except OSError:  # not Linux, or no /proc
+        return False
+    points = {re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), row[4]) for row in rows if len(row) > 4}
+    return os.path.realpath(path) in points
 
 
 def staging_owner_alive(rest: str) -> bool:

@@ -82,6 +82,44 @@ def test_an_empty_mount_point_is_refused_before_any_work():
         check_destination(shm, "tiny")
 
 
+def test_a_bind_mounted_package_folder_is_refused_in_one_sentence(tmp_path, monkeypatch):
+    """A bind mount of a folder of the same file system (``docker run -v`` on one disk, ``mount
+    --bind``) has its parent's device, so os.path.ismount does not see it: the export ran to its end
+    and died in an EBUSY traceback when staging_dir renamed the folder aside (review). Seen in
+    /proc/self/mountinfo it is refused first; missed there too, the rename's EBUSY is one sentence."""
+    import errno
+
+    from conftest import make_tiny_package
+
+    from edgeai import atomic
+    from edgeai.errors import PackageError
+
+    pkg = make_tiny_package(tmp_path / "my models" / "tiny")
+    mountinfo = tmp_path / "mountinfo"
+    where = str(pkg.resolve()).replace(" ", "\\040")  # as the kernel writes a space
+    mountinfo.write_text(f"22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n"
+                         f"95 22 8:1 /srv/tiny {where} rw,relatime shared:1 - ext4 /dev/sda1 rw\n")
+    monkeypatch.setattr(atomic, "_MOUNTINFO", str(mountinfo), raising=False)
+    with pytest.raises(PackageError, match=r"tiny is a mount point.*give a folder inside it"):
+        atomic.check_destination(pkg, "tiny")
+
+    monkeypatch.setattr(atomic, "_MOUNTINFO", str(tmp_path / "none"), raising=False)  # not listed: only the rename can tell
+    real_replace = os.replace
+
+    def busy(src, dst):
+        if Path(src) == pkg.absolute():
+            raise OSError(errno.EBUSY, "Device or resource busy", str(src), str(dst))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(atomic.os, "replace", busy)
+    before = sorted(p.name for p in pkg.iterdir())
+    with pytest.raises(PackageError, match=r"tiny is a mount point"):
+        with atomic.staging_dir(pkg, "tiny") as tmp:
+            (tmp / "manifest.json").write_text("{}")
+    assert sorted(p.name for p in pkg.iterdir()) == before
+    assert not [p for p in pkg.parent.iterdir() if "edgeai-tmp" in p.name]
+
+
 def test_a_package_reached_through_a_symlink_is_rebuilt_where_the_link_points(tmp_path):
     # models/net -> ../store/net: renamed in place, the link was replaced by a new folder, and
     # store/net kept the old model with the user's notes moved out of it (review)

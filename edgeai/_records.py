@@ -4,8 +4,12 @@ same inputs."""
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
+
 from . import providers as _providers
-from .errors import InputError
+from .atomic import read_manifest
+from .errors import EdgeAIWarning, InputError, PackageError, user_level
 from .machine import default_threads, machine_key
 from .package import Package, now
 
@@ -41,6 +45,25 @@ def check_comparable(pkg: Package, timed: list[str], providers: list[str], batch
                 raise InputError(f"--record would put {', '.join(timed)}'s figures on {inputs} beside {name}'s on {e['inputs']}, "
                                  "and auto would compare them as if alike; time every variant (leave out --variant), or "
                                  f"time on the inputs {name} was timed on.")
+
+
+def unless_replaced(pkg: Package, case, gone: set[str], measure: Callable[..., dict], *args) -> list[dict]:
+    """``[measure(*args)]`` of one case; ``[]``, with the variant added to ``gone`` and a warning, when its
+    measuring failed because another edgeai process replaced or removed the variant meanwhile (a
+    quantize landing a new int8 deletes the old file): bench is a reader and takes no lock, and
+    the missing file's error ended the whole bench, every other variant's figures lost (review)."""
+    if case.variant in gone:
+        return []
+    try:
+        return [measure(*args)]
+    except PackageError:
+        now_there = ((read_manifest(pkg.path) or {}).get("variants") or {}).get(case.variant) or {}
+        if case.engine != "onnxruntime" or now_there.get("sha256") == pkg.variants.get(case.variant, {}).get("sha256"):
+            raise
+    gone.add(case.variant)
+    warnings.warn(EdgeAIWarning(f"{case.variant} was replaced in {pkg.path} by another edgeai process while being timed, so "
+                                "it is left out here; time it again with edgeai bench"), stacklevel=user_level())
+    return []
 
 
 def one_thread_too(pkg: Package, rows: list[dict], threads: int | None, device_id: int = 0) -> list[str]:

@@ -253,6 +253,7 @@ def bench(
         cases += [Case("onnxruntime", chosen, _providers.CPU, b, own) for b in batches if own and chosen not in skipped]
     cases += [Case("pytorch", "pytorch", p, b) for p in torch_provs for b in batches]
     per: dict[Case, list[dict]] = {c: [] for c in cases}
+    gone: set[str] = set()
     total, done = len(cases) * rounds, 0
     # each file's hash checked once, not per case and round
     models = {c.variant: pkg.variant_path(c.variant) for c in cases if c.engine == "onnxruntime"}
@@ -269,8 +270,9 @@ def bench(
             for case in cases if r % 2 == 0 else list(reversed(cases)):
                 if on_step:
                     on_step(done, total, case.label)
-                per[case].append(_run_worker(pkg, case, models.get(case.variant), feeds[case.batch], case.threads or threads, runs,
-                                             min_time, factory, Path(work), device_id))
+                # a variant another process replaces meanwhile (quantize) is left out, with a warning (_records)
+                per[case] += _records.unless_replaced(pkg, case, gone, _run_worker, pkg, case, models.get(case.variant), feeds[case.batch],
+                                                      case.threads or threads, runs, min_time, factory, Path(work), device_id)
                 done += 1
         if on_step:
             on_step(done, total, "done")
@@ -278,7 +280,7 @@ def bench(
     # (bench_feed refuses other batches above 1): its items/s count the items it ran.
     own = {i["shape"][0] for i in pkg.manifest["inputs"] if i["shape"] and isinstance(i["shape"][0], int)}
     fixed = own.pop() if len(own) == 1 and all(i["shape"] and isinstance(i["shape"][0], int) for i in pkg.manifest["inputs"]) else None
-    rows = [_aggregate(c, per[c], rounds, fixed or c.batch) for c in cases]
+    rows = [_aggregate(c, per[c], rounds, fixed or c.batch) for c in cases if c.variant not in gone]
     for row in rows:
         ref = next((t for t in rows if t["engine"] == "pytorch" and t["batch"] == row["batch"]
                     and (t["provider"] == "torch-cpu") == (row["provider"] == _providers.CPU)), None)

@@ -10,7 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from edgeai.errors import InputError
+from edgeai.errors import InputError, said_after
 
 from ._common import err, out, plain_error, print_json, print_wide
 from ._plain import warn
@@ -68,9 +68,10 @@ def bench(
         bar.update(tasks[0], completed=done, description=f"benchmarking: {label}")
 
     try:
-        doc = run_bench(package, variants=variant, providers=provider, batches=batches, threads=threads, rounds=rounds,
-                        runs=runs, min_time=min_time, against=against, factory=factory, inputs=input_, tokens=tokens,
-                        record=record, on_step=step, device_id=device_id)
+        with said_after(warn):  # one "warning:" line each (a variant replaced while being timed), not Python's file:line form
+            doc = run_bench(package, variants=variant, providers=provider, batches=batches, threads=threads, rounds=rounds,
+                            runs=runs, min_time=min_time, against=against, factory=factory, inputs=input_, tokens=tokens,
+                            record=record, on_step=step, device_id=device_id)
     finally:
         if tasks:
             bar.stop()

@@ -209,15 +209,19 @@ def text_preprocess(config: dict, max_length: int, pad_id: int, pad_token: str) 
 
 
 def max_length(path: Path, config: dict, st: dict | None = None) -> int:
-    """The most tokens the checkpoint takes: its positions, its tokenizer's and
-    sentence-transformers' limits."""
+    """The most tokens the checkpoint takes: its positions (where it has no position table, as
+    ALiBi's BLOOM and MPT: the length it was trained on), its tokenizer's and sentence-transformers'
+    limits; 512 where none is known."""
     tok_cfg = _read_json(path / "tokenizer_config.json")
-    limits = [positions(config) or 512]
+    # BLOOM's seq_length, MPT's max_seq_len: a bare 512 capped a BLOOM trained on 2048 (review)
+    trained = positions(config) or next((config[k] for k in ("seq_length", "max_seq_len", "max_sequence_length")
+                                         if isinstance(config.get(k), int) and config[k] > 0), None)
+    limits = [trained] if trained else []
     if isinstance(tok_cfg.get("model_max_length"), int) and tok_cfg["model_max_length"] < 100_000:
         limits.append(tok_cfg["model_max_length"])
     if isinstance((st or {}).get("max_seq_length"), int):
         limits.append(st["max_seq_length"])
-    return min(limits)
+    return min(limits) if limits else 512
 
 
 def load_module(ck: Checkpoint, attention: str = "eager"):

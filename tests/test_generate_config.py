@@ -92,3 +92,20 @@ def test_sampling_defaults_to_the_checkpoints_top_k_else_transformers():
     greedy = Sampling().for_model({"top_k": 20, "top_p": 0.8})
     assert (greedy.top_k, greedy.top_p) == (None, None)
     greedy.check()  # nothing for a greedy call to refuse
+
+
+def test_a_model_without_a_position_table_takes_the_length_it_was_trained_on(tmp_path):
+    # BLOOM (ALiBi) names no position table but its seq_length, MPT its max_seq_len: a bare 512 capped both (review)
+    import json
+
+    from edgeai.export.transformer import max_length
+
+    def length(config: dict, tokenizer: dict | None = None) -> int:
+        (tmp_path / "tokenizer_config.json").write_text(json.dumps(tokenizer or {"model_max_length": 10**30}))
+        return max_length(tmp_path, config)
+
+    assert length({"model_type": "bloom", "seq_length": 2048}) == 2048
+    assert length({"model_type": "mpt", "max_seq_len": 4096}) == 4096
+    assert length({"model_type": "bloom"}, {"model_max_length": 1024}) == 1024  # the tokenizer's own limit, not 512
+    assert length({"model_type": "bloom"}) == 512  # nothing says: the old default
+    assert length({"model_type": "gpt2", "n_positions": 128, "seq_length": 2048}) == 128  # a table always bounds

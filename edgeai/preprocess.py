@@ -23,6 +23,11 @@ from .text_inputs import files_under, listed_file
 # twice that. edgeai ignores the warning and refuses above this many pixels, or Pillow's raising
 # limit where that is lower: a 16k x 16k image is already 268 MP.
 MAX_PIXELS = 16384 * 16384
+# resize_crop resizes only the crop's box of the source for these filters (the same pixels within
+# one level as resizing the whole image and cropping), and for any filter where the whole image
+# would be more than this many times the crop (a 20000x1 strip: 5,120,000x256).
+_BOX_EXACT = {Image.Resampling.BILINEAR, Image.Resampling.HAMMING}
+_BOX_RESIZE_OVER = 8
 
 # What a folder of images is read for (bulk runs, --calibration): other files there are not inputs.
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jfif"}
@@ -293,14 +298,18 @@ class ImagePreprocessor:
         left, top = (nw - self.crop_w) // 2, (nh - self.crop_h) // 2
         if (nw, nh) == (w, h):
             return im.crop((left, top, left + self.crop_w, top + self.crop_h))
-        # Only the crop's box of the source is resized (Pillow's resize(box=...)), with the scale and
-        # sample positions of resizing the whole image and cropping after: the same pixels within
-        # one level (0.01% of them, Pillow's rounding between its passes), about 2x faster on a
-        # 640x480 frame (3.4 -> 1.8 ms) and 1280x720 (9.6 -> 4.7 ms), and no huge intermediate
-        # image for a 20000x1 strip (that one would have been 5,120,000x256).
-        sx, sy = w / nw, h / nh
-        box = (left * sx, top * sy, (left + self.crop_w) * sx, (top + self.crop_h) * sy)
-        return im.resize((self.crop_w, self.crop_h), self.interp, box=box)
+        if self.interp in _BOX_EXACT or nw * nh > _BOX_RESIZE_OVER * self.crop_w * self.crop_h:
+            # Only the crop's box of the source is resized (Pillow's resize(box=...)), with the scale
+            # and sample positions of resizing the whole image and cropping after: 2x faster on camera
+            # frames, and no 5,120,000x256 intermediate for a 20000x1 strip. Within one level for
+            # bilinear and hamming only: Pillow picks the order of its two passes by the sizes, so
+            # bicubic and lanczos overshoot is clipped between other passes (13 levels on photos, a
+            # top-1 changed against transformers' processor), and box and nearest pick other
+            # source pixels at the edges of their windows (150-255 levels) (review)
+            sx, sy = w / nw, h / nh
+            box = (left * sx, top * sy, (left + self.crop_w) * sx, (top + self.crop_h) * sy)
+            return im.resize((self.crop_w, self.crop_h), self.interp, box=box)
+        return im.resize((nw, nh), self.interp).crop((left, top, left + self.crop_w, top + self.crop_h))
 
     def normalize(self, im: Image.Image) -> np.ndarray:
         # laid out (channel order, NCHW) while still uint8, then one float32 copy scaled in place: the

@@ -132,11 +132,11 @@ def test_pillow_warning_size_is_not_a_bomb(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("size", [(20000, 1), (1, 60000), (2200, 300), (640, 480), (224, 224), (256, 300)])
 def test_resize_crop_resizes_only_the_crop_box(tiny_pkg, size):
-    # a 20000x1 strip used to be resized to 5,120,000x256 before the crop (5 GB, 50 s), and every
-    # frame paid for resizing pixels the crop then threw away: the crop box is now resized
+    # a 20000x1 strip used to be resized to 5,120,000x256 before the crop (5 GB, 50 s), and a
+    # bilinear frame paid for resizing pixels the crop then threw away: the crop box is now resized
     # directly, to the same pixels as resize-then-crop within rounding
     from edgeai.preprocess import ImagePreprocessor
-    pp = ImagePreprocessor({"crop": [224, 224], "resize_shorter": 256, "interpolation": "bicubic"})
+    pp = ImagePreprocessor({"crop": [224, 224], "resize_shorter": 256})  # bilinear: the box resize is within one level
     a = np.random.default_rng(0).integers(0, 256, (size[1], size[0], 3), np.uint8)
     im = Image.fromarray(a)
     out = np.asarray(pp.resize_crop(im), np.int16)
@@ -147,6 +147,22 @@ def test_resize_crop_resizes_only_the_crop_box(tiny_pkg, size):
         ref = np.asarray(im.resize((nw, nh), pp.interp).crop((left, top, left + 224, top + 224)), np.int16)
         assert np.abs(out - ref).max() <= 1 and (out != ref).mean() < 0.01  # random noise: the worst case for rounding
     assert len(edgeai.load(tiny_pkg).predict(im)["top_k"]) == 3
+
+
+@pytest.mark.parametrize("interp,size,shorter,crop", [("bicubic", (333, 1000), 384, [384, 320]), ("lanczos", (1000, 333), 384, [384, 320]),
+                                                       ("box", (300, 225), 256, [224, 224]), ("nearest", (1280, 720), 224, [224, 224]),
+                                                       ("bilinear", (1280, 720), 256, [224, 224]), ("bicubic", (640, 480), 256, [224, 224])])
+def test_resize_crop_gives_the_pixels_of_resizing_the_whole_image(interp, size, shorter, crop):
+    # transformers' processors and torchvision resize the whole image with Pillow, then crop. The
+    # crop-box shortcut changed Pillow's order of passes (bicubic/lanczos overshoot clipped
+    # elsewhere: 22 levels here, 13 on photos) and the source pixels box and nearest pick (253)
+    from edgeai.preprocess import ImagePreprocessor
+    pp = ImagePreprocessor({"crop": crop, "resize_shorter": shorter, "interpolation": interp})
+    im = Image.fromarray(np.random.default_rng(0).integers(0, 256, (size[1], size[0], 3), np.uint8))
+    nw, nh = pp._size(*size)
+    left, top = (nw - pp.crop_w) // 2, (nh - pp.crop_h) // 2
+    ref = np.asarray(im.resize((nw, nh), pp.interp).crop((left, top, left + pp.crop_w, top + pp.crop_h)), np.int16)
+    assert np.abs(np.asarray(pp.resize_crop(im), np.int16) - ref).max() <= 1
 
 
 @pytest.mark.parametrize("cfg", [{"mean": [0.5] * 3, "std": [0.5] * 3}, {"channel_order": "BGR", "layout": "NHWC", "mean": [1, 2, 3], "std": [2, 3, 4]},

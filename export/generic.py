@@ -180,6 +180,19 @@ def in_forward_order(module, example: dict) -> dict:
     return {n: example[n] for n in order}
 
 
+def no_bfloat16(module, example: dict) -> None:
+    """One sentence for bfloat16 weights or inputs: ONNX Runtime's CPU provider has no bfloat16
+    kernels for Gemm, MatMul or Conv, and numpy no bfloat16 to compare with (review: "The module
+    fails on the example inputs: TypeError: Got unsupported ScalarType BFloat16")."""
+    import torch
+
+    where = [f"The module's weight {n!r}" for n, t in [*module.named_parameters(), *module.named_buffers()]
+             if t.dtype == torch.bfloat16][:1] + [f"The example input {n!r}" for n, t in example.items() if t.dtype == torch.bfloat16]
+    if where:
+        raise InputError(f"{where[0]} is bfloat16, which ONNX Runtime cannot run (no bfloat16 Gemm, MatMul or Conv on CPU): "
+                         "export module.float() with float32 inputs (or .half() for float16 weights).")
+
+
 def _params_text(params: list) -> str:
     return "(" + ", ".join(p.name + ("=..." if p.default is not p.empty else "") for p in params) + ")"
 

@@ -102,8 +102,34 @@ def to_onnx(module, args: tuple, path: Path, input_names: list[str], output_name
         # The exporter often appends the whole traced graph; the sentence that matters names the op.
         key = next((ln for ln in lines if "not supported" in ln or "Exporting the operator" in ln), lines[0])
         at = ", ".join(f"{n} {list(a.shape)}" for n, a in zip(input_names, args) if hasattr(a, "shape"))
+        if key == lines[0] and (rnn := _packed_rnn(module, args)):  # torch's own text is a C++ range check
+            key = (f"the module's {rnn} takes a PackedSequence (pack_padded_sequence), which the exporter handles only when the "
+                   f"{rnn}'s output is unpacked by pad_packed_sequence and used: take what you need (e.g. each row's step at "
+                   "lengths - 1) from that padded output, not from the final state alone")
         raise ExportError(f"torch.onnx.export failed (tracing at {at}): {key[:300].rstrip('.')}.") from None
     return _value_traces(caught)
+
+
+def _packed_rnn(module, args: tuple) -> str | None:
+    """The class name of an RNN submodule that the module feeds a PackedSequence, else None."""
+    import torch
+
+    seen: list[str] = []
+
+    def hook(rnn, inputs):
+        if inputs and isinstance(inputs[0], torch.nn.utils.rnn.PackedSequence):
+            seen.append(type(rnn).__name__)
+
+    handles = [m.register_forward_pre_hook(hook) for m in module.modules() if isinstance(m, torch.nn.RNNBase)]
+    try:
+        with torch.inference_mode():
+            module(*args)
+    except Exception:
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+    return seen[0] if seen else None
 
 
 def to_onnx_dynamo(module, args: tuple, path: Path, input_names: list[str], output_names: list[str],

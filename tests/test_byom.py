@@ -81,6 +81,36 @@ def test_dynamo_fallback_is_one_progress_line_and_name_sets_the_manifest(factori
     assert Package.open(tmp_path / "torch-enc").variants["fp32"]["recipe"]["exporter"] == "dynamo"
 
 
+def test_nested_outputs_are_flattened_as_an_lstms_output_and_state(tmp_path):
+    """nn.LSTM returns (output, (h, c)): a user's module returning it (or the LSTM itself) was
+    refused as "a tuple holding a tuple" (review); nested tuples and dicts now give flat outputs."""
+    from edgeai.export import export_module
+
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(8, 16, num_layers=2, batch_first=True).eval()
+    pkg = export_module(lstm, {"input": torch.randn(2, 5, 8)}, tmp_path / "lstm", dynamic={"input": {0: "batch", 1: "seq"}})
+    outputs = [(o["name"], o["shape"]) for o in pkg.manifest["outputs"]]
+    assert outputs == [("output_0", ["batch", "seq", 16]), ("output_1", [2, "batch", 16]), ("output_2", [2, "batch", 16])]
+    x = torch.randn(3, 9, 8)
+    with edgeai.load(pkg.path, variant="fp32") as pipe, torch.inference_mode():
+        got = pipe.run({"input": x.numpy()})
+        out, (h, c) = lstm(x)
+    for name, ref in zip(("output_0", "output_1", "output_2"), (out, h, c)):
+        np.testing.assert_allclose(got[name], ref.numpy(), rtol=1e-5, atol=1e-6)
+
+    class SeqAndState(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm = torch.nn.LSTM(4, 6)
+
+        def forward(self, x):
+            seq, state = self.lstm(x)
+            return {"seq": seq, "state": state}
+
+    pkg = export_module(SeqAndState(), {"x": torch.randn(5, 2, 4)}, tmp_path / "dict", dynamic={"x": {0: "seq", 1: "batch"}})
+    assert [o["name"] for o in pkg.manifest["outputs"]] == ["seq", "state_0", "state_1"]
+
+
 def test_name_is_checked_and_applies_to_factories_only(factories, tmp_path):
     r = cli("export", f"{factories}:linear", "--input", "x:1,16:float32", "--name", "../up", "-o", str(tmp_path / "o"))
     assert r.returncode == 1 and "The package name '../up'" in r.stderr and "Traceback" not in r.stderr
@@ -130,6 +160,30 @@ def test_an_int8_missing_the_budget_says_so_and_small_sizes_are_in_kb(factories,
     assert (pkg.path / "manifest.json").read_bytes() == before
 
 
+def test_a_packed_sequence_the_exporter_cannot_take_is_named(tmp_path):
+    """An LSTM fed pack_padded_sequence whose packed output is never unpacked: torch's exporter
+    fails with a C++ range check ("vector::_M_range_check: __n (which is 0) >= ..."), which was
+    the whole error (review); the sentence now names the PackedSequence and what exports."""
+    from edgeai.errors import ExportError
+    from edgeai.export import export_module
+
+    class LastState(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm, self.fc = torch.nn.LSTM(8, 16, batch_first=True), torch.nn.Linear(16, 2)
+
+        def forward(self, x, lengths):
+            packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+            _, (h, _) = self.lstm(packed)
+            return self.fc(h[-1])
+
+    example = {"x": torch.randn(3, 6, 8), "lengths": torch.tensor([6, 4, 2])}
+    with pytest.raises(ExportError) as e:
+        export_module(LastState().eval(), example, tmp_path / "pkg", dynamic={"x": {0: "batch"}, "lengths": {0: "batch"}})
+    assert "LSTM takes a PackedSequence" in str(e.value) and "pad_packed_sequence" in str(e.value)
+    assert "_M_range_check" not in str(e.value) and not (tmp_path / "pkg").exists()
+
+
 def test_input_names_must_be_forwards_parameters(factories, tmp_path):
     for given in (["a:1,4:float32", "c:1,3:float32"], ["a:1,4:float32"], ["a:1,4:float32", "b:1,3:float32", "c:1:float32"]):
         r = cli("export", f"{factories}:pair", *[x for g in given for x in ("--input", g)], "-o", str(tmp_path / "o"))
@@ -160,3 +214,18 @@ def test_inputs_in_another_order_are_passed_in_forwards_order(factories, tmp_pat
     with torch.inference_mode():
         ref = nets.pair()(torch.from_numpy(a), torch.from_numpy(b)).numpy()
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_bfloat16_weights_are_one_sentence_that_says_what_to_export(tmp_path):
+    """A bfloat16 module was "The module fails on the example inputs: TypeError: Got unsupported
+    ScalarType BFloat16" (numpy's failure, not the module's), and ONNX Runtime has no bfloat16
+    Gemm on CPU to run it anyway (review)."""
+    from edgeai.errors import InputError
+    from edgeai.export import export_module
+
+    module = torch.nn.Sequential(torch.nn.Linear(8, 4)).to(torch.bfloat16).eval()
+    with pytest.raises(InputError, match=r"The module's weight '0.weight' is bfloat16, .*export module.float\(\)"):
+        export_module(module, {"x": torch.randn(2, 8, dtype=torch.bfloat16)}, tmp_path / "pkg")
+    with pytest.raises(InputError, match="The example input 'x' is bfloat16"):
+        export_module(torch.nn.Linear(8, 4), {"x": torch.randn(2, 8, dtype=torch.bfloat16)}, tmp_path / "pkg")
+    assert not (tmp_path / "pkg").exists()

@@ -169,7 +169,7 @@ def export_module(module, example_inputs: dict, out: str | os.PathLike, dynamic:
     factory) at ``out`` is refused; one of the same is rebuilt.
     """
     from edgeai.export.exporter import check_precision
-    from edgeai.export.generic import in_forward_order
+    from edgeai.export.generic import in_forward_order, no_bfloat16
 
     check_precision(precision)
     if calibration is not None and precision != "int8":
@@ -177,6 +177,7 @@ def export_module(module, example_inputs: dict, out: str | os.PathLike, dynamic:
     _check_module(module)
     _check_same_model(out, source or type(module).__name__)
     example_inputs = _tensors(example_inputs)
+    no_bfloat16(module, example_inputs)
     name = _check_name(name) if name is not None else None  # None: the directory's name
     example_inputs = in_forward_order(module, example_inputs)
     dynamic = _check_dynamic(example_inputs, dynamic)
@@ -312,8 +313,9 @@ def _check_dynamic(example: dict, dynamic: dict | None) -> dict[str, dict[int, s
 
 def _tuple_outputs(module, example: dict):
     """``(module, None)``; or, for a module that returns a dict of tensors (as transformers'
-    ``ModelOutput`` is), a wrapper returning its values in order, and its keys, which name the
-    graph's outputs. The ONNX exporters take tensors and tuples of them."""
+    ``ModelOutput`` is) or nested tuples (nn.LSTM's ``(output, (h, c))``), a wrapper returning its
+    tensors flat, in order, and for a dict the names of the graph's outputs: its keys (a nested
+    part's as ``key_0``, ``key_1``). The ONNX exporters and the checks take tensors and flat tuples."""
     from collections.abc import Mapping
 
     import torch
@@ -323,20 +325,36 @@ def _tuple_outputs(module, example: dict):
             out = module(*example.values())
     except Exception:
         return module, None  # _outputs_on_example says why, in one sentence
-    if not (isinstance(out, Mapping) and out and all(isinstance(v, torch.Tensor) for v in out.values())):
-        return module, None
-    order = list(out)
+    leaves = _leaves(out)
+    if not leaves or (isinstance(out, (tuple, list)) and all(isinstance(o, torch.Tensor) for o in out)):
+        return module, None  # a tensor or a flat tuple as it is; anything else torch_outputs names
 
-    class TupleOutputs(torch.nn.Module):
+    class FlatOutputs(torch.nn.Module):
         def __init__(self):
             super().__init__()
             self.inner = module
 
         def forward(self, *inputs):
-            out = self.inner(*inputs)
-            return tuple(out[k] for k in order)
+            return tuple(t for _, t in _leaves(self.inner(*inputs)))
 
-    return TupleOutputs().eval(), [str(k) for k in order]  # eval: torch.onnx.export restores a wrapper's mode, and train(True) reaches the inner module
+    names = [k for k, _ in leaves] if isinstance(out, Mapping) else None  # a tuple's: output_0, output_1, ...
+    return FlatOutputs().eval(), names  # eval: torch.onnx.export restores a wrapper's mode, and train(True) reaches the inner module
+
+
+def _leaves(out, key: str = "") -> list | None:
+    """``[(name, tensor), ...]`` of a tensor, or of dicts, tuples and lists of them at any depth, in
+    order; None where anything else (None, a number) is in it."""
+    from collections.abc import Mapping
+
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return [(key, out)]
+    if not isinstance(out, (Mapping, tuple, list)) or not out:
+        return None
+    items = out.items() if isinstance(out, Mapping) else enumerate(out)
+    found = [_leaves(v, f"{key}_{k}" if key else str(k)) for k, v in items]
+    return None if any(f is None for f in found) else [leaf for f in found for leaf in f]
 
 
 def _outputs_on_example(module, example: dict, shapes: str) -> int:

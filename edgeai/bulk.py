@@ -58,6 +58,9 @@ def list_inputs(sources: Iterable[str], text: bool, literal: bool = False) -> li
     ``literal=True``: every source is a text). A file (or a file's line) named twice is listed once.
     """
     if text:
+        from .text import numpy_texts
+
+        sources = numpy_texts(sources)  # a Series or array of texts is a list; a DataFrame (its column names) is refused
         # lines of files once each (see below); a text typed twice stays twice: two samples of one prompt
         return _once(expand_text_inputs(list(sources), literal), lambda t: os.path.abspath(t.input) if isinstance(t, TextLine) else None)
     items: list[str] = []

@@ -215,4 +215,9 @@ def numpy_texts(x: Any) -> Any:
         return x.tolist()
     if type(x).__name__ == "Series" and type(x).__module__.startswith("pandas"):
         return x.tolist()
+    if type(x).__name__ == "DataFrame" and type(x).__module__.startswith("pandas"):
+        # iterating a DataFrame gives its column names: embed(df) embedded the header alone, silently (review)
+        cols = ", ".join(repr(c) for c in list(x.columns)[:4]) + (", ..." if len(x.columns) > 4 else "")
+        raise InputError(f"Got a pandas DataFrame (columns {cols or 'none'}); pass the column of texts, "
+                         "e.g. df[\"text\"], not the whole table.")
     return x

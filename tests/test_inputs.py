@@ -442,3 +442,17 @@ def test_predict_each_from_two_threads_marks_its_own_texts_and_leaves_warnings_w
     with pytest.warns(UserWarning, match="still shown"):
         warnings.warn("still shown")
 
+
+
+def test_a_dataframe_is_refused_not_read_as_its_column_names(text_pkg):
+    """Iterating a pandas DataFrame gives its column names: embed(df) and bulk.list_inputs(df, text=True)
+    ran the header ("text") as the only input, silently (review). It is one sentence naming the columns."""
+    pandas = pytest.importorskip("pandas")
+    from edgeai.bulk import list_inputs
+    from edgeai.text import numpy_texts
+
+    df = pandas.DataFrame({"text": ["good movie", "bad day"]})
+    for call in (lambda: numpy_texts(df), lambda: list_inputs(df, text=True), lambda: edgeai.load(text_pkg).predict(df)):
+        with pytest.raises(edgeai.InputError, match=r"DataFrame \(columns 'text'\); pass the column of texts"):
+            call()
+    assert list_inputs(df["text"], text=True) == ["good movie", "bad day"]

@@ -641,6 +641,8 @@ def test_a_shortened_text_fits_its_columns():
     cut = _short("日本語のテキストです、これはとても長い文章になりますね。", 20)
     assert cut.endswith("…") and text_width(cut) <= 20 and cut.startswith("日本語の")
     assert text_width(_short("x" * 100, 48)) == 48
+    # review: an ESC sequence in a text (a file's line) reached the terminal and cleared or recoloured it
+    assert _short("a\x1b[2Jb\x9bc\x00 😀\u200d😀") == "a\\x1b[2Jb\\x9bc\\x00 😀\u200d😀"
 
 
 def test_the_environment_and_the_console_never_cost_a_traceback(tiny_pkg, tmp_path):

@@ -320,8 +320,9 @@ def _print_human(pipe, doc: dict) -> None:
 
 
 def _short(text: str, n: int = 48) -> str:
-    """The text on one line, cut to ``n`` terminal columns (a CJK character takes two)."""
-    text = " ".join(text.split())
+    """The text on one line, cut to ``n`` terminal columns (a CJK character takes two). Control characters
+    are shown escaped (``\\x1b``): a line's ESC sequences cleared or recoloured the terminal (review)."""
+    text = "".join(ascii(ch)[1:-1] if ch < " " or "\x7f" <= ch <= "\x9f" else ch for ch in " ".join(text.split()))
     if text_width(text) <= n:
         return text
     cut, used = [], 1  # the ellipsis' column

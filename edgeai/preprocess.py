@@ -313,7 +313,7 @@ class ImagePreprocessor:
 
     def normalize(self, im: Image.Image) -> np.ndarray:
         # laid out (channel order, NCHW) while still uint8, then one float32 copy scaled in place: the
-        # same values as converting first, 10x faster (Pillow's float32 array export is slow: 1.1 ms -> 0.1 ms at 224x224)
+        # same values as converting first, 5-10x faster (0.58 -> 0.11 ms on a 640x480 frame's crop)
         a = np.asarray(im)
         if self.bgr:
             a = a[..., ::-1]

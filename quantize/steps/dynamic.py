@@ -70,6 +70,8 @@ def _own_name(model: Path) -> Iterator[Path]:
     try:
         os.link(model, link)
     except OSError:  # a file system without hard links: the graph as given, as before
+        link = None
+    if link is None:  # yielded outside the except: a quantizer error is not shown as caused by the link's
         yield model
         return
     try:

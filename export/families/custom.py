@@ -326,7 +326,7 @@ def _tuple_outputs(module, example: dict):
     except Exception:
         return module, None  # _outputs_on_example says why, in one sentence
     leaves = _leaves(out)
-    if not leaves or (isinstance(out, (tuple, list)) and all(isinstance(o, torch.Tensor) for o in out)):
+    if not leaves or isinstance(out, torch.Tensor) or (isinstance(out, (tuple, list)) and all(isinstance(o, torch.Tensor) for o in out)):
         return module, None  # a tensor or a flat tuple as it is; anything else torch_outputs names
 
     class FlatOutputs(torch.nn.Module):

@@ -111,6 +111,17 @@ def load_factory(ref: str):
         factory = getattr(mod, attr, None)
         if not callable(factory):
             raise InputError(f"{path} has no function {attr!r}.")
+        import inspect
+
+        try:
+            needed = [p.name for p in inspect.signature(factory).parameters.values()
+                      if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        except (TypeError, ValueError):  # a builtin or C callable: called as it is
+            needed = []
+        if needed:  # a class (Net(classes)) or a function that needs its arguments (review: TypeError's own sentence)
+            raise InputError(f"{attr} in {path} needs the argument{'s' if len(needed) > 1 else ''} {', '.join(needed)}, and a "
+                             f"factory is called with none: add one that gives them, e.g. def make(): return {attr}(...), "
+                             f"and export {path.name}:make.")
         try:
             module = factory()
         except (Exception, SystemExit) as e:
@@ -218,8 +229,24 @@ def load_weights(module, path: str | os.PathLike, strict: bool = True):
             raise InputError(f"{path} holds more than weights (a whole pickled model, or objects of other classes), and "
                              "loading it would run code from the file: save model.state_dict() with torch.save instead "
                              "(or as .safetensors).") from None
-    module.load_state_dict(state, strict=strict)
+    module.load_state_dict(_weights_of(state, module), strict=strict)
     return module
+
+
+def _weights_of(state, module) -> dict:
+    """The state dict inside a training checkpoint, as timm's loader reads one: ``{"state_dict": ...,
+    "epoch": ...}`` (or ``model_state_dict``, ``model``) unwrapped, and ``DataParallel``'s
+    ``module.`` prefix dropped where the module's own names lack it (review: load_state_dict's
+    sentence of every missing and unexpected key)."""
+    import torch
+
+    if isinstance(state, dict) and not any(isinstance(v, torch.Tensor) for v in state.values()):
+        inner = [state[k] for k in ("state_dict", "model_state_dict", "model") if isinstance(state.get(k), dict)]
+        state = inner[0] if inner else state
+    own = module.state_dict()
+    if isinstance(state, dict) and state and all(str(k).startswith("module.") for k in state) and not any(k.startswith("module.") for k in own):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
 
 
 def _first_line(e: BaseException) -> str:

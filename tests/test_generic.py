@@ -148,6 +148,9 @@ FACTORY = textwrap.dedent('''
     def broken():
         raise ValueError("weights file not found")
 
+    def with_classes(classes, *, width):
+        return torch.nn.Linear(width, classes)
+
     def not_a_module():
         return 42
 
@@ -275,6 +278,7 @@ def test_export_module_leaves_the_callers_module_in_its_mode(tmp_path):
     ("make", ["--input", "x:1,3,8,8:float32", "--dynamic", "x:-1:w"], "count the axis from the front"),
     ("make", [], "needs the example inputs"),
     ("missing", ["--input", "x:1,3,8,8:float32"], "has no function 'missing'"),
+    ("with_classes", ["--input", "x:1,4:float32"], "needs the arguments classes, width, and a factory is called with none: add one that gives them"),
 ])
 def test_failed_exports_are_one_sentence_and_write_nothing(tmp_path, factory, args, message):
     (tmp_path / "net.py").write_text(FACTORY)
@@ -320,6 +324,11 @@ def test_load_weights_refuses_pickled_objects(tmp_path):
     torch.save({"weight": m.weight, "evil": object()}, tmp_path / "bad.pt")
     with pytest.raises(EdgeAIError, match="bad.pt holds more than weights .*would run code from the file"):
         load_weights(nn.Linear(2, 2), tmp_path / "bad.pt")
+    # a training checkpoint ({"state_dict", "epoch"}), a DataParallel one ("module." names): their weights, as timm reads them
+    torch.save({"state_dict": m.state_dict(), "epoch": 3}, tmp_path / "ckpt.pt")
+    torch.save({f"module.{k}": v for k, v in m.state_dict().items()}, tmp_path / "dp.pt")
+    for name in ("ckpt.pt", "dp.pt"):
+        assert torch.equal(load_weights(nn.Linear(2, 2), tmp_path / name).weight, m.weight)
 
 
 def test_a_factory_imports_its_neighbours_and_inputs_may_differ_in_first_axis(tmp_path):

@@ -291,7 +291,7 @@ def _sampling(options: dict[str, Any]) -> Sampling:
     """generate's sampling options, checked (one InputError sentence for a bad value)."""
     options = dict(options)
     stop = options.pop("stop", None)
-    s = Sampling(stop=() if stop is None else (stop,) if isinstance(stop, str) or not hasattr(stop, "__iter__") else tuple(stop),
+    s = Sampling(stop=() if stop is None else (stop,) if isinstance(stop, (str, dict)) or not hasattr(stop, "__iter__") else tuple(stop),
                  **options)
     s.check()
     return s

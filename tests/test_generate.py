@@ -572,7 +572,8 @@ def test_bad_arguments_are_one_sentence(packages):
             pipe.generate("   ")
         for kwargs, text in (({"max_new_tokens": "3"}, "whole number"), ({"temperature": float("nan")}, "a number"),
                              ({"temperature": 1, "seed": -1}, "seed"), ({"stop": 5}, "non-empty strings"),
-                             ({"stop": ""}, "non-empty strings"), ({"top_k": 3}, "give a temperature above 0")):
+                             ({"stop": ""}, "non-empty strings"), ({"stop": {"a": 1}}, "non-empty strings"),
+                             ({"top_k": 3}, "give a temperature above 0")):
             with pytest.raises(InputError, match=text):
                 pipe.generate("hi", **kwargs)
         # past the positions the model was trained on (256): the prompt is refused, and the package records the limit

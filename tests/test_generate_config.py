@@ -109,3 +109,12 @@ def test_a_model_without_a_position_table_takes_the_length_it_was_trained_on(tmp
     assert length({"model_type": "bloom"}, {"model_max_length": 1024}) == 1024  # the tokenizer's own limit, not 512
     assert length({"model_type": "bloom"}) == 512  # nothing says: the old default
     assert length({"model_type": "gpt2", "n_positions": 128, "seq_length": 2048}) == 128  # a table always bounds
+
+
+def test_stop_strings_are_strings_and_a_dict_is_not_its_keys():
+    from edgeai.errors import InputError
+    from edgeai.generation import _sampling
+
+    assert _sampling({"stop": "a"}).stop == ("a",) and _sampling({"stop": ["a", "b"]}).stop == ("a", "b")
+    with pytest.raises(InputError, match="stop takes non-empty strings"):
+        _sampling({"stop": {"a": 1}})  # it read as the stop string "a" (review)

@@ -141,13 +141,7 @@ class Session:
         tensorrt: dict | None = None,
     ):
         self.inputs = [_Spec(d) for d in inputs]
-        self._names = {s.name for s in self.inputs}
-        axes: dict[str, list[tuple[str, int]]] = {}
-        for s in self.inputs:
-            for axis, label in enumerate(s.shape):
-                if isinstance(label, str):
-                    axes.setdefault(label, []).append((s.name, axis))
-        self._shared = [m for m in axes.values() if len(m) > 1]  # (input, axis) pairs whose sizes must agree
+        self._shared = shared_axes(self.inputs)  # worked out once, not per call (a frame loop's few microseconds)
         self.output_names = [d["name"] for d in outputs]
         self._pid = os.getpid()  # close() in a forked child leaves the session alone (see there)
         started = time.perf_counter()
@@ -201,15 +195,7 @@ class Session:
                 self._building = None  # TensorRT took no subgraph, or the cache is not writable: nothing to say
 
     def check(self, feed: Mapping[str, object]) -> dict[str, np.ndarray]:
-        """check_feed's checks with the names and shared axes worked out once, not per call (a frame
-        loop's few microseconds); a feed that fails any is given to check_feed for its sentence."""
-        if not isinstance(feed, Mapping) or feed.keys() != self._names:
-            return check_feed(self.inputs, feed)
-        checked = {s.name: s.check(feed[s.name]) for s in self.inputs}
-        for members in self._shared:
-            if len({_shape(checked[n])[axis] for n, axis in members}) > 1:
-                return check_feed(self.inputs, feed)
-        return checked
+        return check_feed(self.inputs, feed, self._shared)
 
     def run(self, feed: Mapping[str, object], device_outputs: bool = False) -> dict[str, np.ndarray]:
         checked = self.check(feed)
@@ -264,33 +250,38 @@ class Session:
 _FORKED: list = []  # sessions a forked child closed (Session.close)
 
 
-def check_feed(inputs: list[_Spec] | list[dict], feed: Mapping[str, object]) -> dict[str, np.ndarray]:
+def check_feed(inputs: list[_Spec] | list[dict], feed: Mapping[str, object],
+               shared: dict[str, list[tuple[str, int]]] | None = None) -> dict[str, np.ndarray]:
     """``feed`` checked against the model's inputs (names, dtypes cast where safe, ranks, fixed
     sizes, finite values, axes that share a name agreeing): the arrays to run, or one InputError
-    sentence. ``inputs``: specs, or the manifest's input dicts."""
+    sentence. ``inputs``: specs, or the manifest's input dicts; ``shared``: their shared_axes, where
+    already known."""
     inputs = [s if isinstance(s, _Spec) else _Spec(s) for s in inputs]
-    names = {s.name for s in inputs}
     if not isinstance(feed, Mapping):
         raise InputError(f"Expected a dict of input name -> array ({_expected(inputs)}); got {a_type(feed)}.")
-    if feed.keys() != names:
+    if feed.keys() != (names := {s.name for s in inputs}):
         missing = sorted(names - set(feed))
         unknown = sorted(set(feed) - names)
         raise InputError(f"Inputs do not match the model: {_mismatch(missing, unknown)}; expected {_expected(inputs)}.")
     checked = {s.name: s.check(feed[s.name]) for s in inputs}
     # Axes with the same name must agree on their size (a batch of ids and its mask, their
     # sequence length); a fixed axis (a [2, E] edge list, a [8] scale) is checked by its spec.
-    sizes: dict[str, dict[str, int]] = {}
-    for s in inputs:
-        v = checked[s.name]
-        shape = v.shape() if isinstance(v, ort.OrtValue) else v.shape
-        for axis, label in enumerate(s.shape):
-            if isinstance(label, str):
-                sizes.setdefault(label, {})[s.name if axis == 0 else f"{s.name} axis {axis}"] = shape[axis]
-    for label, got in sizes.items():
+    for label, members in (shared_axes(inputs) if shared is None else shared).items():
+        got = {n if axis == 0 else f"{n} axis {axis}": _shape(checked[n])[axis] for n, axis in members}
         if len(set(got.values())) > 1:
             shown = ", ".join(f"{n} {k}" for n, k in got.items())
             raise InputError(f"The inputs sharing the axis {label!r} must agree on its size; got {shown}.")
     return checked
+
+
+def shared_axes(inputs: list[_Spec]) -> dict[str, list[tuple[str, int]]]:
+    """Each axis name that more than one axis carries -> those axes, as (input, axis), in input order."""
+    axes: dict[str, list[tuple[str, int]]] = {}
+    for s in inputs:
+        for axis, label in enumerate(s.shape):
+            if isinstance(label, str):
+                axes.setdefault(label, []).append((s.name, axis))
+    return {label: m for label, m in axes.items() if len(m) > 1}
 
 
 def _shape(v: np.ndarray | ort.OrtValue) -> tuple:

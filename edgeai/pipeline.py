@@ -30,22 +30,13 @@ def _guarded(method: Callable) -> Callable:
 
     @functools.wraps(method)
     def call(self: "Pipeline", *args: Any, **kwargs: Any) -> Any:
-        # _in_call's bookkeeping written out: a generator context manager per call cost a frame loop
-        # about 3 us, and predict() makes four (its preprocess, run and postprocess are guarded too)
-        local = self._local
-        depth = getattr(local, "depth", 0)
-        if depth == 0:
-            with self._cond:
-                if self._closed:
-                    raise PipelineClosedError(CLOSED)
-                self._busy += 1
-        local.depth = depth + 1
+        # _enter/_leave, not the _in_call context manager: a generator context manager per call cost a
+        # frame loop about 3 us, and predict() makes four (its preprocess, run and postprocess are guarded too)
+        depth = self._enter()
         try:
             return method(self, *args, **kwargs)
         finally:
-            local.depth = depth
-            if depth == 0:
-                self._finished()
+            self._leave(depth)
 
     return call
 
@@ -281,6 +272,14 @@ class Pipeline(Submitting):
 
     @contextlib.contextmanager
     def _in_call(self):
+        depth = self._enter()
+        try:
+            yield
+        finally:
+            self._leave(depth)
+
+    def _enter(self) -> int:
+        """A call begins: refused once closed; the outermost call of a thread counts as busy. Its depth."""
         depth = getattr(self._local, "depth", 0)
         if depth == 0:
             with self._cond:
@@ -288,12 +287,12 @@ class Pipeline(Submitting):
                     raise PipelineClosedError(CLOSED)
                 self._busy += 1
         self._local.depth = depth + 1
-        try:
-            yield
-        finally:
-            self._local.depth = depth
-            if depth == 0:
-                self._finished()
+        return depth
+
+    def _leave(self, depth: int) -> None:
+        self._local.depth = depth
+        if depth == 0:
+            self._finished()
 
     def _finished(self) -> None:
         with self._cond:

@@ -271,10 +271,11 @@ class ImagePreprocessor:
         mean = np.asarray(cfg.get("mean", [0.0, 0.0, 0.0]), np.float32)
         std = np.asarray(cfg.get("std", [1.0, 1.0, 1.0]), np.float32)
         # (x * scale - mean) / std == x * a + b, one fused pass over the pixels
-        self._a = (self.scale / std).astype(np.float32)
-        self._b = (-mean / std).astype(np.float32)
         self.bgr = cfg.get("channel_order", "RGB") == "BGR"
         self.nchw = cfg.get("layout", "NCHW") == "NCHW"
+        shape = (-1, 1, 1) if self.nchw else (-1,)  # broadcast over the pixels of each channel
+        self._a = (self.scale / std).astype(np.float32).reshape(shape)
+        self._b = (-mean / std).astype(np.float32).reshape(shape)
 
     def _size(self, w: int, h: int) -> tuple[int, int]:
         if self.resize:
@@ -318,9 +319,8 @@ class ImagePreprocessor:
         if self.bgr:
             a = a[..., ::-1]
         a = np.array(a.transpose(2, 0, 1) if self.nchw else a, dtype=np.float32, order="C")
-        shape = (-1, 1, 1) if self.nchw else (-1,)
-        a *= self._a.reshape(shape)
-        a += self._b.reshape(shape)
+        a *= self._a
+        a += self._b
         return a
 
     def __call__(self, x: Any) -> np.ndarray:

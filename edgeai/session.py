@@ -267,7 +267,7 @@ def check_feed(inputs: list[_Spec] | list[dict], feed: Mapping[str, object],
     # Axes with the same name must agree on their size (a batch of ids and its mask, their
     # sequence length); a fixed axis (a [2, E] edge list, a [8] scale) is checked by its spec.
     for label, members in (shared_axes(inputs) if shared is None else shared).items():
-        got = {n if axis == 0 else f"{n} axis {axis}": _shape(checked[n])[axis] for n, axis in members}
+        got = {n if axis == 0 else f"{n} axis {axis}": shape_of(checked[n])[axis] for n, axis in members}
         if len(set(got.values())) > 1:
             shown = ", ".join(f"{n} {k}" for n, k in got.items())
             raise InputError(f"The inputs sharing the axis {label!r} must agree on its size; got {shown}.")
@@ -284,8 +284,10 @@ def shared_axes(inputs: list[_Spec]) -> dict[str, list[tuple[str, int]]]:
     return {label: m for label, m in axes.items() if len(m) > 1}
 
 
-def _shape(v: np.ndarray | ort.OrtValue) -> tuple:
-    return tuple(v.shape()) if isinstance(v, ort.OrtValue) else v.shape
+def shape_of(v) -> tuple | None:
+    """A tensor's shape, numpy's or an OrtValue's (whose ``shape`` is a method); None for anything else."""
+    shape = getattr(v, "shape", None)
+    return tuple(shape()) if callable(shape) else shape
 
 
 def _mismatch(missing: list[str], unknown: list[str]) -> str:

@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from .errors import InputError, PackageError, a_type, warn_user
+from .session import shape_of
 from .text_inputs import TextLine, UnreadFile  # lines read from files: what check_text names them by
 
 # Which encoding field feeds which model input (names as exported; see export/transformer.py).
@@ -199,8 +200,7 @@ def check_positions(feed: Any, manifest: dict) -> None:
     if not (positions := pre.get("positions")) or not isinstance(feed, Mapping):
         return
     for spec in manifest["inputs"]:
-        shape = getattr(feed.get(spec["name"]), "shape", None)  # an OrtValue's is a method:
-        shape = shape() if callable(shape) else shape
+        shape = shape_of(feed.get(spec["name"]))
         if shape is not None and len(shape) == 2 == len(spec["shape"]) and isinstance(spec["shape"][1], str) and shape[1] > positions:
             also = f"; predict() cuts texts to {pre['max_length']}" if pre.get("max_length", positions) < positions else ""
             raise InputError(f"Input {spec['name']!r} has {shape[1]} tokens on its sequence axis; this model takes at most "

@@ -243,8 +243,8 @@ def _weights_of(state, module) -> dict:
     if isinstance(state, dict) and not any(isinstance(v, torch.Tensor) for v in state.values()):
         inner = [state[k] for k in ("state_dict", "model_state_dict", "model") if isinstance(state.get(k), dict)]
         state = inner[0] if inner else state
-    own = module.state_dict()
-    if isinstance(state, dict) and state and all(str(k).startswith("module.") for k in state) and not any(k.startswith("module.") for k in own):
+    if isinstance(state, dict) and state and all(str(k).startswith("module.") for k in state) \
+            and not any(k.startswith("module.") for k in module.state_dict()):
         state = {k[len("module."):]: v for k, v in state.items()}
     return state
 

@@ -292,14 +292,15 @@ class ImagePreprocessor:
         if not w or not h:
             raise InputError(f"The image has no pixels ({w}x{h}).")
         nw, nh = self._size(w, h)
-        if self.cropped or not self.resize:
-            nw, nh = max(self.crop_w, nw), max(self.crop_h, nh)
         if (nw, nh) == (self.crop_w, self.crop_h):
             return im if (nw, nh) == (w, h) else im.resize((nw, nh), self.interp)
+        # a crop larger than the resized image reaches past its edges, where Pillow's crop gives black:
+        # the zero padding of torchvision's CenterCrop and transformers' center_crop (it was stretched
+        # to the crop's size, changing the aspect ratio) (review)
         left, top = (nw - self.crop_w) // 2, (nh - self.crop_h) // 2
         if (nw, nh) == (w, h):
             return im.crop((left, top, left + self.crop_w, top + self.crop_h))
-        if self.interp in _BOX_EXACT or nw * nh > _BOX_RESIZE_OVER * self.crop_w * self.crop_h:
+        if min(left, top) >= 0 and (self.interp in _BOX_EXACT or nw * nh > _BOX_RESIZE_OVER * self.crop_w * self.crop_h):
             # Only the crop's box of the source is resized (Pillow's resize(box=...)), with the scale
             # and sample positions of resizing the whole image and cropping after: 2x faster on camera
             # frames, and no 5,120,000x256 intermediate for a 20000x1 strip. Within one level for

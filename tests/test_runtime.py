@@ -165,6 +165,21 @@ def test_resize_crop_gives_the_pixels_of_resizing_the_whole_image(interp, size, 
     assert np.abs(np.asarray(pp.resize_crop(im), np.int16) - ref).max() <= 1
 
 
+@pytest.mark.parametrize("size,crop", [((300, 600), [224, 320]), ((640, 480), [300, 300]), ((255, 700), [301, 257])])
+def test_a_crop_larger_than_the_resized_image_gets_black_borders(size, crop):
+    # transformers' center_crop (and torchvision's CenterCrop) pad with zeros; edgeai stretched the
+    # resized image to the crop instead, changing its aspect ratio (review)
+    from transformers.image_transforms import center_crop
+    from edgeai.preprocess import ImagePreprocessor
+    pp = ImagePreprocessor({"crop": crop, "resize_shorter": 256, "interpolation": "bilinear"})
+    im = Image.fromarray(np.random.default_rng(2).integers(1, 256, (size[1], size[0], 3), np.uint8))
+    ref = center_crop(np.asarray(im.resize(pp._size(*size), pp.interp)), crop, data_format="channels_last",
+                      input_data_format="channels_last")
+    out = np.asarray(pp.resize_crop(im))
+    np.testing.assert_array_equal(out, ref)
+    assert (out == 0).all(axis=2).any()  # the borders are there: the random pixels are never black
+
+
 @pytest.mark.parametrize("cfg", [{"mean": [0.5] * 3, "std": [0.5] * 3}, {"channel_order": "BGR", "layout": "NHWC", "mean": [1, 2, 3], "std": [2, 3, 4]},
                                  {"mean": [0.4], "std": [0.2], "scale": 1.0}])
 def test_normalize_matches_float_arithmetic(cfg):

@@ -70,7 +70,8 @@ def check_texts(items: Sequence[Any]) -> list[str]:
 class TextPreprocessor:
     """``batch(texts)`` -> the feed dict of the package's inputs (int64, padded to the longest)."""
 
-    def __init__(self, tokenizer_file: Path, spec: dict, input_names: Sequence[str], refuse_unknown: bool = False):
+    def __init__(self, tokenizer_file: Path, spec: dict, input_names: Sequence[str], refuse_unknown: bool = False,
+                 no_pairs: str | None = None):
         from tokenizers import Tokenizer
 
         try:
@@ -88,9 +89,17 @@ class TextPreprocessor:
         unk = getattr(tok.model, "unk_token", None)
         # what the runtime refuses (a user's text); measurements keep every test sentence
         self.unk_id = tok.token_to_id(unk) if unk and refuse_unknown else None
+        # Why a sentence pair means nothing to this model (None: it takes pairs). A tokenizer without a
+        # post-processor has no [SEP] or segment ids to mark the second text: the pair was read as the
+        # two texts run together, a silent wrong answer (review)
+        if no_pairs is None and tok.post_processor is None:
+            no_pairs = "this model's tokenizer has no way to mark where a second text begins (it was made for single texts)"
+        self.no_pairs = no_pairs
 
     def batch(self, items: Sequence[Any]) -> dict[str, np.ndarray]:
         texts = check_texts(items)
+        if self.no_pairs and (pair := next((i for i, t in enumerate(texts) if isinstance(t, tuple)), None)) is not None:
+            raise InputError(f"{_which(pair, len(texts))} is a sentence pair, but {self.no_pairs}; give one string.")
         encodings = self.tokenizer.encode_batch(texts)
         for i, e in enumerate(encodings):
             if not any(m and not special for m, special in zip(e.attention_mask, e.special_tokens_mask)):  # [CLS] [SEP] alone

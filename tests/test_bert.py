@@ -227,6 +227,8 @@ def test_bad_text_inputs_get_one_clear_sentence(bert_pkg):
             pipe.embed([])
         with pytest.raises(InputError, match=r"a list of texts \(rows in their order\); got a set"):
             pipe.embed({"one", "two"})
+        with pytest.raises(InputError, match=r"^The text is a sentence pair, but an embedding model embeds one text at a time"):
+            pipe.predict({"text": "one", "text_pair": "two"})  # an embedding of neither text (review)
         # numpy strings are texts: 0-d, one (a TypeError before); 1-d, a list
         np.testing.assert_array_equal(pipe.embed(np.array("one")), pipe.embed("one"))
         np.testing.assert_array_equal(pipe.embed(np.array(["one", "two"])), pipe.embed(["one", "two"]))

@@ -186,6 +186,9 @@ def test_a_text_the_tokenizer_reduces_to_nothing_is_refused(lstm_pkg):
         with pytest.raises(InputError, match="no characters this model's tokenizer keeps"):
             pipe.predict("\x07\x07")  # control characters only: not whitespace, but dropped by the normalizer
         assert pipe.predict("fine")["top_k"][0]["label"] in pipe.labels
+        # its tokenizer has no [SEP]: a sentence pair was read as the two texts run together (review)
+        with pytest.raises(InputError, match=r"^Text 2 of 2 is a sentence pair, but this model's tokenizer has no way to mark"):
+            pipe.predict(["fine", {"text": "I love it", "text_pair": "I hate it"}])
 
 
 def test_the_trained_pytorch_model_travels_as_safetensors_and_matches(lstm_pkg, test_split):

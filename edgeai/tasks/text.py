@@ -17,7 +17,11 @@ class TextInput:
         # a classifier's answer to a text of unknown tokens only is a confident guess, the same
         # for any such text: refused. An embedding of one is still a vector a search can hold.
         guesses = (pkg.manifest.get("postprocess") or {}).get("type") == "classification"
-        self.tokenizer = TextPreprocessor(pkg.asset_path(spec["tokenizer"]), spec, input_names, refuse_unknown=guesses)
+        # an embedding is of one text: a pair's would be an embedding of neither
+        no_pairs = ("an embedding model embeds one text at a time (to compare two texts, embed both and take the cosine "
+                    "of their embeddings)") if (pkg.manifest.get("postprocess") or {}).get("type") == "embedding" else None
+        self.tokenizer = TextPreprocessor(pkg.asset_path(spec["tokenizer"]), spec, input_names, refuse_unknown=guesses,
+                                          no_pairs=no_pairs)
 
     def batch(self, items: list[Any]) -> dict[str, np.ndarray]:
         return self.tokenizer.batch(items)

@@ -8,7 +8,7 @@ import io
 import os
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, KeysView, ValuesView
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
@@ -361,5 +361,6 @@ def load(
 
 
 def _a_stream(x: Any) -> bool:
-    """A generator, map or other one-pass iterator of inputs (not a file object, which reads as a path is meant to)."""
-    return isinstance(x, Iterator) and not isinstance(x, io.IOBase)
+    """A generator, map or other one-pass iterator of inputs (not a file object, which reads as a path is meant to),
+    or a dict's keys or values (``predict(d.keys())`` was "a dict_keys object, not a string"; embed read them)."""
+    return (isinstance(x, Iterator) and not isinstance(x, io.IOBase)) or isinstance(x, (KeysView, ValuesView))

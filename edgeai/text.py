@@ -218,11 +218,11 @@ def check_positions(feed: Any, manifest: dict) -> None:
 
 def numpy_texts(x: Any) -> Any:
     """A numpy array of strings as Python's (0-d: a text; 1-d: a list): a 0-d one was a TypeError (review).
-    A 1-d object array (pandas' ``df["text"].to_numpy()``) and a pandas Series are lists of texts too,
+    A 1-d object array (pandas' ``df["text"].to_numpy()``), a pandas Series and Index are lists of texts too,
     as embed() already read them."""
     if isinstance(x, np.ndarray) and (x.dtype.kind in "US" or (x.dtype.kind == "O" and x.ndim == 1)):
         return x.tolist()
-    if type(x).__name__ == "Series" and type(x).__module__.startswith("pandas"):
+    if type(x).__name__ in ("Series", "Index") and type(x).__module__.startswith("pandas"):  # an Index: df.index, df.columns
         return x.tolist()
     if type(x).__name__ == "DataFrame" and type(x).__module__.startswith("pandas"):
         # iterating a DataFrame gives its column names: embed(df) embedded the header alone, silently (review)

@@ -232,6 +232,9 @@ def test_bad_text_inputs_get_one_clear_sentence(bert_pkg):
         # numpy strings are texts: 0-d, one (a TypeError before); 1-d, a list
         np.testing.assert_array_equal(pipe.embed(np.array("one")), pipe.embed("one"))
         np.testing.assert_array_equal(pipe.embed(np.array(["one", "two"])), pipe.embed(["one", "two"]))
+        # a dict's keys are texts to predict() as they were to embed() ("a dict_keys object, not a string")
+        keys = [r["embedding"] for r in pipe.predict({"one": 1, "two": 2}.keys())]
+        np.testing.assert_allclose(keys, pipe.embed(["one", "two"]), atol=1e-6)
         with pytest.warns(TruncationWarning, match="truncated to 256"):
             long = pipe.embed("word " * 1000)
         assert long.shape == (1, 384)

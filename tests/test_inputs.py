@@ -351,7 +351,8 @@ def test_a_numpy_object_array_or_a_series_of_texts_is_a_list_of_texts(text_pkg):
     given = [np.array(texts, dtype=object), np.array(texts)]
     pandas = pytest.importorskip("pandas")
     given.append(pandas.Series(texts))
-    for x in given:
+    given.append(pandas.Index(texts))  # df.index, df.columns: "a Index object, not a string" (review)
+    for x in given + [dict.fromkeys(texts).keys()]:  # a dict's keys: a list of texts, as embed() read them (review)
         assert [r["top_k"] for r in pipe.predict(x)] == want, type(x)
         assert [r["top_k"] for r in pipe.predict_each(x)] == want, type(x)
 

@@ -110,6 +110,13 @@ def test_nested_outputs_are_flattened_as_an_lstms_output_and_state(tmp_path):
     pkg = export_module(SeqAndState(), {"x": torch.randn(5, 2, 4)}, tmp_path / "dict", dynamic={"x": {0: "seq", 1: "batch"}})
     assert [o["name"] for o in pkg.manifest["outputs"]] == ["seq", "state_0", "state_1"]
 
+    class ByNumber(torch.nn.Module):  # {2: t}: torch.onnx.export refused the graph name "2" (review)
+        def forward(self, x):
+            return {2: x * 2, 0: {1: x + 1}}
+
+    pkg = export_module(ByNumber(), {"x": torch.randn(2, 3)}, tmp_path / "numbered", precision="fp32")
+    assert [o["name"] for o in pkg.manifest["outputs"]] == ["output_2", "0_1"]
+
 
 def test_name_is_checked_and_applies_to_factories_only(factories, tmp_path):
     r = cli("export", f"{factories}:linear", "--input", "x:1,16:float32", "--name", "../up", "-o", str(tmp_path / "o"))

@@ -337,7 +337,9 @@ def _tuple_outputs(module, example: dict):
         def forward(self, *inputs):
             return tuple(t for _, t in _leaves(self.inner(*inputs)))
 
-    names = [k for k, _ in leaves] if isinstance(out, Mapping) else None  # a tuple's: output_0, output_1, ...
+    # a tuple's: output_0, output_1, ...; a key of digits alone too: torch.onnx.export refuses such a graph name
+    # ("Invalid name: '2'", the tracer's own value names), so {2: t} gives output_2 (review)
+    names = [f"output_{k}" if k.isdigit() else k for k, _ in leaves] if isinstance(out, Mapping) else None
     return FlatOutputs().eval(), names  # eval: torch.onnx.export restores a wrapper's mode, and train(True) reaches the inner module
 
 

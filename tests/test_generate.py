@@ -616,6 +616,9 @@ def test_cli_streams_and_json(packages):
     out = cli("generate", "--model", str(packages["gpt2"]), "Hello there", "--max-new-tokens", "8")
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("Hello there") and "tokens/s" in out.stderr
+    # the prompt's echo shows its control characters escaped: its ESC sequences reached the terminal (review)
+    out = cli("generate", "--model", str(packages["gpt2"]), "Hi\x1b[2J there", "--max-new-tokens", "1")
+    assert out.returncode == 0 and out.stdout.startswith("Hi\\x1b[2J there") and "\x1b" not in out.stdout, out.stdout
     doc = json.loads(cli("generate", "--model", str(packages["gpt2"]), "Hello", "--json", "--max-new-tokens", "4").stdout)
     r = doc["results"][0]
     name = json.loads((packages["gpt2"] / "manifest.json").read_text())["name"]

@@ -70,3 +70,9 @@ def text_width(text: str) -> int:
     from unicodedata import east_asian_width
 
     return sum(2 if east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def shown(text: str, keep: str = "") -> str:
+    """``text`` with its control characters escaped (``\\x1b``), those in ``keep`` aside: a user's
+    text echoed with its ESC sequences cleared or recoloured the terminal (review)."""
+    return "".join(ascii(ch)[1:-1] if (ch < " " or "\x7f" <= ch <= "\x9f") and ch not in keep else ch for ch in text)

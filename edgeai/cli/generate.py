@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from ._common import plain_error, print_json, variant_notes
-from ._plain import note, style
+from ._plain import note, shown, style
 from .run import _check_options, _run_bulk
 
 
@@ -97,7 +97,7 @@ def generate(
         except EdgeAIError as e:
             failed.append(_failed(p, e))
             continue
-        sys.stdout.write(style(p, "bold") + (" → " if answer else ""))
+        sys.stdout.write(style(shown(p, keep="\n\t"), "bold") + (" → " if answer else ""))  # the prompt as typed, not run
         sys.stdout.flush()
         try:
             for i, piece in enumerate(pieces):  # a continuation gets the space its first token means (the text drops it)

@@ -15,7 +15,7 @@ import typer
 from edgeai.errors import InputError, said_after, shell_arg, unreadable, with_article
 
 from ._common import Stages, _gpu_only_device, err, plain_error, print_json, variant_notes
-from ._plain import note, say, style, table, text_width, warn
+from ._plain import note, say, shown, style, table, text_width, warn
 
 
 def run(
@@ -322,7 +322,7 @@ def _print_human(pipe, doc: dict) -> None:
 def _short(text: str, n: int = 48) -> str:
     """The text on one line, cut to ``n`` terminal columns (a CJK character takes two). Control characters
     are shown escaped (``\\x1b``): a line's ESC sequences cleared or recoloured the terminal (review)."""
-    text = "".join(ascii(ch)[1:-1] if ch < " " or "\x7f" <= ch <= "\x9f" else ch for ch in " ".join(text.split()))
+    text = shown(" ".join(text.split()))
     if text_width(text) <= n:
         return text
     cut, used = [], 1  # the ellipsis' column

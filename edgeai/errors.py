@@ -152,8 +152,11 @@ def warn_user(warning: Warning) -> None:
         where = "sys", 1, "sys", None
     if sum(len(r) for r in _WARNED.values()) > _WARNED_MAX:
         _WARNED.clear()
-    warnings.warn_explicit(warning, type(warning), where[0], where[1], module=where[2],
-                           registry=_WARNED.setdefault(where[0], {}), module_globals=where[3])
+    try:
+        warnings.warn_explicit(warning, type(warning), where[0], where[1], module=where[2],
+                               registry=_WARNED.setdefault(where[0], {}), module_globals=where[3])
+    except ImportError:  # `python -c`, the REPL: __main__'s loader (BuiltinImporter) raised for its source line (review)
+        warnings.warn_explicit(warning, type(warning), where[0], where[1], module=where[2], registry=_WARNED[where[0]])
 
 
 @contextlib.contextmanager

@@ -590,3 +590,17 @@ def test_a_provider_that_cannot_start_falls_back_or_errors_as_strict_says(image_
     assert pipe.provider == providers.CPU and reason.split()[0] in pipe.provider_note
     r = cli("run", str(CAT), "--model", str(image_pkg), "--provider", short)
     assert r.returncode == 1 and reason.split()[0] in r.stderr and TRACEBACK not in r.stderr
+
+
+def test_a_warning_reaches_a_user_in_python_c_and_the_repl():
+    """__main__ of `python -c` and of the interactive prompt is loaded by BuiltinImporter, which
+    raises for its source line: warn_user's module_globals turned every edgeai warning there (a
+    text cut to the model's length) into "ImportError: '__main__' is not a built-in module" (review)."""
+    import subprocess
+    import sys
+
+    code = "from edgeai.errors import warn_user; warn_user(UserWarning('cut to 128 tokens')); print('went on')"
+    for args in (["-c", code], ["-i"]):
+        out = subprocess.run([sys.executable, *args], input=code + "\n" if args == ["-i"] else None,
+                             capture_output=True, text=True, timeout=60)
+        assert "went on" in out.stdout and "cut to 128 tokens" in out.stderr and "ImportError" not in out.stderr, out.stderr

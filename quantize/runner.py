@@ -135,6 +135,9 @@ def open_package(x: str | os.PathLike | Package, out: str | os.PathLike | None =
         from .wrap import wrap_onnx
 
         return wrap_onnx(x, out, arrays)
+    if out is not None:  # review: `quantize PKG -o DIR` updated PKG in place and never said so
+        raise InputError(f"-o/--output names the package a plain .onnx file is wrapped into; {x} is a package, "
+                         "which is updated in place: leave -o out.")
     return open_named(os.fspath(x))  # what `edgeai run --model` accepts, with the same errors
 
 

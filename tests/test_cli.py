@@ -708,3 +708,37 @@ def test_an_empty_model_name_is_refused_everywhere_not_read_as_the_default_or_th
 
     with pytest.raises(InputError, match="The model name is empty"):
         __import__("edgeai").load("")
+
+
+def test_output_with_a_package_is_refused_not_ignored(tiny_pkg, tmp_path):
+    """-o names where a plain .onnx file is wrapped; with a package it was ignored without a word
+    (the package was updated in place and nothing was written at -o)."""
+    before = (tiny_pkg / "manifest.json").read_bytes()
+    for cmd in ("quantize", "optimize"):
+        out = cli(cmd, str(tiny_pkg), "-o", str(tmp_path / "elsewhere"))
+        assert out.returncode == 1 and "-o/--output names the package a plain .onnx file is wrapped into" in out.stderr, out.stderr
+        assert TRACEBACK not in out.stderr and not (tmp_path / "elsewhere").exists()
+    assert (tiny_pkg / "manifest.json").read_bytes() == before
+
+
+def test_a_table_wider_than_the_terminal_keeps_its_figures_whole(monkeypatch):
+    """On an 80-column terminal rich cut inspect's 14-column latency table to "0.9…", "1.…"
+    (review): a table too wide is printed at its own width, each figure whole."""
+    import io
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from edgeai.cli import _common
+
+    buf = io.StringIO()
+    monkeypatch.setattr(_common.out, "_console", Console(file=buf, width=80, force_terminal=True, color_system=None))
+    monkeypatch.setattr(Console, "is_terminal", property(lambda self: True))
+    t = Table(*(f"column{i}" for i in range(14)), box=None)
+    t.add_row(*(f"{1000 + i}.125" for i in range(14)))
+    _common.print_wide(t)
+    assert "…" not in buf.getvalue() and all(f"{1000 + i}.125" in buf.getvalue() for i in range(14)), buf.getvalue()
+    narrow = Table("a", "b", box=None)  # one that fits is printed as before
+    narrow.add_row("1.5", "2.5")
+    _common.print_wide(narrow)
+    assert "1.5  2.5" in buf.getvalue()

@@ -114,7 +114,7 @@ def _check_tokens(pkg: Package, tokens: int | None, arrays) -> int:
             "it is timing the given arrays." if arrays is not None else f"{pkg.name} is {with_article(kind)} model, not a text one."))
     most = _text_tokens(pkg, 10**9) if kind == "text" else _decode_past(pkg, 10**9)
     if isinstance(tokens, bool) or not isinstance(tokens, (int, np.integer)) or not 1 <= tokens <= most:
-        raise InputError(f"tokens must be 1..{most} for {pkg.name} (its most{' before a new token' if kind == 'generation' else ''}); got {tokens!r}.")
+        raise InputError(f"--tokens must be 1..{most} for {pkg.name} (its most{' before a new token' if kind == 'generation' else ''}); got {tokens!r}.")
     return int(tokens)
 
 

@@ -94,8 +94,8 @@ def quantize(
                          + ("ONNX Runtime's entropy calibrator is not offered (here it gives MinMax's ranges); "
                             f"--calibrate picks {' or '.join(CALIBRATIONS)}." if named == "entropy" else f"use --calibrate {named}."))
     if qat_steps is not None and (method != "qat" or qat_steps < 1):
-        raise InputError("qat_steps applies to method qat and must be at least 1." if method == "qat"
-                         else "qat_steps applies to --method qat.")
+        raise InputError("--qat-steps applies to --method qat and must be at least 1." if method == "qat"
+                         else "--qat-steps applies to --method qat.")
     if precision != "int8" and (method != "auto" or calibration is not None or preset != "cpu"):
         raise InputError("fp16 is a conversion of the graph: --method, --calibration and --preset apply to int8 only."
                          if precision == "fp16" else

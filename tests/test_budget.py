@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
+
+import numpy as np
+import pytest
 
 from conftest import CAT, cli, edit_manifest, make_tiny_package
 
@@ -527,3 +531,16 @@ def test_a_worse_variant_does_not_replace_one_that_misses_the_budget_by_less(tmp
     run_step(_Negated(), Package.open(pkg), Context(replace=True))
     run_step(_BiasNegated(), Package.open(pkg), Context())  # better, though still short: replaces it
     assert Package.open(pkg).variants["int8"]["accuracy"]["top1_agreement"] == kept
+
+
+def test_a_budget_that_is_not_a_number_is_one_sentence():
+    """quantize(pkg, budget="0.99") raised TypeError ('<' not supported between int and str), and
+    budget=True was read as 1 (review)."""
+    from edgeai.data.compare import with_budget
+    from edgeai.errors import InputError
+
+    rule = {"metric": "top1_agreement", "min": 0.99}
+    for bad, shown in (("0.99", "'0.99'"), (True, "True"), ([0.9], "[0.9]"), (float("nan"), "nan")):
+        with pytest.raises(InputError, match=re.escape(f"above 0 and at most 1; got {shown}.")):
+            with_budget(rule, bad)
+    assert with_budget(rule, np.float32(0.5))["min"] == 0.5

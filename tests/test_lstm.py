@@ -240,7 +240,7 @@ def test_recorded_figures_auto_compares_are_taken_on_the_same_texts(lstm_pkg, tm
     r = cli("bench", str(pkg), "--variant", "fp32", "--tokens", "1", "--record", "--rounds", "1", "--runs", "5")
     assert r.returncode == 1 and "--record would put fp32's figures on a text of 1 token per item beside" in r.stderr, r.stderr
     r = cli("bench", str(pkg), "--tokens", "1000", "--rounds", "1", "--runs", "5")
-    assert r.returncode == 1 and r.stderr.startswith("error: tokens must be 1..128 for sentiment-lstm"), r.stderr
+    assert r.returncode == 1 and r.stderr.startswith("error: --tokens must be 1..128 for sentiment-lstm"), r.stderr
     r = cli("bench", str(pkg), "--tokens", "16", "--record", "--rounds", "1", "--runs", "5")
     assert r.returncode == 0, r.stderr
     latency = [e for v in Package.open(pkg).variants.values() for e in v["latency"].values()]

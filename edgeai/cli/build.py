@@ -223,7 +223,7 @@ def _option_parameter(opt, fam) -> inspect.Parameter:
 
 
 BUDGET_HELP = ("The accuracy a lossy variant must keep, as the threshold of the family's metric (top-1 agreement "
-               "or lowest cosine to fp32, e.g. 0.99; above 0, at most 1); recorded in the package, variant=auto obeys it. "
+               "or lowest cosine to fp32, e.g. 0.99; above 0, at most 1, and below 1 for a cosine); recorded in the package, variant=auto obeys it. "
                "Further floors of the family's budget stay (an embedding's mean cosine >= 0.99), but a custom model's "
                "closeness follows the cosine; `edgeai inspect` shows them [default: the family's].")
 

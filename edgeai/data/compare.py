@@ -308,10 +308,13 @@ def with_budget(budget: Mapping, minimum: float | None) -> dict:
     budget = dict(budget)
     if minimum is None:
         return budget
+    from numbers import Real
+
     from edgeai.errors import InputError
 
-    if not 0 < minimum <= 1:
-        raise InputError(f"--budget is a threshold for {budget['metric']}, above 0 and at most 1; got {minimum}.")
+    if isinstance(minimum, bool) or not isinstance(minimum, Real) or not 0 < minimum <= 1:  # budget="0.99": a TypeError (review)
+        raise InputError(f"--budget is a threshold for {budget['metric']}, above 0 and at most 1; "
+                         f"got {minimum if isinstance(minimum, Real) else repr(minimum)}.")
     if minimum == 1 and budget["metric"].startswith("cosine"):
         # Agreement of 1 is a real demand (the same answer on every input); a cosine of exactly 1
         # is met by no lossy variant, not even the fused float graph (0.9999999999).

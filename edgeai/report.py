@@ -288,7 +288,7 @@ def _held_out_figures(acc: dict) -> dict:
 
 
 def _metric_cell(r: dict, metric: str) -> str:
-    """The figure with its 95% interval beside it, e.g. ``0.9944 [0.983, 0.998]`` (sample count: its own column)."""
+    """The figure with its 95% interval beside it, e.g. ``0.9944 [0.9835, 0.9981]`` (sample count: its own column)."""
     cell = _num(r["metrics"].get(metric), ".4f")
     if metric == "test_accuracy" and r.get("test_samples") and cell != "<td>-</td>":  # its own texts, not the samples column's
         return cell.replace("</td>", f' <span class="ci">(n={r["test_samples"]:.0f})</span></td>')
@@ -296,7 +296,7 @@ def _metric_cell(r: dict, metric: str) -> str:
     if ci is None or cell == "<td>-</td>":
         return cell
     note = f"95% confidence interval, {r.get('samples') or 0:.0f} samples of {r.get('held_out') or 'held-out inputs'}"
-    return cell.replace("</td>", f' <span class="ci" title="{html.escape(note)}">[{ci[0]:.3f}, {ci[1]:.3f}]</span></td>')
+    return cell.replace("</td>", f' <span class="ci" title="{html.escape(note)}">[{ci[0]:.4f}, {ci[1]:.4f}]</span></td>')
 
 
 def _charts_section(charts: dict[str, str] | None, chart_note: str | None) -> list[str]:

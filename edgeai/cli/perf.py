@@ -140,6 +140,9 @@ def report(
     from edgeai.pipeline import open_package
     from edgeai.report import damaged_variants, write_report
 
+    if output.suffix.lower() in (".png", ".svg", ".jpg", ".jpeg", ".pdf"):  # `-o r.png` wrote the HTML page into r.png (review)
+        raise InputError(f"-o/--output is the HTML page to write, not an image ({output.name}); --png writes the charts "
+                         "as PNG files beside it.")
     pkg = open_package(package)
     damaged, files = damaged_variants(pkg), pkg.damaged_assets()
     written = write_report(pkg, output, png=png, warn=lambda msg: err.print(f"note: {msg}", markup=False), damaged=damaged,

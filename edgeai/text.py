@@ -17,7 +17,7 @@ import numpy as np
 
 from .errors import InputError, PackageError, a_type, warn_user
 from .session import shape_of
-from .text_inputs import TextLine, UnreadFile  # lines read from files: what check_text names them by
+from .text_inputs import TextArg, TextLine, UnreadFile  # lines read from files: what check_text names them by
 
 # Which encoding field feeds which model input (names as exported; see export/transformer.py).
 _FIELDS = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
@@ -35,13 +35,18 @@ def _which(index: int, total: int) -> str:
     return f"Text {index + 1} of {total}" if total > 1 else "The text"
 
 
+def _where(t: Any, index: int, total: int) -> str:
+    """How an error names text ``t``: its file line, its place among the arguments, or _which."""
+    return t.input if isinstance(t, TextLine) else t.where if isinstance(t, TextArg) else _which(index, total)
+
+
 def check_text(t: Any, index: int = 0, total: int = 1) -> str:
     """A non-empty string, or an InputError that says which text (``index`` of ``total``, or the
     file line it came from) is wrong. A sentence pair ``{"text": a, "text_pair": b}`` (for
     models trained on pairs) gives the tuple ``(a, b)``, which the tokenizer encodes as a pair."""
     if isinstance(t, UnreadFile):
         raise InputError(t.error)
-    where = t.input if isinstance(t, TextLine) else _which(index, total)
+    where = _where(t, index, total)
     if isinstance(t, dict) and set(t) == {"text", "text_pair"}:  # a sentence pair, as transformers takes it
         return (check_text(t["text"], index, total), check_text(t["text_pair"], index, total))  # type: ignore[return-value]
     if isinstance(t, dict):  # a pair with other keys ("pair", "text_b"): not "a dict object, not a string"
@@ -103,12 +108,12 @@ class TextPreprocessor:
         encodings = self.tokenizer.encode_batch(texts)
         for i, e in enumerate(encodings):
             if not any(m and not special for m, special in zip(e.attention_mask, e.special_tokens_mask)):  # [CLS] [SEP] alone
-                raise InputError(f"{_which(i, len(texts))} has no characters this model's tokenizer keeps ({texts[i][:40]!r}); "
+                raise InputError(f"{_where(items[i], i, len(texts))} has no characters this model's tokenizer keeps ({texts[i][:40]!r}); "
                                  "give some words.")
             if self.unk_id is not None and _all_unknown(e, self.unk_id):
                 # every such text reads the same to the model ([CLS] [UNK] ... [SEP]): its answer
                 # would be a confident guess, the same for Japanese, an emoji or a typo
-                where = items[i].input if isinstance(items[i], TextLine) else _which(i, len(texts))
+                where = _where(items[i], i, len(texts))
                 raise InputError(f"{where} has no word this model's vocabulary knows ({texts[i][:40]!r}: "
                                  "every token is unknown), so any answer would be a guess; give text in the language it was trained on.")
         cut = [i for i, e in enumerate(encodings) if e.overflowing]

@@ -102,6 +102,21 @@ class UnreadFile(TextLine):
         return (UnreadFile, (self.input, self.error))
 
 
+class TextArg(str):
+    """A text given as a command-line argument among files' lines: ``where`` names it as the user typed
+    it ("Argument 2 of 2"); counted among the lines, an empty one was "Text 4 of 4" (review)."""
+
+    where: str
+
+    def __new__(cls, text: str, where: str) -> "TextArg":
+        self = super().__new__(cls, text)
+        self.where = where
+        return self
+
+    def __reduce__(self):
+        return (TextArg, (str(self), self.where))
+
+
 def input_fields(x: Any, label: str | None = None, prompt: bool = False) -> dict:
     """The fields a result starts with: ``{"input": <text or path>}``, or for a line read from a
     file ``{"input": "path:line", "text": <the line>}``; with ``prompt`` (a generation, whose
@@ -218,7 +233,7 @@ def expand_text_inputs(args: Sequence[Any], literal: bool = False) -> list[str]:
     if literal:
         return list(args)
     texts: list[str] = []
-    for arg in args:
+    for position, arg in enumerate(args, 1):
         arg = os.fspath(arg) if isinstance(arg, os.PathLike) else arg  # a pathlib.Path names a file, as its string does
         if arg == "-":  # standard input, as cat and grep read it: its non-blank lines
             texts.extend(_stdin_lines(args))
@@ -231,7 +246,7 @@ def expand_text_inputs(args: Sequence[Any], literal: bool = False) -> list[str]:
             texts.append(UnreadFile(arg, f"No file named {arg!r}; to run these words as a text, pass --text "
                                          "(edgeai.bulk.list_inputs(..., literal=True) in Python)."))
         elif path is None:
-            texts.append(arg)
+            texts.append(TextArg(arg, f"Argument {position} of {len(args)}") if isinstance(arg, str) and len(args) > 1 else arg)
         elif path.is_dir():
             blocked: list[Path] = []
             files = [p for p in files_under(path, blocked) if p.suffix.lower() in TEXT_SUFFIXES and listed_file(p)]
@@ -259,6 +274,8 @@ def expand_text_inputs(args: Sequence[Any], literal: bool = False) -> list[str]:
             except InputError as e:  # as in a folder: the other inputs still run, this one is an error entry
                 lines = [UnreadFile(str(arg), str(e))]
             texts.extend(lines)
+    if all(isinstance(t, TextArg) for t in texts):  # texts alone: "Text 2 of 3" already counts them as typed
+        return [str(t) for t in texts]
     return texts
 
 

@@ -4,6 +4,7 @@ every argument a text; the same rule for `edgeai run`, bulk runs and the API."""
 from __future__ import annotations
 
 import json
+import pickle
 import re
 from pathlib import Path
 
@@ -91,6 +92,11 @@ def test_the_rule_in_the_api(text_pkg, tmp_path):
     assert "top_k" in results[0] and results[0]["text"] == "good movie"
     assert f"{f}:2 holds bytes that are not valid UTF-8" in results[1]["error"] and "save the file as UTF-8" in results[1]["error"]
     assert "is empty" in results[4]["error"] and "top_k" in results[3]
+    # named as typed: the third argument, not "Text 5 of 5" counted among the file's lines (review)
+    assert results[4]["error"].startswith("Argument 3 of 3 is empty") and [getattr(x, "where", None) for x in items[3:]] == [
+        "Argument 2 of 3", "Argument 3 of 3"]
+    assert pickle.loads(pickle.dumps(items[4])).where == "Argument 3 of 3"  # thread pools and Ray keep it
+    assert type(expand_text_inputs(["ok film", "bad"])[0]) is str  # texts alone: "Text 2 of 2" as before
     [photo] = expand_text_inputs([str(CAT)])  # an input of its own, refused when it runs
     assert isinstance(photo, UnreadFile) and "looks like a JPEG image" in photo.error and photo.input == str(CAT)
     assert expand_text_inputs(["x" * 5000]) == ["x" * 5000]  # too long for a file name: a text

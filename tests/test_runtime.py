@@ -207,6 +207,18 @@ def test_auto_prefers_a_working_gpu(tiny_pkg):
     np.testing.assert_allclose(pipe.run({"pixel_values": x})["logits"], cpu.run({"pixel_values": x})["logits"], rtol=1e-4, atol=1e-5)
 
 
+def test_cpu_threads_sleep_between_calls_unless_edgeai_spin(tiny_pkg, monkeypatch):
+    # a spinning pool kept a core busy between a program's frames and slowed calls wherever other
+    # threads wanted the cores (review): off, and EDGEAI_SPIN=1 keeps ONNX Runtime's default
+    from edgeai.session import session_options
+
+    key = "session.intra_op.allow_spinning"
+    with edgeai.load(tiny_pkg, provider="cpu", threads=2) as pipe:
+        assert pipe.session._session.get_session_options().get_session_config_entry(key) == "0"
+    monkeypatch.setenv("EDGEAI_SPIN", "1")
+    assert session_options(2).get_session_config_entry(key) == "1"
+
+
 def test_auto_provider_runs_on_cpu_and_says_why(tiny_pkg):
     if providers.unavailable_reason(providers.CUDA) is None:
         pytest.skip("CUDA works on this machine")

@@ -81,6 +81,10 @@ def _own(x: Any) -> Any:
     were, and a dict's or a PIL image's change after submit reached the result (review)."""
     if isinstance(x, np.ndarray):
         return x.copy()
+    from .pipeline import _a_stream
+
+    if _a_stream(x):  # a generator of frames: read now, as predict reads it, or the worker read the reused buffer (review)
+        return [_own(v) for v in x]
     if type(x) in (list, tuple):
         return type(x)(_own(v) for v in x)
     if isinstance(x, Mapping):

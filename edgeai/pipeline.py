@@ -114,6 +114,12 @@ class Pipeline(Submitting):
     def __repr__(self) -> str:
         return f"Pipeline({self.name!r}, variant={self.variant!r}, provider={self.provider!r})"
 
+    def __reduce__(self):  # copy.copy shared the session (closing the copy broke this one), pickle raised ONNX Runtime's TypeError (review)
+        raise InputError(f"{self!r} cannot be copied or pickled: it holds an ONNX Runtime session. Share it between "
+                         "threads, or call edgeai.load() again in each process.")
+
+    __copy__ = __deepcopy__ = lambda self, *memo: self.__reduce__()  # noqa: E731
+
     # -- running -----------------------------------------------------------------------------
     @_guarded
     def run(self, feed: Mapping[str, Any], device_outputs: bool = False) -> dict[str, Any]:
@@ -356,6 +362,8 @@ def load(
                          "(`edgeai inspect PKG` lists the ones a package has).")
     if isinstance(device_id, bool) or not isinstance(device_id, (int, np.integer)) or device_id < 0:
         raise InputError(f"device_id must be a GPU's index, a whole number of at least 0; got {device_id!r}.")
+    if strict is not None and not isinstance(strict, (bool, np.bool_)):  # strict="false" was True (review)
+        raise InputError(f"strict is True, False or None (the default: True for a named provider); got {strict!r}.")
     check_threads(threads)  # before a first-use build
     return Pipeline(open_package(path_or_name, progress), provider, variant, strict, threads, device_id)
 

@@ -405,11 +405,32 @@ def test_submit_and_context_manager(tiny_pkg):
         image.paste((0, 0, 0), (0, 0, *image.size))
         gate.result(timeout=30)
         assert job.result(timeout=30) == expected != pipe.predict(image)
+        # frames given as a generator are copied too: the worker read the reused buffer (review)
+        frame = np.asarray(Image.open(CAT).convert("RGB")).copy()
+        gate, job = pipe.submit([str(CAT)] * 30), pipe.submit(f for f in [frame])
+        frame[:] = 0
+        gate.result(timeout=30)
+        assert job.result(timeout=30) == [expected]
         import io
 
         half = io.BytesIO(CAT.read_bytes()[:2000])  # a damaged image: the Future's one sentence, as predict's (review)
         with pytest.raises(InputError, match="could not be decoded"):
             pipe.submit(Image.open(half)).result(timeout=30)
+
+
+def test_a_pipeline_is_not_copied_or_pickled_and_strict_is_a_bool(tiny_pkg):
+    """copy.copy shared the session (closing the copy broke the original, whose closed said False),
+    pickle raised ONNX Runtime's TypeError, and strict="false" was read as True (review)."""
+    import copy
+    import pickle
+
+    with edgeai.load(tiny_pkg) as pipe:
+        for clone in (copy.copy, copy.deepcopy, pickle.dumps):
+            with pytest.raises(InputError, match=r"cannot be copied or pickled: it holds an ONNX Runtime session"):
+                clone(pipe)
+        assert pipe.predict(str(CAT))["top_k"]
+    with pytest.raises(InputError, match=r"^strict is True, False or None .*; got 'false'\.$"):
+        edgeai.load(tiny_pkg, strict="false")
 
 
 def test_a_cancelled_future_and_a_second_close_do_not_break_close(tiny_pkg):

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from .errors import InputError, a_type, unreadable, with_article
 from .text_inputs import files_under, listed_file
@@ -45,6 +45,9 @@ _INTERP = {
 
 
 _WARNINGS_LOCK = threading.Lock()
+# Pillow decodes an opened file on first use, and not thread-safely: one Image.open() shared by threads
+# that called predict at once failed as "its file was closed" (review). Decoded images skip it.
+_DECODE_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
@@ -241,7 +244,11 @@ def from_array(frame: np.ndarray) -> Image.Image:
 def as_image(x: Any) -> Image.Image:
     if isinstance(x, Image.Image):
         try:
-            x.load()  # Pillow decodes on first use: a damaged or already-closed file fails here
+            if isinstance(x, ImageFile.ImageFile) and getattr(x, "fp", None) is not None:  # not yet decoded
+                with _DECODE_LOCK:
+                    x.load()  # Pillow decodes on first use: a damaged file fails here
+            else:
+                x.load()  # decoded already, made in memory, or an already-closed file (which fails here)
         except Exception as e:
             why = str(e) or ("its file was closed before the pixels were read: load() it inside the `with Image.open(...)` block"
                              if getattr(x, "fp", None) is None else type(e).__name__)

@@ -418,6 +418,20 @@ def test_submit_and_context_manager(tiny_pkg):
             pipe.submit(Image.open(half)).result(timeout=30)
 
 
+def test_one_opened_image_shared_by_threads_is_decoded_once(tiny_pkg):
+    """Pillow decodes an Image.open() on first use, not thread-safely: six threads predicting the
+    same opened image at once failed as "its file was closed before the pixels were read" (review)."""
+    import threading
+
+    with edgeai.load(tiny_pkg) as pipe:
+        want = pipe.predict(str(CAT))
+        for _ in range(5):
+            image, got = Image.open(CAT), []
+            threads = [threading.Thread(target=lambda: got.append(pipe.predict(image))) for _ in range(6)]
+            [t.start() for t in threads], [t.join() for t in threads]
+            assert got == [want] * 6
+
+
 def test_a_pipeline_is_not_copied_or_pickled_and_strict_is_a_bool(tiny_pkg):
     """copy.copy shared the session (closing the copy broke the original, whose closed said False),
     pickle raised ONNX Runtime's TypeError, and strict="false" was read as True (review)."""

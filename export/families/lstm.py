@@ -39,7 +39,11 @@ def build(out, precision: str = "int8", progress=None, data=None, text_column: s
     train_idx, test_idx = corpus.split(cfg.seed)
     say(progress, f"training a WordPiece tokenizer on the {len(train_idx)} training texts")
     tok = lstm.train_tokenizer([corpus.texts[i] for i in train_idx], cfg.vocab_size)
+    held = len(test_idx)
     train_idx, test_idx = _scorable(corpus, tok, train_idx, test_idx)
+    if held - len(test_idx):
+        say(progress, f"left out {held - len(test_idx)} held-out text(s) whose every token is unknown to the tokenizer "
+                      "(the runtime refuses them as guesses)")
     test_texts = [corpus.texts[i] for i in test_idx]
     model = lstm.train(corpus, train_idx, tok, cfg, progress)
     names = [s["name"] for s in FAMILY.inputs]
@@ -78,13 +82,18 @@ def build(out, precision: str = "int8", progress=None, data=None, text_column: s
     return export(FAMILY, src, out, precision, progress)
 
 
-def _scorable(corpus, tok, *splits):
+def _scorable(corpus, tok, train_idx, test_idx):
     """The splits without the texts ``tok`` reduces to nothing (only symbols it drops): such a text
-    can neither train nor be scored (the runtime refuses it with a clear error)."""
+    can neither train nor be scored (the runtime refuses it with a clear error). The test split also
+    without the texts whose every token is [UNK] (characters no training text has): the runtime
+    refuses those as guesses, and a user's CSV with one failed its export at the very end (review)."""
     import numpy as np
 
-    keep = np.array([len(e.ids) > 0 for e in tok.encode_batch(corpus.texts)])
-    return [idx[keep[idx]] for idx in splits]
+    unk = tok.token_to_id(getattr(tok.model, "unk_token", None) or "[UNK]")
+    encodings = tok.encode_batch(corpus.texts)
+    some = np.array([len(e.ids) > 0 for e in encodings])
+    known = np.array([any(i != unk for i in e.ids) for e in encodings])
+    return train_idx[some[train_idx]], test_idx[known[test_idx]]
 
 
 def evaluation(pkg):

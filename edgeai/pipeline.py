@@ -41,6 +41,9 @@ def _guarded(method: Callable) -> Callable:
     return call
 
 
+# Images run in batches of at most this many: the activations of one batch grow with it.
+IMAGE_CHUNK = 32
+
 # Every live pipeline, so that a forked child resets their threads' state (Pipeline._forked).
 _PIPELINES: "weakref.WeakSet[Pipeline]" = weakref.WeakSet()
 if hasattr(os, "register_at_fork"):
@@ -193,10 +196,19 @@ class Pipeline(Submitting):
             raise InputError(f"The model {self.name!r} takes {len(names)} inputs {names}; pass a dict of arrays.")
         return {"outputs": self._run_batch(feed)}
 
-    def _run_batch(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """``run``, one row per call for a dynamic INT8 variant (edgeai.rows), so that a row's result is the same in any batch."""
+    def _run_batch(self, feed: dict[str, np.ndarray], chunk: int | None = None) -> dict[str, np.ndarray]:
+        """``run``, one row per call for a dynamic INT8 variant (edgeai.rows), so that a row's result is the
+        same in any batch; with ``chunk`` (preprocessed images, whose first axis is the batch's), a long
+        list in chunks of that many (one batch of 256 photos took 2.3 GB of activations; review)."""
         # checked whole first: a mistake is said of the batch given, not of a row
-        return rows.run_rows(self.run, self.session.check(feed), self._rows) if self._rows else self.run(feed)
+        if self._rows:
+            return rows.run_rows(self.run, self.session.check(feed), self._rows)
+        n = len(next(iter(feed.values())))
+        if chunk is None or n <= chunk:
+            return self.run(feed)
+        checked = self.session.check(feed)
+        parts = [self.run({k: v[i : i + chunk] for k, v in checked.items()}) for i in range(0, n, chunk)]
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
     @_guarded
     def predict(self, x: Any, top_k: int | None = None) -> dict | list[dict]:
@@ -219,7 +231,7 @@ class Pipeline(Submitting):
         if not items:
             raise InputError("predict() was given an empty list; pass at least one input.")
         feed = self.preprocess(items)
-        outputs = self._run_texts(feed) if self.is_text else self._run_batch(feed)
+        outputs = self._run_texts(feed) if self.is_text else self._run_batch(feed, IMAGE_CHUNK if self._pre.kind == "image" else None)
         results = self.postprocess(outputs, top_k, items)
         return results[0] if single else results
 

@@ -418,6 +418,23 @@ def test_submit_and_context_manager(tiny_pkg):
             pipe.submit(Image.open(half)).result(timeout=30)
 
 
+def test_a_long_list_of_images_runs_in_chunks_with_the_same_results(tiny_pkg, monkeypatch):
+    # one batch of 256 photos took 2.3 GB of activations (review): chunks of IMAGE_CHUNK, in order
+    from edgeai import pipeline
+
+    frames = [np.random.default_rng(i).integers(0, 256, (40, 50, 3), np.uint8) for i in range(10)]
+    calls = []
+    with edgeai.load(tiny_pkg) as pipe:
+        alone = [pipe.predict(f) for f in frames]
+        monkeypatch.setattr(pipeline, "IMAGE_CHUNK", 4)
+        monkeypatch.setattr(pipe.session, "run", lambda feed, *a, _run=pipe.session.run, **k: calls.append(len(feed["pixel_values"])) or _run(feed, *a, **k))
+        together = pipe.predict(frames)
+    assert calls == [4, 4, 2]
+    for a, b in zip(together, alone):
+        assert [c["index"] for c in a["top_k"]] == [c["index"] for c in b["top_k"]]
+        np.testing.assert_allclose([c["score"] for c in a["top_k"]], [c["score"] for c in b["top_k"]], rtol=1e-4, atol=1e-6)
+
+
 def test_one_opened_image_shared_by_threads_is_decoded_once(tiny_pkg):
     """Pillow decodes an Image.open() on first use, not thread-safely: six threads predicting the
     same opened image at once failed as "its file was closed before the pixels were read" (review)."""

@@ -212,7 +212,7 @@ class Pipeline(Submitting):
 
     @_guarded
     def predict(self, x: Any, top_k: int | None = None) -> dict | list[dict]:
-        """One input -> one result; a list -> a list of results, run as one batch (texts: in
+        """One input -> one result; a list -> a list of results, run batched (images: 32 at a time; texts: in
         length-sorted chunks, and one per call for a dynamic INT8 variant).
 
         For a ``tensor`` model, an array, a dict of arrays or a .npy/.npz path is one input (a whole batch)."""

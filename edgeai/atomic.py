@@ -125,6 +125,15 @@ def staging_dir(final: Path, model: str | None = None) -> Iterator[Path]:
         raise
 
 
+def as_umask_allows(path: Path) -> None:
+    """Give ``path`` the mode open() gives a new file (0666 less the umask): safetensors writes its
+    file 0600, so a package's weights alone were unreadable to the others who could read the rest (review)."""
+    mask = 0o022
+    with contextlib.suppress(OSError, ValueError):  # Linux says the umask without changing it
+        mask = next(int(ln.split()[1], 8) for ln in open("/proc/self/status") if ln.startswith("Umask:"))
+    os.chmod(path, 0o666 & ~mask)
+
+
 def check_destination(final: str | os.PathLike, model: str | None = None) -> None:
     """Refuse, before minutes of export, a package folder that cannot be made at ``final``: a
     file or a foreign folder there, with ``model`` (the new package's name) another model's

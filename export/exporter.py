@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from edgeai import __version__
+from edgeai.atomic import as_umask_allows
 from edgeai.errors import ExportError, InputError, a_type
 from edgeai.data.compare import with_budget
 from edgeai.families import Family
@@ -159,10 +160,8 @@ def _at(value, stage: Path):
 
 def _write_assets(tmp: Path, assets: Mapping[str, bytes | Callable[[Path], None]]) -> dict:
     for name, content in assets.items():
-        if callable(content):
-            content(tmp / name)
-        else:
-            (tmp / name).write_bytes(content)
+        content(tmp / name) if callable(content) else (tmp / name).write_bytes(content)
+        as_umask_allows(tmp / name)  # a writer's own mode (safetensors: 0600) is not the package's
     return {name: file_entry(tmp / name) for name in assets}
 
 

@@ -201,6 +201,8 @@ def test_the_trained_pytorch_model_travels_as_safetensors_and_matches(lstm_pkg, 
 
     pkg = Package.open(lstm_pkg)
     model = lstm.load_trained(pkg)
+    # as readable as the rest of the package: safetensors wrote it 0600 (review)
+    assert (lstm_pkg / lstm.WEIGHTS).stat().st_mode == (lstm_pkg / "manifest.json").stat().st_mode
     texts = test_split[0][::300]
     with edgeai.load(lstm_pkg, variant="fp32", provider="cpu") as pipe:
         feed = pipe.preprocess(texts)

@@ -27,6 +27,7 @@ __all__ = [
     "Pipeline",
     "PipelineClosedError",
     "ProviderError",
+    "TruncationWarning",
     "__version__",
     "bench",
     "load",
@@ -35,6 +36,7 @@ __all__ = [
 if TYPE_CHECKING:
     from .benchmark import bench
     from .pipeline import Pipeline, load
+    from .text import TruncationWarning
 
 
 def __getattr__(name: str) -> Any:
@@ -46,8 +48,12 @@ def __getattr__(name: str) -> Any:
         from .benchmark import bench
 
         return bench
+    if name == "TruncationWarning":  # what a text cut to the model's length warns with
+        from .text import TruncationWarning
+
+        return TruncationWarning
     raise AttributeError(f"module 'edgeai' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | {"load", "Pipeline", "bench"})
+    return sorted(set(globals()) | {"load", "Pipeline", "bench", "TruncationWarning"})

@@ -235,7 +235,7 @@ def test_bad_text_inputs_get_one_clear_sentence(bert_pkg):
         # a dict's keys are texts to predict() as they were to embed() ("a dict_keys object, not a string")
         keys = [r["embedding"] for r in pipe.predict({"one": 1, "two": 2}.keys())]
         np.testing.assert_allclose(keys, pipe.embed(["one", "two"]), atol=1e-6)
-        with pytest.warns(TruncationWarning, match="truncated to 256"):
+        with pytest.warns(edgeai.TruncationWarning, match="truncated to 256"):  # exported at the top (review)
             long = pipe.embed("word " * 1000)
         assert long.shape == (1, 384)
         # ready tensors may go past the tokenizer's 256, up to the position table's 512, not beyond

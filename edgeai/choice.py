@@ -206,7 +206,8 @@ def _start(pkg: Package, provider: str, variant: str, strict: bool | None, threa
         return variant, why + note, threads, started[3]
     info = pkg.variants[variant]
     session = Session(pkg.variant_path(variant), pkg.manifest["inputs"], pkg.manifest["outputs"], provider, strict, threads,
-                      device_id, model_sha256=info["sha256"], tensorrt=providers.tensorrt_flags(variant, info))
+                      device_id, model_sha256=info["sha256"], tensorrt=providers.tensorrt_flags(variant, info),
+                      spin="generation" in pkg.manifest)  # a decoder's steps run back to back: its pool spins
     if started is not None:
         started[3].close()
     return variant, why + note, threads, session

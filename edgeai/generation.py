@@ -336,7 +336,7 @@ def generator_for(pipe) -> Generator:
 
             providers, options = session.get_providers(), session.get_provider_options()
             # Options of its own: the decoder's were changed where its graph was loaded (edgeai._ortcache).
-            own = session_options(session.get_session_options().intra_op_num_threads or None)
+            own = session_options(session.get_session_options().intra_op_num_threads or None, spin=True)
             cpu = {"disabled_optimizers": CPU_DISABLED_OPTIMIZERS} if providers[0] == "CPUExecutionProvider" else {}
             encoder = ort.InferenceSession(str(pipe.package.asset_path(spec["encoder"])), own,
                                            providers=providers, provider_options=[options[p] for p in providers], **cpu)

@@ -27,7 +27,7 @@ log = logging.getLogger("edgeai")
 
 
 
-def session_options(threads: int | None = None) -> ort.SessionOptions:
+def session_options(threads: int | None = None, spin: bool = False) -> ort.SessionOptions:
     so = ort.SessionOptions()
     so.log_severity_level = 3
     if threads:
@@ -37,8 +37,10 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     # a core busy between frames (30 fps: 32-40 ms of CPU per frame against 10 spinning off), and
     # where other threads want the cores (the program's own, image decoding, a neighbour) calls
     # took 1.5-2x as long (EPYC, 2 cores; review). On an idle machine, back-to-back calls are
-    # 15-35% faster spinning: EDGEAI_SPIN=1 keeps ONNX Runtime's default for that.
-    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if os.environ.get("EDGEAI_SPIN") == "1" else "0")
+    # 15-35% faster spinning: ``spin`` (a generator's decoder, whose steps come back to back) and
+    # EDGEAI_SPIN=1 keep ONNX Runtime's default for that.
+    spin = spin or os.environ.get("EDGEAI_SPIN") == "1"
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     # Variants are stored already optimized at the portable (extended) level; the layout
     # transforms of ORT_ENABLE_ALL are hardware specific and are applied here, at load time.
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -145,6 +147,7 @@ class Session:
         io_binding: bool | None = None,
         placement: bool | None = None,
         tensorrt: dict | None = None,
+        spin: bool = False,
     ):
         self.inputs = [_Spec(d) for d in inputs]
         self._shared = shared_axes(self.inputs)  # worked out once, not per call (a frame loop's few microseconds)
@@ -153,7 +156,7 @@ class Session:
         started = time.perf_counter()
         try:
             self._session, self.choice = _providers.create_session(
-                model, session_options(threads), provider, strict, device_id, model_sha256, placement, tensorrt
+                model, session_options(threads, spin), provider, strict, device_id, model_sha256, placement, tensorrt
             )
         except _providers.ProviderError:
             raise

@@ -296,6 +296,13 @@ def test_chat_template_renders_and_generates_as_transformers(checkpoints, packag
         assert r.returncode == 1 and "bin.txt is not a text file" in r.stderr, r.stderr
 
 
+def test_a_decoders_threads_spin_as_its_steps_come_back_to_back(packages):
+    # other sessions' threads sleep between calls (a frame loop's idle core); a decoder's do not
+    key = "session.intra_op.allow_spinning"
+    with edgeai.load(packages["gpt2"], provider="cpu") as pipe:
+        assert pipe.session._session.get_session_options().get_session_config_entry(key) == "1"
+
+
 def test_streaming_joins_to_the_same_text_and_sampling_is_seeded(packages):
     with edgeai.load(packages["llama"]) as pipe:
         for prompt in _prompts()[:5]:

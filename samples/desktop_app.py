@@ -13,6 +13,8 @@ Needs PySide6 (``pip install pyside6-essentials``).
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 import time
 from concurrent.futures import Future
@@ -158,6 +160,11 @@ def main() -> int:
                     help="after the first result (or error), save the window to this PNG and exit")
     ap.add_argument("--quit-after-result", action="store_true", help="exit after the first result (or error)")
     args = ap.parse_args()
+    if sys.platform.startswith("linux") and not any(os.environ.get(v) for v in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")):
+        # review: Qt aborted (exit 134, a core dump) after its own paragraph on plugins
+        print("error: there is no display to open the window on; run it on a desktop, or headless with "
+              "QT_QPA_PLATFORM=offscreen.", file=sys.stderr)
+        return 1
 
     try:  # once, at start-up; a built-in model is built on first use (minutes)
         pipe = edgeai.load(args.model, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -181,6 +188,7 @@ def main() -> int:
     window.show()
     if args.image:
         window.classify(args.image)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C in the terminal quits (Qt's loop never let Python's handler run)
     try:
         return app.exec()
     finally:

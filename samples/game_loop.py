@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from collections import deque
 from pathlib import Path
@@ -82,6 +83,11 @@ class Inference:
 
 def main() -> None:
     args = parse_args()
+    pygame.display.init()  # before the model, whose first-use build takes minutes
+    if pygame.display.get_driver() in ("offscreen", "dummy") and not os.environ.get("SDL_VIDEODRIVER"):
+        # review: without a display SDL fell back to its offscreen driver and the loop ran forever, unseen
+        raise SystemExit("error: there is no display to open the game's window on; run it on a desktop, or headless "
+                         "with SDL_VIDEODRIVER=dummy (and --frames N to stop).")
     try:
         pipe = edgeai.load(args.model)  # once, at start-up
     except edgeai.EdgeAIError as e:  # a missing package, a damaged one: its sentence, not a traceback
@@ -104,28 +110,31 @@ def main() -> None:
     frames = 0
     work_ms: deque[float] = deque(maxlen=10_000)  # --stats reads the last ones; a game runs for hours
     running = True
-    while running:
-        t0 = time.perf_counter()
-        for event in pygame.event.get():
-            if event.type == pygame.QUIT:
+    try:
+        while running:
+            t0 = time.perf_counter()
+            for event in pygame.event.get():
+                if event.type == pygame.QUIT:
+                    running = False
+            view = draw_view(screen, photo, frames / args.fps)
+            infer.step(view)
+            banner = font.render(f"{infer.label}   inference {infer.infer_ms:.0f} ms   {clock.get_fps():.0f} fps", True, (255, 255, 255))
+            screen.fill((0, 0, 0), (0, 0, 640, 34))
+            screen.blit(banner, (10, 8))
+            pygame.display.flip()
+            work_ms.append((time.perf_counter() - t0) * 1e3)
+            frames += 1
+            if args.frames and frames >= args.frames:
                 running = False
-        view = draw_view(screen, photo, frames / args.fps)
-        infer.step(view)
-        banner = font.render(f"{infer.label}   inference {infer.infer_ms:.0f} ms   {clock.get_fps():.0f} fps", True, (255, 255, 255))
-        screen.fill((0, 0, 0), (0, 0, 640, 34))
-        screen.blit(banner, (10, 8))
-        pygame.display.flip()
-        work_ms.append((time.perf_counter() - t0) * 1e3)
-        frames += 1
-        if args.frames and frames >= args.frames:
-            running = False
-        clock.tick(args.fps)
+            clock.tick(args.fps)
+    except KeyboardInterrupt:  # Ctrl-C ends the loop as closing the window does (a headless run has no window; review: a traceback)
+        pass
 
     if args.screenshot:
         pygame.image.save(screen, args.screenshot)
     pipe.close()
     pygame.quit()
-    if args.stats:
+    if args.stats and work_ms:
         print(json.dumps({"frames": frames, "inferences": infer.inferences, "frames_while_pending": infer.frames_while_pending,
                           "frame_work_ms_p50": float(np.median(work_ms)), "frame_work_ms_max": float(np.max(work_ms)),
                           "last_label": infer.label, "provider": pipe.provider}))

@@ -130,3 +130,31 @@ def test_dropping_files_shows_labels_or_the_error_sentence(qapp, desktop_app, cn
     assert closed  # closing the window closed the pipeline
     assert not escaped, escaped
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the display variables are X11's and Wayland's")
+def test_desktop_app_without_a_display_says_so(cnn_pkg):
+    """review: Qt aborted (exit 134, a core dump) after its own paragraph on platform plugins."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    r = subprocess.run([sys.executable, str(ROOT / "samples" / "desktop_app.py"), str(CAT), "--model", str(cnn_pkg)],
+                       capture_output=True, text=True, env=env, timeout=120, stdin=subprocess.DEVNULL)
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert r.stderr.strip() == ("error: there is no display to open the window on; run it on a desktop, or headless "
+                                "with QT_QPA_PLATFORM=offscreen.")
+
+
+def test_desktop_app_quits_on_ctrl_c(cnn_pkg):
+    """review: Qt's event loop never let Python's SIGINT handler run, so Ctrl-C in the terminal did nothing."""
+    import signal
+
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    p = subprocess.Popen([sys.executable, str(ROOT / "samples" / "desktop_app.py"), str(CAT), "--model", str(cnn_pkg)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, stdin=subprocess.DEVNULL)
+    try:
+        time.sleep(15)  # the window is up by then
+        p.send_signal(signal.SIGINT)
+        p.communicate(timeout=20)
+    finally:
+        p.kill()
+        p.wait()
+    assert p.returncode in (-signal.SIGINT, 130)

@@ -61,3 +61,28 @@ def test_a_sample_without_its_ui_library_says_what_to_install(sample, module, pa
     r = subprocess.run([sys.executable, "-c", hide], capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.startswith(f"error: samples/{sample} needs ") and f"pip install {package}" in r.stderr, r.stderr
+
+
+def test_game_loop_without_a_display_says_so(cnn_pkg):
+    """review: with no display and no SDL_VIDEODRIVER, SDL fell back to its offscreen driver and the
+    loop ran unseen (forever without --frames), exit code 0."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "SDL_VIDEODRIVER")}
+    r = subprocess.run([sys.executable, str(ROOT / "samples" / "game_loop.py"), "--model", str(cnn_pkg), "--frames", "3"],
+                       capture_output=True, text=True, env={**env, "SDL_AUDIODRIVER": "dummy"}, timeout=120)
+    assert r.returncode == 1 and "error: there is no display" in r.stderr and "SDL_VIDEODRIVER=dummy" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_game_loop_ends_on_ctrl_c_without_a_traceback(cnn_pkg):
+    """review: Ctrl-C, the one way out of a headless run without --frames, printed a KeyboardInterrupt traceback."""
+    import signal
+    import time
+
+    env = {**os.environ, "SDL_VIDEODRIVER": "dummy", "SDL_AUDIODRIVER": "dummy"}
+    p = subprocess.Popen([sys.executable, str(ROOT / "samples" / "game_loop.py"), "--model", str(cnn_pkg), "--stats"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    time.sleep(15)  # in the loop by then (the tiny package loads in about a second)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0 and "Traceback" not in err, err[-2000:]
+    assert json.loads(out.strip().splitlines()[-1])["frames"] > 0

@@ -123,7 +123,7 @@ def run_bulk(
     out = Path(out)
     tail = {**stamp(pipe), **({"options": options} if options else {})}
     with exclusive(out) as held:
-        todo, stats = pending(items, out, tail["model"], pipe.variant, retry_errors, new_file, options)
+        todo, stats = pending(items, out, tail["model"], pipe.variant, retry_errors, new_file, options, ranked(pipe.package, top_k))
         f = held.reopen_if_replaced()
         t0 = time.perf_counter()
 
@@ -146,6 +146,17 @@ def run_bulk(
         os.fsync(f.fileno())
     stats["seconds"] = time.perf_counter() - t0
     return stats
+
+
+def ranked(pkg, top_k: int | None) -> int | None:
+    """How many classes a classifier's result line lists with ``top_k`` (None: the package's own), which a
+    resumed file must match; None where not known (not a classifier, an output of unnamed width)."""
+    spec = pkg.manifest.get("postprocess", {})
+    if spec.get("type") != "classification":
+        return None
+    name = spec.get("output") or pkg.manifest["outputs"][0]["name"]
+    width = (next((o.get("shape") for o in pkg.manifest["outputs"] if o["name"] == name), None) or [None])[-1]
+    return min(top_k or spec.get("top_k", 5), width) if isinstance(width, int) else None
 
 
 def result_batches(pipe, todo: list, batch_size: int, workers: int | None, top_k: int | None,

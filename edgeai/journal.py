@@ -82,7 +82,7 @@ def _options_text(options: dict | None) -> str:
 def done_inputs(out: Path, model: str | None = None, variant: str | None = None, retry_errors: bool = False,
                 new_file: bool = True, stale: Callable[[dict], str | None] | None = None,
                 mine: Callable[[str], bool] | None = None,
-                options: dict | None = None) -> tuple[collections.Counter, collections.Counter, dict[str, int]]:
+                options: dict | None = None, ranks: int | None = None) -> tuple[collections.Counter, collections.Counter, dict[str, int]]:
     """Inputs already answered in ``out`` (counted, so repeated inputs are redone only as often
     as they are missing), those of them answered by an error line, and how many lines were
     dropped, by why: ``retried`` (error lines, with ``retry_errors``, of inputs that ``mine``
@@ -91,7 +91,7 @@ def done_inputs(out: Path, model: str | None = None, variant: str | None = None,
     ``out`` is a file (:func:`exclusive` checked it).
 
     With ``model``, a line of another model (or one without ``model``), or a generation's result
-    line of other ``options`` (none recorded: the defaults), refuses the file before anything in it changes; then a torn last line is cut off, and the dropped lines are removed
+    line of other ``options`` (none recorded: the defaults), or a classifier's of other than ``ranks`` classes, refuses the file before anything in it changes; then a torn last line is cut off, and the dropped lines are removed
     (rewritten to a temporary file, then renamed)."""
     done: collections.Counter = collections.Counter()
     failed: collections.Counter = collections.Counter()
@@ -114,6 +114,9 @@ def done_inputs(out: Path, model: str | None = None, variant: str | None = None,
                 raise InputError(f"{out} holds continuations made with {_options_text(rec.get('options'))}, and this run "
                                  f"asks for {_options_text(options)}: give another --out file, or resume it with "
                                  "edgeai generate and the options it was made with.")
+            if ranks is not None and isinstance(rec.get("top_k"), list) and len(rec["top_k"]) != ranks:  # review: mixed silently
+                raise InputError(f"{out} holds results of {len(rec['top_k'])} classes each, and this run asks for {ranks}: give "
+                                 f"another --out file, or resume it with --top-k {len(rec['top_k'])}.")
             if retry_errors and "error" in rec and (mine is None or mine(key)):
                 why = "retried"
             else:
@@ -131,6 +134,7 @@ def done_inputs(out: Path, model: str | None = None, variant: str | None = None,
 
 
 def _drop_lines(out: Path, numbers: set[int]) -> None:
+    out = Path(os.path.realpath(out))  # a symlinked --out is rewritten where it points, not replaced by a file (review)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
         with open(out, "rb") as src, open(tmp, "wb") as dst:
@@ -218,7 +222,8 @@ def exclusive(out: Path) -> Iterator[_Out]:
 
 
 def pending(items: list[str], out: Path, model: str | None = None, variant: str | None = None,
-            retry_errors: bool = False, new_file: bool = True, options: dict | None = None) -> tuple[list[str], dict[str, Any]]:
+            retry_errors: bool = False, new_file: bool = True, options: dict | None = None,
+            ranks: int | None = None) -> tuple[list[str], dict[str, Any]]:
     """The items ``out`` does not answer yet, or answers for an input that has changed since
     (an edited line of a text file, an image file modified since), and the run's opening
     figures (``total``, ``skipped``, ``failed`` (skipped inputs whose lines are errors),
@@ -250,7 +255,7 @@ def pending(items: list[str], out: Path, model: str | None = None, variant: str 
             return "changed" if said != texts[key] else None
         return "changed" if "modified" in line and line["modified"] != modified(key) else None
 
-    already, failed, dropped = done_inputs(out, model, variant, retry_errors, new_file, stale, names.__contains__, options)
+    already, failed, dropped = done_inputs(out, model, variant, retry_errors, new_file, stale, names.__contains__, options, ranks)
     todo: list[str] = []
     old_errors = 0
     for f, item in zip(fields, items):
@@ -336,6 +341,7 @@ def write_parquet(journal: str | os.PathLike, out: str | os.PathLike) -> int:
     out = Path(out)
     check_parquet_target(out, journal)
     table = table.replace_schema_metadata({_MARK: b"results"})  # what check_parquet_target knows it by
+    out = Path(os.path.realpath(out))  # through a symlink, as _drop_lines
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
         pq.write_table(table, tmp)

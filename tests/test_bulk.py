@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 import edgeai
-from conftest import CAT, cli, make_text_package, make_tiny_package
+from conftest import CAT, WORDS, cli, make_text_package, make_tiny_package
 from edgeai.bulk import list_inputs, run_bulk
 from edgeai.errors import InputError
 
@@ -516,3 +516,61 @@ def test_a_second_standard_input_never_replaces_the_first_ones_results(pkgs, tmp
     other = piped("what a day\n")
     assert other.returncode == 1 and "holds the results of another standard input (<stdin>:1 was 'good movie'" in other.stderr
     assert out.read_bytes() == before
+
+
+def test_a_file_of_another_top_k_is_refused_untouched(pkgs, tmp_path):
+    """review: resuming a --top-k 2 file without --top-k appended 3-class lines to it, silently."""
+    photo_folder(tmp_path / "photos", 6)
+    items = list_inputs([str(tmp_path / "photos")], text=False)
+    out = tmp_path / "out.jsonl"
+    pipe = edgeai.load(pkgs["image"])
+    run_bulk(pipe, items[:3], out, top_k=2)
+    before = out.read_bytes()
+    for k in (None, 1, 9):  # the package's 3, fewer, and more than its 4 classes
+        with pytest.raises(InputError, match="holds results of 2 classes each.*--top-k 2"):
+            run_bulk(pipe, items, out, top_k=k)
+    assert out.read_bytes() == before
+    assert run_bulk(pipe, items, out, top_k=2)["skipped"] == 3  # the same top-k resumes it
+    run_bulk(pipe, items, tmp_path / "all.jsonl", top_k=4)
+    assert run_bulk(pipe, items, tmp_path / "all.jsonl", top_k=9)["skipped"] == len(items)  # 4 classes either way
+
+
+def test_a_symlinked_out_file_is_rewritten_where_it_points(pkgs, tmp_path):
+    """review: --retry-errors (and a changed input) replaced a symlinked --out with a plain file,
+    leaving the file it pointed to without the new lines; so did the Parquet table."""
+    photo_folder(tmp_path / "photos", 4)
+    items = list_inputs([str(tmp_path / "photos")], text=False)
+    pipe = edgeai.load(pkgs["image"])
+    (tmp_path / "store").mkdir()
+    real, link = tmp_path / "store" / "real.jsonl", tmp_path / "link.jsonl"
+    run_bulk(pipe, items, real)
+    link.symlink_to(real)
+    Image.new("RGB", (9, 9)).save(tmp_path / "photos" / "set0" / "broken.jpg", "JPEG")  # mended
+    stats = run_bulk(pipe, items, link, retry_errors=True)
+    assert stats["retried"] == 1 and stats["errors"] == 0
+    assert link.is_symlink() and not any("error" in x for x in read_lines(real)) and len(read_lines(real)) == len(items)
+    pytest.importorskip("pyarrow")
+    from edgeai.journal import write_parquet
+
+    table = tmp_path / "store" / "t.parquet"
+    write_parquet(real, table)
+    (tmp_path / "t.parquet").symlink_to(table)
+    assert write_parquet(link, tmp_path / "t.parquet") == len(items) and (tmp_path / "t.parquet").is_symlink()
+
+
+def test_a_full_disk_is_one_sentence_and_resumes(pkgs, tmp_path):
+    """review: a write that failed (no space left, a file-size limit) was a traceback from f.flush()."""
+    import resource
+
+    texts = tmp_path / "many.txt"
+    texts.write_text("".join(f"{WORDS[i % len(WORDS)]} {WORDS[i % 7]}\n" for i in range(3000)))
+    out = tmp_path / "out.jsonl"
+    exe = Path(sys.executable).with_name("edgeai")
+    r = subprocess.run([str(exe), "run", "--model", str(pkgs["text"]), str(texts), "--out", str(out)], capture_output=True,
+                       text=True, timeout=300, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (50_000, 50_000)))
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert f"error: Writing {out} failed (File too large); the lines written so far are kept" in r.stderr
+    r = cli("run", "--model", str(pkgs["text"]), str(texts), "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    lines = read_lines(out)
+    assert len(lines) == 3000 and len({x["input"] for x in lines}) == 3000

@@ -217,6 +217,13 @@ def _resumable(out_file: Path):
         if isinstance(e, KeyboardInterrupt) or e.code == 143:  # 143: SIGTERM (cli._terminate_in_order)
             note(f"note: the lines written so far are kept; the same command resumes {out_file} where it stopped.")
         raise
+    except OSError as e:  # review: a full disk was a traceback from f.flush()
+        import errno
+
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS):
+            raise
+        raise InputError(f"Writing {out_file} failed ({e.strerror}); the lines written so far are kept: make room "
+                         "and run the same command to resume.") from None
 
 
 def _run_bulk(pipe, inputs: list[str], out_file: Path, batch_size: int, workers: int | None, top_k: int,

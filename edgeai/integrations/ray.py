@@ -120,7 +120,9 @@ def run_ray(
     _reachable(address, ray)
     out = Path(out)
     with exclusive(out) as held:
-        todo, stats = pending(items, out, model_id(pkg, variant), variant, retry_errors, new_file)
+        from edgeai.bulk import ranked
+
+        todo, stats = pending(items, out, model_id(pkg, variant), variant, retry_errors, new_file, None, ranked(pkg, top_k))
         f = held.reopen_if_replaced()
         t0 = time.perf_counter()
         started = _start(ray, address, num_cpus)

@@ -231,7 +231,7 @@ class Pipeline(Submitting):
         if not items:
             raise InputError("predict() was given an empty list; pass at least one input.")
         feed = self.preprocess(items)
-        outputs = self._run_texts(feed) if self.is_text else self._run_batch(feed, IMAGE_CHUNK if self._pre.kind == "image" else None)
+        outputs = self._run_texts(feed) if self.is_text else self._run_batch(feed, IMAGE_CHUNK if getattr(self._pre, "kind", None) == "image" else None)
         results = self.postprocess(outputs, top_k, items)
         return results[0] if single else results
 

@@ -104,7 +104,7 @@ class TextPreprocessor:
     def batch(self, items: Sequence[Any]) -> dict[str, np.ndarray]:
         texts = check_texts(items)
         if self.no_pairs and (pair := next((i for i, t in enumerate(texts) if isinstance(t, tuple)), None)) is not None:
-            raise InputError(f"{_which(pair, len(texts))} is a sentence pair, but {self.no_pairs}; give one string.")
+            raise InputError(f"{_where(items[pair], pair, len(texts))} is a sentence pair, but {self.no_pairs}; give one string.")
         encodings = self.tokenizer.encode_batch(texts)
         for i, e in enumerate(encodings):
             if not any(m and not special for m, special in zip(e.attention_mask, e.special_tokens_mask)):  # [CLS] [SEP] alone

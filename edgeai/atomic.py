@@ -129,8 +129,8 @@ def as_umask_allows(path: Path) -> None:
     """Give ``path`` the mode open() gives a new file (0666 less the umask): safetensors writes its
     file 0600, so a package's weights alone were unreadable to the others who could read the rest (review)."""
     mask = 0o022
-    with contextlib.suppress(OSError, ValueError):  # Linux says the umask without changing it
-        mask = next(int(ln.split()[1], 8) for ln in open("/proc/self/status") if ln.startswith("Umask:"))
+    with contextlib.suppress(OSError, ValueError, StopIteration), open("/proc/self/status") as status:  # Linux says it unchanged
+        mask = next(int(ln.split()[1], 8) for ln in status if ln.startswith("Umask:"))
     os.chmod(path, 0o666 & ~mask)
 
 

@@ -598,6 +598,16 @@ def test_bad_arguments_are_one_sentence(packages):
         assert tiny["text"] == pipe.generate("Hello", max_new_tokens=5)["text"]
 
 
+def test_cli_names_the_sampling_options_as_typed():
+    """The command line's errors name --top-p and --seed, not generate()'s top_p and seed (checked before any load)."""
+    for args, text in ((["--top-p", "0.5"], "--top-p shapes sampling"), (["--seed", "1"], "--seed shapes sampling"),
+                       (["--temperature", "1", "--top-p", "1.5"], "--top-p must be in"),
+                       (["--repetition-penalty", "0"], "--repetition-penalty must be positive")):
+        r = cli("generate", "--model", "no-such-package", "hi", *args)
+        assert r.returncode == 1 and text in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+        assert "give a --temperature above 0" in r.stderr or "shapes" not in text
+
+
 def test_every_decoders_token_ids_are_checked_against_its_table(packages):
     """GPT-2's export reshapes input_ids before the embedding's Gather; its ids were not seen as
     indexing a table, so a negative id read the table's last row (review). Every decoder's
@@ -634,7 +644,7 @@ def test_cli_streams_and_json(packages):
     bad = cli("generate", "--model", str(packages["gpt2"]), "Hello", "--temperature", "-1")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     bad = cli("generate", "--model", str(packages["gpt2"]), "Hello", "--temperature", "0.7", "--top-p", "0")
-    assert bad.returncode == 1 and bad.stdout == "" and "top_p must be in (0, 1]" in bad.stderr  # before any prompt is printed
+    assert bad.returncode == 1 and bad.stdout == "" and "--top-p must be in (0, 1]" in bad.stderr  # before any prompt is printed
     # one bad prompt leaves the others their results, and the exit status says one failed
     out = cli("generate", "--model", str(packages["gpt2"]), "Hello", "", "Once", "--max-new-tokens", "3", "--json")
     doc = json.loads(out.stdout)

@@ -53,7 +53,13 @@ def generate(
     _check_options(out_file, None, new_file, retry_errors, json_=json_)  # --out and its options: as edgeai run has them
     options = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_k": top_k, "top_p": top_p,
                "repetition_penalty": repetition_penalty, "seed": seed}
-    Sampling(**options, stop=tuple(stop or ())).check()  # before a build, a load or a prompt is printed
+    try:  # before a build, a load or a prompt is printed
+        Sampling(**options, stop=tuple(stop or ())).check()
+    except InputError as e:  # the options named as typed (--top-p), not as generate()'s keywords (review)
+        import re
+
+        raise InputError(re.sub(r"\b(max_new_tokens|temperature|top_k|top_p|repetition_penalty|seed|stop)\b",
+                                lambda m: "--" + m[1].replace("_", "-"), str(e))) from None
     options["stop"] = stop or None
     if not Path(model).exists() and (b := resolve_builtin(model)) is not None and "generation" not in b.task:
         raise InputError(f"{model} is a built-in {b.task} model; edgeai generate needs a text-generation package "

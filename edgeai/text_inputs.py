@@ -243,7 +243,8 @@ def expand_text_inputs(args: Sequence[Any], literal: bool = False) -> list[str]:
             texts.append(UnreadFile(str(arg), why))
         elif path is None and isinstance(arg, str) and looks_like_a_missing_file(arg):  # a typo, most likely: not run as
             # words with exit 0, but an error of its own, so a script sees it (review); --text runs the words
-            texts.append(UnreadFile(arg, f"No file named {arg!r}; to run these words as a text, pass --text "
+            what = "folder" if arg.endswith("/") else "file"  # "./data/" names a folder (review)
+            texts.append(UnreadFile(arg, f"No {what} named {arg!r}; to run these words as a text, pass --text "
                                          "(edgeai.bulk.list_inputs(..., literal=True) in Python)."))
         elif path is None:
             texts.append(TextArg(arg, f"Argument {position} of {len(args)}") if isinstance(arg, str) and len(args) > 1 else arg)

@@ -100,6 +100,7 @@ def test_the_rule_in_the_api(text_pkg, tmp_path):
     [photo] = expand_text_inputs([str(CAT)])  # an input of its own, refused when it runs
     assert isinstance(photo, UnreadFile) and "looks like a JPEG image" in photo.error and photo.input == str(CAT)
     assert expand_text_inputs(["x" * 5000]) == ["x" * 5000]  # too long for a file name: a text
+    assert expand_text_inputs(["./no-such-folder/"])[0].error.startswith("No folder named './no-such-folder/';")  # not "file"
 
 
 def test_a_text_starting_with_a_files_magic_letters_is_text_and_a_path_object_is_its_file(tmp_path):

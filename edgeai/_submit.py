@@ -5,7 +5,9 @@ reuse its buffers at once; every input submitted runs, in order."""
 from __future__ import annotations
 
 import functools
+import io
 import threading
+from collections.abc import Iterator, KeysView, ValuesView
 from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
@@ -81,8 +83,6 @@ def _own(x: Any) -> Any:
     were, and a dict's or a PIL image's change after submit reached the result (review)."""
     if isinstance(x, np.ndarray):
         return x.copy()
-    from .pipeline import _a_stream
-
     if _a_stream(x):  # a generator of frames: read now, as predict reads it, or the worker read the reused buffer (review)
         return [_own(v) for v in x]
     if type(x) in (list, tuple):
@@ -97,3 +97,9 @@ def _own(x: Any) -> Any:
         except EdgeAIError:
             return x
     return x
+
+
+def _a_stream(x: Any) -> bool:
+    """A generator, map or other one-pass iterator of inputs (not a file object, which reads as a path is meant to),
+    or a dict's keys or values (``predict(d.keys())`` was "a dict_keys object, not a string"; embed read them)."""
+    return (isinstance(x, Iterator) and not isinstance(x, io.IOBase)) or isinstance(x, (KeysView, ValuesView))

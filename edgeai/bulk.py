@@ -308,7 +308,7 @@ def predict_each(pipe, inputs: list[Any], top_k: int | None = None) -> list[dict
     """:meth:`edgeai.pipeline.Pipeline.predict_each`: one result or one error sentence per input, the
     inputs that pass their checks run together."""
     pipe.check_top_k(top_k)  # once, not as an error per input
-    from .pipeline import _a_stream
+    from ._submit import _a_stream
 
     if pipe.is_text:  # a numpy array or pandas Series of texts is a list of them, as predict() reads it
         from .text import numpy_texts

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import io
 import os
 import threading
 import weakref
-from collections.abc import Iterator, KeysView, ValuesView
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
@@ -17,7 +15,7 @@ from . import rows, tasks, text
 from .home import open_package  # noqa: F401  (re-exported: where a package is found)
 from .errors import InputError, PipelineClosedError, a_type, with_article
 from .package import VARIANTS, Package
-from ._submit import CLOSED, Submitting
+from ._submit import CLOSED, Submitting, _a_stream
 from .choice import LOSSY, LOSSY_MARGIN, check_threads, choose_variant, for_provider, meets_budget, recorded_latency, resolve_threads, resolve_variant, start  # noqa: F401  (re-exported)
 
 if TYPE_CHECKING:  # concurrent.futures is imported by submit(), not by every start-up
@@ -379,8 +377,3 @@ def load(
     check_threads(threads)  # before a first-use build
     return Pipeline(open_package(path_or_name, progress), provider, variant, strict, threads, device_id)
 
-
-def _a_stream(x: Any) -> bool:
-    """A generator, map or other one-pass iterator of inputs (not a file object, which reads as a path is meant to),
-    or a dict's keys or values (``predict(d.keys())`` was "a dict_keys object, not a string"; embed read them)."""
-    return (isinstance(x, Iterator) and not isinstance(x, io.IOBase)) or isinstance(x, (KeysView, ValuesView))

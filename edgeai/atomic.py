@@ -76,8 +76,8 @@ def package_lock(root: Path, timeout: float | None = None) -> Iterator[None]:
         os.close(fd)  # closing the descriptor releases the lock
 
 
-def _through_link(final: str | os.PathLike) -> Path:
-    """The folder a package at ``final`` is written in: a symlink's target (models/current ->
+def through_link(final: str | os.PathLike) -> Path:
+    """Where a package (or a results file) at ``final`` is written: a symlink's target (models/current ->
     ../store/v3), staged beside it. Renamed in place, the link itself was replaced by a new
     folder, and the target kept the old model with the user's files moved out of it."""
     final = Path(final).absolute()
@@ -93,7 +93,7 @@ def staging_dir(final: Path, model: str | None = None) -> Iterator[Path]:
     (the new package's name), a package of another model at ``final`` is refused, not replaced;
     the files a user put in the package it replaces are carried over (:func:`carry_user_files`).
     """
-    final = _through_link(final)
+    final = through_link(final)
     check_destination(final, model)  # again (a family checks first): a build must not end in "refusing to replace it"
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -139,7 +139,7 @@ def check_destination(final: str | os.PathLike, model: str | None = None) -> Non
     file or a foreign folder there, with ``model`` (the new package's name) another model's
     package, or a first existing ancestor this user may not write in (the write itself would
     only fail at the end, in staging_dir)."""
-    final = _through_link(final)
+    final = through_link(final)
     _check_target(final)
     held = (read_manifest(final) or {}).get("name")
     if model is not None and held is not None and held != model:

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Iterator, TextIO
 
-from .atomic import _fsync_dir
+from .atomic import _fsync_dir, through_link
 from .errors import DependencyError, InputError, shell_arg
 from .postprocess import to_jsonable
 from .text_inputs import input_fields
@@ -134,7 +134,7 @@ def done_inputs(out: Path, model: str | None = None, variant: str | None = None,
 
 
 def _drop_lines(out: Path, numbers: set[int]) -> None:
-    out = Path(os.path.realpath(out))  # a symlinked --out is rewritten where it points, not replaced by a file (review)
+    out = through_link(out)  # a symlinked --out is rewritten where it points, not replaced by a file (review)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
         with open(out, "rb") as src, open(tmp, "wb") as dst:
@@ -341,7 +341,7 @@ def write_parquet(journal: str | os.PathLike, out: str | os.PathLike) -> int:
     out = Path(out)
     check_parquet_target(out, journal)
     table = table.replace_schema_metadata({_MARK: b"results"})  # what check_parquet_target knows it by
-    out = Path(os.path.realpath(out))  # through a symlink, as _drop_lines
+    out = through_link(out)  # through a symlink, as _drop_lines
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
         pq.write_table(table, tmp)

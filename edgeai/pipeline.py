@@ -153,8 +153,12 @@ class Pipeline(Submitting):
             return self._post(outputs, k, items=items)
         return self._post(outputs, k)
 
-    def _run_texts(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return text.run_in_chunks(self.run, feed, 1 if text.one_text_per_call(self.package.variants[self.variant]) else text.TEXT_CHUNK)
+    def _run_texts(self, items: list[Any]) -> dict[str, np.ndarray]:
+        """Texts -> outputs, in length-sorted chunks (one text per call for a dynamic INT8 variant)."""
+        size = 1 if text.one_text_per_call(self.package.variants[self.variant]) else text.TEXT_CHUNK
+        if isinstance(tok := getattr(self._pre, "tokenizer", None), text.TextPreprocessor):  # each chunk padded on its own
+            return text.run_encoded(self.run, tok, tok.encode(items), size)
+        return text.run_in_chunks(self.run, self.preprocess(items), size)  # a plugin's preprocessor: its feed
 
     @_guarded
     def embed(self, texts: str | list[str]) -> np.ndarray:
@@ -168,7 +172,7 @@ class Pipeline(Submitting):
         items = [texts] if isinstance(texts, (str, bytes, bytearray)) or not hasattr(texts, "__iter__") else list(texts)
         if not items:
             raise InputError("embed() was given no texts; pass at least one string.")
-        out = self._run_texts(self.preprocess(items))
+        out = self._run_texts(items)
         return np.ascontiguousarray(out[self._post.output], dtype=np.float32)
 
     @property
@@ -228,8 +232,10 @@ class Pipeline(Submitting):
         items = [x] if single else list(x)
         if not items:
             raise InputError("predict() was given an empty list; pass at least one input.")
-        feed = self.preprocess(items)
-        outputs = self._run_texts(feed) if self.is_text else self._run_batch(feed, IMAGE_CHUNK if getattr(self._pre, "kind", None) == "image" else None)
+        if self.is_text:
+            outputs = self._run_texts(items)
+        else:
+            outputs = self._run_batch(self.preprocess(items), IMAGE_CHUNK if getattr(self._pre, "kind", None) == "image" else None)
         results = self.postprocess(outputs, top_k, items)
         return results[0] if single else results
 

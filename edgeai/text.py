@@ -2,7 +2,7 @@
 
 The runtime never imports transformers: ``tokenizer.json`` holds the whole fast tokenizer
 (normalizer, pre-tokenizer, vocabulary, post-processor with [CLS]/[SEP]), and ``tokenizers``
-runs it. Each batch is padded to its longest item; longer texts are cut to the package's
+runs it. Each chunk is padded to its longest item; longer texts are cut to the package's
 ``max_length`` with a :class:`TruncationWarning`.
 """
 
@@ -85,7 +85,8 @@ class TextPreprocessor:
             raise PackageError(f"The tokenizer {tokenizer_file} cannot be read: {str(e).splitlines()[0][:200]}.") from None
         self.max_length = int(spec["max_length"])
         tok.enable_truncation(self.max_length)
-        tok.enable_padding(pad_id=int(spec.get("pad_id", 0)), pad_token=spec.get("pad_token", "[PAD]"))
+        tok.no_padding()  # arrays() pads, per chunk: a list padded whole to its longest text took 585 MB of ids (review)
+        self.pad_id = int(spec.get("pad_id", 0))
         self.tokenizer = tok
         unknown = [n for n in input_names if n not in _FIELDS]
         if unknown:
@@ -102,10 +103,28 @@ class TextPreprocessor:
         self.no_pairs = no_pairs
 
     def batch(self, items: Sequence[Any]) -> dict[str, np.ndarray]:
+        """The feed of ``items``, padded to the longest of them."""
+        return self.arrays(self.encode(items))
+
+    def arrays(self, encodings: Sequence[Any], width: int | None = None) -> dict[str, np.ndarray]:
+        """The input arrays of ``encodings`` (from :meth:`encode`), right-padded to ``width`` (their longest)."""
+        width = max(len(e.ids) for e in encodings) if width is None else width
+        out = {}
+        for name in self.input_names:
+            field = _FIELDS[name]
+            arr = np.full((len(encodings), width), self.pad_id if name == "input_ids" else 0, dtype=np.int64)
+            for row, e in zip(arr, encodings):
+                values = getattr(e, field)[:width]
+                row[: len(values)] = values
+            out[name] = arr
+        return out
+
+    def encode(self, items: Sequence[Any]) -> list[Any]:
+        """``items`` checked and tokenized (``tokenizers`` Encodings, unpadded), a cut text warned of."""
         texts = check_texts(items)
         if self.no_pairs and (pair := next((i for i, t in enumerate(texts) if isinstance(t, tuple)), None)) is not None:
             raise InputError(f"{_where(items[pair], pair, len(texts))} is a sentence pair, but {self.no_pairs}; give one string.")
-        encodings = self.tokenizer.encode_batch(texts)
+        encodings = encode_batch(self.tokenizer, texts, self.max_length)
         for i, e in enumerate(encodings):
             if not any(m and not special for m, special in zip(e.attention_mask, e.special_tokens_mask)):  # [CLS] [SEP] alone
                 raise InputError(f"{_where(items[i], i, len(texts))} has no characters this model's tokenizer keeps ({texts[i][:40]!r}); "
@@ -122,9 +141,41 @@ class TextPreprocessor:
                 log.append(tuple(cut))
             if not getattr(_LOCAL, "quiet", False):
                 warn_user(truncation_warning(cut, texts[cut[0]], self.max_length))
-        return {
-            name: np.asarray([getattr(e, _FIELDS[name]) for e in encodings], dtype=np.int64) for name in self.input_names
-        }
+        return encodings
+
+
+# A text longer than this many characters per token kept is tokenized from its head first:
+# ``tokenizers`` tokenizes a text whole before truncating it (10^6 words took 30 s to keep 256 tokens; review).
+_HEAD_CHARS_PER_TOKEN = 32
+
+
+def encode_batch(tokenizer: Any, texts: Sequence[Any], max_length: int) -> list[Any]:
+    """``tokenizer.encode_batch(texts)`` (truncating at ``max_length``), with each very long single text
+    tokenized from a head of it, cut at a space, that already overflows ``max_length`` tokens, and whose
+    kept tokens all end before that space: the words before a space are tokenized alike with or without
+    what follows it, so the kept tokens, their offsets and the cut are the whole text's. A head that
+    does not overflow is made four times longer until one does or the text is whole. Written here because
+    ``tokenizers`` has no option to stop reading once the truncation length is reached."""
+    limit = max(4096, _HEAD_CHARS_PER_TOKEN * max_length)
+    long = [i for i, t in enumerate(texts) if isinstance(t, str) and len(t) > limit]
+    if not long or tokenizer.pre_tokenizer is None:  # no pre-tokenizer: the text is one word, read whole
+        return tokenizer.encode_batch(texts)
+    heads = {i: _head_encoding(tokenizer, texts[i], limit) for i in long}
+    whole = iter(tokenizer.encode_batch([t for i, t in enumerate(texts) if i not in heads]) if len(heads) < len(texts) else [])
+    return [heads[i] if i in heads else next(whole) for i in range(len(texts))]
+
+
+def _head_encoding(tokenizer: Any, t: str, limit: int) -> Any:
+    while limit < len(t):
+        cut = max(t.rfind(" ", 0, limit), t.rfind("\n", 0, limit))
+        if cut > 0:
+            head = t[:cut].rstrip()
+            e = tokenizer.encode(head)
+            ends = [end for (_, end), special in zip(e.offsets, e.special_tokens_mask) if not special]
+            if e.overflowing and ends and max(ends) <= max(head.rfind(" "), head.rfind("\n")):  # the head's last word not kept
+                return e
+        limit *= 4
+    return tokenizer.encode(t)
 
 
 def truncation_warning(cut: Sequence[int], first: Any, max_length: int) -> TruncationWarning:
@@ -190,17 +241,30 @@ def run_in_chunks(run, feed: dict[str, np.ndarray], size: int = TEXT_CHUNK) -> d
     mask = feed.get("attention_mask")
     if n <= size and (mask is None or not mask.size or mask[:, -1].any()):
         return run(feed)  # one chunk already as wide as its longest text (a frame loop's single text): nothing to cut
+    lengths = mask.sum(1) if mask is not None else None
+    return _run_sorted(run, n, lengths, lambda idx, width: {k: v[idx, :width] for k, v in feed.items()}, size)
+
+
+def run_encoded(run, pre: TextPreprocessor, encodings: Sequence[Any], size: int = TEXT_CHUNK) -> dict[str, np.ndarray]:
+    """Run :meth:`TextPreprocessor.encode`'s encodings in length-sorted chunks of ``size``, each padded
+    only to its own longest text: no array of the whole list padded to its longest is ever made."""
+    if len(encodings) <= size:
+        return run(pre.arrays(encodings))
+    lengths = np.asarray([len(e.ids) for e in encodings])
+    return _run_sorted(run, len(encodings), lengths, lambda idx, width: pre.arrays([encodings[i] for i in idx], width), size)
+
+
+def _run_sorted(run, n: int, lengths: np.ndarray | None, feed_of: Callable, size: int) -> dict[str, np.ndarray]:
+    """``run`` on ``feed_of(rows, width)`` for chunks of ``size`` rows of similar ``lengths``; outputs in row order."""
     from .data.compare import stack
 
-    lengths = mask.sum(1) if mask is not None else None
     if n <= size:
-        return run({k: v[:, : int(lengths.max())] for k, v in feed.items()} if lengths is not None else feed)
+        return run(feed_of(np.arange(n), int(lengths.max()) if lengths is not None else None))
     order = np.argsort(lengths, kind="stable") if lengths is not None else np.arange(n)
     parts: dict[str, list[np.ndarray]] = {}
     for start in range(0, n, size):
         idx = order[start : start + size]
-        width = int(lengths[idx].max()) if lengths is not None else None
-        for k, v in run({k: v[idx, :width] for k, v in feed.items()}).items():
+        for k, v in run(feed_of(idx, int(lengths[idx].max()) if lengths is not None else None)).items():
             parts.setdefault(k, []).append(v)
     inverse = np.empty_like(order)
     inverse[order] = np.arange(n)

@@ -417,8 +417,8 @@ def test_predict_each_tokenizes_a_slice_at_a_time_and_warns_once(text_pkg, monke
     with pytest.warns(TruncationWarning) as whole:
         want = pipe.predict_each(texts)
     monkeypatch.setattr(bulk, "EACH_SLICE", 2)
-    sizes, tokenize = [], pipe.preprocess
-    monkeypatch.setattr(pipe, "preprocess", lambda items: sizes.append(len(items)) or tokenize(items))
+    sizes, tokenize = [], pipe._pre.tokenizer.encode
+    monkeypatch.setattr(pipe._pre.tokenizer, "encode", lambda items: sizes.append(len(items)) or tokenize(items))
     with pytest.warns(TruncationWarning) as sliced:
         got = pipe.predict_each(texts)
     assert sizes == [2, 2, 1], sizes  # tokenized a slice at a time, not the 5 at once

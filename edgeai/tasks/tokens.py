@@ -17,6 +17,7 @@ import numpy as np
 
 from edgeai.data.compare import bio_tag
 from edgeai.postprocess import softmax
+from edgeai.text import encode_batch
 
 
 class TokenClassification:
@@ -31,7 +32,8 @@ class TokenClassification:
         pre = pkg.manifest["preprocess"]
         self.tokenizer = Tokenizer.from_file(str(pkg.asset_path(pre["tokenizer"])))
         self.tokenizer.no_padding()
-        self.tokenizer.enable_truncation(int(pre["max_length"]))
+        self.max_length = int(pre["max_length"])
+        self.tokenizer.enable_truncation(self.max_length)
         self.unk_id = self._unk_id()
 
     def _unk_id(self) -> int | None:
@@ -46,7 +48,7 @@ class TokenClassification:
         # text kept tokens the pair's truncation had cut, and read the second text's labels for them.
         pairs = [t if isinstance(t, str) else (t["text"], t["text_pair"]) if isinstance(t, dict) else tuple(t) for t in items]
         texts = [t if isinstance(t, str) else t[0] for t in pairs]
-        encodings = self.tokenizer.encode_batch(pairs)
+        encodings = encode_batch(self.tokenizer, pairs, self.max_length)  # a very long text: its head
         logits = outputs[self.output]
         return [{"entities": self._entities(row, text, enc)} for row, text, enc in zip(logits, texts, encodings)]
 

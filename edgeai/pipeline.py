@@ -28,13 +28,28 @@ def _guarded(method: Callable) -> Callable:
 
     @functools.wraps(method)
     def call(self: "Pipeline", *args: Any, **kwargs: Any) -> Any:
-        # _enter/_leave, not the _in_call context manager: a generator context manager per call cost a
-        # frame loop about 3 us, and predict() makes four (its preprocess, run and postprocess are guarded too)
-        depth = self._enter()
+        # Inline, not the _in_call context manager: a generator context manager per call cost a frame loop
+        # about 3 us, and predict() makes four (its preprocess, run and postprocess are guarded too).
+        # Ctrl-C lands where Python checks for signals: at a Python function's start or after a call, never
+        # between two plain statements. So the count and its flag change together under a C lock, inside
+        # the try: before, a signal at the end of `with self._cond` (Condition.__exit__ is Python) left a call
+        # counted for ever, and close() waited on it (review: about one in 10^4 interrupts).
+        depth, counted = getattr(self._local, "depth", 0), False
         try:
+            if depth == 0:
+                with self._lock:
+                    if self._closed:
+                        raise PipelineClosedError(CLOSED)
+                    self._busy += 1
+                    counted = True
+            self._local.depth = depth + 1
             return method(self, *args, **kwargs)
         finally:
-            self._leave(depth)
+            self._local.depth = depth
+            if counted:
+                with self._lock:
+                    self._busy -= 1
+                    self._cond.notify_all()  # a signal inside it: close() still sees the count, it polls
 
     return call
 
@@ -71,7 +86,8 @@ class Pipeline(Submitting):
         self._rows = rows.per_row(m, package.variants[variant])  # a dynamic INT8 variant of a batch model: one row per call (edgeai.rows)
         self.labels = package.labels
         self._executor: ThreadPoolExecutor | None = None
-        self._cond = threading.Condition()  # guards _busy, _closed and _executor
+        self._lock = threading.RLock()  # a C lock: `with self._lock` runs no Python code, so Ctrl-C cannot land inside it
+        self._cond = threading.Condition(self._lock)  # guards _busy, _closed and _executor
         self._busy = 0  # calls in flight (outermost ones) and submitted jobs not finished
         self._closed = False
         self._local = threading.local()  # this thread's call depth: inner calls are not refused
@@ -85,7 +101,8 @@ class Pipeline(Submitting):
         """In a child made by ``fork``: the submit worker and the calls in flight stayed in the parent,
         so start from none (review: the child's ``submit`` waited for ever on a thread it lacks)."""
         self._executor, self._worker, self._busy, self._gen = None, None, 0, None  # the generation loop's locks too
-        self._cond = threading.Condition()  # it may have been held by a thread the child lacks
+        self._lock = threading.RLock()  # it may have been held by a thread the child lacks
+        self._cond = threading.Condition(self._lock)
         self._requests = set()
 
     # -- description -------------------------------------------------------------------------
@@ -294,27 +311,23 @@ class Pipeline(Submitting):
 
     @contextlib.contextmanager
     def _in_call(self):
-        depth = self._enter()
+        """A call (a generation) in a ``with``: counted as _guarded counts, and as safe from Ctrl-C."""
+        depth, counted = getattr(self._local, "depth", 0), False
         try:
+            if depth == 0:
+                with self._lock:
+                    if self._closed:
+                        raise PipelineClosedError(CLOSED)
+                    self._busy += 1
+                    counted = True
+            self._local.depth = depth + 1
             yield
         finally:
-            self._leave(depth)
-
-    def _enter(self) -> int:
-        """A call begins: refused once closed; the outermost call of a thread counts as busy. Its depth."""
-        depth = getattr(self._local, "depth", 0)
-        if depth == 0:
-            with self._cond:
-                if self._closed:
-                    raise PipelineClosedError(CLOSED)
-                self._busy += 1
-        self._local.depth = depth + 1
-        return depth
-
-    def _leave(self, depth: int) -> None:
-        self._local.depth = depth
-        if depth == 0:
-            self._finished()
+            self._local.depth = depth
+            if counted:
+                with self._lock:
+                    self._busy -= 1
+                    self._cond.notify_all()
 
     def _finished(self) -> None:
         with self._cond:
@@ -343,7 +356,8 @@ class Pipeline(Submitting):
     def _release(self) -> None:
         inside = 1 if getattr(self._local, "depth", 0) else 0  # close() called from within a call
         with self._cond:
-            self._cond.wait_for(lambda: self._busy <= inside)
+            while not self._cond.wait_for(lambda: self._busy <= inside, timeout=0.5):  # polled: a notify lost to Ctrl-C
+                pass
             executor, self._executor = self._executor, None
         if executor is not None:
             executor.shutdown(wait=not inside)

@@ -28,12 +28,10 @@ def _guarded(method: Callable) -> Callable:
 
     @functools.wraps(method)
     def call(self: "Pipeline", *args: Any, **kwargs: Any) -> Any:
-        # Inline, not the _in_call context manager: a generator context manager per call cost a frame loop
-        # about 3 us, and predict() makes four (its preprocess, run and postprocess are guarded too).
-        # Ctrl-C lands where Python checks for signals: at a Python function's start or after a call, never
-        # between two plain statements. So the count and its flag change together under a C lock, inside
-        # the try: before, a signal at the end of `with self._cond` (Condition.__exit__ is Python) left a call
-        # counted for ever, and close() waited on it (review: about one in 10^4 interrupts).
+        # Inline, not _in_call: a generator context manager per call cost a frame loop ~3 us (predict() makes four).
+        # Ctrl-C lands at a Python function's start or after a call, never between two plain statements: the count
+        # and its flag change together under a C lock, inside the try. A signal in Condition.__exit__ (Python) left
+        # a call counted for ever, and close() waited on it (review: about one in 10^4 interrupts).
         depth, counted = getattr(self._local, "depth", 0), False
         try:
             if depth == 0:
@@ -334,16 +332,18 @@ class Pipeline(Submitting):
             self._busy -= 1
             self._cond.notify_all()
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
+    closed = property(lambda self: self._closed, doc="Whether close() was called.")
 
-    def close(self) -> None:
-        """Refuse new calls, end open streams, wait for the calls in flight and the submitted Futures, free the session; twice is fine."""
+    def close(self, cancel_futures: bool = False) -> None:
+        """Refuse new calls, end open streams, wait for the calls in flight and the submitted Futures, free the session;
+        twice is fine. ``cancel_futures=True`` cancels the Futures not started, as ``Executor.shutdown`` does."""
         with self._cond:
             first, self._closed = not self._closed, True
             for req in (r for r in self._requests if r.stream):  # a stream nobody reads holds its call open
                 req.dropped.set()
+            executor = self._executor
+        if cancel_futures and executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)  # each cancelled Future gives its count back
         if threading.get_ident() == self._worker:
             # a Future's done-callback: the Futures queued need this thread; release beside it (review: a hang)
             if first:

@@ -536,6 +536,17 @@ def test_ctrl_c_at_any_function_start_of_a_call_leaves_nothing_counted(tiny_pkg)
     assert not closing.is_alive()
 
 
+def test_close_can_cancel_the_futures_not_started(tiny_pkg):
+    pipe = edgeai.load(tiny_pkg)
+    running = pipe.submit([str(CAT)] * 30)
+    queued = [pipe.submit(str(CAT)) for _ in range(20)]
+    while not running.running():  # started by the worker
+        pass
+    pipe.close(cancel_futures=True)
+    assert len(running.result(timeout=60)) == 30  # the one started ran to its end
+    assert all(f.cancelled() for f in queued) and pipe._busy == 0 and pipe.session._session is None
+
+
 def test_submit_after_fork_close_from_a_callback_and_a_misspelt_keyword(tiny_pkg):
     """Review: a child forked after the parent used submit() waited for ever on the parent's
     worker thread; close() from a Future's done-callback raised "cannot join current thread";

@@ -168,7 +168,9 @@ def encode_batch(tokenizer: Any, texts: Sequence[Any], max_length: int) -> list[
 def _head_encoding(tokenizer: Any, t: str, limit: int) -> Any:
     while limit < len(t):
         cut = max(t.rfind(" ", 0, limit), t.rfind("\n", 0, limit))
-        if cut > 0:
+        if cut <= 0 or not _splits_at(tokenizer, t, cut):
+            cut = t.rfind(" ", 0, limit)  # Metaspace splits at spaces, not at newlines
+        if cut > 0 and _splits_at(tokenizer, t, cut):
             head = t[:cut].rstrip()
             e = tokenizer.encode(head)
             ends = [end for (_, end), special in zip(e.offsets, e.special_tokens_mask) if not special]
@@ -176,6 +178,20 @@ def _head_encoding(tokenizer: Any, t: str, limit: int) -> Any:
                 return e
         limit *= 4
     return tokenizer.encode(t)
+
+
+def _splits_at(tokenizer: Any, t: str, cut: int) -> bool:
+    """Whether the tokenizer's pre-tokenizer (after its normalizer) ends a word at the space ``t[cut]``: one that
+    does not (Metaspace with split=False, a Split on other characters) hands the model a word across it, whose
+    tokens may depend on what follows (a Unigram's best path: review)."""
+    from tokenizers import PreTokenizedString
+
+    start = max(0, cut - 64)
+    window, at = PreTokenizedString(t[start : cut + 64]), cut - start
+    if tokenizer.normalizer is not None:
+        window.normalize(tokenizer.normalizer.normalize)
+    tokenizer.pre_tokenizer.pre_tokenize(window)
+    return not any(a < at and b > at + 1 for _, (a, b), _ in window.get_splits(offset_referential="original", offset_type="char"))
 
 
 def truncation_warning(cut: Sequence[int], first: Any, max_length: int) -> TruncationWarning:

@@ -98,3 +98,18 @@ def test_embed_of_many_texts_equals_each_text_embedded_alone(bert_pkg):
     assert together.shape == (121, alone.shape[1])
     assert np.abs(together[:10].astype(np.float64) @ alone[:10].T.astype(np.float64)).diagonal().min() > 0.999
     assert float(together[-1] @ alone[-1]) > 0.999
+
+
+def test_a_pre_tokenizer_that_does_not_split_at_spaces_is_read_whole():
+    """Review: Metaspace(split=False) gives a Unigram one word across the head's cut, and its best path there
+    depended on the end of the text: the head's first token was '▁x' where the whole text's was '▁x▁'."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = [("<unk>", 0.0), ("▁x", -1.0), ("▁x▁", -1.0), ("y▁", -1.0), ("▁y", -1.0), ("y", -10.0), ("▁", -10.0), ("z", -1.0)]
+    tok = Tokenizer(models.Unigram(vocab, unk_id=0))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(split=False)
+    tok.enable_truncation(16)
+    text = "x" + " y" * 3000 + " z"
+    got, want = encode_batch(tok, [text], 16)[0], tok.encode_batch([text])[0]
+    assert want.tokens[:2] == ["▁x▁", "y▁"]
+    assert got.ids == want.ids and got.offsets == want.offsets and bool(got.overflowing)

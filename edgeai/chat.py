@@ -90,13 +90,33 @@ def render(spec: dict, messages: Sequence[Any], add_generation_prompt: bool = Tr
         template = _compile(source)
     except jinja2.exceptions.TemplateSyntaxError as e:
         raise PackageError(f"The model's chat template is not a valid Jinja template: {e} (line {e.lineno}).") from None
+    # A chat that ends with the assistant's words is a prefill: the model continues that message, as
+    # transformers' text-generation pipeline does (continue_final_message); a new turn after it answered
+    # the model's own half-sentence (review)
+    prefill = add_generation_prompt and messages[-1]["role"] == "assistant"
+    if prefill:
+        messages = [*messages[:-1], {**messages[-1], "content": messages[-1]["content"] + _CONTINUE}]
     try:
-        return template.render(messages=messages, tools=None, documents=None, add_generation_prompt=add_generation_prompt,
+        text = template.render(messages=messages, tools=None, documents=None, add_generation_prompt=add_generation_prompt and not prefill,
                                **spec.get("chat_tokens", {}))
     except jinja2.exceptions.TemplateError as e:
         raise InputError(f"The model's chat template refused this chat: {e}") from None
     except Exception as e:  # noqa: BLE001 -- a template's own Python error ('str' + 1): still the template's refusal
         raise InputError(f"The model's chat template failed on this chat: {type(e).__name__}: {e}.") from None
+    return _cut_at_continue(text, messages[-1]["content"][: -len(_CONTINUE)]) if prefill else text
+
+
+# Appended to a prefilled assistant message: the rendered chat is cut where it lands (with its space, or
+# before it and the template's trailing space where the template trims the message).
+_CONTINUE = "EDGEAI_CONTINUE_HERE "
+
+
+def _cut_at_continue(text: str, final: str) -> str:
+    at = text.rfind(_CONTINUE.strip())
+    if at < 0 or final.strip() not in text[:at]:
+        raise InputError("The chat ends with an assistant message to continue, but the model's chat template leaves that "
+                         "message out; end the chat with a user message.")
+    return text[:at] if text[at : at + len(_CONTINUE)] == _CONTINUE else text[:at].rstrip()
 
 
 @lru_cache(maxsize=8)

@@ -211,6 +211,25 @@ def test_chat_content_parts_are_joined_and_other_parts_refused():
         check([{"role": "user", "content": [{"type": "text", "content": "hi"}]}])
 
 
+def test_a_chat_that_ends_with_the_assistant_is_continued_as_transformers_continues_it():
+    """A prefill: the assistant's last message is continued, not answered by a new turn (review), cut where
+    transformers' continue_final_message cuts it, with the template trimming the message or not."""
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    from edgeai.chat import render
+
+    plain = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}"
+    for template in (CHATML, plain):
+        for last in ("The capital is", "The capital is ", " Sure,\n"):
+            chat = [{"role": "user", "content": "Capital of France?"}, {"role": "assistant", "content": last}]
+            got = render({"chat_template": template}, chat)
+            assert got == render_jinja_template([chat], chat_template=template, continue_final_message=True)[0][0]
+            assert got.rstrip().endswith(last.strip())
+    drops = "{% for m in messages if m['role'] == 'user' %}{{ m['content'] }}{% endfor %}"
+    with pytest.raises(InputError, match="^The chat ends with an assistant message to continue, but the model's chat template"):
+        render({"chat_template": drops}, [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello"}])
+
+
 def test_a_chat_template_with_transformers_generation_tag_renders_and_a_broken_one_is_one_sentence():
     # {% generation %} marks the assistant's tokens in many fine-tuned checkpoints' templates: it was
     # a TemplateSyntaxError traceback; a template's own Python error was one too
@@ -258,10 +277,12 @@ def test_chat_template_renders_and_generates_as_transformers(checkpoints, packag
     chats = [[{"role": "user", "content": p}] for p in _prompts()[:6]]
     chats.append([{"role": "system", "content": "Answer briefly. "}, {"role": "user", "content": "Where is Zürich?"},
                   {"role": "assistant", "content": "In Switzerland."}, {"role": "user", "content": "And Lusaka?"}])
+    chats.append([{"role": "user", "content": "Where is Lusaka?"}, {"role": "assistant", "content": "Lusaka is in"}])  # a prefill
     with edgeai.load(packages["qwen2"], variant="fp32") as pipe:
         gen = generator_for(pipe)
         for messages in chats:
-            ids = hf_tok.apply_chat_template(messages, add_generation_prompt=True)
+            prefill = messages[-1]["role"] == "assistant"
+            ids = hf_tok.apply_chat_template(messages, add_generation_prompt=not prefill, continue_final_message=prefill)
             assert gen.encode(render(gen.spec, messages), special=False) == ids
             with torch.inference_mode():
                 ref = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),

@@ -94,6 +94,8 @@ def render(spec: dict, messages: Sequence[Any], add_generation_prompt: bool = Tr
     # transformers' text-generation pipeline does (continue_final_message); a new turn after it answered
     # the model's own half-sentence (review)
     prefill = add_generation_prompt and messages[-1]["role"] == "assistant"
+    if prefill and not messages[-1]["content"].strip():  # nothing to continue: the model's new turn, as the generation
+        messages, prefill = messages[:-1], False         # prompt opens it (cut, "<|im_start|>assistant" lost its newline)
     if prefill:
         messages = [*messages[:-1], {**messages[-1], "content": messages[-1]["content"] + _CONTINUE}]
     try:

@@ -225,6 +225,9 @@ def test_a_chat_that_ends_with_the_assistant_is_continued_as_transformers_contin
             got = render({"chat_template": template}, chat)
             assert got == render_jinja_template([chat], chat_template=template, continue_final_message=True)[0][0]
             assert got.rstrip().endswith(last.strip())
+    for empty in ("", "  ", "\n", []):  # nothing to continue: the model's turn as the generation prompt opens it (review)
+        chat = [{"role": "user", "content": "Capital of France?"}, {"role": "assistant", "content": empty}]
+        assert render({"chat_template": CHATML}, chat) == render({"chat_template": CHATML}, chat[:1])
     drops = "{% for m in messages if m['role'] == 'user' %}{{ m['content'] }}{% endfor %}"
     with pytest.raises(InputError, match="^The chat ends with an assistant message to continue, but the model's chat template"):
         render({"chat_template": drops}, [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello"}])

@@ -27,7 +27,8 @@ class Submitting:
     def submit(self, x: Any, top_k: int | None = None, generate: bool = False, **options: Any) -> Future:
         """``predict`` (or, with ``generate=True`` or any of generate's options, ``generate(x,
         **options)``) on a worker thread; the Future holds the same result (or error). A Future
-        submitted before ``close()`` still completes: close waits for it. Arrays and images are
+        submitted before ``close()`` still completes (close waits for it) unless ``close(cancel_futures=True)``
+        cancels it before it starts, as leaving a ``with`` block by an error does. Arrays and images are
         copied here, so a loop may reuse its frame buffer as soon as ``submit`` returns. Every
         input submitted runs, in order: a frame loop submits its next once the last is ``done()``."""
         if "generation" in self.package.manifest and top_k is not None:
@@ -56,6 +57,15 @@ class Submitting:
             # a Future cancelled while queued never runs _job: give its count back, or close() waits for ever
             future.add_done_callback(lambda f: f.cancelled() and self._finished())
             return future
+
+    def _cancel_queued(self, executor) -> None:
+        """close(cancel_futures=True): the Futures not started are cancelled, their done-callbacks run on this thread
+        under the executor's lock; a close() in one returns at once (review: a second shutdown waited on that lock)."""
+        self._local.cancelling = True
+        try:
+            executor.shutdown(wait=False, cancel_futures=True)  # each cancelled Future gives its count back
+        finally:
+            self._local.cancelling = False
 
     def _job(self, x: Any, top_k: int | None, generate: dict | None = None, cancels: int | None = None) -> Any:
         self._worker = threading.get_ident()  # close() from a Future's callback runs on this thread

@@ -104,13 +104,8 @@ class Pipeline(Submitting):
         self._requests = set()
 
     # -- description -------------------------------------------------------------------------
-    @property
-    def name(self) -> str:
-        return self.package.name
-
-    @property
-    def task(self) -> str:
-        return self.package.task
+    name = property(lambda self: self.package.name, doc="The package's name.")
+    task = property(lambda self: self.package.task, doc="The package's task.")
 
     @property
     def provider_note(self) -> str:
@@ -277,7 +272,8 @@ class Pipeline(Submitting):
                  stop: str | list[str] | None = None, stream: bool = False, cancel: threading.Event | None = None,
                  stats: dict | None = None) -> Any:
         """A text-generation package's continuation of ``prompt`` (a list: one result each; a list
-        of {"role", "content"} dicts: one chat, through the model's chat template): ``{"text",
+        of {"role", "content"} dicts: one chat, through the model's chat template, whose last message, if the
+        assistant's, is continued): ``{"text",
         "prompt_tokens", "new_tokens", "finish_reason", "ttft_ms", "tokens_per_s"}``. Greedy at
         temperature 0, else sampled (top_k, top_p, seed as in transformers; repetition_penalty and
         no_repeat_ngram_size default to the checkpoint's generation_config, as in transformers);
@@ -342,8 +338,10 @@ class Pipeline(Submitting):
             for req in (r for r in self._requests if r.stream):  # a stream nobody reads holds its call open
                 req.dropped.set()
             executor = self._executor
+        if getattr(self._local, "cancelling", False):  # a done-callback of a Future that close() cancels: that one waits
+            return
         if cancel_futures and executor is not None:
-            executor.shutdown(wait=False, cancel_futures=True)  # each cancelled Future gives its count back
+            self._cancel_queued(executor)
         if threading.get_ident() == self._worker:
             # a Future's done-callback: the Futures queued need this thread; release beside it (review: a hang)
             if first:
@@ -366,8 +364,8 @@ class Pipeline(Submitting):
     def __enter__(self) -> "Pipeline":
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:  # left by an error or Ctrl-C: queued Futures are dropped
+        self.close(cancel_futures=exc_type is not None)
 
 
 def load(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import sys
@@ -545,6 +546,41 @@ def test_close_can_cancel_the_futures_not_started(tiny_pkg):
     pipe.close(cancel_futures=True)
     assert len(running.result(timeout=60)) == 30  # the one started ran to its end
     assert all(f.cancelled() for f in queued) and pipe._busy == 0 and pipe.session._session is None
+
+
+def test_close_cancelling_futures_from_their_done_callbacks_returns(tiny_pkg):
+    """Review: a done-callback calling close(cancel_futures=True) (or close()) waited for ever: the Futures that a
+    close(cancel_futures=True) cancels run their callbacks under the executor's lock, which a second one waits for."""
+    import threading
+
+    for closes_first in ("callback", "main"):
+        pipe = edgeai.load(tiny_pkg)
+        running = pipe.submit([str(CAT)] * 30)
+        queued = [pipe.submit(str(CAT)) for _ in range(20)]
+        for f in [running, *queued]:
+            f.add_done_callback(lambda f: pipe.close(cancel_futures=True))
+        while not running.running():
+            pass
+        closing = threading.Thread(target=pipe.close, kwargs={"cancel_futures": closes_first == "main"}, daemon=True)
+        closing.start()
+        closing.join(60)
+        assert not closing.is_alive() and all(f.cancelled() for f in queued) and len(running.result(timeout=60)) == 30
+        assert pipe._busy == 0 and pipe.session._session is None
+
+
+def test_a_with_block_left_by_an_error_cancels_the_futures_not_started(tiny_pkg):
+    """Review: Ctrl-C in `with edgeai.load(...) as pipe` ran every Future queued before the program could stop;
+    a with block left normally still waits for all of them."""
+    for error in (True, False):
+        with pytest.raises(KeyboardInterrupt) if error else contextlib.nullcontext():
+            with edgeai.load(tiny_pkg) as pipe:
+                running = pipe.submit([str(CAT)] * 30)
+                queued = [pipe.submit(str(CAT)) for _ in range(20)]
+                while not running.running():
+                    pass
+                if error:
+                    raise KeyboardInterrupt
+        assert len(running.result(timeout=60)) == 30 and all(f.cancelled() == error for f in queued)
 
 
 def test_submit_after_fork_close_from_a_callback_and_a_misspelt_keyword(tiny_pkg):

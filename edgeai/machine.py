@@ -29,6 +29,13 @@ def machine_id() -> str:
     return " ".join(p for p in [platform.machine(), model, generation, *[f for f in _FLAGS if f in flags], f"{usable_cpus()}cpu"] if p)
 
 
+def int8_saturates() -> bool:
+    """Whether this CPU's u8 x s8 INT8 kernel adds product pairs into a saturating int16: x86 without
+    VNNI or AMX (AVX2, AVX-512F alone), where ONNX Runtime documents 7-bit weights as the remedy."""
+    flags = set(machine_id().split())
+    return platform.machine().lower() in ("x86_64", "amd64") and not flags & {"amx_int8", "avx512_vnni", "avx_vnni"}
+
+
 def available_bytes() -> int | None:
     """Memory this process can still have (Linux: MemAvailable, or less where its container's
     cgroup v2 limit leaves less: a container is killed at its limit, whatever the host has), or None."""

@@ -136,9 +136,9 @@ def test_an_int8_missing_the_budget_says_so_and_small_sizes_are_in_kb(factories,
     assert r.returncode == 0, r.stderr
     line = r.stdout.strip()
     assert re.search(r"fp32 \(\d+\.\d KB\)", line), line
-    # (measured one row per call, as it runs, int8 is close enough to print as 1.0000 where the CPU has VNNI: "has"
-    # shows the miss; on AVX2 without VNNI, the u8 x s8 pairs saturate and it misses the closeness budget too)
-    int8 = re.search(r"int8 \(\d+\.\d KB, dynamic INT8, cosine min \d\.\d{4} / mean \d\.\d{4}, closeness \d\.\d{4} on seeded random inputs — misses the budget "
+    # (measured one row per call, as it runs, int8 is close enough to print as 1.0000 or 0.9999: "has" shows the miss;
+    # on a CPU without VNNI the weights are 7-bit, where 8-bit ones saturate: closeness may miss too)
+    int8 = re.search(r"int8 \(\d+\.\d KB, dynamic INT8(?:, 7-bit weights)?, cosine min \d\.\d{4} / mean \d\.\d{4}, closeness \d\.\d{4} on seeded random inputs — misses the budget "
                      r"cosine_min >= 0.99999 \(has (0\.\d{4,})\)( and closeness >= [\d.]+ \(has \d\.\d{4,}\))?, so auto will not choose it\)", line)
     assert int8 and float(int8.group(1)) < 0.99999, line
     assert "optimized (" in line and line.count("misses the budget") == 1, line  # optimized is exact: it meets it

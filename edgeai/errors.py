@@ -82,6 +82,32 @@ def unreadable(path: str | os.PathLike, listing: bool = True) -> str | None:
     return None if os.access(path, mode) else f"{os.fspath(path)} cannot be read: permission denied."
 
 
+def shown(path: str | os.PathLike) -> str:
+    """``path`` as a user knows it: writes go through hidden temporary names beside their target
+    (".NAME.tmp-...", ".NAME.edgeai-tmp-..."), which name nothing the user asked for: their folder."""
+    from pathlib import Path
+
+    p = Path(path)
+    return os.fspath(p.parent if p.name.startswith(".") and "tmp-" in p.name else p)
+
+
+def short_of_space(need: int, *places: str | os.PathLike) -> str | None:
+    """"the disk holding PATH is nearly full (N MB free; the graph is M MB)" where one of
+    ``places`` (folders being written) has less than ``need`` bytes free, else None. ONNX Runtime
+    and onnx report a full disk as "Protobuf serialization failed" or a corrupt wire format, and
+    torch's exporter as whatever it tripped on next: this is the sentence a user can act on."""
+    import shutil
+
+    for place in places:
+        try:
+            free = shutil.disk_usage(place).free
+        except OSError:
+            continue
+        if free < need:
+            return f"the disk holding {shown(place)} is nearly full ({free / 1e6:.1f} MB free; the graph is {need / 1e6:.1f} MB)"
+    return None
+
+
 def whole(name: str, v: object, low: int, high: int | None = None) -> int:
     """``v``, a whole number (numpy's too; not a bool) in ``[low, high]``, as an int; or one InputError."""
     import numbers

@@ -8,7 +8,7 @@ import warnings
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 
-from edgeai.errors import ExportError
+from edgeai.errors import ExportError, shown
 
 
 def _value_traces(caught: list) -> list[str]:
@@ -98,6 +98,8 @@ def to_onnx(module, args: tuple, path: Path, input_names: list[str], output_name
             )
     except Exception as e:  # torch raises many types (OnnxExporterError, RuntimeError, TypeError...)
         _reraise_interrupt(e)
+        if isinstance(e, OSError) and e.strerror:  # a full or read-only disk: not the tracing's fault
+            raise ExportError(f"torch.onnx.export could not write the graph into {shown(path.parent)}: {e.strerror}.") from None
         lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()] or [type(e).__name__]
         # The exporter often appends the whole traced graph; the sentence that matters names the op.
         key = next((ln for ln in lines if "not supported" in ln or "Exporting the operator" in ln), lines[0])

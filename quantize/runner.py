@@ -26,7 +26,7 @@ import numpy as np
 
 from edgeai.data import compare as measure
 from edgeai.data.feeds import batch_axis, held_out_inputs, input_kind
-from edgeai.errors import EdgeAIError, EdgeAIWarning, ExportError, InputError, PackageError, UnsteadyTimingWarning, shell_arg, user_level
+from edgeai.errors import EdgeAIError, EdgeAIWarning, ExportError, InputError, PackageError, UnsteadyTimingWarning, shell_arg, short_of_space, user_level
 from edgeai.atomic import read_manifest
 from edgeai.package import _TMP_MARK, Package, remove_stale_files
 from edgeai.pipeline import open_package as open_named
@@ -160,8 +160,11 @@ def run_step(step: Step, pkg: Package, ctx: Context, measure_latency: bool = Fal
                 # an export's package is still in its staging folder: the failed export writes nothing
                 kept = "nothing was written" if _TMP_MARK in pkg.path.name or getattr(pkg, "wrapped_here", False) \
                     else "the package is unchanged"
-                raise ExportError(f"The {step.name} step failed on {pkg.name}'s {made_from} graph: {type(e).__name__}: "
-                                  f"{text} ({kept}).") from None
+                why = f"{type(e).__name__}: {text}"
+                tmp.unlink(missing_ok=True)  # its part-written bytes are not the disk's to count
+                if full := short_of_space(_graph_bytes(src), pkg.path, work):  # review: a full disk said only "Protobuf serialization failed"
+                    why = f"{full} ({why})"
+                raise ExportError(f"The {step.name} step failed on {pkg.name}'s {made_from} graph: {why} ({kept}).") from None
         # A step that chose among sources by measurement (budget_search.py) says which.
         made_from = recipe.pop("made_from", made_from)
         ctx.say(CHECKS.get(step.variant, f"measuring {step.variant} agreement with fp32 on held-out inputs"))
@@ -190,6 +193,11 @@ def run_step(step: Step, pkg: Package, ctx: Context, measure_latency: bool = Fal
         ctx.say("measuring every variant's accuracy on the package's own test split")
         after(pkg)
     return pkg
+
+
+def _graph_bytes(src: Path) -> int:
+    """About what a step writes at most: its source graph with the external data beside it."""
+    return sum(f.stat().st_size for f in src.parent.glob(f"{src.name}*") if f.is_file())
 
 
 def _family_evaluation(pkg: Package, ctx: Context) -> Callable[[Package], None] | None:

@@ -11,7 +11,7 @@ import typer
 from typer.core import TyperGroup
 
 from edgeai import __version__
-from edgeai.errors import EdgeAIError, unreadable
+from edgeai.errors import EdgeAIError, shown, unreadable
 
 from . import build
 from . import run as run_mod
@@ -48,9 +48,7 @@ def _refused(e: OSError) -> str:
     """One sentence for an OSError of _REFUSALS. Writes go through hidden temporary names
     (".NAME.tmp-...", ".NAME.edgeai-tmp-...") beside their target: name the folder for those.
     A permission error may come from a read: said so where the path is unreadable."""
-    where = Path(os.fsdecode(e.filename)) if e.filename else None
-    if where is not None and where.name.startswith(".") and "tmp-" in where.name:
-        where = where.parent
+    where = Path(shown(os.fsdecode(e.filename))) if e.filename else None
     if where is None:
         return f"A file cannot be written or read: {e.strerror or e}."
     if e.errno in (errno.EACCES, errno.EPERM) and (why := unreadable(where)):  # exists() raises in an unenterable folder

@@ -1,0 +1,78 @@
+"""A disk that fills up during an export, optimize or quantize: one sentence that says so and
+writes nothing (review: ONNX Runtime said only "Protobuf serialization failed", torch's exporter
+"torch.onnx.export failed (tracing at ...)"). The disk is a small tmpfs, so the tests need root
+and a kernel that lets this container mount one; elsewhere they skip."""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from conftest import cli
+from onnx import TensorProto, helper, numpy_helper
+
+from edgeai.errors import short_of_space, shown
+
+TRACEBACK = "Traceback (most recent call last)"
+
+
+def test_short_of_space_names_the_folder_a_user_asked_for(tmp_path):
+    hidden = tmp_path / ".net.edgeai-tmp-1-abc"
+    hidden.mkdir()
+    assert shown(hidden) == str(tmp_path)
+    assert shown(tmp_path / "net") == str(tmp_path / "net")
+    said = short_of_space(10**18, tmp_path / "missing", hidden)  # a missing folder is passed over
+    assert said.startswith(f"the disk holding {tmp_path} is nearly full (") and "the graph is 1000000000000.0 MB" in said
+    assert short_of_space(1, tmp_path) is None
+
+
+@pytest.fixture
+def small_disk():
+    """A 1.6 MB tmpfs: room for a 1.4 MB fp32 graph, not for a second graph beside it."""
+    where = Path(tempfile.mkdtemp(prefix="edgeai-full-"))
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1600k", "tmpfs", str(where)], capture_output=True).returncode:
+        where.rmdir()
+        pytest.skip("cannot mount a small tmpfs here (needs root and a kernel that allows it)")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", str(where)], capture_output=True)
+        where.rmdir()
+
+
+def _linear(path: Path) -> None:
+    """x [batch, 512] -> MatMul -> Add -> y [batch, 700]: 1.4 MB of float weights."""
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.standard_normal((512, 700)).astype(np.float32), "W"),
+               numpy_helper.from_array(rng.standard_normal(700).astype(np.float32), "B")]
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["h"]), helper.make_node("Add", ["h", "B"], ["y"])]
+    graph = helper.make_graph(nodes, "linear", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 512])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 700])], weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
+@pytest.mark.parametrize("command", ["optimize", "quantize"])
+def test_a_step_that_fills_the_disk_says_so_and_writes_nothing(small_disk, tmp_path, command):
+    _linear(tmp_path / "linear.onnx")
+    r = cli(command, str(tmp_path / "linear.onnx"), "-o", str(small_disk / "pkg"))
+    assert r.returncode == 1 and TRACEBACK not in r.stderr, r.stderr
+    error = r.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: The ") and f"the disk holding {small_disk / 'pkg'} is nearly full (" in error, error
+    assert "(nothing was written)." in error
+    assert list(small_disk.iterdir()) == []
+
+
+def test_a_torch_export_that_fills_the_disk_says_so_and_writes_nothing(small_disk, tmp_path):
+    (tmp_path / "net.py").write_text(
+        "import torch\n\ndef make_model():\n"
+        "    return torch.nn.Sequential(torch.nn.Linear(512, 1200), torch.nn.ReLU(), torch.nn.Linear(1200, 10))\n")
+    r = cli("export", f"{tmp_path / 'net.py'}:make_model", "--input", "x:1,512:float32", "-o", str(small_disk / "net"))
+    assert r.returncode == 1 and TRACEBACK not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines()[-1] == f"error: torch.onnx.export could not write the graph into {small_disk}: No space left on device.", r.stderr
+    assert list(small_disk.iterdir()) == []

@@ -115,9 +115,10 @@ _CONTINUE = "EDGEAI_CONTINUE_HERE "
 
 def _cut_at_continue(text: str, final: str) -> str:
     at = text.rfind(_CONTINUE.strip())
-    if at < 0 or final.strip() not in text[:at]:
-        raise InputError("The chat ends with an assistant message to continue, but the model's chat template leaves that "
-                         "message out; end the chat with a user message.")
+    if at < 0 or final.strip() not in text[:at]:  # left out, or rewritten (part of it dropped: review)
+        done = "leaves that message out" if at < 0 else "does not keep that message as it is (it drops or changes part of it)"
+        raise InputError(f"The chat ends with an assistant message to continue, but the model's chat template {done}; "
+                         "end the chat with a user message.")
     return text[:at] if text[at : at + len(_CONTINUE)] == _CONTINUE else text[:at].rstrip()
 
 

@@ -229,8 +229,12 @@ def test_a_chat_that_ends_with_the_assistant_is_continued_as_transformers_contin
         chat = [{"role": "user", "content": "Capital of France?"}, {"role": "assistant", "content": empty}]
         assert render({"chat_template": CHATML}, chat) == render({"chat_template": CHATML}, chat[:1])
     drops = "{% for m in messages if m['role'] == 'user' %}{{ m['content'] }}{% endfor %}"
-    with pytest.raises(InputError, match="^The chat ends with an assistant message to continue, but the model's chat template"):
+    with pytest.raises(InputError, match="^The chat ends with an assistant message to continue, but the model's chat template leaves"):
         render({"chat_template": drops}, [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello"}])
+    # a template that drops the reasoning of an assistant message keeps only part of it: said as such (review)
+    thinks = "{% for m in messages %}{{ m['role'] }}: {{ m['content'].split('</think>')[-1] }}\n{% endfor %}"
+    with pytest.raises(InputError, match="template does not keep that message as it is \\(it drops or changes part of it\\); end"):
+        render({"chat_template": thinks}, [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "<think>hmm</think>Hello"}])
 
 
 def test_a_chat_template_with_transformers_generation_tag_renders_and_a_broken_one_is_one_sentence():

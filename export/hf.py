@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeai.errors import DependencyError, ExportError, InputError
+from edgeai.errors import shown as user_path
 
 from .transformer import _read_json, resolve
 
@@ -166,6 +167,8 @@ def write_onnx(model, config, path: Path) -> int:
     try:
         export(model, config, path, opset=opset)
     except Exception as e:
+        if isinstance(e, OSError) and e.strerror:  # a full or read-only disk: as onnx_export.to_onnx says it
+            raise ExportError(f"Optimum's ONNX exporter could not write the graph into {user_path(path.parent)}: {e.strerror}.") from None
         raise ExportError(f"Optimum's ONNX exporter failed: {str(e).strip().splitlines()[0][:300]}") from None
     return opset
 

@@ -76,3 +76,21 @@ def test_a_torch_export_that_fills_the_disk_says_so_and_writes_nothing(small_dis
     assert r.returncode == 1 and TRACEBACK not in r.stderr, r.stderr
     assert r.stderr.strip().splitlines()[-1] == f"error: torch.onnx.export could not write the graph into {small_disk}: No space left on device.", r.stderr
     assert list(small_disk.iterdir()) == []
+
+
+def test_an_optimum_export_that_fills_the_disk_says_so_and_writes_nothing(small_disk, tmp_path):
+    """A text-generation checkpoint goes through Optimum's exporter: its OSError is the same sentence."""
+    import torch
+    from test_generate import _tokenizer
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tok = _tokenizer()
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(n_embd=256, n_layer=2, n_head=2, n_positions=64, vocab_size=len(tok),
+                               eos_token_id=0, bos_token_id=0, pad_token_id=0)).save_pretrained(tmp_path / "gpt2")  # 7 MB
+    tok.save_pretrained(tmp_path / "gpt2")
+    r = cli("export", "--model", str(tmp_path / "gpt2"), "--task", "text-generation", "-o", str(small_disk / "gen"))
+    assert r.returncode == 1 and TRACEBACK not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines()[-1] == (
+        f"error: Optimum's ONNX exporter could not write the graph into {small_disk}: No space left on device."), r.stderr
+    assert list(small_disk.iterdir()) == []

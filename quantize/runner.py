@@ -162,7 +162,7 @@ def run_step(step: Step, pkg: Package, ctx: Context, measure_latency: bool = Fal
                     else "the package is unchanged"
                 why = f"{type(e).__name__}: {text}"
                 tmp.unlink(missing_ok=True)  # its part-written bytes are not the disk's to count
-                if full := short_of_space(_graph_bytes(src), pkg.path, work):  # review: a full disk said only "Protobuf serialization failed"
+                if full := short_of_space(_graph_bytes(src), pkg.path, Path(work).parent):  # review: a full disk said only "Protobuf serialization failed"
                     why = f"{full} ({why})"
                 raise ExportError(f"The {step.name} step failed on {pkg.name}'s {made_from} graph: {why} ({kept}).") from None
         # A step that chose among sources by measurement (budget_search.py) says which.

@@ -31,10 +31,11 @@ def test_short_of_space_names_the_folder_a_user_asked_for(tmp_path):
 
 
 @pytest.fixture
-def small_disk():
-    """A 1.6 MB tmpfs: room for a 1.4 MB fp32 graph, not for a second graph beside it."""
+def small_disk(request):
+    """A 1.6 MB tmpfs (or the size a test gives): room for a 1.4 MB fp32 graph, not for a second beside it."""
     where = Path(tempfile.mkdtemp(prefix="edgeai-full-"))
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1600k", "tmpfs", str(where)], capture_output=True).returncode:
+    size = getattr(request, "param", "1600k")
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True).returncode:
         where.rmdir()
         pytest.skip("cannot mount a small tmpfs here (needs root and a kernel that allows it)")
     try:
@@ -66,6 +67,17 @@ def test_a_step_that_fills_the_disk_says_so_and_writes_nothing(small_disk, tmp_p
     assert error.startswith("error: The ") and f"the disk holding {small_disk / 'pkg'} is nearly full (" in error, error
     assert "(nothing was written)." in error
     assert list(small_disk.iterdir()) == []
+
+
+@pytest.mark.parametrize("small_disk", ["1000k"], indirect=True)  # less than the 1.4 MB graph
+def test_a_full_scratch_disk_is_named_as_the_temporary_folder(small_disk, tmp_path):
+    """The quantizer's scratch files go under $TMPDIR: a full one is named, not its vanished subfolder."""
+    _linear(tmp_path / "linear.onnx")
+    r = cli("quantize", str(tmp_path / "linear.onnx"), "-o", str(tmp_path / "pkg"), env={"TMPDIR": str(small_disk)})
+    assert r.returncode == 1 and TRACEBACK not in r.stderr, r.stderr
+    assert f"failed on linear's fp32 graph: the disk holding {small_disk} is nearly full (" in r.stderr, r.stderr
+    assert not (tmp_path / "pkg").exists()
+    assert [p.name for p in small_disk.iterdir() if p.name != ".ses"] == []  # .ses: onnxruntime's own, at import
 
 
 def test_a_torch_export_that_fills_the_disk_says_so_and_writes_nothing(small_disk, tmp_path):

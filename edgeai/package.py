@@ -368,8 +368,7 @@ def _all_tensors(graph) -> Iterator:
 
 
 def write_manifest(root: Path, manifest: dict) -> None:
-    problems = _schema.validate(manifest, load_schema())
-    if problems:  # a bug in edgeai, not a user error: keep the traceback
+    if problems := _schema.validate(manifest, load_schema()):  # a bug in edgeai, not a user error: keep the traceback
         raise AssertionError(f"refusing to write an invalid manifest: {problems}")
     tmp = root / f".{MANIFEST}{_TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"  # hidden: a refusal names the folder (cli)
     try:
@@ -378,6 +377,8 @@ def write_manifest(root: Path, manifest: dict) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, root / MANIFEST)
+    except OSError as e:  # a full disk at write or flush names no file: the package's (review: bench --record)
+        raise OSError(e.errno, e.strerror, e.filename or os.fspath(tmp)) from None
     finally:  # a full disk or Ctrl-C half-way: no half-written manifest left in the package (review)
         tmp.unlink(missing_ok=True)
     _fsync_dir(root)

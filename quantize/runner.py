@@ -11,6 +11,7 @@ variant, and removes whatever is left over, whether it succeeded or not.
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import shutil
@@ -110,7 +111,8 @@ def opened(x: str | os.PathLike | Package, out: str | os.PathLike | None = None,
     target = (Path(out) if out else Path(x).with_suffix("")).absolute() if onnx_file else None
     new = target is not None and not target.exists()
     pkg = open_package(x, out, arrays)
-    pkg.wrapped_here = new and pkg.path.absolute() == target  # a failed step's sentence: "nothing was written"
+    if not isinstance(x, Package):  # a nested one (quantize's to_fp16) keeps the outer one's (review: fp16 said "unchanged")
+        pkg.wrapped_here = new and pkg.path.absolute() == target  # a failed step's sentence: "nothing was written"
     try:
         yield pkg
     except BaseException:
@@ -156,14 +158,14 @@ def run_step(step: Step, pkg: Package, ctx: Context, measure_latency: bool = Fal
             except (EdgeAIError, KeyboardInterrupt, MemoryError):
                 raise
             except Exception as e:  # the quantizer or optimizer of ONNX Runtime failing on this graph: one sentence
-                text = (str(e).strip().splitlines() or [""])[0][:300]
+                text = (str(e).strip().splitlines() or [""])[0][:300].rstrip(".")
                 # an export's package is still in its staging folder: the failed export writes nothing
                 kept = "nothing was written" if _TMP_MARK in pkg.path.name or getattr(pkg, "wrapped_here", False) \
                     else "the package is unchanged"
                 why = f"{type(e).__name__}: {text}"
                 tmp.unlink(missing_ok=True)  # its part-written bytes are not the disk's to count
-                if full := short_of_space(_graph_bytes(src), pkg.path, Path(work).parent):  # review: a full disk said only "Protobuf serialization failed"
-                    why = f"{full} ({why})"
+                if _as_a_full_disk(e) and (full := short_of_space(_graph_bytes(src), pkg.path, Path(work).parent)):  # review: a full disk said only "Protobuf serialization failed"
+                    why = f"{full}; {why}"
                 raise ExportError(f"The {step.name} step failed on {pkg.name}'s {made_from} graph: {why} ({kept}).") from None
         # A step that chose among sources by measurement (budget_search.py) says which.
         made_from = recipe.pop("made_from", made_from)
@@ -193,6 +195,14 @@ def run_step(step: Step, pkg: Package, ctx: Context, measure_latency: bool = Fal
         ctx.say("measuring every variant's accuracy on the package's own test split")
         after(pkg)
     return pkg
+
+
+def _as_a_full_disk(e: Exception) -> bool:
+    """Whether ``e`` is how a full disk shows: its OSError, or ONNX Runtime's and onnx's reading of a part-written
+    graph. Any other failure is the step's, however little room is left (review: a failed conversion blamed the disk)."""
+    if isinstance(e, OSError) and e.errno is not None:
+        return e.errno in (errno.ENOSPC, errno.EDQUOT)
+    return any(s in str(e) for s in ("Protobuf serialization failed", "Wire format was corrupt", "Protobuf parsing failed"))
 
 
 def _graph_bytes(src: Path) -> int:

@@ -5,6 +5,7 @@ and a kernel that lets this container mount one; elsewhere they skip."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -106,3 +107,77 @@ def test_an_optimum_export_that_fills_the_disk_says_so_and_writes_nothing(small_
     assert r.stderr.strip().splitlines()[-1] == (
         f"error: Optimum's ONNX exporter could not write the graph into {small_disk}: No space left on device."), r.stderr
     assert list(small_disk.iterdir()) == []
+
+
+def test_a_tokenizer_that_cannot_be_saved_on_a_full_disk_is_one_sentence(small_disk, tmp_path):
+    """The tokenizers' save reports a full disk as a plain Exception "... (os error 28)": it was a traceback (review)."""
+    import torch
+    from test_generate import _tokenizer
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tok = _tokenizer()
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(n_embd=64, n_layer=1, n_head=2, n_positions=64, vocab_size=len(tok),
+                               eos_token_id=0, bos_token_id=0, pad_token_id=0)).save_pretrained(tmp_path / "gpt2")
+    tok.save_pretrained(tmp_path / "gpt2")
+    with open(small_disk / "filler", "wb") as f, pytest.raises(OSError):
+        f.write(b"\0" * 2_000_000)  # the tokenizer.json (26 kB) no longer fits
+    r = cli("export", "--model", str(tmp_path / "gpt2"), "--task", "text-generation", "-o", str(small_disk / "gen"))
+    assert r.returncode == 1 and TRACEBACK not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines()[-1] == f"error: {small_disk} cannot be written: No space left on device.", r.stderr
+    assert [p.name for p in small_disk.iterdir()] == ["filler"]
+
+
+def test_a_record_on_a_full_disk_names_the_package(small_disk, tmp_path):
+    """The manifest's write on a full disk fails in write() or flush(), which name no file: the sentence
+    named nothing, "A file cannot be written or read: No space left on device." (review: bench --record)."""
+    from conftest import tiny_classifier
+
+    tiny_classifier(tmp_path / "tiny.onnx")
+    assert cli("optimize", str(tmp_path / "tiny.onnx"), "-o", str(small_disk / "pkg")).returncode == 0
+    manifest = (small_disk / "pkg" / "manifest.json").read_bytes()
+    with open(small_disk / "filler", "wb") as f, pytest.raises(OSError):
+        f.write(b"\0" * 2_000_000)
+    r = cli("bench", str(small_disk / "pkg"), "--record", "--variant", "fp32", "--rounds", "1", "--runs", "5")
+    assert r.returncode == 1 and TRACEBACK not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines()[-1] == f"error: {small_disk / 'pkg'} cannot be written: No space left on device.", r.stderr
+    assert (small_disk / "pkg" / "manifest.json").read_bytes() == manifest
+    assert sorted(p.name for p in (small_disk / "pkg").iterdir() if p.name.startswith(".manifest")) == []
+
+
+def test_a_failed_fp16_step_on_a_plain_onnx_file_says_nothing_was_written(tmp_path, monkeypatch):
+    """quantize() hands the package it wrapped to to_fp16(), whose own opened() reset the mark:
+    the sentence said "the package is unchanged" of a package that the failure removed (review)."""
+    from edgeai.errors import ExportError
+    from edgeai.quantize import quantize
+    from edgeai.quantize.steps import fp16
+
+    def fails(*args, **kwargs):
+        raise ValueError("this graph's op cannot be converted")
+
+    monkeypatch.setattr(fp16.Float16, "run", fails)
+    _linear(tmp_path / "linear.onnx")
+    with pytest.raises(ExportError, match=r"cannot be converted \(nothing was written\)\.$"):
+        quantize(str(tmp_path / "linear.onnx"), precision="fp16", out=str(tmp_path / "pkg"), measure_latency=False)
+    assert not (tmp_path / "pkg").exists()
+
+
+@pytest.mark.parametrize("small_disk", ["2400k"], indirect=True)  # room for the fp16 variant, less than the fp32 graph
+def test_a_step_that_fails_for_another_reason_does_not_blame_a_disk_with_room(small_disk, tmp_path, monkeypatch):
+    """The disk has less free than the source graph, yet the fp16 variant fits: a conversion's own
+    failure there said "the disk holding ... is nearly full" (review)."""
+    from edgeai.errors import ExportError
+    from edgeai.quantize import quantize
+    from edgeai.quantize.steps import fp16
+
+    _linear(tmp_path / "linear.onnx")
+    quantize(str(tmp_path / "linear.onnx"), precision="fp16", out=str(small_disk / "pkg"), measure_latency=False)
+    shutil.rmtree(small_disk / "pkg")  # it fits
+
+    def fails(*args, **kwargs):
+        raise ValueError("this graph's op cannot be converted")
+
+    monkeypatch.setattr(fp16.Float16, "run", fails)
+    with pytest.raises(ExportError) as caught:
+        quantize(str(tmp_path / "linear.onnx"), precision="fp16", out=str(small_disk / "pkg"), measure_latency=False)
+    assert "graph: ValueError: this graph's op cannot be converted (" in str(caught.value), caught.value

@@ -122,16 +122,16 @@ def staging_dir(final: Path, model: str | None = None) -> Iterator[Path]:
         _fsync_dir(final.parent)
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        if code := _disk_refusal(e):  # named as the staging folder: the cli names the folder the user gave
-            raise OSError(code, os.strerror(code), os.fspath(tmp)) from None
+        if (code := no_space(e)) and not getattr(e, "filename", None):  # a write that named no file: the staging
+            raise OSError(code, os.strerror(code), os.fspath(tmp)) from None     # folder's (the cli names the user's)
         raise
 
 
-def _disk_refusal(e: BaseException) -> int | None:
-    """ENOSPC or EDQUOT of a write that named no file: Python's write or flush on a full disk, or a Rust
-    library's plain Exception "No space left on device (os error 28)" (the tokenizers' save; review)."""
+def no_space(e: BaseException) -> int | None:
+    """ENOSPC or EDQUOT where ``e`` is a full disk or quota: an OSError, or a Rust library's plain
+    Exception "No space left on device (os error 28)" (the tokenizers' save; review); else None."""
     m = re.search(r"\(os error (\d+)\)$", str(e)) if type(e) is Exception else None
-    code = int(m[1]) if m else e.errno if isinstance(e, OSError) and not e.filename else None
+    code = int(m[1]) if m else e.errno if isinstance(e, OSError) else None
     return code if code in (errno.ENOSPC, errno.EDQUOT) else None
 
 

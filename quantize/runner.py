@@ -11,7 +11,6 @@ variant, and removes whatever is left over, whether it succeeded or not.
 
 from __future__ import annotations
 
-import errno
 import functools
 import os
 import shutil
@@ -28,7 +27,7 @@ import numpy as np
 from edgeai.data import compare as measure
 from edgeai.data.feeds import batch_axis, held_out_inputs, input_kind
 from edgeai.errors import EdgeAIError, EdgeAIWarning, ExportError, InputError, PackageError, UnsteadyTimingWarning, shell_arg, short_of_space, user_level
-from edgeai.atomic import read_manifest
+from edgeai.atomic import no_space, read_manifest
 from edgeai.package import _TMP_MARK, Package, remove_stale_files
 from edgeai.pipeline import open_package as open_named
 from edgeai.rows import per_row, run_rows
@@ -201,7 +200,7 @@ def _as_a_full_disk(e: Exception) -> bool:
     """Whether ``e`` is how a full disk shows: its OSError, or ONNX Runtime's and onnx's reading of a part-written
     graph. Any other failure is the step's, however little room is left (review: a failed conversion blamed the disk)."""
     if isinstance(e, OSError) and e.errno is not None:
-        return e.errno in (errno.ENOSPC, errno.EDQUOT)
+        return no_space(e) is not None
     return any(s in str(e) for s in ("Protobuf serialization failed", "Wire format was corrupt", "Protobuf parsing failed"))
 
 

@@ -1,9 +1,15 @@
 """Shared fixtures: a temporary $EDGEAI_HOME, a tiny image-classifier package made here, and the
 real packages built once per session: EfficientNet-Lite0 through `edgeai run` (first use), MiniLM
-and the LSTM through `edgeai.export.export_model` (what `edgeai export bert|lstm -o DIR` runs)."""
+and the LSTM through `edgeai.export.export_model` (what `edgeai export bert|lstm -o DIR` runs).
+
+Under pytest-xdist (`-n 2`, the README's command) "once per session" means once per run: the
+workers share one $EDGEAI_HOME and one copy of each real package, built by whichever worker asks
+first while the others wait on a lock (what xdist's documentation suggests for session fixtures),
+rather than each worker building its own for minutes."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -22,9 +28,35 @@ COFFEE = SAMPLES / "coffee.jpg"
 CAT_CLASSES = {281, 282, 283, 284, 285, 286, 287}  # tabby, tiger cat, Persian, Siamese, Egyptian cat, cougar, lynx
 
 
+def _shared(tmp_path_factory) -> Path | None:
+    """The folder every xdist worker of this run shares; None in a run of one process."""
+    return tmp_path_factory.getbasetemp().parent if os.environ.get("PYTEST_XDIST_WORKER") else None
+
+
+def _once(tmp_path_factory, key: str, make, save=str, load=Path):
+    """``make()`` in one process of the run: under xdist the first worker to get here makes it and
+    leaves ``save(value)`` as JSON; a worker that comes later waits on the lock and reads it back."""
+    shared = _shared(tmp_path_factory)
+    if shared is None:
+        return make()
+    with open(shared / f"{key}.lock", "a") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # let go when the file closes, by a failure too
+        done = shared / f"{key}.json"
+        if done.exists():
+            return load(json.loads(done.read_text()))
+        value = make()
+        done.write_text(json.dumps(save(value)))
+        return value
+
+
 @pytest.fixture(scope="session", autouse=True)
 def edgeai_home(tmp_path_factory) -> Path:
-    home = tmp_path_factory.mktemp("edgeai-home")
+    shared = _shared(tmp_path_factory)
+    if shared is None:
+        home = tmp_path_factory.mktemp("edgeai-home")
+    else:
+        home = shared / "edgeai-home"
+        home.mkdir(exist_ok=True)
     os.environ["EDGEAI_HOME"] = str(home)
     return home
 
@@ -161,9 +193,11 @@ def edit_manifest(pkg: Path, fn) -> None:
 
 
 @pytest.fixture(scope="session")
-def first_run(edgeai_home) -> subprocess.CompletedProcess:
+def first_run(edgeai_home, tmp_path_factory) -> subprocess.CompletedProcess:
     """`edgeai run samples/cat.jpg` on an empty $EDGEAI_HOME: builds the default package."""
-    return cli("run", str(CAT), "--json")
+    return _once(tmp_path_factory, "first_run", lambda: cli("run", str(CAT), "--json"),
+                 save=lambda r: [r.args, r.returncode, r.stdout, r.stderr],
+                 load=lambda a: subprocess.CompletedProcess(*a))
 
 
 @pytest.fixture(scope="session")
@@ -178,7 +212,14 @@ def _export_builtin(tmp_path_factory, name: str, folder: str) -> Path:
     """``export_model(name, DIR)`` with the defaults of ``edgeai export NAME -o DIR`` (the int8 chain)."""
     from edgeai.export import export_model
 
-    return export_model(name, tmp_path_factory.mktemp(name) / folder).path
+    def make() -> Path:
+        shared = _shared(tmp_path_factory)
+        if shared is None:
+            return export_model(name, tmp_path_factory.mktemp(name) / folder).path
+        (shared / name).mkdir(exist_ok=True)
+        return export_model(name, shared / name / folder).path
+
+    return _once(tmp_path_factory, name, make)
 
 
 @pytest.fixture(scope="session")

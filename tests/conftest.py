@@ -49,14 +49,18 @@ def _once(tmp_path_factory, key: str, make, save=str, load=Path):
         return value
 
 
-@pytest.fixture(scope="session", autouse=True)
-def edgeai_home(tmp_path_factory) -> Path:
+def _folder(tmp_path_factory, name: str) -> Path:
+    """A new folder for the session: under xdist the one folder by this name that all workers share."""
     shared = _shared(tmp_path_factory)
     if shared is None:
-        home = tmp_path_factory.mktemp("edgeai-home")
-    else:
-        home = shared / "edgeai-home"
-        home.mkdir(exist_ok=True)
+        return tmp_path_factory.mktemp(name)
+    (shared / name).mkdir(exist_ok=True)
+    return shared / name
+
+
+@pytest.fixture(scope="session", autouse=True)
+def edgeai_home(tmp_path_factory) -> Path:
+    home = _folder(tmp_path_factory, "edgeai-home")
     os.environ["EDGEAI_HOME"] = str(home)
     return home
 
@@ -212,14 +216,7 @@ def _export_builtin(tmp_path_factory, name: str, folder: str) -> Path:
     """``export_model(name, DIR)`` with the defaults of ``edgeai export NAME -o DIR`` (the int8 chain)."""
     from edgeai.export import export_model
 
-    def make() -> Path:
-        shared = _shared(tmp_path_factory)
-        if shared is None:
-            return export_model(name, tmp_path_factory.mktemp(name) / folder).path
-        (shared / name).mkdir(exist_ok=True)
-        return export_model(name, shared / name / folder).path
-
-    return _once(tmp_path_factory, name, make)
+    return _once(tmp_path_factory, name, lambda: export_model(name, _folder(tmp_path_factory, name) / folder).path)
 
 
 @pytest.fixture(scope="session")

@@ -66,16 +66,18 @@ def _timed(*args: str) -> float:
     return time.perf_counter() - t
 
 
-def _kill_at(args: tuple[str, ...], delay: float) -> bool:
-    """Run, SIGKILL the whole process group after ``delay`` s; False if it finished first."""
+def _kill_at(args: tuple[str, ...], delay: float) -> float | None:
+    """Run, SIGKILL the whole process group after ``delay`` s; None if killed, else the seconds
+    the run took (it finished first)."""
+    t = time.perf_counter()
     proc = _edgeai(*args)
     try:
         proc.wait(timeout=delay)
-        return False
+        return time.perf_counter() - t
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-        return True
+        return None
 
 
 def test_stages_killed_at_a_few_dozen_points_leave_the_package_intact(tmp_path, capsys, own_tmpdir):
@@ -92,12 +94,20 @@ def test_stages_killed_at_a_few_dozen_points_leave_the_package_intact(tmp_path, 
     killed = {s: 0 for s in stages}
     for stage, args in stages.items():
         d = durations[stage]
-        # spread over the whole run (imports, export, validation, quantization, timing, writing)
-        # (to 0.8 of the timed run, not its end: a rerun a quarter faster than the first would
-        # finish before the late points, and too few kills would land)
-        for delay in np.linspace(0.15, 0.8, POINTS[stage]) * d + rng.uniform(-0.02, 0.02, POINTS[stage]) * d:
-            before = _files(pkg)
-            if not _kill_at(args, max(0.05, float(delay))):
+        # spread over the whole run (imports, export, validation, quantization, timing, writing),
+        # to 0.8 of it, not its end. The timed run is only an estimate: under a second test
+        # worker, or with the page cache warm, a rerun can take half as long, and the late points
+        # would miss. So a run that finishes before its kill gives the stage a new, shorter
+        # duration, and that point is tried once more on it.
+        fractions = np.linspace(0.15, 0.8, POINTS[stage]) + rng.uniform(-0.02, 0.02, POINTS[stage])
+        for share in fractions:
+            for _ in range(2):
+                before = _files(pkg)
+                took = _kill_at(args, max(0.05, float(share * d)))
+                if took is None:
+                    break
+                d = min(d, took)
+            else:
                 continue
             killed[stage] += 1
             after = {k: v for k, v in _files(pkg).items() if ".edgeai-tmp-" not in k}
@@ -105,7 +115,7 @@ def test_stages_killed_at_a_few_dozen_points_leave_the_package_intact(tmp_path, 
                 # the old manifest: every file it names is unchanged
                 m = Package.open(pkg).manifest
                 for v in m["variants"].values():
-                    assert after[v["file"]] == before[v["file"]], (stage, delay)
+                    assert after[v["file"]] == before[v["file"]], (stage, share)
             _complete(pkg)  # old or new, the package is whole and loadable
         # a rerun removes what the kills left and completes
         _timed(*args)
@@ -129,14 +139,21 @@ def test_sigterm_cleans_up_on_the_way_out(tmp_path, own_tmpdir):
     before = {p.name for p in own_tmpdir.iterdir()}
     duration = _timed(*args)
     terminated = 0
-    for share in (0.3, 0.5, 0.7):  # past the imports (the handler is set first thing in main), well before the end
+    attempts, retries = [0.3, 0.5, 0.7], 3  # past the imports (the handler is set first thing in main), well before the end
+    while attempts:
+        share = attempts.pop(0)
+        t = time.perf_counter()
         proc = _edgeai(*args, "--replace")
         try:
             proc.wait(timeout=share * duration)
         except subprocess.TimeoutExpired:
             proc.send_signal(signal.SIGTERM)  # the process only, as `kill PID` does
         _, err = proc.communicate(timeout=60)
-        if proc.returncode == 0:
+        if proc.returncode == 0:  # it finished first: time the next tries on this run
+            duration = min(duration, time.perf_counter() - t)
+            if retries:
+                retries -= 1
+                attempts.append(share)
             continue
         terminated += 1
         assert proc.returncode == 143, err.decode()[-2000:]

@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 from typing import Iterator
 
-from .errors import InputError, PackageError, shell_arg, unreadable
+from .errors import InputError, PackageError, shell_arg, shown, unreadable
 
 MANIFEST = "manifest.json"
 _TMP_MARK = ".edgeai-tmp-"
@@ -84,6 +84,15 @@ def through_link(final: str | os.PathLike) -> Path:
     return final.resolve() if final.is_symlink() else final
 
 
+def _unmakeable(e: OSError, what: str) -> None:
+    """Raise a folder that cannot be made (``what``) as one sentence. Permissions and a full or
+    read-only disk go on to the CLI, which words them; the rest (review: ``-o /proc/nope``, ENOENT
+    in a file system that takes no new folders) was a traceback."""
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT):
+        raise e
+    raise PackageError(f"Cannot make {what}: {e.strerror or e}.") from None
+
+
 @contextlib.contextmanager
 def staging_dir(final: Path, model: str | None = None) -> Iterator[Path]:
     """Build a package in a temporary sibling of ``final``; rename it into place on success.
@@ -99,9 +108,14 @@ def staging_dir(final: Path, model: str | None = None) -> Iterator[Path]:
         final.parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
         raise PackageError(f"Cannot make the folder {final.parent}: part of that path is a file.") from None
+    except OSError as e:
+        _unmakeable(e, f"the folder {shown(final.parent)}")
     clean_debris(final)
     tmp = final.parent / f".{final.name}{_TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    tmp.mkdir()
+    try:
+        tmp.mkdir()
+    except OSError as e:
+        _unmakeable(e, f"a folder in {shown(final.parent)}")
     try:
         yield tmp
         _fsync_dir(tmp)

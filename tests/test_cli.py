@@ -742,3 +742,16 @@ def test_a_table_wider_than_the_terminal_keeps_its_figures_whole(monkeypatch):
     narrow.add_row("1.5", "2.5")
     _common.print_wide(narrow)
     assert "1.5  2.5" in buf.getvalue()
+
+
+def test_an_output_folder_that_cannot_be_made_is_one_sentence(tmp_path):
+    """/proc takes no new folder, even for root: the staging folder's mkdir said ENOENT as a traceback (review)."""
+    from conftest import tiny_classifier
+
+    tiny_classifier(tmp_path / "plain.onnx")
+    for out, said in (("/proc/edgeai-nope", "Cannot make a folder in /proc: No such file or directory."),
+                      ("/proc/edgeai-nope/pkg", "Cannot make the folder /proc/edgeai-nope: No such file or directory.")):
+        r = cli("optimize", str(tmp_path / "plain.onnx"), "-o", out)
+        assert r.returncode == 1 and r.stderr.strip().splitlines()[-1] == f"error: {said}", r.stderr
+        assert TRACEBACK not in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.onnx"]

@@ -467,6 +467,15 @@ def test_the_default_name_is_a_valid_one_and_calibration_needs_int8(tmp_path, mo
     r = cli("export", f"{tmp_path / 'my net.py'}:make", "--input", "x:1,3,8,8:float32", "--calibration", str(tmp_path),
             "-o", str(tmp_path / "q"))
     assert r.returncode == 1 and "add --precision int8" in r.stderr and not (tmp_path / "q").exists()
+    # a folder that is not there, or holds no arrays, is said before the module is built (review: after the export)
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "cat.jpg").write_bytes(b"not read")
+    for folder, said in (("missing", f"Directory {tmp_path / 'missing'} does not exist."),
+                         ("photos", f"{tmp_path / 'photos'} holds no .npy (single-input models) or .npz files.")):
+        r = cli("export", f"{tmp_path / 'my net.py'}:make", "--input", "x:1,3,8,8:float32", "--precision", "int8",
+                "--calibration", str(tmp_path / folder), "-o", str(tmp_path / "q"))
+        assert r.returncode == 1 and r.stderr.strip().splitlines()[-1] == f"error: {said}", r.stderr
+        assert "building the module" not in r.stderr and not (tmp_path / "q").exists(), r.stderr
 
 
 def test_a_forward_parameter_with_a_default_keeps_it(tmp_path):

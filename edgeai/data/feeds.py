@@ -139,9 +139,10 @@ def _header_fits(f, p: Path) -> None:
                          f"{need:,} bytes, and the file holds {max(have, 0):,}: cut short or damaged).")
 
 
-def feeds_from_dir(folder: str | os.PathLike, names: Sequence[str], inputs: list[dict] | None = None) -> list[Feed]:
-    """Every ``.npz`` (and, for single-input models, ``.npy``) file of a folder, in name order;
-    with ``inputs`` (the manifest's), each checked against them and cast where that is safe."""
+def feed_files(folder: str | os.PathLike, names: Sequence[str]) -> list[Path]:
+    """The ``.npz`` (and, for single-input models, ``.npy``) files of a folder, in name order, or
+    one sentence on why there are none. Cheap: an export checks its ``--calibration`` with it
+    before the minutes of tracing (review: a missing folder was said only after them)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder} is a file; this takes a directory of .npy/.npz files (put {folder.name} in one)." if folder.is_file()
@@ -154,6 +155,13 @@ def feeds_from_dir(folder: str | os.PathLike, names: Sequence[str], inputs: list
                              "one .npz per example with an array for each, e.g. np.savez('0.npz', " +
                              ", ".join(f"{n}=..." for n in names) + ").")
         raise InputError(f"{folder} holds no .npy (single-input models) or .npz files.")
+    return files
+
+
+def feeds_from_dir(folder: str | os.PathLike, names: Sequence[str], inputs: list[dict] | None = None) -> list[Feed]:
+    """Every ``.npz`` (and, for single-input models, ``.npy``) file of a folder, in name order;
+    with ``inputs`` (the manifest's), each checked against them and cast where that is safe."""
+    files = feed_files(folder, names)
     if inputs is None:
         return [load_arrays(p, names) for p in files]
     from edgeai.session import check_feed

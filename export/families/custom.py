@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 from edgeai.data.compare import closeness_floor
+from edgeai.data.feeds import feed_files
 from edgeai.errors import ExportError, InputError
 from edgeai.families import Budget, Family, Option
 
@@ -56,6 +57,8 @@ def build(out=None, precision: str = "fp32", progress=None, factory: str | None 
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise InputError(f"Input names repeat: {names}.")
+    if calibration is not None:  # before the minutes of tracing (review)
+        feed_files(calibration, names)
     axes = generic.parse_dynamic(list(dynamic or []), names)
     name = _check_name(name_) if name_ is not None else _default_name(out, factory)
     _check_same_model(out or Path(name), factory, name if name_ is None else None)  # before the module is built
@@ -208,9 +211,8 @@ def _export_in_eval_mode(module, example_inputs: dict, out, dynamic: dict, outpu
         example=trace_example(example_inputs, dynamic), batches=_validation_feeds(example_inputs, dynamic),
         labels=["on the example", "on the example mirrored", "on new values of the example's shapes"],
         tolerance=Tolerance(_tolerance(module, example_inputs), "max_rel_diff"),
-        checked_on="on the example, on new values, and at other sizes of the dynamic axes", output_names=outputs, dynamic=dynamic,
-        provenance={"source": source}, dynamo_fallback=True, calibration=calibration,
-        input_examples=example_inputs,
+        checked_on="on the example and on new values" + (" and at other sizes of the dynamic axes" if dynamic else ""), dynamic=dynamic,
+        output_names=outputs, provenance={"source": source}, dynamo_fallback=True, calibration=calibration, input_examples=example_inputs,
     )
     if any(p.dtype == torch.float16 for p in module.parameters()):  # as a wrapped half .onnx says (quantize/wrap.py)
         src.recipe = {"weights": "float16", "note": "a half-precision module; fp32 names the base variant"}

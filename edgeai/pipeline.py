@@ -390,6 +390,8 @@ def load(
                          "(`edgeai inspect PKG` lists the ones a package has).")
     if isinstance(device_id, bool) or not isinstance(device_id, (int, np.integer)) or device_id < 0:
         raise InputError(f"device_id must be a GPU's index, a whole number of at least 0; got {device_id!r}.")
+    if device_id and isinstance(provider, str) and provider.strip().lower() in ("cpu", "cpuexecutionprovider"):  # as the CLI (review)
+        raise InputError(f"device_id={device_id} picks a GPU, and provider={provider!r} runs on none: leave one of them out.")
     if strict is not None and not isinstance(strict, (bool, np.bool_)):  # strict="false" was True (review)
         raise InputError(f"strict is True, False or None (the default: True for a named provider); got {strict!r}.")
     check_threads(threads)  # before a first-use build

@@ -360,6 +360,8 @@ def test_unknown_variant_and_missing_variant(tiny_pkg):
         edgeai.load(tiny_pkg, variant="int2")
     with pytest.raises(InputError, match="device_id must be a GPU's index, a whole number of at least 0; got -1"):
         edgeai.load(tiny_pkg, device_id=-1)  # the CLI refuses --device-id -1; the API did not
+    with pytest.raises(InputError, match="device_id=2 picks a GPU, and provider='cpu' runs on none"):
+        edgeai.load(tiny_pkg, provider="cpu", device_id=2)  # the CLI refuses it; the API ignored device_id (review)
     with pytest.raises(PackageError, match="no 'int8' variant"):
         edgeai.load(tiny_pkg, variant="int8")
 

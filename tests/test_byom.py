@@ -117,6 +117,18 @@ def test_nested_outputs_are_flattened_as_an_lstms_output_and_state(tmp_path):
     pkg = export_module(ByNumber(), {"x": torch.randn(2, 3)}, tmp_path / "numbered", precision="fp32")
     assert [o["name"] for o in pkg.manifest["outputs"]] == ["output_2", "0_1"]
 
+    class TupleOfDict(torch.nn.Module):  # a dict inside a tuple: its keys were lost to output_0..output_3 (review)
+        def forward(self, x):
+            top = x.max(1)
+            return torch.log(x.abs() + 1), {"s": x.sum(1), "m": (top.values, top.indices)}
+
+    pkg = export_module(TupleOfDict(), {"x": torch.randn(2, 4)}, tmp_path / "tuple-dict", precision="fp32")
+    assert [o["name"] for o in pkg.manifest["outputs"]] == ["output_0", "output_1_s", "output_1_m_0", "output_1_m_1"]
+    x = torch.randn(2, 4)
+    got = edgeai.load(pkg.path, variant="fp32").run({"x": x.numpy()})
+    np.testing.assert_allclose(got["output_1_s"], x.sum(1).numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(got["output_1_m_1"], x.max(1).indices.numpy())
+
 
 def test_name_is_checked_and_applies_to_factories_only(factories, tmp_path):
     r = cli("export", f"{factories}:linear", "--input", "x:1,16:float32", "--name", "../up", "-o", str(tmp_path / "o"))

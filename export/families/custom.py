@@ -109,8 +109,7 @@ def export_factory(ref: str, inputs: list[str], dynamic: list[str] | None = None
     from edgeai.export.exporter import user_budget
 
     with user_budget(FAMILY, budget):
-        return build(out, precision, progress, factory=ref, input=inputs, dynamic=dynamic, calibration=calibration,
-                     name_=name)
+        return build(out, precision, progress, factory=ref, input=inputs, dynamic=dynamic, calibration=calibration, name_=name)
 
 
 def _default_name(out, factory: str) -> str:
@@ -316,8 +315,8 @@ def _check_dynamic(example: dict, dynamic: dict | None) -> dict[str, dict[int, s
 def _tuple_outputs(module, example: dict):
     """``(module, None)``; or, for a module that returns a dict of tensors (as transformers'
     ``ModelOutput`` is) or nested tuples (nn.LSTM's ``(output, (h, c))``), a wrapper returning its
-    tensors flat, in order, and for a dict the names of the graph's outputs: its keys (a nested
-    part's as ``key_0``, ``key_1``). The ONNX exporters and the checks take tensors and flat tuples."""
+    tensors flat, in order, and where a dict is in it the names of the graph's outputs: its keys (a
+    nested part's as ``key_0``, ``key_1``). The ONNX exporters and the checks take tensors and flat tuples."""
     from collections.abc import Mapping
 
     import torch
@@ -339,9 +338,10 @@ def _tuple_outputs(module, example: dict):
         def forward(self, *inputs):
             return tuple(t for _, t in _leaves(self.inner(*inputs)))
 
-    # a tuple's: output_0, output_1, ...; a key of digits alone too: torch.onnx.export refuses such a graph name
-    # ("Invalid name: '2'", the tracer's own value names), so {2: t} gives output_2 (review)
-    names = [f"output_{k}" if k.isdigit() else k for k, _ in leaves] if isinstance(out, Mapping) else None
+    # output_0, output_1, ... for tuples, and for a digit key: torch.onnx.export refuses a graph name like '2' (review).
+    # A dict inside a tuple keeps its keys after the tuple's index, (y, {"s": s}): output_0, output_1_s (review: lost)
+    names = ([f"output_{k}" if k.isdigit() else k for k, _ in leaves] if isinstance(out, Mapping) else None
+             if all(k.replace("_", "").isdigit() for k, _ in leaves) else [f"output_{k}" for k, _ in leaves])
     return FlatOutputs().eval(), names  # eval: torch.onnx.export restores a wrapper's mode, and train(True) reaches the inner module
 
 

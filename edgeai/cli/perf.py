@@ -57,6 +57,8 @@ def bench(
     from edgeai.benchmark import bench as run_bench
 
     batches = _int_list(batch, "--batch")
+    if not 0 <= min_time < float("inf"):  # NaN too; click's min=0 lets it through (review: named min_time, the API's name)
+        raise InputError(f"--min-time takes a finite number of seconds, at least 0; got {min_time:g}.")
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     bar = Progress(*columns, console=err.console, transient=True, disable=not err.is_terminal)
     tasks: list = []

@@ -100,5 +100,7 @@ def valid_onnx(path: str | os.PathLike):
         model = onnx.load(str(path))
         onnx.checker.check_model(model)
     except Exception as e:  # noqa: BLE001 -- onnx raises DecodeError, ValidationError, OSError...
+        if os.path.isfile(path) and os.path.getsize(path) == 0:  # as an empty image is said (review: "no ir_version")
+            raise PackageError(f"{path} is not a valid ONNX model: it is empty (0 bytes).") from None
         raise PackageError(f"{path} is not a valid ONNX model: {str(e).splitlines()[0].rstrip('.') if str(e) else type(e).__name__}.") from None
     return model

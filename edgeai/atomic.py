@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 from typing import Iterator
 
-from .errors import InputError, PackageError, shell_arg, shown, unreadable
+from .errors import REFUSALS, InputError, PackageError, shell_arg, shown, unreadable
 
 MANIFEST = "manifest.json"
 _TMP_MARK = ".edgeai-tmp-"
@@ -88,7 +88,7 @@ def _unmakeable(e: OSError, what: str) -> None:
     """Raise a folder that cannot be made (``what``) as one sentence. Permissions and a full or
     read-only disk go on to the CLI, which words them; the rest (review: ``-o /proc/nope``, ENOENT
     in a file system that takes no new folders) was a traceback."""
-    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT):
+    if e.errno in REFUSALS:
         raise e
     raise PackageError(f"Cannot make {what}: {e.strerror or e}.") from None
 

@@ -8,6 +8,7 @@ keeps its traceback.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 from typing import Callable, Iterator
@@ -80,6 +81,11 @@ def unreadable(path: str | os.PathLike, listing: bool = True) -> str | None:
     directory = stat.S_ISDIR(st.st_mode)
     mode = (os.R_OK if listing or not directory else 0) | (os.X_OK if directory else 0)
     return None if os.access(path, mode) else f"{os.fspath(path)} cannot be read: permission denied."
+
+
+# What the machine refuses us (permissions, a read-only or full disk): the user's to fix, not a bug. The CLI
+# words these in one sentence (cli._refused); a folder that cannot be made for another reason is said where it is made.
+REFUSALS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT})
 
 
 def shown(path: str | os.PathLike) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import importlib.util
 import os
 import re
@@ -15,7 +14,7 @@ from typing import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from . import __version__
-from .errors import DependencyError, InputError, PackageError, a_type, said_after, unreadable
+from .errors import REFUSALS, DependencyError, InputError, PackageError, a_type, said_after, unreadable
 from .package import MANIFEST, Package
 
 if TYPE_CHECKING:
@@ -49,7 +48,7 @@ def cache_dir() -> Path:
     except (FileExistsError, NotADirectoryError):  # review: a traceback where $EDGEAI_HOME named a file
         raise _not_a_folder(path) from None
     except OSError as e:  # a link loop, a name too long, a dangling link: one sentence, not a traceback
-        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT):
+        if e.errno in REFUSALS:
             raise  # the CLI's own sentence for a folder this user may not write
         raise _cannot(path, e) from None
     return path

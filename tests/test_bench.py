@@ -558,7 +558,7 @@ def test_counts_and_times_of_the_wrong_kind_are_one_sentence(tmp_path):
             edgeai.bench(pkg, **kwargs)
     for value in ("nan", "inf"):  # the flag's name, not the Python parameter's (review)
         r = cli("bench", str(pkg), "--min-time", value)
-        assert r.returncode == 1 and r.stderr.strip() == f"error: --min-time takes a finite number of seconds, at least 0; got {value}.", r.stderr
+        assert r.returncode == 1 and r.stderr.strip() == f"error: --min-time must be a finite number of at least 0; got {value}.", r.stderr
 
 
 def test_a_fixed_batch_graph_is_timed_recorded_and_chosen_at_its_own_batch(tmp_path):

@@ -11,7 +11,7 @@ import typer
 from typer.core import TyperGroup
 
 from edgeai import __version__
-from edgeai.errors import EdgeAIError, shown, unreadable
+from edgeai.errors import REFUSALS, EdgeAIError, shown, unreadable
 
 from . import build
 from . import run as run_mod
@@ -31,7 +31,7 @@ class _Group(TyperGroup):
             plain_error(str(e))
             raise typer.Exit(1) from None
         except OSError as e:
-            if e.errno not in _REFUSALS:
+            if e.errno not in REFUSALS:
                 raise
             plain_error(_refused(e))
             raise typer.Exit(1) from None
@@ -40,12 +40,8 @@ class _Group(TyperGroup):
             raise typer.Exit(130) from None
 
 
-# What the machine refuses us (permissions, a read-only or full disk): the user's to fix, not a bug.
-_REFUSALS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
-
-
 def _refused(e: OSError) -> str:
-    """One sentence for an OSError of _REFUSALS. Writes go through hidden temporary names
+    """One sentence for an OSError of REFUSALS. Writes go through hidden temporary names
     (".NAME.tmp-...", ".NAME.edgeai-tmp-...") beside their target: name the folder for those.
     A permission error may come from a read: said so where the path is unreadable."""
     where = Path(shown(os.fsdecode(e.filename))) if e.filename else None

@@ -10,7 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from edgeai.errors import InputError, said_after
+from edgeai.errors import InputError, real, said_after
 
 from ._common import err, out, plain_error, print_json, print_wide
 from ._plain import warn
@@ -57,8 +57,7 @@ def bench(
     from edgeai.benchmark import bench as run_bench
 
     batches = _int_list(batch, "--batch")
-    if not 0 <= min_time < float("inf"):  # NaN too; click's min=0 lets it through (review: named min_time, the API's name)
-        raise InputError(f"--min-time takes a finite number of seconds, at least 0; got {min_time:g}.")
+    real("--min-time", min_time, low=0)  # NaN and infinity: click's min=0 lets them through (review: said as the API's min_time)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     bar = Progress(*columns, console=err.console, transient=True, disable=not err.is_terminal)
     tasks: list = []

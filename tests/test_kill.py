@@ -80,6 +80,25 @@ def _kill_at(args: tuple[str, ...], delay: float) -> float | None:
         return None
 
 
+def _landed(shares, duration: float, attempt, retries: int):
+    """Yield each share of ``duration`` at which ``attempt(delay)`` landed its signal (it returns
+    None then, else the seconds the run took). The timed run is only an estimate: under a second
+    test worker, or with the page cache warm, a rerun can take half as long, and the late points
+    would miss. So a run that finishes before its signal gives a new, shorter duration, and its
+    point is tried again on it, ``retries`` times at most in all, so that this cannot loop."""
+    queue = list(shares)
+    while queue:
+        share = queue.pop(0)
+        took = attempt(max(0.05, float(share * duration)))
+        if took is None:
+            yield share
+            continue
+        duration = min(duration, took)
+        if retries:
+            retries -= 1
+            queue.insert(0, share)
+
+
 def test_stages_killed_at_a_few_dozen_points_leave_the_package_intact(tmp_path, capsys, own_tmpdir):
     (tmp_path / "net.py").write_text(FACTORY)
     pkg = tmp_path / "pkg"
@@ -93,22 +112,17 @@ def test_stages_killed_at_a_few_dozen_points_leave_the_package_intact(tmp_path, 
     rng = np.random.default_rng(0)
     killed = {s: 0 for s in stages}
     for stage, args in stages.items():
-        d = durations[stage]
         # spread over the whole run (imports, export, validation, quantization, timing, writing),
-        # to 0.8 of it, not its end. The timed run is only an estimate: under a second test
-        # worker, or with the page cache warm, a rerun can take half as long, and the late points
-        # would miss. So a run that finishes before its kill gives the stage a new, shorter
-        # duration, and that point is tried once more on it.
+        # to 0.8 of it, not its end; each point tried once more where the run finished first
         fractions = np.linspace(0.15, 0.8, POINTS[stage]) + rng.uniform(-0.02, 0.02, POINTS[stage])
-        for share in fractions:
-            for _ in range(2):
-                before = _files(pkg)
-                took = _kill_at(args, max(0.05, float(share * d)))
-                if took is None:
-                    break
-                d = min(d, took)
-            else:
-                continue
+        before = {}
+
+        def attempt(delay: float, args=args) -> float | None:
+            before.clear()
+            before.update(_files(pkg))  # what a landed kill must leave as it was, or replace whole
+            return _kill_at(args, delay)
+
+        for share in _landed(fractions, durations[stage], attempt, retries=POINTS[stage]):
             killed[stage] += 1
             after = {k: v for k, v in _files(pkg).items() if ".edgeai-tmp-" not in k}
             if after.get("manifest.json") == before["manifest.json"]:
@@ -138,26 +152,25 @@ def test_sigterm_cleans_up_on_the_way_out(tmp_path, own_tmpdir):
     args = ("quantize", str(pkg), "--method", "dynamic")
     before = {p.name for p in own_tmpdir.iterdir()}
     duration = _timed(*args)
-    terminated = 0
-    attempts, retries = [0.3, 0.5, 0.7], 3  # past the imports (the handler is set first thing in main), well before the end
-    while attempts:
-        share = attempts.pop(0)
+    proc = None
+
+    def attempt(delay: float) -> float | None:
+        nonlocal proc
         t = time.perf_counter()
         proc = _edgeai(*args, "--replace")
         try:
-            proc.wait(timeout=share * duration)
+            proc.wait(timeout=delay)
         except subprocess.TimeoutExpired:
             proc.send_signal(signal.SIGTERM)  # the process only, as `kill PID` does
-        _, err = proc.communicate(timeout=60)
-        if proc.returncode == 0:  # it finished first: time the next tries on this run
-            duration = min(duration, time.perf_counter() - t)
-            if retries:
-                retries -= 1
-                attempts.append(share)
-            continue
+        proc.err = proc.communicate(timeout=60)[1].decode()
+        return time.perf_counter() - t if proc.returncode == 0 else None
+
+    terminated = 0
+    # past the imports (the handler is set first thing in main), well before the end
+    for share in _landed([0.3, 0.5, 0.7], duration, attempt, retries=3):
         terminated += 1
-        assert proc.returncode == 143, err.decode()[-2000:]
-        assert err.decode().strip().splitlines()[-1].endswith("terminated")
+        assert proc.returncode == 143, proc.err[-2000:]
+        assert proc.err.strip().splitlines()[-1].endswith("terminated")
         assert {p.name for p in own_tmpdir.iterdir()} == before, share
         assert _debris(pkg) == [], share
         _complete(pkg)

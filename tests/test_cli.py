@@ -24,6 +24,15 @@ def test_version_and_help():
         assert command in out.stdout
 
 
+def test_usage_names_arguments_as_the_help_text_does():
+    """Typer writes a required argument's name as {inputs}; the help text says INPUTS."""
+    for command, usage in (("run", "{INPUTS...}"), ("inspect", "{PACKAGE}"), ("export", "[NAME]")):
+        out = cli(command, "--help")
+        assert out.stdout.splitlines()[0] == f"Usage: edgeai {command} [OPTIONS] {usage}", out.stdout
+    out = cli("run")
+    assert out.returncode == 2 and "Missing argument 'INPUTS...'" in out.stderr, out.stderr
+
+
 def test_run_json_is_one_document_on_stdout(tiny_pkg):
     out = cli("run", str(CAT), str(CAT), "--model", str(tiny_pkg), "--json", "--top-k", "2")
     assert out.returncode == 0, out.stderr

@@ -235,7 +235,7 @@ def export_command():
     precision = choice_enum("Precision", EXPORT_PRECISIONS)
     params = [
         inspect.Parameter("name", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=Annotated[Optional[str], typer.Argument(
-            help=f"Built-in model: {families.names_line()}; or FILE.py:FACTORY; or leave it out and give "
+            metavar="[NAME]", help=f"Built-in model: {families.names_line()}; or FILE.py:FACTORY; or leave it out and give "
                  "--model DIR_OR_ID [--task T] for any Hugging Face checkpoint (Optimum's exporter).", show_default=False)]),
         inspect.Parameter("output", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=Annotated[Optional[Path], typer.Option(
             "--output", "-o", help="Package directory [default: ./NAME/].")]),
@@ -257,7 +257,7 @@ def export_command():
 
 
 def optimize(
-    package: Annotated[str, typer.Argument(help="Package directory, built-in name, or a plain .onnx file to wrap.", show_default=False)],
+    package: Annotated[str, typer.Argument(metavar="PACKAGE", help="Package directory, built-in name, or a plain .onnx file to wrap.", show_default=False)],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Where to write the package when wrapping a .onnx file.")] = None,
 ) -> None:
     """Add the 'optimized' variant (ONNX Runtime offline graph optimization)."""
@@ -280,7 +280,7 @@ def quantize_command():
     calibrate_ = choice_enum("Calibrator", CALIBRATIONS)
 
     def quantize(
-        package: Annotated[str, typer.Argument(help="Package directory, built-in name, or a plain .onnx file to wrap.", show_default=False)],
+        package: Annotated[str, typer.Argument(metavar="PACKAGE", help="Package directory, built-in name, or a plain .onnx file to wrap.", show_default=False)],
         method: Annotated[method_, typer.Option(help="static (calibrated QDQ), dynamic, qat (image models: a quantization-aware fine-tune distilled from fp32, minutes), or auto (static when calibration inputs exist).")] = "auto",
         calibration: Annotated[Optional[Path], typer.Option(help="Directory of calibration images (image models) or .npy/.npz feeds.")] = None,
         output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Where to write the package when wrapping a .onnx file.")] = None,

@@ -14,7 +14,7 @@ from .run import _check_options, _run_bulk
 
 
 def generate(
-    prompts: Annotated[list[str], typer.Argument(help="Prompts; each is continued on its own. A text file, or - for standard "
+    prompts: Annotated[list[str], typer.Argument(metavar="PROMPTS...", help="Prompts; each is continued on its own. A text file, or - for standard "
                                                  "input, gives one prompt per non-blank line, as edgeai run reads them.",
                                             show_default=False)],
     model: Annotated[str, typer.Option("--model", "-m", help="A text-generation package directory.", show_default=False)],

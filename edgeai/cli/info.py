@@ -13,7 +13,7 @@ from ._common import err, out, plain_error, print_json, print_wide, size_text
 
 
 def inspect(
-    package: Annotated[str, typer.Argument(help="Package directory or built-in name.", show_default=False)],
+    package: Annotated[str, typer.Argument(metavar="PACKAGE", help="Package directory or built-in name.", show_default=False)],
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
     provider: Annotated[Optional[str], typer.Option(help="Also load each variant on this provider (cpu, cuda, tensorrt) and show where ONNX Runtime places its nodes.")] = None,
     device_id: Annotated[int, typer.Option("--device-id", min=0, help="CUDA device index (as CUDA_VISIBLE_DEVICES leaves them), with --provider.")] = 0,

@@ -36,7 +36,7 @@ def _ratio(x: float) -> str:
 
 
 def bench(
-    package: Annotated[str, typer.Argument(help="Package directory or built-in name.", show_default=False)],
+    package: Annotated[str, typer.Argument(metavar="PACKAGE", help="Package directory or built-in name.", show_default=False)],
     variant: Annotated[str, typer.Option(help="all, or variants separated by commas (fp32,int8).")] = "all",
     provider: Annotated[str, typer.Option(help="auto, cpu, cuda or tensorrt; several separated by commas.")] = "auto",
     batch: Annotated[str, typer.Option(help="Batch sizes separated by commas.")] = "1",
@@ -132,7 +132,7 @@ def _print_table(doc: dict) -> None:
 
 
 def report(
-    package: Annotated[str, typer.Argument(help="Package directory or built-in name.", show_default=False)],
+    package: Annotated[str, typer.Argument(metavar="PACKAGE", help="Package directory or built-in name.", show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", help="The HTML file to write.")] = Path("report.html"),
     png: Annotated[bool, typer.Option("--png", help="Also write the charts as PNG files beside the page.")] = False,
 ) -> None:

@@ -19,7 +19,7 @@ from ._plain import note, say, shown, style, table, text_width, warn
 
 
 def run(
-    inputs: Annotated[list[str], typer.Argument(help="Image files; for a text model, texts, or text files read line by line (a folder: its .txt, .lst and .list files).", show_default=False)],
+    inputs: Annotated[list[str], typer.Argument(metavar="INPUTS...", help="Image files; for a text model, texts, or text files read line by line (a folder: its .txt, .lst and .list files).", show_default=False)],
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Package directory or built-in name [default: efficientnet-lite0].")] = None,
     top_k: Annotated[Optional[int], typer.Option("--top-k", "-k", min=1, help="How many classes to show (classifiers) [default: 5].")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,

@@ -135,6 +135,9 @@ def test_name_is_checked_and_applies_to_factories_only(factories, tmp_path):
     assert r.returncode == 1 and "The package name '../up'" in r.stderr and "Traceback" not in r.stderr
     r = cli("export", "lstm", "--name", "mine", "-o", str(tmp_path / "o"))
     assert r.returncode == 1 and "--name applies to FILE.py:FACTORY exports, not to lstm." in r.stderr, r.stderr
+    r = cli("export", f"{factories}:linear", "--input", "x:1,16:float32", "--model", "weights.pt", "-o", str(tmp_path / "o"))
+    assert r.returncode == 1 and r.stderr.startswith("error: --model applies to built-in models and Hugging Face checkpoints, "
+                                                     "not FILE.py:FACTORY exports: the factory returns the module"), r.stderr
     assert list(tmp_path.iterdir()) == []
 
 

@@ -132,7 +132,9 @@ def export(name: Optional[str] = None, output: Optional[Path] = None, precision:
         stray = [o.flag for o, _ in _family_options() if o.name in given and o.name not in factory_options]
         if stray:
             verb = "applies" if len(stray) == 1 else "apply"
-            raise InputError(f"{', '.join(stray)} {verb} to built-in models, not FILE.py:FACTORY exports.")
+            hf = " and Hugging Face checkpoints" if "--model" in stray else ""
+            raise InputError(f"{', '.join(stray)} {verb} to built-in models{hf}, not FILE.py:FACTORY exports: the factory "
+                             "returns the module, with its weights loaded.")
     else:
         factory_only = [o for o in factory_options.values() if o.name not in _builtin_option_names()]
         flags = [o.flag for o in factory_only if o.name in given]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import math
 import os
 import re
 import sys
@@ -26,7 +27,7 @@ from edgeai.errors import ExportError, InputError
 DTYPES = ("float32", "float16", "int64", "int32", "bool")
 
 
-_NUMBER = r"-?\d+(?:\.\d+)?"
+_NUMBER = r"[-+]?(?:\d+(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?"  # 3, -0.5, .5, 1e30, 2.5E-3
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,8 @@ class InputSpec:
         """``NAME:SHAPE:DTYPE[:LOW..HIGH]``, e.g. ``x:1,3,32,32:float32`` or ``ids:1,12:int64:0..3``
         (an embedding of 4 rows: the default integers, 0..9, would index past it)."""
         m = re.fullmatch(rf"([A-Za-z_][\w.]*):(\d+(?:,\d+)*):(\w+)(?::({_NUMBER})\.\.({_NUMBER}))?", text.strip())
+        if not m and re.fullmatch(r"([A-Za-z_][\w.]*):(\d+(?:,\d+)*):(\w+):.*", text.strip()):
+            raise InputError(f"--input {text!r}: the value range should be LOW..HIGH with two numbers, e.g. 0..1 or -1e3..1e3.")
         if not m:
             raise InputError(f"--input {text!r} should look like NAME:SHAPE:DTYPE[:LOW..HIGH], e.g. x:1,3,32,32:float32 "
                              "or ids:1,12:int64:0..99.")
@@ -52,8 +55,15 @@ class InputSpec:
             raise InputError(f"--input {text!r} has a zero-sized dimension.")
         low, high = (None, None) if m.group(4) is None else (float(m.group(4)), float(m.group(5)))
         if low is not None:
+            if not (math.isfinite(low) and math.isfinite(high)):
+                raise InputError(f"--input {text!r}: the range's ends should be finite numbers.")
             if m.group(3) == "bool":
                 raise InputError(f"--input {text!r}: a bool input takes no value range.")
+            import numpy as np
+
+            info = np.finfo(m.group(3)) if m.group(3).startswith("float") else np.iinfo(m.group(3))
+            if low < float(info.min) or high > float(info.max):  # torch would wrap or overflow them silently
+                raise InputError(f"--input {text!r}: {m.group(3)} holds {float(info.min):g}..{float(info.max):g}; the range should lie within it.")
             if low > high or (m.group(3).startswith("int") and not (low.is_integer() and high.is_integer())):
                 raise InputError(f"--input {text!r}: the range should be LOW..HIGH with LOW <= HIGH"
                                  f"{' (whole numbers for ' + m.group(3) + ')' if m.group(3).startswith('int') else ''}.")

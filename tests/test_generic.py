@@ -4,6 +4,7 @@ Transformer-encoder modules, checked against PyTorch at sizes other than the exa
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 
 import numpy as np
@@ -287,6 +288,53 @@ def test_failed_exports_are_one_sentence_and_write_nothing(tmp_path, factory, ar
     assert message in r.stderr and "Traceback" not in r.stderr and "Torch IR graph" not in r.stdout + r.stderr
     assert not (tmp_path / "out").exists()
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("__")) == ["net.py"]
+
+
+@pytest.mark.parametrize("text, low, high", [("x:2,4:float32:0..1e30", 0, 1e30), ("x:2,4:float32:.5..1", 0.5, 1),
+                                             ("x:2,4:float32:-2.5E-3..+3", -2.5e-3, 3), ("ids:1,4:int64:0..1e3", 0, 1000)])
+def test_an_input_range_takes_the_usual_spellings_of_numbers(text, low, high):
+    from export.generic import InputSpec
+
+    spec = InputSpec.parse(text)
+    assert (spec.low, spec.high) == (low, high)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("x:2,4:float32:0..abc", "the value range should be LOW..HIGH with two numbers"),
+    ("x:2,4:float32:0..1e400", "the range's ends should be finite numbers"),
+    ("ids:1,4:int32:0..1e12", "int32 holds -2.14748e+09..2.14748e+09; the range should lie within it"),  # was wrapped silently
+    ("x:2,4:float16:0..1e6", "float16 holds -65504..65504"),  # was all inf
+])
+def test_an_input_range_that_is_not_two_numbers_the_dtype_holds_is_one_sentence(text, message):
+    from export.generic import InputSpec
+
+    with pytest.raises(EdgeAIError, match=re.escape(message)):
+        InputSpec.parse(text)
+
+
+@pytest.mark.parametrize("example, dynamic, message", [
+    ({"x": [[1.0, float("nan"), 3.0]]}, None, "example_inputs['x'] holds NaN or infinite values"),  # was an OverflowError late on
+    ({"x": [[1.0, float("inf"), 3.0]]}, None, "example_inputs['x'] holds NaN or infinite values"),
+    ({"x": [[1.0, 2.0, 3.0]]}, {"x": {0: 5}}, "Dynamic axis 0 of 'x' is named 5; name it with a string"),  # was a TypeError
+    ({"x": [[1.0, 2.0, 3.0]]}, {"x": {"a": "b"}}, "dynamic['x'] names axis 'a'; axes are numbers"),
+    ({"x": [[1.0, 2.0, 3.0]]}, {"x": 0}, "dynamic['x'] is 0; give its axes as"),
+    ({"x": [[1.0, 2.0, 3.0]]}, {"x": [2]}, "Input 'x' has 2 dimensions; there is no axis 2"),
+    ({"x": [[1.0, 2.0, 3.0]]}, [0], "dynamic maps input names to their dynamic axes"),
+])
+def test_export_module_refuses_bad_examples_and_axes_in_one_sentence(tmp_path, example, dynamic, message):
+    from edgeai.export import export_module
+
+    example = {k: torch.tensor(v) for k, v in example.items()}
+    with pytest.raises(EdgeAIError, match=re.escape(message)):
+        export_module(torch.nn.Linear(3, 2), example, tmp_path / "m", dynamic=dynamic)
+    assert not (tmp_path / "m").exists()
+
+
+def test_export_module_counts_a_negative_axis_from_the_end(tmp_path):
+    from edgeai.export import export_module
+
+    pkg = export_module(torch.nn.Linear(3, 2), {"x": torch.randn(2, 3)}, tmp_path / "m", dynamic={"x": {-2: "batch"}})
+    assert pkg.manifest["inputs"][0]["shape"] == ["batch", 3]
 
 
 def test_an_input_range_keeps_the_example_and_the_held_out_inputs_inside_it(tmp_path):

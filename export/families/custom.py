@@ -17,6 +17,8 @@ from edgeai.data.feeds import feed_files
 from edgeai.errors import ExportError, InputError
 from edgeai.families import Budget, Family, Option
 
+from ._examples import dynamic_axes, tensors
+
 FAMILY = Family(
     "custom", "tensor", hooks=__name__, rank=3,
     description="Your own nn.Module (FILE.py:FACTORY) or .onnx file: arrays in, arrays out",
@@ -178,11 +180,11 @@ def export_module(module, example_inputs: dict, out: str | os.PathLike, dynamic:
         raise InputError("calibration inputs are for precision='int8' (static INT8); the fp32 export would not read them.")
     _check_module(module)
     _check_same_model(out, source or type(module).__name__)
-    example_inputs = _tensors(example_inputs)
+    example_inputs = tensors(example_inputs)
     no_bfloat16(module, example_inputs)
     name = _check_name(name) if name is not None else None  # None: the directory's name
     example_inputs = in_forward_order(module, example_inputs)
-    dynamic = _check_dynamic(example_inputs, dynamic)
+    dynamic = dynamic_axes(example_inputs, dynamic)
     kind = type(module).__name__
     modes = {m: m.training for m in module.modules()}  # exported in eval mode; the caller's module is left as it was
     try:
@@ -230,25 +232,6 @@ def _tolerance(module, example: dict) -> float:
     return 1e-2 if half else FAMILY.tolerance
 
 
-def _tensors(example: object) -> dict:
-    """``{name: tensor}``, numpy arrays converted; one sentence for anything else."""
-    import numpy as np
-    import torch
-
-    if not isinstance(example, dict) or not example:
-        raise InputError(f"example_inputs is a dict of input name -> example tensor, e.g. {{'x': torch.rand(1, 3, 32, 32)}}; "
-                         f"got {type(example).__name__}{' (empty)' if isinstance(example, dict) else ''}.")
-    out = {}
-    for name, value in example.items():
-        if isinstance(value, np.ndarray):
-            value = torch.from_numpy(np.ascontiguousarray(value))
-        if not isinstance(value, torch.Tensor):
-            raise InputError(f"example_inputs[{name!r}] is a {type(value).__name__}; each input's example is one tensor "
-                             "(a forward that takes a dict or a list takes its parts as inputs of their own).")
-        out[str(name)] = value
-    return out
-
-
 def _given_only(module, names: list[str]):
     """``module`` itself, or, when ``forward`` has parameters with defaults that no example names
     (``forward(x, scale=2.0)``), a wrapper passing the given inputs by name: traced as they are,
@@ -288,28 +271,6 @@ def _check_module(module) -> None:
 
     if not isinstance(module, torch.nn.Module):
         raise InputError(f"export_module needs a torch.nn.Module, not {type(module).__name__}.")
-
-
-def _check_dynamic(example: dict, dynamic: dict | None) -> dict[str, dict[int, str]]:
-    """A copy of ``dynamic`` whose every axis exists in the example."""
-    # torch.onnx.export's list form ({"x": [0]}) names its axes after the input
-    dynamic = {n: (dict(a) if isinstance(a, dict) else {int(i): f"{n}_dim{i}" for i in a}) for n, a in (dynamic or {}).items()}
-    for n, axes in dynamic.items():
-        if n not in example:
-            raise InputError(f"Dynamic axes name input {n!r}; the inputs are {list(example)}.")
-        for axis in axes:
-            if axis >= example[n].dim():
-                raise InputError(f"Input {n!r} has {example[n].dim()} dimensions; there is no axis {axis} to make dynamic.")
-    sizes: dict[str, dict[str, int]] = {}  # one name is one size: the checks at other sizes grow them together
-    for n, axes in dynamic.items():
-        for axis, label in axes.items():
-            sizes.setdefault(label, {})[f"{n}'s axis {axis}"] = int(example[n].shape[axis])
-    for label, where in sizes.items():
-        if len(set(where.values())) > 1:  # review: a raw torch shape error from the checks at other sizes
-            said = " and ".join(f"{w} ({v})" for w, v in where.items())
-            raise InputError(f"The dynamic axes {said} share the name {label!r} but differ in size in the example; "
-                             "one name is one size: give each its own name.")
-    return dynamic
 
 
 def _tuple_outputs(module, example: dict):

@@ -119,6 +119,20 @@ def test_ctrl_c_leaves_whole_lines(pkgs, tmp_path, sig):
     assert text.endswith("\n") and all(json.loads(line) for line in text.splitlines())
 
 
+def test_ctrl_c_before_any_line_does_not_claim_lines_were_kept(tmp_path, capsys):
+    from edgeai.cli.run import _resumable
+
+    out = tmp_path / "out.parquet"
+    for lines, said in ((tmp_path / "out.parquet.jsonl", "it stopped before any result was written to"),
+                        (out.with_name("x.jsonl"), "the lines written so far are kept")):
+        if said.startswith("the lines"):
+            lines.write_text('{"input": "a.png"}\n')
+        with pytest.raises(KeyboardInterrupt), _resumable(out, lines):
+            raise KeyboardInterrupt
+        err = capsys.readouterr().err
+        assert said in err and str(out) in err, err
+
+
 def test_text_lines_from_a_list_file_and_a_folder(pkgs, tmp_path):
     folder = tmp_path / "texts"
     folder.mkdir()

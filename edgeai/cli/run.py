@@ -209,13 +209,17 @@ def _folders_need_out(inputs: list[str]) -> None:
 
 
 @contextlib.contextmanager
-def _resumable(out_file: Path):
-    """On Ctrl-C or SIGTERM, say that what was written stays and how to go on, before the error line."""
+def _resumable(out_file: Path, lines: Path):
+    """On Ctrl-C or SIGTERM, say that what was written stays and how to go on, before the error line
+    (``lines``: the JSON lines file, ``out_file`` itself or a .parquet output's journal)."""
     try:
         yield
     except (KeyboardInterrupt, SystemExit) as e:
         if isinstance(e, KeyboardInterrupt) or e.code == 143:  # 143: SIGTERM (cli._terminate_in_order)
-            note(f"note: the lines written so far are kept; the same command resumes {out_file} where it stopped.")
+            if lines.exists() and lines.stat().st_size:
+                note(f"note: the lines written so far are kept; the same command resumes {out_file} where it stopped.")
+            else:  # review: it said lines were kept in a file that did not exist
+                note(f"note: it stopped before any result was written to {out_file}; the same command starts it again.")
         raise
     except OSError as e:  # review: a full disk was a traceback from f.flush()
         import errno
@@ -231,6 +235,7 @@ def _run_bulk(pipe, inputs: list[str], out_file: Path, batch_size: int, workers:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
     from edgeai.bulk import list_inputs, run_bulk
+    from edgeai.providers import short_name
     from edgeai.journal import check_parquet_target, journal_for, new_file_for, write_parquet
 
     opts = opts or {}
@@ -248,11 +253,13 @@ def _run_bulk(pipe, inputs: list[str], out_file: Path, batch_size: int, workers:
     items = list_inputs(inputs, pipe.is_text, opts.get("literal", False))
     if not items:
         raise InputError(f"No {'text lines' if pipe.is_text else 'images'} found in {', '.join(inputs)}.")
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+    columns = (TextColumn("{task.description}"), BarColumn(bar_width=16), MofNCompleteColumn(), TaskProgressColumn(),
                TextColumn("{task.fields[rate]}"), TextColumn("ETA"), TimeRemainingColumn())
     t0 = time.perf_counter()
-    with _resumable(parquet or out_file), Progress(*columns, console=err.console, transient=True, disable=not err.is_terminal) as bar:
-        task = bar.add_task(f"{pipe.name} ({pipe.variant}, {pipe.provider})", total=None, rate="")
+    with _resumable(parquet or out_file, out_file), Progress(*columns, console=err.console, transient=True,
+                                                              disable=not err.is_terminal) as bar:
+        # short enough for the count and the ETA to fit 80 columns (review: "155… 100% 21.7/s ETA 0:00:…")
+        task = bar.add_task(f"{pipe.name} ({pipe.variant}, {short_name(pipe.provider)})", total=None, rate="")
 
         def step(done: int, total: int) -> None:
             rate = done / max(time.perf_counter() - t0, 1e-9)

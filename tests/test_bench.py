@@ -461,6 +461,8 @@ def test_unsteady_figures_are_named():
     # a 0.02 ms model whose p99 is one preemption away (a review saw "p99 96x p50" on idle exports)
     assert _unsteady([{**row, "p50_ms": 0.02, "p99_ms": 1.9, "p50_by_round_ms": [0.02, 0.021]}]) is None
     assert _unsteady([{**row, "p50_ms": 0.02, "p99_ms": 9.0, "p50_by_round_ms": [0.02, 0.021]}]) == "fp32 batch 1: p99 450x p50"
+    # ...and one whose rounds differ by 2x, but by 0.03 ms (a review saw it after every export of tiny models)
+    assert _unsteady([{**row, "p50_ms": 0.04, "p99_ms": 0.1, "p50_by_round_ms": [0.03, 0.06]}]) is None
 
 
 def test_builds_warn_when_the_latencies_they_record_are_unsteady(small_pkg, factory, tmp_path, monkeypatch):

@@ -895,6 +895,30 @@ def _unnamed_graph(path, conv1d: bool) -> None:
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
 
 
+def test_static_int8_of_a_one_conv_model_quantizes_its_conv_and_counts_rows(tmp_path):
+    """The stem conv stays float only in a model of many convs: here it is the model's only one,
+    and "int8" must not leave it float (review). Files of 4 rows each are counted as rows too."""
+    from edgeai.package import Package
+
+    (tmp_path / "net.py").write_text(textwrap.dedent("""
+        import torch
+
+        def make():
+            torch.manual_seed(0)
+            return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(8 * 6 * 6, 4))
+    """))
+    (cal := tmp_path / "cal").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        np.save(cal / f"{i}.npy", rng.standard_normal((4, 3, 8, 8)).astype(np.float32))
+    r = cli("export", f"{tmp_path / 'net.py'}:make", "--input", "x:4,3,8,8:float32", "--precision", "int8",
+            "--calibration", str(cal), "-o", str(tmp_path / "pkg"))
+    assert r.returncode == 0, r.stderr
+    assert "on 5 inputs (20 rows)" in r.stderr and "kept float" not in r.stderr, r.stderr  # one file is held out
+    int8 = Package.open(tmp_path / "pkg").variants["int8"]
+    assert int8["recipe"]["method"] == "static" and int8["recipe"]["float_nodes"] == []
+
+
 @pytest.mark.parametrize("conv1d", [False, True])
 def test_static_int8_of_a_graph_without_node_names_quantizes_its_layers(tmp_path, conv1d):
     # an excluded "" left every unnamed node float (recorded as static INT8 at cosine 1.0000); a

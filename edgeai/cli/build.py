@@ -87,10 +87,11 @@ def _variants_line(pkg) -> str:
         kind = f", {method} INT8{' for TensorRT' if recipe.get('preset') == 'tensorrt' else ''}" if method else ""
         if method == "dynamic":  # what the budget search did (quantize/steps/budget_search.py)
             smoothed = (recipe.get("smoothing") or {}).get("alpha")
-            kept = len(recipe.get("float_nodes") or [])
             graph = {"fp32": "the plain graph", "optimized": "the fused graph"}.get(v.get("made_from") or "")
             kind += (f" of {graph}" if graph and len(recipe.get("int8_ms_by_graph") or {}) > 1 else "")  # chosen between two
             kind += (f", smoothed (alpha {smoothed:g})" if smoothed else "") + (", 7-bit weights" if "7-bit" in recipe.get("weights", "") else "")
+        if method in ("dynamic", "static"):  # static: the stem conv (quantize/steps/static_qdq.py)
+            kept = len(recipe.get("float_nodes") or [])
             kind += f", {kept} layer{'s' if kept > 1 else ''} kept float" if kept else ""
         if method == "weight-only":
             kind = f", 4-bit weight-only (block {recipe.get('block_size')})"

@@ -30,10 +30,14 @@ class StaticQDQ(Step):
         from ..saturation import saturated_layers
 
         feeds = calibration_feeds(pkg, ctx.calibration)
-        ctx.say(f"calibrating static INT8 (QDQ, per-channel, {ctx.calibrate}) on {len(feeds)} inputs")
+        rows = sum(int(next(iter(f.values())).shape[0]) if next(iter(f.values())).ndim else 1 for f in feeds)
+        ctx.say(f"calibrating static INT8 (QDQ, per-channel, {ctx.calibrate}) on {len(feeds)} inputs"
+                + (f" ({rows} rows)" if rows != len(feeds) else ""))
         pre = preprocessed(src, work)
         convs = [n for n in onnx.load(str(pre), load_external_data=False).graph.node if n.op_type in ("Conv", "Gemm")]
-        exclude = [convs[0].name] if convs and convs[0].op_type == "Conv" else []
+        # The stem conv stays float only where it is one of many: in a model of one or two convs it
+        # would leave the "int8" variant mostly float (review: a one-conv model's only Conv stayed float)
+        exclude = [convs[0].name] if convs[0:1] and convs[0].op_type == "Conv" and sum(n.op_type == "Conv" for n in convs) >= 3 else []
 
         def quantize(out: Path, overrides: dict) -> None:
             calibrated_qdq(pre, out, feeds, ctx.per_channel, "uint8", method=ctx.calibrate, nodes_to_exclude=exclude,

@@ -381,7 +381,7 @@ def calibration_feeds(pkg, folder: str | os.PathLike | None = None, per_photo: i
 
         return text_feeds(pkg, TUNING, batch=1)
     raise InputError(
-        f"Static quantization of {pkg.name!r} needs calibration inputs: pass --calibration DIR "
+        f"Static quantization of {pkg.path} needs calibration inputs: pass --calibration DIR "
         "(images for image models, .npy arrays or .npz feeds otherwise)"
         + (", or use --method dynamic." if dynamic_ok else "; TensorRT runs only calibrated INT8.")
     )

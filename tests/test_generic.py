@@ -320,6 +320,7 @@ def test_an_input_range_that_is_not_two_numbers_the_dtype_holds_is_one_sentence(
     ({"x": [[1.0, 2.0, 3.0]]}, {"x": 0}, "dynamic['x'] is 0; give its axes as"),
     ({"x": [[1.0, 2.0, 3.0]]}, {"x": [2]}, "Input 'x' has 2 dimensions; there is no axis 2"),
     ({"x": [[1.0, 2.0, 3.0]]}, [0], "dynamic maps input names to their dynamic axes"),
+    ({"x": [[1.0, 2.0, 3.0]]}, {"x": {0: "a", -2: "b"}}, "dynamic['x'] names axis 0 twice: 'a' and 'b'"),
 ])
 def test_export_module_refuses_bad_examples_and_axes_in_one_sentence(tmp_path, example, dynamic, message):
     from edgeai.export import export_module

@@ -235,8 +235,8 @@ def _run_bulk(pipe, inputs: list[str], out_file: Path, batch_size: int, workers:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
     from edgeai.bulk import list_inputs, run_bulk
-    from edgeai.providers import short_name
     from edgeai.journal import check_parquet_target, journal_for, new_file_for, write_parquet
+    from edgeai.providers import short_name
 
     opts = opts or {}
     if opts.get("new_file"):

@@ -56,6 +56,8 @@ def dynamic_axes(example: dict, dynamic: object) -> dict[str, dict[int, str]]:
             label = f"{n}_dim{at % dims}" if label is None else label
             if not isinstance(label, str) or not label:
                 raise InputError(f"Dynamic axis {at} of {n!r} is named {label!r}; name it with a string, e.g. {{{n!r}: {{{at}: 'batch'}}}}.")
+            if checked[n].get(at % dims, label) != label:  # the last one would win, silently (as --dynamic says)
+                raise InputError(f"dynamic[{n!r}] names axis {at % dims} twice: {checked[n][at % dims]!r} and {label!r}; give it one name.")
             checked[n][at % dims] = label
     sizes: dict[str, dict[str, int]] = {}  # one name is one size: the checks at other sizes grow them together
     for n, axes in checked.items():

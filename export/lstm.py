@@ -32,7 +32,7 @@ WEIGHTS = "pytorch_model.safetensors"
 
 @dataclass(frozen=True)
 class Config:
-    """The model and training recipe (sized to train in about a minute on 2 cores)."""
+    """The model and training recipe (sized to train in minutes on 2 cores: 2.8-4.6 on a Zen 3 EPYC beside other work)."""
 
     vocab_size: int = 20000
     embedding: int = 128

@@ -448,7 +448,7 @@ def test_static_int8_lands_where_the_temporary_folder_is_another_filesystem(tmp_
     shm = Path("/dev/shm")
     if not shm.is_dir() or not os.access(shm, os.W_OK) or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
         pytest.skip("needs a writable /dev/shm on another filesystem than the test's folder")
-    rng = np.random.default_rng(0)  # small weights: no layer saturates, so the first graph is the one moved in
+    rng = np.random.default_rng(0)  # no layer saturates (see below), so the first graph is the one moved in
     weights = [numpy_helper.from_array((rng.standard_normal(s) * 0.2).astype(np.float32), n) for n, s in
                (("W1", (4, 3, 3, 3)), ("W2", (4, 4, 3, 3)))]
     nodes = [helper.make_node("Conv", ["x", "W1"], ["h"], name="c1", pads=[1] * 4), helper.make_node("Relu", ["h"], ["r"], name="relu"),
@@ -457,8 +457,10 @@ def test_static_int8_lands_where_the_temporary_folder_is_another_filesystem(tmp_
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4, 8, 8])], weights)
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(tmp_path / "m.onnx"))
     (tmp_path / "cal").mkdir()
-    for i in range(4):
-        np.save(tmp_path / "cal" / f"{i}.npy", rng.random((1, 3, 8, 8)).astype(np.float32))
+    for i in range(4):  # the stem conv is quantized too (a model of 2 convs): inputs far below their range's top
+        x = rng.random((1, 3, 8, 8)).astype(np.float32) * 0.1  # keep its u8 x s8 pairs inside int16 on AVX2
+        x.flat[0] = 1.0
+        np.save(tmp_path / "cal" / f"{i}.npy", x)
     work = Path(tempfile.mkdtemp(dir=shm, prefix="edgeai-test-"))
     monkeypatch.setattr(tempfile, "tempdir", str(work))
     try:
